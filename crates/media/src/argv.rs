@@ -1,0 +1,540 @@
+//! A [`Rendition`] plus the probed input becomes one ffmpeg command line. Pure, so every flag that
+//! matters (allowlists, forced demuxer, scaling, keyframe alignment) is unit-tested without ffmpeg.
+
+use crate::plan::{AudioCodec, Container, Rendition, Rung, VideoCodec, VideoPlan};
+use crate::probe::MediaInfo;
+use std::path::Path;
+
+/// One ffmpeg run: its arguments (without the program name) and what progress is measured against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    pub args: Vec<String>,
+    /// Seconds of output expected, for progress = out_time / duration.
+    pub duration: f64,
+    /// Files or directories (relative to the output dir) this run creates.
+    pub creates: String,
+}
+
+/// Fits the display size into an optional box, keeping the aspect ratio, never upscaling, and
+/// rounding to even numbers because 4:2:0 chroma needs them.
+pub fn fit_dims(w: u32, h: u32, max_w: Option<u32>, max_h: Option<u32>) -> (u32, u32) {
+    let (wf, hf) = (w.max(1) as f64, h.max(1) as f64);
+    let mut scale: f64 = 1.0;
+    if let Some(mw) = max_w {
+        scale = scale.min(mw as f64 / wf);
+    }
+    if let Some(mh) = max_h {
+        scale = scale.min(mh as f64 / hf);
+    }
+    let even = |x: f64| ((x / 2.0).round() as u32 * 2).max(2);
+    (even(wf * scale), even(hf * scale))
+}
+
+/// The HLS rungs for an input: every rung not above the input height; an input below the smallest
+/// rung still gets one rung at its own size.
+pub fn ladder(rungs: &[Rung], display_h: u32) -> Vec<Rung> {
+    let fitting: Vec<Rung> = rungs
+        .iter()
+        .copied()
+        .filter(|r| r.height <= display_h)
+        .collect();
+    if !fitting.is_empty() {
+        return fitting;
+    }
+    rungs
+        .iter()
+        .min_by_key(|r| r.height)
+        .map(|r| Rung {
+            height: display_h,
+            ..*r
+        })
+        .into_iter()
+        .collect()
+}
+
+/// Output paths are absolute paths we build ourselves (no `file:` prefix: the HLS muxer would then
+/// fail to create its variant directories); being absolute, they can never parse as a protocol.
+fn out_path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn s<T: ToString>(x: T) -> String {
+    x.to_string()
+}
+
+fn input_args(info: &MediaInfo, allowed: &[String], input: &Path, start: f64) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-y",
+        "-loglevel",
+        "error",
+        "-protocol_whitelist",
+        "file,pipe",
+    ]
+    .map(String::from)
+    .to_vec();
+    a.extend([
+        s("-format_whitelist"),
+        allowed.join(","),
+        s("-f"),
+        s(info.demuxer()),
+    ]);
+    if start > 0.0 {
+        a.extend([s("-ss"), format!("{start:.3}")]);
+    }
+    a.extend([s("-i"), crate::file_url(input)]);
+    a
+}
+
+fn video_codec_args(v: &VideoPlan, a: &mut Vec<String>) {
+    let rate = |a: &mut Vec<String>, kbps: u32| {
+        a.extend([
+            s("-b:v"),
+            format!("{kbps}k"),
+            s("-maxrate"),
+            format!("{}k", kbps * 3 / 2),
+            s("-bufsize"),
+            format!("{}k", kbps * 2),
+        ])
+    };
+    match v.codec {
+        VideoCodec::H264 | VideoCodec::H265 => {
+            let h265 = v.codec == VideoCodec::H265;
+            a.extend([
+                s("-c:v"),
+                s(if h265 { "libx265" } else { "libx264" }),
+                s("-preset"),
+                s("fast"),
+            ]);
+            if h265 {
+                a.extend([
+                    s("-tag:v"),
+                    s("hvc1"),
+                    s("-x265-params"),
+                    s("log-level=error"),
+                ]);
+            }
+            if let Some(kbps) = v.bitrate_kbps {
+                rate(a, kbps);
+            } else if let Some(crf) = v.crf {
+                a.extend([s("-crf"), s(crf)]);
+                if let Some(m) = v.maxrate_kbps {
+                    a.extend([
+                        s("-maxrate"),
+                        format!("{m}k"),
+                        s("-bufsize"),
+                        format!("{}k", m * 2),
+                    ]);
+                }
+            }
+            a.extend([s("-pix_fmt"), s("yuv420p")]);
+        }
+        VideoCodec::Vp9 => {
+            a.extend([
+                s("-c:v"),
+                s("libvpx-vp9"),
+                s("-deadline"),
+                s("good"),
+                s("-cpu-used"),
+                s(4),
+                s("-row-mt"),
+                s(1),
+            ]);
+            match (v.bitrate_kbps, v.crf) {
+                (Some(kbps), _) => a.extend([s("-b:v"), format!("{kbps}k")]),
+                (None, Some(crf)) => a.extend([s("-crf"), s(crf), s("-b:v"), s(0)]),
+                _ => {}
+            }
+            a.extend([s("-pix_fmt"), s("yuv420p")]);
+        }
+        VideoCodec::Av1 => {
+            a.extend([s("-c:v"), s("libsvtav1"), s("-preset"), s(10)]);
+            match (v.bitrate_kbps, v.crf) {
+                (Some(kbps), _) => a.extend([s("-b:v"), format!("{kbps}k")]),
+                (None, Some(crf)) => a.extend([s("-crf"), s(crf)]),
+                _ => {}
+            }
+            a.extend([s("-pix_fmt"), s("yuv420p")]);
+        }
+        VideoCodec::Mjpeg => {
+            a.extend([
+                s("-c:v"),
+                s("mjpeg"),
+                s("-q:v"),
+                s(3),
+                s("-pix_fmt"),
+                s("yuvj420p"),
+                s("-frames:v"),
+                s(1),
+            ]);
+        }
+        VideoCodec::Copy => a.extend([s("-c:v"), s("copy")]),
+    }
+    if let Some(fps) = v.fps {
+        a.extend([s("-r"), format!("{fps}")]);
+    }
+}
+
+fn audio_codec_args(codec: AudioCodec, kbps: u32, a: &mut Vec<String>) {
+    match codec {
+        AudioCodec::Aac => a.extend([s("-c:a"), s("aac"), s("-b:a"), format!("{kbps}k")]),
+        AudioCodec::Opus => a.extend([s("-c:a"), s("libopus"), s("-b:a"), format!("{kbps}k")]),
+        AudioCodec::Copy => a.extend([s("-c:a"), s("copy")]),
+    }
+}
+
+fn muxer(c: Container) -> &'static str {
+    match c {
+        Container::Mp4 | Container::M4a => "mp4",
+        Container::Mov => "mov",
+        Container::Mkv => "matroska",
+        Container::Webm => "webm",
+        Container::Jpeg => "image2",
+        Container::Hls => "hls",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ArgvError(pub String);
+
+/// Builds the command for one rendition. `out_dir` is the job's output directory; the rendition
+/// writes `out_dir/<primary_file>` (and, for HLS, its sub-playlists and segments beside it).
+pub fn build(
+    r: &Rendition,
+    info: &MediaInfo,
+    allowed_formats: &[String],
+    input: &Path,
+    out_dir: &Path,
+) -> Result<Invocation, ArgvError> {
+    let total = info.best_duration().unwrap_or(0.0);
+    let video_stream = info.video();
+    let audio_stream = info.audio();
+    let is_thumb = r.container == Container::Jpeg;
+    // A thumbnail comes from 1 s in, or the middle of a shorter clip.
+    let start = if is_thumb {
+        (total / 2.0).min(1.0)
+    } else {
+        r.trim_start
+    };
+    if start > 0.0 && start >= total && total > 0.0 {
+        return Err(ArgvError(format!(
+            "trim start {start:.3} s is past the end of the {total:.3} s input"
+        )));
+    }
+    let remaining = (total - start).max(0.0);
+    let duration = match r.trim_duration {
+        Some(d) => d.min(remaining),
+        None => remaining,
+    };
+    let mut a = input_args(info, allowed_formats, input, start);
+    if let Some(d) = r.trim_duration {
+        a.extend([s("-t"), format!("{d:.3}")]);
+    }
+    let (dw, dh) = info.display_dims().unwrap_or((0, 0));
+
+    if let Some(hls) = &r.hls {
+        let v = video_stream.ok_or_else(|| ArgvError("HLS needs a video stream".into()))?;
+        let rungs = ladder(&hls.rungs, dh);
+        let n = rungs.len();
+        let mut graph = format!("[0:{}]split={n}", v.index);
+        for i in 0..n {
+            graph.push_str(&format!("[s{i}]"));
+        }
+        for (i, rung) in rungs.iter().enumerate() {
+            let (w, h) = fit_dims(dw, dh, None, Some(rung.height));
+            graph.push_str(&format!(";[s{i}]scale={w}:{h},setsar=1[v{i}]"));
+        }
+        a.extend([s("-filter_complex"), graph]);
+        for i in 0..n {
+            a.extend([s("-map"), format!("[v{i}]")]);
+        }
+        if let Some(au) = audio_stream {
+            for _ in 0..n {
+                a.extend([s("-map"), format!("0:{}", au.index)]);
+            }
+        }
+        a.extend([
+            s("-c:v"),
+            s("libx264"),
+            s("-preset"),
+            s("fast"),
+            s("-pix_fmt"),
+            s("yuv420p"),
+        ]);
+        for (i, rung) in rungs.iter().enumerate() {
+            a.extend([
+                format!("-b:v:{i}"),
+                format!("{}k", rung.video_kbps),
+                format!("-maxrate:v:{i}"),
+                format!("{}k", rung.video_kbps * 107 / 100),
+                format!("-bufsize:v:{i}"),
+                format!("{}k", rung.video_kbps * 3 / 2),
+            ]);
+            if audio_stream.is_some() {
+                a.extend([
+                    format!("-c:a:{i}"),
+                    s("aac"),
+                    format!("-b:a:{i}"),
+                    format!("{}k", rung.audio_kbps),
+                ]);
+            }
+        }
+        let seg = hls.segment_seconds;
+        a.extend([
+            s("-force_key_frames"),
+            format!("expr:gte(t,n_forced*{seg})"),
+            s("-sc_threshold"),
+            s(0),
+            s("-map_metadata"),
+            s(-1),
+            s("-map_chapters"),
+            s(-1),
+            s("-f"),
+            s("hls"),
+            s("-hls_time"),
+            s(seg),
+            s("-hls_playlist_type"),
+            s("vod"),
+            s("-hls_flags"),
+            s("independent_segments"),
+            s("-hls_segment_type"),
+            s("mpegts"),
+            s("-hls_segment_filename"),
+            out_path(&out_dir.join(&r.name).join("v%v/seg_%05d.ts")),
+            s("-master_pl_name"),
+            s("master.m3u8"),
+            s("-var_stream_map"),
+            (0..n)
+                .map(|i| {
+                    if audio_stream.is_some() {
+                        format!("v:{i},a:{i}")
+                    } else {
+                        format!("v:{i}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            s("-progress"),
+            s("pipe:1"),
+            s("-nostats"),
+            out_path(&out_dir.join(&r.name).join("v%v/index.m3u8")),
+        ]);
+        return Ok(Invocation {
+            args: a,
+            duration,
+            creates: r.name.clone(),
+        });
+    }
+
+    match (&r.video, video_stream) {
+        (Some(vp), Some(vs)) => {
+            a.extend([s("-map"), format!("0:{}", vs.index)]);
+            if vp.codec != VideoCodec::Copy {
+                let (w, h) = fit_dims(dw, dh, vp.max_width, vp.max_height.filter(|h| *h > 0));
+                a.extend([s("-vf"), format!("scale={w}:{h},setsar=1")]);
+            }
+            video_codec_args(vp, &mut a);
+        }
+        (Some(_), None) => return Err(ArgvError("this output needs a video stream".into())),
+        (None, _) => {}
+    }
+    match (&r.audio, audio_stream, is_thumb) {
+        (Some(ap), Some(au), false) => {
+            a.extend([s("-map"), format!("0:{}", au.index)]);
+            audio_codec_args(ap.codec, ap.bitrate_kbps, &mut a);
+        }
+        (None, _, _) | (_, None, _) | (_, _, true) => {
+            if r.video.is_none() {
+                return Err(ArgvError("this output needs an audio stream".into()));
+            }
+        }
+    }
+    a.extend([s("-map_metadata"), s(-1), s("-map_chapters"), s(-1)]);
+    match r.container {
+        Container::Mp4 | Container::M4a | Container::Mov => {
+            a.extend([s("-movflags"), s("+faststart")])
+        }
+        Container::Jpeg => a.extend([s("-update"), s(1)]),
+        _ => {}
+    }
+    let file = r.primary_file();
+    a.extend([
+        s("-max_muxing_queue_size"),
+        s(1024),
+        s("-f"),
+        s(muxer(r.container)),
+        s("-progress"),
+        s("pipe:1"),
+        s("-nostats"),
+        out_path(&out_dir.join(&file)),
+    ]);
+    Ok(Invocation {
+        args: a,
+        duration: if is_thumb { 0.0 } else { duration },
+        creates: file,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::preset;
+    use crate::policy::InputPolicy;
+    use crate::probe::parse_probe_json;
+
+    fn info(w: u32, h: u32, rotate: i32, audio: bool) -> MediaInfo {
+        let audio_stream = if audio {
+            r#",{"index":1,"codec_type":"audio","codec_name":"aac","channels":2,"sample_rate":"48000"}"#
+        } else {
+            ""
+        };
+        parse_probe_json(&format!(
+            r#"{{"streams":[{{"index":0,"codec_type":"video","codec_name":"h264","width":{w},"height":{h},
+               "side_data_list":[{{"rotation":{rotate}}}]}}{audio_stream}],
+               "format":{{"format_name":"mov,mp4,m4a","duration":"10.0"}}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn argv(r: &Rendition, i: &MediaInfo) -> Vec<String> {
+        build(
+            r,
+            i,
+            &InputPolicy::default().allowed_formats,
+            Path::new("/w/input"),
+            Path::new("/w/out"),
+        )
+        .unwrap()
+        .args
+    }
+
+    fn after<'a>(a: &'a [String], flag: &str) -> &'a str {
+        let i = a
+            .iter()
+            .position(|x| x == flag)
+            .unwrap_or_else(|| panic!("{flag} missing in {a:?}"));
+        &a[i + 1]
+    }
+
+    #[test]
+    fn fit_keeps_aspect_is_even_and_never_upscales() {
+        assert_eq!(fit_dims(1920, 1080, None, Some(720)), (1280, 720));
+        assert_eq!(fit_dims(320, 240, None, Some(1080)), (320, 240));
+        assert_eq!(fit_dims(321, 241, None, None), (322, 242));
+        assert_eq!(fit_dims(1080, 1920, None, Some(720)), (406, 720));
+        assert_eq!(fit_dims(4000, 1000, Some(640), Some(640)), (640, 160));
+        assert_eq!(fit_dims(1, 1, None, None), (2, 2));
+    }
+
+    #[test]
+    fn ladder_keeps_rungs_up_to_input_height() {
+        let rungs = preset("hls-abr").unwrap().hls.unwrap().rungs;
+        let hs = |h| {
+            ladder(&rungs, h)
+                .iter()
+                .map(|r| r.height)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(hs(1080), vec![1080, 720, 480, 360]);
+        assert_eq!(hs(720), vec![720, 480, 360]);
+        assert_eq!(hs(480), vec![480, 360]);
+        assert_eq!(hs(240), vec![240]);
+    }
+
+    #[test]
+    fn input_is_locked_down_and_forced_to_the_probed_demuxer() {
+        let a = argv(&preset("mp4-720p").unwrap(), &info(1920, 1080, 0, true));
+        assert_eq!(after(&a, "-protocol_whitelist"), "file,pipe");
+        assert!(after(&a, "-format_whitelist")
+            .split(',')
+            .all(|f| f != "hls" && f != "concat"));
+        assert_eq!(after(&a, "-f"), "mov");
+        assert_eq!(after(&a, "-i"), "file:/w/input");
+        assert_eq!(after(&a, "-vf"), "scale=1280:720,setsar=1");
+        assert_eq!(after(&a, "-c:v"), "libx264");
+        assert_eq!(after(&a, "-movflags"), "+faststart");
+        assert_eq!(a.last().unwrap(), "/w/out/mp4-720p.mp4");
+        assert_eq!(after(&a, "-progress"), "pipe:1");
+    }
+
+    #[test]
+    fn rotated_input_scales_by_display_size() {
+        let a = argv(&preset("mp4-720p").unwrap(), &info(1920, 1080, -90, true));
+        assert_eq!(after(&a, "-vf"), "scale=406:720,setsar=1");
+    }
+
+    #[test]
+    fn no_audio_input_gives_video_only_output() {
+        let a = argv(&preset("mp4-480p").unwrap(), &info(640, 480, 0, false));
+        assert!(!a.iter().any(|x| x == "-c:a"));
+        let r = build(
+            &preset("audio-aac").unwrap(),
+            &info(640, 480, 0, false),
+            &[],
+            Path::new("/i"),
+            Path::new("/o"),
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn hls_builds_aligned_ladder_with_master() {
+        let a = argv(&preset("hls-abr").unwrap(), &info(854, 480, 0, true));
+        let graph = after(&a, "-filter_complex");
+        assert!(graph.contains("split=2"), "{graph}");
+        assert!(
+            graph.contains("scale=854:480") && graph.contains("scale=640:360"),
+            "{graph}"
+        );
+        assert_eq!(after(&a, "-var_stream_map"), "v:0,a:0 v:1,a:1");
+        assert_eq!(after(&a, "-master_pl_name"), "master.m3u8");
+        assert_eq!(after(&a, "-force_key_frames"), "expr:gte(t,n_forced*4)");
+        assert_eq!(a.last().unwrap(), "/w/out/hls-abr/v%v/index.m3u8");
+    }
+
+    #[test]
+    fn thumbnail_seeks_and_writes_one_frame() {
+        let inv = build(
+            &preset("thumbnail").unwrap(),
+            &info(1280, 720, 0, true),
+            &[],
+            Path::new("/i"),
+            Path::new("/o"),
+        )
+        .unwrap();
+        assert_eq!(after(&inv.args, "-ss"), "1.000");
+        assert_eq!(after(&inv.args, "-frames:v"), "1");
+        assert_eq!(after(&inv.args, "-vf"), "scale=640:360,setsar=1");
+        assert!(!inv.args.iter().any(|x| x == "-c:a"));
+        assert_eq!(inv.creates, "thumbnail.jpg");
+    }
+
+    #[test]
+    fn trim_past_the_end_is_an_error_and_trim_sets_duration() {
+        let mut r = preset("mp4-360p").unwrap();
+        r.trim_start = 20.0;
+        assert!(build(
+            &r,
+            &info(640, 480, 0, true),
+            &[],
+            Path::new("/i"),
+            Path::new("/o")
+        )
+        .is_err());
+        r.trim_start = 2.0;
+        r.trim_duration = Some(3.0);
+        let inv = build(
+            &r,
+            &info(640, 480, 0, true),
+            &[],
+            Path::new("/i"),
+            Path::new("/o"),
+        )
+        .unwrap();
+        assert_eq!(inv.duration, 3.0);
+        assert_eq!(after(&inv.args, "-ss"), "2.000");
+        assert_eq!(after(&inv.args, "-t"), "3.000");
+    }
+}

@@ -1,0 +1,109 @@
+//! Parser for ffmpeg's `-progress pipe:1` key=value blocks.
+
+/// One completed progress block.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Progress {
+    /// Seconds of output written so far.
+    pub out_time: f64,
+    /// Encode speed relative to real time (`2.0` = twice as fast as playback).
+    pub speed: Option<f64>,
+    /// ffmpeg said `progress=end`.
+    pub done: bool,
+}
+
+impl Progress {
+    /// Fraction of `duration` done, clamped to 0..=1; unknown durations report 0 until done.
+    pub fn fraction(&self, duration: f64) -> f64 {
+        if self.done {
+            return 1.0;
+        }
+        if duration <= 0.0 || !duration.is_finite() {
+            return 0.0;
+        }
+        (self.out_time / duration).clamp(0.0, 1.0)
+    }
+}
+
+/// Accumulates lines; a block ends at its `progress=` line.
+#[derive(Debug, Default)]
+pub struct ProgressParser {
+    current: Progress,
+}
+
+impl ProgressParser {
+    pub fn feed(&mut self, line: &str) -> Option<Progress> {
+        let (key, value) = line.trim().split_once('=')?;
+        let value = value.trim();
+        match key {
+            // out_time_ms is microseconds too (a long-standing ffmpeg quirk); prefer out_time_us.
+            "out_time_us" | "out_time_ms" => {
+                if let Ok(us) = value.parse::<i64>() {
+                    self.current.out_time = (us.max(0) as f64) / 1e6;
+                }
+            }
+            "speed" => {
+                self.current.speed = value
+                    .trim_end_matches('x')
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite());
+            }
+            "progress" => {
+                self.current.done = value == "end";
+                return Some(self.current);
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_blocks_and_end() {
+        let mut p = ProgressParser::default();
+        let mut got = vec![];
+        for line in [
+            "frame=10",
+            "out_time_us=500000",
+            "out_time_ms=500000",
+            "out_time=00:00:00.500000",
+            "speed=1.5x",
+            "progress=continue",
+            "out_time_us=N/A",
+            "speed=N/A",
+            "progress=continue",
+            "out_time_us=2000000",
+            "speed= 2.01x",
+            "progress=end",
+        ] {
+            got.extend(p.feed(line));
+        }
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].out_time, 0.5);
+        assert_eq!(got[0].speed, Some(1.5));
+        assert_eq!(got[0].fraction(2.0), 0.25);
+        assert_eq!(got[1].out_time, 0.5, "N/A keeps the last value");
+        assert_eq!(got[1].speed, None);
+        assert!(got[2].done);
+        assert_eq!(got[2].speed, Some(2.01));
+        assert_eq!(got[2].fraction(0.0), 1.0);
+    }
+
+    #[test]
+    fn fraction_is_clamped_and_safe() {
+        let p = Progress {
+            out_time: 5.0,
+            speed: None,
+            done: false,
+        };
+        assert_eq!(p.fraction(2.0), 1.0);
+        assert_eq!(p.fraction(0.0), 0.0);
+        assert_eq!(p.fraction(f64::NAN), 0.0);
+        assert!(ProgressParser::default().feed("garbage").is_none());
+    }
+}

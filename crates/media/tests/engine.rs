@@ -1,0 +1,335 @@
+//! Real ffprobe/ffmpeg on tiny generated clips: every preset's output is probed as a user would.
+
+use reelay_media::*;
+use reelay_protocol::OutputSpec;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn gen(dir: &Path, name: &str, lavfi_args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(lavfi_args)
+        .arg(&out)
+        .status()
+        .expect("ffmpeg must be installed (make test installs it)");
+    assert!(st.success(), "generating {name} failed");
+    out
+}
+
+/// 1 s 320x240 with a 440 Hz tone.
+fn clip(dir: &Path) -> PathBuf {
+    gen(
+        dir,
+        "clip.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25:duration=1",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ],
+    )
+}
+
+fn ffprobe(path: &Path) -> MediaInfo {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {path:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    probe::parse_probe_json(&String::from_utf8_lossy(&out.stdout)).unwrap()
+}
+
+async fn encode(preset: &str, input: &Path, out_dir: &Path) -> (Invocation, Vec<Progress>) {
+    let tools = Tools::default();
+    let policy = InputPolicy::default();
+    let info = probe(input, &tools, &policy).await.unwrap();
+    let r = resolve_outputs(&[OutputSpec::preset(preset)])
+        .unwrap()
+        .remove(0);
+    let inv = build(&r, &info, &policy.allowed_formats, input, out_dir).unwrap();
+    let mut seen = vec![];
+    let limits = RunLimits {
+        stall_timeout: std::time::Duration::from_secs(30),
+        time_limit: std::time::Duration::from_secs(120),
+    };
+    run_ffmpeg(
+        &tools,
+        &inv.args,
+        out_dir,
+        limits,
+        &CancellationToken::new(),
+        |p| seen.push(p),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{preset}: {e}"));
+    (inv, seen)
+}
+
+#[tokio::test]
+async fn every_single_file_preset_produces_what_it_promises() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path());
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for (preset, vcodec, acodec) in [
+        ("mp4-1080p", Some("h264"), Some("aac")),
+        ("mp4-720p", Some("h264"), Some("aac")),
+        ("mp4-480p", Some("h264"), Some("aac")),
+        ("mp4-360p", Some("h264"), Some("aac")),
+        ("webm-vp9-720p", Some("vp9"), Some("opus")),
+        ("av1-720p", Some("av1"), Some("aac")),
+        ("audio-aac", None, Some("aac")),
+        ("thumbnail", Some("mjpeg"), None),
+    ] {
+        let (inv, progress) = encode(preset, &input, &out).await;
+        let info = ffprobe(&out.join(&inv.creates));
+        assert_eq!(info.video().map(|v| v.codec.as_str()), vcodec, "{preset}");
+        assert_eq!(info.audio().map(|a| a.codec.as_str()), acodec, "{preset}");
+        if let Some(v) = info.video() {
+            // Never upscaled: the 320x240 input stays 320x240.
+            assert_eq!((v.width, v.height), (Some(320), Some(240)), "{preset}");
+            if preset != "thumbnail" {
+                assert_eq!(v.pix_fmt.as_deref(), Some("yuv420p"), "{preset}");
+            }
+        }
+        if preset != "thumbnail" {
+            let d = info.best_duration().unwrap();
+            assert!((d - 1.0).abs() <= 0.2, "{preset}: duration {d}");
+            assert!(
+                progress.last().is_some_and(|p| p.done),
+                "{preset}: no final progress"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn hls_ladder_is_aligned_and_has_a_complete_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen(
+        dir.path(),
+        "in480.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=854x480:rate=25:duration=2",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ],
+    );
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    encode("hls-abr", &input, &out).await;
+    let master = std::fs::read_to_string(out.join("hls-abr/master.m3u8")).unwrap();
+    let infs: Vec<&str> = master
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF"))
+        .collect();
+    assert_eq!(infs.len(), 2, "{master}");
+    for (l, res) in infs.iter().zip(["854x480", "640x360"]) {
+        assert!(
+            l.contains("BANDWIDTH=")
+                && l.contains(&format!("RESOLUTION={res}"))
+                && l.contains("CODECS=\"avc1"),
+            "{l}"
+        );
+    }
+    for v in ["v0", "v1"] {
+        let media =
+            std::fs::read_to_string(out.join("hls-abr").join(v).join("index.m3u8")).unwrap();
+        assert!(media.contains("#EXT-X-ENDLIST"));
+        let segs: Vec<&str> = media.lines().filter(|l| l.ends_with(".ts")).collect();
+        assert!(!segs.is_empty());
+        for s in segs {
+            let info = ffprobe(&out.join("hls-abr").join(v).join(s));
+            assert_eq!(info.video().unwrap().codec, "h264");
+        }
+    }
+}
+
+#[tokio::test]
+async fn rotated_and_odd_sized_inputs_come_out_upright_and_even() {
+    let dir = tempfile::tempdir().unwrap();
+    let odd = gen(
+        dir.path(),
+        "odd.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25:duration=1",
+            "-vf",
+            "scale=321:241",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv444p",
+        ],
+    );
+    let rotated = dir.path().join("rot.mp4");
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(&odd)
+        .args(["-c", "copy", "-metadata:s:v:0", "rotate=90"])
+        .arg(&rotated)
+        .status()
+        .unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let (inv, _) = encode("mp4-720p", &odd, &out).await;
+    let v = ffprobe(&out.join(&inv.creates)).video().unwrap().clone();
+    assert_eq!((v.width, v.height), (Some(322), Some(242)));
+    assert!(st.success());
+    {
+        let tools = Tools::default();
+        let info = probe(&rotated, &tools, &InputPolicy::default())
+            .await
+            .unwrap();
+        assert_eq!(info.video().unwrap().rotation % 180, 90);
+        let (inv, _) = encode("mp4-360p", &rotated, &out).await;
+        let v = ffprobe(&out.join(&inv.creates)).video().unwrap().clone();
+        assert_eq!(
+            (v.width, v.height, v.rotation),
+            (Some(242), Some(322), 0),
+            "rotation applied to pixels"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_playlists_are_refused_at_probe_without_reading_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "TOP-SECRET-CONTENT").unwrap();
+    let hls = dir.path().join("evil.mp4");
+    std::fs::write(
+        &hls,
+        format!(
+            "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:10.0,\n{}\n#EXT-X-ENDLIST\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let concat = dir.path().join("evil.mov");
+    std::fs::write(
+        &concat,
+        format!("ffconcat version 1.0\nfile {}\n", secret.display()),
+    )
+    .unwrap();
+    for f in [&hls, &concat] {
+        let e = probe(f, &Tools::default(), &InputPolicy::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProbeError::FormatNotAllowed(_)), "{e:?}");
+        assert!(!e.to_string().contains("TOP-SECRET"));
+    }
+    let garbage = dir.path().join("garbage.mp4");
+    std::fs::write(
+        &garbage,
+        (0..5000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(matches!(
+        probe(&garbage, &Tools::default(), &InputPolicy::default()).await,
+        Err(ProbeError::Unreadable(_))
+    ));
+}
+
+#[tokio::test]
+async fn cancel_and_stall_kill_ffmpeg_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    // An endless lavfi source never finishes by itself.
+    let args: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=10",
+        "-f",
+        "null",
+        "-progress",
+        "pipe:1",
+        "-nostats",
+        "-",
+    ]
+    .map(String::from)
+    .to_vec();
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        c2.cancel();
+    });
+    let limits = RunLimits {
+        stall_timeout: std::time::Duration::from_secs(30),
+        time_limit: std::time::Duration::from_secs(30),
+    };
+    let t = std::time::Instant::now();
+    let r = run_ffmpeg(
+        &Tools::default(),
+        &args,
+        dir.path(),
+        limits,
+        &cancel,
+        |_| {},
+    )
+    .await;
+    assert!(matches!(r, Err(RunError::Cancelled)), "{r:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    let limits = RunLimits {
+        stall_timeout: std::time::Duration::from_secs(30),
+        time_limit: std::time::Duration::from_millis(800),
+    };
+    let r = run_ffmpeg(
+        &Tools::default(),
+        &args,
+        dir.path(),
+        limits,
+        &CancellationToken::new(),
+        |_| {},
+    )
+    .await;
+    assert!(matches!(r, Err(RunError::TimedOut(_))), "{r:?}");
+}

@@ -1,0 +1,340 @@
+//! Wire types shared by the api, the workers, the edge and the CLI.
+//!
+//! Everything here is plain data with serde derives, so that every side of reelay agrees on the JSON
+//! without depending on each other's internals. The shapes are the contracts of
+//! `docs/architecture.md`; change them only together with every reader.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// What a user asks for: one input, one or more outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Absent when the input arrives as the multipart `file` part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSpec>,
+    pub outputs: Vec<OutputSpec>,
+    /// Higher runs first; ties run oldest first.
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// Where the input comes from. Exactly one of `url` or `key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// One requested output: either a named preset, or a custom description.
+///
+/// Kept as one flat struct (instead of an untagged enum) so that validation can name the exact
+/// offending field in its 422 answer instead of serde's "did not match any variant".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<AudioSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trim: Option<TrimSpec>,
+}
+
+impl OutputSpec {
+    pub fn preset(name: &str) -> Self {
+        OutputSpec {
+            preset: Some(name.to_string()),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VideoSpec {
+    /// `h264`, `h265`, `vp9`, `av1`, `copy` or `none`.
+    pub codec: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crf: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSpec {
+    /// `aac`, `opus`, `copy` or `none`.
+    pub codec: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrimSpec {
+    /// Seconds from the start of the input.
+    #[serde(default)]
+    pub start: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+}
+
+/// The lifecycle of a job as users see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// A terminal job never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown status {s:?} (expected one of queued, running, succeeded, failed, cancelled)"))
+    }
+}
+
+/// Every answer about a job, and the payload of its SSE events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: String,
+    pub cluster: String,
+    pub status: JobStatus,
+    /// 0.0 ..= 1.0
+    pub progress: f64,
+    pub attempts: u32,
+    /// RFC 3339 timestamps.
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<ErrorDetail>,
+    pub outputs: Vec<OutputView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputView {
+    pub name: String,
+    /// Absolute path under `/v1/jobs/{id}/outputs/`.
+    pub url: String,
+    pub size: u64,
+    pub content_type: String,
+}
+
+/// `GET /v1/jobs` answer: newest first, `next_cursor` continues the listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/jobs/{id}/outputs` answer: every stored file of a finished job (HLS segments included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFiles {
+    pub files: Vec<OutputView>,
+}
+
+/// `GET /v1/load`: what the edge needs to place new work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub cluster: String,
+    /// Concurrent job slots of the live workers.
+    pub capacity: u32,
+    pub running: u32,
+    pub queued: u32,
+    /// Estimated seconds of encoding work waiting in the queue, divided over capacity.
+    pub backlog_seconds: f64,
+    pub accepting: bool,
+}
+
+/// One entry of `GET /v1/presets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresetInfo {
+    pub name: String,
+    pub description: String,
+    pub container: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresetList {
+    pub presets: Vec<PresetInfo>,
+}
+
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Machine-readable, snake_case, stable.
+    pub code: String,
+    /// For people; never contains file contents or secrets.
+    pub message: String,
+}
+
+impl ErrorDetail {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorDetail {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// Cluster names appear in job ids and in nginx.conf, so they are kept to a safe alphabet.
+pub fn valid_cluster_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A job id is `{cluster}.{ULID}`; the edge routes on the part before the dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobId {
+    pub cluster: String,
+    pub ulid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid job id {0:?}: expected {{cluster}}.{{ULID}}")]
+pub struct InvalidJobId(pub String);
+
+impl FromStr for JobId {
+    type Err = InvalidJobId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidJobId(s.chars().take(80).collect());
+        let (cluster, ulid) = s.split_once('.').ok_or_else(bad)?;
+        let ulid_ok = ulid.len() == 26
+            && ulid
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
+        if !valid_cluster_name(cluster) || !ulid_ok {
+            return Err(bad());
+        }
+        Ok(JobId {
+            cluster: cluster.to_string(),
+            ulid: ulid.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.cluster, self.ulid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_id_round_trips_and_rejects_garbage() {
+        let id: JobId = "aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2".parse().unwrap();
+        assert_eq!(id.cluster, "aws");
+        assert_eq!(id.to_string(), "aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2");
+        for bad in [
+            "",
+            "aws",
+            "aws.",
+            ".01JDQ7Z3K4M5N6P7Q8R9S0T1V2",
+            "AWS.01JDQ7Z3K4M5N6P7Q8R9S0T1V2",
+            "aws.01jdq7z3k4m5n6p7q8r9s0t1v2",
+            "a/b.01JDQ7Z3K4M5N6P7Q8R9S0T1V2",
+            "aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2/../x",
+        ] {
+            assert!(bad.parse::<JobId>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn spec_rejects_unknown_fields_and_accepts_contract_shape() {
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"input":{"url":"https://x/y.mp4"},"outputs":[{"preset":"mp4-720p"},
+               {"name":"small","container":"mp4","video":{"codec":"h264","height":240,"crf":28},
+                "audio":{"codec":"aac","bitrate_kbps":96}}],"priority":3}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.outputs.len(), 2);
+        assert_eq!(spec.priority, 3);
+        assert!(serde_json::from_str::<JobSpec>(r#"{"outputs":[],"bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn status_parses_and_knows_terminal_states() {
+        assert_eq!("running".parse::<JobStatus>().unwrap(), JobStatus::Running);
+        assert!("done".parse::<JobStatus>().is_err());
+        assert!(JobStatus::Cancelled.is_terminal());
+        assert!(!JobStatus::Queued.is_terminal());
+        assert_eq!(
+            serde_json::to_string(&JobStatus::Succeeded).unwrap(),
+            "\"succeeded\""
+        );
+    }
+}
