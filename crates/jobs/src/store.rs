@@ -1,0 +1,109 @@
+//! The storage contract shared by every backend.
+
+use crate::model::{
+    CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, NewJob, QueueCounts, RenewOutcome,
+    StoredOutput,
+};
+use reelay_protocol::{ErrorDetail, JobStatus};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("idempotency key already used with a different spec")]
+    IdempotencyConflict,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row the store wrote itself no longer decodes: a bug or manual tampering, never user input.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+/// Everything the api and the workers do with jobs.
+///
+/// Every state change is guarded so that concurrent callers (several api processes, many
+/// workers, a worker that lost its lease but does not know yet) cannot produce two completions or
+/// resurrect a finished job. A trait, so the SQLite and the future Postgres backends share one
+/// test suite (`testsuite`).
+#[async_trait::async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Inserts the job and its task. When `idempotency_key` was already used in this cluster:
+    /// same `spec_hash` → [`CreateOutcome::Existing`] with the earlier job, otherwise
+    /// [`StoreError::IdempotencyConflict`]. Concurrent creates with one key yield one `Created`.
+    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError>;
+
+    async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+
+    /// Newest first (ORDER BY id DESC; ids are ULID-suffixed so they sort by creation within a
+    /// cluster). `cursor` is the id of the last job of the previous page; returns the page and the
+    /// next cursor (None when there are no more). A `limit` of 0 is treated as 1.
+    async fn list_jobs(
+        &self,
+        status: Option<JobStatus>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Job>, Option<String>), StoreError>;
+
+    /// Atomically hands ONE claimable task to `worker_id`: a task that is queued with
+    /// run_after <= now, or running with an expired lease (its worker died). Highest priority
+    /// first, then oldest. Increments attempts, sets lease owner/expiry, sets job status running
+    /// and started_at (first time only). A task whose lease expired and that has already used
+    /// max_attempts is instead marked failed with code "worker_lost" (and not returned); the
+    /// search continues with the next one. Never hands the same task to two workers whose leases
+    /// are both live.
+    async fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Claim>, StoreError>;
+
+    /// Extends the lease if `worker_id` still owns this attempt of the task (an expired lease
+    /// nobody took over yet still counts as owned); stores progress (clamped to 0..=1) when
+    /// given. Returns Cancelled if the job was cancelled meanwhile, LeaseLost if someone else
+    /// owns it now or it is no longer running.
+    async fn renew(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        attempt: u32,
+        lease: Duration,
+        progress: Option<f64>,
+    ) -> Result<RenewOutcome, StoreError>;
+
+    /// Marks the job succeeded with these outputs, progress 1, finished_at — ONLY if `worker_id`
+    /// still owns this attempt and the job was not cancelled (returns false otherwise and changes
+    /// nothing). This is what makes "exactly one completion" true.
+    async fn complete(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        attempt: u32,
+        outputs: Vec<StoredOutput>,
+    ) -> Result<bool, StoreError>;
+
+    /// Records a failure of this attempt (only if still owned). `retry_after: Some(d)` and
+    /// attempts < max_attempts → task back to queued with run_after = now + d, job status queued,
+    /// error kept as last error; otherwise job failed permanently with this error and
+    /// finished_at. Not owned, or cancelled meanwhile → [`FailOutcome::LeaseLost`], no change.
+    async fn fail(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        attempt: u32,
+        error: ErrorDetail,
+        retry_after: Option<Duration>,
+    ) -> Result<FailOutcome, StoreError>;
+
+    /// Hands a running task back without counting the attempt (graceful shutdown): queued and
+    /// claimable at once, attempts decremented, lease cleared. Only if still owned; otherwise a
+    /// silent no-op, because whoever owns it now is not affected.
+    async fn release(&self, task_id: &str, worker_id: &str, attempt: u32)
+        -> Result<(), StoreError>;
+
+    /// queued → cancelled at once; running → cancelled at once too (status cancelled,
+    /// finished_at set, cancel_requested = true; the worker learns it from renew/complete);
+    /// terminal → AlreadyFinished.
+    async fn cancel(&self, id: &str) -> Result<CancelOutcome, StoreError>;
+
+    async fn counts(&self) -> Result<QueueCounts, StoreError>;
+
+    /// Cheap liveness query for /readyz.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

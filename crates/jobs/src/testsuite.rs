@@ -1,0 +1,817 @@
+//! The [`JobStore`] contract as executable tests, written once for every backend.
+//!
+//! Each function takes a fresh, empty store and panics on a violation. A backend runs the whole
+//! suite with [`job_store_suite!`](crate::job_store_suite), giving it an async factory that
+//! returns `(guard, Arc<dyn JobStore>)`; the guard (e.g. a temp dir) lives as long as the test.
+//! The two concurrency tests take an `Arc` because they spawn tasks; everything else takes
+//! `&dyn JobStore`.
+//!
+//! Leases and retry delays are short real durations instead of an injected clock, so the suite
+//! also exercises the database's own notion of "expired".
+
+use crate::{
+    now_millis, CancelOutcome, CreateOutcome, FailOutcome, JobStore, NewJob, RenewOutcome,
+    StoreError, StoredOutput,
+};
+use reelay_protocol::{ErrorDetail, JobStatus};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Long enough never to expire during a test.
+const LONG_LEASE: Duration = Duration::from_secs(60);
+/// Short enough to wait out.
+const SHORT_LEASE: Duration = Duration::from_millis(100);
+/// Comfortably past [`SHORT_LEASE`], so a slow machine does not turn expiry tests flaky.
+const PAST_SHORT_LEASE: Duration = Duration::from_millis(180);
+
+/// A job id in the real `{cluster}.{26 chars}` shape that sorts by creation order, also within
+/// one millisecond (unlike a ULID from a non-monotonic generator).
+pub fn next_job_id(cluster: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{cluster}.{:013}{:013}",
+        now_millis(),
+        n % 10_000_000_000_000
+    )
+}
+
+/// A valid job with no idempotency key, priority 0 and 3 attempts.
+pub fn new_job(cluster: &str) -> NewJob {
+    NewJob {
+        id: next_job_id(cluster),
+        cluster: cluster.to_string(),
+        spec_json: r#"{"input":{"key":"uploads/in.mp4"},"outputs":[{"preset":"mp4-720p"}]}"#
+            .to_string(),
+        spec_hash: "hash-a".to_string(),
+        input_key: Some("uploads/in.mp4".to_string()),
+        input_url: None,
+        priority: 0,
+        idempotency_key: None,
+        max_attempts: 3,
+        estimated_seconds: 10.0,
+        owner: Some("tester".to_string()),
+    }
+}
+
+fn output(name: &str) -> StoredOutput {
+    StoredOutput {
+        name: name.to_string(),
+        key: format!("outputs/{name}"),
+        size: 1234,
+        content_type: "video/mp4".to_string(),
+    }
+}
+
+async fn create(store: &dyn JobStore, new: NewJob) -> crate::Job {
+    match store.create_job(new).await.expect("create_job") {
+        CreateOutcome::Created(job) => job,
+        CreateOutcome::Existing(job) => panic!("expected Created, got Existing({})", job.id),
+    }
+}
+
+async fn get(store: &dyn JobStore, id: &str) -> crate::Job {
+    store
+        .get_job(id)
+        .await
+        .expect("get_job")
+        .unwrap_or_else(|| panic!("job {id} missing"))
+}
+
+async fn sleep_until(millis: i64) {
+    let wait = millis.saturating_sub(now_millis()).max(0) + 20;
+    tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
+}
+
+/// Creates, reads back field by field, and lists with a status filter and cursor pagination.
+pub async fn create_get_list(store: &dyn JobStore) {
+    let before = now_millis();
+    let mut first = new_job("test");
+    first.input_key = None;
+    first.input_url = Some("https://example.com/in.mp4".to_string());
+    first.priority = 7;
+    first.owner = None;
+    first.estimated_seconds = 12.5;
+    let job = create(store, first.clone()).await;
+    assert_eq!(job.id, first.id);
+    assert_eq!(job.cluster, "test");
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.progress, 0.0);
+    assert_eq!(job.attempts, 0);
+    assert_eq!(job.max_attempts, 3);
+    assert_eq!(job.priority, 7);
+    assert_eq!(job.spec_json, first.spec_json);
+    assert_eq!(job.spec_hash, first.spec_hash);
+    assert_eq!(job.input_key, None);
+    assert_eq!(job.input_url, first.input_url);
+    assert_eq!(job.idempotency_key, None);
+    assert_eq!(job.owner, None);
+    assert_eq!(job.estimated_seconds, 12.5);
+    assert!(job.created_at >= before && job.created_at <= now_millis());
+    assert_eq!(job.started_at, None);
+    assert_eq!(job.finished_at, None);
+    assert_eq!(job.error, None);
+    assert!(job.outputs.is_empty());
+    assert!(!job.cancel_requested);
+    assert_eq!(get(store, &first.id).await, job);
+    assert_eq!(
+        store.get_job("test.NOSUCHJOB").await.expect("get_job"),
+        None
+    );
+
+    let mut ids = vec![job.id.clone()];
+    for _ in 0..4 {
+        ids.push(create(store, new_job("test")).await.id);
+    }
+    // Newest first.
+    ids.reverse();
+    let cancelled = [ids[1].clone(), ids[3].clone()];
+    for id in &cancelled {
+        assert!(matches!(
+            store.cancel(id).await.expect("cancel"),
+            CancelOutcome::Cancelled(_)
+        ));
+    }
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let (page, next) = store
+            .list_jobs(None, 2, cursor.as_deref())
+            .await
+            .expect("list_jobs");
+        assert!(page.len() <= 2);
+        pages += 1;
+        seen.extend(page.into_iter().map(|j| j.id));
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages < 10, "pagination does not terminate");
+    }
+    assert_eq!(seen, ids);
+    assert_eq!(pages, 3);
+
+    let (page, next) = store.list_jobs(None, 5, None).await.expect("list_jobs");
+    assert_eq!(page.len(), 5);
+    assert_eq!(next, None, "an exactly full last page has no next cursor");
+
+    let (page, next) = store
+        .list_jobs(Some(JobStatus::Cancelled), 10, None)
+        .await
+        .expect("list_jobs");
+    assert_eq!(next, None);
+    assert_eq!(
+        page.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        cancelled.to_vec()
+    );
+    let (page, next) = store
+        .list_jobs(Some(JobStatus::Queued), 2, None)
+        .await
+        .expect("list_jobs");
+    assert_eq!(
+        page.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [ids[0].as_str(), ids[2].as_str()]
+    );
+    let (page, next) = store
+        .list_jobs(Some(JobStatus::Queued), 2, next.as_deref())
+        .await
+        .expect("list_jobs");
+    assert_eq!(
+        page.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [ids[4].as_str()]
+    );
+    assert_eq!(next, None);
+    let (page, _) = store
+        .list_jobs(Some(JobStatus::Succeeded), 10, None)
+        .await
+        .expect("list_jobs");
+    assert!(page.is_empty());
+}
+
+/// A reused key returns the original job for the same spec and refuses a different spec.
+pub async fn idempotency(store: &dyn JobStore) {
+    let mut new = new_job("test");
+    new.idempotency_key = Some("key-1".to_string());
+    let original = create(store, new.clone()).await;
+    assert_eq!(original.idempotency_key.as_deref(), Some("key-1"));
+
+    let mut retry = new.clone();
+    retry.id = next_job_id("test");
+    match store.create_job(retry.clone()).await.expect("create_job") {
+        CreateOutcome::Existing(job) => assert_eq!(job, original),
+        CreateOutcome::Created(job) => panic!("duplicate job {} for a reused key", job.id),
+    }
+    assert_eq!(store.get_job(&retry.id).await.expect("get_job"), None);
+
+    let mut other = retry.clone();
+    other.id = next_job_id("test");
+    other.spec_hash = "hash-b".to_string();
+    assert!(matches!(
+        store.create_job(other).await,
+        Err(StoreError::IdempotencyConflict)
+    ));
+
+    // Keys are scoped per cluster.
+    let mut elsewhere = new.clone();
+    elsewhere.id = next_job_id("other");
+    elsewhere.cluster = "other".to_string();
+    create(store, elsewhere).await;
+
+    // Jobs without a key never collide.
+    create(store, new_job("test")).await;
+    create(store, new_job("test")).await;
+    let (all, _) = store.list_jobs(None, 100, None).await.expect("list_jobs");
+    assert_eq!(all.len(), 4);
+}
+
+/// Eight concurrent creates with one key: exactly one is Created, all agree on its id.
+pub async fn concurrent_idempotent_creates(store: Arc<dyn JobStore>) {
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut new = new_job("test");
+            new.idempotency_key = Some("same-key".to_string());
+            store.create_job(new).await.expect("create_job")
+        }));
+    }
+    let mut created = 0;
+    let mut ids = HashSet::new();
+    for handle in handles {
+        let outcome = handle.await.expect("task panicked");
+        if matches!(outcome, CreateOutcome::Created(_)) {
+            created += 1;
+        }
+        ids.insert(outcome.into_job().id);
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+    let (all, _) = store.list_jobs(None, 100, None).await.expect("list_jobs");
+    assert_eq!(all.len(), 1);
+}
+
+/// Highest priority first, then oldest; a successful claim updates job and lease.
+pub async fn claim_order(store: &dyn JobStore) {
+    let mut ids = Vec::new();
+    for priority in [0, 5, 0, 5, -1] {
+        let mut new = new_job("test");
+        new.priority = priority;
+        ids.push(create(store, new).await.id);
+    }
+    let expected = [&ids[1], &ids[3], &ids[0], &ids[2], &ids[4]];
+    for want in expected {
+        let before = now_millis();
+        let claim = store
+            .claim("worker-1", LONG_LEASE)
+            .await
+            .expect("claim")
+            .expect("a claimable job");
+        assert_eq!(&claim.job.id, want);
+        assert_eq!(claim.attempt, 1);
+        assert_eq!(claim.job.attempts, 1);
+        assert_eq!(claim.job.status, JobStatus::Running);
+        let started = claim.job.started_at.expect("started_at set");
+        assert!(started >= before);
+        assert!(claim.lease_expires_at >= before + LONG_LEASE.as_millis() as i64);
+        assert!(!claim.task_id.is_empty());
+        assert_eq!(get(store, want).await, claim.job);
+    }
+    assert!(store
+        .claim("worker-1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .is_none());
+}
+
+/// Nothing to do: an empty store, and one holding only finished or live-leased work.
+pub async fn claim_empty(store: &dyn JobStore) {
+    assert!(store.claim("w", LONG_LEASE).await.expect("claim").is_none());
+    let cancelled = create(store, new_job("test")).await;
+    store.cancel(&cancelled.id).await.expect("cancel");
+    create(store, new_job("test")).await;
+    let claim = store.claim("w", LONG_LEASE).await.expect("claim");
+    assert!(claim.is_some());
+    assert!(store
+        .claim("w2", LONG_LEASE)
+        .await
+        .expect("claim")
+        .is_none());
+}
+
+/// Eight workers race over twenty jobs: every job is handed out exactly once.
+pub async fn concurrent_claims(store: Arc<dyn JobStore>) {
+    let mut ids = HashSet::new();
+    for _ in 0..20 {
+        ids.insert(create(&*store, new_job("test")).await.id);
+    }
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let worker = format!("worker-{w}");
+            let mut mine = Vec::new();
+            while let Some(claim) = store.claim(&worker, LONG_LEASE).await.expect("claim") {
+                assert_eq!(claim.attempt, 1);
+                mine.push(claim.job.id);
+                tokio::task::yield_now().await;
+            }
+            mine
+        }));
+    }
+    let mut claimed = Vec::new();
+    for handle in handles {
+        claimed.extend(handle.await.expect("task panicked"));
+    }
+    let unique: HashSet<_> = claimed.iter().cloned().collect();
+    assert_eq!(claimed.len(), 20, "some job was claimed twice: {claimed:?}");
+    assert_eq!(unique, ids);
+    let counts = store.counts().await.expect("counts");
+    assert_eq!((counts.queued, counts.running), (0, 20));
+}
+
+/// A dead worker's expired lease is taken over; the old worker can no longer touch the task.
+pub async fn lease_expiry_takeover(store: &dyn JobStore) {
+    let job = create(store, new_job("test")).await;
+    let first = store
+        .claim("worker-old", SHORT_LEASE)
+        .await
+        .expect("claim")
+        .expect("claimable");
+    assert_eq!(
+        store
+            .renew(&first.task_id, "worker-old", 1, SHORT_LEASE, Some(0.25))
+            .await
+            .expect("renew"),
+        RenewOutcome::Renewed
+    );
+    assert_eq!(get(store, &job.id).await.progress, 0.25);
+    // Someone else's identity or a wrong attempt number is not the owner.
+    assert_eq!(
+        store
+            .renew(&first.task_id, "worker-x", 1, SHORT_LEASE, None)
+            .await
+            .expect("renew"),
+        RenewOutcome::LeaseLost
+    );
+    assert_eq!(
+        store
+            .renew(&first.task_id, "worker-old", 2, SHORT_LEASE, None)
+            .await
+            .expect("renew"),
+        RenewOutcome::LeaseLost
+    );
+
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let second = store
+        .claim("worker-new", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("expired lease is claimable");
+    assert_eq!(second.job.id, job.id);
+    assert_eq!(second.task_id, first.task_id);
+    assert_eq!(second.attempt, 2);
+    assert_eq!(second.job.attempts, 2);
+    assert_eq!(second.job.status, JobStatus::Running);
+    assert_eq!(second.job.started_at, first.job.started_at);
+    assert!(store
+        .claim("worker-3", LONG_LEASE)
+        .await
+        .expect("claim")
+        .is_none());
+
+    let task = &first.task_id;
+    assert_eq!(
+        store
+            .renew(task, "worker-old", 1, SHORT_LEASE, Some(0.9))
+            .await
+            .expect("renew"),
+        RenewOutcome::LeaseLost
+    );
+    assert!(!store
+        .complete(task, "worker-old", 1, vec![output("stale.mp4")])
+        .await
+        .expect("complete"));
+    assert_eq!(
+        store
+            .fail(task, "worker-old", 1, ErrorDetail::new("x", "y"), None)
+            .await
+            .expect("fail"),
+        FailOutcome::LeaseLost
+    );
+    store.release(task, "worker-old", 1).await.expect("release");
+    let unchanged = get(store, &job.id).await;
+    assert_eq!(unchanged.status, JobStatus::Running);
+    assert_eq!(unchanged.attempts, 2);
+    assert_ne!(unchanged.progress, 0.9);
+
+    assert!(store
+        .complete(task, "worker-new", 2, vec![output("out.mp4")])
+        .await
+        .expect("complete"));
+    let done = get(store, &job.id).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.progress, 1.0);
+    assert_eq!(done.outputs, vec![output("out.mp4")]);
+    assert!(done.finished_at.is_some());
+    // Exactly one completion.
+    assert!(!store
+        .complete(task, "worker-new", 2, vec![output("again.mp4")])
+        .await
+        .expect("complete"));
+    assert_eq!(
+        store
+            .renew(task, "worker-new", 2, LONG_LEASE, None)
+            .await
+            .expect("renew"),
+        RenewOutcome::LeaseLost
+    );
+    assert_eq!(get(store, &job.id).await, done);
+}
+
+/// Leases that keep expiring use up the attempts; the job then fails as `worker_lost` and the
+/// same claim call moves on to other work.
+pub async fn lease_expiry_exhausts_attempts(store: &dyn JobStore) {
+    let mut doomed = new_job("test");
+    doomed.priority = 10;
+    doomed.max_attempts = 2;
+    let doomed = create(store, doomed).await;
+    let other = create(store, new_job("test")).await;
+
+    let mut last = None;
+    for (worker, attempt) in [("w1", 1), ("w2", 2)] {
+        let claim = store
+            .claim(worker, SHORT_LEASE)
+            .await
+            .expect("claim")
+            .expect("claimable");
+        assert_eq!(claim.job.id, doomed.id);
+        assert_eq!(claim.attempt, attempt);
+        tokio::time::sleep(PAST_SHORT_LEASE).await;
+        last = Some(claim);
+    }
+    let last = last.expect("two claims");
+    let claim = store
+        .claim("w3", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("the other job");
+    assert_eq!(claim.job.id, other.id);
+
+    let failed = get(store, &doomed.id).await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.attempts, 2);
+    assert_eq!(
+        failed.error.as_ref().map(|e| e.code.as_str()),
+        Some("worker_lost")
+    );
+    assert!(failed.finished_at.is_some());
+    assert!(store
+        .claim("w4", LONG_LEASE)
+        .await
+        .expect("claim")
+        .is_none());
+    // The last worker waking up late changes nothing.
+    assert_eq!(
+        store
+            .renew(&last.task_id, "w2", 2, LONG_LEASE, Some(0.9))
+            .await
+            .expect("renew"),
+        RenewOutcome::LeaseLost
+    );
+    assert!(!store
+        .complete(&last.task_id, "w2", 2, vec![output("late.mp4")])
+        .await
+        .expect("complete"));
+    assert_eq!(get(store, &doomed.id).await, failed);
+}
+
+/// A retryable failure requeues with a delay, until the attempts run out.
+pub async fn fail_with_retry(store: &dyn JobStore) {
+    let mut new = new_job("test");
+    new.max_attempts = 2;
+    let job = create(store, new).await;
+
+    let first = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("claimable");
+    store
+        .renew(&first.task_id, "w1", 1, LONG_LEASE, Some(0.5))
+        .await
+        .expect("renew");
+    let before = now_millis();
+    let err = ErrorDetail::new("fetch_failed", "input server answered 503");
+    let outcome = store
+        .fail(
+            &first.task_id,
+            "w1",
+            1,
+            err.clone(),
+            Some(Duration::from_millis(500)),
+        )
+        .await
+        .expect("fail");
+    let FailOutcome::Requeued { run_after } = outcome else {
+        panic!("expected Requeued, got {outcome:?}");
+    };
+    assert!(run_after >= before + 500);
+    let queued = get(store, &job.id).await;
+    assert_eq!(queued.status, JobStatus::Queued);
+    assert_eq!(queued.attempts, 1);
+    assert_eq!(queued.error.as_ref(), Some(&err));
+    assert_eq!(queued.finished_at, None);
+    assert_eq!(queued.progress, 0.0);
+    assert_eq!(
+        store.counts().await.expect("counts").queued,
+        1,
+        "a job waiting for its retry is still queued"
+    );
+
+    assert!(
+        store
+            .claim("w2", LONG_LEASE)
+            .await
+            .expect("claim")
+            .is_none(),
+        "claimable before run_after"
+    );
+    sleep_until(run_after).await;
+    let second = store
+        .claim("w2", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("claimable after run_after");
+    assert_eq!(second.attempt, 2);
+    assert_eq!(
+        second.job.error.as_ref(),
+        Some(&err),
+        "last error kept while retrying"
+    );
+
+    let final_err = ErrorDetail::new("fetch_failed", "still 503");
+    assert_eq!(
+        store
+            .fail(
+                &second.task_id,
+                "w2",
+                2,
+                final_err.clone(),
+                Some(Duration::from_millis(1)),
+            )
+            .await
+            .expect("fail"),
+        FailOutcome::Failed
+    );
+    let failed = get(store, &job.id).await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error, Some(final_err));
+    assert!(failed.finished_at.is_some());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(store
+        .claim("w3", LONG_LEASE)
+        .await
+        .expect("claim")
+        .is_none());
+}
+
+/// A failure without a retry delay is final, whatever attempts are left.
+pub async fn fail_without_retry(store: &dyn JobStore) {
+    let job = create(store, new_job("test")).await;
+    let claim = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("claimable");
+    let err = ErrorDetail::new("invalid_input", "not a video");
+    assert_eq!(
+        store
+            .fail(&claim.task_id, "w1", 1, err.clone(), None)
+            .await
+            .expect("fail"),
+        FailOutcome::Failed
+    );
+    let failed = get(store, &job.id).await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.error, Some(err));
+    assert!(failed.finished_at.is_some());
+    assert!(store
+        .claim("w2", LONG_LEASE)
+        .await
+        .expect("claim")
+        .is_none());
+    assert_eq!(
+        store
+            .fail(&claim.task_id, "w1", 1, ErrorDetail::new("x", "y"), None)
+            .await
+            .expect("fail"),
+        FailOutcome::LeaseLost,
+        "a second failure report changes nothing"
+    );
+}
+
+/// Cancelling queued, running, finished and unknown jobs.
+pub async fn cancel(store: &dyn JobStore) {
+    let queued = create(store, new_job("test")).await;
+    let CancelOutcome::Cancelled(job) = store.cancel(&queued.id).await.expect("cancel") else {
+        panic!("queued job not cancelled");
+    };
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert!(job.finished_at.is_some());
+    assert!(job.cancel_requested);
+    assert_eq!(get(store, &queued.id).await, job);
+    assert!(store.claim("w", LONG_LEASE).await.expect("claim").is_none());
+    let CancelOutcome::AlreadyFinished(again) = store.cancel(&queued.id).await.expect("cancel")
+    else {
+        panic!("cancelling twice must report AlreadyFinished");
+    };
+    assert_eq!(again, job);
+
+    let running = create(store, new_job("test")).await;
+    let claim = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("claimable");
+    assert_eq!(claim.job.id, running.id);
+    let CancelOutcome::Cancelled(job) = store.cancel(&running.id).await.expect("cancel") else {
+        panic!("running job not cancelled");
+    };
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert!(job.cancel_requested);
+    assert!(job.finished_at.is_some());
+    assert_eq!(
+        store
+            .renew(&claim.task_id, "w1", 1, LONG_LEASE, Some(0.5))
+            .await
+            .expect("renew"),
+        RenewOutcome::Cancelled
+    );
+    assert!(!store
+        .complete(&claim.task_id, "w1", 1, vec![output("late.mp4")])
+        .await
+        .expect("complete"));
+    assert_eq!(
+        store
+            .fail(&claim.task_id, "w1", 1, ErrorDetail::new("x", "y"), None)
+            .await
+            .expect("fail"),
+        FailOutcome::LeaseLost
+    );
+    store
+        .release(&claim.task_id, "w1", 1)
+        .await
+        .expect("release");
+    assert_eq!(
+        get(store, &running.id).await,
+        job,
+        "cancelled job must not change"
+    );
+    assert!(store
+        .claim("w2", LONG_LEASE)
+        .await
+        .expect("claim")
+        .is_none());
+
+    let finished = create(store, new_job("test")).await;
+    let claim = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("claimable");
+    assert!(store
+        .complete(&claim.task_id, "w1", 1, vec![output("a.mp4")])
+        .await
+        .expect("complete"));
+    let CancelOutcome::AlreadyFinished(job) = store.cancel(&finished.id).await.expect("cancel")
+    else {
+        panic!("succeeded job must report AlreadyFinished");
+    };
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert!(!job.cancel_requested);
+
+    assert_eq!(
+        store.cancel("test.NOSUCHJOB").await.expect("cancel"),
+        CancelOutcome::NotFound
+    );
+}
+
+/// A released task is claimable again at once and the released attempt is not counted.
+pub async fn release(store: &dyn JobStore) {
+    let job = create(store, new_job("test")).await;
+    let claim = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("claimable");
+    store
+        .renew(&claim.task_id, "w1", 1, LONG_LEASE, Some(0.4))
+        .await
+        .expect("renew");
+    store
+        .release(&claim.task_id, "w1", 1)
+        .await
+        .expect("release");
+    let released = get(store, &job.id).await;
+    assert_eq!(released.status, JobStatus::Queued);
+    assert_eq!(released.attempts, 0);
+    assert_eq!(released.progress, 0.0);
+    assert_eq!(
+        store
+            .renew(&claim.task_id, "w1", 1, LONG_LEASE, None)
+            .await
+            .expect("renew"),
+        RenewOutcome::LeaseLost
+    );
+
+    let again = store
+        .claim("w2", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("released task is claimable");
+    assert_eq!(again.job.id, job.id);
+    assert_eq!(again.attempt, 1);
+    // Same worker id and attempt number as the released claim: a stale release from w1 must
+    // still not hand back w2's attempt.
+    store
+        .release(&claim.task_id, "w1", 1)
+        .await
+        .expect("release");
+    assert_eq!(get(store, &job.id).await.status, JobStatus::Running);
+    assert!(store
+        .complete(&again.task_id, "w2", 1, vec![output("o.mp4")])
+        .await
+        .expect("complete"));
+    assert_eq!(get(store, &job.id).await.attempts, 1);
+}
+
+/// Queue depth counts only queued and running jobs.
+pub async fn counts(store: &dyn JobStore) {
+    let zero = store.counts().await.expect("counts");
+    assert_eq!((zero.queued, zero.running), (0, 0));
+    assert_eq!(zero.queued_estimated_seconds, 0.0);
+
+    let mut ids = Vec::new();
+    for (priority, seconds) in [(9, 100.0), (0, 20.0), (0, 3.5), (0, 1000.0)] {
+        let mut new = new_job("test");
+        new.priority = priority;
+        new.estimated_seconds = seconds;
+        ids.push(create(store, new).await.id);
+    }
+    store.cancel(&ids[3]).await.expect("cancel");
+    let claim = store
+        .claim("w", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("claimable");
+    assert_eq!(claim.job.id, ids[0]);
+
+    let counts = store.counts().await.expect("counts");
+    assert_eq!(counts.queued, 2);
+    assert_eq!(counts.running, 1);
+    assert!((counts.queued_estimated_seconds - 23.5).abs() < 1e-9);
+
+    assert!(store
+        .complete(&claim.task_id, "w", 1, vec![])
+        .await
+        .expect("complete"));
+    let counts = store.counts().await.expect("counts");
+    assert_eq!((counts.queued, counts.running), (2, 0));
+    store.ping().await.expect("ping");
+}
+
+/// Runs the whole suite against a backend: one `#[tokio::test]` per suite function, each with a
+/// fresh store from `$factory`, an async fn returning `(guard, Arc<dyn JobStore>)`.
+#[macro_export]
+macro_rules! job_store_suite {
+    ($factory:path) => {
+        $crate::job_store_suite!(@borrowed $factory;
+            create_get_list, idempotency, claim_order, claim_empty, lease_expiry_takeover,
+            lease_expiry_exhausts_attempts, fail_with_retry, fail_without_retry, cancel, release,
+            counts);
+        $crate::job_store_suite!(@shared $factory; concurrent_idempotent_creates, concurrent_claims);
+    };
+    (@borrowed $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_guard, store) = $factory().await;
+                $crate::testsuite::$name(&*store).await;
+            }
+        )*
+    };
+    (@shared $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_guard, store) = $factory().await;
+                $crate::testsuite::$name(store).await;
+            }
+        )*
+    };
+}

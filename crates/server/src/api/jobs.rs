@@ -1,0 +1,544 @@
+//! `/v1/jobs`: submit (JSON or streamed multipart), read, list, follow (SSE), cancel.
+
+use crate::error::ApiError;
+use crate::fetch::{check_url, FetchError};
+use crate::metrics as m;
+use crate::state::AppState;
+use crate::storage::{input_key, valid_user_key};
+use crate::view::job_view;
+use axum::extract::{FromRequest, Multipart, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::Stream;
+use reelay_jobs::{CancelOutcome, CreateOutcome, Job, NewJob};
+use reelay_media::{Needs, Rendition};
+use reelay_protocol::{JobId, JobList, JobSpec, JobStatus};
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// An upload that sends nothing for this long is cut off (slow-loris protection).
+const UPLOAD_IDLE: Duration = Duration::from_secs(60);
+
+pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    if !st.is_accepting() {
+        return Err(ApiError::unavailable(
+            "shutting_down",
+            "this cluster is shutting down and accepts no new jobs",
+        ));
+    }
+    let idem = idempotency_key(req.headers())?;
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ctype.starts_with("application/json") {
+        let limit = st.cfg.max_json_bytes;
+        let body = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| {
+                ApiError::too_large(format!("JSON bodies are limited to {limit} bytes"))
+            })?;
+        let spec = parse_spec(&body)?;
+        submit_json(st, spec, idem).await
+    } else if ctype.starts_with("multipart/form-data") {
+        let mp = Multipart::from_request(req, &st)
+            .await
+            .map_err(|e| ApiError::bad_request("malformed_multipart", e.body_text()))?;
+        submit_multipart(st, mp, idem).await
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json (input by url or key) or multipart/form-data (part spec, then part file)",
+        ))
+    }
+}
+
+fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = h.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .ok()
+        .filter(|s| (1..=200).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()));
+    s.map(|s| Some(s.to_string())).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-200 visible ASCII characters",
+        )
+    })
+}
+
+/// Syntax errors are 400 (not JSON at all); well-formed JSON of the wrong shape is 422.
+fn parse_spec(body: &[u8]) -> Result<JobSpec, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::unprocessable(
+            "invalid_spec",
+            "the job spec must be a JSON object",
+        ));
+    }
+    serde_json::from_value::<JobSpec>(value)
+        .map_err(|e| ApiError::unprocessable("invalid_spec", format!("invalid job spec: {e}")))
+}
+
+fn resolve(spec: &JobSpec) -> Result<Vec<Rendition>, ApiError> {
+    reelay_media::resolve_outputs(&spec.outputs)
+        .map_err(|e| ApiError::unprocessable("invalid_spec", e.to_string()))
+}
+
+async fn submit_json(
+    st: AppState,
+    spec: JobSpec,
+    idem: Option<String>,
+) -> Result<Response, ApiError> {
+    let renditions = resolve(&spec)?;
+    let input = spec.input.clone().ok_or_else(|| {
+        ApiError::unprocessable("invalid_spec", "input: required in a JSON submission ({\"url\": ...} or {\"key\": ...}); or upload the file as multipart")
+    })?;
+    let (input_key, input_url) = match (&input.url, &input.key) {
+        (Some(url), None) => {
+            check_url(url, st.cfg.allow_private_urls).map_err(|e| match e {
+                FetchError::Forbidden(m) => {
+                    ApiError::unprocessable("forbidden_url", format!("input.url: {m}"))
+                }
+                other => ApiError::unprocessable("invalid_url", format!("input.url: {other}")),
+            })?;
+            (None, Some(url.clone()))
+        }
+        (None, Some(key)) => {
+            if !valid_user_key(key) {
+                return Err(ApiError::unprocessable("invalid_spec", "input.key: must be a relative key of A-Z a-z 0-9 - _ . = + segments separated by /"));
+            }
+            match st.storage.head(key).await {
+                Ok(_) => {}
+                Err(crate::storage::StorageError::NotFound(_)) => {
+                    return Err(ApiError::unprocessable(
+                        "input_not_found",
+                        format!("input.key: no object {key:?} in storage"),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            }
+            (Some(key.clone()), None)
+        }
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_spec",
+                "input: give exactly one of url or key",
+            ))
+        }
+    };
+    let id = new_job_id(&st);
+    // Duration is unknown until the worker downloads the input: assume a minute per output.
+    let estimate = 60.0 * renditions.len() as f64;
+    create(
+        &st,
+        id,
+        &spec,
+        input_key,
+        input_url,
+        idem,
+        estimate,
+        &renditions,
+    )
+    .await
+}
+
+fn new_job_id(st: &AppState) -> String {
+    JobId {
+        cluster: st.cfg.cluster.clone(),
+        ulid: ulid::Ulid::new().to_string(),
+    }
+    .to_string()
+}
+
+async fn submit_multipart(
+    st: AppState,
+    mut mp: Multipart,
+    idem: Option<String>,
+) -> Result<Response, ApiError> {
+    let first = next_field(&mut mp).await?.ok_or_else(|| {
+        ApiError::bad_request(
+            "malformed_multipart",
+            "empty multipart body: send part spec, then part file",
+        )
+    })?;
+    if first.name() != Some("spec") {
+        return Err(ApiError::bad_request(
+            "malformed_multipart",
+            "the first part must be named spec (the job spec JSON), followed by the file part",
+        ));
+    }
+    let spec_bytes = read_small_field(first, st.cfg.max_json_bytes).await?;
+    let spec = parse_spec(&spec_bytes)?;
+    if spec.input.is_some() {
+        return Err(ApiError::unprocessable(
+            "invalid_spec",
+            "input: must be absent when the file is uploaded",
+        ));
+    }
+    let renditions = resolve(&spec)?;
+    let field = next_field(&mut mp).await?.ok_or_else(|| {
+        ApiError::bad_request("malformed_multipart", "missing part file after spec")
+    })?;
+    if field.name() != Some("file") {
+        return Err(ApiError::bad_request(
+            "malformed_multipart",
+            "the second part must be named file",
+        ));
+    }
+    let uploads = st.cfg.data_dir.join("uploads");
+    tokio::fs::create_dir_all(&uploads)
+        .await
+        .map_err(|e| ApiError::internal("creating the upload directory", e))?;
+    let tmp = TempFile(uploads.join(ulid::Ulid::new().to_string()));
+    let size = stream_to_file(field, &tmp.0, st.cfg.policy.max_bytes).await?;
+
+    // Probe now so a bad file is refused while the client is still here.
+    let policy = &st.cfg.policy;
+    policy.check_size(size).map_err(reject)?;
+    let info = reelay_media::probe(&tmp.0, &st.cfg.tools, policy)
+        .await
+        .map_err(|e| match e {
+            reelay_media::ProbeError::FormatNotAllowed(f) => ApiError::unprocessable(
+                "unsupported_format",
+                format!("input format {f:?} is not allowed"),
+            ),
+            reelay_media::ProbeError::Unreadable(msg) => ApiError::unprocessable(
+                "corrupt_input",
+                format!("the file is not a readable media file ({msg})"),
+            ),
+            other => ApiError::internal("probing the upload", other),
+        })?;
+    let needs: Needs = reelay_media::needs(&renditions);
+    policy.check(&info, size, needs).map_err(reject)?;
+
+    let id = new_job_id(&st);
+    let key = input_key(&id);
+    st.storage.put_file(&key, &tmp.0).await?;
+    let estimate = info.best_duration().unwrap_or(60.0) * renditions.len() as f64;
+    let resp = create(
+        &st,
+        id,
+        &spec,
+        Some(key.clone()),
+        None,
+        idem,
+        estimate,
+        &renditions,
+    )
+    .await;
+    if !matches!(&resp, Ok(r) if r.status() == StatusCode::ACCEPTED) {
+        // Replayed or failed: the copy we just stored belongs to no job.
+        let _ = st
+            .storage
+            .delete_prefix(key.trim_end_matches("/source"))
+            .await;
+    }
+    resp
+}
+
+fn reject(r: reelay_media::Rejection) -> ApiError {
+    if r.code == "input_too_large" {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, r.code, r.message);
+    }
+    ApiError::unprocessable(r.code, r.message)
+}
+
+async fn next_field(
+    mp: &mut Multipart,
+) -> Result<Option<axum::extract::multipart::Field<'_>>, ApiError> {
+    mp.next_field()
+        .await
+        .map_err(|e| ApiError::bad_request("malformed_multipart", e.body_text()))
+}
+
+async fn read_small_field(
+    mut f: axum::extract::multipart::Field<'_>,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = f
+        .chunk()
+        .await
+        .map_err(|e| ApiError::bad_request("malformed_multipart", e.body_text()))?
+    {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > limit {
+            return Err(ApiError::too_large(format!(
+                "the spec part is limited to {limit} bytes"
+            )));
+        }
+    }
+    Ok(buf)
+}
+
+/// Removes the upload scratch file however the request ends.
+struct TempFile(PathBuf);
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn stream_to_file(
+    mut f: axum::extract::multipart::Field<'_>,
+    path: &std::path::Path,
+    max: u64,
+) -> Result<u64, ApiError> {
+    let mut out = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| ApiError::internal("creating the upload file", e))?;
+    let mut n = 0u64;
+    loop {
+        let chunk = tokio::time::timeout(UPLOAD_IDLE, f.chunk())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "upload_timeout",
+                    "the upload stalled",
+                )
+            })?
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "malformed_multipart",
+                    format!("upload interrupted: {}", e.body_text()),
+                )
+            })?;
+        let Some(chunk) = chunk else { break };
+        n += chunk.len() as u64;
+        if n > max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "input_too_large",
+                format!("the input is larger than the limit of {max} bytes"),
+            ));
+        }
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::internal("writing the upload", e))?;
+    }
+    out.flush()
+        .await
+        .map_err(|e| ApiError::internal("writing the upload", e))?;
+    Ok(n)
+}
+
+/// Stable FNV-1a over the canonical spec: equal specs hash equal across processes and versions.
+fn spec_hash(canonical: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in canonical.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The label for metrics: the first output's preset, or "custom".
+pub fn preset_label(spec_json: &str) -> String {
+    serde_json::from_str::<JobSpec>(spec_json)
+        .ok()
+        .and_then(|s| s.outputs.first().and_then(|o| o.preset.clone()))
+        .unwrap_or_else(|| "custom".into())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn create(
+    st: &AppState,
+    id: String,
+    spec: &JobSpec,
+    input_key: Option<String>,
+    input_url: Option<String>,
+    idem: Option<String>,
+    estimated_seconds: f64,
+    _renditions: &[Rendition],
+) -> Result<Response, ApiError> {
+    let spec_json =
+        serde_json::to_string(spec).map_err(|e| ApiError::internal("encoding the spec", e))?;
+    let new = NewJob {
+        id,
+        cluster: st.cfg.cluster.clone(),
+        spec_hash: spec_hash(&spec_json),
+        spec_json,
+        input_key,
+        input_url,
+        priority: spec.priority,
+        idempotency_key: idem,
+        max_attempts: st.cfg.max_attempts,
+        estimated_seconds,
+        owner: None,
+    };
+    let (status, job) = match st.store.create_job(new).await? {
+        CreateOutcome::Created(job) => {
+            metrics::counter!(m::SUBMITTED, "preset" => preset_label(&job.spec_json)).increment(1);
+            tracing::info!(job_id = %job.id, cluster = %job.cluster, "job queued");
+            st.wake.notify_waiters();
+            (StatusCode::ACCEPTED, job)
+        }
+        CreateOutcome::Existing(job) => (StatusCode::OK, job),
+    };
+    let mut resp = (status, Json(job_view(&job))).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+/// Loads a job of this cluster, or 404 for malformed ids, other clusters and unknown jobs.
+pub async fn load(st: &AppState, id: &str) -> Result<Job, ApiError> {
+    let parsed: JobId = id.parse().map_err(|_| {
+        ApiError::not_found(format!(
+            "no job {:?}",
+            id.chars().take(80).collect::<String>()
+        ))
+    })?;
+    if parsed.cluster != st.cfg.cluster {
+        return Err(ApiError::not_found(format!(
+            "job {id} belongs to cluster {:?}, not {:?}",
+            parsed.cluster, st.cfg.cluster
+        )));
+    }
+    st.store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let job = load(&st, &id).await?;
+    Ok(Json(job_view(&job)).into_response())
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<JobList>, ApiError> {
+    let (mut status, mut limit, mut cursor) = (None, 50u32, None);
+    for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "status" if !v.is_empty() => {
+                status = Some(
+                    v.parse::<JobStatus>()
+                        .map_err(|e| ApiError::bad_request("invalid_query", e))?,
+                )
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=500).contains(n))
+                    .ok_or_else(|| ApiError::bad_request("invalid_query", "limit must be 1-500"))?
+            }
+            "cursor" if !v.is_empty() => cursor = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let (jobs, next_cursor) = st.store.list_jobs(status, limit, cursor.as_deref()).await?;
+    Ok(Json(JobList {
+        jobs: jobs.iter().map(job_view).collect(),
+        next_cursor,
+    }))
+}
+
+pub async fn cancel(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    load(&st, &id).await?;
+    match st.store.cancel(&id).await? {
+        CancelOutcome::Cancelled(job) => {
+            metrics::counter!(m::FINISHED, "status" => "cancelled", "preset" => preset_label(&job.spec_json)).increment(1);
+            tracing::info!(job_id = %job.id, cluster = %job.cluster, "job cancelled");
+            Ok(Json(job_view(&job)).into_response())
+        }
+        CancelOutcome::AlreadyFinished(job) => Err(ApiError::conflict(
+            "already_finished",
+            format!("job {} already ended as {}", job.id, job.status),
+        )),
+        CancelOutcome::NotFound => Err(ApiError::not_found(format!("no job {id}"))),
+    }
+}
+
+/// Server-sent events: the job view whenever it changes, ending after a terminal status.
+pub async fn events(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    load(&st, &id).await?;
+    let poll = Duration::from_millis(st.cfg.poll_interval_ms);
+    let stream = futures::stream::unfold(
+        (st, id, String::new(), false),
+        move |(st, id, last, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let job = match st.store.get_job(&id).await {
+                    Ok(Some(j)) => j,
+                    Ok(None) => return None,
+                    Err(e) => {
+                        let ev = Event::default().event("error").data(e.to_string());
+                        return Some((Ok(ev), (st, id, last, true)));
+                    }
+                };
+                let view = job_view(&job);
+                let json = serde_json::to_string(&view).unwrap_or_default();
+                if json != last {
+                    let terminal = view.status.is_terminal();
+                    let ev = Event::default().event("job").data(json.clone());
+                    return Some((Ok(ev), (st, id, json, terminal)));
+                }
+                tokio::time::sleep(poll).await;
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_errors_split_into_400_and_422() {
+        assert_eq!(
+            parse_spec(b"{not json").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse_spec(br#"{"outputs": 5}"#).unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            parse_spec(br#"{"outputs": [], "x": 1}"#)
+                .unwrap_err()
+                .status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert!(parse_spec(br#"{"outputs": [{"preset": "mp4-720p"}]}"#).is_ok());
+    }
+
+    #[test]
+    fn spec_hash_is_stable() {
+        assert_eq!(spec_hash(""), "cbf29ce484222325");
+        assert_ne!(spec_hash("a"), spec_hash("b"));
+        assert_eq!(
+            preset_label(r#"{"outputs":[{"preset":"hls-abr"}]}"#),
+            "hls-abr"
+        );
+        assert_eq!(
+            preset_label(r#"{"outputs":[{"name":"x","container":"mp4"}]}"#),
+            "custom"
+        );
+    }
+}

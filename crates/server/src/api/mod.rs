@@ -1,0 +1,91 @@
+//! The HTTP surface of a cluster. Every answer, including unknown routes, wrong methods, and
+//! panics, is JSON.
+
+pub mod jobs;
+pub mod ops;
+pub mod outputs;
+
+use crate::error::ApiError;
+use crate::metrics as m;
+use crate::state::AppState;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::time::Instant;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/jobs", get(jobs::list).post(jobs::submit))
+        .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/jobs/{id}/events", get(jobs::events))
+        .route("/jobs/{id}/outputs", get(outputs::list))
+        .route(
+            "/jobs/{id}/outputs/{*path}",
+            get(outputs::get).head(outputs::get),
+        )
+        .route("/presets", get(ops::presets))
+        .route("/load", get(ops::load_report));
+    Router::new()
+        .nest("/v1", v1)
+        .merge(ops_router())
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not support that method",
+            )
+        })
+        // Upload size is enforced by the handlers (streamed, per policy); JSON by max_json_bytes.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the server log",
+            )
+            .into_response()
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// The routes a worker-only process serves too.
+pub fn ops_router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+}
+
+/// Request metrics and one log line per request, labelled by route template (not raw path, which
+/// would explode label cardinality).
+async fn track(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let secs = start.elapsed().as_secs_f64();
+    metrics::counter!(m::HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status.clone()).increment(1);
+    metrics::histogram!(m::HTTP_SECONDS, "route" => route.clone()).record(secs);
+    tracing::debug!(%method, %route, %status, request_id, ms = secs * 1000.0, "request");
+    resp
+}

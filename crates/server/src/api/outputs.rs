@@ -1,0 +1,198 @@
+//! Serving a job's outputs straight from object storage, with Range support so players can seek
+//! and stream (HLS segments, progressive MP4).
+
+use crate::api::jobs::load;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::storage::{content_type, output_prefix, valid_output_path};
+use crate::view::output_url;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use reelay_jobs::Job;
+use reelay_protocol::{JobStatus, OutputFiles, OutputView};
+use std::ops::Range;
+
+/// A parsed `Range` header against an object of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeReq {
+    Full,
+    Partial(Range<u64>),
+    Unsatisfiable,
+}
+
+/// Single ranges only (`bytes=a-b`, `bytes=a-`, `bytes=-n`); anything else is served whole, as
+/// RFC 9110 allows.
+pub fn parse_range(header: Option<&str>, size: u64) -> RangeReq {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeReq::Full;
+    };
+    if spec.contains(',') {
+        return RangeReq::Full;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeReq::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else {
+            return RangeReq::Full;
+        };
+        if n == 0 {
+            return RangeReq::Unsatisfiable;
+        }
+        size.saturating_sub(n)..size
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return RangeReq::Full;
+        };
+        let end = if b.is_empty() {
+            size
+        } else {
+            match b.parse::<u64>() {
+                Ok(e) if e >= start => (e + 1).min(size),
+                _ => return RangeReq::Full,
+            }
+        };
+        start..end
+    };
+    if range.start >= size {
+        return RangeReq::Unsatisfiable;
+    }
+    RangeReq::Partial(range)
+}
+
+fn finished(job: &Job) -> Result<String, ApiError> {
+    if job.status != JobStatus::Succeeded {
+        return Err(ApiError::conflict(
+            "not_ready",
+            format!(
+                "job {} is {}; outputs exist once it succeeded",
+                job.id, job.status
+            ),
+        ));
+    }
+    Ok(output_prefix(&job.id, job.attempts))
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<OutputFiles>, ApiError> {
+    let job = load(&st, &id).await?;
+    let prefix = finished(&job)?;
+    let files = st
+        .storage
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let name = o
+                .key
+                .strip_prefix(&prefix)?
+                .trim_start_matches('/')
+                .to_string();
+            Some(OutputView {
+                url: output_url(&job.id, &name),
+                content_type: content_type(&name).into(),
+                size: o.size,
+                name,
+            })
+        })
+        .collect();
+    Ok(Json(OutputFiles { files }))
+}
+
+pub async fn get(
+    State(st): State<AppState>,
+    method: Method,
+    Path((id, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !valid_output_path(&path) {
+        return Err(ApiError::not_found("no such output"));
+    }
+    let job = load(&st, &id).await?;
+    let key = format!("{}/{path}", finished(&job)?);
+    let size = match st.storage.head(&key).await {
+        Ok(o) => o.size,
+        Err(crate::storage::StorageError::NotFound(_)) => {
+            return Err(ApiError::not_found(format!(
+                "job {id} has no output {path}"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let range = parse_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        size,
+    );
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&path)),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Outputs of a finished job never change.
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400, immutable"),
+    );
+    let (status, range) = match range {
+        RangeReq::Unsatisfiable => {
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}"))
+                    .map_err(|e| ApiError::internal("header", e))?,
+            );
+            let mut r = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the output has {size} bytes"),
+            )
+            .into_response();
+            r.headers_mut().extend(h);
+            return Ok(r);
+        }
+        RangeReq::Full => (StatusCode::OK, None),
+        RangeReq::Partial(r) => {
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1))
+                    .map_err(|e| ApiError::internal("header", e))?,
+            );
+            (StatusCode::PARTIAL_CONTENT, Some(r))
+        }
+    };
+    let len = range.as_ref().map(|r| r.end - r.start).unwrap_or(size);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if method == Method::HEAD || len == 0 {
+        return Ok((status, h).into_response());
+    }
+    let stream = st.storage.get_range(&key, range).await?;
+    Ok((status, h, Body::from_stream(stream)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeReq::*;
+        assert_eq!(parse_range(None, 100), Full);
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), Partial(0..10));
+        assert_eq!(parse_range(Some("bytes=90-"), 100), Partial(90..100));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), Partial(90..100));
+        assert_eq!(parse_range(Some("bytes=-1000"), 100), Partial(0..100));
+        assert_eq!(parse_range(Some("bytes=50-5000"), 100), Partial(50..100));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 100), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=9-3"), 100), Full);
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Full);
+        assert_eq!(parse_range(Some("items=0-1"), 100), Full);
+        assert_eq!(parse_range(Some("bytes=x-y"), 100), Full);
+    }
+}

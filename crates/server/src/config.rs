@@ -1,0 +1,277 @@
+//! Configuration: defaults, then the TOML file, then `REELAY_*` variables and flags (clap reads
+//! both), each layer overriding the one before.
+
+use clap::Args;
+use reelay_media::{InputPolicy, Tools};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Flags of `reelay serve` (and the other server roles). Every flag has a `REELAY_*` variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file; flags and REELAY_* variables override it.
+    #[arg(long, env = "REELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "REELAY_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for the SQLite job store, local object storage and scratch space [default: ./data].
+    #[arg(long, env = "REELAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Name of this cluster; the prefix of every job id [default: local].
+    #[arg(long, env = "REELAY_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Concurrent jobs on this process [default: half the cores, at least 1].
+    #[arg(long, env = "REELAY_WORKERS")]
+    pub workers: Option<usize>,
+    /// Object storage URL: s3://bucket/prefix, gs://bucket/prefix, or file:///dir [default: <data-dir>/storage].
+    #[arg(long, env = "REELAY_STORAGE")]
+    pub storage: Option<String>,
+    /// Job store URL [default: sqlite in <data-dir>/reelay.db].
+    #[arg(long, env = "REELAY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Allow URL inputs on loopback, private and link-local addresses (off: SSRF protection).
+    #[arg(long, env = "REELAY_ALLOW_PRIVATE_URLS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_private_urls: Option<bool>,
+    /// Seconds a worker's claim on a job lasts without renewal [default: 30].
+    #[arg(long, env = "REELAY_LEASE_SECONDS")]
+    pub lease_seconds: Option<u64>,
+    /// Kill and retry an ffmpeg that makes no progress for this long [default: 120].
+    #[arg(long, env = "REELAY_STALL_TIMEOUT_SECONDS")]
+    pub stall_timeout_seconds: Option<u64>,
+    /// Fail a job whose encoding takes longer than this [default: 21600].
+    #[arg(long, env = "REELAY_JOB_TIMEOUT_SECONDS")]
+    pub job_timeout_seconds: Option<u64>,
+    /// On SIGTERM, let running jobs finish for this long before handing them back [default: 30].
+    #[arg(long, env = "REELAY_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
+    /// Attempts per job before it fails for good [default: 3].
+    #[arg(long, env = "REELAY_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+    /// Largest accepted input, bytes (uploads and URL downloads) [default: 21474836480].
+    #[arg(long, env = "REELAY_MAX_INPUT_BYTES")]
+    pub max_input_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub cluster: String,
+    pub workers: usize,
+    pub storage: Option<String>,
+    pub database_url: Option<String>,
+    pub allow_private_urls: bool,
+    pub lease_seconds: u64,
+    pub stall_timeout_seconds: u64,
+    pub job_timeout_seconds: u64,
+    pub shutdown_grace_seconds: u64,
+    pub max_attempts: u32,
+    /// Total time allowed for downloading a URL input.
+    pub fetch_timeout_seconds: u64,
+    /// Largest JSON request body.
+    pub max_json_bytes: usize,
+    /// How often idle workers and SSE streams look at the store.
+    pub poll_interval_ms: u64,
+    /// Input limits and allowed formats (`[policy]` table).
+    pub policy: InputPolicy,
+    /// ffmpeg/ffprobe paths and child resource limits (`[tools]` table).
+    pub tools: Tools,
+}
+
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(1)
+        .max(1)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "data".into(),
+            cluster: "local".into(),
+            workers: default_workers(),
+            storage: None,
+            database_url: None,
+            allow_private_urls: false,
+            lease_seconds: 30,
+            stall_timeout_seconds: 120,
+            job_timeout_seconds: 6 * 3600,
+            shutdown_grace_seconds: 30,
+            max_attempts: 3,
+            fetch_timeout_seconds: 3600,
+            max_json_bytes: 64 * 1024,
+            poll_interval_ms: 250,
+            policy: InputPolicy::default(),
+            tools: Tools::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {setting}: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads the file named by `--config` (if any), then applies flags and environment.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let base = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        let cfg = base.with_overrides(args);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Pure merge of flags/env over this config.
+    pub fn with_overrides(mut self, a: &ServeArgs) -> Config {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &a.$f { self.$f = v.clone(); } )* };
+        }
+        set!(
+            listen,
+            data_dir,
+            cluster,
+            workers,
+            allow_private_urls,
+            lease_seconds,
+            stall_timeout_seconds,
+            job_timeout_seconds,
+            shutdown_grace_seconds,
+            max_attempts
+        );
+        if a.storage.is_some() {
+            self.storage = a.storage.clone();
+        }
+        if a.database_url.is_some() {
+            self.database_url = a.database_url.clone();
+        }
+        if let Some(b) = a.max_input_bytes {
+            self.policy.max_bytes = b;
+        }
+        self
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |setting, message: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                message: message.into(),
+            })
+        };
+        if !reelay_protocol::valid_cluster_name(&self.cluster) {
+            return bad("cluster", "must be 1-32 characters of a-z, 0-9 and -");
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "listen",
+                "must be an address like 127.0.0.1:8080 or [::]:8080",
+            );
+        }
+        if self.workers == 0 || self.workers > 256 {
+            return bad("workers", "must be between 1 and 256");
+        }
+        if self.lease_seconds < 1 {
+            return bad("lease_seconds", "must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts", "must be at least 1");
+        }
+        if let Some(db) = &self.database_url {
+            if !db.starts_with("sqlite:") {
+                return bad(
+                    "database_url",
+                    "only sqlite: URLs are supported by this build (Postgres is planned)",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let file: Config = toml::from_str(
+            "cluster = \"aws\"\nworkers = 3\n[policy]\nmax_duration_seconds = 60.0\n",
+        )
+        .unwrap();
+        assert_eq!(file.listen, "127.0.0.1:8080");
+        assert_eq!(file.policy.max_duration_seconds, 60.0);
+        let args = ServeArgs {
+            workers: Some(5),
+            allow_private_urls: Some(true),
+            max_input_bytes: Some(10),
+            ..Default::default()
+        };
+        let cfg = file.with_overrides(&args);
+        assert_eq!((cfg.cluster.as_str(), cfg.workers), ("aws", 5));
+        assert!(cfg.allow_private_urls);
+        assert_eq!(cfg.policy.max_bytes, 10);
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = |c: Config| match c.validate() {
+            Err(ConfigError::Invalid { setting, .. }) => setting,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            err(Config {
+                cluster: "AWS!".into(),
+                ..Default::default()
+            }),
+            "cluster"
+        );
+        assert_eq!(
+            err(Config {
+                listen: "nope".into(),
+                ..Default::default()
+            }),
+            "listen"
+        );
+        assert_eq!(
+            err(Config {
+                workers: 0,
+                ..Default::default()
+            }),
+            "workers"
+        );
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! A reelay cluster: the HTTP API, the worker loop, object storage and configuration.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod metrics;
+pub mod state;
+pub mod storage;
+pub mod view;
+pub mod worker;
+
+pub use config::{Config, ServeArgs};
+
+use reelay_jobs::{JobStore, SqliteStore};
+use state::AppState;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("job store: {0}")]
+    Store(#[from] reelay_jobs::StoreError),
+    #[error("object storage: {0}")]
+    Storage(#[from] storage::StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Whether ffmpeg and ffprobe can be executed.
+pub async fn ffmpeg_available(tools: &reelay_media::Tools) -> bool {
+    let mut ok = true;
+    for bin in [&tools.ffmpeg, &tools.ffprobe] {
+        let st = tokio::process::Command::new(bin)
+            .arg("-version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await;
+        ok &= st.map(|s| s.success()).unwrap_or(false);
+    }
+    ok
+}
+
+/// Opens the store, storage and metrics that every role needs.
+pub async fn build_state(cfg: Config, capacity: u32) -> Result<AppState, ServeError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        ServeError::Other(format!(
+            "cannot create data dir {}: {e}",
+            cfg.data_dir.display()
+        ))
+    })?;
+    let db_path = match &cfg.database_url {
+        Some(url) => std::path::PathBuf::from(
+            url.trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:"),
+        ),
+        None => cfg.data_dir.join("reelay.db"),
+    };
+    let store: Arc<dyn JobStore> = Arc::new(SqliteStore::open(&db_path).await?);
+    let storage = storage::Storage::open(cfg.storage.as_deref(), &cfg.data_dir)?;
+    let fetcher = fetch::Fetcher::new(
+        cfg.allow_private_urls,
+        Duration::from_secs(cfg.fetch_timeout_seconds),
+    )
+    .map_err(|e| ServeError::Other(format!("HTTP client: {e}")))?;
+    Ok(AppState {
+        cfg: Arc::new(cfg),
+        store,
+        storage,
+        fetcher,
+        wake: Arc::new(tokio::sync::Notify::new()),
+        accepting: Arc::new(AtomicBool::new(true)),
+        metrics: metrics::handle(),
+        capacity,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Runs `reelay serve` (api and workers in one process) until SIGINT/SIGTERM, then drains.
+pub async fn run_serve(args: ServeArgs) -> Result<(), ServeError> {
+    let cfg = Config::load(&args)?;
+    if !ffmpeg_available(&cfg.tools).await {
+        return Err(ServeError::Other(format!(
+            "cannot run {} / {}: install ffmpeg (Debian: apt-get install ffmpeg) or set [tools] in the config",
+            cfg.tools.ffmpeg.display(),
+            cfg.tools.ffprobe.display()
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let workers = cfg.workers as u32;
+    let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
+    let state = build_state(cfg, workers).await?;
+    tracing::info!(
+        listen = %state.cfg.listen,
+        cluster = %state.cfg.cluster,
+        workers,
+        data_dir = %state.cfg.data_dir.display(),
+        storage = %state.storage.description,
+        "reelay serve is up"
+    );
+    let pool = worker::WorkerPool::new(state.clone());
+    let pool_task = tokio::spawn(pool.clone().run());
+    let app = api::router(state.clone());
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let http = {
+        let stop = http_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+
+    shutdown_signal().await;
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: no new jobs; running jobs get the grace period"
+    );
+    state
+        .accepting
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    pool.shutdown(grace, async {
+        let _ = pool_task.await;
+    })
+    .await;
+    http_stop.cancel();
+    // Open SSE streams would hold a graceful HTTP shutdown forever.
+    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! Prometheus metrics. The recorder is process-global, so it is installed once and shared.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+pub const SUBMITTED: &str = "reelay_jobs_submitted_total";
+pub const FINISHED: &str = "reelay_jobs_finished_total";
+pub const JOB_SECONDS: &str = "reelay_job_duration_seconds";
+pub const ENCODE_SPEED: &str = "reelay_encode_speed_ratio";
+pub const QUEUE_DEPTH: &str = "reelay_queue_depth";
+pub const RUNNING: &str = "reelay_jobs_running";
+pub const BACKLOG: &str = "reelay_backlog_seconds";
+pub const HTTP_REQUESTS: &str = "reelay_http_requests_total";
+pub const HTTP_SECONDS: &str = "reelay_http_request_duration_seconds";
+
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(JOB_SECONDS.into()),
+                    &[
+                        1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(ENCODE_SPEED.into()),
+                        &[0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(HTTP_SECONDS.into()),
+                        &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0],
+                    )
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests embedding several servers).
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(SUBMITTED, "Jobs accepted, by first output preset");
+    metrics::describe_counter!(
+        FINISHED,
+        "Jobs that reached a terminal status, by status and preset"
+    );
+    metrics::describe_histogram!(
+        JOB_SECONDS,
+        "Wall time from claim to finish of successful jobs"
+    );
+    metrics::describe_histogram!(
+        ENCODE_SPEED,
+        "Seconds of media encoded per second of wall time"
+    );
+    metrics::describe_gauge!(QUEUE_DEPTH, "Jobs waiting to be claimed");
+    metrics::describe_gauge!(RUNNING, "Jobs being encoded");
+    metrics::describe_gauge!(BACKLOG, "Estimated seconds of queued work per job slot");
+    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status");
+    metrics::describe_histogram!(HTTP_SECONDS, "HTTP request latency by route");
+}

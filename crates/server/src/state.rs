@@ -1,0 +1,29 @@
+use crate::config::Config;
+use crate::fetch::Fetcher;
+use crate::storage::Storage;
+use reelay_jobs::JobStore;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// What every handler and worker shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub store: Arc<dyn JobStore>,
+    pub storage: Storage,
+    pub fetcher: Fetcher,
+    /// Poked on every submission so an idle worker claims at once instead of at its next poll.
+    pub wake: Arc<Notify>,
+    /// False once shutdown began: /v1/load says so and the edge stops sending work.
+    pub accepting: Arc<AtomicBool>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Job slots of the workers in this process.
+    pub capacity: u32,
+}
+
+impl AppState {
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,337 @@
+//! Object storage behind `object_store`: a local directory by default, S3 or GCS by URL.
+//!
+//! Everything moves as streams (multipart uploads, chunked downloads), so a multi-GB file never
+//! sits in memory. Keys are built only by reelay from validated parts.
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::path::Path as ObjPath;
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object not found: {0}")]
+    NotFound(String),
+    #[error("invalid storage URL {url}: {message}")]
+    BadUrl { url: String, message: String },
+    #[error("object storage: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("local file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn map_err(e: object_store::Error) -> StorageError {
+    match e {
+        object_store::Error::NotFound { path, .. } => StorageError::NotFound(path),
+        other => StorageError::Store(other),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Storage {
+    inner: Arc<dyn ObjectStore>,
+    /// Shown in logs and /readyz; never contains credentials.
+    pub description: String,
+}
+
+/// Chunk size of multipart uploads: S3's minimum part is 5 MiB.
+const PART: usize = 8 << 20;
+
+impl Storage {
+    /// `None` means a local directory under the data dir.
+    pub fn open(url: Option<&str>, data_dir: &Path) -> Result<Storage, StorageError> {
+        let bad = |url: &str, message: &str| StorageError::BadUrl {
+            url: url.into(),
+            message: message.into(),
+        };
+        let Some(url) = url else {
+            let dir = data_dir.join("storage");
+            std::fs::create_dir_all(&dir)?;
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
+            return Ok(Storage {
+                inner: Arc::new(fs),
+                description: format!("local directory {}", dir.display()),
+            });
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(url, &e.to_string()))?;
+        let prefix = parsed.path().trim_matches('/').to_string();
+        let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "file" => {
+                let dir = std::path::PathBuf::from(parsed.path());
+                std::fs::create_dir_all(&dir)?;
+                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir)?)
+            }
+            "s3" => {
+                let bucket = parsed.host_str().ok_or_else(|| bad(url, "no bucket"))?;
+                // Credentials, region and endpoint come from the usual AWS_* variables.
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()?;
+                with_prefix(Arc::new(s3), &prefix)
+            }
+            "gs" => {
+                let bucket = parsed.host_str().ok_or_else(|| bad(url, "no bucket"))?;
+                let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()?;
+                with_prefix(Arc::new(gcs), &prefix)
+            }
+            other => {
+                return Err(bad(
+                    url,
+                    &format!("unsupported scheme {other:?}; use s3, gs or file"),
+                ))
+            }
+        };
+        let host = parsed.host_str().unwrap_or("");
+        Ok(Storage {
+            inner,
+            description: format!("{}://{host}/{prefix}", parsed.scheme()),
+        })
+    }
+
+    /// Streams a local file into the store (multipart for large files).
+    pub async fn put_file(&self, key: &str, file: &Path) -> Result<u64, StorageError> {
+        let mut f = tokio::fs::File::open(file).await?;
+        let len = f.metadata().await?.len();
+        let path = ObjPath::from(key);
+        if len <= PART as u64 {
+            let mut buf = Vec::with_capacity(len as usize);
+            f.read_to_end(&mut buf).await?;
+            self.inner
+                .put(&path, PutPayload::from(buf))
+                .await
+                .map_err(map_err)?;
+            return Ok(len);
+        }
+        let upload = self.inner.put_multipart(&path).await.map_err(map_err)?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(4).await.map_err(map_err)?;
+            writer.write(&buf[..n]);
+        }
+        writer.finish().await.map_err(map_err)?;
+        Ok(len)
+    }
+
+    /// Streams an object into a local file.
+    pub async fn get_to_file(&self, key: &str, file: &Path) -> Result<u64, StorageError> {
+        let res = self.inner.get(&ObjPath::from(key)).await.map_err(map_err)?;
+        let mut stream = res.into_stream();
+        let mut out = tokio::fs::File::create(file).await?;
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(map_err)?;
+            n += chunk.len() as u64;
+            out.write_all(&chunk).await?;
+        }
+        out.flush().await?;
+        Ok(n)
+    }
+
+    pub async fn head(&self, key: &str) -> Result<ObjectInfo, StorageError> {
+        let meta = self
+            .inner
+            .head(&ObjPath::from(key))
+            .await
+            .map_err(map_err)?;
+        Ok(ObjectInfo {
+            key: key.into(),
+            size: meta.size,
+        })
+    }
+
+    /// A byte range (or all) of an object, as a stream.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<impl Stream<Item = Result<bytes::Bytes, StorageError>> + Send + 'static, StorageError>
+    {
+        let opts = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
+        let res = self
+            .inner
+            .get_opts(&ObjPath::from(key), opts)
+            .await
+            .map_err(map_err)?;
+        Ok(res.into_stream().map_err(map_err))
+    }
+
+    /// Every object under `prefix/`, sorted by key.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let p = ObjPath::from(prefix);
+        let mut out: Vec<ObjectInfo> = self
+            .inner
+            .list(Some(&p))
+            .map_ok(|m| ObjectInfo {
+                key: m.location.to_string(),
+                size: m.size,
+            })
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
+        for o in self.list(prefix).await? {
+            match self.inner.delete(&ObjPath::from(o.key.as_str())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A cheap round trip for /readyz: listing a prefix that usually holds nothing.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        let p = ObjPath::from("readyz");
+        let mut s = self.inner.list(Some(&p));
+        match s.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(map_err(e)),
+        }
+    }
+}
+
+fn with_prefix(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+    }
+}
+
+/// A user-supplied storage key (`{"input": {"key": ...}}`): relative, `/`-separated segments of
+/// safe characters, no `.` or `..` segments, so it cannot climb out of the store's root.
+pub fn valid_user_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 512
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'=' | b'+')
+                })
+        })
+}
+
+/// Output paths inside a job (`hls-abr/v0/seg_00001.ts`): the same segment rule.
+pub fn valid_output_path(path: &str) -> bool {
+    path.len() <= 256 && valid_user_key(path)
+}
+
+pub fn input_key(job_id: &str) -> String {
+    format!("inputs/{job_id}/source")
+}
+
+/// Each attempt writes under its own prefix, so two workers that both believe they own a job can
+/// never overwrite each other's files; the job row points at the attempt that completed.
+pub fn output_prefix(job_id: &str, attempt: u32) -> String {
+    format!("outputs/{job_id}/a{attempt}")
+}
+
+pub fn content_type(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    match ext.to_ascii_lowercase().as_str() {
+        "mp4" => "video/mp4",
+        "m4a" => "audio/mp4",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "ts" => "video/mp2t",
+        "m4s" => "video/iso.segment",
+        "webm" => "video/webm",
+        "mkv" => "video/x-matroska",
+        "mov" => "video/quicktime",
+        "jpg" | "jpeg" => "image/jpeg",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_keys_cannot_traverse() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a/./b",
+            "a\\b",
+            "a b",
+            "a/",
+            "%2e%2e/x",
+        ] {
+            assert!(!valid_user_key(bad), "{bad:?} accepted");
+        }
+        for good in ["clip.mp4", "uploads/2026/11/clip_1.mov", "a=b+c"] {
+            assert!(valid_user_key(good), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn content_types_for_players() {
+        assert_eq!(
+            content_type("x/master.m3u8"),
+            "application/vnd.apple.mpegurl"
+        );
+        assert_eq!(content_type("v0/seg_00001.ts"), "video/mp2t");
+        assert_eq!(content_type("a.MP4"), "video/mp4");
+        assert_eq!(content_type("thumbnail.jpg"), "image/jpeg");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+    }
+
+    #[tokio::test]
+    async fn local_store_round_trips_large_files_and_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Storage::open(None, dir.path()).unwrap();
+        let src = dir.path().join("src.bin");
+        let data: Vec<u8> = (0..(PART + 12345)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        assert_eq!(
+            st.put_file("a/b/big.bin", &src).await.unwrap(),
+            data.len() as u64
+        );
+        let back = dir.path().join("back.bin");
+        st.get_to_file("a/b/big.bin", &back).await.unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), data);
+        let part: Vec<u8> = st
+            .get_range("a/b/big.bin", Some(10..20))
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .concat();
+        assert_eq!(part, &data[10..20]);
+        assert_eq!(st.list("a").await.unwrap().len(), 1);
+        st.delete_prefix("a").await.unwrap();
+        assert!(matches!(
+            st.head("a/b/big.bin").await,
+            Err(StorageError::NotFound(_))
+        ));
+        st.check().await.unwrap();
+    }
+}

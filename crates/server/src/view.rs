@@ -1,0 +1,51 @@
+//! Stored jobs → the wire's `JobView`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reelay_jobs::{Job, Millis};
+use reelay_protocol::{JobView, OutputView};
+
+pub fn rfc3339(ms: Millis) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn output_url(job_id: &str, name: &str) -> String {
+    format!("/v1/jobs/{job_id}/outputs/{name}")
+}
+
+pub fn job_view(job: &Job) -> JobView {
+    JobView {
+        id: job.id.clone(),
+        cluster: job.cluster.clone(),
+        status: job.status,
+        progress: (job.progress * 1000.0).round() / 1000.0,
+        attempts: job.attempts,
+        created_at: rfc3339(job.created_at),
+        started_at: job.started_at.map(rfc3339),
+        finished_at: job.finished_at.map(rfc3339),
+        error: job.error.clone(),
+        outputs: job
+            .outputs
+            .iter()
+            .map(|o| OutputView {
+                name: o.name.clone(),
+                url: output_url(&job.id, &o.name),
+                size: o.size,
+                content_type: o.content_type.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339(1_764_145_200_123),
+            "2025-11-26T08:20:00.123Z"
+        );
+    }
+}

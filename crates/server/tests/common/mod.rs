@@ -1,0 +1,242 @@
+//! Test harness: a real reelay cluster (SQLite, local storage, real ffmpeg) on a loopback port,
+//! plus clip generation and ffprobe checks.
+#![allow(dead_code)]
+
+use reelay_protocol::{JobStatus, JobView};
+use reelay_server::config::Config;
+use reelay_server::state::AppState;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    pool: Arc<reelay_server::worker::WorkerPool>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config {
+            data_dir: dir.path().join("data"),
+            workers: 2,
+            lease_seconds: 5,
+            poll_interval_ms: 50,
+            ..Config::default()
+        };
+        tweak(&mut cfg);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let workers = cfg.workers as u32;
+        let state = reelay_server::build_state(cfg, workers).await.unwrap();
+        let pool = reelay_server::worker::WorkerPool::new(state.clone());
+        tokio::spawn(pool.clone().run());
+        let app = reelay_server::api::router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TestServer {
+            base,
+            state,
+            dir,
+            http: reqwest::Client::new(),
+            pool,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn submit_file(&self, file: &Path, spec: &str) -> reqwest::Response {
+        let bytes = std::fs::read(file).unwrap();
+        let form = reqwest::multipart::Form::new()
+            .text("spec", spec.to_string())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name("clip.mp4"),
+            );
+        self.http
+            .post(self.url("/v1/jobs"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn submit_ok(&self, file: &Path, spec: &str) -> JobView {
+        let r = self.submit_file(file, spec).await;
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 202, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub async fn job(&self, id: &str) -> JobView {
+        let r = self
+            .http
+            .get(self.url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    pub async fn wait(&self, id: &str, timeout: Duration) -> JobView {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let j = self.job(id).await;
+            if j.status.is_terminal() {
+                return j;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} still {:?} after {timeout:?}",
+                j.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        pred: impl Fn(&JobView) -> bool,
+    ) -> JobView {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let j = self.job(id).await;
+            if pred(&j) {
+                return j;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} never matched; last {j:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    }
+
+    pub async fn succeeded(&self, file: &Path, spec: &str) -> JobView {
+        let j = self.submit_ok(file, spec).await;
+        let j = self.wait(&j.id, Duration::from_secs(120)).await;
+        assert_eq!(j.status, JobStatus::Succeeded, "{j:?}");
+        j
+    }
+}
+
+pub fn ffmpeg(args: &[&str]) {
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg must be installed (make test installs it)");
+    assert!(st.success(), "ffmpeg {args:?} failed");
+}
+
+/// A `secs`-long `w`x`h` H.264 clip, with a sine tone when `audio`.
+pub fn clip(dir: &Path, name: &str, w: u32, h: u32, secs: f64, audio: bool) -> PathBuf {
+    let out = dir.join(name);
+    let src = format!("testsrc2=size={w}x{h}:rate=25:duration={secs}");
+    let tone = format!("sine=frequency=440:duration={secs}");
+    let o = out.to_str().unwrap();
+    if audio {
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &src,
+            "-f",
+            "lavfi",
+            "-i",
+            &tone,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+            o,
+        ]);
+    } else {
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &src,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            o,
+        ]);
+    }
+    out
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct Probed {
+    pub streams: Vec<serde_json::Value>,
+    pub format: serde_json::Value,
+}
+
+impl Probed {
+    pub fn stream(&self, kind: &str) -> Option<&serde_json::Value> {
+        self.streams
+            .iter()
+            .find(|s| s["codec_type"] == kind && s["disposition"]["attached_pic"] != 1)
+    }
+    pub fn codec(&self, kind: &str) -> Option<String> {
+        self.stream(kind)
+            .and_then(|s| s["codec_name"].as_str().map(String::from))
+    }
+    pub fn dims(&self) -> Option<(u64, u64)> {
+        let v = self.stream("video")?;
+        Some((v["width"].as_u64()?, v["height"].as_u64()?))
+    }
+    pub fn duration(&self) -> f64 {
+        self.format["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// ffprobe bytes the way a user would after downloading them.
+pub fn ffprobe_bytes(bytes: &[u8], ext: &str) -> Probed {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join(format!("probe.{ext}"));
+    std::fs::write(&f, bytes).unwrap();
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
