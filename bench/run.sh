@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# reelay benchmarks against bare ffmpeg, measured in the same run on the same machine.
+#   bench/run.sh            all three
+#   RUNS=5 bench/run.sh     more repetitions for the overhead benchmark
+# Prints medians and ratios; copy the summary into docs/benchmarks.md with the machine line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/reelay}
+OUT=${OUT:-bench/out}
+RUNS=${RUNS:-3}
+SMALL_JOBS=${SMALL_JOBS:-50}
+WORKERS=${WORKERS:-2}
+UPLOAD_MIB=${UPLOAD_MIB:-2048}
+PORT=${PORT:-18480}
+BASE="http://127.0.0.1:$PORT"
+mkdir -p "$OUT"
+[ -x "$BIN" ] || { echo "build first: cargo build --release -p reelay" >&2; exit 1; }
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+server_pid=""
+start_server() {
+  rm -rf "$OUT/data"
+  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" --workers "$1" --max-input-bytes $((4 << 30)) \
+    2>"$OUT/server.log" &
+  server_pid=$!
+  for _ in $(seq 200); do curl -fs "$BASE/healthz" >/dev/null && return; sleep 0.05; done
+  echo "server did not start" >&2; exit 1
+}
+stop_server() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true; server_pid=""; }
+trap stop_server EXIT
+
+submit() { # file preset -> id
+  curl -fsS -F "spec={\"outputs\":[{\"preset\":\"$2\"}]}" -F "file=@$1" "$BASE/v1/jobs" |
+    sed -E 's/.*"id":"([^"]+)".*/\1/'
+}
+wait_done() { # id
+  while :; do
+    s=$(curl -fsS "$BASE/v1/jobs/$1" | sed -E 's/.*"status":"([a-z]+)".*/\1/')
+    case "$s" in succeeded) return 0 ;; failed|cancelled) echo "job $1 $s" >&2; return 1 ;; esac
+    sleep 0.05
+  done
+}
+
+# The exact command reelay builds for mp4-720p on a 1920x1080 input with audio (see
+# crates/media/src/argv.rs; `argv::tests` pin its flags).
+ffmpeg_720p() { # in out
+  ffmpeg -hide_banner -nostdin -y -loglevel error -protocol_whitelist file,pipe \
+    -format_whitelist mov,matroska,avi,flv,mpegts,mpeg,ogg,wav,mp3,aac,flac,asf,ivf,m4v,h264,hevc \
+    -f mov -i "file:$1" -map 0:0 -vf scale=1280:720,setsar=1 -c:v libx264 -preset fast -crf 23 \
+    -maxrate 3500k -bufsize 7000k -pix_fmt yuv420p -map 0:1 -c:a aac -b:a 128k -map_metadata -1 \
+    -map_chapters -1 -movflags +faststart -max_muxing_queue_size 1024 -f mp4 -progress pipe:1 -nostats "$2" >/dev/null
+}
+ffmpeg_360p() { # in out   (mp4-360p on a 320x240 input: no downscale needed)
+  ffmpeg -hide_banner -nostdin -y -loglevel error -protocol_whitelist file,pipe \
+    -format_whitelist mov,matroska,avi,flv,mpegts,mpeg,ogg,wav,mp3,aac,flac,asf,ivf,m4v,h264,hevc \
+    -f mov -i "file:$1" -map 0:0 -vf scale=320:240,setsar=1 -c:v libx264 -preset fast -crf 23 \
+    -maxrate 900k -bufsize 1800k -pix_fmt yuv420p -map 0:1 -c:a aac -b:a 128k -map_metadata -1 \
+    -map_chapters -1 -movflags +faststart -max_muxing_queue_size 1024 -f mp4 -progress pipe:1 -nostats "$2" >/dev/null
+}
+export -f ffmpeg_360p
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"
+
+# 1. Overhead on one long job.
+big="$OUT/1080p20.mp4"
+[ -f "$big" ] || ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=1920x1080:rate=30:duration=20 \
+  -f lavfi -i sine=duration=20 -c:v libx264 -preset ultrafast -c:a aac -shortest "$big"
+start_server 1
+bare=(); svc=()
+for i in $(seq "$RUNS"); do
+  t0=$(now); ffmpeg_720p "$big" "$OUT/bare.mp4"; t1=$(now); bare+=("$(echo "$t1 - $t0" | bc)")
+  t0=$(now); id=$(submit "$big" mp4-720p); wait_done "$id"; t1=$(now); svc+=("$(echo "$t1 - $t0" | bc)")
+done
+stop_server
+mb=$(printf '%s\n' "${bare[@]}" | median); ms=$(printf '%s\n' "${svc[@]}" | median)
+echo "overhead: 20 s 1080p -> mp4-720p, median of $RUNS: bare ffmpeg ${mb}s, reelay submit->succeeded ${ms}s, ratio $(echo "scale=3; $ms / $mb" | bc) (target <= 1.03)"
+
+# 2. Many small jobs.
+small="$OUT/small.mp4"
+[ -f "$small" ] || ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=320x240:rate=25:duration=2 \
+  -f lavfi -i sine=duration=2 -c:v libx264 -preset ultrafast -c:a aac -shortest "$small"
+t0=$(now)
+seq "$SMALL_JOBS" | xargs -P "$WORKERS" -I{} bash -c "ffmpeg_360p '$small' '$OUT/small-{}.mp4'"
+t1=$(now); tb=$(echo "$t1 - $t0" | bc)
+start_server "$WORKERS"
+t0=$(now)
+ids=$(seq "$SMALL_JOBS" | xargs -P 8 -I{} bash -c "curl -fsS -F 'spec={\"outputs\":[{\"preset\":\"mp4-360p\"}]}' -F 'file=@$small' $BASE/v1/jobs | sed -E 's/.*\"id\":\"([^\"]+)\".*/\1/'")
+for id in $ids; do wait_done "$id"; done
+t1=$(now); ts=$(echo "$t1 - $t0" | bc)
+stop_server
+echo "small jobs: $SMALL_JOBS x 2 s 320x240 -> mp4-360p with $WORKERS workers: xargs -P $WORKERS ffmpeg ${tb}s, reelay ${ts}s, throughput ratio $(echo "scale=3; $tb / $ts" | bc) (target >= 0.90)"
+
+# 3. Streaming upload: memory stays flat.
+upload="$OUT/upload.ts"
+if [ ! -f "$upload" ] || [ "$(stat -c %s "$upload")" -lt $((UPLOAD_MIB << 20)) ]; then
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=320x240:rate=25:duration=2 -c:v libx264 -preset ultrafast -f mpegts "$upload"
+  # Padding after a valid MPEG-TS start: the probe accepts it, the upload path sees the full size.
+  head -c $((UPLOAD_MIB << 20)) /dev/zero >> "$upload"
+fi
+start_server 1
+rss0=$(awk '/VmRSS/ {print $2}' /proc/$server_pid/status)
+t0=$(now)
+code=$(curl -s -o "$OUT/upload.json" -w '%{http_code}' -F 'spec={"outputs":[{"preset":"thumbnail"}]}' -F "file=@$upload" "$BASE/v1/jobs")
+t1=$(now)
+hwm=$(awk '/VmHWM/ {print $2}' /proc/$server_pid/status)
+id=$(sed -E 's/.*"id":"([^"]+)".*/\1/' "$OUT/upload.json")
+curl -fsS -X DELETE "$BASE/v1/jobs/$id" >/dev/null 2>&1 || true
+stop_server
+size_mb=$(echo "scale=1; $(stat -c %s "$upload") / 1048576" | bc)
+echo "upload: ${size_mb} MiB multipart (HTTP $code), $(echo "scale=1; $size_mb / ($t1 - $t0)" | bc) MiB/s, server RSS before $((rss0 / 1024)) MiB, peak $((hwm / 1024)) MiB (target <= 100 MiB)"
+rm -rf "$OUT/data" "$OUT"/small-*.mp4

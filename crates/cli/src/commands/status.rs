@@ -1,0 +1,130 @@
+//! `reelay status`: one job, as a readable summary or raw JSON.
+
+use super::{context, emit, emit_json};
+use crate::client::Client;
+use crate::format::{self, clean, human_bytes, human_duration};
+use clap::Args;
+use reelay_protocol::JobView;
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The job id, e.g. aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2.
+    pub id: String,
+
+    /// Print the raw job JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(client: &Client, args: &StatusArgs) -> anyhow::Result<()> {
+    let view = client
+        .job(&args.id)
+        .await
+        .map_err(|e| context(e, format!("cannot get job {}", args.id)))?;
+    if args.json {
+        emit_json(&view)
+    } else {
+        emit(summary(&view, |location| {
+            client
+                .resolve(location)
+                .map(|u| u.to_string())
+                .unwrap_or_else(|_| clean(location))
+        }))?;
+        Ok(())
+    }
+}
+
+/// The readable summary; `full_url` turns an output location into what to print.
+pub fn summary(view: &JobView, full_url: impl Fn(&str) -> String) -> String {
+    let mut rows: Vec<Vec<String>> = vec![
+        vec!["id:".into(), clean(&view.id)],
+        vec![
+            "status:".into(),
+            format!("{} ({}%)", view.status, format::percent(view.progress)),
+        ],
+        vec!["attempts:".into(), view.attempts.to_string()],
+        vec!["created:".into(), clean(&view.created_at)],
+    ];
+    if let Some(started) = &view.started_at {
+        rows.push(vec!["started:".into(), clean(started)]);
+    }
+    if let Some(finished) = &view.finished_at {
+        rows.push(vec!["finished:".into(), clean(finished)]);
+        let start = view.started_at.as_deref().unwrap_or(&view.created_at);
+        if let Some(took) = format::between(start, finished) {
+            rows.push(vec!["took:".into(), human_duration(took)]);
+        }
+    }
+    if let Some(error) = &view.error {
+        rows.push(vec![
+            "error:".into(),
+            format!("{}: {}", clean(&error.code), clean(&error.message)),
+        ]);
+    }
+    let mut out = format::columns(&rows);
+    if !view.outputs.is_empty() {
+        out.push_str("outputs:\n");
+        let outputs: Vec<Vec<String>> = view
+            .outputs
+            .iter()
+            .map(|o| {
+                vec![
+                    format!("  {}", clean(&o.name)),
+                    human_bytes(o.size),
+                    full_url(&o.url),
+                ]
+            })
+            .collect();
+        out.push_str(&format::columns(&outputs));
+    }
+    out.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_shows_everything_people_need() {
+        let view: JobView = serde_json::from_value(serde_json::json!({
+            "id": "aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2", "cluster": "aws", "status": "succeeded",
+            "progress": 1.0, "attempts": 1, "created_at": "2024-11-26T08:23:00Z",
+            "started_at": "2024-11-26T08:23:01Z", "finished_at": "2024-11-26T08:24:06Z",
+            "error": null,
+            "outputs": [{"name": "mp4-720p", "url": "/v1/jobs/aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2/outputs/mp4-720p.mp4",
+                         "size": 12900000, "content_type": "video/mp4"}]
+        }))
+        .unwrap();
+        let text = summary(&view, |u| format!("http://h{u}"));
+        assert_eq!(
+            text,
+            "id:        aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2\n\
+             status:    succeeded (100%)\n\
+             attempts:  1\n\
+             created:   2024-11-26T08:23:00Z\n\
+             started:   2024-11-26T08:23:01Z\n\
+             finished:  2024-11-26T08:24:06Z\n\
+             took:      1m 05s\n\
+             outputs:\n  \
+             mp4-720p  12.3 MiB  http://h/v1/jobs/aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2/outputs/mp4-720p.mp4"
+        );
+    }
+
+    #[test]
+    fn summary_shows_errors() {
+        let view: JobView = serde_json::from_value(serde_json::json!({
+            "id": "aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2", "cluster": "aws", "status": "failed",
+            "progress": 0.42, "attempts": 3, "created_at": "2024-11-26T08:23:00Z",
+            "started_at": null, "finished_at": null,
+            "error": {"code": "unsupported_format", "message": "no video\nstream"}, "outputs": []
+        }))
+        .unwrap();
+        let text = summary(&view, str::to_string);
+        assert!(text.contains("status:    failed (42%)"), "{text}");
+        assert!(
+            text.contains("error:     unsupported_format: no video\\nstream"),
+            "{text}"
+        );
+        assert!(!text.contains("outputs"));
+    }
+}

@@ -1,0 +1,319 @@
+//! `reelay submit`: create a job from a local file (streamed upload), a URL or a storage key.
+
+use super::{context, emit, emit_json, wait, UsageError};
+use crate::client::Client;
+use crate::progress;
+use anyhow::Context;
+use clap::Args;
+use reelay_protocol::{InputSpec, JobSpec, OutputSpec};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    /// A local video file (uploaded) or an http(s):// URL the server fetches.
+    #[arg(
+        value_name = "INPUT",
+        required_unless_present_any = ["key", "spec"],
+        conflicts_with = "key"
+    )]
+    pub input: Option<String>,
+
+    /// Use an object already in the cluster's storage as input, instead of INPUT.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+
+    /// Add an output from a named preset (see `reelay presets`). Repeatable.
+    #[arg(long = "preset", value_name = "NAME")]
+    pub presets: Vec<String>,
+
+    /// Add a custom output, given as OutputSpec JSON, e.g.
+    /// '{"name":"small","container":"mp4","video":{"codec":"h264","height":240}}'. Repeatable.
+    #[arg(long = "output", value_name = "JSON", value_parser = parse_output)]
+    pub outputs: Vec<OutputSpec>,
+
+    /// Read a whole JobSpec JSON file ('-' for stdin); its outputs are used, INPUT or --key
+    /// replaces its input.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+
+    /// Scheduling priority: higher runs first.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+
+    /// Makes retried submissions create the job only once.
+    #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+    pub idempotency_key: Option<String>,
+
+    /// Follow the job until it finishes, like `reelay wait`.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// With --wait: give up after this many seconds.
+    #[arg(long, value_name = "SECS", requires = "wait", value_parser = wait::parse_timeout)]
+    pub timeout: Option<Duration>,
+
+    /// Print the job as JSON instead of its id.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_output(s: &str) -> Result<OutputSpec, String> {
+    serde_json::from_str(s).map_err(|e| format!("not an output spec: {e}"))
+}
+
+fn parse_idempotency_key(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be 1 to 255 printable ASCII characters without spaces".into());
+    }
+    Ok(s.to_string())
+}
+
+/// Where the input comes from, as far as the client is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Sent inside the JSON spec (`url` or `key`).
+    Inline,
+    /// A local file to upload as the multipart `file` part.
+    Upload(PathBuf),
+}
+
+fn is_url(input: &str) -> bool {
+    let lower = input.get(..8).unwrap_or(input).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// Builds the job spec from the flags and, if given, the parsed `--spec` file.
+pub fn build_spec(
+    args: &SubmitArgs,
+    spec_file: Option<JobSpec>,
+) -> Result<(JobSpec, Source), UsageError> {
+    let mut spec = spec_file.unwrap_or_default();
+    let source = match (&args.input, &args.key) {
+        (Some(input), _) if is_url(input) => {
+            spec.input = Some(InputSpec {
+                url: Some(input.clone()),
+                key: None,
+            });
+            Source::Inline
+        }
+        (Some(input), _) if input.is_empty() => {
+            return Err(UsageError("INPUT must not be empty".into()))
+        }
+        (Some(path), _) => {
+            spec.input = None;
+            Source::Upload(PathBuf::from(path))
+        }
+        (None, Some(key)) if key.is_empty() => {
+            return Err(UsageError("--key must not be empty".into()))
+        }
+        (None, Some(key)) => {
+            spec.input = Some(InputSpec {
+                url: None,
+                key: Some(key.clone()),
+            });
+            Source::Inline
+        }
+        (None, None) => match &spec.input {
+            Some(InputSpec { url: Some(_), .. }) | Some(InputSpec { key: Some(_), .. }) => {
+                Source::Inline
+            }
+            _ => {
+                return Err(UsageError(
+                    "no input: give a file or URL, or --key, or an input in the --spec file".into(),
+                ))
+            }
+        },
+    };
+    spec.outputs
+        .extend(args.presets.iter().map(|p| OutputSpec::preset(p)));
+    spec.outputs.extend(args.outputs.iter().cloned());
+    if spec.outputs.is_empty() {
+        return Err(UsageError(
+            "at least one output is required: use --preset NAME (see `reelay presets`), \
+             --output JSON or --spec FILE"
+                .into(),
+        ));
+    }
+    if let Some(priority) = args.priority {
+        spec.priority = priority;
+    }
+    Ok((spec, source))
+}
+
+fn read_spec_file(path: &Path) -> anyhow::Result<JobSpec> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the job spec from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read job spec {}", path.display()))?
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::Error::new(UsageError(format!(
+            "{} is not a valid job spec: {e}",
+            path.display()
+        )))
+    })
+}
+
+pub async fn run(client: &Client, args: &SubmitArgs) -> anyhow::Result<()> {
+    let spec_file = args.spec.as_deref().map(read_spec_file).transpose()?;
+    let (spec, source) = build_spec(args, spec_file)?;
+    let idempotency_key = args.idempotency_key.as_deref();
+    let view = match &source {
+        Source::Inline => client
+            .submit(&spec, idempotency_key)
+            .await
+            .map_err(|e| context(e, "cannot submit job"))?,
+        Source::Upload(path) => {
+            let meta = tokio::fs::metadata(path)
+                .await
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if !meta.is_file() {
+                anyhow::bail!("{} is not a regular file", path.display());
+            }
+            let bar = progress::bytes_bar(meta.len(), "uploading");
+            let result = client
+                .submit_upload(&spec, path, meta.len(), idempotency_key, &bar)
+                .await;
+            bar.finish_and_clear();
+            result.map_err(|e| context(e, "cannot submit job"))?
+        }
+    };
+    tracing::info!(job = %view.id, status = %view.status, "submitted");
+    if args.wait {
+        if !args.json {
+            emit(&view.id)?;
+        }
+        return wait::follow(client, &view.id, args.timeout, args.json).await;
+    }
+    if args.json {
+        emit_json(&view)
+    } else {
+        emit(&view.id)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Harness {
+        #[command(flatten)]
+        args: SubmitArgs,
+    }
+
+    fn args(argv: &[&str]) -> SubmitArgs {
+        Harness::try_parse_from(std::iter::once("submit").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn local_file_is_uploaded_without_input_in_the_spec() {
+        let a = args(&["clip.mov", "--preset", "mp4-720p", "--preset", "hls-abr"]);
+        let (spec, source) = build_spec(&a, None).unwrap();
+        assert_eq!(source, Source::Upload(PathBuf::from("clip.mov")));
+        assert_eq!(spec.input, None);
+        assert_eq!(
+            spec.outputs,
+            vec![
+                OutputSpec::preset("mp4-720p"),
+                OutputSpec::preset("hls-abr")
+            ]
+        );
+        assert_eq!(spec.priority, 0);
+    }
+
+    #[test]
+    fn urls_and_keys_go_inline() {
+        let a = args(&[
+            "HTTPS://example.com/a.mp4",
+            "--preset",
+            "p",
+            "--priority",
+            "-3",
+        ]);
+        let (spec, source) = build_spec(&a, None).unwrap();
+        assert_eq!(source, Source::Inline);
+        assert_eq!(
+            spec.input.unwrap().url.as_deref(),
+            Some("HTTPS://example.com/a.mp4")
+        );
+        assert_eq!(spec.priority, -3);
+
+        let a = args(&["--key", "uploads/a.mp4", "--preset", "p"]);
+        let (spec, source) = build_spec(&a, None).unwrap();
+        assert_eq!(source, Source::Inline);
+        assert_eq!(
+            spec.input,
+            Some(InputSpec {
+                url: None,
+                key: Some("uploads/a.mp4".into())
+            })
+        );
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["input"], serde_json::json!({"key": "uploads/a.mp4"}));
+    }
+
+    #[test]
+    fn custom_outputs_are_parsed_and_appended_after_presets() {
+        let a = args(&[
+            "in.mp4",
+            "--output",
+            r#"{"name":"small","container":"mp4","video":{"codec":"h264","height":240}}"#,
+            "--preset",
+            "mp4-720p",
+        ]);
+        let (spec, _) = build_spec(&a, None).unwrap();
+        assert_eq!(spec.outputs.len(), 2);
+        assert_eq!(spec.outputs[0].preset.as_deref(), Some("mp4-720p"));
+        assert_eq!(spec.outputs[1].name.as_deref(), Some("small"));
+        assert_eq!(spec.outputs[1].video.as_ref().unwrap().height, Some(240));
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        assert!(
+            Harness::try_parse_from(["submit", "in.mp4", "--output", "{\"bogus\":1}"]).is_err()
+        );
+        assert!(Harness::try_parse_from(["submit", "in.mp4", "--key", "k"]).is_err());
+        assert!(Harness::try_parse_from(["submit", "--preset", "p"]).is_err());
+        assert!(Harness::try_parse_from(["submit", "in.mp4", "--timeout", "5"]).is_err());
+        assert!(Harness::try_parse_from(["submit", "in.mp4", "--idempotency-key", "a b"]).is_err());
+        let err = build_spec(&args(&["in.mp4"]), None).unwrap_err();
+        assert!(err.0.contains("at least one output"), "{err}");
+        assert!(build_spec(&args(&[""]), None).is_err());
+    }
+
+    #[test]
+    fn spec_file_supplies_outputs_priority_and_default_input() {
+        let file: JobSpec = serde_json::from_str(
+            r#"{"input":{"url":"https://x/y.mp4"},"outputs":[{"preset":"a"}],"priority":5}"#,
+        )
+        .unwrap();
+        // The file's input is used when nothing replaces it.
+        let a = args(&["--spec", "job.json", "--preset", "b"]);
+        let (spec, source) = build_spec(&a, Some(file.clone())).unwrap();
+        assert_eq!(source, Source::Inline);
+        assert_eq!(spec.input, file.input);
+        assert_eq!(
+            spec.outputs,
+            vec![OutputSpec::preset("a"), OutputSpec::preset("b")]
+        );
+        assert_eq!(spec.priority, 5);
+        // INPUT replaces it; --priority overrides.
+        let a = args(&["local.mp4", "--spec", "job.json", "--priority", "1"]);
+        let (spec, source) = build_spec(&a, Some(file)).unwrap();
+        assert_eq!(source, Source::Upload("local.mp4".into()));
+        assert_eq!(spec.input, None);
+        assert_eq!(spec.priority, 1);
+        // A spec file without input and no INPUT is a usage error.
+        let bare: JobSpec = serde_json::from_str(r#"{"outputs":[{"preset":"a"}]}"#).unwrap();
+        let err = build_spec(&args(&["--spec", "job.json"]), Some(bare)).unwrap_err();
+        assert!(err.0.contains("no input"), "{err}");
+    }
+}

@@ -1,0 +1,352 @@
+//! The real `reelay` binary as separate processes: crash safety (kill -9, restart), SIGTERM
+//! draining, and the CLI client end to end against a running server.
+
+use reelay_protocol::{JobList, JobStatus, JobView};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_reelay");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path, port: u16, extra: &[&str]) -> Server {
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(["--workers", "1", "--lease-seconds", "2"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::blocking::get(format!("{base}/healthz")) {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, base }
+}
+
+fn job(base: &str, id: &str) -> JobView {
+    reqwest::blocking::get(format!("{base}/v1/jobs/{id}"))
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn wait_for(base: &str, id: &str, timeout: Duration, pred: impl Fn(&JobView) -> bool) -> JobView {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let j = job(base, id);
+        if pred(&j) {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job never matched; last {j:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn clip(dir: &Path, name: &str, size: &str, secs: u32) -> PathBuf {
+    let out = dir.join(name);
+    let st = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!("testsrc2=size={size}:rate=25:duration={secs}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=duration={secs}"))
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+fn cli(base: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("REELAY_SERVER", base)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn submit(base: &str, file: &Path, preset: &str) -> String {
+    let out = cli(
+        base,
+        &[
+            "submit",
+            file.to_str().unwrap(),
+            "--preset",
+            preset,
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "submit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: JobView = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    v.id
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn ffprobe_codec(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.webm");
+    std::fs::write(&f, bytes).unwrap();
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&f)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+// The jobs below are 20 s of 320x240 VP9 (several seconds of encoding) so that a signal surely
+// lands mid-encode; everything else in the suite uses clips of 2 s or less.
+
+#[test]
+fn kill_9_mid_job_then_restart_runs_it_again_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = clip(dir.path(), "long.mp4", "320x240", 20);
+    let port = free_port();
+    let mut s = serve(&data, port, &[]);
+    let id = submit(&s.base, &input, "webm-vp9-720p");
+    wait_for(&s.base, &id, Duration::from_secs(30), |j| {
+        j.status == JobStatus::Running && j.progress > 0.0
+    });
+    s.child.kill().unwrap(); // SIGKILL
+    s.child.wait().unwrap();
+    drop(s);
+
+    let s = serve(&data, port, &[]);
+    let j = wait_for(&s.base, &id, Duration::from_secs(120), |j| {
+        j.status.is_terminal()
+    });
+    assert_eq!(j.status, JobStatus::Succeeded, "{j:?}");
+    assert_eq!(
+        j.attempts, 2,
+        "the killed attempt counts, the second one finished"
+    );
+    let list: JobList = reqwest::blocking::get(format!("{}/v1/jobs", s.base))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(list.jobs.len(), 1, "nothing duplicated");
+    let bytes = reqwest::blocking::get(format!("{}{}", s.base, j.outputs[0].url))
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(bytes.len() as u64, j.outputs[0].size);
+    assert_eq!(ffprobe_codec(&bytes), "vp9");
+    // Only the successful attempt's outputs exist in storage.
+    let attempts: Vec<_> = std::fs::read_dir(data.join("storage/outputs").join(&id))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(attempts, vec![std::ffi::OsString::from("a2")]);
+}
+
+#[test]
+fn sigterm_lets_the_running_job_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = clip(dir.path(), "c.mp4", "320x240", 8);
+    let port = free_port();
+    let mut s = serve(&data, port, &["--shutdown-grace-seconds", "60"]);
+    let id = submit(&s.base, &input, "webm-vp9-720p");
+    wait_for(&s.base, &id, Duration::from_secs(30), |j| {
+        j.status == JobStatus::Running
+    });
+    signal(&s.child, "-TERM");
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "clean exit after draining: {status:?}");
+    drop(s);
+    let s = serve(&data, port, &[]);
+    let j = job(&s.base, &id);
+    assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 1), "{j:?}");
+}
+
+#[test]
+fn sigterm_past_the_grace_period_hands_the_job_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = clip(dir.path(), "long.mp4", "320x240", 20);
+    let port = free_port();
+    let mut s = serve(&data, port, &["--shutdown-grace-seconds", "1"]);
+    let id = submit(&s.base, &input, "webm-vp9-720p");
+    wait_for(&s.base, &id, Duration::from_secs(30), |j| {
+        j.status == JobStatus::Running && j.progress > 0.0
+    });
+    let t = Instant::now();
+    signal(&s.child, "-TERM");
+    assert!(s.child.wait().unwrap().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "exit within the grace period plus cleanup"
+    );
+    drop(s);
+    let s = serve(&data, port, &[]);
+    // Released, not failed: it is queued again at once (no lease to wait for) and not counted.
+    let j = wait_for(&s.base, &id, Duration::from_secs(120), |j| {
+        j.status.is_terminal()
+    });
+    assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 1), "{j:?}");
+}
+
+#[test]
+fn cli_submit_wait_status_download_presets() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), "c.mp4", "160x120", 1);
+    let s = serve(&dir.path().join("data"), free_port(), &[]);
+
+    let out = cli(
+        &s.base,
+        &[
+            "submit",
+            input.to_str().unwrap(),
+            "--preset",
+            "mp4-360p",
+            "--preset",
+            "hls-abr",
+            "--wait",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "submit --wait: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("local."))
+        .expect("job id printed")
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '.')
+        .to_string();
+    assert!(
+        stdout.contains("/outputs/mp4-360p.mp4"),
+        "says where the outputs are: {stdout}"
+    );
+
+    let out = cli(&s.base, &["status", &id, "--json"]);
+    assert!(out.status.success());
+    let v: JobView = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.status, JobStatus::Succeeded);
+    let out = cli(&s.base, &["status", &id]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("succeeded"));
+
+    let to = dir.path().join("out");
+    let out = cli(&s.base, &["download", &id, "--to", to.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "download: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let local = std::fs::read(to.join("mp4-360p.mp4")).unwrap();
+    let remote = reqwest::blocking::get(format!("{}/v1/jobs/{id}/outputs/mp4-360p.mp4", s.base))
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(
+        local,
+        remote.to_vec(),
+        "downloaded bytes equal the served bytes"
+    );
+    assert!(to.join("hls-abr/master.m3u8").is_file());
+    assert!(std::fs::read_dir(to.join("hls-abr/v0")).unwrap().any(|e| e
+        .unwrap()
+        .path()
+        .extension()
+        .is_some_and(|x| x == "ts")));
+
+    let out = cli(&s.base, &["presets"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hls-abr"));
+
+    // Failures: a clear message and a non-zero exit.
+    let empty = dir.path().join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let out = cli(
+        &s.base,
+        &["submit", empty.to_str().unwrap(), "--preset", "mp4-360p"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("empty_input"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&s.base, &["status", "local.01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = cli("http://127.0.0.1:9", &["presets"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
