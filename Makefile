@@ -3,7 +3,7 @@ CARGO ?= cargo
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: up test build deps test-deps fmt lint bench clean
+.PHONY: up serve test build deps test-deps fmt lint bench clean deploy-check
 
 deps:
 	scripts/ensure-deps.sh runtime
@@ -14,8 +14,13 @@ test-deps:
 build:
 	$(CARGO) build --locked -p reelay
 
-## Runs `reelay serve` on $(LISTEN) with its data in ./$(DATA_DIR) (Ctrl-C stops it, draining jobs).
+## The local two-cloud stack: clusters `aws` (3 workers, :8081) and `gcp` (1 worker, :8082) and the
+## NGINX edge on 127.0.0.1:8080 (deploy/local/topology.toml). Ctrl-C stops everything.
 up: deps build
+	./target/debug/reelay up --topology deploy/local/topology.toml
+
+## One cluster alone: `reelay serve` on $(LISTEN) with its data in ./$(DATA_DIR).
+serve: deps build
 	./target/debug/reelay serve --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 fmt:
@@ -27,6 +32,10 @@ lint:
 ## Formatting, lints and the whole test suite (unit + integration with real ffmpeg).
 test: test-deps fmt lint
 	$(CARGO) test --locked --workspace
+
+## Deployment files (docker/, docker-compose.yml, k8s/, terraform/) checked offline; see README "Deploy".
+deploy-check:
+	scripts/validate-deploy.sh
 
 ## Benchmarks against bare ffmpeg (see docs/benchmarks.md).
 bench: deps

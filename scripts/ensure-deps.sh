@@ -5,9 +5,20 @@ set -euo pipefail
 
 need=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+# The edge's data plane (`reelay up`, `reelay edge`): Debian's nginx.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 # pgrep (procps) is used by the tests to prove that cancelled ffmpeg processes are gone.
 if [ "${1:-runtime}" = test ]; then
   command -v pgrep >/dev/null 2>&1 || need+=(procps)
+  # The job-store tests start a throwaway Postgres cluster with Debian's server binaries.
+  compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need+=(postgresql)
+  command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+fi
+
+# s3s-fs: the S3-compatible server the storage tests run against (checks signatures).
+if [ "${1:-runtime}" = test ] && ! command -v s3s-fs >/dev/null 2>&1; then
+  echo "installing s3s-fs (cargo install, once)" >&2
+  cargo install s3s-fs --version 0.14.1 --locked --features binary --quiet
 fi
 
 if [ ${#need[@]} -eq 0 ]; then

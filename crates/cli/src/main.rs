@@ -2,9 +2,11 @@
 
 mod client;
 mod commands;
+mod edge_cmd;
 mod format;
 mod progress;
 mod sse;
+mod up;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use commands::{cancel, download, list, presets, status, submit, wait, UsageError};
@@ -60,6 +62,16 @@ enum LogFormat {
 enum Command {
     /// Run a reelay cluster (API and worker in one process).
     Serve(reelay_server::ServeArgs),
+    /// Run only the HTTP API of a cluster (no encoding); scale it out beside `reelay worker`.
+    Api(reelay_server::ServeArgs),
+    /// Run only workers (claim and encode); serves /healthz, /readyz and /metrics on --listen.
+    Worker(reelay_server::ServeArgs),
+    /// Apply the job store's migrations and exit.
+    Migrate(reelay_server::ServeArgs),
+    /// Run the multi-cloud edge: nginx (data plane) and the placement controller.
+    Edge(edge_cmd::EdgeArgs),
+    /// Start two clusters and the edge on this machine (Ctrl-C stops them all).
+    Up(up::UpArgs),
     /// Submit a transcoding job; prints its id.
     Submit(submit::SubmitArgs),
     /// Show a job.
@@ -107,16 +119,44 @@ fn init_logging(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Serve(args) = cli.command {
+    let server_role = match &cli.command {
+        Command::Serve(args) => Some((reelay_server::Role::Serve, args.clone())),
+        Command::Api(args) => Some((reelay_server::Role::Api, args.clone())),
+        Command::Worker(args) => Some((reelay_server::Role::Worker, args.clone())),
+        Command::Migrate(args) => {
+            let args = args.clone();
+            init_logging(cli.log_format, "info")?;
+            return reelay_server::run_migrate(args)
+                .await
+                .map_err(|e| anyhow::anyhow!(e));
+        }
+        Command::Edge(args) => {
+            init_logging(cli.log_format, "info")?;
+            return edge_cmd::run(args).await;
+        }
+        Command::Up(args) => {
+            init_logging(cli.log_format, "info")?;
+            return up::run(args).await;
+        }
+        _ => None,
+    };
+    if let Some((role, args)) = server_role {
         init_logging(cli.log_format, "info")?;
-        return reelay_server::run_serve(args)
+        return reelay_server::run_role(role, args)
             .await
             .map_err(|e| anyhow::anyhow!(e));
     }
     init_logging(cli.log_format, "warn")?;
     let client = client::Client::new(cli.server, cli.token.as_deref())?;
     match &cli.command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_)
+        | Command::Api(_)
+        | Command::Worker(_)
+        | Command::Migrate(_)
+        | Command::Edge(_)
+        | Command::Up(_) => {
+            unreachable!("handled above")
+        }
         Command::Submit(args) => submit::run(&client, args).await,
         Command::Status(args) => status::run(&client, args).await,
         Command::Wait(args) => wait::run(&client, args).await,

@@ -342,16 +342,29 @@ impl JobStore for SqliteStore {
         let mut tx = self.write_tx().await?;
         let now = now_millis();
         loop {
-            let candidate = sqlx::query(
+            // Two index-ordered probes instead of one OR: with an OR the planner sorts every
+            // claimable row, which makes a claim O(queue depth). Orphaned tasks (expired leases,
+            // never more than the worker count) go first: they were started earliest.
+            let mut candidate = sqlx::query(
                 "SELECT id, job_id, status, attempts, max_attempts FROM tasks
-                 WHERE (status = 'queued' AND run_after <= ?1)
-                    OR (status = 'running' AND lease_expires_at <= ?1)
+                 WHERE status = 'running' AND lease_expires_at <= ?1
                  ORDER BY priority DESC, created_at ASC, id ASC
                  LIMIT 1",
             )
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
+            if candidate.is_none() {
+                candidate = sqlx::query(
+                    "SELECT id, job_id, status, attempts, max_attempts FROM tasks
+                     WHERE status = 'queued' AND run_after <= ?1
+                     ORDER BY priority DESC, created_at ASC, id ASC
+                     LIMIT 1",
+                )
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            }
             let Some(row) = candidate else {
                 // Commit rather than drop: earlier iterations may have failed lost tasks.
                 tx.commit().await?;
@@ -672,6 +685,50 @@ impl JobStore for SqliteStore {
             running: to_u32(row.try_get("running")?, "running count")?,
             queued_estimated_seconds: row.try_get("queued_seconds")?,
         })
+    }
+
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        slots: u32,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let now = now_millis();
+        let expires = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        sqlx::query(
+            "INSERT INTO workers (id, slots, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET slots = excluded.slots, expires_at = excluded.expires_at",
+        )
+        .bind(worker_id)
+        .bind(i64::from(slots))
+        .bind(expires)
+        .execute(&self.pool)
+        .await?;
+        // Expired rows are only clutter; dropping them here keeps the table the size of the fleet.
+        sqlx::query("DELETE FROM workers WHERE expires_at < $1")
+            .bind(now - 3_600_000)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn deregister(&self, worker_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM workers WHERE id = $1")
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn live_capacity(&self) -> Result<u32, StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(slots), 0) AS total FROM workers WHERE expires_at >= $1",
+        )
+        .bind(now_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        let total: i64 = row.try_get("total")?;
+        Ok(u32::try_from(total.max(0)).unwrap_or(u32::MAX))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

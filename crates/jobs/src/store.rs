@@ -18,6 +18,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The store was asked for something it cannot be, e.g. a database URL of an unknown kind.
+    #[error("invalid job store configuration: {0}")]
+    Config(String),
 }
 
 /// Everything the api and the workers do with jobs.
@@ -103,6 +106,17 @@ pub trait JobStore: Send + Sync + 'static {
     async fn cancel(&self, id: &str) -> Result<CancelOutcome, StoreError>;
 
     async fn counts(&self) -> Result<QueueCounts, StoreError>;
+
+    /// Records that `worker_id` is alive with `slots` job slots for `ttl` from now. Workers
+    /// call it periodically; api replicas read the sum through [`JobStore::live_capacity`].
+    async fn heartbeat(&self, worker_id: &str, slots: u32, ttl: Duration)
+        -> Result<(), StoreError>;
+
+    /// Forgets a worker at once (clean shutdown), instead of waiting for its heartbeat to expire.
+    async fn deregister(&self, worker_id: &str) -> Result<(), StoreError>;
+
+    /// Job slots of every worker whose heartbeat has not expired.
+    async fn live_capacity(&self) -> Result<u32, StoreError>;
 
     /// Cheap liveness query for /readyz.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -3,12 +3,16 @@
 //! Each function takes a fresh, empty store and panics on a violation. A backend runs the whole
 //! suite with [`job_store_suite!`](crate::job_store_suite), giving it an async factory that
 //! returns `(guard, Arc<dyn JobStore>)`; the guard (e.g. a temp dir) lives as long as the test.
-//! The two concurrency tests take an `Arc` because they spawn tasks; everything else takes
+//! The concurrency tests take an `Arc` because they spawn tasks; everything else takes
 //! `&dyn JobStore`.
+//!
+//! [`test_database_url`] hands out a fresh Postgres database per test (see its module for where
+//! the server comes from), for this suite and for other crates' tests that need a real one.
 //!
 //! Leases and retry delays are short real durations instead of an injected clock, so the suite
 //! also exercises the database's own notion of "expired".
 
+pub use crate::testpg::PrivateCluster;
 use crate::{
     now_millis, CancelOutcome, CreateOutcome, FailOutcome, JobStore, NewJob, RenewOutcome,
     StoreError, StoredOutput,
@@ -18,6 +22,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use crate::testpg::test_database_url;
 
 /// Long enough never to expire during a test.
 const LONG_LEASE: Duration = Duration::from_secs(60);
@@ -331,6 +337,88 @@ pub async fn concurrent_claims(store: Arc<dyn JobStore>) {
     assert_eq!(unique, ids);
     let counts = store.counts().await.expect("counts");
     assert_eq!((counts.queued, counts.running), (0, 20));
+}
+
+/// Workers completing, failing or renewing while users cancel the same jobs: every job ends
+/// either completed (the cancel came too late) or cancelled (the completion came too late),
+/// never both and never half of each.
+pub async fn concurrent_cancel_and_complete(store: Arc<dyn JobStore>) {
+    const JOBS: usize = 16;
+    let mut ids = Vec::new();
+    for _ in 0..JOBS {
+        ids.push(create(&*store, new_job("test")).await.id);
+    }
+    let mut claims = Vec::new();
+    while let Some(claim) = store.claim("w", LONG_LEASE).await.expect("claim") {
+        claims.push(claim);
+    }
+    assert_eq!(claims.len(), JOBS);
+
+    let mut handles = Vec::new();
+    for (i, claim) in claims.into_iter().enumerate() {
+        let worker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let task = &claim.task_id;
+                let renewed = store
+                    .renew(task, "w", claim.attempt, LONG_LEASE, Some(0.5))
+                    .await
+                    .expect("renew");
+                assert_ne!(renewed, RenewOutcome::LeaseLost);
+                let finished = if i % 2 == 0 {
+                    store
+                        .complete(task, "w", claim.attempt, vec![output("o.mp4")])
+                        .await
+                        .expect("complete")
+                } else {
+                    let error = ErrorDetail::new("invalid_input", "not a video");
+                    match store
+                        .fail(task, "w", claim.attempt, error, None)
+                        .await
+                        .expect("fail")
+                    {
+                        FailOutcome::Failed => true,
+                        FailOutcome::LeaseLost => false,
+                        other => panic!("fail without retry gave {other:?}"),
+                    }
+                };
+                (claim.job.id, finished)
+            })
+        };
+        let canceller = {
+            let store = store.clone();
+            let id = ids[i].clone();
+            tokio::spawn(async move { store.cancel(&id).await.expect("cancel") })
+        };
+        handles.push((worker, canceller));
+    }
+    for (worker, canceller) in handles {
+        let (id, finished) = worker.await.expect("worker panicked");
+        let cancel = canceller.await.expect("canceller panicked");
+        let job = get(&*store, &id).await;
+        match cancel {
+            CancelOutcome::Cancelled(cancelled) => {
+                assert!(!finished, "{id}: cancelled and finished by the worker");
+                assert_eq!(job.status, JobStatus::Cancelled);
+                assert!(job.cancel_requested);
+                assert_eq!(job, cancelled);
+            }
+            CancelOutcome::AlreadyFinished(_) => {
+                assert!(
+                    finished,
+                    "{id}: cancel refused but the worker did not finish"
+                );
+                assert!(matches!(
+                    job.status,
+                    JobStatus::Succeeded | JobStatus::Failed
+                ));
+                assert!(!job.cancel_requested);
+            }
+            CancelOutcome::NotFound => panic!("{id}: not found"),
+        }
+    }
+    let counts = store.counts().await.expect("counts");
+    assert_eq!((counts.queued, counts.running), (0, 0));
 }
 
 /// A dead worker's expired lease is taken over; the old worker can no longer touch the task.
@@ -787,14 +875,46 @@ pub async fn counts(store: &dyn JobStore) {
 
 /// Runs the whole suite against a backend: one `#[tokio::test]` per suite function, each with a
 /// fresh store from `$factory`, an async fn returning `(guard, Arc<dyn JobStore>)`.
+/// Heartbeats add up to the cluster's capacity; expired and deregistered workers drop out.
+pub async fn worker_registry(store: &dyn JobStore) {
+    assert_eq!(store.live_capacity().await.unwrap(), 0);
+    store
+        .heartbeat("w1", 3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .heartbeat("w2", 1, Duration::from_millis(150))
+        .await
+        .unwrap();
+    assert_eq!(store.live_capacity().await.unwrap(), 4);
+    store
+        .heartbeat("w1", 2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.live_capacity().await.unwrap(),
+        3,
+        "a heartbeat replaces the slot count"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.live_capacity().await.unwrap(),
+        2,
+        "an expired heartbeat no longer counts"
+    );
+    store.deregister("w1").await.unwrap();
+    assert_eq!(store.live_capacity().await.unwrap(), 0);
+}
+
 #[macro_export]
 macro_rules! job_store_suite {
     ($factory:path) => {
         $crate::job_store_suite!(@borrowed $factory;
             create_get_list, idempotency, claim_order, claim_empty, lease_expiry_takeover,
             lease_expiry_exhausts_attempts, fail_with_retry, fail_without_retry, cancel, release,
-            counts);
-        $crate::job_store_suite!(@shared $factory; concurrent_idempotent_creates, concurrent_claims);
+            counts, worker_registry);
+        $crate::job_store_suite!(@shared $factory;
+            concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete);
     };
     (@borrowed $factory:path; $($name:ident),* $(,)?) => {
         $(

@@ -27,7 +27,7 @@ pub struct ServeArgs {
     /// Object storage URL: s3://bucket/prefix, gs://bucket/prefix, or file:///dir [default: <data-dir>/storage].
     #[arg(long, env = "REELAY_STORAGE")]
     pub storage: Option<String>,
-    /// Job store URL [default: sqlite in <data-dir>/reelay.db].
+    /// Job store URL: sqlite:/path/file.db or postgres://user:pass@host/db [default: sqlite in <data-dir>/reelay.db].
     #[arg(long, env = "REELAY_DATABASE_URL")]
     pub database_url: Option<String>,
     /// Allow URL inputs on loopback, private and link-local addresses (off: SSRF protection).
@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Attempts per job before it fails for good [default: 3].
     #[arg(long, env = "REELAY_MAX_ATTEMPTS")]
     pub max_attempts: Option<u32>,
+    /// Answer output downloads from S3/GCS with a redirect to a presigned URL instead of streaming.
+    #[arg(long, env = "REELAY_PRESIGN_DOWNLOADS", num_args = 0..=1, default_missing_value = "true")]
+    pub presign_downloads: Option<bool>,
     /// Largest accepted input, bytes (uploads and URL downloads) [default: 21474836480].
     #[arg(long, env = "REELAY_MAX_INPUT_BYTES")]
     pub max_input_bytes: Option<u64>,
@@ -68,6 +71,9 @@ pub struct Config {
     pub job_timeout_seconds: u64,
     pub shutdown_grace_seconds: u64,
     pub max_attempts: u32,
+    /// Redirect output downloads to presigned S3/GCS URLs (valid `presign_ttl_seconds`).
+    pub presign_downloads: bool,
+    pub presign_ttl_seconds: u64,
     /// Total time allowed for downloading a URL input.
     pub fetch_timeout_seconds: u64,
     /// Largest JSON request body.
@@ -102,6 +108,8 @@ impl Default for Config {
             job_timeout_seconds: 6 * 3600,
             shutdown_grace_seconds: 30,
             max_attempts: 3,
+            presign_downloads: false,
+            presign_ttl_seconds: 3600,
             fetch_timeout_seconds: 3600,
             max_json_bytes: 64 * 1024,
             poll_interval_ms: 250,
@@ -134,8 +142,13 @@ impl Config {
             Some(path) => Self::from_file(path)?,
             None => Config::default(),
         };
-        let cfg = base.with_overrides(args);
+        let mut cfg = base.with_overrides(args);
         cfg.validate()?;
+        // ffmpeg runs inside per-job directories, so every path handed to it must be absolute.
+        cfg.data_dir = std::path::absolute(&cfg.data_dir).map_err(|e| ConfigError::Invalid {
+            setting: "data_dir",
+            message: e.to_string(),
+        })?;
         Ok(cfg)
     }
 
@@ -165,7 +178,8 @@ impl Config {
             stall_timeout_seconds,
             job_timeout_seconds,
             shutdown_grace_seconds,
-            max_attempts
+            max_attempts,
+            presign_downloads
         );
         if a.storage.is_some() {
             self.storage = a.storage.clone();
@@ -205,10 +219,11 @@ impl Config {
             return bad("max_attempts", "must be at least 1");
         }
         if let Some(db) = &self.database_url {
-            if !db.starts_with("sqlite:") {
+            let known = ["sqlite:", "postgres://", "postgresql://"];
+            if !known.iter().any(|p| db.starts_with(p)) {
                 return bad(
                     "database_url",
-                    "only sqlite: URLs are supported by this build (Postgres is planned)",
+                    "must start with sqlite:, postgres:// or postgresql://",
                 );
             }
         }

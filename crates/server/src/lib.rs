@@ -12,7 +12,7 @@ pub mod worker;
 
 pub use config::{Config, ServeArgs};
 
-use reelay_jobs::{JobStore, SqliteStore};
+use reelay_jobs::JobStore;
 use state::AppState;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -50,6 +50,12 @@ pub async fn ffmpeg_available(tools: &reelay_media::Tools) -> bool {
     ok
 }
 
+/// The job store named by `database_url` (SQLite in the data dir by default); migrations run here.
+pub async fn open_store(cfg: &Config) -> Result<Arc<dyn JobStore>, ServeError> {
+    let default = cfg.data_dir.join("reelay.db");
+    Ok(reelay_jobs::open_store(cfg.database_url.as_deref(), &default).await?)
+}
+
 /// Opens the store, storage and metrics that every role needs.
 pub async fn build_state(cfg: Config, capacity: u32) -> Result<AppState, ServeError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
@@ -58,14 +64,7 @@ pub async fn build_state(cfg: Config, capacity: u32) -> Result<AppState, ServeEr
             cfg.data_dir.display()
         ))
     })?;
-    let db_path = match &cfg.database_url {
-        Some(url) => std::path::PathBuf::from(
-            url.trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:"),
-        ),
-        None => cfg.data_dir.join("reelay.db"),
-    };
-    let store: Arc<dyn JobStore> = Arc::new(SqliteStore::open(&db_path).await?);
+    let store = open_store(&cfg).await?;
     let storage = storage::Storage::open(cfg.storage.as_deref(), &cfg.data_dir)?;
     let fetcher = fetch::Fetcher::new(
         cfg.allow_private_urls,
@@ -100,10 +99,42 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// Runs `reelay serve` (api and workers in one process) until SIGINT/SIGTERM, then drains.
+/// Which parts of a cluster this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// API and workers in one process (the embedded default).
+    Serve,
+    /// HTTP API only: no encoding.
+    Api,
+    /// Workers only; serves /healthz, /readyz and /metrics.
+    Worker,
+}
+
+/// Runs `reelay serve`: API and workers in one process.
 pub async fn run_serve(args: ServeArgs) -> Result<(), ServeError> {
+    run_role(Role::Serve, args).await
+}
+
+/// Applies the job store's migrations and exits (`reelay migrate`).
+pub async fn run_migrate(args: ServeArgs) -> Result<(), ServeError> {
     let cfg = Config::load(&args)?;
-    if !ffmpeg_available(&cfg.tools).await {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        ServeError::Other(format!(
+            "cannot create data dir {}: {e}",
+            cfg.data_dir.display()
+        ))
+    })?;
+    open_store(&cfg).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Runs one role until SIGINT/SIGTERM, then drains: stop claiming and accepting, give running
+/// jobs the grace period, hand back what is left.
+pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
+    let cfg = Config::load(&args)?;
+    let encodes = role != Role::Api;
+    if encodes && !ffmpeg_available(&cfg.tools).await {
         return Err(ServeError::Other(format!(
             "cannot run {} / {}: install ffmpeg (Debian: apt-get install ffmpeg) or set [tools] in the config",
             cfg.tools.ffmpeg.display(),
@@ -116,20 +147,28 @@ pub async fn run_serve(args: ServeArgs) -> Result<(), ServeError> {
             addr: cfg.listen.clone(),
             source,
         })?;
-    let workers = cfg.workers as u32;
+    let workers = if encodes { cfg.workers as u32 } else { 0 };
     let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
     let state = build_state(cfg, workers).await?;
     tracing::info!(
+        role = ?role,
         listen = %state.cfg.listen,
         cluster = %state.cfg.cluster,
         workers,
         data_dir = %state.cfg.data_dir.display(),
         storage = %state.storage.description,
-        "reelay serve is up"
+        "reelay is up"
     );
-    let pool = worker::WorkerPool::new(state.clone());
-    let pool_task = tokio::spawn(pool.clone().run());
-    let app = api::router(state.clone());
+    let pool = encodes.then(|| worker::WorkerPool::new(state.clone()));
+    let pool_task = pool.clone().map(|p| tokio::spawn(p.run()));
+    let app = match role {
+        Role::Worker => api::ops_router()
+            .fallback(|| async {
+                error::ApiError::not_found("a worker serves only /healthz, /readyz and /metrics")
+            })
+            .with_state(state.clone()),
+        _ => api::router(state.clone()),
+    };
     let http_stop = tokio_util::sync::CancellationToken::new();
     let http = {
         let stop = http_stop.clone();
@@ -148,10 +187,12 @@ pub async fn run_serve(args: ServeArgs) -> Result<(), ServeError> {
     state
         .accepting
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    pool.shutdown(grace, async {
-        let _ = pool_task.await;
-    })
-    .await;
+    if let (Some(pool), Some(task)) = (pool, pool_task) {
+        pool.shutdown(grace, async {
+            let _ = task.await;
+        })
+        .await;
+    }
     http_stop.cancel();
     // Open SSE streams would hold a graceful HTTP shutdown forever.
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;

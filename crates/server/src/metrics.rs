@@ -12,6 +12,7 @@ pub const ENCODE_SPEED: &str = "reelay_encode_speed_ratio";
 pub const QUEUE_DEPTH: &str = "reelay_queue_depth";
 pub const RUNNING: &str = "reelay_jobs_running";
 pub const BACKLOG: &str = "reelay_backlog_seconds";
+pub const CAPACITY: &str = "reelay_worker_slots";
 pub const HTTP_REQUESTS: &str = "reelay_http_requests_total";
 pub const HTTP_SECONDS: &str = "reelay_http_request_duration_seconds";
 
@@ -67,6 +68,7 @@ fn describe() {
     metrics::describe_gauge!(QUEUE_DEPTH, "Jobs waiting to be claimed");
     metrics::describe_gauge!(RUNNING, "Jobs being encoded");
     metrics::describe_gauge!(BACKLOG, "Estimated seconds of queued work per job slot");
+    metrics::describe_gauge!(CAPACITY, "Job slots of the live workers of this cluster");
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status");
     metrics::describe_histogram!(HTTP_SECONDS, "HTTP request latency by route");
 }

@@ -56,12 +56,36 @@ impl WorkerPool {
     /// Runs `capacity` slots until [`WorkerPool::shutdown`] finishes.
     pub async fn run(self: Arc<Self>) {
         let slots = self.state.capacity as usize;
+        let heartbeat = tokio::spawn(self.clone().heartbeat_loop());
         let mut set = tokio::task::JoinSet::new();
         for slot in 0..slots {
             let pool = self.clone();
             set.spawn(async move { pool.slot_loop(slot).await });
         }
         while set.join_next().await.is_some() {}
+        heartbeat.abort();
+        if let Err(e) = self.state.store.deregister(&self.id).await {
+            tracing::warn!(error = %e, "could not deregister; the heartbeat will expire");
+        }
+    }
+
+    /// Advertises this process's slots so every api replica can report the cluster's capacity.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let ttl = self.state.cfg.lease().max(Duration::from_secs(3));
+        loop {
+            if let Err(e) = self
+                .state
+                .store
+                .heartbeat(&self.id, self.state.capacity, ttl)
+                .await
+            {
+                tracing::warn!(error = %e, "worker heartbeat failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(ttl / 3) => {}
+                _ = self.stop_claiming.cancelled() => return,
+            }
+        }
     }
 
     /// Stops claiming; running jobs get `grace` to finish, then are handed back to the queue.

@@ -67,11 +67,11 @@ fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
     let s = v
         .to_str()
         .ok()
-        .filter(|s| (1..=200).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()));
+        .filter(|s| (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()));
     s.map(|s| Some(s.to_string())).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_idempotency_key",
-            "Idempotency-Key must be 1-200 visible ASCII characters",
+            "Idempotency-Key must be 1-255 visible ASCII characters",
         )
     })
 }

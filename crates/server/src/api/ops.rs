@@ -17,13 +17,15 @@ pub async fn presets() -> Json<PresetList> {
 
 pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
     let c = st.store.counts().await?;
-    let capacity = st.capacity.max(1);
+    // Shared through the store, so an api replica without workers still knows the cluster's slots.
+    let capacity = st.store.live_capacity().await?;
     Ok(Json(LoadReport {
         cluster: st.cfg.cluster.clone(),
-        capacity: st.capacity,
+        capacity,
         running: c.running,
         queued: c.queued,
-        backlog_seconds: (c.queued_estimated_seconds / capacity as f64 * 10.0).round() / 10.0,
+        backlog_seconds: (c.queued_estimated_seconds / capacity.max(1) as f64 * 10.0).round()
+            / 10.0,
         accepting: st.is_accepting(),
     }))
 }
@@ -41,7 +43,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     if let Err(e) = st.storage.check().await {
         problems.push(format!("object storage: {e}"));
     }
-    if !crate::ffmpeg_available(&st.cfg.tools).await {
+    if !ffmpeg_ok(&st).await {
         problems.push("ffmpeg/ffprobe cannot be run".to_string());
     }
     if !st.is_accepting() {
@@ -54,11 +56,32 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
+/// Running `ffmpeg -version` costs a few hundred ms, and the edge asks every second: the answer
+/// is kept for a while (a process whose ffmpeg disappears is rare and not urgent).
+async fn ffmpeg_ok(st: &AppState) -> bool {
+    static CACHE: std::sync::Mutex<Option<(std::time::Instant, bool)>> =
+        std::sync::Mutex::new(None);
+    const FOR: std::time::Duration = std::time::Duration::from_secs(30);
+    if let Ok(guard) = CACHE.lock() {
+        if let Some((at, ok)) = *guard {
+            if at.elapsed() < FOR {
+                return ok;
+            }
+        }
+    }
+    let ok = crate::ffmpeg_available(&st.cfg.tools).await;
+    if let Ok(mut guard) = CACHE.lock() {
+        *guard = Some((std::time::Instant::now(), ok));
+    }
+    ok
+}
+
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    if let Ok(c) = st.store.counts().await {
+    if let (Ok(c), Ok(cap)) = (st.store.counts().await, st.store.live_capacity().await) {
         metrics::gauge!(m::QUEUE_DEPTH).set(c.queued as f64);
         metrics::gauge!(m::RUNNING).set(c.running as f64);
-        metrics::gauge!(m::BACKLOG).set(c.queued_estimated_seconds / st.capacity.max(1) as f64);
+        metrics::gauge!(m::CAPACITY).set(cap as f64);
+        metrics::gauge!(m::BACKLOG).set(c.queued_estimated_seconds / cap.max(1) as f64);
     }
     (
         StatusCode::OK,

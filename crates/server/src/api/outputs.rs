@@ -125,6 +125,14 @@ pub async fn get(
         }
         Err(e) => return Err(e.into()),
     };
+    if st.cfg.presign_downloads && method == Method::GET {
+        let ttl = std::time::Duration::from_secs(st.cfg.presign_ttl_seconds);
+        if let Some(url) = st.storage.presigned_get(&key, ttl).await? {
+            let loc =
+                HeaderValue::from_str(&url).map_err(|e| ApiError::internal("presigned URL", e))?;
+            return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, loc)]).into_response());
+        }
+    }
     let range = parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         size,

@@ -1,0 +1,242 @@
+//! The controller's HTTP listener (`control_listen`).
+//!
+//! nginx reaches it for placement (auth_request), the merged job list, status and metrics.
+//! `/edge/reload` is only here, not proxied by nginx: changing the edge is an operator action,
+//! not something a client of the API may trigger.
+
+use crate::controller::{error_chain, Applied, Controller, ReloadConfigError};
+use crate::listing;
+use axum::extract::{Query, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use reelay_protocol::{ErrorBody, ErrorDetail, JobList};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const CLUSTER_HEADER: &str = "x-reelay-cluster";
+pub const MISSING_HEADER: &str = "x-reelay-missing-clusters";
+
+pub fn router(ctl: Arc<Controller>) -> Router {
+    Router::new()
+        .route("/internal/place", get(place))
+        .route("/edge/status", get(status))
+        .route("/edge/metrics", get(metrics))
+        .route(
+            "/edge/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/edge/reload", post(reload))
+        .route("/v1/jobs", get(list_jobs))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route on the edge controller",
+            )
+        })
+        .with_state(ctl)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: ErrorDetail::new(code, message),
+        }),
+    )
+        .into_response()
+}
+
+async fn place(State(ctl): State<Arc<Controller>>, headers: HeaderMap) -> Response {
+    // Only a POST creates a job; anything else sent to /v1/jobs is routed the same way but
+    // must not count as load on the chosen cluster.
+    let creates_job = headers
+        .get("x-original-method")
+        .is_none_or(|m| m.as_bytes() == b"POST");
+    match ctl.place(creates_job) {
+        Some(name) => match HeaderValue::from_str(&name) {
+            Ok(v) => (StatusCode::OK, [(CLUSTER_HEADER, v)]).into_response(),
+            Err(_) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "bad cluster name",
+            ),
+        },
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_cluster",
+            "no cluster is configured",
+        ),
+    }
+}
+
+async fn status(State(ctl): State<Arc<Controller>>) -> Response {
+    Json(ctl.status()).into_response()
+}
+
+async fn metrics(State(ctl): State<Arc<Controller>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&ctl),
+    )
+        .into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ReloadParams {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Re-reads edge.toml (when started from a file) and applies it; `?force=true` reloads nginx
+/// even when the rendered configuration did not change.
+async fn reload(State(ctl): State<Arc<Controller>>, Query(p): Query<ReloadParams>) -> Response {
+    let applied = match ctl.reload_config(p.force).await {
+        Ok(a) => a,
+        Err(ReloadConfigError::NoFile) => {
+            ctl.apply("requested through /edge/reload", p.force).await
+        }
+        Err(ReloadConfigError::Invalid(m)) => {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", m)
+        }
+        Err(ReloadConfigError::NeedsRestart(m)) => {
+            return error(StatusCode::CONFLICT, "needs_restart", m)
+        }
+    };
+    let generation = ctl.status().generation;
+    match applied {
+        Applied::Unchanged => {
+            Json(serde_json::json!({"result": "unchanged", "generation": generation}))
+                .into_response()
+        }
+        Applied::Reloaded(r) => {
+            Json(serde_json::json!({"result": "reloaded", "generation": generation, "reload": r}))
+                .into_response()
+        }
+        Applied::Failed(r) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reload_failed",
+            r.error
+                .unwrap_or_else(|| "the configuration was not applied".to_string()),
+        ),
+    }
+}
+
+enum ListResult {
+    Page(JobList),
+    /// A 4xx from a cluster (a bad `status`, say): the client's mistake, passed on as is.
+    Refused(StatusCode, String),
+    Unavailable(String),
+}
+
+async fn fetch_list(
+    http: &reqwest::Client,
+    addrs: &[SocketAddr],
+    host: &str,
+    query: &str,
+) -> ListResult {
+    let mut last = "no address resolved".to_string();
+    for addr in addrs {
+        let resp = http
+            .get(format!("http://{addr}/v1/jobs?{query}"))
+            .header(reqwest::header::HOST, host)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() => match r.json::<JobList>().await {
+                Ok(page) => return ListResult::Page(page),
+                Err(e) => last = format!("{addr}: unreadable job list: {e}"),
+            },
+            Ok(r) if r.status().is_client_error() => {
+                let status =
+                    StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_REQUEST);
+                return ListResult::Refused(status, r.text().await.unwrap_or_default());
+            }
+            Ok(r) => last = format!("{addr}: answered {}", r.status()),
+            Err(e) => last = format!("{addr}: {}", error_chain(&e)),
+        }
+    }
+    ListResult::Unavailable(last)
+}
+
+/// The merged `GET /v1/jobs`: every reachable cluster's page, newest first.
+async fn list_jobs(State(ctl): State<Arc<Controller>>, RawQuery(q): RawQuery) -> Response {
+    let (mut status, mut limit, mut cursor) = (None, 50usize, None);
+    for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "status" if !v.is_empty() => status = Some(v.into_owned()),
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if (1..=500).contains(&n) => limit = n,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        "limit must be 1-500",
+                    )
+                }
+            },
+            "cursor" if !v.is_empty() => cursor = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let targets = ctl.listing_targets();
+    let fetches = targets.iter().map(|(name, addrs, host)| {
+        let mut qs = url::form_urlencoded::Serializer::new(String::new());
+        qs.append_pair("limit", &limit.to_string());
+        if let Some(s) = &status {
+            qs.append_pair("status", s);
+        }
+        if let Some(c) = &cursor {
+            qs.append_pair("cursor", &listing::cluster_cursor(c, name));
+        }
+        let query = qs.finish();
+        let http = ctl.http().clone();
+        async move { fetch_list(&http, addrs, host, &query).await }
+    });
+    let results = futures::future::join_all(fetches).await;
+    let mut pages = Vec::new();
+    let mut more = false;
+    let mut missing = Vec::new();
+    for ((name, _, _), result) in targets.iter().zip(results) {
+        match result {
+            ListResult::Page(p) => {
+                more |= p.next_cursor.is_some();
+                pages.push(p.jobs);
+            }
+            ListResult::Refused(code, body) => {
+                let mut resp = (code, body).into_response();
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return resp;
+            }
+            ListResult::Unavailable(why) => {
+                tracing::warn!(cluster = %name, error = %why, "cluster left out of the merged job list");
+                missing.push(name.clone());
+            }
+        }
+    }
+    if pages.is_empty() && !missing.is_empty() {
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unavailable",
+            format!("no cluster answered the listing ({})", missing.join(", ")),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(5));
+        return resp;
+    }
+    let (jobs, next_cursor) = listing::merge(pages, limit, more);
+    let mut headers = HeaderMap::new();
+    if !missing.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&missing.join(",")) {
+            headers.insert(MISSING_HEADER, v);
+        }
+    }
+    (headers, Json(JobList { jobs, next_cursor })).into_response()
+}

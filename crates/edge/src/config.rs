@@ -1,0 +1,631 @@
+//! `edge.toml`: what the controller and the rendered nginx.conf are built from.
+//!
+//! Everything that ends up inside nginx.conf is checked here against a strict alphabet, because
+//! the template pastes values verbatim: a `;` or `{` smuggled through a path or a size would
+//! otherwise change the meaning of the rendered file instead of failing loudly. The one
+//! deliberate exception is `nginx_http_snippet`, which is operator-written nginx syntax by
+//! definition and is therefore only ever applied after `nginx -t` accepts it.
+
+use reelay_protocol::valid_cluster_name;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// How `POST /v1/jobs` is spread over the clusters.
+///
+/// Only `reelay` uses the controller; the others are plain nginx balancing, kept so that a
+/// benchmark can compare the placement policy against what nginx does on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Per-submission placement by the controller (auth_request), weighted fallback.
+    #[default]
+    Reelay,
+    /// nginx round robin over every accepting cluster address.
+    RoundRobin,
+    /// nginx round robin weighted by each cluster's `weight`.
+    Weighted,
+    /// nginx `least_conn` over every accepting cluster address.
+    LeastConn,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Reelay => "reelay",
+            Mode::RoundRobin => "round_robin",
+            Mode::Weighted => "weighted",
+            Mode::LeastConn => "least_conn",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Where nginx listens for clients.
+    pub listen: SocketAddr,
+    /// The controller's own HTTP listener.
+    pub control_listen: SocketAddr,
+    #[serde(default = "default_nginx")]
+    pub nginx: PathBuf,
+    #[serde(default = "default_work_dir")]
+    pub work_dir: PathBuf,
+    #[serde(default = "default_body_size")]
+    pub client_max_body_size: String,
+    #[serde(default = "default_reload_min_interval_ms")]
+    pub reload_min_interval_ms: u64,
+    #[serde(default)]
+    pub local_cluster: Option<String>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Consulted before the system resolver (same format as /etc/hosts).
+    #[serde(default)]
+    pub hosts_file: Option<PathBuf>,
+    /// The `user` directive, rendered only when the edge runs as root. Default: `nobody` with
+    /// the system's unprivileged group.
+    #[serde(default)]
+    pub nginx_user: Option<String>,
+    /// `worker_processes`; default `auto`.
+    #[serde(default)]
+    pub nginx_worker_processes: Option<u32>,
+    /// Raw directives appended to the `http` block (tuning); applied only if `nginx -t` agrees.
+    #[serde(default)]
+    pub nginx_http_snippet: Option<String>,
+    /// Let clients reuse connections. Off by default: on every reload nginx closes idle
+    /// kept-alive connections, and a request sent on one at that instant is reset — which the
+    /// client may not be able to retry (a submission). Without keep-alive a reload drops nothing.
+    #[serde(default)]
+    pub client_keepalive: bool,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub placement: PlacementConfig,
+    pub clusters: Vec<ClusterConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    #[serde(default = "default_resolve_interval_ms")]
+    pub resolve_interval_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_ms: default_interval_ms(),
+            timeout_ms: default_timeout_ms(),
+            fall: default_fall(),
+            rise: default_rise(),
+            resolve_interval_ms: default_resolve_interval_ms(),
+        }
+    }
+}
+
+/// Knobs of the placement score (see `placement.rs` for how they combine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementConfig {
+    /// Assumed encode time of a job when the load report gives no better estimate.
+    #[serde(default = "default_job_seconds")]
+    pub default_job_seconds: f64,
+    /// Added to every cluster other than `local_cluster`.
+    #[serde(default = "default_remote_penalty")]
+    pub remote_penalty_seconds: f64,
+    /// Seconds of expected waiting that one unit of `cost` is worth.
+    #[serde(default = "default_cost_weight")]
+    pub cost_weight_seconds: f64,
+    /// How long after a placement a load report is assumed to include that job.
+    #[serde(default = "default_settle_ms")]
+    pub settle_ms: u64,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            default_job_seconds: default_job_seconds(),
+            remote_penalty_seconds: default_remote_penalty(),
+            cost_weight_seconds: default_cost_weight(),
+            settle_ms: default_settle_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: String,
+    /// `http://host:port`; the host is re-resolved every `resolve_interval_ms`.
+    pub url: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default = "default_cost")]
+    pub cost: f64,
+    /// Fixed addresses instead of resolving the url's host.
+    #[serde(default)]
+    pub addresses: Option<Vec<SocketAddr>>,
+}
+
+/// The host and port a cluster URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTarget {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ClusterConfig {
+    /// Host and port of `url`; validated at load time, so failing here means an unchecked config.
+    pub fn target(&self) -> Result<ClusterTarget, ConfigError> {
+        parse_cluster_url(&self.url).map_err(|message| ConfigError::Invalid {
+            field: format!("clusters[{}].url", self.name),
+            message,
+        })
+    }
+}
+
+fn default_nginx() -> PathBuf {
+    PathBuf::from("nginx")
+}
+fn default_work_dir() -> PathBuf {
+    PathBuf::from("/tmp/reelay-edge")
+}
+fn default_body_size() -> String {
+    "20g".to_string()
+}
+fn default_reload_min_interval_ms() -> u64 {
+    1000
+}
+fn default_interval_ms() -> u64 {
+    1000
+}
+fn default_timeout_ms() -> u64 {
+    800
+}
+fn default_fall() -> u32 {
+    2
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_resolve_interval_ms() -> u64 {
+    5000
+}
+fn default_job_seconds() -> f64 {
+    60.0
+}
+fn default_remote_penalty() -> f64 {
+    5.0
+}
+fn default_cost_weight() -> f64 {
+    10.0
+}
+fn default_settle_ms() -> u64 {
+    1000
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_cost() -> f64 {
+    1.0
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl EdgeConfig {
+    /// Reads and validates a file. Relative paths inside it (`work_dir`, `hosts_file`) are taken
+    /// relative to the file's directory, so that the same file works from any current directory.
+    pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_relative_paths(base);
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text (relative paths are left as they are).
+    pub fn parse(text: &str) -> Result<EdgeConfig, ConfigError> {
+        let cfg: EdgeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("edge.toml"),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Makes `work_dir` and `hosts_file` absolute (nginx resolves relative paths against its
+    /// prefix, not against our current directory), taking relative ones from `base`.
+    pub fn resolve_relative_paths(&mut self, base: &Path) {
+        self.work_dir = absolute(base, &self.work_dir);
+        if let Some(h) = &self.hosts_file {
+            self.hosts_file = Some(absolute(base, h));
+        }
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.clusters.is_empty() {
+            return Err(invalid(
+                "clusters",
+                "at least one [[clusters]] entry is required",
+            ));
+        }
+        if self.listen == self.control_listen {
+            return Err(invalid(
+                "control_listen",
+                "must differ from listen (nginx listens there)",
+            ));
+        }
+        if self.nginx.as_os_str().is_empty() {
+            return Err(invalid("nginx", "must name the nginx binary"));
+        }
+        nginx_safe_path(&self.work_dir).map_err(|m| invalid("work_dir", m))?;
+        valid_nginx_size(&self.client_max_body_size)
+            .map_err(|m| invalid("client_max_body_size", m))?;
+        if let Some(user) = &self.nginx_user {
+            let ok = !user.trim().is_empty()
+                && user.split(' ').count() <= 2
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._- ".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    "nginx_user",
+                    "expected \"user\" or \"user group\" (letters, digits, . _ -)",
+                ));
+            }
+        }
+        if self.nginx_worker_processes == Some(0) {
+            return Err(invalid("nginx_worker_processes", "must be at least 1"));
+        }
+        let h = &self.health;
+        if h.interval_ms == 0 || h.timeout_ms == 0 || h.resolve_interval_ms == 0 {
+            return Err(invalid(
+                "health",
+                "interval_ms, timeout_ms and resolve_interval_ms must be positive",
+            ));
+        }
+        if h.fall == 0 || h.rise == 0 {
+            return Err(invalid("health", "fall and rise must be at least 1"));
+        }
+        let p = &self.placement;
+        for (field, v) in [
+            ("placement.default_job_seconds", p.default_job_seconds),
+            ("placement.remote_penalty_seconds", p.remote_penalty_seconds),
+            ("placement.cost_weight_seconds", p.cost_weight_seconds),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(invalid(field, "must be a non-negative number"));
+            }
+        }
+        if p.default_job_seconds <= 0.0 {
+            return Err(invalid("placement.default_job_seconds", "must be positive"));
+        }
+        let mut seen = HashSet::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            let field = |f: &str| format!("clusters[{i}].{f}");
+            if !valid_cluster_name(&c.name) {
+                return Err(invalid(
+                    field("name"),
+                    format!("{:?} must match [a-z0-9-]{{1,32}}", c.name),
+                ));
+            }
+            if !seen.insert(c.name.as_str()) {
+                return Err(invalid(
+                    field("name"),
+                    format!("{:?} appears twice", c.name),
+                ));
+            }
+            parse_cluster_url(&c.url).map_err(|m| invalid(field("url"), m))?;
+            if c.weight == 0 || c.weight > 1000 {
+                return Err(invalid(field("weight"), "must be between 1 and 1000"));
+            }
+            if !c.cost.is_finite() || c.cost <= 0.0 {
+                return Err(invalid(field("cost"), "must be a positive number"));
+            }
+            if let Some(addrs) = &c.addresses {
+                if addrs.is_empty() {
+                    return Err(invalid(
+                        field("addresses"),
+                        "must list at least one address (or be left out)",
+                    ));
+                }
+                if let Some(a) = addrs.iter().find(|a| a.port() == 0) {
+                    return Err(invalid(field("addresses"), format!("{a}: port 0")));
+                }
+            }
+        }
+        if let Some(local) = &self.local_cluster {
+            if self.cluster(local).is_none() {
+                return Err(invalid(
+                    "local_cluster",
+                    format!("{local:?} is not one of the clusters"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `base/p` (or `p` if absolute), anchored at the current directory and with `.`/`..` folded.
+pub fn absolute(base: &Path, p: &Path) -> PathBuf {
+    use std::path::Component;
+    let joined = base.join(p);
+    let anchored = if joined.is_absolute() {
+        joined
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(joined)
+    };
+    let mut out = PathBuf::new();
+    for c in anchored.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// `http://host:port` with nothing after the authority; an explicit port is required because
+/// a default port silently chosen for a cluster is a classic misrouting.
+pub fn parse_cluster_url(raw: &str) -> Result<ClusterTarget, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "{raw:?}: only http:// cluster URLs are supported (terminate TLS in front of a cluster)"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{raw:?}: credentials are not allowed in the URL"));
+    }
+    if !(url.path().is_empty() || url.path() == "/")
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(format!(
+            "{raw:?}: must be just http://host:port (no path or query)"
+        ));
+    }
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => return Err(format!("{raw:?} has no host")),
+    };
+    // The url crate drops an explicit default port (":80"), so look at the text for that case.
+    let port = match url.port() {
+        Some(p) => p,
+        None if raw.trim_end_matches('/').ends_with(":80") => 80,
+        None => return Err(format!("{raw:?}: a port is required (http://host:port)")),
+    };
+    Ok(ClusterTarget { host, port })
+}
+
+/// nginx size syntax: digits with an optional k/m/g suffix.
+pub fn valid_nginx_size(s: &str) -> Result<(), String> {
+    let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
+    let suffixes = s.len() - digits.len();
+    if digits.is_empty() || suffixes > 1 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{s:?} is not an nginx size (digits with an optional k, m or g suffix, e.g. \"20g\")"
+        ));
+    }
+    Ok(())
+}
+
+/// Paths go into nginx.conf unquoted.
+pub fn nginx_safe_path(p: &Path) -> Result<(), String> {
+    let s = p
+        .to_str()
+        .ok_or_else(|| format!("{} is not valid UTF-8", p.display()))?;
+    if s.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || ";{}'\"$#\\".contains(*c))
+    {
+        return Err(format!(
+            "{s:?} contains {c:?}, which nginx.conf cannot carry unquoted"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:8080"
+control_listen = "127.0.0.1:9180"
+nginx = "nginx"
+work_dir = "/tmp/reelay-edge"
+client_max_body_size = "20g"
+reload_min_interval_ms = 1000
+local_cluster = "aws"
+
+[health]
+interval_ms = 1000
+timeout_ms = 800
+fall = 2
+rise = 2
+resolve_interval_ms = 5000
+
+[[clusters]]
+name = "aws"
+url = "http://127.0.0.1:8081"
+weight = 3
+cost = 1.0
+
+[[clusters]]
+name = "gcp"
+url = "http://gcp.internal:8082"
+weight = 1
+cost = 0.6
+addresses = ["127.0.0.1:8082"]
+"#;
+
+    fn with(replace: &str, by: &str) -> Result<EdgeConfig, ConfigError> {
+        assert!(GOOD.contains(replace), "{replace}");
+        EdgeConfig::parse(&GOOD.replacen(replace, by, 1))
+    }
+
+    fn err(replace: &str, by: &str) -> String {
+        with(replace, by).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let cfg = EdgeConfig::parse(GOOD).unwrap();
+        assert_eq!(cfg.mode, Mode::Reelay);
+        assert_eq!(cfg.clusters.len(), 2);
+        assert_eq!(cfg.clusters[1].addresses.as_ref().unwrap().len(), 1);
+        assert_eq!(cfg.health.fall, 2);
+        assert_eq!(cfg.placement, PlacementConfig::default());
+        assert_eq!(
+            cfg.clusters[1].target().unwrap(),
+            ClusterTarget {
+                host: "gcp.internal".into(),
+                port: 8082
+            }
+        );
+    }
+
+    #[test]
+    fn defaults_fill_in_the_optional_settings() {
+        let cfg = EdgeConfig::parse(
+            "listen = \"127.0.0.1:8080\"\ncontrol_listen = \"127.0.0.1:9180\"\n[[clusters]]\nname = \"a\"\nurl = \"http://h:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.client_max_body_size, "20g");
+        assert_eq!(cfg.health, HealthConfig::default());
+        assert_eq!(cfg.clusters[0].weight, 1);
+        assert_eq!(cfg.clusters[0].cost, 1.0);
+        assert_eq!(cfg.work_dir, PathBuf::from("/tmp/reelay-edge"));
+    }
+
+    #[test]
+    fn modes_parse() {
+        for (text, mode) in [
+            ("round_robin", Mode::RoundRobin),
+            ("weighted", Mode::Weighted),
+            ("least_conn", Mode::LeastConn),
+            ("reelay", Mode::Reelay),
+        ] {
+            let cfg = with(
+                "local_cluster",
+                &format!("mode = \"{text}\"\nlocal_cluster"),
+            )
+            .unwrap();
+            assert_eq!(cfg.mode, mode);
+            assert_eq!(cfg.mode.as_str(), text);
+        }
+        assert!(err("local_cluster", "mode = \"random\"\nlocal_cluster").contains("random"));
+    }
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        assert!(err("name = \"aws\"", "name = \"AWS\"").contains("clusters[0].name"));
+        assert!(err("name = \"gcp\"", "name = \"aws\"").contains("appears twice"));
+        assert!(err("http://127.0.0.1:8081", "http://127.0.0.1").contains("port is required"));
+        assert!(err("http://127.0.0.1:8081", "https://127.0.0.1:8081").contains("http://"));
+        assert!(err("http://127.0.0.1:8081", "http://127.0.0.1:8081/api").contains("no path"));
+        assert!(err("http://127.0.0.1:8081", "nonsense").contains("not a URL"));
+        assert!(err("weight = 3", "weight = 0").contains("weight"));
+        assert!(err("cost = 0.6", "cost = -1.0").contains("cost"));
+        assert!(err("\"20g\"", "\"lots\"").contains("client_max_body_size"));
+        assert!(err("\"20g\"", "\"1g;\"").contains("client_max_body_size"));
+        assert!(err("\"20g\"", "\"20gg\"").contains("client_max_body_size"));
+        assert!(err("local_cluster = \"aws\"", "local_cluster = \"azure\"").contains("azure"));
+        assert!(err("fall = 2", "fall = 0").contains("fall"));
+        assert!(err("/tmp/reelay-edge", "/tmp/my edge").contains("work_dir"));
+        assert!(err("/tmp/reelay-edge", "/tmp/x;y").contains("work_dir"));
+        assert!(err("9180", "8080").contains("control_listen"));
+        assert!(err("[\"127.0.0.1:8082\"]", "[]").contains("addresses"));
+        assert!(err("listen = \"127.0.0.1:8080\"", "listen = \"nowhere\"").contains("listen"));
+        // Unknown keys are typos, not silently ignored settings.
+        assert!(err("rise = 2", "rise = 2\nrize = 3").contains("rize"));
+        let no_clusters = GOOD.split("[[clusters]]").next().unwrap();
+        assert!(EdgeConfig::parse(no_clusters)
+            .unwrap_err()
+            .to_string()
+            .contains("clusters"));
+    }
+
+    #[test]
+    fn sizes_follow_nginx_syntax() {
+        for ok in ["0", "1", "512k", "20g", "10M"] {
+            assert!(valid_nginx_size(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "g", "1.5g", "20 g", "lots", "-1", "1t"] {
+            assert!(valid_nginx_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            GOOD.replace("/tmp/reelay-edge", "state/edge")
+                .replace("local_cluster", "hosts_file = \"hosts\"\nlocal_cluster"),
+        )
+        .unwrap();
+        let cfg = EdgeConfig::load(&path).unwrap();
+        assert_eq!(cfg.work_dir, dir.path().join("state/edge"));
+        assert_eq!(
+            absolute(Path::new("/a/b"), Path::new("../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+        assert!(absolute(Path::new("rel"), Path::new("x")).is_absolute());
+        assert_eq!(cfg.hosts_file, Some(dir.path().join("hosts")));
+        let missing = EdgeConfig::load(&dir.path().join("nope.toml")).unwrap_err();
+        assert!(matches!(missing, ConfigError::Read { .. }));
+    }
+}

@@ -1,0 +1,345 @@
+//! nginx.conf from the embedded template and the controller's view of the clusters.
+//!
+//! Rendering is pure: the same [`Desired`] always gives the same text, so the controller can
+//! compare what it wants with what it last applied and reload nginx only when they differ.
+
+use crate::config::EdgeConfig;
+use minijinja::Environment;
+use serde::Serialize;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The template ships inside the binary so that a deployed edge cannot drift from its code.
+pub const TEMPLATE: &str = include_str!("../templates/nginx.conf.j2");
+
+#[derive(Debug, thiserror::Error)]
+#[error("rendering nginx.conf: {0:#}")]
+pub struct RenderError(#[from] minijinja::Error);
+
+/// One cluster as nginx should see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderCluster {
+    pub name: String,
+    pub weight: u32,
+    pub addresses: Vec<String>,
+    /// Owned routes are proxied (otherwise 503).
+    pub reachable: bool,
+    /// Takes new jobs: primary in its own upstream, backup in the others, in the fallback.
+    pub accepting: bool,
+}
+
+/// Everything nginx.conf depends on; equality decides whether a reload is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Desired {
+    pub listen: String,
+    pub control_addr: String,
+    pub work_dir: String,
+    pub client_max_body_size: String,
+    pub mode: String,
+    pub user: Option<String>,
+    pub worker_processes: String,
+    pub http_snippet: Option<String>,
+    pub keepalive_timeout: String,
+    pub retry_after_seconds: u64,
+    pub fail_open: bool,
+    pub clusters: Vec<RenderCluster>,
+}
+
+#[derive(Serialize)]
+struct Context<'a> {
+    #[serde(flatten)]
+    desired: &'a Desired,
+    generation: u64,
+    any_address: bool,
+}
+
+/// What the health checks found about one cluster, as far as nginx.conf cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub addresses: Vec<SocketAddr>,
+    pub reachable: bool,
+    pub accepting: bool,
+}
+
+impl Desired {
+    /// Combines the static config with each cluster's view (same order as `cfg.clusters`).
+    /// `fail_open` renders every cluster as reachable and accepting: sending traffic to clusters
+    /// that may be down beats refusing all of it because the health checks might be wrong.
+    pub fn build(
+        cfg: &EdgeConfig,
+        views: &[ClusterView],
+        fail_open: bool,
+        user: Option<String>,
+    ) -> Desired {
+        let clusters = cfg
+            .clusters
+            .iter()
+            .zip(views)
+            .map(|(c, v)| RenderCluster {
+                name: c.name.clone(),
+                weight: c.weight,
+                addresses: v.addresses.iter().map(|a| a.to_string()).collect(),
+                reachable: fail_open || v.reachable,
+                accepting: fail_open || (v.reachable && v.accepting),
+            })
+            .collect();
+        let interval_s = cfg.health.interval_ms.div_ceil(1000).max(1);
+        Desired {
+            listen: cfg.listen.to_string(),
+            control_addr: connectable(cfg.control_listen).to_string(),
+            work_dir: cfg.work_dir.display().to_string(),
+            client_max_body_size: cfg.client_max_body_size.clone(),
+            mode: cfg.mode.as_str().to_string(),
+            user,
+            worker_processes: cfg
+                .nginx_worker_processes
+                .map_or("auto".to_string(), |n| n.to_string()),
+            http_snippet: cfg.nginx_http_snippet.clone(),
+            keepalive_timeout: if cfg.client_keepalive { "65s" } else { "0" }.to_string(),
+            retry_after_seconds: interval_s * u64::from(cfg.health.rise + 1),
+            fail_open,
+            clusters,
+        }
+    }
+}
+
+/// An address a local client can connect to: listening on 0.0.0.0 means reachable on loopback.
+pub fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+pub fn render(desired: &Desired, generation: u64) -> Result<String, RenderError> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template("nginx.conf", TEMPLATE)?;
+    let ctx = Context {
+        desired,
+        generation,
+        any_address: desired.clusters.iter().any(|c| !c.addresses.is_empty()),
+    };
+    Ok(env.get_template("nginx.conf")?.render(&ctx)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+
+    pub(crate) fn sample(mode: Mode) -> (EdgeConfig, Vec<ClusterView>) {
+        let mut cfg = EdgeConfig::parse(
+            r#"
+listen = "127.0.0.1:18080"
+control_listen = "0.0.0.0:19180"
+work_dir = "/tmp/reelay-edge-render"
+client_max_body_size = "20g"
+local_cluster = "aws"
+[[clusters]]
+name = "aws"
+url = "http://127.0.0.1:18081"
+weight = 3
+[[clusters]]
+name = "gcp"
+url = "http://gcp.test:18082"
+weight = 1
+cost = 0.5
+"#,
+        )
+        .unwrap();
+        cfg.mode = mode;
+        let views = vec![
+            ClusterView {
+                addresses: vec!["127.0.0.1:18081".parse().unwrap()],
+                reachable: true,
+                accepting: true,
+            },
+            ClusterView {
+                addresses: vec![
+                    "127.0.0.2:18082".parse().unwrap(),
+                    "127.0.0.3:18082".parse().unwrap(),
+                ],
+                reachable: true,
+                accepting: true,
+            },
+        ];
+        (cfg, views)
+    }
+
+    fn block<'a>(text: &'a str, header: &str) -> &'a str {
+        let start = text
+            .find(header)
+            .unwrap_or_else(|| panic!("{header} missing"));
+        let end = text[start..].find("\n    }").unwrap() + start;
+        &text[start..end]
+    }
+
+    #[test]
+    fn each_cluster_gets_its_upstreams_with_the_others_as_backups() {
+        let (cfg, views) = sample(Mode::Reelay);
+        let text = render(&Desired::build(&cfg, &views, false, None), 7).unwrap();
+        assert!(text.contains("generation 7"));
+        let aws = block(&text, "upstream cluster_aws {");
+        assert!(aws.contains("server 127.0.0.1:18081 max_fails=1 fail_timeout=5s;"));
+        assert!(aws.contains("server 127.0.0.2:18082 backup"));
+        assert!(aws.contains("server 127.0.0.3:18082 backup"));
+        let gcp = block(&text, "upstream cluster_gcp {");
+        assert!(gcp.contains("server 127.0.0.2:18082 max_fails"));
+        assert!(gcp.contains("server 127.0.0.1:18081 backup"));
+        // Owned routes have no backup: only the owner has the job.
+        let owner = block(&text, "upstream owner_aws {");
+        assert!(owner.contains("server 127.0.0.1:18081;"));
+        assert!(!owner.contains("backup"));
+        let fallback = block(&text, "upstream reelay_fallback {");
+        assert!(fallback.contains("server 127.0.0.1:18081 weight=3"));
+        assert!(fallback.contains("server 127.0.0.3:18082 weight=1"));
+        assert!(text.contains("aws cluster_aws;"));
+        assert!(text.contains("gcp up;"));
+        assert!(
+            text.contains("server 127.0.0.1:19180;"),
+            "controller on loopback"
+        );
+        assert!(text.contains("auth_request /_reelay/place;"));
+        assert!(text.contains("proxy_pass http://$reelay_submit_upstream;"));
+        assert!(text.contains("error_page 500 = @reelay_submit_fallback;"));
+        assert!(text.contains("proxy_next_upstream error timeout;"));
+        assert!(
+            !text.contains("http_5"),
+            "5xx answers are never retried elsewhere"
+        );
+        assert!(!text.contains("non_idempotent"));
+        assert!(text.contains("client_max_body_size 20g;"));
+        assert!(text.contains("proxy_request_buffering off;"));
+        assert!(text.contains("daemon off;"));
+        assert!(text.contains("keepalive_timeout 0;"));
+        assert!(!text.contains("\nuser "));
+    }
+
+    #[test]
+    fn error_pages_are_json() {
+        let (cfg, views) = sample(Mode::Reelay);
+        let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+        assert!(text.contains("default_type application/json;"));
+        for code in ["400", "404", "413", "500", "502", "503", "504"] {
+            let loc = block(&text, &format!("location @reelay_{code} {{"));
+            assert!(
+                loc.contains(&format!("return {code} '{{\"error\":{{\"code\":\"")),
+                "{loc}"
+            );
+        }
+        assert!(text.contains("error_page 502 504 = @reelay_owner_down;"));
+        let owner_down = block(&text, "location @reelay_owner_down {");
+        assert!(owner_down.contains("Retry-After 3 always"), "{owner_down}");
+        // Every JSON body in the file parses once nginx variables are filled in.
+        for line in text
+            .lines()
+            .filter(|l| l.contains("return ") && l.contains("'{\"error"))
+        {
+            let body = line.split('\'').nth(1).unwrap();
+            let filled = body
+                .replace("$reelay_owner", "aws")
+                .replace("$request_id", "x");
+            serde_json::from_str::<reelay_protocol::ErrorBody>(&filled)
+                .unwrap_or_else(|e| panic!("{e}: {body}"));
+        }
+    }
+
+    #[test]
+    fn health_shows_up_as_down_servers_and_owner_states() {
+        let (cfg, mut views) = sample(Mode::Reelay);
+        views[1].reachable = false;
+        let text = render(&Desired::build(&cfg, &views, false, None), 2).unwrap();
+        assert!(text.contains("gcp down;"));
+        assert!(block(&text, "upstream owner_gcp {").contains("127.0.0.2:18082 down;"));
+        assert!(block(&text, "upstream cluster_gcp {")
+            .contains("127.0.0.2:18082 max_fails=1 fail_timeout=5s down;"));
+        assert!(
+            !block(&text, "upstream cluster_aws {").contains("backup"),
+            "no backup that is down"
+        );
+
+        // Draining: owned routes still work, new jobs go elsewhere.
+        views[1].reachable = true;
+        views[1].accepting = false;
+        let text = render(&Desired::build(&cfg, &views, false, None), 3).unwrap();
+        assert!(text.contains("gcp up;"));
+        assert!(block(&text, "upstream reelay_fallback {")
+            .contains("127.0.0.2:18082 weight=1 max_fails=1 fail_timeout=5s down;"));
+
+        // Fail-open renders everything as available and says so.
+        views[0].reachable = false;
+        views[1].reachable = false;
+        let text = render(&Desired::build(&cfg, &views, true, None), 4).unwrap();
+        assert!(text.contains("FAIL-OPEN"));
+        assert!(!text.contains(" down;"), "{text}");
+    }
+
+    #[test]
+    fn modes_choose_the_submission_upstream() {
+        for (mode, pass) in [
+            (Mode::RoundRobin, "proxy_pass http://reelay_round_robin;"),
+            (Mode::Weighted, "proxy_pass http://reelay_fallback;"),
+            (Mode::LeastConn, "proxy_pass http://reelay_least_conn;"),
+        ] {
+            let (cfg, views) = sample(mode);
+            let d = Desired::build(&cfg, &views, false, None);
+            assert_eq!(d.mode, mode.as_str());
+            let text = render(&d, 1).unwrap();
+            let jobs = block(&text, "location = /v1/jobs {");
+            assert!(jobs.contains(pass), "{mode:?}: {jobs}");
+            assert!(!jobs.contains("auth_request"));
+        }
+    }
+
+    #[test]
+    fn unresolved_clusters_still_render_a_valid_upstream() {
+        let (cfg, mut views) = sample(Mode::Reelay);
+        views[0].addresses.clear();
+        views[1].addresses.clear();
+        let text = render(
+            &Desired::build(&cfg, &views, false, Some("nobody nogroup".into())),
+            1,
+        )
+        .unwrap();
+        assert!(block(&text, "upstream owner_aws {").contains("server 127.0.0.1:1 down;"));
+        assert!(block(&text, "upstream reelay_fallback {").contains("server 127.0.0.1:1 down;"));
+        assert!(text.contains("\nuser nobody nogroup;"));
+    }
+
+    /// The real check: nginx itself accepts what the template produces (skipped without nginx).
+    #[tokio::test]
+    async fn nginx_accepts_the_rendered_file() {
+        if std::process::Command::new("nginx")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
+            eprintln!("nginx not installed; skipping");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [
+            Mode::Reelay,
+            Mode::RoundRobin,
+            Mode::Weighted,
+            Mode::LeastConn,
+        ] {
+            let (mut cfg, mut views) = sample(mode);
+            cfg.work_dir = dir.path().to_path_buf();
+            cfg.nginx_http_snippet = Some("proxy_buffers 8 16k;".into());
+            views[1].reachable = false;
+            let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+            let out =
+                crate::nginx::test_config_text(std::path::Path::new("nginx"), dir.path(), &text)
+                    .await;
+            assert!(out.is_ok(), "{mode:?}: {out:?}");
+        }
+    }
+}

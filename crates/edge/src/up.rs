@@ -1,0 +1,467 @@
+//! `reelay up`: the whole multi-cloud system on one machine, as real processes.
+//!
+//! Each cluster is a `reelay serve` child and the edge a `reelay edge` child (same binary), so
+//! what runs locally is what runs in production, minus the clouds. Every child gets its own
+//! process group (Ctrl-C reaches only `reelay up`, which then stops them in order: the edge
+//! first so that no new work arrives, then the clusters with a short drain) and is told by the
+//! kernel to terminate if `reelay up` itself dies, so that nothing is left behind.
+
+use crate::config::EdgeConfig;
+use crate::nginx::Nginx;
+use crate::process::{self, Signal};
+use crate::render::connectable;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Cluster data dirs and the generated edge.toml go here (relative to the topology file).
+    pub state_dir: PathBuf,
+    /// A path to an edge.toml (relative to the topology file) or the edge config inline.
+    pub edge: EdgeRef,
+    /// How long clusters may drain running jobs when `reelay up` stops.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_seconds: u64,
+    pub clusters: Vec<UpCluster>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum EdgeRef {
+    Path(PathBuf),
+    Inline(Box<EdgeConfig>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpCluster {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub workers: u32,
+    /// Extra `reelay serve` flags.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+fn default_grace() -> u64 {
+    5
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Edge(#[from] crate::config::ConfigError),
+    #[error("cannot start {what}: {source}")]
+    Spawn {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A topology with its paths made absolute and its edge configuration loaded.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub topology: Topology,
+    pub state_dir: PathBuf,
+    pub edge: EdgeConfig,
+    /// The edge.toml the edge child reads (the given file, or the inline table written out).
+    pub edge_path: PathBuf,
+    edge_inline: bool,
+}
+
+impl Plan {
+    pub fn load(path: &Path) -> Result<Plan, UpError> {
+        let text = std::fs::read_to_string(path).map_err(|source| UpError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Plan, UpError> {
+        let invalid = |message: String| UpError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let topology: Topology =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        // Absolute: `reelay serve` runs ffmpeg from per-job directories, so a relative data
+        // dir would point somewhere else for it.
+        let state_dir = crate::config::absolute(base, &topology.state_dir);
+        let (edge, edge_path, edge_inline) = match &topology.edge {
+            EdgeRef::Path(p) => {
+                let p = crate::config::absolute(base, p);
+                (EdgeConfig::load(&p)?, p, false)
+            }
+            EdgeRef::Inline(cfg) => {
+                let mut cfg = (**cfg).clone();
+                cfg.validate()?;
+                cfg.resolve_relative_paths(base);
+                (cfg, state_dir.join("edge.toml"), true)
+            }
+        };
+        if topology.clusters.is_empty() {
+            return Err(invalid(
+                "at least one [[clusters]] entry is required".into(),
+            ));
+        }
+        for c in &topology.clusters {
+            if !reelay_protocol::valid_cluster_name(&c.name) {
+                return Err(invalid(format!(
+                    "cluster name {:?} must match [a-z0-9-]{{1,32}}",
+                    c.name
+                )));
+            }
+            if c.workers == 0 {
+                return Err(invalid(format!(
+                    "cluster {}: workers must be at least 1",
+                    c.name
+                )));
+            }
+            let Some(ec) = edge.cluster(&c.name) else {
+                return Err(invalid(format!(
+                    "cluster {} is not in the edge configuration, so the edge would never route to it",
+                    c.name
+                )));
+            };
+            if let Ok(t) = ec.target() {
+                if t.port != c.listen.port() {
+                    return Err(invalid(format!(
+                        "cluster {} listens on port {} but the edge expects it on {}",
+                        c.name,
+                        c.listen.port(),
+                        t.port
+                    )));
+                }
+            }
+        }
+        Ok(Plan {
+            topology,
+            state_dir,
+            edge,
+            edge_path,
+            edge_inline,
+        })
+    }
+}
+
+struct Running {
+    what: String,
+    child: Child,
+    exited: bool,
+}
+
+impl Running {
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGTERM to the group, then SIGKILL after `grace`; always reaps.
+    async fn stop(&mut self, grace: Duration) {
+        if self.exited {
+            return;
+        }
+        if let Some(pid) = self.pid() {
+            let _ = process::signal_group(pid, Signal::Term);
+            if tokio::time::timeout(grace, self.child.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(what = %self.what, "did not stop in time; killing it");
+                let _ = process::signal_group(pid, Signal::Kill);
+            }
+        }
+        let _ = self.child.wait().await;
+        self.exited = true;
+    }
+}
+
+fn spawn(exe: &Path, what: &str, args: &[String]) -> Result<Running, UpError> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(false);
+    process::isolate(&mut cmd, Some(Signal::Term));
+    let child = cmd.spawn().map_err(|source| UpError::Spawn {
+        what: what.to_string(),
+        source,
+    })?;
+    Ok(Running {
+        what: what.to_string(),
+        child,
+        exited: false,
+    })
+}
+
+/// Polls `url` until it answers 200 and `ok` accepts the body, failing early if `child` exits.
+async fn wait_ready(
+    http: &reqwest::Client,
+    child: &mut Running,
+    url: &str,
+    timeout: Duration,
+    ok: impl Fn(&str) -> bool,
+) -> Result<(), UpError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.child.try_wait() {
+            child.exited = true;
+            return Err(UpError::Failed(format!(
+                "{} exited while starting: {status}",
+                child.what
+            )));
+        }
+        if let Ok(r) = http.get(url).timeout(Duration::from_secs(2)).send().await {
+            if r.status().is_success() && r.text().await.is_ok_and(|b| ok(&b)) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(UpError::Failed(format!(
+                "{} was not ready within {}s ({url})",
+                child.what,
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts everything, prints where it is, and runs until `shutdown` resolves or the edge dies.
+pub async fn run(
+    plan: Plan,
+    exe: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), UpError> {
+    std::fs::create_dir_all(&plan.state_dir).map_err(|source| UpError::Read {
+        path: plan.state_dir.clone(),
+        source,
+    })?;
+    if plan.edge_inline {
+        let text = toml::to_string(&plan.edge)
+            .map_err(|e| UpError::Failed(format!("writing the edge config: {e}")))?;
+        std::fs::write(&plan.edge_path, text).map_err(|source| UpError::Read {
+            path: plan.edge_path.clone(),
+            source,
+        })?;
+    }
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| UpError::Failed(format!("HTTP client: {e}")))?;
+    let grace = Duration::from_secs(plan.topology.shutdown_grace_seconds);
+    let mut clusters: Vec<Running> = Vec::new();
+    let mut edge: Option<Running> = None;
+
+    let started = start_all(&plan, exe, &http, &mut clusters, &mut edge).await;
+    let outcome = match started {
+        Ok(()) => {
+            print_urls(&plan);
+            watch(shutdown, &mut clusters, &mut edge).await
+        }
+        Err(e) => Err(e),
+    };
+
+    tracing::info!("stopping: the edge first, then the clusters");
+    if let Some(e) = edge.as_mut() {
+        e.stop(Duration::from_secs(15)).await;
+    }
+    // An edge killed hard leaves its nginx running on purpose (see nginx.rs); not here.
+    let nginx = Nginx::new(&plan.edge.nginx, &plan.edge.work_dir);
+    if let Some(pid) = nginx.running_master() {
+        tracing::warn!(pid, "stopping the nginx the edge left behind");
+        let _ = process::signal(pid, Signal::Term);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process::alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if process::alive(pid) {
+            let _ = process::signal(pid, Signal::Kill);
+        }
+    }
+    futures::future::join_all(
+        clusters
+            .iter_mut()
+            .map(|c| c.stop(grace + Duration::from_secs(10))),
+    )
+    .await;
+    tracing::info!("everything stopped");
+    outcome
+}
+
+async fn start_all(
+    plan: &Plan,
+    exe: &Path,
+    http: &reqwest::Client,
+    clusters: &mut Vec<Running>,
+    edge: &mut Option<Running>,
+) -> Result<(), UpError> {
+    for c in &plan.topology.clusters {
+        let data = plan.state_dir.join(&c.name);
+        let mut args = vec![
+            "serve".to_string(),
+            "--listen".to_string(),
+            c.listen.to_string(),
+            "--data-dir".to_string(),
+            data.display().to_string(),
+            "--cluster".to_string(),
+            c.name.clone(),
+            "--workers".to_string(),
+            c.workers.to_string(),
+            "--shutdown-grace-seconds".to_string(),
+            plan.topology.shutdown_grace_seconds.to_string(),
+        ];
+        args.extend(c.args.iter().cloned());
+        clusters.push(spawn(exe, &format!("cluster {}", c.name), &args)?);
+    }
+    for (c, running) in plan.topology.clusters.iter().zip(clusters.iter_mut()) {
+        let url = format!("http://{}/readyz", connectable(c.listen));
+        wait_ready(http, running, &url, Duration::from_secs(60), |_| true).await?;
+        tracing::info!(cluster = %c.name, "cluster ready");
+    }
+    let args = vec![
+        "edge".to_string(),
+        "--config".to_string(),
+        plan.edge_path.display().to_string(),
+    ];
+    let running = edge.insert(spawn(exe, "the edge", &args)?);
+    let url = format!("http://{}/edge/status", connectable(plan.edge.listen));
+    wait_ready(http, running, &url, Duration::from_secs(30), |body| {
+        serde_json::from_str::<crate::EdgeStatus>(body).is_ok_and(|s| {
+            s.clusters
+                .iter()
+                .all(|c| c.health == crate::health::Health::Up)
+        })
+    })
+    .await?;
+    Ok(())
+}
+
+fn print_urls(plan: &Plan) {
+    let edge = format!("http://{}", connectable(plan.edge.listen));
+    let mut out = String::new();
+    out.push_str("reelay is up\n");
+    out.push_str(&format!("  API (through the edge)  {edge}\n"));
+    out.push_str(&format!("  edge status             {edge}/edge/status\n"));
+    out.push_str(&format!("  edge metrics            {edge}/edge/metrics\n"));
+    for c in &plan.topology.clusters {
+        out.push_str(&format!(
+            "  cluster {:<16} http://{} ({} worker{}, data in {})\n",
+            c.name,
+            connectable(c.listen),
+            c.workers,
+            if c.workers == 1 { "" } else { "s" },
+            plan.state_dir.join(&c.name).display()
+        ));
+    }
+    out.push_str(&format!(
+        "Try: reelay --server {edge} submit clip.mov --preset mp4-720p --wait\nCtrl-C stops everything.\n"
+    ));
+    print!("{out}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+async fn watch(
+    shutdown: impl std::future::Future<Output = ()>,
+    clusters: &mut [Running],
+    edge: &mut Option<Running>,
+) -> Result<(), UpError> {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        for c in clusters.iter_mut().filter(|c| !c.exited) {
+            if let Ok(Some(status)) = c.child.try_wait() {
+                c.exited = true;
+                // The edge fails over; the rest keeps running (and this may be a failover drill).
+                tracing::error!(what = %c.what, %status, "exited; the edge routes around it");
+            }
+        }
+        if let Some(e) = edge.as_mut() {
+            if let Ok(Some(status)) = e.child.try_wait() {
+                e.exited = true;
+                return Err(UpError::Failed(format!("the edge exited: {status}")));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EDGE: &str = r#"
+listen = "127.0.0.1:8080"
+control_listen = "127.0.0.1:9180"
+work_dir = "state/edge"
+[[clusters]]
+name = "aws"
+url = "http://127.0.0.1:8081"
+weight = 3
+[[clusters]]
+name = "gcp"
+url = "http://127.0.0.1:8082"
+"#;
+
+    #[test]
+    fn topologies_with_a_file_or_an_inline_edge() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("edge.toml"), EDGE).unwrap();
+        let topo = "state_dir = \"state\"\nedge = \"edge.toml\"\n[[clusters]]\nname = \"aws\"\nlisten = \"127.0.0.1:8081\"\nworkers = 3\n[[clusters]]\nname = \"gcp\"\nlisten = \"127.0.0.1:8082\"\nworkers = 1\n";
+        let path = dir.path().join("topology.toml");
+        std::fs::write(&path, topo).unwrap();
+        let plan = Plan::load(&path).unwrap();
+        assert_eq!(plan.state_dir, dir.path().join("state"));
+        assert_eq!(plan.edge.work_dir, dir.path().join("state/edge"));
+        assert_eq!(plan.topology.shutdown_grace_seconds, 5);
+
+        let inline = format!(
+            "state_dir = \"state\"\n[[clusters]]\nname = \"aws\"\nlisten = \"127.0.0.1:8081\"\nworkers = 3\n[edge]\n{}",
+            EDGE.replace("[[clusters]]", "[[edge.clusters]]")
+        );
+        let plan = Plan::parse(&inline, &path).unwrap();
+        assert!(plan.edge_inline);
+        assert_eq!(plan.edge_path, dir.path().join("state/edge.toml"));
+    }
+
+    #[test]
+    fn clusters_must_match_the_edge() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("edge.toml"), EDGE).unwrap();
+        let path = dir.path().join("topology.toml");
+        let bad_port = "state_dir = \"s\"\nedge = \"edge.toml\"\n[[clusters]]\nname = \"aws\"\nlisten = \"127.0.0.1:9999\"\nworkers = 3\n";
+        assert!(Plan::parse(bad_port, &path)
+            .unwrap_err()
+            .to_string()
+            .contains("9999"));
+        let unknown = "state_dir = \"s\"\nedge = \"edge.toml\"\n[[clusters]]\nname = \"azure\"\nlisten = \"127.0.0.1:8083\"\nworkers = 1\n";
+        assert!(Plan::parse(unknown, &path)
+            .unwrap_err()
+            .to_string()
+            .contains("azure"));
+        let no_workers = "state_dir = \"s\"\nedge = \"edge.toml\"\n[[clusters]]\nname = \"aws\"\nlisten = \"127.0.0.1:8081\"\nworkers = 0\n";
+        assert!(Plan::parse(no_workers, &path)
+            .unwrap_err()
+            .to_string()
+            .contains("workers"));
+    }
+}
