@@ -32,6 +32,7 @@ lint:
 ## Formatting, lints and the whole test suite (unit + integration with real ffmpeg).
 test: test-deps fmt lint
 	$(CARGO) test --locked --workspace
+	$(MAKE) deploy-check
 
 ## Deployment files (docker/, docker-compose.yml, k8s/, terraform/) checked offline; see README "Deploy".
 deploy-check:

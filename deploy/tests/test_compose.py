@@ -1,0 +1,86 @@
+"""docker-compose.yml: the two-cloud topology of `reelay up` in containers."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+RAW = (ROOT / "docker-compose.yml").read_text()
+COMPOSE: dict[str, Any] = yaml.safe_load(RAW)
+SERVICES: dict[str, Any] = COMPOSE["services"]
+REELAY = [s for s, v in SERVICES.items() if v.get("image", "").startswith(("reelay-processor", "reelay-edge"))]
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_each_cluster_has_api_worker_postgres_and_s3(cloud: str) -> None:
+    for role in ("api", "worker", "postgres", "s3", "migrate"):
+        assert f"{role}-{cloud}" in SERVICES
+    assert SERVICES[f"api-{cloud}"]["command"] == ["api"]
+    assert SERVICES[f"worker-{cloud}"]["command"] == ["worker"]
+    assert SERVICES[f"migrate-{cloud}"]["command"] == ["migrate"]
+    assert re.fullmatch(r"postgres:16(\.\d+)?(-bookworm)?", SERVICES[f"postgres-{cloud}"]["image"])
+    env = SERVICES[f"api-{cloud}"]["environment"]
+    assert env["REELAY_CLUSTER"] == cloud
+    assert env["REELAY_DATABASE_URL"].startswith(f"postgres://reelay:${{{cloud.upper()}_DB_PASSWORD}}@postgres-{cloud}:5432/")
+    assert env["REELAY_STORAGE"].startswith("s3://")
+    assert env["AWS_ENDPOINT"] == f"http://s3-{cloud}:9000"
+    assert SERVICES[f"worker-{cloud}"]["environment"] == env, "api and worker share one cluster config"
+
+
+def test_edge_in_front_on_8080() -> None:
+    edge = SERVICES["edge"]
+    assert edge["build"]["dockerfile"] == "docker/edge.Dockerfile"
+    assert any(str(p).endswith(":8080") for p in edge["ports"])
+    assert "./docker/compose/edge.toml:/etc/reelay/edge.toml:ro" in edge["volumes"]
+
+
+def test_health_checks_and_ordering() -> None:
+    for name, svc in SERVICES.items():
+        if name.startswith("migrate-"):
+            assert svc["restart"] == "no"
+            continue
+        assert "healthcheck" in svc, f"{name}: healthcheck"
+        assert svc["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+    for cloud in ("aws", "gcp"):
+        for role in ("api", "worker"):
+            deps = SERVICES[f"{role}-{cloud}"]["depends_on"]
+            assert deps[f"postgres-{cloud}"]["condition"] == "service_healthy"
+            assert deps[f"s3-{cloud}"]["condition"] == "service_healthy"
+            assert deps[f"migrate-{cloud}"]["condition"] == "service_completed_successfully"
+            assert "/readyz" in " ".join(SERVICES[f"{role}-{cloud}"]["healthcheck"]["test"])
+    edge_deps = SERVICES["edge"]["depends_on"]
+    for cloud in ("aws", "gcp"):
+        assert edge_deps[f"api-{cloud}"]["condition"] == "service_healthy"
+
+
+def test_reelay_containers_are_hardened_and_use_named_volumes() -> None:
+    assert set(REELAY) >= {"api-aws", "worker-aws", "api-gcp", "worker-gcp", "edge"}
+    named = set(COMPOSE["volumes"])
+    for name in REELAY:
+        svc = SERVICES[name]
+        assert svc["read_only"] is True, name
+        assert svc["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in svc["security_opt"], name
+        assert any(t.startswith("/tmp") for t in svc["tmpfs"]), name
+        for v in svc.get("volumes", []):
+            source = v.split(":")[0]
+            assert source in named or source.startswith("./docker/compose/"), f"{name}: {v}"
+    for name, svc in SERVICES.items():
+        if name.startswith("postgres-"):
+            assert svc["volumes"][0].split(":")[0] in named
+
+
+def test_no_secret_literal_in_the_file() -> None:
+    secretish = re.compile(r"^\s*([A-Z_]*(PASSWORD|SECRET|ACCESS_KEY)[A-Z_]*):\s*(.+)$")
+    for line in RAW.splitlines():
+        m = secretish.match(line)
+        if m:
+            assert m.group(3).startswith("${"), f"secret from the environment only: {line.strip()}"
+    example = (ROOT / ".env.example").read_text()
+    for var in sorted(set(re.findall(r"\$\{([A-Z0-9_]+)", RAW))):
+        assert re.search(rf"^#?\s*{var}=", example, re.M), f"{var} is documented in .env.example"

@@ -1,0 +1,138 @@
+"""The edge configuration (edge.toml) of both overlays and of docker-compose.yml.
+
+The real check is `reelay edge --config FILE --check-config`. When the reelay binary at hand has
+no `edge` subcommand yet, the same rules are checked here on the TOML (tomllib), following
+crates/edge/src/config.rs: fields, http://host:port cluster URLs, names, weights, costs.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import re
+import subprocess
+import tomllib
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from conftest import ROOT, Manifests
+
+CLUSTER_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
+REQUIRED = {"listen", "control_listen", "clusters"}
+KNOWN = REQUIRED | {
+    "nginx", "work_dir", "client_max_body_size", "reload_min_interval_ms", "local_cluster", "mode",
+    "hosts_file", "nginx_user", "nginx_worker_processes", "nginx_http_snippet", "health", "placement",
+}
+HEALTH = {"interval_ms", "timeout_ms", "fall", "rise", "resolve_interval_ms"}
+
+
+@functools.cache
+def reelay_edge() -> str | None:
+    """The reelay binary if it has the `edge` subcommand, else None."""
+    binary = os.environ.get("REELAY_BIN") or str(ROOT / "target" / "debug" / "reelay")
+    if not pathlib.Path(binary).is_file():
+        return None
+    probe = subprocess.run([binary, "edge", "--help"], capture_output=True, text=True, timeout=30)
+    return binary if probe.returncode == 0 and "--check-config" in probe.stdout else None
+
+
+def check_with_python(cfg: dict[str, Any]) -> None:
+    """The rules of crates/edge/src/config.rs (EdgeConfig::validate), on the parsed TOML."""
+    assert REQUIRED <= cfg.keys(), f"missing {REQUIRED - cfg.keys()}"
+    assert cfg.keys() <= KNOWN, f"unknown fields {cfg.keys() - KNOWN}"
+    assert cfg["listen"] != cfg["control_listen"]
+    for field in ("listen", "control_listen"):
+        host, _, port = cfg[field].rpartition(":")
+        assert host and 0 < int(port) < 65536, field
+    assert cfg["control_listen"].startswith("127.0.0.1:"), "the controller stays on loopback"
+    assert re.fullmatch(r"\d+[kKmMgG]?", cfg.get("client_max_body_size", "1m"))
+    assert cfg.get("work_dir", "/tmp/reelay-edge").startswith("/tmp/"), "the only writable path is /tmp"
+    health = cfg.get("health", {})
+    assert health.keys() <= HEALTH
+    for k in ("interval_ms", "timeout_ms", "resolve_interval_ms", "fall", "rise"):
+        assert health.get(k, 1) > 0, k
+    names = [c["name"] for c in cfg["clusters"]]
+    assert names and len(names) == len(set(names))
+    for c in cfg["clusters"]:
+        assert c.keys() <= {"name", "url", "weight", "cost", "addresses"}
+        assert CLUSTER_NAME.match(c["name"])
+        url = urlsplit(c["url"])
+        # reelay edge accepts only http:// upstreams with an explicit port and nothing after it.
+        assert url.scheme == "http", f"{c['url']}: only http:// cluster URLs are supported"
+        assert url.hostname and url.port, f"{c['url']}: http://host:port"
+        assert url.path in ("", "/") and not url.query and not url.fragment and not url.username
+        assert 1 <= c.get("weight", 1) <= 1000
+        assert c.get("cost", 1.0) > 0
+    if "local_cluster" in cfg:
+        assert cfg["local_cluster"] in names
+
+
+def check_with_reelay(binary: str, text: str, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    r = subprocess.run([binary, "edge", "--config", str(path), "--check-config"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"reelay edge --check-config refused it:\n{r.stdout}\n{r.stderr}"
+
+
+def edge_toml(m: Manifests) -> str:
+    return m.get_prefixed("ConfigMap", "reelay-edge-config-")["data"]["edge.toml"]
+
+
+def test_overlay_edge_config_is_valid(manifests: Manifests, tmp_path: pathlib.Path) -> None:
+    text = edge_toml(manifests)
+    binary = reelay_edge()
+    if binary:
+        check_with_reelay(binary, text, tmp_path)
+    check_with_python(tomllib.loads(text))
+
+
+def test_compose_edge_config_is_valid(tmp_path: pathlib.Path) -> None:
+    text = (ROOT / "docker" / "compose" / "edge.toml").read_text()
+    binary = reelay_edge()
+    if binary:
+        check_with_reelay(binary, text, tmp_path)
+    cfg = tomllib.loads(text)
+    check_with_python(cfg)
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for c in cfg["clusters"]:
+        host = urlsplit(c["url"]).hostname
+        assert host in compose["services"], f"{host} is a compose service"
+        env = compose["services"][host]["environment"]
+        assert env["REELAY_CLUSTER"] == c["name"]
+
+
+def test_reelay_edge_check_config_is_used_when_available() -> None:
+    """Reports which check ran (shows as a skip when only the Python rules could be used)."""
+    if reelay_edge() is None:
+        pytest.skip("this reelay binary has no `edge --check-config` yet: edge.toml was checked "
+                    "with the Python rules only (build `cargo build -p reelay` to use the real check)")
+
+
+def test_overlay_edge_lists_local_cluster_and_the_remote_cloud(manifests: Manifests) -> None:
+    cfg = tomllib.loads(edge_toml(manifests))
+    local, remote = manifests.overlay, {"aws": "gcp", "gcp": "aws"}[manifests.overlay]
+    assert cfg["local_cluster"] == local
+    assert sorted(c["name"] for c in cfg["clusters"]) == sorted([local, remote])
+    by_name = {c["name"]: c for c in cfg["clusters"]}
+
+    # The local cluster: an in-cluster Service of this overlay that selects the API pods.
+    url = urlsplit(by_name[local]["url"])
+    svc_name, ns, *rest = url.hostname.split(".")
+    assert rest == ["svc", "cluster", "local"] and ns == "reelay"
+    svc = manifests.get("Service", svc_name)
+    assert url.port in {p["port"] for p in svc["spec"]["ports"]}
+    api = manifests.get("Deployment", "reelay-api")["spec"]["template"]["metadata"]["labels"]
+    assert all(api.get(k) == v for k, v in svc["spec"]["selector"].items())
+
+    # The remote cloud: a public name, never an in-cluster one.
+    assert not urlsplit(by_name[remote]["url"]).hostname.endswith(".cluster.local")
+
+    # The edge container listens where edge.toml says nginx listens.
+    port = int(cfg["listen"].rpartition(":")[2])
+    edge = manifests.get("Deployment", "reelay-edge")["spec"]["template"]["spec"]["containers"][0]
+    assert port == edge["ports"][0]["containerPort"]
