@@ -6,6 +6,7 @@ mod edge_cmd;
 mod format;
 mod progress;
 mod sse;
+mod token;
 mod up;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -72,6 +73,8 @@ enum Command {
     Edge(edge_cmd::EdgeArgs),
     /// Start two clusters and the edge on this machine (Ctrl-C stops them all).
     Up(up::UpArgs),
+    /// Manage API tokens in the cluster's job store (create prints the secret once).
+    Token(token::TokenArgs),
     /// Submit a transcoding job; prints its id.
     Submit(submit::SubmitArgs),
     /// Show a job.
@@ -138,6 +141,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(cli.log_format, "info")?;
             return up::run(args).await;
         }
+        Command::Token(args) => {
+            init_logging(cli.log_format, "warn")?;
+            return token::run(args).await;
+        }
         _ => None,
     };
     if let Some((role, args)) = server_role {
@@ -154,7 +161,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Worker(_)
         | Command::Migrate(_)
         | Command::Edge(_)
-        | Command::Up(_) => {
+        | Command::Up(_)
+        | Command::Token(_) => {
             unreachable!("handled above")
         }
         Command::Submit(args) => submit::run(&client, args).await,

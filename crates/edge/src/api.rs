@@ -30,6 +30,8 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         )
         .route("/edge/reload", post(reload))
         .route("/v1/jobs", get(list_jobs))
+        // The operations dashboard; nginx proxies `/` and `/ui/` here.
+        .merge(reelay_dashboard::router(reelay_dashboard::Mode::Edge))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -137,15 +139,20 @@ async fn fetch_list(
     addrs: &[SocketAddr],
     host: &str,
     query: &str,
+    authorization: Option<&HeaderValue>,
+    scheme: &str,
 ) -> ListResult {
     let mut last = "no address resolved".to_string();
     for addr in addrs {
-        let resp = http
-            .get(format!("http://{addr}/v1/jobs?{query}"))
+        let mut req = http
+            .get(format!("{scheme}://{addr}/v1/jobs?{query}"))
             .header(reqwest::header::HOST, host)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await;
+            .timeout(Duration::from_secs(10));
+        // The client's credentials, unchanged: each cluster decides what this token may list.
+        if let Some(auth) = authorization {
+            req = req.header(reqwest::header::AUTHORIZATION, auth.as_bytes());
+        }
+        let resp = req.send().await;
         match resp {
             Ok(r) if r.status().is_success() => match r.json::<JobList>().await {
                 Ok(page) => return ListResult::Page(page),
@@ -164,7 +171,12 @@ async fn fetch_list(
 }
 
 /// The merged `GET /v1/jobs`: every reachable cluster's page, newest first.
-async fn list_jobs(State(ctl): State<Arc<Controller>>, RawQuery(q): RawQuery) -> Response {
+async fn list_jobs(
+    State(ctl): State<Arc<Controller>>,
+    client_headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let authorization = client_headers.get(header::AUTHORIZATION).cloned();
     let (mut status, mut limit, mut cursor) = (None, 50usize, None);
     for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
@@ -195,7 +207,9 @@ async fn list_jobs(State(ctl): State<Arc<Controller>>, RawQuery(q): RawQuery) ->
         }
         let query = qs.finish();
         let http = ctl.http().clone();
-        async move { fetch_list(&http, addrs, host, &query).await }
+        let authorization = authorization.clone();
+        let scheme = ctl.upstream_scheme();
+        async move { fetch_list(&http, addrs, host, &query, authorization.as_ref(), scheme).await }
     });
     let results = futures::future::join_all(fetches).await;
     let mut pages = Vec::new();
@@ -213,6 +227,12 @@ async fn list_jobs(State(ctl): State<Arc<Controller>>, RawQuery(q): RawQuery) ->
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 );
+                if code == StatusCode::UNAUTHORIZED {
+                    resp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"reelay\""),
+                    );
+                }
                 return resp;
             }
             ListResult::Unavailable(why) => {

@@ -78,6 +78,29 @@ pub struct EdgeConfig {
     /// client may not be able to retry (a submission). Without keep-alive a reload drops nothing.
     #[serde(default)]
     pub client_keepalive: bool,
+    /// Serve HTTPS to clients with this certificate chain and key (PEM); both or neither.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS towards `https://` clusters: the edge's client certificate and key (PEM), and
+    /// the CA that cluster certificates must chain to.
+    #[serde(default)]
+    pub upstream_client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub upstream_client_key: Option<PathBuf>,
+    #[serde(default)]
+    pub upstream_ca: Option<PathBuf>,
+    /// The name every cluster certificate carries (SNI and verification), since one nginx
+    /// upstream spans several clusters. Required with `https://` clusters.
+    #[serde(default)]
+    pub upstream_server_name: Option<String>,
+    /// Per-client-address request rate (nginx `limit_req`); unset = no limit.
+    #[serde(default)]
+    pub rate_limit_per_second: Option<u32>,
+    /// Requests beyond the rate answered at once before 429s start.
+    #[serde(default = "default_rate_limit_burst")]
+    pub rate_limit_burst: u32,
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
@@ -212,6 +235,9 @@ fn default_cost_weight() -> f64 {
 fn default_settle_ms() -> u64 {
     1000
 }
+fn default_rate_limit_burst() -> u32 {
+    20
+}
 fn default_weight() -> u32 {
     1
 }
@@ -276,6 +302,18 @@ impl EdgeConfig {
         if let Some(h) = &self.hosts_file {
             self.hosts_file = Some(absolute(base, h));
         }
+        for p in [
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.upstream_client_cert,
+            &mut self.upstream_client_key,
+            &mut self.upstream_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = absolute(base, p);
+        }
     }
 
     pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
@@ -339,6 +377,59 @@ impl EdgeConfig {
         }
         if p.default_job_seconds <= 0.0 {
             return Err(invalid("placement.default_job_seconds", "must be positive"));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid("tls_cert", "tls_cert and tls_key go together"));
+        }
+        if self.upstream_client_cert.is_some() != self.upstream_client_key.is_some() {
+            return Err(invalid(
+                "upstream_client_cert",
+                "upstream_client_cert and upstream_client_key go together",
+            ));
+        }
+        for (field, path) in [
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("upstream_client_cert", &self.upstream_client_cert),
+            ("upstream_client_key", &self.upstream_client_key),
+            ("upstream_ca", &self.upstream_ca),
+        ] {
+            if let Some(p) = path {
+                nginx_safe_path(p).map_err(|m| invalid(field, m))?;
+            }
+        }
+        if self.rate_limit_per_second == Some(0) {
+            return Err(invalid(
+                "rate_limit_per_second",
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+        let https = self.clusters.iter().any(|c| c.url.starts_with("https://"));
+        if https && self.clusters.iter().any(|c| !c.url.starts_with("https://")) {
+            return Err(invalid(
+                "clusters",
+                "mix of http:// and https:// cluster URLs: nginx upstreams span clusters, use one scheme",
+            ));
+        }
+        if https {
+            let name_ok = self.upstream_server_name.as_deref().is_some_and(|n| {
+                !n.is_empty()
+                    && n.len() <= 253
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
+            });
+            if !name_ok {
+                return Err(invalid(
+                    "upstream_server_name",
+                    "https:// clusters need the DNS name their certificates carry (letters, digits, . -)",
+                ));
+            }
+            if self.upstream_ca.is_none() {
+                return Err(invalid(
+                    "upstream_ca",
+                    "https:// clusters need the CA their certificates chain to",
+                ));
+            }
         }
         let mut seen = HashSet::new();
         for (i, c) in self.clusters.iter().enumerate() {
@@ -414,9 +505,9 @@ pub fn absolute(base: &Path, p: &Path) -> PathBuf {
 /// a default port silently chosen for a cluster is a classic misrouting.
 pub fn parse_cluster_url(raw: &str) -> Result<ClusterTarget, String> {
     let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "{raw:?}: only http:// cluster URLs are supported (terminate TLS in front of a cluster)"
+            "{raw:?}: cluster URLs are http://host:port or https://host:port"
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -427,7 +518,7 @@ pub fn parse_cluster_url(raw: &str) -> Result<ClusterTarget, String> {
         || url.fragment().is_some()
     {
         return Err(format!(
-            "{raw:?}: must be just http://host:port (no path or query)"
+            "{raw:?}: must be just http(s)://host:port (no path or query)"
         ));
     }
     let host = match url.host() {
@@ -437,10 +528,16 @@ pub fn parse_cluster_url(raw: &str) -> Result<ClusterTarget, String> {
         None => return Err(format!("{raw:?} has no host")),
     };
     // The url crate drops an explicit default port (":80"), so look at the text for that case.
+    let default_port = if url.scheme() == "https" { 443 } else { 80 };
     let port = match url.port() {
         Some(p) => p,
-        None if raw.trim_end_matches('/').ends_with(":80") => 80,
-        None => return Err(format!("{raw:?}: a port is required (http://host:port)")),
+        None if raw
+            .trim_end_matches('/')
+            .ends_with(&format!(":{default_port}")) =>
+        {
+            default_port
+        }
+        None => return Err(format!("{raw:?}: a port is required (http(s)://host:port)")),
     };
     Ok(ClusterTarget { host, port })
 }

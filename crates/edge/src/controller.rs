@@ -167,14 +167,19 @@ impl Controller {
         cfg: EdgeConfig,
         config_path: Option<PathBuf>,
     ) -> Result<Arc<Self>, crate::EdgeError> {
-        let probes = reqwest::Client::builder()
-            .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| crate::EdgeError::Http(e.to_string()))?;
+        let probes = upstream_tls(
+            reqwest::Client::builder()
+                .no_proxy()
+                .pool_idle_timeout(Duration::from_secs(30)),
+            &cfg,
+        )?
+        .build()
+        .map_err(|e| crate::EdgeError::Http(e.to_string()))?;
         let fresh = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(0)
+            // Only ever asks this edge's own nginx, on loopback, which generation it serves.
+            .danger_accept_invalid_certs(cfg.tls_cert.is_some())
             .build()
             .map_err(|e| crate::EdgeError::Http(e.to_string()))?;
         let nginx = Nginx::new(&cfg.nginx, &cfg.work_dir);
@@ -401,7 +406,7 @@ impl Controller {
     async fn probe_address(&self, addr: SocketAddr, host: &str, timeout: Duration) -> AddrProbe {
         let get = |path: &str| {
             self.probes
-                .get(format!("http://{addr}{path}"))
+                .get(format!("{}://{addr}{path}", self.upstream_scheme()))
                 .header(reqwest::header::HOST, host)
                 .timeout(timeout)
                 .send()
@@ -661,7 +666,12 @@ impl Controller {
     /// `generation`.
     async fn wait_for_generation(&self, generation: u64, timeout: Duration) -> Result<(), String> {
         let listen = render::connectable(self.config().listen);
-        let url = format!("http://{listen}/_reelay/generation");
+        let scheme = if self.config().tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{listen}/_reelay/generation");
         let want = generation.to_string();
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no answer");
@@ -818,6 +828,50 @@ impl Controller {
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.probes
     }
+
+    /// `https` when the clusters are reached over TLS (all or none, checked in the config).
+    pub(crate) fn upstream_scheme(&self) -> &'static str {
+        if self
+            .config()
+            .clusters
+            .iter()
+            .any(|c| c.url.starts_with("https://"))
+        {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// The controller's own requests to `https://` clusters (health probes, the merged listing) use
+/// the same client certificate and CA as nginx. They connect to resolved addresses, so the
+/// certificate's name is not compared with the address; its chain to `upstream_ca` is checked.
+fn upstream_tls(
+    mut b: reqwest::ClientBuilder,
+    cfg: &EdgeConfig,
+) -> Result<reqwest::ClientBuilder, crate::EdgeError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| crate::EdgeError::Http(format!("{}: {e}", p.display())))
+    };
+    if let Some(ca) = &cfg.upstream_ca {
+        let pem = read(ca)?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| crate::EdgeError::Http(format!("{}: {e}", ca.display())))?;
+        b = b
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert)
+            .danger_accept_invalid_hostnames(true);
+    }
+    if let (Some(cert), Some(key)) = (&cfg.upstream_client_cert, &cfg.upstream_client_key) {
+        let mut pem = read(cert)?;
+        pem.push(b'\n');
+        pem.extend(read(key)?);
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| crate::EdgeError::Http(format!("{}: {e}", cert.display())))?;
+        b = b.identity(identity);
+    }
+    Ok(b)
 }
 
 struct AddrProbe {

@@ -42,6 +42,18 @@ pub struct Desired {
     pub retry_after_seconds: u64,
     pub fail_open: bool,
     pub clusters: Vec<RenderCluster>,
+    /// HTTPS towards clients: certificate and key paths.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// `http` or `https` towards the clusters.
+    pub upstream_scheme: String,
+    pub upstream_client_cert: Option<String>,
+    pub upstream_client_key: Option<String>,
+    pub upstream_ca: Option<String>,
+    pub upstream_server_name: Option<String>,
+    /// `limit_req` per client address: rate (r/s) and burst.
+    pub rate_limit_per_second: Option<u32>,
+    pub rate_limit_burst: u32,
 }
 
 #[derive(Serialize)]
@@ -98,8 +110,26 @@ impl Desired {
             retry_after_seconds: interval_s * u64::from(cfg.health.rise + 1),
             fail_open,
             clusters,
+            tls_cert: path_string(&cfg.tls_cert),
+            tls_key: path_string(&cfg.tls_key),
+            upstream_scheme: if cfg.clusters.iter().any(|c| c.url.starts_with("https://")) {
+                "https"
+            } else {
+                "http"
+            }
+            .to_string(),
+            upstream_client_cert: path_string(&cfg.upstream_client_cert),
+            upstream_client_key: path_string(&cfg.upstream_client_key),
+            upstream_ca: path_string(&cfg.upstream_ca),
+            upstream_server_name: cfg.upstream_server_name.clone(),
+            rate_limit_per_second: cfg.rate_limit_per_second,
+            rate_limit_burst: cfg.rate_limit_burst,
         }
     }
+}
+
+fn path_string(p: &Option<std::path::PathBuf>) -> Option<String> {
+    p.as_ref().map(|p| p.display().to_string())
 }
 
 /// An address a local client can connect to: listening on 0.0.0.0 means reachable on loopback.
@@ -341,5 +371,105 @@ cost = 0.5
                     .await;
             assert!(out.is_ok(), "{mode:?}: {out:?}");
         }
+    }
+
+    /// TLS towards clients, mutual TLS towards https:// clusters and limit_req render as nginx
+    /// directives, and nginx accepts them with real certificate files.
+    #[tokio::test]
+    async fn tls_and_rate_limits_render_and_pass_nginx_t() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["reelay-cluster".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        for f in ["edge.pem", "client.pem", "ca.pem"] {
+            std::fs::write(dir.path().join(f), cert.pem()).unwrap();
+        }
+        for f in ["edge.key", "client.key"] {
+            std::fs::write(dir.path().join(f), key.serialize_pem()).unwrap();
+        }
+        let d = dir.path().display();
+        let cfg = EdgeConfig::parse(&format!(
+            r#"
+listen = "127.0.0.1:18443"
+control_listen = "127.0.0.1:19180"
+work_dir = "{d}/work"
+tls_cert = "{d}/edge.pem"
+tls_key = "{d}/edge.key"
+upstream_client_cert = "{d}/client.pem"
+upstream_client_key = "{d}/client.key"
+upstream_ca = "{d}/ca.pem"
+upstream_server_name = "reelay-cluster"
+rate_limit_per_second = 50
+rate_limit_burst = 100
+[[clusters]]
+name = "aws"
+url = "https://127.0.0.1:18081"
+"#
+        ))
+        .unwrap();
+        let views = vec![ClusterView {
+            addresses: vec!["127.0.0.1:18081".parse().unwrap()],
+            reachable: true,
+            accepting: true,
+        }];
+        let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+        for want in [
+            "listen 127.0.0.1:18443 ssl;",
+            &format!("ssl_certificate {d}/edge.pem;"),
+            &format!("proxy_ssl_certificate {d}/client.pem;"),
+            &format!("proxy_ssl_certificate_key {d}/client.key;"),
+            &format!("proxy_ssl_trusted_certificate {d}/ca.pem;"),
+            "proxy_ssl_verify on;",
+            "proxy_ssl_server_name on;",
+            "proxy_ssl_name reelay-cluster;",
+            "proxy_pass https://owner_$reelay_owner;",
+            "proxy_pass http://reelay_controller;",
+            "rate=50r/s;",
+            "limit_req zone=reelay_clients burst=100 nodelay;",
+            "error_page 429 @reelay_429;",
+            "\"code\":\"rate_limited\"",
+        ] {
+            assert!(text.contains(want), "missing {want:?}");
+        }
+        assert!(!text.contains("proxy_pass http://owner_"));
+        // The plain sample has none of it.
+        let (plain, pviews) = sample(Mode::Reelay);
+        let plain = render(&Desired::build(&plain, &pviews, false, None), 1).unwrap();
+        assert!(
+            !plain.contains(" ssl;")
+                && !plain.contains("limit_req ")
+                && !plain.contains("proxy_ssl")
+        );
+
+        // Config errors: https without a name or CA, mixed schemes.
+        for (bad, field) in [
+            ("upstream_server_name = \"reelay-cluster\"\n", "upstream_ca"),
+            ("upstream_ca = \"/x/ca.pem\"\n", "upstream_server_name"),
+        ] {
+            let text = format!(
+                "listen = \"127.0.0.1:1\"\ncontrol_listen = \"127.0.0.1:2\"\n{bad}[[clusters]]\nname = \"a\"\nurl = \"https://h:1\"\n"
+            );
+            let err = EdgeConfig::parse(&text).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{err}");
+        }
+        let mixed = "listen = \"127.0.0.1:1\"\ncontrol_listen = \"127.0.0.1:2\"\nupstream_ca = \"/c\"\nupstream_server_name = \"n\"\n[[clusters]]\nname = \"a\"\nurl = \"https://h:1\"\n[[clusters]]\nname = \"b\"\nurl = \"http://h:2\"\n";
+        assert!(EdgeConfig::parse(mixed)
+            .unwrap_err()
+            .to_string()
+            .starts_with("clusters"));
+
+        if std::process::Command::new("nginx")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
+            eprintln!("nginx not installed; skipping nginx -t");
+            return;
+        }
+        let work = dir.path().join("work");
+        let out = crate::nginx::test_config_text(std::path::Path::new("nginx"), &work, &text).await;
+        assert!(out.is_ok(), "{out:?}");
     }
 }

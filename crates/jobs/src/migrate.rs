@@ -28,6 +28,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "workers",
         sql: include_str!("../migrations/sqlite/0002_workers.sql"),
     },
+    Migration {
+        version: 3,
+        name: "tokens",
+        sql: include_str!("../migrations/sqlite/0003_tokens.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -40,6 +45,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "workers",
         sql: include_str!("../migrations/postgres/0002_workers.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "tokens",
+        sql: include_str!("../migrations/postgres/0003_tokens.sql"),
     },
 ];
 

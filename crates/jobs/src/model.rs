@@ -151,3 +151,45 @@ pub struct QueueCounts {
     /// Sum of the estimated encode seconds of the queued jobs.
     pub queued_estimated_seconds: f64,
 }
+
+/// An API token as stored: never the secret, only its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiToken {
+    /// Public part of the token (`rly_<id>_<secret>`), used to look it up.
+    pub id: String,
+    pub name: String,
+    /// Hex SHA-256 of the secret part.
+    pub secret_hash: String,
+    /// Scope words, e.g. `submit`, `read`, `admin`, sorted and without duplicates.
+    pub scopes: Vec<String>,
+    pub created_at: Millis,
+    pub last_used_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
+}
+
+impl ApiToken {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+}
+
+/// What [`JobStore::create_token`](crate::JobStore::create_token) stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewToken {
+    pub id: String,
+    pub name: String,
+    pub secret_hash: String,
+    pub scopes: Vec<String>,
+}
+
+/// Scopes are kept as one space-separated column.
+pub(crate) fn scopes_to_column(scopes: &[String]) -> String {
+    let mut s: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    s.sort_unstable();
+    s.dedup();
+    s.join(" ")
+}
+
+pub(crate) fn scopes_from_column(column: &str) -> Vec<String> {
+    column.split_whitespace().map(str::to_string).collect()
+}

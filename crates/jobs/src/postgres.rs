@@ -22,8 +22,9 @@
 
 use crate::migrate::{self, POSTGRES_MIGRATIONS};
 use crate::model::{
-    now_millis, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, Millis, NewJob, QueueCounts,
-    RenewOutcome, StoredOutput,
+    now_millis, scopes_from_column, scopes_to_column, ApiToken, CancelOutcome, Claim,
+    CreateOutcome, FailOutcome, Job, Millis, NewJob, NewToken, QueueCounts, RenewOutcome,
+    StoredOutput,
 };
 use crate::store::{JobStore, StoreError};
 use reelay_protocol::{ErrorDetail, JobStatus};
@@ -363,8 +364,9 @@ impl JobStore for PgStore {
         fetch_job(&mut conn, id, "").await
     }
 
-    async fn list_jobs(
+    async fn list_jobs_of(
         &self,
+        owner: Option<&str>,
         status: Option<JobStatus>,
         limit: u32,
         cursor: Option<&str>,
@@ -376,6 +378,9 @@ impl JobStore for PgStore {
             param += 1;
             param
         };
+        if owner.is_some() {
+            sql.push_str(&format!(" AND owner = ${}", next_param()));
+        }
         if status.is_some() {
             sql.push_str(&format!(" AND status = ${}", next_param()));
         }
@@ -385,6 +390,9 @@ impl JobStore for PgStore {
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", next_param()));
 
         let mut query = sqlx::query(&sql);
+        if let Some(owner) = owner {
+            query = query.bind(owner);
+        }
         if let Some(status) = status {
             query = query.bind(status.as_str());
         }
@@ -823,6 +831,84 @@ impl JobStore for PgStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn create_token(&self, new: NewToken) -> Result<ApiToken, StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, secret_hash, scopes, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&new.id)
+        .bind(&new.name)
+        .bind(&new.secret_hash)
+        .bind(scopes_to_column(&new.scopes))
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        self.get_token(&new.id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("token {} vanished", new.id)))
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now_millis())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn touch_token(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now_millis())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn any_tokens(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM api_tokens) AS present")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<bool, _>("present")?)
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, name, secret_hash, scopes, created_at, last_used_at, revoked_at";
+
+fn token_from_row(row: &PgRow) -> Result<ApiToken, StoreError> {
+    let scopes: String = row.try_get("scopes")?;
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        secret_hash: row.try_get("secret_hash")?,
+        scopes: scopes_from_column(&scopes),
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The storage contract shared by every backend.
 
 use crate::model::{
-    CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, NewJob, QueueCounts, RenewOutcome,
-    StoredOutput,
+    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, NewJob, NewToken, QueueCounts,
+    RenewOutcome, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::time::Duration;
@@ -43,6 +43,18 @@ pub trait JobStore: Send + Sync + 'static {
     /// next cursor (None when there are no more). A `limit` of 0 is treated as 1.
     async fn list_jobs(
         &self,
+        status: Option<JobStatus>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Job>, Option<String>), StoreError> {
+        self.list_jobs_of(None, status, limit, cursor).await
+    }
+
+    /// [`JobStore::list_jobs`] restricted to the jobs whose `owner` is `owner` (when given):
+    /// what a non-admin API token may see.
+    async fn list_jobs_of(
+        &self,
+        owner: Option<&str>,
         status: Option<JobStatus>,
         limit: u32,
         cursor: Option<&str>,
@@ -120,4 +132,24 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Cheap liveness query for /readyz.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new API token (id unique; a clash is a database error).
+    async fn create_token(&self, new: NewToken) -> Result<ApiToken, StoreError>;
+
+    /// The token with this id, revoked or not.
+    async fn get_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError>;
+
+    /// Every token, revoked ones included, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
+
+    /// Marks the token revoked (from now on it authenticates nothing). False if there is no such
+    /// token or it was already revoked.
+    async fn revoke_token(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Records that the token was just used (best effort, for `reelay token list`).
+    async fn touch_token(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Whether any token was ever created (revoked ones count): from then on the API requires
+    /// authentication.
+    async fn any_tokens(&self) -> Result<bool, StoreError>;
 }

@@ -906,13 +906,105 @@ pub async fn worker_registry(store: &dyn JobStore) {
     assert_eq!(store.live_capacity().await.unwrap(), 0);
 }
 
+/// Tokens: created with their hash and scopes, listed, touched, revoked once; `any_tokens`
+/// stays true after revocation; listing by owner shows only that owner's jobs.
+pub async fn tokens_and_owners(store: &dyn JobStore) {
+    assert!(!store.any_tokens().await.expect("any_tokens"));
+    assert!(store.list_tokens().await.expect("list_tokens").is_empty());
+    assert_eq!(store.get_token("nope").await.expect("get_token"), None);
+    let before = now_millis();
+    let made = store
+        .create_token(crate::NewToken {
+            id: "a1b2c3d4e5f6".to_string(),
+            name: "ci".to_string(),
+            secret_hash: "ab".repeat(32),
+            scopes: vec!["submit".into(), "read".into(), "read".into()],
+        })
+        .await
+        .expect("create_token");
+    assert_eq!(made.id, "a1b2c3d4e5f6");
+    assert_eq!(made.name, "ci");
+    assert_eq!(made.secret_hash, "ab".repeat(32));
+    assert_eq!(made.scopes, vec!["read".to_string(), "submit".to_string()]);
+    assert!(made.created_at >= before);
+    assert_eq!((made.last_used_at, made.revoked_at), (None, None));
+    assert!(store.any_tokens().await.expect("any_tokens"));
+    let duplicate = store
+        .create_token(crate::NewToken {
+            id: "a1b2c3d4e5f6".to_string(),
+            name: "again".to_string(),
+            secret_hash: "cd".repeat(32),
+            scopes: vec!["admin".into()],
+        })
+        .await;
+    assert!(duplicate.is_err(), "token ids are unique");
+    store
+        .create_token(crate::NewToken {
+            id: "ffff00001111".to_string(),
+            name: "".to_string(),
+            secret_hash: "ef".repeat(32),
+            scopes: vec!["admin".into()],
+        })
+        .await
+        .expect("create_token");
+    store.touch_token("a1b2c3d4e5f6").await.expect("touch");
+    let listed = store.list_tokens().await.expect("list_tokens");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, "a1b2c3d4e5f6");
+    assert!(listed[0].last_used_at.is_some());
+    assert!(store.revoke_token("a1b2c3d4e5f6").await.expect("revoke"));
+    assert!(!store.revoke_token("a1b2c3d4e5f6").await.expect("revoke"));
+    assert!(!store.revoke_token("unknown").await.expect("revoke"));
+    let revoked = store.get_token("a1b2c3d4e5f6").await.unwrap().unwrap();
+    assert!(revoked.is_revoked());
+    assert!(store.any_tokens().await.expect("any_tokens"));
+
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        let mut job = new_job("test");
+        job.owner = Some(if i % 2 == 0 { "alice" } else { "bob" }.to_string());
+        let id = create(store, job).await.id;
+        if i % 2 == 0 {
+            mine.push(id);
+        }
+    }
+    let mut unowned = new_job("test");
+    unowned.owner = None;
+    create(store, unowned).await;
+    mine.reverse();
+    let (page, next) = store
+        .list_jobs_of(Some("alice"), None, 2, None)
+        .await
+        .expect("list_jobs_of");
+    assert_eq!(
+        page.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        mine[..2]
+    );
+    let (rest, end) = store
+        .list_jobs_of(Some("alice"), Some(JobStatus::Queued), 10, next.as_deref())
+        .await
+        .expect("list_jobs_of");
+    assert_eq!(
+        rest.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        mine[2..]
+    );
+    assert_eq!(end, None);
+    let (none, _) = store
+        .list_jobs_of(Some("carol"), None, 10, None)
+        .await
+        .expect("list_jobs_of");
+    assert!(none.is_empty());
+    let (all, _) = store.list_jobs(None, 100, None).await.expect("list_jobs");
+    assert_eq!(all.len(), 6);
+}
+
 #[macro_export]
 macro_rules! job_store_suite {
     ($factory:path) => {
         $crate::job_store_suite!(@borrowed $factory;
             create_get_list, idempotency, claim_order, claim_empty, lease_expiry_takeover,
             lease_expiry_exhausts_attempts, fail_with_retry, fail_without_retry, cancel, release,
-            counts, worker_registry);
+            counts, worker_registry, tokens_and_owners);
         $crate::job_store_suite!(@shared $factory;
             concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete);
     };

@@ -54,6 +54,21 @@ pub struct ServeArgs {
     /// Largest accepted input, bytes (uploads and URL downloads) [default: 21474836480].
     #[arg(long, env = "REELAY_MAX_INPUT_BYTES")]
     pub max_input_bytes: Option<u64>,
+    /// Also serve /healthz, /readyz and /metrics on this address; /metrics then leaves --listen.
+    #[arg(long, env = "REELAY_OPS_LISTEN")]
+    pub ops_listen: Option<String>,
+    /// PEM certificate chain: serve HTTPS on --listen (needs --tls-key).
+    #[arg(long, env = "REELAY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "REELAY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): require clients to present a certificate signed by one (mutual TLS).
+    #[arg(long, env = "REELAY_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Requests a minute per token (per client address in open mode); 0 = unlimited [default: 600].
+    #[arg(long, env = "REELAY_RATE_LIMIT_PER_MINUTE")]
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -84,6 +99,17 @@ pub struct Config {
     pub policy: InputPolicy,
     /// ffmpeg/ffprobe paths and child resource limits (`[tools]` table).
     pub tools: Tools,
+    /// Separate listener for /healthz, /readyz and /metrics.
+    pub ops_listen: Option<String>,
+    /// TLS on the main listener: certificate chain and key (PEM).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: client certificates must chain to this CA (PEM).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Per-token (or per-address, in open mode) request budget; 0 = unlimited.
+    pub rate_limit_per_minute: u32,
+    /// A client must send a request's headers within this long (slow-loris protection).
+    pub header_read_timeout_seconds: u64,
 }
 
 pub fn default_workers() -> usize {
@@ -115,6 +141,12 @@ impl Default for Config {
             poll_interval_ms: 250,
             policy: InputPolicy::default(),
             tools: Tools::default(),
+            ops_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            rate_limit_per_minute: 600,
+            header_read_timeout_seconds: 30,
         }
     }
 }
@@ -179,8 +211,21 @@ impl Config {
             job_timeout_seconds,
             shutdown_grace_seconds,
             max_attempts,
-            presign_downloads
+            presign_downloads,
+            rate_limit_per_minute
         );
+        for (dst, src) in [
+            (&mut self.tls_cert, &a.tls_cert),
+            (&mut self.tls_key, &a.tls_key),
+            (&mut self.tls_client_ca, &a.tls_client_ca),
+        ] {
+            if src.is_some() {
+                *dst = src.clone();
+            }
+        }
+        if a.ops_listen.is_some() {
+            self.ops_listen = a.ops_listen.clone();
+        }
         if a.storage.is_some() {
             self.storage = a.storage.clone();
         }
@@ -208,6 +253,26 @@ impl Config {
                 "listen",
                 "must be an address like 127.0.0.1:8080 or [::]:8080",
             );
+        }
+        if let Some(ops) = &self.ops_listen {
+            if ops.parse::<std::net::SocketAddr>().is_err() {
+                return bad("ops_listen", "must be an address like 127.0.0.1:9090");
+            }
+            if *ops == self.listen {
+                return bad("ops_listen", "must differ from listen");
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert", "tls_cert and tls_key go together");
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return bad(
+                "tls_client_ca",
+                "mutual TLS needs the server's own tls_cert and tls_key",
+            );
+        }
+        if self.header_read_timeout_seconds == 0 {
+            return bad("header_read_timeout_seconds", "must be at least 1");
         }
         if self.workers == 0 || self.workers > 256 {
             return bad("workers", "must be between 1 and 256");

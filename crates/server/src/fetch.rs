@@ -143,6 +143,21 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// The redirect policy: at most 5 hops, each target checked like the original URL (a name
+/// target is checked again by the resolver when it is connected to).
+pub fn redirect_allowed(
+    target: &str,
+    hops_so_far: usize,
+    allow_private: bool,
+) -> Result<(), String> {
+    if hops_so_far >= 5 {
+        return Err("too many redirects".into());
+    }
+    check_url(target, allow_private)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
@@ -152,12 +167,13 @@ pub struct Fetcher {
 impl Fetcher {
     pub fn new(allow_private: bool, total_timeout: Duration) -> Result<Fetcher, reqwest::Error> {
         let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= 5 {
-                return attempt.error("too many redirects");
-            }
-            match check_url(attempt.url().as_str(), allow_private) {
-                Ok(_) => attempt.follow(),
-                Err(e) => attempt.error(e.to_string()),
+            match redirect_allowed(
+                attempt.url().as_str(),
+                attempt.previous().len(),
+                allow_private,
+            ) {
+                Ok(()) => attempt.follow(),
+                Err(e) => attempt.error(e),
             }
         });
         let mut b = reqwest::Client::builder()
@@ -285,6 +301,66 @@ mod tests {
             );
         }
         assert!(check_url("https://example.com/clip.mp4", false).is_ok());
+    }
+
+    #[test]
+    fn redirects_into_private_addresses_are_refused() {
+        for target in [
+            "http://127.0.0.1/x.mp4",
+            "http://169.254.169.254/latest/meta-data/iam/",
+            "http://10.0.0.7:8080/",
+            "http://[::1]/",
+            "http://[::ffff:192.168.0.1]/",
+            "file:///etc/passwd",
+        ] {
+            let e = redirect_allowed(target, 0, false).unwrap_err();
+            assert!(
+                e.contains("refused") || e.contains("not allowed"),
+                "{target}: {e}"
+            );
+            // classify() turns exactly these messages into Forbidden.
+        }
+        assert!(redirect_allowed("http://127.0.0.1/x.mp4", 0, true).is_ok());
+        assert!(redirect_allowed("https://cdn.example.com/x.mp4", 4, false).is_ok());
+        assert_eq!(
+            redirect_allowed("https://cdn.example.com/x.mp4", 5, false),
+            Err("too many redirects".to_string())
+        );
+    }
+
+    /// End to end through reqwest: a loopback server (the only one a test can run) answers with
+    /// a redirect to the cloud metadata address, and the redirect policy refuses to follow it.
+    #[tokio::test]
+    async fn a_redirect_to_a_private_address_fails_the_download_as_forbidden() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf).await;
+                let _ = c
+                    .write_all(b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        // The client as built for allow_private = false, but with the system resolver so the
+        // loopback test server itself is reachable: the redirect policy alone must refuse.
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::custom(
+                |a| match redirect_allowed(a.url().as_str(), a.previous().len(), false) {
+                    Ok(()) => a.follow(),
+                    Err(e) => a.error(e),
+                },
+            ))
+            .build()
+            .unwrap();
+        let err = client
+            .get(format!("http://{addr}/clip.mp4"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(matches!(classify(err), FetchError::Forbidden(_)));
     }
 
     #[tokio::test]

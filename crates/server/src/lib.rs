@@ -1,18 +1,20 @@
 //! A reelay cluster: the HTTP API, the worker loop, object storage and configuration.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod metrics;
+pub mod serve;
 pub mod state;
 pub mod storage;
 pub mod view;
 pub mod worker;
 
 pub use config::{Config, ServeArgs};
+pub use reelay_jobs::JobStore;
 
-use reelay_jobs::JobStore;
 use state::AppState;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -71,7 +73,12 @@ pub async fn build_state(cfg: Config, capacity: u32) -> Result<AppState, ServeEr
         Duration::from_secs(cfg.fetch_timeout_seconds),
     )
     .map_err(|e| ServeError::Other(format!("HTTP client: {e}")))?;
+    let auth = Arc::new(auth::Guard::new(
+        auth::is_loopback_listen(&cfg.listen),
+        cfg.rate_limit_per_minute,
+    ));
     Ok(AppState {
+        auth,
         cfg: Arc::new(cfg),
         store,
         storage,
@@ -141,12 +148,26 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
             cfg.tools.ffprobe.display()
         )));
     }
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: cfg.listen.clone(),
-            source,
-        })?;
+    let http_opts = serve::HttpOptions {
+        tls: match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                serve::tls_config(cert, key, cfg.tls_client_ca.as_deref())
+                    .map_err(|e| ServeError::Other(e.to_string()))?,
+            ),
+            _ => None,
+        },
+        header_read_timeout: Duration::from_secs(cfg.header_read_timeout_seconds),
+    };
+    let bind = |addr: String| async move {
+        tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })
+    };
+    let listener = bind(cfg.listen.clone()).await?;
+    let ops_listener = match &cfg.ops_listen {
+        Some(addr) => Some(bind(addr.clone()).await?),
+        None => None,
+    };
     let workers = if encodes { cfg.workers as u32 } else { 0 };
     let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
     let state = build_state(cfg, workers).await?;
@@ -157,8 +178,14 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
         workers,
         data_dir = %state.cfg.data_dir.display(),
         storage = %state.storage.description,
+        tls = http_opts.tls.is_some(),
+        mutual_tls = state.cfg.tls_client_ca.is_some(),
+        ops_listen = state.cfg.ops_listen.as_deref().unwrap_or(""),
         "reelay is up"
     );
+    if role != Role::Worker {
+        state.auth.announce(&*state.store, &state.cfg.listen).await;
+    }
     let pool = encodes.then(|| worker::WorkerPool::new(state.clone()));
     let pool_task = pool.clone().map(|p| tokio::spawn(p.run()));
     let app = match role {
@@ -170,14 +197,21 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
         _ => api::router(state.clone()),
     };
     let http_stop = tokio_util::sync::CancellationToken::new();
-    let http = {
-        let stop = http_stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
-    };
+    let http = tokio::spawn(serve::serve(
+        listener,
+        app,
+        http_opts.clone(),
+        http_stop.clone(),
+    ));
+    if let Some(ops) = ops_listener {
+        // Plain HTTP: probes and Prometheus scrapes come from inside the cluster network.
+        let app = api::ops_router().with_state(state.clone());
+        let opts = serve::HttpOptions {
+            tls: None,
+            ..http_opts
+        };
+        tokio::spawn(serve::serve(ops, app, opts, http_stop.clone()));
+    }
 
     shutdown_signal().await;
     tracing::info!(

@@ -20,6 +20,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Job slots of the workers in this process.
     pub capacity: u32,
+    /// Token authentication mode and the per-token rate limiter.
+    pub auth: Arc<crate::auth::Guard>,
 }
 
 impl AppState {

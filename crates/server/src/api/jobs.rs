@@ -1,12 +1,13 @@
 //! `/v1/jobs`: submit (JSON or streamed multipart), read, list, follow (SSE), cancel.
 
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::fetch::{check_url, FetchError};
 use crate::metrics as m;
 use crate::state::AppState;
 use crate::storage::{input_key, valid_user_key};
 use crate::view::job_view;
-use axum::extract::{FromRequest, Multipart, Path, RawQuery, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +31,11 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
             "this cluster is shutting down and accepts no new jobs",
         ));
     }
+    let principal = req
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("authorizing the submission", "no principal"))?;
     let idem = idempotency_key(req.headers())?;
     let ctype = req
         .headers()
@@ -45,12 +51,12 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
                 ApiError::too_large(format!("JSON bodies are limited to {limit} bytes"))
             })?;
         let spec = parse_spec(&body)?;
-        submit_json(st, spec, idem).await
+        submit_json(st, principal, spec, idem).await
     } else if ctype.starts_with("multipart/form-data") {
         let mp = Multipart::from_request(req, &st)
             .await
             .map_err(|e| ApiError::bad_request("malformed_multipart", e.body_text()))?;
-        submit_multipart(st, mp, idem).await
+        submit_multipart(st, principal, mp, idem).await
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -97,6 +103,7 @@ fn resolve(spec: &JobSpec) -> Result<Vec<Rendition>, ApiError> {
 
 async fn submit_json(
     st: AppState,
+    principal: Principal,
     spec: JobSpec,
     idem: Option<String>,
 ) -> Result<Response, ApiError> {
@@ -142,6 +149,7 @@ async fn submit_json(
     let estimate = 60.0 * renditions.len() as f64;
     create(
         &st,
+        &principal,
         id,
         &spec,
         input_key,
@@ -163,6 +171,7 @@ fn new_job_id(st: &AppState) -> String {
 
 async fn submit_multipart(
     st: AppState,
+    principal: Principal,
     mut mp: Multipart,
     idem: Option<String>,
 ) -> Result<Response, ApiError> {
@@ -228,6 +237,7 @@ async fn submit_multipart(
     let estimate = info.best_duration().unwrap_or(60.0) * renditions.len() as f64;
     let resp = create(
         &st,
+        &principal,
         id,
         &spec,
         Some(key.clone()),
@@ -355,6 +365,7 @@ pub fn preset_label(spec_json: &str) -> String {
 #[allow(clippy::too_many_arguments)]
 async fn create(
     st: &AppState,
+    principal: &Principal,
     id: String,
     spec: &JobSpec,
     input_key: Option<String>,
@@ -376,7 +387,7 @@ async fn create(
         idempotency_key: idem,
         max_attempts: st.cfg.max_attempts,
         estimated_seconds,
-        owner: None,
+        owner: principal.owner(),
     };
     let (status, job) = match st.store.create_job(new).await? {
         CreateOutcome::Created(job) => {
@@ -384,6 +395,13 @@ async fn create(
             tracing::info!(job_id = %job.id, cluster = %job.cluster, "job queued");
             st.wake.notify_waiters();
             (StatusCode::ACCEPTED, job)
+        }
+        // Idempotency keys are unique per cluster: another token's key must not reveal its job.
+        CreateOutcome::Existing(job) if !principal.may_see(job.owner.as_deref()) => {
+            return Err(ApiError::conflict(
+                "idempotency_conflict",
+                "this Idempotency-Key was already used with a different spec",
+            ))
         }
         CreateOutcome::Existing(job) => (StatusCode::OK, job),
     };
@@ -394,8 +412,9 @@ async fn create(
     Ok(resp)
 }
 
-/// Loads a job of this cluster, or 404 for malformed ids, other clusters and unknown jobs.
-pub async fn load(st: &AppState, id: &str) -> Result<Job, ApiError> {
+/// Loads a job of this cluster that `who` may see, or 404 for malformed ids, other clusters,
+/// unknown jobs and other tokens' jobs (which are not admitted to exist).
+pub async fn load(st: &AppState, who: &Principal, id: &str) -> Result<Job, ApiError> {
     let parsed: JobId = id.parse().map_err(|_| {
         ApiError::not_found(format!(
             "no job {:?}",
@@ -411,16 +430,22 @@ pub async fn load(st: &AppState, id: &str) -> Result<Job, ApiError> {
     st.store
         .get_job(id)
         .await?
+        .filter(|job| who.may_see(job.owner.as_deref()))
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
-pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let job = load(&st, &id).await?;
+pub async fn get(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load(&st, &who, &id).await?;
     Ok(Json(job_view(&job)).into_response())
 }
 
 pub async fn list(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<JobList>, ApiError> {
     let (mut status, mut limit, mut cursor) = (None, 50u32, None);
@@ -443,7 +468,10 @@ pub async fn list(
             _ => {}
         }
     }
-    let (jobs, next_cursor) = st.store.list_jobs(status, limit, cursor.as_deref()).await?;
+    let (jobs, next_cursor) = st
+        .store
+        .list_jobs_of(who.owner_filter(), status, limit, cursor.as_deref())
+        .await?;
     Ok(Json(JobList {
         jobs: jobs.iter().map(job_view).collect(),
         next_cursor,
@@ -452,9 +480,10 @@ pub async fn list(
 
 pub async fn cancel(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    load(&st, &id).await?;
+    load(&st, &who, &id).await?;
     match st.store.cancel(&id).await? {
         CancelOutcome::Cancelled(job) => {
             metrics::counter!(m::FINISHED, "status" => "cancelled", "preset" => preset_label(&job.spec_json)).increment(1);
@@ -472,9 +501,10 @@ pub async fn cancel(
 /// Server-sent events: the job view whenever it changes, ending after a terminal status.
 pub async fn events(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    load(&st, &id).await?;
+    load(&st, &who, &id).await?;
     let poll = Duration::from_millis(st.cfg.poll_interval_ms);
     let stream = futures::stream::unfold(
         (st, id, String::new(), false),

@@ -28,10 +28,24 @@ pub fn router(state: AppState) -> Router {
             get(outputs::get).head(outputs::get),
         )
         .route("/presets", get(ops::presets))
+        // Authentication, scopes and the rate limit (crate::auth); matched routes only.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::guard,
+        ))
+        // Aggregate queue numbers only, read by the edge's health probes like /readyz.
         .route("/load", get(ops::load_report));
+    // With a separate ops listener, /metrics is served there only.
+    let ops = if state.cfg.ops_listen.is_some() {
+        health_router()
+    } else {
+        ops_router()
+    };
     Router::new()
         .nest("/v1", v1)
-        .merge(ops_router())
+        .merge(ops)
+        // The operations dashboard at `/` (static, embedded; its API calls go through /v1).
+        .merge(reelay_dashboard::router(reelay_dashboard::Mode::Cluster))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -58,10 +72,14 @@ pub fn router(state: AppState) -> Router {
 
 /// The routes a worker-only process serves too.
 pub fn ops_router() -> Router<AppState> {
+    health_router().route("/metrics", get(ops::metrics))
+}
+
+/// Health, readiness and the OpenAPI document: open on every listener.
+pub fn health_router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
 }
 

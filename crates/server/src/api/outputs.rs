@@ -2,12 +2,13 @@
 //! and stream (HLS segments, progressive MP4).
 
 use crate::api::jobs::load;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::storage::{content_type, output_prefix, valid_output_path};
 use crate::view::output_url;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -79,9 +80,10 @@ fn finished(job: &Job) -> Result<String, ApiError> {
 
 pub async fn list(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<OutputFiles>, ApiError> {
-    let job = load(&st, &id).await?;
+    let job = load(&st, &who, &id).await?;
     let prefix = finished(&job)?;
     let files = st
         .storage
@@ -107,6 +109,7 @@ pub async fn list(
 
 pub async fn get(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     method: Method,
     Path((id, path)): Path<(String, String)>,
     headers: HeaderMap,
@@ -114,7 +117,7 @@ pub async fn get(
     if !valid_output_path(&path) {
         return Err(ApiError::not_found("no such output"));
     }
-    let job = load(&st, &id).await?;
+    let job = load(&st, &who, &id).await?;
     let key = format!("{}/{path}", finished(&job)?);
     let size = match st.storage.head(&key).await {
         Ok(o) => o.size,

@@ -34,13 +34,30 @@ impl TestServer {
         };
         tweak(&mut cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let opts = reelay_server::serve::HttpOptions {
+            tls: cfg.tls_cert.as_ref().map(|cert| {
+                reelay_server::serve::tls_config(
+                    cert,
+                    cfg.tls_key.as_ref().unwrap(),
+                    cfg.tls_client_ca.as_deref(),
+                )
+                .unwrap()
+            }),
+            header_read_timeout: Duration::from_secs(cfg.header_read_timeout_seconds),
+        };
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let workers = cfg.workers as u32;
         let state = reelay_server::build_state(cfg, workers).await.unwrap();
         let pool = reelay_server::worker::WorkerPool::new(state.clone());
         tokio::spawn(pool.clone().run());
         let app = reelay_server::api::router(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(reelay_server::serve::serve(
+            listener,
+            app,
+            opts,
+            tokio_util::sync::CancellationToken::new(),
+        ));
         TestServer {
             base,
             state,

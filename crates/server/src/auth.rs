@@ -1,0 +1,490 @@
+//! API tokens, scopes and the guard in front of every `/v1` route.
+//!
+//! A token reads `rly_<id>_<secret>`: `id` (12 hex digits) names the row in the job store, which
+//! keeps only the SHA-256 of `secret` (64 hex digits, 256 random bits); the presented secret is
+//! hashed and compared in constant time. Secure by default, like Redis' protected mode: the API
+//! runs open only while the server listens on loopback alone and no token was ever created.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use reelay_jobs::{ApiToken, JobStore, NewToken};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Submit jobs and cancel its own.
+    Submit,
+    /// Read its own jobs, their events and outputs; presets and load.
+    Read,
+    /// Everything, on every job.
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Submit, Scope::Read, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Submit => "submit",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scope, String> {
+        Scope::ALL
+            .into_iter()
+            .find(|sc| sc.as_str() == s)
+            .ok_or_else(|| format!("unknown scope {s:?}: expected submit, read or admin"))
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+const PREFIX: &str = "rly_";
+const ID_BYTES: usize = 6;
+const SECRET_BYTES: usize = 32;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_hex(n: usize) -> Result<String, getrandom::Error> {
+    let mut buf = vec![0u8; n];
+    getrandom::getrandom(&mut buf)?;
+    Ok(hex(&buf))
+}
+
+/// Hex SHA-256 of a token's secret part: the only thing the store keeps.
+pub fn hash_secret(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Equal-length byte strings compared without an early exit.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `rly_<id>_<secret>` → (id, secret), or None for anything of another shape.
+pub fn parse_token(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix(PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let hexish = |s: &str, n: usize| s.len() == n * 2 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hexish(id, ID_BYTES) && hexish(secret, SECRET_BYTES)).then_some((id, secret))
+}
+
+/// A freshly created token: the full secret string is shown once and never stored.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub stored: ApiToken,
+}
+
+/// Creates a token with these scopes in the store (`reelay token create`).
+pub async fn issue_token(
+    store: &dyn JobStore,
+    name: &str,
+    scopes: &[Scope],
+) -> Result<IssuedToken, String> {
+    if scopes.is_empty() {
+        return Err("give at least one --scope (submit, read, admin)".into());
+    }
+    if name.len() > 100 || name.chars().any(|c| c.is_control()) {
+        return Err("the name must be at most 100 printable characters".into());
+    }
+    let id = random_hex(ID_BYTES).map_err(|e| format!("no randomness: {e}"))?;
+    let secret = random_hex(SECRET_BYTES).map_err(|e| format!("no randomness: {e}"))?;
+    let stored = store
+        .create_token(NewToken {
+            id: id.clone(),
+            name: name.to_string(),
+            secret_hash: hash_secret(&secret),
+            scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(IssuedToken {
+        token: format!("{PREFIX}{id}_{secret}"),
+        stored,
+    })
+}
+
+/// Who is calling, as far as the handlers care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's id (the `owner` of the jobs it submits); None in open mode.
+    pub token_id: Option<String>,
+    pub scopes: Vec<Scope>,
+}
+
+impl Principal {
+    /// Open mode (loopback, no tokens): everything is allowed and every job is visible.
+    pub fn open() -> Principal {
+        Principal {
+            token_id: None,
+            scopes: Scope::ALL.to_vec(),
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.token_id.is_none() || self.scopes.contains(&Scope::Admin)
+    }
+
+    pub fn has(&self, scope: Scope) -> bool {
+        self.is_admin() || self.scopes.contains(&scope)
+    }
+
+    /// The owner recorded on jobs this principal submits.
+    pub fn owner(&self) -> Option<String> {
+        self.token_id.clone()
+    }
+
+    /// Listing filter: None (everything) for admins and open mode, else the token id.
+    pub fn owner_filter(&self) -> Option<&str> {
+        if self.is_admin() {
+            None
+        } else {
+            self.token_id.as_deref()
+        }
+    }
+
+    /// Whether this principal may see a job with this owner.
+    pub fn may_see(&self, owner: Option<&str>) -> bool {
+        self.is_admin() || (owner.is_some() && owner == self.token_id.as_deref())
+    }
+}
+
+/// The scope a `/v1` request needs: reading is `read`, changing is `submit`.
+pub fn required_scope(method: &Method) -> Scope {
+    if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+        Scope::Read
+    } else {
+        Scope::Submit
+    }
+}
+
+/// Whether an address to listen on is loopback only.
+pub fn is_loopback_listen(listen: &str) -> bool {
+    listen
+        .parse::<SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false)
+}
+
+/// Per-process authentication state and the rate limiter.
+pub struct Guard {
+    /// Listening on loopback only: the one case in which the API may run open.
+    pub loopback_only: bool,
+    /// Set once a token is seen in the store; never cleared (tokens are never deleted).
+    locked: AtomicBool,
+    warned: AtomicBool,
+    pub limiter: RateLimiter,
+}
+
+impl Guard {
+    pub fn new(loopback_only: bool, rate_limit_per_minute: u32) -> Guard {
+        Guard {
+            loopback_only,
+            locked: AtomicBool::new(!loopback_only),
+            warned: AtomicBool::new(false),
+            limiter: RateLimiter::new(rate_limit_per_minute),
+        }
+    }
+
+    /// Whether `/v1` needs a token now. Open mode asks the store each time (a cheap EXISTS), so
+    /// a token created with `reelay token create` locks a running server at once.
+    pub async fn required(&self, store: &dyn JobStore) -> Result<bool, ApiError> {
+        if self.locked.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        if store.any_tokens().await? {
+            self.locked.store(true, Ordering::Relaxed);
+            tracing::info!("an API token exists: every /v1 route now requires a token");
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Logs once at start-up how this server authenticates.
+    pub async fn announce(&self, store: &dyn JobStore, listen: &str) {
+        match self.required(store).await {
+            Ok(false) if !self.warned.swap(true, Ordering::Relaxed) => tracing::warn!(
+                %listen,
+                "OPEN MODE: no API token exists and the server listens on loopback only, so /v1 \
+                 needs no token (local development). Create one with `reelay token create` to \
+                 require tokens; a non-loopback --listen always requires them"
+            ),
+            Ok(true) if self.loopback_only => {
+                tracing::info!("API tokens exist: /v1 requires a bearer token")
+            }
+            Ok(true) => tracing::info!(
+                %listen,
+                "listening beyond loopback: /v1 requires a bearer token (reelay token create)"
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn unauthorized(message: impl Into<String>) -> Response {
+    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"reelay\""),
+    );
+    resp
+}
+
+/// Looks up and checks the bearer token of a request.
+async fn authenticate(
+    store: &dyn JobStore,
+    value: Option<&HeaderValue>,
+) -> Result<(Principal, bool), Response> {
+    let Some(value) = value else {
+        return Err(unauthorized(
+            "this API requires a token: send Authorization: Bearer <token> (reelay --token / REELAY_TOKEN)",
+        ));
+    };
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .ok_or_else(|| unauthorized("malformed Authorization header: expected Bearer <token>"))?;
+    let invalid = || unauthorized("invalid, unknown or revoked token");
+    let (id, secret) = parse_token(presented).ok_or_else(invalid)?;
+    let token = store
+        .get_token(id)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?
+        .ok_or_else(invalid)?;
+    let hash = hash_secret(secret);
+    if !constant_time_eq(hash.as_bytes(), token.secret_hash.as_bytes()) || token.is_revoked() {
+        return Err(invalid());
+    }
+    // last_used_at is for humans: a minute's precision spares a write per request.
+    let stale = token
+        .last_used_at
+        .is_none_or(|t| reelay_jobs::now_millis() - t > 60_000);
+    let principal = Principal {
+        scopes: token.scopes.iter().filter_map(|s| s.parse().ok()).collect(),
+        token_id: Some(token.id),
+    };
+    Ok((principal, stale))
+}
+
+/// The `/v1` middleware: authentication, scope, rate limit. Puts a [`Principal`] into the
+/// request for the handlers.
+pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let required = match st.auth.required(&*st.store).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let principal = if required {
+        match authenticate(&*st.store, req.headers().get(header::AUTHORIZATION)).await {
+            Ok((p, stale)) => {
+                if let (true, Some(id)) = (stale, p.token_id.clone()) {
+                    let store = st.store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.touch_token(&id).await {
+                            tracing::debug!(error = %e, "recording token use");
+                        }
+                    });
+                }
+                p
+            }
+            Err(resp) => return resp,
+        }
+    } else {
+        Principal::open()
+    };
+    let need = required_scope(req.method());
+    if !principal.has(need) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token lacks the {need} scope"),
+        )
+        .into_response();
+    }
+    // Per token. Open mode is not limited: it exists only on a loopback-only server, where every
+    // client is local and one address cannot tell them apart.
+    if let Some(id) = &principal.token_id {
+        if let Err(wait) = st.auth.limiter.check(id) {
+            let secs = wait.as_secs().max(1);
+            return ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many requests; retry in {secs} s"),
+                )
+            }
+            .into_response();
+        }
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// Token buckets per key (token id): `per_minute` requests a minute
+/// sustained, bursts up to a minute's worth. 0 disables the limit.
+pub struct RateLimiter {
+    per_minute: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Above this many keys, full (idle) buckets are dropped: they carry no information.
+const MAX_BUCKETS: usize = 100_000;
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> RateLimiter {
+        RateLimiter {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request from `key`'s bucket, or says how long until one is available.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        self.check_at(key, Instant::now())
+    }
+
+    pub fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let cap = f64::from(self.per_minute);
+        let rate = cap / 60.0;
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_BUCKETS && !map.contains_key(key) {
+            map.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < cap);
+        }
+        let b = map.entry(key.to_string()).or_insert(Bucket {
+            tokens: cap,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate).min(cap);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / rate).max(Duration::from_secs(1)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_only_in_their_shape() {
+        let id = "0123456789ab";
+        let secret = "f".repeat(64);
+        let t = format!("rly_{id}_{secret}");
+        assert_eq!(parse_token(&t), Some((id, secret.as_str())));
+        for bad in [
+            "",
+            "rly_",
+            "rly__",
+            &format!("rly_{id}"),
+            &format!("xyz_{id}_{secret}"),
+            &format!("rly_{id}_{}", "f".repeat(63)),
+            &format!("rly_{id}_{}g", "f".repeat(63)),
+            &format!("rly_{id}x_{secret}"),
+            &format!("rly_{id}_{secret}_x"),
+        ] {
+            assert_eq!(parse_token(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn hashes_and_comparison() {
+        assert_eq!(
+            hash_secret("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn principals_see_their_own_jobs_unless_admin() {
+        let reader = Principal {
+            token_id: Some("t1".into()),
+            scopes: vec![Scope::Read],
+        };
+        assert!(reader.has(Scope::Read) && !reader.has(Scope::Submit));
+        assert!(reader.may_see(Some("t1")));
+        assert!(!reader.may_see(Some("t2")) && !reader.may_see(None));
+        assert_eq!(reader.owner_filter(), Some("t1"));
+        let admin = Principal {
+            token_id: Some("t9".into()),
+            scopes: vec![Scope::Admin],
+        };
+        assert!(admin.has(Scope::Submit) && admin.may_see(None) && admin.may_see(Some("t1")));
+        assert_eq!(admin.owner_filter(), None);
+        assert!(Principal::open().may_see(None));
+        assert_eq!(required_scope(&Method::GET), Scope::Read);
+        assert_eq!(required_scope(&Method::POST), Scope::Submit);
+        assert_eq!(required_scope(&Method::DELETE), Scope::Submit);
+    }
+
+    #[test]
+    fn loopback_listen_detection() {
+        assert!(is_loopback_listen("127.0.0.1:8080"));
+        assert!(is_loopback_listen("[::1]:8080"));
+        assert!(!is_loopback_listen("0.0.0.0:8080"));
+        assert!(!is_loopback_listen("[::]:8080"));
+        assert!(!is_loopback_listen("10.0.0.5:8080"));
+    }
+
+    #[test]
+    fn token_bucket_refills_over_time() {
+        let l = RateLimiter::new(60); // one a second, bursts of 60
+        let t0 = Instant::now();
+        for _ in 0..60 {
+            assert!(l.check_at("a", t0).is_ok());
+        }
+        let wait = l.check_at("a", t0).unwrap_err();
+        assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(2));
+        assert!(l.check_at("b", t0).is_ok(), "buckets are per key");
+        assert!(l.check_at("a", t0 + Duration::from_millis(1100)).is_ok());
+        assert!(l.check_at("a", t0 + Duration::from_millis(1100)).is_err());
+        let off = RateLimiter::new(0);
+        for _ in 0..10_000 {
+            assert!(off.check_at("a", t0).is_ok());
+        }
+    }
+}
