@@ -942,6 +942,9 @@
     $('job-progress-text').textContent = '';
     showError($('job-failure'), null);
     showError($('job-error'), null);
+    // What the list last knew, until the cluster answers (it may be down).
+    const known = jobs.get(id);
+    if (known) renderJob(known, true);
     loadJob(id);
   }
 
@@ -973,7 +976,7 @@
     }
   }
 
-  function renderJob(v) {
+  function renderJob(v, fromList) {
     if (jobView.id !== v.id) return;
     $('job-status').textContent = v.status;
     $('job-status').className = 'badge ' + v.status;
@@ -992,7 +995,7 @@
     if (took !== null) fact(facts, isTerminal(v.status) ? 'Took' : 'Running for', fmtSeconds(took));
     showError($('job-failure'), v.error ? new ApiError(null, v.error.code, v.error.message) : null);
     $('job-cancel').hidden = isTerminal(v.status);
-    if (v.outputs && v.outputs.length && !jobView.outputsShown) {
+    if (!fromList && v.outputs && v.outputs.length && !jobView.outputsShown) {
       jobView.outputsShown = true;
       showOutputs(v);
     }

@@ -53,7 +53,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeReq {
             size
         } else {
             match b.parse::<u64>() {
-                Ok(e) if e >= start => (e + 1).min(size),
+                Ok(e) if e >= start => e.saturating_add(1).min(size),
                 _ => return RangeReq::Full,
             }
         };
