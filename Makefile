@@ -3,7 +3,7 @@ CARGO ?= cargo
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: up serve test build deps test-deps fmt lint bench clean deploy-check
+.PHONY: up serve test observability-check browser-test build deps test-deps fmt lint bench clean deploy-check
 
 deps:
 	scripts/ensure-deps.sh runtime
@@ -33,6 +33,16 @@ lint:
 test: test-deps fmt lint
 	$(CARGO) test --locked --workspace
 	$(MAKE) deploy-check
+	$(MAKE) observability-check
+	$(MAKE) browser-test
+
+## /metrics of clusters and edge through promtool, Prometheus config/rules/rule tests, Grafana JSON.
+observability-check: build
+	REELAY_BIN=target/debug/reelay scripts/check-observability.sh
+
+## The dashboard in headless Chromium against `reelay up` (screenshots in target/browser-artifacts/).
+browser-test: build
+	REELAY_BIN=target/debug/reelay scripts/browser-test.sh
 
 ## Deployment files (docker/, docker-compose.yml, k8s/, terraform/) checked offline; see README "Deploy".
 deploy-check:

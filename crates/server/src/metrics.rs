@@ -7,6 +7,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 pub const SUBMITTED: &str = "reelay_jobs_submitted_total";
 pub const FINISHED: &str = "reelay_jobs_finished_total";
+pub const FAILED_BY_CODE: &str = "reelay_jobs_failed_total";
 pub const JOB_SECONDS: &str = "reelay_job_duration_seconds";
 pub const ENCODE_SPEED: &str = "reelay_encode_speed_ratio";
 pub const QUEUE_DEPTH: &str = "reelay_queue_depth";
@@ -65,6 +66,7 @@ fn describe() {
         ENCODE_SPEED,
         "Seconds of media encoded per second of wall time"
     );
+    metrics::describe_counter!(FAILED_BY_CODE, "Jobs that failed for good, by error code");
     metrics::describe_gauge!(QUEUE_DEPTH, "Jobs waiting to be claimed");
     metrics::describe_gauge!(RUNNING, "Jobs being encoded");
     metrics::describe_gauge!(BACKLOG, "Estimated seconds of queued work per job slot");

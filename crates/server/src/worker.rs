@@ -277,6 +277,7 @@ impl WorkerPool {
             }
             FailOutcome::Failed => {
                 metrics::counter!(m::FINISHED, "status" => "failed", "preset" => preset.to_string()).increment(1);
+                metrics::counter!(m::FAILED_BY_CODE, "code" => err.code.clone()).increment(1);
                 tracing::warn!(code = %err.code, message = %err.message, "job failed");
             }
             FailOutcome::LeaseLost => tracing::warn!("lease lost before recording the failure"),
