@@ -12,6 +12,9 @@ pub struct Tools {
     pub ffmpeg: PathBuf,
     pub ffprobe: PathBuf,
     pub limits: Limits,
+    /// Benchmarks only: read inputs at their native rate (`-re`), so a job lasts as long as its
+    /// clip whatever the CPU does, and placement benchmarks measure placement, not CPU thrash.
+    pub realtime_input: bool,
 }
 
 impl Default for Tools {
@@ -20,6 +23,7 @@ impl Default for Tools {
             ffmpeg: "ffmpeg".into(),
             ffprobe: "ffprobe".into(),
             limits: Limits::default(),
+            realtime_input: false,
         }
     }
 }

@@ -379,7 +379,7 @@ impl WorkerPool {
         let mut media_seconds = 0.0;
         let encode_started = Instant::now();
         for (i, r) in renditions.iter().enumerate() {
-            let inv = match reelay_media::build(
+            let mut inv = match reelay_media::build(
                 r,
                 &info,
                 &cfg.policy.allowed_formats,
@@ -389,6 +389,11 @@ impl WorkerPool {
                 Ok(inv) => inv,
                 Err(e) => return permanent("invalid_output", format!("{}: {e}", r.name)),
             };
+            if cfg.tools.realtime_input {
+                if let Some(i) = inv.args.iter().position(|a| a == "-i") {
+                    inv.args.insert(i, "-re".into());
+                }
+            }
             media_seconds += inv.duration;
             let run =
                 reelay_media::run_ffmpeg(&cfg.tools, &inv.args, workdir, limits, token, |p| {
