@@ -1,0 +1,210 @@
+//! TLS end to end through real processes: the edge serves HTTPS with its certificate, and
+//! reaches a cluster that accepts only clients holding a certificate from the edge's CA
+//! (mutual TLS). A client without that certificate is refused by the cluster.
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use reelay_protocol::{JobView, PresetList};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_reelay");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stops a child with SIGTERM (the edge then stops its nginx too) and reaps it.
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Writes `<name>.pem` and `<name>.key` signed by the CA, for the given subject names.
+fn leaf(dir: &Path, name: &str, sans: &[&str], ca: &rcgen::Certificate, ca_key: &KeyPair) {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .unwrap()
+        .signed_by(&key, ca, ca_key)
+        .unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn edge_serves_https_and_reaches_the_cluster_over_mutual_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "reelay test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = p.self_signed(&ca_key).unwrap();
+    std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
+    leaf(
+        d,
+        "cluster",
+        &["cluster.reelay.test", "127.0.0.1"],
+        &ca,
+        &ca_key,
+    );
+    leaf(d, "edge-server", &["localhost", "127.0.0.1"], &ca, &ca_key);
+    leaf(d, "edge-client", &["reelay-edge"], &ca, &ca_key);
+
+    // The cluster: HTTPS, and only clients with a certificate from the CA.
+    let cport = free_port();
+    let _cluster = Guard(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{cport}"),
+                "--cluster",
+                "aws",
+                "--workers",
+                "1",
+            ])
+            .arg("--data-dir")
+            .arg(d.join("data"))
+            .arg("--tls-cert")
+            .arg(d.join("cluster.pem"))
+            .arg("--tls-key")
+            .arg(d.join("cluster.key"))
+            .arg("--tls-client-ca")
+            .arg(d.join("ca.pem"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ca_cert = reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap();
+    let anonymous = reqwest::blocking::Client::builder()
+        .add_root_certificate(ca_cert.clone())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut identity_pem = std::fs::read(d.join("edge-client.pem")).unwrap();
+    identity_pem.extend(std::fs::read(d.join("edge-client.key")).unwrap());
+    let with_cert = reqwest::blocking::Client::builder()
+        .add_root_certificate(ca_cert.clone())
+        .identity(reqwest::Identity::from_pem(&identity_pem).unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let direct = format!("https://127.0.0.1:{cport}");
+    wait_until("the cluster", || {
+        with_cert
+            .get(format!("{direct}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    // Without the client certificate the handshake is refused: no answer at all.
+    assert!(
+        anonymous
+            .get(format!("{direct}/v1/presets"))
+            .send()
+            .is_err(),
+        "a client without a certificate got through"
+    );
+
+    // The edge: HTTPS for clients, mutual TLS to the cluster.
+    let (eport, control) = (free_port(), free_port());
+    let toml = format!(
+        "listen = \"127.0.0.1:{eport}\"\ncontrol_listen = \"127.0.0.1:{control}\"\nwork_dir = \"{work}\"\n\
+         tls_cert = \"{d}/edge-server.pem\"\ntls_key = \"{d}/edge-server.key\"\n\
+         upstream_client_cert = \"{d}/edge-client.pem\"\nupstream_client_key = \"{d}/edge-client.key\"\n\
+         upstream_ca = \"{d}/ca.pem\"\nupstream_server_name = \"cluster.reelay.test\"\n\n\
+         [health]\ninterval_ms = 300\ntimeout_ms = 1000\nfall = 2\nrise = 1\n\n\
+         [[clusters]]\nname = \"aws\"\nurl = \"https://127.0.0.1:{cport}\"\nweight = 1\n",
+        work = d.join("edge-work").display(),
+        d = d.display()
+    );
+    std::fs::write(d.join("edge.toml"), toml).unwrap();
+    let check = Command::new(BIN)
+        .arg("edge")
+        .arg("--config")
+        .arg(d.join("edge.toml"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _edge = Guard(
+        Command::new(BIN)
+            .arg("edge")
+            .arg("--config")
+            .arg(d.join("edge.toml"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let edge = format!("https://127.0.0.1:{eport}");
+    wait_until("the edge to serve a healthy cluster", || {
+        anonymous
+            .get(format!("{edge}/v1/presets"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    let presets: PresetList = anonymous
+        .get(format!("{edge}/v1/presets"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(presets.presets.iter().any(|p| p.name == "hls-abr"));
+
+    // A job submitted through the edge is placed on the mTLS cluster and readable back.
+    let r = anonymous
+        .post(format!("{edge}/v1/jobs"))
+        .json(&serde_json::json!({"input": {"url": "http://localhost:9/x.mp4"}, "outputs": [{"preset": "mp4-360p"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text());
+    let j: JobView = r.json().unwrap();
+    assert!(j.id.starts_with("aws."));
+    let back: JobView = anonymous
+        .get(format!("{edge}/v1/jobs/{}", j.id))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(back.id, j.id);
+
+    // Plain HTTP to the edge's TLS port is not served as the API.
+    let plain = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{eport}/v1/presets"))
+        .send();
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+}
