@@ -169,6 +169,28 @@ impl Storage {
         Ok(len)
     }
 
+    /// A small object written whole (metadata beside the media, never the media itself).
+    pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.inner
+            .put(&ObjPath::from(key), PutPayload::from(bytes))
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// A small object read whole; `None` when it does not exist or exceeds `max` bytes.
+    pub async fn get_small(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let res = match self.inner.get(&ObjPath::from(key)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(map_err(e)),
+        };
+        if res.meta.size > max {
+            return Ok(None);
+        }
+        Ok(Some(res.bytes().await.map_err(map_err)?.to_vec()))
+    }
+
     /// Streams an object into a local file.
     pub async fn get_to_file(&self, key: &str, file: &Path) -> Result<u64, StorageError> {
         let res = self.inner.get(&ObjPath::from(key)).await.map_err(map_err)?;
@@ -283,6 +305,11 @@ pub fn valid_output_path(path: &str) -> bool {
 
 pub fn input_key(job_id: &str) -> String {
     format!("inputs/{job_id}/source")
+}
+
+/// The upload's probe result, kept beside it so the worker need not probe the same bytes again.
+pub fn probe_key(job_id: &str) -> String {
+    format!("inputs/{job_id}/probe.json")
 }
 
 /// Each attempt writes under its own prefix, so two workers that both believe they own a job can

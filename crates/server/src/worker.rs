@@ -347,7 +347,22 @@ impl WorkerPool {
         if let Err(r) = cfg.policy.check_size(size) {
             return permanent(r.code, r.message);
         }
-        let info = match reelay_media::probe(&input, &cfg.tools, &cfg.policy).await {
+        // Uploads were probed by the api against the same policy; reuse that result.
+        let cached = match &job.input_key {
+            Some(key) if *key == crate::storage::input_key(&job.id) => st
+                .storage
+                .get_small(&crate::storage::probe_key(&job.id), 1 << 20)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<reelay_media::MediaInfo>(&b).ok()),
+            _ => None,
+        };
+        let probed = match cached {
+            Some(info) => Ok(info),
+            None => reelay_media::probe(&input, &cfg.tools, &cfg.policy).await,
+        };
+        let info = match probed {
             Ok(i) => i,
             Err(ProbeError::FormatNotAllowed(f)) => {
                 return permanent(

@@ -52,6 +52,18 @@ async fn every_preset_end_to_end_checked_with_ffprobe() {
     assert!(job.id.starts_with("local."));
     assert!(job.started_at.is_some() && job.finished_at.is_some());
     assert_eq!(job.outputs.len(), ALL_FILE_PRESETS.len());
+    // The api's probe of the upload is kept beside it, so the worker does not probe again.
+    let probe = std::fs::read(
+        s.state
+            .cfg
+            .data_dir
+            .join("storage/inputs")
+            .join(&job.id)
+            .join("probe.json"),
+    )
+    .unwrap();
+    let info: reelay_media::MediaInfo = serde_json::from_slice(&probe).unwrap();
+    assert_eq!(info.display_dims(), Some((320, 240)));
     for (preset, ext, vcodec, acodec) in ALL_FILE_PRESETS {
         let out = job
             .outputs

@@ -234,6 +234,16 @@ async fn submit_multipart(
     let id = new_job_id(&st);
     let key = input_key(&id);
     st.storage.put_file(&key, &tmp.0).await?;
+    if let Ok(json) = serde_json::to_vec(&info) {
+        // An optimisation only: without it the worker probes the input itself.
+        if let Err(e) = st
+            .storage
+            .put_bytes(&crate::storage::probe_key(&id), json)
+            .await
+        {
+            tracing::warn!(error = %e, "could not store the probe result");
+        }
+    }
     let estimate = info.best_duration().unwrap_or(60.0) * renditions.len() as f64;
     let resp = create(
         &st,
