@@ -39,6 +39,11 @@ pub struct Limits {
     pub open_files: u64,
     /// CPU seconds of one ffmpeg (all threads).
     pub cpu_seconds: u64,
+    /// Run each child in a network namespace of its own (no interfaces but loopback). FFmpeg
+    /// never needs the network here (reelay downloads URL inputs itself); where the kernel
+    /// refuses (no CAP_SYS_ADMIN, as in an unprivileged pod) the child runs unchanged and the
+    /// pod's NetworkPolicy is the fence.
+    pub isolate_network: bool,
 }
 
 impl Default for Limits {
@@ -48,6 +53,7 @@ impl Default for Limits {
             file_size_bytes: 64 << 30,
             open_files: 256,
             cpu_seconds: 24 * 3600,
+            isolate_network: true,
         }
     }
 }
@@ -76,8 +82,51 @@ impl Limits {
                 set(libc::RLIMIT_FSIZE, limits.file_size_bytes)?;
                 set(libc::RLIMIT_NOFILE, limits.open_files)?;
                 set(libc::RLIMIT_CPU, limits.cpu_seconds)?;
+                if limits.isolate_network {
+                    // Best effort by design: EPERM leaves the child in the parent's namespace.
+                    let _ = libc::unshare(libc::CLONE_NEWNET);
+                }
                 Ok(())
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Interfaces visible to a child started under `limits`.
+    async fn interfaces(limits: Limits) -> Vec<String> {
+        let mut cmd = tokio::process::Command::new("cat");
+        cmd.arg("/proc/self/net/dev");
+        limits.apply(&mut cmd);
+        let out = cmd.output().await.unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next().map(|n| n.trim().to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn children_get_no_network_where_the_kernel_allows() {
+        let isolated = interfaces(Limits::default()).await;
+        let shared = interfaces(Limits {
+            isolate_network: false,
+            ..Limits::default()
+        })
+        .await;
+        assert!(!shared.is_empty());
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 && std::path::Path::new("/proc/self/ns/net").exists() {
+            assert_eq!(
+                isolated,
+                vec!["lo".to_string()],
+                "root may unshare: only loopback"
+            );
+        } else {
+            eprintln!("not root: network isolation is best effort, children saw {isolated:?}");
         }
     }
 }
