@@ -33,8 +33,9 @@ lint:
 test: test-deps fmt lint
 	$(CARGO) test --locked --workspace
 	$(MAKE) deploy-check
-	$(MAKE) observability-check
-	$(MAKE) browser-test
+	# The binary `cargo test` just built (a separate `cargo build` would compile it again).
+	REELAY_BIN=target/debug/reelay scripts/check-observability.sh
+	REELAY_BIN=target/debug/reelay scripts/browser-test.sh
 
 ## /metrics of clusters and edge through promtool, Prometheus config/rules/rule tests, Grafana JSON.
 observability-check: build
