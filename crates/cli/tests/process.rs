@@ -185,6 +185,20 @@ fn kill_9_mid_job_then_restart_runs_it_again_exactly_once() {
     s.child.kill().unwrap(); // SIGKILL
     s.child.wait().unwrap();
     drop(s);
+    // Its ffmpeg dies with it (no orphan keeps encoding the job).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Command::new("pgrep")
+        .args(["-f", &id])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "an ffmpeg of the killed server is still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let s = serve(&data, port, &[]);
     let j = wait_for(&s.base, &id, Duration::from_secs(120), |j| {

@@ -82,6 +82,11 @@ impl Limits {
                 set(libc::RLIMIT_FSIZE, limits.file_size_bytes)?;
                 set(libc::RLIMIT_NOFILE, limits.open_files)?;
                 set(libc::RLIMIT_CPU, limits.cpu_seconds)?;
+                // Die with reelay: a kill -9 of the server must not leave an orphaned encoder
+                // running (the job is re-run elsewhere once its lease expires).
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if limits.isolate_network {
                     // Best effort by design: EPERM leaves the child in the parent's namespace.
                     let _ = libc::unshare(libc::CLONE_NEWNET);
