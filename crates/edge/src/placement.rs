@@ -4,20 +4,21 @@
 //!
 //! Each cluster is a pool of `capacity` job slots. From its latest `/v1/load` reading plus the
 //! placements the edge made since that reading (`pending`, so that a burst between two readings
-//! does not herd onto the cluster that looked emptiest), the number of jobs that will be ahead of
-//! a new one is `n = running + queued + pending`. With an average job length `T`, slots free up
-//! at `capacity / T` per second, so the new job starts after about
+//! does not herd onto the cluster that looked emptiest), a new job waits for the queued work and
+//! for a slot to free among the jobs whose length the reading does not tell (the `running` ones
+//! and the `pending` ones, counted at `T = default_job_seconds` each):
 //!
 //! ```text
-//! pressure = (n + 1 - capacity) · T / capacity        estimated start = max(0, pressure)
+//! pressure = backlog_seconds + (running + pending + 1 - capacity) · T / capacity
+//! estimated start = max(0, pressure)
 //! ```
 //!
-//! `T` is taken from the reading itself (`backlog_seconds · capacity / queued`, i.e. the
-//! cluster's own estimate of its queued work) and falls back to `default_job_seconds` when the
-//! queue is empty. `pressure` is deliberately not clamped when ranking: below zero it measures
-//! idle slots, so among clusters that could all start the job at once the one with the most free
-//! capacity wins, and a burst spreads in proportion to free capacity instead of filling one
-//! cluster's slots first.
+//! `backlog_seconds` is the cluster's own estimate of its queued work per slot (when it reports
+//! queued jobs without an estimate, they count at `T` too). Every term only grows with more work,
+//! so adding a job to a cluster never makes it look better. `pressure` is deliberately not
+//! clamped when ranking: below zero it measures idle slots, so among clusters that could all start
+//! the job at once the one with the most free capacity wins, and a burst spreads in proportion to
+//! free capacity instead of filling one cluster's slots first.
 //!
 //! The score adds two preferences expressed in seconds, so they trade off against waiting time:
 //! `remote_penalty_seconds` for every cluster that is not `local_cluster` (data gravity, egress)
@@ -112,16 +113,21 @@ pub fn score(c: &Candidate, policy: &Policy, has_local: bool) -> Score {
         backlog_seconds: 0.0,
     });
     let n = f64::from(load.running) + f64::from(load.queued) + f64::from(c.pending);
-    let per_job = if load.queued > 0 && load.backlog_seconds > 0.0 && load.capacity > 0 {
-        load.backlog_seconds * f64::from(load.capacity) / f64::from(load.queued)
-    } else {
-        policy.default_job_seconds
-    };
+    let per_job = policy.default_job_seconds;
     let (pressure, free_fraction) = if load.capacity == 0 {
         (NO_CAPACITY_SECONDS + n * per_job, 0.0)
     } else {
         let cap = f64::from(load.capacity);
-        ((n + 1.0 - cap) * per_job / cap, ((cap - n) / cap).max(0.0))
+        let queued_work = if load.backlog_seconds > 0.0 {
+            load.backlog_seconds
+        } else {
+            f64::from(load.queued) * per_job / cap
+        };
+        let unknown = f64::from(load.running) + f64::from(c.pending);
+        (
+            queued_work + (unknown + 1.0 - cap) * per_job / cap,
+            ((cap - n) / cap).max(0.0),
+        )
     };
     let locality = if has_local && !c.local {
         policy.remote_penalty_seconds
@@ -218,6 +224,34 @@ mod tests {
         shallow.load.as_mut().unwrap().running = 1;
         let counts = burst(vec![deep, shallow], 6, &p);
         assert!(counts[1] > counts[0], "{counts:?}");
+    }
+
+    #[test]
+    fn more_work_never_lowers_a_score() {
+        let p = Policy::default();
+        let mut base = idle(3);
+        base.load.as_mut().unwrap().running = 3;
+        let before = score(&base, &p, false).score;
+        // One short job queued behind three running ones: the cluster must not look better.
+        let mut more = base.clone();
+        let l = more.load.as_mut().unwrap();
+        l.queued = 1;
+        l.backlog_seconds = 7.0 / 3.0;
+        assert!(score(&more, &p, false).score >= before);
+        for (running, queued, pending) in [(0, 0, 0), (1, 0, 0), (3, 0, 1), (3, 2, 0), (0, 5, 2)] {
+            let mut c = idle(3);
+            let l = c.load.as_mut().unwrap();
+            (l.running, l.queued, l.backlog_seconds) = (running, queued, f64::from(queued) * 4.0);
+            c.pending = pending;
+            let s0 = score(&c, &p, false).score;
+            let mut c2 = c.clone();
+            c2.pending += 1;
+            assert!(score(&c2, &p, false).score > s0);
+            let l2 = c.load.as_mut().unwrap();
+            l2.queued += 1;
+            l2.backlog_seconds += 4.0 / 3.0;
+            assert!(score(&c, &p, false).score > s0);
+        }
     }
 
     #[test]
