@@ -187,6 +187,14 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
         state.auth.announce(&*state.store, &state.cfg.listen).await;
     }
     let pool = encodes.then(|| worker::WorkerPool::new(state.clone()));
+    if let Some(p) = &pool {
+        // Advertise the slots before the first /v1/load can be asked, so the edge never sees a
+        // freshly started cluster as one without workers.
+        let ttl = state.cfg.lease().max(Duration::from_secs(3));
+        if let Err(e) = state.store.heartbeat(&p.id, workers, ttl).await {
+            tracing::warn!(error = %e, "first worker heartbeat failed; the heartbeat loop retries");
+        }
+    }
     let pool_task = pool.clone().map(|p| tokio::spawn(p.run()));
     let app = match role {
         Role::Worker => api::ops_router()

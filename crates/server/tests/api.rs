@@ -752,15 +752,23 @@ async fn ops_endpoints_answer() {
         .await
         .unwrap();
     assert!(presets.presets.len() >= 9);
-    let load: LoadReport = s
-        .http
-        .get(s.url("/v1/load"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Capacity comes from the workers' heartbeats in the store: the first one lands just after start.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let load: LoadReport = loop {
+        let load: LoadReport = s
+            .http
+            .get(s.url("/v1/load"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if load.capacity == 2 || tokio::time::Instant::now() > deadline {
+            break load;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         (load.cluster.as_str(), load.capacity, load.accepting),
         ("local", 2, true)
