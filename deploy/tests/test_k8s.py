@@ -374,6 +374,9 @@ def test_gcp_has_pod_monitoring_and_workload_identity(all_manifests: dict[str, M
             if selects(pm["spec"]["selector"], labels):
                 scraped[dep["metadata"]["name"]] = pm["spec"]["endpoints"][0]["path"]
     assert scraped == {"video-processor": "/metrics", "reelay-api": "/metrics", "reelay-edge": "/edge/metrics"}
+    # The alert rules group by `role` (api, processor, edge): every monitor must set it.
+    for pm in monitors:
+        assert {"from": "app.kubernetes.io/component", "to": "role"} in pm["spec"]["targetLabels"]["fromPod"]
     for name in ("video-processor", "reelay-api"):
         sa = gcp.get("ServiceAccount", name)
         assert sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(".iam.gserviceaccount.com")

@@ -108,6 +108,9 @@ impl Inner {
             .zip(&self.clusters)
             .map(|(c, rt)| Candidate {
                 load: rt.load.as_ref().map(Load::from),
+                age_seconds: rt
+                    .load_read_at
+                    .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64()),
                 pending: rt
                     .pending
                     .iter()
@@ -943,6 +946,8 @@ url = "http://127.0.0.1:4"
             running,
             queued: 0,
             backlog_seconds: 0.0,
+            running_remaining_seconds: Vec::new(),
+            mean_job_seconds: None,
             accepting,
         }
     }

@@ -2,46 +2,55 @@
 //!
 //! # The model
 //!
-//! Each cluster is a pool of `capacity` job slots. From its latest `/v1/load` reading plus the
-//! placements the edge made since that reading (`pending`, so that a burst between two readings
-//! does not herd onto the cluster that looked emptiest), a new job waits for the queued work and
-//! for a slot to free among the jobs whose length the reading does not tell (the `running` ones
-//! and the `pending` ones, counted at `T = default_job_seconds` each):
+//! Each cluster is a pool of `capacity` job slots, and a new job starts when a slot is free for
+//! it after the work ahead of it. The latest `/v1/load` reading says when each slot frees: the
+//! seconds each running job has left (`running_remaining_seconds`, less the age of the reading),
+//! idle slots at zero. Ahead of the new job are, in order:
 //!
-//! ```text
-//! pressure = backlog_seconds + (running + pending + 1 - capacity) · T / capacity
-//! estimated start = max(0, pressure)
-//! ```
+//! 1. the queued work (`backlog_seconds × capacity` in total), poured into the slots that free
+//!    first like water (we know its total, not each job's length);
+//! 2. the jobs the edge placed there since the reading (`pending`, so that a burst between two
+//!    readings does not herd onto the cluster that looked emptiest), each of the cluster's mean
+//!    job length `T` (its reported `mean_job_seconds`, else `default_job_seconds`), each put in
+//!    the slot that frees first.
 //!
-//! `backlog_seconds` is the cluster's own estimate of its queued work per slot (when it reports
-//! queued jobs without an estimate, they count at `T` too). Every term only grows with more work,
-//! so adding a job to a cluster never makes it look better. `pressure` is deliberately not
-//! clamped when ranking: below zero it measures idle slots, so among clusters that could all start
-//! the job at once the one with the most free capacity wins, and a burst spreads in proportion to
-//! free capacity instead of filling one cluster's slots first.
+//! The estimated start is then the earliest slot. Running jobs a reading has no figure for (a
+//! cluster too old to report them) count as `T` each. Each step only moves slots later as work
+//! is added, so adding work never makes a cluster look better.
+//!
+//! When a slot is still free after the queued and pending jobs took theirs, the job starts at
+//! once, and the ranking value (`pressure`) goes below zero by the other free slots,
+//! `−(free − 1) / capacity × default_job_seconds`: among clusters that could all start the job
+//! now, the one with the most free capacity wins, so a burst spreads in proportion to free
+//! capacity instead of filling one cluster's slots first.
 //!
 //! The score adds two preferences expressed in seconds, so they trade off against waiting time:
 //! `remote_penalty_seconds` for every cluster that is not `local_cluster` (data gravity, egress)
 //! and `cost · cost_weight_seconds` (a spot cluster with cost 0.5 is worth waiting 5 s longer for,
-//! with the default weight). Lowest score wins; ties go to the larger free fraction, then to
-//! configuration order, so the choice is deterministic.
+//! with the default weight). Lowest score wins; ties go to the cluster with less work committed
+//! per slot, then to configuration order, so the choice is deterministic.
 //!
 //! Only eligible clusters (healthy and accepting) compete; the caller decides what to do when
 //! none is (the edge fails open to all of them).
 
 use serde::Serialize;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 
 /// Penalty standing in for "never starts" when a cluster reports no live worker slots, large
 /// enough to lose against any real queue but still ordered by queue length.
 const NO_CAPACITY_SECONDS: f64 = 1.0e7;
 
 /// The parts of a `/v1/load` reading the policy uses.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Load {
     pub capacity: u32,
     pub running: u32,
     pub queued: u32,
     pub backlog_seconds: f64,
+    /// Seconds each running job had left when the reading was taken (any order).
+    pub running_remaining: Vec<f64>,
+    pub mean_job_seconds: Option<f64>,
 }
 
 impl From<&reelay_protocol::LoadReport> for Load {
@@ -51,6 +60,8 @@ impl From<&reelay_protocol::LoadReport> for Load {
             running: r.running,
             queued: r.queued,
             backlog_seconds: r.backlog_seconds,
+            running_remaining: r.running_remaining_seconds.clone(),
+            mean_job_seconds: r.mean_job_seconds,
         }
     }
 }
@@ -59,6 +70,8 @@ impl From<&reelay_protocol::LoadReport> for Load {
 pub struct Candidate {
     /// `None` before the first reading: treated as one idle slot.
     pub load: Option<Load>,
+    /// Seconds since `load` was read; running jobs have that much less left.
+    pub age_seconds: f64,
     /// Placements made since `load` was read.
     pub pending: u32,
     pub cost: f64,
@@ -101,33 +114,139 @@ pub struct Score {
     pub estimated_start_seconds: f64,
     /// What is compared: pressure plus the locality and cost terms.
     pub score: f64,
-    /// Share of capacity not taken by running, queued or pending jobs (tie-break).
-    pub free_fraction: f64,
+    /// Seconds of work already committed per slot, queued and pending jobs included: among
+    /// equal scores the less loaded cluster wins.
+    pub committed_seconds_per_slot: f64,
+}
+
+/// A slot's free time, ordered so the heap pops the earliest.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct At(f64);
+
+impl Eq for At {}
+
+impl PartialOrd for At {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for At {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Puts `count` jobs of `length` seconds, one after the other, in whichever slot frees first.
+fn list_schedule(slots: &mut [f64], count: u64, length: f64) {
+    if count == 0 || slots.is_empty() {
+        return;
+    }
+    let mut heap: BinaryHeap<Reverse<At>> = slots.iter().map(|&t| Reverse(At(t))).collect();
+    for _ in 0..count {
+        if let Some(Reverse(At(t))) = heap.pop() {
+            heap.push(Reverse(At(t + length)));
+        }
+    }
+    for (slot, Reverse(At(t))) in slots
+        .iter_mut()
+        .zip(heap.into_sorted_vec().into_iter().rev())
+    {
+        *slot = t;
+    }
+}
+
+/// Pours `work` seconds into the earliest slots until they are level (`slots` sorted ascending).
+fn water_fill(slots: &mut [f64], work: f64) {
+    if work <= 0.0 || slots.is_empty() {
+        return;
+    }
+    let mut left = work;
+    let mut k = 1; // slots[..k] are being raised together
+    loop {
+        let level = slots[0];
+        let next = slots.get(k).copied().unwrap_or(f64::INFINITY);
+        let room = (next - level) * k as f64;
+        if room >= left {
+            let top = level + left / k as f64;
+            slots[..k].iter_mut().for_each(|s| *s = top);
+            return;
+        }
+        left -= room;
+        slots[..k].iter_mut().for_each(|s| *s = next);
+        k += 1;
+    }
+}
+
+/// Finite and non-negative, or `fallback`.
+fn seconds(x: f64, fallback: f64) -> f64 {
+    if x.is_finite() && x >= 0.0 {
+        x
+    } else {
+        fallback
+    }
 }
 
 pub fn score(c: &Candidate, policy: &Policy, has_local: bool) -> Score {
-    let load = c.load.unwrap_or(Load {
+    let load = c.load.clone().unwrap_or(Load {
         capacity: 1,
         running: 0,
         queued: 0,
         backlog_seconds: 0.0,
+        running_remaining: Vec::new(),
+        mean_job_seconds: None,
     });
-    let n = f64::from(load.running) + f64::from(load.queued) + f64::from(c.pending);
-    let per_job = policy.default_job_seconds;
-    let (pressure, free_fraction) = if load.capacity == 0 {
-        (NO_CAPACITY_SECONDS + n * per_job, 0.0)
+    let default_t = policy.default_job_seconds;
+    let t = load
+        .mean_job_seconds
+        .filter(|m| m.is_finite() && *m > 0.0)
+        .unwrap_or(default_t);
+    let (pressure, committed) = if load.capacity == 0 {
+        let n = f64::from(load.running) + f64::from(load.queued) + f64::from(c.pending);
+        (NO_CAPACITY_SECONDS + n * t, NO_CAPACITY_SECONDS)
     } else {
-        let cap = f64::from(load.capacity);
-        let queued_work = if load.backlog_seconds > 0.0 {
-            load.backlog_seconds
+        let cap = load.capacity as usize;
+        let age = seconds(c.age_seconds, 0.0);
+        // When each running job frees its slot.
+        let mut running: Vec<f64> = load
+            .running_remaining
+            .iter()
+            .map(|r| (seconds(*r, t) - age).max(0.0))
+            .collect();
+        let unknown = (load.running as usize).saturating_sub(running.len());
+        running.extend(std::iter::repeat_n(t, unknown));
+        running.sort_by(f64::total_cmp);
+        let mut slots = vec![0.0; cap];
+        for (slot, r) in slots.iter_mut().zip(running.iter()) {
+            *slot = *r;
+        }
+        slots.sort_by(f64::total_cmp);
+        // Running jobs beyond the live capacity (workers gone since) still hold their slots.
+        for r in running.iter().skip(cap) {
+            slots[0] += r;
+            slots.sort_by(f64::total_cmp);
+        }
+        let idle = slots.iter().filter(|s| **s <= 0.0).count() as u64;
+        let ahead = u64::from(load.queued) + u64::from(c.pending);
+        let queued_work = if load.backlog_seconds > 0.0 && load.backlog_seconds.is_finite() {
+            load.backlog_seconds * cap as f64
         } else {
-            f64::from(load.queued) * per_job / cap
+            f64::from(load.queued) * t
         };
-        let unknown = f64::from(load.running) + f64::from(c.pending);
-        (
-            queued_work + (unknown + 1.0 - cap) * per_job / cap,
-            ((cap - n) / cap).max(0.0),
-        )
+        water_fill(&mut slots, queued_work);
+        list_schedule(&mut slots, u64::from(c.pending), t);
+        let committed = slots.iter().sum::<f64>() / cap as f64;
+        if ahead < idle {
+            // A slot is still free for this job, even after the queued and pending ones.
+            let free_after = idle - ahead;
+            (
+                -((free_after - 1) as f64) / cap as f64 * default_t,
+                committed,
+            )
+        } else {
+            let start = slots.iter().copied().fold(f64::INFINITY, f64::min);
+            (start.max(0.0), committed)
+        }
     };
     let locality = if has_local && !c.local {
         policy.remote_penalty_seconds
@@ -138,7 +257,7 @@ pub fn score(c: &Candidate, policy: &Policy, has_local: bool) -> Score {
         pressure_seconds: pressure,
         estimated_start_seconds: pressure.max(0.0),
         score: pressure + locality + c.cost * policy.cost_weight_seconds,
-        free_fraction,
+        committed_seconds_per_slot: committed,
     }
 }
 
@@ -153,7 +272,10 @@ pub fn choose(candidates: &[Candidate], policy: &Policy) -> Option<usize> {
         .min_by(|(ia, a), (ib, b)| {
             a.score
                 .total_cmp(&b.score)
-                .then(b.free_fraction.total_cmp(&a.free_fraction))
+                .then(
+                    a.committed_seconds_per_slot
+                        .total_cmp(&b.committed_seconds_per_slot),
+                )
                 .then(ia.cmp(ib))
         })
         .map(|(i, _)| i)
@@ -170,7 +292,10 @@ mod tests {
                 running: 0,
                 queued: 0,
                 backlog_seconds: 0.0,
+                running_remaining: Vec::new(),
+                mean_job_seconds: None,
             }),
+            age_seconds: 0.0,
             pending: 0,
             cost: 1.0,
             local: false,
@@ -219,6 +344,8 @@ mod tests {
             running: 3,
             queued: 12,
             backlog_seconds: 240.0,
+            running_remaining: Vec::new(),
+            mean_job_seconds: None,
         });
         let mut shallow = idle(1);
         shallow.load.as_mut().unwrap().running = 1;
@@ -238,19 +365,25 @@ mod tests {
         l.queued = 1;
         l.backlog_seconds = 7.0 / 3.0;
         assert!(score(&more, &p, false).score >= before);
+        // The start time is a step function (a job waits for a whole slot), so one more job can
+        // leave it unchanged; the ranking, with its tie-break, still strictly worsens.
+        let rank = |c: &Candidate| {
+            let s = score(c, &p, false);
+            (s.score, s.committed_seconds_per_slot)
+        };
         for (running, queued, pending) in [(0, 0, 0), (1, 0, 0), (3, 0, 1), (3, 2, 0), (0, 5, 2)] {
             let mut c = idle(3);
             let l = c.load.as_mut().unwrap();
             (l.running, l.queued, l.backlog_seconds) = (running, queued, f64::from(queued) * 4.0);
             c.pending = pending;
-            let s0 = score(&c, &p, false).score;
+            let r0 = rank(&c);
             let mut c2 = c.clone();
             c2.pending += 1;
-            assert!(score(&c2, &p, false).score > s0);
+            assert!(rank(&c2) > r0, "{c:?}");
             let l2 = c.load.as_mut().unwrap();
             l2.queued += 1;
             l2.backlog_seconds += 4.0 / 3.0;
-            assert!(score(&c, &p, false).score > s0);
+            assert!(rank(&c) > r0, "{c:?}");
         }
     }
 
@@ -264,6 +397,8 @@ mod tests {
             running: 2,
             queued: 4,
             backlog_seconds: 1200.0,
+            running_remaining: Vec::new(),
+            mean_job_seconds: None,
         });
         let mut short = long.clone();
         short.load.as_mut().unwrap().backlog_seconds = 120.0;
@@ -279,11 +414,12 @@ mod tests {
         let free = score(&idle(3), &p, false);
         assert_eq!(free.estimated_start_seconds, 0.0);
         assert!(free.pressure_seconds < 0.0);
-        assert_eq!(free.free_fraction, 1.0);
+        assert_eq!(free.committed_seconds_per_slot, 0.0);
         let mut full = idle(2);
         full.load.as_mut().unwrap().running = 2;
-        full.pending = 2; // two ahead once the slots free: (4 + 1 - 2) · 60 / 2
-        assert_eq!(score(&full, &p, false).estimated_start_seconds, 90.0);
+        // Two running jobs of unknown length (60 s each), then two pending ones, one per slot.
+        full.pending = 2;
+        assert_eq!(score(&full, &p, false).estimated_start_seconds, 120.0);
     }
 
     #[test]
@@ -351,5 +487,183 @@ mod tests {
         let mut unknown = idle(1);
         unknown.load = None;
         assert_eq!(score(&unknown, &p, false), score(&idle(1), &p, false));
+    }
+
+    /// A cluster whose running jobs have these seconds left (one slot each).
+    fn running(remaining: &[f64], capacity: u32) -> Candidate {
+        let mut c = idle(capacity);
+        let l = c.load.as_mut().unwrap();
+        l.running = remaining.len() as u32;
+        l.running_remaining = remaining.to_vec();
+        l.mean_job_seconds = Some(8.0);
+        c
+    }
+
+    #[test]
+    fn the_slot_that_frees_first_wins() {
+        let p = Policy::default();
+        // gcp's one job ends in 2 s; every aws slot is busy for 12 s or more.
+        let aws = running(&[12.0, 13.0, 14.0], 3);
+        let gcp = running(&[2.0], 1);
+        assert_eq!(choose(&[aws.clone(), gcp.clone()], &p), Some(1));
+        assert_eq!(score(&gcp, &p, false).estimated_start_seconds, 2.0);
+        // The other way round: one aws slot frees in a second.
+        let aws = running(&[1.0, 13.0, 14.0], 3);
+        let gcp = running(&[14.0], 1);
+        assert_eq!(choose(&[aws, gcp], &p), Some(0));
+    }
+
+    #[test]
+    fn an_older_reading_has_less_left() {
+        let p = Policy::default();
+        let fresh = running(&[1.0, 9.0, 9.0], 3);
+        let mut old = running(&[3.0], 1);
+        assert_eq!(choose(&[fresh.clone(), old.clone()], &p), Some(0));
+        old.age_seconds = 2.5;
+        assert!((score(&old, &p, false).estimated_start_seconds - 0.5).abs() < 1e-9);
+        assert_eq!(choose(&[fresh, old.clone()], &p), Some(1));
+        // Past its remaining time the slot counts as free, never as negative time.
+        old.age_seconds = 100.0;
+        let s = score(&old, &p, false);
+        assert_eq!(s.estimated_start_seconds, 0.0);
+        assert_eq!(s.committed_seconds_per_slot, 0.0);
+    }
+
+    #[test]
+    fn pending_jobs_take_the_earliest_slots_at_the_mean_length() {
+        let p = Policy::default();
+        let mut c = running(&[1.0, 5.0, 9.0], 3);
+        c.pending = 1; // 8 s in the slot free at 1 s: slots 9, 5, 9
+        assert_eq!(score(&c, &p, false).estimated_start_seconds, 5.0);
+        c.pending = 2; // then 8 s in the slot free at 5 s: 9, 13, 9
+        assert_eq!(score(&c, &p, false).estimated_start_seconds, 9.0);
+    }
+
+    #[test]
+    fn queued_work_fills_the_earliest_slots_first() {
+        let p = Policy::default();
+        let mut c = running(&[2.0, 4.0, 10.0], 3);
+        let l = c.load.as_mut().unwrap();
+        l.queued = 2;
+        l.backlog_seconds = 2.0; // 6 s in all: 2 s lifts slot 1 to 4, 4 s lifts both to 6
+        assert!((score(&c, &p, false).estimated_start_seconds - 6.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn running_jobs_without_a_figure_count_at_the_job_length() {
+        let p = Policy::default();
+        // An older cluster reports only a count: each running job counts as T.
+        let mut old = idle(2);
+        old.load.as_mut().unwrap().running = 2;
+        assert_eq!(score(&old, &p, false).estimated_start_seconds, 60.0);
+        old.load.as_mut().unwrap().mean_job_seconds = Some(10.0);
+        assert_eq!(score(&old, &p, false).estimated_start_seconds, 10.0);
+        // Half reported: the reported one frees first.
+        old.load.as_mut().unwrap().running_remaining = vec![3.0];
+        assert_eq!(score(&old, &p, false).estimated_start_seconds, 3.0);
+    }
+
+    #[test]
+    fn more_running_jobs_than_slots_stack_on_the_earliest() {
+        let p = Policy::default();
+        // Capacity fell to 1 (a worker left) while 2 jobs still run.
+        let c = running(&[4.0, 6.0], 1);
+        assert_eq!(score(&c, &p, false).estimated_start_seconds, 10.0);
+    }
+
+    #[test]
+    fn garbage_figures_stay_finite() {
+        let p = Policy::default();
+        let mut c = running(&[f64::NAN, -3.0, f64::INFINITY], 3);
+        let l = c.load.as_mut().unwrap();
+        l.mean_job_seconds = Some(f64::NAN);
+        l.backlog_seconds = f64::INFINITY;
+        l.queued = 4;
+        let s = score(&c, &p, false);
+        assert!(
+            s.score.is_finite() && s.estimated_start_seconds >= 0.0,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn water_fill_and_list_schedule() {
+        let mut s = vec![0.0, 2.0, 10.0];
+        water_fill(&mut s, 5.0);
+        assert_eq!(s, vec![3.5, 3.5, 10.0]);
+        water_fill(&mut s, 100.0);
+        assert!(
+            s.iter().all(|x| (x - (17.0 + 100.0) / 3.0).abs() < 1e-9),
+            "{s:?}"
+        );
+        let mut s = vec![1.0, 5.0, 9.0];
+        list_schedule(&mut s, 3, 8.0);
+        s.sort_by(f64::total_cmp);
+        assert_eq!(s, vec![9.0, 13.0, 17.0]);
+    }
+
+    /// Small deterministic generator, so the property test needs no extra crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[test]
+    fn adding_any_kind_of_work_never_lowers_a_score_randomised() {
+        let p = Policy::default();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..20_000 {
+            let cap = rng.below(5) as u32;
+            let n_run = rng.below(7) as usize;
+            let remaining: Vec<f64> = (0..n_run).map(|_| rng.below(300) as f64 / 10.0).collect();
+            let mut c = running(&remaining, cap);
+            let l = c.load.as_mut().unwrap();
+            l.capacity = cap;
+            l.running = n_run as u32 + rng.below(2) as u32; // sometimes one without a figure
+            l.queued = rng.below(5) as u32;
+            // A cluster with queued jobs reports their work (an unknown backlog is the
+            // fallback, and learning it is new information, not new work).
+            l.backlog_seconds = if l.queued > 0 {
+                (1 + rng.below(200)) as f64 / 10.0
+            } else {
+                0.0
+            };
+            l.mean_job_seconds = [None, Some(8.0), Some(30.0)][rng.below(3) as usize];
+            c.pending = rng.below(4) as u32;
+            c.age_seconds = rng.below(50) as f64 / 10.0;
+            let before = score(&c, &p, false).score;
+            let mut more = c.clone();
+            let l = more.load.as_mut().unwrap();
+            match rng.below(5) {
+                0 => more.pending += 1,
+                1 => {
+                    l.queued += 1;
+                    l.backlog_seconds += (1 + rng.below(100)) as f64 / 10.0;
+                }
+                2 => {
+                    l.running += 1;
+                    l.running_remaining.push(rng.below(300) as f64 / 10.0);
+                }
+                3 => {
+                    if let Some(r) = l.running_remaining.first_mut() {
+                        *r += 1.0 + rng.below(50) as f64 / 10.0;
+                    }
+                }
+                _ => l.backlog_seconds += rng.below(100) as f64 / 10.0,
+            }
+            let after = score(&more, &p, false).score;
+            assert!(
+                after >= before - 1e-9,
+                "{c:?} -> {more:?}: {before} > {after}"
+            );
+        }
     }
 }

@@ -253,6 +253,38 @@ cost = 0.5
     }
 
     #[test]
+    fn only_retry_safe_upstreams_keep_connections_alive() {
+        let (cfg, views) = sample(Mode::Reelay);
+        let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+        for name in ["owner_aws", "owner_gcp", "reelay_any", "reelay_controller"] {
+            let b = block(&text, &format!("upstream {name} {{"));
+            assert!(b.contains("keepalive "), "{name}: {b}");
+            assert!(b.contains("keepalive_timeout 10s;"), "{name}: {b}");
+        }
+        // A POST on a kept-alive connection the cluster just closed could not be retried.
+        for name in [
+            "cluster_aws",
+            "cluster_gcp",
+            "reelay_fallback",
+            "reelay_round_robin",
+            "reelay_least_conn",
+        ] {
+            let b = block(&text, &format!("upstream {name} {{"));
+            assert!(!b.contains("keepalive"), "{name}: {b}");
+            assert!(b.contains(&format!("zone {name} 64k;")), "{name}: {b}");
+        }
+        // Keep-alive needs HTTP/1.1 without "Connection: close", in the placement call too.
+        assert!(text.contains("proxy_http_version 1.1;"));
+        let place = &text[text.find("location = /_reelay/place").unwrap()..];
+        let place = &place[..place.find("\n        }").unwrap()];
+        assert!(
+            place.contains("proxy_set_header Connection \"\";"),
+            "{place}"
+        );
+        assert!(place.contains("proxy_next_upstream error;"), "{place}");
+    }
+
+    #[test]
     fn error_pages_are_json() {
         let (cfg, views) = sample(Mode::Reelay);
         let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();

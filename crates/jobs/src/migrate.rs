@@ -33,6 +33,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "tokens",
         sql: include_str!("../migrations/sqlite/0003_tokens.sql"),
     },
+    Migration {
+        version: 4,
+        name: "attempt_started",
+        sql: include_str!("../migrations/sqlite/0004_attempt_started.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -50,6 +55,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "tokens",
         sql: include_str!("../migrations/postgres/0003_tokens.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "attempt_started",
+        sql: include_str!("../migrations/postgres/0004_attempt_started.sql"),
     },
 ];
 

@@ -152,6 +152,17 @@ pub struct QueueCounts {
     pub queued_estimated_seconds: f64,
 }
 
+/// What the store knows about one running attempt, for estimating when its slot frees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunningAttempt {
+    /// The job's estimated encode seconds (its input's duration × renditions).
+    pub estimated_seconds: f64,
+    /// When this attempt was claimed (not the job's first start, which retries keep).
+    pub claimed_at: Millis,
+    /// 0.0 ..= 1.0, as last reported by the worker.
+    pub progress: f64,
+}
+
 /// An API token as stored: never the secret, only its hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiToken {

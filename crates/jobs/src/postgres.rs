@@ -24,7 +24,7 @@ use crate::migrate::{self, POSTGRES_MIGRATIONS};
 use crate::model::{
     now_millis, scopes_from_column, scopes_to_column, ApiToken, CancelOutcome, Claim,
     CreateOutcome, FailOutcome, Job, Millis, NewJob, NewToken, QueueCounts, RenewOutcome,
-    StoredOutput,
+    RunningAttempt, StoredOutput,
 };
 use crate::store::{JobStore, StoreError};
 use reelay_protocol::{ErrorDetail, JobStatus};
@@ -504,13 +504,14 @@ impl JobStore for PgStore {
             let lease_expires_at = millis_after(now, lease);
             sqlx::query(
                 "UPDATE tasks SET status = $1, attempts = $2, lease_owner = $3,
-                     lease_expires_at = $4
-                 WHERE id = $5",
+                     lease_expires_at = $4, claimed_at = $5
+                 WHERE id = $6",
             )
             .bind(RUNNING)
             .bind(attempt)
             .bind(worker_id)
             .bind(lease_expires_at)
+            .bind(now)
             .bind(&task_id)
             .execute(&mut *tx)
             .await?;
@@ -783,6 +784,18 @@ impl JobStore for PgStore {
         })
     }
 
+    async fn running_attempts(&self) -> Result<Vec<RunningAttempt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT j.estimated_seconds, t.claimed_at, j.progress
+             FROM tasks t JOIN jobs j ON j.id = t.job_id
+             WHERE t.status = $1",
+        )
+        .bind(RUNNING)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(running_attempt).collect()
+    }
+
     async fn heartbeat(
         &self,
         worker_id: &str,
@@ -908,6 +921,17 @@ fn token_from_row(row: &PgRow) -> Result<ApiToken, StoreError> {
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
         revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// A row of the running-attempts query; a task claimed before `claimed_at` existed counts as
+/// claimed now.
+fn running_attempt(row: &sqlx::postgres::PgRow) -> Result<RunningAttempt, StoreError> {
+    let claimed_at: Option<Millis> = row.try_get("claimed_at")?;
+    Ok(RunningAttempt {
+        estimated_seconds: row.try_get("estimated_seconds")?,
+        claimed_at: claimed_at.unwrap_or_else(now_millis),
+        progress: row.try_get("progress")?,
     })
 }
 

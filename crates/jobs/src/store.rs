@@ -2,7 +2,7 @@
 
 use crate::model::{
     ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, NewJob, NewToken, QueueCounts,
-    RenewOutcome, StoredOutput,
+    RenewOutcome, RunningAttempt, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::time::Duration;
@@ -118,6 +118,9 @@ pub trait JobStore: Send + Sync + 'static {
     async fn cancel(&self, id: &str) -> Result<CancelOutcome, StoreError>;
 
     async fn counts(&self) -> Result<QueueCounts, StoreError>;
+
+    /// Every running attempt (at most the cluster's slots, so a small list), for the load report.
+    async fn running_attempts(&self) -> Result<Vec<RunningAttempt>, StoreError>;
 
     /// Records that `worker_id` is alive with `slots` job slots for `ttl` from now. Workers
     /// call it periodically; api replicas read the sum through [`JobStore::live_capacity`].

@@ -864,12 +864,34 @@ pub async fn counts(store: &dyn JobStore) {
     assert_eq!(counts.running, 1);
     assert!((counts.queued_estimated_seconds - 23.5).abs() < 1e-9);
 
+    // The running attempt, with its estimate, claim time and reported progress.
+    let before = crate::model::now_millis();
+    let running = store.running_attempts().await.expect("running attempts");
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(running[0].estimated_seconds, 100.0);
+    assert_eq!(running[0].progress, 0.0);
+    assert!(
+        running[0].claimed_at <= before && before - running[0].claimed_at < 60_000,
+        "claimed_at {} vs now {before}",
+        running[0].claimed_at
+    );
+    assert_eq!(
+        store
+            .renew(&claim.task_id, "w", claim.attempt, LONG_LEASE, Some(0.4))
+            .await
+            .expect("renew"),
+        crate::model::RenewOutcome::Renewed
+    );
+    let running = store.running_attempts().await.expect("running attempts");
+    assert_eq!(running[0].progress, 0.4);
+
     assert!(store
         .complete(&claim.task_id, "w", 1, vec![])
         .await
         .expect("complete"));
     let counts = store.counts().await.expect("counts");
     assert_eq!((counts.queued, counts.running), (2, 0));
+    assert!(store.running_attempts().await.expect("running").is_empty());
     store.ping().await.expect("ping");
 }
 

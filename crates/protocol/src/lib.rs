@@ -202,6 +202,13 @@ pub struct LoadReport {
     /// Estimated seconds of encoding work waiting in the queue, divided over capacity.
     pub backlog_seconds: f64,
     pub accepting: bool,
+    /// Estimated seconds each running job has left, ascending: when the next slots free up.
+    /// Absent from older clusters (the edge then assumes a default job length).
+    #[serde(default)]
+    pub running_remaining_seconds: Vec<f64>,
+    /// Mean estimated length of the running and queued jobs; `None` when there are none.
+    #[serde(default)]
+    pub mean_job_seconds: Option<f64>,
 }
 
 /// One entry of `GET /v1/presets`.

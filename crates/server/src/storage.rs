@@ -41,6 +41,9 @@ pub struct Storage {
     inner: Arc<dyn ObjectStore>,
     /// Present for S3 and GCS: lets downloads be redirects to presigned URLs.
     signer: Option<(Arc<dyn object_store::signer::Signer>, String)>,
+    /// The directory of a local store: a worker hard-links an input from there instead of
+    /// copying gigabytes into its working directory.
+    local_root: Option<std::path::PathBuf>,
     /// Shown in logs and /readyz; never contains credentials.
     pub description: String,
 }
@@ -68,16 +71,19 @@ impl Storage {
             return Ok(Storage {
                 inner: Arc::new(fs),
                 signer: None,
+                local_root: Some(dir.clone()),
                 description: format!("local directory {}", dir.display()),
             });
         };
         let parsed = url::Url::parse(url).map_err(|e| bad(url, &e.to_string()))?;
         let prefix = parsed.path().trim_matches('/').to_string();
         let mut signer: Option<(Arc<dyn object_store::signer::Signer>, String)> = None;
+        let mut local_root = None;
         let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
             "file" => {
                 let dir = std::path::PathBuf::from(parsed.path());
                 std::fs::create_dir_all(&dir)?;
+                local_root = Some(dir.clone());
                 Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir)?)
             }
             "s3" => {
@@ -115,6 +121,7 @@ impl Storage {
         Ok(Storage {
             inner,
             signer,
+            local_root,
             description: format!("{}://{host}/{prefix}", parsed.scheme()),
         })
     }
@@ -191,8 +198,13 @@ impl Storage {
         Ok(Some(res.bytes().await.map_err(map_err)?.to_vec()))
     }
 
-    /// Streams an object into a local file.
+    /// Streams an object into a local file; from a local store, a hard link when the file
+    /// system allows it (readers only: the job's working directory is removed, never written
+    /// through).
     pub async fn get_to_file(&self, key: &str, file: &Path) -> Result<u64, StorageError> {
+        if let Some(n) = self.link_local(key, file).await {
+            return Ok(n);
+        }
         let res = self.inner.get(&ObjPath::from(key)).await.map_err(map_err)?;
         let mut stream = res.into_stream();
         let mut out = tokio::fs::File::create(file).await?;
@@ -204,6 +216,29 @@ impl Storage {
         }
         out.flush().await?;
         Ok(n)
+    }
+
+    /// `None` whenever linking is not possible (another store, another file system, a key the
+    /// local store would have encoded differently): the caller copies instead.
+    async fn link_local(&self, key: &str, file: &Path) -> Option<u64> {
+        let root = self.local_root.as_ref()?;
+        if !valid_user_key(key) {
+            return None;
+        }
+        let src = root.join(key);
+        let dst = file.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let meta = std::fs::symlink_metadata(&src).ok()?;
+            if !meta.file_type().is_file() {
+                return None;
+            }
+            let _ = std::fs::remove_file(&dst);
+            std::fs::hard_link(&src, &dst).ok()?;
+            Some(meta.len())
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, StorageError> {
@@ -407,8 +442,25 @@ mod tests {
             data.len() as u64
         );
         let back = dir.path().join("back.bin");
+        std::fs::write(&back, b"an older file in the way").unwrap();
         st.get_to_file("a/b/big.bin", &back).await.unwrap();
         assert_eq!(std::fs::read(&back).unwrap(), data);
+        // Same file system: linked, not copied; removing the link leaves the object.
+        {
+            use std::os::unix::fs::MetadataExt;
+            let stored = dir.path().join("storage/a/b/big.bin");
+            assert_eq!(
+                std::fs::metadata(&back).unwrap().ino(),
+                std::fs::metadata(&stored).unwrap().ino()
+            );
+            std::fs::remove_file(&back).unwrap();
+            assert_eq!(std::fs::read(&stored).unwrap(), data);
+        }
+        // A missing object is still NotFound, not an I/O error from the link attempt.
+        assert!(matches!(
+            st.get_to_file("a/b/none.bin", &back).await,
+            Err(StorageError::NotFound(_))
+        ));
         let part: Vec<u8> = st
             .get_range("a/b/big.bin", Some(10..20))
             .await

@@ -883,3 +883,53 @@ async fn listing_filters_and_pages() {
         .unwrap();
     assert!(failed.jobs.is_empty());
 }
+
+/// While a job runs, `/v1/load` says how long it has left (what the edge places by), and the
+/// figure counts down; once it ends the list is empty again.
+#[tokio::test]
+async fn load_reports_what_running_jobs_have_left() {
+    // Real-time input: a 2 s clip keeps its slot for about 2 s however fast the machine is.
+    let s = TestServer::start_with(|c| {
+        c.workers = 1;
+        c.tools.realtime_input = true;
+    })
+    .await;
+    let clip = clip(s.dir.path(), "rt.mp4", 160, 120, 2.0, false);
+    let load = || async {
+        s.http
+            .get(s.url("/v1/load"))
+            .send()
+            .await
+            .unwrap()
+            .json::<LoadReport>()
+            .await
+            .unwrap()
+    };
+    let job = s
+        .submit_ok(&clip, r#"{"outputs":[{"preset":"mp4-360p"}]}"#)
+        .await;
+    s.wait_for(&job.id, Duration::from_secs(30), |j| {
+        j.status == JobStatus::Running
+    })
+    .await;
+    let first = load().await;
+    assert_eq!(first.running, 1, "{first:?}");
+    assert_eq!(first.running_remaining_seconds.len(), 1, "{first:?}");
+    let left = first.running_remaining_seconds[0];
+    assert!(left > 0.0 && left <= 2.0, "{first:?}");
+    let mean = first.mean_job_seconds.unwrap_or(0.0);
+    assert!((1.9..=2.1).contains(&mean), "{first:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let later = load().await;
+    if later.running == 1 {
+        assert!(
+            later.running_remaining_seconds[0] < left,
+            "{first:?} then {later:?}"
+        );
+    }
+    let done = s.wait(&job.id, Duration::from_secs(30)).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let idle = load().await;
+    assert!(idle.running_remaining_seconds.is_empty(), "{idle:?}");
+    assert_eq!((idle.running, idle.mean_job_seconds), (0, None));
+}

@@ -19,15 +19,15 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
     let c = st.store.counts().await?;
     // Shared through the store, so an api replica without workers still knows the cluster's slots.
     let capacity = st.store.live_capacity().await?;
-    Ok(Json(LoadReport {
-        cluster: st.cfg.cluster.clone(),
+    let running = st.store.running_attempts().await?;
+    Ok(Json(crate::load::report(
+        &st.cfg.cluster,
         capacity,
-        running: c.running,
-        queued: c.queued,
-        backlog_seconds: (c.queued_estimated_seconds / capacity.max(1) as f64 * 10.0).round()
-            / 10.0,
-        accepting: st.is_accepting(),
-    }))
+        &c,
+        &running,
+        st.is_accepting(),
+        reelay_jobs::now_millis(),
+    )))
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {
