@@ -695,6 +695,8 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"{tool} not found")
 
+    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so `finally` stops every process.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t_start = time.monotonic()
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     slots = 4

@@ -159,8 +159,8 @@ pub struct RunningAttempt {
     pub estimated_seconds: f64,
     /// When this attempt was claimed (not the job's first start, which retries keep).
     pub claimed_at: Millis,
-    /// 0.0 ..= 1.0, as last reported by the worker.
-    pub progress: f64,
+    /// When the worker expects to finish (from ffmpeg's encode speed); `None` until it encodes.
+    pub eta_at: Option<Millis>,
 }
 
 /// An API token as stored: never the secret, only its hash.

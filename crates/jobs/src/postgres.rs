@@ -504,7 +504,7 @@ impl JobStore for PgStore {
             let lease_expires_at = millis_after(now, lease);
             sqlx::query(
                 "UPDATE tasks SET status = $1, attempts = $2, lease_owner = $3,
-                     lease_expires_at = $4, claimed_at = $5
+                     lease_expires_at = $4, claimed_at = $5, eta_at = NULL
                  WHERE id = $6",
             )
             .bind(RUNNING)
@@ -552,6 +552,7 @@ impl JobStore for PgStore {
         attempt: u32,
         lease: Duration,
         progress: Option<f64>,
+        eta_at: Option<Millis>,
     ) -> Result<RenewOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         let Some(task) = lock_task(&mut tx, task_id).await? else {
@@ -566,8 +567,9 @@ impl JobStore for PgStore {
             _ => return unchanged(tx, RenewOutcome::LeaseLost).await,
         }
         let now = now_millis();
-        sqlx::query("UPDATE tasks SET lease_expires_at = $1 WHERE id = $2")
+        sqlx::query("UPDATE tasks SET lease_expires_at = $1, eta_at = $2 WHERE id = $3")
             .bind(millis_after(now, lease))
+            .bind(eta_at)
             .bind(task_id)
             .execute(&mut *tx)
             .await?;
@@ -786,7 +788,7 @@ impl JobStore for PgStore {
 
     async fn running_attempts(&self) -> Result<Vec<RunningAttempt>, StoreError> {
         let rows = sqlx::query(
-            "SELECT j.estimated_seconds, t.claimed_at, j.progress
+            "SELECT j.estimated_seconds, t.claimed_at, t.eta_at
              FROM tasks t JOIN jobs j ON j.id = t.job_id
              WHERE t.status = $1",
         )
@@ -931,7 +933,7 @@ fn running_attempt(row: &sqlx::postgres::PgRow) -> Result<RunningAttempt, StoreE
     Ok(RunningAttempt {
         estimated_seconds: row.try_get("estimated_seconds")?,
         claimed_at: claimed_at.unwrap_or_else(now_millis),
-        progress: row.try_get("progress")?,
+        eta_at: row.try_get("eta_at")?,
     })
 }
 
@@ -1141,7 +1143,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .renew(&claim.task_id, "w", 1, LEASE, Some(0.5))
+                .renew(&claim.task_id, "w", 1, LEASE, Some(0.5), None)
                 .await
                 .expect("renew"),
             RenewOutcome::Renewed
@@ -1175,7 +1177,7 @@ mod tests {
                 .expect("release");
             assert_eq!(
                 store
-                    .renew(&claim.task_id, "w1", 1, LEASE, None)
+                    .renew(&claim.task_id, "w1", 1, LEASE, None, None)
                     .await
                     .expect("renew"),
                 RenewOutcome::LeaseLost
@@ -1204,7 +1206,7 @@ mod tests {
             ));
             assert_eq!(
                 store
-                    .renew(&again.task_id, "w2", 1, LEASE, None)
+                    .renew(&again.task_id, "w2", 1, LEASE, None, None)
                     .await
                     .expect("renew"),
                 RenewOutcome::Cancelled

@@ -425,7 +425,7 @@ impl JobStore for SqliteStore {
             let lease_expires_at = millis_after(now, lease);
             sqlx::query(
                 "UPDATE tasks SET status = ?, attempts = ?, lease_owner = ?, lease_expires_at = ?,
-                     claimed_at = ?
+                     claimed_at = ?, eta_at = NULL
                  WHERE id = ?",
             )
             .bind(RUNNING)
@@ -473,6 +473,7 @@ impl JobStore for SqliteStore {
         attempt: u32,
         lease: Duration,
         progress: Option<f64>,
+        eta_at: Option<Millis>,
     ) -> Result<RenewOutcome, StoreError> {
         let mut tx = self.write_tx().await?;
         let Some(task) = fetch_task(&mut tx, task_id).await? else {
@@ -487,8 +488,9 @@ impl JobStore for SqliteStore {
             _ => return Ok(RenewOutcome::LeaseLost),
         }
         let now = now_millis();
-        sqlx::query("UPDATE tasks SET lease_expires_at = ? WHERE id = ?")
+        sqlx::query("UPDATE tasks SET lease_expires_at = ?, eta_at = ? WHERE id = ?")
             .bind(millis_after(now, lease))
+            .bind(eta_at)
             .bind(task_id)
             .execute(&mut *tx)
             .await?;
@@ -699,7 +701,7 @@ impl JobStore for SqliteStore {
 
     async fn running_attempts(&self) -> Result<Vec<RunningAttempt>, StoreError> {
         let rows = sqlx::query(
-            "SELECT j.estimated_seconds, t.claimed_at, j.progress
+            "SELECT j.estimated_seconds, t.claimed_at, t.eta_at
              FROM tasks t JOIN jobs j ON j.id = t.job_id
              WHERE t.status = ?",
         )
@@ -843,7 +845,7 @@ fn running_attempt(row: &sqlx::sqlite::SqliteRow) -> Result<RunningAttempt, Stor
     Ok(RunningAttempt {
         estimated_seconds: row.try_get("estimated_seconds")?,
         claimed_at: claimed_at.unwrap_or_else(now_millis),
-        progress: row.try_get("progress")?,
+        eta_at: row.try_get("eta_at")?,
     })
 }
 
@@ -889,7 +891,14 @@ mod tests {
             .expect("claim")
             .expect("claimable");
         store
-            .renew(&claim.task_id, "w", 1, Duration::from_secs(60), Some(0.5))
+            .renew(
+                &claim.task_id,
+                "w",
+                1,
+                Duration::from_secs(60),
+                Some(0.5),
+                None,
+            )
             .await
             .expect("renew");
         let before = store.get_job(&job.id).await.expect("get").expect("job");
@@ -912,7 +921,7 @@ mod tests {
         // The lease survived too: the worker can carry on where it was.
         assert_eq!(
             reopened
-                .renew(&claim.task_id, "w", 1, Duration::from_secs(60), None)
+                .renew(&claim.task_id, "w", 1, Duration::from_secs(60), None, None)
                 .await
                 .expect("renew"),
             RenewOutcome::Renewed

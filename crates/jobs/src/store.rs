@@ -1,8 +1,8 @@
 //! The storage contract shared by every backend.
 
 use crate::model::{
-    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, NewJob, NewToken, QueueCounts,
-    RenewOutcome, RunningAttempt, StoredOutput,
+    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, Millis, NewJob, NewToken,
+    QueueCounts, RenewOutcome, RunningAttempt, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::time::Duration;
@@ -80,6 +80,7 @@ pub trait JobStore: Send + Sync + 'static {
         attempt: u32,
         lease: Duration,
         progress: Option<f64>,
+        eta_at: Option<Millis>,
     ) -> Result<RenewOutcome, StoreError>;
 
     /// Marks the job succeeded with these outputs, progress 1, finished_at — ONLY if `worker_id`

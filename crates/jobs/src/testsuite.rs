@@ -361,7 +361,7 @@ pub async fn concurrent_cancel_and_complete(store: Arc<dyn JobStore>) {
             tokio::spawn(async move {
                 let task = &claim.task_id;
                 let renewed = store
-                    .renew(task, "w", claim.attempt, LONG_LEASE, Some(0.5))
+                    .renew(task, "w", claim.attempt, LONG_LEASE, Some(0.5), None)
                     .await
                     .expect("renew");
                 assert_ne!(renewed, RenewOutcome::LeaseLost);
@@ -431,7 +431,14 @@ pub async fn lease_expiry_takeover(store: &dyn JobStore) {
         .expect("claimable");
     assert_eq!(
         store
-            .renew(&first.task_id, "worker-old", 1, SHORT_LEASE, Some(0.25))
+            .renew(
+                &first.task_id,
+                "worker-old",
+                1,
+                SHORT_LEASE,
+                Some(0.25),
+                None
+            )
             .await
             .expect("renew"),
         RenewOutcome::Renewed
@@ -440,14 +447,14 @@ pub async fn lease_expiry_takeover(store: &dyn JobStore) {
     // Someone else's identity or a wrong attempt number is not the owner.
     assert_eq!(
         store
-            .renew(&first.task_id, "worker-x", 1, SHORT_LEASE, None)
+            .renew(&first.task_id, "worker-x", 1, SHORT_LEASE, None, None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
     );
     assert_eq!(
         store
-            .renew(&first.task_id, "worker-old", 2, SHORT_LEASE, None)
+            .renew(&first.task_id, "worker-old", 2, SHORT_LEASE, None, None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
@@ -474,7 +481,7 @@ pub async fn lease_expiry_takeover(store: &dyn JobStore) {
     let task = &first.task_id;
     assert_eq!(
         store
-            .renew(task, "worker-old", 1, SHORT_LEASE, Some(0.9))
+            .renew(task, "worker-old", 1, SHORT_LEASE, Some(0.9), None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
@@ -512,7 +519,7 @@ pub async fn lease_expiry_takeover(store: &dyn JobStore) {
         .expect("complete"));
     assert_eq!(
         store
-            .renew(task, "worker-new", 2, LONG_LEASE, None)
+            .renew(task, "worker-new", 2, LONG_LEASE, None, None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
@@ -565,7 +572,7 @@ pub async fn lease_expiry_exhausts_attempts(store: &dyn JobStore) {
     // The last worker waking up late changes nothing.
     assert_eq!(
         store
-            .renew(&last.task_id, "w2", 2, LONG_LEASE, Some(0.9))
+            .renew(&last.task_id, "w2", 2, LONG_LEASE, Some(0.9), None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
@@ -589,7 +596,7 @@ pub async fn fail_with_retry(store: &dyn JobStore) {
         .expect("claim")
         .expect("claimable");
     store
-        .renew(&first.task_id, "w1", 1, LONG_LEASE, Some(0.5))
+        .renew(&first.task_id, "w1", 1, LONG_LEASE, Some(0.5), None)
         .await
         .expect("renew");
     let before = now_millis();
@@ -735,7 +742,7 @@ pub async fn cancel(store: &dyn JobStore) {
     assert!(job.finished_at.is_some());
     assert_eq!(
         store
-            .renew(&claim.task_id, "w1", 1, LONG_LEASE, Some(0.5))
+            .renew(&claim.task_id, "w1", 1, LONG_LEASE, Some(0.5), None)
             .await
             .expect("renew"),
         RenewOutcome::Cancelled
@@ -798,7 +805,7 @@ pub async fn release(store: &dyn JobStore) {
         .expect("claim")
         .expect("claimable");
     store
-        .renew(&claim.task_id, "w1", 1, LONG_LEASE, Some(0.4))
+        .renew(&claim.task_id, "w1", 1, LONG_LEASE, Some(0.4), None)
         .await
         .expect("renew");
     store
@@ -811,7 +818,7 @@ pub async fn release(store: &dyn JobStore) {
     assert_eq!(released.progress, 0.0);
     assert_eq!(
         store
-            .renew(&claim.task_id, "w1", 1, LONG_LEASE, None)
+            .renew(&claim.task_id, "w1", 1, LONG_LEASE, None, None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
@@ -869,7 +876,10 @@ pub async fn counts(store: &dyn JobStore) {
     let running = store.running_attempts().await.expect("running attempts");
     assert_eq!(running.len(), 1, "{running:?}");
     assert_eq!(running[0].estimated_seconds, 100.0);
-    assert_eq!(running[0].progress, 0.0);
+    assert_eq!(
+        running[0].eta_at, None,
+        "no estimate before the worker reports one"
+    );
     assert!(
         running[0].claimed_at <= before && before - running[0].claimed_at < 60_000,
         "claimed_at {} vs now {before}",
@@ -877,13 +887,20 @@ pub async fn counts(store: &dyn JobStore) {
     );
     assert_eq!(
         store
-            .renew(&claim.task_id, "w", claim.attempt, LONG_LEASE, Some(0.4))
+            .renew(
+                &claim.task_id,
+                "w",
+                claim.attempt,
+                LONG_LEASE,
+                Some(0.4),
+                Some(before + 7_000)
+            )
             .await
             .expect("renew"),
         crate::model::RenewOutcome::Renewed
     );
     let running = store.running_attempts().await.expect("running attempts");
-    assert_eq!(running[0].progress, 0.4);
+    assert_eq!(running[0].eta_at, Some(before + 7_000));
 
     assert!(store
         .complete(&claim.task_id, "w", 1, vec![])

@@ -22,6 +22,22 @@ impl Progress {
         }
         (self.out_time / duration).clamp(0.0, 1.0)
     }
+
+    /// Wall-clock seconds until this output and `later_outputs` more of the same `duration` are
+    /// encoded, at the speed ffmpeg reports (its average since it started, so start-up and a
+    /// busy CPU are in it). `None` until ffmpeg reports a usable speed.
+    pub fn eta_seconds(&self, duration: f64, later_outputs: usize) -> Option<f64> {
+        if !duration.is_finite() || duration <= 0.0 {
+            return None;
+        }
+        let speed = self.speed.filter(|s| s.is_finite() && *s > 0.01)?;
+        let left = if self.done {
+            0.0
+        } else {
+            (duration - self.out_time).max(0.0)
+        };
+        Some((left + later_outputs as f64 * duration) / speed)
+    }
 }
 
 /// Accumulates lines; a block ends at its `progress=` line.
@@ -105,5 +121,26 @@ mod tests {
         assert_eq!(p.fraction(0.0), 0.0);
         assert_eq!(p.fraction(f64::NAN), 0.0);
         assert!(ProgressParser::default().feed("garbage").is_none());
+    }
+
+    #[test]
+    fn eta_from_speed() {
+        let at = |out_time, speed| Progress {
+            out_time,
+            speed,
+            done: false,
+        };
+        // 6 s of a 10 s output left at 2x: 3 s; one more 10 s output after it: 8 s.
+        assert_eq!(at(4.0, Some(2.0)).eta_seconds(10.0, 0), Some(3.0));
+        assert_eq!(at(4.0, Some(2.0)).eta_seconds(10.0, 1), Some(8.0));
+        assert_eq!(at(4.0, None).eta_seconds(10.0, 0), None);
+        assert_eq!(at(4.0, Some(0.0)).eta_seconds(10.0, 0), None);
+        assert_eq!(at(4.0, Some(1.0)).eta_seconds(f64::NAN, 0), None);
+        assert_eq!(at(12.0, Some(1.0)).eta_seconds(10.0, 0), Some(0.0));
+        let done = Progress {
+            done: true,
+            ..at(1.0, Some(1.0))
+        };
+        assert_eq!(done.eta_seconds(10.0, 0), Some(0.0));
     }
 }

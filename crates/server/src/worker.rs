@@ -13,12 +13,14 @@ use reelay_jobs::{backoff, Claim, FailOutcome, RenewOutcome, StoredOutput};
 use reelay_media::{CancellationToken, ProbeError, RunError, RunLimits};
 use reelay_protocol::{ErrorDetail, JobSpec};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why a running job's token was cancelled.
 const STOP_NONE: u8 = 0;
+/// "No estimate yet" in the shared ETA cell.
+const NO_ETA: i64 = i64::MIN;
 const STOP_CANCELLED: u8 = 1;
 const STOP_LEASE_LOST: u8 = 2;
 const STOP_SHUTDOWN: u8 = 3;
@@ -141,14 +143,17 @@ impl WorkerPool {
         let token = CancellationToken::new();
         let reason = Arc::new(AtomicU8::new(STOP_NONE));
         let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
+        // When the encode should end (ms since the epoch), NO_ETA until ffmpeg reports a speed.
+        let eta_at = Arc::new(AtomicI64::new(NO_ETA));
 
         // Lease keeper: renews, carries progress, and turns cancel / lost lease / shutdown into the token.
         let keeper = {
-            let (store, token, reason, progress, abandon) = (
+            let (store, token, reason, progress, eta_at, abandon) = (
                 st.store.clone(),
                 token.clone(),
                 reason.clone(),
                 progress.clone(),
+                eta_at.clone(),
                 self.abandon.clone(),
             );
             let (task_id, worker, attempt, lease) = (
@@ -170,8 +175,9 @@ impl WorkerPool {
                         _ = token.cancelled() => return,
                     }
                     let p = f64::from_bits(progress.load(Ordering::Relaxed));
+                    let eta = Some(eta_at.load(Ordering::Relaxed)).filter(|e| *e != NO_ETA);
                     match store
-                        .renew(&task_id, &worker, attempt, lease, Some(p))
+                        .renew(&task_id, &worker, attempt, lease, Some(p), eta)
                         .await
                     {
                         Ok(RenewOutcome::Renewed) => {}
@@ -198,7 +204,7 @@ impl WorkerPool {
             .join("work")
             .join(format!("{}-a{}", job.id, claim.attempt));
         let outcome = self
-            .attempt(&claim, &workdir, &token, &reason, &progress)
+            .attempt(&claim, &workdir, &token, &reason, &progress, &eta_at)
             .await;
         token.cancel();
         let _ = keeper.await;
@@ -293,6 +299,7 @@ impl WorkerPool {
         token: &CancellationToken,
         reason: &AtomicU8,
         progress: &AtomicU64,
+        eta_at: &AtomicI64,
     ) -> Outcome {
         let st = &self.state;
         let cfg = &st.cfg;
@@ -414,6 +421,11 @@ impl WorkerPool {
                 reelay_media::run_ffmpeg(&cfg.tools, &inv.args, workdir, limits, token, |p| {
                     let frac = (i as f64 + p.fraction(inv.duration)) / n;
                     progress.store(frac.min(0.999).to_bits(), Ordering::Relaxed);
+                    let later = renditions.len() - i - 1;
+                    if let Some(eta) = p.eta_seconds(inv.duration, later) {
+                        let at = reelay_jobs::now_millis().saturating_add((eta * 1000.0) as i64);
+                        eta_at.store(at, Ordering::Relaxed);
+                    }
                 })
                 .await;
             match run {

@@ -1,4 +1,5 @@
--- When the current attempt of a running task was claimed. `jobs.started_at` keeps the first
--- attempt's start (what users see); load reporting needs the current one to estimate how long a
--- running job has left.
+-- For estimating how long a running job has left (`/v1/load`, which the edge places by): when
+-- the current attempt was claimed (`jobs.started_at` keeps the first attempt's start, which is
+-- what users see) and when its worker expects to finish, from ffmpeg's speed.
 ALTER TABLE tasks ADD COLUMN claimed_at INTEGER;
+ALTER TABLE tasks ADD COLUMN eta_at INTEGER;
