@@ -29,13 +29,12 @@ impl Drop for Server {
 }
 
 fn serve(data: &Path, port: u16, extra: &[&str]) -> Server {
+    start_role("serve", data, port, extra)
+}
+
+fn start_role(role: &str, data: &Path, port: u16, extra: &[&str]) -> Server {
     let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
+        .args([role, "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
         .args(["--workers", "1", "--lease-seconds", "2"])
         .args(extra)
@@ -246,6 +245,104 @@ fn sigterm_lets_the_running_job_finish() {
     let s = serve(&data, port, &[]);
     let j = job(&s.base, &id);
     assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 1), "{j:?}");
+}
+
+/// A rolling update of the api must not cut an upload half way: after SIGTERM the listener
+/// closes (no new connections), an open SSE stream ends, and the request in flight completes
+/// with its 202 before the process exits.
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = clip(dir.path(), "c.mp4", "160x120", 1);
+    let port = free_port();
+    // The api role has no workers: jobs stay queued, so the SSE stream below stays open.
+    let mut s = start_role("api", &data, port, &["--shutdown-grace-seconds", "30"]);
+    let queued = submit(&s.base, &input, "mp4-360p");
+
+    let mut sse = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        sse,
+        "GET /v1/jobs/{queued}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut sse = BufReader::new(sse);
+    let mut first = String::new();
+    sse.read_line(&mut first).unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    let file = std::fs::read(&input).unwrap();
+    let boundary = "reelaytestboundary";
+    let mut body = Vec::new();
+    write!(
+        body,
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"spec\"\r\n\r\n\
+         {{\"outputs\":[{{\"preset\":\"mp4-360p\"}}]}}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.mp4\"\r\n\
+         Content-Type: video/mp4\r\n\r\n"
+    )
+    .unwrap();
+    body.extend_from_slice(&file);
+    write!(body, "\r\n--{boundary}--\r\n").unwrap();
+    let mut up = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        up,
+        "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let half = body.len() / 2;
+    up.write_all(&body[..half]).unwrap();
+    up.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    signal(&s.child, "-TERM");
+    // The listener closes; the SSE stream ends (its body finishes) instead of holding the exit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting connections after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sse.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    sse.read_to_end(&mut rest)
+        .expect("the SSE stream ends after SIGTERM");
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "exited with an upload in flight"
+    );
+
+    // The other half arrives after the signal: the upload still becomes a job.
+    up.write_all(&body[half..]).unwrap();
+    up.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp).unwrap();
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
+    let json = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    let accepted: JobView = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let status = s.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "clean exit once the upload is done: {status:?}"
+    );
+    drop(s);
+
+    // Both jobs are in the store; a server with workers runs them.
+    let s = serve(&data, port, &[]);
+    for id in [&queued, &accepted.id] {
+        let j = wait_for(&s.base, id, Duration::from_secs(60), |j| {
+            j.status.is_terminal()
+        });
+        assert_eq!(j.status, JobStatus::Succeeded, "{j:?}");
+    }
 }
 
 #[test]

@@ -88,6 +88,7 @@ pub async fn build_state(cfg: Config, capacity: u32) -> Result<AppState, ServeEr
         accepting: Arc::new(AtomicBool::new(true)),
         metrics: metrics::handle(),
         capacity,
+        stopping: tokio_util::sync::CancellationToken::new(),
     })
 }
 
@@ -205,7 +206,7 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
             .with_state(state.clone()),
         _ => api::router(state.clone()),
     };
-    let http_stop = tokio_util::sync::CancellationToken::new();
+    let http_stop = state.stopping.clone();
     let http = tokio::spawn(serve::serve(
         listener,
         app,
@@ -223,6 +224,7 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
     }
 
     shutdown_signal().await;
+    let deadline = tokio::time::Instant::now() + grace;
     tracing::info!(
         grace_seconds = grace.as_secs(),
         "shutting down: no new jobs; running jobs get the grace period"
@@ -236,9 +238,17 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
         })
         .await;
     }
+    // Stop listening; requests in flight (uploads, downloads) finish within what is left of the
+    // grace period, a few seconds at least. SSE streams end at once (clients reconnect).
     http_stop.cancel();
-    // Open SSE streams would hold a graceful HTTP shutdown forever.
-    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_secs(3));
+    if tokio::time::timeout(left, http).await.is_err() {
+        tracing::warn!(
+            "requests still open after the grace period were cut off; clients retry (Idempotency-Key)"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -18,6 +18,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// A TLS handshake must finish within this long.
@@ -93,12 +94,15 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
-/// Serves `app` on `listener` until `stop`; open connections then finish their current request.
+/// Serves `app` on `listener` until `stop`. Then it stops accepting, idle connections close, and
+/// a request in flight (an upload half sent, a download) finishes on its connection: this returns
+/// once every connection has ended, so the caller bounds the wait (its grace period).
 pub async fn serve(listener: TcpListener, app: Router, opts: HttpOptions, stop: CancellationToken) {
     let acceptor = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let connections = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -112,7 +116,7 @@ pub async fn serve(listener: TcpListener, app: Router, opts: HttpOptions, stop: 
         let _ = tcp.set_nodelay(true);
         let (app, stop, acceptor) = (app.clone(), stop.clone(), acceptor.clone());
         let timeout = opts.header_read_timeout;
-        tokio::spawn(async move {
+        connections.spawn(async move {
             match acceptor {
                 None => serve_connection(tcp, peer, app, timeout, stop).await,
                 Some(acceptor) => {
@@ -125,6 +129,15 @@ pub async fn serve(listener: TcpListener, app: Router, opts: HttpOptions, stop: 
             }
         });
     }
+    drop(listener);
+    connections.close();
+    if !connections.is_empty() {
+        tracing::info!(
+            open = connections.len(),
+            "letting open connections finish their requests"
+        );
+    }
+    connections.wait().await;
 }
 
 async fn serve_connection<S>(

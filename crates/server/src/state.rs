@@ -22,6 +22,9 @@ pub struct AppState {
     pub capacity: u32,
     /// Token authentication mode and the per-token rate limiter.
     pub auth: Arc<crate::auth::Guard>,
+    /// Cancelled when the HTTP listeners stop: long-lived responses (SSE) end so the process can
+    /// exit once the requests in flight are done.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {

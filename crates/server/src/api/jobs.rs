@@ -519,7 +519,7 @@ pub async fn events(
     let stream = futures::stream::unfold(
         (st, id, String::new(), false),
         move |(st, id, last, done)| async move {
-            if done {
+            if done || st.stopping.is_cancelled() {
                 return None;
             }
             loop {
@@ -538,7 +538,11 @@ pub async fn events(
                     let ev = Event::default().event("job").data(json.clone());
                     return Some((Ok(ev), (st, id, json, terminal)));
                 }
-                tokio::time::sleep(poll).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    // Shutting down: end the stream; EventSource clients reconnect elsewhere.
+                    _ = st.stopping.cancelled() => return None,
+                }
             }
         },
     );
