@@ -947,7 +947,6 @@ url = "http://127.0.0.1:4"
             queued: 0,
             backlog_seconds: 0.0,
             running_remaining_seconds: Vec::new(),
-            mean_job_seconds: None,
             accepting,
         }
     }

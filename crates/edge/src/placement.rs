@@ -10,13 +10,15 @@
 //! 1. the queued work (`backlog_seconds × capacity` in total), poured into the slots that free
 //!    first like water (we know its total, not each job's length);
 //! 2. the jobs the edge placed there since the reading (`pending`, so that a burst between two
-//!    readings does not herd onto the cluster that looked emptiest), each of the cluster's mean
-//!    job length `T` (its reported `mean_job_seconds`, else `default_job_seconds`), each put in
+//!    readings does not herd onto the cluster that looked emptiest), each of `T =
+//!    default_job_seconds` (the edge cannot see a job's length when it places it), each put in
 //!    the slot that frees first.
 //!
 //! The estimated start is then the earliest slot. Running jobs a reading has no figure for (a
-//! cluster too old to report them) count as `T` each. Each step only moves slots later as work
-//! is added, so adding work never makes a cluster look better.
+//! cluster too old to report them) count as `T` each. `T` is a setting, not learned from the
+//! reading, on purpose: a length averaged over the cluster's jobs would fall when a short job is
+//! added, and adding work must never make a cluster look better. Each step only moves slots
+//! later as work is added.
 //!
 //! When a slot is still free after the queued and pending jobs took theirs, the job starts at
 //! once, and the ranking value (`pressure`) goes below zero by the other free slots,
@@ -50,7 +52,6 @@ pub struct Load {
     pub backlog_seconds: f64,
     /// Seconds each running job had left when the reading was taken (any order).
     pub running_remaining: Vec<f64>,
-    pub mean_job_seconds: Option<f64>,
 }
 
 impl From<&reelay_protocol::LoadReport> for Load {
@@ -61,7 +62,6 @@ impl From<&reelay_protocol::LoadReport> for Load {
             queued: r.queued,
             backlog_seconds: r.backlog_seconds,
             running_remaining: r.running_remaining_seconds.clone(),
-            mean_job_seconds: r.mean_job_seconds,
         }
     }
 }
@@ -194,13 +194,8 @@ pub fn score(c: &Candidate, policy: &Policy, has_local: bool) -> Score {
         queued: 0,
         backlog_seconds: 0.0,
         running_remaining: Vec::new(),
-        mean_job_seconds: None,
     });
-    let default_t = policy.default_job_seconds;
-    let t = load
-        .mean_job_seconds
-        .filter(|m| m.is_finite() && *m > 0.0)
-        .unwrap_or(default_t);
+    let t = policy.default_job_seconds;
     let (pressure, committed) = if load.capacity == 0 {
         let n = f64::from(load.running) + f64::from(load.queued) + f64::from(c.pending);
         (NO_CAPACITY_SECONDS + n * t, NO_CAPACITY_SECONDS)
@@ -239,10 +234,7 @@ pub fn score(c: &Candidate, policy: &Policy, has_local: bool) -> Score {
         if ahead < idle {
             // A slot is still free for this job, even after the queued and pending ones.
             let free_after = idle - ahead;
-            (
-                -((free_after - 1) as f64) / cap as f64 * default_t,
-                committed,
-            )
+            (-((free_after - 1) as f64) / cap as f64 * t, committed)
         } else {
             let start = slots.iter().copied().fold(f64::INFINITY, f64::min);
             (start.max(0.0), committed)
@@ -293,7 +285,6 @@ mod tests {
                 queued: 0,
                 backlog_seconds: 0.0,
                 running_remaining: Vec::new(),
-                mean_job_seconds: None,
             }),
             age_seconds: 0.0,
             pending: 0,
@@ -345,7 +336,6 @@ mod tests {
             queued: 12,
             backlog_seconds: 240.0,
             running_remaining: Vec::new(),
-            mean_job_seconds: None,
         });
         let mut shallow = idle(1);
         shallow.load.as_mut().unwrap().running = 1;
@@ -398,7 +388,6 @@ mod tests {
             queued: 4,
             backlog_seconds: 1200.0,
             running_remaining: Vec::new(),
-            mean_job_seconds: None,
         });
         let mut short = long.clone();
         short.load.as_mut().unwrap().backlog_seconds = 120.0;
@@ -495,7 +484,6 @@ mod tests {
         let l = c.load.as_mut().unwrap();
         l.running = remaining.len() as u32;
         l.running_remaining = remaining.to_vec();
-        l.mean_job_seconds = Some(8.0);
         c
     }
 
@@ -530,8 +518,11 @@ mod tests {
     }
 
     #[test]
-    fn pending_jobs_take_the_earliest_slots_at_the_mean_length() {
-        let p = Policy::default();
+    fn pending_jobs_take_the_earliest_slots_at_the_job_length() {
+        let p = Policy {
+            default_job_seconds: 8.0,
+            ..Policy::default()
+        };
         let mut c = running(&[1.0, 5.0, 9.0], 3);
         c.pending = 1; // 8 s in the slot free at 1 s: slots 9, 5, 9
         assert_eq!(score(&c, &p, false).estimated_start_seconds, 5.0);
@@ -556,8 +547,11 @@ mod tests {
         let mut old = idle(2);
         old.load.as_mut().unwrap().running = 2;
         assert_eq!(score(&old, &p, false).estimated_start_seconds, 60.0);
-        old.load.as_mut().unwrap().mean_job_seconds = Some(10.0);
-        assert_eq!(score(&old, &p, false).estimated_start_seconds, 10.0);
+        let short = Policy {
+            default_job_seconds: 10.0,
+            ..Policy::default()
+        };
+        assert_eq!(score(&old, &short, false).estimated_start_seconds, 10.0);
         // Half reported: the reported one frees first.
         old.load.as_mut().unwrap().running_remaining = vec![3.0];
         assert_eq!(score(&old, &p, false).estimated_start_seconds, 3.0);
@@ -576,7 +570,6 @@ mod tests {
         let p = Policy::default();
         let mut c = running(&[f64::NAN, -3.0, f64::INFINITY], 3);
         let l = c.load.as_mut().unwrap();
-        l.mean_job_seconds = Some(f64::NAN);
         l.backlog_seconds = f64::INFINITY;
         l.queued = 4;
         let s = score(&c, &p, false);
@@ -636,7 +629,6 @@ mod tests {
             } else {
                 0.0
             };
-            l.mean_job_seconds = [None, Some(8.0), Some(30.0)][rng.below(3) as usize];
             c.pending = rng.below(4) as u32;
             c.age_seconds = rng.below(50) as f64 / 10.0;
             let before = score(&c, &p, false).score;

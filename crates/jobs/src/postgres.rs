@@ -472,7 +472,7 @@ impl JobStore for PgStore {
                     ),
                 );
                 sqlx::query(
-                    "UPDATE tasks SET status = $1, lease_owner = NULL, lease_expires_at = NULL
+                    "UPDATE tasks SET status = $1, lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
                      WHERE id = $2",
                 )
                 .bind(FAILED)
@@ -599,7 +599,7 @@ impl JobStore for PgStore {
         let outputs = serde_json::to_string(&outputs)
             .map_err(|e| StoreError::Corrupt(format!("outputs do not serialize: {e}")))?;
         let now = now_millis();
-        sqlx::query("UPDATE tasks SET status = $1, lease_expires_at = NULL WHERE id = $2")
+        sqlx::query("UPDATE tasks SET status = $1, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL WHERE id = $2")
             .bind(SUCCEEDED)
             .bind(task_id)
             .execute(&mut *tx)
@@ -640,7 +640,7 @@ impl JobStore for PgStore {
                 let run_after = millis_after(now, delay);
                 sqlx::query(
                     "UPDATE tasks SET status = $1, run_after = $2, lease_owner = NULL,
-                         lease_expires_at = NULL
+                         lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
                      WHERE id = $3",
                 )
                 .bind(QUEUED)
@@ -662,7 +662,7 @@ impl JobStore for PgStore {
                 FailOutcome::Requeued { run_after }
             }
             _ => {
-                sqlx::query("UPDATE tasks SET status = $1, lease_expires_at = NULL WHERE id = $2")
+                sqlx::query("UPDATE tasks SET status = $1, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL WHERE id = $2")
                     .bind(FAILED)
                     .bind(task_id)
                     .execute(&mut *tx)
@@ -706,7 +706,7 @@ impl JobStore for PgStore {
         let now = now_millis();
         sqlx::query(
             "UPDATE tasks SET status = $1, attempts = $2, run_after = $3, lease_owner = NULL,
-                 lease_expires_at = NULL
+                 lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
              WHERE id = $4",
         )
         .bind(QUEUED)
@@ -748,7 +748,7 @@ impl JobStore for PgStore {
         // The lease owner is kept on purpose: it is how renew recognises the worker that must
         // be told "cancelled" rather than "lease lost".
         sqlx::query(
-            "UPDATE tasks SET status = $1, lease_expires_at = NULL
+            "UPDATE tasks SET status = $1, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
              WHERE job_id = $2 AND status IN ('queued', 'running')",
         )
         .bind(CANCELLED)

@@ -393,7 +393,7 @@ impl JobStore for SqliteStore {
                     ),
                 );
                 sqlx::query(
-                    "UPDATE tasks SET status = ?, lease_owner = NULL, lease_expires_at = NULL
+                    "UPDATE tasks SET status = ?, lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
                      WHERE id = ?",
                 )
                 .bind(FAILED)
@@ -520,7 +520,7 @@ impl JobStore for SqliteStore {
         let outputs = serde_json::to_string(&outputs)
             .map_err(|e| StoreError::Corrupt(format!("outputs do not serialize: {e}")))?;
         let now = now_millis();
-        sqlx::query("UPDATE tasks SET status = ?, lease_expires_at = NULL WHERE id = ?")
+        sqlx::query("UPDATE tasks SET status = ?, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL WHERE id = ?")
             .bind(SUCCEEDED)
             .bind(task_id)
             .execute(&mut *tx)
@@ -559,7 +559,7 @@ impl JobStore for SqliteStore {
                 let run_after = millis_after(now, delay);
                 sqlx::query(
                     "UPDATE tasks SET status = ?, run_after = ?, lease_owner = NULL,
-                         lease_expires_at = NULL
+                         lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
                      WHERE id = ?",
                 )
                 .bind(QUEUED)
@@ -580,7 +580,7 @@ impl JobStore for SqliteStore {
                 FailOutcome::Requeued { run_after }
             }
             _ => {
-                sqlx::query("UPDATE tasks SET status = ?, lease_expires_at = NULL WHERE id = ?")
+                sqlx::query("UPDATE tasks SET status = ?, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL WHERE id = ?")
                     .bind(FAILED)
                     .bind(task_id)
                     .execute(&mut *tx)
@@ -624,7 +624,7 @@ impl JobStore for SqliteStore {
         let now = now_millis();
         sqlx::query(
             "UPDATE tasks SET status = ?, attempts = ?, run_after = ?, lease_owner = NULL,
-                 lease_expires_at = NULL
+                 lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
              WHERE id = ?",
         )
         .bind(QUEUED)
@@ -661,7 +661,7 @@ impl JobStore for SqliteStore {
         // The lease owner is kept on purpose: it is how renew recognises the worker that must
         // be told "cancelled" rather than "lease lost".
         sqlx::query(
-            "UPDATE tasks SET status = ?, lease_expires_at = NULL
+            "UPDATE tasks SET status = ?, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
              WHERE job_id = ? AND status IN ('queued', 'running')",
         )
         .bind(CANCELLED)

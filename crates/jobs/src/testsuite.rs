@@ -804,10 +804,12 @@ pub async fn release(store: &dyn JobStore) {
         .await
         .expect("claim")
         .expect("claimable");
+    let eta = crate::model::now_millis() + 30_000;
     store
-        .renew(&claim.task_id, "w1", 1, LONG_LEASE, Some(0.4), None)
+        .renew(&claim.task_id, "w1", 1, LONG_LEASE, Some(0.4), Some(eta))
         .await
         .expect("renew");
+    assert_eq!(store.running_attempts().await.unwrap()[0].eta_at, Some(eta));
     store
         .release(&claim.task_id, "w1", 1)
         .await
@@ -831,6 +833,10 @@ pub async fn release(store: &dyn JobStore) {
         .expect("released task is claimable");
     assert_eq!(again.job.id, job.id);
     assert_eq!(again.attempt, 1);
+    // The new attempt starts without the old one's finish estimate.
+    let running = store.running_attempts().await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].eta_at, None);
     // Same worker id and attempt number as the released claim: a stale release from w1 must
     // still not hand back w2's attempt.
     store

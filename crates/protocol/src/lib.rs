@@ -206,9 +206,6 @@ pub struct LoadReport {
     /// Absent from older clusters (the edge then assumes a default job length).
     #[serde(default)]
     pub running_remaining_seconds: Vec<f64>,
-    /// Mean estimated length of the running and queued jobs; `None` when there are none.
-    #[serde(default)]
-    pub mean_job_seconds: Option<f64>,
 }
 
 /// One entry of `GET /v1/presets`.

@@ -239,11 +239,12 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
         .await;
     }
     // Stop listening; requests in flight (uploads, downloads) finish within what is left of the
-    // grace period, a few seconds at least. SSE streams end at once (clients reconnect).
+    // grace period, 5 s at least (with workers, their drain may have used it all). SSE streams
+    // end at once (clients reconnect).
     http_stop.cancel();
     let left = deadline
         .saturating_duration_since(tokio::time::Instant::now())
-        .max(Duration::from_secs(3));
+        .max(Duration::from_secs(5));
     if tokio::time::timeout(left, http).await.is_err() {
         tracing::warn!(
             "requests still open after the grace period were cut off; clients retry (Idempotency-Key)"

@@ -39,18 +39,23 @@ pub fn report(
         })
         .collect();
     remaining.sort_by(f64::total_cmp);
-    let jobs = running.len() + counts.queued as usize;
-    let work: f64 =
-        running.iter().map(|r| r.estimated_seconds).sum::<f64>() + counts.queued_estimated_seconds;
+    // Rounded up: a small queue must not read as an empty one (the edge would then count its
+    // jobs at a default length, more than their real one).
+    let backlog = counts.queued_estimated_seconds / f64::from(capacity.max(1));
     LoadReport {
         cluster: cluster.to_string(),
         capacity,
-        running: counts.running,
+        // The same list as the remaining times: a job ending between the two queries must not
+        // count as running with no figure.
+        running: running.len() as u32,
         queued: counts.queued,
-        backlog_seconds: tenth(counts.queued_estimated_seconds / f64::from(capacity.max(1))),
+        backlog_seconds: if backlog.is_finite() && backlog > 0.0 {
+            (backlog * 10.0).ceil() / 10.0
+        } else {
+            0.0
+        },
         accepting,
         running_remaining_seconds: remaining,
-        mean_job_seconds: (jobs > 0 && work > 0.0).then(|| tenth(work / jobs as f64)),
     }
 }
 
@@ -118,12 +123,20 @@ mod tests {
         let r = report("aws", 3, &counts, &running, true, now);
         assert_eq!(r.running_remaining_seconds, vec![1.5, 3.0, 10.0]);
         assert_eq!(r.backlog_seconds, 10.0);
-        assert_eq!(r.mean_job_seconds, Some(12.0));
         assert_eq!((r.capacity, r.running, r.queued), (3, 3, 2));
+        // A tiny queue still shows: 0.04 s per slot rounds up, never to zero.
+        let tiny = QueueCounts {
+            queued: 1,
+            running: 0,
+            queued_estimated_seconds: 0.12,
+        };
+        assert_eq!(report("aws", 3, &tiny, &[], true, now).backlog_seconds, 0.1);
+        // The running count follows the list it comes with.
+        let r = report("aws", 3, &counts, &running[..1], true, now);
+        assert_eq!(r.running, 1);
 
         let idle = report("aws", 0, &QueueCounts::default(), &[], false, now);
         assert!(idle.running_remaining_seconds.is_empty());
-        assert_eq!(idle.mean_job_seconds, None);
         assert_eq!(idle.backlog_seconds, 0.0);
     }
 }

@@ -207,6 +207,8 @@ impl Storage {
         }
         let res = self.inner.get(&ObjPath::from(key)).await.map_err(map_err)?;
         let mut stream = res.into_stream();
+        // Never truncate through an old hard link to a stored object: replace the name instead.
+        let _ = tokio::fs::remove_file(file).await;
         let mut out = tokio::fs::File::create(file).await?;
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
@@ -234,6 +236,10 @@ impl Storage {
             }
             let _ = std::fs::remove_file(&dst);
             std::fs::hard_link(&src, &dst).ok()?;
+            // The link is the stored object itself: nothing in the job may write through it.
+            // (Replacing or deleting the object still works: that needs the directory.)
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o444)).ok()?;
             Some(meta.len())
         })
         .await
@@ -453,6 +459,10 @@ mod tests {
                 std::fs::metadata(&back).unwrap().ino(),
                 std::fs::metadata(&stored).unwrap().ino()
             );
+            // Read-only through the link, so a job cannot change the stored input.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&back).unwrap().permissions().mode();
+            assert_eq!(mode & 0o222, 0, "mode {mode:o}");
             std::fs::remove_file(&back).unwrap();
             assert_eq!(std::fs::read(&stored).unwrap(), data);
         }
