@@ -947,6 +947,7 @@ url = "http://127.0.0.1:4"
             queued: 0,
             backlog_seconds: 0.0,
             running_remaining_seconds: Vec::new(),
+            encode_speed: None,
             accepting,
         }
     }

@@ -803,16 +803,20 @@ impl JobStore for PgStore {
         worker_id: &str,
         slots: u32,
         ttl: Duration,
+        speed: Option<f64>,
     ) -> Result<(), StoreError> {
         let now = now_millis();
         let expires = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        let speed = speed.filter(|s| s.is_finite() && *s > 0.0);
         sqlx::query(
-            "INSERT INTO workers (id, slots, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET slots = excluded.slots, expires_at = excluded.expires_at",
+            "INSERT INTO workers (id, slots, expires_at, speed) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET slots = excluded.slots, \
+             expires_at = excluded.expires_at, speed = COALESCE(excluded.speed, workers.speed)",
         )
         .bind(worker_id)
         .bind(i64::from(slots))
         .bind(expires)
+        .bind(speed)
         .execute(&self.pool)
         .await?;
         // Expired rows are only clutter; dropping them here keeps the table the size of the fleet.
@@ -840,6 +844,18 @@ impl JobStore for PgStore {
         .await?;
         let total: i64 = row.try_get("total")?;
         Ok(u32::try_from(total.max(0)).unwrap_or(u32::MAX))
+    }
+
+    async fn live_speed(&self) -> Result<Option<f64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT SUM(slots * speed) / SUM(slots) AS speed FROM workers \
+             WHERE expires_at >= $1 AND speed IS NOT NULL AND slots > 0",
+        )
+        .bind(now_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        let speed: Option<f64> = row.try_get("speed")?;
+        Ok(speed.filter(|s| s.is_finite() && *s > 0.0))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

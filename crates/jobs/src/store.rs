@@ -123,16 +123,26 @@ pub trait JobStore: Send + Sync + 'static {
     /// Every running attempt (at most the cluster's slots, so a small list), for the load report.
     async fn running_attempts(&self) -> Result<Vec<RunningAttempt>, StoreError>;
 
-    /// Records that `worker_id` is alive with `slots` job slots for `ttl` from now. Workers
-    /// call it periodically; api replicas read the sum through [`JobStore::live_capacity`].
-    async fn heartbeat(&self, worker_id: &str, slots: u32, ttl: Duration)
-        -> Result<(), StoreError>;
+    /// Records that `worker_id` is alive with `slots` job slots for `ttl` from now, and its
+    /// recent encode `speed` when it has one. Workers call it periodically; api replicas read
+    /// the sums through [`JobStore::live_capacity`] and [`JobStore::live_speed`].
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        slots: u32,
+        ttl: Duration,
+        speed: Option<f64>,
+    ) -> Result<(), StoreError>;
 
     /// Forgets a worker at once (clean shutdown), instead of waiting for its heartbeat to expire.
     async fn deregister(&self, worker_id: &str) -> Result<(), StoreError>;
 
     /// Job slots of every worker whose heartbeat has not expired.
     async fn live_capacity(&self) -> Result<u32, StoreError>;
+
+    /// The live workers' encode speed (media seconds per wall second), averaged over their
+    /// slots; `None` until some worker has finished a job.
+    async fn live_speed(&self) -> Result<Option<f64>, StoreError>;
 
     /// Cheap liveness query for /readyz.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -923,17 +923,23 @@ pub async fn counts(store: &dyn JobStore) {
 /// Heartbeats add up to the cluster's capacity; expired and deregistered workers drop out.
 pub async fn worker_registry(store: &dyn JobStore) {
     assert_eq!(store.live_capacity().await.unwrap(), 0);
+    assert_eq!(store.live_speed().await.unwrap(), None);
     store
-        .heartbeat("w1", 3, Duration::from_secs(60))
+        .heartbeat("w1", 3, Duration::from_secs(60), None)
         .await
         .unwrap();
     store
-        .heartbeat("w2", 1, Duration::from_millis(150))
+        .heartbeat("w2", 1, Duration::from_millis(150), Some(4.0))
         .await
         .unwrap();
     assert_eq!(store.live_capacity().await.unwrap(), 4);
+    assert_eq!(
+        store.live_speed().await.unwrap(),
+        Some(4.0),
+        "only workers that know their speed count"
+    );
     store
-        .heartbeat("w1", 2, Duration::from_secs(60))
+        .heartbeat("w1", 2, Duration::from_secs(60), Some(1.0))
         .await
         .unwrap();
     assert_eq!(
@@ -941,14 +947,24 @@ pub async fn worker_registry(store: &dyn JobStore) {
         3,
         "a heartbeat replaces the slot count"
     );
+    // Weighted by slots: (2 × 1.0 + 1 × 4.0) / 3.
+    assert_eq!(store.live_speed().await.unwrap(), Some(2.0));
+    // A heartbeat without a speed keeps the last one known.
+    store
+        .heartbeat("w1", 2, Duration::from_secs(60), None)
+        .await
+        .unwrap();
+    assert_eq!(store.live_speed().await.unwrap(), Some(2.0));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         store.live_capacity().await.unwrap(),
         2,
         "an expired heartbeat no longer counts"
     );
+    assert_eq!(store.live_speed().await.unwrap(), Some(1.0));
     store.deregister("w1").await.unwrap();
     assert_eq!(store.live_capacity().await.unwrap(), 0);
+    assert_eq!(store.live_speed().await.unwrap(), None);
 }
 
 /// Tokens: created with their hash and scopes, listed, touched, revoked once; `any_tokens`

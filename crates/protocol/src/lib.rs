@@ -206,6 +206,10 @@ pub struct LoadReport {
     /// Absent from older clusters (the edge then assumes a default job length).
     #[serde(default)]
     pub running_remaining_seconds: Vec<f64>,
+    /// The workers' recent encode speed (media seconds per wall second) that turned the queued
+    /// media into `backlog_seconds`; `None` until a worker has finished a job.
+    #[serde(default)]
+    pub encode_speed: Option<f64>,
 }
 
 /// One entry of `GET /v1/presets`.

@@ -1,12 +1,36 @@
 //! The cluster's `/v1/load` report: how busy it is and when its slots free up, for the edge's
 //! placement. Pure functions over what the store returns, so the estimates are unit-tested.
+//!
+//! Jobs are estimated in media seconds (input duration × outputs); the report speaks wall
+//! seconds, converted with the workers' recent encode speed, so a cluster of slow encoders
+//! does not look as free as a fast one with the same queue. Running jobs with an ETA from their
+//! worker need no conversion.
 
 use reelay_jobs::{Millis, QueueCounts, RunningAttempt};
 use reelay_protocol::LoadReport;
 
+/// How much one new measurement moves a worker's speed estimate.
+const SPEED_WEIGHT: f64 = 0.3;
+
+/// A worker's speed estimate after one more job encoded at `sample` × real time. Outputs of
+/// different presets encode at very different speeds, so this is an average over the recent
+/// mix, not a per-job forecast.
+pub fn update_speed(old: Option<f64>, sample: f64) -> f64 {
+    let sample = if sample.is_finite() {
+        sample.clamp(0.01, 1000.0)
+    } else {
+        1.0
+    };
+    match old.filter(|s| s.is_finite() && *s > 0.0) {
+        Some(old) => old + SPEED_WEIGHT * (sample - old),
+        None => sample,
+    }
+}
+
 /// Seconds a running attempt has left: until the worker's own estimate when it has one (ffmpeg's
 /// encode speed applied to the media still to encode, refreshed with every lease renewal), else
-/// the job's estimate less the time it has run (the fetch and probe before encoding starts).
+/// the job's estimate (already in wall seconds) less the time it has run (the fetch and probe
+/// before encoding starts).
 pub fn remaining_seconds(estimated: f64, elapsed: f64, eta_in: Option<f64>) -> f64 {
     let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
     match eta_in {
@@ -20,10 +44,27 @@ fn tenth(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// The report from the store's counts, the live capacity and the running attempts at `now`.
+/// Media seconds → wall seconds at the workers' speed (1× until a worker has measured one).
+fn wall(media_seconds: f64, speed: Option<f64>) -> f64 {
+    media_seconds / speed.filter(|s| s.is_finite() && *s > 0.0).unwrap_or(1.0)
+}
+
+/// Queued work per slot, in wall seconds: the autoscaling signal and the edge's backlog.
+pub fn backlog_seconds(queued_media_seconds: f64, capacity: u32, speed: Option<f64>) -> f64 {
+    let b = wall(queued_media_seconds, speed) / f64::from(capacity.max(1));
+    if b.is_finite() && b > 0.0 {
+        b
+    } else {
+        0.0
+    }
+}
+
+/// The report from the store's counts, the live capacity and speed, and the running attempts
+/// at `now`.
 pub fn report(
     cluster: &str,
     capacity: u32,
+    speed: Option<f64>,
     counts: &QueueCounts,
     running: &[RunningAttempt],
     accepting: bool,
@@ -35,13 +76,14 @@ pub fn report(
             let secs = |ms: Millis| ms as f64 / 1000.0;
             let elapsed = secs(now.saturating_sub(r.claimed_at));
             let eta_in = r.eta_at.map(|at| secs(at.saturating_sub(now)));
-            tenth(remaining_seconds(r.estimated_seconds, elapsed, eta_in))
+            let estimated = wall(r.estimated_seconds, speed);
+            tenth(remaining_seconds(estimated, elapsed, eta_in))
         })
         .collect();
     remaining.sort_by(f64::total_cmp);
     // Rounded up: a small queue must not read as an empty one (the edge would then count its
     // jobs at a default length, more than their real one).
-    let backlog = counts.queued_estimated_seconds / f64::from(capacity.max(1));
+    let backlog = backlog_seconds(counts.queued_estimated_seconds, capacity, speed);
     LoadReport {
         cluster: cluster.to_string(),
         capacity,
@@ -49,13 +91,10 @@ pub fn report(
         // count as running with no figure.
         running: running.len() as u32,
         queued: counts.queued,
-        backlog_seconds: if backlog.is_finite() && backlog > 0.0 {
-            (backlog * 10.0).ceil() / 10.0
-        } else {
-            0.0
-        },
+        backlog_seconds: (backlog * 10.0).ceil() / 10.0,
         accepting,
         running_remaining_seconds: remaining,
+        encode_speed: speed.map(|s| (s * 100.0).round() / 100.0),
     }
 }
 
@@ -78,6 +117,18 @@ mod tests {
         assert_eq!(remaining_seconds(10.0, 1.0, Some(2.5)), 2.5);
         // An ETA already passed: the job is finishing.
         assert_eq!(remaining_seconds(10.0, 5.0, Some(-3.0)), 0.0);
+    }
+
+    #[test]
+    fn speed_is_a_moving_average_of_sane_samples() {
+        assert_eq!(update_speed(None, 2.0), 2.0);
+        assert!((update_speed(Some(2.0), 1.0) - 1.7).abs() < 1e-9);
+        assert_eq!(update_speed(None, f64::NAN), 1.0);
+        assert_eq!(update_speed(None, 0.0), 0.01);
+        assert_eq!(update_speed(Some(f64::NAN), 3.0), 3.0);
+        assert_eq!(backlog_seconds(30.0, 3, Some(0.5)), 20.0);
+        assert_eq!(backlog_seconds(30.0, 0, None), 30.0);
+        assert_eq!(backlog_seconds(f64::NAN, 3, None), 0.0);
     }
 
     #[test]
@@ -120,7 +171,7 @@ mod tests {
                 eta_at: Some(now + 1_500),
             },
         ];
-        let r = report("aws", 3, &counts, &running, true, now);
+        let r = report("aws", 3, None, &counts, &running, true, now);
         assert_eq!(r.running_remaining_seconds, vec![1.5, 3.0, 10.0]);
         assert_eq!(r.backlog_seconds, 10.0);
         assert_eq!((r.capacity, r.running, r.queued), (3, 3, 2));
@@ -130,12 +181,21 @@ mod tests {
             running: 0,
             queued_estimated_seconds: 0.12,
         };
-        assert_eq!(report("aws", 3, &tiny, &[], true, now).backlog_seconds, 0.1);
+        assert_eq!(
+            report("aws", 3, None, &tiny, &[], true, now).backlog_seconds,
+            0.1
+        );
         // The running count follows the list it comes with.
-        let r = report("aws", 3, &counts, &running[..1], true, now);
+        let r = report("aws", 3, None, &counts, &running[..1], true, now);
         assert_eq!(r.running, 1);
+        // Workers encoding at 2× real time: the same media is half the wall time; jobs with an
+        // ETA keep it.
+        let fast = report("aws", 3, Some(2.0), &counts, &running, true, now);
+        assert_eq!(fast.backlog_seconds, 5.0);
+        assert_eq!(fast.running_remaining_seconds, vec![0.0, 1.5, 4.0]);
+        assert_eq!(fast.encode_speed, Some(2.0));
 
-        let idle = report("aws", 0, &QueueCounts::default(), &[], false, now);
+        let idle = report("aws", 0, None, &QueueCounts::default(), &[], false, now);
         assert!(idle.running_remaining_seconds.is_empty());
         assert_eq!(idle.backlog_seconds, 0.0);
     }

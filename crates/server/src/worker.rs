@@ -42,6 +42,9 @@ pub struct WorkerPool {
     stop_claiming: CancellationToken,
     /// Cancelled when running jobs must be abandoned (grace period over).
     abandon: CancellationToken,
+    /// Recent encode speed (media seconds per wall second, bits of an f64; 0 = none yet),
+    /// advertised with the heartbeat so queued work can be reported in wall seconds.
+    speed: AtomicU64,
 }
 
 impl WorkerPool {
@@ -52,6 +55,7 @@ impl WorkerPool {
             state,
             stop_claiming: CancellationToken::new(),
             abandon: CancellationToken::new(),
+            speed: AtomicU64::new(0f64.to_bits()),
         })
     }
 
@@ -71,14 +75,19 @@ impl WorkerPool {
         }
     }
 
-    /// Advertises this process's slots so every api replica can report the cluster's capacity.
+    fn speed(&self) -> Option<f64> {
+        Some(f64::from_bits(self.speed.load(Ordering::Relaxed))).filter(|s| *s > 0.0)
+    }
+
+    /// Advertises this process's slots (and encode speed) so every api replica can report the
+    /// cluster's capacity.
     async fn heartbeat_loop(self: Arc<Self>) {
         let ttl = self.state.cfg.lease().max(Duration::from_secs(3));
         loop {
             if let Err(e) = self
                 .state
                 .store
-                .heartbeat(&self.id, self.state.capacity, ttl)
+                .heartbeat(&self.id, self.state.capacity, ttl, self.speed())
                 .await
             {
                 tracing::warn!(error = %e, "worker heartbeat failed");
@@ -475,6 +484,8 @@ impl WorkerPool {
         let secs = encode_started.elapsed().as_secs_f64();
         if secs > 0.0 && media_seconds > 0.0 {
             metrics::histogram!(m::ENCODE_SPEED).record(media_seconds / secs);
+            let speed = crate::load::update_speed(self.speed(), media_seconds / secs);
+            self.speed.store(speed.to_bits(), Ordering::Relaxed);
         }
 
         // Upload every file of this attempt under its own prefix.

@@ -936,4 +936,15 @@ async fn load_reports_what_running_jobs_have_left() {
     let idle = load().await;
     assert!(idle.running_remaining_seconds.is_empty(), "{idle:?}");
     assert_eq!(idle.running, 0);
+    // The worker measured its speed on that job (about real time, with -re) and advertises it
+    // with its next heartbeat.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let speed = loop {
+        if let Some(s) = load().await.encode_speed {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no encode speed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!((0.3..=1.5).contains(&speed), "speed {speed}");
 }

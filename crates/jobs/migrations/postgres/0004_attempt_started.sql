@@ -3,3 +3,4 @@
 -- running jobs have left.
 ALTER TABLE tasks ADD COLUMN claimed_at BIGINT;
 ALTER TABLE tasks ADD COLUMN eta_at BIGINT;
+ALTER TABLE workers ADD COLUMN speed DOUBLE PRECISION;

@@ -3,3 +3,6 @@
 -- what users see) and when its worker expects to finish, from ffmpeg's speed.
 ALTER TABLE tasks ADD COLUMN claimed_at INTEGER;
 ALTER TABLE tasks ADD COLUMN eta_at INTEGER;
+-- Each worker's recent encode speed (media seconds per wall second), so queued work, which is
+-- known in media seconds, can be reported in wall seconds.
+ALTER TABLE workers ADD COLUMN speed REAL;

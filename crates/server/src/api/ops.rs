@@ -20,9 +20,11 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
     // Shared through the store, so an api replica without workers still knows the cluster's slots.
     let capacity = st.store.live_capacity().await?;
     let running = st.store.running_attempts().await?;
+    let speed = st.store.live_speed().await?;
     Ok(Json(crate::load::report(
         &st.cfg.cluster,
         capacity,
+        speed,
         &c,
         &running,
         st.is_accepting(),
@@ -81,7 +83,13 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         metrics::gauge!(m::QUEUE_DEPTH).set(c.queued as f64);
         metrics::gauge!(m::RUNNING).set(c.running as f64);
         metrics::gauge!(m::CAPACITY).set(cap as f64);
-        metrics::gauge!(m::BACKLOG).set(c.queued_estimated_seconds / cap.max(1) as f64);
+        // The same figure /v1/load reports; a failed speed read counts as 1x real time.
+        let speed = st.store.live_speed().await.ok().flatten();
+        metrics::gauge!(m::BACKLOG).set(crate::load::backlog_seconds(
+            c.queued_estimated_seconds,
+            cap,
+            speed,
+        ));
     }
     (
         StatusCode::OK,
