@@ -139,11 +139,20 @@ impl Ord for At {
 
 /// Puts `count` jobs of `length` seconds, one after the other, in whichever slot frees first.
 fn list_schedule(slots: &mut [f64], count: u64, length: f64) {
-    if count == 0 || slots.is_empty() {
+    stack_jobs(slots, (0..count).map(|_| length));
+}
+
+/// Puts each job of `lengths`, in order, in whichever slot frees first.
+fn stack_jobs(slots: &mut [f64], lengths: impl Iterator<Item = f64>) {
+    if slots.is_empty() {
+        return;
+    }
+    let mut lengths = lengths.peekable();
+    if lengths.peek().is_none() {
         return;
     }
     let mut heap: BinaryHeap<Reverse<At>> = slots.iter().map(|&t| Reverse(At(t))).collect();
-    for _ in 0..count {
+    for length in lengths {
         if let Some(Reverse(At(t))) = heap.pop() {
             heap.push(Reverse(At(t + length)));
         }
@@ -215,12 +224,9 @@ pub fn score(c: &Candidate, policy: &Policy, has_local: bool) -> Score {
         for (slot, r) in slots.iter_mut().zip(running.iter()) {
             *slot = *r;
         }
-        slots.sort_by(f64::total_cmp);
         // Running jobs beyond the live capacity (workers gone since) still hold their slots.
-        for r in running.iter().skip(cap) {
-            slots[0] += r;
-            slots.sort_by(f64::total_cmp);
-        }
+        stack_jobs(&mut slots, running.iter().skip(cap).copied());
+        slots.sort_by(f64::total_cmp);
         let idle = slots.iter().filter(|s| **s <= 0.0).count() as u64;
         let ahead = u64::from(load.queued) + u64::from(c.pending);
         let queued_work = if load.backlog_seconds > 0.0 && load.backlog_seconds.is_finite() {
