@@ -1283,3 +1283,54 @@ url = "http://127.0.0.1:{gcp_port}"
     }
     eprintln!("up test took {:?}", t0.elapsed());
 }
+
+/// `status_allow` keeps cluster addresses and load away from clients outside the list (JSON
+/// 403), leaves the API open, and the control listener still answers operators.
+#[test]
+fn status_allow_hides_the_edge_status_from_other_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let aws = Cluster::start(dir.path(), "aws", "127.0.0.1", 1);
+    let clusters = [("aws", aws.base(), 1)];
+    // Started open (the helper waits on /edge/status through nginx), then restricted.
+    let edge = Edge::start(dir.path(), &clusters, "");
+    let client = http();
+    let text = edge.toml(&clusters, r#"status_allow = ["10.0.0.0/8"]"#);
+    std::fs::write(&edge.config, text).unwrap();
+    let r = client
+        .post(format!("{}/edge/reload", edge.control()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    for path in ["/edge/status", "/edge/metrics", "/", "/ui/app.js"] {
+        let (status, _, body) = get_json_error(&client, &format!("{}{path}", edge.base()));
+        assert_eq!(
+            (status, body.error.code.as_str()),
+            (403, "forbidden"),
+            "{path}"
+        );
+    }
+    let presets = client
+        .get(format!("{}/v1/presets", edge.base()))
+        .send()
+        .unwrap();
+    assert_eq!(presets.status(), 200, "the API is not behind status_allow");
+    assert_eq!(
+        edge.status().clusters.len(),
+        1,
+        "control listener still serves it"
+    );
+
+    // Allowing loopback opens it again, after a reload.
+    let text = edge.toml(&clusters, r#"status_allow = ["127.0.0.0/8", "::1"]"#);
+    std::fs::write(&edge.config, text).unwrap();
+    let r = client
+        .post(format!("{}/edge/reload", edge.control()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    let r = client
+        .get(format!("{}/edge/status", edge.base()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -78,6 +78,11 @@ pub struct EdgeConfig {
     /// client may not be able to retry (a submission). Without keep-alive a reload drops nothing.
     #[serde(default)]
     pub client_keepalive: bool,
+    /// Who may read `/edge/status`, `/edge/metrics` and the dashboard on the public listener:
+    /// addresses or CIDR blocks (`10.0.0.0/8`, `::1`). Empty (the default): everyone. They
+    /// show cluster addresses and load; the control listener always serves them.
+    #[serde(default)]
+    pub status_allow: Vec<String>,
     /// Serve HTTPS to clients with this certificate chain and key (PEM); both or neither.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
@@ -258,6 +263,23 @@ pub enum ConfigError {
     Invalid { field: String, message: String },
 }
 
+/// An address or CIDR block, checked by parsing so nothing else can reach nginx.conf.
+fn valid_cidr(s: &str) -> Result<(), &'static str> {
+    let (ip, prefix) = match s.split_once('/') {
+        Some((ip, p)) => (ip, Some(p)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| "not an IP address")?;
+    if let Some(p) = prefix {
+        let p: u8 = p.parse().map_err(|_| "the prefix length is not a number")?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        if p > max {
+            return Err("the prefix length is too long for the address");
+        }
+    }
+    Ok(())
+}
+
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
@@ -337,6 +359,9 @@ impl EdgeConfig {
             return Err(invalid("nginx", "must name the nginx binary"));
         }
         nginx_safe_path(&self.work_dir).map_err(|m| invalid("work_dir", m))?;
+        for a in &self.status_allow {
+            valid_cidr(a).map_err(|m| invalid("status_allow", format!("{a:?}: {m}")))?;
+        }
         valid_nginx_size(&self.client_max_body_size)
             .map_err(|m| invalid("client_max_body_size", m))?;
         if let Some(user) = &self.nginx_user {
@@ -692,6 +717,37 @@ addresses = ["127.0.0.1:8082"]
             .unwrap_err()
             .to_string()
             .contains("clusters"));
+    }
+
+    #[test]
+    fn status_allow_takes_only_addresses_and_cidrs() {
+        for ok in ["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8", "0.0.0.0/0"] {
+            assert!(valid_cidr(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "all",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/x",
+            "1.2.3.4; deny all",
+            "1.2.3.4/8 ",
+            "host.example",
+        ] {
+            assert!(valid_cidr(bad).is_err(), "{bad}");
+        }
+        let with = |v: &str| {
+            let text = format!("status_allow = {v}\n{GOOD}");
+            EdgeConfig::parse(&text).map(|c| c.status_allow)
+        };
+        assert_eq!(
+            with(r#"["10.0.0.0/8", "::1"]"#).unwrap(),
+            vec!["10.0.0.0/8".to_string(), "::1".to_string()]
+        );
+        let e = with(r#"["10.0.0.0/8; allow all"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("status_allow"), "{e}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct Desired {
     /// `limit_req` per client address: rate (r/s) and burst.
     pub rate_limit_per_second: Option<u32>,
     pub rate_limit_burst: u32,
+    /// Addresses allowed to read status, metrics and the dashboard; empty = everyone.
+    pub status_allow: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -124,6 +126,7 @@ impl Desired {
             upstream_server_name: cfg.upstream_server_name.clone(),
             rate_limit_per_second: cfg.rate_limit_per_second,
             rate_limit_burst: cfg.rate_limit_burst,
+            status_allow: cfg.status_allow.clone(),
         }
     }
 }
@@ -402,6 +405,44 @@ cost = 0.5
                 crate::nginx::test_config_text(std::path::Path::new("nginx"), dir.path(), &text)
                     .await;
             assert!(out.is_ok(), "{mode:?}: {out:?}");
+        }
+    }
+
+    /// `status_allow` guards status, metrics and the dashboard (not the API), and nginx accepts it.
+    #[tokio::test]
+    async fn status_allow_limits_who_reads_the_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut cfg, views) = sample(Mode::Reelay);
+        cfg.work_dir = dir.path().to_path_buf();
+        let open = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+        assert!(!open.contains("deny all;\n            error_page 403"));
+        cfg.status_allow = vec!["10.0.0.0/8".into(), "::1".into()];
+        let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+        for loc in [
+            "location = /edge/status {",
+            "location = /edge/metrics {",
+            "location = / {",
+            "location /ui/ {",
+        ] {
+            let start = text.find(loc).unwrap_or_else(|| panic!("{loc}"));
+            let block = &text[start..start + text[start..].find("\n        }").unwrap()];
+            assert!(block.contains("allow 10.0.0.0/8;"), "{block}");
+            assert!(block.contains("allow ::1;"), "{block}");
+            assert!(block.contains("deny all;"), "{block}");
+            assert!(block.contains("error_page 403 @reelay_403;"), "{block}");
+        }
+        let api = &text[text.find("location /v1/ {").unwrap()..];
+        let api = &api[..api.find("\n        }").unwrap()];
+        assert!(!api.contains("deny"), "the API stays open: {api}");
+        if std::process::Command::new("nginx")
+            .arg("-v")
+            .output()
+            .is_ok()
+        {
+            let out =
+                crate::nginx::test_config_text(std::path::Path::new("nginx"), dir.path(), &text)
+                    .await;
+            assert!(out.is_ok(), "{out:?}");
         }
     }
 
