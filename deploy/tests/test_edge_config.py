@@ -8,6 +8,7 @@ crates/edge/src/config.rs: fields, http://host:port cluster URLs, names, weights
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import pathlib
 import re
@@ -26,6 +27,7 @@ REQUIRED = {"listen", "control_listen", "clusters"}
 KNOWN = REQUIRED | {
     "nginx", "work_dir", "client_max_body_size", "reload_min_interval_ms", "local_cluster", "mode",
     "hosts_file", "nginx_user", "nginx_worker_processes", "nginx_http_snippet", "health", "placement",
+    "status_allow",
 }
 HEALTH = {"interval_ms", "timeout_ms", "fall", "rise", "resolve_interval_ms"}
 
@@ -69,6 +71,10 @@ def check_with_python(cfg: dict[str, Any]) -> None:
         assert c.get("cost", 1.0) > 0
     if "local_cluster" in cfg:
         assert cfg["local_cluster"] in names
+    for a in cfg.get("status_allow", []):
+        ipaddress.ip_network(a, strict=False)  # raises on anything but an address or CIDR
+
+
 
 
 def check_with_reelay(binary: str, text: str, tmp_path: pathlib.Path) -> None:
@@ -111,6 +117,15 @@ def test_reelay_edge_check_config_is_used_when_available() -> None:
     if reelay_edge() is None:
         pytest.skip("this reelay binary has no `edge --check-config` yet: edge.toml was checked "
                     "with the Python rules only (build `cargo build -p reelay` to use the real check)")
+
+
+def test_overlay_edge_status_stays_in_cluster(manifests: Manifests) -> None:
+    """Cluster addresses and load are not for the internet: status_allow is set and private."""
+    allow = tomllib.loads(edge_toml(manifests)).get("status_allow")
+    assert allow, "status_allow missing"
+    for a in allow:
+        net = ipaddress.ip_network(a, strict=False)
+        assert net.is_private or net.is_loopback, f"{a} is public"
 
 
 def test_overlay_edge_lists_local_cluster_and_the_remote_cloud(manifests: Manifests) -> None:
