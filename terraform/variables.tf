@@ -41,7 +41,7 @@ variable "aws_kubernetes_version" {
 }
 
 variable "aws_vpc_cidr" {
-  description = "VPC CIDR (k8s/overlays/aws allows the database in it: keep them equal)."
+  description = "VPC CIDR (k8s/overlays/aws allows the database in it, and its edge.toml status_allow must cover it for metrics scrapes: keep them equal)."
   type        = string
   default     = "10.20.0.0/16"
 }
@@ -90,7 +90,7 @@ variable "gcp_subnet_cidr" {
 }
 
 variable "gcp_pods_cidr" {
-  description = "Pod range."
+  description = "Pod range (k8s/overlays/gcp/edge.toml status_allow must cover it, or metrics scrapes of the edge get 403)."
   type        = string
   default     = "10.44.0.0/14"
 }

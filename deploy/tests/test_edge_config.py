@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from conftest import ROOT, Manifests
+from conftest import ROOT, Manifests, variables_of
 
 CLUSTER_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 REQUIRED = {"listen", "control_listen", "clusters"}
@@ -72,9 +72,9 @@ def check_with_python(cfg: dict[str, Any]) -> None:
     if "local_cluster" in cfg:
         assert cfg["local_cluster"] in names
     for a in cfg.get("status_allow", []):
-        ipaddress.ip_network(a, strict=False)  # raises on anything but an address or CIDR
-
-
+        # An address or address/prefix-length (what config.rs accepts; no netmasks, no scopes).
+        assert re.fullmatch(r"[0-9A-Fa-f:.]+(/[0-9]{1,3})?", a), a
+        ipaddress.ip_network(a, strict=False)
 
 
 def check_with_reelay(binary: str, text: str, tmp_path: pathlib.Path) -> None:
@@ -119,13 +119,18 @@ def test_reelay_edge_check_config_is_used_when_available() -> None:
                     "with the Python rules only (build `cargo build -p reelay` to use the real check)")
 
 
-def test_overlay_edge_status_stays_in_cluster(manifests: Manifests) -> None:
-    """Cluster addresses and load are not for the internet: status_allow is set and private."""
+def test_overlay_edge_status_stays_in_cluster(manifests: Manifests, tf_root: dict[str, Any]) -> None:
+    """Cluster addresses and load are not for the internet: status_allow is set and private,
+    and it covers the pod addresses Prometheus scrapes /edge/metrics from (terraform defaults)."""
     allow = tomllib.loads(edge_toml(manifests)).get("status_allow")
     assert allow, "status_allow missing"
-    for a in allow:
-        net = ipaddress.ip_network(a, strict=False)
-        assert net.is_private or net.is_loopback, f"{a} is public"
+    nets = [ipaddress.ip_network(a, strict=False) for a in allow]
+    for net in nets:
+        assert net.is_private or net.is_loopback, f"{net} is public"
+    pods = {"aws": "aws_vpc_cidr", "gcp": "gcp_pods_cidr"}[manifests.overlay]
+    pod_range = ipaddress.ip_network(variables_of(tf_root)[pods]["default"])
+    assert any(pod_range.subnet_of(n) for n in nets if n.version == pod_range.version), (
+        f"status_allow {allow} does not cover the pod range {pod_range} ({pods})")
 
 
 def test_overlay_edge_lists_local_cluster_and_the_remote_cloud(manifests: Manifests) -> None:

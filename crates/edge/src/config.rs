@@ -271,6 +271,9 @@ fn valid_cidr(s: &str) -> Result<(), &'static str> {
     };
     let ip: std::net::IpAddr = ip.parse().map_err(|_| "not an IP address")?;
     if let Some(p) = prefix {
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("the prefix length is not a number");
+        }
         let p: u8 = p.parse().map_err(|_| "the prefix length is not a number")?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         if p > max {
@@ -730,6 +733,8 @@ addresses = ["127.0.0.1:8082"]
             "10.0.0.0/33",
             "::/129",
             "10.0.0.0/x",
+            "10.0.0.0/+8",
+            "10.0.0.0/255.0.0.0",
             "1.2.3.4; deny all",
             "1.2.3.4/8 ",
             "host.example",

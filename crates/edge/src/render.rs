@@ -415,7 +415,11 @@ cost = 0.5
         let (mut cfg, views) = sample(Mode::Reelay);
         cfg.work_dir = dir.path().to_path_buf();
         let open = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
-        assert!(!open.contains("deny all;\n            error_page 403"));
+        let status = &open[open.find("location = /edge/status {").unwrap()..];
+        assert!(
+            !status[..status.find("\n        }").unwrap()].contains("deny"),
+            "open by default"
+        );
         cfg.status_allow = vec!["10.0.0.0/8".into(), "::1".into()];
         let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
         for loc in [
@@ -429,8 +433,13 @@ cost = 0.5
             assert!(block.contains("allow 10.0.0.0/8;"), "{block}");
             assert!(block.contains("allow ::1;"), "{block}");
             assert!(block.contains("deny all;"), "{block}");
-            assert!(block.contains("error_page 403 @reelay_403;"), "{block}");
+            // No error_page of its own, so the server's JSON pages (403 included) still apply.
+            assert!(!block.contains("error_page"), "{block}");
         }
+        let server =
+            &text[text.find("    server {").unwrap()..text.find("location = /v1/jobs {").unwrap()];
+        assert!(server.contains("error_page 403 @reelay_403;"), "{server}");
+        assert!(server.contains("error_page 503 @reelay_503;"), "{server}");
         let api = &text[text.find("location /v1/ {").unwrap()..];
         let api = &api[..api.find("\n        }").unwrap()];
         assert!(!api.contains("deny"), "the API stays open: {api}");
