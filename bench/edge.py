@@ -398,15 +398,19 @@ def make_clips(tmp, durations):
     return clips
 
 
-def simulate_fcfs(durations, arrivals, slots):
-    """Waits of a perfect shared FCFS queue with `slots` servers and nominal durations."""
-    free = [0.0] * slots
+def simulate_fcfs(durations, arrivals, slots, clusters=None, slots_per_cluster=None):
+    """Waits when job i goes to cluster clusters[i] and each cluster is a FCFS queue over its
+    slots, with nominal durations. By default: one shared queue with `slots` servers."""
+    slots_per_cluster = slots_per_cluster or [slots]
+    clusters = clusters or [0] * len(durations)
+    free = [[0.0] * n for n in slots_per_cluster]
     waits = []
-    for d, a in zip(durations, arrivals):
-        i = min(range(slots), key=lambda k: free[k])
-        start = max(a, free[i])
+    for d, a, c in zip(durations, arrivals, clusters):
+        f = free[c]
+        i = min(range(len(f)), key=lambda k: f[k])
+        start = max(a, f[i])
         waits.append(start - a)
-        free[i] = start + d
+        f[i] = start + d
     return waits
 
 
@@ -426,15 +430,8 @@ def smooth_weighted_order(weights, n):
 
 def simulate_weighted(durations, arrivals, slots_per_cluster=(3, 1)):
     """Waits under nginx weighted round robin (weights = slots), each cluster a FCFS queue."""
-    free = [[0.0] * n for n in slots_per_cluster]
-    waits = []
-    for d, a, c in zip(durations, arrivals, smooth_weighted_order(list(slots_per_cluster), len(durations))):
-        f = free[c]
-        i = min(range(len(f)), key=lambda k: f[k])
-        start = max(a, f[i])
-        waits.append(start - a)
-        f[i] = start + d
-    return waits
+    order = smooth_weighted_order(list(slots_per_cluster), len(durations))
+    return simulate_fcfs(durations, arrivals, None, order, list(slots_per_cluster))
 
 
 def stream(seed, jobs, lo, hi, load, slots=4):

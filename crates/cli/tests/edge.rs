@@ -254,6 +254,15 @@ impl Edge {
         format!("http://127.0.0.1:{}", self.control)
     }
 
+    /// Replaces edge.toml with `text` and asks the controller to apply it now.
+    fn reconfigure(&self, text: &str) -> reqwest::blocking::Response {
+        std::fs::write(&self.config, text).unwrap();
+        http()
+            .post(format!("{}/edge/reload", self.control()))
+            .send()
+            .unwrap()
+    }
+
     fn status(&self) -> EdgeStatus {
         http()
             .get(format!("{}/edge/status", self.control()))
@@ -546,11 +555,7 @@ fn a_hung_cluster_is_marked_down_in_time_and_comes_back() {
     let text = std::fs::read_to_string(&edge.config)
         .unwrap()
         .replace("timeout_ms = 1500", &format!("timeout_ms = {timeout}"));
-    std::fs::write(&edge.config, text).unwrap();
-    let r = http()
-        .post(format!("{}/edge/reload", edge.control()))
-        .send()
-        .unwrap();
+    let r = edge.reconfigure(&text);
     assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
     let gcp_job = gcp.submit_direct(&stall);
 
@@ -751,18 +756,10 @@ fn a_bad_configuration_is_refused_and_the_old_one_keeps_serving() {
     let live_conf = std::fs::read_to_string(edge.dir.join("work/nginx.conf")).unwrap();
 
     // Invalid TOML value: refused before anything is rendered.
-    std::fs::write(
-        &edge.config,
-        good.replace(
-            "reload_min_interval_ms",
-            "client_max_body_size = \"lots\"\nreload_min_interval_ms",
-        ),
-    )
-    .unwrap();
-    let r = client
-        .post(format!("{}/edge/reload", edge.control()))
-        .send()
-        .unwrap();
+    let r = edge.reconfigure(&good.replace(
+        "reload_min_interval_ms",
+        "client_max_body_size = \"lots\"\nreload_min_interval_ms",
+    ));
     assert_eq!(r.status(), 422);
     assert_eq!(r.json::<ErrorBody>().unwrap().error.code, "invalid_config");
     let s = edge.status();
@@ -777,18 +774,10 @@ fn a_bad_configuration_is_refused_and_the_old_one_keeps_serving() {
     assert_eq!(presets(), 200);
 
     // Valid TOML, but nginx -t rejects the rendered file: the live file and process stay.
-    std::fs::write(
-        &edge.config,
-        good.replace(
-            "reload_min_interval_ms",
-            "nginx_http_snippet = \"this_is_not_a_directive on;\"\nreload_min_interval_ms",
-        ),
-    )
-    .unwrap();
-    let r = client
-        .post(format!("{}/edge/reload", edge.control()))
-        .send()
-        .unwrap();
+    let r = edge.reconfigure(&good.replace(
+        "reload_min_interval_ms",
+        "nginx_http_snippet = \"this_is_not_a_directive on;\"\nreload_min_interval_ms",
+    ));
     assert_eq!(r.status(), 422);
     let err = r.json::<ErrorBody>().unwrap().error;
     assert_eq!(err.code, "reload_failed");
@@ -989,11 +978,7 @@ fn benchmark_modes_balance_without_the_controller() {
             &clusters,
             &format!("nginx_worker_processes = 1\nmode = \"{mode}\""),
         );
-        std::fs::write(&edge.config, text).unwrap();
-        let r = client
-            .post(format!("{}/edge/reload", edge.control()))
-            .send()
-            .unwrap();
+        let r = edge.reconfigure(&text);
         assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
         let ids: Vec<String> = (0..jobs)
             .map(|_| edge.submit(&client, &stall).unwrap())
@@ -1294,12 +1279,7 @@ fn status_allow_hides_the_edge_status_from_other_addresses() {
     // Started open (the helper waits on /edge/status through nginx), then restricted.
     let edge = Edge::start(dir.path(), &clusters, "");
     let client = http();
-    let text = edge.toml(&clusters, r#"status_allow = ["10.0.0.0/8"]"#);
-    std::fs::write(&edge.config, text).unwrap();
-    let r = client
-        .post(format!("{}/edge/reload", edge.control()))
-        .send()
-        .unwrap();
+    let r = edge.reconfigure(&edge.toml(&clusters, r#"status_allow = ["10.0.0.0/8"]"#));
     assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
     for path in ["/edge/status", "/edge/metrics", "/", "/ui/app.js"] {
         let (status, _, body) = get_json_error(&client, &format!("{}{path}", edge.base()));
@@ -1321,12 +1301,7 @@ fn status_allow_hides_the_edge_status_from_other_addresses() {
     );
 
     // Allowing loopback opens it again, after a reload.
-    let text = edge.toml(&clusters, r#"status_allow = ["127.0.0.0/8", "::1"]"#);
-    std::fs::write(&edge.config, text).unwrap();
-    let r = client
-        .post(format!("{}/edge/reload", edge.control()))
-        .send()
-        .unwrap();
+    let r = edge.reconfigure(&edge.toml(&clusters, r#"status_allow = ["127.0.0.0/8", "::1"]"#));
     assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
     let r = client
         .get(format!("{}/edge/status", edge.base()))

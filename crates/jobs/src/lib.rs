@@ -13,6 +13,7 @@ mod migrate;
 mod model;
 mod postgres;
 mod retry;
+mod shared_sql;
 mod sqlite;
 mod store;
 

@@ -11,6 +11,7 @@ use crate::model::{
     CreateOutcome, FailOutcome, Job, Millis, NewJob, NewToken, QueueCounts, RenewOutcome,
     RunningAttempt, StoredOutput,
 };
+use crate::shared_sql;
 use crate::store::{JobStore, StoreError};
 use reelay_protocol::{ErrorDetail, JobStatus};
 use sqlx::sqlite::{
@@ -700,14 +701,10 @@ impl JobStore for SqliteStore {
     }
 
     async fn running_attempts(&self) -> Result<Vec<RunningAttempt>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT j.estimated_seconds, t.claimed_at, t.eta_at
-             FROM tasks t JOIN jobs j ON j.id = t.job_id
-             WHERE t.status = ?",
-        )
-        .bind(RUNNING)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(shared_sql::RUNNING_ATTEMPTS)
+            .bind(RUNNING)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(running_attempt).collect()
     }
 
@@ -721,19 +718,15 @@ impl JobStore for SqliteStore {
         let now = now_millis();
         let expires = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
         let speed = speed.filter(|s| s.is_finite() && *s > 0.0);
-        sqlx::query(
-            "INSERT INTO workers (id, slots, expires_at, speed) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO UPDATE SET slots = excluded.slots, \
-             expires_at = excluded.expires_at, speed = COALESCE(excluded.speed, workers.speed)",
-        )
-        .bind(worker_id)
-        .bind(i64::from(slots))
-        .bind(expires)
-        .bind(speed)
-        .execute(&self.pool)
-        .await?;
-        // Expired rows are only clutter; dropping them here keeps the table the size of the fleet.
-        sqlx::query("DELETE FROM workers WHERE expires_at < $1")
+        sqlx::query(shared_sql::HEARTBEAT)
+            .bind(worker_id)
+            .bind(i64::from(slots))
+            .bind(expires)
+            .bind(speed)
+            .execute(&self.pool)
+            .await?;
+        // Dropping expired rows here keeps the table the size of the fleet.
+        sqlx::query(shared_sql::FORGET_OLD_WORKERS)
             .bind(now - 3_600_000)
             .execute(&self.pool)
             .await?;
@@ -760,13 +753,10 @@ impl JobStore for SqliteStore {
     }
 
     async fn live_speed(&self) -> Result<Option<f64>, StoreError> {
-        let row = sqlx::query(
-            "SELECT SUM(slots * speed) / SUM(slots) AS speed FROM workers \
-             WHERE expires_at >= $1 AND speed IS NOT NULL AND slots > 0",
-        )
-        .bind(now_millis())
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(shared_sql::LIVE_SPEED)
+            .bind(now_millis())
+            .fetch_one(&self.pool)
+            .await?;
         let speed: Option<f64> = row.try_get("speed")?;
         Ok(speed.filter(|s| s.is_finite() && *s > 0.0))
     }

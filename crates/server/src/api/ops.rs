@@ -16,11 +16,14 @@ pub async fn presets() -> Json<PresetList> {
 }
 
 pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
-    let c = st.store.counts().await?;
-    // Shared through the store, so an api replica without workers still knows the cluster's slots.
-    let capacity = st.store.live_capacity().await?;
-    let running = st.store.running_attempts().await?;
-    let speed = st.store.live_speed().await?;
+    // Shared through the store, so an api replica without workers still knows the cluster's
+    // slots. Four small independent reads, asked together: edges poll this every second.
+    let (c, capacity, running, speed) = tokio::try_join!(
+        st.store.counts(),
+        st.store.live_capacity(),
+        st.store.running_attempts(),
+        st.store.live_speed(),
+    )?;
     Ok(Json(crate::load::report(
         &st.cfg.cluster,
         capacity,
@@ -79,12 +82,17 @@ async fn ffmpeg_ok(st: &AppState) -> bool {
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    if let (Ok(c), Ok(cap)) = (st.store.counts().await, st.store.live_capacity().await) {
+    let (counts, cap, speed) = tokio::join!(
+        st.store.counts(),
+        st.store.live_capacity(),
+        st.store.live_speed()
+    );
+    if let (Ok(c), Ok(cap)) = (counts, cap) {
         metrics::gauge!(m::QUEUE_DEPTH).set(c.queued as f64);
         metrics::gauge!(m::RUNNING).set(c.running as f64);
         metrics::gauge!(m::CAPACITY).set(cap as f64);
         // The same figure /v1/load reports; a failed speed read counts as 1x real time.
-        let speed = st.store.live_speed().await.ok().flatten();
+        let speed = speed.ok().flatten();
         metrics::gauge!(m::BACKLOG).set(crate::load::backlog_seconds(
             c.queued_estimated_seconds,
             cap,

@@ -1,0 +1,21 @@
+//! Statements both back ends run unchanged. SQLite accepts Postgres's `$N` placeholders, so
+//! anything that needs no dialect-specific syntax is written once, here.
+
+/// The running attempts with what the load report needs; `$1` = the running status.
+pub(crate) const RUNNING_ATTEMPTS: &str = "SELECT j.estimated_seconds, t.claimed_at, t.eta_at \
+     FROM tasks t JOIN jobs j ON j.id = t.job_id \
+     WHERE t.status = $1";
+
+/// Slot-weighted encode speed of the live workers that know theirs; `$1` = now (ms).
+pub(crate) const LIVE_SPEED: &str = "SELECT SUM(slots * speed) / SUM(slots) AS speed FROM workers \
+     WHERE expires_at >= $1 AND speed IS NOT NULL AND slots > 0";
+
+/// A worker's heartbeat: `$1` id, `$2` slots, `$3` expiry (ms), `$4` speed or NULL (keeps the
+/// last known one).
+pub(crate) const HEARTBEAT: &str = "INSERT INTO workers (id, slots, expires_at, speed) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (id) DO UPDATE SET slots = excluded.slots, \
+     expires_at = excluded.expires_at, speed = COALESCE(excluded.speed, workers.speed)";
+
+/// Expired worker rows are only clutter: dropped an hour after expiry; `$1` = that cutoff.
+pub(crate) const FORGET_OLD_WORKERS: &str = "DELETE FROM workers WHERE expires_at < $1";
