@@ -186,15 +186,7 @@ async fn hls_ladder_playlists_and_every_segment_over_http() {
     }
     assert!(segments >= 2);
     // The listing has every file, so a client can mirror the whole ladder.
-    let files: OutputFiles = s
-        .http
-        .get(s.url(&format!("/v1/jobs/{}/outputs", job.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let files: OutputFiles = s.get_json(&format!("/v1/jobs/{}/outputs", job.id)).await;
     assert_eq!(
         files
             .files
@@ -404,15 +396,7 @@ async fn idempotent_resubmission_returns_the_same_job() {
     .await;
     assert_eq!((st, code.as_str()), (409, "idempotency_conflict"));
     s.wait(&a.id, Duration::from_secs(60)).await;
-    let list: JobList = s
-        .http
-        .get(s.url("/v1/jobs?limit=10"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: JobList = s.get_json("/v1/jobs?limit=10").await;
     assert_eq!(list.jobs.len(), 1, "the replay created no second job");
 }
 
@@ -670,15 +654,7 @@ async fn bad_inputs_get_clear_errors_and_the_service_keeps_serving() {
     assert_eq!((st, code.as_str()), (405, "method_not_allowed"));
 
     // Still serving, and nothing half-written: no job was created by any refused submission.
-    let list: JobList = s
-        .http
-        .get(s.url("/v1/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: JobList = s.get_json("/v1/jobs").await;
     assert_eq!(
         list.jobs.len(),
         1,
@@ -742,28 +718,12 @@ async fn url_inputs_are_downloaded_by_reelay_when_private_urls_are_allowed() {
 #[tokio::test]
 async fn ops_endpoints_answer() {
     let s = TestServer::start().await;
-    let presets: PresetList = s
-        .http
-        .get(s.url("/v1/presets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let presets: PresetList = s.get_json("/v1/presets").await;
     assert!(presets.presets.len() >= 9);
     // Capacity comes from the workers' heartbeats in the store: the first one lands just after start.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let load: LoadReport = loop {
-        let load: LoadReport = s
-            .http
-            .get(s.url("/v1/load"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let load: LoadReport = s.get_json("/v1/load").await;
         if load.capacity == 2 || tokio::time::Instant::now() > deadline {
             break load;
         }
@@ -805,15 +765,7 @@ async fn ops_endpoints_answer() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
-    let doc: serde_json::Value = s
-        .http
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: serde_json::Value = s.get_json("/openapi.json").await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for p in [
         "/v1/jobs",
@@ -845,42 +797,20 @@ async fn listing_filters_and_pages() {
     for id in &ids {
         s.wait(id, Duration::from_secs(60)).await;
     }
-    let page1: JobList = s
-        .http
-        .get(s.url("/v1/jobs?limit=2&status=succeeded"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page1: JobList = s.get_json("/v1/jobs?limit=2&status=succeeded").await;
     assert_eq!(page1.jobs.len(), 2);
     assert_eq!(page1.jobs[0].id, ids[2], "newest first");
     let cursor = page1.next_cursor.unwrap();
     let page2: JobList = s
-        .http
-        .get(s.url(&format!(
+        .get_json(&format!(
             "/v1/jobs?limit=2&status=succeeded&cursor={cursor}"
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(
         page2.jobs.iter().map(|j| &j.id).collect::<Vec<_>>(),
         vec![&ids[0]]
     );
-    let failed: JobList = s
-        .http
-        .get(s.url("/v1/jobs?status=failed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let failed: JobList = s.get_json("/v1/jobs?status=failed").await;
     assert!(failed.jobs.is_empty());
 }
 
@@ -895,16 +825,7 @@ async fn load_reports_what_running_jobs_have_left() {
     })
     .await;
     let clip = clip(s.dir.path(), "rt.mp4", 160, 120, 2.0, false);
-    let load = || async {
-        s.http
-            .get(s.url("/v1/load"))
-            .send()
-            .await
-            .unwrap()
-            .json::<LoadReport>()
-            .await
-            .unwrap()
-    };
+    let load = || async { s.get_json::<LoadReport>("/v1/load").await };
     let job = s
         .submit_ok(&clip, r#"{"outputs":[{"preset":"mp4-360p"}]}"#)
         .await;

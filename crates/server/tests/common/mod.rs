@@ -142,6 +142,18 @@ impl TestServer {
         }
     }
 
+    /// GET `path` and parse the JSON answer (panics on a transport or parse error).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
         let r = self.http.get(self.url(path)).send().await.unwrap();
         (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
