@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # The dashboard in a real browser: builds reelay, starts `reelay up` (two clusters + the nginx
 # edge) on free loopback ports with its state in a temporary directory, and drives Debian's
-# headless Chromium with playwright-core (dashboard-tests/): upload a generated clip with the
-# presets hls-abr + mp4-360p, follow it to done, open the job, play the HLS and the MP4 output,
-# look at a cluster's own dashboard, then kill one cluster and check the page says so.
+# headless Chromium with Python playwright under pytest (tests/browser/): upload a generated clip
+# with the presets hls-abr + mp4-360p, follow it to done, open the job, play the HLS and the MP4
+# output, look at a cluster's own dashboard, then kill one cluster and check the page says so.
 #
-# Screenshots and logs: target/browser-artifacts/. Exit status non-zero on any failure.
-# Installs what is missing (chromium, ffmpeg, nginx, curl via apt-get; playwright-core via
-# `npm ci`). Safe to run again and again: every run uses fresh ports, state and browser profile.
-# Takes about 1-2 minutes after the build (the first run also installs Chromium).
+# Screenshots and logs: target/browser-artifacts/. Exit status is pytest's (non-zero on any
+# failure). Installs what is missing (chromium, ffmpeg, nginx, curl, python3, python3-venv via
+# apt-get; playwright and pytest from PyPI, pinned by tests/browser/requirements.txt, into the
+# virtualenv .venv-browser/, recreated only when those pins or the Python version change).
+# Playwright drives the Chromium binary itself: no `playwright install`, no browser download.
+# Safe to run again and again: every run uses fresh ports, state and browser profile.
+# Takes about 20 s after the build (the first run also creates the virtualenv: about 10 s more,
+# plus downloading playwright's 53 MB wheel).
 #
 # Environment: REELAY_BIN (skip the build and use this binary), CHROMIUM (default
-# /usr/bin/chromium), KEEP_TMP=1 (keep the temporary state directory).
+# /usr/bin/chromium), REELAY_BROWSER_VENV (the virtualenv, default .venv-browser),
+# KEEP_TMP=1 (keep the temporary state directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -26,7 +31,12 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
-command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+# Debian's python3 makes virtualenvs only with python3-venv (ensurepip) installed.
+if ! command -v python3 >/dev/null 2>&1; then
+  need+=(python3 python3-venv)
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "browser-test: installing ${need[*]}" >&2
   sudo=""
@@ -35,9 +45,8 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-if [ "$node_major" -lt 20 ]; then
-  echo "browser-test: playwright-core needs Node.js >= 20 (found $(node --version))" >&2
+if ! python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
+  echo "browser-test: pytest needs Python >= 3.10 (found $(python3 --version 2>&1))" >&2
   exit 1
 fi
 
@@ -46,7 +55,22 @@ if [ -z "${REELAY_BIN:-}" ]; then
   cargo build --locked -p reelay
   REELAY_BIN="$root/target/debug/reelay"
 fi
-(cd dashboard-tests && npm ci --no-audit --no-fund --loglevel=error)
+
+# The virtualenv: (re)created when tests/browser/requirements.txt or the Python version changed.
+venv=${REELAY_BROWSER_VENV:-$root/.venv-browser}
+req="$root/tests/browser/requirements.txt"
+want="$(sha256sum "$req" | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.version.split()[0])')"
+stamp="$venv/.reelay-stamp"
+if ! { [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; }; then
+  echo "browser-test: installing tests/browser/requirements.txt into $venv (first run or changed pins)" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  if ! "$venv/bin/pip" install --quiet --disable-pip-version-check --requirement "$req"; then
+    echo "browser-test: pip install -r tests/browser/requirements.txt failed (PyPI reachable?)" >&2
+    exit 1
+  fi
+  echo "$want" >"$stamp"
+fi
 
 rm -rf "$art"
 mkdir -p "$art"
@@ -75,11 +99,14 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- four free loopback ports
-read -r p_edge p_ctl p_aws p_gcp < <(node -e '
-  const net = require("net");
-  const servers = [0, 1, 2, 3].map(() => net.createServer());
-  Promise.all(servers.map((s) => new Promise((r) => s.listen(0, "127.0.0.1", () => r(s.address().port)))))
-    .then((ports) => { console.log(ports.join(" ")); servers.forEach((s) => s.close()); });')
+read -r p_edge p_ctl p_aws p_gcp < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(4)]  # all bound at once: four different ports
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks:
+    s.close()')
 
 cat >"$tmp/topology.toml" <<EOF
 # Written by scripts/browser-test.sh (like deploy/local/topology.toml, on free ports).
@@ -153,12 +180,15 @@ if [ -z "$ready" ]; then
 fi
 
 # ---- the browser
-cd dashboard-tests
+set +e
 REELAY_EDGE_URL="$edge" \
   REELAY_CLUSTER_URL="http://127.0.0.1:$p_aws" \
   REELAY_KILL_CLUSTER_PORT="$p_gcp" \
   REELAY_CLIP="$tmp/clip.mp4" \
   REELAY_ARTIFACTS="$art" \
   CHROMIUM="$chromium_bin" \
-  node --test --test-reporter=spec dashboard.test.mjs 2>&1 | tee "$art/test.log"
-exit "${PIPESTATUS[0]}"
+  PYTHONDONTWRITEBYTECODE=1 \
+  "$venv/bin/python" -m pytest -v tests/browser 2>&1 | tee "$art/test.log"
+rc=${PIPESTATUS[0]}
+set -e
+exit "$rc"

@@ -1,0 +1,397 @@
+"""The dashboard in a real browser: Debian's Chromium, headless, driven by playwright.
+
+Run by scripts/browser-test.sh (fixtures and environment: conftest.py). The tests run in file
+order: the second and third look again at the job the first one made.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Route
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+if TYPE_CHECKING:
+    from conftest import Env, Shared
+
+log = logging.getLogger("browser-test")
+
+
+def shot(env: Env, page: Page, name: str) -> None:
+    path = env.artifacts / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    log.info("screenshot %s", path)
+
+
+def watch(page: Page) -> list[str]:
+    """Page errors and CSP violations are collected (the tests expect none); other console
+    noise is only logged."""
+    problems: list[str] = []
+    csp = re.compile(
+        r"Content Security Policy|Refused to (load|execute|apply|connect)", re.IGNORECASE
+    )
+
+    def on_console(m: ConsoleMessage) -> None:
+        text = m.text
+        if m.type in ("error", "warning"):
+            log.info("console.%s: %s", m.type, text)
+        if csp.search(text):
+            problems.append("CSP: " + text)
+
+    page.on("pageerror", lambda e: problems.append("page error: " + e.message))
+    page.on("console", on_console)
+    return problems
+
+
+def play_until(page: Page, selector: str, seconds: float) -> dict[str, Any]:
+    """Plays a <video> until its currentTime passes `seconds`; returns what the page saw."""
+    page.wait_for_selector(selector, timeout=30_000)
+    page.evaluate(
+        """(sel) => {
+          const v = document.querySelector(sel);
+          v.muted = true;
+          const p = v.play();
+          if (p && p.catch) p.catch((e) => { v.dataset.playError = String(e); });
+        }""",
+        selector,
+    )
+    try:
+        page.wait_for_function(
+            """([sel, s]) => {
+              const v = document.querySelector(sel);
+              return v && v.currentTime > s;
+            }""",
+            arg=[selector, seconds],
+            timeout=30_000,
+            polling=100,
+        )
+    except PlaywrightTimeoutError:
+        state = page.evaluate(
+            """(sel) => {
+              const v = document.querySelector(sel);
+              return v && {
+                currentTime: v.currentTime, readyState: v.readyState, networkState: v.networkState,
+                error: v.error && { code: v.error.code, message: v.error.message },
+                state: v.dataset.state, playError: v.dataset.playError, src: v.currentSrc,
+              };
+            }""",
+            selector,
+        )
+        raise AssertionError(f"{selector} did not play: {json.dumps(state)}") from None
+    return page.evaluate(
+        """(sel) => {
+          const v = document.querySelector(sel);
+          return { currentTime: v.currentTime, width: v.videoWidth, height: v.videoHeight,
+                   engine: v.dataset.engine || 'native' };
+        }""",
+        selector,
+    )
+
+
+def listener_pid(port: str) -> int | None:
+    out = subprocess.run(
+        ["ss", "-Hltnp", f"sport = :{port}"], check=True, capture_output=True, text=True
+    ).stdout
+    m = re.search(r"pid=(\d+)", out)
+    return int(m.group(1)) if m else None
+
+
+def card_name_for_port(page: Page, port: str) -> str | None:
+    return page.evaluate(
+        """(p) => {
+          for (const c of document.querySelectorAll('#clusters .card')) {
+            if (c.innerText.includes(':' + p)) return c.dataset.cluster;
+          }
+          return null;
+        }""",
+        port,
+    )
+
+
+def test_dashboard_submits_follows_and_plays_a_job_through_the_edge(
+    browser: BrowserContext, env: Env, shared: Shared
+) -> None:
+    page = browser.new_page()
+    problems = watch(page)
+
+    # The page and its headers.
+    resp = page.goto(env.edge + "/", wait_until="load")
+    assert resp is not None and resp.status == 200
+    h = resp.headers
+    assert "default-src 'none'" in h.get("content-security-policy", ""), h
+    assert h.get("x-content-type-options") == "nosniff"
+
+    # Codecs this Chromium has (Debian builds it with the proprietary ones).
+    codecs = page.evaluate(
+        """() => ({
+          mseH264Aac: MediaSource.isTypeSupported('video/mp4; codecs="avc1.42E01E, mp4a.40.2"'),
+          mp4: document.createElement('video').canPlayType('video/mp4; codecs="avc1.42E01E, mp4a.40.2"'),
+          nativeHls: document.createElement('video').canPlayType('application/vnd.apple.mpegurl'),
+        })"""
+    )
+    log.info("codecs %s", json.dumps(codecs))
+    assert codecs["mseH264Aac"], "this Chromium has no H.264/AAC in Media Source Extensions"
+
+    # Every cluster behind the edge shows up healthy.
+    for name in ("aws", "gcp"):
+        page.wait_for_selector(
+            f'#clusters .card[data-cluster="{name}"][data-state="up"]', timeout=20_000
+        )
+    facts = page.locator('#clusters .card[data-cluster="aws"] dl').inner_text()
+    for word in ("Capacity", "Running", "Queued", "Backlog", "Placements", "Last check"):
+        assert word in facts, f"cluster card lacks {word}: {facts}"
+    page.wait_for_selector('#preset-list input[value="hls-abr"]', timeout=10_000)
+    shot(env, page, "01-home")
+
+    # A file that is not a video: refused with the API's code and message, shown as such.
+    junk = env.artifacts / "not-a-video.mp4"
+    junk.write_text("this is plain text pretending to be a video\n" * 50)
+    page.check('#preset-list input[value="mp4-360p"]')
+    page.set_input_files("#submit-file", str(junk))
+    page.click("#submit-button")
+    refused = page.locator("#submit-result .error")
+    refused.wait_for(timeout=30_000)
+    code = refused.get_attribute("data-code")
+    refused_text = refused.inner_text()
+    log.info("refused upload: %s", refused_text)
+    assert code and code != "network_error" and not code.startswith("http_"), (
+        f"expected an API error code, got {code}"
+    )
+    assert re.search(r"HTTP 4\d\d", refused_text), refused_text
+    shot(env, page, "02-refused-upload")
+
+    # Custom output JSON that the API rejects names the field.
+    page.fill(
+        "#submit-custom",
+        '{"name": "bad", "container": "mp4", "video": {"codec": "h264", "crf": 99}}',
+    )
+    page.set_input_files("#submit-file", str(env.clip))
+    page.click("#submit-button")
+    page.wait_for_function(
+        """() => {
+          const e = document.querySelector('#submit-result .error');
+          return e && e.dataset.code === 'invalid_spec';
+        }""",
+        timeout=30_000,
+    )
+    log.info("invalid spec: %s", page.locator("#submit-result .error").inner_text())
+    page.fill("#submit-custom", "")
+
+    # The real upload: hls-abr plus mp4-360p.
+    page.check('#preset-list input[value="hls-abr"]')
+    page.check('#preset-list input[value="mp4-360p"]')
+    # Record every value the upload bar takes.
+    page.evaluate(
+        """() => {
+          window.__uploadValues = [];
+          const prog = document.getElementById('upload-progress');
+          const orig = Object.getOwnPropertyDescriptor(HTMLProgressElement.prototype, 'value');
+          Object.defineProperty(prog, 'value', {
+            get() { return orig.get.call(this); },
+            set(v) { window.__uploadValues.push(v); orig.set.call(this, v); },
+          });
+        }"""
+    )
+    page.set_input_files("#submit-file", str(env.clip))
+    page.click("#submit-button")
+    link = page.locator("#submit-result a[data-job-id]")
+    link.wait_for(timeout=60_000)
+    job_id = link.get_attribute("data-job-id")
+    assert job_id, "the job link carries the job id"
+    shared.job_id = job_id
+    log.info("job %s", job_id)
+    upload_values = page.evaluate("() => window.__uploadValues")
+    assert upload_values and upload_values[-1] == 1, f"upload bar ends full: {upload_values}"
+    assert page.locator("#upload-text").inner_text() == "done"
+
+    # The job list follows it to the end; its bar reaches "done".
+    row = f'#jobs-body tr[data-job-id="{job_id}"]'
+    page.wait_for_selector(row, timeout=20_000)
+    page.evaluate(
+        """(sel) => {
+          window.__barValues = [];
+          const seen = () => {
+            const b = document.querySelector(sel + ' .bar');
+            if (b) window.__barValues.push(b.dataset.progress + ':' + document.querySelector(sel).dataset.status);
+          };
+          seen();
+          new MutationObserver(seen).observe(document.getElementById('jobs-body'),
+            { attributes: true, subtree: true, childList: true });
+        }""",
+        row,
+    )
+    shot(env, page, "03-job-listed")
+    page.wait_for_selector(
+        f'{row}[data-status="succeeded"] .bar[data-progress="1.000"]', timeout=120_000
+    )
+    bar_values = list(dict.fromkeys(page.evaluate("() => window.__barValues")))
+    log.info("list bar went through %s", " ".join(bar_values))
+    assert page.locator(f"{row} .bar .label").inner_text() == "done"
+    shot(env, page, "04-job-done")
+
+    # The job page: outputs, and both players play straight from reelay.
+    page.click(f"{row} a")
+    page.wait_for_selector('#view-job[data-status="succeeded"]', timeout=20_000)
+    page.wait_for_selector('#job-outputs tr[data-output="mp4-360p.mp4"]')
+    assert page.locator("#job-cancel").is_hidden(), "no cancel button on a finished job"
+    hls = play_until(page, 'video[data-kind="hls"]', 0.5)
+    log.info("HLS played %s", json.dumps(hls))
+    assert hls["engine"] == "hls.js"
+    assert hls["width"] > 0 and hls["height"] > 0, f"HLS video has a picture size: {hls}"
+    mp4 = play_until(page, 'video[data-output="mp4-360p.mp4"]', 0.5)
+    log.info("MP4 played %s", json.dumps(mp4))
+    assert mp4["width"] > 0 and mp4["height"] > 0, f"MP4 video has a picture size: {mp4}"
+    page.evaluate("() => document.querySelectorAll('video').forEach((v) => v.pause())")
+    page.click("#job-files-button")
+    page.wait_for_selector("#job-files li a")
+    files = page.locator("#job-files li").count()
+    assert files >= 3, f"every output file listed (HLS segments too), got {files}"
+    shot(env, page, "05-job-page")
+
+    # Filter by status.
+    page.click('a[href="#/"]')
+    page.select_option("#status-filter", "failed")
+    page.wait_for_function("(sel) => !document.querySelector(sel)", arg=row, timeout=10_000)
+    page.select_option("#status-filter", "succeeded")
+    page.wait_for_selector(row, timeout=10_000)
+    page.select_option("#status-filter", "")
+
+    # A cluster's own dashboard shows that cluster alone.
+    cpage = browser.new_page()
+    cproblems = watch(cpage)
+    cpage.goto(env.cluster + "/", wait_until="load")
+    cpage.wait_for_selector('#clusters .card[data-state="up"]', timeout=20_000)
+    assert cpage.locator("#clusters .card").count() == 1
+    cpage.wait_for_selector("#jobs-body tr, #jobs-empty:not([hidden])", timeout=20_000)
+    shot(env, cpage, "06-cluster-dashboard")
+    cpage.close()
+    assert cproblems == [], "no page errors or CSP violations on the cluster's dashboard"
+
+    assert problems == [], "no page errors or CSP violations"
+
+
+def test_under_a_token_the_dashboard_asks_for_it_sends_it_and_polls(
+    browser: BrowserContext, env: Env, shared: Shared
+) -> None:
+    """Under a token (401), the dashboard asks for it, sends it and polls instead of streaming."""
+    assert shared.job_id, "needs the job of the first test"
+    token = "test-token-123"
+    page = browser.new_page()
+    problems = watch(page)
+    seen = {"with_token": 0, "refused": 0, "event_streams": 0}
+
+    # Play an API that wants a bearer token on everything under /v1/ except /v1/load.
+    def wants_token(url: str) -> bool:
+        path = urllib.parse.urlsplit(url).path
+        return path.startswith("/v1/") and path != "/v1/load"
+
+    def handle(route: Route) -> None:
+        req = route.request
+        if req.url.endswith("/events"):
+            seen["event_streams"] += 1
+        if req.headers.get("authorization") != "Bearer " + token:
+            seen["refused"] += 1
+            route.fulfill(
+                status=401,
+                content_type="application/json",
+                body=json.dumps(
+                    {"error": {"code": "unauthorized", "message": "a bearer token is required"}}
+                ),
+            )
+            return
+        seen["with_token"] += 1
+        route.continue_()
+
+    page.route(wants_token, handle)
+    page.goto(env.edge + "/", wait_until="load")
+    page.wait_for_selector("#token-box:not([hidden])", timeout=20_000)
+    page.wait_for_function(
+        "() => /unauthorized/.test(document.getElementById('jobs-error').textContent)",
+        timeout=20_000,
+    )
+    shot(env, page, "07-token-asked")
+    page.fill("#token-input", token)
+    page.click('#token-form button[type="submit"]')
+    page.wait_for_selector("#token-box", state="hidden")
+    page.wait_for_selector("#jobs-error", state="hidden", timeout=20_000)
+    page.wait_for_selector('#preset-list input[value="hls-abr"]', timeout=20_000)
+    assert page.evaluate("() => sessionStorage.getItem('reelay.token')") == token
+    assert re.search(r"polling", page.locator("#auth-state").inner_text())
+
+    # The job page under the token: MP4 from a blob: URL, HLS with the header on every request.
+    page.goto(env.edge + "/#/jobs/" + urllib.parse.quote(shared.job_id, safe=""), wait_until="load")
+    page.wait_for_selector('#view-job[data-status="succeeded"]', timeout=20_000)
+    mp4 = play_until(page, 'video[data-output="mp4-360p.mp4"]', 0.3)
+    src = page.evaluate(
+        """() => document.querySelector('video[data-output="mp4-360p.mp4"]').currentSrc"""
+    )
+    assert src.startswith("blob:"), f"MP4 under a token plays from a blob: URL, not {src}"
+    hls = play_until(page, 'video[data-kind="hls"]', 0.3)
+    log.info("under a token: MP4 %s HLS %s", json.dumps(mp4), json.dumps(hls))
+    assert seen["event_streams"] == 0, f"no EventSource under a token: {seen}"
+    assert seen["with_token"] > 5, json.dumps(seen)
+    shot(env, page, "08-token-job-page")
+    assert problems == [], "no page errors or CSP violations"
+
+
+def test_a_cluster_dies_the_edge_dashboard_says_so_and_keeps_working(
+    browser: BrowserContext, env: Env, shared: Shared
+) -> None:
+    if not env.kill_port:
+        pytest.skip("REELAY_KILL_CLUSTER_PORT not set")
+    assert shared.job_id, "needs the job of the first test"
+    job_id = shared.job_id
+    page = browser.new_page()
+    problems = watch(page)
+    page.goto(env.edge + "/", wait_until="load")
+    page.wait_for_selector('#clusters .card[data-state="up"]', timeout=20_000)
+    row = f'#jobs-body tr[data-job-id="{job_id}"]'
+    page.wait_for_selector(row, timeout=20_000)
+    pid = listener_pid(env.kill_port)
+    assert pid, f"no process listens on {env.kill_port}"
+    name = card_name_for_port(page, env.kill_port)
+    assert name, f"no cluster card shows port {env.kill_port}"
+    log.info("killing cluster %s (pid %d, port %s)", name, pid, env.kill_port)
+    os.kill(pid, signal.SIGKILL)
+    page.wait_for_selector(
+        f'#clusters .card[data-cluster="{name}"][data-state="down"]', timeout=30_000
+    )
+    page.wait_for_function(
+        """() => {
+          const w = document.getElementById('jobs-warning');
+          return w && !w.hidden;
+        }""",
+        timeout=30_000,
+    )
+    warning = page.locator("#jobs-warning").inner_text()
+    assert name in warning, f"the job list's warning names {name}: {warning}"
+    assert page.locator('#clusters .card[data-state="up"]').count() >= 1, (
+        "the other cluster stays up"
+    )
+    if job_id.startswith(name + "."):
+        # Its jobs stay listed, greyed out, after the next poll.
+        page.wait_for_timeout(3500)
+        assert page.locator(f"{row}.stale").count() == 1, (
+            "the dead cluster's job stays listed as stale"
+        )
+        # Its job page says the cluster is unavailable.
+        page.goto(env.edge + "/#/jobs/" + urllib.parse.quote(job_id, safe=""), wait_until="load")
+        page.wait_for_function(
+            "() => /cluster_unavailable/.test(document.getElementById('job-error').textContent)",
+            timeout=20_000,
+        )
+        shot(env, page, "10-job-of-dead-cluster")
+        page.goto(env.edge + "/", wait_until="load")
+        page.wait_for_selector(
+            f'#clusters .card[data-cluster="{name}"][data-state="down"]', timeout=20_000
+        )
+    shot(env, page, "09-cluster-down")
+    assert problems == [], "no page errors or CSP violations"
