@@ -2,8 +2,11 @@
 CARGO ?= cargo
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:8080
+# Compose v2 where installed, else v1 (Debian's docker-compose); both run docker-compose.yml.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: up serve test observability-check browser-test build deps test-deps fmt lint bench clean deploy-check
+.PHONY: up serve test test-unit test-rust observability-check browser-test build deps test-deps fmt lint bench clean \
+	deploy-check images compose-env compose-up compose-test
 
 deps:
 	scripts/ensure-deps.sh runtime
@@ -29,13 +32,42 @@ fmt:
 lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-## Formatting, lints and the whole test suite (unit + integration with real ffmpeg).
+## Formatting, lints and the whole test suite: Rust unit + integration tests (real ffmpeg, nginx,
+## Postgres, S3), deployment files, /metrics, the browser tests and the docker-compose stack.
+## Each part runs alone too: test-unit, test-rust, deploy-check, observability-check,
+## browser-test, compose-test.
 test: test-deps fmt lint
 	$(CARGO) test --locked --workspace
 	$(MAKE) deploy-check
 	# The binary `cargo test` just built (a separate `cargo build` would compile it again).
 	REELAY_BIN=target/debug/reelay scripts/check-observability.sh
 	REELAY_BIN=target/debug/reelay scripts/browser-test.sh
+	REELAY_BIN=target/debug/reelay scripts/compose-test.sh
+
+## Pure logic only (unit tests in the crates; no server, no ffmpeg run): seconds once built.
+test-unit:
+	$(CARGO) test --locked --workspace --lib --bins
+
+## Every Rust test (unit + integration, real ffmpeg/nginx/Postgres/S3).
+test-rust: test-deps
+	$(CARGO) test --locked --workspace
+
+## Base images (official, or local stand-ins where no registry answers) and the project's
+## images: reelay-processor, reelay-edge, reelay-s3s-fs (scripts/images.sh).
+images:
+	scripts/images.sh
+
+## A .env for docker-compose.yml with random secrets, unless one exists.
+compose-env:
+	scripts/compose-env.sh .env
+
+## The two-cloud stack as containers, built offline if need be: edge on 127.0.0.1:8080.
+compose-up: images compose-env
+	$(COMPOSE) up
+
+## The compose stack for real: jobs through the edge, a cloud killed, a cloud cut off, hardening.
+compose-test: build
+	REELAY_BIN=target/debug/reelay scripts/compose-test.sh
 
 ## /metrics of clusters and edge through promtool, Prometheus config/rules/rule tests, Grafana JSON.
 observability-check: build

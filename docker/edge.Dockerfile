@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # The reelay edge image: `reelay edge` renders nginx.conf, starts Debian's nginx and supervises
 # it (health checks, DNS re-resolution, reloads). nginx runs as the same non-root user and
 # listens on the unprivileged port 8080; its pid file, temp files and logs live under work_dir
@@ -8,22 +7,41 @@
 #
 #   docker build -f docker/edge.Dockerfile -t reelay-edge:0.1.0 .
 #
-# Base images are pinned by tag; pin digests in the release pipeline (see processor.Dockerfile).
+# Base images are build arguments pinned by tag; pin digests in the release pipeline (see
+# processor.Dockerfile).
+
+ARG RUST_IMAGE=rust:1.95.0-bookworm
+ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 ############################ builder ############################
-FROM rust:1.95.0-bookworm AS builder
+# Identical in processor.Dockerfile and edge.Dockerfile: the second image reuses the first's
+# layers. No BuildKit-only syntax (cache mounts, COPY --chmod), so the legacy builder, BuildKit
+# and docker-compose v1 all build it; dependencies are cached as their own layer instead: the
+# manifests and stub sources are built first, so a source-only change recompiles only the
+# workspace crates.
+FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY crates/protocol/Cargo.toml crates/protocol/
+COPY crates/media/Cargo.toml crates/media/
+COPY crates/jobs/Cargo.toml crates/jobs/
+COPY crates/server/Cargo.toml crates/server/
+COPY crates/edge/Cargo.toml crates/edge/
+COPY crates/dashboard/Cargo.toml crates/dashboard/
+COPY crates/cli/Cargo.toml crates/cli/
+RUN for c in crates/*/; do mkdir -p "$c/src" && touch "$c/src/lib.rs"; done \
+    && rm crates/cli/src/lib.rs && echo 'fn main() {}' > crates/cli/src/main.rs \
+    && mkdir -p crates/jobs/examples && echo 'fn main() {}' > crates/jobs/examples/claim_bench.rs \
+    && cargo build --release --locked -p reelay \
+    && rm -rf crates
 COPY crates ./crates
-# Same cache ids as processor.Dockerfile: building the second image reuses the first's work.
-RUN --mount=type=cache,id=reelay-cargo-registry,target=/usr/local/cargo/registry \
-    --mount=type=cache,id=reelay-cargo-git,target=/usr/local/cargo/git \
-    --mount=type=cache,id=reelay-target-release,target=/src/target \
-    cargo build --release --locked -p reelay \
+# COPY keeps the files' old modification times; touch them so cargo rebuilds over the stubs.
+RUN find crates -name '*.rs' -exec touch {} + \
+    && cargo build --release --locked -p reelay \
     && install -D -m 0755 target/release/reelay /out/reelay
 
 ############################ runtime ############################
-FROM debian:bookworm-slim AS runtime
+FROM ${DEBIAN_IMAGE} AS runtime
 # nginx: Debian's (the edge renders a config for it; auth_request is built in).
 # curl: HEALTHCHECK only. DL3008: see processor.Dockerfile (security updates replace pins).
 # The package's default site and logs are not used: reelay edge passes its own -p/-c/-e.

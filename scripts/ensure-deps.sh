@@ -10,6 +10,16 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light
 # pgrep (procps) is used by the tests to prove that cancelled ffmpeg processes are gone.
 if [ "${1:-runtime}" = test ]; then
   command -v pgrep >/dev/null 2>&1 || need+=(procps)
+  # The deployment validators, the browser and compose tests are Python (PyPI packages in
+  # virtualenvs): a minimal Debian has neither python3 nor its venv module.
+  command -v python3 >/dev/null 2>&1 || need+=(python3)
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  command -v ss >/dev/null 2>&1 || need+=(iproute2)
+  [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+  command -v git >/dev/null 2>&1 || need+=(git)
+  # rustc links with the system C compiler; some crates (ring, SQLite) compile C.
+  command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
   # The job-store tests start a throwaway Postgres cluster with Debian's server binaries.
   compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need+=(postgresql)
   command -v runuser >/dev/null 2>&1 || need+=(util-linux)

@@ -23,13 +23,27 @@ def test_each_cluster_has_api_worker_postgres_and_s3(cloud: str) -> None:
     assert SERVICES[f"api-{cloud}"]["command"] == ["api"]
     assert SERVICES[f"worker-{cloud}"]["command"] == ["worker"]
     assert SERVICES[f"migrate-{cloud}"]["command"] == ["migrate"]
-    assert re.fullmatch(r"postgres:16(\.\d+)?(-bookworm)?", SERVICES[f"postgres-{cloud}"]["image"])
+    # Overridable (scripts/base-images.sh builds a stand-in where no registry answers).
+    assert re.fullmatch(r"\$\{POSTGRES_IMAGE:-postgres:15(\.\d+)?-bookworm\}", SERVICES[f"postgres-{cloud}"]["image"])
     env = SERVICES[f"api-{cloud}"]["environment"]
     assert env["REELAY_CLUSTER"] == cloud
     assert env["REELAY_DATABASE_URL"].startswith(f"postgres://reelay:${{{cloud.upper()}_DB_PASSWORD}}@postgres-{cloud}:5432/")
     assert env["REELAY_STORAGE"].startswith("s3://")
     assert env["AWS_ENDPOINT"] == f"http://s3-{cloud}:9000"
     assert SERVICES[f"worker-{cloud}"]["environment"] == env, "api and worker share one cluster config"
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_each_cloud_on_its_own_network_reached_only_through_its_ingress(cloud: str) -> None:
+    other = "gcp" if cloud == "aws" else "aws"
+    for role in ("postgres", "s3", "migrate", "worker"):
+        assert SERVICES[f"{role}-{cloud}"]["networks"] == [cloud], role
+    assert SERVICES[f"api-{cloud}"]["networks"] == [cloud, f"{cloud}-ingress"]
+    for name, svc in SERVICES.items():
+        if name != "edge" and not name.endswith(f"-{cloud}"):
+            assert cloud not in svc["networks"] and f"{cloud}-ingress" not in svc["networks"], name
+    assert other not in SERVICES["edge"]["networks"] and cloud not in SERVICES["edge"]["networks"]
+    assert f"{cloud}-ingress" in SERVICES["edge"]["networks"]
 
 
 def test_edge_in_front_on_8080() -> None:
