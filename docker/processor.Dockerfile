@@ -12,6 +12,7 @@
 # image registry reachable); pin them with `image@sha256:...` in the release pipeline, e.g.
 # `docker buildx imagetools inspect rust:1.95.0-bookworm`, and let a bot bump both together.
 
+#checkov:skip=CKV_DOCKER_7:FROM names a build argument whose default (the ARG above) is pinned by tag; checkov cannot resolve it
 ARG RUST_IMAGE=rust:1.95.0-bookworm
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 
@@ -49,10 +50,10 @@ FROM ${DEBIAN_IMAGE} AS runtime
 # DL3008: exact Debian versions are not pinned because bookworm's security archive replaces
 # them (old versions disappear and the build breaks); the base tag fixes the release and the
 # image is rebuilt for security updates.
-# hadolint ignore=DL3008
 # Debian's ffmpeg drags in Mesa's OpenGL drivers (libgl1-mesa-dri with LLVM and Z3, ~160 MB)
 # through SDL and libplacebo; they are only ever dlopen'ed for on-screen or GPU output, which a
 # transcoder never does, so they are removed (the ffmpeg run at the end proves ffmpeg still works).
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg curl ca-certificates \
     && dpkg --purge --force-depends libgl1-mesa-dri libglx-mesa0 libllvm15 libz3-4 \

@@ -192,7 +192,7 @@ yaml_files() {
 step "yamllint" "$TOOLS/yamllint" --strict -c .yamllint $(yaml_files)
 
 # ---------------------------------------------------------------- Docker
-step "hadolint docker/*.Dockerfile" "$TOOLS/hadolint" docker/processor.Dockerfile docker/edge.Dockerfile docker/s3.Dockerfile
+step "hadolint docker/*.Dockerfile docker/standins/*.Dockerfile" "$TOOLS/hadolint" docker/*.Dockerfile docker/standins/*.Dockerfile
 
 step "docker-compose config (with .env.example)" \
   "$TOOLS/docker-compose" -f docker-compose.yml --env-file .env.example config --quiet

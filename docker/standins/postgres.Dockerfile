@@ -3,6 +3,7 @@
 # entrypoint that follows the official image's contract (POSTGRES_USER, POSTGRES_PASSWORD,
 # POSTGRES_DB, PGDATA=/var/lib/postgresql/data, port 5432, scram-sha-256 over the network). It
 # runs as the postgres user, uid/gid 999 like the official image, so a volume moves between them.
+#checkov:skip=CKV_DOCKER_7:FROM names a build argument whose default (the ARG above) is pinned by tag; checkov cannot resolve it
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 FROM ${DEBIAN_IMAGE}
 ARG PG_MAJOR=15
@@ -23,9 +24,11 @@ RUN groupadd --system --gid 999 postgres \
     && install -d -o postgres -g postgres -m 2775 /var/run/postgresql
 # The script is mode 0755 in git (COPY keeps it; --chmod would need BuildKit).
 COPY postgres-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
-USER postgres
+USER 999:999
 VOLUME ["/var/lib/postgresql/data"]
 EXPOSE 5432
 STOPSIGNAL SIGINT
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=20 \
+    CMD ["sh", "-c", "pg_isready -h /var/run/postgresql -U \"${POSTGRES_USER:-postgres}\""]
 ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
 CMD ["postgres"]
