@@ -1788,3 +1788,114 @@ fn hostile_clients_get_their_own_4xx_and_move_no_other_clients_jobs() {
     assert!(!log.contains("temporarily disabled"), "{log}");
     eprintln!("hostile-clients test took {:?}", t0.elapsed());
 }
+
+/// Finding 9 of issue 12: with a cluster down, the merged listing left its jobs out without a
+/// word (no marker in the JSON, `reelay list` exited 0). A listing that misses a cluster says
+/// so: `partial` and `missing_clusters` in the JSON (and the header), a warning from the CLI,
+/// and a non-zero exit with `--strict`.
+#[test]
+fn a_listing_that_misses_a_cluster_says_so() {
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let stall = stall_server();
+    let mut aws = Cluster::start(dir.path(), "aws", "127.0.0.1", 1);
+    let gcp = Cluster::start(dir.path(), "gcp", "127.0.0.1", 1);
+    let edge = Edge::start(
+        dir.path(),
+        &[("aws", aws.base(), 1), ("gcp", gcp.base(), 1)],
+        "",
+    );
+    let on_aws = aws.submit_direct(&stall);
+    let on_gcp = gcp.submit_direct(&stall);
+    let client = http();
+    let list = |client: &reqwest::blocking::Client| {
+        let r = client
+            .get(format!("{}/v1/jobs", edge.base()))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let header = r
+            .headers()
+            .get("x-reelay-missing-clusters")
+            .map(|v| v.to_str().unwrap().to_string());
+        let v: serde_json::Value = r.json().unwrap();
+        (v, header)
+    };
+    let (whole, header) = list(&client);
+    assert_eq!(whole["partial"], false, "{whole}");
+    assert_eq!(whole["missing_clusters"], serde_json::json!([]), "{whole}");
+    assert_eq!(header, None);
+    let reelay_list = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("list")
+            .args(args)
+            .env("REELAY_SERVER", edge.base())
+            .output()
+            .unwrap()
+    };
+    let out = reelay_list(&["--strict"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    aws.kill9();
+    // Both ways of missing a cluster: it fails to answer (just killed), and the edge knows it
+    // is down and does not ask it.
+    let (v, header) = list(&client);
+    assert_eq!(v["partial"], true, "{v}");
+    assert_eq!(v["missing_clusters"], serde_json::json!(["aws"]), "{v}");
+    assert_eq!(header.as_deref(), Some("aws"));
+    wait_until("aws to be marked down", Duration::from_secs(10), || {
+        let s = edge.status();
+        (s.clusters.iter().find(|c| c.name == "aws")?.health == Health::Down).then_some(())
+    });
+    let (v, header) = list(&client);
+    let listed: Vec<&str> = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![on_gcp.as_str()], "{v}");
+    assert_eq!(v["partial"], true, "{v}");
+    assert_eq!(v["missing_clusters"], serde_json::json!(["aws"]), "{v}");
+    assert_eq!(header.as_deref(), Some("aws"));
+    let typed: JobList = serde_json::from_value(v).unwrap();
+    assert!(typed.partial);
+
+    // The CLI: the table and a warning; --json carries the marker; --strict fails.
+    let out = reelay_list(&[]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&on_gcp) && !stdout.contains(&on_aws),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning") && stderr.contains("aws"),
+        "{stderr}"
+    );
+    let out = reelay_list(&["--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["partial"], true);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("aws"));
+    let out = reelay_list(&["--strict"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "--strict fails on a partial listing"
+    );
+    assert!(stderr.contains("aws"), "{stderr}");
+    eprintln!("partial-listing test took {:?}", t0.elapsed());
+}

@@ -808,24 +808,27 @@ impl Controller {
         }
     }
 
-    /// Addresses of the clusters a merged listing should ask (all of them when failing open).
-    pub(crate) fn listing_targets(&self) -> Vec<(String, Vec<SocketAddr>, String)> {
+    /// Which clusters a merged listing asks (all of them when failing open), and which it
+    /// leaves out because the health checks say they are down: asking those would only make
+    /// every listing wait for their timeouts. The listing names the left-out ones as missing.
+    pub(crate) fn listing_targets(&self) -> ListingTargets {
         let inner = self.lock();
         let any_up = inner.clusters.iter().any(|c| c.reachable());
-        inner
-            .cfg
-            .clusters
-            .iter()
-            .zip(&inner.clusters)
-            .filter(|(_, rt)| !any_up || rt.reachable())
-            .map(|(c, rt)| {
-                let host = c
-                    .target()
-                    .map(|t| format!("{}:{}", t.host, t.port))
-                    .unwrap_or_default();
-                (c.name.clone(), rt.addresses.clone(), host)
-            })
-            .collect()
+        let mut targets = ListingTargets::default();
+        for (c, rt) in inner.cfg.clusters.iter().zip(&inner.clusters) {
+            if any_up && !rt.reachable() {
+                targets.down.push(c.name.clone());
+                continue;
+            }
+            let host = c
+                .target()
+                .map(|t| format!("{}:{}", t.host, t.port))
+                .unwrap_or_default();
+            targets
+                .ask
+                .push((c.name.clone(), rt.addresses.clone(), host));
+        }
+        targets
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -875,6 +878,15 @@ fn upstream_tls(
         b = b.identity(identity);
     }
     Ok(b)
+}
+
+/// See [`Controller::listing_targets`].
+#[derive(Debug, Default)]
+pub(crate) struct ListingTargets {
+    /// Name, addresses and `Host` of each cluster to ask.
+    pub ask: Vec<(String, Vec<SocketAddr>, String)>,
+    /// Clusters not asked because they are down.
+    pub down: Vec<String>,
 }
 
 struct AddrProbe {
