@@ -104,6 +104,31 @@ def listener_pid(port: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def check_down_card(page: Page, name: str) -> dict[str, Any]:
+    """A down cluster's card: greyed, "last seen N s ago", and none of the numbers of its last
+    load reading (issue 12, finding 9: they used to stay on the card as if current)."""
+    card = page.locator(f'#clusters .card[data-cluster="{name}"][data-state="down"]')
+    card.wait_for(timeout=30_000)
+    seen = card.evaluate(
+        """(c) => ({
+          classes: c.className,
+          opacity: parseFloat(getComputedStyle(c).opacity),
+          filter: getComputedStyle(c).filter,
+          lastSeen: (c.querySelector('.last-seen') || {}).textContent || '',
+          lastSeenMs: c.dataset.lastSeenMs || null,
+          facts: Array.from(c.querySelectorAll('dt')).map((d) => d.textContent),
+        })"""
+    )
+    log.info("down card of %s: %s", name, json.dumps(seen))
+    assert "stale" in seen["classes"].split(), seen
+    assert seen["opacity"] < 1 and "grayscale" in seen["filter"], f"greyed: {seen}"
+    assert re.fullmatch(r"last seen \d+(\.\d)? (ms|s|min) ago", seen["lastSeen"]), seen
+    assert seen["lastSeenMs"] is not None, seen
+    stale_numbers = {"Capacity", "Running", "Queued", "Backlog", "Est. start", "Load age"}
+    assert not stale_numbers & set(seen["facts"]), f"no stale numbers on a down card: {seen}"
+    return seen
+
+
 def card_name_for_port(page: Page, port: str) -> str | None:
     return page.evaluate(
         """(p) => {
@@ -364,6 +389,7 @@ def test_a_cluster_dies_the_edge_dashboard_says_so_and_keeps_working(
     page.wait_for_selector(
         f'#clusters .card[data-cluster="{name}"][data-state="down"]', timeout=30_000
     )
+    check_down_card(page, name)
     page.wait_for_function(
         """() => {
           const w = document.getElementById('jobs-warning');
@@ -394,4 +420,31 @@ def test_a_cluster_dies_the_edge_dashboard_says_so_and_keeps_working(
             f'#clusters .card[data-cluster="{name}"][data-state="down"]', timeout=20_000
         )
     shot(env, page, "09-cluster-down")
+
+    # A dashboard opened after the cluster died: greyed from the first paint, and the listing
+    # (partial, from the edge's JSON) names the cluster without any earlier poll to remember.
+    fresh = browser.new_page()
+    fresh_problems = watch(fresh)
+    fresh.goto(env.edge + "/", wait_until="load")
+    first = check_down_card(fresh, name)
+    fresh.wait_for_timeout(2500)
+    later = check_down_card(fresh, name)
+    assert int(later["lastSeenMs"]) > int(first["lastSeenMs"]), (first, later)
+    fresh.wait_for_function(
+        """(n) => {
+          const w = document.getElementById('jobs-warning');
+          return w && !w.hidden && w.textContent.includes(n);
+        }""",
+        arg=name,
+        timeout=20_000,
+    )
+    empty = fresh.locator("#jobs-empty")
+    if empty.is_visible():
+        assert "answered" in empty.inner_text(), empty.inner_text()
+    listing = fresh.evaluate(
+        """async () => (await fetch('/v1/jobs', { cache: 'no-store' })).json()"""
+    )
+    assert listing["partial"] is True and listing["missing_clusters"] == [name], listing
+    shot(env, fresh, "11-fresh-dashboard-cluster-down")
     assert problems == [], "no page errors or CSP violations"
+    assert fresh_problems == [], "no page errors or CSP violations on the fresh page"

@@ -193,6 +193,8 @@ async fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "error: {error:#}");
             if error.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
+            } else if error.downcast_ref::<list::PartialListing>().is_some() {
+                ExitCode::from(3)
             } else {
                 ExitCode::FAILURE
             }

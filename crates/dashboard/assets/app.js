@@ -282,16 +282,33 @@
     dl.append(el('dt', { text: label }), el('dd', { class: cls, text: value }));
   }
 
+  /** "last seen 12 s ago" for a cluster that stopped answering (its age comes from the edge). */
+  function lastSeenText(c) {
+    if (typeof c.last_seen_age_ms !== 'number') return 'not seen up since the edge started';
+    return 'last seen ' + fmtSeconds(Math.max(0, c.last_seen_age_ms / 1000)) + ' ago';
+  }
+
   function clusterCard(c) {
     const state = stateOf(c);
-    const card = el('article', { class: 'card ' + state, 'data-cluster': c.name, 'data-state': state });
+    // A down cluster's last load reading is the past, not its present: the card is greyed and
+    // says when the cluster was last seen instead of showing those numbers.
+    const down = state === 'down';
+    const card = el('article', {
+      class: 'card ' + state + (down ? ' stale' : ''),
+      'data-cluster': c.name,
+      'data-state': state,
+      'data-last-seen-ms': down && typeof c.last_seen_age_ms === 'number' ? String(c.last_seen_age_ms) : null,
+    });
     card.append(el('h3', null, el('span', { text: c.name }), el('span', { class: 'badge ' + state, text: state }),
       c.local ? el('span', { class: 'muted small', text: 'local' }) : null));
+    if (down) card.append(el('p', { class: 'last-seen', text: lastSeenText(c) }));
     const dl = el('dl');
     fact(dl, 'Cloud', c.name + (c.url ? ' · ' + c.url : ''));
     fact(dl, 'Health', c.health + (c.accepting ? ', accepting' : ', not accepting new jobs'));
-    const l = c.load;
-    if (l) {
+    const l = down ? null : c.load;
+    if (down) {
+      fact(dl, 'Load', 'unknown while down');
+    } else if (l) {
       fact(dl, 'Capacity', l.capacity + (l.capacity === 1 ? ' slot' : ' slots'));
       fact(dl, 'Running', String(l.running));
       fact(dl, 'Queued', l.queued + (c.pending_placements ? ' (+' + c.pending_placements + ' just placed)' : ''));
@@ -303,7 +320,7 @@
       const recent = placementsLastMinute(c.name);
       fact(dl, 'Placements', c.placements + ' total' + (recent === null ? '' : ', ' + recent + ' in the last minute'));
     }
-    if (typeof c.estimated_start_seconds === 'number') {
+    if (!down && typeof c.estimated_start_seconds === 'number') {
       fact(dl, 'Est. start', fmtSeconds(c.estimated_start_seconds) + ' · cost ' + c.cost + ' · weight ' + c.weight);
     }
     const chk = c.last_check;
@@ -312,7 +329,7 @@
     } else {
       fact(dl, 'Last check', 'not yet');
     }
-    if (typeof c.load_age_ms === 'number') fact(dl, 'Load age', fmtSeconds(c.load_age_ms / 1000));
+    if (!down && typeof c.load_age_ms === 'number') fact(dl, 'Load age', fmtSeconds(c.load_age_ms / 1000));
     card.append(dl);
     if (chk && chk.error) card.append(el('div', { class: 'check-error', text: chk.error }));
     if (c.resolve_error) card.append(el('div', { class: 'check-error', text: 'resolve: ' + c.resolve_error }));
@@ -345,7 +362,9 @@
     updateJobsWarning();
   }
 
+  let ownName = '';
   function renderLoad(l) {
+    ownName = l.cluster;
     $('edge-summary').replaceChildren();
     $('where').textContent = 'cluster ' + l.cluster;
     colorOf(l.cluster);
@@ -376,12 +395,17 @@
       showError($('clusters-error'), null);
     } catch (e) {
       showError($('clusters-error'), e, MODE === 'edge' ? 'edge status unavailable: ' : 'load report unavailable: ');
-      for (const card of $('clusters').children) {
-        card.classList.add('stale');
-        if (MODE === 'cluster') {
-          card.classList.remove('up');
-          card.classList.add('down');
-        }
+      if (MODE === 'cluster' && ownName) {
+        // This cluster stopped answering: the same greyed "last seen" card as on the edge.
+        $('clusters').replaceChildren(clusterCard({
+          name: ownName,
+          health: 'down',
+          accepting: false,
+          last_seen_age_ms: statusOkAt ? Date.now() - statusOkAt : null,
+          last_check: { at_unix_ms: Date.now(), ok: false, latency_ms: Math.round(performance.now() - started), error: e.message },
+        }));
+      } else {
+        for (const card of $('clusters').children) card.classList.add('stale');
       }
       if (MODE === 'cluster') remember({ t: Date.now(), queued: {}, placements: {} });
     }
@@ -688,13 +712,17 @@
       }
     }
     $('jobs-empty').hidden = order.length > 0;
-    if (!$('jobs-empty').hidden) $('jobs-empty').textContent = filter ? 'No ' + filter + ' jobs.' : 'No jobs yet.';
+    if (!$('jobs-empty').hidden) {
+      const none = filter ? 'No ' + filter + ' jobs' : 'No jobs';
+      // A partial listing with nothing in it says nothing about the clusters it lacks.
+      $('jobs-empty').textContent = listMissing.length ? none + ' on the clusters that answered.' : (filter ? none + '.' : 'No jobs yet.');
+    }
     const active = order.filter((id) => !isTerminal(jobs.get(id).status));
     syncListStreams(active);
   }
 
-  // Clusters whose jobs the list lacks: named by the edge's header (no answer) or known down
-  // from /edge/status (the edge leaves those out of the merged list without saying so).
+  // Clusters whose jobs the list lacks: named by the partial listing itself (`missing_clusters`),
+  // or known down from /edge/status between two list polls.
   let listMissing = [];
   let downClusters = [];
   function updateJobsWarning() {
@@ -715,8 +743,11 @@
     if (filter) qs.set('status', filter);
     try {
       const { body, headers } = await api('/v1/jobs?' + qs.toString());
-      const missing = headers.get('x-reelay-missing-clusters');
-      listMissing = missing ? missing.split(',').filter(Boolean) : [];
+      // A partial page names the clusters it lacks (older edges: only in a header).
+      const header = headers.get('x-reelay-missing-clusters');
+      listMissing = body && Array.isArray(body.missing_clusters)
+        ? body.missing_clusters.map(String)
+        : (header ? header.split(',').filter(Boolean) : []);
       updateJobsWarning();
       renderJobs(Array.isArray(body && body.jobs) ? body.jobs : []);
       $('jobs-more').hidden = !(body && body.next_cursor) || listLimit >= 500;

@@ -170,7 +170,9 @@ async fn fetch_list(
     ListResult::Unavailable(last)
 }
 
-/// The merged `GET /v1/jobs`: every reachable cluster's page, newest first.
+/// The merged `GET /v1/jobs`: every reachable cluster's page, newest first; clusters that are
+/// down or did not answer are named (`partial`, `missing_clusters`, and the
+/// `x-reelay-missing-clusters` header). With no cluster answering at all: 503.
 async fn list_jobs(
     State(ctl): State<Arc<Controller>>,
     client_headers: HeaderMap,
@@ -196,7 +198,7 @@ async fn list_jobs(
         }
     }
     let targets = ctl.listing_targets();
-    let fetches = targets.iter().map(|(name, addrs, host)| {
+    let fetches = targets.ask.iter().map(|(name, addrs, host)| {
         let mut qs = url::form_urlencoded::Serializer::new(String::new());
         qs.append_pair("limit", &limit.to_string());
         if let Some(s) = &status {
@@ -214,8 +216,8 @@ async fn list_jobs(
     let results = futures::future::join_all(fetches).await;
     let mut pages = Vec::new();
     let mut more = false;
-    let mut missing = Vec::new();
-    for ((name, _, _), result) in targets.iter().zip(results) {
+    let mut missing = targets.down.clone();
+    for ((name, _, _), result) in targets.ask.iter().zip(results) {
         match result {
             ListResult::Page(p) => {
                 more |= p.next_cursor.is_some();
@@ -251,12 +253,12 @@ async fn list_jobs(
             .insert(header::RETRY_AFTER, HeaderValue::from(5));
         return resp;
     }
-    let (jobs, next_cursor) = listing::merge(pages, limit, more);
+    let list = listing::page(pages, missing, limit, more);
     let mut headers = HeaderMap::new();
-    if !missing.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&missing.join(",")) {
+    if list.partial {
+        if let Ok(v) = HeaderValue::from_str(&list.missing_clusters.join(",")) {
             headers.insert(MISSING_HEADER, v);
         }
     }
-    (headers, Json(JobList { jobs, next_cursor })).into_response()
+    (headers, Json(list)).into_response()
 }

@@ -54,6 +54,12 @@ pub struct EdgeConfig {
     pub work_dir: PathBuf,
     #[serde(default = "default_body_size")]
     pub client_max_body_size: String,
+    /// A client that sends nothing of its request body for this long is disconnected (nginx
+    /// `client_body_timeout`, between two reads). nginx closes such a client without an answer,
+    /// so keep it above the clusters' body read timeout (60 s for uploads): then the stalled
+    /// client hears the cluster's JSON 408 through the edge, and this is only the backstop.
+    #[serde(default = "default_client_body_timeout_seconds")]
+    pub client_body_timeout_seconds: u32,
     #[serde(default = "default_reload_min_interval_ms")]
     pub reload_min_interval_ms: u64,
     #[serde(default)]
@@ -209,6 +215,9 @@ fn default_work_dir() -> PathBuf {
 }
 fn default_body_size() -> String {
     "20g".to_string()
+}
+fn default_client_body_timeout_seconds() -> u32 {
+    90
 }
 fn default_reload_min_interval_ms() -> u64 {
     1000
@@ -367,6 +376,12 @@ impl EdgeConfig {
         }
         valid_nginx_size(&self.client_max_body_size)
             .map_err(|m| invalid("client_max_body_size", m))?;
+        if !(1..=3600).contains(&self.client_body_timeout_seconds) {
+            return Err(invalid(
+                "client_body_timeout_seconds",
+                "must be between 1 and 3600",
+            ));
+        }
         if let Some(user) = &self.nginx_user {
             let ok = !user.trim().is_empty()
                 && user.split(' ').count() <= 2
@@ -668,6 +683,7 @@ addresses = ["127.0.0.1:8082"]
         )
         .unwrap();
         assert_eq!(cfg.client_max_body_size, "20g");
+        assert_eq!(cfg.client_body_timeout_seconds, 90);
         assert_eq!(cfg.health, HealthConfig::default());
         assert_eq!(cfg.clusters[0].weight, 1);
         assert_eq!(cfg.clusters[0].cost, 1.0);
@@ -708,6 +724,13 @@ addresses = ["127.0.0.1:8082"]
         assert!(err("\"20g\"", "\"20gg\"").contains("client_max_body_size"));
         assert!(err("local_cluster = \"aws\"", "local_cluster = \"azure\"").contains("azure"));
         assert!(err("fall = 2", "fall = 0").contains("fall"));
+        for bad in ["0", "3601"] {
+            let e = err(
+                "reload_min_interval_ms",
+                &format!("client_body_timeout_seconds = {bad}\nreload_min_interval_ms"),
+            );
+            assert!(e.contains("client_body_timeout_seconds"), "{e}");
+        }
         assert!(err("/tmp/reelay-edge", "/tmp/my edge").contains("work_dir"));
         assert!(err("/tmp/reelay-edge", "/tmp/x;y").contains("work_dir"));
         assert!(err("9180", "8080").contains("control_listen"));

@@ -35,6 +35,8 @@ pub(crate) struct ClusterRuntime {
     pub resolve_error: Option<String>,
     pub health: HealthTracker,
     pub last_check: Option<CheckRecord>,
+    /// When a health check last passed.
+    pub last_ok: Option<Instant>,
     pub load: Option<LoadReport>,
     pub load_read_at: Option<Instant>,
     pub pending: Vec<Instant>,
@@ -51,6 +53,7 @@ impl ClusterRuntime {
             resolve_error: None,
             health: HealthTracker::new(cfg.health.fall, cfg.health.rise),
             last_check: None,
+            last_ok: None,
             load: None,
             load_read_at: None,
             pending: Vec::new(),
@@ -463,6 +466,7 @@ impl Controller {
         });
         if ok {
             rt.checks_ok += 1;
+            rt.last_ok = Some(Instant::now());
         } else {
             rt.checks_failed += 1;
         }
@@ -779,6 +783,9 @@ impl Controller {
                     health: rt.health.state(),
                     accepting: rt.accepting(),
                     last_check: rt.last_check.clone(),
+                    last_seen_age_ms: rt
+                        .last_ok
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                     load: rt.load.clone(),
                     load_age_ms: rt
                         .load_read_at
@@ -808,24 +815,27 @@ impl Controller {
         }
     }
 
-    /// Addresses of the clusters a merged listing should ask (all of them when failing open).
-    pub(crate) fn listing_targets(&self) -> Vec<(String, Vec<SocketAddr>, String)> {
+    /// Which clusters a merged listing asks (all of them when failing open), and which it
+    /// leaves out because the health checks say they are down: asking those would only make
+    /// every listing wait for their timeouts. The listing names the left-out ones as missing.
+    pub(crate) fn listing_targets(&self) -> ListingTargets {
         let inner = self.lock();
         let any_up = inner.clusters.iter().any(|c| c.reachable());
-        inner
-            .cfg
-            .clusters
-            .iter()
-            .zip(&inner.clusters)
-            .filter(|(_, rt)| !any_up || rt.reachable())
-            .map(|(c, rt)| {
-                let host = c
-                    .target()
-                    .map(|t| format!("{}:{}", t.host, t.port))
-                    .unwrap_or_default();
-                (c.name.clone(), rt.addresses.clone(), host)
-            })
-            .collect()
+        let mut targets = ListingTargets::default();
+        for (c, rt) in inner.cfg.clusters.iter().zip(&inner.clusters) {
+            if any_up && !rt.reachable() {
+                targets.down.push(c.name.clone());
+                continue;
+            }
+            let host = c
+                .target()
+                .map(|t| format!("{}:{}", t.host, t.port))
+                .unwrap_or_default();
+            targets
+                .ask
+                .push((c.name.clone(), rt.addresses.clone(), host));
+        }
+        targets
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -875,6 +885,15 @@ fn upstream_tls(
         b = b.identity(identity);
     }
     Ok(b)
+}
+
+/// See [`Controller::listing_targets`].
+#[derive(Debug, Default)]
+pub(crate) struct ListingTargets {
+    /// Name, addresses and `Host` of each cluster to ask.
+    pub ask: Vec<(String, Vec<SocketAddr>, String)>,
+    /// Clusters not asked because they are down.
+    pub down: Vec<String>,
 }
 
 struct AddrProbe {
@@ -1018,6 +1037,7 @@ url = "http://127.0.0.1:4"
         let s = ctl.status();
         assert!(s.fail_open);
         assert_eq!(s.clusters[0].health, Health::Down);
+        assert_eq!(s.clusters[0].last_seen_age_ms, None, "never seen up");
         assert_eq!(
             s.clusters[0].last_check.as_ref().unwrap().error.as_deref(),
             Some("refused")
@@ -1031,5 +1051,22 @@ url = "http://127.0.0.1:4"
         ctl.record_probe("gcp", t, true, None, None);
         assert!(!ctl.desired().fail_open);
         assert_eq!(ctl.place(true).as_deref(), Some("gcp"));
+    }
+
+    #[tokio::test]
+    async fn a_down_cluster_says_when_it_was_last_seen() {
+        let ctl = controller();
+        let t = Instant::now();
+        ctl.record_probe("aws", t, true, None, Some(load("aws", 3, 3, true)));
+        std::thread::sleep(Duration::from_millis(30));
+        for _ in 0..2 {
+            ctl.record_probe("aws", t, false, Some("refused".into()), None);
+        }
+        let aws = ctl.status().clusters.remove(0);
+        assert_eq!(aws.health, Health::Down);
+        let age = aws.last_seen_age_ms.expect("seen once");
+        assert!((30..5_000).contains(&age), "{age}");
+        // The last load reading is still there (with its age); the dashboard does not show it.
+        assert_eq!(aws.load.map(|l| l.running), Some(3));
     }
 }

@@ -5,8 +5,12 @@
 //! job before any `aws` one). The merged page's cursor is the last job id shown; each cluster is
 //! then asked for the jobs older than that instant, written with its own prefix because a
 //! cluster compares cursors against its own ids.
+//!
+//! A cluster that could not be asked (the health checks say it is down) or did not answer is
+//! named in the page's `missing_clusters` (and `partial` is set): a listing never leaves a
+//! cloud's jobs out without saying so (issue 12, finding 9).
 
-use reelay_protocol::JobView;
+use reelay_protocol::{JobList, JobView};
 
 fn ulid_of(id: &str) -> &str {
     id.split_once('.').map_or(id, |(_, u)| u)
@@ -38,6 +42,13 @@ pub fn merge(pages: Vec<Vec<JobView>>, limit: usize, more: bool) -> (Vec<JobView
         None
     };
     (jobs, next)
+}
+
+/// The merged page: `pages` of the clusters that answered, `missing` those that were down or did
+/// not answer.
+pub fn page(pages: Vec<Vec<JobView>>, missing: Vec<String>, limit: usize, more: bool) -> JobList {
+    let (jobs, next_cursor) = merge(pages, limit, more);
+    JobList::with_missing(jobs, next_cursor, missing)
 }
 
 #[cfg(test)]
@@ -102,6 +113,17 @@ mod tests {
         let (jobs, next) = merge(vec![vec![], vec![]], 5, true);
         assert!(jobs.is_empty());
         assert_eq!(next, None);
+    }
+
+    #[test]
+    fn a_page_without_a_cluster_says_which() {
+        let gcp = vec![job("gcp.01J00000000000000000000002")];
+        let whole = page(vec![gcp.clone()], vec![], 10, false);
+        assert!(!whole.partial && whole.missing_clusters.is_empty());
+        let part = page(vec![gcp], vec!["aws".into()], 10, false);
+        assert!(part.partial);
+        assert_eq!(part.missing_clusters, ["aws"]);
+        assert_eq!(part.jobs.len(), 1);
     }
 
     #[test]

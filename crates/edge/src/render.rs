@@ -34,6 +34,8 @@ pub struct Desired {
     pub control_addr: String,
     pub work_dir: String,
     pub client_max_body_size: String,
+    /// nginx `client_body_timeout`, e.g. `60s`.
+    pub client_body_timeout: String,
     pub mode: String,
     pub user: Option<String>,
     pub worker_processes: String,
@@ -102,6 +104,7 @@ impl Desired {
             control_addr: connectable(cfg.control_listen).to_string(),
             work_dir: cfg.work_dir.display().to_string(),
             client_max_body_size: cfg.client_max_body_size.clone(),
+            client_body_timeout: format!("{}s", cfg.client_body_timeout_seconds),
             mode: cfg.mode.as_str().to_string(),
             user,
             worker_processes: cfg
@@ -220,7 +223,7 @@ cost = 0.5
         let text = render(&Desired::build(&cfg, &views, false, None), 7).unwrap();
         assert!(text.contains("generation 7"));
         let aws = block(&text, "upstream cluster_aws {");
-        assert!(aws.contains("server 127.0.0.1:18081 max_fails=1 fail_timeout=5s;"));
+        assert!(aws.contains("server 127.0.0.1:18081 max_fails=0;"));
         assert!(aws.contains("server 127.0.0.2:18082 backup"));
         assert!(aws.contains("server 127.0.0.3:18082 backup"));
         let gcp = block(&text, "upstream cluster_gcp {");
@@ -228,7 +231,7 @@ cost = 0.5
         assert!(gcp.contains("server 127.0.0.1:18081 backup"));
         // Owned routes have no backup: only the owner has the job.
         let owner = block(&text, "upstream owner_aws {");
-        assert!(owner.contains("server 127.0.0.1:18081;"));
+        assert!(owner.contains("server 127.0.0.1:18081 max_fails=0;"));
         assert!(!owner.contains("backup"));
         let fallback = block(&text, "upstream reelay_fallback {");
         assert!(fallback.contains("server 127.0.0.1:18081 weight=3"));
@@ -292,16 +295,48 @@ cost = 0.5
         let (cfg, views) = sample(Mode::Reelay);
         let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
         assert!(text.contains("default_type application/json;"));
-        for code in ["400", "404", "413", "500", "502", "503", "504"] {
-            let loc = block(&text, &format!("location @reelay_{code} {{"));
+        for code in ["400", "404", "413", "414", "500", "502", "503", "504"] {
+            let loc = block(&text, &format!("location = /_reelay/error/{code} {{"));
+            assert!(loc.contains("internal;"), "{loc}");
             assert!(
                 loc.contains(&format!("return {code} '{{\"error\":{{\"code\":\"")),
                 "{loc}"
             );
         }
+        // A client's broken request is its own 400, even where nginx would say 501 or 505.
+        for code in ["494", "495", "497", "501", "505"] {
+            let loc = block(&text, &format!("location = /_reelay/error/{code} {{"));
+            assert!(loc.contains("return 400 '{"), "{loc}");
+        }
+        assert!(text.contains("error_page 501 =400 /_reelay/error/501;"));
         assert!(text.contains("error_page 502 504 = @reelay_owner_down;"));
         let owner_down = block(&text, "location @reelay_owner_down {");
         assert!(owner_down.contains("Retry-After 3 always"), "{owner_down}");
+        // Every page an error_page names exists. Only requests with a URI ever reach a named
+        // location (nginx answers a request it could not parse with its HTML 500 instead).
+        for line in text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("error_page "))
+        {
+            let target = line
+                .trim()
+                .trim_end_matches(';')
+                .rsplit(' ')
+                .next()
+                .unwrap();
+            if let Some(named) = target.strip_prefix('@') {
+                assert!(
+                    ["reelay_owner_down", "reelay_submit_fallback"].contains(&named),
+                    "{line}"
+                );
+                assert!(!line.contains(" 400 "), "{line}");
+            } else {
+                assert!(
+                    text.contains(&format!("location = {target} {{")),
+                    "{line}: no such location"
+                );
+            }
+        }
         // Every JSON body in the file parses once nginx variables are filled in.
         for line in text
             .lines()
@@ -316,15 +351,36 @@ cost = 0.5
         }
     }
 
+    /// Issue 12, finding 4: with nginx's passive checks (max_fails=1) one client's broken
+    /// upload took a cluster out of rotation for everyone. Only the controller decides health.
+    #[test]
+    fn no_request_can_take_a_cluster_out_of_rotation() {
+        let (cfg, views) = sample(Mode::Reelay);
+        let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+        let servers: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("server ") && l.contains(":1808"))
+            .collect();
+        assert!(servers.len() > 10, "{servers:?}");
+        for line in servers {
+            assert!(line.contains(" max_fails=0"), "{line}");
+            assert!(!line.contains("fail_timeout"), "{line}");
+        }
+        assert!(text.contains("client_body_timeout 90s;"));
+        assert!(text.contains("uninitialized_variable_warn off;"));
+    }
+
     #[test]
     fn health_shows_up_as_down_servers_and_owner_states() {
         let (cfg, mut views) = sample(Mode::Reelay);
         views[1].reachable = false;
         let text = render(&Desired::build(&cfg, &views, false, None), 2).unwrap();
         assert!(text.contains("gcp down;"));
-        assert!(block(&text, "upstream owner_gcp {").contains("127.0.0.2:18082 down;"));
-        assert!(block(&text, "upstream cluster_gcp {")
-            .contains("127.0.0.2:18082 max_fails=1 fail_timeout=5s down;"));
+        assert!(block(&text, "upstream owner_gcp {").contains("127.0.0.2:18082 max_fails=0 down;"));
+        assert!(
+            block(&text, "upstream cluster_gcp {").contains("127.0.0.2:18082 max_fails=0 down;")
+        );
         assert!(
             !block(&text, "upstream cluster_aws {").contains("backup"),
             "no backup that is down"
@@ -336,7 +392,7 @@ cost = 0.5
         let text = render(&Desired::build(&cfg, &views, false, None), 3).unwrap();
         assert!(text.contains("gcp up;"));
         assert!(block(&text, "upstream reelay_fallback {")
-            .contains("127.0.0.2:18082 weight=1 max_fails=1 fail_timeout=5s down;"));
+            .contains("127.0.0.2:18082 weight=1 max_fails=0 down;"));
 
         // Fail-open renders everything as available and says so.
         views[0].reachable = false;
@@ -438,8 +494,14 @@ cost = 0.5
         }
         let server =
             &text[text.find("    server {").unwrap()..text.find("location = /v1/jobs {").unwrap()];
-        assert!(server.contains("error_page 403 @reelay_403;"), "{server}");
-        assert!(server.contains("error_page 503 @reelay_503;"), "{server}");
+        assert!(
+            server.contains("error_page 403 /_reelay/error/403;"),
+            "{server}"
+        );
+        assert!(
+            server.contains("error_page 503 /_reelay/error/503;"),
+            "{server}"
+        );
         let api = &text[text.find("location /v1/ {").unwrap()..];
         let api = &api[..api.find("\n        }").unwrap()];
         assert!(!api.contains("deny"), "the API stays open: {api}");
@@ -510,7 +572,7 @@ url = "https://127.0.0.1:18081"
             "proxy_pass http://reelay_controller;",
             "rate=50r/s;",
             "limit_req zone=reelay_clients burst=100 nodelay;",
-            "error_page 429 @reelay_429;",
+            "error_page 429 /_reelay/error/429;",
             "\"code\":\"rate_limited\"",
         ] {
             assert!(text.contains(want), "missing {want:?}");

@@ -46,6 +46,9 @@ pub struct ClusterStatus {
     /// Reachable and not draining: eligible for new jobs.
     pub accepting: bool,
     pub last_check: Option<CheckRecord>,
+    /// Milliseconds since the cluster last passed a health check; None if it has not since
+    /// this edge started. What a down cluster's card shows instead of its last (stale) load.
+    pub last_seen_age_ms: Option<u64>,
     pub load: Option<LoadReport>,
     pub load_age_ms: Option<u64>,
     /// Placements since the last load reading (counted on top of it).

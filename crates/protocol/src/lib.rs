@@ -179,10 +179,46 @@ pub struct OutputView {
 }
 
 /// `GET /v1/jobs` answer: newest first, `next_cursor` continues the listing.
+///
+/// Through the edge the page is merged from every cluster. A cluster that could not be asked
+/// (marked down, or not answering) is named in `missing_clusters` and `partial` is true: its jobs
+/// are absent from this page, not gone, and a reader must not take the page for the whole truth.
+/// A cluster's own answer is never partial. Both fields default when absent, so older servers
+/// read as complete.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
     pub next_cursor: Option<String>,
+    /// Some clusters' jobs could not be listed.
+    #[serde(default)]
+    pub partial: bool,
+    /// The clusters whose jobs are missing from this page, by name, sorted.
+    #[serde(default)]
+    pub missing_clusters: Vec<String>,
+}
+
+impl JobList {
+    /// A page with nothing missing.
+    pub fn complete(jobs: Vec<JobView>, next_cursor: Option<String>) -> JobList {
+        JobList::with_missing(jobs, next_cursor, Vec::new())
+    }
+
+    /// A page that lacks the jobs of `missing` (sorted and deduplicated here); partial unless
+    /// that is empty.
+    pub fn with_missing(
+        jobs: Vec<JobView>,
+        next_cursor: Option<String>,
+        mut missing: Vec<String>,
+    ) -> JobList {
+        missing.sort();
+        missing.dedup();
+        JobList {
+            jobs,
+            next_cursor,
+            partial: !missing.is_empty(),
+            missing_clusters: missing,
+        }
+    }
 }
 
 /// `GET /v1/jobs/{id}/outputs` answer: every stored file of a finished job (HLS segments included).
@@ -301,6 +337,20 @@ impl fmt::Display for JobId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_lists_say_what_they_miss_and_old_answers_read_as_complete() {
+        let old: JobList = serde_json::from_str(r#"{"jobs": [], "next_cursor": null}"#).unwrap();
+        assert_eq!(old, JobList::complete(vec![], None));
+        assert!(!old.partial);
+        let l = JobList::with_missing(vec![], None, vec!["gcp".into(), "aws".into(), "gcp".into()]);
+        assert!(l.partial);
+        assert_eq!(l.missing_clusters, ["aws", "gcp"]);
+        // Always written out, so that a script can rely on the field being there.
+        let v = serde_json::to_value(JobList::complete(vec![], None)).unwrap();
+        assert_eq!(v["partial"], false);
+        assert_eq!(v["missing_clusters"], serde_json::json!([]));
+    }
 
     #[test]
     fn job_id_round_trips_and_rejects_garbage() {

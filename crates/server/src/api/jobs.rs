@@ -482,10 +482,10 @@ pub async fn list(
         .store
         .list_jobs_of(who.owner_filter(), status, limit, cursor.as_deref())
         .await?;
-    Ok(Json(JobList {
-        jobs: jobs.iter().map(job_view).collect(),
+    Ok(Json(JobList::complete(
+        jobs.iter().map(job_view).collect(),
         next_cursor,
-    }))
+    )))
 }
 
 pub async fn cancel(

@@ -1,6 +1,7 @@
 //! The HTTP surface of a cluster. Every answer, including unknown routes, wrong methods, and
 //! panics, is JSON.
 
+pub mod drain;
 pub mod jobs;
 pub mod ops;
 pub mod outputs;
@@ -56,6 +57,9 @@ pub fn router(state: AppState) -> Router {
         })
         // Upload size is enforced by the handlers (streamed, per policy); JSON by max_json_bytes.
         .layer(DefaultBodyLimit::disable())
+        // A refused request's unread body is read after the answer instead of the connection
+        // being reset under it (which a proxy such as the edge takes for a failed cluster).
+        .layer(middleware::from_fn(drain::finish_reading))
         .layer(middleware::from_fn(track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::new(
