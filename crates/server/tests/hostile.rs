@@ -205,3 +205,141 @@ async fn hostile_corpus_is_refused_or_processed_safely() {
     let good = clip(dir, "good.mp4", 160, 120, 1.0, true);
     s.succeeded(&good, spec).await;
 }
+
+/// A FLAC of `secs` seconds of silence at 8 kHz whose STREAMINFO claims `claimed_secs`: ffprobe
+/// believes the header, the decoder reads on to the end.
+fn lying_flac(dir: &Path, name: &str, secs: u32, claimed_secs: u64) -> PathBuf {
+    let honest = dir.join(format!("honest-{name}"));
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("anullsrc=r=8000:cl=mono:d={secs}"),
+        "-c:a",
+        "flac",
+        honest.to_str().unwrap(),
+    ]);
+    let mut b = std::fs::read(&honest).unwrap();
+    assert_eq!(&b[..4], b"fLaC");
+    assert_eq!(b[4] & 0x7f, 0, "STREAMINFO comes first");
+    // STREAMINFO starts at byte 8; bytes 10..18 of it hold sample rate (20 bits), channels (3),
+    // bits per sample (5) and the total sample count (36).
+    let at = 8 + 10;
+    let packed = u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
+    let rate = packed >> 44;
+    assert_eq!(rate, 8000);
+    let forged = (packed & !((1u64 << 36) - 1)) | (rate * claimed_secs);
+    b[at..at + 8].copy_from_slice(&forged.to_be_bytes());
+    let liar = dir.join(name);
+    std::fs::write(&liar, &b).unwrap();
+    liar
+}
+
+/// The FLAC of the issue: its header says 1 s, it holds far more. The encode is killed once its
+/// output runs past the probed duration by the allowed margin, the job fails permanently with its
+/// own code, and the work never feeds the encode speed the edge places by.
+#[tokio::test]
+async fn forged_duration_header_is_killed_past_the_probed_length() {
+    let s = TestServer::start_with(|c| c.policy.max_duration_seconds = 60.0).await;
+    let flac = lying_flac(s.dir.path(), "liar.flac", 600, 1);
+    assert!(std::fs::metadata(&flac).unwrap().len() < 1_000_000, "tiny");
+    let j = s
+        .submit_ok(&flac, r#"{"outputs":[{"preset":"audio-aac"}]}"#)
+        .await;
+    let j = s.wait(&j.id, Duration::from_secs(60)).await;
+    assert_eq!(j.status, JobStatus::Failed, "{j:?}");
+    let e = j.error.unwrap();
+    assert_eq!(e.code, "duration_mismatch", "{}", e.message);
+    assert_eq!(j.attempts, 1, "permanent: not retried");
+    let load: serde_json::Value = s.get_json("/v1/load").await;
+    assert!(
+        load["encode_speed"].is_null(),
+        "a killed encode must not feed encode_speed: {load}"
+    );
+}
+
+/// `-t` from the policy bounds what is read from every input, whatever its header says: a
+/// 40 s FLAC claiming 1 s, under a 5 s policy, yields at most 5 s.
+#[tokio::test]
+async fn policy_max_duration_bounds_what_is_read_from_every_input() {
+    let s = TestServer::start_with(|c| c.policy.max_duration_seconds = 5.0).await;
+    let flac = lying_flac(s.dir.path(), "liar40.flac", 40, 1);
+    let j = s
+        .succeeded(&flac, r#"{"outputs":[{"preset":"audio-aac"}]}"#)
+        .await;
+    let (_, bytes) = s.get_bytes(&j.outputs[0].url).await;
+    let d = ffprobe_bytes(&bytes, "m4a").duration();
+    assert!(d > 0.5 && d <= 5.2, "output lasts {d} s");
+}
+
+/// A stream whose header (and first frames) say 64x64 and which then switches to frames larger
+/// than the policy allows: the decoder refuses them (`-max_pixels`) and the job fails with
+/// `dimensions_too_large`, whether the large part is most of the stream (ffmpeg gives up) or a
+/// short tail (ffmpeg would finish without it).
+#[tokio::test]
+async fn a_resolution_switch_past_the_limit_is_refused_by_the_decoder() {
+    let s = TestServer::start_with(|c| {
+        c.policy.max_width = 320;
+        c.policy.max_height = 240;
+    })
+    .await;
+    let dir = s.dir.path();
+    let h264 = |name: &str, size: &str, secs: f64| {
+        let p = dir.join(name);
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=25:duration={secs}"),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-f",
+            "h264",
+            p.to_str().unwrap(),
+        ]);
+        std::fs::read(p).unwrap()
+    };
+    for (name, small_secs, big_secs) in [("mostly-big.mkv", 1.0, 3.0), ("big-tail.mkv", 3.0, 0.4)] {
+        let mut es = h264("small.h264", "64x64", small_secs);
+        es.extend(h264("big.h264", "640x480", big_secs));
+        let joined = dir.join("joined.h264");
+        std::fs::write(&joined, es).unwrap();
+        let mkv = dir.join(name);
+        ffmpeg(&[
+            "-f",
+            "h264",
+            "-r",
+            "25",
+            "-i",
+            joined.to_str().unwrap(),
+            "-c",
+            "copy",
+            mkv.to_str().unwrap(),
+        ]);
+        let j = s
+            .submit_ok(&mkv, r#"{"outputs":[{"preset":"mp4-360p"}]}"#)
+            .await;
+        let j = s.wait(&j.id, Duration::from_secs(60)).await;
+        assert_eq!(j.status, JobStatus::Failed, "{name}: {j:?}");
+        let e = j.error.unwrap();
+        assert_eq!(e.code, "dimensions_too_large", "{name}: {}", e.message);
+        assert_eq!(j.attempts, 1, "{name}: permanent");
+    }
+}
+
+/// An output that hits the file size limit (RLIMIT_FSIZE, SIGXFSZ) would hit it again: the job
+/// fails at once with `output_too_large` instead of being retried as a crash.
+#[tokio::test]
+async fn the_output_size_limit_fails_the_job_without_retries() {
+    let s = TestServer::start_with(|c| c.tools.limits.file_size_bytes = 200_000).await;
+    let clip = clip(s.dir.path(), "c.mp4", 320, 240, 2.0, false);
+    let spec = r#"{"outputs":[{"name":"big","container":"mp4","video":{"codec":"h264","bitrate_kbps":8000},"audio":{"codec":"none"}}]}"#;
+    let j = s.submit_ok(&clip, spec).await;
+    let j = s.wait(&j.id, Duration::from_secs(60)).await;
+    assert_eq!(j.status, JobStatus::Failed, "{j:?}");
+    let e = j.error.unwrap();
+    assert_eq!(e.code, "output_too_large", "{}", e.message);
+    assert_eq!(j.attempts, 1, "not retried");
+}
