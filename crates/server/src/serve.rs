@@ -151,7 +151,17 @@ async fn serve_connection<S>(
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(req)
+        let answer = app.clone().oneshot(req);
+        async move {
+            let mut resp = answer.await?;
+            // Every answer of every listener: outputs are user-supplied bytes that a browser
+            // must never sniff into HTML or script, and JSON must stay JSON.
+            resp.headers_mut().insert(
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                http::HeaderValue::from_static("nosniff"),
+            );
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -869,3 +869,47 @@ async fn load_reports_what_running_jobs_have_left() {
     };
     assert!((0.3..=1.5).contains(&speed), "speed {speed}");
 }
+
+/// Outputs are user-supplied media: a browser must take their content type as given and never
+/// sniff an HTML or script payload out of them. JSON answers (views and errors) say the same.
+#[tokio::test]
+async fn every_answer_forbids_content_sniffing() {
+    let s = TestServer::start().await;
+    let clip = clip(s.dir.path(), "c.mp4", 160, 120, 1.0, true);
+    let j = s
+        .succeeded(
+            &clip,
+            r#"{"outputs":[{"preset":"thumbnail"},{"preset":"hls-abr"}]}"#,
+        )
+        .await;
+    let mut paths = vec![
+        format!("/v1/jobs/{}", j.id),
+        format!("/v1/jobs/{}/outputs", j.id),
+        "/v1/jobs".to_string(),
+        "/v1/presets".to_string(),
+        "/v1/load".to_string(),
+        "/v1/jobs/local.01ARZ3NDEKTSV4RRFFQ69G5FAV".to_string(),
+        "/nope".to_string(),
+    ];
+    paths.extend(j.outputs.iter().map(|o| o.url.clone()));
+    paths.push(format!("/v1/jobs/{}/outputs/hls-abr/v0/index.m3u8", j.id));
+    for path in &paths {
+        for range in [None, Some("bytes=0-9")] {
+            let mut req = s.http.get(s.url(path));
+            if let Some(r) = range {
+                req = req.header("range", r);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(
+                r.headers()
+                    .get("x-content-type-options")
+                    .map(|v| v.to_str().unwrap()),
+                Some("nosniff"),
+                "{path} {range:?} answered {} without nosniff",
+                r.status()
+            );
+        }
+    }
+    let r = s.http.head(s.url(&j.outputs[0].url)).send().await.unwrap();
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+}
