@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// PEM CA certificate(s): require clients to present a certificate signed by one (mutual TLS).
     #[arg(long, env = "REELAY_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Key inputs ({"input": {"key": ...}}) may name objects under this storage prefix only, a
+    /// non-admin token only under PREFIX/<its token id>/ [default: none, key inputs refused].
+    #[arg(long, env = "REELAY_KEY_INPUT_PREFIX", value_name = "PREFIX")]
+    pub key_input_prefix: Option<String>,
     /// Requests a minute per token (per client address in open mode); 0 = unlimited [default: 600].
     #[arg(long, env = "REELAY_RATE_LIMIT_PER_MINUTE")]
     pub rate_limit_per_minute: Option<u32>,
@@ -110,6 +114,8 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// A client must send a request's headers within this long (slow-loris protection).
     pub header_read_timeout_seconds: u64,
+    /// Storage prefix that key inputs must lie under (see `key_inputs`); None refuses them.
+    pub key_input_prefix: Option<String>,
 }
 
 pub fn default_workers() -> usize {
@@ -147,6 +153,7 @@ impl Default for Config {
             tls_client_ca: None,
             rate_limit_per_minute: 600,
             header_read_timeout_seconds: 30,
+            key_input_prefix: None,
         }
     }
 }
@@ -229,6 +236,9 @@ impl Config {
         if a.storage.is_some() {
             self.storage = a.storage.clone();
         }
+        if a.key_input_prefix.is_some() {
+            self.key_input_prefix = a.key_input_prefix.clone();
+        }
         if a.database_url.is_some() {
             self.database_url = a.database_url.clone();
         }
@@ -271,6 +281,14 @@ impl Config {
                 "mutual TLS needs the server's own tls_cert and tls_key",
             );
         }
+        if let Some(prefix) = &self.key_input_prefix {
+            if let Err(e) = crate::key_inputs::normalize_prefix(prefix) {
+                return Err(ConfigError::Invalid {
+                    setting: "key_input_prefix",
+                    message: e.to_string(),
+                });
+            }
+        }
         if self.header_read_timeout_seconds == 0 {
             return bad("header_read_timeout_seconds", "must be at least 1");
         }
@@ -293,6 +311,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The rule key inputs are checked against.
+    pub fn key_inputs(&self) -> crate::key_inputs::KeyInputs {
+        crate::key_inputs::KeyInputs::new(self.key_input_prefix.as_deref())
     }
 
     pub fn lease(&self) -> std::time::Duration {
@@ -353,5 +376,21 @@ mod tests {
             "workers"
         );
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        for prefix in ["inputs", "outputs/tenants", "", "../x"] {
+            assert_eq!(
+                err(Config {
+                    key_input_prefix: Some(prefix.into()),
+                    ..Default::default()
+                }),
+                "key_input_prefix",
+                "{prefix:?}"
+            );
+        }
+        let cfg = Config {
+            key_input_prefix: Some("imports/".into()),
+            ..Default::default()
+        };
+        assert!(cfg.validate().is_ok());
+        assert!(cfg.key_inputs().within_prefix("imports/a/b.mp4"));
     }
 }

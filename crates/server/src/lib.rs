@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod fetch;
+pub mod key_inputs;
 pub mod load;
 pub mod metrics;
 pub mod serve;

@@ -337,6 +337,14 @@ impl WorkerPool {
         // Input into the working directory.
         let input = workdir.join("input");
         let fetched = if let Some(key) = &job.input_key {
+            // Checked again here for jobs stored before the prefix existed (or under another
+            // setting): the job's own upload, or a key under the prefix, nothing else.
+            if *key != crate::storage::input_key(&job.id) && !cfg.key_inputs().within_prefix(key) {
+                return permanent(
+                    "input_not_found",
+                    "the input key lies outside this cluster's key_input_prefix".into(),
+                );
+            }
             tokio::select! {
                 r = st.storage.get_to_file(key, &input) => r.map_err(|e| match e {
                     crate::storage::StorageError::NotFound(_) => permanent("input_not_found", format!("input object {key:?} is gone")),

@@ -122,19 +122,7 @@ async fn submit_json(
             (None, Some(url.clone()))
         }
         (None, Some(key)) => {
-            if !valid_user_key(key) {
-                return Err(ApiError::unprocessable("invalid_spec", "input.key: must be a relative key of A-Z a-z 0-9 - _ . = + segments separated by /"));
-            }
-            match st.storage.head(key).await {
-                Ok(_) => {}
-                Err(crate::storage::StorageError::NotFound(_)) => {
-                    return Err(ApiError::unprocessable(
-                        "input_not_found",
-                        format!("input.key: no object {key:?} in storage"),
-                    ))
-                }
-                Err(e) => return Err(e.into()),
-            }
+            check_key_input(&st, &principal, key).await?;
             (Some(key.clone()), None)
         }
         _ => {
@@ -159,6 +147,40 @@ async fn submit_json(
         &renditions,
     )
     .await
+}
+
+/// A key input must be one the caller may read (`crate::key_inputs`) and must exist. Refused
+/// and missing keys get the very same answer, and objects outside the caller's reach are never
+/// even looked up, so nothing tells which of them exist.
+async fn check_key_input(st: &AppState, who: &Principal, key: &str) -> Result<(), ApiError> {
+    if !valid_user_key(key) {
+        return Err(ApiError::unprocessable(
+            "invalid_spec",
+            "input.key: must be a relative key of A-Z a-z 0-9 - _ . = + segments separated by /",
+        ));
+    }
+    let rule = st.cfg.key_inputs();
+    if !rule.enabled() {
+        return Err(ApiError::unprocessable(
+            "key_inputs_disabled",
+            "input.key: this cluster accepts no key inputs (no key_input_prefix is configured); \
+             upload the file or give a URL",
+        ));
+    }
+    let not_found = || {
+        ApiError::unprocessable(
+            "input_not_found",
+            "input.key: no object with this key that this client may read",
+        )
+    };
+    if !rule.may_read(key, who.owner().as_deref(), who.is_admin()) {
+        return Err(not_found());
+    }
+    match st.storage.head(key).await {
+        Ok(_) => Ok(()),
+        Err(crate::storage::StorageError::NotFound(_)) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn new_job_id(st: &AppState) -> String {
