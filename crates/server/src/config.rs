@@ -116,6 +116,15 @@ pub struct Config {
     pub header_read_timeout_seconds: u64,
     /// Storage prefix that key inputs must lie under (see `key_inputs`); None refuses them.
     pub key_input_prefix: Option<String>,
+    /// A request body being read may send nothing for this long (`body`).
+    pub body_idle_timeout_seconds: u64,
+    /// A JSON body, and an upload's spec part, must be complete this long after the headers.
+    pub body_deadline_seconds: u64,
+    /// A multipart upload must be complete this long after the headers.
+    pub upload_deadline_seconds: u64,
+    /// Open connections per client address (IPv4 address or IPv6 /64) before only health and
+    /// load routes are served to it (`conn_limit`); 0 = no limit.
+    pub max_connections_per_client: usize,
 }
 
 pub fn default_workers() -> usize {
@@ -154,6 +163,10 @@ impl Default for Config {
             rate_limit_per_minute: 600,
             header_read_timeout_seconds: 30,
             key_input_prefix: None,
+            body_idle_timeout_seconds: 30,
+            body_deadline_seconds: 60,
+            upload_deadline_seconds: 3600,
+            max_connections_per_client: 128,
         }
     }
 }
@@ -292,6 +305,15 @@ impl Config {
         if self.header_read_timeout_seconds == 0 {
             return bad("header_read_timeout_seconds", "must be at least 1");
         }
+        for (setting, v) in [
+            ("body_idle_timeout_seconds", self.body_idle_timeout_seconds),
+            ("body_deadline_seconds", self.body_deadline_seconds),
+            ("upload_deadline_seconds", self.upload_deadline_seconds),
+        ] {
+            if v == 0 {
+                return bad(setting, "must be at least 1");
+            }
+        }
         if self.workers == 0 || self.workers > 256 {
             return bad("workers", "must be between 1 and 256");
         }
@@ -311,6 +333,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The time limits on request bodies.
+    pub fn body_limits(&self) -> crate::body::BodyLimits {
+        crate::body::BodyLimits {
+            idle: std::time::Duration::from_secs(self.body_idle_timeout_seconds),
+            deadline: std::time::Duration::from_secs(self.body_deadline_seconds),
+            upload_deadline: std::time::Duration::from_secs(self.upload_deadline_seconds),
+        }
     }
 
     /// The rule key inputs are checked against.
