@@ -38,6 +38,16 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "attempt_started",
         sql: include_str!("../migrations/sqlite/0004_attempt_started.sql"),
     },
+    Migration {
+        version: 5,
+        name: "idempotency_per_owner",
+        sql: include_str!("../migrations/sqlite/0005_idempotency_per_owner.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "fair_claims",
+        sql: include_str!("../migrations/sqlite/0006_fair_claims.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -60,6 +70,16 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "attempt_started",
         sql: include_str!("../migrations/postgres/0004_attempt_started.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "idempotency_per_owner",
+        sql: include_str!("../migrations/postgres/0005_idempotency_per_owner.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "fair_claims",
+        sql: include_str!("../migrations/postgres/0006_fair_claims.sql"),
     },
 ];
 
