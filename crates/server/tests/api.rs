@@ -913,3 +913,37 @@ async fn every_answer_forbids_content_sniffing() {
     let r = s.http.head(s.url(&j.outputs[0].url)).send().await.unwrap();
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 }
+
+/// `priority` has a documented range; outside it the submission is refused with a 400 that
+/// names the field, in JSON and in multipart submissions alike.
+#[tokio::test]
+async fn priority_outside_its_range_is_refused() {
+    let s = TestServer::start_with(|c| c.workers = 1).await;
+    let post = |priority: i64| {
+        s.http
+            .post(s.url("/v1/jobs"))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"input":{{"url":"https://media.example.com/x.mp4"}},"outputs":[{{"preset":"mp4-360p"}}],"priority":{priority}}}"#
+            ))
+            .send()
+    };
+    for p in [101, -101, 2_147_483_647, -2_147_483_648] {
+        let (st, code, msg) = error_of(post(p).await.unwrap()).await;
+        assert_eq!((st, code.as_str()), (400, "invalid_priority"), "{p}: {msg}");
+        assert!(msg.contains("priority"), "names the field: {msg}");
+    }
+    for p in [100, -100, 0] {
+        assert_eq!(post(p).await.unwrap().status(), 202, "{p}");
+    }
+    let clip = clip(s.dir.path(), "c.mp4", 160, 120, 1.0, true);
+    let (st, code, _) = error_of(
+        s.submit_file(
+            &clip,
+            r#"{"outputs":[{"preset":"mp4-360p"}],"priority":1000}"#,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((st, code.as_str()), (400, "invalid_priority"));
+}

@@ -172,7 +172,8 @@ async fn scopes_and_ownership_are_enforced() {
         vec![id.clone()]
     );
 
-    // An idempotency key of Alice's does not hand her job to Bob.
+    // Idempotency keys are per token: Alice's key neither hands her job to Bob nor tells him
+    // it was used; the same key is simply Bob's own.
     let post = |t: &str| {
         s.http
             .post(s.url("/v1/jobs"))
@@ -182,9 +183,27 @@ async fn scopes_and_ownership_are_enforced() {
             .body(URL_JOB)
             .send()
     };
-    assert_eq!(post(&alice).await.unwrap().status(), 202);
-    assert_eq!(post(&alice).await.unwrap().status(), 200);
-    assert_eq!(post(&bob).await.unwrap().status(), 409);
+    let id_of = |r: reqwest::Response| async move {
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["id"].as_str().unwrap().to_string()
+    };
+    let r = post(&alice).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let alices = id_of(r).await;
+    let r = post(&alice).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(id_of(r).await, alices);
+    let r = post(&bob).await.unwrap();
+    assert_eq!(
+        r.status(),
+        202,
+        "Bob's key is his own, not a conflict with Alice's"
+    );
+    let bobs = id_of(r).await;
+    assert_ne!(bobs, alices);
+    let r = post(&bob).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(id_of(r).await, bobs);
 
     // Revoked: 401 from then on.
     let alice_id = reelay_server::auth::parse_token(&alice)

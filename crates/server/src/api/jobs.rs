@@ -47,6 +47,7 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
             .await
             .map_err(|e| e.into_api("too_large"))?;
         let spec = parse_spec(&body)?;
+        check_priority(&spec)?;
         submit_json(st, principal, spec, idem).await
     } else if ctype.starts_with("multipart/form-data") {
         let mp = Multipart::from_request(req, &st)
@@ -76,6 +77,27 @@ fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
             "Idempotency-Key must be 1-255 visible ASCII characters",
         )
     })
+}
+
+/// The priorities a job may ask for. Bounded so that the scale means something (an unbounded
+/// i32 invites an arms race of ever larger numbers) and documented with the API; higher runs
+/// first, and owners take turns among equal priorities (the job store's claim order).
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
+
+/// A priority outside [`PRIORITY_RANGE`] is a 400 naming the field.
+fn check_priority(spec: &JobSpec) -> Result<(), ApiError> {
+    if PRIORITY_RANGE.contains(&spec.priority) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "invalid_priority",
+        format!(
+            "priority: must be between {} and {}, got {}",
+            PRIORITY_RANGE.start(),
+            PRIORITY_RANGE.end(),
+            spec.priority
+        ),
+    ))
 }
 
 /// Syntax errors are 400 (not JSON at all); well-formed JSON of the wrong shape is 422.
@@ -218,6 +240,7 @@ async fn submit_multipart(
             .await
             .map_err(|_| spec_late())??;
     let spec = parse_spec(&spec_bytes)?;
+    check_priority(&spec)?;
     if spec.input.is_some() {
         return Err(ApiError::unprocessable(
             "invalid_spec",
@@ -429,7 +452,8 @@ async fn create(
             st.wake.notify_waiters();
             (StatusCode::ACCEPTED, job)
         }
-        // Idempotency keys are unique per cluster: another token's key must not reveal its job.
+        // Idempotency keys are per owner in the store, so a replay is always the caller's own
+        // job; kept as a second line of defence: another token's job is never revealed.
         CreateOutcome::Existing(job) if !principal.may_see(job.owner.as_deref()) => {
             return Err(ApiError::conflict(
                 "idempotency_conflict",
