@@ -9,7 +9,9 @@ use crate::store::StoreError;
 use sqlx::{PgPool, Row, SqlitePool};
 
 /// One schema step. Versions only ever grow, and an applied migration is never edited: a fix
-/// is a new migration, because databases in the field have already run the old one.
+/// is a new migration, because databases in the field have already run the old one. Versions
+/// need not be contiguous: a missing step is applied whenever it arrives. (Version 5 is left to
+/// the token revocation table being built alongside, which claimed it first.)
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Migration {
     pub version: i64,
@@ -39,14 +41,14 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0004_attempt_started.sql"),
     },
     Migration {
-        version: 5,
+        version: 6,
         name: "idempotency_per_owner",
-        sql: include_str!("../migrations/sqlite/0005_idempotency_per_owner.sql"),
+        sql: include_str!("../migrations/sqlite/0006_idempotency_per_owner.sql"),
     },
     Migration {
-        version: 6,
+        version: 7,
         name: "fair_claims",
-        sql: include_str!("../migrations/sqlite/0006_fair_claims.sql"),
+        sql: include_str!("../migrations/sqlite/0007_fair_claims.sql"),
     },
 ];
 
@@ -72,14 +74,14 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0004_attempt_started.sql"),
     },
     Migration {
-        version: 5,
+        version: 6,
         name: "idempotency_per_owner",
-        sql: include_str!("../migrations/postgres/0005_idempotency_per_owner.sql"),
+        sql: include_str!("../migrations/postgres/0006_idempotency_per_owner.sql"),
     },
     Migration {
-        version: 6,
+        version: 7,
         name: "fair_claims",
-        sql: include_str!("../migrations/postgres/0006_fair_claims.sql"),
+        sql: include_str!("../migrations/postgres/0007_fair_claims.sql"),
     },
 ];
 

@@ -196,7 +196,7 @@ async fn fetch_existing_job(conn: &mut PgConnection, id: &str) -> Result<Job, St
 }
 
 /// The job that `owner` ('' for none) created with idempotency key `key` (keys are per owner,
-/// migration 0005).
+/// migration 0006).
 async fn fetch_job_by_key(
     conn: &mut PgConnection,
     cluster: &str,
@@ -1062,7 +1062,7 @@ mod tests {
         );
     }
 
-    /// Migrations 0005 and 0006 on a database with jobs: owners are copied to the tasks, the
+    /// Migrations 0006 and 0007 on a database with jobs: owners are copied to the tasks, the
     /// old jobs keep their place and their keys.
     #[tokio::test]
     async fn upgrading_from_schema_4_keeps_jobs_keys_and_order() {

@@ -27,7 +27,7 @@ pub(crate) const CLAIM_ORDER: &str = "ORDER BY priority DESC, fair_seq ASC, crea
 /// owner's last, but not below the head of the queue, which is the lowest number still queued,
 /// or, with nothing queued, the highest number given (so past use is forgiven once the queue
 /// has drained). `greatest` is the dialect's two-argument maximum (`MAX` in SQLite, `GREATEST`
-/// in Postgres). Every lookup is one probe of an index from migration 0006.
+/// in Postgres). Every lookup is one probe of an index from migration 0007.
 pub(crate) fn next_fair_seq(greatest: &str) -> String {
     format!(
         "SELECT {greatest}(\

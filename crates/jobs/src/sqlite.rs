@@ -231,7 +231,7 @@ impl JobStore for SqliteStore {
 
         // Checked inside the write lock, so of two concurrent creates with one key the second
         // always sees the first; the unique index is the backstop.
-        // Keys are per owner (migration 0005): another owner's use of this key is not ours.
+        // Keys are per owner (migration 0006): another owner's use of this key is not ours.
         let owner = new.owner.as_deref().unwrap_or("");
         if let Some(key) = &new.idempotency_key {
             let existing = sqlx::query(&format!(
@@ -966,7 +966,7 @@ mod tests {
         ));
     }
 
-    /// Migrations 0005 and 0006 on a database with jobs: owners are copied to the tasks, the
+    /// Migrations 0006 and 0007 on a database with jobs: owners are copied to the tasks, the
     /// old jobs keep their place and their keys.
     #[tokio::test]
     async fn upgrading_from_schema_4_keeps_jobs_keys_and_order() {

@@ -6,7 +6,8 @@
 //! sets (`key_input_prefix`), which may never contain reelay's own objects, and within it to the
 //! caller's own directory:
 //!
-//! * a token that is not `admin` may name only keys under `<prefix>/<token id>/`;
+//! * a token that is not `admin` may name only keys under `<prefix>/<owner>/`, where `<owner>`
+//!   is the id its jobs are owned by (today the token's id);
 //! * an `admin` token, and a server in open mode (loopback, no tokens), any key under `<prefix>/`.
 //!
 //! Without a prefix no key input is accepted. A key that is refused and a key that names nothing
@@ -57,8 +58,8 @@ impl KeyInputs {
         }
     }
 
-    /// Whether a caller may name `key`: `owner` is its token id (the owner of the jobs it
-    /// submits), `admin` whether it sees every job.
+    /// Whether a caller may name `key`: `owner` is the owner of the jobs it submits, `admin`
+    /// whether it sees every job.
     pub fn may_read(&self, key: &str, owner: Option<&str>, admin: bool) -> bool {
         if !self.within_prefix(key) {
             return false;

@@ -1,4 +1,4 @@
--- The Postgres twin of migrations/sqlite/0006_fair_claims.sql: per-owner sequence numbers that
+-- The Postgres twin of migrations/sqlite/0007_fair_claims.sql: per-owner sequence numbers that
 -- make owners of equal priority take turns in the claim order.
 ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 ALTER TABLE tasks ADD COLUMN fair_seq BIGINT NOT NULL DEFAULT 0;

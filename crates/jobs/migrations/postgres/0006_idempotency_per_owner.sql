@@ -1,4 +1,4 @@
--- The Postgres twin of migrations/sqlite/0005_idempotency_per_owner.sql: idempotency keys are
+-- The Postgres twin of migrations/sqlite/0006_idempotency_per_owner.sql: idempotency keys are
 -- unique per (cluster, owner, key); ownerless jobs share the owner ''. The index is also the
 -- arbiter of create_job's `ON CONFLICT`, whose target names the same expressions.
 DROP INDEX jobs_idempotency_key;
