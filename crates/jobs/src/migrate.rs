@@ -9,7 +9,9 @@ use crate::store::StoreError;
 use sqlx::{PgPool, Row, SqlitePool};
 
 /// One schema step. Versions only ever grow, and an applied migration is never edited: a fix
-/// is a new migration, because databases in the field have already run the old one.
+/// is a new migration, because databases in the field have already run the old one. Versions
+/// need not be contiguous: a missing step is applied whenever it arrives. (Version 5 is left to
+/// the token revocation table being built alongside, which claimed it first.)
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Migration {
     pub version: i64,
@@ -38,6 +40,16 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "attempt_started",
         sql: include_str!("../migrations/sqlite/0004_attempt_started.sql"),
     },
+    Migration {
+        version: 6,
+        name: "idempotency_per_owner",
+        sql: include_str!("../migrations/sqlite/0006_idempotency_per_owner.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "fair_claims",
+        sql: include_str!("../migrations/sqlite/0007_fair_claims.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -60,6 +72,16 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "attempt_started",
         sql: include_str!("../migrations/postgres/0004_attempt_started.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "idempotency_per_owner",
+        sql: include_str!("../migrations/postgres/0006_idempotency_per_owner.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "fair_claims",
+        sql: include_str!("../migrations/postgres/0007_fair_claims.sql"),
     },
 ];
 

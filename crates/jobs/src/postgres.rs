@@ -195,15 +195,20 @@ async fn fetch_existing_job(conn: &mut PgConnection, id: &str) -> Result<Job, St
         .ok_or_else(|| StoreError::Corrupt(format!("task refers to missing job {id}")))
 }
 
+/// The job that `owner` ('' for none) created with idempotency key `key` (keys are per owner,
+/// migration 0006).
 async fn fetch_job_by_key(
     conn: &mut PgConnection,
     cluster: &str,
+    owner: &str,
     key: &str,
 ) -> Result<Option<Job>, StoreError> {
     let row = sqlx::query(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE cluster = $1 AND idempotency_key = $2"
+        "SELECT {JOB_COLUMNS} FROM jobs \
+         WHERE cluster = $1 AND COALESCE(owner, '') = $2 AND idempotency_key = $3"
     ))
     .bind(cluster)
+    .bind(owner)
     .bind(key)
     .fetch_optional(conn)
     .await?;
@@ -287,8 +292,9 @@ impl JobStore for PgStore {
         let mut tx = self.pool.begin().await?;
 
         // The common retry case, answered without attempting an insert.
+        let owner = new.owner.as_deref().unwrap_or("");
         if let Some(key) = &new.idempotency_key {
-            if let Some(existing) = fetch_job_by_key(&mut tx, &new.cluster, key).await? {
+            if let Some(existing) = fetch_job_by_key(&mut tx, &new.cluster, owner, key).await? {
                 tx.rollback().await?;
                 return reuse(existing, &new.spec_hash);
             }
@@ -303,7 +309,8 @@ impl JobStore for PgStore {
                  spec_json, spec_hash, input_key, input_url, idempotency_key, owner,
                  estimated_seconds, created_at, outputs, cancel_requested)
              VALUES ($1, $2, $3, 0, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '[]', FALSE)
-             ON CONFLICT (cluster, idempotency_key) WHERE idempotency_key IS NOT NULL
+             ON CONFLICT (cluster, (COALESCE(owner, '')), idempotency_key)
+                 WHERE idempotency_key IS NOT NULL
              DO NOTHING",
         )
         .bind(&new.id)
@@ -326,7 +333,7 @@ impl JobStore for PgStore {
             // Only the idempotency index is an arbiter, so there is a key and its winner is
             // committed: in READ COMMITTED this new statement sees it.
             let existing = match &new.idempotency_key {
-                Some(key) => fetch_job_by_key(&mut tx, &new.cluster, key).await?,
+                Some(key) => fetch_job_by_key(&mut tx, &new.cluster, owner, key).await?,
                 None => None,
             };
             tx.rollback().await?;
@@ -338,10 +345,17 @@ impl JobStore for PgStore {
                 ))),
             };
         }
+        // Two creates of one owner at once may read the same last number and tie; ties fall
+        // back to age, so that costs exactness of the turns, never correctness.
+        let fair_seq: i64 = sqlx::query(&shared_sql::next_fair_seq("GREATEST"))
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("seq")?;
         sqlx::query(
             "INSERT INTO tasks (id, job_id, kind, status, priority, created_at, run_after,
-                 attempts, max_attempts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)",
+                 attempts, max_attempts, owner, fair_seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10)",
         )
         .bind(format!("{}.{TRANSCODE}", new.id))
         .bind(&new.id)
@@ -351,6 +365,8 @@ impl JobStore for PgStore {
         .bind(now)
         .bind(now)
         .bind(max_attempts)
+        .bind(owner)
+        .bind(fair_seq)
         .execute(&mut *tx)
         .await?;
 
@@ -431,24 +447,23 @@ impl JobStore for PgStore {
             // Two index-ordered probes instead of one OR: with an OR the planner sorts every
             // claimable row, which makes a claim O(queue depth). Orphaned tasks (expired leases,
             // never more than the worker count) go first: they were started earliest.
-            let mut candidate = sqlx::query(
+            let order = shared_sql::CLAIM_ORDER;
+            let mut candidate = sqlx::query(&format!(
                 "SELECT id, job_id, status, attempts, max_attempts FROM tasks
                  WHERE status = 'running' AND lease_expires_at <= $1
-                 ORDER BY priority DESC, created_at ASC, id ASC
-                 LIMIT 1
-                 FOR UPDATE SKIP LOCKED",
-            )
+                 {order} LIMIT 1
+                 FOR UPDATE SKIP LOCKED"
+            ))
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
             if candidate.is_none() {
-                candidate = sqlx::query(
+                candidate = sqlx::query(&format!(
                     "SELECT id, job_id, status, attempts, max_attempts FROM tasks
                      WHERE status = 'queued' AND run_after <= $1
-                     ORDER BY priority DESC, created_at ASC, id ASC
-                     LIMIT 1
-                     FOR UPDATE SKIP LOCKED",
-                )
+                     {order} LIMIT 1
+                     FOR UPDATE SKIP LOCKED"
+                ))
                 .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -1045,6 +1060,39 @@ mod tests {
             Some(job),
             "re-running migrations must not touch data"
         );
+    }
+
+    /// Migrations 0006 and 0007 on a database with jobs: owners are copied to the tasks, the
+    /// old jobs keep their place and their keys.
+    #[tokio::test]
+    async fn upgrading_from_schema_4_keeps_jobs_keys_and_order() {
+        let url = test_database_url().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .expect("pool");
+        migrate::run_postgres(&pool, &POSTGRES_MIGRATIONS[..4])
+            .await
+            .expect("migrate to 4");
+        for sql in crate::testsuite::SCHEMA_4_ROWS {
+            sqlx::query(sql).execute(&pool).await.expect(sql);
+        }
+        pool.close().await;
+        let store = PgStore::connect(&url).await.expect("connect and upgrade");
+        let owners: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, owner FROM tasks ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .expect("owners");
+        assert_eq!(
+            owners,
+            vec![
+                ("other.0002.transcode".into(), "bob".into()),
+                ("test.0001.transcode".into(), "alice".into())
+            ]
+        );
+        crate::testsuite::upgraded_from_schema_4(&store).await;
     }
 
     #[tokio::test]

@@ -19,3 +19,20 @@ pub(crate) const HEARTBEAT: &str = "INSERT INTO workers (id, slots, expires_at, 
 
 /// Expired worker rows are only clutter: dropped an hour after expiry; `$1` = that cutoff.
 pub(crate) const FORGET_OLD_WORKERS: &str = "DELETE FROM workers WHERE expires_at < $1";
+
+/// The claim order of both probes: priority, then the owners' turns, then age.
+pub(crate) const CLAIM_ORDER: &str = "ORDER BY priority DESC, fair_seq ASC, created_at ASC, id ASC";
+
+/// The turn number (`tasks.fair_seq`) of a new task of owner `$1` ('' for none): one past the
+/// owner's last, but not below the head of the queue, which is the lowest number still queued,
+/// or, with nothing queued, the highest number given (so past use is forgiven once the queue
+/// has drained). `greatest` is the dialect's two-argument maximum (`MAX` in SQLite, `GREATEST`
+/// in Postgres). Every lookup is one probe of an index from migration 0007.
+pub(crate) fn next_fair_seq(greatest: &str) -> String {
+    format!(
+        "SELECT {greatest}(\
+             COALESCE((SELECT MAX(fair_seq) + 1 FROM tasks WHERE owner = $1), 0), \
+             COALESCE((SELECT MIN(fair_seq) FROM tasks WHERE status = 'queued'), \
+                      (SELECT MAX(fair_seq) FROM tasks), 0)) AS seq"
+    )
+}

@@ -231,11 +231,15 @@ impl JobStore for SqliteStore {
 
         // Checked inside the write lock, so of two concurrent creates with one key the second
         // always sees the first; the unique index is the backstop.
+        // Keys are per owner (migration 0006): another owner's use of this key is not ours.
+        let owner = new.owner.as_deref().unwrap_or("");
         if let Some(key) = &new.idempotency_key {
             let existing = sqlx::query(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE cluster = ? AND idempotency_key = ?"
+                "SELECT {JOB_COLUMNS} FROM jobs \
+                 WHERE cluster = ? AND COALESCE(owner, '') = ? AND idempotency_key = ?"
             ))
             .bind(&new.cluster)
+            .bind(owner)
             .bind(key)
             .fetch_optional(&mut *tx)
             .await?;
@@ -272,10 +276,15 @@ impl JobStore for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let fair_seq: i64 = sqlx::query(&shared_sql::next_fair_seq("MAX"))
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("seq")?;
         sqlx::query(
             "INSERT INTO tasks (id, job_id, kind, status, priority, created_at, run_after,
-                 attempts, max_attempts)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                 attempts, max_attempts, owner, fair_seq)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
         )
         .bind(format!("{}.{TRANSCODE}", new.id))
         .bind(&new.id)
@@ -285,6 +294,8 @@ impl JobStore for SqliteStore {
         .bind(now)
         .bind(now)
         .bind(max_attempts)
+        .bind(owner)
+        .bind(fair_seq)
         .execute(&mut *tx)
         .await?;
 
@@ -354,22 +365,21 @@ impl JobStore for SqliteStore {
             // Two index-ordered probes instead of one OR: with an OR the planner sorts every
             // claimable row, which makes a claim O(queue depth). Orphaned tasks (expired leases,
             // never more than the worker count) go first: they were started earliest.
-            let mut candidate = sqlx::query(
+            let order = shared_sql::CLAIM_ORDER;
+            let mut candidate = sqlx::query(&format!(
                 "SELECT id, job_id, status, attempts, max_attempts FROM tasks
                  WHERE status = 'running' AND lease_expires_at <= ?1
-                 ORDER BY priority DESC, created_at ASC, id ASC
-                 LIMIT 1",
-            )
+                 {order} LIMIT 1"
+            ))
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
             if candidate.is_none() {
-                candidate = sqlx::query(
+                candidate = sqlx::query(&format!(
                     "SELECT id, job_id, status, attempts, max_attempts FROM tasks
                      WHERE status = 'queued' AND run_after <= ?1
-                     ORDER BY priority DESC, created_at ASC, id ASC
-                     LIMIT 1",
-                )
+                     {order} LIMIT 1"
+                ))
                 .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -954,6 +964,45 @@ mod tests {
             SqliteStore::open(&path).await,
             Err(StoreError::Migration(_))
         ));
+    }
+
+    /// Migrations 0006 and 0007 on a database with jobs: owners are copied to the tasks, the
+    /// old jobs keep their place and their keys.
+    #[tokio::test]
+    async fn upgrading_from_schema_4_keeps_jobs_keys_and_order() {
+        // A fresh in-memory database migrated only as far as schema 4.
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .expect("pool");
+        migrate::run(&pool, &SQLITE_MIGRATIONS[..4])
+            .await
+            .expect("migrate to 4");
+        for sql in testsuite::SCHEMA_4_ROWS {
+            sqlx::query(sql).execute(&pool).await.expect(sql);
+        }
+        let store = SqliteStore { pool };
+        store.migrate().await.expect("upgrade");
+        let owners: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, owner FROM tasks ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .expect("owners");
+        assert_eq!(
+            owners,
+            vec![
+                ("other.0002.transcode".into(), "bob".into()),
+                ("test.0001.transcode".into(), "alice".into())
+            ]
+        );
+        testsuite::upgraded_from_schema_4(&store).await;
     }
 
     #[tokio::test]

@@ -234,6 +234,167 @@ pub async fn idempotency(store: &dyn JobStore) {
     assert_eq!(all.len(), 4);
 }
 
+/// Idempotency keys belong to their owner: another owner's use of the same key creates that
+/// owner's own job (and says nothing about the first), while each owner still gets its replay
+/// and its conflict. Jobs without an owner (open mode) share one key space.
+pub async fn idempotency_per_owner(store: &dyn JobStore) {
+    let with = |owner: Option<&str>, hash: &str| {
+        let mut new = new_job("test");
+        new.idempotency_key = Some("shared-key".to_string());
+        new.owner = owner.map(str::to_string);
+        new.spec_hash = hash.to_string();
+        new
+    };
+    let alice = create(store, with(Some("alice"), "hash-a")).await;
+    // Bob's key is Bob's, even with another spec: a new job, not Alice's, not a conflict.
+    let bob = create(store, with(Some("bob"), "hash-b")).await;
+    assert_ne!(bob.id, alice.id);
+    assert_eq!(bob.owner.as_deref(), Some("bob"));
+    match store
+        .create_job(with(Some("bob"), "hash-b"))
+        .await
+        .expect("create_job")
+    {
+        CreateOutcome::Existing(job) => assert_eq!(job, bob),
+        CreateOutcome::Created(job) => panic!("Bob's replay created {}", job.id),
+    }
+    match store
+        .create_job(with(Some("alice"), "hash-a"))
+        .await
+        .expect("create_job")
+    {
+        CreateOutcome::Existing(job) => assert_eq!(job, alice),
+        CreateOutcome::Created(job) => panic!("Alice's replay created {}", job.id),
+    }
+    assert!(matches!(
+        store.create_job(with(Some("alice"), "hash-b")).await,
+        Err(StoreError::IdempotencyConflict)
+    ));
+    let open = create(store, with(None, "hash-a")).await;
+    match store
+        .create_job(with(None, "hash-a"))
+        .await
+        .expect("create_job")
+    {
+        CreateOutcome::Existing(job) => assert_eq!(job, open),
+        CreateOutcome::Created(job) => panic!("an ownerless replay created {}", job.id),
+    }
+    assert!(matches!(
+        store.create_job(with(None, "hash-c")).await,
+        Err(StoreError::IdempotencyConflict)
+    ));
+    let (all, _) = store.list_jobs(None, 100, None).await.expect("list_jobs");
+    assert_eq!(all.len(), 3);
+}
+
+/// Among jobs of equal priority, owners take turns: one owner's burst does not run entirely
+/// before a job another owner submitted after it. Priority still comes first, and one owner's
+/// own jobs keep their order.
+pub async fn fair_claims_across_owners(store: &dyn JobStore) {
+    let submit = |owner: &str, priority: i32| {
+        let mut new = new_job("test");
+        new.owner = Some(owner.to_string());
+        new.priority = priority;
+        new
+    };
+    let mut ids = std::collections::HashMap::new();
+    for (name, owner) in [
+        ("a1", "alice"),
+        ("a2", "alice"),
+        ("a3", "alice"),
+        ("a4", "alice"),
+        ("b1", "bob"),
+        ("b2", "bob"),
+        ("c1", "carol"),
+    ] {
+        ids.insert(create(store, submit(owner, 0)).await.id, name);
+    }
+    // Submitted last, but more urgent.
+    ids.insert(create(store, submit("alice", 5)).await.id, "a-urgent");
+    let mut order = Vec::new();
+    while let Some(claim) = store.claim("w", LONG_LEASE).await.expect("claim") {
+        order.push(ids[&claim.job.id]);
+    }
+    assert_eq!(
+        order,
+        ["a-urgent", "a1", "b1", "c1", "a2", "b2", "a3", "a4"],
+        "round robin across owners within a priority"
+    );
+
+    // A newcomer while one owner's backlog is being worked through is served within a round,
+    // not after the backlog.
+    for _ in 0..6 {
+        create(store, submit("alice", 0)).await;
+    }
+    let first = store
+        .claim("w", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(first.job.owner.as_deref(), Some("alice"));
+    let dave = create(store, submit("dave", 0)).await;
+    let next: Vec<String> = [
+        store
+            .claim("w", LONG_LEASE)
+            .await
+            .expect("claim")
+            .expect("job"),
+        store
+            .claim("w", LONG_LEASE)
+            .await
+            .expect("claim")
+            .expect("job"),
+    ]
+    .into_iter()
+    .map(|c| c.job.id)
+    .collect();
+    assert!(
+        next.contains(&dave.id),
+        "dave waited behind alice's backlog"
+    );
+}
+
+/// Rows as a schema-4 database (before per-owner keys and fair turns) holds them: a queued job
+/// of `alice` with idempotency key `k`, and one of `bob` with the same key in cluster `other`
+/// (schema 4 allowed a key once per cluster). Plain SQL both backends accept, for the upgrade
+/// tests.
+pub const SCHEMA_4_ROWS: &[&str] = &[
+    "INSERT INTO jobs (id, cluster, status, max_attempts, spec_json, spec_hash, idempotency_key, \
+     owner, created_at) VALUES ('test.0001', 'test', 'queued', 3, '{}', 'h1', 'k', 'alice', 1)",
+    "INSERT INTO tasks (id, job_id, kind, status, priority, created_at, run_after, max_attempts) \
+     VALUES ('test.0001.transcode', 'test.0001', 'transcode', 'queued', 0, 1, 1, 3)",
+    "INSERT INTO jobs (id, cluster, status, max_attempts, spec_json, spec_hash, idempotency_key, \
+     owner, created_at) VALUES ('other.0002', 'other', 'queued', 3, '{}', 'h2', 'k', 'bob', 2)",
+    "INSERT INTO tasks (id, job_id, kind, status, priority, created_at, run_after, max_attempts) \
+     VALUES ('other.0002.transcode', 'other.0002', 'transcode', 'queued', 0, 2, 2, 3)",
+];
+
+/// After upgrading a database holding [`SCHEMA_4_ROWS`]: the old jobs are still claimed first
+/// (oldest first), their keys still replay for their owner, and another owner may now use them.
+pub async fn upgraded_from_schema_4(store: &dyn JobStore) {
+    let mut replay = new_job("test");
+    replay.owner = Some("alice".into());
+    replay.idempotency_key = Some("k".into());
+    replay.spec_hash = "h1".into();
+    match store.create_job(replay.clone()).await.expect("create_job") {
+        CreateOutcome::Existing(job) => assert_eq!(job.id, "test.0001"),
+        CreateOutcome::Created(job) => panic!("replay created {}", job.id),
+    }
+    let mut carol = replay.clone();
+    carol.id = next_job_id("test");
+    carol.owner = Some("carol".into());
+    carol.spec_hash = "other".into();
+    let carol = create(store, carol).await;
+    let mut claimed = Vec::new();
+    while let Some(c) = store.claim("w", LONG_LEASE).await.expect("claim") {
+        claimed.push(c.job.id);
+    }
+    assert_eq!(
+        claimed,
+        vec!["test.0001".to_string(), "other.0002".into(), carol.id]
+    );
+}
+
 /// Eight concurrent creates with one key: exactly one is Created, all agree on its id.
 pub async fn concurrent_idempotent_creates(store: Arc<dyn JobStore>) {
     let mut handles = Vec::new();
@@ -1063,7 +1224,8 @@ pub async fn tokens_and_owners(store: &dyn JobStore) {
 macro_rules! job_store_suite {
     ($factory:path) => {
         $crate::job_store_suite!(@borrowed $factory;
-            create_get_list, idempotency, claim_order, claim_empty, lease_expiry_takeover,
+            create_get_list, idempotency, idempotency_per_owner, fair_claims_across_owners,
+            claim_order, claim_empty, lease_expiry_takeover,
             lease_expiry_exhausts_attempts, fail_with_retry, fail_without_retry, cancel, release,
             counts, worker_registry, tokens_and_owners);
         $crate::job_store_suite!(@shared $factory;

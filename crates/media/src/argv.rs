@@ -2,6 +2,7 @@
 //! matters (allowlists, forced demuxer, scaling, keyframe alignment) is unit-tested without ffmpeg.
 
 use crate::plan::{AudioCodec, Container, Rendition, Rung, VideoCodec, VideoPlan};
+use crate::policy::InputPolicy;
 use crate::probe::MediaInfo;
 use std::path::Path;
 
@@ -62,7 +63,12 @@ fn s<T: ToString>(x: T) -> String {
     x.to_string()
 }
 
-fn input_args(info: &MediaInfo, allowed: &[String], input: &Path, start: f64) -> Vec<String> {
+/// Everything before the output options: the locked-down input, plus two bounds on the work
+/// itself, because the policy checked only what the header and the first frames claim:
+/// `-max_pixels` makes the decoders refuse any frame larger than the largest allowed picture
+/// (a stream may switch sizes mid-way), and an input `-t` stops reading after the policy's
+/// longest duration (a header may understate the length).
+fn input_args(info: &MediaInfo, policy: &InputPolicy, input: &Path, start: f64) -> Vec<String> {
     let mut a: Vec<String> = [
         "-hide_banner",
         "-nostdin",
@@ -76,14 +82,21 @@ fn input_args(info: &MediaInfo, allowed: &[String], input: &Path, start: f64) ->
     .to_vec();
     a.extend([
         s("-format_whitelist"),
-        allowed.join(","),
+        policy.allowed_formats.join(","),
         s("-f"),
         s(info.demuxer()),
+        s("-max_pixels"),
+        s(policy.max_pixels()),
     ]);
     if start > 0.0 {
         a.extend([s("-ss"), format!("{start:.3}")]);
     }
-    a.extend([s("-i"), crate::file_url(input)]);
+    a.extend([
+        s("-t"),
+        format!("{:.3}", policy.max_duration_seconds),
+        s("-i"),
+        crate::file_url(input),
+    ]);
     a
 }
 
@@ -204,7 +217,7 @@ pub struct ArgvError(pub String);
 pub fn build(
     r: &Rendition,
     info: &MediaInfo,
-    allowed_formats: &[String],
+    policy: &InputPolicy,
     input: &Path,
     out_dir: &Path,
 ) -> Result<Invocation, ArgvError> {
@@ -228,7 +241,7 @@ pub fn build(
         Some(d) => d.min(remaining),
         None => remaining,
     };
-    let mut a = input_args(info, allowed_formats, input, start);
+    let mut a = input_args(info, policy, input, start);
     if let Some(d) = r.trim_duration {
         a.extend([s("-t"), format!("{d:.3}")]);
     }
@@ -381,7 +394,6 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::plan::preset;
-    use crate::policy::InputPolicy;
     use crate::probe::parse_probe_json;
 
     fn info(w: u32, h: u32, rotate: i32, audio: bool) -> MediaInfo {
@@ -402,7 +414,7 @@ mod tests {
         build(
             r,
             i,
-            &InputPolicy::default().allowed_formats,
+            &InputPolicy::default(),
             Path::new("/w/input"),
             Path::new("/w/out"),
         )
@@ -459,6 +471,38 @@ mod tests {
         assert_eq!(after(&a, "-progress"), "pipe:1");
     }
 
+    /// The work is bounded on every input, whatever the header claimed: reading stops after the
+    /// policy's longest duration and no decoder accepts a frame above the largest picture.
+    #[test]
+    fn every_input_is_bounded_in_time_and_frame_size() {
+        let policy = InputPolicy {
+            max_duration_seconds: 90.0,
+            max_width: 320,
+            max_height: 240,
+            ..InputPolicy::default()
+        };
+        for name in ["mp4-720p", "hls-abr", "thumbnail", "audio-aac"] {
+            let a = build(
+                &preset(name).unwrap(),
+                &info(1920, 1080, 0, true),
+                &policy,
+                Path::new("/w/input"),
+                Path::new("/w/out"),
+            )
+            .unwrap()
+            .args;
+            let input = a.iter().position(|x| x == "-i").unwrap();
+            let before = |flag: &str| {
+                a[..input]
+                    .iter()
+                    .position(|x| x == flag)
+                    .map(|i| a[i + 1].as_str())
+            };
+            assert_eq!(before("-t"), Some("90.000"), "{name}: {a:?}");
+            assert_eq!(before("-max_pixels"), Some("76800"), "{name}: {a:?}");
+        }
+    }
+
     #[test]
     fn rotated_input_scales_by_display_size() {
         let a = argv(&preset("mp4-720p").unwrap(), &info(1920, 1080, -90, true));
@@ -472,7 +516,7 @@ mod tests {
         let r = build(
             &preset("audio-aac").unwrap(),
             &info(640, 480, 0, false),
-            &[],
+            &InputPolicy::default(),
             Path::new("/i"),
             Path::new("/o"),
         );
@@ -499,7 +543,7 @@ mod tests {
         let inv = build(
             &preset("thumbnail").unwrap(),
             &info(1280, 720, 0, true),
-            &[],
+            &InputPolicy::default(),
             Path::new("/i"),
             Path::new("/o"),
         )
@@ -518,7 +562,7 @@ mod tests {
         assert!(build(
             &r,
             &info(640, 480, 0, true),
-            &[],
+            &InputPolicy::default(),
             Path::new("/i"),
             Path::new("/o")
         )
@@ -528,13 +572,15 @@ mod tests {
         let inv = build(
             &r,
             &info(640, 480, 0, true),
-            &[],
+            &InputPolicy::default(),
             Path::new("/i"),
             Path::new("/o"),
         )
         .unwrap();
         assert_eq!(inv.duration, 3.0);
         assert_eq!(after(&inv.args, "-ss"), "2.000");
-        assert_eq!(after(&inv.args, "-t"), "3.000");
+        // The output -t (the trim), not the input's policy bound.
+        let input = inv.args.iter().position(|x| x == "-i").unwrap();
+        assert_eq!(after(&inv.args[input..], "-t"), "3.000");
     }
 }

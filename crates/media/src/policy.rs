@@ -11,6 +11,11 @@ pub struct InputPolicy {
     pub max_width: u32,
     pub max_height: u32,
     pub max_streams: usize,
+    /// An encode whose output runs past the probed duration by more than this share of it, plus
+    /// `duration_overrun_seconds`, is killed (`duration_mismatch`): the input holds more media
+    /// than its header said, and the probe-time checks were made against the header.
+    pub duration_overrun_ratio: f64,
+    pub duration_overrun_seconds: f64,
     /// Demuxers ffprobe/ffmpeg may open. Playlist-like demuxers (hls, concat, image2, ...) are
     /// deliberately absent: they follow references to other files or URLs.
     pub allowed_formats: Vec<String>,
@@ -24,6 +29,10 @@ impl Default for InputPolicy {
             max_width: 7680,
             max_height: 4320,
             max_streams: 16,
+            // Generous on purpose: some formats' durations are estimates (VBR MP3 without a
+            // header, streams with gaps), and a real file must not fail for that.
+            duration_overrun_ratio: 0.25,
+            duration_overrun_seconds: 10.0,
             allowed_formats: [
                 "mov", "matroska", "avi", "flv", "mpegts", "mpeg", "ogg", "wav", "mp3", "aac",
                 "flac", "asf", "ivf", "m4v", "h264", "hevc",
@@ -60,6 +69,23 @@ pub struct Needs {
 }
 
 impl InputPolicy {
+    /// The decoder's `-max_pixels`: no frame may be larger than the largest allowed picture.
+    /// The probe only sees the first frames' size, and a stream may change it later.
+    pub fn max_pixels(&self) -> u64 {
+        u64::from(self.max_width) * u64::from(self.max_height)
+    }
+
+    /// Seconds of output past which an encode expected to last `expected` seconds is killed.
+    pub fn out_time_limit(&self, expected: f64) -> f64 {
+        let expected = if expected.is_finite() {
+            expected.max(0.0)
+        } else {
+            0.0
+        };
+        expected * (1.0 + self.duration_overrun_ratio.max(0.0))
+            + self.duration_overrun_seconds.max(0.0)
+    }
+
     /// The byte-size check alone, usable before anything is probed (uploads, downloads).
     pub fn check_size(&self, size: u64) -> Result<(), Rejection> {
         if size == 0 {
@@ -246,6 +272,16 @@ mod tests {
         let mut nodur = ok.clone();
         nodur.duration = None;
         assert_eq!(code(&nodur, 10, V), "corrupt_input");
+    }
+
+    #[test]
+    fn work_bounds_follow_the_policy() {
+        let p = InputPolicy::default();
+        assert_eq!(p.max_pixels(), 7680 * 4320);
+        assert_eq!(p.out_time_limit(100.0), 135.0);
+        assert_eq!(p.out_time_limit(0.0), 10.0);
+        assert_eq!(p.out_time_limit(f64::NAN), 10.0);
+        assert_eq!(p.out_time_limit(-5.0), 10.0);
     }
 
     #[test]

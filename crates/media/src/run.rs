@@ -16,24 +16,78 @@ pub struct RunLimits {
     pub stall_timeout: Duration,
     /// Killed if the whole run takes longer.
     pub time_limit: Duration,
+    /// Killed once out_time passes this many seconds: the input holds more media than it was
+    /// probed to hold (see `InputPolicy::out_time_limit`). `None` = no such bound.
+    pub max_out_time: Option<f64>,
 }
 
+/// How one ffmpeg run failed. Each kind knows its stable error code and whether another attempt
+/// could succeed, so the worker never has to guess.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("ffmpeg could not be started: {0}")]
     Spawn(std::io::Error),
+    /// ffmpeg exited unsuccessfully, or was killed by the signal `signal`.
     #[error("ffmpeg failed ({status}): {stderr_tail}")]
     Failed {
         status: String,
-        killed_by_signal: bool,
+        signal: Option<i32>,
         stderr_tail: String,
     },
     #[error("ffmpeg made no progress for {0:?}")]
     Stalled(Duration),
     #[error("ffmpeg exceeded the time limit of {0:?}")]
     TimedOut(Duration),
+    /// The output ran past `limit` seconds, so the input is longer than probed.
+    #[error(
+        "the output reached {out_time:.1} s; the input was probed to yield at most {limit:.1} s"
+    )]
+    Overran { out_time: f64, limit: f64 },
+    /// A decoder refused a frame above `-max_pixels`: the stream grew past the size limit after
+    /// the frames the probe looked at.
+    #[error("the input contains frames larger than the policy allows")]
+    FrameTooLarge,
     #[error("cancelled")]
     Cancelled,
+}
+
+impl RunError {
+    /// The stable code a failed job carries.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RunError::Spawn(_) => "ffmpeg_unavailable",
+            RunError::Failed {
+                signal: Some(libc::SIGXFSZ),
+                ..
+            } => "output_too_large",
+            RunError::Failed {
+                signal: Some(_), ..
+            } => "transcode_crashed",
+            RunError::Failed { signal: None, .. } => "transcode_failed",
+            RunError::Stalled(_) => "stalled",
+            RunError::TimedOut(_) => "job_timeout",
+            RunError::Overran { .. } => "duration_mismatch",
+            RunError::FrameTooLarge => "dimensions_too_large",
+            RunError::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether another attempt may succeed. A crash by some signal (OOM killer, a node going
+    /// away) or a stall can be the machine's fault; SIGXFSZ is the output hitting the file size
+    /// limit, which the same input hits every time, and everything about the input is permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RunError::Spawn(_) | RunError::Stalled(_) => true,
+            RunError::Failed {
+                signal: Some(sig), ..
+            } => *sig != libc::SIGXFSZ,
+            RunError::Failed { signal: None, .. }
+            | RunError::TimedOut(_)
+            | RunError::Overran { .. }
+            | RunError::FrameTooLarge
+            | RunError::Cancelled => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -42,6 +96,16 @@ pub struct RunStats {
 }
 
 const TAIL_LINES: usize = 20;
+
+/// What libavutil logs when a decoder meets a frame above `-max_pixels`.
+const PIXEL_LIMIT_MESSAGE: &str = "exceeds specified max pixel count";
+
+/// What stderr said: its last lines, and whether a frame was refused for its size.
+#[derive(Default)]
+struct StderrSummary {
+    tail: String,
+    frame_too_large: bool,
+}
 
 /// Kills the child's whole process group, so helpers it may have spawned die with it.
 fn kill_group(child: &tokio::process::Child) {
@@ -80,16 +144,21 @@ pub async fn run_ffmpeg(
         .take()
         .ok_or_else(|| RunError::Spawn(std::io::Error::other("no stderr")))?;
 
-    let stderr_task = tokio::spawn(async move {
+    let mut stderr_task = tokio::spawn(async move {
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+        let mut frame_too_large = false;
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            frame_too_large |= line.contains(PIXEL_LIMIT_MESSAGE);
             if tail.len() == TAIL_LINES {
                 tail.pop_front();
             }
             tail.push_back(line.chars().take(500).collect());
         }
-        tail.into_iter().collect::<Vec<_>>().join("\n")
+        StderrSummary {
+            tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
+            frame_too_large,
+        }
     });
 
     let mut lines = BufReader::new(stdout).lines();
@@ -111,25 +180,40 @@ pub async fn run_ffmpeg(
                             last_advance = tokio::time::Instant::now();
                         }
                         stats.last = p;
+                        if let Some(limit) = limits.max_out_time.filter(|l| p.out_time > *l) {
+                            break Err(RunError::Overran { out_time: p.out_time, limit });
+                        }
                         on_progress(p);
                     }
                 }
                 _ => stdout_open = false,
             },
             status = child.wait(), if !stdout_open => {
-                break match status {
-                    Ok(st) if st.success() => Ok(()),
-                    Ok(st) => {
-                        use std::os::unix::process::ExitStatusExt;
-                        let tail = stderr_task.await.unwrap_or_default();
-                        return Err(RunError::Failed {
-                            status: st.to_string(),
-                            killed_by_signal: st.signal().is_some(),
-                            stderr_tail: tail,
-                        });
-                    }
-                    Err(e) => Err(RunError::Spawn(e)),
+                let status = match status {
+                    Ok(st) => st,
+                    Err(e) => break Err(RunError::Spawn(e)),
                 };
+                // stderr closes when ffmpeg exits; the bound only guards against a helper
+                // process that inherited it.
+                let said = tokio::time::timeout(Duration::from_secs(5), &mut stderr_task)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                // Checked on success too: with few oversized frames ffmpeg drops them and exits
+                // 0, and the output silently lacks part of the input.
+                if said.frame_too_large {
+                    return Err(RunError::FrameTooLarge);
+                }
+                if status.success() {
+                    break Ok(());
+                }
+                use std::os::unix::process::ExitStatusExt;
+                return Err(RunError::Failed {
+                    status: status.to_string(),
+                    signal: status.signal(),
+                    stderr_tail: said.tail,
+                });
             }
         }
     };
@@ -139,4 +223,43 @@ pub async fn run_ffmpeg(
     }
     stderr_task.abort();
     outcome.map(|_| stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_know_their_code_and_whether_a_retry_can_help() {
+        let failed = |signal| RunError::Failed {
+            status: "x".into(),
+            signal,
+            stderr_tail: String::new(),
+        };
+        let cases = [
+            (failed(Some(libc::SIGXFSZ)), "output_too_large", false),
+            (failed(Some(libc::SIGKILL)), "transcode_crashed", true),
+            (failed(Some(libc::SIGSEGV)), "transcode_crashed", true),
+            (failed(None), "transcode_failed", false),
+            (RunError::Stalled(Duration::ZERO), "stalled", true),
+            (RunError::TimedOut(Duration::ZERO), "job_timeout", false),
+            (
+                RunError::Overran {
+                    out_time: 20.0,
+                    limit: 11.0,
+                },
+                "duration_mismatch",
+                false,
+            ),
+            (RunError::FrameTooLarge, "dimensions_too_large", false),
+            (
+                RunError::Spawn(std::io::Error::other("x")),
+                "ffmpeg_unavailable",
+                true,
+            ),
+        ];
+        for (e, code, transient) in cases {
+            assert_eq!((e.code(), e.is_transient()), (code, transient), "{e:?}");
+        }
+    }
 }

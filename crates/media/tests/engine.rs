@@ -70,11 +70,12 @@ async fn encode(preset: &str, input: &Path, out_dir: &Path) -> (Invocation, Vec<
     let r = resolve_outputs(&[OutputSpec::preset(preset)])
         .unwrap()
         .remove(0);
-    let inv = build(&r, &info, &policy.allowed_formats, input, out_dir).unwrap();
+    let inv = build(&r, &info, &policy, input, out_dir).unwrap();
     let mut seen = vec![];
     let limits = RunLimits {
         stall_timeout: std::time::Duration::from_secs(30),
         time_limit: std::time::Duration::from_secs(120),
+        max_out_time: None,
     };
     run_ffmpeg(
         &tools,
@@ -305,6 +306,7 @@ async fn cancel_and_stall_kill_ffmpeg_promptly() {
     let limits = RunLimits {
         stall_timeout: std::time::Duration::from_secs(30),
         time_limit: std::time::Duration::from_secs(30),
+        max_out_time: None,
     };
     let t = std::time::Instant::now();
     let r = run_ffmpeg(
@@ -321,6 +323,7 @@ async fn cancel_and_stall_kill_ffmpeg_promptly() {
     let limits = RunLimits {
         stall_timeout: std::time::Duration::from_secs(30),
         time_limit: std::time::Duration::from_millis(800),
+        max_out_time: None,
     };
     let r = run_ffmpeg(
         &Tools::default(),

@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// PEM CA certificate(s): require clients to present a certificate signed by one (mutual TLS).
     #[arg(long, env = "REELAY_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Key inputs ({"input": {"key": ...}}) may name objects under this storage prefix only, a
+    /// non-admin token only under PREFIX/<its token id>/ [default: none, key inputs refused].
+    #[arg(long, env = "REELAY_KEY_INPUT_PREFIX", value_name = "PREFIX")]
+    pub key_input_prefix: Option<String>,
     /// Requests a minute per token (per client address in open mode); 0 = unlimited [default: 600].
     #[arg(long, env = "REELAY_RATE_LIMIT_PER_MINUTE")]
     pub rate_limit_per_minute: Option<u32>,
@@ -110,6 +114,17 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// A client must send a request's headers within this long (slow-loris protection).
     pub header_read_timeout_seconds: u64,
+    /// Storage prefix that key inputs must lie under (see `key_inputs`); None refuses them.
+    pub key_input_prefix: Option<String>,
+    /// A request body being read may send nothing for this long (`body`).
+    pub body_idle_timeout_seconds: u64,
+    /// A JSON body, and an upload's spec part, must be complete this long after the headers.
+    pub body_deadline_seconds: u64,
+    /// A multipart upload must be complete this long after the headers.
+    pub upload_deadline_seconds: u64,
+    /// Open connections per client address (IPv4 address or IPv6 /64) before only health and
+    /// load routes are served to it (`conn_limit`); 0 = no limit.
+    pub max_connections_per_client: usize,
 }
 
 pub fn default_workers() -> usize {
@@ -147,6 +162,11 @@ impl Default for Config {
             tls_client_ca: None,
             rate_limit_per_minute: 600,
             header_read_timeout_seconds: 30,
+            key_input_prefix: None,
+            body_idle_timeout_seconds: 30,
+            body_deadline_seconds: 60,
+            upload_deadline_seconds: 3600,
+            max_connections_per_client: 128,
         }
     }
 }
@@ -229,6 +249,9 @@ impl Config {
         if a.storage.is_some() {
             self.storage = a.storage.clone();
         }
+        if a.key_input_prefix.is_some() {
+            self.key_input_prefix = a.key_input_prefix.clone();
+        }
         if a.database_url.is_some() {
             self.database_url = a.database_url.clone();
         }
@@ -271,8 +294,25 @@ impl Config {
                 "mutual TLS needs the server's own tls_cert and tls_key",
             );
         }
+        if let Some(prefix) = &self.key_input_prefix {
+            if let Err(e) = crate::key_inputs::normalize_prefix(prefix) {
+                return Err(ConfigError::Invalid {
+                    setting: "key_input_prefix",
+                    message: e.to_string(),
+                });
+            }
+        }
         if self.header_read_timeout_seconds == 0 {
             return bad("header_read_timeout_seconds", "must be at least 1");
+        }
+        for (setting, v) in [
+            ("body_idle_timeout_seconds", self.body_idle_timeout_seconds),
+            ("body_deadline_seconds", self.body_deadline_seconds),
+            ("upload_deadline_seconds", self.upload_deadline_seconds),
+        ] {
+            if v == 0 {
+                return bad(setting, "must be at least 1");
+            }
         }
         if self.workers == 0 || self.workers > 256 {
             return bad("workers", "must be between 1 and 256");
@@ -293,6 +333,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The time limits on request bodies.
+    pub fn body_limits(&self) -> crate::body::BodyLimits {
+        crate::body::BodyLimits {
+            idle: std::time::Duration::from_secs(self.body_idle_timeout_seconds),
+            deadline: std::time::Duration::from_secs(self.body_deadline_seconds),
+            upload_deadline: std::time::Duration::from_secs(self.upload_deadline_seconds),
+        }
+    }
+
+    /// The rule key inputs are checked against.
+    pub fn key_inputs(&self) -> crate::key_inputs::KeyInputs {
+        crate::key_inputs::KeyInputs::new(self.key_input_prefix.as_deref())
     }
 
     pub fn lease(&self) -> std::time::Duration {
@@ -353,5 +407,21 @@ mod tests {
             "workers"
         );
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        for prefix in ["inputs", "outputs/tenants", "", "../x"] {
+            assert_eq!(
+                err(Config {
+                    key_input_prefix: Some(prefix.into()),
+                    ..Default::default()
+                }),
+                "key_input_prefix",
+                "{prefix:?}"
+            );
+        }
+        let cfg = Config {
+            key_input_prefix: Some("imports/".into()),
+            ..Default::default()
+        };
+        assert!(cfg.validate().is_ok());
+        assert!(cfg.key_inputs().within_prefix("imports/a/b.mp4"));
     }
 }

@@ -43,25 +43,42 @@ impl FetchError {
 }
 
 /// Addresses no URL input may reach unless private URLs are allowed: loopback, private,
-/// link-local (cloud metadata at 169.254.169.254), CGNAT, multicast, unspecified, and the IPv6
-/// equivalents including IPv4-mapped forms.
+/// link-local (cloud metadata at 169.254.169.254), CGNAT, multicast, unspecified, reserved and
+/// documentation ranges, and the IPv6 equivalents. IPv6 forms that carry an IPv4 address
+/// (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, 6to4 `2002:aabb:ccdd::/48`) are
+/// judged by that IPv4 address, because that is where the packets end up; Teredo (`2001::/32`)
+/// hides its IPv4 addresses behind a relay and is refused whole.
 pub fn ip_is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4_is_public(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return v4_is_public(v4);
-            }
-            let seg0 = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (seg0 & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (seg0 == 0x64 && v6.segments()[1] == 0xff9b) // NAT64 64:ff9b::/96
-                || v6 == Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1))
-        }
+        IpAddr::V6(v6) => v6_is_public(v6),
     }
+}
+
+fn v6_is_public(v6: Ipv6Addr) -> bool {
+    if v6.is_loopback() || v6.is_unspecified() {
+        return false;
+    }
+    let seg = v6.segments();
+    // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated but still parsed and routed
+    // by some stacks): the IPv4 address decides.
+    if let Some(v4) = v6.to_ipv4() {
+        return v4_is_public(v4);
+    }
+    // 6to4: 2002:AABB:CCDD::/48 is the IPv4 address AA.BB.CC.DD's network.
+    if seg[0] == 0x2002 {
+        let [a, b] = seg[1].to_be_bytes();
+        let [c, d] = seg[2].to_be_bytes();
+        return v4_is_public(Ipv4Addr::new(a, b, c, d));
+    }
+    !(v6.is_multicast()
+        || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (seg[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated, still private)
+        || (seg[0] == 0x64 && seg[1] == 0xff9b) // NAT64 64:ff9b::/32 (well-known and local-use)
+        || (seg[0] == 0x2001 && seg[1] == 0) // Teredo 2001::/32
+        || (seg[0] == 0x2001 && seg[1] == 0xdb8) // documentation 2001:db8::/32
+        || (seg[0] == 0x100 && seg[1..4] == [0, 0, 0])) // discard-only 100::/64
 }
 
 fn v4_is_public(v4: Ipv4Addr) -> bool {
@@ -75,6 +92,8 @@ fn v4_is_public(v4: Ipv4Addr) -> bool {
         || v4.is_documentation()
         || o[0] == 0
         || (o[0] == 100 && (o[1] & 0xc0) == 64) // CGNAT 100.64.0.0/10
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments 192.0.0.0/24
+        || (o[0] == 192 && o[1] == 88 && o[2] == 99) // 6to4 relay anycast 192.88.99.0/24
         || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking 198.18.0.0/15
         || o[0] >= 240)
 }
@@ -177,6 +196,9 @@ impl Fetcher {
             }
         });
         let mut b = reqwest::Client::builder()
+            // Never through HTTP_PROXY/HTTPS_PROXY/ALL_PROXY: a proxy resolves names itself, so
+            // the guarded resolver below would never see where the request really goes.
+            .no_proxy()
             .redirect(redirect)
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
@@ -201,6 +223,14 @@ impl Fetcher {
         let url = check_url(url, self.allow_private)?;
         let mut resp = self.client.get(url).send().await.map_err(classify)?;
         let status = resp.status();
+        if status.is_redirection() {
+            // The client follows every redirect it can; one that reaches us points somewhere it
+            // cannot go (file:, data:, a Location that is no URL). Retrying changes nothing.
+            return Err(FetchError::BadUrl(format!(
+                "the input URL redirects (HTTP {}) to a location that is not an http(s) URL",
+                status.as_u16()
+            )));
+        }
         if status.is_client_error() {
             return Err(FetchError::ClientStatus(status.as_u16()));
         }
@@ -276,6 +306,41 @@ mod tests {
             assert!(!ip_is_public(ip.parse().unwrap()), "{ip} treated as public");
         }
         for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+            assert!(ip_is_public(ip.parse().unwrap()), "{ip} treated as private");
+        }
+    }
+
+    /// IPv6 transition forms that embed an IPv4 address reach that address, and the reserved
+    /// ranges are no one's public server.
+    #[test]
+    fn ipv6_transition_and_reserved_ranges_are_not_public() {
+        for ip in [
+            "::127.0.0.1",                          // IPv4-compatible, loopback inside
+            "::10.0.0.1",                           // IPv4-compatible, private inside
+            "::169.254.169.254",                    // IPv4-compatible, cloud metadata inside
+            "2002:7f00:1::",                        // 6to4 of 127.0.0.1
+            "2002:a9fe:a9fe::1",                    // 6to4 of 169.254.169.254
+            "2002:c0a8:101::1",                     // 6to4 of 192.168.1.1
+            "2001::1",                              // Teredo
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "fec0::1",                              // site-local
+            "feff::1",                              // site-local, top of fec0::/10
+            "100::1",                               // discard-only 100::/64
+            "2001:db8::1",                          // documentation
+            "192.0.0.1",                            // IETF protocol assignments 192.0.0.0/24
+            "192.0.0.170",                          // NAT64 discovery, same block
+            "192.88.99.1",                          // 6to4 relay anycast
+            "::ffff:192.88.99.1",
+        ] {
+            assert!(!ip_is_public(ip.parse().unwrap()), "{ip} treated as public");
+        }
+        for ip in [
+            "2002:808:808::1",      // 6to4 of 8.8.8.8
+            "2001:4860:4860::8888", // not Teredo: only 2001:0::/32 is
+            "101::1",
+            "192.0.1.1",
+            "192.88.98.1",
+        ] {
             assert!(ip_is_public(ip.parse().unwrap()), "{ip} treated as private");
         }
     }
@@ -361,6 +426,43 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(classify(err), FetchError::Forbidden(_)));
+    }
+
+    /// A redirect the client cannot follow (`file:`, `ftp:` ...) is the URL's fault: retrying
+    /// cannot change where it points, so the failure must be permanent.
+    #[tokio::test]
+    async fn redirects_to_other_schemes_fail_permanently() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let n = c.read(&mut buf).await.unwrap_or(0);
+                let target = if String::from_utf8_lossy(&buf[..n]).starts_with("GET /ftp") {
+                    "ftp://media.example.com/x.mp4"
+                } else {
+                    "file:///etc/passwd"
+                };
+                let _ = c
+                    .write_all(format!("HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        // Private URLs allowed, so the loopback test server itself is reachable.
+        let f = Fetcher::new(true, Duration::from_secs(5)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for path in ["/file", "/ftp"] {
+            let e = f
+                .download(&format!("http://{addr}{path}"), &dir.path().join("x"), 100)
+                .await
+                .unwrap_err();
+            assert!(!e.is_transient(), "{path}: {e:?} would be retried");
+            assert!(
+                matches!(e.code(), "invalid_url" | "forbidden_url"),
+                "{path}: {e:?}"
+            );
+        }
     }
 
     #[tokio::test]

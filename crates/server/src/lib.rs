@@ -2,9 +2,12 @@
 
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod config;
+pub mod conn_limit;
 pub mod error;
 pub mod fetch;
+pub mod key_inputs;
 pub mod load;
 pub mod metrics;
 pub mod serve;
@@ -150,16 +153,8 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
             cfg.tools.ffprobe.display()
         )));
     }
-    let http_opts = serve::HttpOptions {
-        tls: match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(cert), Some(key)) => Some(
-                serve::tls_config(cert, key, cfg.tls_client_ca.as_deref())
-                    .map_err(|e| ServeError::Other(e.to_string()))?,
-            ),
-            _ => None,
-        },
-        header_read_timeout: Duration::from_secs(cfg.header_read_timeout_seconds),
-    };
+    let http_opts =
+        serve::HttpOptions::from_config(&cfg).map_err(|e| ServeError::Other(e.to_string()))?;
     let bind = |addr: String| async move {
         tokio::net::TcpListener::bind(&addr)
             .await

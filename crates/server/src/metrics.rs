@@ -16,6 +16,7 @@ pub const BACKLOG: &str = "reelay_backlog_seconds";
 pub const CAPACITY: &str = "reelay_worker_slots";
 pub const HTTP_REQUESTS: &str = "reelay_http_requests_total";
 pub const HTTP_SECONDS: &str = "reelay_http_request_duration_seconds";
+pub const CONNECTIONS_REFUSED: &str = "reelay_http_connections_refused_total";
 
 pub fn handle() -> PrometheusHandle {
     HANDLE
@@ -73,4 +74,8 @@ fn describe() {
     metrics::describe_gauge!(CAPACITY, "Job slots of the live workers of this cluster");
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status");
     metrics::describe_histogram!(HTTP_SECONDS, "HTTP request latency by route");
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Requests and connections turned away because their client held too many connections"
+    );
 }

@@ -337,6 +337,14 @@ impl WorkerPool {
         // Input into the working directory.
         let input = workdir.join("input");
         let fetched = if let Some(key) = &job.input_key {
+            // Checked again here for jobs stored before the prefix existed (or under another
+            // setting): the job's own upload, or a key under the prefix, nothing else.
+            if *key != crate::storage::input_key(&job.id) && !cfg.key_inputs().within_prefix(key) {
+                return permanent(
+                    "input_not_found",
+                    "the input key lies outside this cluster's key_input_prefix".into(),
+                );
+            }
             tokio::select! {
                 r = st.storage.get_to_file(key, &input) => r.map_err(|e| match e {
                     crate::storage::StorageError::NotFound(_) => permanent("input_not_found", format!("input object {key:?} is gone")),
@@ -403,20 +411,11 @@ impl WorkerPool {
 
         // Encode each output; progress is the share of outputs done plus the current one's fraction.
         let n = renditions.len() as f64;
-        let limits = RunLimits {
-            stall_timeout: Duration::from_secs(cfg.stall_timeout_seconds),
-            time_limit: Duration::from_secs(cfg.job_timeout_seconds),
-        };
+        // Media seconds actually written, for the encode speed (never the header's claim).
         let mut media_seconds = 0.0;
         let encode_started = Instant::now();
         for (i, r) in renditions.iter().enumerate() {
-            let mut inv = match reelay_media::build(
-                r,
-                &info,
-                &cfg.policy.allowed_formats,
-                &input,
-                &out_dir,
-            ) {
+            let mut inv = match reelay_media::build(r, &info, &cfg.policy, &input, &out_dir) {
                 Ok(inv) => inv,
                 Err(e) => return permanent("invalid_output", format!("{}: {e}", r.name)),
             };
@@ -425,7 +424,11 @@ impl WorkerPool {
                     inv.args.insert(i, "-re".into());
                 }
             }
-            media_seconds += inv.duration;
+            let limits = RunLimits {
+                stall_timeout: Duration::from_secs(cfg.stall_timeout_seconds),
+                time_limit: Duration::from_secs(cfg.job_timeout_seconds),
+                max_out_time: Some(cfg.policy.out_time_limit(inv.duration)),
+            };
             let run =
                 reelay_media::run_ffmpeg(&cfg.tools, &inv.args, workdir, limits, token, |p| {
                     let frac = (i as f64 + p.fraction(inv.duration)) / n;
@@ -437,49 +440,52 @@ impl WorkerPool {
                     }
                 })
                 .await;
-            match run {
-                Ok(_) => {}
+            let e = match run {
+                Ok(stats) => {
+                    media_seconds += stats.last.out_time;
+                    continue;
+                }
                 Err(RunError::Cancelled) => return stopped(),
-                Err(RunError::Stalled(d)) => {
-                    return transient(
-                        "stalled",
-                        format!(
-                            "ffmpeg made no progress for {} s on output {}",
-                            d.as_secs(),
-                            r.name
-                        ),
-                    )
+                Err(e) => e,
+            };
+            let message = match &e {
+                _ if e.code() == "output_too_large" => format!(
+                    "output {} reached the file size limit of {} bytes",
+                    r.name, cfg.tools.limits.file_size_bytes
+                ),
+                RunError::Stalled(d) => format!(
+                    "ffmpeg made no progress for {} s on output {}",
+                    d.as_secs(),
+                    r.name
+                ),
+                RunError::TimedOut(d) => {
+                    format!("encoding exceeded the time limit of {} s", d.as_secs())
                 }
-                Err(RunError::TimedOut(d)) => {
-                    return permanent(
-                        "job_timeout",
-                        format!("encoding exceeded the time limit of {} s", d.as_secs()),
-                    )
-                }
-                Err(RunError::Failed {
-                    killed_by_signal: true,
+                RunError::Failed {
+                    signal: Some(_),
                     status,
                     ..
-                }) => {
-                    return transient(
-                        "transcode_crashed",
-                        format!("ffmpeg died ({status}) on output {}", r.name),
-                    )
-                }
-                Err(RunError::Failed { stderr_tail, .. }) => {
+                } => format!("ffmpeg died ({status}) on output {}", r.name),
+                RunError::Failed { stderr_tail, .. } => {
                     let tail = stderr_tail.replace(&workdir.display().to_string(), "");
-                    return permanent(
-                        "transcode_failed",
-                        format!("ffmpeg failed on output {}: {}", r.name, tail.trim()),
-                    );
+                    format!("ffmpeg failed on output {}: {}", r.name, tail.trim())
                 }
-                Err(RunError::Spawn(e)) => {
-                    return transient(
-                        "ffmpeg_unavailable",
-                        format!("ffmpeg could not be started: {e}"),
-                    )
-                }
-            }
+                RunError::Overran { out_time, limit } => format!(
+                    "output {} reached {out_time:.1} s but the input was probed at {:.1} s \
+                     (at most {limit:.1} s allowed): the input holds more than its header says",
+                    r.name, inv.duration
+                ),
+                RunError::FrameTooLarge => format!(
+                    "the input has frames larger than {}x{} pixels after its start",
+                    cfg.policy.max_width, cfg.policy.max_height
+                ),
+                other => other.to_string(),
+            };
+            return if e.is_transient() {
+                transient(e.code(), message)
+            } else {
+                permanent(e.code(), message)
+            };
         }
         let secs = encode_started.elapsed().as_secs_f64();
         if secs > 0.0 && media_seconds > 0.0 {

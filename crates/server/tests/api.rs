@@ -869,3 +869,81 @@ async fn load_reports_what_running_jobs_have_left() {
     };
     assert!((0.3..=1.5).contains(&speed), "speed {speed}");
 }
+
+/// Outputs are user-supplied media: a browser must take their content type as given and never
+/// sniff an HTML or script payload out of them. JSON answers (views and errors) say the same.
+#[tokio::test]
+async fn every_answer_forbids_content_sniffing() {
+    let s = TestServer::start().await;
+    let clip = clip(s.dir.path(), "c.mp4", 160, 120, 1.0, true);
+    let j = s
+        .succeeded(
+            &clip,
+            r#"{"outputs":[{"preset":"thumbnail"},{"preset":"hls-abr"}]}"#,
+        )
+        .await;
+    let mut paths = vec![
+        format!("/v1/jobs/{}", j.id),
+        format!("/v1/jobs/{}/outputs", j.id),
+        "/v1/jobs".to_string(),
+        "/v1/presets".to_string(),
+        "/v1/load".to_string(),
+        "/v1/jobs/local.01ARZ3NDEKTSV4RRFFQ69G5FAV".to_string(),
+        "/nope".to_string(),
+    ];
+    paths.extend(j.outputs.iter().map(|o| o.url.clone()));
+    paths.push(format!("/v1/jobs/{}/outputs/hls-abr/v0/index.m3u8", j.id));
+    for path in &paths {
+        for range in [None, Some("bytes=0-9")] {
+            let mut req = s.http.get(s.url(path));
+            if let Some(r) = range {
+                req = req.header("range", r);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(
+                r.headers()
+                    .get("x-content-type-options")
+                    .map(|v| v.to_str().unwrap()),
+                Some("nosniff"),
+                "{path} {range:?} answered {} without nosniff",
+                r.status()
+            );
+        }
+    }
+    let r = s.http.head(s.url(&j.outputs[0].url)).send().await.unwrap();
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+}
+
+/// `priority` has a documented range; outside it the submission is refused with a 400 that
+/// names the field, in JSON and in multipart submissions alike.
+#[tokio::test]
+async fn priority_outside_its_range_is_refused() {
+    let s = TestServer::start_with(|c| c.workers = 1).await;
+    let post = |priority: i64| {
+        s.http
+            .post(s.url("/v1/jobs"))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"input":{{"url":"https://media.example.com/x.mp4"}},"outputs":[{{"preset":"mp4-360p"}}],"priority":{priority}}}"#
+            ))
+            .send()
+    };
+    for p in [101, -101, 2_147_483_647, -2_147_483_648] {
+        let (st, code, msg) = error_of(post(p).await.unwrap()).await;
+        assert_eq!((st, code.as_str()), (400, "invalid_priority"), "{p}: {msg}");
+        assert!(msg.contains("priority"), "names the field: {msg}");
+    }
+    for p in [100, -100, 0] {
+        assert_eq!(post(p).await.unwrap().status(), 202, "{p}");
+    }
+    let clip = clip(s.dir.path(), "c.mp4", 160, 120, 1.0, true);
+    let (st, code, _) = error_of(
+        s.submit_file(
+            &clip,
+            r#"{"outputs":[{"preset":"mp4-360p"}],"priority":1000}"#,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((st, code.as_str()), (400, "invalid_priority"));
+}

@@ -111,6 +111,7 @@ async fn s3_storage_end_to_end_with_signatures_multipart_and_presigned_downloads
     let s = TestServer::start_with(|c| {
         c.storage = Some("s3://media/reelay".into());
         c.presign_downloads = true;
+        c.key_input_prefix = Some("incoming".into());
     })
     .await;
     assert_eq!(
@@ -166,12 +167,14 @@ async fn s3_storage_end_to_end_with_signatures_multipart_and_presigned_downloads
     let tampered = loc.replace("X-Amz-Signature=", "X-Amz-Signature=00");
     assert!(!reqwest::get(&tampered).await.unwrap().status().is_success());
 
-    // An input already in the bucket, named by key.
-    std::fs::copy(&clip, s3.root.join("media/reelay/incoming-clip.mp4")).unwrap();
+    // An input already in the bucket, named by key (under key_input_prefix; open mode reads any
+    // key there).
+    std::fs::create_dir_all(s3.root.join("media/reelay/incoming")).unwrap();
+    std::fs::copy(&clip, s3.root.join("media/reelay/incoming/clip.mp4")).unwrap();
     let r = s
         .http
         .post(s.url("/v1/jobs"))
-        .json(&serde_json::json!({"input": {"key": "incoming-clip.mp4"}, "outputs": [{"preset": "audio-aac"}]}))
+        .json(&serde_json::json!({"input": {"key": "incoming/clip.mp4"}, "outputs": [{"preset": "audio-aac"}]}))
         .send()
         .await
         .unwrap();
@@ -182,7 +185,7 @@ async fn s3_storage_end_to_end_with_signatures_multipart_and_presigned_downloads
     let r = s
         .http
         .post(s.url("/v1/jobs"))
-        .json(&serde_json::json!({"input": {"key": "missing.mp4"}, "outputs": [{"preset": "audio-aac"}]}))
+        .json(&serde_json::json!({"input": {"key": "incoming/missing.mp4"}, "outputs": [{"preset": "audio-aac"}]}))
         .send()
         .await
         .unwrap();

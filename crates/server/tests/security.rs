@@ -172,7 +172,8 @@ async fn scopes_and_ownership_are_enforced() {
         vec![id.clone()]
     );
 
-    // An idempotency key of Alice's does not hand her job to Bob.
+    // Idempotency keys are per token: Alice's key neither hands her job to Bob nor tells him
+    // it was used; the same key is simply Bob's own.
     let post = |t: &str| {
         s.http
             .post(s.url("/v1/jobs"))
@@ -182,9 +183,27 @@ async fn scopes_and_ownership_are_enforced() {
             .body(URL_JOB)
             .send()
     };
-    assert_eq!(post(&alice).await.unwrap().status(), 202);
-    assert_eq!(post(&alice).await.unwrap().status(), 200);
-    assert_eq!(post(&bob).await.unwrap().status(), 409);
+    let id_of = |r: reqwest::Response| async move {
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["id"].as_str().unwrap().to_string()
+    };
+    let r = post(&alice).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let alices = id_of(r).await;
+    let r = post(&alice).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(id_of(r).await, alices);
+    let r = post(&bob).await.unwrap();
+    assert_eq!(
+        r.status(),
+        202,
+        "Bob's key is his own, not a conflict with Alice's"
+    );
+    let bobs = id_of(r).await;
+    assert_ne!(bobs, alices);
+    let r = post(&bob).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(id_of(r).await, bobs);
 
     // Revoked: 401 from then on.
     let alice_id = reelay_server::auth::parse_token(&alice)
@@ -397,4 +416,164 @@ async fn tls_without_client_ca_accepts_any_client() {
     let anonymous = tls_client(&pki.ca_pem, None);
     let r = anonymous.get(s.url("/v1/presets")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// Polls a job with `token` until it ends; its final view.
+async fn wait_as(s: &TestServer, token: &str, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, _, v) = call(
+            s,
+            reqwest::Method::GET,
+            &format!("/v1/jobs/{id}"),
+            Some(token),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        if matches!(
+            v["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "job {id} never ended: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// POSTs a JSON job naming `key` as its input.
+async fn submit_key(s: &TestServer, token: &str, key: &str) -> (u16, String) {
+    let r = s
+        .http
+        .post(s.url("/v1/jobs"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"input": {"key": key}, "outputs": [{"preset": "audio-aac"}]}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// `input.key` must not reach another tenant's files: reelay's own `inputs/` and `outputs/` are
+/// never readable by key, and whether such an object exists must not show. A key that names an
+/// upload or an output of another tenant answers exactly like a key that names nothing.
+fn token_id(token: &str) -> String {
+    reelay_server::auth::parse_token(token)
+        .unwrap()
+        .0
+        .to_string()
+}
+
+#[tokio::test]
+async fn key_inputs_cannot_read_reelays_own_objects_or_tell_they_exist() {
+    let s = server(|c| {
+        c.workers = 2;
+        c.key_input_prefix = Some("imports".into());
+    })
+    .await;
+    let alice = token(&s, &[Scope::Submit, Scope::Read]).await;
+    let bob = token(&s, &[Scope::Submit, Scope::Read]).await;
+    let clip = common::clip(s.dir.path(), "c.mp4", 160, 120, 1.0, true);
+    let form = reqwest::multipart::Form::new()
+        .text("spec", r#"{"outputs":[{"preset":"audio-aac"}]}"#)
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(std::fs::read(&clip).unwrap()).file_name("c.mp4"),
+        );
+    let r = s
+        .http
+        .post(s.url("/v1/jobs"))
+        .bearer_auth(&alice)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job: reelay_protocol::JobView = r.json().await.unwrap();
+    let done = wait_as(&s, &alice, &job.id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    let missing = submit_key(&s, &bob, "inputs/local.01ARZ3NDEKTSV4RRFFQ69G5FAV/source").await;
+    assert_eq!(missing.0, 422, "{}", missing.1);
+    assert_eq!(
+        submit_key(&s, &bob, &format!("imports/{}/nope.mp4", token_id(&bob))).await,
+        missing,
+        "a missing key in Bob's own directory"
+    );
+    for key in [
+        format!("inputs/{}/source", job.id),
+        format!("inputs/{}/probe.json", job.id),
+        format!("outputs/{}/a1/audio-aac.m4a", job.id),
+    ] {
+        for who in [&bob, &alice] {
+            let got = submit_key(&s, who, &key).await;
+            assert_eq!(got, missing, "{key}: answered unlike a missing key");
+        }
+    }
+}
+
+/// Within the prefix, a non-admin token reads only `<prefix>/<its token id>/…`; admins read
+/// anything under the prefix; a job stored with a key outside the prefix (from before it was
+/// set) fails without its input being read.
+#[tokio::test]
+async fn key_inputs_are_confined_to_the_prefix_and_the_owners_directory() {
+    let s = server(|c| {
+        c.workers = 2;
+        c.key_input_prefix = Some("imports/".into());
+    })
+    .await;
+    let alice = token(&s, &[Scope::Submit, Scope::Read]).await;
+    let bob = token(&s, &[Scope::Submit, Scope::Read]).await;
+    let admin = token(&s, &[Scope::Admin]).await;
+    let storage = s.state.cfg.data_dir.join("storage");
+    let clip = common::clip(s.dir.path(), "c.mp4", 160, 120, 1.0, true);
+    let alices = format!("imports/{}/clip.mp4", token_id(&alice));
+    for key in [alices.as_str(), "imports/shared.mp4", "loose.mp4"] {
+        let dst = storage.join(key);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(&clip, dst).unwrap();
+    }
+    let missing = submit_key(&s, &bob, &format!("imports/{}/none.mp4", token_id(&bob))).await;
+    assert_eq!(missing.0, 422);
+    assert!(missing.1.contains("input_not_found"), "{}", missing.1);
+
+    // Alice reads her own file; the job succeeds.
+    let (st, body) = submit_key(&s, &alice, &alices).await;
+    assert_eq!(st, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(wait_as(&s, &alice, &id).await["status"], "succeeded");
+
+    // Bob cannot, nor anything outside an owner's directory or outside the prefix.
+    for key in [alices.as_str(), "imports/shared.mp4", "loose.mp4"] {
+        assert_eq!(submit_key(&s, &bob, key).await, missing, "{key}");
+    }
+    // An admin reads anything under the prefix, nothing outside it.
+    for key in [alices.as_str(), "imports/shared.mp4"] {
+        assert_eq!(submit_key(&s, &admin, key).await.0, 202, "{key}");
+    }
+    assert_eq!(submit_key(&s, &admin, "loose.mp4").await, missing);
+
+    // A job stored with a key outside the prefix (as before the prefix existed) fails at the
+    // worker without reading it.
+    let stale = reelay_jobs::NewJob {
+        id: format!("local.{}", ulid::Ulid::new()),
+        cluster: "local".into(),
+        spec_json: r#"{"input":{"key":"loose.mp4"},"outputs":[{"preset":"audio-aac"}]}"#.into(),
+        spec_hash: "stale".into(),
+        input_key: Some("loose.mp4".into()),
+        input_url: None,
+        priority: 0,
+        idempotency_key: None,
+        max_attempts: 3,
+        estimated_seconds: 60.0,
+        owner: Some(token_id(&bob)),
+    };
+    s.state.store.create_job(stale.clone()).await.unwrap();
+    let v = wait_as(&s, &bob, &stale.id).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "input_not_found", "{v}");
+    assert_eq!(v["attempts"], 1);
 }

@@ -1,6 +1,7 @@
 //! `/v1/jobs`: submit (JSON or streamed multipart), read, list, follow (SSE), cancel.
 
 use crate::auth::Principal;
+use crate::body::{read_to_limit, BodyError, BodyTimeout};
 use crate::error::ApiError;
 use crate::fetch::{check_url, FetchError};
 use crate::metrics as m;
@@ -20,9 +21,6 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-
-/// An upload that sends nothing for this long is cut off (slow-loris protection).
-const UPLOAD_IDLE: Duration = Duration::from_secs(60);
 
 pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
     if !st.is_accepting() {
@@ -44,13 +42,12 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
         .unwrap_or("")
         .to_ascii_lowercase();
     if ctype.starts_with("application/json") {
-        let limit = st.cfg.max_json_bytes;
-        let body = axum::body::to_bytes(req.into_body(), limit)
+        // Only a real overflow is a 413; a stalled body is a 408, a broken one a 400.
+        let body = read_to_limit(req.into_body(), st.cfg.max_json_bytes)
             .await
-            .map_err(|_| {
-                ApiError::too_large(format!("JSON bodies are limited to {limit} bytes"))
-            })?;
+            .map_err(|e| e.into_api("too_large"))?;
         let spec = parse_spec(&body)?;
+        check_priority(&spec)?;
         submit_json(st, principal, spec, idem).await
     } else if ctype.starts_with("multipart/form-data") {
         let mp = Multipart::from_request(req, &st)
@@ -80,6 +77,27 @@ fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
             "Idempotency-Key must be 1-255 visible ASCII characters",
         )
     })
+}
+
+/// The priorities a job may ask for. Bounded so that the scale means something (an unbounded
+/// i32 invites an arms race of ever larger numbers) and documented with the API; higher runs
+/// first, and owners take turns among equal priorities (the job store's claim order).
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
+
+/// A priority outside [`PRIORITY_RANGE`] is a 400 naming the field.
+fn check_priority(spec: &JobSpec) -> Result<(), ApiError> {
+    if PRIORITY_RANGE.contains(&spec.priority) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "invalid_priority",
+        format!(
+            "priority: must be between {} and {}, got {}",
+            PRIORITY_RANGE.start(),
+            PRIORITY_RANGE.end(),
+            spec.priority
+        ),
+    ))
 }
 
 /// Syntax errors are 400 (not JSON at all); well-formed JSON of the wrong shape is 422.
@@ -122,19 +140,7 @@ async fn submit_json(
             (None, Some(url.clone()))
         }
         (None, Some(key)) => {
-            if !valid_user_key(key) {
-                return Err(ApiError::unprocessable("invalid_spec", "input.key: must be a relative key of A-Z a-z 0-9 - _ . = + segments separated by /"));
-            }
-            match st.storage.head(key).await {
-                Ok(_) => {}
-                Err(crate::storage::StorageError::NotFound(_)) => {
-                    return Err(ApiError::unprocessable(
-                        "input_not_found",
-                        format!("input.key: no object {key:?} in storage"),
-                    ))
-                }
-                Err(e) => return Err(e.into()),
-            }
+            check_key_input(&st, &principal, key).await?;
             (Some(key.clone()), None)
         }
         _ => {
@@ -161,6 +167,40 @@ async fn submit_json(
     .await
 }
 
+/// A key input must be one the caller may read (`crate::key_inputs`) and must exist. Refused
+/// and missing keys get the very same answer, and objects outside the caller's reach are never
+/// even looked up, so nothing tells which of them exist.
+async fn check_key_input(st: &AppState, who: &Principal, key: &str) -> Result<(), ApiError> {
+    if !valid_user_key(key) {
+        return Err(ApiError::unprocessable(
+            "invalid_spec",
+            "input.key: must be a relative key of A-Z a-z 0-9 - _ . = + segments separated by /",
+        ));
+    }
+    let rule = st.cfg.key_inputs();
+    if !rule.enabled() {
+        return Err(ApiError::unprocessable(
+            "key_inputs_disabled",
+            "input.key: this cluster accepts no key inputs (no key_input_prefix is configured); \
+             upload the file or give a URL",
+        ));
+    }
+    let not_found = || {
+        ApiError::unprocessable(
+            "input_not_found",
+            "input.key: no object with this key that this client may read",
+        )
+    };
+    if !rule.may_read(key, who.owner().as_deref(), who.is_admin()) {
+        return Err(not_found());
+    }
+    match st.storage.head(key).await {
+        Ok(_) => Ok(()),
+        Err(crate::storage::StorageError::NotFound(_)) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn new_job_id(st: &AppState) -> String {
     JobId {
         cluster: st.cfg.cluster.clone(),
@@ -175,20 +215,32 @@ async fn submit_multipart(
     mut mp: Multipart,
     idem: Option<String>,
 ) -> Result<Response, ApiError> {
-    let first = next_field(&mut mp).await?.ok_or_else(|| {
-        ApiError::bad_request(
-            "malformed_multipart",
-            "empty multipart body: send part spec, then part file",
-        )
-    })?;
+    // The spec part (and the file part's headers after it) must be in within the short body
+    // deadline; only the file itself may take the upload deadline.
+    let limits = st.cfg.body_limits();
+    let spec_by = tokio::time::Instant::now() + limits.deadline;
+    let spec_late = || BodyError::TimedOut(BodyTimeout::Deadline(limits.deadline)).into_api("");
+    let first = tokio::time::timeout_at(spec_by, next_field(&mut mp))
+        .await
+        .map_err(|_| spec_late())??
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "malformed_multipart",
+                "empty multipart body: send part spec, then part file",
+            )
+        })?;
     if first.name() != Some("spec") {
         return Err(ApiError::bad_request(
             "malformed_multipart",
             "the first part must be named spec (the job spec JSON), followed by the file part",
         ));
     }
-    let spec_bytes = read_small_field(first, st.cfg.max_json_bytes).await?;
+    let spec_bytes =
+        tokio::time::timeout_at(spec_by, read_small_field(first, st.cfg.max_json_bytes))
+            .await
+            .map_err(|_| spec_late())??;
     let spec = parse_spec(&spec_bytes)?;
+    check_priority(&spec)?;
     if spec.input.is_some() {
         return Err(ApiError::unprocessable(
             "invalid_spec",
@@ -196,9 +248,12 @@ async fn submit_multipart(
         ));
     }
     let renditions = resolve(&spec)?;
-    let field = next_field(&mut mp).await?.ok_or_else(|| {
-        ApiError::bad_request("malformed_multipart", "missing part file after spec")
-    })?;
+    let field = tokio::time::timeout_at(spec_by, next_field(&mut mp))
+        .await
+        .map_err(|_| spec_late())??
+        .ok_or_else(|| {
+            ApiError::bad_request("malformed_multipart", "missing part file after spec")
+        })?;
     if field.name() != Some("file") {
         return Err(ApiError::bad_request(
             "malformed_multipart",
@@ -274,12 +329,19 @@ fn reject(r: reelay_media::Rejection) -> ApiError {
     ApiError::unprocessable(r.code, r.message)
 }
 
+/// A multipart error as the client should see it: a body that stalled (408) or broke off
+/// (400 `body_incomplete`) is told apart from a malformed multipart framing (400).
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if BodyError::is_read_failure(&e) {
+        return BodyError::of(&e).into_api("too_large");
+    }
+    ApiError::bad_request("malformed_multipart", e.body_text())
+}
+
 async fn next_field(
     mp: &mut Multipart,
 ) -> Result<Option<axum::extract::multipart::Field<'_>>, ApiError> {
-    mp.next_field()
-        .await
-        .map_err(|e| ApiError::bad_request("malformed_multipart", e.body_text()))
+    mp.next_field().await.map_err(multipart_error)
 }
 
 async fn read_small_field(
@@ -287,11 +349,7 @@ async fn read_small_field(
     limit: usize,
 ) -> Result<Vec<u8>, ApiError> {
     let mut buf = Vec::new();
-    while let Some(chunk) = f
-        .chunk()
-        .await
-        .map_err(|e| ApiError::bad_request("malformed_multipart", e.body_text()))?
-    {
+    while let Some(chunk) = f.chunk().await.map_err(multipart_error)? {
         buf.extend_from_slice(&chunk);
         if buf.len() > limit {
             return Err(ApiError::too_large(format!(
@@ -320,22 +378,10 @@ async fn stream_to_file(
         .map_err(|e| ApiError::internal("creating the upload file", e))?;
     let mut n = 0u64;
     loop {
-        let chunk = tokio::time::timeout(UPLOAD_IDLE, f.chunk())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "upload_timeout",
-                    "the upload stalled",
-                )
-            })?
-            .map_err(|e| {
-                ApiError::bad_request(
-                    "malformed_multipart",
-                    format!("upload interrupted: {}", e.body_text()),
-                )
-            })?;
-        let Some(chunk) = chunk else { break };
+        // Idle time and the upload deadline are enforced by the listener's TimedBody.
+        let Some(chunk) = f.chunk().await.map_err(multipart_error)? else {
+            break;
+        };
         n += chunk.len() as u64;
         if n > max {
             return Err(ApiError::new(
@@ -406,7 +452,8 @@ async fn create(
             st.wake.notify_waiters();
             (StatusCode::ACCEPTED, job)
         }
-        // Idempotency keys are unique per cluster: another token's key must not reveal its job.
+        // Idempotency keys are per owner in the store, so a replay is always the caller's own
+        // job; kept as a second line of defence: another token's job is never revealed.
         CreateOutcome::Existing(job) if !principal.may_see(job.owner.as_deref()) => {
             return Err(ApiError::conflict(
                 "idempotency_conflict",

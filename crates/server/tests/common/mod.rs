@@ -34,17 +34,7 @@ impl TestServer {
         };
         tweak(&mut cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let opts = reelay_server::serve::HttpOptions {
-            tls: cfg.tls_cert.as_ref().map(|cert| {
-                reelay_server::serve::tls_config(
-                    cert,
-                    cfg.tls_key.as_ref().unwrap(),
-                    cfg.tls_client_ca.as_deref(),
-                )
-                .unwrap()
-            }),
-            header_read_timeout: Duration::from_secs(cfg.header_read_timeout_seconds),
-        };
+        let opts = reelay_server::serve::HttpOptions::from_config(&cfg).unwrap();
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let workers = cfg.workers as u32;
