@@ -38,6 +38,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "attempt_started",
         sql: include_str!("../migrations/sqlite/0004_attempt_started.sql"),
     },
+    Migration {
+        version: 5,
+        name: "revocations",
+        sql: include_str!("../migrations/sqlite/0005_revocations.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -60,6 +65,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "attempt_started",
         sql: include_str!("../migrations/postgres/0004_attempt_started.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "revocations",
+        sql: include_str!("../migrations/postgres/0005_revocations.sql"),
     },
 ];
 
