@@ -438,3 +438,273 @@ fn keys_rotate_without_downtime() {
         );
     }
 }
+
+/// Kills a child (and waits), and the nginx an edge killed with SIGKILL leaves behind.
+struct Procs {
+    children: Vec<Child>,
+    nginx_pid_files: Vec<PathBuf>,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        for c in &mut self.children {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && !matches!(c.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for f in &self.nginx_pid_files {
+            if let Ok(pid) = std::fs::read_to_string(f) {
+                let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+            }
+        }
+    }
+}
+
+fn serve(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Child {
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--cluster",
+            name,
+        ])
+        .args(["--workers", "1", "--allow-private-urls"])
+        .arg("--data-dir")
+        .arg(dir.join(name))
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    wait_until("cluster ready", Duration::from_secs(30), || {
+        (status(&http(), &url, None) == 200).then_some(())
+    });
+    child
+}
+
+fn edge_toml(dir: &Path, port: u16, control: u16, cluster: u16, auth: Option<&Path>) -> PathBuf {
+    let mut t = format!(
+        "listen = \"127.0.0.1:{port}\"\ncontrol_listen = \"127.0.0.1:{control}\"\nwork_dir = \"{}\"\n",
+        dir.join("work").display()
+    );
+    if let Some(keys) = auth {
+        t.push_str(&format!("[auth]\ntrusted_keys = \"{}\"\n", keys.display()));
+    }
+    t.push_str(&format!(
+        "[health]\ninterval_ms = 500\n[[clusters]]\nname = \"aws\"\nurl = \"http://127.0.0.1:{cluster}\"\n"
+    ));
+    let path = dir.join("edge.toml");
+    std::fs::write(&path, t).unwrap();
+    path
+}
+
+fn edge(config: &Path, port: u16) -> Child {
+    let child = Command::new(BIN)
+        .args(["edge", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/edge/status");
+    wait_until("edge up", Duration::from_secs(30), || {
+        let s: reelay_edge::EdgeStatus = http().get(&url).send().ok()?.json().ok()?;
+        s.clusters
+            .iter()
+            .all(|c| c.health == reelay_edge::health::Health::Up)
+            .then_some(())
+    });
+    child
+}
+
+fn post_job(client: &reqwest::blocking::Client, base: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = client
+        .post(format!("{base}/v1/jobs"))
+        .json(&serde_json::json!({"input": {"url": "http://127.0.0.1:9/x.mp4"}, "outputs": [{"preset": "mp4-360p"}]}));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().unwrap();
+    (r.status().as_u16(), r.text().unwrap_or_default())
+}
+
+/// Finding 2: a loopback cluster behind an edge on the same host served anonymous requests
+/// from anywhere, and nothing warned about an edge beyond loopback without auth. Now the cluster
+/// refuses forwarded anonymous requests, `--check-config` warns, and an edge with `[auth]`
+/// refuses anonymous requests in nginx itself, even with its controller dead, while valid tokens
+/// still get through (the cluster checks them alone then).
+#[test]
+fn an_edge_never_forwards_anonymous_requests_and_clusters_never_treat_them_as_local() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let client = http();
+    let mut procs = Procs {
+        children: Vec::new(),
+        nginx_pid_files: Vec::new(),
+    };
+
+    // A keyless loopback cluster behind an edge without [auth].
+    let (c1, e1, k1) = (free_port(), free_port(), free_port());
+    procs.children.push(serve(d, "plain", c1, &[]));
+    let plain_dir = d.join("edge-plain");
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    let cfg = edge_toml(&plain_dir, e1, k1, c1, None);
+    procs.nginx_pid_files.push(plain_dir.join("work/nginx.pid"));
+    procs.children.push(edge(&cfg, e1));
+    let (st, body) = post_job(&client, &format!("http://127.0.0.1:{e1}"), None);
+    assert_eq!(st, 401, "anonymous through the edge: {body}");
+    let (st, body) = post_job(&client, &format!("http://127.0.0.1:{c1}"), None);
+    assert_eq!(st, 202, "a direct loopback client keeps open mode: {body}");
+
+    // An edge configured beyond loopback without [auth] says so.
+    let wide = d.join("wide.toml");
+    std::fs::write(
+        &wide,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(&format!("127.0.0.1:{e1}"), "0.0.0.0:18099"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["edge", "--check-config", "--config"])
+        .arg(&wide)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("WARNING") && text.contains("without [auth]"),
+        "{text}"
+    );
+
+    // Keys; a cluster that trusts them; an edge with [auth].
+    let keys = d.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let line = Command::new(BIN)
+        .args(["token", "keygen", "--id", "k1", "--out"])
+        .arg(keys.join("issuer.key"))
+        .output()
+        .unwrap();
+    std::fs::write(keys.join("trusted.keys"), &line.stdout).unwrap();
+    let issuer = keys.join("issuer.key");
+    let trusted = keys.join("trusted.keys");
+    let (c2, e2, k2) = (free_port(), free_port(), free_port());
+    procs.children.push(serve(
+        d,
+        "aws",
+        c2,
+        &[
+            "--issuer-key",
+            issuer.to_str().unwrap(),
+            "--trusted-keys",
+            trusted.to_str().unwrap(),
+        ],
+    ));
+    let auth_dir = d.join("edge-auth");
+    std::fs::create_dir_all(&auth_dir).unwrap();
+    let cfg = edge_toml(&auth_dir, e2, k2, c2, Some(&trusted));
+    procs.nginx_pid_files.push(auth_dir.join("work/nginx.pid"));
+    let mut controller = edge(&cfg, e2);
+    let base = format!("http://127.0.0.1:{e2}");
+    let token = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--scope",
+            "read",
+            "--scope",
+            "submit",
+            "--issuer-key",
+        ])
+        .arg(&issuer)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let forger = reelay_identity::SigningKey::from_seed("k1", &[9u8; 32]).unwrap();
+    let forged = reelay_identity::token::issue(
+        &forger,
+        &reelay_identity::token::NewClaims {
+            owner: Some("x".into()),
+            scopes: vec![reelay_identity::Scope::Admin],
+            name: String::new(),
+            ttl_seconds: None,
+        },
+        1,
+    )
+    .unwrap()
+    .0;
+
+    let check = |what: &str| {
+        let r = client.get(format!("{base}/v1/presets")).send().unwrap();
+        assert_eq!(r.status(), 401, "{what}: anonymous");
+        assert!(r.headers().contains_key("www-authenticate"), "{what}");
+        let body: serde_json::Value = r.json().unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{what}: {body}");
+        assert_eq!(
+            post_job(&client, &base, None).0,
+            401,
+            "{what}: anonymous submission"
+        );
+        assert_eq!(
+            post_job(&client, &base, Some(&forged)).0,
+            401,
+            "{what}: forged"
+        );
+        let (st, body) = post_job(&client, &base, Some(&token));
+        assert_eq!(st, 202, "{what}: {body}");
+        let job: JobView = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            status(&client, &format!("{base}/v1/jobs/{}", job.id), Some(&token)),
+            200
+        );
+        assert_eq!(
+            status(&client, &format!("{base}/v1/jobs/{}", job.id), None),
+            401
+        );
+        assert_eq!(
+            status(
+                &client,
+                &format!("{base}/v1/jobs/{}", job.id),
+                Some(&forged)
+            ),
+            401
+        );
+    };
+    check("with the controller");
+    // The edge's own verdict names the reason.
+    let r = client
+        .get(format!("{base}/v1/presets"))
+        .bearer_auth(&forged)
+        .send()
+        .unwrap();
+    let body: serde_json::Value = r.json().unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
+        "{body}"
+    );
+
+    // The controller dies; nginx keeps serving: still nothing anonymous, tokens checked by the
+    // cluster.
+    let _ = controller.kill();
+    let _ = controller.wait();
+    check("controller dead");
+}
