@@ -250,8 +250,8 @@ pub async fn run(args: &TokenArgs, client: Option<Client>) -> anyhow::Result<()>
                         "{id} is a signed token id, but this cluster has no trusted_keys"
                     );
                 }
-                let at = reelay_server::JobStore::add_revocation(&*store, &id, reelay_jobs_now())
-                    .await?;
+                let at =
+                    reelay_server::JobStore::add_revocation(&*store, &id, now_millis()).await?;
                 eprintln!(
                     "token {id} revoked{} (this cluster's API picks it up within a second; the edge carries it to the others)",
                     if at { "" } else { " already" }
@@ -277,7 +277,8 @@ pub async fn run(args: &TokenArgs, client: Option<Client>) -> anyhow::Result<()>
     Ok(())
 }
 
-fn reelay_jobs_now() -> i64 {
+/// Unix milliseconds, as the store records times.
+fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
