@@ -683,6 +683,29 @@ fn an_edge_never_forwards_anonymous_requests_and_clusters_never_treat_them_as_lo
         );
     };
     check("with the controller");
+    // A per-cluster token from the cluster's own store (the first design) still works through
+    // the edge, which forwards it for that cluster to check (legacy_tokens).
+    let legacy = Command::new(BIN)
+        .args(["token", "create", "--scope", "read", "--data-dir"])
+        .arg(d.join("aws"))
+        .output()
+        .unwrap();
+    assert!(
+        legacy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&legacy.stderr)
+    );
+    let legacy = String::from_utf8(legacy.stdout).unwrap().trim().to_string();
+    assert!(legacy.starts_with("rly_"), "{legacy}");
+    assert_eq!(
+        status(&client, &format!("{base}/v1/presets"), Some(&legacy)),
+        200
+    );
+    let bogus = format!("rly_0123456789ab_{}", "0".repeat(64));
+    assert_eq!(
+        status(&client, &format!("{base}/v1/presets"), Some(&bogus)),
+        401
+    );
     // The edge's own verdict names the reason.
     let r = client
         .get(format!("{base}/v1/presets"))

@@ -101,6 +101,10 @@ impl IssueError {
     pub fn code(&self) -> &'static str {
         "invalid_token_request"
     }
+
+    pub fn is_transient(&self) -> bool {
+        false
+    }
 }
 
 /// Checks a request for a new token (pure).
