@@ -306,6 +306,8 @@ class Bench:
                 "--cluster", name,
                 "--workers", str(workers),
                 "--shutdown-grace-seconds", "1",
+                # Behind the edge every request is forwarded: open only by explicit opt-in.
+                "--allow-anonymous",
             ],
             os.path.join(self.tmp, f"run{self.run_no}", f"{name}.log"),
             "cluster",

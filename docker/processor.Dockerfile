@@ -58,7 +58,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg curl ca-certificates \
     && dpkg --purge --force-depends libgl1-mesa-dri libglx-mesa0 libllvm15 libz3-4 \
     && rm -rf /var/lib/apt/lists/* \
-    && ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=64x64:duration=0.2 \
+    && ffmpeg -y -hide_banner -loglevel error -f lavfi -i testsrc2=size=64x64:duration=0.2 \
        -f lavfi -i sine=duration=0.2 -c:v libx264 -c:a aac -f mp4 /dev/null
 
 # A fixed, high UID/GID that matches runAsUser/runAsGroup in k8s/ and never collides with

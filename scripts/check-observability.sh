@@ -113,35 +113,37 @@ for i in $(seq 1 120); do
   sleep 0.5
 done
 say "reelay up: edge $edge, clusters :$p_aws :$p_gcp"
+# reelay up is protected: every /v1 request carries the admin token it wrote.
+auth=(-H "Authorization: Bearer $(cat "$tmp/state/admin.token")")
 
 # ---- one tiny job, one refused upload
 ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=96x64:rate=10:duration=1 \
   -f lavfi -i sine=duration=1 -c:v libx264 -pix_fmt yuv420p -c:a aac -shortest "$tmp/tiny.mp4"
-job=$(curl -fsS -F 'spec={"outputs":[{"preset":"mp4-360p"},{"preset":"thumbnail"}]}' \
+job=$(curl -fsS "${auth[@]}" -F 'spec={"outputs":[{"preset":"mp4-360p"},{"preset":"thumbnail"}]}' \
   -F "file=@$tmp/tiny.mp4" "$edge/v1/jobs") || fail "submitting the tiny job"
 id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["id"])' "$job")
 printf 'not a video\n' >"$tmp/junk.mp4"
-code=$(curl -sS -o "$tmp/refused.json" -w '%{http_code}' -F 'spec={"outputs":[{"preset":"mp4-360p"}]}' \
+code=$(curl -sS "${auth[@]}" -o "$tmp/refused.json" -w '%{http_code}' -F 'spec={"outputs":[{"preset":"mp4-360p"}]}' \
   -F "file=@$tmp/junk.mp4" "$edge/v1/jobs")
 [ "$code" = 422 ] || fail "a text file should be refused with 422, got $code: $(cat "$tmp/refused.json")"
 for i in $(seq 1 120); do
-  status=$(curl -fsS "$edge/v1/jobs/$id" 2>/dev/null |
+  status=$(curl -fsS "${auth[@]}" "$edge/v1/jobs/$id" 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])' 2>/dev/null) || status=unreadable
   [ "$status" = succeeded ] && break
   case "$status" in failed | cancelled) fail "job $id ended $status" ;; esac
   [ "$i" -eq 120 ] && fail "job $id still $status after 60 s"
   sleep 0.5
 done
-curl -fsS "$edge/v1/jobs?limit=5" >/dev/null || fail "merged job list"
+curl -fsS "${auth[@]}" "$edge/v1/jobs?limit=5" >/dev/null || fail "merged job list"
 say "job $id succeeded"
 # One job that fails for good in a worker (a URL that resolves to loopback is refused), so the
 # failure counters exist on the scraped pages.
-bad=$(curl -fsS -H 'content-type: application/json' \
+bad=$(curl -fsS "${auth[@]}" -H 'content-type: application/json' \
   -d '{"input":{"url":"http://localhost:9/x.mp4"},"outputs":[{"preset":"mp4-360p"}]}' "$edge/v1/jobs") ||
   fail "submitting the failing job"
 bad_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["id"])' "$bad")
 for i in $(seq 1 60); do
-  status=$(curl -fsS "$edge/v1/jobs/$bad_id" 2>/dev/null |
+  status=$(curl -fsS "${auth[@]}" "$edge/v1/jobs/$bad_id" 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])' 2>/dev/null) || status=unreadable
   [ "$status" = failed ] && break
   [ "$i" -eq 60 ] && fail "job $bad_id should have failed (forbidden_url), still $status"

@@ -240,10 +240,13 @@ def test_everything_is_in_the_reelay_namespace(manifests: Manifests) -> None:
 
 def test_no_secret_is_committed_and_the_db_secret_is_a_file(manifests: Manifests) -> None:
     assert manifests.of_kind("Secret") == [], "secrets are created out of band, never rendered"
+    # The API also mounts its mutual-TLS certificate and the identity keys (files, not env).
+    expected = {"video-processor": ["reelay-db"],
+                "reelay-api": ["reelay-db", "reelay-mesh-api", "reelay-identity"]}
     for name in ("video-processor", "reelay-api"):
         spec = pod_spec(manifests.get("Deployment", name))
         secret_volumes = [v for v in spec["volumes"] if "secret" in v]
-        assert [v["secret"]["secretName"] for v in secret_volumes] == ["reelay-db"]
+        assert [v["secret"]["secretName"] for v in secret_volumes] == expected[name]
         for c in all_containers(manifests.get("Deployment", name)):
             assert env_value(manifests, c, "REELAY_CONFIG") == "/etc/reelay/secret/reelay.toml"
             assert env_value(manifests, c, "REELAY_DATABASE_URL") is None, "no database URL in the environment"
@@ -313,13 +316,13 @@ def test_default_deny_then_dns_for_everyone(manifests: Manifests) -> None:
 def test_edge_to_api_path_is_open_both_ways(manifests: Manifests) -> None:
     edge, api = component_labels(manifests, "reelay-edge"), component_labels(manifests, "reelay-api")
     egress_ok = any(
-        selects(peer["podSelector"], api) and 8080 in {pt["port"] for pt in rule["ports"]}
+        selects(peer["podSelector"], api) and 8443 in {pt["port"] for pt in rule["ports"]}
         for p in policies_for(manifests, edge, "Egress")
         for rule in p["spec"].get("egress", [])
         for peer in rule.get("to", []) if "podSelector" in peer
     )
     ingress_ok = any(
-        selects(peer["podSelector"], edge) and 8080 in {pt["port"] for pt in rule["ports"]}
+        selects(peer["podSelector"], edge) and 8443 in {pt["port"] for pt in rule["ports"]}
         for p in policies_for(manifests, api, "Ingress")
         for rule in p["spec"].get("ingress", [])
         for peer in rule.get("from", []) if "podSelector" in peer

@@ -414,6 +414,26 @@ impl Client {
         self.json(self.request(Method::DELETE, url), "job").await
     }
 
+    /// `POST /v1/tokens` (admin): a signed token from the server's issuer key.
+    pub async fn create_token(
+        &self,
+        req: &reelay_identity::wire::CreateTokenRequest,
+    ) -> Result<reelay_identity::wire::CreatedToken, ClientError> {
+        let url = self.endpoint(&["v1", "tokens"]);
+        self.json(self.request(Method::POST, url).json(req), "token")
+            .await
+    }
+
+    /// `DELETE /v1/tokens/{id}` (admin).
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+    ) -> Result<reelay_identity::wire::RevokedToken, ClientError> {
+        let url = self.endpoint(&["v1", "tokens", id]);
+        self.json(self.request(Method::DELETE, url), "revocation")
+            .await
+    }
+
     /// `GET /v1/jobs/{id}/outputs`.
     pub async fn outputs(&self, id: &str) -> Result<OutputFiles, ClientError> {
         let url = self.endpoint(&["v1", "jobs", id, "outputs"]);

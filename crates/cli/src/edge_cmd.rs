@@ -29,6 +29,9 @@ pub async fn run(args: &EdgeArgs) -> anyhow::Result<()> {
     if args.print_nginx_conf {
         writeln!(out, "{}", report.rendered)?;
     }
+    for w in &report.warnings {
+        writeln!(out, "WARNING: {w}")?;
+    }
     let nginx = match report.nginx_accepted {
         Some(_) => "nginx -t accepts the rendered configuration",
         None => "nginx not found: template rendered but not tested",

@@ -73,7 +73,8 @@ enum Command {
     Edge(edge_cmd::EdgeArgs),
     /// Start two clusters and the edge on this machine (Ctrl-C stops them all).
     Up(up::UpArgs),
-    /// Manage API tokens in the cluster's job store (create prints the secret once).
+    /// API tokens: create (offline with an issuer key, through --server with an admin --token,
+    /// or in a cluster's store), revoke, list, and generate issuer keys.
     Token(token::TokenArgs),
     /// Submit a transcoding job; prints its id.
     Submit(submit::SubmitArgs),
@@ -143,7 +144,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(args) => {
             init_logging(cli.log_format, "warn")?;
-            return token::run(args).await;
+            // With a token, token commands go to --server's admin API.
+            let api = match cli.token.as_deref().filter(|t| !t.is_empty()) {
+                Some(t) => Some(client::Client::new(cli.server.clone(), Some(t))?),
+                None => None,
+            };
+            return token::run(args, api).await;
         }
         _ => None,
     };

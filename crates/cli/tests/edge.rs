@@ -124,6 +124,9 @@ impl Cluster {
             .args(["--lease-seconds", "2"])
             .args(["--shutdown-grace-seconds", &self.grace.to_string()])
             .arg("--allow-private-urls")
+            // These tests are about placement and routing: anonymous clients through the edge,
+            // which a loopback cluster refuses unless told (finding 2 of issue 12).
+            .arg("--allow-anonymous")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1230,15 +1233,33 @@ url = "http://127.0.0.1:{gcp_port}"
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert_eq!(first, "reelay is up");
-    let banner: Vec<String> = lines.by_ref().take(5).map_while(Result::ok).collect();
+    let banner: Vec<String> = lines.by_ref().take(6).map_while(Result::ok).collect();
     assert!(
         banner[0].contains(&format!("http://127.0.0.1:{edge_port}")),
         "{banner:?}"
     );
 
     let client = http();
+    // Protected by default: nothing anonymous gets through the edge, nor to a cluster directly;
+    // the admin token it wrote (owner-only) does.
+    let token_path = dir.path().join("state/admin.token");
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains(token_path.to_str().unwrap())),
+        "{banner:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin.token is {mode:o}");
+    let admin = std::fs::read_to_string(&token_path).unwrap();
+    for base in [edge_port, aws_port, gcp_port] {
+        let url = format!("http://127.0.0.1:{base}/v1/presets");
+        assert_eq!(client.get(&url).send().unwrap().status(), 401, "{url}");
+    }
     let r = client
         .get(format!("http://127.0.0.1:{edge_port}/v1/presets"))
+        .bearer_auth(admin.trim())
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);

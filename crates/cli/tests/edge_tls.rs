@@ -98,6 +98,8 @@ fn edge_serves_https_and_reaches_the_cluster_over_mutual_tls() {
             .arg(d.join("cluster.key"))
             .arg("--tls-client-ca")
             .arg(d.join("ca.pem"))
+            // Anonymous requests through the edge: explicit opt-in (issue 12, finding 2).
+            .arg("--allow-anonymous")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -4,6 +4,7 @@
 //! `/edge/reload` is only here, not proxied by nginx: changing the edge is an operator action,
 //! not something a client of the API may trigger.
 
+use crate::auth::Decision;
 use crate::controller::{error_chain, Applied, Controller, ReloadConfigError};
 use crate::listing;
 use axum::extract::{Query, RawQuery, State};
@@ -22,6 +23,7 @@ pub const MISSING_HEADER: &str = "x-reelay-missing-clusters";
 pub fn router(ctl: Arc<Controller>) -> Router {
     Router::new()
         .route("/internal/place", get(place))
+        .route("/internal/auth", get(authorize))
         .route("/edge/status", get(status))
         .route("/edge/metrics", get(metrics))
         .route(
@@ -52,7 +54,56 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
+pub const AUTH_ERROR_HEADER: &str = "x-reelay-auth-error";
+
+/// The edge's token check, or None when `[auth]` is off (or the request passes).
+fn auth_refusal(ctl: &Controller, headers: &HeaderMap, method: &str) -> Option<Response> {
+    let auth = ctl.auth.as_ref()?;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (status, message) = match auth.check(authorization, method) {
+        Decision::Allow => return None,
+        Decision::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
+        Decision::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+    };
+    let code = if status == StatusCode::UNAUTHORIZED {
+        "unauthorized"
+    } else {
+        "forbidden"
+    };
+    let mut resp = error(status, code, message.clone());
+    if let Ok(v) = HeaderValue::from_str(&crate::auth::header_safe(&message)) {
+        resp.headers_mut().insert(AUTH_ERROR_HEADER, v);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"reelay\""),
+        );
+    }
+    Some(resp)
+}
+
+fn original_method(headers: &HeaderMap) -> &str {
+    headers
+        .get("x-original-method")
+        .and_then(|m| m.to_str().ok())
+        .unwrap_or("GET")
+}
+
+/// `auth_request` for every proxied `/v1` route when `[auth]` is on.
+async fn authorize(State(ctl): State<Arc<Controller>>, headers: HeaderMap) -> Response {
+    match auth_refusal(&ctl, &headers, original_method(&headers)) {
+        Some(refused) => refused,
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
 async fn place(State(ctl): State<Arc<Controller>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = auth_refusal(&ctl, &headers, original_method(&headers)) {
+        return refused;
+    }
     // Only a POST creates a job; anything else sent to /v1/jobs is routed the same way but
     // must not count as load on the chosen cluster.
     let creates_job = headers
@@ -178,6 +229,9 @@ async fn list_jobs(
     client_headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
+    if let Some(refused) = auth_refusal(&ctl, &client_headers, "GET") {
+        return refused;
+    }
     let authorization = client_headers.get(header::AUTHORIZATION).cloned();
     let (mut status, mut limit, mut cursor) = (None, 50usize, None);
     for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {

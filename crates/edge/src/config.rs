@@ -106,6 +106,9 @@ pub struct EdgeConfig {
     /// upstream spans several clusters. Required with `https://` clusters.
     #[serde(default)]
     pub upstream_server_name: Option<String>,
+    /// With TLS: a plain-HTTP listener that only redirects to the HTTPS one (308).
+    #[serde(default)]
+    pub http_redirect_listen: Option<SocketAddr>,
     /// Per-client-address request rate (nginx `limit_req`); unset = no limit.
     #[serde(default)]
     pub rate_limit_per_second: Option<u32>,
@@ -116,7 +119,34 @@ pub struct EdgeConfig {
     pub health: HealthConfig,
     #[serde(default)]
     pub placement: PlacementConfig,
+    /// Token checks at the edge (`[auth]`); without it the edge forwards whatever it gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
     pub clusters: Vec<ClusterConfig>,
+}
+
+/// `[auth]`: the edge verifies signed tokens itself (with the public keys only: it cannot mint
+/// any), refuses requests without a token before they reach a cluster, and carries revocations
+/// between the clusters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The trusted keys file (same format and contents as the clusters'); re-read on change.
+    pub trusted_keys: PathBuf,
+    /// Forward per-cluster `rly_…` tokens unverified (the cluster that issued one checks it):
+    /// the migration path. Turn off once every client has a signed token.
+    #[serde(default = "default_true")]
+    pub legacy_tokens: bool,
+    /// How often revocations are collected from every cluster and handed to the others.
+    #[serde(default = "default_revocation_sync_ms")]
+    pub revocation_sync_ms: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_revocation_sync_ms() -> u64 {
+    1000
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -336,6 +366,9 @@ impl EdgeConfig {
         if let Some(h) = &self.hosts_file {
             self.hosts_file = Some(absolute(base, h));
         }
+        if let Some(a) = &mut self.auth {
+            a.trusted_keys = absolute(base, &a.trusted_keys);
+        }
         for p in [
             &mut self.tls_cert,
             &mut self.tls_key,
@@ -348,6 +381,27 @@ impl EdgeConfig {
         {
             *p = absolute(base, p);
         }
+    }
+
+    /// What is risky but allowed, for the log and `--check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.auth.is_none() && !self.listen.ip().is_loopback() {
+            w.push(format!(
+                "the edge listens on {} (beyond loopback) without [auth]: it forwards requests \
+                 without a token to the clusters, which are then the only check. Add [auth] \
+                 with trusted_keys",
+                self.listen
+            ));
+        }
+        if self.tls_cert.is_none() && !self.listen.ip().is_loopback() {
+            w.push(format!(
+                "the edge listens on {} without TLS: bearer tokens and uploads travel in clear \
+                 unless a load balancer in front terminates TLS",
+                self.listen
+            ));
+        }
+        w
     }
 
     pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
@@ -440,6 +494,26 @@ impl EdgeConfig {
             if let Some(p) = path {
                 nginx_safe_path(p).map_err(|m| invalid(field, m))?;
             }
+        }
+        if let Some(r) = self.http_redirect_listen {
+            if self.tls_cert.is_none() {
+                return Err(invalid(
+                    "http_redirect_listen",
+                    "redirects to HTTPS, so it needs tls_cert and tls_key",
+                ));
+            }
+            if r == self.listen || r == self.control_listen {
+                return Err(invalid(
+                    "http_redirect_listen",
+                    "must differ from listen and control_listen",
+                ));
+            }
+        }
+        if let Some(a) = &self.auth {
+            if a.revocation_sync_ms == 0 {
+                return Err(invalid("auth.revocation_sync_ms", "must be at least 1"));
+            }
+            nginx_safe_path(&a.trusted_keys).map_err(|m| invalid("auth.trusted_keys", m))?;
         }
         if self.rate_limit_per_second == Some(0) {
             return Err(invalid(

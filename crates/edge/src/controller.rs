@@ -156,6 +156,9 @@ pub struct Controller {
     config_path: Option<PathBuf>,
     apply_state: tokio::sync::Mutex<ApplyState>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// `[auth]`: token checks and the revocations carried between clusters.
+    pub(crate) auth: Option<Arc<crate::auth::EdgeAuth>>,
+    pub(crate) revocations: Arc<crate::revocations::RevocationSync>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +192,12 @@ impl Controller {
             .build()
             .map_err(|e| crate::EdgeError::Http(e.to_string()))?;
         let nginx = Nginx::new(&cfg.nginx, &cfg.work_dir);
+        let auth = match &cfg.auth {
+            Some(a) => Some(Arc::new(crate::auth::EdgeAuth::load(a).map_err(|e| {
+                crate::EdgeError::Other(format!("[auth] trusted_keys: {e}"))
+            })?)),
+            None => None,
+        };
         let clusters = cfg
             .clusters
             .iter()
@@ -216,6 +225,8 @@ impl Controller {
             config_path,
             apply_state: tokio::sync::Mutex::new(ApplyState::default()),
             tasks: Mutex::new(Vec::new()),
+            auth,
+            revocations: Arc::new(crate::revocations::RevocationSync::default()),
         }))
     }
 
@@ -233,6 +244,11 @@ impl Controller {
     pub async fn prepare(&self) -> Result<(), crate::EdgeError> {
         self.nginx.prepare_dirs()?;
         self.resolve_all().await;
+        // Collect the revocations every reachable cluster holds before serving anything, so a
+        // restarted edge does not accept a revoked token while it catches up.
+        if let Some(auth) = &self.auth {
+            self.revocations.round(self, auth).await;
+        }
         let desired = self.desired();
         let text = render::render(&desired, 1)?;
         let staged = self.nginx.stage(&text).await?;
@@ -279,6 +295,16 @@ impl Controller {
         let me = self.clone();
         let reconciler = tokio::spawn(async move { me.reconcile_loop().await });
         self.tasks_lock().extend([resolver, reconciler]);
+        if let Some(auth) = self.auth.clone() {
+            let every = Duration::from_millis(
+                self.config()
+                    .auth
+                    .as_ref()
+                    .map_or(1000, |a| a.revocation_sync_ms),
+            );
+            let sync = tokio::spawn(self.revocations.clone().run(self.clone(), auth, every));
+            self.tasks_lock().push(sync);
+        }
     }
 
     fn tasks_lock(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
@@ -727,6 +753,7 @@ impl Controller {
             ("control_listen", new.control_listen == old.control_listen),
             ("work_dir", new.work_dir == old.work_dir),
             ("nginx", new.nginx == old.nginx),
+            ("[auth]", new.auth == old.auth),
         ] {
             if !same {
                 let msg = format!("changing {what} needs a restart of reelay edge");
@@ -836,6 +863,25 @@ impl Controller {
                 .push((c.name.clone(), rt.addresses.clone(), host));
         }
         targets
+    }
+
+    /// Every cluster with its addresses and Host header, reachable or not (revocations are
+    /// offered to all of them; an unreachable one simply fails this round).
+    pub(crate) fn all_targets(&self) -> Vec<(String, Vec<SocketAddr>, String)> {
+        let inner = self.lock();
+        inner
+            .cfg
+            .clusters
+            .iter()
+            .zip(&inner.clusters)
+            .map(|(c, rt)| {
+                let host = c
+                    .target()
+                    .map(|t| format!("{}:{}", t.host, t.port))
+                    .unwrap_or_default();
+                (c.name.clone(), rt.addresses.clone(), host)
+            })
+            .collect()
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {

@@ -16,9 +16,12 @@
 //! | [`controller`] | probing, placing, reconciling |
 //! | [`api`] | the controller's HTTP listener |
 //! | [`listing`] | merging the clusters' job lists |
+//! | [`auth`] | token checks at the edge (`[auth]`) |
+//! | [`revocations`] | carrying revocations between clusters |
 //! | [`up`] | `reelay up`: two clusters and the edge on one machine |
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod controller;
 pub mod health;
@@ -29,6 +32,7 @@ pub mod placement;
 pub mod process;
 pub mod render;
 pub mod resolve;
+pub mod revocations;
 pub mod status;
 pub mod up;
 
@@ -82,6 +86,9 @@ pub async fn run_with(
             addr: control,
             source,
         })?;
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     let ctl = Controller::new(cfg, config_path)?;
     ctl.prepare().await?;
 
@@ -161,6 +168,8 @@ pub struct CheckReport {
     pub rendered: String,
     /// `None` when the nginx binary could not be run, so only the TOML and template were checked.
     pub nginx_accepted: Option<bool>,
+    /// Allowed but risky settings (no [auth] or no TLS beyond loopback).
+    pub warnings: Vec<String>,
 }
 
 /// Validates edge.toml and renders the template without starting or resolving anything.
@@ -220,6 +229,7 @@ pub async fn check_config(path: &Path) -> Result<CheckReport, EdgeError> {
         None
     };
     Ok(CheckReport {
+        warnings: cfg.warnings(),
         config: cfg,
         rendered,
         nginx_accepted,

@@ -58,6 +58,10 @@ pub struct Desired {
     pub rate_limit_burst: u32,
     /// Addresses allowed to read status, metrics and the dashboard; empty = everyone.
     pub status_allow: Vec<String>,
+    /// `[auth]`: refuse requests without a token, ask the controller about every other one.
+    pub auth: bool,
+    /// A plain-HTTP listener that only redirects to HTTPS.
+    pub http_redirect_listen: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -130,6 +134,8 @@ impl Desired {
             rate_limit_per_second: cfg.rate_limit_per_second,
             rate_limit_burst: cfg.rate_limit_burst,
             status_allow: cfg.status_allow.clone(),
+            auth: cfg.auth.is_some(),
+            http_redirect_listen: cfg.http_redirect_listen.map(|a| a.to_string()),
         }
     }
 }
@@ -615,5 +621,66 @@ url = "https://127.0.0.1:18081"
         let work = dir.path().join("work");
         let out = crate::nginx::test_config_text(std::path::Path::new("nginx"), &work, &text).await;
         assert!(out.is_ok(), "{out:?}");
+    }
+
+    /// `[auth]` and the HTTP redirect listener render, and nginx accepts them; without
+    /// `[auth]` none of it appears.
+    #[tokio::test]
+    async fn auth_and_the_https_redirect_render_and_pass_nginx_t() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["edge".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("edge.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("edge.key"), key.serialize_pem()).unwrap();
+        let d = dir.path().display();
+        for mode in ["reelay", "round_robin"] {
+            let cfg = EdgeConfig::parse(&format!(
+                r#"
+listen = "127.0.0.1:18443"
+control_listen = "127.0.0.1:19180"
+work_dir = "{d}/work-{mode}"
+mode = "{mode}"
+tls_cert = "{d}/edge.pem"
+tls_key = "{d}/edge.key"
+http_redirect_listen = "127.0.0.1:18080"
+[auth]
+trusted_keys = "{d}/trusted.keys"
+[[clusters]]
+name = "aws"
+url = "http://127.0.0.1:18081"
+"#
+            ))
+            .unwrap();
+            let views = vec![ClusterView {
+                addresses: vec!["127.0.0.1:18081".parse().unwrap()],
+                reachable: true,
+                accepting: true,
+            }];
+            let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+            for want in [
+                "if ($http_authorization = \"\")",
+                "auth_request /_reelay/auth;",
+                "proxy_pass http://reelay_controller/internal/auth;",
+                "error_page 401 @reelay_401;",
+                "location @reelay_owner_unverified",
+                "location = /v1/load",
+                "listen 127.0.0.1:18080;",
+                "return 308 https://$host$request_uri;",
+            ] {
+                assert!(text.contains(want), "{mode}: missing {want:?}");
+            }
+            let work = dir.path().join(format!("work-{mode}"));
+            std::fs::create_dir_all(&work).unwrap();
+            crate::nginx::test_config_text(std::path::Path::new("nginx"), &work, &text)
+                .await
+                .unwrap();
+        }
+        let (plain, pviews) = sample(Mode::Reelay);
+        let plain = render(&Desired::build(&plain, &pviews, false, None), 1).unwrap();
+        assert!(!plain.contains("auth_request /_reelay/auth") && !plain.contains("return 308"));
+        assert!(!plain.contains("$http_authorization"));
     }
 }

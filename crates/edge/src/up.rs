@@ -5,6 +5,11 @@
 //! process group (Ctrl-C reaches only `reelay up`, which then stops them in order: the edge
 //! first so that no new work arrives, then the clusters with a short drain) and is told by the
 //! kernel to terminate if `reelay up` itself dies, so that nothing is left behind.
+//!
+//! Protected by default: on first start it generates an issuer key and a trusted keys file under
+//! `<state_dir>/identity/`, gives both to the clusters and the trusted keys to the edge
+//! (`[auth]`), and writes an admin token to `<state_dir>/admin.token` (mode 0600), kept across
+//! restarts while it stays valid.
 
 use crate::config::EdgeConfig;
 use crate::nginx::Nginx;
@@ -27,6 +32,10 @@ pub struct Topology {
     /// How long clusters may drain running jobs when `reelay up` stops.
     #[serde(default = "default_grace")]
     pub shutdown_grace_seconds: u64,
+    /// Run without tokens (clusters `--allow-anonymous`, no edge `[auth]`). Off by default:
+    /// `reelay up` is protected and writes the first admin token to `<state_dir>/admin.token`.
+    #[serde(default)]
+    pub anonymous: bool,
     pub clusters: Vec<UpCluster>,
 }
 
@@ -81,6 +90,82 @@ pub struct Plan {
     /// The edge.toml the edge child reads (the given file, or the inline table written out).
     pub edge_path: PathBuf,
     edge_inline: bool,
+}
+
+/// The identity files `reelay up` keeps under `<state_dir>/identity`, and the admin token.
+#[derive(Debug, Clone)]
+pub struct UpIdentity {
+    pub issuer_key: PathBuf,
+    pub trusted_keys: PathBuf,
+    pub admin_token: PathBuf,
+}
+
+impl UpIdentity {
+    pub fn under(state_dir: &Path) -> UpIdentity {
+        UpIdentity {
+            issuer_key: state_dir.join("identity/issuer.key"),
+            trusted_keys: state_dir.join("identity/trusted.keys"),
+            admin_token: state_dir.join("admin.token"),
+        }
+    }
+
+    /// Creates the keys once, and an admin token unless the one on disk still verifies.
+    pub fn ensure(&self) -> Result<(), UpError> {
+        use reelay_identity::keys::{load_signing_key, load_trusted_keys};
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| UpError::Read { path, source }
+        };
+        let failed = |e: reelay_identity::KeyError| UpError::Failed(e.to_string());
+        let dir = self.issuer_key.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let write = |path: &Path, text: &str, mode: u32| -> Result<(), UpError> {
+            let tmp = path.with_extension("tmp");
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)
+                .map_err(io(&tmp))?;
+            std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io(&tmp))?;
+            std::fs::rename(&tmp, path).map_err(io(path))
+        };
+        if !self.issuer_key.exists() {
+            let (key, file) = reelay_identity::SigningKey::generate("up1").map_err(failed)?;
+            write(&self.issuer_key, &file, 0o600)?;
+            write(
+                &self.trusted_keys,
+                &format!(
+                    "# Keys `reelay up` trusts (clusters and edge); add a key here to rotate.\n{}\n",
+                    key.trusted_line()
+                ),
+                0o644,
+            )?;
+        }
+        let issuer = load_signing_key(&self.issuer_key).map_err(failed)?;
+        let trusted = load_trusted_keys(&self.trusted_keys).map_err(failed)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let current = std::fs::read_to_string(&self.admin_token).unwrap_or_default();
+        let valid =
+            reelay_identity::token::verify(current.trim(), &trusted, &Default::default(), now)
+                .is_ok_and(|c| c.has(reelay_identity::Scope::Admin));
+        if !valid {
+            let new = reelay_identity::token::NewClaims {
+                owner: Some("admin".into()),
+                scopes: vec![reelay_identity::Scope::Admin],
+                name: "reelay up".into(),
+                ttl_seconds: None,
+            };
+            let (token, _) = reelay_identity::token::issue(&issuer, &new, now)
+                .map_err(|e| UpError::Failed(e.to_string()))?;
+            write(&self.admin_token, &format!("{token}\n"), 0o600)?;
+        }
+        Ok(())
+    }
 }
 
 impl Plan {
@@ -253,6 +338,21 @@ pub async fn run(
         path: plan.state_dir.clone(),
         source,
     })?;
+    let mut plan = plan;
+    let identity = UpIdentity::under(&plan.state_dir);
+    if !plan.topology.anonymous {
+        identity.ensure()?;
+        if plan.edge.auth.is_none() {
+            plan.edge.auth = Some(crate::config::AuthConfig {
+                trusted_keys: identity.trusted_keys.clone(),
+                legacy_tokens: true,
+                revocation_sync_ms: 1000,
+            });
+            // The edge reads the effective configuration, written beside the state.
+            plan.edge_path = plan.state_dir.join("edge.toml");
+            plan.edge_inline = true;
+        }
+    }
     if plan.edge_inline {
         let text = toml::to_string(&plan.edge)
             .map_err(|e| UpError::Failed(format!("writing the edge config: {e}")))?;
@@ -272,7 +372,7 @@ pub async fn run(
     let started = start_all(&plan, exe, &http, &mut clusters, &mut edge).await;
     let outcome = match started {
         Ok(()) => {
-            print_urls(&plan);
+            print_urls(&plan, (!plan.topology.anonymous).then_some(&identity));
             watch(shutdown, &mut clusters, &mut edge).await
         }
         Err(e) => Err(e),
@@ -327,6 +427,17 @@ async fn start_all(
             "--shutdown-grace-seconds".to_string(),
             plan.topology.shutdown_grace_seconds.to_string(),
         ];
+        if plan.topology.anonymous {
+            args.push("--allow-anonymous".to_string());
+        } else {
+            let id = UpIdentity::under(&plan.state_dir);
+            args.extend([
+                "--issuer-key".to_string(),
+                id.issuer_key.display().to_string(),
+                "--trusted-keys".to_string(),
+                id.trusted_keys.display().to_string(),
+            ]);
+        }
         args.extend(c.args.iter().cloned());
         clusters.push(spawn(exe, &format!("cluster {}", c.name), &args)?);
     }
@@ -353,7 +464,7 @@ async fn start_all(
     Ok(())
 }
 
-fn print_urls(plan: &Plan) {
+fn print_urls(plan: &Plan, identity: Option<&UpIdentity>) {
     let edge = format!("http://{}", connectable(plan.edge.listen));
     let mut out = String::new();
     out.push_str("reelay is up\n");
@@ -370,9 +481,21 @@ fn print_urls(plan: &Plan) {
             plan.state_dir.join(&c.name).display()
         ));
     }
-    out.push_str(&format!(
-        "Try: reelay --server {edge} submit clip.mov --preset mp4-720p --wait\nCtrl-C stops everything.\n"
-    ));
+    match identity {
+        Some(id) => {
+            out.push_str(&format!(
+                "  admin token             {} (protected mode: every request needs a token)\n",
+                id.admin_token.display()
+            ));
+            out.push_str(&format!(
+                "Try: export REELAY_TOKEN=$(cat {})\n     reelay --server {edge} submit clip.mov --preset mp4-720p --wait\n     reelay --server {edge} token create --scope submit --scope read --owner me\nCtrl-C stops everything.\n",
+                id.admin_token.display()
+            ));
+        }
+        None => out.push_str(&format!(
+            "  ANONYMOUS: no tokens (topology anonymous = true)\nTry: reelay --server {edge} submit clip.mov --preset mp4-720p --wait\nCtrl-C stops everything.\n"
+        )),
+    }
     print!("{out}");
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -41,6 +41,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0004_attempt_started.sql"),
     },
     Migration {
+        version: 5,
+        name: "revocations",
+        sql: include_str!("../migrations/sqlite/0005_revocations.sql"),
+    },
+    Migration {
         version: 6,
         name: "idempotency_per_owner",
         sql: include_str!("../migrations/sqlite/0006_idempotency_per_owner.sql"),
@@ -72,6 +77,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "attempt_started",
         sql: include_str!("../migrations/postgres/0004_attempt_started.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "revocations",
+        sql: include_str!("../migrations/postgres/0005_revocations.sql"),
     },
     Migration {
         version: 6,

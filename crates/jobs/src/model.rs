@@ -193,6 +193,15 @@ pub struct NewToken {
     pub scopes: Vec<String>,
 }
 
+/// A revoked signed token as the store keeps it (see [`JobStore::add_revocation`](crate::JobStore::add_revocation)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationRow {
+    /// Store-local order of recording: readers continue after the last one they saw.
+    pub seq: i64,
+    pub token_id: String,
+    pub revoked_at: Millis,
+}
+
 /// Scopes are kept as one space-separated column.
 pub(crate) fn scopes_to_column(scopes: &[String]) -> String {
     let mut s: Vec<&str> = scopes.iter().map(String::as_str).collect();

@@ -36,3 +36,17 @@ pub(crate) fn next_fair_seq(greatest: &str) -> String {
                       (SELECT MAX(fair_seq) FROM tasks), 0)) AS seq"
     )
 }
+
+/// Records a revocation once: `$1` token id, `$2` revoked at, `$3` now (ms).
+pub(crate) const ADD_REVOCATION: &str =
+    "INSERT INTO revocations (token_id, revoked_at, recorded_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (token_id) DO NOTHING";
+
+/// The next revocations after `$1` (seq), at most `$2`.
+pub(crate) const REVOCATIONS_AFTER: &str = "SELECT seq, token_id, revoked_at FROM revocations \
+     WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+/// Rows at or below seq `$1` recorded since `$2` (ms): a Postgres row can commit after one with
+/// a higher seq, so readers look at the last seconds again.
+pub(crate) const REVOCATIONS_RECENT: &str = "SELECT seq, token_id, revoked_at FROM revocations \
+     WHERE seq <= $1 AND recorded_at >= $2 ORDER BY seq";

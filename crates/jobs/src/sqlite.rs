@@ -9,7 +9,7 @@ use crate::migrate::{self, SQLITE_MIGRATIONS};
 use crate::model::{
     now_millis, scopes_from_column, scopes_to_column, ApiToken, CancelOutcome, Claim,
     CreateOutcome, FailOutcome, Job, Millis, NewJob, NewToken, QueueCounts, RenewOutcome,
-    RunningAttempt, StoredOutput,
+    RevocationRow, RunningAttempt, StoredOutput,
 };
 use crate::shared_sql;
 use crate::store::{JobStore, StoreError};
@@ -837,6 +837,47 @@ impl JobStore for SqliteStore {
             .await?;
         Ok(row.try_get::<bool, _>("present")?)
     }
+
+    async fn add_revocation(&self, token_id: &str, revoked_at: Millis) -> Result<bool, StoreError> {
+        let done = sqlx::query(shared_sql::ADD_REVOCATION)
+            .bind(token_id)
+            .bind(revoked_at)
+            .bind(now_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revocations_since(
+        &self,
+        after: i64,
+        recent_since: Millis,
+        limit: u32,
+    ) -> Result<Vec<RevocationRow>, StoreError> {
+        let recent = sqlx::query(shared_sql::REVOCATIONS_RECENT)
+            .bind(after)
+            .bind(recent_since)
+            .fetch_all(&self.pool)
+            .await?;
+        let next = sqlx::query(shared_sql::REVOCATIONS_AFTER)
+            .bind(after)
+            .bind(i64::from(limit.max(1)))
+            .fetch_all(&self.pool)
+            .await?;
+        recent
+            .iter()
+            .chain(&next)
+            .map(revocation_from_row)
+            .collect()
+    }
+}
+
+fn revocation_from_row(row: &SqliteRow) -> Result<RevocationRow, StoreError> {
+    Ok(RevocationRow {
+        seq: row.try_get("seq")?,
+        token_id: row.try_get("token_id")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
 }
 
 const TOKEN_COLUMNS: &str = "id, name, secret_hash, scopes, created_at, last_used_at, revoked_at";

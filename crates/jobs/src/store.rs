@@ -2,7 +2,7 @@
 
 use crate::model::{
     ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, Millis, NewJob, NewToken,
-    QueueCounts, RenewOutcome, RunningAttempt, StoredOutput,
+    QueueCounts, RenewOutcome, RevocationRow, RunningAttempt, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::time::Duration;
@@ -166,4 +166,18 @@ pub trait JobStore: Send + Sync + 'static {
     /// Whether any token was ever created (revoked ones count): from then on the API requires
     /// authentication.
     async fn any_tokens(&self) -> Result<bool, StoreError>;
+
+    /// Records that the signed token `token_id` is revoked since `revoked_at`. Idempotent: true
+    /// only the first time (a later call keeps the first time).
+    async fn add_revocation(&self, token_id: &str, revoked_at: Millis) -> Result<bool, StoreError>;
+
+    /// Revocations recorded after `after` (a `seq`), at most `limit`, in `seq` order — plus, to
+    /// cover rows that committed out of `seq` order, every row at or below `after` recorded since
+    /// `recent_since`. A reader keeps the highest `seq` it saw and asks again.
+    async fn revocations_since(
+        &self,
+        after: i64,
+        recent_since: Millis,
+        limit: u32,
+    ) -> Result<Vec<RevocationRow>, StoreError>;
 }

@@ -14,7 +14,7 @@
 
 pub use crate::testpg::PrivateCluster;
 use crate::{
-    now_millis, CancelOutcome, CreateOutcome, FailOutcome, JobStore, NewJob, RenewOutcome,
+    now_millis, CancelOutcome, CreateOutcome, FailOutcome, JobStore, Millis, NewJob, RenewOutcome,
     StoreError, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
@@ -1128,6 +1128,71 @@ pub async fn worker_registry(store: &dyn JobStore) {
     assert_eq!(store.live_speed().await.unwrap(), None);
 }
 
+/// Revocations: recorded once (the first time wins), read incrementally by `seq`, and rows
+/// recorded recently are read again even below the cursor.
+pub async fn revocations(store: &dyn JobStore) {
+    let none = store
+        .revocations_since(0, Millis::MAX, 10)
+        .await
+        .expect("revocations_since");
+    assert!(none.is_empty());
+    assert!(store
+        .add_revocation("0000000000000001", 100)
+        .await
+        .expect("add"));
+    assert!(!store
+        .add_revocation("0000000000000001", 50)
+        .await
+        .expect("add again"));
+    assert!(store
+        .add_revocation("0000000000000002", 200)
+        .await
+        .expect("add"));
+    assert!(store
+        .add_revocation("0000000000000003", 300)
+        .await
+        .expect("add"));
+    let all = store
+        .revocations_since(0, Millis::MAX, 10)
+        .await
+        .expect("all");
+    let ids: Vec<&str> = all.iter().map(|r| r.token_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["0000000000000001", "0000000000000002", "0000000000000003"]
+    );
+    assert_eq!(all[0].revoked_at, 100, "the first record wins");
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    // Paged by seq.
+    let first = store
+        .revocations_since(0, Millis::MAX, 2)
+        .await
+        .expect("page");
+    assert_eq!(first.len(), 2);
+    let rest = store
+        .revocations_since(first[1].seq, Millis::MAX, 2)
+        .await
+        .expect("page 2");
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].token_id, "0000000000000003");
+    // Past the end nothing, unless the re-check window covers recent rows.
+    let last = all[2].seq;
+    assert!(store
+        .revocations_since(last, Millis::MAX, 10)
+        .await
+        .expect("end")
+        .is_empty());
+    let recent = store
+        .revocations_since(last, now_millis() - 60_000, 10)
+        .await
+        .expect("recent");
+    assert_eq!(
+        recent.len(),
+        3,
+        "rows recorded in the window are read again"
+    );
+}
+
 /// Tokens: created with their hash and scopes, listed, touched, revoked once; `any_tokens`
 /// stays true after revocation; listing by owner shows only that owner's jobs.
 pub async fn tokens_and_owners(store: &dyn JobStore) {
@@ -1227,7 +1292,7 @@ macro_rules! job_store_suite {
             create_get_list, idempotency, idempotency_per_owner, fair_claims_across_owners,
             claim_order, claim_empty, lease_expiry_takeover,
             lease_expiry_exhausts_attempts, fail_with_retry, fail_without_retry, cancel, release,
-            counts, worker_registry, tokens_and_owners);
+            counts, worker_registry, tokens_and_owners, revocations);
         $crate::job_store_suite!(@shared $factory;
             concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete);
     };

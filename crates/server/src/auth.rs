@@ -1,12 +1,24 @@
 //! API tokens, scopes and the guard in front of every `/v1` route.
 //!
-//! A token reads `rly_<id>_<secret>`: `id` (12 hex digits) names the row in the job store, which
-//! keeps only the SHA-256 of `secret` (64 hex digits, 256 random bits); the presented secret is
-//! hashed and compared in constant time. Secure by default, like Redis' protected mode: the API
-//! runs open only while the server listens on loopback alone and no token was ever created.
+//! Two kinds of token are accepted:
+//! - **signed** `rly2.…` tokens (`reelay_identity`), valid on every cluster that trusts the key
+//!   that signed them; checked statelessly against the trusted keys and the revocation set
+//!   ([`crate::identity`]). Their owner (`sub`) owns the jobs they submit, on every cluster.
+//! - **per-cluster** `rly_<id>_<secret>` tokens (the first design, kept for migration): `id`
+//!   names a row in this cluster's store, which keeps only the SHA-256 of the secret; the
+//!   presented secret is hashed and compared in constant time. Their owner is their id.
+//!
+//! Secure by default, like Redis' protected mode: the API runs open only while the server
+//! listens on loopback alone, has no trusted keys, no token was ever created, and the request
+//! came straight from a loopback client. A request forwarded by a proxy (it carries
+//! `X-Forwarded-For`, `Forwarded` or `X-Real-IP`, as the edge's nginx always adds) is never
+//! treated as local: on one host the edge is a loopback client too, so without this rule a
+//! loopback cluster behind an edge would serve the internet anonymously.
 
 use crate::error::ApiError;
+use crate::identity::Identity;
 use crate::state::AppState;
+use axum::extract::ConnectInfo;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -16,47 +28,11 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scope {
-    /// Submit jobs and cancel its own.
-    Submit,
-    /// Read its own jobs, their events and outputs; presets and load.
-    Read,
-    /// Everything, on every job.
-    Admin,
-}
-
-impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Submit, Scope::Read, Scope::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Submit => "submit",
-            Scope::Read => "read",
-            Scope::Admin => "admin",
-        }
-    }
-}
-
-impl std::str::FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Scope, String> {
-        Scope::ALL
-            .into_iter()
-            .find(|sc| sc.as_str() == s)
-            .ok_or_else(|| format!("unknown scope {s:?}: expected submit, read or admin"))
-    }
-}
-
-impl std::fmt::Display for Scope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// What a token may do (shared with the edge and the CLI).
+pub use reelay_identity::Scope;
 
 const PREFIX: &str = "rly_";
 const ID_BYTES: usize = 6;
@@ -132,8 +108,10 @@ pub async fn issue_token(
 /// Who is calling, as far as the handlers care.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's id (the `owner` of the jobs it submits); None in open mode.
+    /// The token's id (the rate limit's key); None in open mode.
     pub token_id: Option<String>,
+    /// Who owns the jobs it submits: a signed token's `sub`, a per-cluster token's id.
+    pub owner: Option<String>,
     pub scopes: Vec<Scope>,
 }
 
@@ -142,7 +120,17 @@ impl Principal {
     pub fn open() -> Principal {
         Principal {
             token_id: None,
+            owner: None,
             scopes: Scope::ALL.to_vec(),
+        }
+    }
+
+    /// A per-cluster token: it owns its jobs itself.
+    pub fn of_token(id: &str, scopes: Vec<Scope>) -> Principal {
+        Principal {
+            token_id: Some(id.to_string()),
+            owner: Some(id.to_string()),
+            scopes,
         }
     }
 
@@ -156,21 +144,21 @@ impl Principal {
 
     /// The owner recorded on jobs this principal submits.
     pub fn owner(&self) -> Option<String> {
-        self.token_id.clone()
+        self.owner.clone()
     }
 
-    /// Listing filter: None (everything) for admins and open mode, else the token id.
+    /// Listing filter: None (everything) for admins and open mode, else the owner.
     pub fn owner_filter(&self) -> Option<&str> {
         if self.is_admin() {
             None
         } else {
-            self.token_id.as_deref()
+            self.owner.as_deref()
         }
     }
 
     /// Whether this principal may see a job with this owner.
     pub fn may_see(&self, owner: Option<&str>) -> bool {
-        self.is_admin() || (owner.is_some() && owner == self.token_id.as_deref())
+        self.is_admin() || (owner.is_some() && owner == self.owner.as_deref())
     }
 }
 
@@ -191,29 +179,64 @@ pub fn is_loopback_listen(listen: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether a request came straight from a loopback client: a loopback peer, and no header a
+/// proxy adds. Without the peer address (no `ConnectInfo`), it did not.
+pub fn is_direct_local(req: &Request) -> bool {
+    let forwarded = ["x-forwarded-for", "forwarded", "x-real-ip"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    let peer_loopback = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    peer_loopback && !forwarded
+}
+
 /// Per-process authentication state and the rate limiter.
 pub struct Guard {
     /// Listening on loopback only: the one case in which the API may run open.
     pub loopback_only: bool,
+    /// Signed tokens: trusted keys, issuer key, revocations. With it, tokens are always required.
+    pub identity: Option<Arc<Identity>>,
+    /// Open mode also for forwarded requests (explicit opt-in for benchmarks and tests).
+    pub allow_anonymous: bool,
     /// Set once a token is seen in the store; never cleared (tokens are never deleted).
     locked: AtomicBool,
     warned: AtomicBool,
+    warned_forwarded: AtomicBool,
     pub limiter: RateLimiter,
 }
 
 impl Guard {
     pub fn new(loopback_only: bool, rate_limit_per_minute: u32) -> Guard {
+        Self::with_identity(loopback_only, rate_limit_per_minute, None, false)
+    }
+
+    pub fn with_identity(
+        loopback_only: bool,
+        rate_limit_per_minute: u32,
+        identity: Option<Arc<Identity>>,
+        allow_anonymous: bool,
+    ) -> Guard {
         Guard {
             loopback_only,
-            locked: AtomicBool::new(!loopback_only),
+            locked: AtomicBool::new(!loopback_only || identity.is_some()),
+            identity,
+            allow_anonymous,
             warned: AtomicBool::new(false),
+            warned_forwarded: AtomicBool::new(false),
             limiter: RateLimiter::new(rate_limit_per_minute),
         }
     }
 
-    /// Whether `/v1` needs a token now. Open mode asks the store each time (a cheap EXISTS), so
-    /// a token created with `reelay token create` locks a running server at once.
-    pub async fn required(&self, store: &dyn JobStore) -> Result<bool, ApiError> {
+    /// Whether `/v1` needs a token for a request that came straight from a loopback client
+    /// (`direct_local`) or not. Open mode asks the store each time (a cheap EXISTS), so a token
+    /// created with `reelay token create` locks a running server at once.
+    pub async fn required(
+        &self,
+        store: &dyn JobStore,
+        direct_local: bool,
+    ) -> Result<bool, ApiError> {
         if self.locked.load(Ordering::Relaxed) {
             return Ok(true);
         }
@@ -222,17 +245,38 @@ impl Guard {
             tracing::info!("an API token exists: every /v1 route now requires a token");
             return Ok(true);
         }
-        Ok(false)
+        if direct_local || self.allow_anonymous {
+            return Ok(false);
+        }
+        if !self.warned_forwarded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a request forwarded by a proxy (X-Forwarded-For) arrived: open mode serves only \
+                 direct loopback clients, so it needs a token (configure trusted_keys, or \
+                 --allow-anonymous for a benchmark)"
+            );
+        }
+        Ok(true)
     }
 
     /// Logs once at start-up how this server authenticates.
     pub async fn announce(&self, store: &dyn JobStore, listen: &str) {
-        match self.required(store).await {
+        if let Some(id) = &self.identity {
+            tracing::info!(
+                trusted_keys = ?id.key_ids(),
+                issuer = id.issuer().map(|k| k.kid().to_string()).unwrap_or_else(|| "-".into()),
+                "signed tokens: /v1 requires a bearer token"
+            );
+            return;
+        }
+        match self.required(store, true).await {
             Ok(false) if !self.warned.swap(true, Ordering::Relaxed) => tracing::warn!(
                 %listen,
+                allow_anonymous = self.allow_anonymous,
                 "OPEN MODE: no API token exists and the server listens on loopback only, so /v1 \
-                 needs no token (local development). Create one with `reelay token create` to \
-                 require tokens; a non-loopback --listen always requires them"
+                 needs no token from local clients (local development). Requests forwarded by a \
+                 proxy still need one unless --allow-anonymous. Configure trusted_keys or create a \
+                 token with `reelay token create` to require tokens; a non-loopback --listen \
+                 always requires them"
             ),
             Ok(true) if self.loopback_only => {
                 tracing::info!("API tokens exist: /v1 requires a bearer token")
@@ -255,9 +299,16 @@ fn unauthorized(message: impl Into<String>) -> Response {
     resp
 }
 
+/// The bearer token of an `Authorization` header, if it has that shape.
+pub fn bearer(value: &HeaderValue) -> Option<&str> {
+    let (scheme, rest) = value.to_str().ok()?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
 /// Looks up and checks the bearer token of a request.
 async fn authenticate(
     store: &dyn JobStore,
+    identity: Option<&Identity>,
     value: Option<&HeaderValue>,
 ) -> Result<(Principal, bool), Response> {
     let Some(value) = value else {
@@ -265,14 +316,24 @@ async fn authenticate(
             "this API requires a token: send Authorization: Bearer <token> (reelay --token / REELAY_TOKEN)",
         ));
     };
-    let presented = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        })
+    let presented = bearer(value)
         .ok_or_else(|| unauthorized("malformed Authorization header: expected Bearer <token>"))?;
+    if reelay_identity::token::is_signed_token(presented) {
+        let Some(identity) = identity else {
+            return Err(unauthorized(
+                "this cluster has no trusted keys configured, so it accepts no signed (rly2.) token",
+            ));
+        };
+        let claims = identity
+            .verify(presented)
+            .map_err(|e| unauthorized(e.to_string()))?;
+        let principal = Principal {
+            token_id: Some(claims.jti),
+            owner: Some(claims.sub),
+            scopes: claims.scp,
+        };
+        return Ok((principal, false));
+    }
     let invalid = || unauthorized("invalid, unknown or revoked token");
     let (id, secret) = parse_token(presented).ok_or_else(invalid)?;
     let token = store
@@ -288,22 +349,29 @@ async fn authenticate(
     let stale = token
         .last_used_at
         .is_none_or(|t| reelay_jobs::now_millis() - t > 60_000);
-    let principal = Principal {
-        scopes: token.scopes.iter().filter_map(|s| s.parse().ok()).collect(),
-        token_id: Some(token.id),
-    };
+    let principal = Principal::of_token(
+        &token.id,
+        token.scopes.iter().filter_map(|s| s.parse().ok()).collect(),
+    );
     Ok((principal, stale))
 }
 
 /// The `/v1` middleware: authentication, scope, rate limit. Puts a [`Principal`] into the
 /// request for the handlers.
 pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let required = match st.auth.required(&*st.store).await {
+    let required = match st.auth.required(&*st.store, is_direct_local(&req)).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     let principal = if required {
-        match authenticate(&*st.store, req.headers().get(header::AUTHORIZATION)).await {
+        let identity = st.auth.identity.as_deref();
+        match authenticate(
+            &*st.store,
+            identity,
+            req.headers().get(header::AUTHORIZATION),
+        )
+        .await
+        {
             Ok((p, stale)) => {
                 if let (true, Some(id)) = (stale, p.token_id.clone()) {
                     let store = st.store.clone();
@@ -441,18 +509,12 @@ mod tests {
 
     #[test]
     fn principals_see_their_own_jobs_unless_admin() {
-        let reader = Principal {
-            token_id: Some("t1".into()),
-            scopes: vec![Scope::Read],
-        };
+        let reader = Principal::of_token("t1", vec![Scope::Read]);
         assert!(reader.has(Scope::Read) && !reader.has(Scope::Submit));
         assert!(reader.may_see(Some("t1")));
         assert!(!reader.may_see(Some("t2")) && !reader.may_see(None));
         assert_eq!(reader.owner_filter(), Some("t1"));
-        let admin = Principal {
-            token_id: Some("t9".into()),
-            scopes: vec![Scope::Admin],
-        };
+        let admin = Principal::of_token("t9", vec![Scope::Admin]);
         assert!(admin.has(Scope::Submit) && admin.may_see(None) && admin.may_see(Some("t1")));
         assert_eq!(admin.owner_filter(), None);
         assert!(Principal::open().may_see(None));

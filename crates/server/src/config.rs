@@ -67,9 +67,19 @@ pub struct ServeArgs {
     #[arg(long, env = "REELAY_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
     /// Key inputs ({"input": {"key": ...}}) may name objects under this storage prefix only, a
-    /// non-admin token only under PREFIX/<its token id>/ [default: none, key inputs refused].
+    /// non-admin token only under PREFIX/<its owner>/ [default: none, key inputs refused].
     #[arg(long, env = "REELAY_KEY_INPUT_PREFIX", value_name = "PREFIX")]
     pub key_input_prefix: Option<String>,
+    /// Issuer key file (`reelay token keygen`): this cluster signs tokens and revocations with it.
+    #[arg(long, env = "REELAY_ISSUER_KEY", value_name = "FILE")]
+    pub issuer_key: Option<PathBuf>,
+    /// Trusted keys file: the public keys tokens may be signed with (every cluster and the edge).
+    #[arg(long, env = "REELAY_TRUSTED_KEYS", value_name = "FILE")]
+    pub trusted_keys: Option<PathBuf>,
+    /// Serve /v1 without tokens even to requests forwarded by a proxy (the edge). Loopback only,
+    /// never with keys or tokens; for benchmarks and tests.
+    #[arg(long, env = "REELAY_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous: Option<bool>,
     /// Requests a minute per token (per client address in open mode); 0 = unlimited [default: 600].
     #[arg(long, env = "REELAY_RATE_LIMIT_PER_MINUTE")]
     pub rate_limit_per_minute: Option<u32>,
@@ -125,6 +135,14 @@ pub struct Config {
     /// Open connections per client address (IPv4 address or IPv6 /64) before only health and
     /// load routes are served to it (`conn_limit`); 0 = no limit.
     pub max_connections_per_client: usize,
+    /// Signs tokens and revocations (Ed25519 issuer key file, mode 0600).
+    pub issuer_key: Option<PathBuf>,
+    /// Public keys signed tokens are verified with; with it, /v1 always requires a token.
+    pub trusted_keys: Option<PathBuf>,
+    /// Open mode also for requests forwarded by a proxy (benchmarks, tests); loopback only.
+    pub allow_anonymous: bool,
+    /// How often revocations recorded by other replicas and changed key files are picked up.
+    pub identity_refresh_ms: u64,
 }
 
 pub fn default_workers() -> usize {
@@ -167,6 +185,10 @@ impl Default for Config {
             body_deadline_seconds: 60,
             upload_deadline_seconds: 3600,
             max_connections_per_client: 128,
+            issuer_key: None,
+            trusted_keys: None,
+            allow_anonymous: false,
+            identity_refresh_ms: 1000,
         }
     }
 }
@@ -232,12 +254,15 @@ impl Config {
             shutdown_grace_seconds,
             max_attempts,
             presign_downloads,
-            rate_limit_per_minute
+            rate_limit_per_minute,
+            allow_anonymous
         );
         for (dst, src) in [
             (&mut self.tls_cert, &a.tls_cert),
             (&mut self.tls_key, &a.tls_key),
             (&mut self.tls_client_ca, &a.tls_client_ca),
+            (&mut self.issuer_key, &a.issuer_key),
+            (&mut self.trusted_keys, &a.trusted_keys),
         ] {
             if src.is_some() {
                 *dst = src.clone();
@@ -301,6 +326,29 @@ impl Config {
                     message: e.to_string(),
                 });
             }
+        }
+        if self.issuer_key.is_some() && self.trusted_keys.is_none() {
+            return bad(
+                "issuer_key",
+                "needs trusted_keys too (the issuer's public key must be among them)",
+            );
+        }
+        if self.allow_anonymous {
+            if self.trusted_keys.is_some() {
+                return bad(
+                    "allow_anonymous",
+                    "cannot serve anonymous requests with trusted_keys set (tokens are required then)",
+                );
+            }
+            if !crate::auth::is_loopback_listen(&self.listen) {
+                return bad(
+                    "allow_anonymous",
+                    "only on a loopback listener: anonymous access beyond this machine is never allowed",
+                );
+            }
+        }
+        if self.identity_refresh_ms == 0 {
+            return bad("identity_refresh_ms", "must be at least 1");
         }
         if self.header_read_timeout_seconds == 0 {
             return bad("header_read_timeout_seconds", "must be at least 1");

@@ -7,6 +7,7 @@ pub mod config;
 pub mod conn_limit;
 pub mod error;
 pub mod fetch;
+pub mod identity;
 pub mod key_inputs;
 pub mod load;
 pub mod metrics;
@@ -77,9 +78,16 @@ pub async fn build_state(cfg: Config, capacity: u32) -> Result<AppState, ServeEr
         Duration::from_secs(cfg.fetch_timeout_seconds),
     )
     .map_err(|e| ServeError::Other(format!("HTTP client: {e}")))?;
-    let auth = Arc::new(auth::Guard::new(
+    let identity = identity::Identity::from_config(&cfg)
+        .map_err(|e| ServeError::Other(format!("identity keys: {e}")))?;
+    if let Some(id) = &identity {
+        id.refresh_revocations(&*store).await?;
+    }
+    let auth = Arc::new(auth::Guard::with_identity(
         auth::is_loopback_listen(&cfg.listen),
         cfg.rate_limit_per_minute,
+        identity,
+        cfg.allow_anonymous,
     ));
     Ok(AppState {
         auth,
@@ -182,6 +190,9 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
     );
     if role != Role::Worker {
         state.auth.announce(&*state.store, &state.cfg.listen).await;
+        if let Some(id) = state.auth.identity.clone() {
+            tokio::spawn(id.run(state.store.clone(), state.stopping.clone()));
+        }
     }
     let pool = encodes.then(|| worker::WorkerPool::new(state.clone()));
     if let Some(p) = &pool {

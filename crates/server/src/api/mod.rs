@@ -5,6 +5,7 @@ pub mod drain;
 pub mod jobs;
 pub mod ops;
 pub mod outputs;
+pub mod tokens;
 
 use crate::error::ApiError;
 use crate::metrics as m;
@@ -29,13 +30,20 @@ pub fn router(state: AppState) -> Router {
             get(outputs::get).head(outputs::get),
         )
         .route("/presets", get(ops::presets))
+        .route("/tokens", axum::routing::post(tokens::create))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         // Authentication, scopes and the rate limit (crate::auth); matched routes only.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::guard,
         ))
         // Aggregate queue numbers only, read by the edge's health probes like /readyz.
-        .route("/load", get(ops::load_report));
+        .route("/load", get(ops::load_report))
+        // Signed revocation statements: open, each verified (see api::tokens).
+        .route(
+            "/identity/revocations",
+            get(tokens::list_revocations).post(tokens::push_revocations),
+        );
     // With a separate ops listener, /metrics is served there only.
     let ops = if state.cfg.ops_listen.is_some() {
         health_router()

@@ -1,0 +1,729 @@
+//! One identity across clouds, end to end: `reelay up` (two `reelay serve` clusters and a real
+//! `reelay edge` with nginx, all real processes on loopback) in its default protected mode.
+//!
+//! One token, created through the edge with the admin token `reelay up` wrote, submits jobs that
+//! land on both clouds, lists them, downloads an output and cancels through the edge; the same
+//! token works on each cluster directly. Revoked through the edge, it is refused everywhere
+//! (measured); keys are rotated by editing the files (old and new tokens valid during the
+//! overlap, old ones refused after).
+
+use reelay_identity::keys::load_trusted_keys;
+use reelay_identity::token::verify;
+use reelay_protocol::{JobList, JobView};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_reelay");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Accepts connections and never answers: a job fetching from it stays running or queued.
+fn stall_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/clip.mp4", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    url
+}
+
+fn clip(dir: &Path) -> PathBuf {
+    let out = dir.join("clip.mp4");
+    let st = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg("testsrc2=size=160x120:rate=25:duration=1")
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+/// `reelay up`, stopped with SIGTERM (it stops the edge, nginx and the clusters) on drop.
+struct Up {
+    child: Child,
+    state: PathBuf,
+    edge: String,
+    aws: String,
+    gcp: String,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn up(dir: &Path) -> Up {
+    let (edge, control, aws, gcp) = (free_port(), free_port(), free_port(), free_port());
+    let topology = format!(
+        r#"state_dir = "state"
+shutdown_grace_seconds = 1
+[[clusters]]
+name = "aws"
+listen = "127.0.0.1:{aws}"
+workers = 1
+args = ["--allow-private-urls", "--lease-seconds", "2"]
+[[clusters]]
+name = "gcp"
+listen = "127.0.0.1:{gcp}"
+workers = 1
+args = ["--allow-private-urls", "--lease-seconds", "2"]
+[edge]
+listen = "127.0.0.1:{edge}"
+control_listen = "127.0.0.1:{control}"
+work_dir = "state/edge"
+reload_min_interval_ms = 200
+[edge.health]
+interval_ms = 500
+timeout_ms = 1500
+[[edge.clusters]]
+name = "aws"
+url = "http://127.0.0.1:{aws}"
+[[edge.clusters]]
+name = "gcp"
+url = "http://127.0.0.1:{gcp}"
+"#
+    );
+    std::fs::write(dir.join("topology.toml"), topology).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["up", "--topology"])
+        .arg(dir.join("topology.toml"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "reelay is up");
+    std::thread::spawn(move || for _ in lines {});
+    Up {
+        child,
+        state: dir.join("state"),
+        edge: format!("http://127.0.0.1:{edge}"),
+        aws: format!("http://127.0.0.1:{aws}"),
+        gcp: format!("http://127.0.0.1:{gcp}"),
+    }
+}
+
+/// Runs the CLI against `server` with `token`; returns stdout, panics with stderr on failure.
+fn cli(server: &str, token: &str, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("REELAY_SERVER", server)
+        .env("REELAY_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reelay {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn status(client: &reqwest::blocking::Client, url: &str, token: Option<&str>) -> u16 {
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+fn token_id(up: &Up, token: &str) -> String {
+    let trusted = load_trusted_keys(&up.state.join("identity/trusted.keys")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    verify(token, &trusted, &Default::default(), now)
+        .unwrap()
+        .jti
+}
+
+/// Polls until `token` is refused (401) at every one of `bases`; returns how long it took.
+fn refused_everywhere(client: &reqwest::blocking::Client, bases: &[&str], token: &str) -> Duration {
+    let t0 = Instant::now();
+    wait_until(
+        "the token to be refused everywhere",
+        Duration::from_secs(20),
+        || {
+            bases
+                .iter()
+                .all(|b| status(client, &format!("{b}/v1/presets"), Some(token)) == 401)
+                .then_some(())
+        },
+    );
+    t0.elapsed()
+}
+
+#[test]
+fn one_token_works_on_every_cloud_through_the_edge_and_revocation_reaches_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = up(dir.path());
+    let client = http();
+    let everywhere = [up.edge.as_str(), up.aws.as_str(), up.gcp.as_str()];
+    let admin = std::fs::read_to_string(up.state.join("admin.token")).unwrap();
+    let admin = admin.trim();
+
+    // Nothing anonymous, anywhere.
+    for b in everywhere {
+        assert_eq!(status(&client, &format!("{b}/v1/jobs"), None), 401, "{b}");
+    }
+
+    // A token created through the edge with the admin token.
+    let token = cli(
+        &up.edge,
+        admin,
+        &[
+            "token", "create", "--scope", "submit", "--scope", "read", "--owner", "team-a",
+        ],
+    );
+    let token = token.trim().to_string();
+    assert!(token.starts_with("rly2."), "{token}");
+
+    // Submissions through the edge land on both clouds, all accepted (before the issue: 202 or
+    // 401 depending on the cloud the edge picked).
+    let stall = stall_server();
+    let spec = serde_json::json!({"input": {"url": stall}, "outputs": [{"preset": "mp4-360p"}]});
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let r = client
+            .post(format!("{}/v1/jobs", up.edge))
+            .bearer_auth(&token)
+            .json(&spec)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
+        ids.push(r.json::<JobView>().unwrap().id);
+    }
+    for cloud in ["aws.", "gcp."] {
+        assert!(
+            ids.iter().any(|i| i.starts_with(cloud)),
+            "no job on {cloud}: {ids:?}"
+        );
+    }
+    // The same token works on each cluster directly.
+    for b in [&up.aws, &up.gcp] {
+        assert_eq!(status(&client, &format!("{b}/v1/jobs"), Some(&token)), 200);
+    }
+
+    // `reelay list` through the edge: every job of the owner, from both clouds (was a 401).
+    let listed: JobList =
+        serde_json::from_str(&cli(&up.edge, &token, &["list", "--json"])).unwrap();
+    for id in &ids {
+        assert!(
+            listed.jobs.iter().any(|j| &j.id == id),
+            "{id} missing from the list"
+        );
+    }
+    // Another owner sees none of them, on any cluster.
+    let other = cli(
+        &up.edge,
+        admin,
+        &["token", "create", "--scope", "read", "--owner", "team-b"],
+    );
+    let listed: JobList =
+        serde_json::from_str(&cli(&up.edge, other.trim(), &["list", "--json"])).unwrap();
+    assert!(listed.jobs.is_empty(), "{:?}", listed.jobs);
+
+    // Cancel through the edge, on both clouds (all of them, which also frees the workers).
+    for id in &ids {
+        cli(&up.edge, &token, &["cancel", id]);
+    }
+
+    // A real encode, followed and downloaded through the edge.
+    let input = clip(dir.path());
+    let out = cli(
+        &up.edge,
+        &token,
+        &[
+            "submit",
+            input.to_str().unwrap(),
+            "--preset",
+            "mp4-360p",
+            "--wait",
+            "--json",
+        ],
+    );
+    let job: JobView = serde_json::from_str(&out).unwrap();
+    let to = dir.path().join("out");
+    cli(
+        &up.edge,
+        &token,
+        &["download", &job.id, "--to", to.to_str().unwrap()],
+    );
+    let files: Vec<_> = std::fs::read_dir(&to).unwrap().flatten().collect();
+    assert!(!files.is_empty(), "nothing downloaded");
+
+    // Revoked through the edge: refused by the edge and both clusters within 10 s.
+    let id = token_id(&up, &token);
+    let t0 = Instant::now();
+    Command::new(BIN)
+        .args(["token", "revoke", &id])
+        .env("REELAY_SERVER", &up.edge)
+        .env("REELAY_TOKEN", admin)
+        .status()
+        .unwrap()
+        .success()
+        .then_some(())
+        .expect("revoke");
+    refused_everywhere(&client, &everywhere, &token);
+    let took = t0.elapsed();
+    eprintln!("revocation: refused by the edge and both clusters {took:?} after `reelay token revoke` started");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The revoked token's message says why.
+    let r = client
+        .get(format!("{}/v1/presets", up.edge))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{body}"
+    );
+}
+
+#[test]
+fn keys_rotate_without_downtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = up(dir.path());
+    let client = http();
+    let everywhere = [up.edge.as_str(), up.aws.as_str(), up.gcp.as_str()];
+    let admin = std::fs::read_to_string(up.state.join("admin.token")).unwrap();
+    let old = cli(
+        &up.edge,
+        admin.trim(),
+        &[
+            "token", "create", "--scope", "read", "--scope", "submit", "--owner", "ci",
+        ],
+    );
+    let old = old.trim().to_string();
+
+    // A new key, trusted everywhere alongside the old one, then used by the issuers.
+    let k2 = up.state.join("identity/k2.key");
+    let line = Command::new(BIN)
+        .args(["token", "keygen", "--id", "k2", "--out"])
+        .arg(&k2)
+        .output()
+        .unwrap();
+    assert!(line.status.success());
+    let line = String::from_utf8(line.stdout).unwrap();
+    let trusted = up.state.join("identity/trusted.keys");
+    let before = std::fs::read_to_string(&trusted).unwrap();
+    std::fs::write(&trusted, format!("{before}{line}")).unwrap();
+    std::fs::copy(&k2, up.state.join("identity/issuer.key")).unwrap();
+    let new_admin = wait_until(
+        "the clusters to sign with k2",
+        Duration::from_secs(10),
+        || {
+            let out = Command::new(BIN)
+                .args(["token", "create", "--scope", "admin", "--owner", "ops"])
+                .env("REELAY_SERVER", &up.edge)
+                .env("REELAY_TOKEN", admin.trim())
+                .output()
+                .ok()?;
+            let t = String::from_utf8(out.stdout).ok()?.trim().to_string();
+            let keys = load_trusted_keys(&trusted).ok()?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_secs();
+            let c = verify(&t, &keys, &Default::default(), now).ok()?;
+            (c.kid == "k2").then_some(t)
+        },
+    );
+    // The edge picks the new key up within a second too.
+    wait_until("the edge to trust k2", Duration::from_secs(10), || {
+        (status(
+            &client,
+            &format!("{}/v1/presets", up.edge),
+            Some(&new_admin),
+        ) == 200)
+            .then_some(())
+    });
+    let new = cli(
+        &up.edge,
+        &new_admin,
+        &[
+            "token", "create", "--scope", "read", "--scope", "submit", "--owner", "ci",
+        ],
+    );
+    let new = new.trim().to_string();
+    // Overlap: old and new tokens work everywhere.
+    for b in everywhere {
+        for t in [&old, &new] {
+            assert_eq!(
+                status(&client, &format!("{b}/v1/presets"), Some(t)),
+                200,
+                "{b}"
+            );
+        }
+    }
+    // The old key retired: its tokens are refused everywhere, the new ones keep working.
+    let t0 = Instant::now();
+    std::fs::write(&trusted, &line).unwrap();
+    let took = refused_everywhere(&client, &everywhere, &old);
+    eprintln!(
+        "old-key token refused everywhere {:?} after the key was retired",
+        t0.elapsed()
+    );
+    assert!(took < Duration::from_secs(10));
+    for b in everywhere {
+        assert_eq!(
+            status(&client, &format!("{b}/v1/presets"), Some(&new)),
+            200,
+            "{b}"
+        );
+    }
+}
+
+/// Kills a child (and waits), and the nginx an edge killed with SIGKILL leaves behind.
+struct Procs {
+    children: Vec<Child>,
+    nginx_pid_files: Vec<PathBuf>,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        for c in &mut self.children {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && !matches!(c.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for f in &self.nginx_pid_files {
+            if let Ok(pid) = std::fs::read_to_string(f) {
+                let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+            }
+        }
+    }
+}
+
+fn serve(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Child {
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--cluster",
+            name,
+        ])
+        .args(["--workers", "1", "--allow-private-urls"])
+        .arg("--data-dir")
+        .arg(dir.join(name))
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    wait_until("cluster ready", Duration::from_secs(30), || {
+        (status(&http(), &url, None) == 200).then_some(())
+    });
+    child
+}
+
+fn edge_toml(dir: &Path, port: u16, control: u16, cluster: u16, auth: Option<&Path>) -> PathBuf {
+    let mut t = format!(
+        "listen = \"127.0.0.1:{port}\"\ncontrol_listen = \"127.0.0.1:{control}\"\nwork_dir = \"{}\"\n",
+        dir.join("work").display()
+    );
+    if let Some(keys) = auth {
+        t.push_str(&format!("[auth]\ntrusted_keys = \"{}\"\n", keys.display()));
+    }
+    t.push_str(&format!(
+        "[health]\ninterval_ms = 500\n[[clusters]]\nname = \"aws\"\nurl = \"http://127.0.0.1:{cluster}\"\n"
+    ));
+    let path = dir.join("edge.toml");
+    std::fs::write(&path, t).unwrap();
+    path
+}
+
+fn edge(config: &Path, port: u16) -> Child {
+    let child = Command::new(BIN)
+        .args(["edge", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/edge/status");
+    wait_until("edge up", Duration::from_secs(30), || {
+        let s: reelay_edge::EdgeStatus = http().get(&url).send().ok()?.json().ok()?;
+        s.clusters
+            .iter()
+            .all(|c| c.health == reelay_edge::health::Health::Up)
+            .then_some(())
+    });
+    child
+}
+
+fn post_job(client: &reqwest::blocking::Client, base: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = client
+        .post(format!("{base}/v1/jobs"))
+        .json(&serde_json::json!({"input": {"url": "http://127.0.0.1:9/x.mp4"}, "outputs": [{"preset": "mp4-360p"}]}));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().unwrap();
+    (r.status().as_u16(), r.text().unwrap_or_default())
+}
+
+/// Finding 2: a loopback cluster behind an edge on the same host served anonymous requests
+/// from anywhere, and nothing warned about an edge beyond loopback without auth. Now the cluster
+/// refuses forwarded anonymous requests, `--check-config` warns, and an edge with `[auth]`
+/// refuses anonymous requests in nginx itself, even with its controller dead, while valid tokens
+/// still get through (the cluster checks them alone then).
+#[test]
+fn an_edge_never_forwards_anonymous_requests_and_clusters_never_treat_them_as_local() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let client = http();
+    let mut procs = Procs {
+        children: Vec::new(),
+        nginx_pid_files: Vec::new(),
+    };
+
+    // A keyless loopback cluster behind an edge without [auth].
+    let (c1, e1, k1) = (free_port(), free_port(), free_port());
+    procs.children.push(serve(d, "plain", c1, &[]));
+    let plain_dir = d.join("edge-plain");
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    let cfg = edge_toml(&plain_dir, e1, k1, c1, None);
+    procs.nginx_pid_files.push(plain_dir.join("work/nginx.pid"));
+    procs.children.push(edge(&cfg, e1));
+    let (st, body) = post_job(&client, &format!("http://127.0.0.1:{e1}"), None);
+    assert_eq!(st, 401, "anonymous through the edge: {body}");
+    let (st, body) = post_job(&client, &format!("http://127.0.0.1:{c1}"), None);
+    assert_eq!(st, 202, "a direct loopback client keeps open mode: {body}");
+
+    // An edge configured beyond loopback without [auth] says so.
+    let wide = d.join("wide.toml");
+    std::fs::write(
+        &wide,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(&format!("127.0.0.1:{e1}"), "0.0.0.0:18099"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["edge", "--check-config", "--config"])
+        .arg(&wide)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("WARNING") && text.contains("without [auth]"),
+        "{text}"
+    );
+
+    // Keys; a cluster that trusts them; an edge with [auth].
+    let keys = d.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let line = Command::new(BIN)
+        .args(["token", "keygen", "--id", "k1", "--out"])
+        .arg(keys.join("issuer.key"))
+        .output()
+        .unwrap();
+    std::fs::write(keys.join("trusted.keys"), &line.stdout).unwrap();
+    let issuer = keys.join("issuer.key");
+    let trusted = keys.join("trusted.keys");
+    let (c2, e2, k2) = (free_port(), free_port(), free_port());
+    procs.children.push(serve(
+        d,
+        "aws",
+        c2,
+        &[
+            "--issuer-key",
+            issuer.to_str().unwrap(),
+            "--trusted-keys",
+            trusted.to_str().unwrap(),
+        ],
+    ));
+    let auth_dir = d.join("edge-auth");
+    std::fs::create_dir_all(&auth_dir).unwrap();
+    let cfg = edge_toml(&auth_dir, e2, k2, c2, Some(&trusted));
+    procs.nginx_pid_files.push(auth_dir.join("work/nginx.pid"));
+    let mut controller = edge(&cfg, e2);
+    let base = format!("http://127.0.0.1:{e2}");
+    let token = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--scope",
+            "read",
+            "--scope",
+            "submit",
+            "--issuer-key",
+        ])
+        .arg(&issuer)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let forger = reelay_identity::SigningKey::from_seed("k1", &[9u8; 32]).unwrap();
+    let forged = reelay_identity::token::issue(
+        &forger,
+        &reelay_identity::token::NewClaims {
+            owner: Some("x".into()),
+            scopes: vec![reelay_identity::Scope::Admin],
+            name: String::new(),
+            ttl_seconds: None,
+        },
+        1,
+    )
+    .unwrap()
+    .0;
+
+    let check = |what: &str| {
+        let r = client.get(format!("{base}/v1/presets")).send().unwrap();
+        assert_eq!(r.status(), 401, "{what}: anonymous");
+        assert!(r.headers().contains_key("www-authenticate"), "{what}");
+        let body: serde_json::Value = r.json().unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{what}: {body}");
+        assert_eq!(
+            post_job(&client, &base, None).0,
+            401,
+            "{what}: anonymous submission"
+        );
+        assert_eq!(
+            post_job(&client, &base, Some(&forged)).0,
+            401,
+            "{what}: forged"
+        );
+        let (st, body) = post_job(&client, &base, Some(&token));
+        assert_eq!(st, 202, "{what}: {body}");
+        let job: JobView = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            status(&client, &format!("{base}/v1/jobs/{}", job.id), Some(&token)),
+            200
+        );
+        assert_eq!(
+            status(&client, &format!("{base}/v1/jobs/{}", job.id), None),
+            401
+        );
+        assert_eq!(
+            status(
+                &client,
+                &format!("{base}/v1/jobs/{}", job.id),
+                Some(&forged)
+            ),
+            401
+        );
+    };
+    check("with the controller");
+    // A per-cluster token from the cluster's own store (the first design) still works through
+    // the edge, which forwards it for that cluster to check (legacy_tokens).
+    let legacy = Command::new(BIN)
+        .args(["token", "create", "--scope", "read", "--data-dir"])
+        .arg(d.join("aws"))
+        .output()
+        .unwrap();
+    assert!(
+        legacy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&legacy.stderr)
+    );
+    let legacy = String::from_utf8(legacy.stdout).unwrap().trim().to_string();
+    assert!(legacy.starts_with("rly_"), "{legacy}");
+    assert_eq!(
+        status(&client, &format!("{base}/v1/presets"), Some(&legacy)),
+        200
+    );
+    let bogus = format!("rly_0123456789ab_{}", "0".repeat(64));
+    assert_eq!(
+        status(&client, &format!("{base}/v1/presets"), Some(&bogus)),
+        401
+    );
+    // The edge's own verdict names the reason.
+    let r = client
+        .get(format!("{base}/v1/presets"))
+        .bearer_auth(&forged)
+        .send()
+        .unwrap();
+    let body: serde_json::Value = r.json().unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
+        "{body}"
+    );
+
+    // The controller dies; nginx keeps serving: still nothing anonymous, tokens checked by the
+    // cluster.
+    let _ = controller.kill();
+    let _ = controller.wait();
+    check("controller dead");
+}
