@@ -6,7 +6,7 @@ LISTEN ?= 127.0.0.1:8080
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: up serve test test-unit test-rust observability-check browser-test build deps test-deps fmt lint bench clean \
-	deploy-check images compose-env compose-up compose-test
+	deploy-check images compose-env compose-up compose-test compose-token
 
 deps:
 	scripts/ensure-deps.sh runtime
@@ -88,3 +88,7 @@ bench: deps
 
 clean:
 	$(CARGO) clean
+
+## The compose stack's first admin token (made once per project by its identity-keys service).
+compose-token:
+	@$(COMPOSE) run --rm --no-deps --entrypoint cat identity-keys /data/admin.token

@@ -41,9 +41,24 @@ def test_each_cloud_on_its_own_network_reached_only_through_its_ingress(cloud: s
     assert SERVICES[f"api-{cloud}"]["networks"] == [cloud, f"{cloud}-ingress"]
     for name, svc in SERVICES.items():
         if name != "edge" and not name.endswith(f"-{cloud}"):
-            assert cloud not in svc["networks"] and f"{cloud}-ingress" not in svc["networks"], name
+            nets = svc.get("networks", [])
+            assert cloud not in nets and f"{cloud}-ingress" not in nets, name
     assert other not in SERVICES["edge"]["networks"] and cloud not in SERVICES["edge"]["networks"]
     assert f"{cloud}-ingress" in SERVICES["edge"]["networks"]
+
+
+def test_one_identity_the_edge_holds_public_keys_only() -> None:
+    """Both clouds verify tokens signed by one issuer key; the edge mounts only trusted.keys."""
+    for cloud in ("aws", "gcp"):
+        for role in ("api", "worker", "migrate"):
+            svc = SERVICES[f"{role}-{cloud}"]
+            assert svc["environment"]["REELAY_TRUSTED_KEYS"] == "/identity/trusted.keys"
+            assert "identity-issuer:/identity:ro" in svc["volumes"]
+    edge = SERVICES["edge"]
+    assert "identity-trusted:/identity:ro" in edge["volumes"]
+    assert not any(v.startswith("identity-issuer") for v in edge["volumes"])
+    assert SERVICES["identity-keys"]["network_mode"] == "none"
+    assert "[auth]" in (ROOT / "docker/compose/edge.toml").read_text()
 
 
 def test_edge_in_front_on_8080() -> None:
@@ -55,8 +70,8 @@ def test_edge_in_front_on_8080() -> None:
 
 def test_health_checks_and_ordering() -> None:
     for name, svc in SERVICES.items():
-        if name.startswith("migrate-"):
-            assert svc["restart"] == "no"
+        if name.startswith(("migrate-", "identity-")):
+            assert svc["restart"] == "no"  # one-shot
             continue
         assert "healthcheck" in svc, f"{name}: healthcheck"
         assert svc["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")

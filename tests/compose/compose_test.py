@@ -117,8 +117,26 @@ class Stack:
             return "unknown"
 
 
+TOKEN = {"value": ""}
+
+
 def reelay(stack: Stack, *args: str, timeout: float = 60, check_rc: bool = True) -> subprocess.CompletedProcess:
-    return run([REELAY, "--server", stack.url, *args], timeout=timeout, check_rc=check_rc)
+    env = dict(os.environ, REELAY_TOKEN=TOKEN["value"])
+    return run([REELAY, "--server", stack.url, *args], timeout=timeout, check_rc=check_rc, env=env)
+
+
+def get_token(stack: Stack) -> None:
+    """The first admin token (made by the identity-keys service), then, through the edge with it,
+    a submit+read token that every test uses: one token, both clouds."""
+    admin = stack.compose("run", "--rm", "--no-deps", "--entrypoint", "cat", "identity-keys",
+                          "/data/admin.token").stdout.strip()
+    check(admin.startswith("rly2."), "identity-keys wrote a signed admin token")
+    anon = run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{stack.url}/v1/jobs"], check_rc=False).stdout
+    check(anon == "401", f"the edge refuses an anonymous listing ({anon})")
+    created = run([REELAY, "--server", stack.url, "--token", admin, "token", "create",
+                   "--scope", "submit", "--scope", "read", "--name", "compose-test"], timeout=30)
+    TOKEN["value"] = created.stdout.strip().splitlines()[-1]
+    check(TOKEN["value"].startswith("rly2."), "a submit+read token created through the edge with the admin token")
 
 
 def submit(stack: Stack, clip: Path, preset: str, timeout: float = 30) -> tuple[str | None, str]:
@@ -146,7 +164,8 @@ def ffprobe(path: Path) -> dict:
 
 
 def fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as r:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN['value']}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
         if r.status != 200:
             raise RuntimeError(f"{url}: {r.status}")
         return r.read()
@@ -183,7 +202,7 @@ def check_outputs(stack: Stack, tmp: Path) -> list[str]:
         files = sorted(p for p in out.rglob("*") if p.is_file())
         check(len(files) > 0, f"{jid}: downloaded {len(files)} files")
         # Bytes after the download equal what the edge serves.
-        listing = json.loads(urllib.request.urlopen(f"{stack.url}/v1/jobs/{jid}/outputs", timeout=10).read())["files"]
+        listing = json.loads(fetch(f"{stack.url}/v1/jobs/{jid}/outputs"))["files"]
         for f in listing:
             local = out / f["name"]
             check(local.is_file() and local.stat().st_size == f["size"], f"{jid}: {f['name']} downloaded whole ({f['size']} bytes)")
@@ -358,7 +377,7 @@ def check_hardening(stack: Stack) -> None:
         check(nnp == "1", f"{service}: no-new-privileges (NoNewPrivs {nnp})")
         health = info["State"].get("Health", {}).get("Status")
         check(health == "healthy", f"{service}: HEALTHCHECK reports {health}")
-    for service in ["migrate-aws", "migrate-gcp"]:
+    for service in ["migrate-aws", "migrate-gcp", "identity-keys", "identity-trusted"]:
         info = stack.inspect(stack.container(service))
         check(info["State"]["ExitCode"] == 0 and info["Config"]["User"].startswith(UID),
               f"{service} ran as {info['Config']['User']} and exited {info['State']['ExitCode']}")
@@ -394,6 +413,7 @@ def main() -> int:
             if time.monotonic() - t0 > 60:
                 raise RuntimeError(f"edge status: {stack.status()}")
             time.sleep(0.5)
+        get_token(stack)
         accepted = check_outputs(stack, tmp)
         check_hardening(stack)
         accepted += kill_a_cloud(stack, tmp)
