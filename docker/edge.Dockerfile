@@ -24,6 +24,7 @@ FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates/protocol/Cargo.toml crates/protocol/
+COPY crates/identity/Cargo.toml crates/identity/
 COPY crates/media/Cargo.toml crates/media/
 COPY crates/jobs/Cargo.toml crates/jobs/
 COPY crates/server/Cargo.toml crates/server/

@@ -59,6 +59,18 @@ def test_builder_stage_is_shared_by_processor_and_edge() -> None:
     assert builder("processor.Dockerfile") == builder("edge.Dockerfile")
 
 
+def test_dependency_layer_knows_every_workspace_member() -> None:
+    """The builder copies each member's Cargo.toml before the sources (the dependency layer):
+    a new crate must be listed there too, or the image build fails."""
+    import tomllib
+
+    members = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]
+    for name in ("processor.Dockerfile", "edge.Dockerfile"):
+        copied = [rest.split()[0].removesuffix("/Cargo.toml") for op, rest in instructions(name)
+                  if op == "COPY" and rest.endswith("/") and "/Cargo.toml " in rest + " "]
+        assert sorted(copied) == sorted(members), (name, copied)
+
+
 def test_k8s_runs_the_images_these_dockerfiles_build() -> None:
     """k8s/ names reelay-processor and reelay-edge; scripts/images.sh (make images, the compose
     test) builds exactly those names from these Dockerfiles, as docker-compose.yml does."""

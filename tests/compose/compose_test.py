@@ -191,7 +191,10 @@ def check_outputs(stack: Stack, tmp: Path) -> list[str]:
     make_clip(clip, 4, "640x360")
     mp4, err = submit(stack, clip, "mp4-480p")
     check(mp4 is not None, f"MP4 job accepted through the edge ({mp4 or err})")
-    hls, err = submit(stack, clip, "hls-abr")
+    # 480 lines and 9 s: two rungs (480, 360; never upscaled) of three 4 s segments each.
+    hls_clip = tmp / "hls.mp4"
+    make_clip(hls_clip, 9, "854x480")
+    hls, err = submit(stack, hls_clip, "hls-abr")
     check(hls is not None, f"HLS job accepted through the edge ({hls or err})")
     ids = [j for j in (mp4, hls) if j]
     for jid in ids:
@@ -234,7 +237,7 @@ def check_outputs(stack: Stack, tmp: Path) -> list[str]:
                     if body != local.read_bytes() or len(body) == 0:
                         check(False, f"segment {rel} fetched through the edge equals the download")
                     segments += 1
-            check(segments >= 2, f"fetched all {segments} HLS segments through the edge, each equal to the download")
+            check(segments >= 6, f"fetched all {segments} HLS segments through the edge, each equal to the download")
             probe = ffprobe(master)
             check(any(s["codec_type"] == "video" for s in probe["streams"]), "ffprobe reads the HLS master playlist")
     return ids
