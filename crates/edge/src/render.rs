@@ -511,10 +511,7 @@ cost = 0.5
         }
         let server =
             &text[text.find("    server {").unwrap()..text.find("location = /v1/jobs {").unwrap()];
-        assert!(
-            server.contains("error_page 403 @reelay_403;"),
-            "{server}"
-        );
+        assert!(server.contains("error_page 403 @reelay_403;"), "{server}");
         assert!(
             server.contains("error_page 503 /_reelay/error/503;"),
             "{server}"
