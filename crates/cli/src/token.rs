@@ -165,10 +165,30 @@ fn store_given(a: &StoreArgs) -> bool {
     a.config.is_some() || a.data_dir.is_some() || a.database_url.is_some()
 }
 
+/// The SQLite file a configuration names, when it names one (the default is in the data dir).
+fn sqlite_file(cfg: &Config) -> Option<PathBuf> {
+    match cfg.database_url.as_deref() {
+        None => Some(cfg.data_dir.join("reelay.db")),
+        Some(url) => url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .map(|p| PathBuf::from(p.split('?').next().unwrap_or(p))),
+    }
+}
+
 async fn open(
     args: &ServeArgs,
 ) -> anyhow::Result<(Config, std::sync::Arc<dyn reelay_server::JobStore>)> {
     let cfg = Config::load(args)?;
+    if let Some(file) = sqlite_file(&cfg).filter(|f| !f.exists()) {
+        // Opening creates it: a token written there is valid on no running cluster, which is
+        // easy to miss when a token for `reelay up` (data/up/…) was meant.
+        eprintln!(
+            "warning: {} did not exist: a new, empty store is created and no cluster serves it yet; \
+             a token made here is accepted only by a cluster started on this store",
+            file.display()
+        );
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let store = reelay_server::open_store(&cfg).await?;
