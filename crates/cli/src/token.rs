@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 /// token commands read: their --help then lists these, not the 25 flags of `reelay serve`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct StoreArgs {
-    /// The cluster's TOML configuration file (its store settings and issuer_key are used).
+    /// The cluster's TOML configuration file (its store, and for token create its issuer_key).
     #[arg(long, env = "REELAY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The cluster's data directory (its SQLite store) [default: ./data].
