@@ -11,6 +11,7 @@
 //! A token's secret is printed once, on stdout, and never stored anywhere.
 
 use crate::client::Client;
+use crate::ClientArgs;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use reelay_identity::keys::load_signing_key;
@@ -22,6 +23,37 @@ use reelay_server::{Config, ServeArgs};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The flags that name a cluster's store, all that `reelay migrate` and the store side of the
+/// token commands read: their --help then lists these, not the 25 flags of `reelay serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// The cluster's TOML configuration file (its store, and for token create its issuer_key).
+    #[arg(long, env = "REELAY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The cluster's data directory (its SQLite store) [default: ./data].
+    #[arg(long, env = "REELAY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The cluster's job store: sqlite:/path/file.db or postgres://user:pass@host/db.
+    #[arg(
+        long,
+        env = "REELAY_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn to_serve(&self) -> ServeArgs {
+        ServeArgs {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            ..ServeArgs::default()
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct TokenArgs {
     #[command(subcommand)]
@@ -31,6 +63,9 @@ pub struct TokenArgs {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a token and print it (only this once) on stdout.
+    #[command(
+        after_help = "Example:\n  export REELAY_TOKEN=$(cat data/up/admin.token)   # next to `reelay up`\n  reelay token create --scope submit --scope read --owner me"
+    )]
     Create {
         /// What the token may do: submit, read, admin (repeat the flag for several).
         #[arg(long = "scope", required = true, value_parser = parse_scope)]
@@ -45,24 +80,39 @@ pub enum TokenCommand {
         /// Lifetime, e.g. 3600, 12h, 30d (signed tokens; default: until revoked).
         #[arg(long, value_parser = parse_duration)]
         expires_in: Option<u64>,
-        /// `--issuer-key FILE` signs offline with that issuer key; the other flags name a
-        /// cluster's store for per-cluster tokens.
+        /// Sign offline with this issuer key file (no server needed).
+        #[arg(long, env = "REELAY_ISSUER_KEY", value_name = "FILE")]
+        issuer_key: Option<PathBuf>,
         #[command(flatten)]
-        store: ServeArgs,
+        client: ClientArgs,
+        /// A cluster's store, for a token made there (per-cluster, or signed with the
+        /// config's issuer_key).
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// List the per-cluster tokens of a store: id, name, scopes, created, last used.
+    #[command(after_help = "Example:\n  reelay token list --data-dir data")]
     List {
         #[command(flatten)]
-        store: ServeArgs,
+        store: StoreArgs,
     },
     /// Revoke a token by id: through --server with an admin --token (signed tokens: every
     /// cluster within seconds), or in the store.
+    #[command(after_help = "Example:\n  reelay token revoke 01JDQ7Z3K4M5N6P7Q8R9S0T1V2")]
     Revoke {
         id: String,
         #[command(flatten)]
-        store: ServeArgs,
+        client: ClientArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The cluster's trusted keys file (revoking a signed token in a store needs one).
+        #[arg(long, env = "REELAY_TRUSTED_KEYS", value_name = "FILE")]
+        trusted_keys: Option<PathBuf>,
     },
     /// Generate an issuer key file (mode 0600) and print its line for trusted.keys.
+    #[command(
+        after_help = "Example:\n  reelay token keygen --id 2025-06 --out issuer.key >> trusted.keys"
+    )]
     Keygen {
         /// Key id, e.g. the date: 2025-06.
         #[arg(long)]
@@ -71,6 +121,18 @@ pub enum TokenCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+}
+
+impl TokenArgs {
+    /// The client flags of the subcommand (none for those that never call a server).
+    pub fn client(&self) -> ClientArgs {
+        match &self.command {
+            TokenCommand::Create { client, .. } | TokenCommand::Revoke { client, .. } => {
+                client.clone()
+            }
+            TokenCommand::List { .. } | TokenCommand::Keygen { .. } => ClientArgs::default(),
+        }
+    }
 }
 
 fn parse_scope(s: &str) -> Result<Scope, String> {
@@ -99,14 +161,34 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 }
 
 /// Whether any store flag was given: then the command works on that store.
-fn store_given(a: &ServeArgs) -> bool {
+fn store_given(a: &StoreArgs) -> bool {
     a.config.is_some() || a.data_dir.is_some() || a.database_url.is_some()
+}
+
+/// The SQLite file a configuration names, when it names one (the default is in the data dir).
+fn sqlite_file(cfg: &Config) -> Option<PathBuf> {
+    match cfg.database_url.as_deref() {
+        None => Some(cfg.data_dir.join("reelay.db")),
+        Some(url) => url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .map(|p| PathBuf::from(p.split('?').next().unwrap_or(p))),
+    }
 }
 
 async fn open(
     args: &ServeArgs,
 ) -> anyhow::Result<(Config, std::sync::Arc<dyn reelay_server::JobStore>)> {
     let cfg = Config::load(args)?;
+    if let Some(file) = sqlite_file(&cfg).filter(|f| !f.exists()) {
+        // Opening creates it: a token written there is valid on no running cluster, which is
+        // easy to miss when a token for `reelay up` (data/up/…) was meant.
+        eprintln!(
+            "warning: {} did not exist: a new, empty store is created and no cluster serves it yet; \
+             a token made here is accepted only by a cluster started on this store",
+            file.display()
+        );
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let store = reelay_server::open_store(&cfg).await?;
@@ -158,6 +240,8 @@ pub async fn run(args: &TokenArgs, client: Option<Client>) -> anyhow::Result<()>
             name,
             owner,
             expires_in,
+            issuer_key,
+            client: _,
             store,
         } => {
             let new = NewClaims {
@@ -166,9 +250,12 @@ pub async fn run(args: &TokenArgs, client: Option<Client>) -> anyhow::Result<()>
                 name: name.clone(),
                 ttl_seconds: *expires_in,
             };
-            if let Some(path) = &store.issuer_key {
+            if let Some(path) = issuer_key {
                 let key = load_signing_key(path)?;
                 return print_signed(&key, &new, &mut out);
+            }
+            if client.is_none() && !store_given(store) {
+                return Err(no_destination().into());
             }
             if let (Some(client), false) = (&client, store_given(store)) {
                 let created = client
@@ -190,7 +277,7 @@ pub async fn run(args: &TokenArgs, client: Option<Client>) -> anyhow::Result<()>
                 );
                 return Ok(());
             }
-            let (cfg, store) = open(store).await?;
+            let (cfg, store) = open(&store.to_serve()).await?;
             if let Some(path) = &cfg.issuer_key {
                 let key = load_signing_key(path)?;
                 return print_signed(&key, &new, &mut out);
@@ -211,7 +298,7 @@ pub async fn run(args: &TokenArgs, client: Option<Client>) -> anyhow::Result<()>
             );
         }
         TokenCommand::List { store } => {
-            let (_, store) = open(store).await?;
+            let (_, store) = open(&store.to_serve()).await?;
             let tokens = store.list_tokens().await?;
             writeln!(
                 out,
@@ -232,7 +319,12 @@ pub async fn run(args: &TokenArgs, client: Option<Client>) -> anyhow::Result<()>
                 )?;
             }
         }
-        TokenCommand::Revoke { id, store } => {
+        TokenCommand::Revoke {
+            id,
+            client: _,
+            store,
+            trusted_keys,
+        } => {
             let id = id.strip_prefix("rly_").unwrap_or(id);
             let id = id.split('_').next().unwrap_or(id).to_ascii_lowercase();
             if let (Some(client), false) = (&client, store_given(store)) {
@@ -243,7 +335,11 @@ pub async fn run(args: &TokenArgs, client: Option<Client>) -> anyhow::Result<()>
                 eprintln!("token {} revoked", r.id);
                 return Ok(());
             }
-            let (cfg, store) = open(store).await?;
+            let (cfg, store) = open(&ServeArgs {
+                trusted_keys: trusted_keys.clone(),
+                ..store.to_serve()
+            })
+            .await?;
             if reelay_identity::revocation::valid_token_id(&id) {
                 if cfg.trusted_keys.is_none() {
                     anyhow::bail!(
@@ -275,6 +371,25 @@ pub async fn run(args: &TokenArgs, client: Option<Client>) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// `reelay token create` with neither an issuer key, nor an admin token for a server, nor a
+/// store named used to write a token into ./data, a store no running cluster reads (next to
+/// `reelay up` the clusters keep theirs under data/up/): it printed "created" and the token
+/// worked nowhere. Now it says where a token can come from instead.
+fn no_destination() -> crate::commands::UsageError {
+    let up_token = Path::new("data/up/admin.token");
+    let up = if up_token.exists() {
+        format!(
+            "\n  next to `reelay up`: export REELAY_TOKEN=$(cat {}) and run this again (it goes through --server, default http://127.0.0.1:8080)",
+            up_token.display()
+        )
+    } else {
+        String::new()
+    };
+    crate::commands::UsageError(format!(
+        "nowhere to create the token: no --issuer-key, no admin --token (REELAY_TOKEN) for --server, and no store (--data-dir, --database-url or --config) named{up}\n  through a server: reelay token create --server URL --token ADMIN_TOKEN --scope …\n  offline: reelay token create --issuer-key issuer.key --scope …\n  in a cluster's store: reelay token create --data-dir DIR --scope … (only a cluster serving that store accepts it)"
+    ))
 }
 
 /// Unix milliseconds, as the store records times.

@@ -79,6 +79,124 @@ pub enum UpError {
     },
     #[error("{0}")]
     Failed(String),
+    /// Found before anything starts, so `reelay up` never announces a system it cannot run.
+    #[error("port {port} is taken ({addr}, wanted by {wanted_by}): {holder}; stop it or change the port in the topology/edge config")]
+    PortTaken {
+        addr: SocketAddr,
+        port: u16,
+        wanted_by: String,
+        holder: String,
+    },
+}
+
+impl UpError {
+    /// A stable name for scripts and tests, whatever the message says.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UpError::Read { .. } => "read",
+            UpError::Invalid { .. } => "invalid_topology",
+            UpError::Edge(_) => "invalid_edge_config",
+            UpError::Spawn { .. } => "spawn",
+            UpError::Failed(_) => "failed",
+            UpError::PortTaken { .. } => "port_taken",
+        }
+    }
+}
+
+/// Every address `reelay up` will listen on, with who wants it: the clusters, the edge's data
+/// plane, its control API and its HTTP redirect.
+pub fn wanted_ports(plan: &Plan) -> Vec<(SocketAddr, String)> {
+    let mut out: Vec<(SocketAddr, String)> = plan
+        .topology
+        .clusters
+        .iter()
+        .map(|c| (c.listen, format!("cluster {}", c.name)))
+        .collect();
+    out.push((plan.edge.listen, "the edge (listen)".into()));
+    out.push((plan.edge.control_listen, "the edge (control_listen)".into()));
+    if let Some(r) = plan.edge.http_redirect_listen {
+        out.push((r, "the edge (http_redirect_listen)".into()));
+    }
+    out
+}
+
+/// Binds each address for a moment. A cluster's readiness probe would otherwise be answered
+/// by whatever already holds its port (an old `reelay up`, say), and `reelay up` would print
+/// "reelay is up" before its own children fail to bind.
+pub fn check_ports(wanted: &[(SocketAddr, String)]) -> Result<(), UpError> {
+    for (addr, who) in wanted {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            let holder = if e.kind() == std::io::ErrorKind::AddrInUse {
+                port_holder(addr.port())
+                    .map(|h| format!("held by {h}"))
+                    .unwrap_or_else(|| {
+                        "held by a process this user cannot see (try: ss -ltnp)".into()
+                    })
+            } else {
+                format!("cannot bind: {e}")
+            };
+            return Err(UpError::PortTaken {
+                addr: *addr,
+                port: addr.port(),
+                wanted_by: who.clone(),
+                holder,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Who listens on a TCP port, from /proc (Linux): the socket's inode in /proc/net/tcp{,6},
+/// then the process whose file descriptors include it. `None` when it is not ours to see.
+fn port_holder(port: u16) -> Option<String> {
+    let hex = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address, state 0A = LISTEN, inode is the tenth column.
+            if f.len() > 9 && f[1].ends_with(&hex) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = proc_dir
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
+                let cmd = std::fs::read(proc_dir.path().join("cmdline"))
+                    .map(|b| {
+                        String::from_utf8_lossy(&b)
+                            .split('\0')
+                            .filter(|a| !a.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                let cmd: String = cmd.chars().take(120).collect();
+                return Some(format!("pid {pid} ({cmd})"));
+            }
+        }
+    }
+    None
 }
 
 /// A topology with its paths made absolute and its edge configuration loaded.
@@ -334,6 +452,7 @@ pub async fn run(
     exe: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), UpError> {
+    check_ports(&wanted_ports(&plan))?;
     std::fs::create_dir_all(&plan.state_dir).map_err(|source| UpError::Read {
         path: plan.state_dir.clone(),
         source,

@@ -31,22 +31,42 @@ pub fn fit_dims(w: u32, h: u32, max_w: Option<u32>, max_h: Option<u32>) -> (u32,
     (even(wf * scale), even(hf * scale))
 }
 
-/// The HLS rungs for an input: every rung not above the input height; an input below the smallest
-/// rung still gets one rung at its own size.
-pub fn ladder(rungs: &[Rung], display_h: u32) -> Vec<Rung> {
+/// Scales so the shorter display side is at most `short`, whichever way the picture is turned:
+/// "720p" means 1280x720 landscape and 720x1280 portrait. Never upscales (an odd size rounds
+/// down to even, not up), keeps the aspect, and gives even sizes because 4:2:0 chroma needs them.
+pub fn fit_short_side(w: u32, h: u32, short: u32) -> (u32, u32) {
+    let even_down = |x: u32| (x & !1).max(2);
+    let (w, h) = (w.max(1), h.max(1));
+    let s = w.min(h);
+    if s <= short {
+        return (even_down(w), even_down(h));
+    }
+    let long = w.max(h);
+    let scaled_long = (long as f64 * short as f64 / s as f64 / 2.0).round() as u32 * 2;
+    let (new_short, new_long) = (even_down(short), even_down(scaled_long.min(long)));
+    if w <= h {
+        (new_short, new_long)
+    } else {
+        (new_long, new_short)
+    }
+}
+
+/// The HLS rungs for an input: every rung whose short side is not above the input's; an input
+/// below the smallest rung still gets one rung at its own size.
+pub fn ladder(rungs: &[Rung], display_short: u32) -> Vec<Rung> {
     let fitting: Vec<Rung> = rungs
         .iter()
         .copied()
-        .filter(|r| r.height <= display_h)
+        .filter(|r| r.short_side <= display_short)
         .collect();
     if !fitting.is_empty() {
         return fitting;
     }
     rungs
         .iter()
-        .min_by_key(|r| r.height)
+        .min_by_key(|r| r.short_side)
         .map(|r| Rung {
-            height: display_h,
+            short_side: display_short,
             ..*r
         })
         .into_iter()
@@ -249,14 +269,14 @@ pub fn build(
 
     if let Some(hls) = &r.hls {
         let v = video_stream.ok_or_else(|| ArgvError("HLS needs a video stream".into()))?;
-        let rungs = ladder(&hls.rungs, dh);
+        let rungs = ladder(&hls.rungs, dw.min(dh));
         let n = rungs.len();
         let mut graph = format!("[0:{}]split={n}", v.index);
         for i in 0..n {
             graph.push_str(&format!("[s{i}]"));
         }
         for (i, rung) in rungs.iter().enumerate() {
-            let (w, h) = fit_dims(dw, dh, None, Some(rung.height));
+            let (w, h) = fit_short_side(dw, dh, rung.short_side);
             graph.push_str(&format!(";[s{i}]scale={w}:{h},setsar=1[v{i}]"));
         }
         a.extend([s("-filter_complex"), graph]);
@@ -345,7 +365,10 @@ pub fn build(
         (Some(vp), Some(vs)) => {
             a.extend([s("-map"), format!("0:{}", vs.index)]);
             if vp.codec != VideoCodec::Copy {
-                let (w, h) = fit_dims(dw, dh, vp.max_width, vp.max_height.filter(|h| *h > 0));
+                let (w, h) = match vp.short_side.filter(|s| *s > 0) {
+                    Some(short) => fit_short_side(dw, dh, short),
+                    None => fit_dims(dw, dh, vp.max_width, vp.max_height.filter(|h| *h > 0)),
+                };
                 a.extend([s("-vf"), format!("scale={w}:{h},setsar=1")]);
             }
             video_codec_args(vp, &mut a);
@@ -446,7 +469,7 @@ mod tests {
         let hs = |h| {
             ladder(&rungs, h)
                 .iter()
-                .map(|r| r.height)
+                .map(|r| r.short_side)
                 .collect::<Vec<_>>()
         };
         assert_eq!(hs(1080), vec![1080, 720, 480, 360]);
@@ -505,8 +528,52 @@ mod tests {
 
     #[test]
     fn rotated_input_scales_by_display_size() {
+        // A phone's 1920x1080 stream with rotation metadata is a portrait picture.
         let a = argv(&preset("mp4-720p").unwrap(), &info(1920, 1080, -90, true));
-        assert_eq!(after(&a, "-vf"), "scale=406:720,setsar=1");
+        assert_eq!(after(&a, "-vf"), "scale=720:1280,setsar=1");
+        let a = argv(&preset("mp4-720p").unwrap(), &info(1920, 1080, 90, true));
+        assert_eq!(after(&a, "-vf"), "scale=720:1280,setsar=1");
+    }
+
+    #[test]
+    fn short_side_bound_is_even_never_upscales_and_keeps_aspect() {
+        assert_eq!(fit_short_side(1920, 1080, 720), (1280, 720));
+        assert_eq!(fit_short_side(1080, 1920, 720), (720, 1280));
+        assert_eq!(fit_short_side(1080, 1920, 1080), (1080, 1920));
+        assert_eq!(fit_short_side(720, 1280, 1080), (720, 1280));
+        // Odd sizes round down, never up past the input.
+        assert_eq!(fit_short_side(321, 241, 720), (320, 240));
+        assert_eq!(fit_short_side(1080, 1921, 720), (720, 1280));
+        assert_eq!(fit_short_side(1000, 4000, 360), (360, 1440));
+        assert_eq!(fit_short_side(1, 1, 720), (2, 2));
+    }
+
+    /// Every preset, the HLS rungs and the thumbnail bound the short side: a portrait clip gets
+    /// the same number of pixels as the landscape one, turned.
+    #[test]
+    fn portrait_input_bounds_the_short_side_for_every_preset() {
+        let portrait = info(1080, 1920, 0, true);
+        for (name, scale) in [
+            ("mp4-1080p", "scale=1080:1920,setsar=1"),
+            ("mp4-720p", "scale=720:1280,setsar=1"),
+            ("mp4-480p", "scale=480:854,setsar=1"),
+            ("mp4-360p", "scale=360:640,setsar=1"),
+            ("webm-vp9-720p", "scale=720:1280,setsar=1"),
+            ("av1-720p", "scale=720:1280,setsar=1"),
+            ("thumbnail", "scale=640:1138,setsar=1"),
+        ] {
+            let a = argv(&preset(name).unwrap(), &portrait);
+            assert_eq!(after(&a, "-vf"), scale, "{name}");
+        }
+        let landscape = info(1920, 1080, 0, true);
+        let a = argv(&preset("thumbnail").unwrap(), &landscape);
+        assert_eq!(after(&a, "-vf"), "scale=1138:640,setsar=1");
+        let a = argv(&preset("hls-abr").unwrap(), &portrait);
+        let graph = after(&a, "-filter_complex");
+        assert!(graph.contains("split=4"), "{graph}");
+        for rung in ["1080:1920", "720:1280", "480:854", "360:640"] {
+            assert!(graph.contains(&format!("scale={rung},")), "{rung}: {graph}");
+        }
     }
 
     #[test]
@@ -550,7 +617,7 @@ mod tests {
         .unwrap();
         assert_eq!(after(&inv.args, "-ss"), "1.000");
         assert_eq!(after(&inv.args, "-frames:v"), "1");
-        assert_eq!(after(&inv.args, "-vf"), "scale=640:360,setsar=1");
+        assert_eq!(after(&inv.args, "-vf"), "scale=1138:640,setsar=1");
         assert!(!inv.args.iter().any(|x| x == "-c:a"));
         assert_eq!(inv.creates, "thumbnail.jpg");
     }

@@ -59,9 +59,12 @@ pub enum AudioCodec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoPlan {
     pub codec: VideoCodec,
-    /// Box the output must fit in; never upscaled, aspect kept.
+    /// Box the output must fit in; never upscaled, aspect kept. Custom outputs give it.
     pub max_width: Option<u32>,
     pub max_height: Option<u32>,
+    /// Bound on the shorter display side: what "720p" means to users and platforms, so a
+    /// portrait phone clip becomes 720x1280 rather than 406x720. Presets give it.
+    pub short_side: Option<u32>,
     pub crf: Option<u32>,
     pub bitrate_kbps: Option<u32>,
     /// Cap on the bitrate of a CRF encode, so a preset stays streamable.
@@ -77,7 +80,8 @@ pub struct AudioPlan {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rung {
-    pub height: u32,
+    /// The rung's shorter display side (720 is 1280x720 landscape, 720x1280 portrait).
+    pub short_side: u32,
     pub video_kbps: u32,
     pub audio_kbps: u32,
 }
@@ -143,14 +147,15 @@ struct Preset {
     build: fn() -> Rendition,
 }
 
-fn mp4(name: &str, height: u32, maxrate: u32) -> Rendition {
+fn mp4(name: &str, short_side: u32, maxrate: u32) -> Rendition {
     Rendition {
         name: name.into(),
         container: Container::Mp4,
         video: Some(VideoPlan {
             codec: VideoCodec::H264,
             max_width: None,
-            max_height: Some(height),
+            max_height: None,
+            short_side: Some(short_side),
             crf: Some(23),
             bitrate_kbps: None,
             maxrate_kbps: Some(maxrate),
@@ -169,34 +174,34 @@ fn mp4(name: &str, height: u32, maxrate: u32) -> Rendition {
 const PRESETS: &[Preset] = &[
     Preset {
         name: "mp4-1080p",
-        description: "H.264 + AAC in MP4, at most 1080 lines, faststart",
+        description: "H.264 + AAC in MP4, short side at most 1080 (portrait too), faststart",
         build: || mp4("mp4-1080p", 1080, 6000),
     },
     Preset {
         name: "mp4-720p",
-        description: "H.264 + AAC in MP4, at most 720 lines, faststart",
+        description: "H.264 + AAC in MP4, short side at most 720 (portrait too), faststart",
         build: || mp4("mp4-720p", 720, 3500),
     },
     Preset {
         name: "mp4-480p",
-        description: "H.264 + AAC in MP4, at most 480 lines, faststart",
+        description: "H.264 + AAC in MP4, short side at most 480 (portrait too), faststart",
         build: || mp4("mp4-480p", 480, 1500),
     },
     Preset {
         name: "mp4-360p",
-        description: "H.264 + AAC in MP4, at most 360 lines, faststart",
+        description: "H.264 + AAC in MP4, short side at most 360 (portrait too), faststart",
         build: || mp4("mp4-360p", 360, 900),
     },
     Preset {
         name: "hls-abr",
-        description: "HLS ladder (1080/720/480/360 rungs up to the input height), 4 s keyframe-aligned segments, master.m3u8",
+        description: "HLS ladder (rungs with short side 1080/720/480/360, none above the input's), 4 s keyframe-aligned segments, master.m3u8",
         build: || Rendition {
             hls: Some(HlsPlan {
                 rungs: vec![
-                    Rung { height: 1080, video_kbps: 5000, audio_kbps: 128 },
-                    Rung { height: 720, video_kbps: 2800, audio_kbps: 128 },
-                    Rung { height: 480, video_kbps: 1400, audio_kbps: 96 },
-                    Rung { height: 360, video_kbps: 800, audio_kbps: 96 },
+                    Rung { short_side: 1080, video_kbps: 5000, audio_kbps: 128 },
+                    Rung { short_side: 720, video_kbps: 2800, audio_kbps: 128 },
+                    Rung { short_side: 480, video_kbps: 1400, audio_kbps: 96 },
+                    Rung { short_side: 360, video_kbps: 800, audio_kbps: 96 },
                 ],
                 segment_seconds: 4,
             }),
@@ -207,7 +212,7 @@ const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "webm-vp9-720p",
-        description: "VP9 + Opus in WebM, at most 720 lines",
+        description: "VP9 + Opus in WebM, short side at most 720",
         build: || Rendition {
             container: Container::Webm,
             video: Some(VideoPlan {
@@ -222,7 +227,7 @@ const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "av1-720p",
-        description: "AV1 (SVT-AV1) + AAC in MP4, at most 720 lines, faststart",
+        description: "AV1 (SVT-AV1) + AAC in MP4, short side at most 720, faststart",
         build: || Rendition {
             video: Some(VideoPlan {
                 codec: VideoCodec::Av1,
@@ -235,14 +240,15 @@ const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "thumbnail",
-        description: "One JPEG frame from the first second (or the middle of shorter clips), at most 640 pixels wide",
+        description: "One JPEG frame from the first second (or the middle of shorter clips), short side at most 640",
         build: || Rendition {
             name: "thumbnail".into(),
             container: Container::Jpeg,
             video: Some(VideoPlan {
                 codec: VideoCodec::Mjpeg,
-                max_width: Some(640),
-                max_height: Some(640),
+                max_width: None,
+                max_height: None,
+                short_side: Some(640),
                 crf: None,
                 bitrate_kbps: None,
                 maxrate_kbps: None,
@@ -482,6 +488,7 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
                 codec,
                 max_width: v.width,
                 max_height: v.height,
+                short_side: None,
                 crf: if v.bitrate_kbps.is_some() {
                     None
                 } else {
@@ -617,6 +624,10 @@ mod tests {
             preset("hls-abr").unwrap().primary_file(),
             "hls-abr/master.m3u8"
         );
+        // `reelay presets` shows these descriptions: each picture preset says what it bounds.
+        for p in list.iter().filter(|p| p.name != "audio-aac") {
+            assert!(p.description.contains("short side"), "{}", p.description);
+        }
         assert!(preset("audio-aac").unwrap().needs_audio());
         assert!(!preset("mp4-720p").unwrap().needs_audio());
     }

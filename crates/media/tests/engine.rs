@@ -215,7 +215,8 @@ async fn rotated_and_odd_sized_inputs_come_out_upright_and_even() {
     std::fs::create_dir_all(&out).unwrap();
     let (inv, _) = encode("mp4-720p", &odd, &out).await;
     let v = ffprobe(&out.join(&inv.creates)).video().unwrap().clone();
-    assert_eq!((v.width, v.height), (Some(322), Some(242)));
+    // Even, and rounded down rather than up: never larger than the input.
+    assert_eq!((v.width, v.height), (Some(320), Some(240)));
     assert!(st.success());
     {
         let tools = Tools::default();
@@ -227,8 +228,66 @@ async fn rotated_and_odd_sized_inputs_come_out_upright_and_even() {
         let v = ffprobe(&out.join(&inv.creates)).video().unwrap().clone();
         assert_eq!(
             (v.width, v.height, v.rotation),
-            (Some(242), Some(322), 0),
+            (Some(240), Some(320), 0),
             "rotation applied to pixels"
+        );
+    }
+}
+
+/// A 1 s H.264 clip of the given stored size (with `rotate`, the phone's rotation metadata).
+fn sized_clip(dir: &Path, name: &str, size: &str, rotate: Option<&str>) -> PathBuf {
+    let plain = gen(
+        dir,
+        &format!("plain-{name}"),
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=25:duration=1"),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let Some(rotate) = rotate else {
+        return plain;
+    };
+    let out = dir.join(name);
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(&plain)
+        .args(["-c", "copy", "-metadata:s:v:0", &format!("rotate={rotate}")])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+/// "360p" bounds the short side: a portrait phone clip (stored portrait, or stored landscape
+/// with rotation metadata) comes out 360x640, the thumbnail and every HLS rung likewise turned.
+#[tokio::test]
+async fn portrait_and_rotated_clips_are_bounded_by_their_short_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let portrait = sized_clip(dir.path(), "portrait.mp4", "720x1280", None);
+    let rotated = sized_clip(dir.path(), "rotated.mp4", "1280x720", Some("90"));
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for input in [&portrait, &rotated] {
+        for (preset, dims) in [("mp4-360p", (360, 640)), ("thumbnail", (640, 1138))] {
+            let (inv, _) = encode(preset, input, &out).await;
+            let v = ffprobe(&out.join(&inv.creates)).video().unwrap().clone();
+            assert_eq!(v.width.zip(v.height), Some(dims), "{preset} of {input:?}");
+            assert_eq!(v.rotation, 0, "{preset} of {input:?}: upright pixels");
+        }
+    }
+    encode("hls-abr", &rotated, &out).await;
+    let master = std::fs::read_to_string(out.join("hls-abr/master.m3u8")).unwrap();
+    for res in ["720x1280", "480x854", "360x640"] {
+        assert!(
+            master.contains(&format!("RESOLUTION={res}")),
+            "{res}: {master}"
         );
     }
 }
