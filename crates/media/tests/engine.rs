@@ -622,3 +622,48 @@ async fn progressive_input_is_not_deinterlaced() {
         );
     }
 }
+
+/// The HLS ladder deinterlaces once, before its split: the full-height rung of a 480i BFF
+/// source is progressive by idet.
+#[tokio::test]
+async fn interlaced_input_gives_a_progressive_hls_ladder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let input = interlaced(
+        dir.path(),
+        "sd_bff.ts",
+        "720x480",
+        "60000/1001",
+        false,
+        &[
+            "-flags",
+            "+ilme+ildct",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-top",
+            "0",
+            "-x264-params",
+            "bff=1",
+            "-f",
+            "mpegts",
+        ],
+    );
+    let (inv, info) = encode_spec(OutputSpec::preset("hls-abr"), &input, &out).await;
+    assert_eq!(info.video().unwrap().field_order, FieldOrder::Bff);
+    assert!(
+        inv.args
+            .iter()
+            .any(|a| a.contains("bwdif=mode=send_frame:parity=bff")),
+        "{inv:?}"
+    );
+    let rung = out.join("hls-abr/v0/seg_00000.ts");
+    assert_eq!(ffprobe(&rung).video().unwrap().height, Some(480));
+    let (t, b, p) = idet_counts(&rung);
+    assert!(
+        p >= 10 && p > 2 * (t + b),
+        "480 rung: TFF {t} BFF {b} progressive {p}"
+    );
+}
