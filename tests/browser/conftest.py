@@ -7,6 +7,7 @@ Run by scripts/browser-test.sh, which starts `reelay up` on free ports and passe
   REELAY_CLIP               a short H.264/AAC clip to upload
   REELAY_ARTIFACTS          where screenshots go (default tests/browser/artifacts)
   CHROMIUM                  the browser binary (default /usr/bin/chromium)
+  REELAY_HLS_JS             hls.min.js for the cross-origin player page (test_cross_origin.py)
 
 The browser is never downloaded (`playwright install` is not used): playwright launches the
 binary named by CHROMIUM. Every test gets its own browser with a fresh profile directory.

@@ -727,3 +727,105 @@ fn an_edge_never_forwards_anonymous_requests_and_clusters_never_treat_them_as_lo
     let _ = controller.wait();
     check("controller dead");
 }
+
+/// A web player on another origin reads outputs through an `[auth]` edge: its preflight (no
+/// token) reaches the owner and is answered, its Range read with a token comes back with the
+/// cluster's CORS headers; the job API answers no other origin, and a read without a token is
+/// still refused.
+#[test]
+fn output_cors_passes_through_an_auth_edge_and_preflights_need_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = up(dir.path());
+    let client = http();
+    let admin = std::fs::read_to_string(up.state.join("admin.token")).unwrap();
+    let admin = admin.trim();
+    let input = clip(dir.path());
+    let out = cli(
+        &up.edge,
+        admin,
+        &[
+            "submit",
+            input.to_str().unwrap(),
+            "--preset",
+            "mp4-360p",
+            "--wait",
+            "--json",
+        ],
+    );
+    let job: JobView = serde_json::Deserializer::from_str(&out)
+        .into_iter::<JobView>()
+        .last()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no job view in {out}"));
+    assert_eq!(job.status, reelay_protocol::JobStatus::Succeeded, "{out}");
+    let file = format!("{}/v1/jobs/{}/outputs/mp4-360p.mp4", up.edge, job.id);
+    let origin = "http://127.0.0.1:1";
+    let header = |r: &reqwest::blocking::Response, n: &str| {
+        r.headers().get(n).map(|v| v.to_str().unwrap().to_string())
+    };
+
+    let r = client
+        .request(reqwest::Method::OPTIONS, &file)
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization,range")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204, "{:?}", r.text());
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    let allowed = header(&r, "access-control-allow-headers")
+        .unwrap()
+        .to_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("range"));
+
+    let r = client
+        .get(&file)
+        .header("Origin", origin)
+        .header("Range", "bytes=10-19")
+        .bearer_auth(admin)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    let exposed = header(&r, "access-control-expose-headers")
+        .unwrap()
+        .to_lowercase();
+    assert!(exposed.contains("content-range") && exposed.contains("accept-ranges"));
+    assert!(header(&r, "content-range")
+        .unwrap()
+        .starts_with("bytes 10-19/"));
+
+    // No token, no file; a plain OPTIONS is no preflight and gets no pass either.
+    let r = client.get(&file).header("Origin", origin).send().unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .request(reqwest::Method::OPTIONS, &file)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The job API answers no other origin, preflight or not.
+    for path in [format!("/v1/jobs/{}", job.id), "/v1/jobs".to_string()] {
+        let r = client
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", up.edge))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "GET")
+            .send()
+            .unwrap();
+        assert!(!r.status().is_success(), "{path}: {}", r.status());
+        assert_eq!(header(&r, "access-control-allow-origin"), None, "{path}");
+        let r = client
+            .get(format!("{}{path}", up.edge))
+            .header("Origin", origin)
+            .bearer_auth(admin)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(header(&r, "access-control-allow-origin"), None, "{path}");
+    }
+}

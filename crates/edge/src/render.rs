@@ -342,6 +342,7 @@ cost = 0.5
                         "reelay_owner_unverified",
                         "reelay_events_unverified",
                         "reelay_any_unverified",
+                        "reelay_output_preflight",
                     ]
                     .contains(&named),
                     "{line}"
@@ -680,6 +681,27 @@ url = "http://127.0.0.1:18081"
             ] {
                 assert!(text.contains(want), "{mode}: missing {want:?}");
             }
+            // A CORS preflight to an output file goes to the owner before any token check (it
+            // never carries a token); the files themselves are checked like every job route.
+            let outputs = text
+                .find("/outputs/.\" {")
+                .map(|i| &text[i..i + text[i..].find("\n        }").unwrap()])
+                .unwrap_or_else(|| panic!("{mode}: no output-files location"));
+            let (preflight, rest) = outputs.split_once("error_page 418").unwrap();
+            assert!(
+                preflight.contains("if ($reelay_cors_preflight)"),
+                "{outputs}"
+            );
+            assert!(
+                rest.contains("auth_request /_reelay/auth;")
+                    && rest.contains("if ($http_authorization = \"\")"),
+                "{outputs}"
+            );
+            let named = text
+                .find("location @reelay_output_preflight")
+                .map(|i| &text[i..i + text[i..].find("\n        }").unwrap()])
+                .unwrap();
+            assert!(!named.contains("auth_request"), "{named}");
             let work = dir.path().join(format!("work-{mode}"));
             std::fs::create_dir_all(&work).unwrap();
             crate::nginx::test_config_text(std::path::Path::new("nginx"), &work, &text)

@@ -3,7 +3,7 @@
 
 use crate::plan::{AudioCodec, Container, Rendition, Rung, VideoCodec, VideoPlan};
 use crate::policy::InputPolicy;
-use crate::probe::MediaInfo;
+use crate::probe::{FieldOrder, MediaInfo};
 use std::path::Path;
 
 /// One ffmpeg run: its arguments (without the program name) and what progress is measured against.
@@ -228,6 +228,34 @@ fn muxer(c: Container) -> &'static str {
     }
 }
 
+/// The deinterlacer for an interlaced input, `None` for progressive (or unknown: a stream whose
+/// scan the probe and `idet` could not settle keeps what reelay always did, no filter).
+///
+/// `bwdif` (motion-adaptive, better than `yadif` on edges) with the parity stated, not read from
+/// the frames' flags: a stream found interlaced by `idet` often carries progressive flags, and
+/// `deint=all` for the same reason. It runs before any scaling, since scaling woven fields
+/// smears the comb into every line.
+///
+/// `send_frame` (one frame per frame: 50i stays 25p, 59.94i stays 29.97p) unless the output asks
+/// for more frames per second than the input has frames, where `send_field` (one frame per field,
+/// 50p/59.94p) gives those extra frames real motion instead of `-r` duplicates. `send_frame` is the
+/// default because every preset's bitrates, the HLS ladder's budget and its keyframe/segment
+/// arithmetic assume the source's frame rate, and a progressive source of the same material
+/// would come out at that rate too.
+pub fn deinterlace_filter(info: &MediaInfo, out_fps: Option<f64>) -> Option<String> {
+    let v = info.video()?;
+    let parity = match v.field_order {
+        FieldOrder::Tff => "tff",
+        FieldOrder::Bff => "bff",
+        FieldOrder::Progressive | FieldOrder::Unknown => return None,
+    };
+    let mode = match (out_fps, v.frame_rate) {
+        (Some(out), Some(frames)) if out > frames * 1.01 => "send_field",
+        _ => "send_frame",
+    };
+    Some(format!("bwdif=mode={mode}:parity={parity}:deint=all"))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ArgvError(pub String);
@@ -271,7 +299,10 @@ pub fn build(
         let v = video_stream.ok_or_else(|| ArgvError("HLS needs a video stream".into()))?;
         let rungs = ladder(&hls.rungs, dw.min(dh));
         let n = rungs.len();
-        let mut graph = format!("[0:{}]split={n}", v.index);
+        let deint = deinterlace_filter(info, None)
+            .map(|f| format!("{f},"))
+            .unwrap_or_default();
+        let mut graph = format!("[0:{}]{deint}split={n}", v.index);
         for i in 0..n {
             graph.push_str(&format!("[s{i}]"));
         }
@@ -369,7 +400,10 @@ pub fn build(
                     Some(short) => fit_short_side(dw, dh, short),
                     None => fit_dims(dw, dh, vp.max_width, vp.max_height.filter(|h| *h > 0)),
                 };
-                a.extend([s("-vf"), format!("scale={w}:{h},setsar=1")]);
+                let deint = deinterlace_filter(info, vp.fps)
+                    .map(|f| format!("{f},"))
+                    .unwrap_or_default();
+                a.extend([s("-vf"), format!("{deint}scale={w}:{h},setsar=1")]);
             }
             video_codec_args(vp, &mut a);
         }
@@ -429,6 +463,17 @@ mod tests {
             r#"{{"streams":[{{"index":0,"codec_type":"video","codec_name":"h264","width":{w},"height":{h},
                "side_data_list":[{{"rotation":{rotate}}}]}}{audio_stream}],
                "format":{{"format_name":"mov,mp4,m4a","duration":"10.0"}}}}"#
+        ))
+        .unwrap()
+    }
+
+    /// A 25 fps stream with ffprobe's `field_order`.
+    fn scanned(w: u32, h: u32, field_order: &str) -> MediaInfo {
+        parse_probe_json(&format!(
+            r#"{{"streams":[{{"index":0,"codec_type":"video","codec_name":"mpeg2video","width":{w},"height":{h},
+               "avg_frame_rate":"25/1","field_order":"{field_order}"}},
+               {{"index":1,"codec_type":"audio","codec_name":"mp2","channels":2,"sample_rate":"48000"}}],
+               "format":{{"format_name":"mpegts","duration":"10.0"}}}}"#
         ))
         .unwrap()
     }
@@ -649,5 +694,62 @@ mod tests {
         // The output -t (the trim), not the input's policy bound.
         let input = inv.args.iter().position(|x| x == "-i").unwrap();
         assert_eq!(after(&inv.args[input..], "-t"), "3.000");
+    }
+
+    /// Interlaced input is deinterlaced before scaling, in every output that encodes video,
+    /// at the source frame rate; the parity is stated, never guessed from flags.
+    #[test]
+    fn interlaced_input_is_deinterlaced_before_scaling() {
+        let tff = scanned(1920, 1080, "tt");
+        let a = argv(&preset("mp4-720p").unwrap(), &tff);
+        assert_eq!(
+            after(&a, "-vf"),
+            "bwdif=mode=send_frame:parity=tff:deint=all,scale=1280:720,setsar=1"
+        );
+        let a = argv(&preset("mp4-480p").unwrap(), &scanned(720, 480, "bb"));
+        assert_eq!(
+            after(&a, "-vf"),
+            "bwdif=mode=send_frame:parity=bff:deint=all,scale=720:480,setsar=1"
+        );
+        let a = argv(&preset("thumbnail").unwrap(), &tff);
+        assert!(after(&a, "-vf").starts_with("bwdif=mode=send_frame:parity=tff"));
+        let a = argv(&preset("hls-abr").unwrap(), &tff);
+        assert!(
+            after(&a, "-filter_complex")
+                .starts_with("[0:0]bwdif=mode=send_frame:parity=tff:deint=all,split=4"),
+            "{a:?}"
+        );
+    }
+
+    /// An output asking for more frames than the source has gets one frame per field.
+    #[test]
+    fn output_above_the_frame_rate_gets_a_frame_per_field() {
+        let mut r = preset("mp4-720p").unwrap();
+        r.video.as_mut().unwrap().fps = Some(50.0);
+        let a = argv(&r, &scanned(1920, 1080, "tt"));
+        assert!(after(&a, "-vf").starts_with("bwdif=mode=send_field:parity=tff"));
+        assert_eq!(after(&a, "-r"), "50");
+        r.video.as_mut().unwrap().fps = Some(25.0);
+        let a = argv(&r, &scanned(1920, 1080, "tt"));
+        assert!(after(&a, "-vf").starts_with("bwdif=mode=send_frame"));
+    }
+
+    /// Progressive input, and input whose scan nobody could settle, is never filtered; a copied
+    /// stream cannot be.
+    #[test]
+    fn progressive_and_unknown_input_is_not_filtered() {
+        for fo in ["progressive", "unknown", "tb"] {
+            for name in ["mp4-720p", "hls-abr", "thumbnail", "webm-vp9-720p"] {
+                let a = argv(&preset(name).unwrap(), &scanned(1920, 1080, fo));
+                assert!(
+                    !a.iter().any(|x| x.contains("bwdif") || x.contains("yadif")),
+                    "{fo} {name}: {a:?}"
+                );
+            }
+        }
+        let mut copy = preset("mp4-720p").unwrap();
+        copy.video.as_mut().unwrap().codec = VideoCodec::Copy;
+        let a = argv(&copy, &scanned(1920, 1080, "tt"));
+        assert!(!a.iter().any(|x| x.contains("bwdif")), "{a:?}");
     }
 }

@@ -15,7 +15,9 @@ pub mod sandbox;
 pub use argv::{build, Invocation};
 pub use plan::{preset_list, resolve_outputs, Rendition, SpecError};
 pub use policy::{InputPolicy, Needs, Rejection};
-pub use probe::{probe, MediaInfo, ProbeError, StreamInfo, StreamKind};
+pub use probe::{
+    detect_scan, probe, FieldOrder, MediaInfo, ProbeError, ScanError, StreamInfo, StreamKind,
+};
 pub use progress::Progress;
 pub use run::{run_ffmpeg, RunError, RunLimits, RunStats};
 pub use sandbox::{Limits, Tools};

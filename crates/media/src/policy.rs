@@ -198,6 +198,7 @@ mod tests {
             sample_rate: None,
             duration: None,
             attached_pic: false,
+            field_order: Default::default(),
         }
     }
 

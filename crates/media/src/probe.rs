@@ -48,6 +48,44 @@ pub struct StreamInfo {
     pub duration: Option<f64>,
     /// Cover art in audio files is a "video" stream that must not count as video.
     pub attached_pic: bool,
+    /// How the pictures are scanned, from ffprobe's `field_order` and, where that is unsure,
+    /// from the frames themselves ([`detect_scan`]). Interlaced pictures are deinterlaced before
+    /// scaling, because scaling woven fields smears the comb into every line of the output.
+    /// `default` so a probe cached before this field existed still parses (as unknown).
+    #[serde(default)]
+    pub field_order: FieldOrder,
+}
+
+/// The scan of a video stream, in display order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldOrder {
+    Progressive,
+    /// Interlaced, top field first (1080i/576i broadcast, most HD camcorders).
+    Tff,
+    /// Interlaced, bottom field first (DV, 480i camcorders).
+    Bff,
+    /// The probe does not say (or says something ambiguous): look at the frames.
+    #[default]
+    Unknown,
+}
+
+impl FieldOrder {
+    pub fn is_interlaced(self) -> bool {
+        matches!(self, FieldOrder::Tff | FieldOrder::Bff)
+    }
+
+    /// ffprobe's `field_order`. Only `progressive`, `tt` and `bb` are taken at their word: `tb`
+    /// and `bt` (coded in one order, displayed in the other) are written inconsistently by
+    /// muxers (Matroska from a TFF source says `tb`), so for them the frames decide the parity.
+    pub fn from_ffprobe(s: &str) -> FieldOrder {
+        match s {
+            "progressive" => FieldOrder::Progressive,
+            "tt" => FieldOrder::Tff,
+            "bb" => FieldOrder::Bff,
+            _ => FieldOrder::Unknown,
+        }
+    }
 }
 
 impl MediaInfo {
@@ -139,6 +177,7 @@ struct RawStream {
     side_data_list: Vec<serde_json::Value>,
     #[serde(default)]
     disposition: std::collections::HashMap<String, i64>,
+    field_order: Option<String>,
 }
 
 fn parse_rate(s: &str) -> Option<f64> {
@@ -197,6 +236,11 @@ pub fn parse_probe_json(json: &str) -> Result<MediaInfo, ProbeError> {
             sample_rate: s.sample_rate.as_deref().and_then(|r| r.parse().ok()),
             duration: s.duration.as_deref().and_then(|d| d.parse().ok()),
             attached_pic: s.disposition.get("attached_pic").copied().unwrap_or(0) != 0,
+            field_order: s
+                .field_order
+                .as_deref()
+                .map(FieldOrder::from_ffprobe)
+                .unwrap_or_default(),
         })
         .collect();
     Ok(MediaInfo {
@@ -263,6 +307,112 @@ pub async fn probe(
         return Err(classify_failure(&stderr));
     }
     Ok(info)
+}
+
+/// Seconds of video `idet` looks at when the probe is unsure: a few seconds give it over a
+/// hundred frames of a 25/30 fps source, plenty for a verdict, at a fraction of an encode's cost.
+pub const IDET_SECONDS: f64 = 5.0;
+
+/// Why looking at the frames gave no verdict. Never fatal: the encode proceeds without a
+/// deinterlacer (what reelay did before), since a file idet cannot read fails the encode anyway.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("ffmpeg (idet) could not be run: {0}")]
+    Spawn(#[from] std::io::Error),
+    #[error("ffmpeg (idet) timed out")]
+    TimedOut,
+    #[error("ffmpeg (idet) failed: {0}")]
+    Failed(String),
+    #[error("idet printed no frame counts")]
+    NoVerdict,
+}
+
+impl ScanError {
+    /// Stable code for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ScanError::Spawn(_) => "scan_spawn_failed",
+            ScanError::TimedOut => "scan_timed_out",
+            ScanError::Failed(_) => "scan_failed",
+            ScanError::NoVerdict => "scan_no_verdict",
+        }
+    }
+}
+
+/// Reads idet's "Multi frame detection" line (it uses neighbouring frames, so it is steadier than
+/// the single-frame count). Interlaced only when woven frames clearly outnumber progressive ones
+/// and there are enough of them to mean something: a false "interlaced" would soften a
+/// progressive video, a false "progressive" only keeps what reelay did before.
+pub fn scan_from_idet(stderr: &str) -> Option<FieldOrder> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("Multi frame detection:"))?;
+    let count = |label: &str| -> Option<u64> {
+        let rest = line.split(label).nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    let (tff, bff, prog) = (count("TFF:")?, count("BFF:")?, count("Progressive:")?);
+    let woven = tff + bff;
+    Some(if woven >= 5 && woven > 2 * prog {
+        if tff >= bff {
+            FieldOrder::Tff
+        } else {
+            FieldOrder::Bff
+        }
+    } else {
+        FieldOrder::Progressive
+    })
+}
+
+/// Settles an unknown field order of the video stream by running ffmpeg's `idet` on the first
+/// [`IDET_SECONDS`] of it (same allowlists, forced demuxer and limits as any encode). Does nothing
+/// when the probe already said progressive, TFF or BFF, or when there is no video.
+pub async fn detect_scan(
+    info: &mut MediaInfo,
+    path: &Path,
+    tools: &Tools,
+    policy: &InputPolicy,
+) -> Result<(), ScanError> {
+    let demuxer = info.demuxer().to_string();
+    let Some(v) = info
+        .streams
+        .iter_mut()
+        .find(|s| s.kind == StreamKind::Video && !s.attached_pic)
+    else {
+        return Ok(());
+    };
+    if v.field_order != FieldOrder::Unknown {
+        return Ok(());
+    }
+    let mut cmd = tokio::process::Command::new(&tools.ffmpeg);
+    cmd.args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"])
+        .args(["-protocol_whitelist", "file"])
+        .args(["-format_whitelist", &policy.allowed_formats.join(",")])
+        .args(["-f", &demuxer])
+        .args(["-max_pixels", &policy.max_pixels().to_string()])
+        .args(["-t", &format!("{IDET_SECONDS:.3}"), "-i"])
+        .arg(crate::file_url(path))
+        .args(["-map", &format!("0:{}", v.index)])
+        .args(["-vf", "idet", "-an", "-sn", "-dn", "-f", "null", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    tools.limits.apply(&mut cmd);
+    let child = cmd.spawn()?;
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .map_err(|_| ScanError::TimedOut)??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        return Err(ScanError::Failed(
+            last.unwrap_or("no message").chars().take(200).collect(),
+        ));
+    }
+    v.field_order = scan_from_idet(&stderr).ok_or(ScanError::NoVerdict)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -332,5 +482,64 @@ mod tests {
             matches!(e, ProbeError::Unreadable(ref m) if m == "Invalid data found when processing input"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn field_order_is_taken_only_where_ffprobe_is_unambiguous() {
+        let json = |fo: &str| {
+            format!(
+                r#"{{"streams":[{{"index":0,"codec_type":"video","codec_name":"mpeg2video","width":720,"height":576,
+                    "field_order":"{fo}"}}],"format":{{"format_name":"mpegts"}}}}"#
+            )
+        };
+        for (fo, want) in [
+            ("progressive", FieldOrder::Progressive),
+            ("tt", FieldOrder::Tff),
+            ("bb", FieldOrder::Bff),
+            ("tb", FieldOrder::Unknown),
+            ("bt", FieldOrder::Unknown),
+            ("unknown", FieldOrder::Unknown),
+        ] {
+            let info = parse_probe_json(&json(fo)).unwrap();
+            assert_eq!(info.video().unwrap().field_order, want, "{fo}");
+        }
+        // No field_order at all (and a probe cached before the field existed) is unknown.
+        let info = parse_probe_json(ROTATED).unwrap();
+        assert_eq!(info.video().unwrap().field_order, FieldOrder::Unknown);
+        let mut cached = serde_json::to_value(&info).unwrap();
+        cached["streams"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("field_order");
+        let back: MediaInfo = serde_json::from_value(cached).unwrap();
+        assert_eq!(back.video().unwrap().field_order, FieldOrder::Unknown);
+    }
+
+    #[test]
+    fn idet_verdicts() {
+        let line = |t: u64, b: u64, p: u64| {
+            format!(
+                "[Parsed_idet_0 @ 0x1] Repeated Fields: Neither: 50\n\
+                 [Parsed_idet_0 @ 0x1] Single frame detection: TFF: 1 BFF: 1 Progressive: 1 Undetermined: 1\n\
+                 [Parsed_idet_0 @ 0x1] Multi frame detection: TFF: {t:5} BFF: {b:5} Progressive: {p:5} Undetermined: 0\n"
+            )
+        };
+        assert_eq!(scan_from_idet(&line(120, 0, 3)), Some(FieldOrder::Tff));
+        assert_eq!(scan_from_idet(&line(2, 118, 0)), Some(FieldOrder::Bff));
+        assert_eq!(
+            scan_from_idet(&line(0, 0, 125)),
+            Some(FieldOrder::Progressive)
+        );
+        // A few woven-looking frames among many progressive ones are not interlacing,
+        assert_eq!(
+            scan_from_idet(&line(30, 0, 95)),
+            Some(FieldOrder::Progressive)
+        );
+        // nor is a handful of frames.
+        assert_eq!(
+            scan_from_idet(&line(3, 0, 0)),
+            Some(FieldOrder::Progressive)
+        );
+        assert_eq!(scan_from_idet("no idet here"), None);
     }
 }

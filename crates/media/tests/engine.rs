@@ -395,3 +395,334 @@ async fn cancel_and_stall_kill_ffmpeg_promptly() {
     .await;
     assert!(matches!(r, Err(RunError::TimedOut(_))), "{r:?}");
 }
+
+/// ffmpeg's `idet` on a whole file: (TFF, BFF, progressive) from its multi-frame counts.
+fn idet_counts(path: &Path) -> (u64, u64, u64) {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-nostats",
+            "-loglevel",
+            "info",
+            "-i",
+        ])
+        .arg(path)
+        .args(["-map", "0:v:0", "-vf", "idet", "-an", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "idet {path:?}: {err}");
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.contains("Multi frame detection:"))
+        .unwrap_or_else(|| panic!("no idet counts for {path:?}: {err}"));
+    let n = |label: &str| -> u64 {
+        line.split(label)
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (n("TFF:"), n("BFF:"), n("Progressive:"))
+}
+
+/// An interlaced clip: `testsrc` (idet reads it as progressive, unlike `testsrc2`) at the field
+/// rate, woven into frames by the `interlace` filter, encoded with interlaced coding tools.
+fn interlaced(
+    dir: &Path,
+    name: &str,
+    size: &str,
+    field_rate: &str,
+    tff: bool,
+    codec: &[&str],
+) -> PathBuf {
+    let src = format!("testsrc=size={size}:rate={field_rate}:duration=1");
+    let scan = if tff {
+        "interlace=scan=tff"
+    } else {
+        "interlace=scan=bff"
+    };
+    let mut args = vec!["-f", "lavfi", "-i", src.as_str(), "-vf", scan];
+    args.extend_from_slice(codec);
+    gen(dir, name, &args)
+}
+
+/// Probes (settling an unsure scan with idet, as the worker does), builds and runs one output.
+async fn encode_spec(spec: OutputSpec, input: &Path, out_dir: &Path) -> (Invocation, MediaInfo) {
+    let tools = Tools::default();
+    let policy = InputPolicy::default();
+    let mut info = probe(input, &tools, &policy).await.unwrap();
+    detect_scan(&mut info, input, &tools, &policy)
+        .await
+        .unwrap();
+    let r = resolve_outputs(&[spec]).unwrap().remove(0);
+    let inv = build(&r, &info, &policy, input, out_dir).unwrap();
+    let limits = RunLimits {
+        stall_timeout: std::time::Duration::from_secs(30),
+        time_limit: std::time::Duration::from_secs(120),
+        max_out_time: None,
+    };
+    run_ffmpeg(
+        &tools,
+        &inv.args,
+        out_dir,
+        limits,
+        &CancellationToken::new(),
+        |_| {},
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{input:?}: {e}"));
+    (inv, info)
+}
+
+fn h264_at(height: u32) -> OutputSpec {
+    serde_json::from_value(serde_json::json!({
+        "name": format!("p{height}"), "container": "mp4",
+        "video": {"codec": "h264", "height": height}, "audio": {"codec": "aac"}
+    }))
+    .unwrap()
+}
+
+/// Broadcast and camcorder material (576i TFF MPEG-2 in TS, 480i BFF H.264 in TS, 1080i TFF
+/// H.264 in TS, and 576i BFF MPEG-4 in AVI whose probe says nothing of its scan) comes out
+/// progressive by idet, at the source frame rate. Outputs keep the input height: idet cannot
+/// see combing through a downscale, so this is where the comb would show.
+#[tokio::test]
+async fn interlaced_inputs_come_out_progressive() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let ildct = ["-flags", "+ilme+ildct"];
+    let cases: Vec<(PathBuf, FieldOrder, FieldOrder, u32)> = vec![
+        (
+            interlaced(
+                dir.path(),
+                "sd_tff.ts",
+                "720x576",
+                "50",
+                true,
+                &[
+                    &ildct[..],
+                    &[
+                        "-c:v",
+                        "mpeg2video",
+                        "-q:v",
+                        "3",
+                        "-top",
+                        "1",
+                        "-f",
+                        "mpegts",
+                    ],
+                ]
+                .concat(),
+            ),
+            FieldOrder::Tff,
+            FieldOrder::Tff,
+            576,
+        ),
+        (
+            interlaced(
+                dir.path(),
+                "sd_bff.ts",
+                "720x480",
+                "60000/1001",
+                false,
+                &[
+                    &ildct[..],
+                    &[
+                        "-c:v",
+                        "libx264",
+                        "-preset",
+                        "ultrafast",
+                        "-top",
+                        "0",
+                        "-x264-params",
+                        "bff=1",
+                        "-f",
+                        "mpegts",
+                    ],
+                ]
+                .concat(),
+            ),
+            FieldOrder::Bff,
+            FieldOrder::Bff,
+            480,
+        ),
+        (
+            interlaced(
+                dir.path(),
+                "hd_tff.ts",
+                "1920x1080",
+                "50",
+                true,
+                &[
+                    &ildct[..],
+                    &[
+                        "-c:v",
+                        "libx264",
+                        "-preset",
+                        "ultrafast",
+                        "-top",
+                        "1",
+                        "-f",
+                        "mpegts",
+                    ],
+                ]
+                .concat(),
+            ),
+            FieldOrder::Tff,
+            FieldOrder::Tff,
+            1080,
+        ),
+        (
+            interlaced(
+                dir.path(),
+                "sd_bff.avi",
+                "720x576",
+                "50",
+                false,
+                &["-c:v", "mpeg4", "-q:v", "3", "-f", "avi"],
+            ),
+            FieldOrder::Unknown,
+            FieldOrder::Bff,
+            576,
+        ),
+    ];
+    for (input, probed, settled, height) in cases {
+        let plain = probe(&input, &Tools::default(), &InputPolicy::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            plain.video().unwrap().field_order,
+            probed,
+            "{input:?}: probe"
+        );
+        let (inv, info) = encode_spec(h264_at(height), &input, &out).await;
+        assert_eq!(
+            info.video().unwrap().field_order,
+            settled,
+            "{input:?}: after idet"
+        );
+        assert!(
+            inv.args
+                .iter()
+                .any(|a| a.starts_with("bwdif=mode=send_frame")),
+            "{inv:?}"
+        );
+        let file = out.join(&inv.creates);
+        let (t, b, p) = idet_counts(&file);
+        assert!(
+            p >= 10 && p > 2 * (t + b),
+            "{input:?}: output idet TFF {t} BFF {b} progressive {p}"
+        );
+        let o = ffprobe(&file);
+        let v = o.video().unwrap();
+        assert_eq!(v.height, Some(height), "{input:?}");
+        let (fin, fout) = (
+            info.video().unwrap().frame_rate.unwrap(),
+            v.frame_rate.unwrap(),
+        );
+        assert!(
+            (fin - fout).abs() < 0.05,
+            "{input:?}: {fin} fps in, {fout} out"
+        );
+    }
+}
+
+/// Progressive input is left alone, whether the probe says so (H.264 in MP4) or idet finds it
+/// (Motion JPEG in AVI, whose probe says nothing), and comes out progressive.
+#[tokio::test]
+async fn progressive_input_is_not_deinterlaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let src = "testsrc=size=720x576:rate=25:duration=1";
+    let mp4 = gen(
+        dir.path(),
+        "p.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            src,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let avi = gen(
+        dir.path(),
+        "p.avi",
+        &["-f", "lavfi", "-i", src, "-c:v", "mjpeg", "-q:v", "2"],
+    );
+    for input in [mp4, avi] {
+        let (inv, info) = encode_spec(h264_at(576), &input, &out).await;
+        assert_eq!(
+            info.video().unwrap().field_order,
+            FieldOrder::Progressive,
+            "{input:?}"
+        );
+        assert!(
+            !inv.args
+                .iter()
+                .any(|a| a.contains("bwdif") || a.contains("yadif")),
+            "{inv:?}"
+        );
+        let (t, b, p) = idet_counts(&out.join(&inv.creates));
+        assert!(
+            p >= 10 && p > 2 * (t + b),
+            "{input:?}: TFF {t} BFF {b} progressive {p}"
+        );
+    }
+}
+
+/// The HLS ladder deinterlaces once, before its split: the full-height rung of a 480i BFF
+/// source is progressive by idet.
+#[tokio::test]
+async fn interlaced_input_gives_a_progressive_hls_ladder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let input = interlaced(
+        dir.path(),
+        "sd_bff.ts",
+        "720x480",
+        "60000/1001",
+        false,
+        &[
+            "-flags",
+            "+ilme+ildct",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-top",
+            "0",
+            "-x264-params",
+            "bff=1",
+            "-f",
+            "mpegts",
+        ],
+    );
+    let (inv, info) = encode_spec(OutputSpec::preset("hls-abr"), &input, &out).await;
+    assert_eq!(info.video().unwrap().field_order, FieldOrder::Bff);
+    assert!(
+        inv.args
+            .iter()
+            .any(|a| a.contains("bwdif=mode=send_frame:parity=bff")),
+        "{inv:?}"
+    );
+    let rung = out.join("hls-abr/v0/seg_00000.ts");
+    assert_eq!(ffprobe(&rung).video().unwrap().height, Some(480));
+    let (t, b, p) = idet_counts(&rung);
+    assert!(
+        p >= 10 && p > 2 * (t + b),
+        "480 rung: TFF {t} BFF {b} progressive {p}"
+    );
+}

@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// Requests a minute per token (per client address in open mode); 0 = unlimited [default: 600].
     #[arg(long, env = "REELAY_RATE_LIMIT_PER_MINUTE")]
     pub rate_limit_per_minute: Option<u32>,
+    /// Origins whose pages may read output files (CORS), comma-separated: `*`, or exact origins
+    /// like https://player.example.com; empty = none. Never applies to the job API [default: *].
+    #[arg(long, env = "REELAY_CORS_ALLOWED_ORIGINS", value_delimiter = ',', num_args = 0..)]
+    pub cors_allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -143,6 +147,10 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// How often revocations recorded by other replicas and changed key files are picked up.
     pub identity_refresh_ms: u64,
+    /// Origins whose pages may read output files cross-origin (`cors`): `["*"]` (the default:
+    /// outputs are media a player on the customer's site must load, and still need a token unless
+    /// the cluster runs open), exact origins, or `[]` for none. The job API never gets CORS.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 pub fn default_workers() -> usize {
@@ -189,6 +197,7 @@ impl Default for Config {
             trusted_keys: None,
             allow_anonymous: false,
             identity_refresh_ms: 1000,
+            cors_allowed_origins: vec!["*".into()],
         }
     }
 }
@@ -280,6 +289,10 @@ impl Config {
         if a.database_url.is_some() {
             self.database_url = a.database_url.clone();
         }
+        if let Some(origins) = &a.cors_allowed_origins {
+            // `--cors-allowed-origins ''` (or an empty variable) turns CORS off.
+            self.cors_allowed_origins = origins.iter().filter(|o| !o.is_empty()).cloned().collect();
+        }
         if let Some(b) = a.max_input_bytes {
             self.policy.max_bytes = b;
         }
@@ -346,6 +359,12 @@ impl Config {
                     "only on a loopback listener: anonymous access beyond this machine is never allowed",
                 );
             }
+        }
+        if let Err(e) = crate::cors::AllowedOrigins::parse(&self.cors_allowed_origins) {
+            return Err(ConfigError::Invalid {
+                setting: "cors_allowed_origins",
+                message: e.to_string(),
+            });
         }
         if self.identity_refresh_ms == 0 {
             return bad("identity_refresh_ms", "must be at least 1");
@@ -465,6 +484,13 @@ mod tests {
                 "{prefix:?}"
             );
         }
+        assert_eq!(
+            err(Config {
+                cors_allowed_origins: vec!["*".into(), "https://a.example".into()],
+                ..Default::default()
+            }),
+            "cors_allowed_origins"
+        );
         let cfg = Config {
             key_input_prefix: Some("imports/".into()),
             ..Default::default()

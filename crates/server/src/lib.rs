@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod conn_limit;
+pub mod cors;
 pub mod error;
 pub mod fetch;
 pub mod identity;

@@ -386,7 +386,7 @@ impl WorkerPool {
             Some(info) => Ok(info),
             None => reelay_media::probe(&input, &cfg.tools, &cfg.policy).await,
         };
-        let info = match probed {
+        let mut info = match probed {
             Ok(i) => i,
             Err(ProbeError::FormatNotAllowed(f)) => {
                 return permanent(
@@ -407,6 +407,16 @@ impl WorkerPool {
             .check(&info, size, reelay_media::needs(&renditions))
         {
             return permanent(r.code, r.message);
+        }
+        // Interlaced sources must be deinterlaced; where the probe is unsure, idet looks at the
+        // first seconds of frames. Not knowing is no reason to fail: the encode goes ahead as
+        // before (no deinterlacer), and a file idet cannot read fails the encode anyway.
+        if renditions.iter().any(|r| r.needs_video()) {
+            if let Err(e) =
+                reelay_media::detect_scan(&mut info, &input, &cfg.tools, &cfg.policy).await
+            {
+                tracing::warn!(code = e.code(), error = %e, "scan of the input unknown; not deinterlacing");
+            }
         }
 
         // Encode each output; progress is the share of outputs done plus the current one's fraction.

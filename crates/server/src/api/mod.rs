@@ -68,6 +68,12 @@ pub fn router(state: AppState) -> Router {
         // A refused request's unread body is read after the answer instead of the connection
         // being reset under it (which a proxy such as the edge takes for a failed cluster).
         .layer(middleware::from_fn(drain::finish_reading))
+        // CORS for output files only (preflights answered here, before the token guard: a
+        // preflight never carries a token); the job API gets none.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::cors::outputs,
+        ))
         .layer(middleware::from_fn(track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::new(

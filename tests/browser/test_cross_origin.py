@@ -1,0 +1,192 @@
+"""Outputs read by a web player on the customer's own site: a page on ANOTHER origin (a Python
+http.server on its own port, so another origin than the edge) loads hls.js and plays an hls-abr
+output through the edge, and reads an output with a Range request. Run by
+scripts/browser-test.sh (fixtures: conftest.py).
+
+The player adds `Authorization: Bearer ...` to every request (hls.js `xhrSetup`), as a player of
+a protected cluster must, which makes Chromium send a CORS preflight before each file; the
+browser-test stack runs open (anonymous), so the clusters ignore the token's value, but the
+preflight, the CORS headers and their passage through the edge are all real. The job API must
+stay closed to the page.
+
+hls.js is not committed: it is copied at run time from REELAY_HLS_JS (default: the shared
+vendored copy, /work/shared/vendor/players/hls.js-1.7.4/hls.min.js).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+from playwright.sync_api import BrowserContext
+
+if TYPE_CHECKING:
+    from conftest import Env
+
+log = logging.getLogger("browser-test")
+
+HLS_JS = pathlib.Path(
+    os.environ.get("REELAY_HLS_JS")
+    or "/work/shared/vendor/players/hls.js-1.7.4/hls.min.js"
+)
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>customer player</title></head>
+<body>
+<video id="v" muted playsinline width="320"></video>
+<script src="hls.min.js"></script>
+<script>
+  window.seen = { errors: [], fragments: 0 };
+  window.play = (src, token) => {
+    const v = document.getElementById('v');
+    const hls = new Hls({
+      // What a player of a protected cluster does: the token on every request.
+      xhrSetup: (xhr) => xhr.setRequestHeader('Authorization', 'Bearer ' + token),
+    });
+    hls.on(Hls.Events.ERROR, (_e, d) =>
+      window.seen.errors.push(d.type + ':' + d.details + (d.fatal ? ':fatal' : '')));
+    hls.on(Hls.Events.FRAG_LOADED, () => { window.seen.fragments += 1; });
+    hls.on(Hls.Events.MANIFEST_PARSED, (_e, d) => {
+      window.seen.levels = d.levels.length;
+      v.play().catch((e) => window.seen.errors.push('play:' + e));
+    });
+    hls.loadSource(src);
+    hls.attachMedia(v);
+  };
+</script>
+</body></html>
+"""
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        log.debug("page server: " + format, *args)
+
+
+@pytest.fixture(scope="module")
+def page_origin() -> Iterator[str]:
+    """A tiny site on another origin: the page and hls.js, served by Python's http.server."""
+    if not HLS_JS.is_file():
+        pytest.fail(f"no hls.js at {HLS_JS} (set REELAY_HLS_JS)", pytrace=False)
+    root = pathlib.Path(tempfile.mkdtemp(prefix="reelay-player-site-"))
+    shutil.copy(HLS_JS, root / "hls.min.js")
+    (root / "index.html").write_text(PAGE)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def submit_and_wait(env: Env, presets: list[str]) -> dict:
+    """Uploads the clip through the edge (multipart: spec, then file) and waits for the job."""
+    boundary = uuid.uuid4().hex
+    spec = json.dumps({"outputs": [{"preset": p} for p in presets]})
+    body = b"".join(
+        [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n\r\n{spec}\r\n'.encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.mp4"\r\n'
+            "Content-Type: video/mp4\r\n\r\n".encode(),
+            env.clip.read_bytes(),
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    req = urllib.request.Request(
+        env.edge + "/v1/jobs",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        job = json.load(r)
+    deadline = time.monotonic() + 120
+    while job["status"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"job still {job['status']}"
+        time.sleep(0.3)
+        with urllib.request.urlopen(f"{env.edge}/v1/jobs/{job['id']}", timeout=10) as r:
+            job = json.load(r)
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def test_a_player_on_another_origin_plays_hls_and_reads_ranges_through_the_edge(
+    env: Env, browser: BrowserContext, page_origin: str
+) -> None:
+    job = submit_and_wait(env, ["hls-abr", "mp4-360p"])
+    outputs = f"{env.edge}/v1/jobs/{job['id']}/outputs"
+    assert urllib.parse.urlsplit(page_origin).netloc != urllib.parse.urlsplit(env.edge).netloc
+
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append("page error: " + e.message))
+    page.on(
+        "console",
+        lambda m: log.info("player console.%s: %s", m.type, m.text)
+        if m.type in ("error", "warning")
+        else None,
+    )
+    page.goto(page_origin + "/index.html")
+    assert page.evaluate("() => typeof Hls !== 'undefined' && Hls.isSupported()")
+
+    # hls.js on this origin plays the master playlist through the edge, every request
+    # preflighted (Authorization) and answered with CORS headers.
+    page.evaluate("([src, tok]) => play(src, tok)", [f"{outputs}/hls-abr/master.m3u8", "player"])
+    try:
+        page.wait_for_function(
+            "() => document.getElementById('v').currentTime > 1.0", timeout=30_000, polling=100
+        )
+    except Exception:
+        raise AssertionError(
+            f"the cross-origin player did not play: {page.evaluate('() => window.seen')}"
+        ) from None
+    seen = page.evaluate("() => window.seen")
+    log.info("cross-origin hls.js: %s", json.dumps(seen))
+    assert seen["levels"] >= 1 and seen["fragments"] >= 1, seen
+    assert not [e for e in seen["errors"] if e.endswith(":fatal")], seen
+
+    # A Range read with the token, as a progressive player or a segment fetcher does: the page
+    # sees 206, Content-Range and Accept-Ranges (exposed) and exactly the bytes asked for.
+    ranged = page.evaluate(
+        """async ([url, tok]) => {
+          const r = await fetch(url, {headers: {Authorization: 'Bearer ' + tok, Range: 'bytes=0-99'}});
+          const b = await r.arrayBuffer();
+          return {status: r.status, contentRange: r.headers.get('content-range'),
+                  acceptRanges: r.headers.get('accept-ranges'), length: b.byteLength};
+        }""",
+        [f"{outputs}/mp4-360p.mp4", "player"],
+    )
+    log.info("cross-origin range: %s", json.dumps(ranged))
+    assert ranged["status"] == 206, ranged
+    assert (ranged["contentRange"] or "").startswith("bytes 0-99/"), ranged
+    assert ranged["acceptRanges"] == "bytes", ranged
+    assert ranged["length"] == 100, ranged
+
+    # The job API stays closed to another origin: the browser refuses to hand over the answer.
+    for url, method in [(f"{env.edge}/v1/jobs/{job['id']}", "GET"), (f"{env.edge}/v1/jobs", "GET")]:
+        outcome = page.evaluate(
+            """async ([url, method]) => {
+              try { const r = await fetch(url, {method}); return 'answered ' + r.status; }
+              catch (e) { return 'blocked'; }
+            }""",
+            [url, method],
+        )
+        assert outcome == "blocked", f"{method} {url}: {outcome}"
+    assert not problems, problems
