@@ -26,7 +26,10 @@ if [ "${1:-runtime}" = test ]; then
 fi
 
 # s3s-fs: the S3-compatible server the storage tests run against (checks signatures).
-if [ "${1:-runtime}" = test ] && ! command -v s3s-fs >/dev/null 2>&1; then
+# Installed where cargo installs binaries; the Makefile passes its path to the tests as S3S_FS
+# when that directory is not on PATH.
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+if [ "${1:-runtime}" = test ] && ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$cargo_bin/s3s-fs" ]; then
   echo "installing s3s-fs (cargo install, once)" >&2
   cargo install s3s-fs --version 0.14.1 --locked --features binary --quiet
 fi
