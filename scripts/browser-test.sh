@@ -5,8 +5,8 @@
 # with the presets hls-abr + mp4-360p, follow it to done, open the job, play the HLS and the MP4
 # output, look at a cluster's own dashboard, then kill one cluster and check the page says so.
 # Before that, a page on another origin (Python http.server on its own port) plays an hls-abr
-# output through the edge with hls.js (copied at run time from REELAY_HLS_JS, default
-# /work/shared/vendor/players/hls.js-1.7.4/hls.min.js) and reads a Range cross-origin.
+# output through the edge with hls.js (copied at run time from REELAY_HLS_JS, default the
+# dashboard's vendored crates/dashboard/assets/hls.min.js) and reads a Range cross-origin.
 #
 # Screenshots and logs: target/browser-artifacts/. Exit status is pytest's (non-zero on any
 # failure). Installs what is missing (chromium, ffmpeg, nginx, curl, python3, python3-venv via

@@ -9,8 +9,8 @@ browser-test stack runs open (anonymous), so the clusters ignore the token's val
 preflight, the CORS headers and their passage through the edge are all real. The job API must
 stay closed to the page.
 
-hls.js is not committed: it is copied at run time from REELAY_HLS_JS (default: the shared
-vendored copy, /work/shared/vendor/players/hls.js-1.7.4/hls.min.js).
+The page's hls.js is copied at run time from REELAY_HLS_JS (default: the copy the dashboard
+vendors with its licence, crates/dashboard/assets/hls.min.js, so a clean clone has it).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ log = logging.getLogger("browser-test")
 
 HLS_JS = pathlib.Path(
     os.environ.get("REELAY_HLS_JS")
-    or "/work/shared/vendor/players/hls.js-1.7.4/hls.min.js"
+    or str(pathlib.Path(__file__).resolve().parents[2] / "crates/dashboard/assets/hls.min.js")
 )
 
 PAGE = """<!doctype html>
