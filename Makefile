@@ -1,11 +1,10 @@
 # reelay: `make up` runs a local cluster, `make test` runs every check CI runs.
 CARGO ?= cargo
+# Where `cargo install` puts binaries (s3s-fs, installed by scripts/ensure-deps.sh test): on PATH
+# for every recipe, also where rustup's ~/.cargo/bin is not (a toolchain elsewhere, Debian's cargo).
+export PATH := $(or $(CARGO_INSTALL_ROOT),$(CARGO_HOME),$(HOME)/.cargo)/bin:$(PATH)
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:8080
-# The S3 test server `make test-deps` installs with `cargo install`: found on PATH, else where
-# cargo puts binaries ($CARGO_HOME/bin), which a fresh machine may not have on PATH yet.
-S3S_FS ?= $(shell command -v s3s-fs 2>/dev/null || echo "$${CARGO_HOME:-$$HOME/.cargo}/bin/s3s-fs")
-export S3S_FS
 # Compose v2 where installed, else v1 (Debian's docker-compose); both run docker-compose.yml.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 

@@ -25,33 +25,31 @@ if [ "${1:-runtime}" = test ]; then
   command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 fi
 
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing missing system packages: ${need[*]}" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo="sudo"
+    else
+      echo "error: need root (or sudo) to apt-get install ${need[*]}" >&2
+      exit 1
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: no apt-get here; install ${need[*]} with your package manager" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
 # s3s-fs: the S3-compatible server the storage tests run against (checks signatures).
-# Installed where cargo installs binaries; the Makefile passes its path to the tests as S3S_FS
-# when that directory is not on PATH.
-cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-if [ "${1:-runtime}" = test ] && ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$cargo_bin/s3s-fs" ]; then
+# After the apt packages: building it needs the C compiler/linker (gcc, libc6-dev) installed above.
+# The tests find it on PATH: the Makefile puts cargo's bin directory there.
+if [ "${1:-runtime}" = test ] && ! command -v s3s-fs >/dev/null 2>&1 &&
+  ! [ -x "${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin/s3s-fs" ]; then
   echo "installing s3s-fs (cargo install, once)" >&2
   cargo install s3s-fs --version 0.14.1 --locked --features binary --quiet
 fi
-
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
-fi
-
-echo "installing missing system packages: ${need[*]}" >&2
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    sudo="sudo"
-  else
-    echo "error: need root (or sudo) to apt-get install ${need[*]}" >&2
-    exit 1
-  fi
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "error: no apt-get here; install ${need[*]} with your package manager" >&2
-  exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

