@@ -17,7 +17,7 @@ deps:
 test-deps:
 	scripts/ensure-deps.sh test
 
-build:
+build: deps
 	$(CARGO) build --locked -p reelay
 
 ## The local two-cloud stack: clusters `aws` (3 workers, :8081) and `gcp` (1 worker, :8082) and the

@@ -34,6 +34,8 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
+# playwright's bundled node driver links libatomic.so.1 (gcc pulls it in; a minimal Debian has none).
+ldconfig -p 2>/dev/null | grep -q 'libatomic\.so\.1 ' || need+=(libatomic1)
 # Debian's python3 makes virtualenvs only with python3-venv (ensurepip) installed.
 if ! command -v python3 >/dev/null 2>&1; then
   need+=(python3 python3-venv)

@@ -7,6 +7,9 @@ need=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 # The edge's data plane (`reelay up`, `reelay edge`): Debian's nginx.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+# `make up`/`serve` build reelay too: rustc links with the system C compiler, and some crates
+# (ring, SQLite) compile C.
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # pgrep (procps) is used by the tests to prove that cancelled ffmpeg processes are gone.
 if [ "${1:-runtime}" = test ]; then
   command -v pgrep >/dev/null 2>&1 || need+=(procps)
@@ -18,8 +21,6 @@ if [ "${1:-runtime}" = test ]; then
   command -v ss >/dev/null 2>&1 || need+=(iproute2)
   [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
   command -v git >/dev/null 2>&1 || need+=(git)
-  # rustc links with the system C compiler; some crates (ring, SQLite) compile C.
-  command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
   # The job-store tests start a throwaway Postgres cluster with Debian's server binaries.
   compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need+=(postgresql)
   command -v runuser >/dev/null 2>&1 || need+=(util-linux)
