@@ -15,23 +15,26 @@ version=${REELAY_VERSION:-dev}
 t0=$(date +%s)
 scripts/base-images.sh
 
+# Each build's whole output goes to target/images/<name>.log; a cold build of the processor
+# compiles reelay in release mode (several minutes on 2 cores), so say so and where to look.
 build() {
-  local tag=$1 file=$2 t
+  local tag=$1 file=$2 t log
   t=$(date +%s)
-  echo "images: building $tag from $file" >&2
-  if ! $docker build -q -f "$file" -t "$tag" . >/dev/null 2>"target/image-build.err"; then
-    cat target/image-build.err >&2
-    echo "images: building $tag failed" >&2
+  log=target/images/$(basename "$file" .Dockerfile).log
+  echo "images: building $tag from $file (a cold build takes minutes; follow it in $log)" >&2
+  if ! $docker build -f "$file" -t "$tag" . >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "images: building $tag failed (whole log: $log)" >&2
     return 1
   fi
   echo "images: $tag built in $(($(date +%s) - t)) s" >&2
 }
-mkdir -p target
+mkdir -p target/images
 # The legacy builder prints a deprecation notice where buildx is missing; it builds the same.
 build "reelay-processor:$version" docker/processor.Dockerfile
 build "reelay-edge:$version" docker/edge.Dockerfile
 build "reelay-s3s-fs:0.14.1" docker/s3.Dockerfile
-rm -f target/image-build.err
 echo "images: done in $(($(date +%s) - t0)) s"
-$docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' |
-  grep -E '^  (reelay-|debian:|rust:|postgres:)' || true
+# docker trims leading blanks from --format output: match first, indent after.
+$docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' |
+  grep -E '^(reelay-|debian:|rust:|postgres:)' | sed 's/^/  /' || true
