@@ -4,11 +4,14 @@
 //! with a protocol allowlist, a demuxer allowlist and the demuxer forced to the probed one, so a
 //! playlist disguised as a video cannot make it read other files or reach the network.
 
+pub mod analysis;
 pub mod argv;
+pub mod loudness;
 pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod progress;
+pub mod quality;
 pub mod run;
 pub mod sandbox;
 
