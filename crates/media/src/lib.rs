@@ -14,6 +14,7 @@ pub mod progress;
 pub mod quality;
 pub mod run;
 pub mod sandbox;
+pub mod watermark;
 
 pub use argv::{build, Invocation};
 pub use plan::{preset_list, resolve_outputs, Rendition, SpecError};

@@ -165,3 +165,67 @@ async fn quality_ranks_a_good_encode_above_a_bad_one() {
         b.ssim
     );
 }
+
+#[test]
+fn a_watermark_is_visible_where_the_placement_says() {
+    use reelay_media::watermark::{Position, WatermarkSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("mark.png");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=white:size=80x40",
+        "-frames:v",
+        "1",
+        mark.to_str().unwrap(),
+    ]);
+    let (w, h) = (320u32, 240u32);
+    let spec = WatermarkSpec {
+        position: Position::TopRight,
+        opacity: 1.0,
+        ..WatermarkSpec::default()
+    };
+    let graph = spec.overlay_filter("1:v", "0:v", "out", (w, h), (80, 40));
+    let raw = dir.path().join("frame.gray");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("color=black:size={w}x{h}:duration=1"),
+        "-i",
+        mark.to_str().unwrap(),
+        "-filter_complex",
+        &graph,
+        "-map",
+        "[out]",
+        "-frames:v",
+        "1",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "gray",
+        raw.to_str().unwrap(),
+    ]);
+    let px = std::fs::read(&raw).unwrap();
+    assert_eq!(px.len(), (w * h) as usize);
+    let p = spec.placement((w, h), (80, 40));
+    let mean = |x0: u32, y0: u32, x1: u32, y1: u32| {
+        let mut sum = 0u64;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                sum += px[(y * w + x) as usize] as u64;
+            }
+        }
+        sum as f64 / ((x1 - x0) * (y1 - y0)) as f64
+    };
+    let inside = mean(p.x + 1, p.y + 1, p.x + p.width - 1, p.y + p.height - 1);
+    let left_half = mean(0, 0, w / 2, h);
+    let below = mean(p.x, p.y + p.height + 2, p.x + p.width, h);
+    assert!(inside > 200.0, "mark missing at {p:?}: mean luma {inside}");
+    assert!(
+        left_half < 30.0 && below < 30.0,
+        "mark outside its box: {left_half} {below}"
+    );
+    assert!(p.x > w / 2 && p.y < h / 4, "top right: {p:?}");
+}
