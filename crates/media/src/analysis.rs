@@ -57,11 +57,43 @@ pub async fn run(
     args: &[String],
     timeout: Duration,
 ) -> Result<String, AnalysisError> {
+    let null = ["-f".to_string(), "null".to_string(), "-".to_string()];
+    run_fenced(tools, policy, inputs, args, &null, timeout).await
+}
+
+/// Like [`run`], writing one small derived file (`format`, e.g. `webvtt`) to `output`, a path
+/// of the caller's working directory, as a `file:` URL so its name is never read as a protocol.
+pub async fn convert(
+    tools: &Tools,
+    policy: &InputPolicy,
+    inputs: &[Input<'_>],
+    args: &[String],
+    format: &str,
+    output: &Path,
+    timeout: Duration,
+) -> Result<String, AnalysisError> {
+    let tail = [
+        "-y".to_string(),
+        "-f".to_string(),
+        format.to_string(),
+        crate::file_url(output),
+    ];
+    run_fenced(tools, policy, inputs, args, &tail, timeout).await
+}
+
+async fn run_fenced(
+    tools: &Tools,
+    policy: &InputPolicy,
+    inputs: &[Input<'_>],
+    args: &[String],
+    tail: &[String],
+    timeout: Duration,
+) -> Result<String, AnalysisError> {
     let mut cmd = tokio::process::Command::new(&tools.ffmpeg);
     cmd.args(["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"]);
     for input in inputs {
         cmd.args(["-protocol_whitelist", "file"])
-            .args(["-format_whitelist", &policy.allowed_formats.join(",")])
+            .args(["-format_whitelist", &formats(policy, input.demuxer)])
             .args(["-f", input.demuxer])
             .args(["-max_pixels", &policy.max_pixels().to_string()])
             .args([
@@ -72,7 +104,7 @@ pub async fn run(
             .arg(crate::file_url(input.path));
     }
     cmd.args(args)
-        .args(["-f", "null", "-"])
+        .args(tail)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -91,3 +123,20 @@ pub async fn run(
     }
     Ok(stderr)
 }
+
+/// The demuxer allowlist for one input: the policy's, plus the input's own demuxer when it is
+/// one of the few reelay opens itself for side files (subtitle and image parts), which read no
+/// other file.
+fn formats(policy: &InputPolicy, demuxer: &str) -> String {
+    let mut list = policy.allowed_formats.join(",");
+    if SIDE_FILE_FORMATS.contains(&demuxer) && !policy.allowed_formats.iter().any(|f| f == demuxer)
+    {
+        list.push(',');
+        list.push_str(demuxer);
+    }
+    list
+}
+
+/// Demuxers for side files a job carries (captions, watermark images): text subtitle formats
+/// and single images. None of them follows a reference to another file or URL.
+pub const SIDE_FILE_FORMATS: &[&str] = &["srt", "ass", "webvtt", "png_pipe", "jpeg_pipe"];

@@ -6,6 +6,7 @@
 
 pub mod analysis;
 pub mod argv;
+pub mod captions;
 pub mod loudness;
 pub mod plan;
 pub mod policy;

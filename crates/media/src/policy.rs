@@ -199,6 +199,8 @@ mod tests {
             duration: None,
             attached_pic: false,
             field_order: Default::default(),
+            language: None,
+            title: None,
         }
     }
 

@@ -54,6 +54,13 @@ pub struct StreamInfo {
     /// `default` so a probe cached before this field existed still parses (as unknown).
     #[serde(default)]
     pub field_order: FieldOrder,
+    /// The stream's `language` tag (ISO 639, as the container wrote it), kept for subtitle and
+    /// audio renditions.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// The stream's `title` tag (a subtitle track's name, e.g. "English SDH").
+    #[serde(default)]
+    pub title: Option<String>,
 }
 
 /// The scan of a video stream, in display order.
@@ -241,6 +248,8 @@ pub fn parse_probe_json(json: &str) -> Result<MediaInfo, ProbeError> {
                 .as_deref()
                 .map(FieldOrder::from_ffprobe)
                 .unwrap_or_default(),
+            language: s.tags.get("language").cloned(),
+            title: s.tags.get("title").cloned(),
         })
         .collect();
     Ok(MediaInfo {

@@ -229,3 +229,97 @@ fn a_watermark_is_visible_where_the_placement_says() {
     );
     assert!(p.x > w / 2 && p.y < h / 4, "top right: {p:?}");
 }
+
+#[tokio::test]
+async fn subtitle_streams_and_caption_files_become_webvtt() {
+    use reelay_media::captions::{self, CaptionSource};
+    let dir = tempfile::tempdir().unwrap();
+    let (tools, policy) = (Tools::default(), InputPolicy::default());
+    let srt = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!("1\n00:00:00,200 --> 00:00:01,000\n{text}\n\n2\n00:00:01,200 --> 00:00:01,900\n{text} 2\n"),
+        )
+        .unwrap();
+        p
+    };
+    let (en, fr) = (srt("en.srt", "Hello"), srt("fr.srt", "Bonjour"));
+    let mkv = dir.path().join("subs.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=10:duration=2",
+        "-i",
+        en.to_str().unwrap(),
+        "-i",
+        fr.to_str().unwrap(),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-map",
+        "2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:s",
+        "srt",
+        "-metadata:s:s:0",
+        "language=eng",
+        "-metadata:s:s:0",
+        "title=English \"SDH\"",
+        "-metadata:s:s:1",
+        "language=fra",
+        mkv.to_str().unwrap(),
+    ]);
+    let info = reelay_media::probe(&mkv, &tools, &policy).await.unwrap();
+    let tracks = captions::tracks_from_probe(&info);
+    assert_eq!(tracks.len(), 2, "{tracks:?}");
+    assert_eq!(tracks[0].language.as_deref(), Some("eng"));
+    assert_eq!(tracks[0].name, "English SDH");
+    assert_eq!(tracks[1].name, "fra");
+    for (t, word) in tracks.iter().zip(["Hello", "Bonjour"]) {
+        let CaptionSource::Stream { index } = t.source else {
+            panic!("stream track expected")
+        };
+        let out = dir.path().join(format!("{index}.vtt"));
+        let input = Input {
+            path: &mkv,
+            demuxer: "matroska",
+        };
+        let cues = captions::to_webvtt(&tools, &policy, input, Some(index), &out, T)
+            .await
+            .unwrap();
+        assert_eq!(cues, 2);
+        let vtt = std::fs::read_to_string(&out).unwrap();
+        assert!(vtt.starts_with("WEBVTT") && vtt.contains(word), "{vtt}");
+    }
+
+    // A caption part: recognised by content, converted with its own demuxer forced.
+    let bytes = std::fs::read(&en).unwrap();
+    let demuxer = captions::sniff_format(&bytes).unwrap();
+    let out = dir.path().join("part.vtt");
+    let input = Input { path: &en, demuxer };
+    assert_eq!(
+        captions::to_webvtt(&tools, &policy, input, None, &out, T)
+            .await
+            .unwrap(),
+        2
+    );
+    // A "caption" that is a playlist pointing elsewhere is refused before ffmpeg sees it, and
+    // one forced through the srt demuxer yields nothing.
+    let evil = dir.path().join("evil.srt");
+    std::fs::write(&evil, format!("#EXTM3U\n{}\n", en.display())).unwrap();
+    assert!(captions::sniff_format(&std::fs::read(&evil).unwrap()).is_err());
+    let input = Input {
+        path: &evil,
+        demuxer: "srt",
+    };
+    let err = captions::to_webvtt(&tools, &policy, input, None, &dir.path().join("e.vtt"), T)
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+}
