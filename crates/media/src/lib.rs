@@ -11,6 +11,7 @@ pub mod probe;
 pub mod progress;
 pub mod run;
 pub mod sandbox;
+pub mod split;
 
 pub use argv::{build, Invocation};
 pub use plan::{preset_list, resolve_outputs, Rendition, SpecError};
