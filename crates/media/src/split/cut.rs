@@ -76,10 +76,7 @@ async fn packets(
     cmd.args(["-v", "error", "-protocol_whitelist", "file"])
         .args(["-format_whitelist", formats, "-f", demuxer])
         .args(["-select_streams", "v:0", "-print_format", "json"])
-        .args([
-            "-show_entries",
-            "packet=pts_time,flags:format=start_time",
-        ]);
+        .args(["-show_entries", "packet=pts_time,flags:format=start_time"]);
     if first_only {
         cmd.args(["-read_intervals", "%+#1"]);
     }

@@ -95,17 +95,24 @@ fn hls_keyframes(seg: u32) -> [String; 4] {
     ]
 }
 
-/// Timestamps of every output: `BASE` + timeline, with no muxer delay on top.
-fn placed(start: f64) -> [String; 6] {
+/// Timestamps of every output: `BASE` + timeline. The MPEG-TS muxer adds twice its
+/// `-muxdelay` to every timestamp, so the offset takes that back out. Video gives each frame
+/// its own PES packet whatever the delay (0 is used); audio needs a delay, because the muxer
+/// packs audio frames into one PES only while they span less than half of it, and at 0 every
+/// AAC frame of ~200 bytes would take two 188-byte TS packets (audio HLS segments 25 % larger).
+fn placed(start: f64, mux_delay: f64) -> [String; 6] {
     [
         s("-output_ts_offset"),
-        format!("{:.6}", BASE + start),
+        format!("{:.6}", BASE + start - 2.0 * mux_delay),
         s("-muxdelay"),
-        s(0),
+        format!("{mux_delay}"),
         s("-muxpreload"),
         s(0),
     ]
 }
+
+/// ffmpeg's default `-muxdelay`, for audio (see [`placed`]).
+const AUDIO_MUX_DELAY: f64 = 0.7;
 
 /// The ffmpeg command for one range (pure). `src` is the concatenation of the task's pieces.
 pub fn segment_argv(
@@ -152,9 +159,8 @@ pub fn segment_argv(
         .map(|f| format!("{f},"))
         .unwrap_or_default();
 
-    // Every (rendition, scaled size) that needs a picture stream.
-    struct Out<'a> {
-        r: &'a Rendition,
+    // The scaled size of every picture stream, in the order the outputs map them.
+    struct Out {
         w: u32,
         h: u32,
     }
@@ -163,14 +169,14 @@ pub fn segment_argv(
         if let Some(hls) = &r.hls {
             for rung in ladder(&hls.rungs, dw.min(dh)) {
                 let (w, h) = fit_short_side(dw, dh, rung.short_side);
-                outs.push(Out { r, w, h });
+                outs.push(Out { w, h });
             }
         } else if let Some(v) = &r.video {
             let (w, h) = match v.short_side.filter(|s| *s > 0) {
                 Some(short) => fit_short_side(dw, dh, short),
                 None => crate::argv::fit_dims(dw, dh, v.max_width, v.max_height.filter(|h| *h > 0)),
             };
-            outs.push(Out { r, w, h });
+            outs.push(Out { w, h });
         }
     }
     if outs.is_empty() {
@@ -212,7 +218,7 @@ pub fn segment_argv(
             let seg = hls.segment_seconds.max(1);
             let first_number = (task.start / seg as f64).round() as u64;
             a.extend(hls_keyframes(seg));
-            a.extend(placed(task.start));
+            a.extend(placed(task.start, 0.0));
             a.extend([
                 s("-map_metadata"),
                 s(-1),
@@ -229,7 +235,11 @@ pub fn segment_argv(
                 s("-start_number"),
                 s(first_number),
                 s("-hls_segment_filename"),
-                out_dir.join(&r.name).join("v%v/seg_%05d.ts").display().to_string(),
+                out_dir
+                    .join(&r.name)
+                    .join("v%v/seg_%05d.ts")
+                    .display()
+                    .to_string(),
                 s("-var_stream_map"),
                 (0..rungs.len())
                     .map(|k| format!("v:{k}"))
@@ -245,13 +255,16 @@ pub fn segment_argv(
             a.extend([s("-map"), format!("[o{i}]")]);
             i += 1;
             video_codec_args(v, &mut a);
-            a.extend(placed(task.start));
+            a.extend(placed(task.start, 0.0));
             a.extend([
                 s("-map_metadata"),
                 s(-1),
                 s("-f"),
                 s("mpegts"),
-                out_dir.join(piece_path(r, task.index)).display().to_string(),
+                out_dir
+                    .join(piece_path(r, task.index))
+                    .display()
+                    .to_string(),
             ]);
         }
     }
@@ -507,7 +520,7 @@ pub async fn encode_audio(
         .to_vec();
         c.push(file_url(&out_dir.join(&track_rel)));
         c.extend(["-map", "0:a:0", "-c", "copy"].map(String::from));
-        c.extend(placed(0.0));
+        c.extend(placed(0.0, AUDIO_MUX_DELAY));
         c.extend([
             s("-f"),
             s("hls"),
@@ -545,11 +558,12 @@ pub async fn encode_audio(
 pub(crate) fn within(dir: &Path, rel: &str) -> Result<PathBuf, SplitError> {
     let p = Path::new(rel);
     if p.is_absolute()
-        || p
-            .components()
+        || p.components()
             .any(|c| !matches!(c, std::path::Component::Normal(_)))
     {
-        return Err(SplitError::Missing(format!("{rel:?} is not a relative path")));
+        return Err(SplitError::Missing(format!(
+            "{rel:?} is not a relative path"
+        )));
     }
     Ok(dir.join(p))
 }

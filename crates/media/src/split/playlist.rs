@@ -182,7 +182,9 @@ mod tests {
 
     #[test]
     fn avc1_string_comes_from_the_sps() {
-        let bytes = [0x47, 0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1e, 0xac];
+        let bytes = [
+            0x47, 0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1e, 0xac,
+        ];
         assert_eq!(avc1_codec(&bytes).as_deref(), Some("avc1.64001e"));
         assert_eq!(avc1_codec(&[0, 0, 1, 0x65, 1, 2, 3]), None);
     }

@@ -93,7 +93,13 @@ pub async fn stitch_file(
     .to_vec();
     a.push(file_url(&video));
     if let Some(au) = audio {
-        a.extend([s("-itsoffset"), format!("{BASE:.6}"), s("-f"), s("mov"), s("-i")]);
+        a.extend([
+            s("-itsoffset"),
+            format!("{BASE:.6}"),
+            s("-f"),
+            s("mov"),
+            s("-i"),
+        ]);
         a.push(file_url(&within(work_dir, &au.track)?));
     }
     a.extend(["-map", "0:v:0"].map(String::from));
@@ -110,7 +116,10 @@ pub async fn stitch_file(
         s("-map_chapters"),
         s(-1),
     ]);
-    if matches!(r.container, Container::Mp4 | Container::Mov | Container::M4a) {
+    if matches!(
+        r.container,
+        Container::Mp4 | Container::Mov | Container::M4a
+    ) {
         a.extend([s("-movflags"), s("+faststart")]);
     }
     a.extend([
@@ -138,9 +147,25 @@ pub struct HlsState {
     pub files: Vec<String>,
 }
 
+/// Copies the segments from `src` to `dst` that are not there yet (none when a worker uploads
+/// segments straight to the output and passes the same directory for both).
+fn place(src: &Path, dst: &Path, segments: &[Segment]) -> Result<(), SplitError> {
+    std::fs::create_dir_all(dst).map_err(io_err(dst))?;
+    for seg in segments {
+        let to = within(dst, &seg.uri)?;
+        if !to.exists() {
+            let from = within(src, &seg.uri)?;
+            std::fs::copy(&from, &to)
+                .map_err(|_| SplitError::Missing(from.display().to_string()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the playlists of one HLS output from the ranges encoded so far: the longest
 /// contiguous prefix of `pieces` from range 0. With all `total_ranges` in, the playlists are
-/// VOD; before, EVENT. Audio segments (from `work_dir`) are copied under the output once.
+/// VOD; before, EVENT. Segments named by the results are taken from `work_dir` (video under
+/// `<name>/v<k>/`, audio under its task's `hls_dir`) and placed under `out_dir/<name>/`.
 pub fn stitch_hls(
     r: &Rendition,
     info: &MediaInfo,
@@ -190,29 +215,39 @@ pub fn stitch_hls(
     for (k, rung) in rungs.iter().enumerate() {
         let parts: Vec<_> = ordered[..prefix]
             .iter()
-            .filter_map(|p| {
-                p.hls
-                    .iter()
-                    .find(|h| h.rendition == r.name && h.rung == k)
-            })
+            .filter_map(|p| p.hls.iter().find(|h| h.rendition == r.name && h.rung == k))
             .collect();
         if parts.len() != prefix {
-            return Err(SplitError::Missing(format!("{} rung {k} of a range", r.name)));
+            return Err(SplitError::Missing(format!(
+                "{} rung {k} of a range",
+                r.name
+            )));
         }
         let segments: Vec<Segment> = parts.iter().flat_map(|h| h.segments.clone()).collect();
+        place(
+            &within(work_dir, &format!("{}/v{k}", r.name))?,
+            &base.join(format!("v{k}")),
+            &segments,
+        )?;
         video_end = segments.iter().map(|s| s.duration).sum::<f64>();
         let target = target_duration(&segments).max(seg_target);
         write(
             format!("{}/v{k}/index.m3u8", r.name),
             media_playlist(&segments, target, kind),
         )?;
-        let au = audio.iter().find(|a| a.kbps == rung.audio_kbps && a.hls_dir.is_some());
+        let au = audio
+            .iter()
+            .find(|a| a.kbps == rung.audio_kbps && a.hls_dir.is_some());
         let (w, h, codec) = parts
             .first()
             .map(|p| (p.width, p.height, p.codec.clone()))
             .unwrap_or((0, 0, "avc1.640028".into()));
         let vkbps = rung.video_kbps as u64 * 107 / 100;
-        let akbps = if au.is_some() { rung.audio_kbps as u64 } else { 0 };
+        let akbps = if au.is_some() {
+            rung.audio_kbps as u64
+        } else {
+            0
+        };
         variants.push(Variant {
             uri: format!("v{k}/index.m3u8"),
             // As ffmpeg's HLS muxer: the streams' peak rates plus a tenth.
@@ -242,23 +277,16 @@ pub fn stitch_hls(
             continue;
         };
         let src_dir = within(work_dir, a.hls_dir.as_deref().unwrap_or(""))?;
-        let dst_dir = base.join(&g.group);
-        std::fs::create_dir_all(&dst_dir).map_err(io_err(&dst_dir))?;
         let mut listed = vec![];
         let mut t = 0.0;
         for seg in &a.hls {
             if !complete && t >= video_end {
                 break;
             }
-            let dst = dst_dir.join(&seg.uri);
-            if !dst.exists() {
-                let src = within(&src_dir, &seg.uri)?;
-                std::fs::copy(&src, &dst)
-                    .map_err(|_| SplitError::Missing(src.display().to_string()))?;
-            }
             t += seg.duration;
             listed.push(seg.clone());
         }
+        place(&src_dir, &base.join(&g.group), &listed)?;
         let target = target_duration(&a.hls).max(seg_target);
         write(
             format!("{}/{}/index.m3u8", r.name, g.group),
@@ -266,10 +294,7 @@ pub fn stitch_hls(
         )?;
     }
     if prefix > 0 {
-        write(
-            r.primary_file(),
-            master_playlist(&variants, &groups),
-        )?;
+        write(r.primary_file(), master_playlist(&variants, &groups))?;
     }
     Ok(HlsState {
         ranges: prefix,
