@@ -274,7 +274,20 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
         .unwrap()
         .remove(0);
     let ladder = small_ladder();
-    let renditions = vec![mp4.clone(), ladder.clone()];
+    // HEVC in Matroska: the other container the stitch writes, and the other piece codec.
+    let hevc = resolve_outputs(&[OutputSpec {
+        name: Some("hevc".into()),
+        container: Some("mkv".into()),
+        video: Some(reelay_protocol::VideoSpec {
+            codec: "h265".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }])
+    .unwrap()
+    .remove(0);
+    let files = [mp4.clone(), hevc.clone()];
+    let renditions = vec![mp4.clone(), ladder.clone(), hevc.clone()];
 
     let settings = SplitSettings {
         segment_seconds: RANGE_SECONDS,
@@ -403,64 +416,109 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
     let hls = split::stitch_hls(&ladder, &info, &outputs, RANGES, &audio, &work, &out).unwrap();
     assert!(hls.complete);
     let track128 = audio.iter().find(|a| a.kbps == 128);
-    let file = split::stitch_file(
-        &tools,
-        &mp4,
-        &outputs,
-        track128,
-        &work,
-        &out,
-        limits(),
-        &CancellationToken::new(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let mut stitched = vec![];
+    for r in &files {
+        stitched.push(
+            split::stitch_file(
+                &tools,
+                r,
+                &outputs,
+                track128,
+                &work,
+                &out,
+                limits(),
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+            .unwrap(),
+        );
+    }
     let t_all = t0.elapsed();
 
     // The unsplit reference, through the existing single-task path.
     let reference = root.join("ref");
     std::fs::create_dir_all(&reference).unwrap();
-    for r in [&mp4, &ladder] {
+    for r in [&mp4, &ladder, &hevc] {
         let inv = build(r, &info, &policy, &input, &reference).unwrap();
         run(&inv.args, &reference).await;
     }
 
-    // ---- the MP4 ----
-    let (s_mp4, u_mp4) = (out.join(&file), reference.join(mp4.primary_file()));
-    let (sf, uf) = (packets(&s_mp4, "v:0"), packets(&u_mp4, "v:0"));
-    assert_eq!(sf, uf, "{label}: frame count");
-    let (sv, uv) = (span(&s_mp4, "v:0"), span(&u_mp4, "v:0"));
-    assert!(
-        ((sv.1 - sv.0) - (uv.1 - uv.0)).abs() <= FRAME + 1e-6,
-        "{label}: video {sv:?} vs {uv:?}"
-    );
-    let sa = span(&s_mp4, "a:0");
-    assert!(
-        (sa.0 - sv.0).abs() <= FRAME,
-        "{label}: audio starts {sa:?}, video {sv:?}"
-    );
-    assert!(
-        (sa.1 - sv.1).abs() <= FRAME,
-        "{label}: audio ends {sa:?}, video {sv:?}"
-    );
-    assert_strictly_increasing(&video_dts(&[s_mp4.clone()]), label);
-    // faststart: the index comes before the media.
-    let head = std::fs::read(&s_mp4).unwrap();
-    let pos = |tag: &[u8]| head.windows(4).position(|w| w == tag).unwrap();
-    assert!(pos(b"moov") < pos(b"mdat"), "{label}: not faststart");
-    let (sp, up) = (psnr(&s_mp4, &input), psnr(&u_mp4, &input));
-    assert!(
-        sp >= up - 0.1,
-        "{label}: PSNR split {sp:.3} dB, unsplit {up:.3} dB"
-    );
-    let (ss, us) = (size(&s_mp4), size(&u_mp4));
-    let ratio = ss as f64 / us as f64;
-    assert!((0.95..=1.05).contains(&ratio), "{label}: size {ss} vs {us}");
-    println!(
-        "{label} mp4: frames {sf}/{uf}, video {:.3}/{:.3} s, audio {:.3}..{:.3}, PSNR {sp:.3}/{up:.3} dB, size {ss}/{us} ({:+.1} %)",
+    // ---- the files ----
+    for (r, file) in files.iter().zip(&stitched) {
+        let label = &format!("{label} {}", r.name);
+        let (s_mp4, u_mp4) = (out.join(file), reference.join(r.primary_file()));
+        let (sf, uf) = (packets(&s_mp4, "v:0"), packets(&u_mp4, "v:0"));
+        assert_eq!(sf, uf, "{label}: frame count");
+        let (sv, uv) = (span(&s_mp4, "v:0"), span(&u_mp4, "v:0"));
+        assert!(
+            ((sv.1 - sv.0) - (uv.1 - uv.0)).abs() <= FRAME + 1e-6,
+            "{label}: video {sv:?} vs {uv:?}"
+        );
+        let sa = span(&s_mp4, "a:0");
+        assert!(
+            (sa.0 - sv.0).abs() <= FRAME,
+            "{label}: audio starts {sa:?}, video {sv:?}"
+        );
+        assert!(
+            (sa.1 - sv.1).abs() <= FRAME,
+            "{label}: audio ends {sa:?}, video {sv:?}"
+        );
+        let dts = video_dts(std::slice::from_ref(&s_mp4));
+        if dts.iter().any(|d| d.is_nan()) {
+            // Matroska stores no decode timestamps (ffprobe guesses a few): check the
+            // presentation times instead, no picture twice and no hole at a joint.
+            let j = ffprobe_json(
+                &["-select_streams", "v:0", "-show_entries", "packet=pts_time"],
+                &s_mp4,
+            );
+            let mut pts: Vec<f64> = j["packets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| f(&p["pts_time"]))
+                .collect();
+            pts.sort_by(f64::total_cmp);
+            assert_strictly_increasing(&pts, label);
+            let gap = pts.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+            assert!(
+                gap < 1.5 * FRAME,
+                "{label}: a {gap} s hole between pictures"
+            );
+        } else {
+            assert_strictly_increasing(&dts, label);
+        }
+        let codec = ffprobe_json(
+            &["-show_entries", "stream=codec_name,codec_tag_string"],
+            &s_mp4,
+        );
+        let ucodec = ffprobe_json(
+            &["-show_entries", "stream=codec_name,codec_tag_string"],
+            &u_mp4,
+        );
+        assert_eq!(
+            codec["streams"], ucodec["streams"],
+            "{label}: codecs and tags"
+        );
+        if r.container == Container::Mp4 {
+            // faststart: the index comes before the media.
+            let head = std::fs::read(&s_mp4).unwrap();
+            let pos = |tag: &[u8]| head.windows(4).position(|w| w == tag).unwrap();
+            assert!(pos(b"moov") < pos(b"mdat"), "{label}: not faststart");
+        }
+        let (sp, up) = (psnr(&s_mp4, &input), psnr(&u_mp4, &input));
+        assert!(
+            sp >= up - 0.1,
+            "{label}: PSNR split {sp:.3} dB, unsplit {up:.3} dB"
+        );
+        let (ss, us) = (size(&s_mp4), size(&u_mp4));
+        let ratio = ss as f64 / us as f64;
+        assert!((0.95..=1.05).contains(&ratio), "{label}: size {ss} vs {us}");
+        println!(
+        "{label}: frames {sf}/{uf}, video {:.3}/{:.3} s, audio {:.3}..{:.3}, PSNR {sp:.3}/{up:.3} dB, size {ss}/{us} ({:+.1} %)",
         sv.1 - sv.0, uv.1 - uv.0, sa.0, sa.1, (ratio - 1.0) * 100.0
     );
+    }
 
     // ---- HLS ----
     let master = std::fs::read_to_string(out.join("ladder/master.m3u8")).unwrap();
@@ -559,7 +617,7 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
             "{label} v{k}: {vbytes} vs {rbytes} bytes"
         );
         println!(
-            "{label} hls v{k}: {} segments, frames {}/{rframes}, PSNR {ap:.3}/{up:.3} dB, bytes (video+audio) {vbytes}/{rbytes} ({:+.1} %)",
+            "{label} hls v{k}: {} segments, frames {}/{rframes}, PSNR {ap:.3}/{up:.3} dB, bytes (video + audio group {abytes}) {vbytes}/{rbytes} muxed ({:+.1} %)",
             segs.len(), dts.len(), (ratio - 1.0) * 100.0
         );
     }
