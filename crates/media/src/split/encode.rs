@@ -567,3 +567,150 @@ pub(crate) fn within(dir: &Path, rel: &str) -> Result<PathBuf, SplitError> {
     }
     Ok(dir.join(p))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::preset;
+    use crate::probe::parse_probe_json;
+    use crate::split::cut::Piece;
+    use crate::split::plan::Range;
+
+    fn info() -> MediaInfo {
+        parse_probe_json(
+            r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264","width":1280,"height":720,"avg_frame_rate":"25/1"},
+               {"index":1,"codec_type":"audio","codec_name":"aac","channels":2,"sample_rate":"48000"}],
+               "format":{"format_name":"mov,mp4,m4a","duration":"70.0"}}"#,
+        )
+        .unwrap()
+    }
+
+    fn after<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
+        a.iter()
+            .enumerate()
+            .filter(|(_, x)| *x == flag)
+            .map(|(i, _)| a[i + 1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn tasks_read_their_pieces_plus_the_next_and_only_the_last_runs_to_the_end() {
+        let layout = SplitLayout {
+            segment_seconds: 32,
+            ranges: vec![
+                Range {
+                    index: 0,
+                    start: 0.0,
+                    end: 32.0,
+                },
+                Range {
+                    index: 1,
+                    start: 32.0,
+                    end: 70.0,
+                },
+            ],
+            split: vec!["hls-abr".into()],
+            whole: vec![],
+        };
+        let piece = |n: usize, start: f64| Piece {
+            file: format!("piece_{n:05}.ts"),
+            start,
+            keyframes: vec![start],
+        };
+        let manifest = Manifest {
+            origin: 0.0,
+            file_offset: 1.4,
+            frame_rate: 25.0,
+            pieces: vec![piece(0, 0.0), piece(1, 30.0)],
+        };
+        let t = segment_tasks(&layout, &manifest);
+        assert_eq!(t[0].pieces, vec!["piece_00000.ts", "piece_00001.ts"]);
+        assert_eq!(t[1].pieces, vec!["piece_00001.ts"]);
+        assert_eq!((t[0].last, t[1].last), (false, true));
+    }
+
+    #[test]
+    fn a_range_is_trimmed_on_the_piece_timeline_and_placed_at_its_own_time() {
+        let renditions = vec![preset("hls-abr").unwrap(), preset("mp4-720p").unwrap()];
+        let task = SegmentTask {
+            index: 2,
+            start: 64.0,
+            end: 96.0,
+            last: false,
+            pieces: vec![],
+            file_offset: 1.4,
+            frame_rate: 25.0,
+        };
+        let a = segment_argv(
+            &renditions,
+            &info(),
+            &InputPolicy::default(),
+            &task,
+            Path::new("/w/src.ts"),
+            Path::new("/w/out"),
+        )
+        .unwrap()
+        .args;
+        assert_eq!(after(&a, "-f")[0], "mpegts");
+        assert_eq!(after(&a, "-protocol_whitelist"), ["file,pipe"]);
+        assert!(a.contains(&"-copyts".to_string()));
+        let graph = after(&a, "-filter_complex")[0];
+        // A quarter frame (10 ms) of slack on both ends, re-timed from the range start.
+        assert!(
+            graph.starts_with(
+                "[0:v:0]trim=start=65.390000:end=97.390000,setpts=PTS-65.400000/TB,split=4"
+            ),
+            "{graph}"
+        );
+        // The 720p input gives the 720/480/360 rungs and the MP4.
+        assert!(graph.contains("scale=1280:720") && graph.contains("scale=640:360"));
+        assert_eq!(after(&a, "-start_number"), ["16"]);
+        assert_eq!(after(&a, "-force_key_frames"), ["expr:gte(t,n_forced*4)"]);
+        assert_eq!(after(&a, "-output_ts_offset"), ["74.000000", "74.000000"]);
+        assert_eq!(after(&a, "-muxdelay"), ["0", "0"]);
+        assert_eq!(after(&a, "-var_stream_map"), ["v:0 v:1 v:2"]);
+        assert_eq!(a.last().unwrap(), "/w/out/mp4-720p/piece_00002.ts");
+        // The last range has no end: whatever the video holds past the probed duration.
+        let last = SegmentTask { last: true, ..task };
+        let a = segment_argv(
+            &renditions,
+            &info(),
+            &InputPolicy::default(),
+            &last,
+            Path::new("/w/src.ts"),
+            Path::new("/w/out"),
+        )
+        .unwrap()
+        .args;
+        assert!(!after(&a, "-filter_complex")[0].contains(":end="));
+    }
+
+    #[test]
+    fn audio_is_encoded_once_per_distinct_bitrate() {
+        let renditions = vec![
+            preset("hls-abr").unwrap(),
+            preset("mp4-720p").unwrap(),
+            preset("mp4-480p").unwrap(),
+        ];
+        let t = audio_tasks(&renditions, &info());
+        // Rungs 720/480/360: 128, 96, 96; the MP4s 128.
+        assert_eq!(
+            t,
+            vec![
+                AudioTask {
+                    kbps: 128,
+                    hls_segment_seconds: Some(4)
+                },
+                AudioTask {
+                    kbps: 96,
+                    hls_segment_seconds: Some(4)
+                },
+            ]
+        );
+        assert_eq!(
+            audio_task_for(&renditions[1], &t).map(|t| t.dir()),
+            Some("audio/aac_128".to_string())
+        );
+        assert_eq!(audio_task_for(&renditions[0], &t), None);
+    }
+}

@@ -22,8 +22,8 @@ pub mod stitch;
 
 pub use cut::{split, Manifest, Piece};
 pub use encode::{
-    audio_tasks, encode_audio, encode_segment, segment_tasks, AudioOutput, AudioTask, HlsPiece,
-    SegmentOutput, SegmentTask,
+    audio_task_for, audio_tasks, encode_audio, encode_segment, segment_tasks, AudioOutput,
+    AudioTask, HlsPiece, SegmentOutput, SegmentTask,
 };
 pub use plan::{
     plan, KeepWhole, NoSplit, Range, SplitLayout, SplitPlan, SplitRequest, SplitSettings,
