@@ -88,7 +88,12 @@ fn s<T: ToString>(x: T) -> String {
 /// `-max_pixels` makes the decoders refuse any frame larger than the largest allowed picture
 /// (a stream may switch sizes mid-way), and an input `-t` stops reading after the policy's
 /// longest duration (a header may understate the length).
-fn input_args(info: &MediaInfo, policy: &InputPolicy, input: &Path, start: f64) -> Vec<String> {
+pub(crate) fn input_args(
+    info: &MediaInfo,
+    policy: &InputPolicy,
+    input: &Path,
+    start: f64,
+) -> Vec<String> {
     let mut a: Vec<String> = [
         "-hide_banner",
         "-nostdin",
@@ -120,7 +125,7 @@ fn input_args(info: &MediaInfo, policy: &InputPolicy, input: &Path, start: f64) 
     a
 }
 
-fn video_codec_args(v: &VideoPlan, a: &mut Vec<String>) {
+pub(crate) fn video_codec_args(v: &VideoPlan, a: &mut Vec<String>) {
     let rate = |a: &mut Vec<String>, kbps: u32| {
         a.extend([
             s("-b:v"),
@@ -217,7 +222,7 @@ fn audio_codec_args(codec: AudioCodec, kbps: u32, a: &mut Vec<String>) {
     }
 }
 
-fn muxer(c: Container) -> &'static str {
+pub(crate) fn muxer(c: Container) -> &'static str {
     match c {
         Container::Mp4 | Container::M4a => "mp4",
         Container::Mov => "mov",

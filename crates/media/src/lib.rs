@@ -15,6 +15,7 @@ pub mod progress;
 pub mod quality;
 pub mod run;
 pub mod sandbox;
+pub mod split;
 pub mod watermark;
 
 pub use argv::{build, Invocation};

@@ -1,0 +1,478 @@
+//! Whether a job is split, and where: a pure function of the probed input, the renditions, the
+//! cluster's settings and the job's `split` field, so every rule is unit-tested without ffmpeg.
+//!
+//! Boundaries are multiples of every HLS rung's segment duration: the unsplit encode forces a
+//! keyframe (and the HLS muxer cuts) at each multiple of the segment duration, so pieces that
+//! start there make the same segments, numbered and timed as unsplit.
+
+use crate::plan::{AudioCodec, Container, Rendition, VideoCodec};
+use crate::probe::MediaInfo;
+use serde::{Deserialize, Serialize};
+
+/// The job spec's `"split"`: `"auto"` (default), `"off"`, or `{"segment_seconds": N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SplitRequest {
+    #[serde(with = "auto_or_off")]
+    Mode(SplitMode),
+    Seconds {
+        segment_seconds: u32,
+    },
+}
+
+impl Default for SplitRequest {
+    fn default() -> Self {
+        SplitRequest::Mode(SplitMode::Auto)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitMode {
+    #[default]
+    Auto,
+    Off,
+}
+
+mod auto_or_off {
+    use super::SplitMode;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(m: &SplitMode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match m {
+            SplitMode::Auto => "auto",
+            SplitMode::Off => "off",
+        })
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SplitMode, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "auto" => Ok(SplitMode::Auto),
+            "off" => Ok(SplitMode::Off),
+            other => Err(serde::de::Error::custom(format!(
+                "split must be \"auto\", \"off\" or {{\"segment_seconds\": N}}, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Cluster settings `split.segment_seconds` and `split.max_segments`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SplitSettings {
+    pub segment_seconds: u32,
+    pub max_segments: u32,
+}
+
+impl Default for SplitSettings {
+    fn default() -> Self {
+        SplitSettings {
+            segment_seconds: 30,
+            max_segments: 500,
+        }
+    }
+}
+
+/// Input video codecs that can be cut by stream copy into MPEG-TS pieces (the piece container:
+/// 90 kHz timestamps, byte-concatenable, every one of these codecs is native to it).
+pub const SPLITTABLE_INPUT_CODECS: &[&str] = &["h264", "hevc", "mpeg2video", "mpeg1video"];
+
+/// Why a job (or one of its outputs) keeps the single-task path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NoSplit {
+    /// The job said `"split": "off"`.
+    Off,
+    /// Shorter than twice the segment length: splitting would cost more than it saves.
+    TooShort {
+        duration: f64,
+        needed: f64,
+    },
+    /// The probe gave no duration, so there is nothing to cut against.
+    UnknownDuration,
+    NoVideoStream,
+    /// The input's video codec cannot be cut into the piece container by stream copy.
+    InputCodec {
+        codec: String,
+    },
+    /// No output can be encoded piecewise (see [`RenditionSplit`]).
+    NoSplittableOutput,
+}
+
+/// Why one output is not encoded piecewise (it runs as a single task beside the split graph).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum KeepWhole {
+    /// Audio only (or a thumbnail): nothing to gain, `encode_audio` or one short task does it.
+    NoVideo,
+    /// A trimmed output covers a part of the input: it runs alone, on just that part.
+    Trimmed,
+    /// Video codecs whose pieces would need another piece container (VP9, AV1 in Matroska)
+    /// and stream copy: not split yet.
+    Codec { codec: String },
+    /// `fps` resamples the frame grid, which would not line up at piece joints.
+    FrameRate,
+    /// Audio copied from the input, or a codec `encode_audio` does not make.
+    Audio,
+}
+
+/// One piece of work: `[start, end)` seconds on the input timeline (0 is the input's start).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Range {
+    pub index: usize,
+    pub start: f64,
+    pub end: f64,
+}
+
+/// The graph for a split job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitLayout {
+    /// Length of every range but the last, a multiple of every HLS segment duration.
+    pub segment_seconds: u32,
+    pub ranges: Vec<Range>,
+    /// Outputs encoded piecewise (by name).
+    pub split: Vec<String>,
+    /// Outputs that run as single tasks, with why.
+    pub whole: Vec<(String, KeepWhole)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "plan", rename_all = "snake_case")]
+pub enum SplitPlan {
+    Single(NoSplit),
+    Split(SplitLayout),
+}
+
+/// Whether one output can be encoded piecewise.
+pub fn rendition_split(r: &Rendition) -> Result<(), KeepWhole> {
+    if !r.needs_video() || r.container == Container::Jpeg {
+        return Err(KeepWhole::NoVideo);
+    }
+    if r.trim_start > 0.0 || r.trim_duration.is_some() {
+        return Err(KeepWhole::Trimmed);
+    }
+    if let Some(v) = &r.video {
+        match v.codec {
+            VideoCodec::H264 | VideoCodec::H265 => {}
+            other => {
+                return Err(KeepWhole::Codec {
+                    codec: format!("{other:?}").to_lowercase(),
+                })
+            }
+        }
+        if v.fps.is_some() {
+            return Err(KeepWhole::FrameRate);
+        }
+    }
+    if let Some(a) = &r.audio {
+        if a.codec != AudioCodec::Aac {
+            return Err(KeepWhole::Audio);
+        }
+    }
+    Ok(())
+}
+
+/// Least common multiple of the HLS segment durations of the split outputs (1 without HLS).
+fn alignment(renditions: &[&Rendition]) -> u32 {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    renditions
+        .iter()
+        .filter_map(|r| r.hls.as_ref().map(|h| h.segment_seconds.max(1)))
+        .fold(1, |acc, s| acc / gcd(acc, s) * s)
+}
+
+/// A final range shorter than this joins the one before it: the probed duration can exceed the
+/// video's by a little (audio runs longer), and a range must hold frames.
+const MIN_LAST_RANGE: f64 = 2.0;
+
+pub fn plan(
+    info: &MediaInfo,
+    renditions: &[Rendition],
+    settings: SplitSettings,
+    request: SplitRequest,
+) -> SplitPlan {
+    let wanted = match request {
+        SplitRequest::Mode(SplitMode::Off) => return SplitPlan::Single(NoSplit::Off),
+        SplitRequest::Mode(SplitMode::Auto) => settings.segment_seconds,
+        SplitRequest::Seconds { segment_seconds } => segment_seconds,
+    }
+    .max(1);
+    let Some(video) = info.video() else {
+        return SplitPlan::Single(NoSplit::NoVideoStream);
+    };
+    if !SPLITTABLE_INPUT_CODECS.contains(&video.codec.as_str()) {
+        return SplitPlan::Single(NoSplit::InputCodec {
+            codec: video.codec.clone(),
+        });
+    }
+    let Some(duration) = info.best_duration() else {
+        return SplitPlan::Single(NoSplit::UnknownDuration);
+    };
+    let (mut split, mut whole) = (vec![], vec![]);
+    for r in renditions {
+        match rendition_split(r) {
+            Ok(()) => split.push(r),
+            Err(why) => whole.push((r.name.clone(), why)),
+        }
+    }
+    if split.is_empty() {
+        return SplitPlan::Single(NoSplit::NoSplittableOutput);
+    }
+    let align = alignment(&split);
+    let round_up = |s: u32| s.div_ceil(align) * align;
+    let mut seg = round_up(wanted);
+    let needed = 2.0 * seg as f64;
+    if duration < needed {
+        return SplitPlan::Single(NoSplit::TooShort { duration, needed });
+    }
+    let max = settings.max_segments.max(2) as f64;
+    if duration / seg as f64 > max {
+        seg = round_up((duration / max).ceil() as u32);
+    }
+    let mut ranges: Vec<Range> = vec![];
+    let mut start = 0.0;
+    while start < duration {
+        let end = (start + seg as f64).min(duration);
+        ranges.push(Range {
+            index: ranges.len(),
+            start,
+            end,
+        });
+        start += seg as f64;
+    }
+    if ranges.len() > 1
+        && ranges[ranges.len() - 1].end - ranges[ranges.len() - 1].start < MIN_LAST_RANGE
+    {
+        ranges.pop();
+        if let Some(last) = ranges.last_mut() {
+            last.end = duration;
+        }
+    }
+    SplitPlan::Split(SplitLayout {
+        segment_seconds: seg,
+        ranges,
+        split: split.iter().map(|r| r.name.clone()).collect(),
+        whole,
+    })
+}
+
+/// The pieces (by index into `piece_starts`, ascending keyframe times of the cut points) an
+/// encode of `[start, end)` must read: from the piece holding `start` through the piece whose
+/// first keyframe is the first at or after `end`, because with open GOPs the pictures shown just
+/// before that keyframe are decoded after it, from its piece.
+pub fn pieces_for(piece_starts: &[f64], start: f64, end: f64) -> std::ops::RangeInclusive<usize> {
+    let eps = 1e-6;
+    let first = piece_starts
+        .iter()
+        .rposition(|s| *s <= start + eps)
+        .unwrap_or(0);
+    let last = piece_starts
+        .iter()
+        .position(|s| *s >= end - eps)
+        .unwrap_or(piece_starts.len().saturating_sub(1))
+        .max(first);
+    first..=last
+}
+
+/// The cut points of the split: for every range start, the last keyframe at or before it (so
+/// the piece can decode from it), deduplicated (a GOP longer than a range serves both).
+pub fn cut_points(keyframes: &[f64], ranges: &[Range]) -> Vec<f64> {
+    let eps = 1e-6;
+    let mut cuts: Vec<f64> = vec![];
+    for r in ranges {
+        let k = keyframes
+            .iter()
+            .copied()
+            .filter(|k| *k <= r.start + eps)
+            .reduce(f64::max)
+            .or_else(|| keyframes.first().copied());
+        if let Some(k) = k {
+            if cuts.last().is_none_or(|l| (k - l).abs() > eps) {
+                cuts.push(k);
+            }
+        }
+    }
+    cuts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::preset;
+    use crate::probe::parse_probe_json;
+
+    fn info(codec: &str, duration: f64) -> MediaInfo {
+        parse_probe_json(&format!(
+            r#"{{"streams":[{{"index":0,"codec_type":"video","codec_name":"{codec}","width":640,"height":360}},
+               {{"index":1,"codec_type":"audio","codec_name":"aac","channels":2,"sample_rate":"48000"}}],
+               "format":{{"format_name":"mov,mp4,m4a","duration":"{duration}"}}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn layout(p: SplitPlan) -> SplitLayout {
+        match p {
+            SplitPlan::Split(l) => l,
+            other => panic!("not split: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn split_field_parses_all_three_forms_and_names_a_bad_one() {
+        let p = |s: &str| serde_json::from_str::<SplitRequest>(s);
+        assert_eq!(p(r#""auto""#).unwrap(), SplitRequest::Mode(SplitMode::Auto));
+        assert_eq!(p(r#""off""#).unwrap(), SplitRequest::Mode(SplitMode::Off));
+        assert_eq!(
+            p(r#"{"segment_seconds": 8}"#).unwrap(),
+            SplitRequest::Seconds { segment_seconds: 8 }
+        );
+        assert!(p(r#""sometimes""#).is_err());
+        assert_eq!(
+            serde_json::to_string(&SplitRequest::default()).unwrap(),
+            r#""auto""#
+        );
+    }
+
+    #[test]
+    fn auto_splits_only_inputs_at_least_twice_the_segment_length() {
+        let r = vec![preset("mp4-720p").unwrap()];
+        let s = SplitSettings::default();
+        assert_eq!(
+            plan(&info("h264", 59.0), &r, s, SplitRequest::default()),
+            SplitPlan::Single(NoSplit::TooShort {
+                duration: 59.0,
+                needed: 60.0
+            })
+        );
+        let l = layout(plan(&info("h264", 95.0), &r, s, SplitRequest::default()));
+        assert_eq!(l.segment_seconds, 30);
+        let bounds: Vec<(f64, f64)> = l.ranges.iter().map(|r| (r.start, r.end)).collect();
+        assert_eq!(
+            bounds,
+            vec![(0.0, 30.0), (30.0, 60.0), (60.0, 90.0), (90.0, 95.0)]
+        );
+        assert_eq!(
+            plan(
+                &info("h264", 95.0),
+                &r,
+                s,
+                SplitRequest::Mode(SplitMode::Off)
+            ),
+            SplitPlan::Single(NoSplit::Off)
+        );
+    }
+
+    #[test]
+    fn boundaries_are_multiples_of_the_hls_segment_duration() {
+        let r = vec![preset("hls-abr").unwrap(), preset("mp4-360p").unwrap()];
+        let l = layout(plan(
+            &info("h264", 100.0),
+            &r,
+            SplitSettings::default(),
+            SplitRequest::Seconds {
+                segment_seconds: 30,
+            },
+        ));
+        assert_eq!(l.segment_seconds, 32);
+        assert!(l.ranges.iter().all(|r| r.start % 4.0 == 0.0));
+        // A 1 s tail joins the last range.
+        let l = layout(plan(
+            &info("h264", 65.0),
+            &r,
+            SplitSettings::default(),
+            SplitRequest::Seconds {
+                segment_seconds: 32,
+            },
+        ));
+        assert_eq!(l.ranges.len(), 2);
+        assert_eq!(l.ranges[1].end, 65.0);
+    }
+
+    #[test]
+    fn max_segments_lengthens_the_ranges() {
+        let r = vec![preset("hls-abr").unwrap()];
+        let s = SplitSettings {
+            segment_seconds: 4,
+            max_segments: 10,
+        };
+        let l = layout(plan(&info("h264", 200.0), &r, s, SplitRequest::default()));
+        assert!(l.ranges.len() <= 10, "{}", l.ranges.len());
+        assert_eq!(l.segment_seconds, 20);
+    }
+
+    #[test]
+    fn inputs_and_outputs_that_cannot_be_split_say_why() {
+        let s = SplitSettings::default();
+        let mp4 = vec![preset("mp4-720p").unwrap()];
+        assert_eq!(
+            plan(&info("vp9", 300.0), &mp4, s, SplitRequest::default()),
+            SplitPlan::Single(NoSplit::InputCodec {
+                codec: "vp9".into()
+            })
+        );
+        let only_whole = vec![
+            preset("webm-vp9-720p").unwrap(),
+            preset("audio-aac").unwrap(),
+            preset("thumbnail").unwrap(),
+        ];
+        assert_eq!(
+            plan(
+                &info("h264", 300.0),
+                &only_whole,
+                s,
+                SplitRequest::default()
+            ),
+            SplitPlan::Single(NoSplit::NoSplittableOutput)
+        );
+        let mut trimmed = preset("mp4-360p").unwrap();
+        trimmed.name = "t".into();
+        trimmed.trim_duration = Some(10.0);
+        let mixed = vec![
+            preset("mp4-720p").unwrap(),
+            trimmed,
+            preset("av1-720p").unwrap(),
+        ];
+        let l = layout(plan(
+            &info("hevc", 300.0),
+            &mixed,
+            s,
+            SplitRequest::default(),
+        ));
+        assert_eq!(l.split, vec!["mp4-720p".to_string()]);
+        assert_eq!(l.whole[0], ("t".into(), KeepWhole::Trimmed));
+        assert_eq!(
+            l.whole[1],
+            (
+                "av1-720p".into(),
+                KeepWhole::Codec {
+                    codec: "av1".into()
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn cuts_are_the_keyframes_before_each_range_and_encodes_read_one_piece_past_the_end() {
+        let ranges: Vec<Range> = (0..4)
+            .map(|i| Range {
+                index: i,
+                start: 4.0 * i as f64,
+                end: 4.0 * (i + 1) as f64,
+            })
+            .collect();
+        let keys = [0.0, 1.92, 3.84, 5.76, 7.68, 9.6, 11.52, 13.44];
+        let cuts = cut_points(&keys, &ranges);
+        assert_eq!(cuts, vec![0.0, 3.84, 7.68, 11.52]);
+        assert_eq!(pieces_for(&cuts, 0.0, 4.0), 0..=2);
+        assert_eq!(pieces_for(&cuts, 4.0, 8.0), 1..=3);
+        assert_eq!(pieces_for(&cuts, 12.0, 16.0), 3..=3);
+        // GOPs longer than a range: the keyframe at 0 serves the ranges at 0, 4 and 8.
+        assert_eq!(cut_points(&[0.0, 10.0], &ranges), vec![0.0, 10.0]);
+        // Keyframes exactly on the boundaries.
+        let cuts = cut_points(&[0.0, 4.0, 8.0, 12.0], &ranges);
+        assert_eq!(pieces_for(&cuts, 4.0, 8.0), 1..=2);
+    }
+}
