@@ -5,8 +5,10 @@
 //! not something a client of the API may trigger.
 
 use crate::auth::Decision;
-use crate::controller::{error_chain, Applied, Controller, ReloadConfigError};
+use crate::controller::{Controller, ReloadConfigError};
+use crate::error::error_chain;
 use crate::listing;
+use crate::reconcile::Applied;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -133,7 +135,7 @@ async fn status(State(ctl): State<Arc<Controller>>) -> Response {
 async fn metrics(State(ctl): State<Arc<Controller>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(&ctl),
+        crate::metrics::render(&ctl.metrics()),
     )
         .into_response()
 }
