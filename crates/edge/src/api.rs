@@ -154,11 +154,11 @@ async fn reload(State(ctl): State<Arc<Controller>>, Query(p): Query<ReloadParams
         Err(ReloadConfigError::NoFile) => {
             ctl.apply("requested through /edge/reload", p.force).await
         }
-        Err(ReloadConfigError::Invalid(m)) => {
-            return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", m)
+        Err(e @ ReloadConfigError::Invalid(_)) => {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
         }
-        Err(ReloadConfigError::NeedsRestart(m)) => {
-            return error(StatusCode::CONFLICT, "needs_restart", m)
+        Err(e @ ReloadConfigError::NeedsRestart(_)) => {
+            return error(StatusCode::CONFLICT, e.code(), e.to_string())
         }
     };
     let generation = ctl.status().generation;

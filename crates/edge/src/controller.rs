@@ -10,6 +10,7 @@
 use crate::background::{self, Background};
 use crate::config::EdgeConfig;
 use crate::error::EdgeError;
+pub use crate::error::ReloadConfigError;
 use crate::fleet::{Fleet, ListingTargets, Resolved, Target};
 use crate::health::Health;
 use crate::metrics::EdgeMetrics;
@@ -42,16 +43,6 @@ pub struct Controller {
     pub(crate) revocations: Arc<crate::revocations::RevocationSync>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadConfigError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NeedsRestart(String),
-    #[error("the edge was not started from a config file")]
-    NoFile,
-}
-
 impl Controller {
     pub fn new(cfg: EdgeConfig, config_path: Option<PathBuf>) -> Result<Arc<Self>, EdgeError> {
         let http = probe::cluster_client(&cfg)?;
@@ -60,11 +51,7 @@ impl Controller {
             cfg.tls_cert.is_some(),
         )?;
         let auth = match &cfg.auth {
-            Some(a) => {
-                Some(Arc::new(crate::auth::EdgeAuth::load(a).map_err(|e| {
-                    EdgeError::Other(format!("[auth] trusted_keys: {e}"))
-                })?))
-            }
+            Some(a) => Some(Arc::new(crate::auth::EdgeAuth::load(a)?)),
             None => None,
         };
         Ok(Arc::new(Controller {

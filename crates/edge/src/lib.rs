@@ -208,8 +208,7 @@ pub async fn check_config(path: &Path) -> Result<CheckReport, EdgeError> {
         .await
         .is_ok();
     let nginx_accepted = if nginx_runs {
-        let scratch = tempfile::tempdir()
-            .map_err(|e| EdgeError::Other(format!("creating a scratch directory: {e}")))?;
+        let scratch = tempfile::tempdir().map_err(EdgeError::Scratch)?;
         let mut scratch_cfg = cfg.clone();
         scratch_cfg.work_dir = scratch.path().to_path_buf();
         // nginx_user names a user of the target machine, which need not exist here.

@@ -118,13 +118,15 @@ pub fn cluster_client(cfg: &EdgeConfig) -> Result<reqwest::Client, EdgeError> {
     let mut b = reqwest::Client::builder()
         .no_proxy()
         .pool_idle_timeout(Duration::from_secs(30));
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| EdgeError::Http(format!("{}: {e}", p.display())))
+    let tls_error = |path: &std::path::Path, reason: String| EdgeError::UpstreamTls {
+        path: path.to_path_buf(),
+        reason,
     };
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| tls_error(p, e.to_string()));
     if let Some(ca) = &cfg.upstream_ca {
         let pem = read(ca)?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| EdgeError::Http(format!("{}: {e}", ca.display())))?;
+        let cert =
+            reqwest::Certificate::from_pem(&pem).map_err(|e| tls_error(ca, e.to_string()))?;
         b = b
             .tls_built_in_root_certs(false)
             .add_root_certificate(cert)
@@ -134,9 +136,9 @@ pub fn cluster_client(cfg: &EdgeConfig) -> Result<reqwest::Client, EdgeError> {
         let mut pem = read(cert)?;
         pem.push(b'\n');
         pem.extend(read(key)?);
-        let identity = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| EdgeError::Http(format!("{}: {e}", cert.display())))?;
+        let identity =
+            reqwest::Identity::from_pem(&pem).map_err(|e| tls_error(cert, e.to_string()))?;
         b = b.identity(identity);
     }
-    b.build().map_err(|e| EdgeError::Http(e.to_string()))
+    b.build().map_err(EdgeError::HttpClient)
 }

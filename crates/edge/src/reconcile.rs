@@ -6,7 +6,7 @@
 //! configuration is untouched unless `nginx -t` accepts the new one, and a configuration nginx
 //! refused is not tried again until the desired state changes.
 
-use crate::error::{error_chain, EdgeError};
+use crate::error::{error_chain, ApplyError, EdgeError};
 use crate::nginx::{Nginx, NginxError, Supervisor};
 use crate::render::{self, Desired};
 use crate::status::{unix_ms, ReloadRecord};
@@ -96,7 +96,7 @@ impl Reconciler {
             // Only ever asks this edge's own nginx, on loopback, which generation it serves.
             .danger_accept_invalid_certs(tls)
             .build()
-            .map_err(|e| EdgeError::Http(e.to_string()))?;
+            .map_err(EdgeError::HttpClient)?;
         Ok(Reconciler {
             supervisor: Supervisor::new(nginx.clone()),
             nginx,
@@ -133,7 +133,7 @@ impl Reconciler {
         let record = ReloadRecord {
             generation: 1,
             ok: result.is_ok(),
-            error: result.as_ref().err().cloned(),
+            error: result.as_ref().err().map(|e| e.to_string()),
             reason: "start".to_string(),
             at_unix_ms: unix_ms(SystemTime::now()),
             latency_ms: t0.elapsed().as_millis() as u64,
@@ -188,7 +188,7 @@ impl Reconciler {
         let record = ReloadRecord {
             generation,
             ok: result.is_ok(),
-            error: result.as_ref().err().cloned(),
+            error: result.as_ref().err().map(|e| e.to_string()),
             reason: reason.to_string(),
             at_unix_ms: unix_ms(SystemTime::now()),
             latency_ms: elapsed.as_millis() as u64,
@@ -205,7 +205,7 @@ impl Reconciler {
                 st.rejected = None;
             }
             Err(e) => {
-                tracing::error!(generation, reason, error = %e, "configuration not applied; nginx keeps serving the previous one");
+                tracing::error!(generation, reason, code = e.code(), error = %e, "configuration not applied; nginx keeps serving the previous one");
                 st.rejected = Some((desired, record.clone()));
             }
         }
@@ -223,13 +223,10 @@ impl Reconciler {
         desired: &Desired,
         served: Served,
         generation: u64,
-    ) -> Result<(), String> {
-        let text = render::render(desired, generation).map_err(|e| e.to_string())?;
-        let staged = self.nginx.stage(&text).await.map_err(|e| e.to_string())?;
-        self.nginx
-            .install(&staged)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(), ApplyError> {
+        let text = render::render(desired, generation)?;
+        let staged = self.nginx.stage(&text).await?;
+        self.nginx.install(&staged).await?;
         let old_workers = self
             .supervisor
             .info()
@@ -246,7 +243,7 @@ impl Reconciler {
             }
             // The supervisor starts the next master from the installed file.
             Err(NginxError::NotRunning) => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -276,7 +273,7 @@ impl Reconciler {
         served: Served,
         generation: u64,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), ApplyError> {
         let listen = render::connectable(served.listen);
         let scheme = if served.tls { "https" } else { "http" };
         let url = format!("{scheme}://{listen}/_reelay/generation");
@@ -300,11 +297,12 @@ impl Reconciler {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(format!(
-            "nginx did not serve generation {generation} within {}s ({last}); see {}",
-            timeout.as_secs(),
-            self.nginx.work_dir.join("logs/error.log").display()
-        ))
+        Err(ApplyError::NotServed {
+            generation,
+            timeout_secs: timeout.as_secs(),
+            last,
+            log: self.nginx.work_dir.join("logs/error.log"),
+        })
     }
 }
 
