@@ -32,40 +32,11 @@ fn guard(child: Child) -> Guard {
 /// health checks, in its default protected mode.
 fn up(dir: &Path) -> Up {
     let ports = UpPorts::free();
-    let UpPorts {
-        edge,
-        control,
-        aws,
-        gcp,
-    } = ports;
-    let topology = format!(
-        r#"state_dir = "state"
-shutdown_grace_seconds = 1
-[[clusters]]
-name = "aws"
-listen = "127.0.0.1:{aws}"
-workers = 1
-args = ["--allow-private-urls", "--lease-seconds", "2"]
-[[clusters]]
-name = "gcp"
-listen = "127.0.0.1:{gcp}"
-workers = 1
-args = ["--allow-private-urls", "--lease-seconds", "2"]
-[edge]
-listen = "127.0.0.1:{edge}"
-control_listen = "127.0.0.1:{control}"
-work_dir = "state/edge"
-reload_min_interval_ms = 200
-[edge.health]
-interval_ms = 500
-timeout_ms = 1500
-[[edge.clusters]]
-name = "aws"
-url = "http://127.0.0.1:{aws}"
-[[edge.clusters]]
-name = "gcp"
-url = "http://127.0.0.1:{gcp}"
-"#
+    let topology = ports.topology(
+        (1, 1),
+        (1, 1),
+        r#"args = ["--allow-private-urls", "--lease-seconds", "2"]"#,
+        "reload_min_interval_ms = 200",
     );
     Up::start(dir, ports, &topology, 0)
 }

@@ -226,12 +226,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // Only a child not yet reaped: its pid cannot have been reused.
-        if let Ok(None) = self.child.try_wait() {
-            kill(self.child.id(), "-CONT");
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child, Stop::Kill);
     }
 }
 
@@ -279,20 +274,7 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        // Only a child not yet reaped: its pid cannot have been reused.
-        let running = matches!(self.child.try_wait(), Ok(None));
-        if running {
-            kill(self.child.id(), "-CONT");
-        }
-        if let (true, Stop::Term(grace)) = (running, self.stop) {
-            kill(self.child.id(), "-TERM");
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child, self.stop);
         if let Some(pid) = self
             .nginx_pid_file
             .as_ref()
@@ -304,6 +286,24 @@ impl Drop for Guard {
             }
         }
     }
+}
+
+/// Stops `child` as `stop` says (SIGCONT first, in case a test stopped it) and reaps it.
+fn stop_child(child: &mut Child, stop: Stop) {
+    // Only a child not yet reaped: its pid cannot have been reused.
+    let running = matches!(child.try_wait(), Ok(None));
+    if running {
+        kill(child.id(), "-CONT");
+    }
+    if let (true, Stop::Term(grace)) = (running, stop) {
+        kill(child.id(), "-TERM");
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// One cluster: `reelay serve` on its own address and data directory, anonymous clients
@@ -851,6 +851,56 @@ impl UpPorts {
             aws: free_port(),
             gcp: free_port(),
         }
+    }
+
+    /// A `reelay up` topology on these ports: clusters aws and gcp with `workers` slots and
+    /// `weights`, state under `state/`, health checks every 500 ms. `cluster_extra` is added to
+    /// each cluster's table, `edge_extra` to `[edge]`.
+    pub fn topology(
+        &self,
+        workers: (u32, u32),
+        weights: (u32, u32),
+        cluster_extra: &str,
+        edge_extra: &str,
+    ) -> String {
+        let UpPorts {
+            edge,
+            control,
+            aws,
+            gcp,
+        } = *self;
+        format!(
+            r#"state_dir = "state"
+shutdown_grace_seconds = 1
+[[clusters]]
+name = "aws"
+listen = "127.0.0.1:{aws}"
+workers = {}
+{cluster_extra}
+[[clusters]]
+name = "gcp"
+listen = "127.0.0.1:{gcp}"
+workers = {}
+{cluster_extra}
+[edge]
+listen = "127.0.0.1:{edge}"
+control_listen = "127.0.0.1:{control}"
+work_dir = "state/edge"
+{edge_extra}
+[edge.health]
+interval_ms = 500
+timeout_ms = 1500
+[[edge.clusters]]
+name = "aws"
+url = "http://127.0.0.1:{aws}"
+weight = {}
+[[edge.clusters]]
+name = "gcp"
+url = "http://127.0.0.1:{gcp}"
+weight = {}
+"#,
+            workers.0, workers.1, weights.0, weights.1
+        )
     }
 }
 

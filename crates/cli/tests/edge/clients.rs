@@ -136,13 +136,8 @@ fn post_jobs(content_type: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
 fn a_file_before_the_spec_is_the_clients_400_and_moves_no_other_job() {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let TwoClouds {
-        aws: _aws,
-        gcp: _gcp,
-        edge,
-        stall,
-        ..
-    } = TwoClouds::builder().workers(2, 2).start(dir.path());
+    let clouds = TwoClouds::builder().workers(2, 2).start(dir.path());
+    let (edge, stall) = (&clouds.edge, &clouds.stall);
     let before = edge.status();
     let client = http();
     let upload = vec![0x47u8; 3 << 20];
@@ -283,17 +278,12 @@ fn hostile_clients_get_their_own_4xx_and_move_no_other_clients_jobs() {
         Cluster::data_dir(dir.path(), "aws", "127.0.0.1"),
         Cluster::data_dir(dir.path(), "gcp", "127.0.0.1"),
     ]);
-    let TwoClouds {
-        aws: _aws,
-        gcp: _gcp,
-        edge,
-        stall,
-        ..
-    } = TwoClouds::builder()
+    let clouds = TwoClouds::builder()
         .workers(2, 2)
         .cluster_config("body_idle_timeout_seconds = 1\n")
         .edge("client_max_body_size = \"4m\"\nclient_body_timeout_seconds = 3")
         .start(dir.path());
+    let (edge, stall) = (&clouds.edge, &clouds.stall);
     let before = edge.status();
     let addr = format!("127.0.0.1:{}", edge.port);
     let auth = format!("Authorization: Bearer {token}\r\n");

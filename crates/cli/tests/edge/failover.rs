@@ -16,15 +16,10 @@ type Submission = (Instant, Result<String, String>);
 fn failover_under_load_loses_no_accepted_job() {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let TwoClouds {
-        mut aws,
-        gcp: _gcp,
-        edge,
-        stall,
-        ..
-    } = TwoClouds::builder()
+    let mut clouds = TwoClouds::builder()
         .edge("local_cluster = \"aws\"")
         .start(dir.path());
+    let (edge, stall) = (&clouds.edge, &clouds.stall);
     let base = edge.base();
 
     // 10 submissions a second for 8 s; aws is killed 2 s in.
@@ -57,7 +52,7 @@ fn failover_under_load_loses_no_accepted_job() {
     };
     std::thread::sleep(Duration::from_secs(2));
     let killed_at = Instant::now();
-    aws.kill9();
+    clouds.aws.kill9();
     sender.join().unwrap();
 
     let results = results.lock().unwrap().clone();
@@ -107,7 +102,7 @@ fn failover_under_load_loses_no_accepted_job() {
     }
 
     // Back on the same port and data: its jobs are served again, none lost.
-    aws.restart();
+    clouds.aws.restart();
     wait_until(
         "aws's jobs to be reachable again",
         Duration::from_secs(15),
@@ -139,13 +134,8 @@ fn failover_under_load_loses_no_accepted_job() {
 fn a_hung_cluster_is_marked_down_in_time_and_comes_back() {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let TwoClouds {
-        aws: _aws,
-        gcp,
-        edge,
-        stall,
-        ..
-    } = TwoClouds::start(dir.path());
+    let clouds = TwoClouds::start(dir.path());
+    let (gcp, edge, stall) = (&clouds.gcp, &clouds.edge, &clouds.stall);
     let (interval, timeout, fall) = (500u64, 1000u64, 2u64);
     // Tighter than the other tests: a stopped process never answers, so the timeout decides.
     let text = std::fs::read_to_string(&edge.config)

@@ -16,13 +16,8 @@ use std::time::{Duration, Instant};
 fn routing_streaming_listing_and_json_errors_through_the_edge() {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let TwoClouds {
-        aws,
-        gcp,
-        edge,
-        stall,
-        ..
-    } = TwoClouds::start(dir.path());
+    let clouds = TwoClouds::start(dir.path());
+    let (aws, gcp, edge, stall) = (&clouds.aws, &clouds.gcp, &clouds.edge, &clouds.stall);
     let base = edge.base();
     let client = http();
 
@@ -171,14 +166,9 @@ fn routing_streaming_listing_and_json_errors_through_the_edge() {
 fn a_listing_that_misses_a_cluster_says_so() {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let TwoClouds {
-        mut aws,
-        gcp,
-        edge,
-        stall,
-        ..
-    } = TwoClouds::start(dir.path());
-    let on_aws = aws.submit_direct(&stall);
+    let mut clouds = TwoClouds::start(dir.path());
+    let (gcp, edge, stall) = (&clouds.gcp, &clouds.edge, &clouds.stall);
+    let on_aws = clouds.aws.submit_direct(&stall);
     let on_gcp = gcp.submit_direct(&stall);
     let client = http();
     let list = |client: &reqwest::blocking::Client| {
@@ -218,7 +208,7 @@ fn a_listing_that_misses_a_cluster_says_so() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    aws.kill9();
+    clouds.aws.kill9();
     // Both ways of missing a cluster: it fails to answer (just killed), and the edge knows it
     // is down and does not ask it.
     let (v, header) = list(&client);
@@ -284,33 +274,7 @@ fn up_starts_everything_and_leaves_nothing_behind() {
         aws: aws_port,
         gcp: gcp_port,
     } = ports;
-    let topology = format!(
-        r#"state_dir = "state"
-shutdown_grace_seconds = 1
-[[clusters]]
-name = "aws"
-listen = "127.0.0.1:{aws_port}"
-workers = 3
-[[clusters]]
-name = "gcp"
-listen = "127.0.0.1:{gcp_port}"
-workers = 1
-[edge]
-listen = "127.0.0.1:{edge_port}"
-control_listen = "127.0.0.1:{control}"
-work_dir = "state/edge"
-[edge.health]
-interval_ms = 500
-timeout_ms = 1500
-[[edge.clusters]]
-name = "aws"
-url = "http://127.0.0.1:{aws_port}"
-weight = 3
-[[edge.clusters]]
-name = "gcp"
-url = "http://127.0.0.1:{gcp_port}"
-"#
-    );
+    let topology = ports.topology((3, 1), (3, 1), "", "");
     // Waits for "reelay is up" and keeps the banner after it.
     let mut up = Up::start(dir.path(), ports, &topology, 6);
     let banner = up.banner.clone();
