@@ -161,7 +161,7 @@ fn a_file_before_the_spec_is_the_clients_400_and_moves_no_other_job() {
     assert!(placed.iter().any(|p| p == "aws"), "{placed:?}");
     // Every following submission lands where the controller put it.
     for _ in 0..6 {
-        let (id, on) = edge.submit_placed(&client, None, &stall);
+        let (id, on) = edge.submit_placed(&client, None, stall);
         assert!(id.starts_with(&format!("{on}.")), "{id} was placed on {on}");
     }
     let after = edge.status();
@@ -409,7 +409,7 @@ fn hostile_clients_get_their_own_4xx_and_move_no_other_clients_jobs() {
     let client = http();
     let mut valid = Vec::new();
     for _ in 0..10 {
-        let (id, on) = edge.submit_placed(&client, Some(&token), &stall);
+        let (id, on) = edge.submit_placed(&client, Some(&token), stall);
         assert!(id.starts_with(&format!("{on}.")), "{id} was placed on {on}");
         valid.push(id);
     }

@@ -143,7 +143,7 @@ fn a_hung_cluster_is_marked_down_in_time_and_comes_back() {
         .replace("timeout_ms = 1500", &format!("timeout_ms = {timeout}"));
     let r = edge.reconfigure(&text);
     assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
-    let gcp_job = gcp.submit_direct(&stall);
+    let gcp_job = gcp.submit_direct(stall);
 
     kill(gcp.pid(), "-STOP");
     let stopped = Instant::now();
@@ -160,7 +160,7 @@ fn a_hung_cluster_is_marked_down_in_time_and_comes_back() {
     let client = http();
     for _ in 0..5 {
         let t = Instant::now();
-        let id = edge.submit(&client, &stall).unwrap();
+        let id = edge.submit(&client, stall).unwrap();
         assert!(id.starts_with("aws."), "{id}");
         assert!(t.elapsed() < Duration::from_secs(2));
     }

@@ -78,7 +78,7 @@ fn routing_streaming_listing_and_json_errors_through_the_edge() {
     let mut all = vec![job.id.clone()];
     for i in 0..4 {
         let c = if i % 2 == 0 { &aws } else { &gcp };
-        all.push(c.submit_direct(&stall));
+        all.push(c.submit_direct(stall));
         std::thread::sleep(Duration::from_millis(5));
     }
     all.reverse();
@@ -168,8 +168,8 @@ fn a_listing_that_misses_a_cluster_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let mut clouds = TwoClouds::start(dir.path());
     let (gcp, edge, stall) = (&clouds.gcp, &clouds.edge, &clouds.stall);
-    let on_aws = clouds.aws.submit_direct(&stall);
-    let on_gcp = gcp.submit_direct(&stall);
+    let on_aws = clouds.aws.submit_direct(stall);
+    let on_gcp = gcp.submit_direct(stall);
     let client = http();
     let list = |client: &reqwest::blocking::Client| {
         let r = client
