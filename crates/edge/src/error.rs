@@ -154,6 +154,70 @@ impl ReloadConfigError {
     }
 }
 
+/// Every error the controller's HTTP listener answers (as JSON `{"error": {"code",
+/// "message"}}`, see `api.rs`), with its status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no such route on the edge controller")]
+    NotFound,
+    /// No token, or one that does not verify.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token without the scope this request needs.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no cluster is configured")]
+    NoCluster,
+    /// The chosen cluster's name cannot be a header value (config validation prevents it).
+    #[error("bad cluster name")]
+    BadClusterName,
+    #[error("{0}")]
+    InvalidQuery(&'static str),
+    /// A merged listing that no cluster answered; names the ones missing.
+    #[error("no cluster answered the listing ({})", .0.join(", "))]
+    NoClusterAnswered(Vec<String>),
+    #[error(transparent)]
+    Config(#[from] ReloadConfigError),
+    /// nginx did not take the new configuration; the reload record's message.
+    #[error("{0}")]
+    ReloadFailed(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::NotFound => 404,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NoCluster | ApiError::NoClusterAnswered(_) => 503,
+            ApiError::BadClusterName => 500,
+            ApiError::InvalidQuery(_) => 400,
+            ApiError::Config(ReloadConfigError::NeedsRestart(_)) => 409,
+            ApiError::Config(_) | ApiError::ReloadFailed(_) => 422,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound => "not_found",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NoCluster => "no_cluster",
+            ApiError::BadClusterName => "internal",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::NoClusterAnswered(_) => "cluster_unavailable",
+            ApiError::Config(e) => e.code(),
+            ApiError::ReloadFailed(_) => "reload_failed",
+        }
+    }
+
+    /// Whether the same request can succeed later unchanged (clusters come back; a bad query
+    /// or token does not fix itself). A transient answer carries `Retry-After`.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApiError::NoClusterAnswered(_))
+    }
+}
+
 /// reqwest's top-level message hides the cause ("error sending request"); the chain names it.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
@@ -212,5 +276,15 @@ mod tests {
             ReloadConfigError::NeedsRestart("x".into()).code(),
             "needs_restart"
         );
+        let restart = ApiError::from(ReloadConfigError::NeedsRestart("x".into()));
+        assert_eq!((restart.status(), restart.code()), (409, "needs_restart"));
+        let invalid = ApiError::from(ReloadConfigError::Invalid("x".into()));
+        assert_eq!((invalid.status(), invalid.code()), (422, "invalid_config"));
+        let none = ApiError::NoClusterAnswered(vec!["aws".into(), "gcp".into()]);
+        assert_eq!(
+            none.to_string(),
+            "no cluster answered the listing (aws, gcp)"
+        );
+        assert!(none.is_transient() && !ApiError::InvalidQuery("x").is_transient());
     }
 }
