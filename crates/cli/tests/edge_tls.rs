@@ -6,35 +6,16 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use reelay_protocol::{JobView, PresetList};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_reelay");
+#[path = "common/mod.rs"]
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, Guard, Stop, BIN};
 
 /// Stops a child with SIGTERM (the edge then stops its nginx too) and reaps it.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn guard(child: Child) -> Guard {
+    Guard::new(child, Stop::Term(Duration::from_secs(10)))
 }
 
 /// Writes `<name>.pem` and `<name>.key` signed by the CA, for the given subject names.
@@ -49,11 +30,7 @@ fn leaf(dir: &Path, name: &str, sans: &[&str], ca: &rcgen::Certificate, ca_key: 
 }
 
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_until(what, Duration::from_secs(30), || ok().then_some(()));
 }
 
 #[test]
@@ -79,7 +56,7 @@ fn edge_serves_https_and_reaches_the_cluster_over_mutual_tls() {
 
     // The cluster: HTTPS, and only clients with a certificate from the CA.
     let cport = free_port();
-    let _cluster = Guard(
+    let _cluster = guard(
         Command::new(BIN)
             .args([
                 "serve",
@@ -161,7 +138,7 @@ fn edge_serves_https_and_reaches_the_cluster_over_mutual_tls() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    let _edge = Guard(
+    let _edge = guard(
         Command::new(BIN)
             .arg("edge")
             .arg("--config")

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_reelay");
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{free_port, BIN};
 
 /// Runs the binary with a clean client environment (no REELAY_* leaking in from the shell).
 fn reelay(args: &[&str], cwd: &Path) -> Output {
@@ -155,17 +158,10 @@ fn a_server_url_without_scheme_gets_a_hint() {
 #[test]
 fn up_fails_fast_naming_a_taken_port_and_what_holds_it() {
     let dir = tempfile::tempdir().unwrap();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     // gcp's port is held by this test process, a plain listener that answers nothing.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = held.local_addr().unwrap().port();
-    let (edge, control, aws) = (free(), free(), free());
+    let (edge, control, aws) = (free_port(), free_port(), free_port());
     std::fs::write(
         dir.path().join("topology.toml"),
         format!(

@@ -10,162 +10,40 @@
 use reelay_identity::keys::load_trusted_keys;
 use reelay_identity::token::verify;
 use reelay_protocol::{JobList, JobView};
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_reelay");
+#[path = "common/mod.rs"]
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .no_proxy()
-        .build()
-        .unwrap()
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Accepts connections and never answers: a job fetching from it stays running or queued.
-fn stall_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/clip.mp4", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    url
-}
+use common::{free_port, http, reelay, stall_server, wait_until, Guard, Stop, Up, UpPorts, BIN};
 
 fn clip(dir: &Path) -> PathBuf {
-    let out = dir.join("clip.mp4");
-    let st = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg("testsrc2=size=160x120:rate=25:duration=1")
-        .args(["-c:v", "libx264", "-preset", "ultrafast"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    out
+    common::clip(dir, "clip.mp4", "160x120", 1, false)
 }
 
-/// `reelay up`, stopped with SIGTERM (it stops the edge, nginx and the clusters) on drop.
-struct Up {
-    child: Child,
-    state: PathBuf,
-    edge: String,
-    aws: String,
-    gcp: String,
+/// Stops a child with SIGTERM (an edge then stops its nginx too) and reaps it.
+fn guard(child: Child) -> Guard {
+    Guard::new(child, Stop::Term(Duration::from_secs(10)))
 }
 
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// `reelay up` with two one-worker clusters (private URLs allowed, 2 s leases) and quick
+/// health checks, in its default protected mode.
 fn up(dir: &Path) -> Up {
-    let (edge, control, aws, gcp) = (free_port(), free_port(), free_port(), free_port());
-    let topology = format!(
-        r#"state_dir = "state"
-shutdown_grace_seconds = 1
-[[clusters]]
-name = "aws"
-listen = "127.0.0.1:{aws}"
-workers = 1
-args = ["--allow-private-urls", "--lease-seconds", "2"]
-[[clusters]]
-name = "gcp"
-listen = "127.0.0.1:{gcp}"
-workers = 1
-args = ["--allow-private-urls", "--lease-seconds", "2"]
-[edge]
-listen = "127.0.0.1:{edge}"
-control_listen = "127.0.0.1:{control}"
-work_dir = "state/edge"
-reload_min_interval_ms = 200
-[edge.health]
-interval_ms = 500
-timeout_ms = 1500
-[[edge.clusters]]
-name = "aws"
-url = "http://127.0.0.1:{aws}"
-[[edge.clusters]]
-name = "gcp"
-url = "http://127.0.0.1:{gcp}"
-"#
+    let ports = UpPorts::free();
+    let topology = ports.topology(
+        (1, 1),
+        (1, 1),
+        r#"args = ["--allow-private-urls", "--lease-seconds", "2"]"#,
+        "reload_min_interval_ms = 200",
     );
-    std::fs::write(dir.join("topology.toml"), topology).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["up", "--topology"])
-        .arg(dir.join("topology.toml"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "reelay is up");
-    std::thread::spawn(move || for _ in lines {});
-    Up {
-        child,
-        state: dir.join("state"),
-        edge: format!("http://127.0.0.1:{edge}"),
-        aws: format!("http://127.0.0.1:{aws}"),
-        gcp: format!("http://127.0.0.1:{gcp}"),
-    }
+    Up::start(dir, ports, &topology, 0)
 }
 
 /// Runs the CLI against `server` with `token`; returns stdout, panics with stderr on failure.
 fn cli(server: &str, token: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("REELAY_SERVER", server)
-        .env("REELAY_TOKEN", token)
-        .output()
-        .unwrap();
+    let out = reelay(server, Some(token), args);
     assert!(
         out.status.success(),
         "reelay {args:?} failed: {}",
@@ -435,35 +313,6 @@ fn keys_rotate_without_downtime() {
     }
 }
 
-/// Kills a child (and waits), and the nginx an edge killed with SIGKILL leaves behind.
-struct Procs {
-    children: Vec<Child>,
-    nginx_pid_files: Vec<PathBuf>,
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-        }
-        for c in &mut self.children {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && !matches!(c.try_wait(), Ok(Some(_))) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for f in &self.nginx_pid_files {
-            if let Ok(pid) = std::fs::read_to_string(f) {
-                let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
-            }
-        }
-    }
-}
-
 fn serve(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Child {
     let child = Command::new(BIN)
         .args([
@@ -546,19 +395,15 @@ fn an_edge_never_forwards_anonymous_requests_and_clusters_never_treat_them_as_lo
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let client = http();
-    let mut procs = Procs {
-        children: Vec::new(),
-        nginx_pid_files: Vec::new(),
-    };
+    let mut procs: Vec<Guard> = Vec::new();
 
     // A keyless loopback cluster behind an edge without [auth].
     let (c1, e1, k1) = (free_port(), free_port(), free_port());
-    procs.children.push(serve(d, "plain", c1, &[]));
+    procs.push(guard(serve(d, "plain", c1, &[])));
     let plain_dir = d.join("edge-plain");
     std::fs::create_dir_all(&plain_dir).unwrap();
     let cfg = edge_toml(&plain_dir, e1, k1, c1, None);
-    procs.nginx_pid_files.push(plain_dir.join("work/nginx.pid"));
-    procs.children.push(edge(&cfg, e1));
+    procs.push(guard(edge(&cfg, e1)).with_nginx(plain_dir.join("work/nginx.pid")));
     let (st, body) = post_job(&client, &format!("http://127.0.0.1:{e1}"), None);
     assert_eq!(st, 401, "anonymous through the edge: {body}");
     let (st, body) = post_job(&client, &format!("http://127.0.0.1:{c1}"), None);
@@ -601,7 +446,7 @@ fn an_edge_never_forwards_anonymous_requests_and_clusters_never_treat_them_as_lo
     let issuer = keys.join("issuer.key");
     let trusted = keys.join("trusted.keys");
     let (c2, e2, k2) = (free_port(), free_port(), free_port());
-    procs.children.push(serve(
+    procs.push(guard(serve(
         d,
         "aws",
         c2,
@@ -611,12 +456,11 @@ fn an_edge_never_forwards_anonymous_requests_and_clusters_never_treat_them_as_lo
             "--trusted-keys",
             trusted.to_str().unwrap(),
         ],
-    ));
+    )));
     let auth_dir = d.join("edge-auth");
     std::fs::create_dir_all(&auth_dir).unwrap();
     let cfg = edge_toml(&auth_dir, e2, k2, c2, Some(&trusted));
-    procs.nginx_pid_files.push(auth_dir.join("work/nginx.pid"));
-    let mut controller = edge(&cfg, e2);
+    let mut controller = guard(edge(&cfg, e2)).with_nginx(auth_dir.join("work/nginx.pid"));
     let base = format!("http://127.0.0.1:{e2}");
     let token = Command::new(BIN)
         .args([
@@ -723,8 +567,8 @@ fn an_edge_never_forwards_anonymous_requests_and_clusters_never_treat_them_as_lo
 
     // The controller dies; nginx keeps serving: still nothing anonymous, tokens checked by the
     // cluster.
-    let _ = controller.kill();
-    let _ = controller.wait();
+    let _ = controller.child.kill();
+    let _ = controller.child.wait();
     check("controller dead");
 }
 

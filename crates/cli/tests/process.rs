@@ -3,59 +3,26 @@
 
 use reelay_protocol::{JobList, JobStatus, JobView};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_reelay");
+#[path = "common/mod.rs"]
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{free_port, reelay, signal, Server, BIN};
 
 fn serve(data: &Path, port: u16, extra: &[&str]) -> Server {
     start_role("serve", data, port, extra)
 }
 
 fn start_role(role: &str, data: &Path, port: u16, extra: &[&str]) -> Server {
-    let child = Command::new(BIN)
-        .args([role, "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+    let mut cmd = Command::new(BIN);
+    cmd.args([role, "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
         .args(["--workers", "1", "--lease-seconds", "2"])
         .args(extra)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::blocking::get(format!("{base}/healthz")) {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server { child, base }
+        .env("RUST_LOG", "info");
+    Server::spawn(cmd, port)
 }
 
 fn job(base: &str, id: &str) -> JobView {
@@ -77,44 +44,13 @@ fn wait_for(base: &str, id: &str, timeout: Duration, pred: impl Fn(&JobView) -> 
     }
 }
 
+/// A clip with sound (the jobs below encode audio too).
 fn clip(dir: &Path, name: &str, size: &str, secs: u32) -> PathBuf {
-    let out = dir.join(name);
-    let st = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg(format!("testsrc2=size={size}:rate=25:duration={secs}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("sine=duration={secs}"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    out
+    common::clip(dir, name, size, secs, true)
 }
 
 fn cli(base: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("REELAY_SERVER", base)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    reelay(base, None, args)
 }
 
 fn submit(base: &str, file: &Path, preset: &str) -> String {
@@ -136,14 +72,6 @@ fn submit(base: &str, file: &Path, preset: &str) -> String {
     let v: JobView = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     v.id
-}
-
-fn signal(child: &Child, sig: &str) {
-    let st = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 fn ffprobe_codec(bytes: &[u8]) -> String {

@@ -6,48 +6,16 @@ use reelay_jobs::testsuite::PrivateCluster;
 use reelay_protocol::{JobList, JobStatus, JobView, LoadReport};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_reelay");
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{free_port, get_ok, try_get_json as get, Guard, Server, Stop, BIN};
+
 const KEY: &str = "scaleoutkey";
 const SECRET: &str = "scaleoutsecret12345";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc {
-    child: Child,
-    port: u16,
-}
-
-impl Proc {
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-    fn signal(&self, sig: &str) {
-        assert!(Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Env {
     db: String,
@@ -56,83 +24,39 @@ struct Env {
 }
 
 impl Env {
-    fn spawn(&self, role: &str, name: &str, extra: &[&str]) -> Proc {
+    fn spawn(&self, role: &str, name: &str, extra: &[&str]) -> Server {
         let port = free_port();
-        let child = Command::new(BIN)
-            .args([
-                role,
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--cluster",
-                "aws",
-            ])
-            .arg("--data-dir")
-            .arg(self.dir.join(name))
-            .args([
-                "--database-url",
-                &self.db,
-                "--storage",
-                "s3://media/reelay",
-                "--lease-seconds",
-                "2",
-            ])
-            .args(extra)
-            .env("AWS_ENDPOINT", &self.s3_endpoint)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let p = Proc { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !get_ok(&format!("{}/healthz", p.base())) {
-            assert!(Instant::now() < deadline, "{name} did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        p
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            role,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--cluster",
+            "aws",
+        ])
+        .arg("--data-dir")
+        .arg(self.dir.join(name))
+        .args([
+            "--database-url",
+            &self.db,
+            "--storage",
+            "s3://media/reelay",
+            "--lease-seconds",
+            "2",
+        ])
+        .args(extra)
+        .env("AWS_ENDPOINT", &self.s3_endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("RUST_LOG", "warn");
+        Server::spawn(cmd, port)
     }
 }
 
-fn get_ok(url: &str) -> bool {
-    reqwest::blocking::get(url)
-        .map(|r| r.status() == 200)
-        .unwrap_or(false)
-}
-
-fn get<T: serde::de::DeserializeOwned>(url: &str) -> Option<T> {
-    reqwest::blocking::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .ok()?
-        .json()
-        .ok()
-}
-
 fn clip(dir: &Path, name: &str, secs: u32) -> PathBuf {
-    let out = dir.join(name);
-    let st = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg(format!("testsrc2=size=160x120:rate=25:duration={secs}"))
-        .args(["-c:v", "libx264", "-preset", "ultrafast"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    out
+    common::clip(dir, name, "160x120", secs, false)
 }
 
 fn submit(api: &str, file: &Path, preset: &str) -> String {
@@ -152,12 +76,9 @@ fn submit(api: &str, file: &Path, preset: &str) -> String {
     r.json::<JobView>().unwrap().id
 }
 
+/// Polls `pred` until it holds.
 fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !pred() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_until(what, timeout, || pred().then_some(()));
 }
 
 #[test]
@@ -184,10 +105,7 @@ fn replicas_die_stall_drain_and_the_database_restarts_yet_every_job_succeeds_onc
         .spawn()
         .expect("s3s-fs (make test installs it)");
     // Killed and reaped on every exit path, including a failed assertion.
-    let _s3 = Proc {
-        child: s3,
-        port: s3_port,
-    };
+    let _s3 = Guard::new(s3, Stop::Kill);
     let env = Env {
         db: pg.url(),
         s3_endpoint: format!("http://127.0.0.1:{s3_port}"),
@@ -201,7 +119,7 @@ fn replicas_die_stall_drain_and_the_database_restarts_yet_every_job_succeeds_onc
     let long = clip(tmp.path(), "long.mp4", 20);
     let api1 = env.spawn("api", "api1", &[]);
     let api2 = env.spawn("api", "api2", &[]);
-    let mut workers: Vec<Proc> = (0..3)
+    let mut workers: Vec<Server> = (0..3)
         .map(|i| {
             env.spawn(
                 "worker",

@@ -5,8 +5,10 @@
 //! not something a client of the API may trigger.
 
 use crate::auth::Decision;
-use crate::controller::{error_chain, Applied, Controller, ReloadConfigError};
+use crate::controller::{Controller, ReloadConfigError};
+use crate::error::{error_chain, ApiError};
 use crate::listing;
+use crate::reconcile::Applied;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,24 +36,35 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/v1/jobs", get(list_jobs))
         // The operations dashboard; nginx proxies `/` and `/ui/` here.
         .merge(reelay_dashboard::router(reelay_dashboard::Mode::Edge))
-        .fallback(|| async {
-            error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such route on the edge controller",
-            )
-        })
+        .fallback(|| async { ApiError::NotFound.into_response() })
         .with_state(ctl)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            error: ErrorDetail::new(code, message),
-        }),
-    )
-        .into_response()
+/// Every error answer of the controller: JSON with the error's code, and the headers its kind
+/// calls for (`WWW-Authenticate` on 401, `Retry-After` when trying again can help).
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (
+            status,
+            Json(ErrorBody {
+                error: ErrorDetail::new(self.code(), self.to_string()),
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"reelay\""),
+            );
+        }
+        if self.is_transient() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(5));
+        }
+        resp
+    }
 }
 
 pub const AUTH_ERROR_HEADER: &str = "x-reelay-auth-error";
@@ -62,25 +75,15 @@ fn auth_refusal(ctl: &Controller, headers: &HeaderMap, method: &str) -> Option<R
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let (status, message) = match auth.check(authorization, method) {
+    let refusal = match auth.check(authorization, method) {
         Decision::Allow => return None,
-        Decision::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
-        Decision::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+        Decision::Unauthorized(m) => ApiError::Unauthorized(m),
+        Decision::Forbidden(m) => ApiError::Forbidden(m),
     };
-    let code = if status == StatusCode::UNAUTHORIZED {
-        "unauthorized"
-    } else {
-        "forbidden"
-    };
-    let mut resp = error(status, code, message.clone());
-    if let Ok(v) = HeaderValue::from_str(&crate::auth::header_safe(&message)) {
+    let reason = HeaderValue::from_str(&crate::auth::header_safe(&refusal.to_string()));
+    let mut resp = refusal.into_response();
+    if let Ok(v) = reason {
         resp.headers_mut().insert(AUTH_ERROR_HEADER, v);
-    }
-    if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"reelay\""),
-        );
     }
     Some(resp)
 }
@@ -112,17 +115,9 @@ async fn place(State(ctl): State<Arc<Controller>>, headers: HeaderMap) -> Respon
     match ctl.place(creates_job) {
         Some(name) => match HeaderValue::from_str(&name) {
             Ok(v) => (StatusCode::OK, [(CLUSTER_HEADER, v)]).into_response(),
-            Err(_) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "bad cluster name",
-            ),
+            Err(_) => ApiError::BadClusterName.into_response(),
         },
-        None => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_cluster",
-            "no cluster is configured",
-        ),
+        None => ApiError::NoCluster.into_response(),
     }
 }
 
@@ -133,7 +128,7 @@ async fn status(State(ctl): State<Arc<Controller>>) -> Response {
 async fn metrics(State(ctl): State<Arc<Controller>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(&ctl),
+        crate::metrics::render(&ctl.metrics()),
     )
         .into_response()
 }
@@ -152,12 +147,7 @@ async fn reload(State(ctl): State<Arc<Controller>>, Query(p): Query<ReloadParams
         Err(ReloadConfigError::NoFile) => {
             ctl.apply("requested through /edge/reload", p.force).await
         }
-        Err(ReloadConfigError::Invalid(m)) => {
-            return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", m)
-        }
-        Err(ReloadConfigError::NeedsRestart(m)) => {
-            return error(StatusCode::CONFLICT, "needs_restart", m)
-        }
+        Err(e) => return ApiError::Config(e).into_response(),
     };
     let generation = ctl.status().generation;
     match applied {
@@ -169,12 +159,11 @@ async fn reload(State(ctl): State<Arc<Controller>>, Query(p): Query<ReloadParams
             Json(serde_json::json!({"result": "reloaded", "generation": generation, "reload": r}))
                 .into_response()
         }
-        Applied::Failed(r) => error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "reload_failed",
+        Applied::Failed(r) => ApiError::ReloadFailed(
             r.error
                 .unwrap_or_else(|| "the configuration was not applied".to_string()),
-        ),
+        )
+        .into_response(),
     }
 }
 
@@ -239,13 +228,7 @@ async fn list_jobs(
             "status" if !v.is_empty() => status = Some(v.into_owned()),
             "limit" => match v.parse::<usize>() {
                 Ok(n) if (1..=500).contains(&n) => limit = n,
-                _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_query",
-                        "limit must be 1-500",
-                    )
-                }
+                _ => return ApiError::InvalidQuery("limit must be 1-500").into_response(),
             },
             "cursor" if !v.is_empty() => cursor = Some(v.into_owned()),
             _ => {}
@@ -298,14 +281,7 @@ async fn list_jobs(
         }
     }
     if pages.is_empty() && !missing.is_empty() {
-        let mut resp = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cluster_unavailable",
-            format!("no cluster answered the listing ({})", missing.join(", ")),
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(5));
-        return resp;
+        return ApiError::NoClusterAnswered(missing).into_response();
     }
     let list = listing::page(pages, missing, limit, more);
     let mut headers = HeaderMap::new();

@@ -8,12 +8,18 @@
 //! | module | role |
 //! |---|---|
 //! | [`config`] | `edge.toml` |
-//! | [`placement`] | the pure placement policy |
+//! | [`fleet`] | what the edge knows about each cluster (pure, time passed in) |
+//! | [`placement`] | the pure placement policy and its memory of recent placements |
 //! | [`health`] | fall/rise state machine |
+//! | [`probe`] | one health check of one cluster, as a value |
 //! | [`resolve`] | cluster names to addresses (hosts-file override first) |
 //! | [`render`] | nginx.conf from the embedded template |
 //! | [`nginx`] | `nginx -t`, install, supervise the master |
-//! | [`controller`] | probing, placing, reconciling |
+//! | [`reconcile`] | render, test, reload, wait for the generation; reload statistics |
+//! | [`background`] | the periodic loops (pollers, resolver, reconciler) |
+//! | [`controller`] | wires the above together; config reload, status |
+//! | [`metrics`] | `/edge/metrics` from a snapshot |
+//! | [`error`] | the edge's error types |
 //! | [`api`] | the controller's HTTP listener |
 //! | [`listing`] | merging the clusters' job lists |
 //! | [`auth`] | token checks at the edge (`[auth]`) |
@@ -22,14 +28,19 @@
 
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod controller;
+pub mod error;
+pub mod fleet;
 pub mod health;
 pub mod listing;
 pub mod metrics;
 pub mod nginx;
 pub mod placement;
+pub mod probe;
 pub mod process;
+pub mod reconcile;
 pub mod render;
 pub mod resolve;
 pub mod revocations;
@@ -38,30 +49,12 @@ pub mod up;
 
 pub use config::{ConfigError, EdgeConfig, Mode};
 pub use controller::Controller;
+pub use error::EdgeError;
 pub use status::EdgeStatus;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum EdgeError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Render(#[from] render::RenderError),
-    #[error(transparent)]
-    Nginx(#[from] nginx::NginxError),
-    #[error("cannot listen on {addr} (control_listen): {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("HTTP client: {0}")]
-    Http(String),
-    #[error("{0}")]
-    Other(String),
-}
 
 /// `reelay edge --config FILE`: runs until SIGINT/SIGTERM. SIGHUP re-reads the file.
 pub async fn run(config_path: &Path) -> Result<(), EdgeError> {
@@ -103,7 +96,7 @@ pub async fn run_with(
                 .await
         })
     };
-    let supervisor = tokio::spawn(ctl.supervisor.clone().run(stop_rx.clone()));
+    let supervisor = tokio::spawn(ctl.supervisor().clone().run(stop_rx.clone()));
     {
         let cfg = ctl.config();
         tracing::info!(
@@ -202,7 +195,7 @@ pub async fn check_config(path: &Path) -> Result<CheckReport, EdgeError> {
     let user = process::is_root().then(|| {
         cfg.nginx_user
             .clone()
-            .unwrap_or_else(controller::default_nginx_user)
+            .unwrap_or_else(nginx::default_nginx_user)
     });
     let desired = render::Desired::build(&cfg, &views, false, user.clone());
     let rendered = render::render(&desired, 1)?;
@@ -215,12 +208,11 @@ pub async fn check_config(path: &Path) -> Result<CheckReport, EdgeError> {
         .await
         .is_ok();
     let nginx_accepted = if nginx_runs {
-        let scratch = tempfile::tempdir()
-            .map_err(|e| EdgeError::Other(format!("creating a scratch directory: {e}")))?;
+        let scratch = tempfile::tempdir().map_err(EdgeError::Scratch)?;
         let mut scratch_cfg = cfg.clone();
         scratch_cfg.work_dir = scratch.path().to_path_buf();
         // nginx_user names a user of the target machine, which need not exist here.
-        let scratch_user = user.as_ref().map(|_| controller::default_nginx_user());
+        let scratch_user = user.as_ref().map(|_| nginx::default_nginx_user());
         let d = render::Desired::build(&scratch_cfg, &views, false, scratch_user);
         let text = render::render(&d, 1)?;
         nginx::test_config_text(&cfg.nginx, scratch.path(), &text).await?;

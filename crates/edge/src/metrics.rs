@@ -1,21 +1,31 @@
 //! `/edge/metrics` in the Prometheus text format.
 //!
-//! Written out directly from the controller's state rather than through a global recorder: the
-//! numbers already live there, and a process-wide recorder would clash when several edges run
-//! in one process (tests, a benchmark comparing modes).
+//! Written out from a snapshot of the controller's state ([`EdgeMetrics`], copied under its
+//! locks by [`crate::Controller::metrics`]) rather than through a global recorder: the numbers
+//! already live there, and a process-wide recorder would clash when several edges run in one
+//! process (tests, a benchmark comparing modes). Rendering is a pure function of the snapshot.
 
-use crate::controller::{Controller, RELOAD_BUCKETS};
-use crate::health::Health;
+use crate::fleet::ClusterCounters;
+use crate::nginx::MasterInfo;
+use crate::reconcile::{ReloadStats, RELOAD_BUCKETS};
 use std::fmt::Write;
+
+/// Everything `/edge/metrics` shows, copied at one moment.
+#[derive(Debug, Clone)]
+pub struct EdgeMetrics {
+    pub clusters: Vec<ClusterCounters>,
+    pub fail_open: bool,
+    pub reloads: ReloadStats,
+    pub nginx: MasterInfo,
+}
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-pub fn render(ctl: &Controller) -> String {
-    let nginx = ctl.supervisor.info();
-    let inner = ctl.lock();
+pub fn render(m: &EdgeMetrics) -> String {
+    let nginx = &m.nginx;
     let mut out = String::new();
 
     header(
@@ -24,8 +34,8 @@ pub fn render(ctl: &Controller) -> String {
         "gauge",
         "1 when the cluster passes its health checks (unknown counts as up).",
     );
-    for c in &inner.clusters {
-        let up = u8::from(c.health.state() != Health::Down);
+    for c in &m.clusters {
+        let up = u8::from(c.up);
         let _ = writeln!(out, "reelay_edge_cluster_up{{cluster=\"{}\"}} {up}", c.name);
     }
     header(
@@ -34,12 +44,12 @@ pub fn render(ctl: &Controller) -> String {
         "gauge",
         "1 when the cluster is up and takes new jobs.",
     );
-    for c in &inner.clusters {
+    for c in &m.clusters {
         let _ = writeln!(
             out,
             "reelay_edge_cluster_accepting{{cluster=\"{}\"}} {}",
             c.name,
-            u8::from(c.accepting())
+            u8::from(c.accepting)
         );
     }
     header(
@@ -48,7 +58,7 @@ pub fn render(ctl: &Controller) -> String {
         "counter",
         "Active health checks by result.",
     );
-    for c in &inner.clusters {
+    for c in &m.clusters {
         let _ = writeln!(
             out,
             "reelay_edge_health_checks_total{{cluster=\"{}\",result=\"ok\"}} {}",
@@ -66,7 +76,7 @@ pub fn render(ctl: &Controller) -> String {
         "counter",
         "Submissions placed by the controller.",
     );
-    for c in &inner.clusters {
+    for c in &m.clusters {
         let _ = writeln!(
             out,
             "reelay_edge_placements_total{{cluster=\"{}\"}} {}",
@@ -79,12 +89,12 @@ pub fn render(ctl: &Controller) -> String {
         "gauge",
         "Queued jobs in the cluster's last load report.",
     );
-    for c in &inner.clusters {
-        if let Some(l) = &c.load {
+    for c in &m.clusters {
+        if let Some(queued) = c.queued {
             let _ = writeln!(
                 out,
                 "reelay_edge_cluster_queued{{cluster=\"{}\"}} {}",
-                c.name, l.queued
+                c.name, queued
             );
         }
     }
@@ -94,21 +104,25 @@ pub fn render(ctl: &Controller) -> String {
         "gauge",
         "1 when no cluster is healthy and all of them are used.",
     );
-    let _ = writeln!(out, "reelay_edge_fail_open {}", u8::from(inner.fail_open));
+    let _ = writeln!(out, "reelay_edge_fail_open {}", u8::from(m.fail_open));
     header(
         &mut out,
         "reelay_edge_config_generation",
         "gauge",
         "Generation of the nginx configuration being served.",
     );
-    let _ = writeln!(out, "reelay_edge_config_generation {}", inner.generation);
+    let _ = writeln!(
+        out,
+        "reelay_edge_config_generation {}",
+        m.reloads.generation
+    );
     header(
         &mut out,
         "reelay_edge_reloads_total",
         "counter",
         "Successful nginx configuration reloads (the first start included).",
     );
-    let _ = writeln!(out, "reelay_edge_reloads_total {}", inner.reloads);
+    let _ = writeln!(out, "reelay_edge_reloads_total {}", m.reloads.reloads);
     header(
         &mut out,
         "reelay_edge_reload_failures_total",
@@ -118,7 +132,7 @@ pub fn render(ctl: &Controller) -> String {
     let _ = writeln!(
         out,
         "reelay_edge_reload_failures_total {}",
-        inner.failed_reloads
+        m.reloads.failed_reloads
     );
     header(
         &mut out,
@@ -126,7 +140,7 @@ pub fn render(ctl: &Controller) -> String {
         "histogram",
         "From rendering to nginx serving the new generation.",
     );
-    for (le, count) in RELOAD_BUCKETS.iter().zip(inner.reload_bucket_counts) {
+    for (le, count) in RELOAD_BUCKETS.iter().zip(m.reloads.bucket_counts) {
         let _ = writeln!(
             out,
             "reelay_edge_reload_duration_seconds_bucket{{le=\"{le}\"}} {count}"
@@ -135,17 +149,17 @@ pub fn render(ctl: &Controller) -> String {
     let _ = writeln!(
         out,
         "reelay_edge_reload_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-        inner.reloads
+        m.reloads.reloads
     );
     let _ = writeln!(
         out,
         "reelay_edge_reload_duration_seconds_sum {}",
-        inner.reload_seconds_sum
+        m.reloads.seconds_sum
     );
     let _ = writeln!(
         out,
         "reelay_edge_reload_duration_seconds_count {}",
-        inner.reloads
+        m.reloads.reloads
     );
     header(
         &mut out,

@@ -360,6 +360,19 @@ async fn wait_for_stop(stop: &mut watch::Receiver<bool>) {
     }
 }
 
+/// nginx's workers must not run as root; Debian names the unprivileged group `nogroup`, most
+/// other systems `nobody`.
+pub(crate) fn default_nginx_user() -> String {
+    let has_nogroup = std::fs::read_to_string("/etc/group")
+        .map(|g| g.lines().any(|l| l.starts_with("nogroup:")))
+        .unwrap_or(false);
+    if has_nogroup {
+        "nobody nogroup".to_string()
+    } else {
+        "nobody nobody".to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,7 @@
 use serde::Serialize;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
 
 /// Penalty standing in for "never starts" when a cluster reports no live worker slots, large
 /// enough to lose against any real queue but still ordered by queue length.
@@ -277,6 +278,51 @@ pub fn choose(candidates: &[Candidate], policy: &Policy) -> Option<usize> {
                 .then(ia.cmp(ib))
         })
         .map(|(i, _)| i)
+}
+
+/// Placements never confirmed by a load reading (the cluster stopped answering) are forgotten
+/// after this long, so the pending count cannot grow without bound.
+pub const PENDING_MAX_AGE: Duration = Duration::from_secs(120);
+
+/// The edge's memory of the jobs it placed on one cluster that no load reading includes yet:
+/// the `pending` of a [`Candidate`]. Without it a burst between two readings would herd onto the
+/// cluster that looked emptiest.
+///
+/// A reading that *started* `settle` after a placement includes that job (the cluster had time
+/// to queue it); a reading that started sooner may predate it, so the job stays pending. A
+/// placement no reading ever confirms (the cluster stopped answering) is forgotten after
+/// [`PENDING_MAX_AGE`]. Time is passed in; nothing here reads a clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingPlacements {
+    placed: Vec<Instant>,
+}
+
+impl PendingPlacements {
+    /// A job was placed at `now`.
+    pub fn record(&mut self, now: Instant) {
+        self.placed.push(now);
+    }
+
+    /// A load reading that started at `read_started` arrived: placements made at least
+    /// `settle` before it are counted in it now.
+    pub fn settle(&mut self, read_started: Instant, settle: Duration) {
+        self.placed
+            .retain(|p| p.checked_add(settle).is_none_or(|t| t > read_started));
+    }
+
+    /// Forgets placements older than [`PENDING_MAX_AGE`] at `now`.
+    pub fn expire(&mut self, now: Instant) {
+        self.placed
+            .retain(|p| now.duration_since(*p) < PENDING_MAX_AGE);
+    }
+
+    /// How many placements still count as load on top of the last reading at `now`.
+    pub fn count(&self, now: Instant) -> u32 {
+        self.placed
+            .iter()
+            .filter(|p| now.duration_since(**p) < PENDING_MAX_AGE)
+            .count() as u32
+    }
 }
 
 #[cfg(test)]
@@ -663,5 +709,40 @@ mod tests {
                 "{c:?} -> {more:?}: {before} > {after}"
             );
         }
+    }
+
+    #[test]
+    fn pending_placements_settle_with_a_reading_that_started_after_them() {
+        let t0 = Instant::now();
+        let settle = Duration::from_millis(1000);
+        let mut p = PendingPlacements::default();
+        p.record(t0);
+        p.record(t0 + Duration::from_millis(500));
+        assert_eq!(p.count(t0 + Duration::from_millis(600)), 2);
+        // A reading that started right after the placements may predate them.
+        p.settle(t0 + Duration::from_millis(600), settle);
+        assert_eq!(p.count(t0 + Duration::from_millis(700)), 2);
+        // One that started a settle time after the first includes it, not the second.
+        p.settle(t0 + Duration::from_millis(1200), settle);
+        assert_eq!(p.count(t0 + Duration::from_millis(1300)), 1);
+        p.settle(t0 + Duration::from_millis(1600), settle);
+        assert_eq!(p.count(t0 + Duration::from_millis(1700)), 0);
+    }
+
+    #[test]
+    fn unconfirmed_placements_are_forgotten_after_the_max_age() {
+        let t0 = Instant::now();
+        let mut p = PendingPlacements::default();
+        p.record(t0);
+        p.record(t0 + Duration::from_secs(60));
+        let later = t0 + PENDING_MAX_AGE;
+        assert_eq!(p.count(later), 1, "the first is too old to count");
+        p.expire(later);
+        assert_eq!(p, {
+            let mut q = PendingPlacements::default();
+            q.record(t0 + Duration::from_secs(60));
+            q
+        });
+        assert_eq!(p.count(later + Duration::from_secs(60)), 0);
     }
 }

@@ -14,7 +14,8 @@
 //! project describes, and an edge starting up collects every cluster's list before it serves.
 
 use crate::auth::EdgeAuth;
-use crate::controller::{error_chain, Controller};
+use crate::controller::Controller;
+use crate::error::error_chain;
 use reelay_identity::wire::{PushResult, RevocationPage, RevocationPush};
 use reelay_identity::Revocation;
 use std::collections::{HashMap, HashSet};

@@ -77,8 +77,29 @@ pub enum UpError {
         what: String,
         source: std::io::Error,
     },
+    /// The shared issuer key, trusted keys or first admin token could not be made.
     #[error("{0}")]
-    Failed(String),
+    Identity(#[from] reelay_identity::KeyError),
+    #[error("{0}")]
+    AdminToken(#[from] reelay_identity::token::IssueError),
+    #[error("writing the edge config: {0}")]
+    EdgeConfig(#[from] toml::ser::Error),
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("{what} exited while starting: {status}")]
+    ExitedWhileStarting {
+        what: String,
+        status: std::process::ExitStatus,
+    },
+    #[error("{what} was not ready within {seconds}s ({url})")]
+    NotReady {
+        what: String,
+        seconds: u64,
+        url: String,
+    },
+    /// The edge died while everything ran: without it nothing is reachable, so `up` stops.
+    #[error("the edge exited: {0}")]
+    EdgeExited(std::process::ExitStatus),
     /// Found before anything starts, so `reelay up` never announces a system it cannot run.
     #[error("port {port} is taken ({addr}, wanted by {wanted_by}): {holder}; stop it or change the port in the topology/edge config")]
     PortTaken {
@@ -97,9 +118,23 @@ impl UpError {
             UpError::Invalid { .. } => "invalid_topology",
             UpError::Edge(_) => "invalid_edge_config",
             UpError::Spawn { .. } => "spawn",
-            UpError::Failed(_) => "failed",
+            UpError::Identity(_) | UpError::AdminToken(_) => "identity",
+            UpError::EdgeConfig(_) => "invalid_edge_config",
+            UpError::HttpClient(_) => "http_client",
+            UpError::ExitedWhileStarting { .. } => "exited",
+            UpError::NotReady { .. } => "not_ready",
+            UpError::EdgeExited(_) => "edge_exited",
             UpError::PortTaken { .. } => "port_taken",
         }
+    }
+
+    /// Whether running `reelay up` again unchanged can succeed: a port whose holder exits, a
+    /// machine too busy to start everything in time. Bad files and settings need a change.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            UpError::PortTaken { .. } | UpError::NotReady { .. } | UpError::EdgeExited(_)
+        )
     }
 }
 
@@ -235,7 +270,6 @@ impl UpIdentity {
             let path = path.to_path_buf();
             move |source| UpError::Read { path, source }
         };
-        let failed = |e: reelay_identity::KeyError| UpError::Failed(e.to_string());
         let dir = self.issuer_key.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let write = |path: &Path, text: &str, mode: u32| -> Result<(), UpError> {
@@ -251,7 +285,7 @@ impl UpIdentity {
             std::fs::rename(&tmp, path).map_err(io(path))
         };
         if !self.issuer_key.exists() {
-            let (key, file) = reelay_identity::SigningKey::generate("up1").map_err(failed)?;
+            let (key, file) = reelay_identity::SigningKey::generate("up1")?;
             write(&self.issuer_key, &file, 0o600)?;
             write(
                 &self.trusted_keys,
@@ -262,8 +296,8 @@ impl UpIdentity {
                 0o644,
             )?;
         }
-        let issuer = load_signing_key(&self.issuer_key).map_err(failed)?;
-        let trusted = load_trusted_keys(&self.trusted_keys).map_err(failed)?;
+        let issuer = load_signing_key(&self.issuer_key)?;
+        let trusted = load_trusted_keys(&self.trusted_keys)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -278,8 +312,7 @@ impl UpIdentity {
                 name: "reelay up".into(),
                 ttl_seconds: None,
             };
-            let (token, _) = reelay_identity::token::issue(&issuer, &new, now)
-                .map_err(|e| UpError::Failed(e.to_string()))?;
+            let (token, _) = reelay_identity::token::issue(&issuer, &new, now)?;
             write(&self.admin_token, &format!("{token}\n"), 0o600)?;
         }
         Ok(())
@@ -425,10 +458,10 @@ async fn wait_ready(
     loop {
         if let Ok(Some(status)) = child.child.try_wait() {
             child.exited = true;
-            return Err(UpError::Failed(format!(
-                "{} exited while starting: {status}",
-                child.what
-            )));
+            return Err(UpError::ExitedWhileStarting {
+                what: child.what.clone(),
+                status,
+            });
         }
         if let Ok(r) = http.get(url).timeout(Duration::from_secs(2)).send().await {
             if r.status().is_success() && r.text().await.is_ok_and(|b| ok(&b)) {
@@ -436,11 +469,11 @@ async fn wait_ready(
             }
         }
         if Instant::now() > deadline {
-            return Err(UpError::Failed(format!(
-                "{} was not ready within {}s ({url})",
-                child.what,
-                timeout.as_secs()
-            )));
+            return Err(UpError::NotReady {
+                what: child.what.clone(),
+                seconds: timeout.as_secs(),
+                url: url.to_string(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -473,8 +506,7 @@ pub async fn run(
         }
     }
     if plan.edge_inline {
-        let text = toml::to_string(&plan.edge)
-            .map_err(|e| UpError::Failed(format!("writing the edge config: {e}")))?;
+        let text = toml::to_string(&plan.edge)?;
         std::fs::write(&plan.edge_path, text).map_err(|source| UpError::Read {
             path: plan.edge_path.clone(),
             source,
@@ -483,7 +515,7 @@ pub async fn run(
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
-        .map_err(|e| UpError::Failed(format!("HTTP client: {e}")))?;
+        .map_err(UpError::HttpClient)?;
     let grace = Duration::from_secs(plan.topology.shutdown_grace_seconds);
     let mut clusters: Vec<Running> = Vec::new();
     let mut edge: Option<Running> = None;
@@ -641,7 +673,7 @@ async fn watch(
         if let Some(e) = edge.as_mut() {
             if let Ok(Some(status)) = e.child.try_wait() {
                 e.exited = true;
-                return Err(UpError::Failed(format!("the edge exited: {status}")));
+                return Err(UpError::EdgeExited(status));
             }
         }
     }
