@@ -5,6 +5,10 @@
 //! playlist disguised as a video cannot make it read other files or reach the network.
 
 pub mod argv;
+pub mod codecs;
+pub mod compat;
+pub mod manifest;
+pub mod package;
 pub mod plan;
 pub mod policy;
 pub mod probe;
@@ -13,7 +17,8 @@ pub mod run;
 pub mod sandbox;
 
 pub use argv::{build, Invocation};
-pub use plan::{preset_list, resolve_outputs, Rendition, SpecError};
+pub use package::PackageError;
+pub use plan::{preset_list, resolve_outputs, Packaging, Rendition, SpecError};
 pub use policy::{InputPolicy, Needs, Rejection};
 pub use probe::{
     detect_scan, probe, FieldOrder, MediaInfo, ProbeError, ScanError, StreamInfo, StreamKind,
