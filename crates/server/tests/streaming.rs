@@ -152,3 +152,27 @@ async fn a_ladder_with_a_codec_its_packaging_cannot_carry_is_refused() {
         assert!(msg.starts_with(field), "{spec}: {msg}");
     }
 }
+
+/// The OpenAPI document names every preset and every format a custom output may give, the same
+/// ones the server accepts (the compatibility table), so the document cannot drift.
+#[tokio::test]
+async fn openapi_lists_every_preset_and_format() {
+    let s = TestServer::start().await;
+    let doc: serde_json::Value = s.get_json("/openapi.json").await;
+    let spec = &doc["components"]["schemas"]["OutputSpec"]["properties"];
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    let presets: Vec<String> = reelay_media::preset_list().into_iter().map(|p| p.name).collect();
+    assert_eq!(names(&spec["preset"]), presets);
+    let formats: Vec<String> = reelay_media::compat::FORMATS
+        .iter()
+        .map(|f| f.name.to_string())
+        .collect();
+    assert_eq!(names(&spec["container"]), formats);
+}
