@@ -98,7 +98,11 @@ pub fn format(name: &str) -> Option<&'static FormatRow> {
 
 /// The names custom outputs may give, for error messages.
 pub fn format_names() -> String {
-    FORMATS.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+    FORMATS
+        .iter()
+        .map(|f| f.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Per video codec: the CRF a custom file output gets when it names none, the largest CRF the
@@ -148,7 +152,10 @@ mod tests {
         assert_eq!(format("hls").unwrap().video, &[V::H264]);
         for p in ["hls-cmaf", "dash", "cmaf"] {
             let f = format(p).unwrap();
-            assert!(f.video.contains(&V::H265) && f.video.contains(&V::Av1), "{p}");
+            assert!(
+                f.video.contains(&V::H265) && f.video.contains(&V::Av1),
+                "{p}"
+            );
         }
         assert!(format("webm").unwrap().video.iter().all(|c| *c != V::H264));
         assert!(format("nope").is_none());

@@ -218,7 +218,10 @@ mod tests {
         let reps = mpd_representations(MPD).unwrap();
         assert_eq!(reps.len(), 2);
         let v = &reps[0];
-        assert_eq!((v.width, v.height, v.bandwidth), (Some(640), Some(360), 800_000));
+        assert_eq!(
+            (v.width, v.height, v.bandwidth),
+            (Some(640), Some(360), 800_000)
+        );
         assert_eq!(v.init, "init-0.m4s");
         assert_eq!(
             v.media,

@@ -68,7 +68,9 @@ fn read(path: &Path) -> Result<String, PackageError> {
 
 fn missing(manifest: &Path, file: &str) -> PackageError {
     PackageError::Missing {
-        manifest: manifest.file_name().map_or_else(String::new, |n| n.to_string_lossy().into()),
+        manifest: manifest
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into()),
         file: file.to_string(),
     }
 }
@@ -150,9 +152,7 @@ fn complete_codecs(r: &Rendition, out_dir: &Path) -> Result<(), PackageError> {
                 // media_3.m3u8 is representation 3; the audio group's codec stays as written.
                 rewrite(HLS_MASTER, &|t| {
                     fix_hls_master(t, &|uri| {
-                        let id = uri
-                            .trim_start_matches("media_")
-                            .trim_end_matches(".m3u8");
+                        let id = uri.trim_start_matches("media_").trim_end_matches(".m3u8");
                         rep(id)
                     })
                 })?;
@@ -187,7 +187,11 @@ pub fn fix_hls_master(text: &str, derive: &dyn Fn(&str) -> Vec<String>) -> Strin
         let fixed = match attr_value(attrs, "CODECS=\"") {
             Some(old) => {
                 let new = complete(old, &derived);
-                line.replacen(&format!("CODECS=\"{old}\""), &format!("CODECS=\"{new}\""), 1)
+                line.replacen(
+                    &format!("CODECS=\"{old}\""),
+                    &format!("CODECS=\"{new}\""),
+                    1,
+                )
             }
             None if !derived.is_empty() => format!("{line},CODECS=\"{}\"", derived.join(",")),
             None => line.to_string(),
@@ -212,7 +216,11 @@ pub fn fix_mpd(text: &str, derive: &dyn Fn(&str) -> Vec<String>) -> String {
         let fixed = match (attr_value(tag, "id=\""), attr_value(tag, "codecs=\"")) {
             (Some(id), Some(old)) if old.split(',').any(is_bare) => {
                 let new = complete(old, &derive(id));
-                tag.replacen(&format!("codecs=\"{old}\""), &format!("codecs=\"{new}\""), 1)
+                tag.replacen(
+                    &format!("codecs=\"{old}\""),
+                    &format!("codecs=\"{new}\""),
+                    1,
+                )
             }
             _ => tag.to_string(),
         };
@@ -263,7 +271,10 @@ mod tests {
   <Representation id="2" mimeType="audio/mp4" codecs="mp4a.40.2" bandwidth="1">
 </AdaptationSet>"#;
         let out = fix_mpd(mpd, &hevc);
-        assert!(out.contains(r#"id="0" mimeType="video/mp4" codecs="hvc1.1.6.L93.90""#), "{out}");
+        assert!(
+            out.contains(r#"id="0" mimeType="video/mp4" codecs="hvc1.1.6.L93.90""#),
+            "{out}"
+        );
         assert!(out.contains(r#"codecs="avc1.64001e""#) && out.contains(r#"codecs="mp4a.40.2""#));
         assert_eq!(out.len(), mpd.len() + ".1.6.L93.90".len());
     }
@@ -283,15 +294,24 @@ mod tests {
                 vec!["av01.0.04M.08".into(), "mp4a.40.2".into()]
             }
         });
-        assert!(out.contains("CODECS=\"hvc1.1.6.L93.90,mp4a.40.2\",AUDIO=\"a\"\n"), "{out}");
-        assert!(out.contains("RESOLUTION=426x240,CODECS=\"av01.0.04M.08,mp4a.40.2\"\n"), "{out}");
+        assert!(
+            out.contains("CODECS=\"hvc1.1.6.L93.90,mp4a.40.2\",AUDIO=\"a\"\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("RESOLUTION=426x240,CODECS=\"av01.0.04M.08,mp4a.40.2\"\n"),
+            "{out}"
+        );
         assert!(out.ends_with("v1/index.m3u8\n"));
     }
 
     #[test]
     fn complete_manifests_are_left_alone() {
         let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=\"avc1.64001e,mp4a.40.2\"\nv0/index.m3u8\n";
-        assert_eq!(fix_hls_master(master, &|_| vec!["avc1.640028".into()]), master);
+        assert_eq!(
+            fix_hls_master(master, &|_| vec!["avc1.640028".into()]),
+            master
+        );
         let mpd = r#"<Representation id="0" codecs="av01.0.01M.08">"#;
         assert_eq!(fix_mpd(mpd, &hevc), mpd);
     }

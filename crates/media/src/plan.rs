@@ -267,10 +267,26 @@ fn mp4(name: &str, short_side: u32, maxrate: u32) -> Rendition {
 pub fn default_ladder() -> Ladder {
     Ladder {
         rungs: vec![
-            Rung { short_side: 1080, video_kbps: 5000, audio_kbps: 128 },
-            Rung { short_side: 720, video_kbps: 2800, audio_kbps: 128 },
-            Rung { short_side: 480, video_kbps: 1400, audio_kbps: 96 },
-            Rung { short_side: 360, video_kbps: 800, audio_kbps: 96 },
+            Rung {
+                short_side: 1080,
+                video_kbps: 5000,
+                audio_kbps: 128,
+            },
+            Rung {
+                short_side: 720,
+                video_kbps: 2800,
+                audio_kbps: 128,
+            },
+            Rung {
+                short_side: 480,
+                video_kbps: 1400,
+                audio_kbps: 96,
+            },
+            Rung {
+                short_side: 360,
+                video_kbps: 800,
+                audio_kbps: 96,
+            },
         ],
         segment_seconds: 4,
     }
@@ -522,8 +538,14 @@ fn packaging_of(row: &FormatRow, codec: Option<VideoCodec>) -> Packaging {
             r.video_kbps = r.video_kbps * pct / 100;
         }
         return match row.name {
-            "hls" => Packaging::Hls { ladder, segments: Segments::Ts },
-            "hls-cmaf" => Packaging::Hls { ladder, segments: Segments::Fmp4 },
+            "hls" => Packaging::Hls {
+                ladder,
+                segments: Segments::Ts,
+            },
+            "hls-cmaf" => Packaging::Hls {
+                ladder,
+                segments: Segments::Fmp4,
+            },
             "dash" => Packaging::Dash(ladder),
             _ => Packaging::Cmaf(ladder),
         };
@@ -652,11 +674,18 @@ fn custom_video(
     if row.video.is_empty() {
         return Err(err(
             at.to_string(),
-            format!("{} holds audio only: omit video or use codec none", row.name),
+            format!(
+                "{} holds audio only: omit video or use codec none",
+                row.name
+            ),
         ));
     }
-    let codec = parse_video_codec(&v.codec)
-        .ok_or_else(|| err(f("codec"), "must be one of h264, h265, vp9, av1, copy, none"))?;
+    let codec = parse_video_codec(&v.codec).ok_or_else(|| {
+        err(
+            f("codec"),
+            "must be one of h264, h265, vp9, av1, copy, none",
+        )
+    })?;
     if !row.video.contains(&codec) {
         return Err(err(
             f("codec"),
@@ -926,11 +955,17 @@ mod tests {
         let p = |n: &str| preset(n).unwrap();
         assert!(matches!(
             p("hls-abr").packaging,
-            Packaging::Hls { segments: Segments::Ts, .. }
+            Packaging::Hls {
+                segments: Segments::Ts,
+                ..
+            }
         ));
         assert!(matches!(
             p("hls-cmaf").packaging,
-            Packaging::Hls { segments: Segments::Fmp4, .. }
+            Packaging::Hls {
+                segments: Segments::Fmp4,
+                ..
+            }
         ));
         assert!(matches!(p("dash").packaging, Packaging::Dash(_)));
         assert!(matches!(p("cmaf").packaging, Packaging::Cmaf(_)));
@@ -965,21 +1000,34 @@ mod tests {
             }),
             ..Default::default()
         };
-        let r = resolve_outputs(&[ladder("cmaf", "h265")]).unwrap().remove(0);
+        let r = resolve_outputs(&[ladder("cmaf", "h265")])
+            .unwrap()
+            .remove(0);
         assert_eq!(r.video.as_ref().unwrap().codec, VideoCodec::H265);
         assert_eq!(r.ladder().unwrap().rungs[0].video_kbps, 3000);
         let r = resolve_outputs(&[ladder("dash", "av1")]).unwrap().remove(0);
         assert!(matches!(r.packaging, Packaging::Dash(_)));
         assert_eq!(r.ladder().unwrap().rungs[0].video_kbps, 2500);
-        let r = resolve_outputs(&[ladder("hls-cmaf", "av1")]).unwrap().remove(0);
-        assert!(matches!(r.packaging, Packaging::Hls { segments: Segments::Fmp4, .. }));
+        let r = resolve_outputs(&[ladder("hls-cmaf", "av1")])
+            .unwrap()
+            .remove(0);
+        assert!(matches!(
+            r.packaging,
+            Packaging::Hls {
+                segments: Segments::Fmp4,
+                ..
+            }
+        ));
+        assert_eq!(field_of(&[ladder("hls", "h265")]), "outputs[0].video.codec");
+        assert_eq!(field_of(&[ladder("cmaf", "vp9")]), "outputs[0].video.codec");
         assert_eq!(
-            field_of(&[ladder("hls", "h265")]),
+            field_of(&[ladder("cmaf", "copy")]),
             "outputs[0].video.codec"
         );
-        assert_eq!(field_of(&[ladder("cmaf", "vp9")]), "outputs[0].video.codec");
-        assert_eq!(field_of(&[ladder("cmaf", "copy")]), "outputs[0].video.codec");
-        assert_eq!(field_of(&[ladder("cmaf", "none")]), "outputs[0].video.codec");
+        assert_eq!(
+            field_of(&[ladder("cmaf", "none")]),
+            "outputs[0].video.codec"
+        );
         let sized = OutputSpec {
             video: Some(VideoSpec {
                 codec: "h264".into(),
@@ -1005,7 +1053,7 @@ mod tests {
             ..ladder("cmaf", "h264")
         };
         let r = resolve_outputs(&[bare]).unwrap().remove(0);
-        assert_eq!(r.video.unwrap().codec, VideoCodec::H264);
+        assert_eq!(r.video.as_ref().unwrap().codec, VideoCodec::H264);
         assert_eq!(r.ladder(), Some(&default_ladder()));
     }
 

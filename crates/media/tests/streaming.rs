@@ -13,11 +13,27 @@ use std::process::Command;
 fn clip(dir: &Path, secs: u32) -> PathBuf {
     let out = dir.join("in480.mp4");
     let st = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
         .arg(format!("testsrc2=size=854x480:rate=25:duration={secs}"))
         .args(["-f", "lavfi", "-i"])
         .arg(format!("sine=frequency=440:duration={secs}"))
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
         .arg(&out)
         .status()
         .expect("ffmpeg must be installed");
@@ -47,7 +63,10 @@ fn joined(dir: &Path, init: &Path, seg: &Path) -> PathBuf {
     bytes.extend(std::fs::read(seg).unwrap());
     let p = dir.join(format!(
         "joined-{}",
-        seg.file_name().unwrap().to_string_lossy().replace(".m4s", ".mp4")
+        seg.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".m4s", ".mp4")
     ));
     std::fs::write(&p, bytes).unwrap();
     p
@@ -59,7 +78,13 @@ fn probe_segment(path: &Path) -> (String, u64, u64, f64, bool, f64) {
     let stream = &s["streams"][0];
     let p = ffprobe_json(
         path,
-        &["-show_packets", "-read_intervals", "%+#1", "-select_streams", "0"],
+        &[
+            "-show_packets",
+            "-read_intervals",
+            "%+#1",
+            "-select_streams",
+            "0",
+        ],
     );
     let pkt = &p["packets"][0];
     (
@@ -91,12 +116,21 @@ async fn package(spec: OutputSpec, input: &Path, out: &Path) -> Rendition {
         max_out_time: None,
     };
     let mut last = None;
-    run_ffmpeg(&tools, &inv.args, out, limits, &CancellationToken::new(), |p| {
-        last = Some(p)
-    })
+    run_ffmpeg(
+        &tools,
+        &inv.args,
+        out,
+        limits,
+        &CancellationToken::new(),
+        |p| last = Some(p),
+    )
     .await
     .unwrap_or_else(|e| panic!("{}: {e}", r.name));
-    assert!(last.is_some_and(|p| p.done), "{}: no final progress", r.name);
+    assert!(
+        last.is_some_and(|p| p.done),
+        "{}: no final progress",
+        r.name
+    );
     package::finish(&r, out).unwrap();
     r
 }
@@ -138,10 +172,17 @@ fn check_mpd(dir: &Path, video_codec: &str, codecs_prefix: &str) -> Vec<MpdRepre
         for (seg, start) in rep.media.iter().zip(&rep.starts) {
             let j = joined(scratch.path(), &dir.join(&rep.init), &dir.join(seg));
             let (codec, pw, ph, dur, key, pts) = probe_segment(&j);
-            assert_eq!((codec.as_str(), pw, ph), (video_codec, w as u64, h as u64), "{seg}");
+            assert_eq!(
+                (codec.as_str(), pw, ph),
+                (video_codec, w as u64, h as u64),
+                "{seg}"
+            );
             assert!(key, "{seg} does not start with a keyframe");
             let expect = *start as f64 / rep.timescale as f64;
-            assert!((pts - expect).abs() < 0.05, "{seg}: pts {pts} vs timeline {expect}");
+            assert!(
+                (pts - expect).abs() < 0.05,
+                "{seg}: pts {pts} vs timeline {expect}"
+            );
             total += dur;
         }
         assert!(total > 0.0);
@@ -167,7 +208,10 @@ async fn dash_preset_writes_a_complete_aligned_mpd() {
     let r = package(OutputSpec::preset("dash"), &input, &out).await;
     assert_eq!(r.primary_files(), ["dash/manifest.mpd"]);
     check_mpd(&out.join("dash"), "h264", "avc1.");
-    assert!(!out.join("dash/master.m3u8").exists(), "DASH alone writes no HLS");
+    assert!(
+        !out.join("dash/master.m3u8").exists(),
+        "DASH alone writes no HLS"
+    );
 }
 
 /// CMAF: the HLS master and the MPD reference the SAME segment files, and there are no others.
@@ -188,7 +232,10 @@ async fn cmaf_preset_serves_hls_and_dash_from_one_set_of_segments() {
         .filter(|l| l.starts_with("#EXT-X-STREAM-INF"))
         .collect();
     assert_eq!(infs.len(), 2, "{master}");
-    for (l, rep) in infs.iter().zip(reps.iter().filter(|r| r.mime_type == "video/mp4")) {
+    for (l, rep) in infs
+        .iter()
+        .zip(reps.iter().filter(|r| r.mime_type == "video/mp4"))
+    {
         let res = format!("RESOLUTION={}x{}", rep.width.unwrap(), rep.height.unwrap());
         assert!(l.contains(&res), "{l}");
         assert!(
@@ -247,7 +294,10 @@ async fn hls_cmaf_preset_is_hls_v7_with_fmp4_segments() {
             rung_starts.push((pts * 10.0).round() as i64);
         }
         let tracks = codecs::from_init_segment(&std::fs::read(&init).unwrap());
-        assert!(master.contains(&format!("CODECS=\"{}\"", tracks.join(","))), "{master}");
+        assert!(
+            master.contains(&format!("CODECS=\"{}\"", tracks.join(","))),
+            "{master}"
+        );
         starts.push(rung_starts);
     }
     assert_eq!(starts[0], starts[1], "rungs keyframe-aligned");
@@ -286,7 +336,10 @@ async fn av1_ladders_in_dash_and_hls_cmaf() {
         .collect();
     assert_eq!(infs.len(), 2, "{master}");
     for l in infs {
-        assert!(l.contains("CODECS=\"av01.0.") && l.contains(",mp4a.40.2\""), "{l}");
+        assert!(
+            l.contains("CODECS=\"av01.0.") && l.contains(",mp4a.40.2\""),
+            "{l}"
+        );
     }
     let media = std::fs::read_to_string(out.join("av1hls/v0/index.m3u8")).unwrap();
     assert!(media.contains("#EXT-X-TARGETDURATION:4"), "{media}");

@@ -42,7 +42,10 @@ async fn check_mpd(s: &TestServer, base: &str) -> BTreeSet<String> {
             let p = ffprobe_bytes(&joined, "mp4");
             if rep.mime_type == "video/mp4" {
                 assert_eq!(p.codec("video").as_deref(), Some("h264"), "{seg}");
-                assert_eq!(p.dims(), Some((rep.width.unwrap() as u64, rep.height.unwrap() as u64)));
+                assert_eq!(
+                    p.dims(),
+                    Some((rep.width.unwrap() as u64, rep.height.unwrap() as u64))
+                );
             } else {
                 assert_eq!(p.codec("audio").as_deref(), Some("aac"), "{seg}");
             }
@@ -64,15 +67,24 @@ async fn check_hls(s: &TestServer, base: &str) -> BTreeSet<String> {
     assert_eq!(ctype, "application/vnd.apple.mpegurl");
     let master = String::from_utf8(master).unwrap();
     assert!(master.contains("#EXT-X-VERSION:7"), "{master}");
-    for l in master.lines().filter(|l| l.starts_with("#EXT-X-STREAM-INF")) {
-        assert!(l.contains("CODECS=\"avc1.") && l.contains("mp4a.40.2"), "{l}");
+    for l in master
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF"))
+    {
+        assert!(
+            l.contains("CODECS=\"avc1.") && l.contains("mp4a.40.2"),
+            "{l}"
+        );
     }
     let mut names = BTreeSet::new();
     for playlist in hls_uris(&master) {
         let (_, media) = fetch(s, &format!("{base}/{playlist}")).await;
         let media = String::from_utf8(media).unwrap();
         assert!(media.contains("#EXT-X-ENDLIST") && media.contains("#EXT-X-MAP:URI="));
-        let dir = playlist.rsplit_once('/').map(|(d, _)| format!("{d}/")).unwrap_or_default();
+        let dir = playlist
+            .rsplit_once('/')
+            .map(|(d, _)| format!("{d}/"))
+            .unwrap_or_default();
         let uris = hls_uris(&media);
         let (_, init) = fetch(s, &format!("{base}/{dir}{}", uris[0])).await;
         for seg in &uris[1..] {
@@ -81,7 +93,10 @@ async fn check_hls(s: &TestServer, base: &str) -> BTreeSet<String> {
             let mut joined = init.clone();
             joined.extend(bytes);
             let p = ffprobe_bytes(&joined, "mp4");
-            assert!(p.codec("video").is_some() || p.codec("audio").is_some(), "{seg}");
+            assert!(
+                p.codec("video").is_some() || p.codec("audio").is_some(),
+                "{seg}"
+            );
         }
         names.extend(uris.into_iter().map(|u| format!("{dir}{u}")));
     }
@@ -121,7 +136,10 @@ async fn cmaf_dash_and_hls_cmaf_over_http_every_segment_fetched() {
         .filter(|f| !f.ends_with(".m3u8"))
         .collect();
     assert_eq!(dash_side, hls_media);
-    assert!(dash_side.len() >= 2 * 3 + 2, "two 4 s segments per rung: {dash_side:?}");
+    assert!(
+        dash_side.len() >= 2 * 3 + 2,
+        "two 4 s segments per rung: {dash_side:?}"
+    );
     check_mpd(&s, &out("dash")).await;
     check_hls(&s, &out("hls-cmaf")).await;
 }
@@ -168,7 +186,10 @@ async fn openapi_lists_every_preset_and_format() {
             .map(|x| x.as_str().unwrap().to_string())
             .collect()
     };
-    let presets: Vec<String> = reelay_media::preset_list().into_iter().map(|p| p.name).collect();
+    let presets: Vec<String> = reelay_media::preset_list()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     assert_eq!(names(&spec["preset"]), presets);
     let formats: Vec<String> = reelay_media::compat::FORMATS
         .iter()

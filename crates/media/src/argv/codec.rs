@@ -113,4 +113,3 @@ pub(super) fn muxer(c: Container) -> &'static str {
         Container::Jpeg => "image2",
     }
 }
-

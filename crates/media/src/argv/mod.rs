@@ -404,12 +404,19 @@ mod tests {
         for name in ["hls-abr", "hls-cmaf", "dash", "cmaf"] {
             let a = argv(&preset(name).unwrap(), &input);
             let graph = after(&a, "-filter_complex");
-            assert!(graph.starts_with("[0:0]split=2[s0][s1];"), "{name}: {graph}");
+            assert!(
+                graph.starts_with("[0:0]split=2[s0][s1];"),
+                "{name}: {graph}"
+            );
             assert!(graph.contains("[s0]scale=854:480,") && graph.contains("[s1]scale=640:360,"));
             assert_eq!(after(&a, "-c:v"), "libx264", "{name}");
             assert_eq!(after(&a, "-b:v:0"), "1400k", "{name}");
             assert_eq!(after(&a, "-b:v:1"), "800k", "{name}");
-            assert_eq!(after(&a, "-force_key_frames"), "expr:gte(t,n_forced*4)", "{name}");
+            assert_eq!(
+                after(&a, "-force_key_frames"),
+                "expr:gte(t,n_forced*4)",
+                "{name}"
+            );
             assert_eq!(after(&a, "-progress"), "pipe:1", "{name}");
         }
     }
@@ -419,7 +426,10 @@ mod tests {
         let a = argv(&preset("hls-cmaf").unwrap(), &info(854, 480, 0, true));
         assert_eq!(after(&a, "-f"), "mov"); // the input's demuxer
         assert_eq!(after(&a, "-hls_segment_type"), "fmp4");
-        assert_eq!(after(&a, "-hls_segment_filename"), "/w/out/hls-cmaf/v%v/seg_%05d.m4s");
+        assert_eq!(
+            after(&a, "-hls_segment_filename"),
+            "/w/out/hls-cmaf/v%v/seg_%05d.m4s"
+        );
         assert_eq!(after(&a, "-hls_fmp4_init_filename"), "init.mp4");
         assert_eq!(after(&a, "-var_stream_map"), "v:0,a:0 v:1,a:1");
         assert_eq!(a.last().unwrap(), "/w/out/hls-cmaf/v%v/index.m3u8");
@@ -434,12 +444,22 @@ mod tests {
         let dash = argv(&preset("dash").unwrap(), &input);
         let graph = after(&dash, "-filter_complex");
         assert_eq!(graph.matches("setdar=854/480").count(), 2, "{graph}");
-        let maps: Vec<&String> = dash.windows(2).filter(|w| w[0] == "-map").map(|w| &w[1]).collect();
+        let maps: Vec<&String> = dash
+            .windows(2)
+            .filter(|w| w[0] == "-map")
+            .map(|w| &w[1])
+            .collect();
         assert_eq!(maps, ["[v0]", "[v1]", "0:1"]);
         assert_eq!(after(&dash, "-b:a"), "96k");
-        assert_eq!(after(&dash, "-adaptation_sets"), "id=0,streams=v id=1,streams=a");
+        assert_eq!(
+            after(&dash, "-adaptation_sets"),
+            "id=0,streams=v id=1,streams=a"
+        );
         assert_eq!(after(&dash, "-seg_duration"), "4");
-        assert_eq!(after(&dash, "-media_seg_name"), "seg-$RepresentationID$-$Number%05d$.m4s");
+        assert_eq!(
+            after(&dash, "-media_seg_name"),
+            "seg-$RepresentationID$-$Number%05d$.m4s"
+        );
         assert!(!dash.iter().any(|x| x == "-hls_playlist"));
         assert_eq!(dash.last().unwrap(), "/w/out/dash/manifest.mpd");
         let cmaf = argv(&preset("cmaf").unwrap(), &input);
