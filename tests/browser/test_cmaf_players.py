@@ -189,3 +189,32 @@ def test_a_player_on_another_origin_plays_the_cmaf_output_to_the_end(
         s.startswith(("init-", "seg-")) for s in segments
     ), f"{player} fetched segments that are not the shared CMAF ones: {segments}"
     assert not problems, problems
+
+
+def test_the_dashboard_plays_a_cmaf_output_with_hls_js_and_dash_js(
+    env: Env, browser: BrowserContext, cmaf_job: dict
+) -> None:
+    """The job page shows a player per manifest: hls.js for master.m3u8 and dash.js (embedded
+    in the binary, under the dashboard's strict CSP) for manifest.mpd."""
+    from test_dashboard import play_until
+
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append("page error: " + e.message))
+    page.on(
+        "console",
+        lambda m: problems.append("console: " + m.text)
+        if m.type == "error" and "Content Security Policy" in m.text
+        else None,
+    )
+    page.goto(
+        env.edge + "/#/jobs/" + urllib.parse.quote(cmaf_job["id"], safe=""), wait_until="load"
+    )
+    page.wait_for_selector('#view-job[data-status="succeeded"]', timeout=20_000)
+    dash = play_until(page, 'video[data-kind="dash"]', 1.0)
+    hls = play_until(page, 'video[data-kind="hls"]', 1.0)
+    log.info("dashboard: dash %s hls %s", json.dumps(dash), json.dumps(hls))
+    page.screenshot(path=str(env.artifacts / "cmaf-dashboard.png"))
+    assert dash["engine"] == "dash.js" and dash["width"] > 0, dash
+    assert hls["engine"] == "hls.js" and hls["width"] > 0, hls
+    assert not problems, problems

@@ -1082,23 +1082,25 @@
     $('job-players-panel').hidden = players.children.length === 0;
   }
 
-  let hlsLoading = null;
-  /** hls.js is loaded only when a job page has an HLS output. */
-  function loadHls() {
-    if (window.Hls) return Promise.resolve(window.Hls);
-    if (!hlsLoading) {
-      hlsLoading = new Promise((resolve, reject) => {
-        const s = el('script', { src: '/ui/hls.min.js' });
-        s.addEventListener('load', () => resolve(window.Hls));
+  const playerLoading = {};
+  /** A player library is loaded only when a job page has an output it plays. */
+  function loadPlayer(file, global, label) {
+    if (window[global]) return Promise.resolve(window[global]);
+    if (!playerLoading[file]) {
+      playerLoading[file] = new Promise((resolve, reject) => {
+        const s = el('script', { src: '/ui/' + file });
+        s.addEventListener('load', () => resolve(window[global]));
         s.addEventListener('error', () => {
-          hlsLoading = null;
-          reject(new Error('could not load hls.js'));
+          playerLoading[file] = null;
+          reject(new Error('could not load ' + label));
         });
         document.head.append(s);
       });
     }
-    return hlsLoading;
+    return playerLoading[file];
   }
+  const loadHls = () => loadPlayer('hls.min.js', 'Hls', 'hls.js');
+  const loadDashJs = () => loadPlayer('dash.all.min.js', 'dashjs', 'dash.js');
 
   /** Under a token, <video src> cannot send it: fetch the file and play it from a blob: URL. */
   async function mediaUrl(url) {
@@ -1135,6 +1137,7 @@
     const box = el('div', { class: 'player', 'data-output': o.name }, el('h3', { text: o.name }));
     let media = null;
     let hls = null;
+    let dash = null;
     if (ct === 'application/vnd.apple.mpegurl' || ct === 'application/x-mpegurl') {
       media = el('video', { controls: true, muted: true, playsinline: true, preload: 'metadata', 'data-output': o.name, 'data-kind': 'hls' });
       media.muted = true;
@@ -1166,6 +1169,31 @@
           say('cannot play: this browser has neither Media Source Extensions nor native HLS');
         }
       }).catch((e) => say('cannot play: ' + e.message));
+    } else if (ct === 'application/dash+xml') {
+      // A DASH manifest (dash, or the MPD of a cmaf output next to its HLS master): dash.js.
+      media = el('video', { controls: true, muted: true, playsinline: true, preload: 'metadata', 'data-output': o.name, 'data-kind': 'dash' });
+      media.muted = true;
+      const say = watchMedia(media, state);
+      say('loading player…');
+      loadDashJs().then((dashjs) => {
+        if (!box.isConnected && jobView.players.indexOf(player) < 0) return;
+        if (!dashjs || !window.MediaSource) {
+          say('cannot play: this browser has no Media Source Extensions for DASH');
+          return;
+        }
+        dash = dashjs.MediaPlayer().create();
+        dash.addRequestInterceptor((req) => {
+          const t = token();
+          if (t) req.headers = Object.assign({}, req.headers || {}, { Authorization: 'Bearer ' + t });
+          return Promise.resolve(req);
+        });
+        dash.on(dashjs.MediaPlayer.events.ERROR, (e) => {
+          const err = (e && e.error) || {};
+          say('cannot play: ' + (err.message || err.code || 'dash.js error'));
+        });
+        dash.initialize(media, url, false);
+        media.dataset.engine = 'dash.js';
+      }).catch((e) => say('cannot play: ' + e.message));
     } else if (ct.startsWith('video/')) {
       media = el('video', { controls: true, muted: true, playsinline: true, preload: 'metadata', 'data-output': o.name, 'data-kind': 'file' });
       media.muted = true;
@@ -1187,6 +1215,7 @@
       box,
       destroy() {
         if (hls) hls.destroy();
+        if (dash) dash.destroy();
         if (media.pause) media.pause();
         media.removeAttribute('src');
         box.remove();
