@@ -14,10 +14,26 @@ pub struct FormatRow {
     pub video: &'static [VideoCodec],
     /// Audio codecs it may carry.
     pub audio: &'static [AudioCodec],
-    /// Audio when the spec has no `audio` section.
-    pub default_audio: AudioCodec,
-    /// A ladder (several rungs, segments and manifests) rather than one file.
-    pub ladder: bool,
+    /// Audio when the spec has no `audio` section (`None`: the format holds no audio).
+    pub default_audio: Option<AudioCodec>,
+    pub kind: FormatKind,
+}
+
+/// What a format makes of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatKind {
+    /// One file.
+    File,
+    /// A ladder: several rungs, segments and manifests.
+    Ladder,
+    /// JPEG sprite sheets and a WebVTT thumbnails track.
+    Storyboard,
+}
+
+impl FormatRow {
+    pub fn is_ladder(&self) -> bool {
+        self.kind == FormatKind::Ladder
+    }
 }
 
 use AudioCodec as A;
@@ -31,64 +47,71 @@ pub const FORMATS: &[FormatRow] = &[
         name: "mp4",
         video: &[V::H264, V::H265, V::Vp9, V::Av1, V::Copy],
         audio: &[A::Aac, A::Copy],
-        default_audio: A::Aac,
-        ladder: false,
+        default_audio: Some(A::Aac),
+        kind: FormatKind::File,
     },
     FormatRow {
         name: "mov",
         video: &[V::H264, V::H265, V::Vp9, V::Av1, V::Copy],
         audio: &[A::Aac, A::Copy],
-        default_audio: A::Aac,
-        ladder: false,
+        default_audio: Some(A::Aac),
+        kind: FormatKind::File,
     },
     FormatRow {
         name: "mkv",
         video: &[V::H264, V::H265, V::Vp9, V::Av1, V::Copy],
         audio: &[A::Aac, A::Opus, A::Copy],
-        default_audio: A::Aac,
-        ladder: false,
+        default_audio: Some(A::Aac),
+        kind: FormatKind::File,
     },
     FormatRow {
         name: "webm",
         video: &[V::Vp9, V::Av1, V::Copy],
         audio: &[A::Opus, A::Copy],
-        default_audio: A::Opus,
-        ladder: false,
+        default_audio: Some(A::Opus),
+        kind: FormatKind::File,
     },
     FormatRow {
         name: "m4a",
         video: &[],
         audio: &[A::Aac, A::Copy],
-        default_audio: A::Aac,
-        ladder: false,
+        default_audio: Some(A::Aac),
+        kind: FormatKind::File,
     },
     FormatRow {
         name: "hls",
         video: &[V::H264],
         audio: &[A::Aac],
-        default_audio: A::Aac,
-        ladder: true,
+        default_audio: Some(A::Aac),
+        kind: FormatKind::Ladder,
     },
     FormatRow {
         name: "hls-cmaf",
         video: &[V::H264, V::H265, V::Av1],
         audio: &[A::Aac],
-        default_audio: A::Aac,
-        ladder: true,
+        default_audio: Some(A::Aac),
+        kind: FormatKind::Ladder,
     },
     FormatRow {
         name: "dash",
         video: &[V::H264, V::H265, V::Av1],
         audio: &[A::Aac],
-        default_audio: A::Aac,
-        ladder: true,
+        default_audio: Some(A::Aac),
+        kind: FormatKind::Ladder,
     },
     FormatRow {
         name: "cmaf",
         video: &[V::H264, V::H265, V::Av1],
         audio: &[A::Aac],
-        default_audio: A::Aac,
-        ladder: true,
+        default_audio: Some(A::Aac),
+        kind: FormatKind::Ladder,
+    },
+    FormatRow {
+        name: "storyboard",
+        video: &[V::Mjpeg],
+        audio: &[],
+        default_audio: None,
+        kind: FormatKind::Storyboard,
     },
 ];
 
@@ -137,10 +160,12 @@ mod tests {
     #[test]
     fn every_format_has_its_default_audio_and_names_are_unique() {
         for f in FORMATS {
-            assert!(f.audio.contains(&f.default_audio), "{}", f.name);
+            if let Some(a) = f.default_audio {
+                assert!(f.audio.contains(&a), "{}", f.name);
+            }
             assert_eq!(FORMATS.iter().filter(|g| g.name == f.name).count(), 1);
             // A ladder re-encodes every rung: copying a stream cannot make several sizes.
-            if f.ladder {
+            if f.is_ladder() {
                 assert!(!f.video.contains(&V::Copy), "{}", f.name);
                 assert!(!f.video.is_empty(), "{}", f.name);
             }

@@ -15,6 +15,7 @@ pub mod probe;
 pub mod progress;
 pub mod run;
 pub mod sandbox;
+pub mod storyboard;
 
 pub use argv::{build, Invocation};
 pub use package::PackageError;

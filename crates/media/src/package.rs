@@ -7,6 +7,8 @@
 use crate::codecs;
 use crate::manifest::{hls_uris, mpd_representations, ManifestError};
 use crate::plan::{Packaging, Rendition, Segments, DASH_MANIFEST, HLS_MASTER};
+use crate::probe::MediaInfo;
+use crate::storyboard;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +40,7 @@ fn io(what: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
 
 /// Creates what ffmpeg expects to exist before it writes this rendition.
 pub fn prepare(r: &Rendition, out_dir: &Path) -> Result<(), PackageError> {
-    if r.ladder().is_some() {
+    if !matches!(r.packaging, Packaging::File(_)) {
         let dir = out_dir.join(&r.name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     }
@@ -47,11 +49,27 @@ pub fn prepare(r: &Rendition, out_dir: &Path) -> Result<(), PackageError> {
 
 /// Completes the manifests of a finished ladder output, then checks that every file they name
 /// exists: a manifest pointing at a missing segment would publish an output that stalls.
-pub fn finish(r: &Rendition, out_dir: &Path) -> Result<(), PackageError> {
+/// A storyboard gets its WebVTT track here, over the sheets ffmpeg wrote.
+pub fn finish(r: &Rendition, info: &MediaInfo, out_dir: &Path) -> Result<(), PackageError> {
     complete_codecs(r, out_dir)?;
     let dir = out_dir.join(&r.name);
     match &r.packaging {
         Packaging::File(_) => {}
+        Packaging::Storyboard(sb) => {
+            let sheets = (1..)
+                .take_while(|n| dir.join(storyboard::sheet_name(*n)).is_file())
+                .count() as u32;
+            if sheets == 0 {
+                return Err(missing(
+                    &dir.join(storyboard::TRACK),
+                    &storyboard::sheet_name(1),
+                ));
+            }
+            let tile = crate::argv::tile_dims(info, sb);
+            let cues = storyboard::cues(sb, crate::argv::output_seconds(r, info), tile, sheets);
+            let path = dir.join(storyboard::TRACK);
+            std::fs::write(&path, storyboard::vtt(&cues)).map_err(io(&path))?;
+        }
         Packaging::Hls { .. } => check_hls(&dir, HLS_MASTER)?,
         Packaging::Dash(_) => check_mpd(&dir)?,
         Packaging::Cmaf(_) => {
@@ -131,6 +149,7 @@ fn complete_codecs(r: &Rendition, out_dir: &Path) -> Result<(), PackageError> {
     };
     match &r.packaging {
         Packaging::File(_)
+        | Packaging::Storyboard(_)
         | Packaging::Hls {
             segments: Segments::Ts,
             ..

@@ -6,7 +6,7 @@
 //! into segments behind HLS and/or DASH manifests). What may go with what is one table,
 //! [`crate::compat`].
 
-use crate::compat::{self, FormatRow};
+use crate::compat::{self, FormatKind, FormatRow};
 use reelay_protocol::{OutputSpec, PresetInfo};
 
 /// A single-file container.
@@ -108,6 +108,16 @@ pub enum Segments {
     Fmp4,
 }
 
+/// Scrub-preview sprite sheets (see [`crate::storyboard`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Storyboard {
+    pub interval_seconds: f64,
+    pub columns: u32,
+    pub rows: u32,
+    /// Each tile's shorter side (90: 160x90 landscape, 90x160 portrait).
+    pub tile_short_side: u32,
+}
+
 /// How an output is packaged: the dimension independent of codecs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Packaging {
@@ -121,12 +131,14 @@ pub enum Packaging {
     /// DASH manifest (`manifest.mpd`) reference, so both kinds of player are served without a
     /// second copy of the media.
     Cmaf(Ladder),
+    /// JPEG sprite sheets and `storyboard.vtt`, the WebVTT thumbnails track over them.
+    Storyboard(Storyboard),
 }
 
 impl Packaging {
     pub fn ladder(&self) -> Option<&Ladder> {
         match self {
-            Packaging::File(_) => None,
+            Packaging::File(_) | Packaging::Storyboard(_) => None,
             Packaging::Hls { ladder, .. } | Packaging::Dash(ladder) | Packaging::Cmaf(ladder) => {
                 Some(ladder)
             }
@@ -148,6 +160,7 @@ impl Packaging {
             } => "hls-cmaf",
             Packaging::Dash(_) => "dash",
             Packaging::Cmaf(_) => "cmaf",
+            Packaging::Storyboard(_) => "storyboard",
         }
     }
 }
@@ -199,6 +212,7 @@ impl Rendition {
             Packaging::Hls { .. } => vec![inside(HLS_MASTER)],
             Packaging::Dash(_) => vec![inside(DASH_MANIFEST)],
             Packaging::Cmaf(_) => vec![inside(HLS_MASTER), inside(DASH_MANIFEST)],
+            Packaging::Storyboard(_) => vec![inside(crate::storyboard::TRACK)],
         }
     }
     /// The first of [`Rendition::primary_files`]: the file, or the HLS master playlist where
@@ -292,6 +306,15 @@ pub fn default_ladder() -> Ladder {
     }
 }
 
+pub fn default_storyboard() -> Storyboard {
+    Storyboard {
+        interval_seconds: 2.0,
+        columns: 5,
+        rows: 5,
+        tile_short_side: 90,
+    }
+}
+
 /// A ladder output: the codec is the video plan's, the rungs the ladder's.
 fn streaming(name: &str, codec: VideoCodec, packaging: Packaging) -> Rendition {
     Rendition {
@@ -362,6 +385,21 @@ const PRESETS: &[Preset] = &[
         name: "cmaf",
         description: "ONE set of fMP4 (CMAF) segments for HLS and DASH: H.264 rungs with short side 1080/720/480/360 (none above the input's), one AAC track, master.m3u8 and manifest.mpd",
         build: || streaming("cmaf", VideoCodec::H264, Packaging::Cmaf(default_ladder())),
+    },
+    Preset {
+        name: "storyboard",
+        description: "Scrub previews: JPEG sprite sheets of 5x5 tiles (one frame every 2 s, tile short side 90) and storyboard.vtt, the WebVTT thumbnails track (#xywh=)",
+        build: || Rendition {
+            name: "storyboard".into(),
+            packaging: Packaging::Storyboard(default_storyboard()),
+            video: Some(VideoPlan {
+                codec: VideoCodec::Mjpeg,
+                ..h264(90, None, None)
+            }),
+            audio: None,
+            trim_start: 0.0,
+            trim_duration: None,
+        },
     },
     Preset {
         name: "webm-vp9-720p",
@@ -473,6 +511,7 @@ fn resolve_one(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
             ("video", o.video.is_some()),
             ("audio", o.audio.is_some()),
             ("trim", o.trim.is_some()),
+            ("storyboard", o.storyboard.is_some()),
         ] {
             if set {
                 return Err(err(
@@ -576,15 +615,24 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
         )
     })?;
 
+    if row.kind == FormatKind::Storyboard {
+        return custom_storyboard(o, name, at);
+    }
+    if o.storyboard.is_some() {
+        return Err(err(
+            format!("{at}.storyboard"),
+            "only with \"container\": \"storyboard\"",
+        ));
+    }
     let video = match &o.video {
         // A ladder without a video section gets the default codec; a file keeps no video.
-        None if row.ladder => Some(VideoPlan {
+        None if row.is_ladder() => Some(VideoPlan {
             codec: VideoCodec::H264,
             ..h264(0, None, None)
         }),
         None => None,
         Some(v) if v.codec == "none" => {
-            if row.ladder {
+            if row.is_ladder() {
                 return Err(err(
                     format!("{at}.video.codec"),
                     format!("{container_s} is a video ladder: it needs a video codec"),
@@ -610,7 +658,7 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
             if codec == AudioCodec::Copy && a.bitrate_kbps.is_some() {
                 return Err(err(f("bitrate_kbps"), "not allowed with codec copy"));
             }
-            if row.ladder && a.bitrate_kbps.is_some() {
+            if row.is_ladder() && a.bitrate_kbps.is_some() {
                 return Err(err(
                     f("bitrate_kbps"),
                     format!("not allowed for {container_s}: the ladder's rungs set the bitrates"),
@@ -626,8 +674,8 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
             })
         }
         // No audio section: keep the audio, in the format's usual codec.
-        None => Some(AudioPlan {
-            codec: row.default_audio,
+        None => row.default_audio.map(|codec| AudioPlan {
+            codec,
             bitrate_kbps: 128,
         }),
     };
@@ -636,6 +684,66 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
         return Err(err(at.to_string(), "an output needs video, audio or both"));
     }
 
+    let (trim_start, trim_duration) = trim(o, at)?;
+    Ok(Rendition {
+        name: name.to_string(),
+        packaging: packaging_of(row, video.as_ref().map(|v| v.codec)),
+        video,
+        audio,
+        trim_start,
+        trim_duration,
+    })
+}
+
+/// A custom storyboard: the layout from `storyboard`, no video or audio section.
+fn custom_storyboard(o: &OutputSpec, name: &str, at: &str) -> Result<Rendition, SpecError> {
+    for (field, set) in [("video", o.video.is_some()), ("audio", o.audio.is_some())] {
+        if set {
+            return Err(err(
+                format!("{at}.{field}"),
+                "not allowed for a storyboard (JPEG tiles; set its layout in storyboard)",
+            ));
+        }
+    }
+    let d = default_storyboard();
+    let spec = o.storyboard.clone().unwrap_or_default();
+    let f = |x: &str| format!("{at}.storyboard.{x}");
+    let interval = spec.interval_seconds.unwrap_or(d.interval_seconds);
+    if !(interval.is_finite() && (0.5..=600.0).contains(&interval)) {
+        return Err(err(f("interval_seconds"), "must be between 0.5 and 600"));
+    }
+    let columns = spec.columns.unwrap_or(d.columns);
+    if !(1..=20).contains(&columns) {
+        return Err(err(f("columns"), "must be between 1 and 20"));
+    }
+    let rows = spec.rows.unwrap_or(d.rows);
+    if !(1..=20).contains(&rows) {
+        return Err(err(f("rows"), "must be between 1 and 20"));
+    }
+    let short = spec.tile_short_side.unwrap_or(d.tile_short_side);
+    if !(16..=720).contains(&short) {
+        return Err(err(f("tile_short_side"), "must be between 16 and 720"));
+    }
+    let (trim_start, trim_duration) = trim(o, at)?;
+    Ok(Rendition {
+        name: name.to_string(),
+        packaging: Packaging::Storyboard(Storyboard {
+            interval_seconds: interval,
+            columns,
+            rows,
+            tile_short_side: short,
+        }),
+        video: Some(VideoPlan {
+            codec: VideoCodec::Mjpeg,
+            ..h264(short, None, None)
+        }),
+        audio: None,
+        trim_start,
+        trim_duration,
+    })
+}
+
+fn trim(o: &OutputSpec, at: &str) -> Result<(f64, Option<f64>), SpecError> {
     let (mut trim_start, mut trim_duration) = (0.0, None);
     if let Some(t) = &o.trim {
         if !(t.start.is_finite() && t.start >= 0.0) {
@@ -655,14 +763,7 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
         trim_start = t.start;
         trim_duration = t.duration;
     }
-    Ok(Rendition {
-        name: name.to_string(),
-        packaging: packaging_of(row, video.as_ref().map(|v| v.codec)),
-        video,
-        audio,
-        trim_start,
-        trim_duration,
-    })
+    Ok((trim_start, trim_duration))
 }
 
 fn custom_video(
@@ -699,11 +800,11 @@ fn custom_video(
         ("bitrate_kbps", v.bitrate_kbps.is_some()),
         ("fps", v.fps.is_some()),
     ];
-    if codec == VideoCodec::Copy || row.ladder {
+    if codec == VideoCodec::Copy || row.is_ladder() {
         if let Some((x, _)) = fixed.iter().find(|(_, set)| *set) {
             return Err(err(
                 f(x),
-                if row.ladder {
+                if row.is_ladder() {
                     format!(
                         "not allowed for {}: the ladder's rungs set sizes and bitrates",
                         row.name
@@ -751,7 +852,7 @@ fn custom_video(
         max_width: v.width,
         max_height: v.height,
         short_side: None,
-        crf: if v.bitrate_kbps.is_some() || row.ladder {
+        crf: if v.bitrate_kbps.is_some() || row.is_ladder() {
             None
         } else {
             v.crf.or(defaults.default_crf)
@@ -783,6 +884,7 @@ mod tests {
             "hls-cmaf",
             "dash",
             "cmaf",
+            "storyboard",
             "webm-vp9-720p",
             "av1-720p",
             "thumbnail",
@@ -1055,6 +1157,57 @@ mod tests {
         let r = resolve_outputs(&[bare]).unwrap().remove(0);
         assert_eq!(r.video.as_ref().unwrap().codec, VideoCodec::H264);
         assert_eq!(r.ladder(), Some(&default_ladder()));
+    }
+
+    #[test]
+    fn storyboards_take_a_layout_and_refuse_media_sections() {
+        let r = preset("storyboard").unwrap();
+        assert_eq!(r.primary_files(), vec!["storyboard/storyboard.vtt"]);
+        assert!(r.needs_video() && r.audio.is_none());
+        let spec = |sb: reelay_protocol::StoryboardSpec| OutputSpec {
+            name: Some("scrub".into()),
+            container: Some("storyboard".into()),
+            storyboard: Some(sb),
+            ..Default::default()
+        };
+        let r = resolve_outputs(&[spec(reelay_protocol::StoryboardSpec {
+            interval_seconds: Some(1.0),
+            columns: Some(4),
+            rows: Some(3),
+            tile_short_side: Some(72),
+        })])
+        .unwrap()
+        .remove(0);
+        assert_eq!(
+            r.packaging,
+            Packaging::Storyboard(Storyboard {
+                interval_seconds: 1.0,
+                columns: 4,
+                rows: 3,
+                tile_short_side: 72
+            })
+        );
+        let bad = spec(reelay_protocol::StoryboardSpec {
+            columns: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(field_of(&[bad]), "outputs[0].storyboard.columns");
+        let with_video = OutputSpec {
+            video: Some(VideoSpec {
+                codec: "h264".into(),
+                ..Default::default()
+            }),
+            ..spec(Default::default())
+        };
+        assert_eq!(field_of(&[with_video]), "outputs[0].video");
+        let stray = OutputSpec {
+            storyboard: Some(Default::default()),
+            ..custom_spec(VideoSpec {
+                codec: "h264".into(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(field_of(&[stray]), "outputs[0].storyboard");
     }
 
     #[test]

@@ -131,7 +131,7 @@ async fn package(spec: OutputSpec, input: &Path, out: &Path) -> Rendition {
         "{}: no final progress",
         r.name
     );
-    package::finish(&r, out).unwrap();
+    package::finish(&r, &info, out).unwrap();
     r
 }
 
@@ -344,4 +344,68 @@ async fn av1_ladders_in_dash_and_hls_cmaf() {
     }
     let media = std::fs::read_to_string(out.join("av1hls/v0/index.m3u8")).unwrap();
     assert!(media.contains("#EXT-X-TARGETDURATION:4"), "{media}");
+}
+
+/// A storyboard: the VTT parsed, every cue's sheet exists and every `#xywh=` region lies
+/// inside its image; cues cover the clip without gaps.
+#[tokio::test]
+async fn storyboard_vtt_regions_lie_inside_their_sprite_sheets() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), 7);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let spec = OutputSpec {
+        name: Some("scrub".into()),
+        container: Some("storyboard".into()),
+        storyboard: Some(reelay_protocol::StoryboardSpec {
+            interval_seconds: Some(1.0),
+            columns: Some(2),
+            rows: Some(2),
+            tile_short_side: Some(72),
+        }),
+        ..Default::default()
+    };
+    let r = package(spec, &input, &out).await;
+    assert_eq!(r.primary_files(), ["scrub/storyboard.vtt"]);
+    let d = out.join("scrub");
+    let vtt = std::fs::read_to_string(d.join("storyboard.vtt")).unwrap();
+    assert!(vtt.starts_with("WEBVTT\n"), "{vtt}");
+    let secs = |t: &str| -> f64 {
+        let p: Vec<f64> = t.split(':').map(|x| x.parse().unwrap()).collect();
+        p[0] * 3600.0 + p[1] * 60.0 + p[2]
+    };
+    let mut cues = vec![];
+    let lines: Vec<&str> = vtt.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some((a, b)) = l.split_once(" --> ") {
+            let (file, xywh) = lines[i + 1].split_once("#xywh=").unwrap();
+            let n: Vec<u64> = xywh.split(',').map(|x| x.parse().unwrap()).collect();
+            cues.push((secs(a), secs(b), file.to_string(), n));
+        }
+    }
+    assert_eq!(cues.len(), 7, "{vtt}");
+    let mut sizes = std::collections::HashMap::new();
+    let mut t = 0.0;
+    for (start, end, file, n) in &cues {
+        assert!((start - t).abs() < 1e-6 && end > start, "{vtt}");
+        t = *end;
+        let (w, h) = *sizes.entry(file.clone()).or_insert_with(|| {
+            let s = ffprobe_json(&d.join(file), &["-show_streams"]);
+            let st = &s["streams"][0];
+            assert_eq!(st["codec_name"], "mjpeg");
+            (
+                st["width"].as_u64().unwrap(),
+                st["height"].as_u64().unwrap(),
+            )
+        });
+        assert_eq!((n[2], n[3]), (128, 72), "tile size of a 16:9 clip");
+        assert!(
+            n[0] + n[2] <= w && n[1] + n[3] <= h,
+            "{file}#{n:?} outside {w}x{h}"
+        );
+    }
+    assert!((t - 7.0).abs() < 0.1, "cues end at the clip's end: {t}");
+    // 7 frames on 2x2 sheets: two sheets, 256x144 each.
+    assert_eq!(sizes.len(), 2);
+    assert!(sizes.values().all(|s| *s == (256, 144)), "{sizes:?}");
 }

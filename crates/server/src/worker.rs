@@ -457,7 +457,7 @@ impl WorkerPool {
                 Ok(stats) => {
                     media_seconds += stats.last.out_time;
                     // Manifests completed from the segments ffmpeg wrote (codecs strings).
-                    if let Err(e) = reelay_media::package::finish(r, &out_dir) {
+                    if let Err(e) = reelay_media::package::finish(r, &info, &out_dir) {
                         let message = format!("output {}: {e}", r.name);
                         return if e.is_transient() {
                             transient(e.code(), message)

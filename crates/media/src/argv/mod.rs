@@ -6,8 +6,10 @@ mod dash;
 mod file;
 mod hls;
 mod ladder;
+mod storyboard;
 
 pub use ladder::ladder;
+pub use storyboard::tile_dims;
 
 use crate::plan::{Container, Packaging, Rendition};
 use crate::policy::InputPolicy;
@@ -138,6 +140,21 @@ pub fn deinterlace_filter(info: &MediaInfo, out_fps: Option<f64>) -> Option<Stri
 #[error("{0}")]
 pub struct ArgvError(pub String);
 
+/// Seconds of media an output covers: the input from the trim start, at most the trim length.
+pub fn output_seconds(r: &Rendition, info: &MediaInfo) -> f64 {
+    let total = info.best_duration().unwrap_or(0.0);
+    let start = if r.container() == Some(Container::Jpeg) {
+        (total / 2.0).min(1.0)
+    } else {
+        r.trim_start
+    };
+    let remaining = (total - start).max(0.0);
+    match r.trim_duration {
+        Some(d) => d.min(remaining),
+        None => remaining,
+    }
+}
+
 /// Builds the command for one rendition. `out_dir` is the job's output directory; the rendition
 /// writes `out_dir/<primary_file>` (and, for a ladder, its playlists and segments beside it).
 pub fn build(
@@ -160,11 +177,7 @@ pub fn build(
             "trim start {start:.3} s is past the end of the {total:.3} s input"
         )));
     }
-    let remaining = (total - start).max(0.0);
-    let duration = match r.trim_duration {
-        Some(d) => d.min(remaining),
-        None => remaining,
-    };
+    let duration = output_seconds(r, info);
     let mut a = input_args(info, policy, input, start);
     if let Some(d) = r.trim_duration {
         a.extend([s("-t"), format!("{d:.3}")]);
@@ -182,6 +195,10 @@ pub fn build(
         ),
         Packaging::Cmaf(ladder) => (
             dash::args(r, ladder, true, info, out_dir, &mut a)?,
+            r.name.clone(),
+        ),
+        Packaging::Storyboard(sb) => (
+            storyboard::args(r, sb, info, out_dir, &mut a)?,
             r.name.clone(),
         ),
     };
@@ -493,6 +510,19 @@ mod tests {
         let a = argv(&preset("dash").unwrap(), &scanned(1920, 1080, "bb"));
         assert!(after(&a, "-filter_complex")
             .starts_with("[0:0]bwdif=mode=send_frame:parity=bff:deint=all,split=4"));
+    }
+
+    #[test]
+    fn storyboard_tiles_one_frame_per_interval_into_sheets() {
+        let a = argv(&preset("storyboard").unwrap(), &info(1920, 1080, 0, true));
+        assert_eq!(
+            after(&a, "-vf"),
+            "fps=1000/2000,scale=160:90,setsar=1,tile=5x5"
+        );
+        assert!(a.iter().any(|x| x == "-an"));
+        assert_eq!(a.last().unwrap(), "/w/out/storyboard/sprite_%03d.jpg");
+        let a = argv(&preset("storyboard").unwrap(), &scanned(720, 576, "tt"));
+        assert!(after(&a, "-vf").starts_with("bwdif=mode=send_frame:parity=tff:deint=all,fps="));
     }
 
     #[test]
