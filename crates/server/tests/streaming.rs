@@ -197,3 +197,37 @@ async fn openapi_lists_every_preset_and_format() {
         .collect();
     assert_eq!(names(&spec["container"]), formats);
 }
+
+/// The storyboard preset over HTTP: the job lists its WebVTT track (text/vtt); every sheet a cue
+/// names is fetched as a JPEG and every `#xywh=` region lies inside it.
+#[tokio::test]
+async fn storyboard_track_and_every_sheet_over_http() {
+    let s = TestServer::start().await;
+    let clip = clip(s.dir.path(), "in.mp4", 320, 180, 5.0, true);
+    let job = s
+        .succeeded(&clip, r#"{"outputs":[{"preset":"storyboard"}]}"#)
+        .await;
+    assert_eq!(job.outputs[0].name, "storyboard/storyboard.vtt");
+    assert_eq!(job.outputs[0].content_type, "text/vtt; charset=utf-8");
+    let base = format!("/v1/jobs/{}/outputs/storyboard", job.id);
+    let (_, vtt) = fetch(&s, &format!("{base}/storyboard.vtt")).await;
+    let vtt = String::from_utf8(vtt).unwrap();
+    assert!(vtt.starts_with("WEBVTT\n"), "{vtt}");
+    let regions: Vec<(&str, Vec<u64>)> = vtt
+        .lines()
+        .filter_map(|l| l.split_once("#xywh="))
+        .map(|(f, r)| (f, r.split(',').map(|x| x.parse().unwrap()).collect()))
+        .collect();
+    assert_eq!(regions.len(), 3, "one cue every 2 s of 5 s: {vtt}");
+    for (file, r) in regions {
+        let (ctype, jpeg) = fetch(&s, &format!("{base}/{file}")).await;
+        assert_eq!(ctype, "image/jpeg");
+        let p = ffprobe_bytes(&jpeg, "jpg");
+        let (w, h) = p.dims().unwrap();
+        assert_eq!((r[2], r[3]), (160, 90));
+        assert!(
+            r[0] + r[2] <= w && r[1] + r[3] <= h,
+            "{file}#{r:?} outside {w}x{h}"
+        );
+    }
+}

@@ -203,9 +203,16 @@ pub fn build(
         ),
     };
     a.extend([s("-progress"), s("pipe:1"), s("-nostats"), target]);
+    let duration = match &r.packaging {
+        _ if is_thumb => 0.0,
+        // ffmpeg times sheets, not frames: each lasts `per_sheet` intervals, so its out_time
+        // reaches the end of the last sheet, which progress and the overrun bound must expect.
+        Packaging::Storyboard(sb) => storyboard::sheets_span(sb, duration),
+        _ => duration,
+    };
     Ok(Invocation {
         args: a,
-        duration: if is_thumb { 0.0 } else { duration },
+        duration,
         creates,
     })
 }
@@ -520,6 +527,16 @@ mod tests {
             "fps=1000/2000,scale=160:90,setsar=1,tile=5x5"
         );
         assert!(a.iter().any(|x| x == "-an"));
+        // 10 s at one frame every 2 s: 5 frames, one sheet of 25 tiles, spanning 50 s.
+        let inv = build(
+            &preset("storyboard").unwrap(),
+            &info(1920, 1080, 0, true),
+            &InputPolicy::default(),
+            Path::new("/i"),
+            Path::new("/o"),
+        )
+        .unwrap();
+        assert_eq!(inv.duration, 50.0);
         assert_eq!(a.last().unwrap(), "/w/out/storyboard/sprite_%03d.jpg");
         let a = argv(&preset("storyboard").unwrap(), &scanned(720, 576, "tt"));
         assert!(after(&a, "-vf").starts_with("bwdif=mode=send_frame:parity=tff:deint=all,fps="));

@@ -14,6 +14,15 @@ pub fn tile_dims(info: &MediaInfo, sb: &Storyboard) -> (u32, u32) {
     fit_short_side(dw, dh, sb.tile_short_side)
 }
 
+/// Seconds ffmpeg's out_time reaches for `duration` seconds of input: whole sheets, each
+/// `columns x rows` intervals long (the `tile` filter times its frames that way).
+pub(super) fn sheets_span(sb: &Storyboard, duration: f64) -> f64 {
+    let interval = sb.interval_seconds.max(0.001);
+    let per_sheet = f64::from((sb.columns * sb.rows).max(1));
+    let frames = (duration / interval).ceil().max(1.0);
+    (frames / per_sheet).ceil() * per_sheet * interval
+}
+
 pub(super) fn args(
     r: &Rendition,
     sb: &Storyboard,
