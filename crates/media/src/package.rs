@@ -168,6 +168,13 @@ fn complete_codecs(r: &Rendition, out_dir: &Path) -> Result<(), PackageError> {
             let rep = |id: &str| init_codecs(&format!("init-{id}.m4s"));
             rewrite(DASH_MANIFEST, &|t| fix_mpd(t, &rep))?;
             if matches!(r.packaging, Packaging::Cmaf(_)) {
+                // The DASH muxer's HLS media playlists: made VOD playlists (see `vod_playlist`).
+                let master = read(&dir.join(HLS_MASTER))?;
+                for playlist in hls_uris(&master) {
+                    if playlist.ends_with(".m3u8") && !playlist.contains('/') {
+                        rewrite(&playlist, &vod_playlist)?;
+                    }
+                }
                 // media_3.m3u8 is representation 3; the audio group's codec stays as written.
                 rewrite(HLS_MASTER, &|t| {
                     fix_hls_master(t, &|uri| {
@@ -179,6 +186,35 @@ fn complete_codecs(r: &Rendition, out_dir: &Path) -> Result<(), PackageError> {
             Ok(())
         }
     }
+}
+
+/// Makes a finished media playlist of ffmpeg's DASH muxer a VOD playlist like the HLS muxer's:
+/// `#EXT-X-PLAYLIST-TYPE:VOD` (players may then cache and seek it whole) and
+/// `#EXT-X-INDEPENDENT-SEGMENTS` (every segment starts at a keyframe), and without the wall-clock
+/// `#EXT-X-PROGRAM-DATE-TIME` it stamps on each segment (the time of the encode, not of the
+/// content, which would mislead a player's date display).
+pub fn vod_playlist(text: &str) -> String {
+    let mut out = vec![];
+    let has = |tag: &str| text.lines().any(|l| l.starts_with(tag));
+    for line in text.lines() {
+        if line.starts_with("#EXT-X-PROGRAM-DATE-TIME") {
+            continue;
+        }
+        out.push(line.to_string());
+        if line.starts_with("#EXT-X-TARGETDURATION") {
+            if !has("#EXT-X-PLAYLIST-TYPE") {
+                out.push("#EXT-X-PLAYLIST-TYPE:VOD".into());
+            }
+            if !has("#EXT-X-INDEPENDENT-SEGMENTS") {
+                out.push("#EXT-X-INDEPENDENT-SEGMENTS".into());
+            }
+        }
+    }
+    let mut s = out.join("\n");
+    if text.ends_with('\n') {
+        s.push('\n');
+    }
+    s
 }
 
 /// A codecs string ffmpeg left incomplete: a bare four-character code, no profile or level.
@@ -322,6 +358,21 @@ mod tests {
             "{out}"
         );
         assert!(out.ends_with("v1/index.m3u8\n"));
+    }
+
+    #[test]
+    fn dash_muxer_media_playlists_become_vod_playlists() {
+        let media = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:1\n\
+            #EXT-X-MAP:URI=\"init-0.m4s\"\n#EXTINF:4.000000,\n\
+            #EXT-X-PROGRAM-DATE-TIME:2026-11-30T11:25:39.000+0000\nseg-0-00001.m4s\n#EXT-X-ENDLIST\n";
+        let vod = vod_playlist(media);
+        assert_eq!(
+            vod,
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n\
+             #EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-MAP:URI=\"init-0.m4s\"\n\
+             #EXTINF:4.000000,\nseg-0-00001.m4s\n#EXT-X-ENDLIST\n"
+        );
+        assert_eq!(vod_playlist(&vod), vod, "applied twice, nothing changes");
     }
 
     #[test]

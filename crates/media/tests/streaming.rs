@@ -250,6 +250,8 @@ async fn cmaf_preset_serves_hls_and_dash_from_one_set_of_segments() {
         let media = std::fs::read_to_string(d.join(&playlist)).unwrap();
         assert!(media.contains("#EXT-X-ENDLIST"), "{media}");
         assert!(media.contains("#EXT-X-MAP:URI="), "{media}");
+        assert!(media.contains("#EXT-X-PLAYLIST-TYPE:VOD"), "{media}");
+        assert!(!media.contains("#EXT-X-PROGRAM-DATE-TIME"), "{media}");
         hls_files.extend(hls_uris(&media));
     }
     let dash_files: std::collections::BTreeSet<String> = reps
