@@ -116,7 +116,7 @@ def players_origin() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def cmaf_job(env: Env) -> dict:
-    return submit_and_wait(env, ["cmaf"])
+    return submit_and_wait(env, ["cmaf", "storyboard"])
 
 
 def submit_outputs(env: Env, outputs: list[dict]) -> dict:
@@ -164,7 +164,11 @@ def fetch(url: str) -> tuple[str, bytes]:
 
 def test_cmaf_job_lists_both_manifests_with_their_content_types(env: Env, cmaf_job: dict) -> None:
     names = {o["name"]: o for o in cmaf_job["outputs"]}
-    assert set(names) == {"cmaf/master.m3u8", "cmaf/manifest.mpd"}, cmaf_job["outputs"]
+    assert set(names) == {
+        "cmaf/master.m3u8",
+        "cmaf/manifest.mpd",
+        "storyboard/storyboard.vtt",
+    }, cmaf_job["outputs"]
     base = f"{env.edge}/v1/jobs/{cmaf_job['id']}/outputs/cmaf"
     ctype, mpd = fetch(base + "/manifest.mpd")
     assert ctype == "application/dash+xml", ctype
@@ -263,4 +267,26 @@ def test_the_dashboard_plays_a_cmaf_output_with_hls_js_and_dash_js(
     page.screenshot(path=str(env.artifacts / "cmaf-dashboard.png"))
     assert dash["engine"] == "dash.js" and dash["width"] > 0, dash
     assert hls["engine"] == "hls.js" and hls["width"] > 0, hls
+    # The storyboard output: a scrub bar whose preview is a tile of a sprite sheet that loads.
+    page.wait_for_selector(".scrub-preview[data-cue]", timeout=20_000)
+    scrub = page.evaluate(
+        """async () => {
+          const range = document.querySelector('input[data-kind="storyboard"]');
+          range.value = String(Number(range.max) * 0.9);
+          range.dispatchEvent(new Event('input'));
+          const p = document.querySelector('.scrub-preview');
+          const loaded = await new Promise((res) => {
+            const i = new Image();
+            i.onload = () => res([i.naturalWidth, i.naturalHeight]);
+            i.onerror = () => res(null);
+            i.src = p.dataset.src;
+          });
+          return { cue: p.dataset.cue, max: range.max, w: p.offsetWidth, h: p.offsetHeight,
+                   background: p.style.backgroundImage, sheet: loaded };
+        }"""
+    )
+    log.info("dashboard storyboard: %s", json.dumps(scrub))
+    assert scrub["cue"].startswith("sprite_001.jpg#xywh=0,0,"), scrub
+    assert scrub["sheet"] and scrub["sheet"][0] > 0, scrub
+    assert scrub["w"] > 0 and scrub["h"] > 0 and "sprite_001.jpg" in scrub["background"], scrub
     assert not problems, problems

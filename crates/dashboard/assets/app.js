@@ -1129,6 +1129,20 @@
     return say;
   }
 
+  /** Cues of a WebVTT thumbnails track: `sprite_001.jpg#xywh=x,y,w,h` beside the track only. */
+  function parseThumbnailsVtt(text) {
+    const secs = (s) => s.trim().split(':').map(Number).reduce((a, b) => a * 60 + b, 0);
+    const lines = text.split(/\r?\n/);
+    const out = [];
+    for (let i = 0; i + 1 < lines.length; i++) {
+      const m = /^(\S+)\s+-->\s+(\S+)/.exec(lines[i]);
+      const r = m && /^([A-Za-z0-9._-]+)#xywh=(\d+),(\d+),(\d+),(\d+)$/.exec(lines[i + 1].trim());
+      if (!r) continue;
+      out.push({ start: secs(m[1]), end: secs(m[2]), file: r[1], x: +r[2], y: +r[3], w: +r[4], h: +r[5] });
+    }
+    return out;
+  }
+
   function playerFor(o) {
     const ct = String(o.content_type || '').toLowerCase();
     const url = sameOriginPath(o.url);
@@ -1194,6 +1208,38 @@
         dash.initialize(media, url, false);
         media.dataset.engine = 'dash.js';
       }).catch((e) => say('cannot play: ' + e.message));
+    } else if (ct.startsWith('text/vtt')) {
+      // A storyboard's WebVTT thumbnails track: a scrub bar showing the tile of each moment.
+      const base = url.slice(0, url.lastIndexOf('/') + 1);
+      const preview = el('div', { class: 'scrub-preview', 'data-output': o.name });
+      const range = el('input', { type: 'range', min: '0', max: '0', step: '0.1', value: '0', 'data-kind': 'storyboard', 'aria-label': 'scrub preview of ' + o.name });
+      media = el('div', { class: 'storyboard', 'data-output': o.name }, preview, range);
+      state.textContent = 'loading thumbnails…';
+      (async () => {
+        const resp = await fetch(url, { headers: withAuth(new Headers()) });
+        if (!resp.ok) throw errorFrom(resp.status, await resp.text().catch(() => ''), resp.statusText);
+        const cues = parseThumbnailsVtt(await resp.text());
+        if (!cues.length) throw new Error('no thumbnails in the track');
+        const sheets = {};
+        for (const c of cues) {
+          if (!sheets[c.file]) sheets[c.file] = await mediaUrl(base + c.file);
+        }
+        range.max = String(cues[cues.length - 1].end);
+        const show = () => {
+          const t = Number(range.value);
+          const c = cues.find((x) => t >= x.start && t < x.end) || cues[cues.length - 1];
+          preview.style.width = c.w + 'px';
+          preview.style.height = c.h + 'px';
+          preview.style.backgroundImage = 'url("' + sheets[c.file] + '")';
+          preview.style.backgroundPosition = '-' + c.x + 'px -' + c.y + 'px';
+          preview.dataset.cue = c.file + '#xywh=' + [c.x, c.y, c.w, c.h].join(',');
+          preview.dataset.src = sheets[c.file];
+        };
+        range.addEventListener('input', show);
+        show();
+        state.textContent = cues.length + ' thumbnails · drag to scrub';
+        media.dataset.state = 'ready';
+      })().catch((e) => { state.textContent = 'cannot load thumbnails: ' + e.message; });
     } else if (ct.startsWith('video/')) {
       media = el('video', { controls: true, muted: true, playsinline: true, preload: 'metadata', 'data-output': o.name, 'data-kind': 'file' });
       media.muted = true;
