@@ -7,6 +7,8 @@
 # Before that, a page on another origin (Python http.server on its own port) plays an hls-abr
 # output through the edge with hls.js (copied at run time from REELAY_HLS_JS, default the
 # dashboard's vendored crates/dashboard/assets/hls.min.js) and reads a Range cross-origin.
+# cmaf outputs (H.264 and AV1) are then played to the end from such a page by hls.js, dash.js and Shaka Player
+# (tests/browser/test_cmaf_players.py; the players vendored in crates/dashboard/assets/).
 #
 # Screenshots and logs: target/browser-artifacts/. Exit status is pytest's (non-zero on any
 # failure). Installs what is missing (chromium, ffmpeg, nginx, curl, python3, python3-venv via

@@ -1082,23 +1082,25 @@
     $('job-players-panel').hidden = players.children.length === 0;
   }
 
-  let hlsLoading = null;
-  /** hls.js is loaded only when a job page has an HLS output. */
-  function loadHls() {
-    if (window.Hls) return Promise.resolve(window.Hls);
-    if (!hlsLoading) {
-      hlsLoading = new Promise((resolve, reject) => {
-        const s = el('script', { src: '/ui/hls.min.js' });
-        s.addEventListener('load', () => resolve(window.Hls));
+  const playerLoading = {};
+  /** A player library is loaded only when a job page has an output it plays. */
+  function loadPlayer(file, global, label) {
+    if (window[global]) return Promise.resolve(window[global]);
+    if (!playerLoading[file]) {
+      playerLoading[file] = new Promise((resolve, reject) => {
+        const s = el('script', { src: '/ui/' + file });
+        s.addEventListener('load', () => resolve(window[global]));
         s.addEventListener('error', () => {
-          hlsLoading = null;
-          reject(new Error('could not load hls.js'));
+          playerLoading[file] = null;
+          reject(new Error('could not load ' + label));
         });
         document.head.append(s);
       });
     }
-    return hlsLoading;
+    return playerLoading[file];
   }
+  const loadHls = () => loadPlayer('hls.min.js', 'Hls', 'hls.js');
+  const loadDashJs = () => loadPlayer('dash.all.min.js', 'dashjs', 'dash.js');
 
   /** Under a token, <video src> cannot send it: fetch the file and play it from a blob: URL. */
   async function mediaUrl(url) {
@@ -1127,6 +1129,20 @@
     return say;
   }
 
+  /** Cues of a WebVTT thumbnails track: `sprite_001.jpg#xywh=x,y,w,h` beside the track only. */
+  function parseThumbnailsVtt(text) {
+    const secs = (s) => s.trim().split(':').map(Number).reduce((a, b) => a * 60 + b, 0);
+    const lines = text.split(/\r?\n/);
+    const out = [];
+    for (let i = 0; i + 1 < lines.length; i++) {
+      const m = /^(\S+)\s+-->\s+(\S+)/.exec(lines[i]);
+      const r = m && /^([A-Za-z0-9._-]+)#xywh=(\d+),(\d+),(\d+),(\d+)$/.exec(lines[i + 1].trim());
+      if (!r) continue;
+      out.push({ start: secs(m[1]), end: secs(m[2]), file: r[1], x: +r[2], y: +r[3], w: +r[4], h: +r[5] });
+    }
+    return out;
+  }
+
   function playerFor(o) {
     const ct = String(o.content_type || '').toLowerCase();
     const url = sameOriginPath(o.url);
@@ -1135,6 +1151,7 @@
     const box = el('div', { class: 'player', 'data-output': o.name }, el('h3', { text: o.name }));
     let media = null;
     let hls = null;
+    let dash = null;
     if (ct === 'application/vnd.apple.mpegurl' || ct === 'application/x-mpegurl') {
       media = el('video', { controls: true, muted: true, playsinline: true, preload: 'metadata', 'data-output': o.name, 'data-kind': 'hls' });
       media.muted = true;
@@ -1166,6 +1183,63 @@
           say('cannot play: this browser has neither Media Source Extensions nor native HLS');
         }
       }).catch((e) => say('cannot play: ' + e.message));
+    } else if (ct === 'application/dash+xml') {
+      // A DASH manifest (dash, or the MPD of a cmaf output next to its HLS master): dash.js.
+      media = el('video', { controls: true, muted: true, playsinline: true, preload: 'metadata', 'data-output': o.name, 'data-kind': 'dash' });
+      media.muted = true;
+      const say = watchMedia(media, state);
+      say('loading player…');
+      loadDashJs().then((dashjs) => {
+        if (!box.isConnected && jobView.players.indexOf(player) < 0) return;
+        if (!dashjs || !window.MediaSource) {
+          say('cannot play: this browser has no Media Source Extensions for DASH');
+          return;
+        }
+        dash = dashjs.MediaPlayer().create();
+        dash.addRequestInterceptor((req) => {
+          const t = token();
+          if (t) req.headers = Object.assign({}, req.headers || {}, { Authorization: 'Bearer ' + t });
+          return Promise.resolve(req);
+        });
+        dash.on(dashjs.MediaPlayer.events.ERROR, (e) => {
+          const err = (e && e.error) || {};
+          say('cannot play: ' + (err.message || err.code || 'dash.js error'));
+        });
+        dash.initialize(media, url, false);
+        media.dataset.engine = 'dash.js';
+      }).catch((e) => say('cannot play: ' + e.message));
+    } else if (ct.startsWith('text/vtt')) {
+      // A storyboard's WebVTT thumbnails track: a scrub bar showing the tile of each moment.
+      const base = url.slice(0, url.lastIndexOf('/') + 1);
+      const preview = el('div', { class: 'scrub-preview', 'data-output': o.name });
+      const range = el('input', { type: 'range', min: '0', max: '0', step: '0.1', value: '0', 'data-kind': 'storyboard', 'aria-label': 'scrub preview of ' + o.name });
+      media = el('div', { class: 'storyboard', 'data-output': o.name }, preview, range);
+      state.textContent = 'loading thumbnails…';
+      (async () => {
+        const resp = await fetch(url, { headers: withAuth(new Headers()) });
+        if (!resp.ok) throw errorFrom(resp.status, await resp.text().catch(() => ''), resp.statusText);
+        const cues = parseThumbnailsVtt(await resp.text());
+        if (!cues.length) throw new Error('no thumbnails in the track');
+        const sheets = {};
+        for (const c of cues) {
+          if (!sheets[c.file]) sheets[c.file] = await mediaUrl(base + c.file);
+        }
+        range.max = String(cues[cues.length - 1].end);
+        const show = () => {
+          const t = Number(range.value);
+          const c = cues.find((x) => t >= x.start && t < x.end) || cues[cues.length - 1];
+          preview.style.width = c.w + 'px';
+          preview.style.height = c.h + 'px';
+          preview.style.backgroundImage = 'url("' + sheets[c.file] + '")';
+          preview.style.backgroundPosition = '-' + c.x + 'px -' + c.y + 'px';
+          preview.dataset.cue = c.file + '#xywh=' + [c.x, c.y, c.w, c.h].join(',');
+          preview.dataset.src = sheets[c.file];
+        };
+        range.addEventListener('input', show);
+        show();
+        state.textContent = cues.length + ' thumbnails · drag to scrub';
+        media.dataset.state = 'ready';
+      })().catch((e) => { state.textContent = 'cannot load thumbnails: ' + e.message; });
     } else if (ct.startsWith('video/')) {
       media = el('video', { controls: true, muted: true, playsinline: true, preload: 'metadata', 'data-output': o.name, 'data-kind': 'file' });
       media.muted = true;
@@ -1187,6 +1261,7 @@
       box,
       destroy() {
         if (hls) hls.destroy();
+        if (dash) dash.destroy();
         if (media.pause) media.pause();
         media.removeAttribute('src');
         box.remove();

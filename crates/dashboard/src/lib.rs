@@ -12,6 +12,12 @@
 //! `assets/hls.min.js` is hls.js 1.7.4 (Apache-2.0, `assets/hls.js.LICENSE`), copied unchanged
 //! from `npm pack hls.js@1.7.4` (`dist/hls.min.js`, sha256
 //! cfc70cc9e9fc63d071919e087670abc760c8fd1bc889b88588026e4d22193bbe).
+//!
+//! `assets/dash.all.min.js` is dash.js 5.2.1 (BSD-3-Clause, `assets/dash.js.LICENSE.md`), the
+//! published build unchanged (sha256
+//! 3a22b1f4576ab294f41e56f156cec7972a5f83edda379416778293ff22d2eb49): the DASH player of a job
+//! page's `.mpd` outputs. `assets/shaka-player.compiled.js` (Shaka Player 5.2.12, Apache-2.0,
+//! `assets/shaka-player.LICENSE`) is NOT embedded: the browser test's cross-origin page uses it.
 
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -48,6 +54,8 @@ const APP_CSS: &str = include_str!("../assets/app.css");
 const HLS_JS: &str = include_str!("../assets/hls.min.js");
 const FAVICON: &str = include_str!("../assets/favicon.svg");
 const HLS_LICENSE: &str = include_str!("../assets/hls.js.LICENSE");
+const DASH_JS: &str = include_str!("../assets/dash.all.min.js");
+const DASH_LICENSE: &str = include_str!("../assets/dash.js.LICENSE.md");
 
 /// One embedded file: its name under `/ui/`, content type and bytes.
 struct Asset {
@@ -81,6 +89,16 @@ const ASSETS: &[Asset] = &[
         name: "hls.js.LICENSE",
         content_type: "text/plain; charset=utf-8",
         body: HLS_LICENSE,
+    },
+    Asset {
+        name: "dash.all.min.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: DASH_JS,
+    },
+    Asset {
+        name: "dash.js.LICENSE.md",
+        content_type: "text/plain; charset=utf-8",
+        body: DASH_LICENSE,
     },
 ];
 

@@ -7,7 +7,11 @@
 pub mod analysis;
 pub mod argv;
 pub mod captions;
+pub mod codecs;
+pub mod compat;
 pub mod loudness;
+pub mod manifest;
+pub mod package;
 pub mod plan;
 pub mod policy;
 pub mod probe;
@@ -16,10 +20,12 @@ pub mod quality;
 pub mod run;
 pub mod sandbox;
 pub mod split;
+pub mod storyboard;
 pub mod watermark;
 
 pub use argv::{build, Invocation};
-pub use plan::{preset_list, resolve_outputs, Rendition, SpecError};
+pub use package::PackageError;
+pub use plan::{preset_list, resolve_outputs, Packaging, Rendition, SpecError};
 pub use policy::{InputPolicy, Needs, Rejection};
 pub use probe::{
     detect_scan, probe, FieldOrder, MediaInfo, ProbeError, ScanError, StreamInfo, StreamKind,

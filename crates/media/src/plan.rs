@@ -1,8 +1,15 @@
 //! Presets and custom outputs, validated into [`Rendition`]s: the encoder-independent description
 //! of one output that [`crate::argv`] turns into an ffmpeg command line.
+//!
+//! An output has two independent dimensions: what is encoded (`video`, `audio`: codecs and
+//! their settings) and how it is packaged ([`Packaging`]: one file, or a ladder of rungs cut
+//! into segments behind HLS and/or DASH manifests). What may go with what is one table,
+//! [`crate::compat`].
 
+use crate::compat::{self, FormatKind, FormatRow};
 use reelay_protocol::{OutputSpec, PresetInfo};
 
+/// A single-file container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Container {
     Mp4,
@@ -11,7 +18,6 @@ pub enum Container {
     Webm,
     M4a,
     Jpeg,
-    Hls,
 }
 
 impl Container {
@@ -23,7 +29,6 @@ impl Container {
             Container::Webm => "webm",
             Container::M4a => "m4a",
             Container::Jpeg => "jpg",
-            Container::Hls => "m3u8",
         }
     }
 
@@ -86,41 +91,134 @@ pub struct Rung {
     pub audio_kbps: u32,
 }
 
+/// The rungs of an adaptive-bitrate output and the length of its segments. Every rung is cut
+/// at the same instants (keyframes forced on the segment grid), so a player can switch rungs
+/// at any segment boundary.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HlsPlan {
+pub struct Ladder {
     pub rungs: Vec<Rung>,
     pub segment_seconds: u32,
 }
 
+/// How HLS segments are stored: MPEG-TS (HLS v3, every player) or fragmented MP4 (CMAF,
+/// HLS v7, needed for HEVC/AV1 and shared with DASH).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segments {
+    Ts,
+    Fmp4,
+}
+
+/// Scrub-preview sprite sheets (see [`crate::storyboard`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Storyboard {
+    pub interval_seconds: f64,
+    pub columns: u32,
+    pub rows: u32,
+    /// Each tile's shorter side (90: 160x90 landscape, 90x160 portrait).
+    pub tile_short_side: u32,
+}
+
+/// How an output is packaged: the dimension independent of codecs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Packaging {
+    /// One file in a container.
+    File(Container),
+    /// An HLS ladder: `master.m3u8`, a media playlist and segments per rung.
+    Hls { ladder: Ladder, segments: Segments },
+    /// A DASH ladder: `manifest.mpd` over fMP4 segments (video rungs, one audio track).
+    Dash(Ladder),
+    /// CMAF: ONE set of fMP4 segments that both an HLS master playlist (`master.m3u8`) and a
+    /// DASH manifest (`manifest.mpd`) reference, so both kinds of player are served without a
+    /// second copy of the media.
+    Cmaf(Ladder),
+    /// JPEG sprite sheets and `storyboard.vtt`, the WebVTT thumbnails track over them.
+    Storyboard(Storyboard),
+}
+
+impl Packaging {
+    pub fn ladder(&self) -> Option<&Ladder> {
+        match self {
+            Packaging::File(_) | Packaging::Storyboard(_) => None,
+            Packaging::Hls { ladder, .. } | Packaging::Dash(ladder) | Packaging::Cmaf(ladder) => {
+                Some(ladder)
+            }
+        }
+    }
+
+    /// The name users see for it (`reelay presets`, a custom output's `container`).
+    pub fn format_name(&self) -> &'static str {
+        match self {
+            Packaging::File(Container::Jpeg) => "jpeg",
+            Packaging::File(c) => c.ext(),
+            Packaging::Hls {
+                segments: Segments::Ts,
+                ..
+            } => "hls",
+            Packaging::Hls {
+                segments: Segments::Fmp4,
+                ..
+            } => "hls-cmaf",
+            Packaging::Dash(_) => "dash",
+            Packaging::Cmaf(_) => "cmaf",
+            Packaging::Storyboard(_) => "storyboard",
+        }
+    }
+}
+
+/// The HLS master playlist of a ladder output, inside its directory.
+pub const HLS_MASTER: &str = "master.m3u8";
+/// The DASH manifest of a ladder output, inside its directory.
+pub const DASH_MANIFEST: &str = "manifest.mpd";
+
 /// One validated output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendition {
-    /// File name for single-file outputs (`mp4-720p.mp4`), directory name for HLS (`hls-abr`).
+    /// File name for single-file outputs (`mp4-720p.mp4`), directory name for ladders (`hls-abr`).
     pub name: String,
-    pub container: Container,
-    /// `None` drops video.
+    pub packaging: Packaging,
+    /// The video encode: for a file its settings, for a ladder its codec (the rungs set sizes
+    /// and bitrates). `None` drops video (audio-only files).
     pub video: Option<VideoPlan>,
     /// Audio is always optional at run time: an input without audio simply gives none.
     pub audio: Option<AudioPlan>,
     pub trim_start: f64,
     pub trim_duration: Option<f64>,
-    pub hls: Option<HlsPlan>,
 }
 
 impl Rendition {
     pub fn needs_video(&self) -> bool {
-        self.video.is_some() || self.hls.is_some()
+        self.video.is_some()
     }
     /// Audio-only outputs cannot do without audio.
     pub fn needs_audio(&self) -> bool {
         !self.needs_video()
     }
-    /// The file a user opens first: the file itself, or the HLS master playlist.
-    pub fn primary_file(&self) -> String {
-        match self.container {
-            Container::Hls => format!("{}/master.m3u8", self.name),
-            c => format!("{}.{}", self.name, c.ext()),
+    /// The container of a single-file output; `None` for ladders.
+    pub fn container(&self) -> Option<Container> {
+        match self.packaging {
+            Packaging::File(c) => Some(c),
+            _ => None,
         }
+    }
+    pub fn ladder(&self) -> Option<&Ladder> {
+        self.packaging.ladder()
+    }
+    /// The files a user opens first: the file itself, or a ladder's manifests (both the HLS
+    /// master playlist and the DASH manifest for CMAF). These are the job's listed outputs.
+    pub fn primary_files(&self) -> Vec<String> {
+        let inside = |f: &str| format!("{}/{f}", self.name);
+        match &self.packaging {
+            Packaging::File(c) => vec![format!("{}.{}", self.name, c.ext())],
+            Packaging::Hls { .. } => vec![inside(HLS_MASTER)],
+            Packaging::Dash(_) => vec![inside(DASH_MANIFEST)],
+            Packaging::Cmaf(_) => vec![inside(HLS_MASTER), inside(DASH_MANIFEST)],
+            Packaging::Storyboard(_) => vec![inside(crate::storyboard::TRACK)],
+        }
+    }
+    /// The first of [`Rendition::primary_files`]: the file, or the HLS master playlist where
+    /// there is one.
+    pub fn primary_file(&self) -> String {
+        self.primary_files().remove(0)
     }
 }
 
@@ -147,27 +245,91 @@ struct Preset {
     build: fn() -> Rendition,
 }
 
+fn h264(short_side: u32, crf: Option<u32>, maxrate: Option<u32>) -> VideoPlan {
+    VideoPlan {
+        codec: VideoCodec::H264,
+        max_width: None,
+        max_height: None,
+        short_side: Some(short_side),
+        crf,
+        bitrate_kbps: None,
+        maxrate_kbps: maxrate,
+        fps: None,
+    }
+}
+
+fn aac(kbps: u32) -> AudioPlan {
+    AudioPlan {
+        codec: AudioCodec::Aac,
+        bitrate_kbps: kbps,
+    }
+}
+
 fn mp4(name: &str, short_side: u32, maxrate: u32) -> Rendition {
     Rendition {
         name: name.into(),
-        container: Container::Mp4,
-        video: Some(VideoPlan {
-            codec: VideoCodec::H264,
-            max_width: None,
-            max_height: None,
-            short_side: Some(short_side),
-            crf: Some(23),
-            bitrate_kbps: None,
-            maxrate_kbps: Some(maxrate),
-            fps: None,
-        }),
-        audio: Some(AudioPlan {
-            codec: AudioCodec::Aac,
-            bitrate_kbps: 128,
-        }),
+        packaging: Packaging::File(Container::Mp4),
+        video: Some(h264(short_side, Some(23), Some(maxrate))),
+        audio: Some(aac(128)),
         trim_start: 0.0,
         trim_duration: None,
-        hls: None,
+    }
+}
+
+/// The H.264 ladder every streaming preset uses: rungs with short side 1080/720/480/360 (none
+/// above the input's), 4 s segments. Other codecs scale its bitrates (see [`compat`]).
+pub fn default_ladder() -> Ladder {
+    Ladder {
+        rungs: vec![
+            Rung {
+                short_side: 1080,
+                video_kbps: 5000,
+                audio_kbps: 128,
+            },
+            Rung {
+                short_side: 720,
+                video_kbps: 2800,
+                audio_kbps: 128,
+            },
+            Rung {
+                short_side: 480,
+                video_kbps: 1400,
+                audio_kbps: 96,
+            },
+            Rung {
+                short_side: 360,
+                video_kbps: 800,
+                audio_kbps: 96,
+            },
+        ],
+        segment_seconds: 4,
+    }
+}
+
+pub fn default_storyboard() -> Storyboard {
+    Storyboard {
+        interval_seconds: 2.0,
+        columns: 5,
+        rows: 5,
+        tile_short_side: 90,
+    }
+}
+
+/// A ladder output: the codec is the video plan's, the rungs the ladder's.
+fn streaming(name: &str, codec: VideoCodec, packaging: Packaging) -> Rendition {
+    Rendition {
+        name: name.into(),
+        packaging,
+        video: Some(VideoPlan {
+            codec,
+            short_side: None,
+            crf: None,
+            maxrate_kbps: None,
+            ..h264(0, None, None)
+        }),
+        audio: Some(aac(128)),
+        trim_start: 0.0,
+        trim_duration: None,
     }
 }
 
@@ -194,32 +356,59 @@ const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "hls-abr",
-        description: "HLS ladder (rungs with short side 1080/720/480/360, none above the input's), 4 s keyframe-aligned segments, master.m3u8",
+        description: "HLS ladder (rungs with short side 1080/720/480/360, none above the input's), 4 s keyframe-aligned MPEG-TS segments, master.m3u8",
+        build: || {
+            streaming(
+                "hls-abr",
+                VideoCodec::H264,
+                Packaging::Hls { ladder: default_ladder(), segments: Segments::Ts },
+            )
+        },
+    },
+    Preset {
+        name: "hls-cmaf",
+        description: "HLS v7 ladder in fMP4 (CMAF) segments (H.264 rungs with short side 1080/720/480/360, none above the input's), 4 s keyframe-aligned, master.m3u8",
+        build: || {
+            streaming(
+                "hls-cmaf",
+                VideoCodec::H264,
+                Packaging::Hls { ladder: default_ladder(), segments: Segments::Fmp4 },
+            )
+        },
+    },
+    Preset {
+        name: "dash",
+        description: "MPEG-DASH ladder (H.264 rungs with short side 1080/720/480/360, none above the input's, one AAC track), 4 s keyframe-aligned fMP4 segments, manifest.mpd",
+        build: || streaming("dash", VideoCodec::H264, Packaging::Dash(default_ladder())),
+    },
+    Preset {
+        name: "cmaf",
+        description: "ONE set of fMP4 (CMAF) segments for HLS and DASH: H.264 rungs with short side 1080/720/480/360 (none above the input's), one AAC track, master.m3u8 and manifest.mpd",
+        build: || streaming("cmaf", VideoCodec::H264, Packaging::Cmaf(default_ladder())),
+    },
+    Preset {
+        name: "storyboard",
+        description: "Scrub previews: JPEG sprite sheets of 5x5 tiles (one frame every 2 s, tile short side 90) and storyboard.vtt, the WebVTT thumbnails track (#xywh=)",
         build: || Rendition {
-            hls: Some(HlsPlan {
-                rungs: vec![
-                    Rung { short_side: 1080, video_kbps: 5000, audio_kbps: 128 },
-                    Rung { short_side: 720, video_kbps: 2800, audio_kbps: 128 },
-                    Rung { short_side: 480, video_kbps: 1400, audio_kbps: 96 },
-                    Rung { short_side: 360, video_kbps: 800, audio_kbps: 96 },
-                ],
-                segment_seconds: 4,
+            name: "storyboard".into(),
+            packaging: Packaging::Storyboard(default_storyboard()),
+            video: Some(VideoPlan {
+                codec: VideoCodec::Mjpeg,
+                ..h264(90, None, None)
             }),
-            container: Container::Hls,
-            video: None,
-            ..mp4("hls-abr", 1080, 5000)
+            audio: None,
+            trim_start: 0.0,
+            trim_duration: None,
         },
     },
     Preset {
         name: "webm-vp9-720p",
         description: "VP9 + Opus in WebM, short side at most 720",
         build: || Rendition {
-            container: Container::Webm,
+            packaging: Packaging::File(Container::Webm),
             video: Some(VideoPlan {
                 codec: VideoCodec::Vp9,
-                crf: Some(33),
-                maxrate_kbps: None,
-                ..mp4("", 720, 0).video.unwrap_or_else(|| unreachable!())
+                ..h264(720, Some(33), None)
             }),
             audio: Some(AudioPlan { codec: AudioCodec::Opus, bitrate_kbps: 96 }),
             ..mp4("webm-vp9-720p", 720, 0)
@@ -231,9 +420,7 @@ const PRESETS: &[Preset] = &[
         build: || Rendition {
             video: Some(VideoPlan {
                 codec: VideoCodec::Av1,
-                crf: Some(35),
-                maxrate_kbps: None,
-                ..mp4("", 720, 0).video.unwrap_or_else(|| unreachable!())
+                ..h264(720, Some(35), None)
             }),
             ..mp4("av1-720p", 720, 0)
         },
@@ -243,28 +430,21 @@ const PRESETS: &[Preset] = &[
         description: "One JPEG frame from the first second (or the middle of shorter clips), short side at most 640",
         build: || Rendition {
             name: "thumbnail".into(),
-            container: Container::Jpeg,
+            packaging: Packaging::File(Container::Jpeg),
             video: Some(VideoPlan {
                 codec: VideoCodec::Mjpeg,
-                max_width: None,
-                max_height: None,
-                short_side: Some(640),
-                crf: None,
-                bitrate_kbps: None,
-                maxrate_kbps: None,
-                fps: None,
+                ..h264(640, None, None)
             }),
             audio: None,
             trim_start: 0.0,
             trim_duration: None,
-            hls: None,
         },
     },
     Preset {
         name: "audio-aac",
         description: "The audio alone, AAC 128 kb/s in M4A",
         build: || Rendition {
-            container: Container::M4a,
+            packaging: Packaging::File(Container::M4a),
             video: None,
             ..mp4("audio-aac", 0, 0)
         },
@@ -274,17 +454,10 @@ const PRESETS: &[Preset] = &[
 pub fn preset_list() -> Vec<PresetInfo> {
     PRESETS
         .iter()
-        .map(|p| {
-            let r = (p.build)();
-            PresetInfo {
-                name: p.name.into(),
-                description: p.description.into(),
-                container: r
-                    .container
-                    .ext()
-                    .replace("m3u8", "hls")
-                    .replace("jpg", "jpeg"),
-            }
+        .map(|p| PresetInfo {
+            name: p.name.into(),
+            description: p.description.into(),
+            container: (p.build)().packaging.format_name().into(),
         })
         .collect()
 }
@@ -338,6 +511,7 @@ fn resolve_one(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
             ("video", o.video.is_some()),
             ("audio", o.audio.is_some()),
             ("trim", o.trim.is_some()),
+            ("storyboard", o.storyboard.is_some()),
         ] {
             if set {
                 return Err(err(
@@ -374,6 +548,50 @@ fn resolve_one(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
 const NAME_RULE: &str =
     "must be 1-64 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit, without '..'";
 
+fn parse_video_codec(s: &str) -> Option<VideoCodec> {
+    Some(match s {
+        "h264" => VideoCodec::H264,
+        "h265" => VideoCodec::H265,
+        "vp9" => VideoCodec::Vp9,
+        "av1" => VideoCodec::Av1,
+        "copy" => VideoCodec::Copy,
+        _ => return None,
+    })
+}
+
+fn parse_audio_codec(s: &str) -> Option<AudioCodec> {
+    Some(match s {
+        "aac" => AudioCodec::Aac,
+        "opus" => AudioCodec::Opus,
+        "copy" => AudioCodec::Copy,
+        _ => return None,
+    })
+}
+
+/// The packaging a custom output's `container` names, with the ladder scaled for the codec.
+fn packaging_of(row: &FormatRow, codec: Option<VideoCodec>) -> Packaging {
+    let Some(container) = Container::parse(row.name) else {
+        let mut ladder = default_ladder();
+        let pct = compat::video_defaults(codec.unwrap_or(VideoCodec::H264)).ladder_percent;
+        for r in &mut ladder.rungs {
+            r.video_kbps = r.video_kbps * pct / 100;
+        }
+        return match row.name {
+            "hls" => Packaging::Hls {
+                ladder,
+                segments: Segments::Ts,
+            },
+            "hls-cmaf" => Packaging::Hls {
+                ladder,
+                segments: Segments::Fmp4,
+            },
+            "dash" => Packaging::Dash(ladder),
+            _ => Packaging::Cmaf(ladder),
+        };
+    };
+    Packaging::File(container)
+}
+
 fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
     let name = o.name.as_deref().ok_or_else(|| {
         err(
@@ -387,138 +605,51 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
     let container_s = o.container.as_deref().ok_or_else(|| {
         err(
             format!("{at}.container"),
-            "required: mp4, mov, mkv, webm or m4a",
+            format!("required: one of {}", compat::format_names()),
         )
     })?;
-    let container = Container::parse(container_s).ok_or_else(|| {
+    let row = compat::format(container_s).ok_or_else(|| {
         err(
             format!("{at}.container"),
-            "must be one of mp4, mov, mkv, webm, m4a",
+            format!("must be one of {}", compat::format_names()),
         )
     })?;
 
+    if row.kind == FormatKind::Storyboard {
+        return custom_storyboard(o, name, at);
+    }
+    if o.storyboard.is_some() {
+        return Err(err(
+            format!("{at}.storyboard"),
+            "only with \"container\": \"storyboard\"",
+        ));
+    }
     let video = match &o.video {
+        // A ladder without a video section gets the default codec; a file keeps no video.
+        None if row.is_ladder() => Some(VideoPlan {
+            codec: VideoCodec::H264,
+            ..h264(0, None, None)
+        }),
         None => None,
-        Some(v) if v.codec == "none" => None,
-        Some(v) => {
-            let f = |x: &str| format!("{at}.video.{x}");
-            let codec = match v.codec.as_str() {
-                "h264" => VideoCodec::H264,
-                "h265" => VideoCodec::H265,
-                "vp9" => VideoCodec::Vp9,
-                "av1" => VideoCodec::Av1,
-                "copy" => VideoCodec::Copy,
-                _ => {
-                    return Err(err(
-                        f("codec"),
-                        "must be one of h264, h265, vp9, av1, copy, none",
-                    ))
-                }
-            };
-            let allowed = match container {
-                Container::Webm => {
-                    matches!(codec, VideoCodec::Vp9 | VideoCodec::Av1 | VideoCodec::Copy)
-                }
-                Container::M4a => false,
-                _ => true,
-            };
-            if !allowed {
+        Some(v) if v.codec == "none" => {
+            if row.is_ladder() {
                 return Err(err(
-                    f("codec"),
-                    format!("{} cannot go in {container_s}", v.codec),
+                    format!("{at}.video.codec"),
+                    format!("{container_s} is a video ladder: it needs a video codec"),
                 ));
             }
-            if codec == VideoCodec::Copy {
-                for (x, set) in [
-                    ("width", v.width.is_some()),
-                    ("height", v.height.is_some()),
-                    ("crf", v.crf.is_some()),
-                    ("bitrate_kbps", v.bitrate_kbps.is_some()),
-                    ("fps", v.fps.is_some()),
-                ] {
-                    if set {
-                        return Err(err(f(x), "not allowed with codec copy"));
-                    }
-                }
-            }
-            if let Some(w) = v.width {
-                if !(16..=7680).contains(&w) {
-                    return Err(err(f("width"), "must be between 16 and 7680"));
-                }
-            }
-            if let Some(h) = v.height {
-                if !(16..=4320).contains(&h) {
-                    return Err(err(f("height"), "must be between 16 and 4320"));
-                }
-            }
-            if let Some(c) = v.crf {
-                let max = if matches!(codec, VideoCodec::H264 | VideoCodec::H265) {
-                    51
-                } else {
-                    63
-                };
-                if c > max {
-                    return Err(err(
-                        f("crf"),
-                        format!("must be between 0 and {max} for {}", v.codec),
-                    ));
-                }
-            }
-            if v.crf.is_some() && v.bitrate_kbps.is_some() {
-                return Err(err(f("bitrate_kbps"), "give crf or bitrate_kbps, not both"));
-            }
-            if let Some(b) = v.bitrate_kbps {
-                if !(50..=100_000).contains(&b) {
-                    return Err(err(f("bitrate_kbps"), "must be between 50 and 100000"));
-                }
-            }
-            if let Some(r) = v.fps {
-                if !(r.is_finite() && (1.0..=120.0).contains(&r)) {
-                    return Err(err(f("fps"), "must be between 1 and 120"));
-                }
-            }
-            let default_crf = match codec {
-                VideoCodec::H264 => Some(23),
-                VideoCodec::H265 => Some(28),
-                VideoCodec::Vp9 => Some(33),
-                VideoCodec::Av1 => Some(35),
-                _ => None,
-            };
-            Some(VideoPlan {
-                codec,
-                max_width: v.width,
-                max_height: v.height,
-                short_side: None,
-                crf: if v.bitrate_kbps.is_some() {
-                    None
-                } else {
-                    v.crf.or(default_crf)
-                },
-                bitrate_kbps: v.bitrate_kbps,
-                maxrate_kbps: None,
-                fps: v.fps,
-            })
+            None
         }
+        Some(v) => Some(custom_video(v, row, &format!("{at}.video"))?),
     };
 
     let audio = match &o.audio {
         Some(a) if a.codec == "none" => None,
         Some(a) => {
             let f = |x: &str| format!("{at}.audio.{x}");
-            let codec = match a.codec.as_str() {
-                "aac" => AudioCodec::Aac,
-                "opus" => AudioCodec::Opus,
-                "copy" => AudioCodec::Copy,
-                _ => return Err(err(f("codec"), "must be one of aac, opus, copy, none")),
-            };
-            let allowed = match container {
-                Container::Webm => matches!(codec, AudioCodec::Opus | AudioCodec::Copy),
-                Container::Mp4 | Container::M4a | Container::Mov => {
-                    matches!(codec, AudioCodec::Aac | AudioCodec::Copy)
-                }
-                _ => true,
-            };
-            if !allowed {
+            let codec = parse_audio_codec(&a.codec)
+                .ok_or_else(|| err(f("codec"), "must be one of aac, opus, copy, none"))?;
+            if !row.audio.contains(&codec) {
                 return Err(err(
                     f("codec"),
                     format!("{} cannot go in {container_s}", a.codec),
@@ -526,6 +657,12 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
             }
             if codec == AudioCodec::Copy && a.bitrate_kbps.is_some() {
                 return Err(err(f("bitrate_kbps"), "not allowed with codec copy"));
+            }
+            if row.is_ladder() && a.bitrate_kbps.is_some() {
+                return Err(err(
+                    f("bitrate_kbps"),
+                    format!("not allowed for {container_s}: the ladder's rungs set the bitrates"),
+                ));
             }
             let bitrate = a.bitrate_kbps.unwrap_or(128);
             if !(16..=512).contains(&bitrate) {
@@ -536,30 +673,77 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
                 bitrate_kbps: bitrate,
             })
         }
-        // No audio section: keep the audio, in the container's usual codec.
-        None => Some(AudioPlan {
-            codec: if container == Container::Webm {
-                AudioCodec::Opus
-            } else {
-                AudioCodec::Aac
-            },
+        // No audio section: keep the audio, in the format's usual codec.
+        None => row.default_audio.map(|codec| AudioPlan {
+            codec,
             bitrate_kbps: 128,
         }),
     };
 
-    if container == Container::M4a && video.is_some() {
-        return Err(err(
-            format!("{at}.video"),
-            "m4a holds audio only: omit video or use codec none",
-        ));
-    }
     if video.is_none() && audio.is_none() {
         return Err(err(at.to_string(), "an output needs video, audio or both"));
     }
-    if container == Container::Webm && video.is_none() && o.video.is_none() {
-        // webm without a video section is allowed (audio-only webm), nothing to do.
-    }
 
+    let (trim_start, trim_duration) = trim(o, at)?;
+    Ok(Rendition {
+        name: name.to_string(),
+        packaging: packaging_of(row, video.as_ref().map(|v| v.codec)),
+        video,
+        audio,
+        trim_start,
+        trim_duration,
+    })
+}
+
+/// A custom storyboard: the layout from `storyboard`, no video or audio section.
+fn custom_storyboard(o: &OutputSpec, name: &str, at: &str) -> Result<Rendition, SpecError> {
+    for (field, set) in [("video", o.video.is_some()), ("audio", o.audio.is_some())] {
+        if set {
+            return Err(err(
+                format!("{at}.{field}"),
+                "not allowed for a storyboard (JPEG tiles; set its layout in storyboard)",
+            ));
+        }
+    }
+    let d = default_storyboard();
+    let spec = o.storyboard.clone().unwrap_or_default();
+    let f = |x: &str| format!("{at}.storyboard.{x}");
+    let interval = spec.interval_seconds.unwrap_or(d.interval_seconds);
+    if !(interval.is_finite() && (0.5..=600.0).contains(&interval)) {
+        return Err(err(f("interval_seconds"), "must be between 0.5 and 600"));
+    }
+    let columns = spec.columns.unwrap_or(d.columns);
+    if !(1..=20).contains(&columns) {
+        return Err(err(f("columns"), "must be between 1 and 20"));
+    }
+    let rows = spec.rows.unwrap_or(d.rows);
+    if !(1..=20).contains(&rows) {
+        return Err(err(f("rows"), "must be between 1 and 20"));
+    }
+    let short = spec.tile_short_side.unwrap_or(d.tile_short_side);
+    if !(16..=720).contains(&short) {
+        return Err(err(f("tile_short_side"), "must be between 16 and 720"));
+    }
+    let (trim_start, trim_duration) = trim(o, at)?;
+    Ok(Rendition {
+        name: name.to_string(),
+        packaging: Packaging::Storyboard(Storyboard {
+            interval_seconds: interval,
+            columns,
+            rows,
+            tile_short_side: short,
+        }),
+        video: Some(VideoPlan {
+            codec: VideoCodec::Mjpeg,
+            ..h264(short, None, None)
+        }),
+        audio: None,
+        trim_start,
+        trim_duration,
+    })
+}
+
+fn trim(o: &OutputSpec, at: &str) -> Result<(f64, Option<f64>), SpecError> {
     let (mut trim_start, mut trim_duration) = (0.0, None);
     if let Some(t) = &o.trim {
         if !(t.start.is_finite() && t.start >= 0.0) {
@@ -579,14 +763,103 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
         trim_start = t.start;
         trim_duration = t.duration;
     }
-    Ok(Rendition {
-        name: name.to_string(),
-        container,
-        video,
-        audio,
-        trim_start,
-        trim_duration,
-        hls: None,
+    Ok((trim_start, trim_duration))
+}
+
+fn custom_video(
+    v: &reelay_protocol::VideoSpec,
+    row: &FormatRow,
+    at: &str,
+) -> Result<VideoPlan, SpecError> {
+    let f = |x: &str| format!("{at}.{x}");
+    if row.video.is_empty() {
+        return Err(err(
+            at.to_string(),
+            format!(
+                "{} holds audio only: omit video or use codec none",
+                row.name
+            ),
+        ));
+    }
+    let codec = parse_video_codec(&v.codec).ok_or_else(|| {
+        err(
+            f("codec"),
+            "must be one of h264, h265, vp9, av1, copy, none",
+        )
+    })?;
+    if !row.video.contains(&codec) {
+        return Err(err(
+            f("codec"),
+            format!("{} cannot go in {}", v.codec, row.name),
+        ));
+    }
+    let fixed = [
+        ("width", v.width.is_some()),
+        ("height", v.height.is_some()),
+        ("crf", v.crf.is_some()),
+        ("bitrate_kbps", v.bitrate_kbps.is_some()),
+        ("fps", v.fps.is_some()),
+    ];
+    if codec == VideoCodec::Copy || row.is_ladder() {
+        if let Some((x, _)) = fixed.iter().find(|(_, set)| *set) {
+            return Err(err(
+                f(x),
+                if row.is_ladder() {
+                    format!(
+                        "not allowed for {}: the ladder's rungs set sizes and bitrates",
+                        row.name
+                    )
+                } else {
+                    "not allowed with codec copy".to_string()
+                },
+            ));
+        }
+    }
+    if let Some(w) = v.width {
+        if !(16..=7680).contains(&w) {
+            return Err(err(f("width"), "must be between 16 and 7680"));
+        }
+    }
+    if let Some(h) = v.height {
+        if !(16..=4320).contains(&h) {
+            return Err(err(f("height"), "must be between 16 and 4320"));
+        }
+    }
+    let defaults = compat::video_defaults(codec);
+    if let Some(c) = v.crf {
+        if c > defaults.max_crf {
+            return Err(err(
+                f("crf"),
+                format!("must be between 0 and {} for {}", defaults.max_crf, v.codec),
+            ));
+        }
+    }
+    if v.crf.is_some() && v.bitrate_kbps.is_some() {
+        return Err(err(f("bitrate_kbps"), "give crf or bitrate_kbps, not both"));
+    }
+    if let Some(b) = v.bitrate_kbps {
+        if !(50..=100_000).contains(&b) {
+            return Err(err(f("bitrate_kbps"), "must be between 50 and 100000"));
+        }
+    }
+    if let Some(r) = v.fps {
+        if !(r.is_finite() && (1.0..=120.0).contains(&r)) {
+            return Err(err(f("fps"), "must be between 1 and 120"));
+        }
+    }
+    Ok(VideoPlan {
+        codec,
+        max_width: v.width,
+        max_height: v.height,
+        short_side: None,
+        crf: if v.bitrate_kbps.is_some() || row.is_ladder() {
+            None
+        } else {
+            v.crf.or(defaults.default_crf)
+        },
+        bitrate_kbps: v.bitrate_kbps,
+        maxrate_kbps: None,
+        fps: v.fps,
     })
 }
 
@@ -608,6 +881,10 @@ mod tests {
             "mp4-480p",
             "mp4-360p",
             "hls-abr",
+            "hls-cmaf",
+            "dash",
+            "cmaf",
+            "storyboard",
             "webm-vp9-720p",
             "av1-720p",
             "thumbnail",
@@ -771,6 +1048,166 @@ mod tests {
         );
         assert_eq!((r.trim_start, r.trim_duration), (0.5, Some(1.0)));
         assert_eq!(r.audio.unwrap().codec, AudioCodec::Aac);
+    }
+
+    /// Packaging is its own dimension: each streaming preset is one `Packaging` value with
+    /// the H.264 ladder, and CMAF lists both manifests as its outputs.
+    #[test]
+    fn streaming_presets_are_packagings_of_one_ladder() {
+        let p = |n: &str| preset(n).unwrap();
+        assert!(matches!(
+            p("hls-abr").packaging,
+            Packaging::Hls {
+                segments: Segments::Ts,
+                ..
+            }
+        ));
+        assert!(matches!(
+            p("hls-cmaf").packaging,
+            Packaging::Hls {
+                segments: Segments::Fmp4,
+                ..
+            }
+        ));
+        assert!(matches!(p("dash").packaging, Packaging::Dash(_)));
+        assert!(matches!(p("cmaf").packaging, Packaging::Cmaf(_)));
+        for n in ["hls-abr", "hls-cmaf", "dash", "cmaf"] {
+            let r = p(n);
+            assert_eq!(r.ladder(), Some(&default_ladder()), "{n}");
+            assert_eq!(r.video.as_ref().unwrap().codec, VideoCodec::H264, "{n}");
+            assert!(r.needs_video() && r.container().is_none(), "{n}");
+        }
+        assert_eq!(p("dash").primary_files(), vec!["dash/manifest.mpd"]);
+        assert_eq!(
+            p("cmaf").primary_files(),
+            vec!["cmaf/master.m3u8", "cmaf/manifest.mpd"]
+        );
+        let list = preset_list();
+        let container = |n: &str| list.iter().find(|p| p.name == n).unwrap().container.clone();
+        assert_eq!(container("hls-abr"), "hls");
+        assert_eq!(container("cmaf"), "cmaf");
+        assert_eq!(container("thumbnail"), "jpeg");
+    }
+
+    /// HEVC and AV1 ladders are custom outputs of the fMP4 packagings, with bitrates from the
+    /// compatibility table; MPEG-TS HLS stays H.264 and a ladder refuses per-file settings.
+    #[test]
+    fn custom_ladders_take_hevc_and_av1_in_fmp4_only() {
+        let ladder = |container: &str, codec: &str| OutputSpec {
+            name: Some("l".into()),
+            container: Some(container.into()),
+            video: Some(VideoSpec {
+                codec: codec.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = resolve_outputs(&[ladder("cmaf", "h265")])
+            .unwrap()
+            .remove(0);
+        assert_eq!(r.video.as_ref().unwrap().codec, VideoCodec::H265);
+        assert_eq!(r.ladder().unwrap().rungs[0].video_kbps, 3000);
+        let r = resolve_outputs(&[ladder("dash", "av1")]).unwrap().remove(0);
+        assert!(matches!(r.packaging, Packaging::Dash(_)));
+        assert_eq!(r.ladder().unwrap().rungs[0].video_kbps, 2500);
+        let r = resolve_outputs(&[ladder("hls-cmaf", "av1")])
+            .unwrap()
+            .remove(0);
+        assert!(matches!(
+            r.packaging,
+            Packaging::Hls {
+                segments: Segments::Fmp4,
+                ..
+            }
+        ));
+        assert_eq!(field_of(&[ladder("hls", "h265")]), "outputs[0].video.codec");
+        assert_eq!(field_of(&[ladder("cmaf", "vp9")]), "outputs[0].video.codec");
+        assert_eq!(
+            field_of(&[ladder("cmaf", "copy")]),
+            "outputs[0].video.codec"
+        );
+        assert_eq!(
+            field_of(&[ladder("cmaf", "none")]),
+            "outputs[0].video.codec"
+        );
+        let sized = OutputSpec {
+            video: Some(VideoSpec {
+                codec: "h264".into(),
+                height: Some(480),
+                ..Default::default()
+            }),
+            ..ladder("cmaf", "h264")
+        };
+        let e = resolve_outputs(&[sized]).unwrap_err();
+        assert_eq!(e.field, "outputs[0].video.height");
+        assert!(e.message.contains("rungs"), "{e}");
+        let opus = OutputSpec {
+            audio: Some(AudioSpec {
+                codec: "opus".into(),
+                bitrate_kbps: None,
+            }),
+            ..ladder("dash", "h264")
+        };
+        assert_eq!(field_of(&[opus]), "outputs[0].audio.codec");
+        // No video section: the default H.264 ladder.
+        let bare = OutputSpec {
+            video: None,
+            ..ladder("cmaf", "h264")
+        };
+        let r = resolve_outputs(&[bare]).unwrap().remove(0);
+        assert_eq!(r.video.as_ref().unwrap().codec, VideoCodec::H264);
+        assert_eq!(r.ladder(), Some(&default_ladder()));
+    }
+
+    #[test]
+    fn storyboards_take_a_layout_and_refuse_media_sections() {
+        let r = preset("storyboard").unwrap();
+        assert_eq!(r.primary_files(), vec!["storyboard/storyboard.vtt"]);
+        assert!(r.needs_video() && r.audio.is_none());
+        let spec = |sb: reelay_protocol::StoryboardSpec| OutputSpec {
+            name: Some("scrub".into()),
+            container: Some("storyboard".into()),
+            storyboard: Some(sb),
+            ..Default::default()
+        };
+        let r = resolve_outputs(&[spec(reelay_protocol::StoryboardSpec {
+            interval_seconds: Some(1.0),
+            columns: Some(4),
+            rows: Some(3),
+            tile_short_side: Some(72),
+        })])
+        .unwrap()
+        .remove(0);
+        assert_eq!(
+            r.packaging,
+            Packaging::Storyboard(Storyboard {
+                interval_seconds: 1.0,
+                columns: 4,
+                rows: 3,
+                tile_short_side: 72
+            })
+        );
+        let bad = spec(reelay_protocol::StoryboardSpec {
+            columns: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(field_of(&[bad]), "outputs[0].storyboard.columns");
+        let with_video = OutputSpec {
+            video: Some(VideoSpec {
+                codec: "h264".into(),
+                ..Default::default()
+            }),
+            ..spec(Default::default())
+        };
+        assert_eq!(field_of(&[with_video]), "outputs[0].video");
+        let stray = OutputSpec {
+            storyboard: Some(Default::default()),
+            ..custom_spec(VideoSpec {
+                codec: "h264".into(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(field_of(&[stray]), "outputs[0].storyboard");
     }
 
     #[test]

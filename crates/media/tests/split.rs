@@ -2,7 +2,7 @@
 //! once → stitch, compared with the unsplit encode of the same input and output (the existing
 //! `argv::build` path), as a user would: ffprobe on every file and every HLS segment.
 
-use reelay_media::plan::{Container, HlsPlan, Rendition, Rung};
+use reelay_media::plan::{Container, Ladder, Packaging, Rendition, Rung, Segments};
 use reelay_media::split::playlist::{parse_segments, Segment};
 use reelay_media::split::{self, SplitPlan, SplitRequest, SplitSettings};
 use reelay_media::*;
@@ -200,10 +200,12 @@ fn size(p: &Path) -> u64 {
 
 /// A two-rung ladder for a 180-line input (the hls-abr rungs are all above it).
 fn small_ladder() -> Rendition {
-    Rendition {
-        name: "ladder".into(),
-        container: Container::Hls,
-        hls: Some(HlsPlan {
+    let mut r = resolve_outputs(&[OutputSpec::preset("hls-abr")])
+        .unwrap()
+        .remove(0);
+    r.name = "ladder".into();
+    r.packaging = Packaging::Hls {
+        ladder: Ladder {
             rungs: vec![
                 Rung {
                     short_side: 180,
@@ -217,12 +219,10 @@ fn small_ladder() -> Rendition {
                 },
             ],
             segment_seconds: 4,
-        }),
-        video: None,
-        ..resolve_outputs(&[OutputSpec::preset("mp4-360p")])
-            .unwrap()
-            .remove(0)
-    }
+        },
+        segments: Segments::Ts,
+    };
+    r
 }
 
 async fn run(inv_args: &[String], cwd: &Path) {
@@ -500,7 +500,7 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
             codec["streams"], ucodec["streams"],
             "{label}: codecs and tags"
         );
-        if r.container == Container::Mp4 {
+        if r.container() == Some(Container::Mp4) {
             // faststart: the index comes before the media.
             let head = std::fs::read(&s_mp4).unwrap();
             let pos = |tag: &[u8]| head.windows(4).position(|w| w == tag).unwrap();

@@ -50,6 +50,9 @@ pub struct OutputSpec {
     pub audio: Option<AudioSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trim: Option<TrimSpec>,
+    /// Only with `"container": "storyboard"`: the sprite sheets' layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storyboard: Option<StoryboardSpec>,
 }
 
 impl OutputSpec {
@@ -85,6 +88,21 @@ pub struct AudioSpec {
     pub codec: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitrate_kbps: Option<u32>,
+}
+
+/// Scrub-preview sprite sheets: one frame every `interval_seconds`, `columns` x `rows` tiles per
+/// JPEG sheet, each tile's shorter side `tile_short_side` pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoryboardSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tile_short_side: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -367,6 +367,8 @@ pub fn content_type(name: &str) -> &'static str {
         "m3u8" => "application/vnd.apple.mpegurl",
         "ts" => "video/mp2t",
         "m4s" => "video/iso.segment",
+        "mpd" => "application/dash+xml",
+        "vtt" => "text/vtt; charset=utf-8",
         "webm" => "video/webm",
         "mkv" => "video/x-matroska",
         "mov" => "video/quicktime",
@@ -407,6 +409,10 @@ mod tests {
             "application/vnd.apple.mpegurl"
         );
         assert_eq!(content_type("v0/seg_00001.ts"), "video/mp2t");
+        assert_eq!(content_type("cmaf/manifest.mpd"), "application/dash+xml");
+        assert_eq!(content_type("sb/storyboard.vtt"), "text/vtt; charset=utf-8");
+        assert_eq!(content_type("cmaf/seg-0-00001.m4s"), "video/iso.segment");
+        assert_eq!(content_type("hls-cmaf/v0/init_0.mp4"), "video/mp4");
         assert_eq!(content_type("a.MP4"), "video/mp4");
         assert_eq!(content_type("thumbnail.jpg"), "image/jpeg");
         assert_eq!(content_type("noext"), "application/octet-stream");

@@ -429,6 +429,9 @@ impl WorkerPool {
                 Ok(inv) => inv,
                 Err(e) => return permanent("invalid_output", format!("{}: {e}", r.name)),
             };
+            if let Err(e) = reelay_media::package::prepare(r, &out_dir) {
+                return transient(e.code(), e.to_string());
+            }
             if cfg.tools.realtime_input {
                 if let Some(i) = inv.args.iter().position(|a| a == "-i") {
                     inv.args.insert(i, "-re".into());
@@ -453,6 +456,15 @@ impl WorkerPool {
             let e = match run {
                 Ok(stats) => {
                     media_seconds += stats.last.out_time;
+                    // Manifests completed from the segments ffmpeg wrote (codecs strings).
+                    if let Err(e) = reelay_media::package::finish(r, &info, &out_dir) {
+                        let message = format!("output {}: {e}", r.name);
+                        return if e.is_transient() {
+                            transient(e.code(), message)
+                        } else {
+                            permanent(e.code(), message)
+                        };
+                    }
                     continue;
                 }
                 Err(RunError::Cancelled) => return stopped(),
@@ -524,8 +536,8 @@ impl WorkerPool {
             }
         }
         let mut outputs = Vec::new();
-        for r in &renditions {
-            let name = r.primary_file();
+        // A CMAF output lists both of its manifests (HLS master playlist and DASH MPD).
+        for name in renditions.iter().flat_map(|r| r.primary_files()) {
             let Some(size) = sizes.get(&name) else {
                 return permanent("transcode_failed", format!("ffmpeg produced no {name}"));
             };

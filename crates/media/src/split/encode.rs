@@ -8,11 +8,11 @@
 //! like the unsplit encode, and their segments are written directly with global numbers.
 
 use super::cut::Manifest;
-use super::plan::{pieces_for, SplitLayout};
+use super::plan::{pieces_for, ts_ladder, SplitLayout};
 use super::playlist::{avc1_codec, parse_segments, Segment};
 use super::{io_err, SplitError, BASE};
 use crate::argv::{deinterlace_filter, fit_short_side, input_args, ladder, video_codec_args};
-use crate::plan::{AudioCodec, Container, Rendition};
+use crate::plan::{AudioCodec, Rendition};
 use crate::policy::InputPolicy;
 use crate::probe::MediaInfo;
 use crate::run::{run_ffmpeg, RunLimits};
@@ -166,7 +166,7 @@ pub fn segment_argv(
     }
     let mut outs: Vec<Out> = vec![];
     for r in renditions {
-        if let Some(hls) = &r.hls {
+        if let Some(hls) = ts_ladder(r) {
             for rung in ladder(&hls.rungs, dw.min(dh)) {
                 let (w, h) = fit_short_side(dw, dh, rung.short_side);
                 outs.push(Out { w, h });
@@ -196,7 +196,7 @@ pub fn segment_argv(
 
     let mut i = 0;
     for r in renditions {
-        if let Some(hls) = &r.hls {
+        if let Some(hls) = ts_ladder(r) {
             let rungs = ladder(&hls.rungs, dw.min(dh));
             for _ in &rungs {
                 a.extend([s("-map"), format!("[o{i}]")]);
@@ -315,7 +315,7 @@ pub async fn encode_segment(
     for r in renditions {
         let dir = out_dir.join(&r.name);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        if let Some(hls) = &r.hls {
+        if let Some(hls) = ts_ladder(r) {
             for k in 0..ladder(&hls.rungs, dw.min(dh)).len() {
                 let d = dir.join(format!("v{k}"));
                 std::fs::create_dir_all(&d).map_err(io_err(&d))?;
@@ -333,7 +333,7 @@ pub async fn encode_segment(
         hls: vec![],
     };
     for r in renditions {
-        if let Some(hls) = &r.hls {
+        if let Some(hls) = ts_ladder(r) {
             for (k, rung) in ladder(&hls.rungs, dw.min(dh)).iter().enumerate() {
                 let dir = out_dir.join(&r.name).join(format!("v{k}"));
                 let pl = dir.join(format!("piece_{:05}.m3u8", task.index));
@@ -398,7 +398,7 @@ impl AudioTask {
 
 /// The audio plan of one split output (and, for HLS, one per rung), AAC only (others stay whole).
 fn audio_plans(r: &Rendition, info: &MediaInfo) -> Vec<(u32, Option<u32>)> {
-    if let Some(hls) = &r.hls {
+    if let Some(hls) = ts_ladder(r) {
         let short = info.display_dims().map(|(w, h)| w.min(h)).unwrap_or(0);
         return ladder(&hls.rungs, short)
             .iter()
@@ -433,7 +433,7 @@ pub fn audio_tasks(renditions: &[Rendition], info: &MediaInfo) -> Vec<AudioTask>
 /// The audio plan of a file output, as the [`AudioTask`] that made its track.
 pub fn audio_task_for(r: &Rendition, tasks: &[AudioTask]) -> Option<AudioTask> {
     let kbps = match &r.audio {
-        Some(a) if a.codec == AudioCodec::Aac && r.container != Container::Hls => a.bitrate_kbps,
+        Some(a) if a.codec == AudioCodec::Aac && r.container().is_some() => a.bitrate_kbps,
         _ => return None,
     };
     tasks.iter().find(|t| t.kbps == kbps).cloned()

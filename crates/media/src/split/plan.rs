@@ -5,7 +5,7 @@
 //! keyframe (and the HLS muxer cuts) at each multiple of the segment duration, so pieces that
 //! start there make the same segments, numbered and timed as unsplit.
 
-use crate::plan::{AudioCodec, Container, Rendition, VideoCodec};
+use crate::plan::{AudioCodec, Container, Ladder, Packaging, Rendition, Segments, VideoCodec};
 use crate::probe::MediaInfo;
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +111,20 @@ pub enum KeepWhole {
     FrameRate,
     /// Audio copied from the input, or a codec `encode_audio` does not make.
     Audio,
+    /// Packagings the stitch does not assemble yet (fMP4 HLS, DASH, CMAF, storyboards): they
+    /// run whole beside the split outputs.
+    Packaging { packaging: String },
+}
+
+/// The ladder of an MPEG-TS HLS output, the one ladder packaging split-and-stitch assembles.
+pub fn ts_ladder(r: &Rendition) -> Option<&Ladder> {
+    match &r.packaging {
+        Packaging::Hls {
+            ladder,
+            segments: Segments::Ts,
+        } => Some(ladder),
+        _ => None,
+    }
 }
 
 /// One piece of work: `[start, end)` seconds on the input timeline (0 is the input's start).
@@ -142,8 +156,13 @@ pub enum SplitPlan {
 
 /// Whether one output can be encoded piecewise.
 pub fn rendition_split(r: &Rendition) -> Result<(), KeepWhole> {
-    if !r.needs_video() || r.container == Container::Jpeg {
+    if !r.needs_video() || r.container() == Some(Container::Jpeg) {
         return Err(KeepWhole::NoVideo);
+    }
+    if r.container().is_none() && ts_ladder(r).is_none() {
+        return Err(KeepWhole::Packaging {
+            packaging: r.packaging.format_name().to_string(),
+        });
     }
     if r.trim_start > 0.0 || r.trim_duration.is_some() {
         return Err(KeepWhole::Trimmed);
@@ -180,7 +199,7 @@ fn alignment(renditions: &[&Rendition]) -> u32 {
     }
     renditions
         .iter()
-        .filter_map(|r| r.hls.as_ref().map(|h| h.segment_seconds.max(1)))
+        .filter_map(|r| ts_ladder(r).map(|h| h.segment_seconds.max(1)))
         .fold(1, |acc, s| acc / gcd(acc, s) * s)
 }
 

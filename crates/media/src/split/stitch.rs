@@ -43,6 +43,9 @@ pub async fn stitch_file(
     cancel: &CancellationToken,
     on_progress: impl FnMut(Progress),
 ) -> Result<String, SplitError> {
+    let container = r.container().ok_or_else(|| {
+        SplitError::Unsplittable(format!("{} is not a single-file output", r.name))
+    })?;
     let mut ordered: Vec<&SegmentOutput> = pieces.iter().collect();
     ordered.sort_by_key(|p| p.index);
     if ordered.iter().enumerate().any(|(i, p)| p.index != i) {
@@ -117,14 +120,14 @@ pub async fn stitch_file(
         s(-1),
     ]);
     if matches!(
-        r.container,
+        container,
         Container::Mp4 | Container::Mov | Container::M4a
     ) {
         a.extend([s("-movflags"), s("+faststart")]);
     }
     a.extend([
         s("-f"),
-        s(muxer(r.container)),
+        s(muxer(container)),
         s("-progress"),
         s("pipe:1"),
         s("-nostats"),
@@ -175,9 +178,7 @@ pub fn stitch_hls(
     work_dir: &Path,
     out_dir: &Path,
 ) -> Result<HlsState, SplitError> {
-    let hls = r
-        .hls
-        .as_ref()
+    let hls = super::plan::ts_ladder(r)
         .ok_or_else(|| SplitError::Unsplittable(format!("{} is not HLS", r.name)))?;
     let mut ordered: Vec<&SegmentOutput> = pieces.iter().collect();
     ordered.sort_by_key(|p| p.index);

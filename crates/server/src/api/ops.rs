@@ -62,23 +62,43 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 /// Running `ffmpeg -version` costs a few hundred ms, and the edge asks every second: the answer
-/// is kept for a while (a process whose ffmpeg disappears is rare and not urgent).
+/// is kept for a while (a process whose ffmpeg disappears is rare and not urgent). A stale answer
+/// is served while a detached task refreshes it, and the first check also runs detached: on a
+/// loaded machine `ffmpeg -version` can outlast the edge's probe timeout, which drops the
+/// request, and a check run inside the request would then never finish, leaving the cluster
+/// "not ready" for as long as the load lasts.
 async fn ffmpeg_ok(st: &AppState) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
     static CACHE: std::sync::Mutex<Option<(std::time::Instant, bool)>> =
         std::sync::Mutex::new(None);
+    static REFRESHING: AtomicBool = AtomicBool::new(false);
     const FOR: std::time::Duration = std::time::Duration::from_secs(30);
-    if let Ok(guard) = CACHE.lock() {
-        if let Some((at, ok)) = *guard {
-            if at.elapsed() < FOR {
-                return ok;
+    let cached = CACHE.lock().ok().and_then(|g| *g);
+    let check = {
+        let tools = st.cfg.tools.clone();
+        move || {
+            tokio::spawn(async move {
+                let ok = crate::ffmpeg_available(&tools).await;
+                if let Ok(mut guard) = CACHE.lock() {
+                    *guard = Some((std::time::Instant::now(), ok));
+                }
+                REFRESHING.store(false, Ordering::SeqCst);
+                ok
+            })
+        }
+    };
+    match cached {
+        Some((at, ok)) => {
+            if at.elapsed() >= FOR && !REFRESHING.swap(true, Ordering::SeqCst) {
+                drop(check());
             }
+            ok
+        }
+        None => {
+            REFRESHING.store(true, Ordering::SeqCst);
+            check().await.unwrap_or(false)
         }
     }
-    let ok = crate::ffmpeg_available(&st.cfg.tools).await;
-    if let Ok(mut guard) = CACHE.lock() {
-        *guard = Some((std::time::Instant::now(), ok));
-    }
-    ok
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {

@@ -1,7 +1,18 @@
 //! A [`Rendition`] plus the probed input becomes one ffmpeg command line. Pure, so every flag that
 //! matters (allowlists, forced demuxer, scaling, keyframe alignment) is unit-tested without ffmpeg.
 
-use crate::plan::{AudioCodec, Container, Rendition, Rung, VideoCodec, VideoPlan};
+mod codec;
+mod dash;
+mod file;
+mod hls;
+mod ladder;
+mod storyboard;
+
+pub(crate) use codec::{muxer, video_codec_args};
+pub use ladder::ladder;
+pub use storyboard::tile_dims;
+
+use crate::plan::{Container, Packaging, Rendition};
 use crate::policy::InputPolicy;
 use crate::probe::{FieldOrder, MediaInfo};
 use std::path::Path;
@@ -51,28 +62,6 @@ pub fn fit_short_side(w: u32, h: u32, short: u32) -> (u32, u32) {
     }
 }
 
-/// The HLS rungs for an input: every rung whose short side is not above the input's; an input
-/// below the smallest rung still gets one rung at its own size.
-pub fn ladder(rungs: &[Rung], display_short: u32) -> Vec<Rung> {
-    let fitting: Vec<Rung> = rungs
-        .iter()
-        .copied()
-        .filter(|r| r.short_side <= display_short)
-        .collect();
-    if !fitting.is_empty() {
-        return fitting;
-    }
-    rungs
-        .iter()
-        .min_by_key(|r| r.short_side)
-        .map(|r| Rung {
-            short_side: display_short,
-            ..*r
-        })
-        .into_iter()
-        .collect()
-}
-
 /// Output paths are absolute paths we build ourselves (no `file:` prefix: the HLS muxer would then
 /// fail to create its variant directories); being absolute, they can never parse as a protocol.
 fn out_path(p: &Path) -> String {
@@ -88,12 +77,7 @@ fn s<T: ToString>(x: T) -> String {
 /// `-max_pixels` makes the decoders refuse any frame larger than the largest allowed picture
 /// (a stream may switch sizes mid-way), and an input `-t` stops reading after the policy's
 /// longest duration (a header may understate the length).
-pub(crate) fn input_args(
-    info: &MediaInfo,
-    policy: &InputPolicy,
-    input: &Path,
-    start: f64,
-) -> Vec<String> {
+pub(crate) fn input_args(info: &MediaInfo, policy: &InputPolicy, input: &Path, start: f64) -> Vec<String> {
     let mut a: Vec<String> = [
         "-hide_banner",
         "-nostdin",
@@ -123,114 +107,6 @@ pub(crate) fn input_args(
         crate::file_url(input),
     ]);
     a
-}
-
-pub(crate) fn video_codec_args(v: &VideoPlan, a: &mut Vec<String>) {
-    let rate = |a: &mut Vec<String>, kbps: u32| {
-        a.extend([
-            s("-b:v"),
-            format!("{kbps}k"),
-            s("-maxrate"),
-            format!("{}k", kbps * 3 / 2),
-            s("-bufsize"),
-            format!("{}k", kbps * 2),
-        ])
-    };
-    match v.codec {
-        VideoCodec::H264 | VideoCodec::H265 => {
-            let h265 = v.codec == VideoCodec::H265;
-            a.extend([
-                s("-c:v"),
-                s(if h265 { "libx265" } else { "libx264" }),
-                s("-preset"),
-                s("fast"),
-            ]);
-            if h265 {
-                a.extend([
-                    s("-tag:v"),
-                    s("hvc1"),
-                    s("-x265-params"),
-                    s("log-level=error"),
-                ]);
-            }
-            if let Some(kbps) = v.bitrate_kbps {
-                rate(a, kbps);
-            } else if let Some(crf) = v.crf {
-                a.extend([s("-crf"), s(crf)]);
-                if let Some(m) = v.maxrate_kbps {
-                    a.extend([
-                        s("-maxrate"),
-                        format!("{m}k"),
-                        s("-bufsize"),
-                        format!("{}k", m * 2),
-                    ]);
-                }
-            }
-            a.extend([s("-pix_fmt"), s("yuv420p")]);
-        }
-        VideoCodec::Vp9 => {
-            a.extend([
-                s("-c:v"),
-                s("libvpx-vp9"),
-                s("-deadline"),
-                s("good"),
-                s("-cpu-used"),
-                s(4),
-                s("-row-mt"),
-                s(1),
-            ]);
-            match (v.bitrate_kbps, v.crf) {
-                (Some(kbps), _) => a.extend([s("-b:v"), format!("{kbps}k")]),
-                (None, Some(crf)) => a.extend([s("-crf"), s(crf), s("-b:v"), s(0)]),
-                _ => {}
-            }
-            a.extend([s("-pix_fmt"), s("yuv420p")]);
-        }
-        VideoCodec::Av1 => {
-            a.extend([s("-c:v"), s("libsvtav1"), s("-preset"), s(10)]);
-            match (v.bitrate_kbps, v.crf) {
-                (Some(kbps), _) => a.extend([s("-b:v"), format!("{kbps}k")]),
-                (None, Some(crf)) => a.extend([s("-crf"), s(crf)]),
-                _ => {}
-            }
-            a.extend([s("-pix_fmt"), s("yuv420p")]);
-        }
-        VideoCodec::Mjpeg => {
-            a.extend([
-                s("-c:v"),
-                s("mjpeg"),
-                s("-q:v"),
-                s(3),
-                s("-pix_fmt"),
-                s("yuvj420p"),
-                s("-frames:v"),
-                s(1),
-            ]);
-        }
-        VideoCodec::Copy => a.extend([s("-c:v"), s("copy")]),
-    }
-    if let Some(fps) = v.fps {
-        a.extend([s("-r"), format!("{fps}")]);
-    }
-}
-
-fn audio_codec_args(codec: AudioCodec, kbps: u32, a: &mut Vec<String>) {
-    match codec {
-        AudioCodec::Aac => a.extend([s("-c:a"), s("aac"), s("-b:a"), format!("{kbps}k")]),
-        AudioCodec::Opus => a.extend([s("-c:a"), s("libopus"), s("-b:a"), format!("{kbps}k")]),
-        AudioCodec::Copy => a.extend([s("-c:a"), s("copy")]),
-    }
-}
-
-pub(crate) fn muxer(c: Container) -> &'static str {
-    match c {
-        Container::Mp4 | Container::M4a => "mp4",
-        Container::Mov => "mov",
-        Container::Mkv => "matroska",
-        Container::Webm => "webm",
-        Container::Jpeg => "image2",
-        Container::Hls => "hls",
-    }
 }
 
 /// The deinterlacer for an interlaced input, `None` for progressive (or unknown: a stream whose
@@ -265,8 +141,23 @@ pub fn deinterlace_filter(info: &MediaInfo, out_fps: Option<f64>) -> Option<Stri
 #[error("{0}")]
 pub struct ArgvError(pub String);
 
+/// Seconds of media an output covers: the input from the trim start, at most the trim length.
+pub fn output_seconds(r: &Rendition, info: &MediaInfo) -> f64 {
+    let total = info.best_duration().unwrap_or(0.0);
+    let start = if r.container() == Some(Container::Jpeg) {
+        (total / 2.0).min(1.0)
+    } else {
+        r.trim_start
+    };
+    let remaining = (total - start).max(0.0);
+    match r.trim_duration {
+        Some(d) => d.min(remaining),
+        None => remaining,
+    }
+}
+
 /// Builds the command for one rendition. `out_dir` is the job's output directory; the rendition
-/// writes `out_dir/<primary_file>` (and, for HLS, its sub-playlists and segments beside it).
+/// writes `out_dir/<primary_file>` (and, for a ladder, its playlists and segments beside it).
 pub fn build(
     r: &Rendition,
     info: &MediaInfo,
@@ -275,9 +166,7 @@ pub fn build(
     out_dir: &Path,
 ) -> Result<Invocation, ArgvError> {
     let total = info.best_duration().unwrap_or(0.0);
-    let video_stream = info.video();
-    let audio_stream = info.audio();
-    let is_thumb = r.container == Container::Jpeg;
+    let is_thumb = r.container() == Some(Container::Jpeg);
     // A thumbnail comes from 1 s in, or the middle of a shorter clip.
     let start = if is_thumb {
         (total / 2.0).min(1.0)
@@ -289,173 +178,50 @@ pub fn build(
             "trim start {start:.3} s is past the end of the {total:.3} s input"
         )));
     }
-    let remaining = (total - start).max(0.0);
-    let duration = match r.trim_duration {
-        Some(d) => d.min(remaining),
-        None => remaining,
-    };
+    let duration = output_seconds(r, info);
     let mut a = input_args(info, policy, input, start);
     if let Some(d) = r.trim_duration {
         a.extend([s("-t"), format!("{d:.3}")]);
     }
-    let (dw, dh) = info.display_dims().unwrap_or((0, 0));
-
-    if let Some(hls) = &r.hls {
-        let v = video_stream.ok_or_else(|| ArgvError("HLS needs a video stream".into()))?;
-        let rungs = ladder(&hls.rungs, dw.min(dh));
-        let n = rungs.len();
-        let deint = deinterlace_filter(info, None)
-            .map(|f| format!("{f},"))
-            .unwrap_or_default();
-        let mut graph = format!("[0:{}]{deint}split={n}", v.index);
-        for i in 0..n {
-            graph.push_str(&format!("[s{i}]"));
-        }
-        for (i, rung) in rungs.iter().enumerate() {
-            let (w, h) = fit_short_side(dw, dh, rung.short_side);
-            graph.push_str(&format!(";[s{i}]scale={w}:{h},setsar=1[v{i}]"));
-        }
-        a.extend([s("-filter_complex"), graph]);
-        for i in 0..n {
-            a.extend([s("-map"), format!("[v{i}]")]);
-        }
-        if let Some(au) = audio_stream {
-            for _ in 0..n {
-                a.extend([s("-map"), format!("0:{}", au.index)]);
-            }
-        }
-        a.extend([
-            s("-c:v"),
-            s("libx264"),
-            s("-preset"),
-            s("fast"),
-            s("-pix_fmt"),
-            s("yuv420p"),
-        ]);
-        for (i, rung) in rungs.iter().enumerate() {
-            a.extend([
-                format!("-b:v:{i}"),
-                format!("{}k", rung.video_kbps),
-                format!("-maxrate:v:{i}"),
-                format!("{}k", rung.video_kbps * 107 / 100),
-                format!("-bufsize:v:{i}"),
-                format!("{}k", rung.video_kbps * 3 / 2),
-            ]);
-            if audio_stream.is_some() {
-                a.extend([
-                    format!("-c:a:{i}"),
-                    s("aac"),
-                    format!("-b:a:{i}"),
-                    format!("{}k", rung.audio_kbps),
-                ]);
-            }
-        }
-        let seg = hls.segment_seconds;
-        a.extend([
-            s("-force_key_frames"),
-            format!("expr:gte(t,n_forced*{seg})"),
-            s("-sc_threshold"),
-            s(0),
-            s("-map_metadata"),
-            s(-1),
-            s("-map_chapters"),
-            s(-1),
-            s("-f"),
-            s("hls"),
-            s("-hls_time"),
-            s(seg),
-            s("-hls_playlist_type"),
-            s("vod"),
-            s("-hls_flags"),
-            s("independent_segments"),
-            s("-hls_segment_type"),
-            s("mpegts"),
-            s("-hls_segment_filename"),
-            out_path(&out_dir.join(&r.name).join("v%v/seg_%05d.ts")),
-            s("-master_pl_name"),
-            s("master.m3u8"),
-            s("-var_stream_map"),
-            (0..n)
-                .map(|i| {
-                    if audio_stream.is_some() {
-                        format!("v:{i},a:{i}")
-                    } else {
-                        format!("v:{i}")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" "),
-            s("-progress"),
-            s("pipe:1"),
-            s("-nostats"),
-            out_path(&out_dir.join(&r.name).join("v%v/index.m3u8")),
-        ]);
-        return Ok(Invocation {
-            args: a,
-            duration,
-            creates: r.name.clone(),
-        });
-    }
-
-    match (&r.video, video_stream) {
-        (Some(vp), Some(vs)) => {
-            a.extend([s("-map"), format!("0:{}", vs.index)]);
-            if vp.codec != VideoCodec::Copy {
-                let (w, h) = match vp.short_side.filter(|s| *s > 0) {
-                    Some(short) => fit_short_side(dw, dh, short),
-                    None => fit_dims(dw, dh, vp.max_width, vp.max_height.filter(|h| *h > 0)),
-                };
-                let deint = deinterlace_filter(info, vp.fps)
-                    .map(|f| format!("{f},"))
-                    .unwrap_or_default();
-                a.extend([s("-vf"), format!("{deint}scale={w}:{h},setsar=1")]);
-            }
-            video_codec_args(vp, &mut a);
-        }
-        (Some(_), None) => return Err(ArgvError("this output needs a video stream".into())),
-        (None, _) => {}
-    }
-    match (&r.audio, audio_stream, is_thumb) {
-        (Some(ap), Some(au), false) => {
-            a.extend([s("-map"), format!("0:{}", au.index)]);
-            audio_codec_args(ap.codec, ap.bitrate_kbps, &mut a);
-        }
-        (None, _, _) | (_, None, _) | (_, _, true) => {
-            if r.video.is_none() {
-                return Err(ArgvError("this output needs an audio stream".into()));
-            }
-        }
-    }
-    a.extend([s("-map_metadata"), s(-1), s("-map_chapters"), s(-1)]);
-    match r.container {
-        Container::Mp4 | Container::M4a | Container::Mov => {
-            a.extend([s("-movflags"), s("+faststart")])
-        }
-        Container::Jpeg => a.extend([s("-update"), s(1)]),
-        _ => {}
-    }
-    let file = r.primary_file();
-    a.extend([
-        s("-max_muxing_queue_size"),
-        s(1024),
-        s("-f"),
-        s(muxer(r.container)),
-        s("-progress"),
-        s("pipe:1"),
-        s("-nostats"),
-        out_path(&out_dir.join(&file)),
-    ]);
+    // Each packaging adds its own maps, encoders and muxer, and names the path ffmpeg writes.
+    let (target, creates) = match &r.packaging {
+        Packaging::File(c) => (file::args(r, *c, info, out_dir, &mut a)?, r.primary_file()),
+        Packaging::Hls { ladder, segments } => (
+            hls::args(r, ladder, *segments, info, out_dir, &mut a)?,
+            r.name.clone(),
+        ),
+        Packaging::Dash(ladder) => (
+            dash::args(r, ladder, false, info, out_dir, &mut a)?,
+            r.name.clone(),
+        ),
+        Packaging::Cmaf(ladder) => (
+            dash::args(r, ladder, true, info, out_dir, &mut a)?,
+            r.name.clone(),
+        ),
+        Packaging::Storyboard(sb) => (
+            storyboard::args(r, sb, info, out_dir, &mut a)?,
+            r.name.clone(),
+        ),
+    };
+    a.extend([s("-progress"), s("pipe:1"), s("-nostats"), target]);
+    let duration = match &r.packaging {
+        _ if is_thumb => 0.0,
+        // ffmpeg times sheets, not frames: each lasts `per_sheet` intervals, so its out_time
+        // reaches the end of the last sheet, which progress and the overrun bound must expect.
+        Packaging::Storyboard(sb) => storyboard::sheets_span(sb, duration),
+        _ => duration,
+    };
     Ok(Invocation {
         args: a,
-        duration: if is_thumb { 0.0 } else { duration },
-        creates: file,
+        duration,
+        creates,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::preset;
+    use crate::plan::{preset, VideoCodec};
     use crate::probe::parse_probe_json;
 
     fn info(w: u32, h: u32, rotate: i32, audio: bool) -> MediaInfo {
@@ -515,7 +281,7 @@ mod tests {
 
     #[test]
     fn ladder_keeps_rungs_up_to_input_height() {
-        let rungs = preset("hls-abr").unwrap().hls.unwrap().rungs;
+        let rungs = preset("hls-abr").unwrap().ladder().unwrap().rungs.clone();
         let hs = |h| {
             ladder(&rungs, h)
                 .iter()
@@ -653,6 +419,128 @@ mod tests {
         assert_eq!(after(&a, "-master_pl_name"), "master.m3u8");
         assert_eq!(after(&a, "-force_key_frames"), "expr:gte(t,n_forced*4)");
         assert_eq!(a.last().unwrap(), "/w/out/hls-abr/v%v/index.m3u8");
+    }
+
+    /// The ladder half is shared: HLS (TS or fMP4), DASH and CMAF get the same rungs, sizes,
+    /// bitrates and keyframe grid; only the muxer half differs.
+    #[test]
+    fn every_packaging_shares_one_ladder() {
+        let input = info(854, 480, 0, true);
+        for name in ["hls-abr", "hls-cmaf", "dash", "cmaf"] {
+            let a = argv(&preset(name).unwrap(), &input);
+            let graph = after(&a, "-filter_complex");
+            assert!(
+                graph.starts_with("[0:0]split=2[s0][s1];"),
+                "{name}: {graph}"
+            );
+            assert!(graph.contains("[s0]scale=854:480,") && graph.contains("[s1]scale=640:360,"));
+            assert_eq!(after(&a, "-c:v"), "libx264", "{name}");
+            assert_eq!(after(&a, "-b:v:0"), "1400k", "{name}");
+            assert_eq!(after(&a, "-b:v:1"), "800k", "{name}");
+            assert_eq!(
+                after(&a, "-force_key_frames"),
+                "expr:gte(t,n_forced*4)",
+                "{name}"
+            );
+            assert_eq!(after(&a, "-progress"), "pipe:1", "{name}");
+        }
+    }
+
+    #[test]
+    fn hls_cmaf_writes_fmp4_segments_with_init_files() {
+        let a = argv(&preset("hls-cmaf").unwrap(), &info(854, 480, 0, true));
+        assert_eq!(after(&a, "-f"), "mov"); // the input's demuxer
+        assert_eq!(after(&a, "-hls_segment_type"), "fmp4");
+        assert_eq!(
+            after(&a, "-hls_segment_filename"),
+            "/w/out/hls-cmaf/v%v/seg_%05d.m4s"
+        );
+        assert_eq!(after(&a, "-hls_fmp4_init_filename"), "init.mp4");
+        assert_eq!(after(&a, "-var_stream_map"), "v:0,a:0 v:1,a:1");
+        assert_eq!(a.last().unwrap(), "/w/out/hls-cmaf/v%v/index.m3u8");
+        assert!(after(&a, "-filter_complex").contains("setsar=1"));
+    }
+
+    /// DASH: the rungs in one adaptation set (one display aspect), ONE audio track; CMAF is
+    /// the same run with HLS playlists over the same segments.
+    #[test]
+    fn dash_and_cmaf_share_segments_and_one_audio_track() {
+        let input = info(854, 480, 0, true);
+        let dash = argv(&preset("dash").unwrap(), &input);
+        let graph = after(&dash, "-filter_complex");
+        assert_eq!(graph.matches("setdar=854/480").count(), 2, "{graph}");
+        let maps: Vec<&String> = dash
+            .windows(2)
+            .filter(|w| w[0] == "-map")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(maps, ["[v0]", "[v1]", "0:1"]);
+        assert_eq!(after(&dash, "-b:a"), "96k");
+        assert_eq!(
+            after(&dash, "-adaptation_sets"),
+            "id=0,streams=v id=1,streams=a"
+        );
+        assert_eq!(after(&dash, "-seg_duration"), "4");
+        assert_eq!(
+            after(&dash, "-media_seg_name"),
+            "seg-$RepresentationID$-$Number%05d$.m4s"
+        );
+        assert!(!dash.iter().any(|x| x == "-hls_playlist"));
+        assert_eq!(dash.last().unwrap(), "/w/out/dash/manifest.mpd");
+        let cmaf = argv(&preset("cmaf").unwrap(), &input);
+        assert_eq!(after(&cmaf, "-hls_playlist"), "1");
+        assert_eq!(after(&cmaf, "-hls_master_name"), "master.m3u8");
+        assert_eq!(cmaf.last().unwrap(), "/w/out/cmaf/manifest.mpd");
+        // Without audio in the input: video alone, one adaptation set.
+        let silent = argv(&preset("cmaf").unwrap(), &info(854, 480, 0, false));
+        assert_eq!(after(&silent, "-adaptation_sets"), "id=0,streams=v");
+        assert!(!silent.iter().any(|x| x == "-c:a"));
+    }
+
+    /// HEVC rungs are IDR-aligned without scene cuts; AV1 (SVT ignores forced keyframes)
+    /// gets a fixed GOP of one segment at the source frame rate.
+    #[test]
+    fn hevc_and_av1_ladders_keep_keyframes_on_the_grid() {
+        let mut r = preset("cmaf").unwrap();
+        r.video.as_mut().unwrap().codec = VideoCodec::H265;
+        let a = argv(&r, &scanned(1280, 720, "progressive"));
+        assert_eq!(after(&a, "-c:v"), "libx265");
+        assert_eq!(after(&a, "-tag:v"), "hvc1");
+        assert_eq!(after(&a, "-forced-idr"), "1");
+        assert!(after(&a, "-x265-params").contains("scenecut=0"));
+        assert_eq!(after(&a, "-force_key_frames"), "expr:gte(t,n_forced*4)");
+        r.video.as_mut().unwrap().codec = VideoCodec::Av1;
+        let a = argv(&r, &scanned(1280, 720, "progressive"));
+        assert_eq!(after(&a, "-c:v"), "libsvtav1");
+        assert_eq!(after(&a, "-g"), "100");
+        assert!(!a.iter().any(|x| x == "-maxrate:v:0"));
+        // Interlaced sources are deinterlaced once, before the split, in every packaging.
+        let a = argv(&preset("dash").unwrap(), &scanned(1920, 1080, "bb"));
+        assert!(after(&a, "-filter_complex")
+            .starts_with("[0:0]bwdif=mode=send_frame:parity=bff:deint=all,split=4"));
+    }
+
+    #[test]
+    fn storyboard_tiles_one_frame_per_interval_into_sheets() {
+        let a = argv(&preset("storyboard").unwrap(), &info(1920, 1080, 0, true));
+        assert_eq!(
+            after(&a, "-vf"),
+            "fps=1000/2000,scale=160:90,setsar=1,tile=5x5"
+        );
+        assert!(a.iter().any(|x| x == "-an"));
+        // 10 s at one frame every 2 s: 5 frames, one sheet of 25 tiles, spanning 50 s.
+        let inv = build(
+            &preset("storyboard").unwrap(),
+            &info(1920, 1080, 0, true),
+            &InputPolicy::default(),
+            Path::new("/i"),
+            Path::new("/o"),
+        )
+        .unwrap();
+        assert_eq!(inv.duration, 50.0);
+        assert_eq!(a.last().unwrap(), "/w/out/storyboard/sprite_%03d.jpg");
+        let a = argv(&preset("storyboard").unwrap(), &scanned(720, 576, "tt"));
+        assert!(after(&a, "-vf").starts_with("bwdif=mode=send_frame:parity=tff:deint=all,fps="));
     }
 
     #[test]

@@ -1,0 +1,63 @@
+//! A single-file output: one video stream (scaled once) and one audio stream in a container.
+
+use super::codec::{audio_codec_args, muxer, video_codec_args};
+use super::{deinterlace_filter, fit_dims, fit_short_side, out_path, s, ArgvError};
+use crate::plan::{Container, Rendition, VideoCodec};
+use crate::probe::MediaInfo;
+use std::path::Path;
+
+/// Adds the maps, encoders and muxer of a file output; returns the path ffmpeg writes.
+pub(super) fn args(
+    r: &Rendition,
+    container: Container,
+    info: &MediaInfo,
+    out_dir: &Path,
+    a: &mut Vec<String>,
+) -> Result<String, ArgvError> {
+    let is_thumb = container == Container::Jpeg;
+    let (dw, dh) = info.display_dims().unwrap_or((0, 0));
+    match (&r.video, info.video()) {
+        (Some(vp), Some(vs)) => {
+            a.extend([s("-map"), format!("0:{}", vs.index)]);
+            if vp.codec != VideoCodec::Copy {
+                let (w, h) = match vp.short_side.filter(|s| *s > 0) {
+                    Some(short) => fit_short_side(dw, dh, short),
+                    None => fit_dims(dw, dh, vp.max_width, vp.max_height.filter(|h| *h > 0)),
+                };
+                let deint = deinterlace_filter(info, vp.fps)
+                    .map(|f| format!("{f},"))
+                    .unwrap_or_default();
+                a.extend([s("-vf"), format!("{deint}scale={w}:{h},setsar=1")]);
+            }
+            video_codec_args(vp, a);
+        }
+        (Some(_), None) => return Err(ArgvError("this output needs a video stream".into())),
+        (None, _) => {}
+    }
+    match (&r.audio, info.audio(), is_thumb) {
+        (Some(ap), Some(au), false) => {
+            a.extend([s("-map"), format!("0:{}", au.index)]);
+            audio_codec_args(ap.codec, ap.bitrate_kbps, a);
+        }
+        (None, _, _) | (_, None, _) | (_, _, true) => {
+            if r.video.is_none() {
+                return Err(ArgvError("this output needs an audio stream".into()));
+            }
+        }
+    }
+    a.extend([s("-map_metadata"), s(-1), s("-map_chapters"), s(-1)]);
+    match container {
+        Container::Mp4 | Container::M4a | Container::Mov => {
+            a.extend([s("-movflags"), s("+faststart")])
+        }
+        Container::Jpeg => a.extend([s("-update"), s(1)]),
+        _ => {}
+    }
+    a.extend([
+        s("-max_muxing_queue_size"),
+        s(1024),
+        s("-f"),
+        s(muxer(container)),
+    ]);
+    Ok(out_path(&out_dir.join(r.primary_file())))
+}

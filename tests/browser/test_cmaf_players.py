@@ -1,0 +1,292 @@
+"""A CMAF output played to the end by three real players on a customer's own site: hls.js (its
+HLS master playlist), dash.js and Shaka Player (its DASH manifest), each in headless Chromium
+from a page on ANOTHER origin than the edge, every request carrying a token (so every file is
+CORS-preflighted) and going through the edge. Both manifests name the same segment files: the
+test checks that the players fetched segments and that HLS and DASH players asked for the very
+same `.m4s` files. Run by scripts/browser-test.sh (fixtures: conftest.py).
+
+The players are the copies vendored with their licences in crates/dashboard/assets/ (hls.js
+1.7.4, dash.js 5.2.1, Shaka Player 5.2.12), so a clean clone has them.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import logging
+import pathlib
+import shutil
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+import urllib.request
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+from playwright.sync_api import BrowserContext
+from test_cross_origin import submit_and_wait
+
+if TYPE_CHECKING:
+    from conftest import Env
+
+log = logging.getLogger("browser-test")
+
+ASSETS = pathlib.Path(__file__).resolve().parents[2] / "crates/dashboard/assets"
+PLAYERS = ["hls.min.js", "dash.all.min.js", "shaka-player.compiled.js"]
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>customer players</title></head>
+<body>
+<video id="v" muted playsinline width="320"></video>
+<script src="hls.min.js"></script>
+<script src="dash.all.min.js"></script>
+<script src="shaka-player.compiled.js"></script>
+<script>
+  window.seen = { errors: [], ended: false, urls: [] };
+  const auth = (tok) => 'Bearer ' + tok;
+  const v = () => document.getElementById('v');
+  v().addEventListener('ended', () => { window.seen.ended = true; });
+  v().addEventListener('error', () => window.seen.errors.push('video:' + (v().error && v().error.message)));
+  window.playHls = (src, tok) => {
+    const hls = new Hls({ xhrSetup: (xhr, url) => {
+      window.seen.urls.push(url);
+      xhr.setRequestHeader('Authorization', auth(tok));
+    } });
+    hls.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) window.seen.errors.push('hls.js:' + d.details); });
+    hls.loadSource(src);
+    hls.attachMedia(v());
+    v().play().catch((e) => window.seen.errors.push('play:' + e));
+  };
+  window.playDashJs = (src, tok) => {
+    const p = dashjs.MediaPlayer().create();
+    p.addRequestInterceptor((req) => {
+      window.seen.urls.push(req.url);
+      req.headers = Object.assign({}, req.headers || {}, { Authorization: auth(tok) });
+      return Promise.resolve(req);
+    });
+    p.on(dashjs.MediaPlayer.events.ERROR, (e) => window.seen.errors.push('dash.js:' + JSON.stringify(e.error || e)));
+    p.initialize(v(), src, true);
+  };
+  window.playShaka = (src, tok) => {
+    shaka.polyfill.installAll();
+    const p = new shaka.Player();
+    p.getNetworkingEngine().registerRequestFilter((_type, req) => {
+      window.seen.urls.push(req.uris[0]);
+      req.headers['Authorization'] = auth(tok);
+    });
+    p.addEventListener('error', (e) => window.seen.errors.push('shaka:' + (e.detail && e.detail.code)));
+    p.attach(v())
+      .then(() => p.load(src))
+      .then(() => v().play())
+      .catch((e) => window.seen.errors.push('shaka:' + (e.code || e)));
+  };
+</script>
+</body></html>
+"""
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        log.debug("player site: " + format, *args)
+
+
+@pytest.fixture(scope="module")
+def players_origin() -> Iterator[str]:
+    """A site on another origin serving the page and the three vendored players."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix="reelay-players-site-"))
+    for name in PLAYERS:
+        if not (ASSETS / name).is_file():
+            pytest.fail(f"no {name} in {ASSETS}", pytrace=False)
+        shutil.copy(ASSETS / name, root / name)
+    (root / "index.html").write_text(PAGE)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cmaf_job(env: Env) -> dict:
+    return submit_and_wait(env, ["cmaf", "storyboard"])
+
+
+def submit_outputs(env: Env, outputs: list[dict]) -> dict:
+    """Uploads the clip with custom outputs (multipart: spec, then file); waits for success."""
+    boundary = uuid.uuid4().hex
+    spec = json.dumps({"outputs": outputs})
+    body = b"".join(
+        [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n\r\n{spec}\r\n'.encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.mp4"\r\n'
+            "Content-Type: video/mp4\r\n\r\n".encode(),
+            env.clip.read_bytes(),
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    req = urllib.request.Request(
+        env.edge + "/v1/jobs",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        job = json.load(r)
+    deadline = time.monotonic() + 180
+    while job["status"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"job still {job['status']}"
+        time.sleep(0.3)
+        with urllib.request.urlopen(f"{env.edge}/v1/jobs/{job['id']}", timeout=10) as r:
+            job = json.load(r)
+    assert job["status"] == "succeeded", job
+    return job
+
+
+@pytest.fixture(scope="module")
+def av1_job(env: Env) -> dict:
+    """An AV1 ladder packaged as CMAF: Chromium decodes AV1 in software (dav1d), so the
+    players' codec checks run against reelay's own `av01.` strings."""
+    return submit_outputs(env, [{"name": "cmaf", "container": "cmaf", "video": {"codec": "av1"}}])
+
+
+def fetch(url: str) -> tuple[str, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.headers.get("Content-Type", ""), r.read()
+
+
+def test_cmaf_job_lists_both_manifests_with_their_content_types(env: Env, cmaf_job: dict) -> None:
+    names = {o["name"]: o for o in cmaf_job["outputs"]}
+    assert set(names) == {
+        "cmaf/master.m3u8",
+        "cmaf/manifest.mpd",
+        "storyboard/storyboard.vtt",
+    }, cmaf_job["outputs"]
+    base = f"{env.edge}/v1/jobs/{cmaf_job['id']}/outputs/cmaf"
+    ctype, mpd = fetch(base + "/manifest.mpd")
+    assert ctype == "application/dash+xml", ctype
+    assert b'codecs="avc1.' in mpd and b'codecs="mp4a.40.2"' in mpd, mpd[:400]
+    ctype, _ = fetch(base + "/master.m3u8")
+    assert ctype == "application/vnd.apple.mpegurl", ctype
+    ctype, _ = fetch(base + "/seg-0-00001.m4s")
+    assert ctype in ("video/iso.segment", "video/mp4"), ctype
+
+
+@pytest.mark.parametrize("codec", ["h264", "av1"])
+@pytest.mark.parametrize(
+    ("player", "manifest"),
+    [("playHls", "master.m3u8"), ("playDashJs", "manifest.mpd"), ("playShaka", "manifest.mpd")],
+)
+def test_a_player_on_another_origin_plays_the_cmaf_output_to_the_end(
+    env: Env,
+    browser: BrowserContext,
+    players_origin: str,
+    request: pytest.FixtureRequest,
+    codec: str,
+    player: str,
+    manifest: str,
+) -> None:
+    assert urllib.parse.urlsplit(players_origin).netloc != urllib.parse.urlsplit(env.edge).netloc
+    job = request.getfixturevalue("cmaf_job" if codec == "h264" else "av1_job")
+    src = f"{env.edge}/v1/jobs/{job['id']}/outputs/cmaf/{manifest}"
+    if codec == "av1":
+        _, mpd = fetch(f"{env.edge}/v1/jobs/{job['id']}/outputs/cmaf/manifest.mpd")
+        assert b'codecs="av01.' in mpd, mpd[:600]
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append("page error: " + e.message))
+    page.on(
+        "console",
+        lambda m: log.info("%s console.%s: %s", player, m.type, m.text)
+        if m.type in ("error", "warning")
+        else None,
+    )
+    page.goto(players_origin + "/index.html")
+    page.evaluate("([fn, src, tok]) => window[fn](src, tok)", [player, src, "player"])
+    try:
+        page.wait_for_function(
+            "() => window.seen.ended || window.seen.errors.length > 0",
+            timeout=45_000,
+            polling=100,
+        )
+    except Exception:
+        raise AssertionError(
+            f"{player} did not play to the end: {page.evaluate('() => window.seen')}"
+        ) from None
+    seen = page.evaluate("() => window.seen")
+    state = page.evaluate(
+        "() => { const v = document.getElementById('v');"
+        " return {t: v.currentTime, d: v.duration, w: v.videoWidth, h: v.videoHeight}; }"
+    )
+    log.info("%s %s: %s %s", player, codec, json.dumps(state), json.dumps(seen["errors"]))
+    page.screenshot(path=str(env.artifacts / f"cmaf-{codec}-{player}.png"))
+    assert not seen["errors"], seen["errors"]
+    assert seen["ended"], seen
+    # The whole clip (2 s) was played, with real pictures.
+    assert state["t"] >= 1.9 and state["w"] > 0 and state["h"] > 0, state
+    segments = sorted({u.rsplit("/", 1)[-1] for u in seen["urls"] if u.endswith(".m4s")})
+    assert any(s.startswith("init-") for s in segments), seen["urls"]
+    assert any(s.startswith("seg-") for s in segments), seen["urls"]
+    # HLS and DASH players fetch the same files (one copy of the media).
+    assert all(
+        s.startswith(("init-", "seg-")) for s in segments
+    ), f"{player} fetched segments that are not the shared CMAF ones: {segments}"
+    assert not problems, problems
+
+
+def test_the_dashboard_plays_a_cmaf_output_with_hls_js_and_dash_js(
+    env: Env, browser: BrowserContext, cmaf_job: dict
+) -> None:
+    """The job page shows a player per manifest: hls.js for master.m3u8 and dash.js (embedded
+    in the binary, under the dashboard's strict CSP) for manifest.mpd."""
+    from test_dashboard import play_until
+
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append("page error: " + e.message))
+    page.on(
+        "console",
+        lambda m: problems.append("console: " + m.text)
+        if m.type == "error" and "Content Security Policy" in m.text
+        else None,
+    )
+    page.goto(
+        env.edge + "/#/jobs/" + urllib.parse.quote(cmaf_job["id"], safe=""), wait_until="load"
+    )
+    page.wait_for_selector('#view-job[data-status="succeeded"]', timeout=20_000)
+    dash = play_until(page, 'video[data-kind="dash"]', 1.0)
+    hls = play_until(page, 'video[data-kind="hls"]', 1.0)
+    log.info("dashboard: dash %s hls %s", json.dumps(dash), json.dumps(hls))
+    page.screenshot(path=str(env.artifacts / "cmaf-dashboard.png"))
+    assert dash["engine"] == "dash.js" and dash["width"] > 0, dash
+    assert hls["engine"] == "hls.js" and hls["width"] > 0, hls
+    # The storyboard output: a scrub bar whose preview is a tile of a sprite sheet that loads.
+    page.wait_for_selector(".scrub-preview[data-cue]", timeout=20_000)
+    scrub = page.evaluate(
+        """async () => {
+          const range = document.querySelector('input[data-kind="storyboard"]');
+          range.value = String(Number(range.max) * 0.9);
+          range.dispatchEvent(new Event('input'));
+          const p = document.querySelector('.scrub-preview');
+          const loaded = await new Promise((res) => {
+            const i = new Image();
+            i.onload = () => res([i.naturalWidth, i.naturalHeight]);
+            i.onerror = () => res(null);
+            i.src = p.dataset.src;
+          });
+          return { cue: p.dataset.cue, max: range.max, w: p.offsetWidth, h: p.offsetHeight,
+                   background: p.style.backgroundImage, sheet: loaded };
+        }"""
+    )
+    log.info("dashboard storyboard: %s", json.dumps(scrub))
+    assert scrub["cue"].startswith("sprite_001.jpg#xywh=0,0,"), scrub
+    assert scrub["sheet"] and scrub["sheet"][0] > 0, scrub
+    assert scrub["w"] > 0 and scrub["h"] > 0 and "sprite_001.jpg" in scrub["background"], scrub
+    assert not problems, problems
