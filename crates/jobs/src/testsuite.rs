@@ -17,8 +17,6 @@ use crate::{
     now_millis, CancelOutcome, CreateOutcome, FailOutcome, JobStore, Millis, NewJob, RenewOutcome,
     StoreError, StoredOutput,
 };
-#[allow(unused_imports)] // trait methods on `dyn JobStore`
-use crate::{TokenStore, WorkerRegistry};
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};

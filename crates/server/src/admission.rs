@@ -25,7 +25,7 @@ const UNKNOWN_SECONDS_PER_OUTPUT: f64 = 60.0;
 /// Why a submission is refused. Client mistakes only, except [`AdmissionError::Probe`].
 #[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
-    #[error("priority: must be between {} and {}, got {0}", PRIORITY_RANGE.start(), PRIORITY_RANGE.end())]
+    #[error("priority: must be between {low} and {high}, got {0}", low = PRIORITY_RANGE.start(), high = PRIORITY_RANGE.end())]
     Priority(i32),
     #[error("{0}")]
     InvalidSpec(String),
@@ -98,10 +98,12 @@ pub fn renditions(spec: &JobSpec) -> Result<Vec<Rendition>, AdmissionError> {
 
 /// A URL input the worker may fetch.
 pub fn check_url(url: &str, allow_private: bool) -> Result<(), AdmissionError> {
-    crate::fetch::check_url(url, allow_private).map_err(|e| match e {
-        FetchError::Forbidden(m) => AdmissionError::ForbiddenUrl(m),
-        other => AdmissionError::InvalidUrl(other.to_string()),
-    })
+    crate::fetch::check_url(url, allow_private)
+        .map(drop)
+        .map_err(|e| match e {
+            FetchError::Forbidden(m) => AdmissionError::ForbiddenUrl(m),
+            other => AdmissionError::InvalidUrl(other.to_string()),
+        })
 }
 
 /// An upload's probe failure.
