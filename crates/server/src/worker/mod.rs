@@ -107,6 +107,18 @@ pub struct Context<'a> {
     speed: &'a AtomicU64,
 }
 
+/// Where an attempt of `claim` writes its files, so that a stopped or failed attempt removes
+/// only its own: a `transcode` task writes the job's outputs under `outputs/{job}/a{n}` (the
+/// layout the outputs API reads); other kinds under `tasks/{task id}/a{n}`, one place per task
+/// and attempt, so two segments of one job never share (or delete) each other's files.
+pub fn attempt_prefix(claim: &Claim) -> String {
+    if claim.kind == reelay_jobs::TRANSCODE {
+        output_prefix(&claim.job.id, claim.attempt)
+    } else {
+        format!("tasks/{}/a{}", claim.task_id, claim.attempt)
+    }
+}
+
 impl Context<'_> {
     /// Folds one measured encode speed (media seconds per wall second) into the worker's.
     pub fn record_speed(&self, sample: f64) {
@@ -350,7 +362,7 @@ impl WorkerPool {
 
         let preset = crate::api::jobs::preset_label(&job.spec_json);
         let (task, worker, attempt) = (&claim.task_id, &self.id, claim.attempt);
-        let prefix = output_prefix(&job.id, attempt);
+        let prefix = attempt_prefix(&claim);
         let result = match ended {
             Ended::Done(outputs) => {
                 match st.store.complete_task(task, worker, attempt, outputs).await {
@@ -407,10 +419,7 @@ impl WorkerPool {
         preset: &str,
     ) -> Result<(), reelay_jobs::StoreError> {
         let st = &self.state;
-        let _ = st
-            .storage
-            .delete_prefix(&output_prefix(&claim.job.id, claim.attempt))
-            .await;
+        let _ = st.storage.delete_prefix(&attempt_prefix(claim)).await;
         match st
             .store
             .fail(&claim.task_id, &self.id, claim.attempt, err.clone(), retry)

@@ -7,7 +7,7 @@
 use super::{Context, StopReason, TaskError};
 use crate::fetch::FetchError;
 use crate::metrics as m;
-use crate::storage::{content_type, output_prefix, StorageError};
+use crate::storage::{content_type, StorageError};
 use reelay_jobs::StoredOutput;
 use reelay_media::{ProbeError, Rejection, RunError, RunLimits};
 use reelay_protocol::JobSpec;
@@ -263,7 +263,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
     }
 
     // Upload every file of this attempt under its own prefix.
-    let prefix = output_prefix(&job.id, claim.attempt);
+    let prefix = super::attempt_prefix(claim);
     let files =
         walk(&out_dir).map_err(|e| TranscodeError::Scratch(format!("listing outputs: {e}")))?;
     let mut sizes = std::collections::HashMap::new();
