@@ -356,10 +356,33 @@ async fn existing_job(db: &mut dyn Conn, id: &str) -> Result<Job, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))
 }
 
-/// Fills in the tasks of listed jobs.
+/// Fills in the tasks of listed jobs, with one query for the whole page.
 pub(crate) async fn with_tasks(db: &mut dyn Conn, jobs: &mut [Job]) -> Result<(), StoreError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let placeholders: Vec<String> = (1..=jobs.len()).map(|i| format!("${i}")).collect();
+    let args = jobs.iter().map(|j| Arg::from(&j.id)).collect();
+    let rows = db
+        .tasks(
+            &format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id IN ({}) \
+                 ORDER BY job_id, position, id",
+                placeholders.join(", ")
+            ),
+            args,
+        )
+        .await?;
+    let mut by_job: std::collections::HashMap<&str, Vec<TaskSummary>> =
+        std::collections::HashMap::new();
+    for row in &rows {
+        by_job
+            .entry(row.job_id.as_str())
+            .or_default()
+            .push(summary(row));
+    }
     for job in jobs {
-        job.tasks = job_tasks(db, &job.id).await?.iter().map(summary).collect();
+        job.tasks = by_job.remove(job.id.as_str()).unwrap_or_default();
     }
     Ok(())
 }

@@ -1519,6 +1519,11 @@ pub async fn task_graph(store: &dyn JobStore) {
         .tasks
         .iter()
         .all(|t| t.status == Succeeded && t.attempts == 1));
+    // Listings carry every job's tasks too.
+    let plain = create(store, new_job("test")).await;
+    let (listed, _) = store.list_jobs(None, 10, None).await.expect("list_jobs");
+    assert_eq!(listed, vec![plain.clone(), done.clone()]);
+    store.cancel(&plain.id).await.expect("cancel");
     assert!(store
         .claim("w1", LONG_LEASE)
         .await
