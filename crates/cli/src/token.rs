@@ -346,8 +346,7 @@ pub async fn run(args: &TokenArgs, client: Option<Client>) -> anyhow::Result<()>
                         "{id} is a signed token id, but this cluster has no trusted_keys"
                     );
                 }
-                let at =
-                    reelay_server::JobStore::add_revocation(&*store, &id, now_millis()).await?;
+                let at = store.add_revocation(&id, now_millis()).await?;
                 eprintln!(
                     "token {id} revoked{} (this cluster's API picks it up within a second; the edge carries it to the others)",
                     if at { "" } else { " already" }

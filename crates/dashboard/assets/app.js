@@ -1024,6 +1024,14 @@
     if (v.finished_at) fact(facts, 'Finished', fmtTime(v.finished_at));
     const took = tookSeconds(v);
     if (took !== null) fact(facts, isTerminal(v.status) ? 'Took' : 'Running for', fmtSeconds(took));
+    // One line per task: a plain job has one (transcode), a split job its pieces.
+    if (v.tasks && v.tasks.length) {
+      fact(facts, 'Tasks', v.tasks.map((t) => {
+        const key = t.id.startsWith(v.id + '.') ? t.id.slice(v.id.length + 1) : t.id;
+        const pct = t.status === 'running' ? ' ' + Math.floor(clamp01(t.progress) * 100) + '%' : '';
+        return key + ': ' + t.status + pct + (t.attempts > 1 ? ' (attempt ' + t.attempts + ')' : '');
+      }).join(', '));
+    }
     showError($('job-failure'), v.error ? new ApiError(null, v.error.code, v.error.message) : null);
     $('job-cancel').hidden = isTerminal(v.status);
     if (!fromList && v.outputs && v.outputs.length && !jobView.outputsShown) {

@@ -1,16 +1,20 @@
 //! Jobs, tasks and their state machine.
 //!
-//! A *job* is what a user asked for; a *task* is a unit of work a worker can claim. Today every
-//! job has exactly one `transcode` task, but the two are stored apart because a job will later be
-//! split into segment tasks claimed by different workers. The user-visible job status is updated
-//! in the same transaction as its task, so the two never disagree.
+//! A *job* is what a user asked for; a *task* is a unit of work a worker can claim. A plain job
+//! has one `transcode` task; a split job has many (`split`, `encode_segment`, ..., `stitch`),
+//! wired by dependencies. The job's status, progress, error and outputs are a rollup of its
+//! tasks computed by ONE pure function ([`machine::apply`]) and written in the same transaction
+//! as the task change, together with a [`JobEvent`] whenever the job's status changes.
 //!
-//! Everything the api and the workers need goes through the [`JobStore`] trait, so that the
-//! SQLite and the Postgres implementations are interchangeable and share one test suite
-//! (`testsuite`, behind the `testsuite` feature). [`open_store`] picks one from a URL.
+//! Everything the api and the workers need goes through the [`JobStore`] trait (plus
+//! [`WorkerRegistry`] and [`TokenStore`]), so that the SQLite and the Postgres implementations
+//! are interchangeable and share one test suite (`testsuite`, behind the `testsuite` feature).
+//! Their statements are written once (`ops`); [`open_store`] picks one from a URL.
 
+pub mod machine;
 mod migrate;
 mod model;
+mod ops;
 mod postgres;
 mod retry;
 mod shared_sql;
@@ -22,6 +26,7 @@ mod testpg;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
+pub use machine::TaskStatus;
 pub use model::*;
 pub use postgres::{PgStore, NOTIFY_CHANNEL};
 pub use retry::backoff;

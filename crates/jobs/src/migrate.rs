@@ -55,6 +55,16 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "fair_claims",
         sql: include_str!("../migrations/sqlite/0007_fair_claims.sql"),
     },
+    Migration {
+        version: 8,
+        name: "tasks",
+        sql: include_str!("../migrations/sqlite/0008_tasks.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "job_events",
+        sql: include_str!("../migrations/sqlite/0009_job_events.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -92,6 +102,16 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "fair_claims",
         sql: include_str!("../migrations/postgres/0007_fair_claims.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "tasks",
+        sql: include_str!("../migrations/postgres/0008_tasks.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "job_events",
+        sql: include_str!("../migrations/postgres/0009_job_events.sql"),
     },
 ];
 

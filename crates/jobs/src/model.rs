@@ -51,6 +51,91 @@ pub struct NewJob {
     pub estimated_seconds: f64,
     /// Opaque principal that submitted the job; kept for authorization later.
     pub owner: Option<String>,
+    /// The work, in the order it should preferably run (see [`NewTask`]). At least one; a plain
+    /// job is one [`NewTask::transcode`].
+    pub tasks: Vec<NewTask>,
+}
+
+/// One task of a new job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// Unique within the job, `[a-z0-9_-]{1,64}`; the task id is `{job id}.{key}`.
+    pub key: String,
+    /// What the worker runs (`transcode`, `split`, `encode_segment`, `encode_audio`, `stitch`).
+    pub kind: String,
+    /// Kind-specific parameters, handed to the worker in its [`Claim`].
+    pub payload: serde_json::Value,
+    /// Keys of tasks listed EARLIER in the job that must succeed first (so the graph has no
+    /// cycles by construction).
+    pub depends_on: Vec<String>,
+    /// Expected work relative to the job's other tasks. The store scales the weights to add up
+    /// to the job's `estimated_seconds` (equal shares when all are 0), so each task's stored
+    /// weight is its own estimated encode seconds: it weights the job's progress and the load
+    /// report.
+    pub weight: f64,
+    /// Among ready tasks of one job, lower positions are claimed first (earlier pieces first).
+    pub position: i64,
+}
+
+impl NewTask {
+    /// The one task of a job that is not split: encode everything in one go (all of the job's
+    /// estimate, whatever `weight` says, since it is the only task).
+    pub fn transcode(weight: f64) -> NewTask {
+        NewTask {
+            key: TRANSCODE.to_string(),
+            kind: TRANSCODE.to_string(),
+            payload: serde_json::json!({}),
+            depends_on: Vec::new(),
+            weight,
+            position: 0,
+        }
+    }
+}
+
+/// The kind of the single task of a job that is not split.
+pub const TRANSCODE: &str = "transcode";
+
+/// Why a job's task list cannot be stored; the caller built it wrong.
+pub(crate) fn check_tasks(tasks: &[NewTask]) -> Result<(), String> {
+    if tasks.is_empty() {
+        return Err("a job needs at least one task".to_string());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in tasks {
+        let key_ok = !t.key.is_empty()
+            && t.key.len() <= 64
+            && t.key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !key_ok {
+            return Err(format!("task key {:?} is not [a-z0-9_-]{{1,64}}", t.key));
+        }
+        if t.kind.is_empty() {
+            return Err(format!("task {} has no kind", t.key));
+        }
+        for d in &t.depends_on {
+            if !seen.contains(d.as_str()) {
+                return Err(format!(
+                    "task {} depends on {d:?}, which is not an earlier task of the job",
+                    t.key
+                ));
+            }
+        }
+        if !seen.insert(t.key.as_str()) {
+            return Err(format!("task key {} used twice", t.key));
+        }
+    }
+    Ok(())
+}
+
+/// A job's task as the job view shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSummary {
+    pub id: String,
+    pub kind: String,
+    pub status: crate::machine::TaskStatus,
+    pub progress: f64,
+    pub attempts: u32,
 }
 
 /// A job as stored, with its user-visible status.
@@ -80,6 +165,8 @@ pub struct Job {
     pub outputs: Vec<StoredOutput>,
     /// Set once the user cancelled; a running worker learns it from renew/complete.
     pub cancel_requested: bool,
+    /// Its tasks, in claim order (position, then id).
+    pub tasks: Vec<TaskSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,11 +197,18 @@ impl CreateOutcome {
 /// attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
+    /// The job the task belongs to: its spec, input and owner.
     pub job: Job,
     pub task_id: String,
+    /// Which handler runs it (`transcode`, ...).
+    pub kind: String,
+    pub payload: serde_json::Value,
     /// 1-based attempt number this claim started.
     pub attempt: u32,
     pub lease_expires_at: Millis,
+    /// The outputs of the tasks this one depends on, by task id, in dependency order (the
+    /// stitch task needs its pieces).
+    pub dependencies: Vec<(String, serde_json::Value)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,24 +237,45 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-/// Queue depth for load reporting.
+/// Queue depth for load reporting, counted in tasks (the units a slot runs).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct QueueCounts {
+    /// Tasks waiting: queued, or blocked behind others of their job.
     pub queued: u32,
     pub running: u32,
-    /// Sum of the estimated encode seconds of the queued jobs.
+    /// Sum of the weights (estimated encode seconds) of the waiting tasks.
     pub queued_estimated_seconds: f64,
 }
 
 /// What the store knows about one running attempt, for estimating when its slot frees.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RunningAttempt {
-    /// The job's estimated encode seconds (its input's duration × renditions).
+    /// The task's weight: its estimated encode seconds (a whole plain job's, or one piece's).
     pub estimated_seconds: f64,
+    /// The task's reported progress (0..=1), so only its remaining part is charged.
+    pub progress: f64,
     /// When this attempt was claimed (not the job's first start, which retries keep).
     pub claimed_at: Millis,
     /// When the worker expects to finish (from ffmpeg's encode speed); `None` until it encodes.
     pub eta_at: Option<Millis>,
+}
+
+/// One entry of a job's event log (`job_events`): written in the same transaction as the
+/// status change it records, so a reader (SSE, the webhook deliverer) misses none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    /// Cluster-wide, increasing in insertion order (an outbox reader's cursor; in Postgres rows
+    /// may commit slightly out of this order, so re-read the last seconds like revocations).
+    pub id: i64,
+    pub job_id: String,
+    /// Per job: 1, 2, 3, ... with no gaps, in commit order (the job row is locked while one is
+    /// written). SSE uses it as the event id.
+    pub seq: i64,
+    /// `created`, `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub kind: String,
+    pub at: Millis,
+    /// The job's status fields at that moment: `status`, `progress`, `attempts`, `error`.
+    pub payload: serde_json::Value,
 }
 
 /// An API token as stored: never the secret, only its hash.

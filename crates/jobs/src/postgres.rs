@@ -1,17 +1,18 @@
 //! [`JobStore`] on Postgres, for several api and worker processes on several machines.
 //!
 //! It behaves exactly like [`SqliteStore`](crate::SqliteStore) (both run the same `testsuite`);
-//! only the way concurrent writers are kept apart differs. SQLite has one write lock for the
-//! whole file; here every state change locks just the rows it reads before deciding:
+//! only the way concurrent writers are kept apart differs. The statements and the state machine
+//! are shared (`ops`, `machine`); SQLite has one write lock for the whole file, here every state
+//! change locks the JOB row before it reads the job's tasks and decides:
 //!
-//! * `claim` picks its candidate with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never
-//!   wait on, nor both take, the same task;
-//! * `renew`, `complete`, `fail` and `release` lock their task row (`FOR UPDATE`) before checking
-//!   the lease, so a takeover or a cancel cannot slip in between check and write;
-//! * `cancel` locks the job's task rows, then the job row.
+//! * `claim` probes for a candidate task and locks its job row with `FOR UPDATE OF j SKIP
+//!   LOCKED`, so concurrent claimers pass over a job that another transaction is changing rather
+//!   than wait for it, then re-reads the tasks and lets the machine check the candidate is still
+//!   claimable (a concurrent claimer may have taken it since the probe's snapshot);
+//! * `renew`, `complete`, `fail`, `release` and `cancel` lock the job row (`FOR UPDATE`) first.
 //!
-//! Rows are always locked task first, then job, so these transactions cannot deadlock. And every
-//! path ends its transaction explicitly, also when nothing changed (see `unchanged`).
+//! No transaction locks a task row before its job row, so these cannot deadlock. Every path ends
+//! its transaction explicitly (commit, or rollback on error), so no lock outlives its decision.
 //!
 //! Times are the caller's wall clock ([`now_millis`]), not the database's `now()`, so both
 //! backends share one notion of time. The price: lease expiry compares one process's clock with
@@ -22,35 +23,27 @@
 
 use crate::migrate::{self, POSTGRES_MIGRATIONS};
 use crate::model::{
-    now_millis, scopes_from_column, scopes_to_column, ApiToken, CancelOutcome, Claim,
-    CreateOutcome, FailOutcome, Job, Millis, NewJob, NewToken, QueueCounts, RenewOutcome,
-    RevocationRow, RunningAttempt, StoredOutput,
+    now_millis, scopes_from_column, scopes_to_column, ApiToken, Millis, NewToken, RevocationRow,
 };
+use crate::ops::Dialect;
 use crate::shared_sql;
-use crate::store::{JobStore, StoreError};
-use reelay_protocol::{ErrorDetail, JobStatus};
+use crate::store::{StoreError, TokenStore, WorkerRegistry};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use std::time::Duration;
 
 /// Channel on which a `NOTIFY` (payload: the job id) is sent whenever a task becomes claimable at
-/// once: a new job, or a released task. Workers may `LISTEN` on it to claim without waiting for
+/// once: a new job, a released task, or tasks unblocked by their dependencies. Workers may `LISTEN` on it to claim without waiting for
 /// their next poll; nothing depends on it, because notifications are lost while nobody listens.
 pub const NOTIFY_CHANNEL: &str = "reelay_jobs";
 
-/// Today every job is one task of this kind.
-const TRANSCODE: &str = "transcode";
-
-/// Task statuses reuse the job status words (see `sqlite.rs`).
-const QUEUED: &str = "queued";
-const RUNNING: &str = "running";
-const SUCCEEDED: &str = "succeeded";
-const FAILED: &str = "failed";
-const CANCELLED: &str = "cancelled";
-
-const JOB_COLUMNS: &str = "id, cluster, status, progress, attempts, max_attempts, priority, \
-     spec_json, spec_hash, input_key, input_url, idempotency_key, owner, estimated_seconds, \
-     created_at, started_at, finished_at, error_code, error_message, outputs, cancel_requested";
+/// Row locks: the job row is the lock of a job and its tasks (see `ops`); claimers skip a job
+/// someone else is changing.
+static DIALECT: Dialect = Dialect {
+    lock_job: " FOR UPDATE",
+    claim_lock: " FOR UPDATE OF j SKIP LOCKED",
+    greatest: "GREATEST",
+};
 
 /// Per process. Unlike SQLite, writers run in parallel, so more connections do help; but every
 /// api and worker process has its own pool and Postgres' default `max_connections` is 100.
@@ -99,128 +92,15 @@ impl PgStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         migrate::run_postgres(&self.pool, POSTGRES_MIGRATIONS).await
     }
-}
 
-/// Ends a transaction that changed nothing and returns `value`.
-///
-/// Dropping the transaction would roll it back too, but sqlx only queues that ROLLBACK and sends
-/// it when the connection is next used or its return to the pool is processed; until then the
-/// server keeps the row locks this transaction took. A worker's claim right after a `LeaseLost`
-/// renew would then skip (SKIP LOCKED) a task that is free.
-async fn unchanged<T>(tx: Transaction<'_, Postgres>, value: T) -> Result<T, StoreError> {
-    tx.rollback().await?;
-    Ok(value)
-}
-
-fn millis_after(now: Millis, d: Duration) -> Millis {
-    now.saturating_add(Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
-}
-
-fn to_u32(value: i64, column: &str) -> Result<u32, StoreError> {
-    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} = {value}")))
-}
-
-/// Postgres text cannot hold NUL, which SQLite stores happily. Error messages are the one field
-/// that may carry arbitrary bytes (tool output); refusing them would leave the job running until
-/// its lease expires, so the NUL is replaced instead.
-fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains('\0') {
-        s.replace('\0', "\u{FFFD}").into()
-    } else {
-        s.into()
+    /// A write transaction (READ COMMITTED; rows are locked as they are read).
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
     }
-}
 
-fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
-    let id: String = row.try_get("id")?;
-    let corrupt = |what: String| StoreError::Corrupt(format!("job {id}: {what}"));
-
-    let status: String = row.try_get("status")?;
-    let status = status.parse::<JobStatus>().map_err(corrupt)?;
-    let error = match (
-        row.try_get::<Option<String>, _>("error_code")?,
-        row.try_get::<Option<String>, _>("error_message")?,
-    ) {
-        (Some(code), message) => Some(ErrorDetail::new(code, message.unwrap_or_default())),
-        (None, _) => None,
-    };
-    let outputs: String = row.try_get("outputs")?;
-    let outputs: Vec<StoredOutput> =
-        serde_json::from_str(&outputs).map_err(|e| corrupt(format!("outputs: {e}")))?;
-    let attempts = to_u32(row.try_get("attempts")?, "attempts")?;
-    let max_attempts = to_u32(row.try_get("max_attempts")?, "max_attempts")?;
-
-    Ok(Job {
-        cluster: row.try_get("cluster")?,
-        status,
-        progress: row.try_get("progress")?,
-        attempts,
-        max_attempts,
-        priority: row.try_get("priority")?,
-        spec_json: row.try_get("spec_json")?,
-        spec_hash: row.try_get("spec_hash")?,
-        input_key: row.try_get("input_key")?,
-        input_url: row.try_get("input_url")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        owner: row.try_get("owner")?,
-        estimated_seconds: row.try_get("estimated_seconds")?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        error,
-        outputs,
-        cancel_requested: row.try_get("cancel_requested")?,
-        id,
-    })
-}
-
-/// `lock` is `""` or a locking clause such as `" FOR UPDATE"`.
-async fn fetch_job(
-    conn: &mut PgConnection,
-    id: &str,
-    lock: &str,
-) -> Result<Option<Job>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1{lock}"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(job_from_row).transpose()
-}
-
-async fn fetch_existing_job(conn: &mut PgConnection, id: &str) -> Result<Job, StoreError> {
-    fetch_job(conn, id, "")
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("task refers to missing job {id}")))
-}
-
-/// The job that `owner` ('' for none) created with idempotency key `key` (keys are per owner,
-/// migration 0006).
-async fn fetch_job_by_key(
-    conn: &mut PgConnection,
-    cluster: &str,
-    owner: &str,
-    key: &str,
-) -> Result<Option<Job>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs \
-         WHERE cluster = $1 AND COALESCE(owner, '') = $2 AND idempotency_key = $3"
-    ))
-    .bind(cluster)
-    .bind(owner)
-    .bind(key)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(job_from_row).transpose()
-}
-
-/// Existing job for a reused key: the same one for the same spec, a conflict otherwise.
-fn reuse(existing: Job, spec_hash: &str) -> Result<CreateOutcome, StoreError> {
-    if existing.spec_hash == spec_hash {
-        Ok(CreateOutcome::Existing(existing))
-    } else {
-        Err(StoreError::IdempotencyConflict)
+    /// A read transaction.
+    async fn read(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
     }
 }
 
@@ -234,582 +114,12 @@ async fn notify(conn: &mut PgConnection, job_id: &str) -> Result<(), StoreError>
     Ok(())
 }
 
-/// The lease-relevant state of one task.
-struct TaskState {
-    job_id: String,
-    status: String,
-    attempts: i64,
-    max_attempts: i64,
-    lease_owner: Option<String>,
-}
-
-impl TaskState {
-    /// Whether `worker_id` holds attempt `attempt`. The status is deliberately not part of it:
-    /// callers distinguish "owned but cancelled" from "owned and running".
-    fn owned_by(&self, worker_id: &str, attempt: u32) -> bool {
-        self.lease_owner.as_deref() == Some(worker_id) && self.attempts == i64::from(attempt)
-    }
-}
-
-/// Reads the task and locks it until the end of the transaction: every decision based on the
-/// lease must still hold when it is written.
-async fn lock_task(
-    conn: &mut PgConnection,
-    task_id: &str,
-) -> Result<Option<TaskState>, StoreError> {
-    let row = sqlx::query(
-        "SELECT job_id, status, attempts, max_attempts, lease_owner FROM tasks WHERE id = $1
-         FOR UPDATE",
-    )
-    .bind(task_id)
-    .fetch_optional(conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    Ok(Some(TaskState {
-        job_id: row.try_get("job_id")?,
-        status: row.try_get("status")?,
-        attempts: row.try_get("attempts")?,
-        max_attempts: row.try_get("max_attempts")?,
-        lease_owner: row.try_get("lease_owner")?,
-    }))
-}
-
-/// The task of `task_id`, locked, if `worker_id` holds attempt `attempt` and it is still running.
-async fn owned_running_task(
-    conn: &mut PgConnection,
-    task_id: &str,
-    worker_id: &str,
-    attempt: u32,
-) -> Result<Option<TaskState>, StoreError> {
-    Ok(lock_task(conn, task_id)
-        .await?
-        .filter(|t| t.status == RUNNING && t.owned_by(worker_id, attempt)))
-}
+crate::ops::row_decoders!(PgRow);
+crate::ops::conn_impl!(Db, PgConnection, Postgres, DIALECT, notify);
+crate::ops::job_store_impl!(PgStore, Db);
 
 #[async_trait::async_trait]
-impl JobStore for PgStore {
-    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-
-        // The common retry case, answered without attempting an insert.
-        let owner = new.owner.as_deref().unwrap_or("");
-        if let Some(key) = &new.idempotency_key {
-            if let Some(existing) = fetch_job_by_key(&mut tx, &new.cluster, owner, key).await? {
-                tx.rollback().await?;
-                return reuse(existing, &new.spec_hash);
-            }
-        }
-
-        let now = now_millis();
-        let max_attempts = i64::from(new.max_attempts.max(1));
-        // A concurrent create with the same key that commits first makes this insert a no-op
-        // (it waits for that transaction rather than failing), so exactly one caller creates.
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, cluster, status, progress, attempts, max_attempts, priority,
-                 spec_json, spec_hash, input_key, input_url, idempotency_key, owner,
-                 estimated_seconds, created_at, outputs, cancel_requested)
-             VALUES ($1, $2, $3, 0, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '[]', FALSE)
-             ON CONFLICT (cluster, (COALESCE(owner, '')), idempotency_key)
-                 WHERE idempotency_key IS NOT NULL
-             DO NOTHING",
-        )
-        .bind(&new.id)
-        .bind(&new.cluster)
-        .bind(QUEUED)
-        .bind(max_attempts)
-        .bind(new.priority)
-        .bind(&new.spec_json)
-        .bind(&new.spec_hash)
-        .bind(&new.input_key)
-        .bind(&new.input_url)
-        .bind(&new.idempotency_key)
-        .bind(&new.owner)
-        .bind(new.estimated_seconds)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            // Only the idempotency index is an arbiter, so there is a key and its winner is
-            // committed: in READ COMMITTED this new statement sees it.
-            let existing = match &new.idempotency_key {
-                Some(key) => fetch_job_by_key(&mut tx, &new.cluster, owner, key).await?,
-                None => None,
-            };
-            tx.rollback().await?;
-            return match existing {
-                Some(existing) => reuse(existing, &new.spec_hash),
-                None => Err(StoreError::Corrupt(format!(
-                    "insert of job {} skipped but no job holds its idempotency key",
-                    new.id
-                ))),
-            };
-        }
-        // Two creates of one owner at once may read the same last number and tie; ties fall
-        // back to age, so that costs exactness of the turns, never correctness.
-        let fair_seq: i64 = sqlx::query(&shared_sql::next_fair_seq("GREATEST"))
-            .bind(owner)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("seq")?;
-        sqlx::query(
-            "INSERT INTO tasks (id, job_id, kind, status, priority, created_at, run_after,
-                 attempts, max_attempts, owner, fair_seq)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10)",
-        )
-        .bind(format!("{}.{TRANSCODE}", new.id))
-        .bind(&new.id)
-        .bind(TRANSCODE)
-        .bind(QUEUED)
-        .bind(new.priority)
-        .bind(now)
-        .bind(now)
-        .bind(max_attempts)
-        .bind(owner)
-        .bind(fair_seq)
-        .execute(&mut *tx)
-        .await?;
-
-        let job = fetch_existing_job(&mut tx, &new.id).await?;
-        notify(&mut tx, &new.id).await?;
-        tx.commit().await?;
-        Ok(CreateOutcome::Created(job))
-    }
-
-    async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        fetch_job(&mut conn, id, "").await
-    }
-
-    async fn list_jobs_of(
-        &self,
-        owner: Option<&str>,
-        status: Option<JobStatus>,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<(Vec<Job>, Option<String>), StoreError> {
-        let limit = limit.max(1);
-        let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE TRUE");
-        let mut param = 0;
-        let mut next_param = || {
-            param += 1;
-            param
-        };
-        if owner.is_some() {
-            sql.push_str(&format!(" AND owner = ${}", next_param()));
-        }
-        if status.is_some() {
-            sql.push_str(&format!(" AND status = ${}", next_param()));
-        }
-        if cursor.is_some() {
-            sql.push_str(&format!(" AND id < ${}", next_param()));
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", next_param()));
-
-        let mut query = sqlx::query(&sql);
-        if let Some(owner) = owner {
-            query = query.bind(owner);
-        }
-        if let Some(status) = status {
-            query = query.bind(status.as_str());
-        }
-        if let Some(cursor) = cursor {
-            query = query.bind(cursor);
-        }
-        // One extra row tells whether another page exists without a COUNT.
-        let rows = query
-            .bind(i64::from(limit) + 1)
-            .fetch_all(&self.pool)
-            .await?;
-
-        let mut jobs = rows
-            .iter()
-            .map(job_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = if jobs.len() > limit as usize {
-            jobs.truncate(limit as usize);
-            jobs.last().map(|j| j.id.clone())
-        } else {
-            None
-        };
-        Ok((jobs, next))
-    }
-
-    async fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Claim>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let now = now_millis();
-        loop {
-            // SKIP LOCKED: a task another claimer (or a renew, complete, ...) holds right now is
-            // passed over rather than waited for. A row that changed since this statement's
-            // snapshot is re-checked against the WHERE clause once locked, so a lease renewed
-            // meanwhile is not taken over.
-            //
-            // Two index-ordered probes instead of one OR: with an OR the planner sorts every
-            // claimable row, which makes a claim O(queue depth). Orphaned tasks (expired leases,
-            // never more than the worker count) go first: they were started earliest.
-            let order = shared_sql::CLAIM_ORDER;
-            let mut candidate = sqlx::query(&format!(
-                "SELECT id, job_id, status, attempts, max_attempts FROM tasks
-                 WHERE status = 'running' AND lease_expires_at <= $1
-                 {order} LIMIT 1
-                 FOR UPDATE SKIP LOCKED"
-            ))
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if candidate.is_none() {
-                candidate = sqlx::query(&format!(
-                    "SELECT id, job_id, status, attempts, max_attempts FROM tasks
-                     WHERE status = 'queued' AND run_after <= $1
-                     {order} LIMIT 1
-                     FOR UPDATE SKIP LOCKED"
-                ))
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            }
-            let Some(row) = candidate else {
-                // Commit rather than drop: earlier iterations may have failed lost tasks.
-                tx.commit().await?;
-                return Ok(None);
-            };
-            let task_id: String = row.try_get("id")?;
-            let job_id: String = row.try_get("job_id")?;
-            let status: String = row.try_get("status")?;
-            let attempts: i64 = row.try_get("attempts")?;
-            let max_attempts: i64 = row.try_get("max_attempts")?;
-
-            if status == RUNNING && attempts >= max_attempts {
-                let error = ErrorDetail::new(
-                    "worker_lost",
-                    format!(
-                        "the worker running attempt {attempts} stopped renewing its lease \
-                         and no attempts are left"
-                    ),
-                );
-                sqlx::query(
-                    "UPDATE tasks SET status = $1, lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
-                     WHERE id = $2",
-                )
-                .bind(FAILED)
-                .bind(&task_id)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE jobs SET status = $1, error_code = $2, error_message = $3,
-                         finished_at = $4
-                     WHERE id = $5",
-                )
-                .bind(FAILED)
-                .bind(&error.code)
-                .bind(&error.message)
-                .bind(now)
-                .bind(&job_id)
-                .execute(&mut *tx)
-                .await?;
-                tracing::warn!(
-                    job_id,
-                    task_id,
-                    attempts,
-                    "lease expired with no attempts left; job failed"
-                );
-                continue;
-            }
-
-            let attempt = attempts + 1;
-            let lease_expires_at = millis_after(now, lease);
-            sqlx::query(
-                "UPDATE tasks SET status = $1, attempts = $2, lease_owner = $3,
-                     lease_expires_at = $4, claimed_at = $5, eta_at = NULL
-                 WHERE id = $6",
-            )
-            .bind(RUNNING)
-            .bind(attempt)
-            .bind(worker_id)
-            .bind(lease_expires_at)
-            .bind(now)
-            .bind(&task_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE jobs SET status = $1, attempts = $2, progress = 0,
-                     started_at = COALESCE(started_at, $3)
-                 WHERE id = $4",
-            )
-            .bind(RUNNING)
-            .bind(attempt)
-            .bind(now)
-            .bind(&job_id)
-            .execute(&mut *tx)
-            .await?;
-            let job = fetch_existing_job(&mut tx, &job_id).await?;
-            tx.commit().await?;
-            if status == RUNNING {
-                tracing::info!(
-                    job_id,
-                    task_id,
-                    attempt,
-                    "took over a task whose lease expired"
-                );
-            }
-            return Ok(Some(Claim {
-                job,
-                task_id,
-                attempt: to_u32(attempt, "attempts")?,
-                lease_expires_at,
-            }));
-        }
-    }
-
-    async fn renew(
-        &self,
-        task_id: &str,
-        worker_id: &str,
-        attempt: u32,
-        lease: Duration,
-        progress: Option<f64>,
-        eta_at: Option<Millis>,
-    ) -> Result<RenewOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let Some(task) = lock_task(&mut tx, task_id).await? else {
-            return unchanged(tx, RenewOutcome::LeaseLost).await;
-        };
-        if !task.owned_by(worker_id, attempt) {
-            return unchanged(tx, RenewOutcome::LeaseLost).await;
-        }
-        match task.status.as_str() {
-            RUNNING => {}
-            CANCELLED => return unchanged(tx, RenewOutcome::Cancelled).await,
-            _ => return unchanged(tx, RenewOutcome::LeaseLost).await,
-        }
-        let now = now_millis();
-        sqlx::query("UPDATE tasks SET lease_expires_at = $1, eta_at = $2 WHERE id = $3")
-            .bind(millis_after(now, lease))
-            .bind(eta_at)
-            .bind(task_id)
-            .execute(&mut *tx)
-            .await?;
-        // NaN would poison every later comparison, so it is dropped rather than stored.
-        if let Some(progress) = progress.filter(|p| !p.is_nan()) {
-            sqlx::query("UPDATE jobs SET progress = $1 WHERE id = $2")
-                .bind(progress.clamp(0.0, 1.0))
-                .bind(&task.job_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(RenewOutcome::Renewed)
-    }
-
-    async fn complete(
-        &self,
-        task_id: &str,
-        worker_id: &str,
-        attempt: u32,
-        outputs: Vec<StoredOutput>,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let Some(task) = owned_running_task(&mut tx, task_id, worker_id, attempt).await? else {
-            return unchanged(tx, false).await;
-        };
-        let outputs = serde_json::to_string(&outputs)
-            .map_err(|e| StoreError::Corrupt(format!("outputs do not serialize: {e}")))?;
-        let now = now_millis();
-        sqlx::query("UPDATE tasks SET status = $1, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL WHERE id = $2")
-            .bind(SUCCEEDED)
-            .bind(task_id)
-            .execute(&mut *tx)
-            .await?;
-        // A retried job that finally succeeded should not show the error of an earlier attempt.
-        sqlx::query(
-            "UPDATE jobs SET status = $1, progress = 1, outputs = $2, finished_at = $3,
-                 error_code = NULL, error_message = NULL
-             WHERE id = $4",
-        )
-        .bind(SUCCEEDED)
-        .bind(outputs)
-        .bind(now)
-        .bind(&task.job_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn fail(
-        &self,
-        task_id: &str,
-        worker_id: &str,
-        attempt: u32,
-        error: ErrorDetail,
-        retry_after: Option<Duration>,
-    ) -> Result<FailOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let Some(task) = owned_running_task(&mut tx, task_id, worker_id, attempt).await? else {
-            return unchanged(tx, FailOutcome::LeaseLost).await;
-        };
-        let now = now_millis();
-        let code = pg_text(&error.code);
-        let message = pg_text(&error.message);
-        let outcome = match retry_after {
-            Some(delay) if task.attempts < task.max_attempts => {
-                let run_after = millis_after(now, delay);
-                sqlx::query(
-                    "UPDATE tasks SET status = $1, run_after = $2, lease_owner = NULL,
-                         lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
-                     WHERE id = $3",
-                )
-                .bind(QUEUED)
-                .bind(run_after)
-                .bind(task_id)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE jobs SET status = $1, progress = 0, error_code = $2,
-                         error_message = $3
-                     WHERE id = $4",
-                )
-                .bind(QUEUED)
-                .bind(&*code)
-                .bind(&*message)
-                .bind(&task.job_id)
-                .execute(&mut *tx)
-                .await?;
-                FailOutcome::Requeued { run_after }
-            }
-            _ => {
-                sqlx::query("UPDATE tasks SET status = $1, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL WHERE id = $2")
-                    .bind(FAILED)
-                    .bind(task_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE jobs SET status = $1, error_code = $2, error_message = $3,
-                         finished_at = $4
-                     WHERE id = $5",
-                )
-                .bind(FAILED)
-                .bind(&*code)
-                .bind(&*message)
-                .bind(now)
-                .bind(&task.job_id)
-                .execute(&mut *tx)
-                .await?;
-                FailOutcome::Failed
-            }
-        };
-        tx.commit().await?;
-        Ok(outcome)
-    }
-
-    async fn release(
-        &self,
-        task_id: &str,
-        worker_id: &str,
-        attempt: u32,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let Some(task) = owned_running_task(&mut tx, task_id, worker_id, attempt).await? else {
-            tracing::debug!(
-                task_id,
-                worker_id,
-                attempt,
-                "release of a task no longer owned ignored"
-            );
-            return unchanged(tx, ()).await;
-        };
-        let attempts = (task.attempts - 1).max(0);
-        let now = now_millis();
-        sqlx::query(
-            "UPDATE tasks SET status = $1, attempts = $2, run_after = $3, lease_owner = NULL,
-                 lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
-             WHERE id = $4",
-        )
-        .bind(QUEUED)
-        .bind(attempts)
-        .bind(now)
-        .bind(task_id)
-        .execute(&mut *tx)
-        .await?;
-        // With no attempt left on record the job has, as far as users are concerned, not started.
-        sqlx::query(
-            "UPDATE jobs SET status = $1, attempts = $2, progress = 0,
-                 started_at = CASE WHEN $2 = 0 THEN NULL ELSE started_at END
-             WHERE id = $3",
-        )
-        .bind(QUEUED)
-        .bind(attempts)
-        .bind(&task.job_id)
-        .execute(&mut *tx)
-        .await?;
-        notify(&mut tx, &task.job_id).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn cancel(&self, id: &str) -> Result<CancelOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // Tasks before the job, the order every other transaction locks them in.
-        sqlx::query("SELECT id FROM tasks WHERE job_id = $1 ORDER BY id FOR UPDATE")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let Some(job) = fetch_job(&mut tx, id, " FOR UPDATE").await? else {
-            return unchanged(tx, CancelOutcome::NotFound).await;
-        };
-        if job.status.is_terminal() {
-            return unchanged(tx, CancelOutcome::AlreadyFinished(job)).await;
-        }
-        let now = now_millis();
-        // The lease owner is kept on purpose: it is how renew recognises the worker that must
-        // be told "cancelled" rather than "lease lost".
-        sqlx::query(
-            "UPDATE tasks SET status = $1, lease_expires_at = NULL, claimed_at = NULL, eta_at = NULL
-             WHERE job_id = $2 AND status IN ('queued', 'running')",
-        )
-        .bind(CANCELLED)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE jobs SET status = $1, finished_at = $2, cancel_requested = TRUE WHERE id = $3",
-        )
-        .bind(CANCELLED)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let job = fetch_existing_job(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(CancelOutcome::Cancelled(job))
-    }
-
-    async fn counts(&self) -> Result<QueueCounts, StoreError> {
-        let row = sqlx::query(
-            "SELECT
-                 COUNT(*) FILTER (WHERE status = 'queued') AS queued,
-                 COUNT(*) FILTER (WHERE status = 'running') AS running,
-                 COALESCE(SUM(estimated_seconds) FILTER (WHERE status = 'queued'), 0)
-                     AS queued_seconds
-             FROM jobs WHERE status IN ('queued', 'running')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(QueueCounts {
-            queued: to_u32(row.try_get("queued")?, "queued count")?,
-            running: to_u32(row.try_get("running")?, "running count")?,
-            queued_estimated_seconds: row.try_get("queued_seconds")?,
-        })
-    }
-
-    async fn running_attempts(&self) -> Result<Vec<RunningAttempt>, StoreError> {
-        let rows = sqlx::query(shared_sql::RUNNING_ATTEMPTS)
-            .bind(RUNNING)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(running_attempt).collect()
-    }
-
+impl WorkerRegistry for PgStore {
     async fn heartbeat(
         &self,
         worker_id: &str,
@@ -862,12 +172,10 @@ impl JobStore for PgStore {
         let speed: Option<f64> = row.try_get("speed")?;
         Ok(speed.filter(|s| s.is_finite() && *s > 0.0))
     }
+}
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
+#[async_trait::async_trait]
+impl TokenStore for PgStore {
     async fn create_token(&self, new: NewToken) -> Result<ApiToken, StoreError> {
         sqlx::query(
             "INSERT INTO api_tokens (id, name, secret_hash, scopes, created_at) \
@@ -988,22 +296,13 @@ fn token_from_row(row: &PgRow) -> Result<ApiToken, StoreError> {
     })
 }
 
-/// A row of the running-attempts query; a task claimed before `claimed_at` existed counts as
-/// claimed now.
-fn running_attempt(row: &sqlx::postgres::PgRow) -> Result<RunningAttempt, StoreError> {
-    let claimed_at: Option<Millis> = row.try_get("claimed_at")?;
-    Ok(RunningAttempt {
-        estimated_seconds: row.try_get("estimated_seconds")?,
-        claimed_at: claimed_at.unwrap_or_else(now_millis),
-        eta_at: row.try_get("eta_at")?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testpg::{self, Cluster, PrivateCluster};
     use crate::testsuite::{new_job, test_database_url};
+    use crate::{CancelOutcome, FailOutcome, JobStore, RenewOutcome};
+    use reelay_protocol::ErrorDetail;
     use std::collections::HashSet;
     use std::sync::Arc;
 
@@ -1134,6 +433,26 @@ mod tests {
             ]
         );
         crate::testsuite::upgraded_from_schema_4(&store).await;
+    }
+
+    /// Migrations 0008 and 0009 on a database with jobs in every state (issue 13).
+    #[tokio::test]
+    async fn upgrading_from_schema_7_keeps_old_jobs_working() {
+        let url = test_database_url().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .expect("pool");
+        migrate::run_postgres(&pool, &POSTGRES_MIGRATIONS[..7])
+            .await
+            .expect("migrate to 7");
+        for sql in crate::testsuite::SCHEMA_7_ROWS {
+            sqlx::query(sql).execute(&pool).await.expect(sql);
+        }
+        pool.close().await;
+        let store = PgStore::connect(&url).await.expect("connect and upgrade");
+        crate::testsuite::upgraded_from_schema_7(&store).await;
     }
 
     #[tokio::test]

@@ -1,11 +1,6 @@
 //! Statements both back ends run unchanged. SQLite accepts Postgres's `$N` placeholders, so
 //! anything that needs no dialect-specific syntax is written once, here.
 
-/// The running attempts with what the load report needs; `$1` = the running status.
-pub(crate) const RUNNING_ATTEMPTS: &str = "SELECT j.estimated_seconds, t.claimed_at, t.eta_at \
-     FROM tasks t JOIN jobs j ON j.id = t.job_id \
-     WHERE t.status = $1";
-
 /// Slot-weighted encode speed of the live workers that know theirs; `$1` = now (ms).
 pub(crate) const LIVE_SPEED: &str = "SELECT SUM(slots * speed) / SUM(slots) AS speed FROM workers \
      WHERE expires_at >= $1 AND speed IS NOT NULL AND slots > 0";
@@ -20,8 +15,10 @@ pub(crate) const HEARTBEAT: &str = "INSERT INTO workers (id, slots, expires_at, 
 /// Expired worker rows are only clutter: dropped an hour after expiry; `$1` = that cutoff.
 pub(crate) const FORGET_OLD_WORKERS: &str = "DELETE FROM workers WHERE expires_at < $1";
 
-/// The claim order of both probes: priority, then the owners' turns, then age.
-pub(crate) const CLAIM_ORDER: &str = "ORDER BY priority DESC, fair_seq ASC, created_at ASC, id ASC";
+/// The claim order of both probes (`t` is the task): priority, then the owners' turns (a job's
+/// tasks share its turn), then position within the job (earlier pieces first), then age.
+pub(crate) const CLAIM_ORDER: &str = "ORDER BY t.priority DESC, t.fair_seq ASC, t.position ASC, \
+     t.created_at ASC, t.id ASC";
 
 /// The turn number (`tasks.fair_seq`) of a new task of owner `$1` ('' for none): one past the
 /// owner's last, but not below the head of the queue, which is the lowest number still queued,

@@ -1,8 +1,8 @@
 //! The storage contract shared by every backend.
 
 use crate::model::{
-    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, Millis, NewJob, NewToken,
-    QueueCounts, RenewOutcome, RevocationRow, RunningAttempt, StoredOutput,
+    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, JobEvent, Millis, NewJob,
+    NewToken, QueueCounts, RenewOutcome, RevocationRow, RunningAttempt, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::time::Duration;
@@ -21,17 +21,24 @@ pub enum StoreError {
     /// The store was asked for something it cannot be, e.g. a database URL of an unknown kind.
     #[error("invalid job store configuration: {0}")]
     Config(String),
+    /// A job's task list (or a task's outputs) breaks the task model: a caller's bug.
+    #[error("invalid tasks: {0}")]
+    InvalidTasks(String),
 }
 
-/// Everything the api and the workers do with jobs.
+/// Everything the api and the workers do with jobs and their tasks.
 ///
 /// Every state change is guarded so that concurrent callers (several api processes, many
 /// workers, a worker that lost its lease but does not know yet) cannot produce two completions or
-/// resurrect a finished job. A trait, so the SQLite and the future Postgres backends share one
-/// test suite (`testsuite`).
+/// resurrect a finished job. Every change goes through [`crate::machine::apply`] and appends a
+/// [`JobEvent`] when the job's status changes, in the same transaction. A trait, so the SQLite
+/// and the Postgres backends share one test suite (`testsuite`). The stores also keep the
+/// worker registry ([`WorkerRegistry`]) and API tokens ([`TokenStore`]); those are separate
+/// traits, required here only so that one `Arc<dyn JobStore>` serves a process.
 #[async_trait::async_trait]
-pub trait JobStore: Send + Sync + 'static {
-    /// Inserts the job and its task. When `idempotency_key` was already used in this cluster:
+pub trait JobStore: WorkerRegistry + TokenStore + Send + Sync + 'static {
+    /// Inserts the job, all its tasks (one transaction; tasks with dependencies start
+    /// `blocked`) and its `created` event. When `idempotency_key` was already used in this cluster:
     /// same `spec_hash` → [`CreateOutcome::Existing`] with the earlier job, otherwise
     /// [`StoreError::IdempotencyConflict`]. Concurrent creates with one key yield one `Created`.
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError>;
@@ -62,7 +69,7 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Atomically hands ONE claimable task to `worker_id`: a task that is queued with
     /// run_after <= now, or running with an expired lease (its worker died). Highest priority
-    /// first, then oldest. Increments attempts, sets lease owner/expiry, sets job status running
+    /// first, then the owners' turns, then position within its job, then oldest. Increments attempts, sets lease owner/expiry, sets job status running
     /// and started_at (first time only). A task whose lease expired and that has already used
     /// max_attempts is instead marked failed with code "worker_lost" (and not returned); the
     /// search continues with the next one. Never hands the same task to two workers whose leases
@@ -83,21 +90,37 @@ pub trait JobStore: Send + Sync + 'static {
         eta_at: Option<Millis>,
     ) -> Result<RenewOutcome, StoreError>;
 
-    /// Marks the job succeeded with these outputs, progress 1, finished_at — ONLY if `worker_id`
-    /// still owns this attempt and the job was not cancelled (returns false otherwise and changes
-    /// nothing). This is what makes "exactly one completion" true.
+    /// Marks the task succeeded with these outputs (its job succeeds with them when it is the
+    /// job's last task) — ONLY if `worker_id` still owns this attempt and the job was not
+    /// cancelled (returns false otherwise and changes nothing). This is what makes "exactly one
+    /// completion" true.
     async fn complete(
         &self,
         task_id: &str,
         worker_id: &str,
         attempt: u32,
         outputs: Vec<StoredOutput>,
+    ) -> Result<bool, StoreError> {
+        let outputs = crate::ops::files_json(&outputs)?;
+        self.complete_task(task_id, worker_id, attempt, outputs)
+            .await
+    }
+
+    /// [`JobStore::complete`] with any JSON as the task's outputs: intermediate tasks (a split's
+    /// piece list) hand theirs to the tasks that depend on them. The outputs of the tasks nothing
+    /// depends on must be a list of [`StoredOutput`]s: they become the job's.
+    async fn complete_task(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        attempt: u32,
+        outputs: serde_json::Value,
     ) -> Result<bool, StoreError>;
 
     /// Records a failure of this attempt (only if still owned). `retry_after: Some(d)` and
-    /// attempts < max_attempts → task back to queued with run_after = now + d, job status queued,
-    /// error kept as last error; otherwise job failed permanently with this error and
-    /// finished_at. Not owned, or cancelled meanwhile → [`FailOutcome::LeaseLost`], no change.
+    /// attempts < max_attempts → task back to queued with run_after = now + d, error kept as the
+    /// job's last error; otherwise the task fails, and with it the job (this error, finished_at),
+    /// and the job's other tasks are cancelled. Not owned, or cancelled meanwhile → [`FailOutcome::LeaseLost`], no change.
     async fn fail(
         &self,
         task_id: &str,
@@ -113,19 +136,42 @@ pub trait JobStore: Send + Sync + 'static {
     async fn release(&self, task_id: &str, worker_id: &str, attempt: u32)
         -> Result<(), StoreError>;
 
-    /// queued → cancelled at once; running → cancelled at once too (status cancelled,
-    /// finished_at set, cancel_requested = true; the worker learns it from renew/complete);
-    /// terminal → AlreadyFinished.
+    /// queued → cancelled at once; running → cancelled at once too (every task of the job
+    /// cancelled, finished_at set, cancel_requested = true; workers learn it from
+    /// renew/complete); terminal → AlreadyFinished.
     async fn cancel(&self, id: &str) -> Result<CancelOutcome, StoreError>;
 
+    /// Waiting and running tasks (not jobs: a slot runs a task).
     async fn counts(&self) -> Result<QueueCounts, StoreError>;
 
     /// Every running attempt (at most the cluster's slots, so a small list), for the load report.
     async fn running_attempts(&self) -> Result<Vec<RunningAttempt>, StoreError>;
 
+    /// The events of one job after its event number `after_seq` (0: from the start), oldest
+    /// first, at most `limit`.
+    async fn job_events(
+        &self,
+        job_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<JobEvent>, StoreError>;
+
+    /// The outbox: events of every job after `after_id` (a [`JobEvent::id`]; 0 from the start),
+    /// oldest first, at most `limit`. A reader keeps the highest id it handled; in Postgres an
+    /// event can commit after one with a higher id, so a reader re-reads a few seconds back
+    /// and skips (job_id, seq) pairs it already handled.
+    async fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<JobEvent>, StoreError>;
+
+    /// Cheap liveness query for /readyz.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Which workers are alive, with how many slots and how fast: the cluster's capacity.
+#[async_trait::async_trait]
+pub trait WorkerRegistry: Send + Sync {
     /// Records that `worker_id` is alive with `slots` job slots for `ttl` from now, and its
     /// recent encode `speed` when it has one. Workers call it periodically; api replicas read
-    /// the sums through [`JobStore::live_capacity`] and [`JobStore::live_speed`].
+    /// the sums through [`WorkerRegistry::live_capacity`] and [`WorkerRegistry::live_speed`].
     async fn heartbeat(
         &self,
         worker_id: &str,
@@ -143,10 +189,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// The live workers' encode speed (media seconds per wall second), averaged over their
     /// slots; `None` until some worker has finished a job.
     async fn live_speed(&self) -> Result<Option<f64>, StoreError>;
+}
 
-    /// Cheap liveness query for /readyz.
-    async fn ping(&self) -> Result<(), StoreError>;
-
+/// API tokens (`rly_…`) and the revocations of signed tokens (`rly2.…`).
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync {
     /// Stores a new API token (id unique; a clash is a database error).
     async fn create_token(&self, new: NewToken) -> Result<ApiToken, StoreError>;
 

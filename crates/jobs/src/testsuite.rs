@@ -59,6 +59,7 @@ pub fn new_job(cluster: &str) -> NewJob {
         max_attempts: 3,
         estimated_seconds: 10.0,
         owner: Some("tester".to_string()),
+        tasks: vec![crate::NewTask::transcode(10.0)],
     }
 }
 
@@ -393,6 +394,97 @@ pub async fn upgraded_from_schema_4(store: &dyn JobStore) {
         claimed,
         vec!["test.0001".to_string(), "other.0002".into(), carol.id]
     );
+}
+
+/// A database at schema 7 (before tasks had kinds, payloads and dependencies) holding a queued
+/// job, a running one and a finished one, written the old way. `cancel_requested` is spelled as
+/// a literal both dialects read.
+pub const SCHEMA_7_ROWS: &[&str] = &[
+    "INSERT INTO jobs (id, cluster, status, max_attempts, spec_json, spec_hash, owner, \
+     estimated_seconds, created_at) \
+     VALUES ('old.0001', 'old', 'queued', 3, '{}', 'h1', 'alice', 42.0, 1)",
+    "INSERT INTO tasks (id, job_id, kind, status, priority, created_at, run_after, max_attempts, \
+     owner, fair_seq) \
+     VALUES ('old.0001.transcode', 'old.0001', 'transcode', 'queued', 0, 1, 1, 3, 'alice', 1)",
+    "INSERT INTO jobs (id, cluster, status, progress, attempts, max_attempts, spec_json, \
+     spec_hash, owner, estimated_seconds, created_at, started_at) \
+     VALUES ('old.0002', 'old', 'running', 0.5, 1, 3, '{}', 'h2', 'bob', 10.0, 2, 3)",
+    "INSERT INTO tasks (id, job_id, kind, status, priority, created_at, run_after, attempts, \
+     max_attempts, lease_owner, lease_expires_at, claimed_at, owner, fair_seq) \
+     VALUES ('old.0002.transcode', 'old.0002', 'transcode', 'running', 0, 2, 2, 1, 3, \
+     'old-worker', 9000000000000, 3, 'bob', 2)",
+    "INSERT INTO jobs (id, cluster, status, progress, attempts, max_attempts, spec_json, \
+     spec_hash, owner, estimated_seconds, created_at, started_at, finished_at, outputs) \
+     VALUES ('old.0003', 'old', 'succeeded', 1, 1, 3, '{}', 'h3', 'bob', 10.0, 3, 4, 5, \
+     '[{\"name\":\"a.mp4\",\"key\":\"outputs/old.0003/a1/a.mp4\",\"size\":7,\"content_type\":\"video/mp4\"}]')",
+    "INSERT INTO tasks (id, job_id, kind, status, priority, created_at, run_after, attempts, \
+     max_attempts, owner, fair_seq) \
+     VALUES ('old.0003.transcode', 'old.0003', 'transcode', 'succeeded', 0, 3, 3, 1, 3, 'bob', 3)",
+];
+
+/// After upgrading a database holding [`SCHEMA_7_ROWS`]: the old queued job is claimed as a
+/// `transcode` task and finishes; the running one's worker carries on under its lease and
+/// finishes too; the finished one is unchanged; each has one event with its status.
+pub async fn upgraded_from_schema_7(store: &dyn JobStore) {
+    use crate::TaskStatus;
+    let queued = get(store, "old.0001").await;
+    assert_eq!(queued.status, JobStatus::Queued);
+    assert_eq!(queued.tasks.len(), 1);
+    assert_eq!(queued.tasks[0].kind, "transcode");
+    assert_eq!(queued.tasks[0].status, TaskStatus::Queued);
+    let finished = get(store, "old.0003").await;
+    assert_eq!(finished.status, JobStatus::Succeeded);
+    assert_eq!(finished.outputs.len(), 1);
+
+    let claim = store
+        .claim("w", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("old job");
+    assert_eq!(claim.job.id, "old.0001");
+    assert_eq!(claim.task_id, "old.0001.transcode");
+    assert_eq!(claim.kind, "transcode");
+    assert_eq!(claim.payload, serde_json::json!({}));
+    assert!(claim.dependencies.is_empty());
+    assert_eq!(claim.attempt, 1);
+    assert!(store
+        .complete(&claim.task_id, "w", 1, vec![output("new.mp4")])
+        .await
+        .expect("complete"));
+    let done = get(store, "old.0001").await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.outputs, vec![output("new.mp4")]);
+
+    // The worker that held the running job before the upgrade still holds it.
+    assert_eq!(
+        store
+            .renew(
+                "old.0002.transcode",
+                "old-worker",
+                1,
+                LONG_LEASE,
+                Some(0.75),
+                None
+            )
+            .await
+            .expect("renew"),
+        RenewOutcome::Renewed
+    );
+    assert_eq!(get(store, "old.0002").await.progress, 0.75);
+    assert!(store
+        .complete("old.0002.transcode", "old-worker", 1, vec![output("b.mp4")])
+        .await
+        .expect("complete"));
+    assert_eq!(get(store, "old.0002").await.status, JobStatus::Succeeded);
+    assert_eq!(get(store, "old.0003").await, finished);
+
+    let events = store.job_events("old.0003", 0, 10).await.expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "succeeded");
+    let events = store.job_events("old.0001", 0, 10).await.expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["queued", "running", "succeeded"]);
+    assert!(store.claim("w", LONG_LEASE).await.expect("claim").is_none());
 }
 
 /// Eight concurrent creates with one key: exactly one is Created, all agree on its id.
@@ -1285,6 +1377,494 @@ pub async fn tokens_and_owners(store: &dyn JobStore) {
     assert_eq!(all.len(), 6);
 }
 
+/// A split-and-stitch shaped job: `split` → `seg0`, `seg1` → `stitch`.
+pub fn split_job(cluster: &str) -> NewJob {
+    let task = |key: &str, kind: &str, deps: &[&str], weight: f64, position: i64| crate::NewTask {
+        key: key.to_string(),
+        kind: kind.to_string(),
+        payload: serde_json::json!({ "key": key }),
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        weight,
+        position,
+    };
+    NewJob {
+        tasks: vec![
+            task("split", "split", &[], 1.0, 0),
+            task("seg0", "encode_segment", &["split"], 4.0, 1),
+            task("seg1", "encode_segment", &["split"], 4.0, 2),
+            task("stitch", "stitch", &["seg0", "seg1"], 1.0, 3),
+        ],
+        estimated_seconds: 10.0,
+        ..new_job(cluster)
+    }
+}
+
+fn task_status(job: &crate::Job, key: &str) -> crate::TaskStatus {
+    job.tasks
+        .iter()
+        .find(|t| t.id == format!("{}.{key}", job.id))
+        .unwrap_or_else(|| panic!("no task {key} in {:?}", job.tasks))
+        .status
+}
+
+/// Dependencies: only `split` is claimable at first; its success queues the segments (earlier
+/// position first), which hand their outputs to `stitch`; the job succeeds with the sink's
+/// outputs and its progress is weighted by the tasks' weights.
+pub async fn task_graph(store: &dyn JobStore) {
+    use crate::TaskStatus::*;
+    let job = create(store, split_job("test")).await;
+    assert_eq!(job.tasks.len(), 4);
+    assert_eq!(
+        job.tasks.iter().map(|t| t.status).collect::<Vec<_>>(),
+        vec![Queued, Blocked, Blocked, Blocked]
+    );
+    let split = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("split");
+    assert_eq!(split.kind, "split");
+    assert_eq!(split.task_id, format!("{}.split", job.id));
+    assert_eq!(split.payload, serde_json::json!({"key": "split"}));
+    assert!(split.dependencies.is_empty());
+    assert!(
+        store
+            .claim("w2", LONG_LEASE)
+            .await
+            .expect("claim")
+            .is_none(),
+        "segments wait for the split"
+    );
+    let pieces = serde_json::json!({"pieces": ["p0", "p1"]});
+    assert!(store
+        .complete_task(&split.task_id, "w1", 1, pieces.clone())
+        .await
+        .expect("complete split"));
+    let after_split = get(store, &job.id).await;
+    assert_eq!(task_status(&after_split, "seg0"), Queued);
+    assert_eq!(task_status(&after_split, "stitch"), Blocked);
+    assert!(
+        (after_split.progress - 0.1).abs() < 1e-9,
+        "{}",
+        after_split.progress
+    );
+
+    let seg0 = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("seg0");
+    let seg1 = store
+        .claim("w2", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("seg1");
+    assert_eq!(
+        seg0.task_id,
+        format!("{}.seg0", job.id),
+        "earlier position first"
+    );
+    assert_eq!(seg1.task_id, format!("{}.seg1", job.id));
+    assert_eq!(
+        seg0.dependencies,
+        vec![(split.task_id.clone(), pieces.clone())]
+    );
+    assert_eq!(seg0.job.id, job.id);
+    assert_eq!(seg0.job.spec_json, job.spec_json);
+    store
+        .renew(&seg0.task_id, "w1", 1, LONG_LEASE, Some(0.5), None)
+        .await
+        .expect("renew");
+    // split 1 + seg0 half of 4 = 3 of 10.
+    assert!((get(store, &job.id).await.progress - 0.3).abs() < 1e-9);
+    for (claim, worker) in [(&seg0, "w1"), (&seg1, "w2")] {
+        assert!(store
+            .complete_task(
+                &claim.task_id,
+                worker,
+                1,
+                serde_json::json!([claim.task_id])
+            )
+            .await
+            .expect("complete segment"));
+    }
+    let stitch = store
+        .claim("w3", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("stitch");
+    assert_eq!(stitch.kind, "stitch");
+    assert_eq!(
+        stitch.dependencies,
+        vec![
+            (seg0.task_id.clone(), serde_json::json!([seg0.task_id])),
+            (seg1.task_id.clone(), serde_json::json!([seg1.task_id]))
+        ]
+    );
+    assert_eq!(get(store, &job.id).await.status, JobStatus::Running);
+    assert!(store
+        .complete(&stitch.task_id, "w3", 1, vec![output("out.mp4")])
+        .await
+        .expect("complete stitch"));
+    let done = get(store, &job.id).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(
+        done.outputs,
+        vec![output("out.mp4")],
+        "only the sink's outputs"
+    );
+    assert_eq!(done.progress, 1.0);
+    assert_eq!(done.attempts, 1);
+    assert!(done
+        .tasks
+        .iter()
+        .all(|t| t.status == Succeeded && t.attempts == 1));
+    // Listings carry every job's tasks too.
+    let plain = create(store, new_job("test")).await;
+    let (listed, _) = store.list_jobs(None, 10, None).await.expect("list_jobs");
+    assert_eq!(listed, vec![plain.clone(), done.clone()]);
+    store.cancel(&plain.id).await.expect("cancel");
+    assert!(store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .is_none());
+    let counts = store.counts().await.expect("counts");
+    assert_eq!((counts.queued, counts.running), (0, 0));
+}
+
+/// Runs the split and claims both segments of a [`split_job`].
+async fn split_and_claim_segments(
+    store: &dyn JobStore,
+    lease: Duration,
+) -> (crate::Job, crate::Claim, crate::Claim) {
+    let job = create(store, split_job("test")).await;
+    let split = store
+        .claim("w0", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("split");
+    assert!(store
+        .complete_task(&split.task_id, "w0", 1, serde_json::json!({}))
+        .await
+        .expect("complete split"));
+    let seg0 = store
+        .claim("w1", lease)
+        .await
+        .expect("claim")
+        .expect("seg0");
+    let seg1 = store
+        .claim("w2", lease)
+        .await
+        .expect("claim")
+        .expect("seg1");
+    (job, seg0, seg1)
+}
+
+/// A segment that fails for good fails the job with its error and stops the other tasks: the
+/// other segment's worker is told "cancelled", the stitch never becomes claimable.
+pub async fn failed_task_fails_the_job(store: &dyn JobStore) {
+    use crate::TaskStatus::*;
+    let (job, seg0, seg1) = split_and_claim_segments(store, LONG_LEASE).await;
+    let err = ErrorDetail::new("encode_failed", "segment 1: ffmpeg exited with 1\0");
+    assert_eq!(
+        store
+            .fail(&seg1.task_id, "w2", 1, err, None)
+            .await
+            .expect("fail"),
+        FailOutcome::Failed
+    );
+    let failed = get(store, &job.id).await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    let error = failed.error.clone().expect("error");
+    assert_eq!(error.code, "encode_failed");
+    // NUL cannot be stored by Postgres; both back ends replace it the same way.
+    assert_eq!(error.message, "segment 1: ffmpeg exited with 1\u{FFFD}");
+    assert!(failed.finished_at.is_some());
+    assert_eq!(task_status(&failed, "seg1"), Failed);
+    assert_eq!(task_status(&failed, "seg0"), Cancelled);
+    assert_eq!(task_status(&failed, "stitch"), Cancelled);
+    assert_eq!(
+        store
+            .renew(&seg0.task_id, "w1", 1, LONG_LEASE, Some(0.5), None)
+            .await
+            .expect("renew"),
+        RenewOutcome::Cancelled
+    );
+    assert!(!store
+        .complete_task(&seg0.task_id, "w1", 1, serde_json::json!([]))
+        .await
+        .expect("complete"));
+    assert!(store
+        .claim("w3", LONG_LEASE)
+        .await
+        .expect("claim")
+        .is_none());
+    assert_eq!(get(store, &job.id).await, failed);
+}
+
+/// A worker that dies in the middle of a segment: only that segment runs again, the other
+/// tasks' attempts are unchanged.
+pub async fn lost_lease_reruns_only_that_task(store: &dyn JobStore) {
+    let job = create(store, split_job("test")).await;
+    let split = store
+        .claim("w0", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("split");
+    store
+        .complete_task(&split.task_id, "w0", 1, serde_json::json!({}))
+        .await
+        .expect("complete split");
+    let seg0 = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("seg0");
+    let seg1 = store
+        .claim("w2", SHORT_LEASE)
+        .await
+        .expect("claim")
+        .expect("seg1");
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let again = store
+        .claim("w3", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("takeover");
+    assert_eq!(again.task_id, seg1.task_id);
+    assert_eq!(again.attempt, 2);
+    let now = get(store, &job.id).await;
+    let attempts = |key: &str| {
+        now.tasks
+            .iter()
+            .find(|t| t.id == format!("{}.{key}", job.id))
+            .map(|t| t.attempts)
+    };
+    assert_eq!(attempts("split"), Some(1));
+    assert_eq!(attempts("seg0"), Some(1));
+    assert_eq!(attempts("seg1"), Some(2));
+    assert_eq!(now.status, JobStatus::Running);
+    assert_eq!(
+        store
+            .renew(&seg0.task_id, "w1", 1, LONG_LEASE, None, None)
+            .await
+            .expect("renew"),
+        RenewOutcome::Renewed,
+        "the other segment carries on"
+    );
+    assert_eq!(
+        store
+            .renew(&seg1.task_id, "w2", 1, LONG_LEASE, None, None)
+            .await
+            .expect("renew"),
+        RenewOutcome::LeaseLost
+    );
+}
+
+/// Cancel stops every task of a running multi-task job.
+pub async fn cancel_stops_every_task(store: &dyn JobStore) {
+    let (job, seg0, seg1) = split_and_claim_segments(store, LONG_LEASE).await;
+    let CancelOutcome::Cancelled(cancelled) = store.cancel(&job.id).await.expect("cancel") else {
+        panic!("not cancelled");
+    };
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert_eq!(
+        task_status(&cancelled, "split"),
+        crate::TaskStatus::Succeeded
+    );
+    for key in ["seg0", "seg1", "stitch"] {
+        assert_eq!(task_status(&cancelled, key), crate::TaskStatus::Cancelled);
+    }
+    for (claim, worker) in [(&seg0, "w1"), (&seg1, "w2")] {
+        assert_eq!(
+            store
+                .renew(&claim.task_id, worker, 1, LONG_LEASE, None, None)
+                .await
+                .expect("renew"),
+            RenewOutcome::Cancelled
+        );
+    }
+    assert!(store
+        .claim("w3", LONG_LEASE)
+        .await
+        .expect("claim")
+        .is_none());
+    let counts = store.counts().await.expect("counts");
+    assert_eq!((counts.queued, counts.running), (0, 0));
+}
+
+/// Every status change appends one event, numbered per job, in the same transaction; a retry
+/// shows as `queued` again.
+pub async fn job_events(store: &dyn JobStore) {
+    let mut new = new_job("test");
+    new.max_attempts = 2;
+    let job = create(store, new).await;
+    let other = create(store, new_job("test")).await;
+    let claim = store
+        .claim("w", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("claimable");
+    assert_eq!(claim.job.id, job.id);
+    store
+        .renew(&claim.task_id, "w", 1, LONG_LEASE, Some(0.5), None)
+        .await
+        .expect("renew");
+    store
+        .fail(
+            &claim.task_id,
+            "w",
+            1,
+            ErrorDetail::new("fetch_failed", "503"),
+            Some(Duration::from_millis(1)),
+        )
+        .await
+        .expect("fail");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let claim = store
+        .claim("w", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("retry");
+    assert!(store
+        .complete(&claim.task_id, "w", 2, vec![output("o.mp4")])
+        .await
+        .expect("complete"));
+    let events = store.job_events(&job.id, 0, 100).await.expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["created", "running", "queued", "running", "succeeded"]
+    );
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert!(events
+        .windows(2)
+        .all(|w| w[0].id < w[1].id && w[0].at <= w[1].at));
+    assert_eq!(events[2].payload["error"]["code"], "fetch_failed");
+    assert_eq!(events[4].payload["status"], "succeeded");
+    let later = store.job_events(&job.id, 3, 100).await.expect("events");
+    assert_eq!(later.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+    // The outbox sees every job's events in id order.
+    let all = store.events_after(0, 100).await.expect("outbox");
+    assert!(all
+        .iter()
+        .any(|e| e.job_id == other.id && e.kind == "created"));
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    let after = store.events_after(all[2].id, 2).await.expect("outbox");
+    assert_eq!(after, all[3..5].to_vec());
+    store.cancel(&other.id).await.expect("cancel");
+    let cancelled = store.job_events(&other.id, 1, 10).await.expect("events");
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].kind, "cancelled");
+}
+
+/// Task lists that break the model are refused before anything is stored.
+pub async fn invalid_task_lists(store: &dyn JobStore) {
+    let mut empty = new_job("test");
+    empty.tasks.clear();
+    let mut forward = split_job("test");
+    forward.tasks.swap(0, 1);
+    let mut twice = split_job("test");
+    twice.tasks[2].key = "seg0".into();
+    let mut bad_key = new_job("test");
+    bad_key.tasks[0].key = "Bad Key".into();
+    for new in [empty, forward, twice, bad_key] {
+        let id = new.id.clone();
+        assert!(
+            matches!(
+                store.create_job(new).await,
+                Err(StoreError::InvalidTasks(_))
+            ),
+            "{id}"
+        );
+        assert_eq!(store.get_job(&id).await.expect("get"), None);
+    }
+}
+
+/// Eight workers race over the pieces of ONE job (24 segments, then a stitch that needs them
+/// all), completing each as they go, as split-and-stitch will: every task runs exactly once,
+/// the stitch only after every segment, no claim or completion errors (a lock-order mistake in
+/// Postgres would show as deadlock errors here), and the job succeeds with the stitch's outputs.
+pub async fn concurrent_claims_of_one_job(store: Arc<dyn JobStore>) {
+    const SEGMENTS: usize = 24;
+    let mut tasks: Vec<crate::NewTask> = (0..SEGMENTS)
+        .map(|i| crate::NewTask {
+            key: format!("seg{i}"),
+            kind: "encode_segment".into(),
+            payload: serde_json::json!({ "index": i }),
+            depends_on: vec![],
+            weight: 1.0,
+            position: i as i64,
+        })
+        .collect();
+    tasks.push(crate::NewTask {
+        key: "stitch".into(),
+        kind: "stitch".into(),
+        payload: serde_json::json!({}),
+        depends_on: (0..SEGMENTS).map(|i| format!("seg{i}")).collect(),
+        weight: 1.0,
+        position: SEGMENTS as i64,
+    });
+    let job = create(
+        &*store,
+        NewJob {
+            tasks,
+            ..new_job("test")
+        },
+    )
+    .await;
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        let job_id = job.id.clone();
+        handles.push(tokio::spawn(async move {
+            let worker = format!("worker-{w}");
+            let mut mine = Vec::new();
+            for _ in 0..400 {
+                let Some(claim) = store.claim(&worker, LONG_LEASE).await.expect("claim") else {
+                    if get(&*store, &job_id).await.status.is_terminal() {
+                        break;
+                    }
+                    // Another claimer holds the job row, or the stitch waits for segments.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                let outputs = if claim.kind == "stitch" {
+                    assert_eq!(claim.dependencies.len(), SEGMENTS);
+                    serde_json::json!([output("joined.mp4")])
+                } else {
+                    serde_json::json!({ "piece": claim.payload["index"] })
+                };
+                assert!(store
+                    .complete_task(&claim.task_id, &worker, claim.attempt, outputs)
+                    .await
+                    .expect("complete"));
+                mine.push((claim.task_id, claim.kind));
+            }
+            mine
+        }));
+    }
+    let mut done = Vec::new();
+    for handle in handles {
+        done.extend(handle.await.expect("worker panicked"));
+    }
+    let unique: HashSet<&String> = done.iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        done.len(),
+        SEGMENTS + 1,
+        "a task ran twice or never: {done:?}"
+    );
+    assert_eq!(unique.len(), SEGMENTS + 1);
+    let finished = get(&*store, &job.id).await;
+    assert_eq!(finished.status, JobStatus::Succeeded);
+    assert_eq!(finished.outputs, vec![output("joined.mp4")]);
+    assert!(finished.tasks.iter().all(|t| t.attempts == 1));
+}
+
 #[macro_export]
 macro_rules! job_store_suite {
     ($factory:path) => {
@@ -1292,9 +1872,12 @@ macro_rules! job_store_suite {
             create_get_list, idempotency, idempotency_per_owner, fair_claims_across_owners,
             claim_order, claim_empty, lease_expiry_takeover,
             lease_expiry_exhausts_attempts, fail_with_retry, fail_without_retry, cancel, release,
-            counts, worker_registry, tokens_and_owners, revocations);
+            counts, worker_registry, tokens_and_owners, revocations, task_graph,
+            failed_task_fails_the_job, lost_lease_reruns_only_that_task, cancel_stops_every_task,
+            job_events, invalid_task_lists);
         $crate::job_store_suite!(@shared $factory;
-            concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete);
+            concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete,
+            concurrent_claims_of_one_job);
     };
     (@borrowed $factory:path; $($name:ident),* $(,)?) => {
         $(

@@ -185,6 +185,24 @@ pub struct JobView {
     pub finished_at: Option<String>,
     pub error: Option<ErrorDetail>,
     pub outputs: Vec<OutputView>,
+    /// The units of work the job runs as: one `transcode` task for a plain job, several for a
+    /// split one. Absent from older servers' answers (read as empty).
+    #[serde(default)]
+    pub tasks: Vec<TaskView>,
+}
+
+/// One task of a job, as the job view shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: String,
+    /// `transcode`, `split`, `encode_segment`, `encode_audio`, `stitch`.
+    pub kind: String,
+    /// `blocked` (waiting for other tasks), `queued`, `running`, `succeeded`, `failed`,
+    /// `cancelled`.
+    pub status: String,
+    /// 0.0 ..= 1.0
+    pub progress: f64,
+    pub attempts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

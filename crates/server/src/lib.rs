@@ -1,5 +1,6 @@
 //! A reelay cluster: the HTTP API, the worker loop, object storage and configuration.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod body;

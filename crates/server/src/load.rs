@@ -1,7 +1,9 @@
 //! The cluster's `/v1/load` report: how busy it is and when its slots free up, for the edge's
 //! placement. Pure functions over what the store returns, so the estimates are unit-tested.
 //!
-//! Jobs are estimated in media seconds (input duration × outputs); the report speaks wall
+//! Everything is counted in tasks, the units a slot runs (a plain job is one task, a split job
+//! many): queued work is the waiting tasks' weights, a running task is charged its own remaining
+//! part. Tasks are estimated in media seconds (input duration × outputs); the report speaks wall
 //! seconds, converted with the workers' recent encode speed, so a cluster of slow encoders
 //! does not look as free as a fast one with the same queue. Running jobs with an ETA from their
 //! worker need no conversion.
@@ -76,8 +78,17 @@ pub fn report(
             let secs = |ms: Millis| ms as f64 / 1000.0;
             let elapsed = secs(now.saturating_sub(r.claimed_at));
             let eta_in = r.eta_at.map(|at| secs(at.saturating_sub(now)));
-            let estimated = wall(r.estimated_seconds, speed);
-            tenth(remaining_seconds(estimated, elapsed, eta_in))
+            // A task is charged only its own remaining part: one segment of a split job is not
+            // the whole job. Once it reports progress, that says how much is left; before, it
+            // is fetching and probing, and the time spent so far counts instead.
+            let progress = if r.progress.is_finite() {
+                r.progress.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            let left = wall(r.estimated_seconds * (1.0 - progress), speed);
+            let elapsed = if progress > 0.0 { 0.0 } else { elapsed };
+            tenth(remaining_seconds(left, elapsed, eta_in))
         })
         .collect();
     remaining.sort_by(f64::total_cmp);
@@ -157,16 +168,19 @@ mod tests {
         let running = [
             RunningAttempt {
                 estimated_seconds: 12.0,
+                progress: 0.0,
                 claimed_at: now - 2_000,
                 eta_at: None,
             },
             RunningAttempt {
                 estimated_seconds: 8.0,
+                progress: 0.0,
                 claimed_at: now - 5_000,
                 eta_at: None,
             },
             RunningAttempt {
                 estimated_seconds: 10.0,
+                progress: 0.0,
                 claimed_at: now - 1_000,
                 eta_at: Some(now + 1_500),
             },
@@ -198,5 +212,61 @@ mod tests {
         let idle = report("aws", 0, None, &QueueCounts::default(), &[], false, now);
         assert!(idle.running_remaining_seconds.is_empty());
         assert_eq!(idle.backlog_seconds, 0.0);
+    }
+
+    /// A running segment of a split job is charged its own remaining part (weight × what is
+    /// left), not the whole job's estimate, and not less for the time it spent fetching.
+    #[test]
+    fn running_tasks_are_charged_their_own_remaining_part() {
+        let now = 100_000;
+        let segment = RunningAttempt {
+            estimated_seconds: 40.0,
+            progress: 0.75,
+            claimed_at: now - 20_000,
+            eta_at: None,
+        };
+        let r = report(
+            "aws",
+            8,
+            None,
+            &QueueCounts::default(),
+            &[segment],
+            true,
+            now,
+        );
+        assert_eq!(r.running_remaining_seconds, vec![10.0]);
+        // At 2x, those 10 media seconds take 5 wall seconds.
+        let fast = report(
+            "aws",
+            8,
+            Some(2.0),
+            &QueueCounts::default(),
+            &[segment],
+            true,
+            now,
+        );
+        assert_eq!(fast.running_remaining_seconds, vec![5.0]);
+        // Its worker's own estimate wins when it has one.
+        let with_eta = RunningAttempt {
+            eta_at: Some(now + 3_000),
+            ..segment
+        };
+        let r = report(
+            "aws",
+            8,
+            None,
+            &QueueCounts::default(),
+            &[with_eta],
+            true,
+            now,
+        );
+        assert_eq!(r.running_remaining_seconds, vec![3.0]);
+        // Garbage progress counts as none.
+        let nan = RunningAttempt {
+            progress: f64::NAN,
+            ..segment
+        };
+        let r = report("aws", 8, None, &QueueCounts::default(), &[nan], true, now);
+        assert_eq!(r.running_remaining_seconds, vec![20.0]);
     }
 }

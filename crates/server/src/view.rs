@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reelay_jobs::{Job, Millis};
-use reelay_protocol::{JobView, OutputView};
+use reelay_protocol::{JobView, OutputView, TaskView};
 
 pub fn rfc3339(ms: Millis) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
@@ -33,6 +33,17 @@ pub fn job_view(job: &Job) -> JobView {
                 url: output_url(&job.id, &o.name),
                 size: o.size,
                 content_type: o.content_type.clone(),
+            })
+            .collect(),
+        tasks: job
+            .tasks
+            .iter()
+            .map(|t| TaskView {
+                id: t.id.clone(),
+                kind: t.kind.clone(),
+                status: t.status.as_str().to_string(),
+                progress: (t.progress * 1000.0).round() / 1000.0,
+                attempts: t.attempts,
             })
             .collect(),
     }

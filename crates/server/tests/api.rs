@@ -306,6 +306,114 @@ async fn events_stream_progress_until_the_end() {
     assert!(views.iter().any(|v| v.status == JobStatus::Running));
 }
 
+/// The events of an SSE stream as (id, data) pairs, until the server ends it.
+async fn sse_events(
+    s: &TestServer,
+    id: &str,
+    last_event_id: Option<&str>,
+) -> Vec<(String, String)> {
+    let mut req = s.http.get(s.url(&format!("/v1/jobs/{id}/events")));
+    if let Some(last) = last_event_id {
+        req = req.header("last-event-id", last);
+    }
+    let mut r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut buf = String::new();
+    let mut events = vec![];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Some(chunk) = tokio::time::timeout_at(deadline, r.chunk())
+        .await
+        .expect("SSE stream did not end")
+        .unwrap()
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let field = |name: &str| {
+                event
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            if let Some(data) = field("data:") {
+                events.push((field("id:").unwrap_or_default(), data));
+            }
+        }
+    }
+    events
+}
+
+/// SSE events carry the job's status-event number as their id (created, running, succeeded:
+/// 3 at the end); a client reconnecting with the last id it saw after the end gets nothing
+/// more, one that missed events gets the current view. Every job view lists its tasks.
+#[tokio::test]
+async fn events_carry_ids_and_resume_with_last_event_id() {
+    let s = TestServer::start().await;
+    let clip = clip(s.dir.path(), "c.mp4", 160, 120, 1.0, false);
+    let job = s
+        .submit_ok(&clip, r#"{"outputs":[{"preset":"thumbnail"}]}"#)
+        .await;
+    assert_eq!(job.tasks.len(), 1);
+    assert_eq!(job.tasks[0].kind, "transcode");
+    assert_eq!(job.tasks[0].id, format!("{}.transcode", job.id));
+    let done = s.wait(&job.id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.tasks.len(), 1);
+    assert_eq!(done.tasks[0].status, "succeeded");
+    assert_eq!(done.tasks[0].attempts, 1);
+    assert_eq!(done.tasks[0].progress, 1.0);
+
+    let fresh = sse_events(&s, &job.id, None).await;
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    assert_eq!(fresh[0].0, "3", "created, running, succeeded");
+    let view: JobView = serde_json::from_str(&fresh[0].1).unwrap();
+    assert_eq!(view, done);
+    assert!(sse_events(&s, &job.id, Some("3")).await.is_empty());
+    let missed = sse_events(&s, &job.id, Some("1")).await;
+    assert_eq!(missed.len(), 1);
+    assert_eq!(missed[0].0, "3");
+    // Garbage ids are ignored rather than refused.
+    assert_eq!(sse_events(&s, &job.id, Some("x")).await.len(), 1);
+}
+
+/// A task of a kind this worker has no handler for fails its job at once (no retries) with a
+/// code that says so, and the worker carries on with the next job.
+#[tokio::test]
+async fn unknown_task_kinds_fail_permanently() {
+    let s = TestServer::start_with(|c| c.workers = 1).await;
+    let mut task = reelay_jobs::NewTask::transcode(1.0);
+    task.key = "teleport".into();
+    task.kind = "teleport".into();
+    let odd = reelay_jobs::NewJob {
+        id: format!("local.{}", ulid::Ulid::new()),
+        cluster: "local".into(),
+        spec_json: r#"{"outputs":[{"preset":"thumbnail"}]}"#.into(),
+        spec_hash: "odd".into(),
+        input_key: None,
+        input_url: None,
+        priority: 0,
+        idempotency_key: None,
+        max_attempts: 3,
+        estimated_seconds: 1.0,
+        owner: None,
+        tasks: vec![task],
+    };
+    s.state.store.create_job(odd.clone()).await.unwrap();
+    let failed = s.wait(&odd.id, Duration::from_secs(30)).await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    let error = failed.error.expect("error");
+    assert_eq!(error.code, "unknown_task_kind");
+    assert!(error.message.contains("teleport"), "{}", error.message);
+    assert_eq!(failed.attempts, 1, "not retried");
+    assert_eq!(failed.tasks[0].status, "failed");
+
+    let clip = clip(s.dir.path(), "c.mp4", 160, 120, 1.0, false);
+    let next = s
+        .succeeded(&clip, r#"{"outputs":[{"preset":"thumbnail"}]}"#)
+        .await;
+    assert_eq!(next.tasks[0].kind, "transcode");
+}
+
 #[tokio::test]
 async fn cancel_while_running_kills_ffmpeg_and_leaves_nothing() {
     let s = TestServer::start().await;

@@ -77,6 +77,32 @@ pub fn summary(view: &JobView, full_url: impl Fn(&str) -> String) -> String {
             .collect();
         out.push_str(&format::columns(&outputs));
     }
+    if !view.tasks.is_empty() {
+        out.push_str("tasks:\n");
+        let tasks: Vec<Vec<String>> = view
+            .tasks
+            .iter()
+            .map(|t| {
+                // Task ids are `{job id}.{key}`; the key says which piece it is.
+                let key =
+                    t.id.strip_prefix(view.id.as_str())
+                        .and_then(|k| k.strip_prefix('.'))
+                        .unwrap_or(&t.id);
+                let name = if key == t.kind {
+                    clean(key)
+                } else {
+                    format!("{} ({})", clean(key), clean(&t.kind))
+                };
+                vec![
+                    format!("  {name}"),
+                    clean(&t.status),
+                    format!("{}%", format::percent(t.progress)),
+                    format!("attempts {}", t.attempts),
+                ]
+            })
+            .collect();
+        out.push_str(&format::columns(&tasks));
+    }
     out.trim_end().to_string()
 }
 
@@ -126,5 +152,33 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("outputs"));
+    }
+
+    #[test]
+    fn summary_lists_the_tasks() {
+        let view: JobView = serde_json::from_value(serde_json::json!({
+            "id": "aws.01J", "cluster": "aws", "status": "running",
+            "progress": 0.5, "attempts": 2, "created_at": "2024-11-26T08:23:00Z",
+            "started_at": null, "finished_at": null, "error": null, "outputs": [],
+            "tasks": [
+                {"id": "aws.01J.split", "kind": "split", "status": "succeeded",
+                 "progress": 1.0, "attempts": 1},
+                {"id": "aws.01J.seg0", "kind": "encode_segment", "status": "running",
+                 "progress": 0.25, "attempts": 2},
+                {"id": "aws.01J.stitch", "kind": "stitch", "status": "blocked",
+                 "progress": 0.0, "attempts": 0}
+            ]
+        }))
+        .unwrap();
+        let text = summary(&view, str::to_string);
+        assert!(
+            text.ends_with(
+                "tasks:\n  \
+                 split                  succeeded  100%  attempts 1\n  \
+                 seg0 (encode_segment)  running    25%   attempts 2\n  \
+                 stitch                 blocked    0%    attempts 0"
+            ),
+            "{text}"
+        );
     }
 }

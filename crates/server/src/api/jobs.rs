@@ -1,9 +1,9 @@
 //! `/v1/jobs`: submit (JSON or streamed multipart), read, list, follow (SSE), cancel.
 
+use crate::admission::{self, AdmissionError};
 use crate::auth::Principal;
 use crate::body::{read_to_limit, BodyError, BodyTimeout};
 use crate::error::ApiError;
-use crate::fetch::{check_url, FetchError};
 use crate::metrics as m;
 use crate::state::AppState;
 use crate::storage::{input_key, valid_user_key};
@@ -47,7 +47,7 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
             .await
             .map_err(|e| e.into_api("too_large"))?;
         let spec = parse_spec(&body)?;
-        check_priority(&spec)?;
+        admission::check_priority(&spec)?;
         submit_json(st, principal, spec, idem).await
     } else if ctype.starts_with("multipart/form-data") {
         let mp = Multipart::from_request(req, &st)
@@ -79,26 +79,7 @@ fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
     })
 }
 
-/// The priorities a job may ask for. Bounded so that the scale means something (an unbounded
-/// i32 invites an arms race of ever larger numbers) and documented with the API; higher runs
-/// first, and owners take turns among equal priorities (the job store's claim order).
-pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
-
-/// A priority outside [`PRIORITY_RANGE`] is a 400 naming the field.
-fn check_priority(spec: &JobSpec) -> Result<(), ApiError> {
-    if PRIORITY_RANGE.contains(&spec.priority) {
-        return Ok(());
-    }
-    Err(ApiError::bad_request(
-        "invalid_priority",
-        format!(
-            "priority: must be between {} and {}, got {}",
-            PRIORITY_RANGE.start(),
-            PRIORITY_RANGE.end(),
-            spec.priority
-        ),
-    ))
-}
+pub use crate::admission::PRIORITY_RANGE;
 
 /// Syntax errors are 400 (not JSON at all); well-formed JSON of the wrong shape is 422.
 fn parse_spec(body: &[u8]) -> Result<JobSpec, ApiError> {
@@ -114,29 +95,19 @@ fn parse_spec(body: &[u8]) -> Result<JobSpec, ApiError> {
         .map_err(|e| ApiError::unprocessable("invalid_spec", format!("invalid job spec: {e}")))
 }
 
-fn resolve(spec: &JobSpec) -> Result<Vec<Rendition>, ApiError> {
-    reelay_media::resolve_outputs(&spec.outputs)
-        .map_err(|e| ApiError::unprocessable("invalid_spec", e.to_string()))
-}
-
 async fn submit_json(
     st: AppState,
     principal: Principal,
     spec: JobSpec,
     idem: Option<String>,
 ) -> Result<Response, ApiError> {
-    let renditions = resolve(&spec)?;
+    let renditions = admission::renditions(&spec)?;
     let input = spec.input.clone().ok_or_else(|| {
         ApiError::unprocessable("invalid_spec", "input: required in a JSON submission ({\"url\": ...} or {\"key\": ...}); or upload the file as multipart")
     })?;
     let (input_key, input_url) = match (&input.url, &input.key) {
         (Some(url), None) => {
-            check_url(url, st.cfg.allow_private_urls).map_err(|e| match e {
-                FetchError::Forbidden(m) => {
-                    ApiError::unprocessable("forbidden_url", format!("input.url: {m}"))
-                }
-                other => ApiError::unprocessable("invalid_url", format!("input.url: {other}")),
-            })?;
+            admission::check_url(url, st.cfg.allow_private_urls)?;
             (None, Some(url.clone()))
         }
         (None, Some(key)) => {
@@ -151,8 +122,8 @@ async fn submit_json(
         }
     };
     let id = new_job_id(&st);
-    // Duration is unknown until the worker downloads the input: assume a minute per output.
-    let estimate = 60.0 * renditions.len() as f64;
+    // Duration is unknown until the worker downloads the input.
+    let estimate = admission::estimate(None, &renditions);
     create(
         &st,
         &principal,
@@ -240,14 +211,14 @@ async fn submit_multipart(
             .await
             .map_err(|_| spec_late())??;
     let spec = parse_spec(&spec_bytes)?;
-    check_priority(&spec)?;
+    admission::check_priority(&spec)?;
     if spec.input.is_some() {
         return Err(ApiError::unprocessable(
             "invalid_spec",
             "input: must be absent when the file is uploaded",
         ));
     }
-    let renditions = resolve(&spec)?;
+    let renditions = admission::renditions(&spec)?;
     let field = tokio::time::timeout_at(spec_by, next_field(&mut mp))
         .await
         .map_err(|_| spec_late())??
@@ -269,22 +240,14 @@ async fn submit_multipart(
 
     // Probe now so a bad file is refused while the client is still here.
     let policy = &st.cfg.policy;
-    policy.check_size(size).map_err(reject)?;
+    policy.check_size(size).map_err(AdmissionError::Policy)?;
     let info = reelay_media::probe(&tmp.0, &st.cfg.tools, policy)
         .await
-        .map_err(|e| match e {
-            reelay_media::ProbeError::FormatNotAllowed(f) => ApiError::unprocessable(
-                "unsupported_format",
-                format!("input format {f:?} is not allowed"),
-            ),
-            reelay_media::ProbeError::Unreadable(msg) => ApiError::unprocessable(
-                "corrupt_input",
-                format!("the file is not a readable media file ({msg})"),
-            ),
-            other => ApiError::internal("probing the upload", other),
-        })?;
+        .map_err(admission::probe_error)?;
     let needs: Needs = reelay_media::needs(&renditions);
-    policy.check(&info, size, needs).map_err(reject)?;
+    policy
+        .check(&info, size, needs)
+        .map_err(AdmissionError::Policy)?;
 
     let id = new_job_id(&st);
     let key = input_key(&id);
@@ -299,7 +262,7 @@ async fn submit_multipart(
             tracing::warn!(error = %e, "could not store the probe result");
         }
     }
-    let estimate = info.best_duration().unwrap_or(60.0) * renditions.len() as f64;
+    let estimate = admission::estimate(info.best_duration(), &renditions);
     let resp = create(
         &st,
         &principal,
@@ -320,13 +283,6 @@ async fn submit_multipart(
             .await;
     }
     resp
-}
-
-fn reject(r: reelay_media::Rejection) -> ApiError {
-    if r.code == "input_too_large" {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, r.code, r.message);
-    }
-    ApiError::unprocessable(r.code, r.message)
 }
 
 /// A multipart error as the client should see it: a body that stalled (408) or broke off
@@ -428,7 +384,7 @@ async fn create(
     input_url: Option<String>,
     idem: Option<String>,
     estimated_seconds: f64,
-    _renditions: &[Rendition],
+    renditions: &[Rendition],
 ) -> Result<Response, ApiError> {
     let spec_json =
         serde_json::to_string(spec).map_err(|e| ApiError::internal("encoding the spec", e))?;
@@ -444,6 +400,7 @@ async fn create(
         max_attempts: st.cfg.max_attempts,
         estimated_seconds,
         owner: principal.owner(),
+        tasks: admission::tasks(estimated_seconds, renditions),
     };
     let (status, job) = match st.store.create_job(new).await? {
         CreateOutcome::Created(job) => {
@@ -556,44 +513,89 @@ pub async fn cancel(
 }
 
 /// Server-sent events: the job view whenever it changes, ending after a terminal status.
+///
+/// Each event's `id` is the number of the job's latest status event (`job_events.seq`), so a
+/// client that reconnects with `Last-Event-ID` after seeing the final status gets an empty,
+/// closed stream instead of the same end again; any other reconnect starts with the current
+/// view.
 pub async fn events(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     load(&st, &who, &id).await?;
+    let seen: Option<i64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse().ok());
     let poll = Duration::from_millis(st.cfg.poll_interval_ms);
-    let stream = futures::stream::unfold(
-        (st, id, String::new(), false),
-        move |(st, id, last, done)| async move {
-            if done || st.stopping.is_cancelled() {
+    let follow = Follow {
+        st,
+        id,
+        last: String::new(),
+        seq: 0,
+        seen,
+        done: false,
+    };
+    let stream = futures::stream::unfold(follow, move |mut f| async move {
+        if f.done || f.st.stopping.is_cancelled() {
+            return None;
+        }
+        loop {
+            let read = async {
+                let events = f.st.store.job_events(&f.id, f.seq, 1000).await?;
+                let job = f.st.store.get_job(&f.id).await?;
+                Ok::<_, reelay_jobs::StoreError>((events, job))
+            };
+            let (events, job) = match read.await {
+                Ok((events, Some(job))) => (events, job),
+                Ok((_, None)) => return None,
+                Err(e) => {
+                    f.done = true;
+                    let ev = Event::default().event("error").data(e.to_string());
+                    return Some((Ok(ev), f));
+                }
+            };
+            if let Some(last) = events.last() {
+                f.seq = last.seq;
+            }
+            let terminal = job.status.is_terminal();
+            // Resumed after the end was already delivered: nothing new will ever come.
+            if terminal && f.seen.is_some_and(|seen| seen >= f.seq) {
                 return None;
             }
-            loop {
-                let job = match st.store.get_job(&id).await {
-                    Ok(Some(j)) => j,
-                    Ok(None) => return None,
-                    Err(e) => {
-                        let ev = Event::default().event("error").data(e.to_string());
-                        return Some((Ok(ev), (st, id, last, true)));
-                    }
-                };
-                let view = job_view(&job);
-                let json = serde_json::to_string(&view).unwrap_or_default();
-                if json != last {
-                    let terminal = view.status.is_terminal();
-                    let ev = Event::default().event("job").data(json.clone());
-                    return Some((Ok(ev), (st, id, json, terminal)));
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(poll) => {}
-                    // Shutting down: end the stream; EventSource clients reconnect elsewhere.
-                    _ = st.stopping.cancelled() => return None,
-                }
+            let json = serde_json::to_string(&job_view(&job)).unwrap_or_default();
+            if json != f.last {
+                let ev = Event::default()
+                    .event("job")
+                    .id(f.seq.to_string())
+                    .data(json.clone());
+                f.last = json;
+                f.done = terminal;
+                return Some((Ok(ev), f));
             }
-        },
-    );
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                // Shutting down: end the stream; EventSource clients reconnect elsewhere.
+                _ = f.st.stopping.cancelled() => return None,
+            }
+        }
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Where one SSE follower is.
+struct Follow {
+    st: AppState,
+    id: String,
+    /// The last view sent (JSON), to send only changes.
+    last: String,
+    /// The job's latest event number read so far.
+    seq: i64,
+    /// `Last-Event-ID` of a reconnecting client.
+    seen: Option<i64>,
+    done: bool,
 }
 
 #[cfg(test)]

@@ -75,7 +75,22 @@ fn finished(job: &Job) -> Result<String, ApiError> {
             ),
         ));
     }
-    Ok(output_prefix(&job.id, job.attempts))
+    Ok(outputs_prefix(job))
+}
+
+/// The storage prefix of the attempt whose files the job's outputs are: read from the stored
+/// keys (`outputs/{job}/a{n}/…`), since with several tasks the job's attempt count is that of
+/// its most-retried task, not necessarily of the one that wrote the outputs; the attempt count
+/// for a job without outputs.
+fn outputs_prefix(job: &Job) -> String {
+    job.outputs
+        .first()
+        .and_then(|o| {
+            let parts: Vec<&str> = o.key.splitn(4, '/').collect();
+            (parts.len() == 4 && parts[0] == "outputs" && parts[1] == job.id)
+                .then(|| parts[..3].join("/"))
+        })
+        .unwrap_or_else(|| output_prefix(&job.id, job.attempts))
 }
 
 pub async fn list(
@@ -189,6 +204,46 @@ pub async fn get(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prefix comes from the stored keys (the attempt that wrote them), else the job's
+    /// attempt count.
+    #[test]
+    fn outputs_prefix_follows_the_stored_keys() {
+        let mut job = Job {
+            id: "aws.01J".into(),
+            cluster: "aws".into(),
+            status: JobStatus::Succeeded,
+            progress: 1.0,
+            attempts: 3,
+            max_attempts: 3,
+            priority: 0,
+            spec_json: "{}".into(),
+            spec_hash: "h".into(),
+            input_key: None,
+            input_url: None,
+            idempotency_key: None,
+            owner: None,
+            estimated_seconds: 1.0,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            outputs: vec![],
+            cancel_requested: false,
+            tasks: vec![],
+        };
+        assert_eq!(outputs_prefix(&job), "outputs/aws.01J/a3");
+        job.outputs.push(reelay_jobs::StoredOutput {
+            name: "master.m3u8".into(),
+            key: "outputs/aws.01J/a1/hls/master.m3u8".into(),
+            size: 1,
+            content_type: "application/vnd.apple.mpegurl".into(),
+        });
+        assert_eq!(outputs_prefix(&job), "outputs/aws.01J/a1");
+        // A key of another shape is not trusted.
+        job.outputs[0].key = "elsewhere/x.mp4".into();
+        assert_eq!(outputs_prefix(&job), "outputs/aws.01J/a3");
+    }
 
     #[test]
     fn ranges() {

@@ -1,0 +1,1356 @@
+//! Every job operation of both stores, written once.
+//!
+//! A back end only provides a [`Conn`]: a connection inside its transaction that runs a
+//! statement with [`Arg`]s and decodes rows, plus its [`Dialect`] (row-locking clauses, the
+//! two-argument maximum, NOTIFY). The statements and the decisions are here; the decisions
+//! themselves are [`machine::apply`].
+//!
+//! Locking (Postgres; SQLite has one writer at a time): every transaction that changes a job
+//! locks the JOB row first (`FOR UPDATE`) and only then reads and writes its tasks. The claim
+//! probe locks the job row of its candidate with `SKIP LOCKED`, so concurrent claimers pass over
+//! a job another transaction is changing instead of waiting, and no transaction ever holds a
+//! task row while waiting for a job row: no deadlocks.
+
+use crate::machine::{
+    self, Event, JobState, Outcome, Rejection, TaskState, TaskStatus, Transition,
+};
+use crate::model::{
+    check_tasks, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, JobEvent, Millis, NewJob,
+    QueueCounts, RenewOutcome, RunningAttempt, StoredOutput, TaskSummary,
+};
+use crate::store::StoreError;
+use reelay_protocol::{ErrorDetail, JobStatus};
+use std::time::Duration;
+
+/// A bound value. Typed NULLs, because Postgres wants to know what a NULL is.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Text(String),
+    OptText(Option<String>),
+    I64(i64),
+    OptI64(Option<i64>),
+    F64(f64),
+    Bool(bool),
+}
+
+impl From<&str> for Arg {
+    fn from(s: &str) -> Arg {
+        Arg::Text(s.to_string())
+    }
+}
+impl From<String> for Arg {
+    fn from(s: String) -> Arg {
+        Arg::Text(s)
+    }
+}
+impl From<&String> for Arg {
+    fn from(s: &String) -> Arg {
+        Arg::Text(s.clone())
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(s: Option<String>) -> Arg {
+        Arg::OptText(s)
+    }
+}
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::I64(v)
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Arg {
+        Arg::OptI64(v)
+    }
+}
+impl From<f64> for Arg {
+    fn from(v: f64) -> Arg {
+        Arg::F64(v)
+    }
+}
+impl From<bool> for Arg {
+    fn from(v: bool) -> Arg {
+        Arg::Bool(v)
+    }
+}
+
+/// `args![a, b, c]`: a `Vec<Arg>` from anything convertible.
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { vec![$(crate::ops::Arg::from($a)),*] };
+}
+
+/// What differs between the dialects, besides the connection type.
+#[derive(Debug)]
+pub(crate) struct Dialect {
+    /// Appended to a read of the job row a transaction is about to change.
+    pub lock_job: &'static str,
+    /// Appended to the claim probe (`j` is the candidate's job).
+    pub claim_lock: &'static str,
+    /// The two-argument maximum (`MAX` in SQLite, `GREATEST` in Postgres).
+    pub greatest: &'static str,
+}
+
+/// A task row as stored: the machine's view plus what only the store and workers need.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TaskRow {
+    pub state: TaskState,
+    pub job_id: String,
+    pub payload: serde_json::Value,
+    pub position: i64,
+}
+
+/// A connection inside a transaction of one back end.
+#[async_trait::async_trait]
+pub(crate) trait Conn: Send {
+    fn dialect(&self) -> &'static Dialect;
+    /// Runs a statement; the number of rows it changed.
+    async fn exec(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError>;
+    /// Rows of [`JOB_COLUMNS`], decoded with no tasks.
+    async fn jobs(&mut self, sql: &str, args: Vec<Arg>) -> Result<Vec<Job>, StoreError>;
+    /// Rows of [`TASK_COLUMNS`].
+    async fn tasks(&mut self, sql: &str, args: Vec<Arg>) -> Result<Vec<TaskRow>, StoreError>;
+    /// Rows of [`EVENT_COLUMNS`].
+    async fn events(&mut self, sql: &str, args: Vec<Arg>) -> Result<Vec<JobEvent>, StoreError>;
+    /// Rows of two text columns (`a`, `b`), e.g. ids.
+    async fn pairs(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// The first column of the first row as an integer (NULL and no row: `None`).
+    async fn int(&mut self, sql: &str, args: Vec<Arg>) -> Result<Option<i64>, StoreError>;
+    /// QueueCounts's three columns `queued`, `running`, `queued_seconds`.
+    async fn counts(&mut self, sql: &str, args: Vec<Arg>) -> Result<QueueCounts, StoreError>;
+    /// Running attempt rows: `estimated_seconds`, `progress`, `claimed_at`, `eta_at`.
+    async fn running(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<RunningAttempt>, StoreError>;
+    /// Wakes listening workers when the transaction commits (Postgres NOTIFY; SQLite: no-op).
+    async fn notify(&mut self, job_id: &str) -> Result<(), StoreError>;
+}
+
+pub(crate) const JOB_COLUMNS: &str = "id, cluster, status, progress, attempts, max_attempts, \
+     priority, spec_json, spec_hash, input_key, input_url, idempotency_key, owner, \
+     estimated_seconds, created_at, started_at, finished_at, error_code, error_message, outputs, \
+     cancel_requested";
+
+pub(crate) const TASK_COLUMNS: &str = "id, job_id, kind, status, payload, depends_on, attempts, \
+     max_attempts, lease_owner, lease_expires_at, claimed_at, eta_at, run_after, progress, \
+     weight, position, error_code, error_message, outputs";
+
+pub(crate) const EVENT_COLUMNS: &str = "id, job_id, seq, kind, at, payload";
+
+/// Decoders for the rows above, expanded once per back end (the row types differ, the code
+/// does not).
+macro_rules! row_decoders {
+    ($row:ty) => {
+        fn to_u32(value: i64, column: &str) -> Result<u32, StoreError> {
+            u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} = {value}")))
+        }
+
+        fn error_from(
+            code: Option<String>,
+            message: Option<String>,
+        ) -> Option<reelay_protocol::ErrorDetail> {
+            code.map(|code| reelay_protocol::ErrorDetail::new(code, message.unwrap_or_default()))
+        }
+
+        fn job_from_row(row: &$row) -> Result<crate::model::Job, StoreError> {
+            use sqlx::Row;
+            let id: String = row.try_get("id")?;
+            let corrupt = |what: String| StoreError::Corrupt(format!("job {id}: {what}"));
+            let status: String = row.try_get("status")?;
+            let status = status
+                .parse::<reelay_protocol::JobStatus>()
+                .map_err(corrupt)?;
+            let outputs: String = row.try_get("outputs")?;
+            let outputs: Vec<crate::model::StoredOutput> =
+                serde_json::from_str(&outputs).map_err(|e| corrupt(format!("outputs: {e}")))?;
+            Ok(crate::model::Job {
+                cluster: row.try_get("cluster")?,
+                status,
+                progress: row.try_get("progress")?,
+                attempts: to_u32(row.try_get("attempts")?, "attempts")?,
+                max_attempts: to_u32(row.try_get("max_attempts")?, "max_attempts")?,
+                priority: row.try_get("priority")?,
+                spec_json: row.try_get("spec_json")?,
+                spec_hash: row.try_get("spec_hash")?,
+                input_key: row.try_get("input_key")?,
+                input_url: row.try_get("input_url")?,
+                idempotency_key: row.try_get("idempotency_key")?,
+                owner: row.try_get("owner")?,
+                estimated_seconds: row.try_get("estimated_seconds")?,
+                created_at: row.try_get("created_at")?,
+                started_at: row.try_get("started_at")?,
+                finished_at: row.try_get("finished_at")?,
+                error: error_from(row.try_get("error_code")?, row.try_get("error_message")?),
+                outputs,
+                cancel_requested: row.try_get("cancel_requested")?,
+                tasks: Vec::new(),
+                id,
+            })
+        }
+
+        fn task_from_row(row: &$row) -> Result<crate::ops::TaskRow, StoreError> {
+            use sqlx::Row;
+            let id: String = row.try_get("id")?;
+            let corrupt = |what: String| StoreError::Corrupt(format!("task {id}: {what}"));
+            let status: String = row.try_get("status")?;
+            let status = status
+                .parse::<crate::machine::TaskStatus>()
+                .map_err(corrupt)?;
+            let payload: String = row.try_get("payload")?;
+            let payload =
+                serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?;
+            let depends_on: String = row.try_get("depends_on")?;
+            let depends_on = serde_json::from_str(&depends_on)
+                .map_err(|e| corrupt(format!("depends_on: {e}")))?;
+            let outputs: Option<String> = row.try_get("outputs")?;
+            let outputs = outputs
+                .map(|o| serde_json::from_str(&o))
+                .transpose()
+                .map_err(|e| corrupt(format!("outputs: {e}")))?;
+            Ok(crate::ops::TaskRow {
+                job_id: row.try_get("job_id")?,
+                payload,
+                position: row.try_get("position")?,
+                state: crate::machine::TaskState {
+                    kind: row.try_get("kind")?,
+                    status,
+                    depends_on,
+                    attempts: to_u32(row.try_get("attempts")?, "attempts")?,
+                    max_attempts: to_u32(row.try_get("max_attempts")?, "max_attempts")?,
+                    lease_owner: row.try_get("lease_owner")?,
+                    lease_expires_at: row.try_get("lease_expires_at")?,
+                    claimed_at: row.try_get("claimed_at")?,
+                    eta_at: row.try_get("eta_at")?,
+                    run_after: row.try_get("run_after")?,
+                    progress: row.try_get("progress")?,
+                    weight: row.try_get("weight")?,
+                    error: error_from(row.try_get("error_code")?, row.try_get("error_message")?),
+                    outputs,
+                    id,
+                },
+            })
+        }
+
+        fn event_from_row(row: &$row) -> Result<crate::model::JobEvent, StoreError> {
+            use sqlx::Row;
+            let payload: String = row.try_get("payload")?;
+            Ok(crate::model::JobEvent {
+                id: row.try_get("id")?,
+                job_id: row.try_get("job_id")?,
+                seq: row.try_get("seq")?,
+                kind: row.try_get("kind")?,
+                at: row.try_get("at")?,
+                payload: serde_json::from_str(&payload)
+                    .map_err(|e| StoreError::Corrupt(format!("job event payload: {e}")))?,
+            })
+        }
+
+        fn counts_from_row(row: &$row) -> Result<crate::model::QueueCounts, StoreError> {
+            use sqlx::Row;
+            Ok(crate::model::QueueCounts {
+                queued: to_u32(row.try_get("queued")?, "queued count")?,
+                running: to_u32(row.try_get("running")?, "running count")?,
+                queued_estimated_seconds: row.try_get("queued_seconds")?,
+            })
+        }
+
+        /// A task claimed before `claimed_at` existed counts as claimed now.
+        fn running_from_row(row: &$row) -> Result<crate::model::RunningAttempt, StoreError> {
+            use sqlx::Row;
+            let claimed_at: Option<crate::model::Millis> = row.try_get("claimed_at")?;
+            Ok(crate::model::RunningAttempt {
+                estimated_seconds: row.try_get("estimated_seconds")?,
+                progress: row.try_get("progress")?,
+                claimed_at: claimed_at.unwrap_or_else(crate::model::now_millis),
+                eta_at: row.try_get("eta_at")?,
+            })
+        }
+    };
+}
+pub(crate) use row_decoders;
+
+/// Both databases store text; Postgres cannot hold NUL, which tool output may contain. Replaced
+/// in both, so the back ends store the same thing.
+pub(crate) fn clean_text(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+fn clean_error(e: &ErrorDetail) -> ErrorDetail {
+    ErrorDetail::new(clean_text(&e.code), clean_text(&e.message))
+}
+
+pub(crate) fn millis_after(now: Millis, d: Duration) -> Millis {
+    now.saturating_add(Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
+}
+
+fn json_text(value: &impl serde::Serialize, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Corrupt(format!("{what} does not serialize: {e}")))
+        .map(|s| clean_text(&s))
+}
+
+fn job_state(job: &Job) -> JobState {
+    JobState {
+        status: job.status,
+        progress: job.progress,
+        attempts: job.attempts,
+        error: job.error.clone(),
+        outputs: job.outputs.clone(),
+        started_at: job.started_at,
+        finished_at: job.finished_at,
+        cancel_requested: job.cancel_requested,
+    }
+}
+
+fn summary(t: &TaskRow) -> TaskSummary {
+    TaskSummary {
+        id: t.state.id.clone(),
+        kind: t.state.kind.clone(),
+        status: t.state.status,
+        progress: t.state.progress,
+        attempts: t.state.attempts,
+    }
+}
+
+async fn job_tasks(db: &mut dyn Conn, job_id: &str) -> Result<Vec<TaskRow>, StoreError> {
+    db.tasks(
+        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 ORDER BY position, id"),
+        args![job_id],
+    )
+    .await
+}
+
+/// The job with its tasks; `lock` locks the job row for the rest of the transaction.
+pub(crate) async fn load_job(
+    db: &mut dyn Conn,
+    id: &str,
+    lock: bool,
+) -> Result<Option<(Job, Vec<TaskRow>)>, StoreError> {
+    let suffix = if lock { db.dialect().lock_job } else { "" };
+    let mut jobs = db
+        .jobs(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1{suffix}"),
+            args![id],
+        )
+        .await?;
+    let Some(mut job) = jobs.pop() else {
+        return Ok(None);
+    };
+    let tasks = job_tasks(db, id).await?;
+    job.tasks = tasks.iter().map(summary).collect();
+    Ok(Some((job, tasks)))
+}
+
+pub(crate) async fn get_job(db: &mut dyn Conn, id: &str) -> Result<Option<Job>, StoreError> {
+    Ok(load_job(db, id, false).await?.map(|(job, _)| job))
+}
+
+async fn existing_job(db: &mut dyn Conn, id: &str) -> Result<Job, StoreError> {
+    get_job(db, id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))
+}
+
+/// Fills in the tasks of listed jobs, with one query for the whole page.
+pub(crate) async fn with_tasks(db: &mut dyn Conn, jobs: &mut [Job]) -> Result<(), StoreError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let placeholders: Vec<String> = (1..=jobs.len()).map(|i| format!("${i}")).collect();
+    let args = jobs.iter().map(|j| Arg::from(&j.id)).collect();
+    let rows = db
+        .tasks(
+            &format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id IN ({}) \
+                 ORDER BY job_id, position, id",
+                placeholders.join(", ")
+            ),
+            args,
+        )
+        .await?;
+    let mut by_job: std::collections::HashMap<&str, Vec<TaskSummary>> =
+        std::collections::HashMap::new();
+    for row in &rows {
+        by_job
+            .entry(row.job_id.as_str())
+            .or_default()
+            .push(summary(row));
+    }
+    for job in jobs {
+        job.tasks = by_job.remove(job.id.as_str()).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// Appends the job's next event (the seam every status change goes through).
+async fn append_event(
+    db: &mut dyn Conn,
+    job_id: &str,
+    kind: &str,
+    job: &JobState,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let payload = serde_json::json!({
+        "status": job.status.as_str(),
+        "progress": job.progress,
+        "attempts": job.attempts,
+        "error": job.error,
+    });
+    db.exec(
+        "INSERT INTO job_events (job_id, seq, kind, at, payload) \
+         VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job_id = $1), \
+                 $2, $3, $4)",
+        args![job_id, kind, now, json_text(&payload, "event payload")?],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The events of `job_id` after `after_seq`, oldest first, at most `limit`.
+pub(crate) async fn job_events(
+    db: &mut dyn Conn,
+    job_id: &str,
+    after_seq: i64,
+    limit: u32,
+) -> Result<Vec<JobEvent>, StoreError> {
+    db.events(
+        &format!(
+            "SELECT {EVENT_COLUMNS} FROM job_events WHERE job_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        ),
+        args![job_id, after_seq, i64::from(limit.max(1))],
+    )
+    .await
+}
+
+/// The events of every job after outbox cursor `after_id`, oldest first, at most `limit`.
+pub(crate) async fn events_after(
+    db: &mut dyn Conn,
+    after_id: i64,
+    limit: u32,
+) -> Result<Vec<JobEvent>, StoreError> {
+    db.events(
+        &format!("SELECT {EVENT_COLUMNS} FROM job_events WHERE id > $1 ORDER BY id LIMIT $2"),
+        args![after_id, i64::from(limit.max(1))],
+    )
+    .await
+}
+
+/// Existing job for a reused key: the same one for the same spec, a conflict otherwise.
+fn reuse(existing: Job, spec_hash: &str) -> Result<CreateOutcome, StoreError> {
+    if existing.spec_hash == spec_hash {
+        Ok(CreateOutcome::Existing(existing))
+    } else {
+        Err(StoreError::IdempotencyConflict)
+    }
+}
+
+async fn job_by_key(db: &mut dyn Conn, new: &NewJob, key: &str) -> Result<Option<Job>, StoreError> {
+    let owner = new.owner.as_deref().unwrap_or("");
+    let mut jobs = db
+        .jobs(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs \
+                 WHERE cluster = $1 AND COALESCE(owner, '') = $2 AND idempotency_key = $3"
+            ),
+            args![&new.cluster, owner, key],
+        )
+        .await?;
+    let Some(mut job) = jobs.pop() else {
+        return Ok(None);
+    };
+    with_tasks(db, std::slice::from_mut(&mut job)).await?;
+    Ok(Some(job))
+}
+
+/// What [`create_job`] decided; `Existing` and `Conflict` change nothing (roll back).
+pub(crate) enum Created {
+    New(Job),
+    Reused(Result<CreateOutcome, StoreError>),
+}
+
+/// Inserts the job, all its tasks and its `created` event. Keys are per owner (migration 0006).
+pub(crate) async fn create_job(
+    db: &mut dyn Conn,
+    new: &NewJob,
+    now: Millis,
+) -> Result<Created, StoreError> {
+    check_tasks(&new.tasks).map_err(StoreError::InvalidTasks)?;
+    // The common retry case, answered without attempting an insert.
+    if let Some(key) = &new.idempotency_key {
+        if let Some(existing) = job_by_key(db, new, key).await? {
+            return Ok(Created::Reused(reuse(existing, &new.spec_hash)));
+        }
+    }
+    let max_attempts = i64::from(new.max_attempts.max(1));
+    // A concurrent create with the same key that commits first makes this insert a no-op
+    // (Postgres waits for that transaction rather than failing), so exactly one caller creates.
+    let inserted = db
+        .exec(
+            "INSERT INTO jobs (id, cluster, status, progress, attempts, max_attempts, priority, \
+                 spec_json, spec_hash, input_key, input_url, idempotency_key, owner, \
+                 estimated_seconds, created_at, outputs, cancel_requested) \
+             VALUES ($1, $2, $3, 0, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '[]', FALSE) \
+             ON CONFLICT DO NOTHING",
+            args![
+                &new.id,
+                &new.cluster,
+                JobStatus::Queued.as_str(),
+                max_attempts,
+                i64::from(new.priority),
+                &new.spec_json,
+                &new.spec_hash,
+                new.input_key.clone(),
+                new.input_url.clone(),
+                new.idempotency_key.clone(),
+                new.owner.clone(),
+                new.estimated_seconds,
+                now
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        let existing = match &new.idempotency_key {
+            Some(key) => job_by_key(db, new, key).await?,
+            None => None,
+        };
+        return Ok(Created::Reused(match existing {
+            Some(existing) => reuse(existing, &new.spec_hash),
+            None => Err(StoreError::Corrupt(format!(
+                "insert of job {} skipped but no job holds its idempotency key",
+                new.id
+            ))),
+        }));
+    }
+    // Two creates of one owner at once may read the same last number and tie; ties fall back to
+    // age, so that costs exactness of the turns, never correctness.
+    let owner = new.owner.as_deref().unwrap_or("");
+    let fair_seq_sql = crate::shared_sql::next_fair_seq(db.dialect().greatest);
+    let fair_seq = db.int(&fair_seq_sql, args![owner]).await?.unwrap_or(0);
+    let task_id = |key: &str| format!("{}.{key}", new.id);
+    let weights = scaled_weights(&new.tasks, new.estimated_seconds);
+    for (t, weight) in new.tasks.iter().zip(weights) {
+        let depends_on: Vec<String> = t.depends_on.iter().map(|d| task_id(d)).collect();
+        db.exec(
+            "INSERT INTO tasks (id, job_id, kind, status, priority, created_at, run_after, \
+                 attempts, max_attempts, owner, fair_seq, payload, depends_on, weight, position, \
+                 progress) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, 0)",
+            args![
+                task_id(&t.key),
+                &new.id,
+                &t.kind,
+                machine::initial_status(&depends_on).as_str(),
+                i64::from(new.priority),
+                now,
+                now,
+                max_attempts,
+                owner,
+                fair_seq,
+                json_text(&t.payload, "task payload")?,
+                json_text(&depends_on, "depends_on")?,
+                weight,
+                t.position
+            ],
+        )
+        .await?;
+    }
+    let (job, _) = load_job(db, &new.id, false)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("job {} vanished", new.id)))?;
+    append_event(db, &new.id, "created", &job_state(&job), now).await?;
+    db.notify(&new.id).await?;
+    Ok(Created::New(job))
+}
+
+/// The tasks' weights in encode seconds: their relative weights scaled to add up to the job's
+/// estimate (equal shares when no weight is given), so the job's estimate stays the one figure
+/// the api computes and the load report can charge each task its own part.
+pub(crate) fn scaled_weights(tasks: &[crate::model::NewTask], estimated_seconds: f64) -> Vec<f64> {
+    let clean = |w: f64| if w.is_finite() && w > 0.0 { w } else { 0.0 };
+    let total: f64 = tasks.iter().map(|t| clean(t.weight)).sum();
+    let estimate = clean(estimated_seconds);
+    tasks
+        .iter()
+        .map(|t| {
+            if total > 0.0 {
+                estimate * clean(t.weight) / total
+            } else {
+                estimate / tasks.len().max(1) as f64
+            }
+        })
+        .collect()
+}
+
+/// Writes what a transition changed: the changed tasks, the job, an event if its status
+/// changed, a notification if a task became claimable.
+async fn write(
+    db: &mut dyn Conn,
+    job_id: &str,
+    before_tasks: &[TaskState],
+    before_job: &JobState,
+    t: &Transition,
+    now: Millis,
+) -> Result<(), StoreError> {
+    for i in t.changed(before_tasks) {
+        let s = &t.tasks[i];
+        let outputs = s
+            .outputs
+            .as_ref()
+            .map(|o| json_text(o, "task outputs"))
+            .transpose()?;
+        let error = s.error.as_ref().map(clean_error);
+        db.exec(
+            "UPDATE tasks SET status = $1, attempts = $2, lease_owner = $3, \
+                 lease_expires_at = $4, claimed_at = $5, eta_at = $6, run_after = $7, \
+                 progress = $8, error_code = $9, error_message = $10, outputs = $11 \
+             WHERE id = $12",
+            args![
+                s.status.as_str(),
+                i64::from(s.attempts),
+                s.lease_owner.clone(),
+                s.lease_expires_at,
+                s.claimed_at,
+                s.eta_at,
+                s.run_after,
+                s.progress,
+                error.as_ref().map(|e| e.code.clone()),
+                error.map(|e| e.message),
+                outputs,
+                &s.id
+            ],
+        )
+        .await?;
+    }
+    if t.job != *before_job {
+        let j = &t.job;
+        let error = j.error.as_ref().map(clean_error);
+        db.exec(
+            "UPDATE jobs SET status = $1, progress = $2, attempts = $3, error_code = $4, \
+                 error_message = $5, outputs = $6, started_at = $7, finished_at = $8, \
+                 cancel_requested = $9 \
+             WHERE id = $10",
+            args![
+                j.status.as_str(),
+                j.progress,
+                i64::from(j.attempts),
+                error.as_ref().map(|e| e.code.clone()),
+                error.map(|e| e.message),
+                json_text(&j.outputs, "outputs")?,
+                j.started_at,
+                j.finished_at,
+                j.cancel_requested,
+                job_id
+            ],
+        )
+        .await?;
+    }
+    if let Some(status) = t.status_change(before_job) {
+        append_event(db, job_id, status.as_str(), &t.job, now).await?;
+    }
+    if t.made_claimable(before_tasks, now) {
+        db.notify(job_id).await?;
+    }
+    Ok(())
+}
+
+/// Loads and locks the job of `task_id`, applies `event`, writes the result.
+async fn transition(
+    db: &mut dyn Conn,
+    job_id: &str,
+    event: &Event,
+    now: Millis,
+) -> Result<Option<(Transition, Vec<TaskRow>)>, StoreError> {
+    let Some((job, rows)) = load_job(db, job_id, true).await? else {
+        return Ok(None);
+    };
+    let before: Vec<TaskState> = rows.iter().map(|r| r.state.clone()).collect();
+    let before_job = job_state(&job);
+    let t = machine::apply(&before, &before_job, event, now)
+        .map_err(|e| StoreError::InvalidTasks(e.to_string()))?;
+    if !matches!(t.outcome, Outcome::Rejected(_)) {
+        write(db, job_id, &before, &before_job, &t, now).await?;
+    }
+    Ok(Some((t, rows)))
+}
+
+async fn job_of_task(db: &mut dyn Conn, task_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(db
+        .pairs(
+            "SELECT job_id AS a, id AS b FROM tasks WHERE id = $1",
+            args![task_id],
+        )
+        .await?
+        .pop()
+        .map(|(job, _)| job))
+}
+
+/// Who claims to hold a task: the three parts of a lease.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holder<'a> {
+    pub task_id: &'a str,
+    pub worker_id: &'a str,
+    pub attempt: u32,
+}
+
+/// A task event by its lease holder; `None` when the task does not exist.
+async fn task_event(
+    db: &mut dyn Conn,
+    task_id: &str,
+    event: Event,
+    now: Millis,
+) -> Result<Option<Outcome>, StoreError> {
+    let Some(job_id) = job_of_task(db, task_id).await? else {
+        return Ok(None);
+    };
+    Ok(transition(db, &job_id, &event, now)
+        .await?
+        .map(|(t, _)| t.outcome))
+}
+
+/// Claim probes: orphaned tasks (expired leases, never more than the worker count) first, they
+/// were started earliest; then queued ones. Two index-ordered probes instead of one OR, which
+/// would make the planner sort every claimable row.
+fn claim_probe(status: &str, dialect: &Dialect) -> String {
+    let condition = if status == "running" {
+        "t.status = 'running' AND t.lease_expires_at <= $1"
+    } else {
+        "t.status = 'queued' AND t.run_after <= $1"
+    };
+    format!(
+        "SELECT t.job_id AS a, t.id AS b FROM tasks t JOIN jobs j ON j.id = t.job_id \
+         WHERE {condition} {} LIMIT 1{}",
+        crate::shared_sql::CLAIM_ORDER,
+        dialect.claim_lock
+    )
+}
+
+/// How many candidates one claim looks at before giving up for this poll: each is either taken,
+/// failed as lost, or found already taken by a concurrent claimer.
+const CLAIM_PROBES: usize = 64;
+
+pub(crate) async fn claim(
+    db: &mut dyn Conn,
+    worker_id: &str,
+    lease: Duration,
+    now: Millis,
+) -> Result<Option<Claim>, StoreError> {
+    let lease_expires_at = millis_after(now, lease);
+    for _ in 0..CLAIM_PROBES {
+        let dialect = db.dialect();
+        let mut candidate = db
+            .pairs(&claim_probe("running", dialect), args![now])
+            .await?
+            .pop();
+        if candidate.is_none() {
+            candidate = db
+                .pairs(&claim_probe("queued", dialect), args![now])
+                .await?
+                .pop();
+        }
+        let Some((job_id, task_id)) = candidate else {
+            return Ok(None);
+        };
+        let Some((job, rows)) = load_job(db, &job_id, true).await? else {
+            continue;
+        };
+        let before: Vec<TaskState> = rows.iter().map(|r| r.state.clone()).collect();
+        let Some(task) = before.iter().find(|t| t.id == task_id) else {
+            continue;
+        };
+        let before_job = job_state(&job);
+        if task.lease_expired(now) && task.attempts >= task.max_attempts {
+            let event = Event::LeaseExpired {
+                task: task_id.clone(),
+            };
+            let t = machine::apply(&before, &before_job, &event, now)
+                .map_err(|e| StoreError::InvalidTasks(e.to_string()))?;
+            if t.outcome == Outcome::TaskFailed {
+                write(db, &job_id, &before, &before_job, &t, now).await?;
+                tracing::warn!(
+                    job_id,
+                    task_id,
+                    attempts = task.attempts,
+                    "lease expired with no attempts left; job failed"
+                );
+            }
+            continue;
+        }
+        let took_over = task.status == TaskStatus::Running;
+        let event = Event::Claimed {
+            task: task_id.clone(),
+            worker: worker_id.to_string(),
+            lease_expires_at,
+        };
+        let t = machine::apply(&before, &before_job, &event, now)
+            .map_err(|e| StoreError::InvalidTasks(e.to_string()))?;
+        if t.outcome != Outcome::Applied {
+            // Taken (or changed) by a concurrent transaction since the probe's snapshot.
+            continue;
+        }
+        write(db, &job_id, &before, &before_job, &t, now).await?;
+        if took_over {
+            tracing::info!(job_id, task_id, "took over a task whose lease expired");
+        }
+        let i = before.iter().position(|s| s.id == task_id).unwrap_or(0);
+        let claimed = &t.tasks[i];
+        let dependencies = claimed
+            .depends_on
+            .iter()
+            .filter_map(|d| {
+                t.tasks
+                    .iter()
+                    .find(|s| &s.id == d)
+                    .map(|s| (d.clone(), s.outputs.clone().unwrap_or_default()))
+            })
+            .collect();
+        return Ok(Some(Claim {
+            job: existing_job(db, &job_id).await?,
+            task_id,
+            kind: claimed.kind.clone(),
+            payload: rows[i].payload.clone(),
+            attempt: claimed.attempts,
+            lease_expires_at,
+            dependencies,
+        }));
+    }
+    Ok(None)
+}
+
+pub(crate) async fn renew(
+    db: &mut dyn Conn,
+    Holder {
+        task_id,
+        worker_id,
+        attempt,
+    }: Holder<'_>,
+    lease: Duration,
+    progress: Option<f64>,
+    eta_at: Option<Millis>,
+    now: Millis,
+) -> Result<RenewOutcome, StoreError> {
+    let event = Event::Progress {
+        task: task_id.to_string(),
+        worker: worker_id.to_string(),
+        attempt,
+        progress,
+        eta_at,
+        lease_expires_at: millis_after(now, lease),
+    };
+    Ok(match task_event(db, task_id, event, now).await? {
+        Some(Outcome::Applied) => RenewOutcome::Renewed,
+        Some(Outcome::Rejected(Rejection::Cancelled)) => RenewOutcome::Cancelled,
+        _ => RenewOutcome::LeaseLost,
+    })
+}
+
+pub(crate) async fn complete(
+    db: &mut dyn Conn,
+    Holder {
+        task_id,
+        worker_id,
+        attempt,
+    }: Holder<'_>,
+    outputs: serde_json::Value,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let event = Event::Succeeded {
+        task: task_id.to_string(),
+        worker: worker_id.to_string(),
+        attempt,
+        outputs,
+    };
+    Ok(task_event(db, task_id, event, now).await? == Some(Outcome::Applied))
+}
+
+pub(crate) fn files_json(outputs: &[StoredOutput]) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(outputs)
+        .map_err(|e| StoreError::Corrupt(format!("outputs do not serialize: {e}")))
+}
+
+pub(crate) async fn fail(
+    db: &mut dyn Conn,
+    Holder {
+        task_id,
+        worker_id,
+        attempt,
+    }: Holder<'_>,
+    error: ErrorDetail,
+    retry_after: Option<Duration>,
+    now: Millis,
+) -> Result<FailOutcome, StoreError> {
+    let event = Event::Failed {
+        task: task_id.to_string(),
+        worker: worker_id.to_string(),
+        attempt,
+        error: clean_error(&error),
+        retry_after: retry_after.map(|d| millis_after(0, d)),
+    };
+    Ok(match task_event(db, task_id, event, now).await? {
+        Some(Outcome::Requeued { run_after }) => FailOutcome::Requeued { run_after },
+        Some(Outcome::TaskFailed) => FailOutcome::Failed,
+        _ => FailOutcome::LeaseLost,
+    })
+}
+
+pub(crate) async fn release(
+    db: &mut dyn Conn,
+    Holder {
+        task_id,
+        worker_id,
+        attempt,
+    }: Holder<'_>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let event = Event::Released {
+        task: task_id.to_string(),
+        worker: worker_id.to_string(),
+        attempt,
+    };
+    if task_event(db, task_id, event, now).await? != Some(Outcome::Applied) {
+        tracing::debug!(
+            task_id,
+            worker_id,
+            attempt,
+            "release of a task no longer owned ignored"
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn cancel(
+    db: &mut dyn Conn,
+    id: &str,
+    now: Millis,
+) -> Result<CancelOutcome, StoreError> {
+    let Some((t, _)) = transition(db, id, &Event::Cancel, now).await? else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    let job = existing_job(db, id).await?;
+    Ok(match t.outcome {
+        Outcome::Rejected(_) => CancelOutcome::AlreadyFinished(job),
+        _ => CancelOutcome::Cancelled(job),
+    })
+}
+
+/// Waiting tasks (queued or blocked) and running ones, counted in tasks: a slot runs a task.
+pub(crate) async fn counts(db: &mut dyn Conn) -> Result<QueueCounts, StoreError> {
+    db.counts(
+        "SELECT \
+             COALESCE(SUM(CASE WHEN status IN ('queued', 'blocked') THEN 1 ELSE 0 END), 0) \
+                 AS queued, \
+             COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) AS running, \
+             COALESCE(SUM(CASE WHEN status IN ('queued', 'blocked') THEN weight ELSE 0.0 END), \
+                      0.0) AS queued_seconds \
+         FROM tasks WHERE status IN ('queued', 'blocked', 'running')",
+        Vec::new(),
+    )
+    .await
+}
+
+pub(crate) async fn running_attempts(db: &mut dyn Conn) -> Result<Vec<RunningAttempt>, StoreError> {
+    db.running(
+        "SELECT weight AS estimated_seconds, progress, claimed_at, eta_at FROM tasks \
+         WHERE status = $1",
+        args![TaskStatus::Running.as_str()],
+    )
+    .await
+}
+
+/// Newest first, optionally one owner's and one status's, after `cursor`; one extra row tells
+/// whether another page exists without a COUNT.
+pub(crate) async fn list_jobs_of(
+    db: &mut dyn Conn,
+    owner: Option<&str>,
+    status: Option<JobStatus>,
+    limit: u32,
+    cursor: Option<&str>,
+) -> Result<(Vec<Job>, Option<String>), StoreError> {
+    let limit = limit.max(1);
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
+    let mut args: Vec<Arg> = Vec::new();
+    let mut filter = |column: &str, op: &str, value: &str, args: &mut Vec<Arg>| {
+        args.push(Arg::from(value));
+        sql.push_str(&format!(" AND {column} {op} ${}", args.len()));
+    };
+    if let Some(owner) = owner {
+        filter("owner", "=", owner, &mut args);
+    }
+    if let Some(status) = status {
+        filter("status", "=", status.as_str(), &mut args);
+    }
+    if let Some(cursor) = cursor {
+        filter("id", "<", cursor, &mut args);
+    }
+    args.push(Arg::I64(i64::from(limit) + 1));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
+    let mut jobs = db.jobs(&sql, args).await?;
+    let next = if jobs.len() > limit as usize {
+        jobs.truncate(limit as usize);
+        jobs.last().map(|j| j.id.clone())
+    } else {
+        None
+    };
+    with_tasks(db, &mut jobs).await?;
+    Ok((jobs, next))
+}
+
+/// `impl Conn for $wrapper` over `$conn` (the back end's connection type) of database
+/// `$database`; `$dialect` and `$notify` (an `async fn(&mut $conn, &str)`) are its only
+/// differences. Expanded once per back end.
+macro_rules! conn_impl {
+    ($wrapper:ident, $conn:ty, $database:ty, $dialect:expr, $notify:path) => {
+        /// The back end's connection, inside a transaction, as a [`crate::ops::Conn`].
+        pub(crate) struct $wrapper<'c>(pub(crate) &'c mut $conn);
+
+        fn bind<'q>(
+            mut q: sqlx::query::Query<'q, $database, <$database as sqlx::Database>::Arguments<'q>>,
+            args: Vec<crate::ops::Arg>,
+        ) -> sqlx::query::Query<'q, $database, <$database as sqlx::Database>::Arguments<'q>> {
+            use crate::ops::Arg;
+            for a in args {
+                q = match a {
+                    Arg::Text(v) => q.bind(v),
+                    Arg::OptText(v) => q.bind(v),
+                    Arg::I64(v) => q.bind(v),
+                    Arg::OptI64(v) => q.bind(v),
+                    Arg::F64(v) => q.bind(v),
+                    Arg::Bool(v) => q.bind(v),
+                };
+            }
+            q
+        }
+
+        #[async_trait::async_trait]
+        impl crate::ops::Conn for $wrapper<'_> {
+            fn dialect(&self) -> &'static crate::ops::Dialect {
+                &$dialect
+            }
+
+            async fn exec(
+                &mut self,
+                sql: &str,
+                args: Vec<crate::ops::Arg>,
+            ) -> Result<u64, StoreError> {
+                Ok(bind(sqlx::query(sql), args)
+                    .execute(&mut *self.0)
+                    .await?
+                    .rows_affected())
+            }
+
+            async fn jobs(
+                &mut self,
+                sql: &str,
+                args: Vec<crate::ops::Arg>,
+            ) -> Result<Vec<crate::model::Job>, StoreError> {
+                let rows = bind(sqlx::query(sql), args).fetch_all(&mut *self.0).await?;
+                rows.iter().map(job_from_row).collect()
+            }
+
+            async fn tasks(
+                &mut self,
+                sql: &str,
+                args: Vec<crate::ops::Arg>,
+            ) -> Result<Vec<crate::ops::TaskRow>, StoreError> {
+                let rows = bind(sqlx::query(sql), args).fetch_all(&mut *self.0).await?;
+                rows.iter().map(task_from_row).collect()
+            }
+
+            async fn events(
+                &mut self,
+                sql: &str,
+                args: Vec<crate::ops::Arg>,
+            ) -> Result<Vec<crate::model::JobEvent>, StoreError> {
+                let rows = bind(sqlx::query(sql), args).fetch_all(&mut *self.0).await?;
+                rows.iter().map(event_from_row).collect()
+            }
+
+            async fn pairs(
+                &mut self,
+                sql: &str,
+                args: Vec<crate::ops::Arg>,
+            ) -> Result<Vec<(String, String)>, StoreError> {
+                use sqlx::Row;
+                let rows = bind(sqlx::query(sql), args).fetch_all(&mut *self.0).await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get("a")?, r.try_get("b")?)))
+                    .collect()
+            }
+
+            async fn int(
+                &mut self,
+                sql: &str,
+                args: Vec<crate::ops::Arg>,
+            ) -> Result<Option<i64>, StoreError> {
+                use sqlx::Row;
+                let row = bind(sqlx::query(sql), args)
+                    .fetch_optional(&mut *self.0)
+                    .await?;
+                Ok(match row {
+                    Some(row) => row.try_get::<Option<i64>, _>(0)?,
+                    None => None,
+                })
+            }
+
+            async fn counts(
+                &mut self,
+                sql: &str,
+                args: Vec<crate::ops::Arg>,
+            ) -> Result<crate::model::QueueCounts, StoreError> {
+                let row = bind(sqlx::query(sql), args).fetch_one(&mut *self.0).await?;
+                counts_from_row(&row)
+            }
+
+            async fn running(
+                &mut self,
+                sql: &str,
+                args: Vec<crate::ops::Arg>,
+            ) -> Result<Vec<crate::model::RunningAttempt>, StoreError> {
+                let rows = bind(sqlx::query(sql), args).fetch_all(&mut *self.0).await?;
+                rows.iter().map(running_from_row).collect()
+            }
+
+            async fn notify(&mut self, job_id: &str) -> Result<(), StoreError> {
+                $notify(&mut *self.0, job_id).await
+            }
+        }
+    };
+}
+pub(crate) use conn_impl;
+
+/// Runs `$body` (which sees the connection as `$db: &mut dyn Conn`) in the transaction that
+/// `$begin` opens, committing on success and rolling back (explicitly, so Postgres
+/// releases row locks at once) on error.
+macro_rules! in_tx {
+    ($begin:expr, $wrapper:ident, |$db:ident| $body:expr) => {{
+        let mut tx = $begin.await?;
+        let result = {
+            let mut conn = $wrapper(&mut *tx);
+            let $db: &mut dyn crate::ops::Conn = &mut conn;
+            $body.await
+        };
+        match result {
+            Ok(value) => {
+                tx.commit().await?;
+                Ok(value)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }};
+}
+pub(crate) use in_tx;
+
+/// `impl JobStore for $store`, the same for every back end: each method is one transaction
+/// around its operation above. `$store` has `begin()` (a write transaction), `read()` (a read
+/// transaction) and `ping()`-able `pool`; `$wrapper` is its [`Conn`].
+macro_rules! job_store_impl {
+    ($store:ty, $wrapper:ident) => {
+        #[async_trait::async_trait]
+        impl crate::store::JobStore for $store {
+            async fn create_job(
+                &self,
+                new: crate::model::NewJob,
+            ) -> Result<crate::model::CreateOutcome, StoreError> {
+                let now = crate::model::now_millis();
+                let mut tx = self.begin().await?;
+                let created = {
+                    let mut conn = $wrapper(&mut *tx);
+                    crate::ops::create_job(&mut conn, &new, now).await
+                };
+                match created {
+                    Ok(crate::ops::Created::New(job)) => {
+                        tx.commit().await?;
+                        Ok(crate::model::CreateOutcome::Created(job))
+                    }
+                    Ok(crate::ops::Created::Reused(outcome)) => {
+                        tx.rollback().await?;
+                        outcome
+                    }
+                    Err(e) => {
+                        let _ = tx.rollback().await;
+                        Err(e)
+                    }
+                }
+            }
+
+            async fn get_job(&self, id: &str) -> Result<Option<crate::model::Job>, StoreError> {
+                crate::ops::in_tx!(self.read(), $wrapper, |db| crate::ops::get_job(db, id))
+            }
+
+            async fn list_jobs_of(
+                &self,
+                owner: Option<&str>,
+                status: Option<reelay_protocol::JobStatus>,
+                limit: u32,
+                cursor: Option<&str>,
+            ) -> Result<(Vec<crate::model::Job>, Option<String>), StoreError> {
+                crate::ops::in_tx!(self.read(), $wrapper, |db| crate::ops::list_jobs_of(
+                    db, owner, status, limit, cursor
+                ))
+            }
+
+            async fn claim(
+                &self,
+                worker_id: &str,
+                lease: std::time::Duration,
+            ) -> Result<Option<crate::model::Claim>, StoreError> {
+                let now = crate::model::now_millis();
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::claim(
+                    db, worker_id, lease, now
+                ))
+            }
+
+            async fn renew(
+                &self,
+                task_id: &str,
+                worker_id: &str,
+                attempt: u32,
+                lease: std::time::Duration,
+                progress: Option<f64>,
+                eta_at: Option<crate::model::Millis>,
+            ) -> Result<crate::model::RenewOutcome, StoreError> {
+                let now = crate::model::now_millis();
+                let holder = crate::ops::Holder {
+                    task_id,
+                    worker_id,
+                    attempt,
+                };
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::renew(
+                    db, holder, lease, progress, eta_at, now
+                ))
+            }
+
+            async fn complete_task(
+                &self,
+                task_id: &str,
+                worker_id: &str,
+                attempt: u32,
+                outputs: serde_json::Value,
+            ) -> Result<bool, StoreError> {
+                let now = crate::model::now_millis();
+                let holder = crate::ops::Holder {
+                    task_id,
+                    worker_id,
+                    attempt,
+                };
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::complete(
+                    db, holder, outputs, now
+                ))
+            }
+
+            async fn fail(
+                &self,
+                task_id: &str,
+                worker_id: &str,
+                attempt: u32,
+                error: reelay_protocol::ErrorDetail,
+                retry_after: Option<std::time::Duration>,
+            ) -> Result<crate::model::FailOutcome, StoreError> {
+                let now = crate::model::now_millis();
+                let holder = crate::ops::Holder {
+                    task_id,
+                    worker_id,
+                    attempt,
+                };
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::fail(
+                    db,
+                    holder,
+                    error,
+                    retry_after,
+                    now
+                ))
+            }
+
+            async fn release(
+                &self,
+                task_id: &str,
+                worker_id: &str,
+                attempt: u32,
+            ) -> Result<(), StoreError> {
+                let now = crate::model::now_millis();
+                let holder = crate::ops::Holder {
+                    task_id,
+                    worker_id,
+                    attempt,
+                };
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::release(
+                    db, holder, now
+                ))
+            }
+
+            async fn cancel(&self, id: &str) -> Result<crate::model::CancelOutcome, StoreError> {
+                let now = crate::model::now_millis();
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::cancel(db, id, now))
+            }
+
+            async fn counts(&self) -> Result<crate::model::QueueCounts, StoreError> {
+                crate::ops::in_tx!(self.read(), $wrapper, |db| crate::ops::counts(db))
+            }
+
+            async fn running_attempts(
+                &self,
+            ) -> Result<Vec<crate::model::RunningAttempt>, StoreError> {
+                crate::ops::in_tx!(self.read(), $wrapper, |db| crate::ops::running_attempts(db))
+            }
+
+            async fn job_events(
+                &self,
+                job_id: &str,
+                after_seq: i64,
+                limit: u32,
+            ) -> Result<Vec<crate::model::JobEvent>, StoreError> {
+                crate::ops::in_tx!(self.read(), $wrapper, |db| crate::ops::job_events(
+                    db, job_id, after_seq, limit
+                ))
+            }
+
+            async fn events_after(
+                &self,
+                after_id: i64,
+                limit: u32,
+            ) -> Result<Vec<crate::model::JobEvent>, StoreError> {
+                crate::ops::in_tx!(self.read(), $wrapper, |db| crate::ops::events_after(
+                    db, after_id, limit
+                ))
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use job_store_impl;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NewTask;
+
+    #[test]
+    fn weights_are_shares_of_the_job_estimate() {
+        let task = |w| NewTask {
+            weight: w,
+            ..NewTask::transcode(0.0)
+        };
+        assert_eq!(scaled_weights(&[task(7.0)], 20.0), vec![20.0]);
+        assert_eq!(
+            scaled_weights(&[task(1.0), task(3.0)], 100.0),
+            vec![25.0, 75.0]
+        );
+        assert_eq!(
+            scaled_weights(&[task(0.0), task(f64::NAN)], 10.0),
+            vec![5.0, 5.0]
+        );
+        assert_eq!(scaled_weights(&[task(1.0)], f64::NAN), vec![0.0]);
+    }
+}

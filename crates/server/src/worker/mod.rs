@@ -1,0 +1,440 @@
+//! The worker loop: claim a task, hold its lease while a handler runs it, record the result.
+//!
+//! Correctness rests on the job store: a claim is a lease that must be renewed, a completion only
+//! counts while the lease is held, and each attempt writes under its own storage prefix. So a
+//! worker that dies, stalls or is partitioned away loses its task to another worker, and the late
+//! one's results are never the ones the job points at.
+//!
+//! Each task kind has its handler, one module per kind (today `transcode`); [`dispatch`] picks
+//! it by the claimed task's kind. A handler returns its own error enum implementing
+//! [`TaskError`]: its code, whether another attempt could succeed, or that it was stopped. The
+//! loop turns that into retry-or-fail, the same for every kind. A kind this build does not know
+//! fails permanently with `unknown_task_kind`.
+
+mod transcode;
+
+use crate::metrics as m;
+use crate::state::AppState;
+use crate::storage::output_prefix;
+use reelay_jobs::{backoff, Claim, FailOutcome, RenewOutcome};
+use reelay_media::CancellationToken;
+use reelay_protocol::ErrorDetail;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use transcode::TranscodeError;
+
+/// "No estimate yet" in the shared ETA cell.
+const NO_ETA: i64 = i64::MIN;
+
+/// Why a running task was stopped from outside its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The user cancelled the job (or another task of it failed).
+    Cancelled,
+    /// Another worker owns the task now.
+    LeaseLost,
+    /// This process is shutting down: the task goes back to the queue.
+    Shutdown,
+}
+
+/// The stop reason, shared between the lease keeper (which sets it) and the handler.
+#[derive(Debug, Default)]
+pub struct StopCell(AtomicU8);
+
+impl StopCell {
+    pub fn set(&self, why: StopReason) {
+        let v = match why {
+            StopReason::Cancelled => 1,
+            StopReason::LeaseLost => 2,
+            StopReason::Shutdown => 3,
+        };
+        self.0.store(v, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> Option<StopReason> {
+        match self.0.load(Ordering::SeqCst) {
+            1 => Some(StopReason::Cancelled),
+            2 => Some(StopReason::LeaseLost),
+            3 => Some(StopReason::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+/// What every handler's error tells the loop.
+pub trait TaskError: std::fmt::Display {
+    /// Machine-readable, snake_case, stable: becomes the job's error code.
+    fn code(&self) -> &str;
+    /// Whether another attempt could succeed (then the task is retried after a back-off).
+    fn is_transient(&self) -> bool;
+    /// `Some` when the handler stopped because it was told to, not because it failed.
+    fn stopped(&self) -> Option<StopReason>;
+}
+
+/// A task kind this build has no handler for: permanent, nothing another attempt could fix.
+#[derive(Debug, thiserror::Error)]
+#[error("this worker has no handler for tasks of kind {0:?}")]
+pub struct UnknownKind(pub String);
+
+impl TaskError for UnknownKind {
+    fn code(&self) -> &str {
+        "unknown_task_kind"
+    }
+    fn is_transient(&self) -> bool {
+        false
+    }
+    fn stopped(&self) -> Option<StopReason> {
+        None
+    }
+}
+
+/// What a handler sees of its task and of the worker.
+pub struct Context<'a> {
+    pub state: &'a AppState,
+    pub claim: &'a Claim,
+    /// Scratch space of this attempt, removed afterwards.
+    pub workdir: &'a Path,
+    /// Cancelled when the task must stop (see `stop` for why).
+    pub token: &'a CancellationToken,
+    pub stop: &'a StopCell,
+    /// The task's progress (bits of an f64 in 0..=1), reported with each lease renewal.
+    pub progress: &'a AtomicU64,
+    /// When the task should end (ms since the epoch), `NO_ETA` until known.
+    pub eta_at: &'a AtomicI64,
+    speed: &'a AtomicU64,
+}
+
+/// Where an attempt of `claim` writes its files, so that a stopped or failed attempt removes
+/// only its own: a `transcode` task writes the job's outputs under `outputs/{job}/a{n}` (the
+/// layout the outputs API reads); other kinds under `tasks/{task id}/a{n}`, one place per task
+/// and attempt, so two segments of one job never share (or delete) each other's files.
+pub fn attempt_prefix(claim: &Claim) -> String {
+    if claim.kind == reelay_jobs::TRANSCODE {
+        output_prefix(&claim.job.id, claim.attempt)
+    } else {
+        format!("tasks/{}/a{}", claim.task_id, claim.attempt)
+    }
+}
+
+impl Context<'_> {
+    /// Folds one measured encode speed (media seconds per wall second) into the worker's.
+    pub fn record_speed(&self, sample: f64) {
+        let old = Some(f64::from_bits(self.speed.load(Ordering::Relaxed))).filter(|s| *s > 0.0);
+        let speed = crate::load::update_speed(old, sample);
+        self.speed.store(speed.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// How a task's run ended, before it is written to the store.
+enum Ended {
+    /// The task's outputs (JSON; a list of files for tasks whose outputs are the job's).
+    Done(serde_json::Value),
+    Failed {
+        error: ErrorDetail,
+        transient: bool,
+    },
+    Stopped(StopReason),
+}
+
+impl Ended {
+    fn from_error(e: &dyn TaskError) -> Ended {
+        match e.stopped() {
+            Some(why) => Ended::Stopped(why),
+            None => Ended::Failed {
+                error: ErrorDetail::new(e.code(), e.to_string()),
+                transient: e.is_transient(),
+            },
+        }
+    }
+}
+
+/// Runs the claimed task with the handler of its kind.
+async fn dispatch(cx: &Context<'_>) -> Ended {
+    match cx.claim.kind.as_str() {
+        reelay_jobs::TRANSCODE => match transcode::run(cx).await {
+            Ok(files) => match serde_json::to_value(files) {
+                Ok(v) => Ended::Done(v),
+                Err(e) => Ended::Failed {
+                    error: ErrorDetail::new("internal", format!("outputs do not encode: {e}")),
+                    transient: false,
+                },
+            },
+            Err(e) => Ended::from_error(&e),
+        },
+        other => Ended::from_error(&UnknownKind(other.to_string())),
+    }
+}
+
+pub struct WorkerPool {
+    pub id: String,
+    state: AppState,
+    /// Cancelled when the pool must stop claiming (SIGTERM).
+    stop_claiming: CancellationToken,
+    /// Cancelled when running jobs must be abandoned (grace period over).
+    abandon: CancellationToken,
+    /// Recent encode speed (media seconds per wall second, bits of an f64; 0 = none yet),
+    /// advertised with the heartbeat so queued work can be reported in wall seconds.
+    speed: AtomicU64,
+}
+
+impl WorkerPool {
+    pub fn new(state: AppState) -> Arc<WorkerPool> {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        Arc::new(WorkerPool {
+            id: format!("{host}-{}-{}", std::process::id(), ulid::Ulid::new()),
+            state,
+            stop_claiming: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            speed: AtomicU64::new(0f64.to_bits()),
+        })
+    }
+
+    /// Runs `capacity` slots until [`WorkerPool::shutdown`] finishes.
+    pub async fn run(self: Arc<Self>) {
+        let slots = self.state.capacity as usize;
+        let heartbeat = tokio::spawn(self.clone().heartbeat_loop());
+        let mut set = tokio::task::JoinSet::new();
+        for slot in 0..slots {
+            let pool = self.clone();
+            set.spawn(async move { pool.slot_loop(slot).await });
+        }
+        while set.join_next().await.is_some() {}
+        heartbeat.abort();
+        if let Err(e) = self.state.store.deregister(&self.id).await {
+            tracing::warn!(error = %e, "could not deregister; the heartbeat will expire");
+        }
+    }
+
+    fn speed(&self) -> Option<f64> {
+        Some(f64::from_bits(self.speed.load(Ordering::Relaxed))).filter(|s| *s > 0.0)
+    }
+
+    /// Advertises this process's slots (and encode speed) so every api replica can report the
+    /// cluster's capacity.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let ttl = self.state.cfg.lease().max(Duration::from_secs(3));
+        loop {
+            if let Err(e) = self
+                .state
+                .store
+                .heartbeat(&self.id, self.state.capacity, ttl, self.speed())
+                .await
+            {
+                tracing::warn!(error = %e, "worker heartbeat failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(ttl / 3) => {}
+                _ = self.stop_claiming.cancelled() => return,
+            }
+        }
+    }
+
+    /// Stops claiming; running jobs get `grace` to finish, then are handed back to the queue.
+    pub async fn shutdown(
+        self: &Arc<Self>,
+        grace: Duration,
+        done: impl std::future::Future<Output = ()>,
+    ) {
+        self.stop_claiming.cancel();
+        tokio::pin!(done);
+        if tokio::time::timeout(grace, &mut done).await.is_err() {
+            tracing::warn!("grace period over: handing running jobs back to the queue");
+            self.abandon.cancel();
+            done.await;
+        }
+    }
+
+    async fn slot_loop(&self, slot: usize) {
+        let poll = Duration::from_millis(self.state.cfg.poll_interval_ms.max(50) * 4);
+        loop {
+            if self.stop_claiming.is_cancelled() {
+                return;
+            }
+            let wake = self.state.wake.notified();
+            match self
+                .state
+                .store
+                .claim(&self.id, self.state.cfg.lease())
+                .await
+            {
+                Ok(Some(claim)) => {
+                    self.execute(claim).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(slot, error = %e, "claiming failed; retrying"),
+            }
+            tokio::select! {
+                _ = wake => {}
+                _ = tokio::time::sleep(poll) => {}
+                _ = self.stop_claiming.cancelled() => return,
+            }
+        }
+    }
+
+    async fn execute(&self, claim: Claim) {
+        let st = &self.state;
+        let job = &claim.job;
+        let span = tracing::info_span!("task", job_id = %job.id, task_id = %claim.task_id, kind = %claim.kind, cluster = %job.cluster, attempt = claim.attempt);
+        let _enter = span.enter();
+        tracing::info!("task started");
+        let started = Instant::now();
+        let token = CancellationToken::new();
+        let stop = Arc::new(StopCell::default());
+        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
+        // When the task should end (ms since the epoch), NO_ETA until it knows.
+        let eta_at = Arc::new(AtomicI64::new(NO_ETA));
+
+        // Lease keeper: renews, carries progress, and turns cancel / lost lease / shutdown into the token.
+        let keeper = {
+            let (store, token, stop, progress, eta_at, abandon) = (
+                st.store.clone(),
+                token.clone(),
+                stop.clone(),
+                progress.clone(),
+                eta_at.clone(),
+                self.abandon.clone(),
+            );
+            let (task_id, worker, attempt, lease) = (
+                claim.task_id.clone(),
+                self.id.clone(),
+                claim.attempt,
+                st.cfg.lease(),
+            );
+            let every = (lease / 3).min(Duration::from_secs(1));
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = abandon.cancelled() => {
+                            stop.set(StopReason::Shutdown);
+                            token.cancel();
+                            return;
+                        }
+                        _ = token.cancelled() => return,
+                    }
+                    let p = f64::from_bits(progress.load(Ordering::Relaxed));
+                    let eta = Some(eta_at.load(Ordering::Relaxed)).filter(|e| *e != NO_ETA);
+                    match store
+                        .renew(&task_id, &worker, attempt, lease, Some(p), eta)
+                        .await
+                    {
+                        Ok(RenewOutcome::Renewed) => {}
+                        Ok(RenewOutcome::Cancelled) => {
+                            stop.set(StopReason::Cancelled);
+                            token.cancel();
+                            return;
+                        }
+                        Ok(RenewOutcome::LeaseLost) => {
+                            stop.set(StopReason::LeaseLost);
+                            token.cancel();
+                            return;
+                        }
+                        // A store hiccup: keep working; the lease has slack for a few misses.
+                        Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                    }
+                }
+            })
+        };
+
+        let workdir = st
+            .cfg
+            .data_dir
+            .join("work")
+            .join(format!("{}-a{}", claim.task_id, claim.attempt));
+        let cx = Context {
+            state: st,
+            claim: &claim,
+            workdir: &workdir,
+            token: &token,
+            stop: &stop,
+            progress: &progress,
+            eta_at: &eta_at,
+            speed: &self.speed,
+        };
+        let ended = dispatch(&cx).await;
+        token.cancel();
+        let _ = keeper.await;
+        let _ = tokio::fs::remove_dir_all(&workdir).await;
+
+        let preset = crate::api::jobs::preset_label(&job.spec_json);
+        let (task, worker, attempt) = (&claim.task_id, &self.id, claim.attempt);
+        let prefix = attempt_prefix(&claim);
+        let result = match ended {
+            Ended::Done(outputs) => {
+                match st.store.complete_task(task, worker, attempt, outputs).await {
+                    Ok(true) => {
+                        metrics::counter!(m::FINISHED, "status" => "succeeded", "preset" => preset)
+                            .increment(1);
+                        metrics::histogram!(m::JOB_SECONDS).record(started.elapsed().as_secs_f64());
+                        tracing::info!(seconds = started.elapsed().as_secs_f64(), "task succeeded");
+                        Ok(())
+                    }
+                    Ok(false) => {
+                        tracing::warn!(
+                            "lease lost before completion; discarding this attempt's outputs"
+                        );
+                        let _ = st.storage.delete_prefix(&prefix).await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Ended::Failed { error, transient } => {
+                let retry = transient.then(|| backoff(attempt));
+                self.fail(&claim, error, retry, &preset).await
+            }
+            Ended::Stopped(why) => {
+                let _ = st.storage.delete_prefix(&prefix).await;
+                match why {
+                    StopReason::Shutdown => {
+                        tracing::info!("handing the task back to the queue (shutdown)");
+                        st.store.release(task, worker, attempt).await
+                    }
+                    StopReason::Cancelled => {
+                        tracing::info!("task cancelled; ffmpeg killed and partial outputs removed");
+                        Ok(())
+                    }
+                    StopReason::LeaseLost => {
+                        tracing::warn!("lease lost; another worker owns the task now");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            // The lease will expire and the task will be claimed again: nothing is lost.
+            tracing::error!(error = %e, "could not record the task's result; it will be retried when its lease expires");
+        }
+    }
+
+    async fn fail(
+        &self,
+        claim: &Claim,
+        err: ErrorDetail,
+        retry: Option<Duration>,
+        preset: &str,
+    ) -> Result<(), reelay_jobs::StoreError> {
+        let st = &self.state;
+        let _ = st.storage.delete_prefix(&attempt_prefix(claim)).await;
+        match st
+            .store
+            .fail(&claim.task_id, &self.id, claim.attempt, err.clone(), retry)
+            .await?
+        {
+            FailOutcome::Requeued { .. } => {
+                tracing::warn!(code = %err.code, message = %err.message, "attempt failed; task requeued")
+            }
+            FailOutcome::Failed => {
+                metrics::counter!(m::FINISHED, "status" => "failed", "preset" => preset.to_string()).increment(1);
+                metrics::counter!(m::FAILED_BY_CODE, "code" => err.code.clone()).increment(1);
+                tracing::warn!(code = %err.code, message = %err.message, "job failed");
+            }
+            FailOutcome::LeaseLost => tracing::warn!("lease lost before recording the failure"),
+        }
+        Ok(())
+    }
+}

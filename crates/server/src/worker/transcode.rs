@@ -1,0 +1,382 @@
+//! The `transcode` task: a whole job in one go, from input to stored outputs.
+//!
+//! Fetch (or read) the input, probe it, encode every rendition with ffmpeg, store the files
+//! under this attempt's own prefix. Every way it can fail is a [`TranscodeError`] that knows its
+//! code and whether another attempt could succeed.
+
+use super::{Context, StopReason, TaskError};
+use crate::fetch::FetchError;
+use crate::metrics as m;
+use crate::storage::{content_type, StorageError};
+use reelay_jobs::StoredOutput;
+use reelay_media::{ProbeError, Rejection, RunError, RunLimits};
+use reelay_protocol::JobSpec;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Why a transcode attempt did not produce its outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscodeError {
+    /// The worker's own disk: another attempt (maybe elsewhere) may do better.
+    #[error("{0}")]
+    Scratch(String),
+    /// The stored spec or input no longer reads: admission accepted something this build
+    /// cannot run.
+    #[error("{0}")]
+    InvalidSpec(String),
+    #[error("{0}")]
+    InputNotFound(String),
+    #[error("{0}")]
+    Storage(String),
+    #[error("{0}")]
+    Fetch(FetchError),
+    /// The input policy refused what was fetched (URL inputs are only seen here).
+    #[error("{}", .0.message)]
+    Policy(Rejection),
+    #[error("input format {0:?} is not allowed")]
+    UnsupportedFormat(String),
+    #[error("the input is not a readable media file ({0})")]
+    CorruptInput(String),
+    #[error("{0}")]
+    Probe(String),
+    #[error("{0}")]
+    InvalidOutput(String),
+    /// ffmpeg failed on an output; `code` and `transient` are its [`RunError`]'s.
+    #[error("{message}")]
+    Encode {
+        code: &'static str,
+        transient: bool,
+        message: String,
+    },
+    #[error("ffmpeg produced no {0}")]
+    NoOutput(String),
+    /// Preparing a ladder's directories or completing its manifests after the run.
+    #[error("output {name}: {error}")]
+    Package {
+        name: String,
+        error: reelay_media::PackageError,
+    },
+    #[error("stopped: {0:?}")]
+    Stopped(StopReason),
+}
+
+impl TaskError for TranscodeError {
+    fn code(&self) -> &str {
+        match self {
+            TranscodeError::Scratch(_) => "scratch_error",
+            TranscodeError::InvalidSpec(_) => "invalid_spec",
+            TranscodeError::InputNotFound(_) => "input_not_found",
+            TranscodeError::Storage(_) => "storage_error",
+            TranscodeError::Fetch(e) => e.code(),
+            TranscodeError::Policy(r) => r.code,
+            TranscodeError::UnsupportedFormat(_) => "unsupported_format",
+            TranscodeError::CorruptInput(_) => "corrupt_input",
+            TranscodeError::Probe(_) => "probe_failed",
+            TranscodeError::InvalidOutput(_) => "invalid_output",
+            TranscodeError::Encode { code, .. } => code,
+            TranscodeError::NoOutput(_) => "transcode_failed",
+            TranscodeError::Package { error, .. } => error.code(),
+            TranscodeError::Stopped(_) => "stopped",
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        match self {
+            TranscodeError::Scratch(_) | TranscodeError::Storage(_) | TranscodeError::Probe(_) => {
+                true
+            }
+            TranscodeError::Fetch(e) => e.is_transient(),
+            TranscodeError::Encode { transient, .. } => *transient,
+            TranscodeError::Package { error, .. } => error.is_transient(),
+            _ => false,
+        }
+    }
+
+    fn stopped(&self) -> Option<StopReason> {
+        match self {
+            TranscodeError::Stopped(why) => Some(*why),
+            _ => None,
+        }
+    }
+}
+
+/// One attempt, from input to stored outputs. Never panics; every failure is classified.
+pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, TranscodeError> {
+    let st = cx.state;
+    let cfg = &st.cfg;
+    let claim = cx.claim;
+    let job = &claim.job;
+    let workdir = cx.workdir;
+    let token = cx.token;
+    let stopped = || TranscodeError::Stopped(cx.stop.get().unwrap_or(StopReason::Cancelled));
+
+    let _ = tokio::fs::remove_dir_all(workdir).await;
+    let out_dir = workdir.join("out");
+    if let Err(e) = tokio::fs::create_dir_all(&out_dir).await {
+        return Err(TranscodeError::Scratch(format!(
+            "cannot create the working directory: {e}"
+        )));
+    }
+    // Admission resolved these already; a stored spec that no longer resolves means this build
+    // cannot run what an older one accepted.
+    let spec: JobSpec = serde_json::from_str(&job.spec_json)
+        .map_err(|e| TranscodeError::InvalidSpec(format!("stored spec unreadable: {e}")))?;
+    let renditions = reelay_media::resolve_outputs(&spec.outputs)
+        .map_err(|e| TranscodeError::InvalidSpec(e.to_string()))?;
+
+    // Input into the working directory.
+    let input = workdir.join("input");
+    let size = if let Some(key) = &job.input_key {
+        // Checked again here for jobs stored before the prefix existed (or under another
+        // setting): the job's own upload, or a key under the prefix, nothing else.
+        if *key != crate::storage::input_key(&job.id) && !cfg.key_inputs().within_prefix(key) {
+            return Err(TranscodeError::InputNotFound(
+                "the input key lies outside this cluster's key_input_prefix".into(),
+            ));
+        }
+        tokio::select! {
+            r = st.storage.get_to_file(key, &input) => r.map_err(|e| match e {
+                StorageError::NotFound(_) => TranscodeError::InputNotFound(format!("input object {key:?} is gone")),
+                other => TranscodeError::Storage(format!("reading the input: {other}")),
+            })?,
+            _ = token.cancelled() => return Err(stopped()),
+        }
+    } else if let Some(url) = &job.input_url {
+        tokio::select! {
+            r = st.fetcher.download(url, &input, cfg.policy.max_bytes) => r.map_err(TranscodeError::Fetch)?,
+            _ = token.cancelled() => return Err(stopped()),
+        }
+    } else {
+        return Err(TranscodeError::InvalidSpec("the job has no input".into()));
+    };
+
+    // Probe and policy: a refusal is permanent.
+    cfg.policy
+        .check_size(size)
+        .map_err(TranscodeError::Policy)?;
+    // Uploads were probed by the api against the same policy; reuse that result.
+    let cached = match &job.input_key {
+        Some(key) if *key == crate::storage::input_key(&job.id) => st
+            .storage
+            .get_small(&crate::storage::probe_key(&job.id), 1 << 20)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<reelay_media::MediaInfo>(&b).ok()),
+        _ => None,
+    };
+    let probed = match cached {
+        Some(info) => Ok(info),
+        None => reelay_media::probe(&input, &cfg.tools, &cfg.policy).await,
+    };
+    let mut info = probed.map_err(|e| match e {
+        ProbeError::FormatNotAllowed(f) => TranscodeError::UnsupportedFormat(f),
+        ProbeError::Unreadable(m) => TranscodeError::CorruptInput(m),
+        e => TranscodeError::Probe(e.to_string()),
+    })?;
+    cfg.policy
+        .check(&info, size, reelay_media::needs(&renditions))
+        .map_err(TranscodeError::Policy)?;
+    // Interlaced sources must be deinterlaced; where the probe is unsure, idet looks at the
+    // first seconds of frames. Not knowing is no reason to fail: the encode goes ahead as
+    // before (no deinterlacer), and a file idet cannot read fails the encode anyway.
+    if renditions.iter().any(|r| r.needs_video()) {
+        if let Err(e) = reelay_media::detect_scan(&mut info, &input, &cfg.tools, &cfg.policy).await
+        {
+            tracing::warn!(code = e.code(), error = %e, "scan of the input unknown; not deinterlacing");
+        }
+    }
+
+    // Encode each output; progress is the share of outputs done plus the current one's fraction.
+    let n = renditions.len() as f64;
+    // Media seconds actually written, for the encode speed (never the header's claim).
+    let mut media_seconds = 0.0;
+    let encode_started = Instant::now();
+    for (i, r) in renditions.iter().enumerate() {
+        let mut inv = reelay_media::build(r, &info, &cfg.policy, &input, &out_dir)
+            .map_err(|e| TranscodeError::InvalidOutput(format!("{}: {e}", r.name)))?;
+        let package = |error| TranscodeError::Package {
+            name: r.name.clone(),
+            error,
+        };
+        reelay_media::package::prepare(r, &out_dir).map_err(package)?;
+        if cfg.tools.realtime_input {
+            if let Some(i) = inv.args.iter().position(|a| a == "-i") {
+                inv.args.insert(i, "-re".into());
+            }
+        }
+        let limits = RunLimits {
+            stall_timeout: Duration::from_secs(cfg.stall_timeout_seconds),
+            time_limit: Duration::from_secs(cfg.job_timeout_seconds),
+            max_out_time: Some(cfg.policy.out_time_limit(inv.duration)),
+        };
+        let run = reelay_media::run_ffmpeg(&cfg.tools, &inv.args, workdir, limits, token, |p| {
+            let frac = (i as f64 + p.fraction(inv.duration)) / n;
+            cx.progress
+                .store(frac.min(0.999).to_bits(), Ordering::Relaxed);
+            let later = renditions.len() - i - 1;
+            if let Some(eta) = p.eta_seconds(inv.duration, later) {
+                let at = reelay_jobs::now_millis().saturating_add((eta * 1000.0) as i64);
+                cx.eta_at.store(at, Ordering::Relaxed);
+            }
+        })
+        .await;
+        let e = match run {
+            Ok(stats) => {
+                media_seconds += stats.last.out_time;
+                // Manifests completed from the segments ffmpeg wrote (codecs strings).
+                reelay_media::package::finish(r, &info, &out_dir).map_err(package)?;
+                continue;
+            }
+            Err(RunError::Cancelled) => return Err(stopped()),
+            Err(e) => e,
+        };
+        let message = match &e {
+            _ if e.code() == "output_too_large" => format!(
+                "output {} reached the file size limit of {} bytes",
+                r.name, cfg.tools.limits.file_size_bytes
+            ),
+            RunError::Stalled(d) => format!(
+                "ffmpeg made no progress for {} s on output {}",
+                d.as_secs(),
+                r.name
+            ),
+            RunError::TimedOut(d) => {
+                format!("encoding exceeded the time limit of {} s", d.as_secs())
+            }
+            RunError::Failed {
+                signal: Some(_),
+                status,
+                ..
+            } => format!("ffmpeg died ({status}) on output {}", r.name),
+            RunError::Failed { stderr_tail, .. } => {
+                let tail = stderr_tail.replace(&workdir.display().to_string(), "");
+                format!("ffmpeg failed on output {}: {}", r.name, tail.trim())
+            }
+            RunError::Overran { out_time, limit } => format!(
+                "output {} reached {out_time:.1} s but the input was probed at {:.1} s \
+                 (at most {limit:.1} s allowed): the input holds more than its header says",
+                r.name, inv.duration
+            ),
+            RunError::FrameTooLarge => format!(
+                "the input has frames larger than {}x{} pixels after its start",
+                cfg.policy.max_width, cfg.policy.max_height
+            ),
+            other => other.to_string(),
+        };
+        return Err(TranscodeError::Encode {
+            code: e.code(),
+            transient: e.is_transient(),
+            message,
+        });
+    }
+    let secs = encode_started.elapsed().as_secs_f64();
+    if secs > 0.0 && media_seconds > 0.0 {
+        metrics::histogram!(m::ENCODE_SPEED).record(media_seconds / secs);
+        cx.record_speed(media_seconds / secs);
+    }
+
+    // Upload every file of this attempt under its own prefix.
+    let prefix = super::attempt_prefix(claim);
+    let files =
+        walk(&out_dir).map_err(|e| TranscodeError::Scratch(format!("listing outputs: {e}")))?;
+    let mut sizes = std::collections::HashMap::new();
+    for rel in &files {
+        if token.is_cancelled() {
+            return Err(stopped());
+        }
+        let key = format!("{prefix}/{rel}");
+        let n = st
+            .storage
+            .put_file(&key, &out_dir.join(rel))
+            .await
+            .map_err(|e| TranscodeError::Storage(format!("storing output {rel}: {e}")))?;
+        sizes.insert(rel.clone(), n);
+    }
+    let mut outputs = Vec::new();
+    // A CMAF output lists both of its manifests (HLS master playlist and DASH MPD).
+    for name in renditions.iter().flat_map(|r| r.primary_files()) {
+        let Some(size) = sizes.get(&name) else {
+            return Err(TranscodeError::NoOutput(name));
+        };
+        outputs.push(StoredOutput {
+            key: format!("{prefix}/{name}"),
+            size: *size,
+            content_type: content_type(&name).into(),
+            name,
+        });
+    }
+    Ok(outputs)
+}
+
+/// Relative paths of every file under `dir`, sorted.
+fn walk(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut out = vec![];
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_file() {
+                if let Ok(rel) = entry.path().strip_prefix(dir) {
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_know_their_code_and_whether_to_retry() {
+        let cases: [(TranscodeError, &str, bool); 8] = [
+            (TranscodeError::Scratch("x".into()), "scratch_error", true),
+            (TranscodeError::Storage("x".into()), "storage_error", true),
+            (TranscodeError::Probe("x".into()), "probe_failed", true),
+            (
+                TranscodeError::InvalidSpec("x".into()),
+                "invalid_spec",
+                false,
+            ),
+            (
+                TranscodeError::InputNotFound("x".into()),
+                "input_not_found",
+                false,
+            ),
+            (
+                TranscodeError::CorruptInput("x".into()),
+                "corrupt_input",
+                false,
+            ),
+            (
+                TranscodeError::Encode {
+                    code: "stalled",
+                    transient: true,
+                    message: "m".into(),
+                },
+                "stalled",
+                true,
+            ),
+            (
+                TranscodeError::NoOutput("a.mp4".into()),
+                "transcode_failed",
+                false,
+            ),
+        ];
+        for (e, code, transient) in cases {
+            assert_eq!(e.code(), code);
+            assert_eq!(e.is_transient(), transient, "{code}");
+            assert_eq!(e.stopped(), None);
+        }
+        let stop = TranscodeError::Stopped(StopReason::Shutdown);
+        assert_eq!(stop.stopped(), Some(StopReason::Shutdown));
+    }
+}
