@@ -659,7 +659,7 @@ async fn write(
     Ok(())
 }
 
-/// Loads and locks the job of `task_id`, applies `event`, writes the result.
+/// Loads and locks job `job_id` with its tasks, applies `event`, writes what changed.
 async fn transition(
     db: &mut dyn Conn,
     job_id: &str,
