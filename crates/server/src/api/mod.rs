@@ -40,7 +40,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::head(uploads::head)
                 .patch(uploads::patch)
                 .delete(uploads::delete)
-                .options(uploads::options),
+                .options(uploads::options_of),
         )
         .route("/presets", get(ops::presets))
         .route("/tokens", axum::routing::post(tokens::create))

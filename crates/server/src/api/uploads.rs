@@ -53,13 +53,21 @@ fn set(resp: &mut Response, name: &'static str, value: impl ToString) {
     }
 }
 
-/// `OPTIONS /v1/uploads[/{id}]`: what this server supports.
+/// `OPTIONS /v1/uploads`: what this server supports.
 pub async fn options(State(st): State<AppState>) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
     set(&mut resp, "tus-version", tus::VERSION);
     set(&mut resp, "tus-extension", tus::EXTENSIONS);
     set(&mut resp, "tus-max-size", st.cfg.policy.max_bytes);
     tus_answer(Ok(resp))
+}
+
+/// `OPTIONS /v1/uploads/{id}`: the same, for a well-formed id of this cluster (404 otherwise).
+pub async fn options_of(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    match crate::uploads::parse_id(&st.cfg.cluster, &id) {
+        Ok(_) => options(State(st)).await,
+        Err(e) => tus_answer(Err(e.into())),
+    }
 }
 
 /// `POST /v1/uploads` (creation): `Upload-Length` required, `Upload-Metadata` optional, no body.
