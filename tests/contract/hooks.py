@@ -15,3 +15,11 @@ def map_case(context, case):
     if (case.media_type or "").startswith("multipart/") and isinstance(case.body, dict) and "spec" in case.body:
         case.body = {"spec": case.body["spec"], **{k: v for k, v in case.body.items() if k != "spec"}}
     return case
+
+
+@schemathesis.serializer("application/offset+octet-stream")
+def offset_octet_stream(ctx, value):
+    """A tus PATCH body is raw bytes, like application/octet-stream."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")

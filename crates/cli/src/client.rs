@@ -323,6 +323,25 @@ impl Client {
         self.json(builder, "job").await
     }
 
+    /// `POST /v1/uploads/{id}/job`: a job from a finished tus upload (`spec` without input).
+    pub async fn submit_from_upload(
+        &self,
+        upload: &str,
+        spec: &JobSpec,
+        idempotency_key: Option<&str>,
+    ) -> Result<JobView, ClientError> {
+        let mut builder = self
+            .request(
+                Method::POST,
+                self.endpoint(&["v1", "uploads", upload, "job"]),
+            )
+            .json(spec);
+        if let Some(key) = idempotency_key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        self.json(builder, "job").await
+    }
+
     /// `POST /v1/jobs` as multipart: the spec (without input), then the file streamed from disk.
     /// `bar` advances as the file is read into the request.
     pub async fn submit_upload(

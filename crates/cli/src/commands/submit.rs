@@ -199,13 +199,9 @@ async fn submit_resumable(
     let id = resumable::upload(client, path, &key, bar)
         .await
         .map_err(|e| context(e, format!("cannot upload {}", path.display())))?;
-    let mut spec = spec.clone();
-    spec.input = Some(InputSpec {
-        upload: Some(id),
-        ..Default::default()
-    });
+    // At the upload's own address: through the edge it reaches the cluster holding the upload.
     let view = client
-        .submit(&spec, idempotency_key)
+        .submit_from_upload(&id, spec, idempotency_key)
         .await
         .map_err(|e| context(e, "cannot submit job"))?;
     resumable::forget(&key);

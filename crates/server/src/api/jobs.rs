@@ -63,7 +63,7 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
     }
 }
 
-fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = h.get("idempotency-key") else {
         return Ok(None);
     };
@@ -85,7 +85,7 @@ fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
 
 /// A priority outside [`PRIORITY_RANGE`] is a 400 naming the field.
-fn check_priority(spec: &JobSpec) -> Result<(), ApiError> {
+pub(crate) fn check_priority(spec: &JobSpec) -> Result<(), ApiError> {
     if PRIORITY_RANGE.contains(&spec.priority) {
         return Ok(());
     }
@@ -101,7 +101,7 @@ fn check_priority(spec: &JobSpec) -> Result<(), ApiError> {
 }
 
 /// Syntax errors are 400 (not JSON at all); well-formed JSON of the wrong shape is 422.
-fn parse_spec(body: &[u8]) -> Result<JobSpec, ApiError> {
+pub(crate) fn parse_spec(body: &[u8]) -> Result<JobSpec, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
     if !value.is_object() {
@@ -119,7 +119,7 @@ fn resolve(spec: &JobSpec) -> Result<Vec<Rendition>, ApiError> {
         .map_err(|e| ApiError::unprocessable("invalid_spec", e.to_string()))
 }
 
-async fn submit_json(
+pub(crate) async fn submit_json(
     st: AppState,
     principal: Principal,
     spec: JobSpec,

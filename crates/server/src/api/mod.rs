@@ -42,6 +42,10 @@ pub fn router(state: AppState) -> Router {
                 .delete(uploads::delete)
                 .options(uploads::options_of),
         )
+        .route(
+            "/uploads/{id}/job",
+            axum::routing::post(uploads::submit_job),
+        )
         .route("/presets", get(ops::presets))
         .route("/tokens", axum::routing::post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))

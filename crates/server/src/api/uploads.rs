@@ -259,3 +259,54 @@ impl Taken {
         }
     }
 }
+
+/// `POST /v1/uploads/{id}/job`: a job from a finished upload, at the upload's own address. The
+/// same as `POST /v1/jobs` with `{"input": {"upload": id}}` (the body is a job spec whose input
+/// is absent or names this upload), but routed by the edge like every `/v1/uploads/{id}` request
+/// to the cluster that holds the upload, where `POST /v1/jobs` would be placed anywhere.
+pub async fn submit_job(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if !st.is_accepting() {
+        return Err(ApiError::unavailable(
+            "shutting_down",
+            "this cluster is shutting down and accepts no new jobs",
+        ));
+    }
+    let idem = super::jobs::idempotency_key(req.headers())?;
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the job spec as application/json",
+        ));
+    }
+    let body = crate::body::read_to_limit(req.into_body(), st.cfg.max_json_bytes)
+        .await
+        .map_err(|e| e.into_api("too_large"))?;
+    let mut spec = super::jobs::parse_spec(&body)?;
+    super::jobs::check_priority(&spec)?;
+    match &spec.input {
+        None => {}
+        Some(i) if i.url.is_none() && i.key.is_none() && i.upload.as_deref() == Some(&id) => {}
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "invalid_spec",
+                "input: leave it out (the upload in the URL is the input) or give {\"upload\": <this id>}",
+            ))
+        }
+    }
+    spec.input = Some(reelay_protocol::InputSpec {
+        upload: Some(id),
+        ..Default::default()
+    });
+    super::jobs::submit_json(st, who, spec, idem).await
+}
