@@ -93,9 +93,12 @@ done
 
 seed=()
 [ -n "${CONTRACT_SEED:-}" ] && seed=(--seed "$CONTRACT_SEED")
-cd "$root/tests/contract"
+# Run from the temporary directory: schemathesis and hypothesis keep their caches in the working
+# directory, and every run starts fresh. The hooks module is found through PYTHONPATH.
+cd "$tmp"
 set +e
-NO_COLOR=1 "$venv/bin/schemathesis" --config-file schemathesis.toml run "$url/openapi.json" \
+NO_COLOR=1 PYTHONPATH="$root/tests/contract" "$venv/bin/schemathesis" \
+  --config-file "$root/tests/contract/schemathesis.toml" run "$url/openapi.json" \
   --max-time "${CONTRACT_MAX_TIME:-120}" --max-examples "${CONTRACT_MAX_EXAMPLES:-30}" --workers 2 \
   --report junit --report-dir "$art" "${seed[@]}" 2>&1 | tee "$art/schemathesis.log"
 rc=${PIPESTATUS[0]}

@@ -112,7 +112,9 @@ pub fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -223,7 +225,10 @@ async fn create(client: &Client, path: &Path, size: u64) -> Result<String, Clien
                 .request(Method::POST, url)
                 .header("Tus-Resumable", TUS_VERSION)
                 .header("Upload-Length", size)
-                .header("Upload-Metadata", format!("filename {}", base64(name.as_bytes()))),
+                .header(
+                    "Upload-Metadata",
+                    format!("filename {}", base64(name.as_bytes())),
+                ),
         )
         .await?;
     let location = resp

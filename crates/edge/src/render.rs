@@ -445,8 +445,14 @@ cost = 0.5
             &text,
             "location ~ \"^/v1/uploads/(?<reelay_job_owner>[a-z0-9-]{1,32})\\.\" {",
         );
-        assert!(uploads.contains("proxy_pass http://owner_$reelay_owner;"), "{uploads}");
-        assert!(uploads.contains("$reelay_owner_state = unknown"), "{uploads}");
+        assert!(
+            uploads.contains("proxy_pass http://owner_$reelay_owner;"),
+            "{uploads}"
+        );
+        assert!(
+            uploads.contains("$reelay_owner_state = unknown"),
+            "{uploads}"
+        );
     }
 
     #[test]

@@ -65,10 +65,13 @@ impl TusError {
 fn header<'a>(h: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, TusError> {
     match h.get(name) {
         None => Ok(None),
-        Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| TusError::BadHeader {
-            header: name,
-            message: "must be visible ASCII".into(),
-        }),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim()))
+            .map_err(|_| TusError::BadHeader {
+                header: name,
+                message: "must be visible ASCII".into(),
+            }),
     }
 }
 
@@ -294,7 +297,10 @@ mod tests {
 
     #[test]
     fn metadata_pairs() {
-        let ok = headers(&[("upload-metadata", "filename d29ybGRfZG9taW5hdGlvbi5wZGY=,is_confidential")]);
+        let ok = headers(&[(
+            "upload-metadata",
+            "filename d29ybGRfZG9taW5hdGlvbi5wZGY=,is_confidential",
+        )]);
         assert!(upload_metadata(&ok).unwrap().is_some());
         for bad in [
             "filename not-base64!",

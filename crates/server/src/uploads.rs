@@ -32,7 +32,11 @@ pub enum UploadError {
     #[error("upload {0} expired and is being deleted")]
     Expired(String),
     #[error("upload {id} has {offset} of {length} bytes: finish it before using it as an input")]
-    Incomplete { id: String, offset: u64, length: u64 },
+    Incomplete {
+        id: String,
+        offset: u64,
+        length: u64,
+    },
     #[error("upload {id} was already used as the input of job {job}")]
     Used { id: String, job: String },
     /// Storage failed: worth a retry.
@@ -208,10 +212,7 @@ impl Uploads {
 
     /// Committed parts in offset order.
     async fn parts(&self, id: &str) -> Result<Vec<(u64, String)>, UploadError> {
-        let listed = self
-            .storage
-            .list(&format!("uploads/{id}/parts"))
-            .await?;
+        let listed = self.storage.list(&format!("uploads/{id}/parts")).await?;
         let mut parts: Vec<(u64, String)> = listed
             .into_iter()
             .filter_map(|o| part_offset(&o.key).map(|off| (off, o.key)))
@@ -305,7 +306,12 @@ impl Uploads {
     /// streams its chunks in order into `dest`. On failure the mark is taken back, so the
     /// client may try again; on success the caller removes the upload with [`Uploads::delete`]
     /// once the job exists, or [`Uploads::release`]s it.
-    pub async fn take(&self, info: &UploadInfo, job_id: &str, dest: &str) -> Result<(), UploadError> {
+    pub async fn take(
+        &self,
+        info: &UploadInfo,
+        job_id: &str,
+        dest: &str,
+    ) -> Result<(), UploadError> {
         let offset = self.offset(&info.id).await?;
         if offset != info.length {
             return Err(UploadError::Incomplete {
@@ -393,7 +399,10 @@ impl Uploads {
         let mut by_id: std::collections::BTreeMap<String, (Option<i64>, i64)> =
             std::collections::BTreeMap::new();
         for o in &objects {
-            let Some(id) = o.key.strip_prefix("uploads/").and_then(|k| k.split('/').next())
+            let Some(id) = o
+                .key
+                .strip_prefix("uploads/")
+                .and_then(|k| k.split('/').next())
             else {
                 continue;
             };
@@ -464,7 +473,9 @@ pub async fn run_sweeper(
         match uploads.sweep(now, grace_ms).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "expired uploads deleted"),
-            Err(e) => tracing::warn!(error = %e, "sweeping expired uploads failed; next round retries"),
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeping expired uploads failed; next round retries")
+            }
         }
     }
 }
@@ -492,17 +503,17 @@ mod tests {
                 "{bad}"
             );
         }
-        assert_eq!(part_offset("uploads/x/parts/00000000000000000042"), Some(42));
+        assert_eq!(
+            part_offset("uploads/x/parts/00000000000000000042"),
+            Some(42)
+        );
         assert!(part_key("a", 7) < part_key("a", 10));
     }
 
     #[test]
     fn errors_know_their_status() {
         use axum::http::StatusCode;
-        assert_eq!(
-            UploadError::Expired("x".into()).status(),
-            StatusCode::GONE
-        );
+        assert_eq!(UploadError::Expired("x".into()).status(), StatusCode::GONE);
         assert_eq!(
             UploadError::Used {
                 id: "x".into(),

@@ -82,7 +82,11 @@ async fn create(s: &TestServer, length: u64, token: Option<&str>) -> String {
         s,
         Method::POST,
         "/v1/uploads",
-        &[TUS, ("upload-length", &len), ("upload-metadata", "filename Y2xpcC5tcDQ=")],
+        &[
+            TUS,
+            ("upload-length", &len),
+            ("upload-metadata", "filename Y2xpcC5tcDQ="),
+        ],
         token,
         vec![],
     )
@@ -95,9 +99,23 @@ async fn create(s: &TestServer, length: u64, token: Option<&str>) -> String {
     loc
 }
 
-async fn patch(s: &TestServer, loc: &str, offset: u64, bytes: &[u8], token: Option<&str>) -> Answer {
+async fn patch(
+    s: &TestServer,
+    loc: &str,
+    offset: u64,
+    bytes: &[u8],
+    token: Option<&str>,
+) -> Answer {
     let off = offset.to_string();
-    call(s, Method::PATCH, loc, &[TUS, OCTETS, ("upload-offset", &off)], token, bytes.to_vec()).await
+    call(
+        s,
+        Method::PATCH,
+        loc,
+        &[TUS, OCTETS, ("upload-offset", &off)],
+        token,
+        bytes.to_vec(),
+    )
+    .await
 }
 
 async fn offset(s: &TestServer, loc: &str, token: Option<&str>) -> Answer {
@@ -136,7 +154,10 @@ async fn an_upload_in_pieces_resumes_at_its_offset_and_becomes_a_job_input() {
     let opts = call(&s, Method::OPTIONS, "/v1/uploads", &[], None, vec![]).await;
     assert_eq!(opts.status, 204);
     assert_eq!(opts.header("tus-version"), "1.0.0");
-    assert_eq!(opts.header("tus-extension"), "creation,termination,expiration");
+    assert_eq!(
+        opts.header("tus-extension"),
+        "creation,termination,expiration"
+    );
     assert!(opts.header("tus-max-size").parse::<u64>().unwrap() > len);
 
     let loc = create(&s, len, None).await;
@@ -149,23 +170,42 @@ async fn an_upload_in_pieces_resumes_at_its_offset_and_becomes_a_job_input() {
     // Three pieces; a stale offset is refused and changes nothing.
     let (a, b) = (len / 3, 2 * len / 3);
     let p = patch(&s, &loc, 0, &bytes[..a as usize], None).await;
-    assert_eq!((p.status, p.header("upload-offset")), (204, a.to_string().as_str()));
+    assert_eq!(
+        (p.status, p.header("upload-offset")),
+        (204, a.to_string().as_str())
+    );
     let stale = patch(&s, &loc, 0, &bytes[..10], None).await;
     assert_eq!((stale.status, stale.code()), (409, "offset_mismatch"));
     let ahead = patch(&s, &loc, b, &bytes[b as usize..], None).await;
     assert_eq!(ahead.status, 409);
-    assert_eq!(offset(&s, &loc, None).await.header("upload-offset"), a.to_string());
+    assert_eq!(
+        offset(&s, &loc, None).await.header("upload-offset"),
+        a.to_string()
+    );
 
     // Not finished yet: no job from it.
     let (st, body) = submit(&s, id_of(&loc), None).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (409, Some("upload_incomplete")));
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (409, Some("upload_incomplete"))
+    );
 
     let p = patch(&s, &loc, a, &bytes[a as usize..b as usize], None).await;
     assert_eq!(p.header("upload-offset"), b.to_string());
     // Past the declared length: refused whole.
-    let past = patch(&s, &loc, b, &[bytes[b as usize..].to_vec(), vec![0; 10]].concat(), None).await;
+    let past = patch(
+        &s,
+        &loc,
+        b,
+        &[bytes[b as usize..].to_vec(), vec![0; 10]].concat(),
+        None,
+    )
+    .await;
     assert_eq!((past.status, past.code()), (413, "past_upload_length"));
-    assert_eq!(offset(&s, &loc, None).await.header("upload-offset"), b.to_string());
+    assert_eq!(
+        offset(&s, &loc, None).await.header("upload-offset"),
+        b.to_string()
+    );
     let p = patch(&s, &loc, b, &bytes[b as usize..], None).await;
     assert_eq!(p.header("upload-offset"), len.to_string());
 
@@ -173,14 +213,29 @@ async fn an_upload_in_pieces_resumes_at_its_offset_and_becomes_a_job_input() {
     assert_eq!(st, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
     // The input is the uploaded file, byte for byte; the upload itself is gone.
-    let stored = std::fs::read(s.dir.path().join(format!("data/storage/inputs/{id}/source"))).unwrap();
-    assert!(stored == bytes, "the job's input differs from the uploaded file");
+    let stored = std::fs::read(
+        s.dir
+            .path()
+            .join(format!("data/storage/inputs/{id}/source")),
+    )
+    .unwrap();
+    assert!(
+        stored == bytes,
+        "the job's input differs from the uploaded file"
+    );
     assert_eq!(offset(&s, &loc, None).await.status, 404);
     let (st, again) = submit(&s, id_of(&loc), None).await;
-    assert_eq!((st, again["error"]["code"].as_str()), (422, Some("input_not_found")));
+    assert_eq!(
+        (st, again["error"]["code"].as_str()),
+        (422, Some("input_not_found"))
+    );
 
     let done = s.wait(&id, Duration::from_secs(60)).await;
-    assert_eq!(done.status, reelay_protocol::JobStatus::Succeeded, "{done:?}");
+    assert_eq!(
+        done.status,
+        reelay_protocol::JobStatus::Succeeded,
+        "{done:?}"
+    );
     let (code, mp4) = s
         .get_bytes(&format!("/v1/jobs/{id}/outputs/mp4-360p.mp4"))
         .await;
@@ -214,7 +269,11 @@ async fn a_dropped_patch_keeps_what_arrived_and_the_client_resumes_there() {
 
     let mut kept = 0;
     for _ in 0..50 {
-        kept = offset(&s, &loc, None).await.header("upload-offset").parse::<u64>().unwrap();
+        kept = offset(&s, &loc, None)
+            .await
+            .header("upload-offset")
+            .parse::<u64>()
+            .unwrap();
         if kept > 0 {
             break;
         }
@@ -230,7 +289,9 @@ async fn a_dropped_patch_keeps_what_arrived_and_the_client_resumes_there() {
         data.len() as u64 - kept
     );
     sock.write_all(head.as_bytes()).await.unwrap();
-    sock.write_all(&data[kept as usize..kept as usize + 500_000]).await.unwrap();
+    sock.write_all(&data[kept as usize..kept as usize + 500_000])
+        .await
+        .unwrap();
     let mut answer = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut answer))
         .await
@@ -239,14 +300,19 @@ async fn a_dropped_patch_keeps_what_arrived_and_the_client_resumes_there() {
     let text = String::from_utf8_lossy(&answer[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("1500000 bytes are stored"), "{text}");
-    assert_eq!(offset(&s, &loc, None).await.header("upload-offset"), "1500000");
+    assert_eq!(
+        offset(&s, &loc, None).await.header("upload-offset"),
+        "1500000"
+    );
 
     let p = patch(&s, &loc, 1_500_000, &data[1_500_000..], None).await;
     assert_eq!(p.header("upload-offset"), data.len().to_string());
     // The assembled bytes are exactly the data, in order (through a job's input key).
     let up = reelay_server::api::uploads::uploads(&s.state);
     let info = up.load(id_of(&loc), |_| true, chrono_now()).await.unwrap();
-    up.take(&info, "local.01J00000000000000000000000", "check/assembled").await.unwrap();
+    up.take(&info, "local.01J00000000000000000000000", "check/assembled")
+        .await
+        .unwrap();
     let assembled = std::fs::read(s.dir.path().join("data/storage/check/assembled")).unwrap();
     assert!(assembled == data, "assembled upload differs");
 }
@@ -288,12 +354,17 @@ async fn concurrent_patches_at_one_offset_commit_exactly_once() {
         }
     }
     assert_eq!(winners.len(), 1, "exactly one PATCH at offset 0 commits");
-    assert_eq!(offset(&s, &loc, None).await.header("upload-offset"), piece.to_string());
+    assert_eq!(
+        offset(&s, &loc, None).await.header("upload-offset"),
+        piece.to_string()
+    );
     let p = patch(&s, &loc, piece as u64, &vec![9u8; piece], None).await;
     assert_eq!(p.status, 204);
     let up = reelay_server::api::uploads::uploads(&s.state);
     let info = up.load(id_of(&loc), |_| true, chrono_now()).await.unwrap();
-    up.take(&info, "local.01J00000000000000000000000", "check/c").await.unwrap();
+    up.take(&info, "local.01J00000000000000000000000", "check/c")
+        .await
+        .unwrap();
     let got = std::fs::read(s.dir.path().join("data/storage/check/c")).unwrap();
     assert_eq!(got.len(), 2 * piece);
     assert!(got[..piece].iter().all(|&b| b == winners[0]));
@@ -342,25 +413,162 @@ async fn bad_requests_are_4xx_with_json_never_5xx() {
     let s = TestServer::start().await;
     let loc = create(&s, 100, None).await;
     let cases: Vec<(Method, String, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
-        (Method::POST, "/v1/uploads".into(), vec![("upload-length", "5")], vec![], 412, "tus_version"),
-        (Method::POST, "/v1/uploads".into(), vec![("tus-resumable", "0.2.2"), ("upload-length", "5")], vec![], 412, "tus_version"),
-        (Method::POST, "/v1/uploads".into(), vec![TUS], vec![], 400, "invalid_header"),
-        (Method::POST, "/v1/uploads".into(), vec![TUS, ("upload-length", "-1")], vec![], 400, "invalid_header"),
-        (Method::POST, "/v1/uploads".into(), vec![TUS, ("upload-length", "abc")], vec![], 400, "invalid_header"),
-        (Method::POST, "/v1/uploads".into(), vec![TUS, ("upload-length", "99999999999999")], vec![], 413, "input_too_large"),
-        (Method::POST, "/v1/uploads".into(), vec![TUS, ("upload-length", "5"), ("upload-defer-length", "1")], vec![], 400, "invalid_header"),
-        (Method::POST, "/v1/uploads".into(), vec![TUS, ("upload-length", "5"), ("upload-metadata", "k not*base64")], vec![], 400, "invalid_header"),
-        (Method::POST, "/v1/uploads".into(), vec![TUS, ("upload-length", "5"), OCTETS], b"hello".to_vec(), 400, "creation_with_upload_unsupported"),
-        (Method::PATCH, loc.clone(), vec![TUS, ("upload-offset", "0")], b"x".to_vec(), 415, "unsupported_media_type"),
-        (Method::PATCH, loc.clone(), vec![TUS, OCTETS], b"x".to_vec(), 400, "invalid_header"),
-        (Method::PATCH, loc.clone(), vec![TUS, OCTETS, ("upload-offset", "x")], b"x".to_vec(), 400, "invalid_header"),
-        (Method::PATCH, loc.clone(), vec![TUS, OCTETS, ("upload-offset", "101")], b"x".to_vec(), 413, "past_upload_length"),
-        (Method::PATCH, loc.clone(), vec![OCTETS, ("upload-offset", "0")], b"x".to_vec(), 412, "tus_version"),
-        (Method::PATCH, "/v1/uploads/nonsense".into(), vec![TUS, OCTETS, ("upload-offset", "0")], b"x".to_vec(), 404, "not_found"),
-        (Method::PATCH, "/v1/uploads/gcp.01J00000000000000000000000".into(), vec![TUS, OCTETS, ("upload-offset", "0")], b"x".to_vec(), 404, "not_found"),
-        (Method::PATCH, "/v1/uploads/local.01J00000000000000000000000".into(), vec![TUS, OCTETS, ("upload-offset", "0")], b"x".to_vec(), 404, "not_found"),
-        (Method::DELETE, "/v1/uploads/local..%2F..%2Fx".into(), vec![TUS], vec![], 404, "not_found"),
-        (Method::GET, loc.clone(), vec![TUS], vec![], 405, "method_not_allowed"),
+        (
+            Method::POST,
+            "/v1/uploads".into(),
+            vec![("upload-length", "5")],
+            vec![],
+            412,
+            "tus_version",
+        ),
+        (
+            Method::POST,
+            "/v1/uploads".into(),
+            vec![("tus-resumable", "0.2.2"), ("upload-length", "5")],
+            vec![],
+            412,
+            "tus_version",
+        ),
+        (
+            Method::POST,
+            "/v1/uploads".into(),
+            vec![TUS],
+            vec![],
+            400,
+            "invalid_header",
+        ),
+        (
+            Method::POST,
+            "/v1/uploads".into(),
+            vec![TUS, ("upload-length", "-1")],
+            vec![],
+            400,
+            "invalid_header",
+        ),
+        (
+            Method::POST,
+            "/v1/uploads".into(),
+            vec![TUS, ("upload-length", "abc")],
+            vec![],
+            400,
+            "invalid_header",
+        ),
+        (
+            Method::POST,
+            "/v1/uploads".into(),
+            vec![TUS, ("upload-length", "99999999999999")],
+            vec![],
+            413,
+            "input_too_large",
+        ),
+        (
+            Method::POST,
+            "/v1/uploads".into(),
+            vec![TUS, ("upload-length", "5"), ("upload-defer-length", "1")],
+            vec![],
+            400,
+            "invalid_header",
+        ),
+        (
+            Method::POST,
+            "/v1/uploads".into(),
+            vec![
+                TUS,
+                ("upload-length", "5"),
+                ("upload-metadata", "k not*base64"),
+            ],
+            vec![],
+            400,
+            "invalid_header",
+        ),
+        (
+            Method::POST,
+            "/v1/uploads".into(),
+            vec![TUS, ("upload-length", "5"), OCTETS],
+            b"hello".to_vec(),
+            400,
+            "creation_with_upload_unsupported",
+        ),
+        (
+            Method::PATCH,
+            loc.clone(),
+            vec![TUS, ("upload-offset", "0")],
+            b"x".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            Method::PATCH,
+            loc.clone(),
+            vec![TUS, OCTETS],
+            b"x".to_vec(),
+            400,
+            "invalid_header",
+        ),
+        (
+            Method::PATCH,
+            loc.clone(),
+            vec![TUS, OCTETS, ("upload-offset", "x")],
+            b"x".to_vec(),
+            400,
+            "invalid_header",
+        ),
+        (
+            Method::PATCH,
+            loc.clone(),
+            vec![TUS, OCTETS, ("upload-offset", "101")],
+            b"x".to_vec(),
+            413,
+            "past_upload_length",
+        ),
+        (
+            Method::PATCH,
+            loc.clone(),
+            vec![OCTETS, ("upload-offset", "0")],
+            b"x".to_vec(),
+            412,
+            "tus_version",
+        ),
+        (
+            Method::PATCH,
+            "/v1/uploads/nonsense".into(),
+            vec![TUS, OCTETS, ("upload-offset", "0")],
+            b"x".to_vec(),
+            404,
+            "not_found",
+        ),
+        (
+            Method::PATCH,
+            "/v1/uploads/gcp.01J00000000000000000000000".into(),
+            vec![TUS, OCTETS, ("upload-offset", "0")],
+            b"x".to_vec(),
+            404,
+            "not_found",
+        ),
+        (
+            Method::PATCH,
+            "/v1/uploads/local.01J00000000000000000000000".into(),
+            vec![TUS, OCTETS, ("upload-offset", "0")],
+            b"x".to_vec(),
+            404,
+            "not_found",
+        ),
+        (
+            Method::DELETE,
+            "/v1/uploads/local..%2F..%2Fx".into(),
+            vec![TUS],
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            loc.clone(),
+            vec![TUS],
+            vec![],
+            405,
+            "method_not_allowed",
+        ),
     ];
     for (method, path, headers, body, want, code) in cases {
         let mut req = s.http.request(method.clone(), s.url(&path));
@@ -370,7 +578,10 @@ async fn bad_requests_are_4xx_with_json_never_5xx() {
         let r = req.body(body).send().await.unwrap();
         let status = r.status().as_u16();
         let tv = r.headers().get("tus-version").is_some();
-        let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
         let v: serde_json::Value = r.json().await.unwrap_or_default();
         assert_eq!(
             (status, v["error"]["code"].as_str().unwrap_or("")),
@@ -388,13 +599,18 @@ async fn bad_requests_are_4xx_with_json_never_5xx() {
     for bad in ["nonsense", "gcp.01J00000000000000000000000"] {
         let (st, body) = submit(&s, bad, None).await;
         assert_eq!(st, 422, "{body}");
-        assert!(body["error"]["message"].as_str().unwrap().starts_with("input.upload"));
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("input.upload"));
     }
     let r = s
         .http
         .post(s.url("/v1/jobs"))
         .header("content-type", "application/json")
-        .body(r#"{"input":{"upload":"x","url":"https://a/b.mp4"},"outputs":[{"preset":"mp4-360p"}]}"#)
+        .body(
+            r#"{"input":{"upload":"x","url":"https://a/b.mp4"},"outputs":[{"preset":"mp4-360p"}]}"#,
+        )
         .send()
         .await
         .unwrap();
@@ -442,7 +658,12 @@ async fn one_tenant_cannot_see_patch_delete_or_use_anothers_upload() {
     let loc = create(&s, 10, Some(&alice)).await;
     assert_eq!(offset(&s, &loc, Some(&bob)).await.status, 404);
     assert_eq!(patch(&s, &loc, 0, &[1; 10], Some(&bob)).await.status, 404);
-    assert_eq!(call(&s, Method::DELETE, &loc, &[TUS], Some(&bob), vec![]).await.status, 404);
+    assert_eq!(
+        call(&s, Method::DELETE, &loc, &[TUS], Some(&bob), vec![])
+            .await
+            .status,
+        404
+    );
     // Reading needs read, writing needs submit.
     assert_eq!(offset(&s, &loc, Some(&alice_read)).await.status, 200);
     let r = s
@@ -460,7 +681,13 @@ async fn one_tenant_cannot_see_patch_delete_or_use_anothers_upload() {
 
     assert_eq!(patch(&s, &loc, 0, &[1; 10], Some(&alice)).await.status, 204);
     let (st, body) = submit(&s, id_of(&loc), Some(&bob)).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("input_not_found")));
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (422, Some("input_not_found"))
+    );
     // Bob's attempt left it usable by Alice.
-    assert_eq!(offset(&s, &loc, Some(&alice)).await.header("upload-offset"), "10");
+    assert_eq!(
+        offset(&s, &loc, Some(&alice)).await.header("upload-offset"),
+        "10"
+    );
 }

@@ -80,7 +80,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gib" => 1 << 30,
         other => return Err(format!("{other:?}: use KiB, MiB or GiB")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_output(s: &str) -> Result<OutputSpec, String> {
@@ -144,9 +145,7 @@ pub fn build_spec(
             | Some(InputSpec { key: Some(_), .. })
             | Some(InputSpec {
                 upload: Some(_), ..
-            }) => {
-                Source::Inline
-            }
+            }) => Source::Inline,
             _ => {
                 return Err(UsageError(
                     "no input: give a file or URL, or --key, or an input in the --spec file".into(),
@@ -226,7 +225,8 @@ pub async fn run(client: &Client, args: &SubmitArgs) -> anyhow::Result<()> {
             }
             let bar = progress::bytes_bar(meta.len(), "uploading");
             if meta.len() >= args.resumable_above {
-                let result = submit_resumable(client, &spec, path, &meta, idempotency_key, &bar).await;
+                let result =
+                    submit_resumable(client, &spec, path, &meta, idempotency_key, &bar).await;
                 bar.finish_and_clear();
                 result?
             } else {

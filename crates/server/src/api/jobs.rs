@@ -185,7 +185,15 @@ async fn submit_upload(
     let taken = crate::api::uploads::take(&st, &principal, upload, &id, &key).await?;
     let estimate = 60.0 * renditions.len() as f64;
     let resp = create(
-        &st, &principal, id, spec, Some(key.clone()), None, idem, estimate, renditions,
+        &st,
+        &principal,
+        id,
+        spec,
+        Some(key.clone()),
+        None,
+        idem,
+        estimate,
+        renditions,
     )
     .await;
     let created = matches!(&resp, Ok(r) if r.status() == StatusCode::ACCEPTED);

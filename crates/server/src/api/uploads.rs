@@ -79,11 +79,7 @@ pub async fn create(
     tus_answer(create_inner(&st, &who, &headers).await)
 }
 
-async fn create_inner(
-    st: &AppState,
-    who: &Principal,
-    h: &HeaderMap,
-) -> Result<Response, ApiError> {
+async fn create_inner(st: &AppState, who: &Principal, h: &HeaderMap) -> Result<Response, ApiError> {
     if !st.is_accepting() {
         return Err(ApiError::unavailable(
             "shutting_down",
@@ -170,7 +166,10 @@ async fn patch_inner(
         // What arrived is committed; the client HEADs and resumes from `new_offset`.
         tracing::info!(upload = %info.id, offset = new_offset, error = %e, "upload PATCH broke off");
         let mut err = BodyError::of(&e).into_api("too_large");
-        err.message = format!("{}; {new_offset} bytes are stored, resume there", err.message);
+        err.message = format!(
+            "{}; {new_offset} bytes are stored, resume there",
+            err.message
+        );
         return Err(err);
     }
     if new_offset == info.length {
@@ -227,14 +226,11 @@ pub async fn take(
             format!("input.upload: {}", e.message),
         )
     })?;
-    uploads(st)
-        .take(&info, job_id, dest)
-        .await
-        .map_err(|e| {
-            let mut api = ApiError::from(e);
-            api.message = format!("input.upload: {}", api.message);
-            api
-        })?;
+    uploads(st).take(&info, job_id, dest).await.map_err(|e| {
+        let mut api = ApiError::from(e);
+        api.message = format!("input.upload: {}", api.message);
+        api
+    })?;
     Ok(Taken { id: info.id })
 }
 
