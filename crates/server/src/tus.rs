@@ -195,7 +195,7 @@ pub fn upload_metadata(h: &HeaderMap) -> Result<Option<String>, TusError> {
 /// Standard base64 with padding (RFC 4648 §4), as tus requires.
 fn is_base64(v: &str) -> bool {
     let b = v.as_bytes();
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return false;
     }
     let pad = b.iter().rev().take_while(|&&c| c == b'=').count();

@@ -408,11 +408,21 @@ async fn termination_expiry_and_the_sweeper_leave_nothing_behind() {
     assert_eq!(offset(&s, &loc, None).await.status, 404);
 }
 
+/// A request and the status and error code it must get.
+type Case = (
+    Method,
+    String,
+    Vec<(&'static str, &'static str)>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
 #[tokio::test]
 async fn bad_requests_are_4xx_with_json_never_5xx() {
     let s = TestServer::start().await;
     let loc = create(&s, 100, None).await;
-    let cases: Vec<(Method, String, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/v1/uploads".into(),
