@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:8080
 # Compose v2 where installed, else v1 (Debian's docker-compose); both run docker-compose.yml.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: up serve test test-unit test-rust observability-check browser-test build deps test-deps fmt lint bench clean \
+.PHONY: up serve test test-unit test-rust observability-check browser-test tus-test contract-test build deps test-deps fmt lint bench clean \
 	deploy-check images compose-env compose-up compose-test compose-token
 
 deps:
@@ -38,13 +38,15 @@ lint:
 ## Formatting, lints and the whole test suite: Rust unit + integration tests (real ffmpeg, nginx,
 ## Postgres, S3), deployment files, /metrics, the browser tests and the docker-compose stack.
 ## Each part runs alone too: test-unit, test-rust, deploy-check, observability-check,
-## browser-test, compose-test.
+## browser-test, tus-test, contract-test, compose-test.
 test: test-deps fmt lint
 	$(CARGO) test --locked --workspace
 	$(MAKE) deploy-check
 	# The binary `cargo test` just built (a separate `cargo build` would compile it again).
 	REELAY_BIN=target/debug/reelay scripts/check-observability.sh
 	REELAY_BIN=target/debug/reelay scripts/browser-test.sh
+	REELAY_BIN=target/debug/reelay scripts/tus-test.sh
+	REELAY_BIN=target/debug/reelay scripts/contract-test.sh
 	REELAY_BIN=target/debug/reelay scripts/compose-test.sh
 
 ## Pure logic only (unit tests in the crates; no server, no ffmpeg run): seconds once built.
@@ -79,6 +81,14 @@ observability-check: build
 ## The dashboard in headless Chromium against `reelay up` (screenshots in target/browser-artifacts/).
 browser-test: build
 	REELAY_BIN=target/debug/reelay scripts/browser-test.sh
+
+## Resumable uploads with an independent tus client (tuspy) and the CLI, against `reelay serve`.
+tus-test: build
+	REELAY_BIN=target/debug/reelay scripts/tus-test.sh
+
+## The API contract: schemathesis against a live cluster's /openapi.json (bounded to ~2 minutes).
+contract-test: build
+	REELAY_BIN=target/debug/reelay scripts/contract-test.sh
 
 ## Deployment files (docker/, docker-compose.yml, k8s/, terraform/) checked offline; see README "Deploy".
 deploy-check:

@@ -197,7 +197,7 @@ impl Client {
         })
     }
 
-    fn endpoint(&self, segments: &[&str]) -> Url {
+    pub(crate) fn endpoint(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         url.set_query(None);
         url.set_fragment(None);
@@ -208,7 +208,7 @@ impl Client {
     }
 
     /// A request carrying the token, which is only ever sent to the configured server.
-    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
         let same_origin = url.origin() == self.base.origin();
         let mut builder = self.http.request(method, url);
         if let (true, Some(auth)) = (same_origin, &self.authorization) {
@@ -243,7 +243,7 @@ impl Client {
     }
 
     /// Sends a request and turns error statuses into errors.
-    async fn execute(&self, builder: RequestBuilder) -> Result<Response, ClientError> {
+    pub(crate) async fn execute(&self, builder: RequestBuilder) -> Result<Response, ClientError> {
         let response = builder.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
         if status.is_success() {
@@ -316,6 +316,25 @@ impl Client {
     ) -> Result<JobView, ClientError> {
         let mut builder = self
             .request(Method::POST, self.endpoint(&["v1", "jobs"]))
+            .json(spec);
+        if let Some(key) = idempotency_key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        self.json(builder, "job").await
+    }
+
+    /// `POST /v1/uploads/{id}/job`: a job from a finished tus upload (`spec` without input).
+    pub async fn submit_from_upload(
+        &self,
+        upload: &str,
+        spec: &JobSpec,
+        idempotency_key: Option<&str>,
+    ) -> Result<JobView, ClientError> {
+        let mut builder = self
+            .request(
+                Method::POST,
+                self.endpoint(&["v1", "uploads", upload, "job"]),
+            )
             .json(spec);
         if let Some(key) = idempotency_key {
             builder = builder.header("Idempotency-Key", key);

@@ -5,6 +5,7 @@ mod commands;
 mod edge_cmd;
 mod format;
 mod progress;
+mod resumable;
 mod sse;
 mod token;
 mod up;

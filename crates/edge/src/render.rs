@@ -438,6 +438,24 @@ cost = 0.5
     }
 
     #[test]
+    fn uploads_go_to_the_cluster_in_their_id() {
+        let (cfg, views) = sample(Mode::Reelay);
+        let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+        let uploads = block(
+            &text,
+            "location ~ \"^/v1/uploads/(?<reelay_job_owner>[a-z0-9-]{1,32})\\.\" {",
+        );
+        assert!(
+            uploads.contains("proxy_pass http://owner_$reelay_owner;"),
+            "{uploads}"
+        );
+        assert!(
+            uploads.contains("$reelay_owner_state = unknown"),
+            "{uploads}"
+        );
+    }
+
+    #[test]
     fn unresolved_clusters_still_render_a_valid_upstream() {
         let (cfg, mut views) = sample(Mode::Reelay);
         views[0].addresses.clear();

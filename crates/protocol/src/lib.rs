@@ -21,7 +21,7 @@ pub struct JobSpec {
     pub priority: i32,
 }
 
-/// Where the input comes from. Exactly one of `url` or `key`.
+/// Where the input comes from. Exactly one of `url`, `key` or `upload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
@@ -29,6 +29,9 @@ pub struct InputSpec {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// A finished tus upload of this cluster (`/v1/uploads`), by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
 }
 
 /// One requested output: either a named preset, or a custom description.

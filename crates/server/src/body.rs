@@ -47,16 +47,15 @@ impl Default for BodyLimits {
 }
 
 impl BodyLimits {
-    /// The total deadline for a request with these headers: uploads (multipart) get the long
-    /// one, everything else the short one.
+    /// The total deadline for a request with these headers: uploads (multipart, and tus PATCH
+    /// bodies) get the long one, everything else the short one.
     pub fn deadline_for(&self, headers: &HeaderMap) -> Duration {
         let multipart = headers
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("multipart/")
+                let v = v.trim_start().to_ascii_lowercase();
+                v.starts_with("multipart/") || v.starts_with(crate::tus::OFFSET_CONTENT_TYPE)
             });
         if multipart {
             self.upload_deadline

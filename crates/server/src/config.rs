@@ -136,6 +136,8 @@ pub struct Config {
     pub body_deadline_seconds: u64,
     /// A multipart upload must be complete this long after the headers.
     pub upload_deadline_seconds: u64,
+    /// An unused resumable upload (`/v1/uploads`) is deleted this long after its creation.
+    pub upload_expiry_seconds: u64,
     /// Open connections per client address (IPv4 address or IPv6 /64) before only health and
     /// load routes are served to it (`conn_limit`); 0 = no limit.
     pub max_connections_per_client: usize,
@@ -192,6 +194,7 @@ impl Default for Config {
             body_idle_timeout_seconds: 30,
             body_deadline_seconds: 60,
             upload_deadline_seconds: 3600,
+            upload_expiry_seconds: 24 * 3600,
             max_connections_per_client: 128,
             issuer_key: None,
             trusted_keys: None,
@@ -376,6 +379,7 @@ impl Config {
             ("body_idle_timeout_seconds", self.body_idle_timeout_seconds),
             ("body_deadline_seconds", self.body_deadline_seconds),
             ("upload_deadline_seconds", self.upload_deadline_seconds),
+            ("upload_expiry_seconds", self.upload_expiry_seconds),
         ] {
             if v == 0 {
                 return bad(setting, "must be at least 1");

@@ -16,6 +16,8 @@ pub mod metrics;
 pub mod serve;
 pub mod state;
 pub mod storage;
+pub mod tus;
+pub mod uploads;
 pub mod view;
 pub mod worker;
 
@@ -195,6 +197,14 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
         if let Some(id) = state.auth.identity.clone() {
             tokio::spawn(id.run(state.store.clone(), state.stopping.clone()));
         }
+        // Unused uploads expire; every API process sweeps (idempotent deletes), a PATCH that
+        // began before the expiry gets the body idle timeout and a minute more to end.
+        tokio::spawn(uploads::run_sweeper(
+            api::uploads::uploads(&state),
+            Duration::from_secs(60),
+            (state.cfg.body_idle_timeout_seconds as i64 + 60) * 1000,
+            state.stopping.clone(),
+        ));
     }
     let pool = encodes.then(|| worker::WorkerPool::new(state.clone()));
     if let Some(p) = &pool {

@@ -34,6 +34,39 @@ fn map_err(e: object_store::Error) -> StorageError {
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// Last modification, milliseconds since the epoch (0 where the back end does not say).
+    pub modified_ms: i64,
+}
+
+/// An object being written in parts (`Storage::writer`): memory stays bounded by a few parts
+/// whatever the object's size. Dropped without `finish`, nothing is stored.
+pub struct ObjectWriter {
+    inner: object_store::WriteMultipart,
+    written: u64,
+}
+
+impl ObjectWriter {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.inner.wait_for_capacity(4).await.map_err(map_err)?;
+        self.inner.write(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub async fn finish(self) -> Result<u64, StorageError> {
+        self.inner.finish().await.map_err(map_err)?;
+        Ok(self.written)
+    }
+
+    pub async fn abort(self) {
+        if let Err(e) = self.inner.abort().await {
+            tracing::warn!(error = %e, "aborting a multipart upload failed; the bucket's lifecycle rule removes it");
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -176,6 +209,47 @@ impl Storage {
         Ok(len)
     }
 
+    /// Starts writing `key` in parts (multipart upload on S3/GCS, a temporary file locally).
+    pub async fn writer(&self, key: &str) -> Result<ObjectWriter, StorageError> {
+        let upload = self
+            .inner
+            .put_multipart(&ObjPath::from(key))
+            .await
+            .map_err(map_err)?;
+        Ok(ObjectWriter {
+            inner: object_store::WriteMultipart::new_with_chunk_size(upload, PART),
+            written: 0,
+        })
+    }
+
+    /// A small object written only if no object has this key yet: `Ok(false)` when one has.
+    /// The store decides atomically (a hard link locally, `If-None-Match: *` on S3 and GCS), so
+    /// of several replicas writing the same key at once exactly one succeeds.
+    pub async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<bool, StorageError> {
+        let opts = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(&ObjPath::from(key), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Deletes one object; a missing one is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.inner.delete(&ObjPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
     /// A small object written whole (metadata beside the media, never the media itself).
     pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
         self.inner
@@ -256,6 +330,7 @@ impl Storage {
         Ok(ObjectInfo {
             key: key.into(),
             size: meta.size,
+            modified_ms: meta.last_modified.timestamp_millis(),
         })
     }
 
@@ -287,6 +362,7 @@ impl Storage {
             .map_ok(|m| ObjectInfo {
                 key: m.location.to_string(),
                 size: m.size,
+                modified_ms: m.last_modified.timestamp_millis(),
             })
             .try_collect()
             .await

@@ -3,6 +3,7 @@
 use super::{context, emit, emit_json, wait, UsageError};
 use crate::client::Client;
 use crate::progress;
+use crate::resumable;
 use anyhow::Context;
 use clap::Args;
 use reelay_protocol::{InputSpec, JobSpec, OutputSpec};
@@ -56,6 +57,31 @@ pub struct SubmitArgs {
     /// Print the job as JSON instead of its id.
     #[arg(long)]
     pub json: bool,
+
+    /// Upload files of at least this size resumably (tus, `/v1/uploads`): after Ctrl-C or a
+    /// lost connection, the same `reelay submit` continues where it stopped. Bytes, or with a
+    /// suffix KiB, MiB, GiB; 0 for every file.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub resumable_above: u64,
+}
+
+/// `123`, `64MiB`, `2GiB` (also `K`, `M`, `G` as binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number of bytes, e.g. 64MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        other => return Err(format!("{other:?}: use KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_output(s: &str) -> Result<OutputSpec, String> {
@@ -93,7 +119,7 @@ pub fn build_spec(
         (Some(input), _) if is_url(input) => {
             spec.input = Some(InputSpec {
                 url: Some(input.clone()),
-                key: None,
+                ..Default::default()
             });
             Source::Inline
         }
@@ -109,15 +135,17 @@ pub fn build_spec(
         }
         (None, Some(key)) => {
             spec.input = Some(InputSpec {
-                url: None,
                 key: Some(key.clone()),
+                ..Default::default()
             });
             Source::Inline
         }
         (None, None) => match &spec.input {
-            Some(InputSpec { url: Some(_), .. }) | Some(InputSpec { key: Some(_), .. }) => {
-                Source::Inline
-            }
+            Some(InputSpec { url: Some(_), .. })
+            | Some(InputSpec { key: Some(_), .. })
+            | Some(InputSpec {
+                upload: Some(_), ..
+            }) => Source::Inline,
             _ => {
                 return Err(UsageError(
                     "no input: give a file or URL, or --key, or an input in the --spec file".into(),
@@ -156,6 +184,29 @@ fn read_spec_file(path: &Path) -> anyhow::Result<JobSpec> {
     })
 }
 
+/// A large file: uploaded with tus (resuming an earlier attempt), then the job is created from
+/// the upload. The state file is dropped only once the job exists.
+async fn submit_resumable(
+    client: &Client,
+    spec: &JobSpec,
+    path: &Path,
+    meta: &std::fs::Metadata,
+    idempotency_key: Option<&str>,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<reelay_protocol::JobView> {
+    let key = resumable::FileKey::of(&client.server(), path, meta);
+    let id = resumable::upload(client, path, &key, bar)
+        .await
+        .map_err(|e| context(e, format!("cannot upload {}", path.display())))?;
+    // At the upload's own address: through the edge it reaches the cluster holding the upload.
+    let view = client
+        .submit_from_upload(&id, spec, idempotency_key)
+        .await
+        .map_err(|e| context(e, "cannot submit job"))?;
+    resumable::forget(&key);
+    Ok(view)
+}
+
 pub async fn run(client: &Client, args: &SubmitArgs) -> anyhow::Result<()> {
     let spec_file = args.spec.as_deref().map(read_spec_file).transpose()?;
     let (spec, source) = build_spec(args, spec_file)?;
@@ -173,11 +224,18 @@ pub async fn run(client: &Client, args: &SubmitArgs) -> anyhow::Result<()> {
                 anyhow::bail!("{} is not a regular file", path.display());
             }
             let bar = progress::bytes_bar(meta.len(), "uploading");
-            let result = client
-                .submit_upload(&spec, path, meta.len(), idempotency_key, &bar)
-                .await;
-            bar.finish_and_clear();
-            result.map_err(|e| context(e, "cannot submit job"))?
+            if meta.len() >= args.resumable_above {
+                let result =
+                    submit_resumable(client, &spec, path, &meta, idempotency_key, &bar).await;
+                bar.finish_and_clear();
+                result?
+            } else {
+                let result = client
+                    .submit_upload(&spec, path, meta.len(), idempotency_key, &bar)
+                    .await;
+                bar.finish_and_clear();
+                result.map_err(|e| context(e, "cannot submit job"))?
+            }
         }
     };
     tracing::info!(job = %view.id, status = %view.status, "submitted");
@@ -251,8 +309,8 @@ mod tests {
         assert_eq!(
             spec.input,
             Some(InputSpec {
-                url: None,
-                key: Some("uploads/a.mp4".into())
+                key: Some("uploads/a.mp4".into()),
+                ..Default::default()
             })
         );
         let json = serde_json::to_value(&spec).unwrap();
@@ -273,6 +331,18 @@ mod tests {
         assert_eq!(spec.outputs[0].preset.as_deref(), Some("mp4-720p"));
         assert_eq!(spec.outputs[1].name.as_deref(), Some("small"));
         assert_eq!(spec.outputs[1].video.as_ref().unwrap().height, Some(240));
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("1.5GiB").is_err());
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("").is_err());
+        assert_eq!(args(&["a.mp4", "--preset", "p"]).resumable_above, 64 << 20);
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
     }
 }
 
-fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = h.get("idempotency-key") else {
         return Ok(None);
     };
@@ -82,7 +82,7 @@ fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub use crate::admission::PRIORITY_RANGE;
 
 /// Syntax errors are 400 (not JSON at all); well-formed JSON of the wrong shape is 422.
-fn parse_spec(body: &[u8]) -> Result<JobSpec, ApiError> {
+pub(crate) fn parse_spec(body: &[u8]) -> Result<JobSpec, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
     if !value.is_object() {
@@ -95,7 +95,7 @@ fn parse_spec(body: &[u8]) -> Result<JobSpec, ApiError> {
         .map_err(|e| ApiError::unprocessable("invalid_spec", format!("invalid job spec: {e}")))
 }
 
-async fn submit_json(
+pub(crate) async fn submit_json(
     st: AppState,
     principal: Principal,
     spec: JobSpec,
@@ -103,21 +103,24 @@ async fn submit_json(
 ) -> Result<Response, ApiError> {
     let renditions = admission::renditions(&spec)?;
     let input = spec.input.clone().ok_or_else(|| {
-        ApiError::unprocessable("invalid_spec", "input: required in a JSON submission ({\"url\": ...} or {\"key\": ...}); or upload the file as multipart")
+        ApiError::unprocessable("invalid_spec", "input: required in a JSON submission ({\"url\": ...}, {\"key\": ...} or {\"upload\": ...}); or upload the file as multipart")
     })?;
+    if let (None, None, Some(upload)) = (&input.url, &input.key, &input.upload) {
+        return submit_upload(st, principal, &spec, upload, idem, &renditions).await;
+    }
     let (input_key, input_url) = match (&input.url, &input.key) {
-        (Some(url), None) => {
+        (Some(url), None) if input.upload.is_none() => {
             admission::check_url(url, st.cfg.allow_private_urls)?;
             (None, Some(url.clone()))
         }
-        (None, Some(key)) => {
+        (None, Some(key)) if input.upload.is_none() => {
             check_key_input(&st, &principal, key).await?;
             (Some(key.clone()), None)
         }
         _ => {
             return Err(ApiError::unprocessable(
                 "invalid_spec",
-                "input: give exactly one of url or key",
+                "input: give exactly one of url, key or upload",
             ))
         }
     };
@@ -136,6 +139,37 @@ async fn submit_json(
         &renditions,
     )
     .await
+}
+
+/// A finished tus upload as the input (`crate::api::uploads::take`): its bytes become the job's
+/// input object; the upload is deleted once the job exists, released if it was not created.
+async fn submit_upload(
+    st: AppState,
+    principal: Principal,
+    spec: &JobSpec,
+    upload: &str,
+    idem: Option<String>,
+    renditions: &[Rendition],
+) -> Result<Response, ApiError> {
+    let id = new_job_id(&st);
+    let key = input_key(&id);
+    let taken = crate::api::uploads::take(&st, &principal, upload, &id, &key).await?;
+    let estimate = 60.0 * renditions.len() as f64;
+    let resp = create(
+        &st,
+        &principal,
+        id,
+        spec,
+        Some(key.clone()),
+        None,
+        idem,
+        estimate,
+        renditions,
+    )
+    .await;
+    let created = matches!(&resp, Ok(r) if r.status() == StatusCode::ACCEPTED);
+    taken.settle(&st, created, &key).await;
+    resp
 }
 
 /// A key input must be one the caller may read (`crate::key_inputs`) and must exist. Refused
@@ -465,7 +499,9 @@ pub async fn list(
     let (mut status, mut limit, mut cursor) = (None, 50u32, None);
     for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
-            "status" if !v.is_empty() => {
+            // An empty `status=` is a malformed filter, not "no filter" (the OpenAPI document
+            // allows only the five statuses).
+            "status" => {
                 status = Some(
                     v.parse::<JobStatus>()
                         .map_err(|e| ApiError::bad_request("invalid_query", e))?,

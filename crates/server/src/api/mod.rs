@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod ops;
 pub mod outputs;
 pub mod tokens;
+pub mod uploads;
 
 use crate::error::ApiError;
 use crate::metrics as m;
@@ -28,6 +29,22 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/jobs/{id}/outputs/{*path}",
             get(outputs::get).head(outputs::get),
+        )
+        // tus 1.0 resumable uploads (api::uploads).
+        .route(
+            "/uploads",
+            axum::routing::post(uploads::create).options(uploads::options),
+        )
+        .route(
+            "/uploads/{id}",
+            axum::routing::head(uploads::head)
+                .patch(uploads::patch)
+                .delete(uploads::delete)
+                .options(uploads::options_of),
+        )
+        .route(
+            "/uploads/{id}/job",
+            axum::routing::post(uploads::submit_job),
         )
         .route("/presets", get(ops::presets))
         .route("/tokens", axum::routing::post(tokens::create))

@@ -162,8 +162,10 @@ pub struct AfterQuery {
 /// retired).
 pub async fn list_revocations(
     State(st): State<AppState>,
-    Query(q): Query<AfterQuery>,
+    q: Result<Query<AfterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    // A malformed cursor is the caller's mistake, answered in JSON like every other error.
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let id = identity(&st)?;
     let key = issuer(&id)?;
     let after = i64::try_from(q.after).unwrap_or(i64::MAX);
