@@ -317,7 +317,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
 }
 
 /// Relative paths of every file under `dir`, sorted.
-fn walk(dir: &Path) -> std::io::Result<Vec<String>> {
+pub(super) fn walk(dir: &Path) -> std::io::Result<Vec<String>> {
     let mut out = vec![];
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
