@@ -211,8 +211,8 @@ async fn a_split_job_matches_the_unsplit_one_and_leaves_no_intermediates() {
         .filter(|t| t.kind == "encode_segment")
         .count();
     assert_eq!(
-        segments, 3,
-        "14 s in 4 s ranges (last 2 s joins): {:?}",
+        segments, 4,
+        "14 s in 4 s ranges (the last one 2 s): {:?}",
         split.tasks
     );
     assert_eq!(kinds(&whole), ["transcode"]);
