@@ -133,6 +133,14 @@ pub fn split_request(spec: &JobSpec) -> Result<SplitRequest, AdmissionError> {
     let Some(v) = &spec.split else {
         return Ok(SplitRequest::default());
     };
+    let bad = || {
+        AdmissionError::InvalidSpec(
+            "split: must be \"auto\", \"off\" or {\"segment_seconds\": N}".into(),
+        )
+    };
+    if v.as_object().is_some_and(|o| o.keys().any(|k| k != "segment_seconds")) {
+        return Err(bad());
+    }
     let req: SplitRequest = serde_json::from_value(v.clone()).map_err(|_| {
         AdmissionError::InvalidSpec(
             "split: must be \"auto\", \"off\" or {\"segment_seconds\": N}".into(),
@@ -311,5 +319,87 @@ mod tests {
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].kind, "transcode");
         assert_eq!(tasks[0].weight, 20.0);
+    }
+
+    fn info(seconds: f64) -> MediaInfo {
+        reelay_media::probe::parse_probe_json(&format!(
+            r#"{{"streams":[{{"index":0,"codec_type":"video","codec_name":"h264","width":640,"height":360,"avg_frame_rate":"25/1"}},
+               {{"index":1,"codec_type":"audio","codec_name":"aac","channels":2,"sample_rate":"48000"}}],
+               "format":{{"format_name":"mov,mp4,m4a","duration":"{seconds}"}}}}"#
+        ))
+        .expect("probe json")
+    }
+
+    #[test]
+    fn a_long_upload_becomes_the_split_graph_and_a_short_one_stays_one_task() {
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"outputs":[{"preset":"mp4-360p"},{"preset":"hls-abr"},{"preset":"thumbnail"}]}"#,
+        )
+        .expect("spec");
+        let r = renditions(&spec).expect("renditions");
+        let settings = SplitSettings::default();
+        let t = tasks(300.0, &r, Some(&info(100.0)), settings, SplitRequest::default());
+        let kinds: Vec<&str> = t.iter().map(|t| t.kind.as_str()).collect();
+        // 100 s in 32 s ranges (30 rounded up to the 4 s HLS grid): 32, 32, 32, 4.
+        assert_eq!(
+            kinds,
+            [
+                "split",
+                "encode_segment",
+                "encode_segment",
+                "encode_segment",
+                "encode_segment",
+                "encode_audio",
+                "encode_audio",
+                "stitch",
+                "transcode"
+            ]
+        );
+        let seg: Vec<_> = t.iter().filter(|t| t.kind == ENCODE_SEGMENT).collect();
+        assert_eq!(
+            seg.iter().map(|t| t.position).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert!(seg[0].weight > seg[3].weight, "weight follows range length");
+        assert!(seg.iter().all(|t| t.depends_on == ["split"]));
+        let stitch = t.iter().find(|t| t.kind == STITCH).expect("stitch");
+        // The split, 4 ranges, audio at 128k (the MP4) and 96k (the 360p rung).
+        assert_eq!(stitch.depends_on.len(), 1 + 4 + 2);
+        let whole = t.last().expect("transcode");
+        assert_eq!(whole.payload["renditions"], serde_json::json!(["thumbnail"]));
+        assert!(whole.depends_on.is_empty());
+        // Short, off, or not probed: one transcode task for everything.
+        for (info, req) in [
+            (Some(info(50.0)), SplitRequest::default()),
+            (Some(info(100.0)), serde_json::from_str(r#""off""#).expect("off")),
+            (None, SplitRequest::default()),
+        ] {
+            let t = tasks(300.0, &r, info.as_ref(), settings, req);
+            assert_eq!(t.len(), 1);
+            assert_eq!(t[0].kind, "transcode");
+            assert_eq!(t[0].payload, serde_json::json!({}));
+        }
+    }
+
+    #[test]
+    fn the_split_field_is_read_or_refused_naming_it() {
+        let spec = |split: &str| -> JobSpec {
+            serde_json::from_str(&format!(
+                r#"{{"outputs":[{{"preset":"mp4-720p"}}],"split":{split}}}"#
+            ))
+            .expect("spec")
+        };
+        assert!(split_request(&spec(r#""auto""#)).is_ok());
+        assert!(split_request(&spec(r#"{"segment_seconds":8}"#)).is_ok());
+        for bad in [
+            r#""never""#,
+            r#"{"segment_seconds":1}"#,
+            r#"{"segment_seconds":8,"x":1}"#,
+            "3",
+        ] {
+            let e = split_request(&spec(bad)).expect_err(bad);
+            assert_eq!(e.code(), "invalid_spec");
+            assert!(e.to_string().starts_with("split"), "{e}");
+        }
     }
 }
