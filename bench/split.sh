@@ -24,6 +24,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 wait_http() { for _ in $(seq 400); do curl -fs "$1" >/dev/null && return; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
+field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 # CPU seconds of a process and its waited-for children (utime stime cutime cstime).
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15+$16+$17)/hz}' "/proc/$1/stat"; }
 
@@ -55,12 +56,11 @@ run_job() { # split-field worker-pids... -> prints "wall cpu upload_end first_pl
   local c0=0 c1=0 p t0 t1 id s view first=""
   for p in "$@"; do c0=$(echo "$c0 + $(cpu "$p")" | bc); done
   t0=$(now)
-  id=$(curl -fsS -F "spec={\"outputs\":$SPEC_OUTPUTS,\"split\":$split}" -F "file=@$clip" "$BASE/v1/jobs" |
-    sed -E 's/.*"id":"([^"]+)".*/\1/')
+  id=$(curl -fsS -F "spec={\"outputs\":$SPEC_OUTPUTS,\"split\":$split}" -F "file=@$clip" "$BASE/v1/jobs" | field id)
   local up=$(now)
   while :; do
     view=$(curl -fsS "$BASE/v1/jobs/$id")
-    s=$(echo "$view" | sed -E 's/.*"status":"([a-z]+)".*/\1/')
+    s=$(echo "$view" | field status)
     if [ -z "$first" ] && curl -fs -o /dev/null "$BASE/v1/jobs/$id/outputs/hls-abr/master.m3u8"; then first=$(now); fi
     case "$s" in succeeded) break ;; failed|cancelled) echo "job $id $s: $view" >&2; exit 1 ;; esac
     sleep 0.2
