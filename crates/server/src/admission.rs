@@ -138,7 +138,9 @@ pub fn split_request(spec: &JobSpec) -> Result<SplitRequest, AdmissionError> {
             "split: must be \"auto\", \"off\" or {\"segment_seconds\": N}".into(),
         )
     };
-    if v.as_object().is_some_and(|o| o.keys().any(|k| k != "segment_seconds")) {
+    if v.as_object()
+        .is_some_and(|o| o.keys().any(|k| k != "segment_seconds"))
+    {
         return Err(bad());
     }
     let req: SplitRequest = serde_json::from_value(v.clone()).map_err(|_| {
@@ -338,7 +340,13 @@ mod tests {
         .expect("spec");
         let r = renditions(&spec).expect("renditions");
         let settings = SplitSettings::default();
-        let t = tasks(300.0, &r, Some(&info(100.0)), settings, SplitRequest::default());
+        let t = tasks(
+            300.0,
+            &r,
+            Some(&info(100.0)),
+            settings,
+            SplitRequest::default(),
+        );
         let kinds: Vec<&str> = t.iter().map(|t| t.kind.as_str()).collect();
         // 100 s in 32 s ranges (30 rounded up to the 4 s HLS grid): 32, 32, 32, 4.
         assert_eq!(
@@ -366,12 +374,18 @@ mod tests {
         // The split, 4 ranges, audio at 128k (the MP4) and 96k (the 360p rung).
         assert_eq!(stitch.depends_on.len(), 1 + 4 + 2);
         let whole = t.last().expect("transcode");
-        assert_eq!(whole.payload["renditions"], serde_json::json!(["thumbnail"]));
+        assert_eq!(
+            whole.payload["renditions"],
+            serde_json::json!(["thumbnail"])
+        );
         assert!(whole.depends_on.is_empty());
         // Short, off, or not probed: one transcode task for everything.
         for (info, req) in [
             (Some(info(50.0)), SplitRequest::default()),
-            (Some(info(100.0)), serde_json::from_str(r#""off""#).expect("off")),
+            (
+                Some(info(100.0)),
+                serde_json::from_str(r#""off""#).expect("off"),
+            ),
             (None, SplitRequest::default()),
         ] {
             let t = tasks(300.0, &r, info.as_ref(), settings, req);
