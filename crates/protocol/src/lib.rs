@@ -19,6 +19,11 @@ pub struct JobSpec {
     /// Higher runs first; ties run oldest first.
     #[serde(default)]
     pub priority: i32,
+    /// Split-and-stitch: `"auto"` (absent means auto), `"off"`, or `{"segment_seconds": N}`.
+    /// Kept as JSON here (the protocol crate knows no media); admission reads it as
+    /// `reelay_media::split::SplitRequest` and answers 422 naming `split` when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<serde_json::Value>,
 }
 
 /// Where the input comes from. Exactly one of `url`, `key` or `upload`.

@@ -9,9 +9,13 @@
 
 use crate::error::ApiError;
 use crate::fetch::FetchError;
+use crate::task_payloads::{
+    segment_key, SplitPayload, TranscodePayload, ENCODE_AUDIO, ENCODE_SEGMENT, SPLIT, STITCH,
+};
 use axum::http::StatusCode;
 use reelay_jobs::NewTask;
-use reelay_media::{ProbeError, Rejection, Rendition};
+use reelay_media::split::{self, SplitPlan, SplitRequest, SplitSettings};
+use reelay_media::{MediaInfo, ProbeError, Rejection, Rendition};
 use reelay_protocol::JobSpec;
 
 /// Lowest and highest job priority a spec may ask for: higher priorities are claimed
@@ -124,11 +128,126 @@ pub fn estimate(duration: Option<f64>, renditions: &[Rendition]) -> f64 {
     duration * renditions.len() as f64
 }
 
-/// The tasks an admitted job runs as. Today one `transcode` task doing all of it; the
-/// split-and-stitch graph (`split` → `encode_segment`… + `encode_audio` → `stitch`) is built
-/// here too once the media functions exist.
-pub fn tasks(estimated_seconds: f64, _renditions: &[Rendition]) -> Vec<NewTask> {
-    vec![NewTask::transcode(estimated_seconds)]
+/// The spec's `split` field (absent: `auto`).
+pub fn split_request(spec: &JobSpec) -> Result<SplitRequest, AdmissionError> {
+    let Some(v) = &spec.split else {
+        return Ok(SplitRequest::default());
+    };
+    let bad = || {
+        AdmissionError::InvalidSpec(
+            "split: must be \"auto\", \"off\" or {\"segment_seconds\": N}".into(),
+        )
+    };
+    if v.as_object()
+        .is_some_and(|o| o.keys().any(|k| k != "segment_seconds"))
+    {
+        return Err(bad());
+    }
+    let req: SplitRequest = serde_json::from_value(v.clone()).map_err(|_| {
+        AdmissionError::InvalidSpec(
+            "split: must be \"auto\", \"off\" or {\"segment_seconds\": N}".into(),
+        )
+    })?;
+    if let SplitRequest::Seconds { segment_seconds } = req {
+        if !SEGMENT_SECONDS.contains(&segment_seconds) {
+            return Err(AdmissionError::InvalidSpec(format!(
+                "split.segment_seconds: must be between {} and {}, got {segment_seconds}",
+                SEGMENT_SECONDS.start(),
+                SEGMENT_SECONDS.end()
+            )));
+        }
+    }
+    Ok(req)
+}
+
+/// Range lengths a job may ask for: below 2 s a range holds too few frames to be worth a task.
+pub const SEGMENT_SECONDS: std::ops::RangeInclusive<u32> = 2..=3600;
+
+/// Share of the input's duration the cheap tasks are expected to take (stream copies, the
+/// audio encode): their weights, relative to one video output encode of the whole input (1.0).
+const SPLIT_WEIGHT: f64 = 0.02;
+const AUDIO_WEIGHT: f64 = 0.05;
+const STITCH_WEIGHT: f64 = 0.03;
+
+/// The tasks an admitted job runs as. One `transcode` task doing all of it, unless the input
+/// was probed at admission (`info`: uploads) and [`split::plan`] splits it: then
+/// `split` → one `encode_segment` per range (position = range index, so the start of the video
+/// is ready first; weight ∝ range length) and one `encode_audio` per distinct audio plan →
+/// `stitch`, plus one `transcode` task for the outputs that stay whole.
+pub fn tasks(
+    estimated_seconds: f64,
+    renditions: &[Rendition],
+    info: Option<&MediaInfo>,
+    settings: SplitSettings,
+    request: SplitRequest,
+) -> Vec<NewTask> {
+    let single = || vec![NewTask::transcode(estimated_seconds)];
+    let Some(info) = info else { return single() };
+    let SplitPlan::Split(layout) = split::plan(info, renditions, settings, request) else {
+        return single();
+    };
+    let duration = info.best_duration().unwrap_or(0.0).max(1.0);
+    let split_renditions: Vec<Rendition> = renditions
+        .iter()
+        .filter(|r| layout.split.contains(&r.name))
+        .cloned()
+        .collect();
+    let mut out = vec![NewTask {
+        key: "split".into(),
+        kind: SPLIT.into(),
+        payload: serde_json::to_value(SplitPayload {
+            layout: layout.clone(),
+        })
+        .unwrap_or_default(),
+        depends_on: vec![],
+        weight: duration * SPLIT_WEIGHT,
+        position: 0,
+    }];
+    let mut stitch_deps = vec!["split".to_string()];
+    for r in &layout.ranges {
+        let key = segment_key(r.index);
+        out.push(NewTask {
+            key: key.clone(),
+            kind: ENCODE_SEGMENT.into(),
+            payload: serde_json::json!({ "index": r.index }),
+            depends_on: vec!["split".into()],
+            weight: (r.end - r.start).max(0.1) * split_renditions.len() as f64,
+            position: r.index as i64,
+        });
+        stitch_deps.push(key);
+    }
+    for a in split::audio_tasks(&split_renditions, info) {
+        let key = format!("audio-{}", a.kbps);
+        out.push(NewTask {
+            key: key.clone(),
+            kind: ENCODE_AUDIO.into(),
+            payload: serde_json::to_value(&a).unwrap_or_default(),
+            depends_on: vec![],
+            weight: duration * AUDIO_WEIGHT,
+            position: 0,
+        });
+        stitch_deps.push(key);
+    }
+    out.push(NewTask {
+        key: "stitch".into(),
+        kind: STITCH.into(),
+        payload: serde_json::json!({}),
+        depends_on: stitch_deps,
+        weight: duration * STITCH_WEIGHT,
+        position: layout.ranges.len() as i64,
+    });
+    if !layout.whole.is_empty() {
+        let names: Vec<String> = layout.whole.iter().map(|(n, _)| n.clone()).collect();
+        out.push(NewTask {
+            payload: serde_json::to_value(TranscodePayload {
+                renditions: Some(names.clone()),
+            })
+            .unwrap_or_default(),
+            weight: duration * names.len() as f64,
+            ..NewTask::transcode(0.0)
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -192,9 +311,109 @@ mod tests {
         assert_eq!(estimate(Some(10.0), &r), 20.0);
         assert_eq!(estimate(None, &r), 120.0);
         assert_eq!(estimate(Some(f64::NAN), &r), 120.0);
-        let tasks = tasks(20.0, &r);
+        let tasks = tasks(
+            20.0,
+            &r,
+            None,
+            SplitSettings::default(),
+            SplitRequest::default(),
+        );
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].kind, "transcode");
         assert_eq!(tasks[0].weight, 20.0);
+    }
+
+    fn info(seconds: f64) -> MediaInfo {
+        reelay_media::probe::parse_probe_json(&format!(
+            r#"{{"streams":[{{"index":0,"codec_type":"video","codec_name":"h264","width":640,"height":360,"avg_frame_rate":"25/1"}},
+               {{"index":1,"codec_type":"audio","codec_name":"aac","channels":2,"sample_rate":"48000"}}],
+               "format":{{"format_name":"mov,mp4,m4a","duration":"{seconds}"}}}}"#
+        ))
+        .expect("probe json")
+    }
+
+    #[test]
+    fn a_long_upload_becomes_the_split_graph_and_a_short_one_stays_one_task() {
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"outputs":[{"preset":"mp4-360p"},{"preset":"hls-abr"},{"preset":"thumbnail"}]}"#,
+        )
+        .expect("spec");
+        let r = renditions(&spec).expect("renditions");
+        let settings = SplitSettings::default();
+        let t = tasks(
+            300.0,
+            &r,
+            Some(&info(100.0)),
+            settings,
+            SplitRequest::default(),
+        );
+        let kinds: Vec<&str> = t.iter().map(|t| t.kind.as_str()).collect();
+        // 100 s in 32 s ranges (30 rounded up to the 4 s HLS grid): 32, 32, 32, 4.
+        assert_eq!(
+            kinds,
+            [
+                "split",
+                "encode_segment",
+                "encode_segment",
+                "encode_segment",
+                "encode_segment",
+                "encode_audio",
+                "encode_audio",
+                "stitch",
+                "transcode"
+            ]
+        );
+        let seg: Vec<_> = t.iter().filter(|t| t.kind == ENCODE_SEGMENT).collect();
+        assert_eq!(
+            seg.iter().map(|t| t.position).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert!(seg[0].weight > seg[3].weight, "weight follows range length");
+        assert!(seg.iter().all(|t| t.depends_on == ["split"]));
+        let stitch = t.iter().find(|t| t.kind == STITCH).expect("stitch");
+        // The split, 4 ranges, audio at 128k (the MP4) and 96k (the 360p rung).
+        assert_eq!(stitch.depends_on.len(), 1 + 4 + 2);
+        let whole = t.last().expect("transcode");
+        assert_eq!(
+            whole.payload["renditions"],
+            serde_json::json!(["thumbnail"])
+        );
+        assert!(whole.depends_on.is_empty());
+        // Short, off, or not probed: one transcode task for everything.
+        for (info, req) in [
+            (Some(info(50.0)), SplitRequest::default()),
+            (
+                Some(info(100.0)),
+                serde_json::from_str(r#""off""#).expect("off"),
+            ),
+            (None, SplitRequest::default()),
+        ] {
+            let t = tasks(300.0, &r, info.as_ref(), settings, req);
+            assert_eq!(t.len(), 1);
+            assert_eq!(t[0].kind, "transcode");
+            assert_eq!(t[0].payload, serde_json::json!({}));
+        }
+    }
+
+    #[test]
+    fn the_split_field_is_read_or_refused_naming_it() {
+        let spec = |split: &str| -> JobSpec {
+            serde_json::from_str(&format!(
+                r#"{{"outputs":[{{"preset":"mp4-720p"}}],"split":{split}}}"#
+            ))
+            .expect("spec")
+        };
+        assert!(split_request(&spec(r#""auto""#)).is_ok());
+        assert!(split_request(&spec(r#"{"segment_seconds":8}"#)).is_ok());
+        for bad in [
+            r#""never""#,
+            r#"{"segment_seconds":1}"#,
+            r#"{"segment_seconds":8,"x":1}"#,
+            "3",
+        ] {
+            let e = split_request(&spec(bad)).expect_err(bad);
+            assert_eq!(e.code(), "invalid_spec");
+            assert!(e.to_string().starts_with("split"), "{e}");
+        }
     }
 }

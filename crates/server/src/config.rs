@@ -153,6 +153,9 @@ pub struct Config {
     /// outputs are media a player on the customer's site must load, and still need a token unless
     /// the cluster runs open), exact origins, or `[]` for none. The job API never gets CORS.
     pub cors_allowed_origins: Vec<String>,
+    /// Split-and-stitch (`[split]` table): `segment_seconds` (30), the range length a job with
+    /// `"split": "auto"` is cut into, and `max_segments` (500), beyond which ranges lengthen.
+    pub split: reelay_media::split::SplitSettings,
 }
 
 pub fn default_workers() -> usize {
@@ -198,6 +201,7 @@ impl Default for Config {
             max_connections_per_client: 128,
             issuer_key: None,
             trusted_keys: None,
+            split: reelay_media::split::SplitSettings::default(),
             allow_anonymous: false,
             identity_refresh_ms: 1000,
             cors_allowed_origins: vec!["*".into()],
@@ -393,6 +397,12 @@ impl Config {
         }
         if self.max_attempts == 0 {
             return bad("max_attempts", "must be at least 1");
+        }
+        if !(2..=3600).contains(&self.split.segment_seconds) {
+            return bad("split.segment_seconds", "must be between 2 and 3600");
+        }
+        if !(2..=10_000).contains(&self.split.max_segments) {
+            return bad("split.max_segments", "must be between 2 and 10000");
         }
         if let Some(db) = &self.database_url {
             let known = ["sqlite:", "postgres://", "postgresql://"];

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod serve;
 pub mod state;
 pub mod storage;
+pub mod task_payloads;
 pub mod tus;
 pub mod uploads;
 pub mod view;

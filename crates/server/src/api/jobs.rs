@@ -102,6 +102,7 @@ pub(crate) async fn submit_json(
     idem: Option<String>,
 ) -> Result<Response, ApiError> {
     let renditions = admission::renditions(&spec)?;
+    admission::split_request(&spec)?;
     let input = spec.input.clone().ok_or_else(|| {
         ApiError::unprocessable("invalid_spec", "input: required in a JSON submission ({\"url\": ...}, {\"key\": ...} or {\"upload\": ...}); or upload the file as multipart")
     })?;
@@ -137,6 +138,7 @@ pub(crate) async fn submit_json(
         idem,
         estimate,
         &renditions,
+        None,
     )
     .await
 }
@@ -165,6 +167,7 @@ async fn submit_upload(
         idem,
         estimate,
         renditions,
+        None,
     )
     .await;
     let created = matches!(&resp, Ok(r) if r.status() == StatusCode::ACCEPTED);
@@ -253,6 +256,7 @@ async fn submit_multipart(
         ));
     }
     let renditions = admission::renditions(&spec)?;
+    admission::split_request(&spec)?;
     let field = tokio::time::timeout_at(spec_by, next_field(&mut mp))
         .await
         .map_err(|_| spec_late())??
@@ -307,6 +311,7 @@ async fn submit_multipart(
         idem,
         estimate,
         &renditions,
+        Some(&info),
     )
     .await;
     if !matches!(&resp, Ok(r) if r.status() == StatusCode::ACCEPTED) {
@@ -419,6 +424,7 @@ async fn create(
     idem: Option<String>,
     estimated_seconds: f64,
     renditions: &[Rendition],
+    info: Option<&reelay_media::MediaInfo>,
 ) -> Result<Response, ApiError> {
     let spec_json =
         serde_json::to_string(spec).map_err(|e| ApiError::internal("encoding the spec", e))?;
@@ -434,7 +440,13 @@ async fn create(
         max_attempts: st.cfg.max_attempts,
         estimated_seconds,
         owner: principal.owner(),
-        tasks: admission::tasks(estimated_seconds, renditions),
+        tasks: admission::tasks(
+            estimated_seconds,
+            renditions,
+            info,
+            st.cfg.split,
+            admission::split_request(spec)?,
+        ),
     };
     let (status, job) = match st.store.create_job(new).await? {
         CreateOutcome::Created(job) => {

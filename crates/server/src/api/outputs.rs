@@ -65,7 +65,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeReq {
     RangeReq::Partial(range)
 }
 
-fn finished(job: &Job) -> Result<String, ApiError> {
+fn finished(job: &Job) -> Result<Vec<String>, ApiError> {
     if job.status != JobStatus::Succeeded {
         return Err(ApiError::conflict(
             "not_ready",
@@ -75,7 +75,24 @@ fn finished(job: &Job) -> Result<String, ApiError> {
             ),
         ));
     }
-    Ok(outputs_prefix(job))
+    Ok(outputs_prefixes(job))
+}
+
+/// Every storage prefix the job's outputs lie under: one for a job run as one task; a split job
+/// has the stitch's and, for outputs that stay whole, the `transcode` task's (first the one of
+/// the first output). Names never collide: each output's files are under its own name.
+fn outputs_prefixes(job: &Job) -> Vec<String> {
+    let mut out = vec![outputs_prefix(job)];
+    for o in &job.outputs {
+        let parts: Vec<&str> = o.key.splitn(4, '/').collect();
+        if parts.len() == 4 && parts[0] == "outputs" && parts[1] == job.id {
+            let p = parts[..3].join("/");
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// The storage prefix of the attempt whose files the job's outputs are: read from the stored
@@ -99,13 +116,9 @@ pub async fn list(
     Path(id): Path<String>,
 ) -> Result<Json<OutputFiles>, ApiError> {
     let job = load(&st, &who, &id).await?;
-    let prefix = finished(&job)?;
-    let files = st
-        .storage
-        .list(&prefix)
-        .await?
-        .into_iter()
-        .filter_map(|o| {
+    let mut files = vec![];
+    for prefix in finished(&job)? {
+        files.extend(st.storage.list(&prefix).await?.into_iter().filter_map(|o| {
             let name = o
                 .key
                 .strip_prefix(&prefix)?
@@ -117,8 +130,8 @@ pub async fn list(
                 size: o.size,
                 name,
             })
-        })
-        .collect();
+        }));
+    }
     Ok(Json(OutputFiles { files }))
 }
 
@@ -133,15 +146,22 @@ pub async fn get(
         return Err(ApiError::not_found("no such output"));
     }
     let job = load(&st, &who, &id).await?;
-    let key = format!("{}/{path}", finished(&job)?);
-    let size = match st.storage.head(&key).await {
-        Ok(o) => o.size,
-        Err(crate::storage::StorageError::NotFound(_)) => {
-            return Err(ApiError::not_found(format!(
-                "job {id} has no output {path}"
-            )))
+    let mut found = None;
+    for prefix in finished(&job)? {
+        let key = format!("{prefix}/{path}");
+        match st.storage.head(&key).await {
+            Ok(o) => {
+                found = Some((key, o.size));
+                break;
+            }
+            Err(crate::storage::StorageError::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
+    }
+    let Some((key, size)) = found else {
+        return Err(ApiError::not_found(format!(
+            "job {id} has no output {path}"
+        )));
     };
     if st.cfg.presign_downloads && method == Method::GET {
         let ttl = std::time::Duration::from_secs(st.cfg.presign_ttl_seconds);

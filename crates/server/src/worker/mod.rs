@@ -11,6 +11,12 @@
 //! loop turns that into retry-or-fail, the same for every kind. A kind this build does not know
 //! fails permanently with `unknown_task_kind`.
 
+mod encode_audio;
+mod encode_segment;
+mod parts;
+mod split;
+mod stitch;
+mod sweeper;
 mod transcode;
 
 use crate::metrics as m;
@@ -24,6 +30,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use parts::{intermediate_prefix, PartError};
+pub use sweeper::sweep_intermediates;
 pub use transcode::TranscodeError;
 
 /// "No estimate yet" in the shared ETA cell.
@@ -111,11 +119,23 @@ pub struct Context<'a> {
 /// only its own: a `transcode` task writes the job's outputs under `outputs/{job}/a{n}` (the
 /// layout the outputs API reads); other kinds under `tasks/{task id}/a{n}`, one place per task
 /// and attempt, so two segments of one job never share (or delete) each other's files.
+///
+/// The `stitch` task writes the job's outputs under `outputs/{job}/stitch-a{n}` (the outputs API
+/// serves every prefix the job's outputs name); intermediate kinds under
+/// `tasks/{job}/{task key}/a{n}`, inside the job's [`intermediate_prefix`], removed when the job
+/// ends.
 pub fn attempt_prefix(claim: &Claim) -> String {
-    if claim.kind == reelay_jobs::TRANSCODE {
-        output_prefix(&claim.job.id, claim.attempt)
-    } else {
-        format!("tasks/{}/a{}", claim.task_id, claim.attempt)
+    let job = &claim.job.id;
+    match claim.kind.as_str() {
+        reelay_jobs::TRANSCODE => output_prefix(job, claim.attempt),
+        crate::task_payloads::STITCH => format!("outputs/{job}/stitch-a{}", claim.attempt),
+        _ => {
+            let key = claim
+                .task_id
+                .strip_prefix(&format!("{job}."))
+                .unwrap_or(&claim.task_id);
+            format!("{}/{key}/a{}", intermediate_prefix(job), claim.attempt)
+        }
     }
 }
 
@@ -151,19 +171,29 @@ impl Ended {
     }
 }
 
+/// A handler's result as the loop records it.
+fn ended<T: serde::Serialize, E: TaskError>(r: Result<T, E>) -> Ended {
+    match r {
+        Ok(out) => match serde_json::to_value(out) {
+            Ok(v) => Ended::Done(v),
+            Err(e) => Ended::Failed {
+                error: ErrorDetail::new("internal", format!("outputs do not encode: {e}")),
+                transient: false,
+            },
+        },
+        Err(e) => Ended::from_error(&e),
+    }
+}
+
 /// Runs the claimed task with the handler of its kind.
 async fn dispatch(cx: &Context<'_>) -> Ended {
+    use crate::task_payloads as kind;
     match cx.claim.kind.as_str() {
-        reelay_jobs::TRANSCODE => match transcode::run(cx).await {
-            Ok(files) => match serde_json::to_value(files) {
-                Ok(v) => Ended::Done(v),
-                Err(e) => Ended::Failed {
-                    error: ErrorDetail::new("internal", format!("outputs do not encode: {e}")),
-                    transient: false,
-                },
-            },
-            Err(e) => Ended::from_error(&e),
-        },
+        reelay_jobs::TRANSCODE => ended(transcode::run(cx).await),
+        kind::SPLIT => ended(split::run(cx).await),
+        kind::ENCODE_SEGMENT => ended(encode_segment::run(cx).await),
+        kind::ENCODE_AUDIO => ended(encode_audio::run(cx).await),
+        kind::STITCH => ended(stitch::run(cx).await),
         other => Ended::from_error(&UnknownKind(other.to_string())),
     }
 }
@@ -196,6 +226,11 @@ impl WorkerPool {
     pub async fn run(self: Arc<Self>) {
         let slots = self.state.capacity as usize;
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop());
+        let sweeper = tokio::spawn(sweep_intermediates(
+            self.state.clone(),
+            Duration::from_secs(1),
+            self.stop_claiming.clone(),
+        ));
         let mut set = tokio::task::JoinSet::new();
         for slot in 0..slots {
             let pool = self.clone();
@@ -203,6 +238,7 @@ impl WorkerPool {
         }
         while set.join_next().await.is_some() {}
         heartbeat.abort();
+        sweeper.abort();
         if let Err(e) = self.state.store.deregister(&self.id).await {
             tracing::warn!(error = %e, "could not deregister; the heartbeat will expire");
         }

@@ -122,8 +122,14 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
     // cannot run what an older one accepted.
     let spec: JobSpec = serde_json::from_str(&job.spec_json)
         .map_err(|e| TranscodeError::InvalidSpec(format!("stored spec unreadable: {e}")))?;
-    let renditions = reelay_media::resolve_outputs(&spec.outputs)
+    let mut renditions = reelay_media::resolve_outputs(&spec.outputs)
         .map_err(|e| TranscodeError::InvalidSpec(e.to_string()))?;
+    // Beside a split job, this task makes only the outputs that stay whole.
+    let payload: crate::task_payloads::TranscodePayload =
+        serde_json::from_value(claim.payload.clone()).unwrap_or_default();
+    if let Some(names) = &payload.renditions {
+        renditions.retain(|r| names.contains(&r.name));
+    }
 
     // Input into the working directory.
     let input = workdir.join("input");
@@ -311,7 +317,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
 }
 
 /// Relative paths of every file under `dir`, sorted.
-fn walk(dir: &Path) -> std::io::Result<Vec<String>> {
+pub(super) fn walk(dir: &Path) -> std::io::Result<Vec<String>> {
     let mut out = vec![];
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Split-and-stitch vs one task, same input, same machine, same run:
+#   two `reelay worker` processes, one slot each, pinned to cores 0 and 1 (taskset), run the job
+#   with "split": "auto"; then the same job with "split": "off" on worker 1 alone.
+# Reports wall-time speed-up, the ratio of total CPU time (utime+stime of the workers and their
+# ffmpeg children, from /proc/<pid>/stat), when the job's first output could be played, and a
+# list-scheduling projection for 8/32/128 slots from the measured task times.
+#   bench/split.sh                                  the issue's run: 600 s 1080p30, hard to encode
+#   SECONDS_IN=60 SIZE=1280x720 bench/split.sh      a short run that shows the script works
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/reelay}
+[ -x "$BIN" ] || BIN=target/debug/reelay
+OUT=${OUT:-bench/out/split}
+SECONDS_IN=${SECONDS_IN:-600}
+SIZE=${SIZE:-1920x1080}
+SEGMENT=${SEGMENT:-30}
+SPEC_OUTPUTS='[{"preset":"hls-abr"},{"preset":"mp4-720p"}]'
+[ -x "$BIN" ] || { echo "build first: cargo build --release -p reelay" >&2; exit 1; }
+rm -rf "$OUT"; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
+now() { date +%s.%N; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+wait_http() { for _ in $(seq 400); do curl -fs "$1" >/dev/null && return; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
+field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+# CPU seconds of a process and its waited-for children (utime stime cutime cstime).
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15+$16+$17)/hz}' "/proc/$1/stat"; }
+
+clip="$OUT/input.mp4"
+echo "generating ${SECONDS_IN}s ${SIZE} noisy input..." >&2
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=$SIZE:rate=30:duration=$SECONDS_IN" \
+  -f lavfi -i "sine=frequency=440:duration=$SECONDS_IN" -vf "noise=alls=20:allf=t" \
+  -c:v libx264 -preset ultrafast -g 60 -c:a aac -shortest "$clip"
+
+cat >"$OUT/reelay.toml" <<TOML
+[split]
+segment_seconds = $SEGMENT
+TOML
+db="sqlite:$OUT/jobs.db"; store="file://$OUT/storage"; mkdir -p "$OUT/storage"
+api=$(free_port)
+"$BIN" api --config "$OUT/reelay.toml" --listen "127.0.0.1:$api" --data-dir "$OUT/api" --database-url "$db" --storage "$store" 2>"$OUT/api.log" & pids+=($!)
+wait_http "http://127.0.0.1:$api/readyz"
+BASE="http://127.0.0.1:$api"
+workers=()
+for core in 0 1; do
+  wp=$(free_port)
+  taskset -c "$core" "$BIN" worker --config "$OUT/reelay.toml" --listen "127.0.0.1:$wp" --data-dir "$OUT/w$core" \
+    --workers 1 --database-url "$db" --storage "$store" 2>"$OUT/w$core.log" & pids+=($!); workers+=($!)
+  wait_http "http://127.0.0.1:$wp/readyz"
+done
+
+run_job() { # split-field worker-pids... -> prints "wall cpu upload_end first_playable job_id"
+  local split=$1; shift
+  local c0=0 c1=0 p t0 t1 id s view first=""
+  for p in "$@"; do c0=$(echo "$c0 + $(cpu "$p")" | bc); done
+  t0=$(now)
+  id=$(curl -fsS -F "spec={\"outputs\":$SPEC_OUTPUTS,\"split\":$split}" -F "file=@$clip" "$BASE/v1/jobs" | field id)
+  local up=$(now)
+  while :; do
+    view=$(curl -fsS "$BASE/v1/jobs/$id")
+    s=$(echo "$view" | field status)
+    if [ -z "$first" ] && curl -fs -o /dev/null "$BASE/v1/jobs/$id/outputs/hls-abr/master.m3u8"; then first=$(now); fi
+    case "$s" in succeeded) break ;; failed|cancelled) echo "job $id $s: $view" >&2; exit 1 ;; esac
+    sleep 0.2
+  done
+  t1=$(now)
+  [ -n "$first" ] || first=$t1
+  for p in "$@"; do c1=$(echo "$c1 + $(cpu "$p")" | bc); done
+  echo "$(echo "$t1 - $t0" | bc) $(echo "$c1 - $c0" | bc) $(echo "$up - $t0" | bc) $(echo "$first - $up" | bc) $id"
+}
+
+echo "split job on 2 workers..." >&2
+read -r ws cs ups fps ids < <(run_job '"auto"' "${workers[@]}")
+# The unsplit job on worker 1 alone (worker 2 stopped).
+kill "${workers[1]}"; wait "${workers[1]}" 2>/dev/null || true
+echo "unsplit job on 1 worker..." >&2
+read -r wu cu upu fpu idu < <(run_job '"off"' "${workers[0]}")
+
+# Task times from the workers' logs ("task succeeded" with the task id and seconds).
+python3 - "$OUT" "$ids" "$wu" "$ws" "$cs" "$cu" "$fps" "$fpu" "$SECONDS_IN" "$SIZE" "$SEGMENT" <<'PY'
+import re, sys, glob, heapq
+out, job, wu, ws, cs, cu, fps, fpu, secs, size, seg = sys.argv[1:]
+wu, ws, cs, cu, fps, fpu = map(float, (wu, ws, cs, cu, fps, fpu))
+ansi = re.compile(r'\x1b\[[0-9;]*m')
+times = {}
+for f in glob.glob(f"{out}/w*.log"):
+    for line in open(f, errors="replace"):
+        line = ansi.sub("", line)
+        if "task succeeded" not in line or job not in line:
+            continue
+        t = re.search(r'task_id=(\S+)', line); s = re.search(r'seconds=([0-9.]+)', line)
+        if t and s:
+            times[t.group(1).split(".")[-1]] = float(s.group(1))
+split = times.get("split", 0.0); stitch = times.get("stitch", 0.0)
+middle = sorted((k, v) for k, v in times.items() if k not in ("split", "stitch"))
+def makespan(n):
+    # Model: the split runs alone; then the ranges (in position order), audio and whole-output
+    # tasks are list-scheduled, each onto the slot that frees first; then the stitch runs alone.
+    # Task times as measured on one pinned core; no storage or claim latency added.
+    slots = [0.0] * n
+    for _, v in middle:
+        t = heapq.heappop(slots); heapq.heappush(slots, t + v)
+    return split + max(slots) + stitch
+serial = split + sum(v for _, v in middle) + stitch
+print(f"input: {secs} s {size}30 noisy, hls-abr + mp4-720p; split.segment_seconds {seg}")
+print(f"unsplit (1 worker, 1 core): wall {wu:.1f} s, CPU {cu:.1f} s")
+print(f"split   (2 workers, 2 cores): wall {ws:.1f} s, CPU {cs:.1f} s")
+print(f"wall-time speed-up: {wu/ws:.2f}x; CPU time split/unsplit: {cs/cu:.3f}")
+print(f"first playable HLS after the upload ended: split {fps:.1f} s, unsplit {fpu:.1f} s (no progressive HLS yet: both at job end)")
+print(f"tasks: {len(times)} measured; split {split:.1f} s, stitch {stitch:.1f} s, middle tasks sum {sum(v for _, v in middle):.1f} s, longest {max((v for _, v in middle), default=0):.1f} s")
+for n in (2, 8, 32, 128):
+    m = makespan(n)
+    print(f"projection {n:>3} slots: {m:.1f} s, speed-up vs unsplit {wu/m:.2f}x ({wu/m/n:.2f} N)")
+PY

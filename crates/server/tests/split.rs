@@ -1,0 +1,338 @@
+//! Split-and-stitch through a real cluster: a multipart upload long enough to split, real
+//! ffmpeg in every task, outputs fetched over HTTP and checked with ffprobe against the same
+//! job with `"split": "off"`, intermediates checked gone from object storage.
+
+mod common;
+use common::*;
+use reelay_protocol::{JobStatus, JobView};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// A `secs`-long 160x90 clip with audio and a keyframe every second (so it cuts into pieces).
+fn gop_clip(dir: &Path, secs: u32) -> std::path::PathBuf {
+    gop_clip_sized(dir, secs, "160x90")
+}
+
+fn gop_clip_sized(dir: &Path, secs: u32, size: &str) -> std::path::PathBuf {
+    let out = dir.join("long.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=25:duration={secs}"),
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("sine=frequency=440:duration={secs}"),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-c:a",
+        "aac",
+        "-shortest",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+fn probe_lines(file: &Path, args: &[&str]) -> Vec<String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_end_matches(',').to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn frames(file: &Path) -> u64 {
+    probe_lines(
+        file,
+        &[
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ],
+    )[0]
+    .parse()
+    .unwrap()
+}
+
+/// Decode timestamps of the video packets, checked strictly increasing.
+fn assert_dts_increasing(file: &Path) {
+    let dts: Vec<f64> = probe_lines(
+        file,
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=dts_time",
+            "-of",
+            "csv=p=0",
+        ],
+    )
+    .iter()
+    .filter_map(|l| l.parse().ok())
+    .collect();
+    assert!(dts.len() > 10);
+    for w in dts.windows(2) {
+        assert!(w[1] > w[0], "DTS not increasing: {} then {}", w[0], w[1]);
+    }
+}
+
+async fn save(s: &TestServer, url: &str, dir: &Path, name: &str) -> std::path::PathBuf {
+    let (status, bytes) = s.get_bytes(url).await;
+    assert_eq!(status, 200, "{url}");
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Fetches an HLS output: every rung's playlist and every segment; returns the frames of the
+/// first (largest) rung's segments joined.
+async fn check_hls(s: &TestServer, job: &JobView, dir: &Path) -> u64 {
+    let base = format!("/v1/jobs/{}/outputs/hls-abr", job.id);
+    let (st, master) = s.get_bytes(&format!("{base}/master.m3u8")).await;
+    assert_eq!(st, 200);
+    let master = String::from_utf8(master).unwrap();
+    let media: Vec<&str> = master
+        .lines()
+        .filter(|l| l.ends_with(".m3u8") && !l.starts_with('#'))
+        .chain(
+            master
+                .lines()
+                .filter_map(|l| l.split("URI=\"").nth(1).and_then(|r| r.split('"').next())),
+        )
+        .collect();
+    assert!(!media.is_empty(), "{master}");
+    let mut first_rung_frames = None;
+    for m in media {
+        let (st, pl) = s.get_bytes(&format!("{base}/{m}")).await;
+        assert_eq!(st, 200, "{m}");
+        let pl = String::from_utf8(pl).unwrap();
+        assert!(pl.contains("#EXT-X-ENDLIST"), "{m}: {pl}");
+        assert!(pl.contains("#EXT-X-PLAYLIST-TYPE:VOD"), "{m}");
+        assert!(!pl.contains("DISCONTINUITY"), "{m}: {pl}");
+        let rung_dir = Path::new(m).parent().unwrap().to_str().unwrap().to_string();
+        let mut joined = vec![];
+        for seg in pl.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (st, bytes) = s.get_bytes(&format!("{base}/{rung_dir}/{seg}")).await;
+            assert_eq!(st, 200, "{rung_dir}/{seg}");
+            assert!(!bytes.is_empty());
+            joined.extend(bytes);
+        }
+        if m.starts_with("v0/") {
+            let p = dir.join("rung0.ts");
+            std::fs::write(&p, &joined).unwrap();
+            assert_dts_increasing(&p);
+            first_rung_frames = Some(frames(&p));
+        }
+    }
+    first_rung_frames.expect("a v0 rung")
+}
+
+async fn intermediates(s: &TestServer, job: &str) -> usize {
+    s.state
+        .storage
+        .list(&reelay_server::worker::intermediate_prefix(job))
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn wait_no_intermediates(s: &TestServer, job: &str) {
+    for _ in 0..100 {
+        if intermediates(s, job).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("intermediates of {job} left in storage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_split_job_matches_the_unsplit_one_and_leaves_no_intermediates() {
+    let s = TestServer::start().await;
+    let clip = gop_clip(s.dir.path(), 14);
+    let split = s
+        .succeeded(
+            &clip,
+            r#"{"outputs":[{"preset":"mp4-360p"},{"preset":"hls-abr"},{"preset":"thumbnail"}],"split":{"segment_seconds":4}}"#,
+        )
+        .await;
+    let whole = s
+        .succeeded(
+            &clip,
+            r#"{"outputs":[{"preset":"mp4-360p"},{"preset":"hls-abr"},{"preset":"thumbnail"}],"split":"off"}"#,
+        )
+        .await;
+    // Every kind ran and succeeded; the unsplit job is one transcode task.
+    let kinds = |j: &JobView| {
+        let mut k: Vec<String> = j.tasks.iter().map(|t| t.kind.clone()).collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    assert_eq!(
+        kinds(&split),
+        [
+            "encode_audio",
+            "encode_segment",
+            "split",
+            "stitch",
+            "transcode"
+        ]
+    );
+    assert!(
+        split.tasks.iter().all(|t| t.status == "succeeded"),
+        "{:?}",
+        split.tasks
+    );
+    let segments = split
+        .tasks
+        .iter()
+        .filter(|t| t.kind == "encode_segment")
+        .count();
+    assert_eq!(
+        segments, 4,
+        "14 s in 4 s ranges (the last one 2 s): {:?}",
+        split.tasks
+    );
+    assert_eq!(kinds(&whole), ["transcode"]);
+    // Same output names as the unsplit job, split and whole outputs alike.
+    let names = |j: &JobView| {
+        let mut n: Vec<String> = j.outputs.iter().map(|o| o.name.clone()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&split), names(&whole));
+    assert_eq!(names(&split).len(), 3);
+
+    let d = tempfile::tempdir().unwrap();
+    let a = save(
+        &s,
+        &format!("/v1/jobs/{}/outputs/mp4-360p.mp4", split.id),
+        d.path(),
+        "a.mp4",
+    )
+    .await;
+    let b = save(
+        &s,
+        &format!("/v1/jobs/{}/outputs/mp4-360p.mp4", whole.id),
+        d.path(),
+        "b.mp4",
+    )
+    .await;
+    assert_eq!(frames(&a), frames(&b));
+    assert_eq!(frames(&a), 14 * 25);
+    assert_dts_increasing(&a);
+    let pa = ffprobe_bytes(&std::fs::read(&a).unwrap(), "mp4");
+    let pb = ffprobe_bytes(&std::fs::read(&b).unwrap(), "mp4");
+    assert_eq!(pa.codec("audio").as_deref(), Some("aac"));
+    assert!(
+        (pa.duration() - pb.duration()).abs() < 0.05,
+        "{} vs {}",
+        pa.duration(),
+        pb.duration()
+    );
+    // The thumbnail (kept whole) is served from the same job.
+    let (st, jpg) = s
+        .get_bytes(&format!("/v1/jobs/{}/outputs/thumbnail.jpg", split.id))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        ffprobe_bytes(&jpg, "jpg").codec("video").as_deref(),
+        Some("mjpeg")
+    );
+    // HLS: every playlist and segment fetched, the top rung as many frames as unsplit.
+    let hls_split = check_hls(&s, &split, d.path()).await;
+    assert_eq!(hls_split, 14 * 25);
+    // The outputs listing names every file of both prefixes.
+    let listed: serde_json::Value = s.get_json(&format!("/v1/jobs/{}/outputs", split.id)).await;
+    let files = listed["files"].as_array().unwrap();
+    assert!(files.iter().any(|f| f["name"] == "thumbnail.jpg"));
+    assert!(files.iter().any(|f| f["name"] == "hls-abr/master.m3u8"));
+    wait_no_intermediates(&s, &split.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_a_split_job_stops_every_task_and_removes_the_pieces() {
+    let s = TestServer::start().await;
+    let clip = gop_clip_sized(s.dir.path(), 60, "1280x720");
+    let j = s
+        .submit_ok(
+            &clip,
+            r#"{"outputs":[{"preset":"mp4-480p"},{"preset":"hls-abr"}],"split":{"segment_seconds":4}}"#,
+        )
+        .await;
+    // Wait until the pieces are stored and a segment runs.
+    s.wait_for(&j.id, Duration::from_secs(60), |v| {
+        v.tasks
+            .iter()
+            .any(|t| t.kind == "split" && t.status == "succeeded")
+    })
+    .await;
+    assert!(intermediates(&s, &j.id).await > 0, "pieces stored");
+    let r = s
+        .http
+        .delete(s.url(&format!("/v1/jobs/{}", j.id)))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let v = s.wait(&j.id, Duration::from_secs(30)).await;
+    assert_eq!(v.status, JobStatus::Cancelled);
+    // No task is left running or queued, and nothing stays in storage.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v = s.job(&j.id).await;
+    assert!(
+        v.tasks
+            .iter()
+            .all(|t| t.status == "cancelled" || t.status == "succeeded"),
+        "{:?}",
+        v.tasks
+    );
+    wait_no_intermediates(&s, &j.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_split_field_is_a_422_naming_it() {
+    let s = TestServer::start().await;
+    let clip = gop_clip(s.dir.path(), 2);
+    for bad in [
+        r#""sometimes""#,
+        r#"{"segment_seconds":1}"#,
+        r#"{"seconds":4}"#,
+    ] {
+        let r = s
+            .submit_file(
+                &clip,
+                &format!(r#"{{"outputs":[{{"preset":"mp4-360p"}}],"split":{bad}}}"#),
+            )
+            .await;
+        assert_eq!(r.status(), 422, "{bad}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_spec", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("split"),
+            "{body}"
+        );
+    }
+}
