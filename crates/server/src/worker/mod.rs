@@ -11,6 +11,7 @@
 //! loop turns that into retry-or-fail, the same for every kind. A kind this build does not know
 //! fails permanently with `unknown_task_kind`.
 
+mod receipts;
 mod transcode;
 
 use crate::metrics as m;
