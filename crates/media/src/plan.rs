@@ -680,9 +680,7 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
                         "not allowed with codec copy: copied audio is not filtered",
                     ))
                 }
-                Some(v) => Some(
-                    crate::loudness::parse_mode(v).map_err(|m| err(f("loudness"), m))?,
-                ),
+                Some(v) => Some(crate::loudness::parse_mode(v).map_err(|m| err(f("loudness"), m))?),
             };
             Some(AudioPlan {
                 codec,

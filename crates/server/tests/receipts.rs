@@ -116,7 +116,10 @@ async fn loud_and_quiet_inputs_come_out_at_the_target_and_measure_changes_nothin
         let o = output(&j, "meas.m4a");
         let file = download(&s, o, dir.path()).await;
         let got = integrated_lufs(&file);
-        assert!((got - before).abs() <= 1.0, "measure changed {before} to {got}");
+        assert!(
+            (got - before).abs() <= 1.0,
+            "measure changed {before} to {got}"
+        );
         let r = o.loudness.expect("loudness receipt");
         assert_eq!(r.mode, LoudnessAction::Measure);
         assert_eq!(r.target_lufs, None);
@@ -133,7 +136,11 @@ async fn bad_loudness_values_are_422_naming_the_field() {
     let s = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let input = clip(dir.path(), "in.mp4", 64, 64, 1.0, true);
-    for (loudness, codec) in [(r#""loud""#, "aac"), ("-3", "aac"), (r#""ebu-r128""#, "copy")] {
+    for (loudness, codec) in [
+        (r#""loud""#, "aac"),
+        ("-3", "aac"),
+        (r#""ebu-r128""#, "copy"),
+    ] {
         let spec = format!(
             r#"{{"outputs":[{{"name":"a","container":"mp4","audio":{{"codec":"{codec}","loudness":{loudness}}}}}]}}"#
         );
@@ -167,7 +174,10 @@ async fn video_files_carry_quality_receipts_unless_turned_off() {
         assert!(q.frames > 0, "{name}");
         // The bitrate is what the downloaded file measures.
         let file = download(&s, o, dir.path()).await;
-        let p = ffprobe_bytes(&std::fs::read(&file).unwrap(), name.rsplit('.').next().unwrap());
+        let p = ffprobe_bytes(
+            &std::fs::read(&file).unwrap(),
+            name.rsplit('.').next().unwrap(),
+        );
         let kbps = o.size as f64 * 8.0 / p.duration() / 1000.0;
         let got = q.bitrate_kbps.unwrap();
         assert!((got - kbps).abs() / kbps < 0.1, "{name}: {got} vs {kbps}");
@@ -176,9 +186,10 @@ async fn video_files_carry_quality_receipts_unless_turned_off() {
     // The trimmed output is compared with the trimmed part of the source: a misaligned
     // reference would score far lower.
     assert!(output(&j, "trimmed.mkv").quality.unwrap().frames <= 40);
-    assert!(j.outputs.iter().all(|o| o.name.ends_with(".mp4")
-        || o.name.ends_with(".mkv")
-        || o.quality.is_none()));
+    assert!(j
+        .outputs
+        .iter()
+        .all(|o| o.name.ends_with(".mp4") || o.name.ends_with(".mkv") || o.quality.is_none()));
 
     // The receipts feed the Prometheus histograms.
     let (status, metrics) = s.get_bytes("/metrics").await;
@@ -194,7 +205,8 @@ async fn video_files_carry_quality_receipts_unless_turned_off() {
 
     // Longer than the configured bound: off unless asked.
     let s = TestServer::start_with(|c| c.quality_report_max_seconds = 1.0).await;
-    let one = r#"{"outputs":[{"name":"small","container":"mp4","video":{"codec":"h264","height":120}}]}"#;
+    let one =
+        r#"{"outputs":[{"name":"small","container":"mp4","video":{"codec":"h264","height":120}}]}"#;
     let j = s.succeeded(&input, one).await;
     assert!(output(&j, "small.mp4").quality.is_none());
     let asked = r#"{"quality_report":true,"outputs":[{"name":"small","container":"mp4","video":{"codec":"h264","height":120}}]}"#;

@@ -56,8 +56,9 @@ pub fn normalize_filter(r: &Rendition, info: &MediaInfo, input: &LoudnessStats) 
         return None;
     };
     let audio = r.audio.as_ref()?;
-    let rate = output_sample_rate(audio.codec, info.audio()?.sample_rate);
-    loudness::normalize_filter(target, input, rate)
+    let src = info.audio()?;
+    let rate = output_sample_rate(audio.codec, src.sample_rate);
+    loudness::normalize_filter_for(target, input, rate, src.channels)
 }
 
 fn values(s: &LoudnessStats) -> LoudnessValues {
@@ -199,7 +200,9 @@ impl Meter<'_> {
                 demuxer: info.demuxer(),
             },
             src_video.index as usize,
-            Some(&reference).filter(|s| !s.is_empty()).map(|s| s.as_str()),
+            Some(&reference)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.as_str()),
             (w, h),
             frames,
             self.timeout,
@@ -267,8 +270,11 @@ mod tests {
         );
         assert!(!wants_loudness(std::slice::from_ref(&plain)));
         assert!(wants_loudness(&[plain.clone(), measure.clone()]));
-        assert_eq!(loudness_mode(&loud), Some(parse_mode(&"ebu-r128".into()).unwrap()));
-        let info = reelay_media::parse_probe_json(
+        assert_eq!(
+            loudness_mode(&loud),
+            Some(parse_mode(&"ebu-r128".into()).unwrap())
+        );
+        let info = reelay_media::probe::parse_probe_json(
             r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264","width":64,"height":64},
                {"index":1,"codec_type":"audio","codec_name":"aac","channels":1,"sample_rate":"44100"}],
                "format":{"format_name":"mov,mp4,m4a","duration":"2.0"}}"#,
@@ -285,7 +291,10 @@ mod tests {
         // Opus writes 48 kHz whatever the input's rate.
         let f = normalize_filter(&loud, &info, &stats).unwrap();
         assert!(f.starts_with("loudnorm=I=-23.0:"), "{f}");
-        assert!(f.ends_with("aformat=sample_rates=48000"), "{f}");
+        assert!(
+            f.ends_with("aformat=sample_rates=48000:channel_layouts=mono"),
+            "{f}"
+        );
         let r = loudness_receipt(LoudnessMode::Normalize(EBU_R128), &stats, None);
         assert_eq!(r.target_lufs, Some(-23.0));
         assert_eq!(r.input.integrated_lufs, Some(-30.0));
@@ -297,7 +306,7 @@ mod tests {
         let r = custom(
             r#"{"name":"a","container":"mp4","video":{"codec":"h264"},"trim":{"start":1.5,"duration":2}}"#,
         );
-        let info = reelay_media::parse_probe_json(
+        let info = reelay_media::probe::parse_probe_json(
             r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264","width":64,"height":64}],
                "format":{"format_name":"mov,mp4,m4a","duration":"5.0"}}"#,
         )
