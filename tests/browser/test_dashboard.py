@@ -267,6 +267,9 @@ def test_dashboard_submits_follows_and_plays_a_job_through_the_edge(
     page.wait_for_selector('#view-job[data-status="succeeded"]', timeout=20_000)
     page.wait_for_selector('#job-outputs tr[data-output="mp4-360p.mp4"]')
     assert page.locator("#job-cancel").is_hidden(), "no cancel button on a finished job"
+    # The MP4's quality receipt is shown on its row; the HLS master has none.
+    receipt = page.locator('#job-outputs tr[data-output="mp4-360p.mp4"] td.receipt').inner_text()
+    assert receipt.startswith("PSNR ") and "SSIM 0." in receipt and "kbit/s" in receipt, receipt
     hls = play_until(page, 'video[data-kind="hls"]', 0.5)
     log.info("HLS played %s", json.dumps(hls))
     assert hls["engine"] == "hls.js"

@@ -1072,12 +1072,33 @@
     }
   });
 
+  /** An output's quality (PSNR/SSIM, bitrate) and loudness receipts as one line ('' without). */
+  function receiptText(o) {
+    const num = (x, d) => (typeof x === 'number' && isFinite(x) ? x.toFixed(d) : null);
+    const parts = [];
+    const q = o.quality;
+    if (q && typeof q === 'object') {
+      parts.push('PSNR ' + (num(q.psnr_db, 2) === null ? 'inf' : num(q.psnr_db, 2) + ' dB') + ' · SSIM ' + (num(q.ssim, 4) || '?'));
+      if (num(q.bitrate_kbps, 0) !== null) parts.push(num(q.bitrate_kbps, 0) + ' kbit/s');
+    }
+    const l = o.loudness;
+    if (l && typeof l === 'object') {
+      const lufs = (m) => (m && num(m.integrated_lufs, 1) !== null ? num(m.integrated_lufs, 1) + ' LUFS' : 'silent');
+      let s = 'loudness ' + lufs(l.input);
+      if (num(l.target_lufs, 1) !== null) s += ' → target ' + num(l.target_lufs, 1);
+      if (l.output) s += ', measured ' + lufs(l.output);
+      parts.push(s);
+    }
+    return parts.join(' · ');
+  }
+
   function showOutputs(v) {
     const tbody = $('job-outputs');
     tbody.replaceChildren(...v.outputs.map((o) => el('tr', { 'data-output': o.name },
       el('td', { text: o.name }),
       el('td', { class: 'small', text: o.content_type }),
       el('td', { class: 'small', text: fmtBytes(o.size) }),
+      el('td', { class: 'small receipt', text: receiptText(o) }),
       el('td', null, sameOriginPath(o.url) ? el('a', { href: o.url, download: true, text: 'download' }) : null))));
     $('job-outputs-panel').hidden = false;
     const players = $('job-players');

@@ -19,13 +19,19 @@ pub fn now_millis() -> Millis {
 }
 
 /// One file a finished job produced, as kept in the job row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct StoredOutput {
     pub name: String,
     /// Object-storage key; the api turns it into a download URL.
     pub key: String,
     pub size: u64,
     pub content_type: String,
+    /// Loudness receipt (`audio.loudness`); absent in rows written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loudness: Option<reelay_protocol::LoudnessReceipt>,
+    /// Quality receipt of a video file output; absent in older rows and when turned off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<reelay_protocol::QualityReceipt>,
 }
 
 /// What the api hands to [`JobStore::create_job`](crate::JobStore::create_job).

@@ -69,6 +69,7 @@ fn output(name: &str) -> StoredOutput {
         key: format!("outputs/{name}"),
         size: 1234,
         content_type: "video/mp4".to_string(),
+        ..Default::default()
     }
 }
 

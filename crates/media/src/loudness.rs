@@ -125,13 +125,33 @@ pub fn normalize_filter(
     measured: &LoudnessStats,
     sample_rate: u32,
 ) -> Option<String> {
+    normalize_filter_for(target, measured, sample_rate, None)
+}
+
+/// [`normalize_filter`] with the channel layout pinned too (`channels` of the input: mono,
+/// stereo, 5.1, 7.1). When `loudnorm` reinitialises the graph mid-stream (a switch between
+/// linear and dynamic mode), an `aformat` that fixes only the rate leaves the layout to be
+/// negotiated again with the encoder, which fails in ffmpeg 5.1 ("Cannot select channel layout").
+pub fn normalize_filter_for(
+    target: LoudnessTarget,
+    measured: &LoudnessStats,
+    sample_rate: u32,
+    channels: Option<u32>,
+) -> Option<String> {
+    let layout = match channels {
+        Some(1) => ":channel_layouts=mono",
+        Some(2) => ":channel_layouts=stereo",
+        Some(6) => ":channel_layouts=5.1",
+        Some(8) => ":channel_layouts=7.1",
+        _ => "",
+    };
     let i = measured.integrated_lufs?;
     let tp = measured.true_peak_dbtp.unwrap_or(target.true_peak);
     let lra = measured.range_lu.unwrap_or(7.0);
     let thresh = measured.threshold_lufs.unwrap_or(i - 10.0);
     let target_lra = lra.clamp(7.0, 50.0);
     Some(format!(
-        "loudnorm=I={:.1}:TP={:.1}:LRA={:.1}:measured_I={:.2}:measured_TP={:.2}:measured_LRA={:.2}:measured_thresh={:.2}:linear=true,aformat=sample_rates={}",
+        "loudnorm=I={:.1}:TP={:.1}:LRA={:.1}:measured_I={:.2}:measured_TP={:.2}:measured_LRA={:.2}:measured_thresh={:.2}:linear=true,aformat=sample_rates={}{layout}",
         target.integrated, target.true_peak, target_lra, i, tp, lra, thresh, sample_rate.max(8000)
     ))
 }

@@ -81,6 +81,9 @@ pub struct VideoPlan {
 pub struct AudioPlan {
     pub codec: AudioCodec,
     pub bitrate_kbps: u32,
+    /// `audio.loudness`: measured by the worker first, then (normalise) a `loudnorm` filter
+    /// with the measured values in this output's audio chain. Custom outputs only.
+    pub loudness: Option<crate::loudness::LoudnessMode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -262,6 +265,7 @@ fn aac(kbps: u32) -> AudioPlan {
     AudioPlan {
         codec: AudioCodec::Aac,
         bitrate_kbps: kbps,
+        loudness: None,
     }
 }
 
@@ -410,7 +414,7 @@ const PRESETS: &[Preset] = &[
                 codec: VideoCodec::Vp9,
                 ..h264(720, Some(33), None)
             }),
-            audio: Some(AudioPlan { codec: AudioCodec::Opus, bitrate_kbps: 96 }),
+            audio: Some(AudioPlan { codec: AudioCodec::Opus, bitrate_kbps: 96, loudness: None }),
             ..mp4("webm-vp9-720p", 720, 0)
         },
     },
@@ -668,15 +672,27 @@ fn custom(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
             if !(16..=512).contains(&bitrate) {
                 return Err(err(f("bitrate_kbps"), "must be between 16 and 512"));
             }
+            let loudness = match &a.loudness {
+                None => None,
+                Some(_) if codec == AudioCodec::Copy => {
+                    return Err(err(
+                        f("loudness"),
+                        "not allowed with codec copy: copied audio is not filtered",
+                    ))
+                }
+                Some(v) => Some(crate::loudness::parse_mode(v).map_err(|m| err(f("loudness"), m))?),
+            };
             Some(AudioPlan {
                 codec,
                 bitrate_kbps: bitrate,
+                loudness,
             })
         }
         // No audio section: keep the audio, in the format's usual codec.
         None => row.default_audio.map(|codec| AudioPlan {
             codec,
             bitrate_kbps: 128,
+            loudness: None,
         }),
     };
 
@@ -1010,6 +1026,7 @@ mod tests {
             audio: Some(AudioSpec {
                 codec: "none".into(),
                 bitrate_kbps: None,
+                loudness: None,
             }),
             ..custom_spec(v("none"))
         };
@@ -1018,6 +1035,7 @@ mod tests {
             audio: Some(AudioSpec {
                 codec: "opus".into(),
                 bitrate_kbps: None,
+                loudness: None,
             }),
             ..custom_spec(v("h264"))
         };
@@ -1145,6 +1163,7 @@ mod tests {
             audio: Some(AudioSpec {
                 codec: "opus".into(),
                 bitrate_kbps: None,
+                loudness: None,
             }),
             ..ladder("dash", "h264")
         };

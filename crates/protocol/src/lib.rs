@@ -24,6 +24,11 @@ pub struct JobSpec {
     /// `reelay_media::split::SplitRequest` and answers 422 naming `split` when it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<serde_json::Value>,
+    /// PSNR/SSIM receipts on every video file output. Absent: on for inputs up to the
+    /// cluster's `quality_report_max_seconds`, off for longer ones; `false` turns them off,
+    /// `true` asks for them whatever the length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_report: Option<bool>,
 }
 
 /// Where the input comes from. Exactly one of `url`, `key` or `upload`.
@@ -96,6 +101,10 @@ pub struct AudioSpec {
     pub codec: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitrate_kbps: Option<u32>,
+    /// `"ebu-r128"`, `"streaming"`, `"measure"` or a number of LUFS; kept as JSON here and read
+    /// by `reelay_media::loudness::parse_mode`, so the 422 can say what is wrong with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loudness: Option<serde_json::Value>,
 }
 
 /// Scrub-preview sprite sheets: one frame every `interval_seconds`, `columns` x `rows` tiles per
@@ -213,13 +222,69 @@ pub struct TaskView {
     pub attempts: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct OutputView {
     pub name: String,
     /// Absolute path under `/v1/jobs/{id}/outputs/`.
     pub url: String,
     pub size: u64,
     pub content_type: String,
+    /// Loudness before and after, when the output asked for `audio.loudness`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loudness: Option<LoudnessReceipt>,
+    /// PSNR/SSIM and bitrate of a video file output (see `JobSpec::quality_report`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityReceipt>,
+}
+
+/// One loudness measurement (ITU-R BS.1770). `None` values: silence.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct LoudnessValues {
+    /// Integrated loudness, LUFS.
+    pub integrated_lufs: Option<f64>,
+    /// True peak, dBTP.
+    pub true_peak_dbtp: Option<f64>,
+    /// Loudness range, LU.
+    pub range_lu: Option<f64>,
+}
+
+/// What an output's loudness was and became.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct LoudnessReceipt {
+    /// `"measure"` or `"normalize"`.
+    pub mode: LoudnessAction,
+    /// Target integrated loudness, LUFS; absent for `measure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_lufs: Option<f64>,
+    /// The input's audio, measured before encoding.
+    pub input: LoudnessValues,
+    /// The output's audio as written, measured again (file outputs; absent for ladders, whose
+    /// audio went through the same filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<LoudnessValues>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LoudnessAction {
+    #[default]
+    Measure,
+    Normalize,
+}
+
+/// What a video output is worth against its source scaled to the output's size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct QualityReceipt {
+    /// Mean PSNR (dB) over frames and planes; absent when identical to the source (infinite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psnr_db: Option<f64>,
+    /// Mean SSIM, 0..=1.
+    pub ssim: f64,
+    /// Frames compared.
+    pub frames: u64,
+    /// Mean bitrate of the whole file (all streams), kbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<f64>,
 }
 
 /// `GET /v1/jobs` answer: newest first, `next_cursor` continues the listing.
@@ -266,7 +331,7 @@ impl JobList {
 }
 
 /// `GET /v1/jobs/{id}/outputs` answer: every stored file of a finished job (HLS segments included).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputFiles {
     pub files: Vec<OutputView>,
 }

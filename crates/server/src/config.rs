@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// Fail a job whose encoding takes longer than this [default: 21600].
     #[arg(long, env = "REELAY_JOB_TIMEOUT_SECONDS")]
     pub job_timeout_seconds: Option<u64>,
+    /// Quality receipts (PSNR/SSIM) by default for inputs up to this many seconds [default: 600].
+    #[arg(long, env = "REELAY_QUALITY_REPORT_MAX_SECONDS")]
+    pub quality_report_max_seconds: Option<f64>,
     /// On SIGTERM, let running jobs finish for this long before handing them back [default: 30].
     #[arg(long, env = "REELAY_SHUTDOWN_GRACE_SECONDS")]
     pub shutdown_grace_seconds: Option<u64>,
@@ -102,6 +105,10 @@ pub struct Config {
     pub lease_seconds: u64,
     pub stall_timeout_seconds: u64,
     pub job_timeout_seconds: u64,
+    /// Jobs that do not say `quality_report` get PSNR/SSIM receipts when their input lasts at
+    /// most this long: the comparison decodes the output and the source once more, which is
+    /// cheap for a clip and an hour's extra work for a film.
+    pub quality_report_max_seconds: f64,
     pub shutdown_grace_seconds: u64,
     pub max_attempts: u32,
     /// Redirect output downloads to presigned S3/GCS URLs (valid `presign_ttl_seconds`).
@@ -178,6 +185,7 @@ impl Default for Config {
             lease_seconds: 30,
             stall_timeout_seconds: 120,
             job_timeout_seconds: 6 * 3600,
+            quality_report_max_seconds: 600.0,
             shutdown_grace_seconds: 30,
             max_attempts: 3,
             presign_downloads: false,
@@ -267,6 +275,7 @@ impl Config {
             lease_seconds,
             stall_timeout_seconds,
             job_timeout_seconds,
+            quality_report_max_seconds,
             shutdown_grace_seconds,
             max_attempts,
             presign_downloads,

@@ -10,6 +10,8 @@ pub const FINISHED: &str = "reelay_jobs_finished_total";
 pub const FAILED_BY_CODE: &str = "reelay_jobs_failed_total";
 pub const JOB_SECONDS: &str = "reelay_job_duration_seconds";
 pub const ENCODE_SPEED: &str = "reelay_encode_speed_ratio";
+pub const OUTPUT_PSNR: &str = "reelay_output_psnr_db";
+pub const OUTPUT_SSIM: &str = "reelay_output_ssim";
 pub const QUEUE_DEPTH: &str = "reelay_queue_depth";
 pub const RUNNING: &str = "reelay_jobs_running";
 pub const BACKLOG: &str = "reelay_backlog_seconds";
@@ -32,6 +34,18 @@ pub fn handle() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full(ENCODE_SPEED.into()),
                         &[0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(OUTPUT_PSNR.into()),
+                        &[20.0, 25.0, 30.0, 33.0, 36.0, 39.0, 42.0, 45.0, 50.0, 60.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(OUTPUT_SSIM.into()),
+                        &[0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995],
                     )
                 })
                 .and_then(|b| {
@@ -66,6 +80,14 @@ fn describe() {
     metrics::describe_histogram!(
         ENCODE_SPEED,
         "Seconds of media encoded per second of wall time"
+    );
+    metrics::describe_histogram!(
+        OUTPUT_PSNR,
+        "PSNR of video file outputs against their scaled source (dB), by container"
+    );
+    metrics::describe_histogram!(
+        OUTPUT_SSIM,
+        "SSIM of video file outputs against their scaled source, by container"
     );
     metrics::describe_counter!(FAILED_BY_CODE, "Jobs that failed for good, by error code");
     metrics::describe_gauge!(QUEUE_DEPTH, "Jobs waiting to be claimed");

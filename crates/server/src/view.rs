@@ -33,6 +33,8 @@ pub fn job_view(job: &Job) -> JobView {
                 url: output_url(&job.id, &o.name),
                 size: o.size,
                 content_type: o.content_type.clone(),
+                loudness: o.loudness,
+                quality: o.quality,
             })
             .collect(),
         tasks: job

@@ -272,6 +272,7 @@ mod tests {
             url: format!("/v1/jobs/a.B/outputs/{name}"),
             size: 1,
             content_type: "video/mp4".into(),
+            ..Default::default()
         }
     }
 

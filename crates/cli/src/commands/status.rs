@@ -76,6 +76,15 @@ pub fn summary(view: &JobView, full_url: impl Fn(&str) -> String) -> String {
             })
             .collect();
         out.push_str(&format::columns(&outputs));
+        let receipts: Vec<Vec<String>> = view
+            .outputs
+            .iter()
+            .filter_map(|o| receipt(o).map(|r| vec![format!("  {}", clean(&o.name)), r]))
+            .collect();
+        if !receipts.is_empty() {
+            out.push_str("receipts:\n");
+            out.push_str(&format::columns(&receipts));
+        }
     }
     if !view.tasks.is_empty() {
         out.push_str("tasks:\n");
@@ -106,6 +115,38 @@ pub fn summary(view: &JobView, full_url: impl Fn(&str) -> String) -> String {
     out.trim_end().to_string()
 }
 
+/// One line of an output's quality and loudness receipts, `None` when it has neither.
+fn receipt(o: &reelay_protocol::OutputView) -> Option<String> {
+    let mut parts = vec![];
+    if let Some(q) = &o.quality {
+        let psnr = q
+            .psnr_db
+            .map_or("PSNR inf".to_string(), |p| format!("PSNR {p:.2} dB"));
+        parts.push(format!("{psnr}, SSIM {:.4}", q.ssim));
+        if let Some(b) = q.bitrate_kbps {
+            parts.push(format!("{b:.0} kbit/s"));
+        }
+    }
+    if let Some(l) = &o.loudness {
+        let lufs = |v: Option<f64>| v.map_or("silent".to_string(), |v| format!("{v:.1} LUFS"));
+        let mut s = match l.target_lufs {
+            Some(t) => format!(
+                "loudness {} -> target {t:.1}",
+                lufs(l.input.integrated_lufs)
+            ),
+            None => format!("loudness {}", lufs(l.input.integrated_lufs)),
+        };
+        if let Some(after) = &l.output {
+            s.push_str(&format!(", measured {}", lufs(after.integrated_lufs)));
+            if let Some(tp) = after.true_peak_dbtp {
+                s.push_str(&format!(" / {tp:.1} dBTP"));
+            }
+        }
+        parts.push(s);
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +175,32 @@ mod tests {
              outputs:\n  \
              mp4-720p  12.3 MiB  http://h/v1/jobs/aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2/outputs/mp4-720p.mp4"
         );
+    }
+
+    #[test]
+    fn summary_shows_receipts() {
+        let view: JobView = serde_json::from_value(serde_json::json!({
+            "id": "aws.01J", "cluster": "aws", "status": "succeeded",
+            "progress": 1.0, "attempts": 1, "created_at": "2024-11-26T08:23:00Z",
+            "started_at": null, "finished_at": null, "error": null,
+            "outputs": [
+                {"name": "a.mp4", "url": "/v1/jobs/aws.01J/outputs/a.mp4", "size": 10, "content_type": "video/mp4",
+                 "quality": {"psnr_db": 41.234, "ssim": 0.98123, "frames": 75, "bitrate_kbps": 812.4},
+                 "loudness": {"mode": "normalize", "target_lufs": -23.0,
+                              "input": {"integrated_lufs": -15.9, "true_peak_dbtp": -2.6, "range_lu": 0.1},
+                              "output": {"integrated_lufs": -23.04, "true_peak_dbtp": -9.7, "range_lu": 0.1}}},
+                {"name": "b.m4a", "url": "/v1/jobs/aws.01J/outputs/b.m4a", "size": 10, "content_type": "audio/mp4"}
+            ]
+        }))
+        .unwrap();
+        let text = summary(&view, str::to_string);
+        assert!(
+            text.ends_with(
+                "receipts:\n  a.mp4  PSNR 41.23 dB, SSIM 0.9812, 812 kbit/s, loudness -15.9 LUFS -> target -23.0, measured -23.0 LUFS / -9.7 dBTP"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("b.m4a  PSNR"), "{text}");
     }
 
     #[test]

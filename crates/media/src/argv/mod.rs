@@ -142,6 +142,21 @@ pub fn deinterlace_filter(info: &MediaInfo, out_fps: Option<f64>) -> Option<Stri
     Some(format!("bwdif=mode={mode}:parity={parity}:deint=all"))
 }
 
+/// Puts `filter` (a loudness correction worked out after measuring the input) into the audio
+/// chain of every audio stream `inv` writes. The packagings map audio straight from the input, so
+/// one output-wide `-af` reaches each of them (a file's track, every HLS variant's copy, the
+/// DASH/CMAF track) without touching the video graph. Inserted among the output options, before
+/// `-progress` and the target.
+pub fn add_audio_filter(inv: &mut Invocation, filter: &str) {
+    let at = inv
+        .args
+        .iter()
+        .rposition(|a| a == "-progress")
+        .unwrap_or(inv.args.len().saturating_sub(1));
+    inv.args.insert(at, filter.to_string());
+    inv.args.insert(at, s("-af"));
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ArgvError(pub String);

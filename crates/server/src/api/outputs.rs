@@ -129,6 +129,7 @@ pub async fn list(
                 content_type: content_type(&name).into(),
                 size: o.size,
                 name,
+                ..Default::default()
             })
         }));
     }
@@ -258,6 +259,7 @@ mod tests {
             key: "outputs/aws.01J/a1/hls/master.m3u8".into(),
             size: 1,
             content_type: "application/vnd.apple.mpegurl".into(),
+            ..Default::default()
         });
         assert_eq!(outputs_prefix(&job), "outputs/aws.01J/a1");
         // A key of another shape is not trusted.

@@ -14,6 +14,7 @@
 mod encode_audio;
 mod encode_segment;
 mod parts;
+mod receipts;
 mod split;
 mod stitch;
 mod sweeper;

@@ -91,6 +91,9 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, PartError
                 size,
                 content_type: content_type(rel).into(),
                 name: rel.clone(),
+                // Receipts (loudness, PSNR/SSIM) are measured by the transcode path only; a
+                // stitched output carries none yet (docs/architecture.md, Known gaps).
+                ..Default::default()
             });
         }
     }

@@ -4,6 +4,7 @@
 //! under this attempt's own prefix. Every way it can fail is a [`TranscodeError`] that knows its
 //! code and whether another attempt could succeed.
 
+use super::receipts::{self, Meter};
 use super::{Context, StopReason, TaskError};
 use crate::fetch::FetchError;
 use crate::metrics as m;
@@ -57,6 +58,9 @@ pub enum TranscodeError {
         name: String,
         error: reelay_media::PackageError,
     },
+    /// Measuring the input's loudness (first pass of `audio.loudness`) gave no answer.
+    #[error("measuring the input's loudness: {0}")]
+    Analysis(reelay_media::analysis::AnalysisError),
     #[error("stopped: {0:?}")]
     Stopped(StopReason),
 }
@@ -77,6 +81,7 @@ impl TaskError for TranscodeError {
             TranscodeError::Encode { code, .. } => code,
             TranscodeError::NoOutput(_) => "transcode_failed",
             TranscodeError::Package { error, .. } => error.code(),
+            TranscodeError::Analysis(e) => e.code(),
             TranscodeError::Stopped(_) => "stopped",
         }
     }
@@ -89,6 +94,7 @@ impl TaskError for TranscodeError {
             TranscodeError::Fetch(e) => e.is_transient(),
             TranscodeError::Encode { transient, .. } => *transient,
             TranscodeError::Package { error, .. } => error.is_transient(),
+            TranscodeError::Analysis(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -194,6 +200,28 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
         }
     }
 
+    // Loudness, first pass: the input measured once for every output that asked. Receipts are
+    // gathered per output name as each output is written.
+    let meter = Meter {
+        tools: &cfg.tools,
+        policy: &cfg.policy,
+        timeout: Duration::from_secs(cfg.job_timeout_seconds),
+    };
+    let input_loudness = if receipts::wants_loudness(&renditions) {
+        tokio::select! {
+            r = meter.input_loudness(&input, &info) => r.map_err(TranscodeError::Analysis)?,
+            _ = token.cancelled() => return Err(stopped()),
+        }
+    } else {
+        None
+    };
+    let quality_on = receipts::wants_quality(
+        spec.quality_report,
+        info.best_duration(),
+        cfg.quality_report_max_seconds,
+    );
+    let mut found: std::collections::HashMap<String, Receipts> = Default::default();
+
     // Encode each output; progress is the share of outputs done plus the current one's fraction.
     let n = renditions.len() as f64;
     // Media seconds actually written, for the encode speed (never the header's claim).
@@ -207,6 +235,12 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
             error,
         };
         reelay_media::package::prepare(r, &out_dir).map_err(package)?;
+        if let Some(f) = input_loudness
+            .as_ref()
+            .and_then(|l| receipts::normalize_filter(r, &info, l))
+        {
+            reelay_media::argv::add_audio_filter(&mut inv, &f);
+        }
         if cfg.tools.realtime_input {
             if let Some(i) = inv.args.iter().position(|a| a == "-i") {
                 inv.args.insert(i, "-re".into());
@@ -233,6 +267,11 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
                 media_seconds += stats.last.out_time;
                 // Manifests completed from the segments ffmpeg wrote (codecs strings).
                 reelay_media::package::finish(r, &info, &out_dir).map_err(package)?;
+                let got = tokio::select! {
+                    got = measure_output(&meter, r, &info, &input, &out_dir, input_loudness.as_ref(), quality_on) => got,
+                    _ = token.cancelled() => return Err(stopped()),
+                };
+                found.insert(r.name.clone(), got);
                 continue;
             }
             Err(RunError::Cancelled) => return Err(stopped()),
@@ -302,18 +341,80 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
     }
     let mut outputs = Vec::new();
     // A CMAF output lists both of its manifests (HLS master playlist and DASH MPD).
-    for name in renditions.iter().flat_map(|r| r.primary_files()) {
-        let Some(size) = sizes.get(&name) else {
-            return Err(TranscodeError::NoOutput(name));
-        };
-        outputs.push(StoredOutput {
-            key: format!("{prefix}/{name}"),
-            size: *size,
-            content_type: content_type(&name).into(),
-            name,
-        });
+    for r in &renditions {
+        let got = found.remove(&r.name).unwrap_or_default();
+        for name in r.primary_files() {
+            let Some(size) = sizes.get(&name) else {
+                return Err(TranscodeError::NoOutput(name));
+            };
+            outputs.push(StoredOutput {
+                key: format!("{prefix}/{name}"),
+                size: *size,
+                content_type: content_type(&name).into(),
+                name,
+                loudness: got.loudness,
+                quality: got.quality,
+            });
+        }
     }
     Ok(outputs)
+}
+
+/// The receipts of one output.
+#[derive(Debug, Default)]
+struct Receipts {
+    loudness: Option<reelay_protocol::LoudnessReceipt>,
+    quality: Option<reelay_protocol::QualityReceipt>,
+}
+
+/// Measures an output just written: its loudness (when it asked, file outputs only: a ladder's
+/// audio went through the same filter and is reported with the input's values) and its quality
+/// (video files, when on). A receipt that cannot be measured is left out and logged: the output
+/// itself is good, and failing the job over its receipt would lose it.
+async fn measure_output(
+    meter: &Meter<'_>,
+    r: &reelay_media::Rendition,
+    info: &reelay_media::MediaInfo,
+    input: &Path,
+    out_dir: &Path,
+    input_loudness: Option<&reelay_media::loudness::LoudnessStats>,
+    quality_on: bool,
+) -> Receipts {
+    let mut got = Receipts::default();
+    let file = out_dir.join(r.primary_file());
+    let is_file = r.container().is_some();
+    if let (Some(mode), Some(before)) = (receipts::loudness_mode(r), input_loudness) {
+        let has_video = r.video.is_some() && info.video().is_some();
+        let after = if is_file {
+            match meter.output_loudness(r, &file, has_video).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(output = %r.name, code = e.code(), error = %e, "output loudness not measured");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        got.loudness = Some(receipts::loudness_receipt(mode, before, after.as_ref()));
+    }
+    if quality_on && is_file {
+        match meter.quality(r, &file, input, info).await {
+            Ok(Some(q)) => {
+                let container = r.packaging.format_name();
+                if let Some(p) = q.psnr_db {
+                    metrics::histogram!(m::OUTPUT_PSNR, "container" => container).record(p);
+                }
+                metrics::histogram!(m::OUTPUT_SSIM, "container" => container).record(q.ssim);
+                got.quality = Some(q);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(output = %r.name, code = e.code(), error = %e, "quality receipt not measured")
+            }
+        }
+    }
+    got
 }
 
 /// Relative paths of every file under `dir`, sorted.

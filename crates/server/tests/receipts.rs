@@ -1,0 +1,215 @@
+//! Loudness correction and quality receipts through the API, checked as a user would: jobs over
+//! real HTTP (real ffmpeg, SQLite, local storage), outputs downloaded and measured again with
+//! ffmpeg's own `ebur128` meter (not the `loudnorm` reelay used), receipts read from the job view
+//! and the Prometheus histograms from /metrics.
+
+mod common;
+
+use common::*;
+use reelay_protocol::{JobView, LoudnessAction, OutputView};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A 6 s 160x120 clip whose audio is `audio` (a lavfi source), AAC in MP4.
+fn clip_with(dir: &Path, name: &str, audio: &str) -> PathBuf {
+    let out = dir.join(name);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25:duration=6",
+        "-f",
+        "lavfi",
+        "-i",
+        audio,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-shortest",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+/// Integrated loudness (LUFS) of a file by ffmpeg's EBU R128 meter.
+fn integrated_lufs(file: &Path) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-i"])
+        .arg(file)
+        .args(["-vn", "-af", "ebur128", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let summary = err.rsplit("Summary:").next().unwrap();
+    let line = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("I:"))
+        .unwrap_or_else(|| panic!("no integrated loudness in {summary}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+async fn download(s: &TestServer, o: &OutputView, dir: &Path) -> PathBuf {
+    let (status, bytes) = s.get_bytes(&o.url).await;
+    assert_eq!(status, 200, "{}", o.url);
+    let path = dir.join(&o.name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn output<'a>(j: &'a JobView, name: &str) -> &'a OutputView {
+    j.outputs
+        .iter()
+        .find(|o| o.name == name)
+        .unwrap_or_else(|| panic!("no output {name} in {j:?}"))
+}
+
+const SPEC: &str = r#"{"outputs":[
+    {"name":"norm","container":"mp4","video":{"codec":"h264","height":120},"audio":{"codec":"aac","loudness":"ebu-r128"}},
+    {"name":"loud14","container":"webm","video":{"codec":"vp9","height":120},"audio":{"codec":"opus","loudness":"streaming"}},
+    {"name":"meas","container":"m4a","audio":{"codec":"aac","loudness":"measure"}}
+]}"#;
+
+#[tokio::test]
+async fn loud_and_quiet_inputs_come_out_at_the_target_and_measure_changes_nothing() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let loud = clip_with(
+        dir.path(),
+        "loud.mp4",
+        "anoisesrc=color=pink:amplitude=0.9:duration=6",
+    );
+    let quiet = clip_with(
+        dir.path(),
+        "quiet.mp4",
+        "sine=frequency=440:duration=6,volume=-42dB",
+    );
+    let (loud_in, quiet_in) = (integrated_lufs(&loud), integrated_lufs(&quiet));
+    assert!(loud_in > -16.0 && quiet_in < -40.0, "{loud_in} {quiet_in}");
+
+    for (input, before) in [(&loud, loud_in), (&quiet, quiet_in)] {
+        let j = s.succeeded(input, SPEC).await;
+        for (name, target) in [("norm.mp4", -23.0), ("loud14.webm", -14.0)] {
+            let o = output(&j, name);
+            let file = download(&s, o, dir.path()).await;
+            let got = integrated_lufs(&file);
+            assert!(
+                (got - target).abs() <= 1.0,
+                "{name} from {before:.1} LUFS came out at {got:.1}, target {target}"
+            );
+            let r = o.loudness.expect("loudness receipt");
+            assert_eq!(r.mode, LoudnessAction::Normalize);
+            assert_eq!(r.target_lufs, Some(target));
+            let rin = r.input.integrated_lufs.unwrap();
+            assert!((rin - before).abs() <= 1.0, "{rin} vs {before}");
+            assert!(r.input.true_peak_dbtp.is_some() && r.input.range_lu.is_some());
+            let rout = r.output.expect("measured after").integrated_lufs.unwrap();
+            assert!((rout - got).abs() <= 1.0, "{rout} vs {got}");
+            assert!(r.output.unwrap().true_peak_dbtp.unwrap() <= -0.5);
+        }
+        // Measure only: reported, not changed.
+        let o = output(&j, "meas.m4a");
+        let file = download(&s, o, dir.path()).await;
+        let got = integrated_lufs(&file);
+        assert!(
+            (got - before).abs() <= 1.0,
+            "measure changed {before} to {got}"
+        );
+        let r = o.loudness.expect("loudness receipt");
+        assert_eq!(r.mode, LoudnessAction::Measure);
+        assert_eq!(r.target_lufs, None);
+        let rin = r.input.integrated_lufs.unwrap();
+        let rout = r.output.unwrap().integrated_lufs.unwrap();
+        assert!((rin - rout).abs() <= 1.0, "{rin} -> {rout}");
+        // An audio-only file has no quality receipt.
+        assert!(o.quality.is_none());
+    }
+}
+
+#[tokio::test]
+async fn bad_loudness_values_are_422_naming_the_field() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), "in.mp4", 64, 64, 1.0, true);
+    for (loudness, codec) in [
+        (r#""loud""#, "aac"),
+        ("-3", "aac"),
+        (r#""ebu-r128""#, "copy"),
+    ] {
+        let spec = format!(
+            r#"{{"outputs":[{{"name":"a","container":"mp4","audio":{{"codec":"{codec}","loudness":{loudness}}}}}]}}"#
+        );
+        let r = s.submit_file(&input, &spec).await;
+        assert_eq!(r.status(), 422, "{spec}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        let msg = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("outputs[0].audio.loudness"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn video_files_carry_quality_receipts_unless_turned_off() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), "in.mp4", 320, 240, 3.0, true);
+    let spec = r#"{"outputs":[
+        {"name":"small","container":"mp4","video":{"codec":"h264","height":120}},
+        {"name":"trimmed","container":"mkv","video":{"codec":"h264"},"trim":{"start":1,"duration":1.5}},
+        {"preset":"hls-abr"},
+        {"preset":"audio-aac"}
+    ]}"#;
+    let j = s.succeeded(&input, spec).await;
+    for name in ["small.mp4", "trimmed.mkv"] {
+        let o = output(&j, name);
+        let q = o.quality.unwrap_or_else(|| panic!("no receipt on {name}"));
+        // A clean synthetic source encoded at a sane CRF is well above 30 dB.
+        let psnr = q.psnr_db.unwrap();
+        assert!(psnr > 30.0 && psnr < 100.0, "{name}: {psnr}");
+        assert!(q.ssim > 0.9 && q.ssim <= 1.0, "{name}: {}", q.ssim);
+        assert!(q.frames > 0, "{name}");
+        // The bitrate is what the downloaded file measures.
+        let file = download(&s, o, dir.path()).await;
+        let p = ffprobe_bytes(
+            &std::fs::read(&file).unwrap(),
+            name.rsplit('.').next().unwrap(),
+        );
+        let kbps = o.size as f64 * 8.0 / p.duration() / 1000.0;
+        let got = q.bitrate_kbps.unwrap();
+        assert!((got - kbps).abs() / kbps < 0.1, "{name}: {got} vs {kbps}");
+        assert!(o.loudness.is_none());
+    }
+    // The trimmed output is compared with the trimmed part of the source: a misaligned
+    // reference would score far lower.
+    assert!(output(&j, "trimmed.mkv").quality.unwrap().frames <= 40);
+    assert!(j
+        .outputs
+        .iter()
+        .all(|o| o.name.ends_with(".mp4") || o.name.ends_with(".mkv") || o.quality.is_none()));
+
+    // The receipts feed the Prometheus histograms.
+    let (status, metrics) = s.get_bytes("/metrics").await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains("reelay_output_psnr_db_count"), "{metrics}");
+    assert!(metrics.contains("reelay_output_ssim_count"));
+
+    // Turned off: no receipt.
+    let off = r#"{"quality_report":false,"outputs":[{"name":"small","container":"mp4","video":{"codec":"h264","height":120}}]}"#;
+    let j = s.succeeded(&input, off).await;
+    assert!(output(&j, "small.mp4").quality.is_none(), "{j:?}");
+
+    // Longer than the configured bound: off unless asked.
+    let s = TestServer::start_with(|c| c.quality_report_max_seconds = 1.0).await;
+    let one =
+        r#"{"outputs":[{"name":"small","container":"mp4","video":{"codec":"h264","height":120}}]}"#;
+    let j = s.succeeded(&input, one).await;
+    assert!(output(&j, "small.mp4").quality.is_none());
+    let asked = r#"{"quality_report":true,"outputs":[{"name":"small","container":"mp4","video":{"codec":"h264","height":120}}]}"#;
+    let j = s.succeeded(&input, asked).await;
+    assert!(output(&j, "small.mp4").quality.is_some());
+}
