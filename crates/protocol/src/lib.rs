@@ -19,6 +19,17 @@ pub struct JobSpec {
     /// Higher runs first; ties run oldest first.
     #[serde(default)]
     pub priority: i32,
+    /// Webhook endpoints told about this job's events (Standard Webhooks, signed with the
+    /// owner's secret, `GET /v1/webhooks/secret`); at most a few, each through the SSRF guard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifySpec>,
+}
+
+/// One per-job webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    pub url: String,
 }
 
 /// Where the input comes from. Exactly one of `url`, `key` or `upload`.

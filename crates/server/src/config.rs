@@ -153,6 +153,8 @@ pub struct Config {
     /// outputs are media a player on the customer's site must load, and still need a token unless
     /// the cluster runs open), exact origins, or `[]` for none. The job API never gets CORS.
     pub cors_allowed_origins: Vec<String>,
+    /// Webhooks (`[webhooks]`): delivery timing, the per-job limit, cluster subscriptions.
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 pub fn default_workers() -> usize {
@@ -201,6 +203,7 @@ impl Default for Config {
             allow_anonymous: false,
             identity_refresh_ms: 1000,
             cors_allowed_origins: vec!["*".into()],
+            webhooks: Default::default(),
         }
     }
 }
@@ -325,6 +328,9 @@ impl Config {
             if *ops == self.listen {
                 return bad("ops_listen", "must differ from listen");
             }
+        }
+        if let Err((setting, message)) = self.webhooks.validate() {
+            return bad(setting, &message);
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert", "tls_cert and tls_key go together");
