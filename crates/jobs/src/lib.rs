@@ -33,9 +33,7 @@ pub use postgres::{PgStore, NOTIFY_CHANNEL};
 pub use retry::backoff;
 pub use sqlite::SqliteStore;
 pub use store::*;
-pub use webhooks::{
-    AttemptOutcome, Delivery, DeliveryAttempt, NewDelivery, WebhookStore,
-};
+pub use webhooks::{AttemptOutcome, Delivery, DeliveryAttempt, NewDelivery, WebhookStore};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

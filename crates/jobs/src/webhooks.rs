@@ -127,7 +127,9 @@ pub(crate) async fn enqueue(
                  body, state, attempts, created_at, next_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9) \
                  ON CONFLICT DO NOTHING",
-                crate::ops::args![r.id, r.job_id, r.endpoint, r.url, r.event_id, r.seq, r.kind, r.body, now],
+                crate::ops::args![
+                    r.id, r.job_id, r.endpoint, r.url, r.event_id, r.seq, r.kind, r.body, now
+                ],
             )
             .await?;
     }

@@ -57,7 +57,11 @@ async fn private_and_too_many_notify_urls_are_refused_at_submit() {
         }),
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_url")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_url")),
+        "{body}"
+    );
     let many: Vec<_> = (0..5)
         .map(|i| serde_json::json!({"url": format!("https://h{i}.example.com/")}))
         .collect();
@@ -70,7 +74,11 @@ async fn private_and_too_many_notify_urls_are_refused_at_submit() {
         }),
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_spec")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_spec")),
+        "{body}"
+    );
     // The multipart path refuses it too, before reading the file.
     let c = clip(s.dir.path(), "c.mp4", 160, 120, 1.0, false);
     let r = s
@@ -114,15 +122,31 @@ async fn deliveries_are_claimed_once_and_in_order() {
         kind: "job.created".into(),
         body: "{}".into(),
     };
-    assert_eq!(store.enqueue_deliveries(vec![row(1), row(2)]).await.unwrap(), 2);
-    assert_eq!(store.enqueue_deliveries(vec![row(1), row(2)]).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .enqueue_deliveries(vec![row(1), row(2)])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .enqueue_deliveries(vec![row(1), row(2)])
+            .await
+            .unwrap(),
+        0
+    );
     let lease = Duration::from_secs(30);
     let now = now_millis();
     let a = store.claim_deliveries("a", lease, now, 10).await.unwrap();
     assert_eq!(a.iter().map(|d| d.seq).collect::<Vec<_>>(), [1]);
     assert_eq!(a[0].attempts, 1);
     // Leased to a, and seq 2 waits for seq 1.
-    assert!(store.claim_deliveries("b", lease, now, 10).await.unwrap().is_empty());
+    assert!(store
+        .claim_deliveries("b", lease, now, 10)
+        .await
+        .unwrap()
+        .is_empty());
     let attempt = |owner_n: u32, code: Option<u16>| DeliveryAttempt {
         delivery_id: "msg_t_1".into(),
         n: owner_n,
@@ -133,29 +157,53 @@ async fn deliveries_are_claimed_once_and_in_order() {
     };
     // Only the lease holder records.
     assert!(!store
-        .record_attempt("b", attempt(1, Some(503)), AttemptOutcome::RetryAt(now + 1000))
+        .record_attempt(
+            "b",
+            attempt(1, Some(503)),
+            AttemptOutcome::RetryAt(now + 1000)
+        )
         .await
         .unwrap());
     assert!(store
-        .record_attempt("a", attempt(1, Some(503)), AttemptOutcome::RetryAt(now + 1000))
+        .record_attempt(
+            "a",
+            attempt(1, Some(503)),
+            AttemptOutcome::RetryAt(now + 1000)
+        )
         .await
         .unwrap());
     // Not due yet, and seq 2 still waits behind it.
-    assert!(store.claim_deliveries("b", lease, now, 10).await.unwrap().is_empty());
-    let b = store.claim_deliveries("b", lease, now + 1000, 10).await.unwrap();
-    assert_eq!(b.iter().map(|d| (d.seq, d.attempts)).collect::<Vec<_>>(), [(1, 2)]);
+    assert!(store
+        .claim_deliveries("b", lease, now, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let b = store
+        .claim_deliveries("b", lease, now + 1000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.iter().map(|d| (d.seq, d.attempts)).collect::<Vec<_>>(),
+        [(1, 2)]
+    );
     assert!(store
         .record_attempt("b", attempt(2, Some(204)), AttemptOutcome::Delivered)
         .await
         .unwrap());
-    let c = store.claim_deliveries("c", lease, now + 1000, 10).await.unwrap();
+    let c = store
+        .claim_deliveries("c", lease, now + 1000, 10)
+        .await
+        .unwrap();
     assert_eq!(c.iter().map(|d| d.seq).collect::<Vec<_>>(), [2]);
     // An expired lease is taken over.
     let d = store
         .claim_deliveries("d", lease, now + 1000 + 31_000, 10)
         .await
         .unwrap();
-    assert_eq!(d.iter().map(|d| (d.seq, d.attempts)).collect::<Vec<_>>(), [(2, 2)]);
+    assert_eq!(
+        d.iter().map(|d| (d.seq, d.attempts)).collect::<Vec<_>>(),
+        [(2, 2)]
+    );
     let listed = store.job_deliveries(&job_id).await.unwrap();
     assert_eq!(listed[0].0.state, "delivered");
     let codes: Vec<_> = listed[0].1.iter().map(|a| a.status_code).collect();
@@ -169,8 +217,7 @@ struct Receiver {
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
-    if r
-        .fail_first
+    if r.fail_first
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
@@ -178,12 +225,10 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) ->
     }
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let id = headers["webhook-id"].to_str().unwrap().to_string();
-    r.got.lock().unwrap().push((
-        id,
-        v["type"].as_str().unwrap().to_string(),
-        body,
-        headers,
-    ));
+    r.got
+        .lock()
+        .unwrap()
+        .push((id, v["type"].as_str().unwrap().to_string(), body, headers));
     StatusCode::NO_CONTENT
 }
 
@@ -220,7 +265,13 @@ async fn a_failing_receiver_gets_every_event_in_order_signed_and_redeliverable()
     let want = ["job.created", "job.started", "job.succeeded"];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let types: Vec<String> = receiver.got.lock().unwrap().iter().map(|g| g.1.clone()).collect();
+        let types: Vec<String> = receiver
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|g| g.1.clone())
+            .collect();
         if types.len() >= 3 {
             assert_eq!(types, want, "in order, each once");
             break;
@@ -231,7 +282,11 @@ async fn a_failing_receiver_gets_every_event_in_order_signed_and_redeliverable()
     let secret: serde_json::Value = s.get_json("/v1/webhooks/secret").await;
     let key = sign::secret_bytes(secret["secret"].as_str().unwrap()).unwrap();
     for (id, _, body, headers) in receiver.got.lock().unwrap().iter() {
-        let ts: i64 = headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+        let ts: i64 = headers["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((ts - now_millis() / 1000).abs() < 60);
         assert_eq!(
             headers["webhook-signature"].to_str().unwrap(),
@@ -248,7 +303,11 @@ async fn a_failing_receiver_gets_every_event_in_order_signed_and_redeliverable()
     let log = first["attempt_log"].as_array().unwrap();
     // The first delivery took the four 503s (the others waited behind it), then a 204.
     let codes: Vec<_> = log.iter().map(|a| a["status_code"].as_u64()).collect();
-    assert_eq!(codes, [Some(503), Some(503), Some(503), Some(503), Some(204)], "{first}");
+    assert_eq!(
+        codes,
+        [Some(503), Some(503), Some(503), Some(503), Some(204)],
+        "{first}"
+    );
     assert!(log.iter().all(|a| a["latency_ms"].as_i64().unwrap() >= 0));
     assert_eq!(log[0]["error"], "HTTP 503");
 

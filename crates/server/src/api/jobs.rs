@@ -423,11 +423,7 @@ async fn create(
     renditions: &[Rendition],
 ) -> Result<Response, ApiError> {
     // Every path (JSON, multipart, tus upload) ends here, so the endpoints are checked once.
-    admission::check_notify(
-        spec,
-        st.cfg.webhooks.max_notify,
-        st.cfg.allow_private_urls,
-    )?;
+    admission::check_notify(spec, st.cfg.webhooks.max_notify, st.cfg.allow_private_urls)?;
     let spec_json =
         serde_json::to_string(spec).map_err(|e| ApiError::internal("encoding the spec", e))?;
     let new = NewJob {

@@ -222,7 +222,9 @@ impl Dispatcher {
         let latency_ms = started.elapsed().as_millis() as i64;
         let outcome = match error {
             None => AttemptOutcome::Delivered,
-            Some(_) => policy::after_failure(d.attempts, d.created_at, now_millis(), &self.cfg.webhooks),
+            Some(_) => {
+                policy::after_failure(d.attempts, d.created_at, now_millis(), &self.cfg.webhooks)
+            }
         };
         tracing::info!(delivery = %d.id, job_id = %d.job_id, endpoint = %d.endpoint,
             attempt = d.attempts, status = ?status_code, latency_ms, outcome = ?outcome,
@@ -235,7 +237,11 @@ impl Dispatcher {
             latency_ms,
             error: error.map(|e| e.chars().take(500).collect()),
         };
-        if let Err(e) = self.store.record_attempt(&self.owner, attempt, outcome).await {
+        if let Err(e) = self
+            .store
+            .record_attempt(&self.owner, attempt, outcome)
+            .await
+        {
             tracing::warn!(delivery = %d.id, error = %e, "webhooks: recording an attempt failed; the lease expires and it is tried again");
         }
     }
@@ -252,7 +258,10 @@ impl Dispatcher {
             .header("content-type", "application/json")
             .header("webhook-id", &d.id)
             .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", sign::signature(&key, &d.id, ts, &d.body))
+            .header(
+                "webhook-signature",
+                sign::signature(&key, &d.id, ts, &d.body),
+            )
             .body(d.body.clone())
             .send()
             .await

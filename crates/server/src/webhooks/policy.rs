@@ -58,7 +58,9 @@ pub fn message_id(cluster: &str, event_id: i64, endpoint: &str) -> String {
 
 /// Delay after the `attempt`-th failed try (1-based): base, 2×base, 4×base, ... up to max.
 pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
     base.checked_mul(factor).unwrap_or(max).min(max)
 }
 
@@ -107,7 +109,10 @@ mod tests {
             secret: String::new(),
             events: events.iter().map(|e| e.to_string()).collect(),
         };
-        let subs = [sub("all", &[]), sub("ends", &["job.succeeded", "job.failed"])];
+        let subs = [
+            sub("all", &[]),
+            sub("ends", &["job.succeeded", "job.failed"]),
+        ];
         let notify = ["https://me.example.com/hook".to_string()];
         let eps = |t| {
             targets(t, &notify, &subs)
@@ -137,8 +142,14 @@ mod tests {
             backoff_max_seconds: 3600,
             ..WebhookConfig::default()
         };
-        assert_eq!(after_failure(1, 0, 0, &cfg), AttemptOutcome::RetryAt(10_000));
-        assert_eq!(after_failure(3, 0, 30_000, &cfg), AttemptOutcome::RetryAt(60_000));
+        assert_eq!(
+            after_failure(1, 0, 0, &cfg),
+            AttemptOutcome::RetryAt(10_000)
+        );
+        assert_eq!(
+            after_failure(3, 0, 30_000, &cfg),
+            AttemptOutcome::RetryAt(60_000)
+        );
         assert_eq!(after_failure(4, 0, 60_000, &cfg), AttemptOutcome::GaveUp);
     }
 }

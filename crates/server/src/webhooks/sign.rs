@@ -45,20 +45,17 @@ pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     let ts = timestamp.to_string();
     let mac = hmac(
         key,
-        &[
-            id.as_bytes(),
-            b".",
-            ts.as_bytes(),
-            b".",
-            body.as_bytes(),
-        ],
+        &[id.as_bytes(), b".", ts.as_bytes(), b".", body.as_bytes()],
     );
     format!("v1,{}", STANDARD.encode(mac))
 }
 
 /// The notify secret of `owner` (anonymous jobs: the empty owner) under the cluster's key.
 pub fn owner_secret(notify_key: &[u8], owner: &str) -> String {
-    secret_of(&hmac(notify_key, &[b"reelay-notify-owner:", owner.as_bytes()]))
+    secret_of(&hmac(
+        notify_key,
+        &[b"reelay-notify-owner:", owner.as_bytes()],
+    ))
 }
 
 #[cfg(test)]
