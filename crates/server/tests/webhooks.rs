@@ -32,8 +32,9 @@ async fn private_and_too_many_notify_urls_are_refused_at_submit() {
         "http://127.0.0.1:9/hook",
         "http://169.254.169.254/latest/meta-data/",
         "http://[::ffff:10.0.0.1]/hook",
-        "http://localhost/hook",
     ] {
+        // (A host name is checked where it is connected to, by the guarded resolver, as for
+        // input URLs: its attempts fail, recorded, and the job is unaffected.)
         let (status, body) = post_json(
             &s,
             serde_json::json!({
@@ -88,13 +89,8 @@ async fn private_and_too_many_notify_urls_are_refused_at_submit() {
         )
         .await;
     assert_eq!(r.status(), 422);
-    let (list, _): (Vec<serde_json::Value>, ()) = (
-        s.get_json::<serde_json::Value>("/v1/jobs").await["jobs"]
-            .as_array()
-            .unwrap()
-            .clone(),
-        (),
-    );
+    let listed: serde_json::Value = s.get_json("/v1/jobs").await;
+    let list = listed["jobs"].as_array().unwrap();
     assert!(list.is_empty(), "no job was created: {list:?}");
 }
 
@@ -210,10 +206,13 @@ async fn deliveries_are_claimed_once_and_in_order() {
     assert_eq!(codes, [Some(503), Some(204)]);
 }
 
+/// One request the receiver accepted: webhook-id, event type, body, headers.
+type Got = (String, String, String, HeaderMap);
+
 #[derive(Clone, Default)]
 struct Receiver {
     fail_first: Arc<AtomicUsize>,
-    got: Arc<Mutex<Vec<(String, String, String, HeaderMap)>>>,
+    got: Arc<Mutex<Vec<Got>>>,
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
