@@ -1891,7 +1891,7 @@ pub async fn webhook_deliveries(store: &dyn JobStore) {
     );
     assert_eq!(store.enqueue_deliveries(rows).await.expect("again"), 0);
     let lease = Duration::from_secs(30);
-    let now = 1_000_000;
+    let now = crate::model::now_millis();
     let seqs = |ds: &[crate::webhooks::Delivery]| {
         let mut v: Vec<_> = ds
             .iter()
