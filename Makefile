@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:8080
 # Compose v2 where installed, else v1 (Debian's docker-compose); both run docker-compose.yml.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: up serve test test-unit test-rust observability-check browser-test tus-test contract-test build deps test-deps fmt lint bench clean \
+.PHONY: up serve test test-unit test-rust observability-check browser-test tus-test webhooks-test contract-test build deps test-deps fmt lint bench clean \
 	deploy-check images compose-env compose-up compose-test compose-token
 
 deps:
@@ -38,7 +38,7 @@ lint:
 ## Formatting, lints and the whole test suite: Rust unit + integration tests (real ffmpeg, nginx,
 ## Postgres, S3), deployment files, /metrics, the browser tests and the docker-compose stack.
 ## Each part runs alone too: test-unit, test-rust, deploy-check, observability-check,
-## browser-test, tus-test, contract-test, compose-test.
+## browser-test, tus-test, webhooks-test, contract-test, compose-test.
 test: test-deps fmt lint
 	$(CARGO) test --locked --workspace
 	$(MAKE) deploy-check
@@ -46,6 +46,7 @@ test: test-deps fmt lint
 	REELAY_BIN=target/debug/reelay scripts/check-observability.sh
 	REELAY_BIN=target/debug/reelay scripts/browser-test.sh
 	REELAY_BIN=target/debug/reelay scripts/tus-test.sh
+	REELAY_BIN=target/debug/reelay scripts/webhooks-test.sh
 	REELAY_BIN=target/debug/reelay scripts/contract-test.sh
 	REELAY_BIN=target/debug/reelay scripts/compose-test.sh
 
@@ -85,6 +86,11 @@ browser-test: build
 ## Resumable uploads with an independent tus client (tuspy) and the CLI, against `reelay serve`.
 tus-test: build
 	REELAY_BIN=target/debug/reelay scripts/tus-test.sh
+
+## Webhooks: a live cluster's deliveries verified by the standardwebhooks package (PyPI), a
+## receiver that is down for a while, redelivery.
+webhooks-test: build
+	REELAY_BIN=target/debug/reelay scripts/webhooks-test.sh
 
 ## The API contract: schemathesis against a live cluster's /openapi.json (bounded to ~2 minutes).
 contract-test: build

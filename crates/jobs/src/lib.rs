@@ -20,6 +20,7 @@ mod retry;
 mod shared_sql;
 mod sqlite;
 mod store;
+pub mod webhooks;
 
 #[cfg(any(test, feature = "testsuite"))]
 mod testpg;
@@ -32,6 +33,7 @@ pub use postgres::{PgStore, NOTIFY_CHANNEL};
 pub use retry::backoff;
 pub use sqlite::SqliteStore;
 pub use store::*;
+pub use webhooks::{AttemptOutcome, Delivery, DeliveryAttempt, NewDelivery, WebhookStore};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

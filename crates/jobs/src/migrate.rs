@@ -65,6 +65,12 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "job_events",
         sql: include_str!("../migrations/sqlite/0009_job_events.sql"),
     },
+    // 10 is another branch's (retention); the versions need not be contiguous.
+    Migration {
+        version: 11,
+        name: "webhooks",
+        sql: include_str!("../migrations/sqlite/0011_webhooks.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -112,6 +118,12 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 9,
         name: "job_events",
         sql: include_str!("../migrations/postgres/0009_job_events.sql"),
+    },
+    // 10 is another branch's (retention); the versions need not be contiguous.
+    Migration {
+        version: 11,
+        name: "webhooks",
+        sql: include_str!("../migrations/postgres/0011_webhooks.sql"),
     },
 ];
 

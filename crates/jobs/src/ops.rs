@@ -78,6 +78,7 @@ impl From<bool> for Arg {
 macro_rules! args {
     ($($a:expr),* $(,)?) => { vec![$(crate::ops::Arg::from($a)),*] };
 }
+pub(crate) use args;
 
 /// What differs between the dialects, besides the connection type.
 #[derive(Debug)]
@@ -127,6 +128,18 @@ pub(crate) trait Conn: Send {
         sql: &str,
         args: Vec<Arg>,
     ) -> Result<Vec<RunningAttempt>, StoreError>;
+    /// Rows of [`crate::webhooks::DELIVERY_COLUMNS`].
+    async fn deliveries(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<crate::webhooks::Delivery>, StoreError>;
+    /// Rows of [`crate::webhooks::ATTEMPT_COLUMNS`].
+    async fn attempts(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<crate::webhooks::DeliveryAttempt>, StoreError>;
     /// Wakes listening workers when the transaction commits (Postgres NOTIFY; SQLite: no-op).
     async fn notify(&mut self, job_id: &str) -> Result<(), StoreError>;
 }
@@ -247,6 +260,37 @@ macro_rules! row_decoders {
                 at: row.try_get("at")?,
                 payload: serde_json::from_str(&payload)
                     .map_err(|e| StoreError::Corrupt(format!("job event payload: {e}")))?,
+            })
+        }
+
+        fn delivery_from_row(row: &$row) -> Result<crate::webhooks::Delivery, StoreError> {
+            use sqlx::Row;
+            Ok(crate::webhooks::Delivery {
+                id: row.try_get("id")?,
+                job_id: row.try_get("job_id")?,
+                endpoint: row.try_get("endpoint")?,
+                url: row.try_get("url")?,
+                event_id: row.try_get("event_id")?,
+                seq: row.try_get("seq")?,
+                kind: row.try_get("kind")?,
+                body: row.try_get("body")?,
+                state: row.try_get("state")?,
+                attempts: to_u32(row.try_get("attempts")?, "delivery attempts")?,
+                created_at: row.try_get("created_at")?,
+                next_at: row.try_get("next_at")?,
+            })
+        }
+
+        fn attempt_from_row(row: &$row) -> Result<crate::webhooks::DeliveryAttempt, StoreError> {
+            use sqlx::Row;
+            let status: Option<i64> = row.try_get("status_code")?;
+            Ok(crate::webhooks::DeliveryAttempt {
+                delivery_id: row.try_get("delivery_id")?,
+                n: to_u32(row.try_get("n")?, "attempt number")?,
+                at: row.try_get("at")?,
+                status_code: status.and_then(|s| u16::try_from(s).ok()),
+                latency_ms: row.try_get("latency_ms")?,
+                error: row.try_get("error")?,
             })
         }
 
@@ -1113,6 +1157,24 @@ macro_rules! conn_impl {
             ) -> Result<Vec<crate::model::RunningAttempt>, StoreError> {
                 let rows = bind(sqlx::query(sql), args).fetch_all(&mut *self.0).await?;
                 rows.iter().map(running_from_row).collect()
+            }
+
+            async fn deliveries(
+                &mut self,
+                sql: &str,
+                args: Vec<crate::ops::Arg>,
+            ) -> Result<Vec<crate::webhooks::Delivery>, StoreError> {
+                let rows = bind(sqlx::query(sql), args).fetch_all(&mut *self.0).await?;
+                rows.iter().map(delivery_from_row).collect()
+            }
+
+            async fn attempts(
+                &mut self,
+                sql: &str,
+                args: Vec<crate::ops::Arg>,
+            ) -> Result<Vec<crate::webhooks::DeliveryAttempt>, StoreError> {
+                let rows = bind(sqlx::query(sql), args).fetch_all(&mut *self.0).await?;
+                rows.iter().map(attempt_from_row).collect()
             }
 
             async fn notify(&mut self, job_id: &str) -> Result<(), StoreError> {

@@ -117,6 +117,7 @@ async fn notify(conn: &mut PgConnection, job_id: &str) -> Result<(), StoreError>
 crate::ops::row_decoders!(PgRow);
 crate::ops::conn_impl!(Db, PgConnection, Postgres, DIALECT, notify);
 crate::ops::job_store_impl!(PgStore, Db);
+crate::webhooks::webhook_store_impl!(PgStore, Db);
 
 #[async_trait::async_trait]
 impl WorkerRegistry for PgStore {

@@ -113,6 +113,7 @@ async fn notify(_conn: &mut SqliteConnection, _job_id: &str) -> Result<(), Store
 crate::ops::row_decoders!(SqliteRow);
 crate::ops::conn_impl!(Db, SqliteConnection, Sqlite, DIALECT, notify);
 crate::ops::job_store_impl!(SqliteStore, Db);
+crate::webhooks::webhook_store_impl!(SqliteStore, Db);
 
 #[async_trait::async_trait]
 impl WorkerRegistry for SqliteStore {

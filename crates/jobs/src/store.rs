@@ -36,7 +36,9 @@ pub enum StoreError {
 /// worker registry ([`WorkerRegistry`]) and API tokens ([`TokenStore`]); those are separate
 /// traits, required here only so that one `Arc<dyn JobStore>` serves a process.
 #[async_trait::async_trait]
-pub trait JobStore: WorkerRegistry + TokenStore + Send + Sync + 'static {
+pub trait JobStore:
+    WorkerRegistry + TokenStore + crate::webhooks::WebhookStore + Send + Sync + 'static
+{
     /// Inserts the job, all its tasks (one transaction; tasks with dependencies start
     /// `blocked`) and its `created` event. When `idempotency_key` was already used in this cluster:
     /// same `spec_hash` → [`CreateOutcome::Existing`] with the earlier job, otherwise

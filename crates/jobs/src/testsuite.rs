@@ -1866,6 +1866,131 @@ pub async fn concurrent_claims_of_one_job(store: Arc<dyn JobStore>) {
     assert!(finished.tasks.iter().all(|t| t.attempts == 1));
 }
 
+/// Webhook delivery rows: made once however often enqueued, claimed in order per job and
+/// endpoint, leased to one owner (only it records), retried when due, taken over when the lease
+/// expires, listed with their attempts, redelivered by hand; the outbox cursor only moves forward.
+pub async fn webhook_deliveries(store: &dyn JobStore) {
+    use crate::webhooks::{AttemptOutcome, DeliveryAttempt, NewDelivery};
+    let job = create(store, new_job("test")).await;
+    let row = |seq: i64, endpoint: &str| NewDelivery {
+        id: format!("msg_{seq}_{endpoint}"),
+        job_id: job.id.clone(),
+        endpoint: endpoint.into(),
+        url: "https://hooks.example.com/".into(),
+        event_id: 100 + seq,
+        seq,
+        kind: "job.created".into(),
+        body: "{}".into(),
+    };
+    let rows = vec![row(1, "notify:0"), row(2, "notify:0"), row(1, "sub:ops")];
+    assert_eq!(
+        store
+            .enqueue_deliveries(rows.clone())
+            .await
+            .expect("enqueue"),
+        3
+    );
+    assert_eq!(store.enqueue_deliveries(rows).await.expect("again"), 0);
+    let lease = Duration::from_secs(30);
+    let now = crate::model::now_millis();
+    let seqs = |ds: &[crate::webhooks::Delivery]| {
+        let mut v: Vec<_> = ds
+            .iter()
+            .map(|d| (d.endpoint.clone(), d.seq, d.attempts))
+            .collect();
+        v.sort();
+        v
+    };
+    let a = store
+        .claim_deliveries("a", lease, now, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        seqs(&a),
+        [
+            ("notify:0".to_string(), 1, 1),
+            ("sub:ops".to_string(), 1, 1)
+        ]
+    );
+    assert!(store
+        .claim_deliveries("b", lease, now, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    let attempt = |n: u32, code: u16| DeliveryAttempt {
+        delivery_id: "msg_1_notify:0".into(),
+        n,
+        at: now,
+        status_code: Some(code),
+        latency_ms: 5,
+        error: (code >= 300).then(|| format!("HTTP {code}")),
+    };
+    let retry = AttemptOutcome::RetryAt(now + 1000);
+    assert!(!store
+        .record_attempt("b", attempt(1, 503), retry)
+        .await
+        .expect("record"));
+    assert!(store
+        .record_attempt("a", attempt(1, 503), retry)
+        .await
+        .expect("record"));
+    assert!(store
+        .claim_deliveries("b", lease, now, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    let b = store
+        .claim_deliveries("b", lease, now + 1000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(seqs(&b), [("notify:0".to_string(), 1, 2)]);
+    assert!(store
+        .record_attempt("b", attempt(2, 204), AttemptOutcome::Delivered)
+        .await
+        .expect("record"));
+    let c = store
+        .claim_deliveries("c", lease, now + 1000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(seqs(&c), [("notify:0".to_string(), 2, 1)]);
+    let d = store
+        .claim_deliveries("d", lease, now + 32_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        seqs(&d),
+        [
+            ("notify:0".to_string(), 2, 2),
+            ("sub:ops".to_string(), 1, 2)
+        ]
+    );
+    let listed = store.job_deliveries(&job.id).await.expect("list");
+    let first = listed
+        .iter()
+        .find(|(d, _)| d.id == "msg_1_notify:0")
+        .expect("first");
+    assert_eq!(first.0.state, "delivered");
+    assert_eq!(
+        first.1.iter().map(|a| a.status_code).collect::<Vec<_>>(),
+        [Some(503), Some(204)]
+    );
+    assert!(store
+        .redeliver(&job.id, "msg_1_notify:0", now + 40_000)
+        .await
+        .expect("redeliver"));
+    assert!(!store
+        .redeliver("other.job", "msg_1_notify:0", now)
+        .await
+        .expect("redeliver"));
+    let again = store.job_deliveries(&job.id).await.expect("list");
+    assert!(again
+        .iter()
+        .any(|(d, _)| d.id == "msg_1_notify:0" && d.state == "pending"));
+    store.advance_webhook_cursor(7).await.expect("cursor");
+    store.advance_webhook_cursor(5).await.expect("cursor");
+    assert_eq!(store.webhook_cursor().await.expect("cursor"), 7);
+}
+
 #[macro_export]
 macro_rules! job_store_suite {
     ($factory:path) => {
@@ -1875,7 +2000,7 @@ macro_rules! job_store_suite {
             lease_expiry_exhausts_attempts, fail_with_retry, fail_without_retry, cancel, release,
             counts, worker_registry, tokens_and_owners, revocations, task_graph,
             failed_task_fails_the_job, lost_lease_reruns_only_that_task, cancel_stops_every_task,
-            job_events, invalid_task_lists);
+            job_events, invalid_task_lists, webhook_deliveries);
         $crate::job_store_suite!(@shared $factory;
             concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete,
             concurrent_claims_of_one_job);

@@ -29,6 +29,17 @@ pub struct JobSpec {
     /// `true` asks for them whatever the length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_report: Option<bool>,
+    /// Webhook endpoints told about this job's events (Standard Webhooks, signed with the
+    /// owner's secret, `GET /v1/webhooks/secret`); at most a few, each through the SSRF guard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifySpec>,
+}
+
+/// One per-job webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    pub url: String,
 }
 
 /// Where the input comes from. Exactly one of `url`, `key` or `upload`.

@@ -44,6 +44,13 @@ pub enum AdmissionError {
     /// The input policy refused the file (size, duration, resolution, streams...).
     #[error("{}", .0.message)]
     Policy(Rejection),
+    /// A `notify` entry (its index) whose URL the guard refuses.
+    #[error("notify[{0}].url: {1}")]
+    ForbiddenNotifyUrl(usize, String),
+    #[error("notify[{0}].url: {1}")]
+    InvalidNotifyUrl(usize, String),
+    #[error("notify: at most {0} endpoints per job")]
+    TooManyNotify(usize),
     /// ffprobe itself failed: our problem, not the client's.
     #[error("probing the upload: {0}")]
     Probe(String),
@@ -55,8 +62,11 @@ impl AdmissionError {
         match self {
             AdmissionError::Priority(_) => "invalid_priority",
             AdmissionError::InvalidSpec(_) => "invalid_spec",
-            AdmissionError::ForbiddenUrl(_) => "forbidden_url",
-            AdmissionError::InvalidUrl(_) => "invalid_url",
+            AdmissionError::ForbiddenUrl(_) | AdmissionError::ForbiddenNotifyUrl(..) => {
+                "forbidden_url"
+            }
+            AdmissionError::InvalidUrl(_) | AdmissionError::InvalidNotifyUrl(..) => "invalid_url",
+            AdmissionError::TooManyNotify(_) => "invalid_spec",
             AdmissionError::UnsupportedFormat(_) => "unsupported_format",
             AdmissionError::CorruptInput(_) => "corrupt_input",
             AdmissionError::Policy(r) => r.code,
@@ -108,6 +118,21 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<(), AdmissionError> {
             FetchError::Forbidden(m) => AdmissionError::ForbiddenUrl(m),
             other => AdmissionError::InvalidUrl(other.to_string()),
         })
+}
+
+/// The spec's webhook endpoints: at most `max`, each URL one the guard lets reelay call (the
+/// same check as a URL input; the resolver checks the addresses again at delivery).
+pub fn check_notify(spec: &JobSpec, max: usize, allow_private: bool) -> Result<(), AdmissionError> {
+    if spec.notify.len() > max {
+        return Err(AdmissionError::TooManyNotify(max));
+    }
+    for (i, n) in spec.notify.iter().enumerate() {
+        crate::fetch::check_url(&n.url, allow_private).map_err(|e| match e {
+            FetchError::Forbidden(m) => AdmissionError::ForbiddenNotifyUrl(i, m),
+            other => AdmissionError::InvalidNotifyUrl(i, other.to_string()),
+        })?;
+    }
+    Ok(())
 }
 
 /// An upload's probe failure.

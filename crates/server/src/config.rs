@@ -163,6 +163,8 @@ pub struct Config {
     /// Split-and-stitch (`[split]` table): `segment_seconds` (30), the range length a job with
     /// `"split": "auto"` is cut into, and `max_segments` (500), beyond which ranges lengthen.
     pub split: reelay_media::split::SplitSettings,
+    /// Webhooks (`[webhooks]`): delivery timing, the per-job limit, cluster subscriptions.
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 pub fn default_workers() -> usize {
@@ -213,6 +215,7 @@ impl Default for Config {
             allow_anonymous: false,
             identity_refresh_ms: 1000,
             cors_allowed_origins: vec!["*".into()],
+            webhooks: Default::default(),
         }
     }
 }
@@ -338,6 +341,9 @@ impl Config {
             if *ops == self.listen {
                 return bad("ops_listen", "must differ from listen");
             }
+        }
+        if let Err((setting, message)) = self.webhooks.validate() {
+            return bad(setting, &message);
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert", "tls_cert and tls_key go together");

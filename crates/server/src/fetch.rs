@@ -177,6 +177,22 @@ pub fn redirect_allowed(
         .map_err(|e| e.to_string())
 }
 
+/// A client that goes only where a URL input may: never through a proxy, and (unless private
+/// addresses are allowed) only to public addresses, checked on every DNS answer connected to.
+/// Webhook delivery uses it too, so a notify URL meets the same guard as an input URL.
+pub fn guarded_client_builder(allow_private: bool) -> reqwest::ClientBuilder {
+    let mut b = reqwest::Client::builder()
+        // Never through HTTP_PROXY/HTTPS_PROXY/ALL_PROXY: a proxy resolves names itself, so
+        // the guarded resolver would never see where the request really goes.
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("reelay/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        b = b.dns_resolver(Arc::new(GuardedResolver));
+    }
+    b
+}
+
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,

@@ -20,6 +20,7 @@ pub mod task_payloads;
 pub mod tus;
 pub mod uploads;
 pub mod view;
+pub mod webhooks;
 pub mod worker;
 
 pub use config::{Config, ServeArgs};
@@ -94,7 +95,10 @@ pub async fn build_state(cfg: Config, capacity: u32) -> Result<AppState, ServeEr
         identity,
         cfg.allow_anonymous,
     ));
+    let notify_key = webhooks::dispatch::load_notify_key(&cfg)
+        .map_err(|e| ServeError::Other(format!("webhook notify key: {e}")))?;
     Ok(AppState {
+        notify_key: Arc::new(notify_key),
         auth,
         cfg: Arc::new(cfg),
         store,
@@ -197,6 +201,18 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
         state.auth.announce(&*state.store, &state.cfg.listen).await;
         if let Some(id) = state.auth.identity.clone() {
             tokio::spawn(id.run(state.store.clone(), state.stopping.clone()));
+        }
+        // Webhooks: every api replica reads the outbox and delivers (rows and leases keep
+        // them from doing the same work twice).
+        match webhooks::dispatch::Dispatcher::new(
+            state.store.clone(),
+            state.cfg.clone(),
+            state.notify_key.clone(),
+        ) {
+            Ok(d) => {
+                tokio::spawn(d.run(state.stopping.clone()));
+            }
+            Err(e) => return Err(ServeError::Other(format!("webhook HTTP client: {e}"))),
         }
         // Unused uploads expire; every API process sweeps (idempotent deletes), a PATCH that
         // began before the expiry gets the body idle timeout and a minute more to end.

@@ -25,6 +25,8 @@ pub struct AppState {
     /// Cancelled when the HTTP listeners stop: long-lived responses (SSE) end so the process can
     /// exit once the requests in flight are done.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// The key owners' webhook secrets derive from (`webhooks::sign::owner_secret`).
+    pub notify_key: Arc<Vec<u8>>,
 }
 
 impl AppState {

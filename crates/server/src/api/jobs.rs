@@ -48,6 +48,7 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
             .map_err(|e| e.into_api("too_large"))?;
         let spec = parse_spec(&body)?;
         admission::check_priority(&spec)?;
+        admission::check_notify(&spec, st.cfg.webhooks.max_notify, st.cfg.allow_private_urls)?;
         submit_json(st, principal, spec, idem).await
     } else if ctype.starts_with("multipart/form-data") {
         let mp = Multipart::from_request(req, &st)
@@ -249,6 +250,7 @@ async fn submit_multipart(
             .map_err(|_| spec_late())??;
     let spec = parse_spec(&spec_bytes)?;
     admission::check_priority(&spec)?;
+    admission::check_notify(&spec, st.cfg.webhooks.max_notify, st.cfg.allow_private_urls)?;
     if spec.input.is_some() {
         return Err(ApiError::unprocessable(
             "invalid_spec",
@@ -426,6 +428,8 @@ async fn create(
     renditions: &[Rendition],
     info: Option<&reelay_media::MediaInfo>,
 ) -> Result<Response, ApiError> {
+    // Every path (JSON, multipart, tus upload) ends here, so the endpoints are checked once.
+    admission::check_notify(spec, st.cfg.webhooks.max_notify, st.cfg.allow_private_urls)?;
     let spec_json =
         serde_json::to_string(spec).map_err(|e| ApiError::internal("encoding the spec", e))?;
     let new = NewJob {

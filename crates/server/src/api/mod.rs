@@ -7,6 +7,7 @@ pub mod ops;
 pub mod outputs;
 pub mod tokens;
 pub mod uploads;
+pub mod webhooks;
 
 use crate::error::ApiError;
 use crate::metrics as m;
@@ -46,6 +47,12 @@ pub fn router(state: AppState) -> Router {
             "/uploads/{id}/job",
             axum::routing::post(uploads::submit_job),
         )
+        .route("/jobs/{id}/webhooks", get(webhooks::list))
+        .route(
+            "/jobs/{id}/webhooks/{delivery}/redeliver",
+            axum::routing::post(webhooks::redeliver),
+        )
+        .route("/webhooks/secret", get(webhooks::secret))
         .route("/presets", get(ops::presets))
         .route("/tokens", axum::routing::post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
