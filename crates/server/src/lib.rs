@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod deadline;
 pub mod conn_limit;
 pub mod cors;
 pub mod error;

@@ -17,6 +17,7 @@ use futures::Stream;
 use reelay_jobs::{CancelOutcome, CreateOutcome, Job, NewJob};
 use reelay_media::{Needs, Rendition};
 use reelay_protocol::{JobId, JobList, JobSpec, JobStatus};
+use crate::deadline::Deadline;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
         .cloned()
         .ok_or_else(|| ApiError::internal("authorizing the submission", "no principal"))?;
     let idem = idempotency_key(req.headers())?;
+    let deadline = Deadline::from_headers(req.headers())?;
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -48,12 +50,12 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
             .map_err(|e| e.into_api("too_large"))?;
         let spec = parse_spec(&body)?;
         admission::check_priority(&spec)?;
-        submit_json(st, principal, spec, idem).await
+        submit_json(st, principal, spec, idem, deadline).await
     } else if ctype.starts_with("multipart/form-data") {
         let mp = Multipart::from_request(req, &st)
             .await
             .map_err(|e| ApiError::bad_request("malformed_multipart", e.body_text()))?;
-        submit_multipart(st, principal, mp, idem).await
+        submit_multipart(st, principal, mp, idem, deadline).await
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -100,13 +102,14 @@ pub(crate) async fn submit_json(
     principal: Principal,
     spec: JobSpec,
     idem: Option<String>,
+    deadline: Option<Deadline>,
 ) -> Result<Response, ApiError> {
     let renditions = admission::renditions(&spec)?;
     let input = spec.input.clone().ok_or_else(|| {
         ApiError::unprocessable("invalid_spec", "input: required in a JSON submission ({\"url\": ...}, {\"key\": ...} or {\"upload\": ...}); or upload the file as multipart")
     })?;
     if let (None, None, Some(upload)) = (&input.url, &input.key, &input.upload) {
-        return submit_upload(st, principal, &spec, upload, idem, &renditions).await;
+        return submit_upload(st, principal, &spec, upload, idem, deadline, &renditions).await;
     }
     let (input_key, input_url) = match (&input.url, &input.key) {
         (Some(url), None) if input.upload.is_none() => {
@@ -135,6 +138,7 @@ pub(crate) async fn submit_json(
         input_key,
         input_url,
         idem,
+        deadline,
         estimate,
         &renditions,
     )
@@ -143,12 +147,14 @@ pub(crate) async fn submit_json(
 
 /// A finished tus upload as the input (`crate::api::uploads::take`): its bytes become the job's
 /// input object; the upload is deleted once the job exists, released if it was not created.
+#[allow(clippy::too_many_arguments)]
 async fn submit_upload(
     st: AppState,
     principal: Principal,
     spec: &JobSpec,
     upload: &str,
     idem: Option<String>,
+    deadline: Option<Deadline>,
     renditions: &[Rendition],
 ) -> Result<Response, ApiError> {
     let id = new_job_id(&st);
@@ -163,6 +169,7 @@ async fn submit_upload(
         Some(key.clone()),
         None,
         idem,
+        deadline,
         estimate,
         renditions,
     )
@@ -219,6 +226,7 @@ async fn submit_multipart(
     principal: Principal,
     mut mp: Multipart,
     idem: Option<String>,
+    deadline: Option<Deadline>,
 ) -> Result<Response, ApiError> {
     // The spec part (and the file part's headers after it) must be in within the short body
     // deadline; only the file itself may take the upload deadline.
@@ -305,6 +313,7 @@ async fn submit_multipart(
         Some(key.clone()),
         None,
         idem,
+        deadline,
         estimate,
         &renditions,
     )
@@ -417,6 +426,7 @@ async fn create(
     input_key: Option<String>,
     input_url: Option<String>,
     idem: Option<String>,
+    deadline: Option<Deadline>,
     estimated_seconds: f64,
     renditions: &[Rendition],
 ) -> Result<Response, ApiError> {
@@ -436,6 +446,10 @@ async fn create(
         owner: principal.owner(),
         tasks: admission::tasks(estimated_seconds, renditions),
     };
+    // Last check before the job exists: the edge may have given up on this request already.
+    if let Some(d) = deadline {
+        d.check(crate::deadline::now_unix_ms())?;
+    }
     let (status, job) = match st.store.create_job(new).await? {
         CreateOutcome::Created(job) => {
             metrics::counter!(m::SUBMITTED, "preset" => preset_label(&job.spec_json)).increment(1);
