@@ -43,7 +43,11 @@ impl From<DeadlineError> for ApiError {
             DeadlineError::Malformed => ApiError::bad_request("invalid_deadline", e.to_string()),
             DeadlineError::Passed { .. } => ApiError {
                 retry_after: Some(1),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "deadline_passed", e.to_string())
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "deadline_passed",
+                    e.to_string(),
+                )
             },
         }
     }
@@ -62,7 +66,8 @@ impl Deadline {
     pub fn parse(s: &str) -> Result<Deadline, DeadlineError> {
         let (at, budget) = s.trim().split_once('+').ok_or(DeadlineError::Malformed)?;
         let (secs, frac) = at.split_once('.').unwrap_or((at, "0"));
-        let digits = |t: &str| !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |t: &str| !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit());
         if !digits(secs) || !digits(budget) || !digits(frac) || frac.len() > 3 {
             return Err(DeadlineError::Malformed);
         }
@@ -101,7 +106,10 @@ mod tests {
     fn parses_nginx_msec_plus_budget() {
         let d = Deadline::parse("1764500000.123+1200").unwrap();
         assert_eq!(d.at_unix_ms, 1_764_500_001_323);
-        assert_eq!(Deadline::parse("1764500000+0").unwrap().at_unix_ms, 1_764_500_000_000);
+        assert_eq!(
+            Deadline::parse("1764500000+0").unwrap().at_unix_ms,
+            1_764_500_000_000
+        );
         assert_eq!(Deadline::parse("10.5+0").unwrap().at_unix_ms, 10_500);
         assert_eq!(Deadline::parse("10.05+1").unwrap().at_unix_ms, 10_051);
     }
@@ -109,10 +117,24 @@ mod tests {
     #[test]
     fn refuses_anything_else() {
         for bad in [
-            "", "+", "1764500000", "1764500000.123", "abc+1", "1+abc", "-1+5", "1.1234+5",
-            "1.+5", "1+-5", "99999999999999+1", "1 +1",
+            "",
+            "+",
+            "1764500000",
+            "1764500000.123",
+            "abc+1",
+            "1+abc",
+            "-1+5",
+            "1.1234+5",
+            "1.+5",
+            "1+-5",
+            "99999999999999+1",
+            "1 +1",
         ] {
-            assert_eq!(Deadline::parse(bad), Err(DeadlineError::Malformed), "{bad:?}");
+            assert_eq!(
+                Deadline::parse(bad),
+                Err(DeadlineError::Malformed),
+                "{bad:?}"
+            );
         }
     }
 

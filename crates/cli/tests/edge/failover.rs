@@ -293,9 +293,7 @@ fn a_silent_cluster_costs_no_submission_and_leaves_no_ghost_job() {
                             .json(&job_spec(&stall))
                             .send();
                         let outcome = match r {
-                            Ok(r) if r.status() == 202 => {
-                                Ok(r.json::<JobView>().unwrap().id)
-                            }
+                            Ok(r) if r.status() == 202 => Ok(r.json::<JobView>().unwrap().id),
                             Ok(r) => {
                                 Err(format!("{}: {}", r.status(), r.text().unwrap_or_default()))
                             }
@@ -344,7 +342,10 @@ fn a_silent_cluster_costs_no_submission_and_leaves_no_ghost_job() {
     let client = http();
     std::thread::sleep(Duration::from_secs(2));
     let on_aws: Vec<String> = wait_until("aws to answer again", Duration::from_secs(20), || {
-        let r = client.get(format!("{}/v1/jobs?limit=500", aws.base())).send().ok()?;
+        let r = client
+            .get(format!("{}/v1/jobs?limit=500", aws.base()))
+            .send()
+            .ok()?;
         let v: serde_json::Value = r.json().ok()?;
         Some(
             v["jobs"]

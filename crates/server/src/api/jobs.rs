@@ -3,6 +3,7 @@
 use crate::admission::{self, AdmissionError};
 use crate::auth::Principal;
 use crate::body::{read_to_limit, BodyError, BodyTimeout};
+use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::metrics as m;
 use crate::state::AppState;
@@ -17,7 +18,6 @@ use futures::Stream;
 use reelay_jobs::{CancelOutcome, CreateOutcome, Job, NewJob};
 use reelay_media::{Needs, Rendition};
 use reelay_protocol::{JobId, JobList, JobSpec, JobStatus};
-use crate::deadline::Deadline;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::time::Duration;
