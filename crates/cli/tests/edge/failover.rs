@@ -253,6 +253,9 @@ fn submissions_survive_the_controller_dying() {
     eprintln!("controller-death test took {:?}", t0.elapsed());
 }
 
+/// When a submission was sent, how long it took, and the job id or the failure.
+type Timed = (Instant, Duration, Result<String, String>);
+
 /// Issue 16 part 4: a cluster that hangs (SIGSTOP: the kernel still accepts connections,
 /// nothing answers) while a submission leaves every 100 ms. No submission may fail, none may
 /// take more than 2 s, and when the cluster wakes it must not create the jobs of requests the
@@ -268,7 +271,7 @@ fn a_silent_cluster_costs_no_submission_and_leaves_no_ghost_job() {
     let base = edge.base();
 
     // 10 submissions a second for 6 s; aws is stopped 1 s in and woken 5 s later.
-    let results: Arc<Mutex<Vec<(Instant, Duration, Result<String, String>)>>> = Arc::default();
+    let results: Arc<Mutex<Vec<Timed>>> = Arc::default();
     let sender = {
         let results = results.clone();
         let stall = stall.clone();
