@@ -79,7 +79,12 @@ async fn poll_loop(ctl: Arc<Controller>, name: String, epoch: u64) {
         if ctl.background.epoch() != epoch {
             return;
         }
-        ctl.probe(&name).await;
+        // Each probe on its own task: a hung cluster's probe waits out its timeout while the
+        // next one starts on schedule, so `fall` failures arrive one interval apart after the
+        // first timeout instead of one timeout apart (3.5 s to notice a stopped cluster with
+        // 500 ms / 1.5 s / fall 2 before, about 2.5 s now). The timeout bounds how many overlap.
+        let (me, name) = (ctl.clone(), name.clone());
+        tokio::spawn(async move { me.probe(&name).await });
     }
 }
 

@@ -60,6 +60,18 @@ pub struct EdgeConfig {
     /// client hears the cluster's JSON 408 through the edge, and this is only the backstop.
     #[serde(default = "default_client_body_timeout_seconds")]
     pub client_body_timeout_seconds: u32,
+    /// A JSON submission (input by URL, key or finished upload) waits this long for a TCP
+    /// connection to its cluster before nginx moves it to the next one: a cluster whose packets
+    /// vanish costs one submission this much, not a failure.
+    #[serde(default = "default_submit_connect_timeout_ms")]
+    pub submit_connect_timeout_ms: u64,
+    /// ...and this long for the answer once its body is sent. A cluster that accepted the
+    /// connection but does not answer (a stopped process) is then left for another cluster, and
+    /// it refuses the request itself if it reads it later (`X-Reelay-Deadline`), so the
+    /// abandoned attempt never becomes a job. Multipart uploads are not cut: the cluster probes
+    /// the file while the client waits, and their body cannot be replayed.
+    #[serde(default = "default_submit_answer_timeout_ms")]
+    pub submit_answer_timeout_ms: u64,
     #[serde(default = "default_reload_min_interval_ms")]
     pub reload_min_interval_ms: u64,
     #[serde(default)]
@@ -249,6 +261,12 @@ fn default_body_size() -> String {
 fn default_client_body_timeout_seconds() -> u32 {
     90
 }
+fn default_submit_connect_timeout_ms() -> u64 {
+    500
+}
+fn default_submit_answer_timeout_ms() -> u64 {
+    1500
+}
 fn default_reload_min_interval_ms() -> u64 {
     1000
 }
@@ -430,6 +448,18 @@ impl EdgeConfig {
         }
         valid_nginx_size(&self.client_max_body_size)
             .map_err(|m| invalid("client_max_body_size", m))?;
+        if !(100..=10_000).contains(&self.submit_connect_timeout_ms) {
+            return Err(invalid(
+                "submit_connect_timeout_ms",
+                "must be between 100 and 10000",
+            ));
+        }
+        if !(500..=60_000).contains(&self.submit_answer_timeout_ms) {
+            return Err(invalid(
+                "submit_answer_timeout_ms",
+                "must be between 500 and 60000",
+            ));
+        }
         if !(1..=3600).contains(&self.client_body_timeout_seconds) {
             return Err(invalid(
                 "client_body_timeout_seconds",

@@ -24,6 +24,9 @@ pub struct ClusterState {
     pub last_check: Option<CheckRecord>,
     /// When a health check last passed.
     pub last_ok: Option<Instant>,
+    /// When the newest health check taken in started. Probes overlap (a hung one waits out its
+    /// timeout while the next starts), so an older one that finishes later is stale.
+    pub newest_probe: Option<Instant>,
     pub load: Option<LoadReport>,
     /// When the request that produced `load` started.
     pub load_read_at: Option<Instant>,
@@ -42,6 +45,7 @@ impl ClusterState {
             health: HealthTracker::new(cfg.health.fall, cfg.health.rise),
             last_check: None,
             last_ok: None,
+            newest_probe: None,
             load: None,
             load_read_at: None,
             pending: PendingPlacements::default(),
@@ -240,6 +244,10 @@ impl Fleet {
         let Some(rt) = self.cluster_mut(name) else {
             return Observed::default();
         };
+        if rt.newest_probe.is_some_and(|t| probe.started < t) {
+            return Observed::default();
+        }
+        rt.newest_probe = Some(probe.started);
         let before = (rt.reachable(), rt.accepting());
         rt.last_check = Some(CheckRecord {
             at_unix_ms: probe.at_unix_ms,
@@ -481,6 +489,19 @@ url = "http://127.0.0.1:4"
             f.observe("nope", &probe(t, true, None), t),
             Observed::default()
         );
+    }
+
+    #[test]
+    fn an_older_probe_that_finishes_later_is_ignored() {
+        let mut f = fleet("");
+        let t = Instant::now();
+        f.observe("aws", &probe(t, true, None), t + ms(5));
+        // A probe hung from t+500 until its timeout; the one from t+1000 came back first.
+        f.observe("aws", &probe(t + ms(1000), true, None), t + ms(1010));
+        let o = f.observe("aws", &probe(t + ms(500), false, None), t + ms(2000));
+        assert_eq!(o, Observed::default());
+        assert_eq!(f.clusters()[0].checks_failed, 0, "stale: not counted");
+        assert!(f.clusters()[0].last_check.as_ref().unwrap().ok);
     }
 
     #[test]

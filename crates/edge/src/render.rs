@@ -42,6 +42,11 @@ pub struct Desired {
     pub http_snippet: Option<String>,
     pub keepalive_timeout: String,
     pub retry_after_seconds: u64,
+    /// JSON submissions: connect and answer timeouts (ms), and how long after nginx forwards
+    /// one the cluster may still create its job (`X-Reelay-Deadline`, see [`deadline_budget_ms`]).
+    pub submit_connect_timeout_ms: u64,
+    pub submit_answer_timeout_ms: u64,
+    pub submit_deadline_ms: u64,
     pub fail_open: bool,
     pub clusters: Vec<RenderCluster>,
     /// HTTPS towards clients: certificate and key paths.
@@ -62,6 +67,16 @@ pub struct Desired {
     pub auth: bool,
     /// A plain-HTTP listener that only redirects to HTTPS.
     pub http_redirect_listen: Option<String>,
+}
+
+/// How long after forwarding a JSON submission its cluster may still create the job: the
+/// answer timeout less a margin, so that a job created just in time still has its answer back
+/// at nginx before nginx gives up and sends the request elsewhere. The margin (a quarter of the
+/// timeout, at most 300 ms) also absorbs clock skew between edge and clusters (NTP keeps it to
+/// milliseconds); a cluster whose clock runs ahead by more refuses submissions with 503
+/// `deadline_passed` instead of creating jobs nobody hears of.
+pub fn deadline_budget_ms(answer_timeout_ms: u64) -> u64 {
+    answer_timeout_ms - (answer_timeout_ms / 4).min(300)
 }
 
 #[derive(Serialize)]
@@ -117,6 +132,9 @@ impl Desired {
             http_snippet: cfg.nginx_http_snippet.clone(),
             keepalive_timeout: if cfg.client_keepalive { "65s" } else { "0" }.to_string(),
             retry_after_seconds: interval_s * u64::from(cfg.health.rise + 1),
+            submit_connect_timeout_ms: cfg.submit_connect_timeout_ms,
+            submit_answer_timeout_ms: cfg.submit_answer_timeout_ms,
+            submit_deadline_ms: deadline_budget_ms(cfg.submit_answer_timeout_ms),
             fail_open,
             clusters,
             tls_cert: path_string(&cfg.tls_cert),
@@ -173,6 +191,14 @@ pub fn render(desired: &Desired, generation: u64) -> Result<String, RenderError>
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_deadline_leaves_a_margin_before_nginx_gives_up() {
+        assert_eq!(deadline_budget_ms(1500), 1200);
+        assert_eq!(deadline_budget_ms(500), 375);
+        assert_eq!(deadline_budget_ms(60_000), 59_700);
+    }
+
     use super::*;
     use crate::config::Mode;
 
@@ -336,6 +362,7 @@ cost = 0.5
                 assert!(
                     [
                         "reelay_owner_down",
+                        "reelay_submit_retry",
                         "reelay_submit_fallback",
                         "reelay_401",
                         "reelay_403",
@@ -387,6 +414,37 @@ cost = 0.5
         }
         assert!(text.contains("client_body_timeout 90s;"));
         assert!(text.contains("uninitialized_variable_warn off;"));
+    }
+
+    /// Issue 16 part 4: JSON submissions get short timeouts, a retry on the other clusters
+    /// and a deadline; nothing else carries a client's X-Reelay-Deadline to a cluster.
+    #[test]
+    fn json_submissions_are_bounded_and_retried_elsewhere_with_a_deadline() {
+        let (cfg, views) = sample(Mode::Reelay);
+        let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+        let submit = text
+            .split("location = /_reelay/submit {")
+            .nth(1)
+            .and_then(|s| s.split("\n        }\n").next())
+            .unwrap();
+        for line in [
+            "proxy_connect_timeout 500ms;",
+            "proxy_read_timeout 1500ms;",
+            "proxy_request_buffering on;",
+            "proxy_set_header X-Reelay-Deadline \"$msec+1200\";",
+            "error_page 504 = @reelay_submit_retry;",
+        ] {
+            assert!(submit.contains(line), "{line} in {submit}");
+        }
+        assert!(text.contains("proxy_set_header X-Reelay-Deadline \"\";"));
+        // Each cluster's retry upstream lists only the others.
+        let retry_aws = text
+            .split("upstream retry_aws {")
+            .nth(1)
+            .and_then(|s| s.split('}').next())
+            .unwrap();
+        assert!(!retry_aws.contains("# aws"), "{retry_aws}");
+        assert!(retry_aws.contains("# gcp"), "{retry_aws}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod body;
 pub mod config;
 pub mod conn_limit;
 pub mod cors;
+pub mod deadline;
 pub mod error;
 pub mod fetch;
 pub mod identity;

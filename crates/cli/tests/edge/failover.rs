@@ -252,3 +252,129 @@ fn submissions_survive_the_controller_dying() {
     );
     eprintln!("controller-death test took {:?}", t0.elapsed());
 }
+
+/// When a submission was sent, how long it took, and the job id or the failure.
+type Timed = (Instant, Duration, Result<String, String>);
+
+/// Issue 16 part 4: a cluster that hangs (SIGSTOP: the kernel still accepts connections,
+/// nothing answers) while a submission leaves every 100 ms. No submission may fail, none may
+/// take more than 2 s, and when the cluster wakes it must not create the jobs of requests the
+/// edge already gave up on (ghost jobs): every job on aws is one a client was told about.
+#[test]
+fn a_silent_cluster_costs_no_submission_and_leaves_no_ghost_job() {
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let clouds = TwoClouds::builder()
+        .edge("local_cluster = \"aws\"")
+        .start(dir.path());
+    let (aws, edge, stall) = (&clouds.aws, &clouds.edge, &clouds.stall);
+    let base = edge.base();
+
+    // 10 submissions a second for 6 s; aws is stopped 1 s in and woken 5 s later.
+    let results: Arc<Mutex<Vec<Timed>>> = Arc::default();
+    let sender = {
+        let results = results.clone();
+        let stall = stall.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let handles: Vec<_> = (0..60u32)
+                .map(|i| {
+                    let due = start + Duration::from_millis(100) * i;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let (results, stall, base) = (results.clone(), stall.clone(), base.clone());
+                    // One thread per submission: a hung one must not delay the next.
+                    std::thread::spawn(move || {
+                        let at = Instant::now();
+                        // A client that gives up after 3 s, as a real one would.
+                        let r = reqwest::blocking::Client::builder()
+                            .timeout(Duration::from_secs(3))
+                            .build()
+                            .unwrap()
+                            .post(format!("{base}/v1/jobs"))
+                            .json(&job_spec(&stall))
+                            .send();
+                        let outcome = match r {
+                            Ok(r) if r.status() == 202 => Ok(r.json::<JobView>().unwrap().id),
+                            Ok(r) => {
+                                Err(format!("{}: {}", r.status(), r.text().unwrap_or_default()))
+                            }
+                            Err(e) => Err(format!("transport: {e}")),
+                        };
+                        results.lock().unwrap().push((at, at.elapsed(), outcome));
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    kill(aws.pid(), "-STOP");
+    let stopped = Instant::now();
+    let marked_down = wait_until("aws to be marked down", Duration::from_secs(10), || {
+        let s = edge.status();
+        (s.clusters.iter().find(|c| c.name == "aws")?.health == Health::Down)
+            .then(|| stopped.elapsed())
+    });
+    if let Some(rest) = (stopped + Duration::from_secs(5)).checked_duration_since(Instant::now()) {
+        std::thread::sleep(rest);
+    }
+    kill(aws.pid(), "-CONT");
+    sender.join().unwrap();
+
+    let results = results.lock().unwrap().clone();
+    let failures: Vec<_> = results.iter().filter(|(_, _, r)| r.is_err()).collect();
+    let mut during: Vec<Duration> = results
+        .iter()
+        .filter(|(at, _, _)| *at >= stopped && *at < stopped + Duration::from_secs(5))
+        .map(|(_, took, _)| *took)
+        .collect();
+    during.sort();
+    let p99 = during[(during.len() * 99).div_ceil(100).saturating_sub(1)];
+    let slowest = *during.last().unwrap();
+    let told: std::collections::BTreeSet<String> = results
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().ok().cloned())
+        .filter(|id| id.starts_with("aws."))
+        .collect();
+
+    // Once aws has read its backlog, every job it holds must be one a client was told about.
+    let client = http();
+    std::thread::sleep(Duration::from_secs(2));
+    let on_aws: Vec<String> = wait_until("aws to answer again", Duration::from_secs(20), || {
+        let r = client
+            .get(format!("{}/v1/jobs?limit=500", aws.base()))
+            .send()
+            .ok()?;
+        let v: serde_json::Value = r.json().ok()?;
+        Some(
+            v["jobs"]
+                .as_array()?
+                .iter()
+                .filter_map(|j| j["id"].as_str().map(str::to_string))
+                .collect(),
+        )
+    });
+    let ghosts: Vec<&String> = on_aws.iter().filter(|id| !told.contains(*id)).collect();
+    eprintln!(
+        "silent failure: {} submissions, {} failed, {} during the 5 s outage: p99 {:?}, slowest {:?}; \
+         aws marked down after {:?}; {} jobs on aws, {} ghost(s); failures: {:?}",
+        results.len(),
+        failures.len(),
+        during.len(),
+        p99,
+        slowest,
+        marked_down,
+        on_aws.len(),
+        ghosts.len(),
+        failures.iter().map(|(_, _, r)| r).collect::<Vec<_>>()
+    );
+    assert_eq!(results.len(), 60);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(p99 <= Duration::from_secs(2), "p99 {p99:?}");
+    assert!(ghosts.is_empty(), "ghost jobs on aws: {ghosts:?}");
+    eprintln!("silent-failure test took {:?}", t0.elapsed());
+}

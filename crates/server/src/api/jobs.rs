@@ -3,6 +3,7 @@
 use crate::admission::{self, AdmissionError};
 use crate::auth::Principal;
 use crate::body::{read_to_limit, BodyError, BodyTimeout};
+use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::metrics as m;
 use crate::state::AppState;
@@ -35,6 +36,7 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
         .cloned()
         .ok_or_else(|| ApiError::internal("authorizing the submission", "no principal"))?;
     let idem = idempotency_key(req.headers())?;
+    let deadline = Deadline::from_headers(req.headers())?;
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -49,12 +51,12 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
         let spec = parse_spec(&body)?;
         admission::check_priority(&spec)?;
         admission::check_notify(&spec, st.cfg.webhooks.max_notify, st.cfg.allow_private_urls)?;
-        submit_json(st, principal, spec, idem).await
+        submit_json(st, principal, spec, idem, deadline).await
     } else if ctype.starts_with("multipart/form-data") {
         let mp = Multipart::from_request(req, &st)
             .await
             .map_err(|e| ApiError::bad_request("malformed_multipart", e.body_text()))?;
-        submit_multipart(st, principal, mp, idem).await
+        submit_multipart(st, principal, mp, idem, deadline).await
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -101,6 +103,7 @@ pub(crate) async fn submit_json(
     principal: Principal,
     spec: JobSpec,
     idem: Option<String>,
+    deadline: Option<Deadline>,
 ) -> Result<Response, ApiError> {
     let renditions = admission::renditions(&spec)?;
     admission::split_request(&spec)?;
@@ -108,7 +111,7 @@ pub(crate) async fn submit_json(
         ApiError::unprocessable("invalid_spec", "input: required in a JSON submission ({\"url\": ...}, {\"key\": ...} or {\"upload\": ...}); or upload the file as multipart")
     })?;
     if let (None, None, Some(upload)) = (&input.url, &input.key, &input.upload) {
-        return submit_upload(st, principal, &spec, upload, idem, &renditions).await;
+        return submit_upload(st, principal, &spec, upload, idem, deadline, &renditions).await;
     }
     let (input_key, input_url) = match (&input.url, &input.key) {
         (Some(url), None) if input.upload.is_none() => {
@@ -137,6 +140,7 @@ pub(crate) async fn submit_json(
         input_key,
         input_url,
         idem,
+        deadline,
         estimate,
         &renditions,
         None,
@@ -146,12 +150,14 @@ pub(crate) async fn submit_json(
 
 /// A finished tus upload as the input (`crate::api::uploads::take`): its bytes become the job's
 /// input object; the upload is deleted once the job exists, released if it was not created.
+#[allow(clippy::too_many_arguments)]
 async fn submit_upload(
     st: AppState,
     principal: Principal,
     spec: &JobSpec,
     upload: &str,
     idem: Option<String>,
+    deadline: Option<Deadline>,
     renditions: &[Rendition],
 ) -> Result<Response, ApiError> {
     let id = new_job_id(&st);
@@ -166,6 +172,7 @@ async fn submit_upload(
         Some(key.clone()),
         None,
         idem,
+        deadline,
         estimate,
         renditions,
         None,
@@ -223,6 +230,7 @@ async fn submit_multipart(
     principal: Principal,
     mut mp: Multipart,
     idem: Option<String>,
+    deadline: Option<Deadline>,
 ) -> Result<Response, ApiError> {
     // The spec part (and the file part's headers after it) must be in within the short body
     // deadline; only the file itself may take the upload deadline.
@@ -311,6 +319,7 @@ async fn submit_multipart(
         Some(key.clone()),
         None,
         idem,
+        deadline,
         estimate,
         &renditions,
         Some(&info),
@@ -424,6 +433,7 @@ async fn create(
     input_key: Option<String>,
     input_url: Option<String>,
     idem: Option<String>,
+    deadline: Option<Deadline>,
     estimated_seconds: f64,
     renditions: &[Rendition],
     info: Option<&reelay_media::MediaInfo>,
@@ -452,6 +462,10 @@ async fn create(
             admission::split_request(spec)?,
         ),
     };
+    // Last check before the job exists: the edge may have given up on this request already.
+    if let Some(d) = deadline {
+        d.check(crate::deadline::now_unix_ms())?;
+    }
     let (status, job) = match st.store.create_job(new).await? {
         CreateOutcome::Created(job) => {
             metrics::counter!(m::SUBMITTED, "preset" => preset_label(&job.spec_json)).increment(1);

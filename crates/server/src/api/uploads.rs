@@ -273,6 +273,7 @@ pub async fn submit_job(
         ));
     }
     let idem = super::jobs::idempotency_key(req.headers())?;
+    let deadline = crate::deadline::Deadline::from_headers(req.headers())?;
     let json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -304,5 +305,5 @@ pub async fn submit_job(
         upload: Some(id),
         ..Default::default()
     });
-    super::jobs::submit_json(st, who, spec, idem).await
+    super::jobs::submit_json(st, who, spec, idem, deadline).await
 }
