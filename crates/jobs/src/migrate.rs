@@ -65,6 +65,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "job_events",
         sql: include_str!("../migrations/sqlite/0009_job_events.sql"),
     },
+    Migration {
+        version: 13,
+        name: "retention",
+        sql: include_str!("../migrations/sqlite/0013_retention.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -112,6 +117,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 9,
         name: "job_events",
         sql: include_str!("../migrations/postgres/0009_job_events.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "retention",
+        sql: include_str!("../migrations/postgres/0013_retention.sql"),
     },
 ];
 

@@ -77,7 +77,12 @@ fn s<T: ToString>(x: T) -> String {
 /// `-max_pixels` makes the decoders refuse any frame larger than the largest allowed picture
 /// (a stream may switch sizes mid-way), and an input `-t` stops reading after the policy's
 /// longest duration (a header may understate the length).
-pub(crate) fn input_args(info: &MediaInfo, policy: &InputPolicy, input: &Path, start: f64) -> Vec<String> {
+pub(crate) fn input_args(
+    info: &MediaInfo,
+    policy: &InputPolicy,
+    input: &Path,
+    start: f64,
+) -> Vec<String> {
     let mut a: Vec<String> = [
         "-hide_banner",
         "-nostdin",

@@ -119,10 +119,7 @@ pub async fn stitch_file(
         s("-map_chapters"),
         s(-1),
     ]);
-    if matches!(
-        container,
-        Container::Mp4 | Container::Mov | Container::M4a
-    ) {
+    if matches!(container, Container::Mp4 | Container::Mov | Container::M4a) {
         a.extend([s("-movflags"), s("+faststart")]);
     }
     a.extend([
