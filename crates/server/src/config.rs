@@ -115,6 +115,8 @@ pub struct Config {
     pub poll_interval_ms: u64,
     /// Input limits and allowed formats (`[policy]` table).
     pub policy: InputPolicy,
+    /// How long finished jobs' objects are kept (`[retention]` table, `crate::retention`).
+    pub retention: crate::retention::Retention,
     /// ffmpeg/ffprobe paths and child resource limits (`[tools]` table).
     pub tools: Tools,
     /// Separate listener for /healthz, /readyz and /metrics.
@@ -183,6 +185,7 @@ impl Default for Config {
             max_json_bytes: 64 * 1024,
             poll_interval_ms: 250,
             policy: InputPolicy::default(),
+            retention: crate::retention::Retention::default(),
             tools: Tools::default(),
             ops_listen: None,
             tls_cert: None,

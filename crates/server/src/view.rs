@@ -35,6 +35,7 @@ pub fn job_view(job: &Job) -> JobView {
                 content_type: o.content_type.clone(),
             })
             .collect(),
+        deleted_at: job.deleted_at.map(rfc3339),
         tasks: job
             .tasks
             .iter()
