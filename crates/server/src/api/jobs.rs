@@ -554,6 +554,17 @@ pub async fn delete(
     }
 }
 
+/// `POST /v1/jobs/{id}/cancel`: the explicit spelling of cancel. It never deletes files: a job
+/// that already ended is a 409 `already_finished`.
+pub async fn cancel_job(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    load(&st, &who, &id).await?;
+    cancel(&st, &id).await
+}
+
 async fn cancel(st: &AppState, id: &str) -> Result<Response, ApiError> {
     match st.store.cancel(id).await? {
         CancelOutcome::Cancelled(job) => {

@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/jobs", get(jobs::list).post(jobs::submit))
         .route("/jobs/{id}", get(jobs::get).delete(jobs::delete))
+        .route("/jobs/{id}/cancel", axum::routing::post(jobs::cancel_job))
         .route("/jobs/{id}/events", get(jobs::events))
         .route("/jobs/{id}/outputs", get(outputs::list))
         .route(
