@@ -388,6 +388,9 @@ impl Config {
                 return bad(setting, "must be at least 1");
             }
         }
+        if self.retention.sweep_interval_seconds == 0 {
+            return bad("retention.sweep_interval_seconds", "must be at least 1");
+        }
         if self.workers == 0 || self.workers > 256 {
             return bad("workers", "must be between 1 and 256");
         }
