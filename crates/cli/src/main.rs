@@ -150,9 +150,7 @@ enum Command {
     #[command(after_help = "Example:\n  reelay cancel aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2")]
     Cancel(WithClient<cancel::CancelArgs>),
     /// Delete a finished job's input and output files (the job stays listed as deleted).
-    #[command(
-        after_help = "Example:\n  reelay delete aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2 --cancel"
-    )]
+    #[command(after_help = "Example:\n  reelay delete aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2 --cancel")]
     Delete(WithClient<delete::DeleteArgs>),
     /// List recent jobs, newest first.
     #[command(after_help = "Example:\n  reelay list --status running")]

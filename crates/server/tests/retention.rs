@@ -201,6 +201,16 @@ async fn delete_and_expiry_leave_nothing_in_local_storage() {
     let s = TestServer::start().await;
     let root = s.state.cfg.data_dir.join("storage");
     delete_and_expire(&s, &root).await;
+    // Not even empty directories of the deleted jobs are left.
+    for top in ["inputs", "outputs", "tasks"] {
+        let left: Vec<_> = std::fs::read_dir(root.join(top))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }
 
 #[tokio::test]

@@ -17,11 +17,19 @@ pub struct DeleteArgs {
 
 pub async fn run(client: &Client, args: &DeleteArgs) -> anyhow::Result<()> {
     let what = || format!("cannot delete job {}", args.id);
-    match client.delete(&args.id).await.map_err(|e| context(e, what()))? {
+    match client
+        .delete(&args.id)
+        .await
+        .map_err(|e| context(e, what()))?
+    {
         None => emit(format!("job {} deleted", clean(&args.id)))?,
         // The server cancels an unfinished job instead of deleting it.
         Some(view) if args.cancel => {
-            match client.delete(&view.id).await.map_err(|e| context(e, what()))? {
+            match client
+                .delete(&view.id)
+                .await
+                .map_err(|e| context(e, what()))?
+            {
                 None => emit(format!("job {} cancelled and deleted", clean(&view.id)))?,
                 Some(view) => anyhow::bail!("job {} is still {}", clean(&view.id), view.status),
             }
