@@ -429,8 +429,31 @@ impl Client {
 
     /// `DELETE /v1/jobs/{id}`.
     pub async fn cancel(&self, id: &str) -> Result<JobView, ClientError> {
+        // The explicit spelling: never deletes files, 409 once the job ended.
+        let url = self.endpoint(&["v1", "jobs", id, "cancel"]);
+        self.json(self.request(Method::POST, url), "job").await
+    }
+
+    /// `DELETE /v1/jobs/{id}`: a finished job's files are deleted (`None`, 204); an unfinished
+    /// job is cancelled instead (`Some(view)`, 200) and needs a second call.
+    pub async fn delete(&self, id: &str) -> Result<Option<JobView>, ClientError> {
         let url = self.endpoint(&["v1", "jobs", id]);
-        self.json(self.request(Method::DELETE, url), "job").await
+        let response = self
+            .execute(
+                self.request(Method::DELETE, url)
+                    .header(ACCEPT, "application/json"),
+            )
+            .await?;
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let body = self.read_limited(response, MAX_JSON_BYTES, false).await?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| ClientError::BadAnswer {
+                what: "job".to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// `POST /v1/tokens` (admin): a signed token from the server's issuer key.

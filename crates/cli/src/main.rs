@@ -11,7 +11,7 @@ mod token;
 mod up;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use commands::{cancel, download, list, presets, status, submit, wait, UsageError};
+use commands::{cancel, delete, download, list, presets, status, submit, wait, UsageError};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -149,6 +149,9 @@ enum Command {
     /// Cancel a queued or running job.
     #[command(after_help = "Example:\n  reelay cancel aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2")]
     Cancel(WithClient<cancel::CancelArgs>),
+    /// Delete a finished job's input and output files (the job stays listed as deleted).
+    #[command(after_help = "Example:\n  reelay delete aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2 --cancel")]
+    Delete(WithClient<delete::DeleteArgs>),
     /// List recent jobs, newest first.
     #[command(after_help = "Example:\n  reelay list --status running")]
     List(WithClient<list::ListArgs>),
@@ -272,6 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Download(a) => download::run(&connect(&a.client)?, &a.args).await,
                 Command::Presets(a) => presets::run(&connect(&a.client)?, &a.args).await,
                 Command::Cancel(a) => cancel::run(&connect(&a.client)?, &a.args).await,
+                Command::Delete(a) => delete::run(&connect(&a.client)?, &a.args).await,
                 Command::List(a) => list::run(&connect(&a.client)?, &a.args).await,
                 _ => unreachable!("handled above"),
             }

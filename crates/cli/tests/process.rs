@@ -389,3 +389,68 @@ fn cli_submit_wait_status_download_presets() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// `reelay cancel` never deletes (409-like failure once ended); `reelay delete` removes a
+/// finished job's files and leaves a tombstone; `--cancel` stops a running job first.
+#[test]
+fn cli_cancel_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = clip(dir.path(), "c.mp4", "160x120", 1);
+    let s = serve(&data, free_port(), &[]);
+    let id = submit(&s.base, &input, "mp4-360p");
+    wait_for(&s.base, &id, Duration::from_secs(60), |j| {
+        j.status == JobStatus::Succeeded
+    });
+    let storage = data.join("storage");
+    let files = |id: &str| {
+        ["inputs", "outputs"]
+            .iter()
+            .filter(|p| storage.join(p).join(id).exists())
+            .flat_map(|p| std::fs::read_dir(storage.join(p).join(id)).unwrap())
+            .count()
+    };
+    assert!(files(&id) > 0);
+    let out = cli(&s.base, &["cancel", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an ended job cannot be cancelled"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already_finished"));
+    assert!(files(&id) > 0, "cancel deleted nothing");
+    let out = cli(&s.base, &["delete", &id]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("deleted"), "{stdout}");
+    assert_eq!(files(&id), 0);
+    let v = job(&s.base, &id);
+    assert!(v.deleted_at.is_some() && v.outputs.is_empty(), "{v:?}");
+    assert!(cli(&s.base, &["delete", &id]).status.success(), "twice");
+
+    // A long job, deleted while it runs: cancelled, then its files deleted.
+    let long = clip(dir.path(), "long.mp4", "160x120", 30);
+    let id = submit(&s.base, &long, "webm-vp9-720p");
+    wait_for(&s.base, &id, Duration::from_secs(30), |j| {
+        j.status == JobStatus::Running
+    });
+    let out = cli(&s.base, &["delete", &id, "--cancel"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("cancelled and deleted"), "{stdout}");
+    let v = job(&s.base, &id);
+    assert_eq!(v.status, JobStatus::Cancelled);
+    assert!(v.deleted_at.is_some());
+    assert_eq!(files(&id), 0);
+    let out = cli(&s.base, &["delete", "local.01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+}

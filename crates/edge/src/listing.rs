@@ -68,6 +68,7 @@ mod tests {
             finished_at: None,
             error: None,
             outputs: vec![],
+            deleted_at: None,
             tasks: vec![],
         }
     }

@@ -65,11 +65,16 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "job_events",
         sql: include_str!("../migrations/sqlite/0009_job_events.sql"),
     },
-    // 10 is another branch's (retention); the versions need not be contiguous.
+    // 10 and 12 were left unused by parallel branches; the versions need not be contiguous.
     Migration {
         version: 11,
         name: "webhooks",
         sql: include_str!("../migrations/sqlite/0011_webhooks.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "retention",
+        sql: include_str!("../migrations/sqlite/0013_retention.sql"),
     },
 ];
 
@@ -119,11 +124,16 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "job_events",
         sql: include_str!("../migrations/postgres/0009_job_events.sql"),
     },
-    // 10 is another branch's (retention); the versions need not be contiguous.
+    // 10 and 12 were left unused by parallel branches; the versions need not be contiguous.
     Migration {
         version: 11,
         name: "webhooks",
         sql: include_str!("../migrations/postgres/0011_webhooks.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "retention",
+        sql: include_str!("../migrations/postgres/0013_retention.sql"),
     },
 ];
 

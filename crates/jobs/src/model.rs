@@ -171,6 +171,11 @@ pub struct Job {
     pub outputs: Vec<StoredOutput>,
     /// Set once the user cancelled; a running worker learns it from renew/complete.
     pub cancel_requested: bool,
+    /// When its objects were deleted (by `DELETE /v1/jobs/{id}` or retention); the row stays
+    /// as a tombstone with its outputs emptied.
+    pub deleted_at: Option<Millis>,
+    /// When its input objects were deleted (retention deletes inputs sooner than outputs).
+    pub inputs_deleted_at: Option<Millis>,
     /// Its tasks, in claim order (position, then id).
     pub tasks: Vec<TaskSummary>,
 }
@@ -333,4 +338,25 @@ pub(crate) fn scopes_to_column(scopes: &[String]) -> String {
 
 pub(crate) fn scopes_from_column(column: &str) -> Vec<String> {
     column.split_whitespace().map(str::to_string).collect()
+}
+
+/// What retention or a `DELETE` removes of a finished job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purge {
+    /// The input objects only (`inputs/{job}/`); the job and its outputs stay.
+    Inputs,
+    /// Every object of the job; the row becomes a tombstone.
+    All,
+}
+
+/// Jobs that finished before these instants (epoch ms) are due for clean-up; computed from the
+/// retention settings and the current time by the caller, so the store holds no policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionCutoffs {
+    /// Succeeded jobs: their inputs.
+    pub inputs_after_success: Millis,
+    /// Succeeded jobs: everything.
+    pub succeeded: Millis,
+    pub failed: Millis,
+    pub cancelled: Millis,
 }

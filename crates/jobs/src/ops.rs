@@ -16,7 +16,7 @@ use crate::machine::{
 };
 use crate::model::{
     check_tasks, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, JobEvent, Millis, NewJob,
-    QueueCounts, RenewOutcome, RunningAttempt, StoredOutput, TaskSummary,
+    Purge, QueueCounts, RenewOutcome, RetentionCutoffs, RunningAttempt, StoredOutput, TaskSummary,
 };
 use crate::store::StoreError;
 use reelay_protocol::{ErrorDetail, JobStatus};
@@ -147,7 +147,7 @@ pub(crate) trait Conn: Send {
 pub(crate) const JOB_COLUMNS: &str = "id, cluster, status, progress, attempts, max_attempts, \
      priority, spec_json, spec_hash, input_key, input_url, idempotency_key, owner, \
      estimated_seconds, created_at, started_at, finished_at, error_code, error_message, outputs, \
-     cancel_requested";
+     cancel_requested, deleted_at, inputs_deleted_at";
 
 pub(crate) const TASK_COLUMNS: &str = "id, job_id, kind, status, payload, depends_on, attempts, \
      max_attempts, lease_owner, lease_expires_at, claimed_at, eta_at, run_after, progress, \
@@ -201,6 +201,8 @@ macro_rules! row_decoders {
                 error: error_from(row.try_get("error_code")?, row.try_get("error_message")?),
                 outputs,
                 cancel_requested: row.try_get("cancel_requested")?,
+                deleted_at: row.try_get("deleted_at")?,
+                inputs_deleted_at: row.try_get("inputs_deleted_at")?,
                 tasks: Vec::new(),
                 id,
             })
@@ -1008,6 +1010,84 @@ pub(crate) async fn running_attempts(db: &mut dyn Conn) -> Result<Vec<RunningAtt
 
 /// Newest first, optionally one owner's and one status's, after `cursor`; one extra row tells
 /// whether another page exists without a COUNT.
+/// Finished jobs with something left to delete under `cutoffs`, claimed for this sweeper until
+/// `now + lease`: each claim is a guarded UPDATE (`purge_lease_until < now`), so of several
+/// replicas scanning at once exactly one gets each job (in Postgres the loser's UPDATE waits for
+/// the winner's row lock and then matches nothing). Returned with their tasks, whose ids name
+/// the task intermediates' prefixes.
+pub(crate) async fn claim_expired(
+    db: &mut dyn Conn,
+    cutoffs: RetentionCutoffs,
+    now: Millis,
+    lease: Duration,
+    limit: u32,
+) -> Result<Vec<Job>, StoreError> {
+    let candidates = db
+        .jobs(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs \
+                 WHERE deleted_at IS NULL AND finished_at IS NOT NULL AND purge_lease_until < $1 \
+                   AND ((status = 'succeeded' AND finished_at < $2) \
+                     OR (status = 'succeeded' AND inputs_deleted_at IS NULL AND finished_at < $3) \
+                     OR (status = 'failed' AND finished_at < $4) \
+                     OR (status = 'cancelled' AND finished_at < $5)) \
+                 ORDER BY finished_at LIMIT $6"
+            ),
+            args![
+                now,
+                cutoffs.succeeded,
+                cutoffs.inputs_after_success,
+                cutoffs.failed,
+                cutoffs.cancelled,
+                i64::from(limit.max(1))
+            ],
+        )
+        .await?;
+    let until = millis_after(now, lease);
+    let mut claimed = Vec::new();
+    for job in candidates {
+        let n = db
+            .exec(
+                "UPDATE jobs SET purge_lease_until = $1 \
+                 WHERE id = $2 AND deleted_at IS NULL AND purge_lease_until < $3",
+                args![until, job.id.as_str(), now],
+            )
+            .await?;
+        if n == 1 {
+            claimed.push(job);
+        }
+    }
+    with_tasks(db, &mut claimed).await?;
+    Ok(claimed)
+}
+
+/// Records that the job's objects in `scope` are gone (after they were deleted: a crash in
+/// between leaves the job to be swept again, and deleting twice is harmless). `All` leaves a
+/// tombstone: status and history kept, outputs emptied. Only a finished job can be purged;
+/// `None` when there is no such finished job.
+pub(crate) async fn mark_purged(
+    db: &mut dyn Conn,
+    id: &str,
+    scope: Purge,
+    now: Millis,
+) -> Result<Option<Job>, StoreError> {
+    let sql = match scope {
+        Purge::All => {
+            "UPDATE jobs SET deleted_at = COALESCE(deleted_at, $1), \
+             inputs_deleted_at = COALESCE(inputs_deleted_at, $1), outputs = '[]', \
+             purge_lease_until = 0 WHERE id = $2 AND finished_at IS NOT NULL"
+        }
+        Purge::Inputs => {
+            "UPDATE jobs SET inputs_deleted_at = COALESCE(inputs_deleted_at, $1), \
+             purge_lease_until = 0 WHERE id = $2 AND finished_at IS NOT NULL"
+        }
+    };
+    if db.exec(sql, args![now, id]).await? == 0 {
+        return Ok(None);
+    }
+    get_job(db, id).await
+}
+
 pub(crate) async fn list_jobs_of(
     db: &mut dyn Conn,
     owner: Option<&str>,
@@ -1351,6 +1431,29 @@ macro_rules! job_store_impl {
             async fn cancel(&self, id: &str) -> Result<crate::model::CancelOutcome, StoreError> {
                 let now = crate::model::now_millis();
                 crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::cancel(db, id, now))
+            }
+
+            async fn claim_expired(
+                &self,
+                cutoffs: crate::model::RetentionCutoffs,
+                lease: std::time::Duration,
+                limit: u32,
+            ) -> Result<Vec<crate::model::Job>, StoreError> {
+                let now = crate::model::now_millis();
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::claim_expired(
+                    db, cutoffs, now, lease, limit
+                ))
+            }
+
+            async fn mark_purged(
+                &self,
+                id: &str,
+                scope: crate::model::Purge,
+            ) -> Result<Option<crate::model::Job>, StoreError> {
+                let now = crate::model::now_millis();
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::mark_purged(
+                    db, id, scope, now
+                ))
             }
 
             async fn counts(&self) -> Result<crate::model::QueueCounts, StoreError> {

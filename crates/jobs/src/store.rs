@@ -2,7 +2,8 @@
 
 use crate::model::{
     ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, JobEvent, Millis, NewJob,
-    NewToken, QueueCounts, RenewOutcome, RevocationRow, RunningAttempt, StoredOutput,
+    NewToken, Purge, QueueCounts, RenewOutcome, RetentionCutoffs, RevocationRow, RunningAttempt,
+    StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::time::Duration;
@@ -144,6 +145,19 @@ pub trait JobStore:
     async fn cancel(&self, id: &str) -> Result<CancelOutcome, StoreError>;
 
     /// Waiting and running tasks (not jobs: a slot runs a task).
+    /// Finished, not yet deleted jobs due under `cutoffs`, each claimed for this caller for
+    /// `lease` (another replica's sweep skips them until then); at most `limit`, oldest first.
+    async fn claim_expired(
+        &self,
+        cutoffs: RetentionCutoffs,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// Records that a finished job's objects in `scope` were deleted (idempotent); `None`
+    /// when there is no such finished job.
+    async fn mark_purged(&self, id: &str, scope: Purge) -> Result<Option<Job>, StoreError>;
+
     async fn counts(&self) -> Result<QueueCounts, StoreError>;
 
     /// Every running attempt (at most the cluster's slots, so a small list), for the load report.

@@ -1991,6 +1991,137 @@ pub async fn webhook_deliveries(store: &dyn JobStore) {
     assert_eq!(store.webhook_cursor().await.expect("cursor"), 7);
 }
 
+/// Retention: only finished jobs past their cutoff are claimed, each by one sweeper at a time;
+/// a succeeded job loses its inputs first and everything later; purging leaves a tombstone.
+pub async fn retention_claims_and_tombstones(store: &dyn JobStore) {
+    use crate::model::{Purge, RetentionCutoffs};
+    let queued = create(store, new_job("test")).await;
+    let done = create(store, new_job("test")).await;
+    let claim = store
+        .claim("w", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("one");
+    let ok = store
+        .complete(&claim.task_id, "w", claim.attempt, vec![output("a.mp4")])
+        .await
+        .expect("complete");
+    assert!(ok);
+    let cancelled = create(store, new_job("test")).await;
+    store.cancel(&cancelled.id).await.expect("cancel");
+    // Whichever of the two was not claimed is still waiting.
+    let waiting = if claim.job.id == queued.id {
+        done
+    } else {
+        queued
+    };
+    let far_past = 0;
+    let future = now_millis() + 60_000;
+    let none = RetentionCutoffs {
+        inputs_after_success: far_past,
+        succeeded: far_past,
+        failed: far_past,
+        cancelled: far_past,
+    };
+    assert!(store
+        .claim_expired(none, LONG_LEASE, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+
+    // Inputs of successes due: only the succeeded job, once while its lease lasts.
+    let inputs = RetentionCutoffs {
+        inputs_after_success: future,
+        ..none
+    };
+    let got = store
+        .claim_expired(inputs, LONG_LEASE, 10)
+        .await
+        .expect("claim");
+    let ids: Vec<&str> = got.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, vec![claim.job.id.as_str()]);
+    assert_eq!(got[0].tasks.len(), 1, "claimed jobs come with their tasks");
+    assert!(store
+        .claim_expired(inputs, LONG_LEASE, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    let after = store
+        .mark_purged(&claim.job.id, Purge::Inputs)
+        .await
+        .expect("mark")
+        .expect("finished");
+    assert!(after.inputs_deleted_at.is_some());
+    assert!(after.deleted_at.is_none());
+    assert_eq!(after.outputs, vec![output("a.mp4")]);
+    assert!(store
+        .claim_expired(inputs, LONG_LEASE, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+
+    // Everything due: the succeeded and the cancelled job, never the queued one.
+    let all = RetentionCutoffs {
+        inputs_after_success: future,
+        succeeded: future,
+        failed: future,
+        cancelled: future,
+    };
+    let mut got: Vec<String> = store
+        .claim_expired(all, Duration::from_millis(1), 10)
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    got.sort();
+    let mut want = vec![claim.job.id.clone(), cancelled.id.clone()];
+    want.sort();
+    assert_eq!(got, want);
+
+    // A lapsed lease lets another sweeper take the job again.
+    sleep_until(now_millis() + 5).await;
+    assert_eq!(
+        store
+            .claim_expired(all, LONG_LEASE, 10)
+            .await
+            .expect("claim")
+            .len(),
+        2
+    );
+    for id in &want {
+        let tomb = store
+            .mark_purged(id, Purge::All)
+            .await
+            .expect("mark")
+            .expect("finished");
+        assert!(tomb.deleted_at.is_some() && tomb.inputs_deleted_at.is_some());
+        assert!(tomb.outputs.is_empty());
+        assert!(tomb.status.is_terminal(), "the status is kept");
+        // Idempotent: the first deletion time stays.
+        let again = store
+            .mark_purged(id, Purge::All)
+            .await
+            .expect("mark")
+            .expect("x");
+        assert_eq!(again.deleted_at, tomb.deleted_at);
+    }
+    assert!(store
+        .claim_expired(all, LONG_LEASE, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    assert!(
+        store
+            .mark_purged(&waiting.id, Purge::All)
+            .await
+            .expect("mark")
+            .is_none(),
+        "an unfinished job is never purged"
+    );
+    assert!(get(store, &waiting.id).await.deleted_at.is_none());
+}
+
 #[macro_export]
 macro_rules! job_store_suite {
     ($factory:path) => {
@@ -2000,7 +2131,8 @@ macro_rules! job_store_suite {
             lease_expiry_exhausts_attempts, fail_with_retry, fail_without_retry, cancel, release,
             counts, worker_registry, tokens_and_owners, revocations, task_graph,
             failed_task_fails_the_job, lost_lease_reruns_only_that_task, cancel_stops_every_task,
-            job_events, invalid_task_lists, webhook_deliveries);
+            job_events, invalid_task_lists, webhook_deliveries,
+            retention_claims_and_tombstones);
         $crate::job_store_suite!(@shared $factory;
             concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete,
             concurrent_claims_of_one_job);

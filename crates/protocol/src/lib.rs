@@ -213,6 +213,10 @@ pub struct JobView {
     pub finished_at: Option<String>,
     pub error: Option<ErrorDetail>,
     pub outputs: Vec<OutputView>,
+    /// When the job's files were deleted (`DELETE /v1/jobs/{id}` or retention); the job stays
+    /// as a tombstone with no outputs. Absent while its files exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
     /// The units of work the job runs as: one `transcode` task for a plain job, several for a
     /// split one. Absent from older servers' answers (read as empty).
     #[serde(default)]

@@ -122,6 +122,8 @@ pub struct Config {
     pub poll_interval_ms: u64,
     /// Input limits and allowed formats (`[policy]` table).
     pub policy: InputPolicy,
+    /// How long finished jobs' objects are kept (`[retention]` table, `crate::retention`).
+    pub retention: crate::retention::Retention,
     /// ffmpeg/ffprobe paths and child resource limits (`[tools]` table).
     pub tools: Tools,
     /// Separate listener for /healthz, /readyz and /metrics.
@@ -196,6 +198,7 @@ impl Default for Config {
             max_json_bytes: 64 * 1024,
             poll_interval_ms: 250,
             policy: InputPolicy::default(),
+            retention: crate::retention::Retention::default(),
             tools: Tools::default(),
             ops_listen: None,
             tls_cert: None,
@@ -403,6 +406,9 @@ impl Config {
             if v == 0 {
                 return bad(setting, "must be at least 1");
             }
+        }
+        if self.retention.sweep_interval_seconds == 0 {
+            return bad("retention.sweep_interval_seconds", "must be at least 1");
         }
         if self.workers == 0 || self.workers > 256 {
             return bad("workers", "must be between 1 and 256");

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod key_inputs;
 pub mod load;
 pub mod metrics;
+pub mod retention;
 pub mod serve;
 pub mod state;
 pub mod storage;
@@ -221,6 +222,14 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
             api::uploads::uploads(&state),
             Duration::from_secs(60),
             (state.cfg.body_idle_timeout_seconds as i64 + 60) * 1000,
+            state.stopping.clone(),
+        ));
+        // Finished jobs' objects expire (`retention`); every API process sweeps, each due job
+        // claimed in the store by one of them at a time.
+        tokio::spawn(retention::run_sweeper(
+            state.store.clone(),
+            state.storage.clone(),
+            state.cfg.retention,
             state.stopping.clone(),
         ));
     }

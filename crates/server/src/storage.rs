@@ -371,11 +371,20 @@ impl Storage {
         Ok(out)
     }
 
+    /// Deletes every object under `prefix/` (none left is no error). A local store also drops
+    /// the directories left empty, so a deleted job leaves no trace on disk either.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
         for o in self.list(prefix).await? {
             match self.inner.delete(&ObjPath::from(o.key.as_str())).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(map_err(e)),
+            }
+        }
+        if let Some(root) = &self.local_root {
+            let p = ObjPath::from(prefix);
+            if p.parts().count() > 0 {
+                let dir = root.join(p.as_ref());
+                let _ = tokio::task::spawn_blocking(move || remove_empty_dirs(&dir)).await;
             }
         }
         Ok(())
@@ -389,6 +398,19 @@ impl Storage {
             None | Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(map_err(e)),
         }
+    }
+}
+
+/// Removes `dir` and the directories below it that hold no file (bottom-up; a directory a
+/// concurrent writer just put a file in stays, since only empty ones can be removed).
+fn remove_empty_dirs(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
     }
 }
 

@@ -37,6 +37,7 @@ pub fn job_view(job: &Job) -> JobView {
                 quality: o.quality,
             })
             .collect(),
+        deleted_at: job.deleted_at.map(rfc3339),
         tasks: job
             .tasks
             .iter()

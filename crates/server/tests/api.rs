@@ -455,14 +455,25 @@ async fn cancel_while_running_kills_ffmpeg_and_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(s.job(&job.id).await.status, JobStatus::Cancelled);
+    // Issue 15: a DELETE of an ended job (here: cancelled) no longer answers 409
+    // already_finished but deletes its files (204) and leaves a tombstone.
     let r = s
         .http
         .delete(s.url(&format!("/v1/jobs/{}", job.id)))
         .send()
         .await
         .unwrap();
-    let (st, code, _) = error_of(r).await;
-    assert_eq!((st, code.as_str()), (409, "already_finished"));
+    assert_eq!(r.status(), 204);
+    let tomb = s.job(&job.id).await;
+    assert_eq!(tomb.status, JobStatus::Cancelled);
+    assert!(tomb.deleted_at.is_some());
+    assert!(s
+        .state
+        .storage
+        .list(&format!("inputs/{}", job.id))
+        .await
+        .unwrap()
+        .is_empty());
     let r = s
         .http
         .get(s.url(&format!("/v1/jobs/{}/outputs/webm-vp9-720p.webm", job.id)))

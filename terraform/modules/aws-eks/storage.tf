@@ -1,7 +1,8 @@
 # The media bucket: private (public access blocked, bucket-owner-enforced), encrypted with the
-# module's KMS key, TLS only, versioned, with lifecycle rules that delete uploaded inputs after
-# var.input_retention_days, old versions after 30 days and abandoned multipart uploads after
-# 7 days. Access logs go to a separate log bucket.
+# module's KMS key, TLS only, versioned, with lifecycle rules that delete inputs, outputs and
+# task intermediates a day after the cluster's [retention] defaults (a backstop for its
+# sweeper), old versions after 30 days and abandoned multipart uploads after 7 days. Access
+# logs go to a separate log bucket.
 
 locals {
   media_bucket = "${var.name}-media-${local.account_id}-${local.region}"
@@ -78,6 +79,28 @@ resource "aws_s3_bucket_lifecycle_configuration" "media" {
     }
     expiration {
       days = var.input_retention_days
+    }
+  }
+
+  rule {
+    id     = "expire-outputs"
+    status = "Enabled"
+    filter {
+      prefix = "media/outputs/"
+    }
+    expiration {
+      days = var.output_retention_days
+    }
+  }
+
+  rule {
+    id     = "expire-tasks"
+    status = "Enabled"
+    filter {
+      prefix = "media/tasks/"
+    }
+    expiration {
+      days = var.task_retention_days
     }
   }
 

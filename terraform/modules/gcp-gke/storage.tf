@@ -1,6 +1,7 @@
 # The media bucket: uniform access, public access prevented, CMEK, versioned, lifecycle rules
-# (inputs deleted after var.input_retention_days, old versions after 30 days, abandoned
-# multipart uploads after 7), access logs to a separate bucket.
+# (inputs, outputs and task intermediates deleted a day after the cluster's [retention]
+# defaults, a backstop for its sweeper; old versions after 30 days, abandoned multipart uploads
+# after 7), access logs to a separate bucket.
 
 resource "google_storage_bucket" "logs" {
   #checkov:skip=CKV_GCP_62:This is the access-log bucket itself; logging it into itself would loop.
@@ -68,6 +69,26 @@ resource "google_storage_bucket" "media" {
     condition {
       age            = var.input_retention_days
       matches_prefix = ["media/inputs/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      age            = var.output_retention_days
+      matches_prefix = ["media/outputs/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      age            = var.task_retention_days
+      matches_prefix = ["media/tasks/"]
     }
     action {
       type = "Delete"

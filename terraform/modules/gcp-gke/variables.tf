@@ -130,9 +130,21 @@ variable "db_password" {
 }
 
 variable "input_retention_days" {
-  description = "Days after which uploaded inputs (inputs/) are deleted from the bucket."
+  description = "Backstop: days after upload when inputs/ objects are deleted by the bucket. The cluster's sweeper ([retention] in reelay.toml) deletes a succeeded or failed job's input after 7 days, a cancelled one's after 1; this is a day later, for a cluster that is not running."
   type        = number
-  default     = 30
+  default     = 8
+}
+
+variable "output_retention_days" {
+  description = "Backstop: days after creation when outputs/ objects are deleted by the bucket. Matches the sweeper's default outputs_seconds (30 days) a day later; raise it together with [retention] outputs_seconds."
+  type        = number
+  default     = 31
+}
+
+variable "task_retention_days" {
+  description = "Backstop: days after creation when tasks/ objects (split-job intermediates) are deleted. The sweeper deletes them with the job (failed: 7 days); this is a day later."
+  type        = number
+  default     = 8
 }
 
 variable "log_retention_days" {

@@ -1,6 +1,7 @@
 //! One module per subcommand, plus what they share.
 
 pub mod cancel;
+pub mod delete;
 pub mod download;
 pub mod list;
 pub mod presets;

@@ -1,4 +1,4 @@
-//! `/v1/jobs`: submit (JSON or streamed multipart), read, list, follow (SSE), cancel.
+//! `/v1/jobs`: submit (JSON or streamed multipart), read, list, follow (SSE), cancel and delete.
 
 use crate::admission::{self, AdmissionError};
 use crate::auth::Principal;
@@ -15,7 +15,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::Stream;
-use reelay_jobs::{CancelOutcome, CreateOutcome, Job, NewJob};
+use reelay_jobs::{CancelOutcome, CreateOutcome, Job, NewJob, Purge};
 use reelay_media::{Needs, Rendition};
 use reelay_protocol::{JobId, JobList, JobSpec, JobStatus};
 use std::convert::Infallible;
@@ -558,21 +558,58 @@ pub async fn list(
     )))
 }
 
-pub async fn cancel(
+/// `DELETE /v1/jobs/{id}`. An unfinished job is cancelled (200 with its view: what this route
+/// always did, so existing clients keep working). A finished job (succeeded, failed, or
+/// cancelled — so cancel-then-DELETE removes a running job entirely) has every object deleted
+/// (`crate::retention::job_prefixes`) and stays as a tombstone with `deleted_at` set and no
+/// outputs: 204. Deleting a deleted job again is 204 too (the deletes run again; nothing is
+/// left). Another tenant's job is 404, as everywhere.
+pub async fn delete(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load(&st, &who, &id).await?;
+    if !job.status.is_terminal() {
+        return cancel(&st, &id).await;
+    }
+    // Objects first, the record after: a failure in between leaves the job to be deleted again.
+    crate::retention::delete_objects(&st.storage, &job, Purge::All).await?;
+    match st.store.mark_purged(&id, Purge::All).await? {
+        Some(job) => {
+            tracing::info!(job_id = %job.id, "job deleted");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        None => Err(ApiError::not_found(format!("no job {id}"))),
+    }
+}
+
+/// `POST /v1/jobs/{id}/cancel`: the explicit spelling of cancel. It never deletes files: a job
+/// that already ended is a 409 `already_finished`.
+pub async fn cancel_job(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     load(&st, &who, &id).await?;
-    match st.store.cancel(&id).await? {
+    cancel(&st, &id).await
+}
+
+async fn cancel(st: &AppState, id: &str) -> Result<Response, ApiError> {
+    match st.store.cancel(id).await? {
         CancelOutcome::Cancelled(job) => {
             metrics::counter!(m::FINISHED, "status" => "cancelled", "preset" => preset_label(&job.spec_json)).increment(1);
             tracing::info!(job_id = %job.id, cluster = %job.cluster, "job cancelled");
             Ok(Json(job_view(&job)).into_response())
         }
+        // It ended between the read and the cancel: say so rather than delete files the
+        // caller only meant to stop; a second DELETE deletes them.
         CancelOutcome::AlreadyFinished(job) => Err(ApiError::conflict(
             "already_finished",
-            format!("job {} already ended as {}", job.id, job.status),
+            format!(
+                "job {} ended as {} before it could be cancelled; DELETE it again to delete its files",
+                job.id, job.status
+            ),
         )),
         CancelOutcome::NotFound => Err(ApiError::not_found(format!("no job {id}"))),
     }

@@ -24,7 +24,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/jobs", get(jobs::list).post(jobs::submit))
-        .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/jobs/{id}", get(jobs::get).delete(jobs::delete))
+        .route("/jobs/{id}/cancel", axum::routing::post(jobs::cancel_job))
         .route("/jobs/{id}/events", get(jobs::events))
         .route("/jobs/{id}/outputs", get(outputs::list))
         .route(

@@ -251,6 +251,8 @@ mod tests {
             error: None,
             outputs: vec![],
             cancel_requested: false,
+            deleted_at: None,
+            inputs_deleted_at: None,
             tasks: vec![],
         };
         assert_eq!(outputs_prefix(&job), "outputs/aws.01J/a3");
