@@ -20,7 +20,16 @@ pub struct MpdRepresentation {
     pub media: Vec<String>,
     /// Start of each media segment in `timescale` units (from the timeline).
     pub starts: Vec<u64>,
+    /// Where the last media segment ends, in `timescale` units.
+    pub end: u64,
     pub timescale: u64,
+}
+
+impl MpdRepresentation {
+    /// Seconds of media the timeline covers.
+    pub fn seconds(&self) -> f64 {
+        self.end as f64 / self.timescale.max(1) as f64
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,10 +104,11 @@ pub fn mpd_representations(text: &str) -> Result<Vec<MpdRepresentation>, Manifes
             return Err(ManifestError::NoTimeline(rep.id.clone()));
         }
         rep.init = expand(init, &rep.id, 0, 0)?;
-        for (i, (t, _)) in timeline.iter().enumerate() {
+        for (i, (t, d)) in timeline.iter().enumerate() {
             rep.media
                 .push(expand(media, &rep.id, start_number + i as u64, *t)?);
             rep.starts.push(*t);
+            rep.end = t + d;
         }
         Ok(())
     };
@@ -162,6 +172,34 @@ pub fn mpd_representations(text: &str) -> Result<Vec<MpdRepresentation>, Manifes
     Ok(reps)
 }
 
+/// The MPD with `mediaPresentationDuration` set to the longest representation's timeline,
+/// rounded up to the millisecond. ffmpeg's DASH muxer writes it to a tenth of a second
+/// (`PT2.0S` for a clip whose audio runs 2.02 s): dash.js treats that as the end of the period,
+/// and reaching it before the media ends made it seek back 0.5 s and pause instead of ending
+/// (seen on a 2 s clip in real Chromium). `None` when the MPD has no such attribute or no
+/// timeline to measure.
+pub fn with_exact_duration(mpd: &str) -> Option<String> {
+    let reps = mpd_representations(mpd).ok()?;
+    let seconds = reps
+        .iter()
+        .map(MpdRepresentation::seconds)
+        .fold(0.0, f64::max);
+    if seconds <= 0.0 {
+        return None;
+    }
+    let key = "mediaPresentationDuration=\"";
+    let start = mpd.find(key)? + key.len();
+    let len = mpd[start..].find('"')?;
+    let millis = (seconds * 1000.0).ceil() as u64;
+    Some(format!(
+        "{}PT{}.{:03}S{}",
+        &mpd[..start],
+        millis / 1000,
+        millis % 1000,
+        &mpd[start + len..]
+    ))
+}
+
 /// Every URI an HLS playlist references: variant and rendition playlists of a master
 /// (`#EXT-X-MEDIA` `URI=`), segments and `#EXT-X-MAP` init segments of a media playlist.
 pub fn hls_uris(text: &str) -> Vec<String> {
@@ -212,6 +250,29 @@ mod tests {
   </AdaptationSet>
  </Period>
 </MPD>"#;
+
+    #[test]
+    fn the_presentation_lasts_as_long_as_its_longest_timeline() {
+        // Video 3 × 2 s = 6 s; audio 92160 + 2 × 96256 samples at 48 kHz = 5.9307 s.
+        let out = with_exact_duration(MPD).unwrap();
+        assert!(
+            out.contains("mediaPresentationDuration=\"PT6.000S\""),
+            "{out}"
+        );
+        let longer = MPD.replace("d=\"96256\" r=\"1\"", "d=\"97000\" r=\"1\"");
+        // 92160 + 2 × 97000 = 286160 samples = 5.96167 s, still under the video's 6 s.
+        assert!(with_exact_duration(&longer)
+            .unwrap()
+            .contains("\"PT6.000S\""));
+        let audio_longest = MPD.replace("d=\"96256\" r=\"1\"", "d=\"100000\" r=\"1\"");
+        // 292160 / 48000 = 6.08667 s, rounded up to the millisecond.
+        assert!(with_exact_duration(&audio_longest)
+            .unwrap()
+            .contains("mediaPresentationDuration=\"PT6.087S\""));
+        // Everything else is untouched.
+        assert_eq!(out.replace("PT6.000S", "PT6.0S"), MPD);
+        assert_eq!(with_exact_duration("<MPD></MPD>"), None);
+    }
 
     #[test]
     fn ffmpeg_mpd_names_every_segment() {

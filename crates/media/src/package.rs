@@ -5,7 +5,7 @@
 //! [`prepare`]/[`finish`] touch files.
 
 use crate::codecs;
-use crate::manifest::{hls_uris, mpd_representations, ManifestError};
+use crate::manifest::{hls_uris, mpd_representations, with_exact_duration, ManifestError};
 use crate::plan::{Packaging, Rendition, Segments, DASH_MANIFEST, HLS_MASTER};
 use crate::probe::MediaInfo;
 use crate::storyboard;
@@ -105,10 +105,16 @@ fn exists(base: &Path, manifest: &Path, file: &str) -> Result<(), PackageError> 
     }
 }
 
+/// Checks that the MPD names only files that exist, and writes its exact duration
+/// ([`with_exact_duration`]).
 fn check_mpd(dir: &Path) -> Result<(), PackageError> {
     let path = dir.join(DASH_MANIFEST);
-    let reps = mpd_representations(&read(&path)?)
-        .map_err(|e| PackageError::Manifest(DASH_MANIFEST.into(), e))?;
+    let text = read(&path)?;
+    let reps =
+        mpd_representations(&text).map_err(|e| PackageError::Manifest(DASH_MANIFEST.into(), e))?;
+    if let Some(exact) = with_exact_duration(&text) {
+        std::fs::write(&path, exact).map_err(io(&path))?;
+    }
     for rep in &reps {
         for f in std::iter::once(&rep.init).chain(&rep.media) {
             exists(dir, &path, f)?;
