@@ -45,6 +45,7 @@ pub mod render;
 pub mod resolve;
 pub mod revocations;
 pub mod status;
+pub mod stealing;
 pub mod up;
 
 pub use config::{ConfigError, EdgeConfig, Mode};

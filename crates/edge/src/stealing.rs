@@ -1,0 +1,407 @@
+//! Whether an idle cluster should take a ready task from another cluster, and which: a pure
+//! function of load readings and prices (issue 16, part 2).
+//!
+//! NOT WIRED YET: remote claim (the endpoints a thief's worker would use to run another
+//! cluster's task) is not built, so nothing calls [`choose`] outside its tests. The policy is
+//! written first because it decides what the endpoints must report.
+//!
+//! # The model
+//!
+//! A thief is a cluster with an idle slot and no ready task of its own. Each other cluster
+//! offers the oldest task it has ready (the head of its queue). That task starts at home when
+//! the first of home's slots frees ([`home_wait_seconds`]: now if a slot is idle, else the
+//! shortest remaining time of its running tasks, less the reading's age; never, when the
+//! cluster reports no live slot). Stolen, it starts after its input crossed the link, and ends
+//! later by the time its outputs take to come back; encoding speed is assumed equal.
+//!
+//! ```text
+//! saved = home_wait − (input_bytes + output_bytes) / link_bytes_per_second
+//! cost  = (input_bytes + output_bytes) / 1e9 × egress_usd_per_gb(from, to) / wait_usd_per_hour × 3600
+//! steal when saved − cost ≥ min_seconds_saved
+//! ```
+//!
+//! Among offers that pass, the one whose task would wait longest at home wins (ties: the order
+//! of the offers, i.e. configuration order), so the most starved queue is relieved first. A task
+//! that moved once is never offered again: thrash is impossible by construction, and with
+//! balanced load no offer waits long enough to pay for its transfer (see the tests).
+
+use crate::placement::Load;
+use serde::Serialize;
+
+/// Seconds standing in for "never starts at home": a cluster with no live slot.
+const NEVER_SECONDS: f64 = 1.0e7;
+
+/// Prices and thresholds. The defaults are deliberately conservative: a task must save at
+/// least a minute after paying for the transfer, and a GB of egress is charged as the waiting
+/// time it is worth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StealingPolicy {
+    pub enabled: bool,
+    /// The smallest saving, after transfer time and egress price, worth a move.
+    pub min_seconds_saved: f64,
+    /// Throughput assumed between two clouds for inputs and outputs.
+    pub link_bytes_per_second: f64,
+    /// What an hour of one job's waiting is worth, to turn an egress price into seconds.
+    pub wait_usd_per_hour: f64,
+    /// Egress price per GB from one cloud to another (`(from, to)`); pairs not listed cost
+    /// `default_egress_usd_per_gb`.
+    pub egress_usd_per_gb: Vec<((String, String), f64)>,
+    pub default_egress_usd_per_gb: f64,
+}
+
+impl Default for StealingPolicy {
+    fn default() -> Self {
+        StealingPolicy {
+            enabled: false,
+            min_seconds_saved: 60.0,
+            link_bytes_per_second: 50.0e6,
+            wait_usd_per_hour: 1.0,
+            egress_usd_per_gb: Vec::new(),
+            // Internet egress list price of both AWS and GCP at the first tier.
+            default_egress_usd_per_gb: 0.09,
+        }
+    }
+}
+
+impl StealingPolicy {
+    fn egress_price(&self, from: &str, to: &str) -> f64 {
+        self.egress_usd_per_gb
+            .iter()
+            .find(|((f, t), _)| f == from && t == to)
+            .map_or(self.default_egress_usd_per_gb, |(_, p)| *p)
+    }
+}
+
+/// The head of one cluster's queue, as its load reading describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadyTask {
+    pub task_id: String,
+    pub input_bytes: u64,
+    /// The outputs' expected size (the caller's estimate, e.g. the input's size for a segment).
+    pub output_bytes: u64,
+    /// True once the task ran on another cluster: it never moves again.
+    pub moved_before: bool,
+}
+
+/// What one other cluster offers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    pub cluster: String,
+    pub cloud: String,
+    pub load: Load,
+    /// Seconds since `load` was read.
+    pub age_seconds: f64,
+    pub oldest_ready: Option<ReadyTask>,
+}
+
+/// The cluster asking for work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thief {
+    pub cluster: String,
+    pub cloud: String,
+    pub idle_slots: u32,
+    pub ready_tasks: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Steal {
+        from: String,
+        task_id: String,
+        home_wait_seconds: f64,
+        transfer_seconds: f64,
+        egress_seconds: f64,
+        saved_seconds: f64,
+    },
+    Stay {
+        reason: StayReason,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StayReason {
+    Disabled,
+    /// The thief has its own work or no free slot.
+    ThiefBusy,
+    /// No other cluster has a ready task that has not moved before.
+    NothingReady,
+    /// Every candidate would save less than the transfer and egress cost it.
+    NotWorthIt,
+}
+
+/// When the head of `load`'s queue starts at home, in seconds from now.
+pub fn home_wait_seconds(load: &Load, age_seconds: f64) -> f64 {
+    if load.capacity == 0 {
+        return NEVER_SECONDS;
+    }
+    if load.running < load.capacity {
+        return 0.0;
+    }
+    let age = if age_seconds.is_finite() {
+        age_seconds.max(0.0)
+    } else {
+        0.0
+    };
+    load.running_remaining
+        .iter()
+        .filter(|r| r.is_finite())
+        .map(|r| (r - age).max(0.0))
+        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.min(r))))
+        // Running tasks without a figure: the reading cannot say, so no saving is claimed.
+        .unwrap_or(0.0)
+}
+
+/// The decision for `thief` given every other cluster's offer (see the module docs).
+pub fn choose(thief: &Thief, offers: &[Offer], policy: &StealingPolicy) -> Decision {
+    let stay = |reason| Decision::Stay { reason };
+    if !policy.enabled {
+        return stay(StayReason::Disabled);
+    }
+    if thief.idle_slots == 0 || thief.ready_tasks > 0 {
+        return stay(StayReason::ThiefBusy);
+    }
+    let mut best: Option<Decision> = None;
+    let mut best_wait = f64::NEG_INFINITY;
+    let mut any_ready = false;
+    for offer in offers.iter().filter(|o| o.cluster != thief.cluster) {
+        let Some(task) = offer.oldest_ready.as_ref().filter(|t| !t.moved_before) else {
+            continue;
+        };
+        any_ready = true;
+        let wait = home_wait_seconds(&offer.load, offer.age_seconds);
+        let bytes = task.input_bytes.saturating_add(task.output_bytes) as f64;
+        let transfer = bytes / policy.link_bytes_per_second.max(1.0);
+        let egress = bytes / 1e9 * policy.egress_price(&offer.cloud, &thief.cloud)
+            / policy.wait_usd_per_hour.max(1e-9)
+            * 3600.0;
+        let saved = wait - transfer;
+        if saved - egress < policy.min_seconds_saved || wait <= best_wait {
+            continue;
+        }
+        best_wait = wait;
+        best = Some(Decision::Steal {
+            from: offer.cluster.clone(),
+            task_id: task.task_id.clone(),
+            home_wait_seconds: wait,
+            transfer_seconds: transfer,
+            egress_seconds: egress,
+            saved_seconds: saved - egress,
+        });
+    }
+    best.unwrap_or_else(|| {
+        stay(if any_ready {
+            StayReason::NotWorthIt
+        } else {
+            StayReason::NothingReady
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: u64 = 1_000_000;
+
+    fn policy() -> StealingPolicy {
+        StealingPolicy {
+            enabled: true,
+            ..StealingPolicy::default()
+        }
+    }
+
+    fn thief() -> Thief {
+        Thief {
+            cluster: "gcp".into(),
+            cloud: "gcp".into(),
+            idle_slots: 1,
+            ready_tasks: 0,
+        }
+    }
+
+    /// A full cluster whose slots free after `remaining` seconds, with a ready task of `mb` MB.
+    fn offer(cluster: &str, remaining: &[f64], mb: u64) -> Offer {
+        Offer {
+            cluster: cluster.into(),
+            cloud: "aws".into(),
+            load: Load {
+                capacity: remaining.len() as u32,
+                running: remaining.len() as u32,
+                queued: 1,
+                backlog_seconds: 30.0,
+                running_remaining: remaining.to_vec(),
+            },
+            age_seconds: 0.0,
+            oldest_ready: Some(ReadyTask {
+                task_id: format!("{cluster}-t1"),
+                input_bytes: mb * MB,
+                output_bytes: mb * MB / 2,
+                moved_before: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_long_wait_pays_for_a_small_transfer() {
+        // Home frees a slot in 600 s; 100 MB + 50 MB cross the link in 3 s and cost
+        // 0.15 GB × 0.09 $/GB = 0.0135 $ = 48.6 s of waiting at 1 $/h.
+        let d = choose(&thief(), &[offer("aws", &[600.0, 900.0], 100)], &policy());
+        let Decision::Steal {
+            from,
+            task_id,
+            transfer_seconds,
+            egress_seconds,
+            saved_seconds,
+            ..
+        } = d
+        else {
+            panic!("expected a steal, got {d:?}");
+        };
+        assert_eq!((from.as_str(), task_id.as_str()), ("aws", "aws-t1"));
+        assert!((transfer_seconds - 3.0).abs() < 1e-9, "{transfer_seconds}");
+        assert!((egress_seconds - 48.6).abs() < 1e-6, "{egress_seconds}");
+        assert!((saved_seconds - (600.0 - 3.0 - 48.6)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_same_wait_does_not_pay_for_a_large_transfer() {
+        // 2 GB + 1 GB: 60 s on the link and 972 s of egress price, more than 600 s saved.
+        let d = choose(&thief(), &[offer("aws", &[600.0], 2000)], &policy());
+        assert_eq!(
+            d,
+            Decision::Stay {
+                reason: StayReason::NotWorthIt
+            }
+        );
+        // Free egress (a private interconnect priced at 0) makes it worth it.
+        let mut cheap = policy();
+        cheap.egress_usd_per_gb = vec![(("aws".into(), "gcp".into()), 0.0)];
+        assert!(matches!(
+            choose(&thief(), &[offer("aws", &[600.0], 2000)], &cheap),
+            Decision::Steal { .. }
+        ));
+    }
+
+    #[test]
+    fn savings_just_under_the_threshold_stay_home() {
+        // 10 MB + 5 MB: 0.3 s of transfer, 4.86 s of egress; the slot frees in 65 s:
+        // 65 − 0.3 − 4.86 = 59.84 < 60.
+        let d = choose(&thief(), &[offer("aws", &[65.0], 10)], &policy());
+        assert_eq!(
+            d,
+            Decision::Stay {
+                reason: StayReason::NotWorthIt
+            }
+        );
+        assert!(matches!(
+            choose(&thief(), &[offer("aws", &[66.0], 10)], &policy()),
+            Decision::Steal { .. }
+        ));
+    }
+
+    #[test]
+    fn balanced_load_moves_nothing() {
+        // Both clusters busy with tasks that end within a typical task length: no queue waits
+        // long enough to pay for a move, whoever asks.
+        for remaining in [[5.0, 20.0], [30.0, 45.0], [50.0, 10.0]] {
+            let d = choose(&thief(), &[offer("aws", &remaining, 50)], &policy());
+            assert_eq!(
+                d,
+                Decision::Stay {
+                    reason: StayReason::NotWorthIt
+                },
+                "{remaining:?}"
+            );
+        }
+        // A cluster with a free slot starts its own head now.
+        let mut idle = offer("aws", &[600.0, 600.0], 10);
+        idle.load.capacity = 3;
+        assert_eq!(home_wait_seconds(&idle.load, 0.0), 0.0);
+        assert!(matches!(
+            choose(&thief(), &[idle], &policy()),
+            Decision::Stay { .. }
+        ));
+    }
+
+    #[test]
+    fn the_most_starved_queue_is_relieved_first() {
+        let offers = [
+            offer("aws", &[300.0], 10),
+            offer("azure", &[900.0], 10),
+            offer("oci", &[900.0], 10),
+        ];
+        let d = choose(&thief(), &offers, &policy());
+        // azure and oci tie at 900 s: the first in configuration order wins.
+        assert!(
+            matches!(d, Decision::Steal { ref from, .. } if from == "azure"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_dead_cluster_waits_forever_and_the_reading_ages() {
+        let mut dead = offer("aws", &[], 10);
+        dead.load.capacity = 0;
+        assert_eq!(home_wait_seconds(&dead.load, 0.0), NEVER_SECONDS);
+        assert!(matches!(
+            choose(&thief(), &[dead], &policy()),
+            Decision::Steal { .. }
+        ));
+        // A reading 550 s old of a slot freeing in 600 s: it frees in 50 s now.
+        let mut old = offer("aws", &[600.0], 10);
+        old.age_seconds = 550.0;
+        assert_eq!(home_wait_seconds(&old.load, old.age_seconds), 50.0);
+        assert!(matches!(
+            choose(&thief(), &[old], &policy()),
+            Decision::Stay { .. }
+        ));
+    }
+
+    #[test]
+    fn a_task_moves_at_most_once_and_never_to_itself() {
+        let mut moved = offer("aws", &[6000.0], 10);
+        moved.oldest_ready.as_mut().unwrap().moved_before = true;
+        assert_eq!(
+            choose(&thief(), &[moved], &policy()),
+            Decision::Stay {
+                reason: StayReason::NothingReady
+            }
+        );
+        let own = offer("gcp", &[6000.0], 10);
+        assert_eq!(
+            choose(&thief(), &[own], &policy()),
+            Decision::Stay {
+                reason: StayReason::NothingReady
+            }
+        );
+    }
+
+    #[test]
+    fn a_busy_thief_or_a_disabled_policy_takes_nothing() {
+        let offers = [offer("aws", &[6000.0], 10)];
+        let mut busy = thief();
+        busy.ready_tasks = 1;
+        assert_eq!(
+            choose(&busy, &offers, &policy()),
+            Decision::Stay {
+                reason: StayReason::ThiefBusy
+            }
+        );
+        let mut full = thief();
+        full.idle_slots = 0;
+        assert!(matches!(
+            choose(&full, &offers, &policy()),
+            Decision::Stay {
+                reason: StayReason::ThiefBusy
+            }
+        ));
+        assert_eq!(
+            choose(&thief(), &offers, &StealingPolicy::default()),
+            Decision::Stay {
+                reason: StayReason::Disabled
+            }
+        );
+    }
+}
