@@ -31,6 +31,7 @@ import http.client
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -611,6 +612,30 @@ def hammer(url, n, threads):
     return n / wall, statistics.median(all_l), sum(errors)
 
 
+def wrk(url, seconds, conns, threads=2):
+    """Debian's wrk against url (keep-alive, `conns` connections): (req/s, p50 s, errors, p99 s).
+    wrk is a C client, so unlike hammer() the client is not the bottleneck."""
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def dur(text):
+        num = float(re.match(r"[0-9.]+", text).group(0))
+        unit = text[len(re.match(r"[0-9.]+", text).group(0)):]
+        return num * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    p50 = dur(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = dur(re.search(r"\s99%\s+(\S+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(bad.group(1)) if bad else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
+    return rps, p50, errors, p99
+
+
 def data_plane(b, aws, gcp, edge, job_id, n, threads, rounds):
     # A second edge in front of the same clusters, with client keep-alive on.
     edge_ka = b.edge("reelay", [(aws, 3), (gcp, 1)], extra="client_keepalive = true", tag="-keepalive")
@@ -619,12 +644,15 @@ def data_plane(b, aws, gcp, edge, job_id, n, threads, rounds):
         ("edge", f"{edge['base']}/v1/jobs/{job_id}"),
         ("edge+keepalive", f"{edge_ka['base']}/v1/jobs/{job_id}"),
     ]
+    use_wrk = shutil.which("wrk") is not None
+    if not use_wrk:
+        log("  wrk not found (apt-get install wrk): measuring with the Python client instead")
     for _, url in targets:  # warm-up
         hammer(url, 200, threads)
     out = {k: [] for k, _ in targets}
     for _ in range(rounds):
         for k, url in targets:
-            out[k].append(hammer(url, n, threads))
+            out[k].append(wrk(url, 5, threads) if use_wrk else hammer(url, n, threads))
     b.procs.stop(edge_ka)
     return out
 
@@ -831,7 +859,7 @@ def main():
                         dp = data_plane(b, aws, gcp, edge, done[0], args.dp_requests, args.dp_threads, args.dp_rounds)
                         results["data_plane"] = {k: [list(x) for x in v] for k, v in dp.items()}
                         for k, v in dp.items():
-                            log(f"  {k}: " + ", ".join(f"{r:.0f} req/s p50 {l * 1000:.2f} ms err {e}" for r, l, e in v))
+                            log(f"  {k}: " + ", ".join(f"{x[0]:.0f} req/s p50 {x[1] * 1000:.2f} ms err {x[2]}" + (f" p99 {x[3] * 1000:.2f} ms" if len(x) > 3 else "") for x in v))
                     log("failover: SIGKILL aws, submit every 100 ms through the edge")
                     fo = failover(b, aws, gcp, edge, small, 0.1, args.failover_seconds)
                     results["failover"] = fo
@@ -944,12 +972,27 @@ def report(r, args):
         )
     if "data_plane" in r:
         dp = r["data_plane"]
-        med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in dp.items()}
+        med = {
+            k: (
+                statistics.median(x[0] for x in v),
+                statistics.median(x[1] for x in v),
+                statistics.median(x[3] for x in v) if all(len(x) > 3 for x in v) else None,
+            )
+            for k, v in dp.items()
+        }
+        how = (
+            "wrk, 5 s per round"
+            if any(len(x) > 3 for v in dp.values() for x in v)
+            else f"Python client, {args.dp_requests} requests per round"
+        )
         print()
-        print(f"data plane, GET /v1/jobs/{{id}}, {args.dp_requests} requests x {args.dp_rounds} rounds, {args.dp_threads} threads (median of rounds):")
-        for k, (rps, lat) in med.items():
+        print(f"data plane, GET /v1/jobs/{{id}}, {how}, {args.dp_rounds} rounds, {args.dp_threads} connections (median of rounds):")
+        for k, (rps, lat, p99) in med.items():
             extra = "" if k == "direct" else f"  edge/direct throughput {rps / med['direct'][0]:.2f}, latency x{lat / med['direct'][1]:.2f}"
-            print(f"  {k:15s} {rps:7.0f} req/s  p50 {lat * 1000:.2f} ms{extra}")
+            tail = "" if p99 is None else f" p99 {p99 * 1000:.2f} ms"
+            if p99 is not None and k != "direct" and med["direct"][2] is not None:
+                tail += f" (+{(p99 - med['direct'][2]) * 1000:.2f} ms)"
+            print(f"  {k:15s} {rps:7.0f} req/s  p50 {lat * 1000:.2f} ms{tail}{extra}")
     if "failover" in r:
         fo = r["failover"]
         print()
