@@ -69,6 +69,7 @@ mod tests {
             error: None,
             outputs: vec![],
             deleted_at: None,
+            playable_at: None,
             tasks: vec![],
         }
     }

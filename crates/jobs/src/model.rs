@@ -176,6 +176,9 @@ pub struct Job {
     pub deleted_at: Option<Millis>,
     /// When its input objects were deleted (retention deletes inputs sooner than outputs).
     pub inputs_deleted_at: Option<Millis>,
+    /// When its HLS outputs first became playable while it still encoded (progressive HLS of a
+    /// split job, see [`crate::JobStore::mark_playable`]).
+    pub playable_at: Option<Millis>,
     /// Its tasks, in claim order (position, then id).
     pub tasks: Vec<TaskSummary>,
 }

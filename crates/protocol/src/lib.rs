@@ -217,6 +217,11 @@ pub struct JobView {
     /// as a tombstone with no outputs. Absent while its files exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
+    /// When the job's HLS outputs became playable while it still encoded (progressive HLS of
+    /// a split job: `EVENT` playlists served at the outputs' usual paths, `VOD` once it
+    /// succeeds). Absent for every other job, and until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playable_at: Option<String>,
     /// The units of work the job runs as: one `transcode` task for a plain job, several for a
     /// split one. Absent from older servers' answers (read as empty).
     #[serde(default)]

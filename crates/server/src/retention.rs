@@ -207,6 +207,7 @@ mod tests {
             cancel_requested: false,
             deleted_at: None,
             inputs_deleted_at: None,
+            playable_at: None,
             tasks: vec![],
         }
     }

@@ -38,6 +38,7 @@ pub fn job_view(job: &Job) -> JobView {
             })
             .collect(),
         deleted_at: job.deleted_at.map(rfc3339),
+        playable_at: job.playable_at.map(rfc3339),
         tasks: job
             .tasks
             .iter()

@@ -336,3 +336,121 @@ async fn a_bad_split_field_is_a_422_naming_it() {
         );
     }
 }
+
+/// The media playlists a master playlist names (video variants, then audio renditions).
+fn media_playlists(master: &str) -> Vec<String> {
+    master
+        .lines()
+        .filter(|l| l.ends_with(".m3u8") && !l.starts_with('#'))
+        .map(String::from)
+        .chain(master.lines().filter_map(|l| {
+            l.split("URI=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(String::from)
+        }))
+        .collect()
+}
+
+fn segment_uris(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_split_job_plays_as_event_hls_while_it_encodes_then_as_vod() {
+    let s = TestServer::start().await;
+    let clip = gop_clip_sized(s.dir.path(), 40, "640x360");
+    let j = s
+        .submit_ok(
+            &clip,
+            r#"{"outputs":[{"preset":"hls-abr"},{"preset":"mp4-360p"}],"split":{"segment_seconds":4}}"#,
+        )
+        .await;
+    assert_eq!(j.playable_at, None);
+    let base = format!("/v1/jobs/{}/outputs/hls-abr", j.id);
+    // Not playable yet: the usual "not ready".
+    let (st, _) = s.get_bytes(&format!("{base}/master.m3u8")).await;
+    assert_eq!(st, 409);
+
+    let v = s
+        .wait_for(&j.id, Duration::from_secs(120), |v| {
+            v.playable_at.is_some() || v.status.is_terminal()
+        })
+        .await;
+    assert_eq!(
+        v.status,
+        JobStatus::Running,
+        "playable before the end: {v:?}"
+    );
+    let playable_at = v.playable_at.clone().unwrap();
+    let (st, master) = s.get_bytes(&format!("{base}/master.m3u8")).await;
+    assert_eq!(st, 200);
+    let master = String::from_utf8(master).unwrap();
+    let media = media_playlists(&master);
+    assert!(media.len() >= 2, "a rung and an audio group: {master}");
+    let d = tempfile::tempdir().unwrap();
+    let mut early: Vec<(String, Vec<String>)> = vec![];
+    for m in &media {
+        let (st, pl) = s.get_bytes(&format!("{base}/{m}")).await;
+        assert_eq!(st, 200, "{m}");
+        let pl = String::from_utf8(pl).unwrap();
+        assert!(pl.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{m}: {pl}");
+        assert!(
+            !pl.contains("ENDLIST") && !pl.contains("DISCONTINUITY"),
+            "{m}: {pl}"
+        );
+        let segs = segment_uris(&pl);
+        assert!(!segs.is_empty(), "{m}: {pl}");
+        let dir = Path::new(m).parent().unwrap().to_str().unwrap().to_string();
+        let mut joined = vec![];
+        for seg in &segs {
+            let (st, bytes) = s.get_bytes(&format!("{base}/{dir}/{seg}")).await;
+            assert_eq!(st, 200, "{dir}/{seg}");
+            joined.extend(bytes);
+        }
+        if m.starts_with("v0/") {
+            let p = d.path().join("early.ts");
+            std::fs::write(&p, &joined).unwrap();
+            assert_dts_increasing(&p);
+            let n = frames(&p);
+            assert!(n > 0 && n < 40 * 25, "a prefix of the video: {n} frames");
+        }
+        early.push((m.clone(), segs));
+    }
+    // A segment no playlist lists yet is not served early.
+    let (st, _) = s.get_bytes(&format!("{base}/v0/seg_99999.ts")).await;
+    assert_eq!(st, 409);
+
+    let done = s.wait(&j.id, Duration::from_secs(300)).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!(done.playable_at.as_deref(), Some(playable_at.as_str()));
+    assert!(playable_at <= done.finished_at.clone().unwrap());
+    // At the end: VOD playlists that continue the EVENT ones (same segments first).
+    for (m, segs) in &early {
+        let (st, pl) = s.get_bytes(&format!("{base}/{m}")).await;
+        assert_eq!(st, 200, "{m}");
+        let pl = String::from_utf8(pl).unwrap();
+        assert!(pl.contains("#EXT-X-ENDLIST"), "{m}: {pl}");
+        let all = segment_uris(&pl);
+        assert!(all.len() > segs.len(), "{m}: grew");
+        assert_eq!(&all[..segs.len()], &segs[..], "{m}");
+    }
+    assert_eq!(check_hls(&s, &done, d.path()).await, 40 * 25);
+    wait_no_intermediates(&s, &done.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_is_not_split_never_has_playable_at() {
+    let s = TestServer::start().await;
+    let clip = gop_clip(s.dir.path(), 14);
+    let j = s
+        .succeeded(&clip, r#"{"outputs":[{"preset":"hls-abr"}],"split":"off"}"#)
+        .await;
+    assert_eq!(j.playable_at, None);
+    let raw: serde_json::Value = s.get_json(&format!("/v1/jobs/{}", j.id)).await;
+    assert!(raw.get("playable_at").is_none(), "{raw}");
+}

@@ -1,0 +1,4 @@
+-- Progressive HLS (issue 13): when a split job's HLS outputs first became playable (its first
+-- ranges and its audio encoded), in ms since the epoch; NULL until then, and for every job
+-- that is not split or has no HLS output.
+ALTER TABLE jobs ADD COLUMN playable_at INTEGER;
