@@ -1089,14 +1089,16 @@ pub(crate) async fn mark_purged(
     get_job(db, id).await
 }
 
-/// Sets the job's `playable_at` once, while it runs (progressive HLS of a split job).
+/// Sets the job's `playable_at` once, before it ends (progressive HLS of a split job). Not
+/// only while `running`: between two tasks (one worker, the next range not claimed yet) the
+/// rollup says `queued`.
 pub(crate) async fn mark_playable(
     db: &mut dyn Conn,
     id: &str,
     at: Millis,
 ) -> Result<bool, StoreError> {
     let sql = "UPDATE jobs SET playable_at = $1 \
-               WHERE id = $2 AND playable_at IS NULL AND status = 'running'";
+               WHERE id = $2 AND playable_at IS NULL AND status IN ('queued', 'running')";
     Ok(db.exec(sql, args![at, id]).await? > 0)
 }
 

@@ -159,7 +159,7 @@ pub trait JobStore:
     async fn mark_purged(&self, id: &str, scope: Purge) -> Result<Option<Job>, StoreError>;
 
     /// Records when a split job's HLS outputs first became playable while it encodes
-    /// (progressive HLS): sets `playable_at` once, only while the job runs. `true` when this
+    /// (progressive HLS): sets `playable_at` once, only before the job ends. `true` when this
     /// call set it. Whoever completes a task that makes the outputs playable calls it, so a
     /// race between two completions sets it once, at the later one.
     async fn mark_playable(&self, id: &str, at: Millis) -> Result<bool, StoreError>;

@@ -143,9 +143,10 @@ enum Live {
     Segment(String),
 }
 
-/// The progressive view of `path` for a running job that became playable.
+/// The progressive view of `path` for a job not ended yet that became playable (`queued`
+/// too: between two of its tasks).
 async fn live(st: &AppState, job: &Job, path: &str) -> Result<Option<Live>, ApiError> {
-    if job.status != JobStatus::Running || job.playable_at.is_none() {
+    if job.status.is_terminal() || job.playable_at.is_none() {
         return Ok(None);
     }
     let outputs = st.store.task_outputs(&job.id).await?;
