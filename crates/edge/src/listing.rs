@@ -70,6 +70,7 @@ mod tests {
             outputs: vec![],
             deleted_at: None,
             playable_at: None,
+            split: None,
             tasks: vec![],
         }
     }

@@ -147,7 +147,7 @@ pub(crate) trait Conn: Send {
 pub(crate) const JOB_COLUMNS: &str = "id, cluster, status, progress, attempts, max_attempts, \
      priority, spec_json, spec_hash, input_key, input_url, idempotency_key, owner, \
      estimated_seconds, created_at, started_at, finished_at, error_code, error_message, outputs, \
-     cancel_requested, deleted_at, inputs_deleted_at, playable_at";
+     cancel_requested, deleted_at, inputs_deleted_at, playable_at, split_json";
 
 pub(crate) const TASK_COLUMNS: &str = "id, job_id, kind, status, payload, depends_on, attempts, \
      max_attempts, lease_owner, lease_expires_at, claimed_at, eta_at, run_after, progress, \
@@ -204,6 +204,7 @@ macro_rules! row_decoders {
                 deleted_at: row.try_get("deleted_at")?,
                 inputs_deleted_at: row.try_get("inputs_deleted_at")?,
                 playable_at: row.try_get("playable_at")?,
+                split_json: row.try_get("split_json")?,
                 tasks: Vec::new(),
                 id,
             })
@@ -541,8 +542,9 @@ pub(crate) async fn create_job(
         .exec(
             "INSERT INTO jobs (id, cluster, status, progress, attempts, max_attempts, priority, \
                  spec_json, spec_hash, input_key, input_url, idempotency_key, owner, \
-                 estimated_seconds, created_at, outputs, cancel_requested) \
-             VALUES ($1, $2, $3, 0, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '[]', FALSE) \
+                 estimated_seconds, created_at, outputs, cancel_requested, split_json) \
+             VALUES ($1, $2, $3, 0, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '[]', FALSE, \
+                 $14) \
              ON CONFLICT DO NOTHING",
             args![
                 &new.id,
@@ -557,7 +559,8 @@ pub(crate) async fn create_job(
                 new.idempotency_key.clone(),
                 new.owner.clone(),
                 new.estimated_seconds,
-                now
+                now,
+                new.split_json.clone()
             ],
         )
         .await?;

@@ -60,6 +60,7 @@ pub fn new_job(cluster: &str) -> NewJob {
         estimated_seconds: 10.0,
         owner: Some("tester".to_string()),
         tasks: vec![crate::NewTask::transcode(10.0)],
+        split_json: None,
     }
 }
 
@@ -1396,6 +1397,7 @@ pub fn split_job(cluster: &str) -> NewJob {
             task("stitch", "stitch", &["seg0", "seg1"], 1.0, 3),
         ],
         estimated_seconds: 10.0,
+        split_json: Some(r#"{"applied":true,"ranges":2}"#.into()),
         ..new_job(cluster)
     }
 }
@@ -1417,6 +1419,11 @@ fn task_status(job: &crate::Job, key: &str) -> crate::TaskStatus {
 pub async fn playable_while_running(store: &dyn JobStore) {
     let job = create(store, split_job("test")).await;
     assert_eq!(get(store, &job.id).await.playable_at, None);
+    // The split decision is stored verbatim.
+    assert_eq!(
+        get(store, &job.id).await.split_json.as_deref(),
+        Some(r#"{"applied":true,"ranges":2}"#)
+    );
     assert_eq!(store.task_outputs(&job.id).await.expect("outputs"), vec![]);
     let split = store
         .claim("w1", LONG_LEASE)

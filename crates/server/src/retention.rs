@@ -208,6 +208,7 @@ mod tests {
             deleted_at: None,
             inputs_deleted_at: None,
             playable_at: None,
+            split_json: None,
             tasks: vec![],
         }
     }

@@ -454,3 +454,81 @@ async fn a_job_that_is_not_split_never_has_playable_at() {
     let raw: serde_json::Value = s.get_json(&format!("/v1/jobs/{}", j.id)).await;
     assert!(raw.get("playable_at").is_none(), "{raw}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_job_view_says_whether_it_was_split_and_why_not() {
+    let s = TestServer::start_with(|c| c.allow_private_urls = true).await;
+    // gop_clip always writes long.mp4: keep each under its own name.
+    let keep = |from: std::path::PathBuf, name: &str| {
+        let to = s.dir.path().join(name);
+        std::fs::rename(from, &to).unwrap();
+        to
+    };
+    let long = keep(gop_clip(s.dir.path(), 14), "fourteen.mp4");
+    let short = keep(gop_clip(s.dir.path(), 2), "two.mp4");
+    let split_of = |v: &JobView| v.split.clone().expect("the job view's split");
+    let cancel = |id: String| {
+        let s = &s;
+        async move {
+            s.http
+                .post(s.url(&format!("/v1/jobs/{id}/cancel")))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+
+    let yes = s
+        .submit_ok(
+            &long,
+            r#"{"outputs":[{"preset":"hls-abr"}],"split":{"segment_seconds":4}}"#,
+        )
+        .await;
+    let v = split_of(&yes);
+    assert!(v.applied, "{v:?}");
+    assert_eq!((v.segment_seconds, v.ranges), (Some(4), Some(4)));
+    assert_eq!(v.reason, None);
+    cancel(yes.id.clone()).await;
+
+    for (file, split, reason) in [
+        (&long, r#""off""#, "off"),
+        (&short, r#""auto""#, "too_short"),
+    ] {
+        let j = s
+            .submit_ok(
+                file,
+                &format!(r#"{{"outputs":[{{"preset":"hls-abr"}}],"split":{split}}}"#),
+            )
+            .await;
+        let v = split_of(&s.job(&j.id).await);
+        assert!(!v.applied);
+        assert_eq!(v.reason.as_deref(), Some(reason), "{v:?}");
+        assert!(!v.message.unwrap_or_default().is_empty());
+        cancel(j.id).await;
+    }
+
+    // A URL input is not probed at admission: one task, and the view says so.
+    let r = s
+        .http
+        .post(s.url("/v1/jobs"))
+        .json(&serde_json::json!({
+            "input": {"url": "http://127.0.0.1:9/long.mp4"},
+            "outputs": [{"preset": "hls-abr"}],
+            "split": {"segment_seconds": 4}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let raw: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(raw["split"]["applied"], false, "{raw}");
+    assert_eq!(raw["split"]["reason"], "input_not_uploaded", "{raw}");
+    assert!(
+        raw["split"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("multipart"),
+        "{raw}"
+    );
+    assert_eq!(raw["tasks"].as_array().unwrap().len(), 1, "{raw}");
+}

@@ -2,3 +2,7 @@
 -- ranges and its audio encoded), in ms since the epoch; NULL until then, and for every job
 -- that is not split or has no HLS output.
 ALTER TABLE jobs ADD COLUMN playable_at INTEGER;
+
+-- Split-and-stitch (issue 13): whether admission split the job and, if not, why (the job view's
+-- `split`, JSON written by the api and stored verbatim); NULL for jobs made before.
+ALTER TABLE jobs ADD COLUMN split_json TEXT;

@@ -305,6 +305,7 @@ mod tests {
             deleted_at: None,
             inputs_deleted_at: None,
             playable_at: None,
+            split_json: None,
             tasks: vec![],
         };
         assert_eq!(outputs_prefix(&job), "outputs/aws.01J/a3");
