@@ -290,9 +290,11 @@ fn a_segment_failing_for_good_fails_the_job_with_its_code_and_cancels_the_rest()
     let seg = failed[0];
     assert_eq!(seg.kind, "encode_segment", "{:#?}", j.tasks);
     let err = j.error.as_ref().expect("the job's error");
+    // The segment's own code: its ffmpeg could not read the piece (exit 1, not retried).
+    assert_eq!(err.code, "transcode_failed", "{err:?}");
     assert!(
-        ["transcode_failed", "corrupt_input"].contains(&err.code.as_str()),
-        "the segment's own code: {err:?}"
+        err.message.contains(&seg.id),
+        "names the segment's files: {err:?}"
     );
     // Permanent: one attempt, not retried.
     assert_eq!(seg.attempts, 1, "{:#?}", j.tasks);
