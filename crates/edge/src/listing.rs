@@ -69,6 +69,8 @@ mod tests {
             error: None,
             outputs: vec![],
             deleted_at: None,
+            playable_at: None,
+            split: None,
             tasks: vec![],
         }
     }

@@ -57,6 +57,8 @@ pub struct NewJob {
     pub estimated_seconds: f64,
     /// Opaque principal that submitted the job; kept for authorization later.
     pub owner: Option<String>,
+    /// Whether the job was split and why not (the job view's `split`, JSON), stored verbatim.
+    pub split_json: Option<String>,
     /// The work, in the order it should preferably run (see [`NewTask`]). At least one; a plain
     /// job is one [`NewTask::transcode`].
     pub tasks: Vec<NewTask>,
@@ -176,6 +178,11 @@ pub struct Job {
     pub deleted_at: Option<Millis>,
     /// When its input objects were deleted (retention deletes inputs sooner than outputs).
     pub inputs_deleted_at: Option<Millis>,
+    /// When its HLS outputs first became playable while it still encoded (progressive HLS of a
+    /// split job, see [`crate::JobStore::mark_playable`]).
+    pub playable_at: Option<Millis>,
+    /// As [`NewJob::split_json`].
+    pub split_json: Option<String>,
     /// Its tasks, in claim order (position, then id).
     pub tasks: Vec<TaskSummary>,
 }

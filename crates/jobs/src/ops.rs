@@ -147,7 +147,7 @@ pub(crate) trait Conn: Send {
 pub(crate) const JOB_COLUMNS: &str = "id, cluster, status, progress, attempts, max_attempts, \
      priority, spec_json, spec_hash, input_key, input_url, idempotency_key, owner, \
      estimated_seconds, created_at, started_at, finished_at, error_code, error_message, outputs, \
-     cancel_requested, deleted_at, inputs_deleted_at";
+     cancel_requested, deleted_at, inputs_deleted_at, playable_at, split_json";
 
 pub(crate) const TASK_COLUMNS: &str = "id, job_id, kind, status, payload, depends_on, attempts, \
      max_attempts, lease_owner, lease_expires_at, claimed_at, eta_at, run_after, progress, \
@@ -203,6 +203,8 @@ macro_rules! row_decoders {
                 cancel_requested: row.try_get("cancel_requested")?,
                 deleted_at: row.try_get("deleted_at")?,
                 inputs_deleted_at: row.try_get("inputs_deleted_at")?,
+                playable_at: row.try_get("playable_at")?,
+                split_json: row.try_get("split_json")?,
                 tasks: Vec::new(),
                 id,
             })
@@ -540,8 +542,9 @@ pub(crate) async fn create_job(
         .exec(
             "INSERT INTO jobs (id, cluster, status, progress, attempts, max_attempts, priority, \
                  spec_json, spec_hash, input_key, input_url, idempotency_key, owner, \
-                 estimated_seconds, created_at, outputs, cancel_requested) \
-             VALUES ($1, $2, $3, 0, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '[]', FALSE) \
+                 estimated_seconds, created_at, outputs, cancel_requested, split_json) \
+             VALUES ($1, $2, $3, 0, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '[]', FALSE, \
+                 $14) \
              ON CONFLICT DO NOTHING",
             args![
                 &new.id,
@@ -556,7 +559,8 @@ pub(crate) async fn create_job(
                 new.idempotency_key.clone(),
                 new.owner.clone(),
                 new.estimated_seconds,
-                now
+                now,
+                new.split_json.clone()
             ],
         )
         .await?;
@@ -1088,6 +1092,32 @@ pub(crate) async fn mark_purged(
     get_job(db, id).await
 }
 
+/// Sets the job's `playable_at` once, before it ends (progressive HLS of a split job). Not
+/// only while `running`: between two tasks (one worker, the next range not claimed yet) the
+/// rollup says `queued`.
+pub(crate) async fn mark_playable(
+    db: &mut dyn Conn,
+    id: &str,
+    at: Millis,
+) -> Result<bool, StoreError> {
+    let sql = "UPDATE jobs SET playable_at = $1 \
+               WHERE id = $2 AND playable_at IS NULL AND status IN ('queued', 'running')";
+    Ok(db.exec(sql, args![at, id]).await? > 0)
+}
+
+/// The outputs of the job's succeeded tasks, by task id, in claim order.
+pub(crate) async fn task_outputs(
+    db: &mut dyn Conn,
+    job_id: &str,
+) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    Ok(job_tasks(db, job_id)
+        .await?
+        .into_iter()
+        .filter(|t| t.state.status == TaskStatus::Succeeded)
+        .filter_map(|t| Some((t.state.id, t.state.outputs?)))
+        .collect())
+}
+
 pub(crate) async fn list_jobs_of(
     db: &mut dyn Conn,
     owner: Option<&str>,
@@ -1453,6 +1483,25 @@ macro_rules! job_store_impl {
                 let now = crate::model::now_millis();
                 crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::mark_purged(
                     db, id, scope, now
+                ))
+            }
+
+            async fn mark_playable(
+                &self,
+                id: &str,
+                at: crate::model::Millis,
+            ) -> Result<bool, StoreError> {
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::mark_playable(
+                    db, id, at
+                ))
+            }
+
+            async fn task_outputs(
+                &self,
+                job_id: &str,
+            ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+                crate::ops::in_tx!(self.read(), $wrapper, |db| crate::ops::task_outputs(
+                    db, job_id
                 ))
             }
 

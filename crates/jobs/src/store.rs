@@ -158,6 +158,19 @@ pub trait JobStore:
     /// when there is no such finished job.
     async fn mark_purged(&self, id: &str, scope: Purge) -> Result<Option<Job>, StoreError>;
 
+    /// Records when a split job's HLS outputs first became playable while it encodes
+    /// (progressive HLS): sets `playable_at` once, only before the job ends. `true` when this
+    /// call set it. Whoever completes a task that makes the outputs playable calls it, so a
+    /// race between two completions sets it once, at the later one.
+    async fn mark_playable(&self, id: &str, at: Millis) -> Result<bool, StoreError>;
+
+    /// The outputs of the job's succeeded tasks, by task id, in claim order: what a
+    /// progressive view of a job still running is made from.
+    async fn task_outputs(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
+
     async fn counts(&self) -> Result<QueueCounts, StoreError>;
 
     /// Every running attempt (at most the cluster's slots, so a small list), for the load report.

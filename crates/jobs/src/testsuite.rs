@@ -60,6 +60,7 @@ pub fn new_job(cluster: &str) -> NewJob {
         estimated_seconds: 10.0,
         owner: Some("tester".to_string()),
         tasks: vec![crate::NewTask::transcode(10.0)],
+        split_json: None,
     }
 }
 
@@ -1396,6 +1397,7 @@ pub fn split_job(cluster: &str) -> NewJob {
             task("stitch", "stitch", &["seg0", "seg1"], 1.0, 3),
         ],
         estimated_seconds: 10.0,
+        split_json: Some(r#"{"applied":true,"ranges":2}"#.into()),
         ..new_job(cluster)
     }
 }
@@ -1411,6 +1413,51 @@ fn task_status(job: &crate::Job, key: &str) -> crate::TaskStatus {
 /// Dependencies: only `split` is claimable at first; its success queues the segments (earlier
 /// position first), which hand their outputs to `stitch`; the job succeeds with the sink's
 /// outputs and its progress is weighted by the tasks' weights.
+/// Progressive HLS: the outputs of a running job's succeeded tasks are readable before the
+/// job ends, and `playable_at` is set once, only before the job ends (between two tasks the
+/// job is `queued` again, and may become playable then).
+pub async fn playable_while_running(store: &dyn JobStore) {
+    let job = create(store, split_job("test")).await;
+    assert_eq!(get(store, &job.id).await.playable_at, None);
+    // The split decision is stored verbatim.
+    assert_eq!(
+        get(store, &job.id).await.split_json.as_deref(),
+        Some(r#"{"applied":true,"ranges":2}"#)
+    );
+    assert_eq!(store.task_outputs(&job.id).await.expect("outputs"), vec![]);
+    let split = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("split");
+    let pieces = serde_json::json!({"pieces": ["p0", "p1"]});
+    assert!(store
+        .complete_task(&split.task_id, "w1", 1, pieces.clone())
+        .await
+        .expect("complete split"));
+    assert_eq!(
+        store.task_outputs(&job.id).await.expect("outputs"),
+        vec![(split.task_id.clone(), pieces)]
+    );
+    assert!(store.mark_playable(&job.id, 2_000).await.expect("mark"));
+    assert!(
+        !store.mark_playable(&job.id, 3_000).await.expect("mark"),
+        "set once"
+    );
+    let j = get(store, &job.id).await;
+    assert_eq!(j.playable_at, Some(2_000));
+    assert_eq!(
+        store.list_jobs(None, 10, None).await.expect("list").0[0].playable_at,
+        Some(2_000)
+    );
+    assert!(!store.mark_playable("no-such-job", 1).await.expect("mark"));
+    // An ended job does not become playable.
+    let cancelled = create(store, split_job("test")).await;
+    store.cancel(&cancelled.id).await.expect("cancel");
+    assert!(!store.mark_playable(&cancelled.id, 1).await.expect("mark"));
+    assert_eq!(get(store, &cancelled.id).await.playable_at, None);
+}
+
 pub async fn task_graph(store: &dyn JobStore) {
     use crate::TaskStatus::*;
     let job = create(store, split_job("test")).await;
@@ -2126,7 +2173,7 @@ pub async fn retention_claims_and_tombstones(store: &dyn JobStore) {
 macro_rules! job_store_suite {
     ($factory:path) => {
         $crate::job_store_suite!(@borrowed $factory;
-            create_get_list, idempotency, idempotency_per_owner, fair_claims_across_owners,
+            create_get_list, idempotency, playable_while_running, idempotency_per_owner, fair_claims_across_owners,
             claim_order, claim_empty, lease_expiry_takeover,
             lease_expiry_exhausts_attempts, fail_with_retry, fail_without_retry, cancel, release,
             counts, worker_registry, tokens_and_owners, revocations, task_graph,

@@ -217,10 +217,37 @@ pub struct JobView {
     /// as a tombstone with no outputs. Absent while its files exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
+    /// When the job's HLS outputs became playable while it still encoded (progressive HLS of
+    /// a split job: `EVENT` playlists served at the outputs' usual paths, `VOD` once it
+    /// succeeds). Absent for every other job, and until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playable_at: Option<String>,
+    /// Whether the job was split into tasks (split-and-stitch) and, if not, why. Absent for
+    /// jobs made by older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitView>,
     /// The units of work the job runs as: one `transcode` task for a plain job, several for a
     /// split one. Absent from older servers' answers (read as empty).
     #[serde(default)]
     pub tasks: Vec<TaskView>,
+}
+
+/// Whether a job was split (decided at admission, see the README's Split-and-stitch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SplitView {
+    pub applied: bool,
+    /// Why not, stable snake_case: `off`, `input_not_uploaded`, `too_short`,
+    /// `unknown_duration`, `no_video_stream`, `input_codec`, `no_splittable_output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The reason in words, with its numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When split: the range length (seconds) and how many ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<u32>,
 }
 
 /// One task of a job, as the job view shows it.

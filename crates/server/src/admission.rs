@@ -14,9 +14,10 @@ use crate::task_payloads::{
 };
 use axum::http::StatusCode;
 use reelay_jobs::NewTask;
-use reelay_media::split::{self, SplitPlan, SplitRequest, SplitSettings};
+use reelay_media::split::plan::SplitMode;
+use reelay_media::split::{self, NoSplit, SplitPlan, SplitRequest, SplitSettings};
 use reelay_media::{MediaInfo, ProbeError, Rejection, Rendition};
-use reelay_protocol::JobSpec;
+use reelay_protocol::{JobSpec, SplitView};
 
 /// Lowest and highest job priority a spec may ask for: higher priorities are claimed
 /// first, and owners take turns among equal priorities (the job store's claim order).
@@ -193,6 +194,66 @@ pub const SEGMENT_SECONDS: std::ops::RangeInclusive<u32> = 2..=3600;
 const SPLIT_WEIGHT: f64 = 0.02;
 const AUDIO_WEIGHT: f64 = 0.05;
 const STITCH_WEIGHT: f64 = 0.03;
+
+/// What the job view says of the split decision [`tasks`] makes (the same inputs, the same
+/// plan), so a user whose job runs as one task learns why: a URL, key or tus input is not
+/// probed at admission (`input_not_uploaded`), or the plan's [`NoSplit`] reason.
+pub fn split_view(
+    renditions: &[Rendition],
+    info: Option<&MediaInfo>,
+    settings: SplitSettings,
+    request: SplitRequest,
+) -> SplitView {
+    let not = |reason: &str, message: String| SplitView {
+        applied: false,
+        reason: Some(reason.into()),
+        message: Some(message),
+        ..SplitView::default()
+    };
+    let Some(info) = info else {
+        return match request {
+            SplitRequest::Mode(SplitMode::Off) => not("off", no_split_message(&NoSplit::Off)),
+            _ => not(
+                "input_not_uploaded",
+                "only inputs uploaded with the submission (multipart) are split: they are probed \
+                 at admission; URL, key and tus-upload inputs run as one task"
+                    .into(),
+            ),
+        };
+    };
+    match split::plan(info, renditions, settings, request) {
+        SplitPlan::Split(layout) => SplitView {
+            applied: true,
+            segment_seconds: Some(layout.segment_seconds),
+            ranges: Some(layout.ranges.len() as u32),
+            ..SplitView::default()
+        },
+        SplitPlan::Single(why) => {
+            let code = serde_json::to_value(&why)
+                .ok()
+                .and_then(|v| v["reason"].as_str().map(String::from))
+                .unwrap_or_else(|| "not_split".into());
+            not(&code, no_split_message(&why))
+        }
+    }
+}
+
+fn no_split_message(why: &NoSplit) -> String {
+    match why {
+        NoSplit::Off => "the job asked for \"split\": \"off\"".into(),
+        NoSplit::TooShort { duration, needed } => format!(
+            "the input ({duration:.1} s) is shorter than twice the range length ({needed:.0} s)"
+        ),
+        NoSplit::UnknownDuration => "the input's duration is unknown".into(),
+        NoSplit::NoVideoStream => "the input has no video stream".into(),
+        NoSplit::InputCodec { codec } => format!(
+            "the input's video codec {codec} cannot be cut by stream copy (H.264, HEVC, MPEG-1/2 can)"
+        ),
+        NoSplit::NoSplittableOutput => "no output can be encoded piecewise (VP9/AV1/copy video, \
+             trimmed, audio-only, thumbnail, DASH/CMAF and storyboard outputs stay whole)"
+            .into(),
+    }
+}
 
 /// The tasks an admitted job runs as. One `transcode` task doing all of it, unless the input
 /// was probed at admission (`info`: uploads) and [`split::plan`] splits it: then
@@ -417,6 +478,47 @@ mod tests {
             assert_eq!(t.len(), 1);
             assert_eq!(t[0].kind, "transcode");
             assert_eq!(t[0].payload, serde_json::json!({}));
+        }
+    }
+
+    #[test]
+    fn the_job_view_says_whether_and_why_not_split_as_tasks_decides() {
+        let spec: JobSpec =
+            serde_json::from_str(r#"{"outputs":[{"preset":"mp4-360p"},{"preset":"hls-abr"}]}"#)
+                .expect("spec");
+        let r = renditions(&spec).expect("renditions");
+        let webm: JobSpec =
+            serde_json::from_str(r#"{"outputs":[{"preset":"webm-vp9-720p"}]}"#).expect("spec");
+        let vp9 = renditions(&webm).expect("renditions");
+        let off: SplitRequest = serde_json::from_str(r#""off""#).expect("off");
+        let settings = SplitSettings::default();
+        let auto = SplitRequest::default();
+        let view = |r: &[Rendition], info: Option<&MediaInfo>, req: SplitRequest| {
+            let v = split_view(r, info, settings, req);
+            // The same decision as the task list.
+            let split = tasks(300.0, r, info, settings, req).len() > 1;
+            assert_eq!(v.applied, split, "{v:?}");
+            v
+        };
+        let long = info(100.0);
+        let yes = view(&r, Some(&long), auto);
+        assert_eq!(
+            (yes.reason, yes.segment_seconds, yes.ranges),
+            (None, Some(32), Some(4))
+        );
+        let cases = [
+            (view(&r, None, auto), "input_not_uploaded", "multipart"),
+            (view(&r, None, off), "off", "\"off\""),
+            (view(&r, Some(&long), off), "off", "\"off\""),
+            (view(&r, Some(&info(50.0)), auto), "too_short", "50.0 s"),
+            (view(&vp9, Some(&long), auto), "no_splittable_output", "VP9"),
+        ];
+        for (v, reason, words) in cases {
+            assert!(!v.applied);
+            assert_eq!(v.reason.as_deref(), Some(reason), "{v:?}");
+            let message = v.message.expect("a message");
+            assert!(message.contains(words), "{message}");
+            assert_eq!((v.segment_seconds, v.ranges), (None, None));
         }
     }
 

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod key_inputs;
 pub mod load;
 pub mod metrics;
+pub mod progressive;
 pub mod retention;
 pub mod serve;
 pub mod state;

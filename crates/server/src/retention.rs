@@ -207,6 +207,8 @@ mod tests {
             cancel_requested: false,
             deleted_at: None,
             inputs_deleted_at: None,
+            playable_at: None,
+            split_json: None,
             tasks: vec![],
         }
     }

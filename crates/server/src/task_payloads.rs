@@ -2,7 +2,9 @@
 //! admission (which writes them) and the worker's handlers (which read them), so neither imports
 //! the other.
 
-use reelay_media::split::SplitLayout;
+use reelay_media::split::{AudioOutput, Manifest, SegmentOutput, SplitLayout};
+use reelay_media::MediaInfo;
+use serde::{Deserialize, Serialize};
 
 /// Task kinds of a split job (the `transcode` kind is [`reelay_jobs::TRANSCODE`]).
 pub const SPLIT: &str = "split";
@@ -35,4 +37,31 @@ pub struct TranscodePayload {
 /// Task key of the `encode_segment` task of range `index`.
 pub fn segment_key(index: usize) -> String {
     format!("seg-{index:05}")
+}
+
+/// What the `split` task records: the plan, the pieces and the probed input, for the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitResult {
+    /// Storage prefix holding the piece files named by the manifest.
+    pub prefix: String,
+    pub layout: SplitLayout,
+    pub manifest: Manifest,
+    pub info: MediaInfo,
+}
+
+/// What an `encode_segment` task records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SegmentResult {
+    pub prefix: String,
+    pub output: SegmentOutput,
+    /// Every file it stored, relative to `prefix`.
+    pub files: Vec<String>,
+}
+
+/// What an `encode_audio` task records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AudioResult {
+    pub prefix: String,
+    pub output: AudioOutput,
+    pub files: Vec<String>,
 }

@@ -38,6 +38,11 @@ pub fn job_view(job: &Job) -> JobView {
             })
             .collect(),
         deleted_at: job.deleted_at.map(rfc3339),
+        playable_at: job.playable_at.map(rfc3339),
+        split: job
+            .split_json
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok()),
         tasks: job
             .tasks
             .iter()

@@ -397,6 +397,7 @@ async fn unknown_task_kinds_fail_permanently() {
         estimated_seconds: 1.0,
         owner: None,
         tasks: vec![task],
+        split_json: None,
     };
     s.state.store.create_job(odd.clone()).await.unwrap();
     let failed = s.wait(&odd.id, Duration::from_secs(30)).await;

@@ -336,3 +336,199 @@ async fn a_bad_split_field_is_a_422_naming_it() {
         );
     }
 }
+
+/// The media playlists a master playlist names (video variants, then audio renditions).
+fn media_playlists(master: &str) -> Vec<String> {
+    master
+        .lines()
+        .filter(|l| l.ends_with(".m3u8") && !l.starts_with('#'))
+        .map(String::from)
+        .chain(master.lines().filter_map(|l| {
+            l.split("URI=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(String::from)
+        }))
+        .collect()
+}
+
+fn segment_uris(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_split_job_plays_as_event_hls_while_it_encodes_then_as_vod() {
+    let s = TestServer::start().await;
+    let clip = gop_clip_sized(s.dir.path(), 40, "640x360");
+    let j = s
+        .submit_ok(
+            &clip,
+            r#"{"outputs":[{"preset":"hls-abr"},{"preset":"mp4-360p"}],"split":{"segment_seconds":4}}"#,
+        )
+        .await;
+    assert_eq!(j.playable_at, None);
+    let base = format!("/v1/jobs/{}/outputs/hls-abr", j.id);
+    // Not playable yet: the usual "not ready".
+    let (st, _) = s.get_bytes(&format!("{base}/master.m3u8")).await;
+    assert_eq!(st, 409);
+
+    let v = s
+        .wait_for(&j.id, Duration::from_secs(120), |v| {
+            v.playable_at.is_some() || v.status.is_terminal()
+        })
+        .await;
+    assert_eq!(
+        v.status,
+        JobStatus::Running,
+        "playable before the end: {v:?}"
+    );
+    let playable_at = v.playable_at.clone().unwrap();
+    let (st, master) = s.get_bytes(&format!("{base}/master.m3u8")).await;
+    assert_eq!(st, 200);
+    let master = String::from_utf8(master).unwrap();
+    let media = media_playlists(&master);
+    assert!(media.len() >= 2, "a rung and an audio group: {master}");
+    let d = tempfile::tempdir().unwrap();
+    let mut early: Vec<(String, Vec<String>)> = vec![];
+    for m in &media {
+        let (st, pl) = s.get_bytes(&format!("{base}/{m}")).await;
+        assert_eq!(st, 200, "{m}");
+        let pl = String::from_utf8(pl).unwrap();
+        assert!(pl.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{m}: {pl}");
+        assert!(
+            !pl.contains("ENDLIST") && !pl.contains("DISCONTINUITY"),
+            "{m}: {pl}"
+        );
+        let segs = segment_uris(&pl);
+        assert!(!segs.is_empty(), "{m}: {pl}");
+        let dir = Path::new(m).parent().unwrap().to_str().unwrap().to_string();
+        let mut joined = vec![];
+        for seg in &segs {
+            let (st, bytes) = s.get_bytes(&format!("{base}/{dir}/{seg}")).await;
+            assert_eq!(st, 200, "{dir}/{seg}");
+            joined.extend(bytes);
+        }
+        if m.starts_with("v0/") {
+            let p = d.path().join("early.ts");
+            std::fs::write(&p, &joined).unwrap();
+            assert_dts_increasing(&p);
+            let n = frames(&p);
+            assert!(n > 0 && n < 40 * 25, "a prefix of the video: {n} frames");
+        }
+        early.push((m.clone(), segs));
+    }
+    // A segment no playlist lists yet is not served early.
+    let (st, _) = s.get_bytes(&format!("{base}/v0/seg_99999.ts")).await;
+    assert_eq!(st, 409);
+
+    let done = s.wait(&j.id, Duration::from_secs(300)).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!(done.playable_at.as_deref(), Some(playable_at.as_str()));
+    assert!(playable_at <= done.finished_at.clone().unwrap());
+    // At the end: VOD playlists that continue the EVENT ones (same segments first).
+    for (m, segs) in &early {
+        let (st, pl) = s.get_bytes(&format!("{base}/{m}")).await;
+        assert_eq!(st, 200, "{m}");
+        let pl = String::from_utf8(pl).unwrap();
+        assert!(pl.contains("#EXT-X-ENDLIST"), "{m}: {pl}");
+        let all = segment_uris(&pl);
+        assert!(all.len() > segs.len(), "{m}: grew");
+        assert_eq!(&all[..segs.len()], &segs[..], "{m}");
+    }
+    assert_eq!(check_hls(&s, &done, d.path()).await, 40 * 25);
+    wait_no_intermediates(&s, &done.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_is_not_split_never_has_playable_at() {
+    let s = TestServer::start().await;
+    let clip = gop_clip(s.dir.path(), 14);
+    let j = s
+        .succeeded(&clip, r#"{"outputs":[{"preset":"hls-abr"}],"split":"off"}"#)
+        .await;
+    assert_eq!(j.playable_at, None);
+    let raw: serde_json::Value = s.get_json(&format!("/v1/jobs/{}", j.id)).await;
+    assert!(raw.get("playable_at").is_none(), "{raw}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_job_view_says_whether_it_was_split_and_why_not() {
+    let s = TestServer::start_with(|c| c.allow_private_urls = true).await;
+    // gop_clip always writes long.mp4: keep each under its own name.
+    let keep = |from: std::path::PathBuf, name: &str| {
+        let to = s.dir.path().join(name);
+        std::fs::rename(from, &to).unwrap();
+        to
+    };
+    let long = keep(gop_clip(s.dir.path(), 14), "fourteen.mp4");
+    let short = keep(gop_clip(s.dir.path(), 2), "two.mp4");
+    let split_of = |v: &JobView| v.split.clone().expect("the job view's split");
+    let cancel = |id: String| {
+        let s = &s;
+        async move {
+            s.http
+                .post(s.url(&format!("/v1/jobs/{id}/cancel")))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+
+    let yes = s
+        .submit_ok(
+            &long,
+            r#"{"outputs":[{"preset":"hls-abr"}],"split":{"segment_seconds":4}}"#,
+        )
+        .await;
+    let v = split_of(&yes);
+    assert!(v.applied, "{v:?}");
+    assert_eq!((v.segment_seconds, v.ranges), (Some(4), Some(4)));
+    assert_eq!(v.reason, None);
+    cancel(yes.id.clone()).await;
+
+    for (file, split, reason) in [
+        (&long, r#""off""#, "off"),
+        (&short, r#""auto""#, "too_short"),
+    ] {
+        let j = s
+            .submit_ok(
+                file,
+                &format!(r#"{{"outputs":[{{"preset":"hls-abr"}}],"split":{split}}}"#),
+            )
+            .await;
+        let v = split_of(&s.job(&j.id).await);
+        assert!(!v.applied);
+        assert_eq!(v.reason.as_deref(), Some(reason), "{v:?}");
+        assert!(!v.message.unwrap_or_default().is_empty());
+        cancel(j.id).await;
+    }
+
+    // A URL input is not probed at admission: one task, and the view says so.
+    let r = s
+        .http
+        .post(s.url("/v1/jobs"))
+        .json(&serde_json::json!({
+            "input": {"url": "http://127.0.0.1:9/long.mp4"},
+            "outputs": [{"preset": "hls-abr"}],
+            "split": {"segment_seconds": 4}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let raw: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(raw["split"]["applied"], false, "{raw}");
+    assert_eq!(raw["split"]["reason"], "input_not_uploaded", "{raw}");
+    assert!(
+        raw["split"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("multipart"),
+        "{raw}"
+    );
+    assert_eq!(raw["tasks"].as_array().unwrap().len(), 1, "{raw}");
+}

@@ -55,6 +55,21 @@ pub fn summary(view: &JobView, full_url: impl Fn(&str) -> String) -> String {
             rows.push(vec!["took:".into(), human_duration(took)]);
         }
     }
+    if let Some(split) = &view.split {
+        let text = match (split.applied, split.ranges, split.segment_seconds) {
+            (true, Some(n), Some(secs)) => format!("yes, {n} ranges of {secs} s"),
+            (true, ..) => "yes".into(),
+            (false, ..) => format!(
+                "no ({}): {}",
+                clean(split.reason.as_deref().unwrap_or("?")),
+                clean(split.message.as_deref().unwrap_or(""))
+            ),
+        };
+        rows.push(vec!["split:".into(), text]);
+    }
+    if let Some(playable) = &view.playable_at {
+        rows.push(vec!["playable:".into(), clean(playable)]);
+    }
     if let Some(error) = &view.error {
         rows.push(vec![
             "error:".into(),
@@ -219,6 +234,33 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("outputs"));
+    }
+
+    #[test]
+    fn summary_says_whether_the_job_was_split_and_when_it_became_playable() {
+        let mut view: JobView = serde_json::from_value(serde_json::json!({
+            "id": "aws.01J", "cluster": "aws", "status": "running",
+            "progress": 0.5, "attempts": 1, "created_at": "2024-11-26T08:23:00Z",
+            "started_at": null, "finished_at": null, "error": null, "outputs": [],
+            "playable_at": "2024-11-26T08:23:09Z",
+            "split": {"applied": true, "segment_seconds": 32, "ranges": 4}
+        }))
+        .unwrap();
+        let text = summary(&view, str::to_string);
+        assert!(text.contains("split:     yes, 4 ranges of 32 s"), "{text}");
+        assert!(text.contains("playable:  2024-11-26T08:23:09Z"), "{text}");
+        view.playable_at = None;
+        view.split = serde_json::from_value(serde_json::json!({
+            "applied": false, "reason": "input_not_uploaded",
+            "message": "only inputs uploaded with the submission (multipart) are split"
+        }))
+        .unwrap();
+        let text = summary(&view, str::to_string);
+        assert!(
+            text.contains("split:     no (input_not_uploaded): only inputs uploaded"),
+            "{text}"
+        );
+        assert!(!text.contains("playable"), "{text}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use encode::{
 pub use plan::{
     plan, KeepWhole, NoSplit, Range, SplitLayout, SplitPlan, SplitRequest, SplitSettings,
 };
-pub use stitch::{stitch_file, stitch_hls, HlsState};
+pub use stitch::{hls_plan, stitch_file, stitch_hls, HlsPlan, HlsState};
 
 use crate::run::RunError;
 

@@ -147,34 +147,52 @@ pub struct HlsState {
     pub files: Vec<String>,
 }
 
-/// Copies the segments from `src` to `dst` that are not there yet (none when a worker uploads
-/// segments straight to the output and passes the same directory for both).
-fn place(src: &Path, dst: &Path, segments: &[Segment]) -> Result<(), SplitError> {
-    std::fs::create_dir_all(dst).map_err(io_err(dst))?;
-    for seg in segments {
-        let to = within(dst, &seg.uri)?;
-        if !to.exists() {
-            let from = within(src, &seg.uri)?;
-            std::fs::copy(&from, &to)
-                .map_err(|_| SplitError::Missing(from.display().to_string()))?;
-        }
-    }
-    Ok(())
+/// The playlists of one HLS output over the ranges encoded so far, and where each segment they
+/// list comes from: what [`stitch_hls`] writes, and what an api serves for a job still encoding
+/// (progressive HLS) without writing anything. Pure.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HlsPlan {
+    /// Ranges (a contiguous prefix from range 0) the playlists cover.
+    pub ranges: usize,
+    /// `true` once every range is in: the playlists are VOD, else EVENT.
+    pub complete: bool,
+    /// Playlists: path relative to the output directory (`<name>/v0/index.m3u8`, …, the
+    /// master `<name>.m3u8` path last), and text. Empty while no range is in.
+    pub playlists: Vec<(String, String)>,
+    /// Segments listed: (path relative to the output directory, path relative to the parts'
+    /// directory, i.e. as the `encode_segment` / `encode_audio` results name their files).
+    pub segments: Vec<(String, String)>,
 }
 
-/// Writes the playlists of one HLS output from the ranges encoded so far: the longest
+impl HlsPlan {
+    /// The source (relative to the parts) of the output file `rel`, if it is a listed segment.
+    pub fn source_of(&self, rel: &str) -> Option<&str> {
+        self.segments
+            .iter()
+            .find(|(dst, _)| dst == rel)
+            .map(|(_, src)| src.as_str())
+    }
+
+    /// The text of the playlist at `rel`, if it is one of them.
+    pub fn playlist(&self, rel: &str) -> Option<&str> {
+        self.playlists
+            .iter()
+            .find(|(p, _)| p == rel)
+            .map(|(_, t)| t.as_str())
+    }
+}
+
+/// Plans the playlists of one HLS output from the ranges encoded so far: the longest
 /// contiguous prefix of `pieces` from range 0. With all `total_ranges` in, the playlists are
-/// VOD; before, EVENT. Segments named by the results are taken from `work_dir` (video under
-/// `<name>/v<k>/`, audio under its task's `hls_dir`) and placed under `out_dir/<name>/`.
-pub fn stitch_hls(
+/// VOD; before, EVENT. Video segments come from `<name>/v<k>/` of the parts, audio ones from
+/// their task's `hls_dir`; they are listed under `<name>/v<k>/` and `<name>/a<kbps>/`.
+pub fn hls_plan(
     r: &Rendition,
     info: &MediaInfo,
     pieces: &[SegmentOutput],
     total_ranges: usize,
     audio: &[AudioOutput],
-    work_dir: &Path,
-    out_dir: &Path,
-) -> Result<HlsState, SplitError> {
+) -> Result<HlsPlan, SplitError> {
     let hls = super::plan::ts_ladder(r)
         .ok_or_else(|| SplitError::Unsplittable(format!("{} is not HLS", r.name)))?;
     let mut ordered: Vec<&SegmentOutput> = pieces.iter().collect();
@@ -190,22 +208,16 @@ pub fn stitch_hls(
     } else {
         PlaylistKind::Event
     };
+    let mut plan = HlsPlan {
+        ranges: prefix,
+        complete,
+        ..HlsPlan::default()
+    };
+    if prefix == 0 {
+        return Ok(plan);
+    }
     let short = info.display_dims().map(|(w, h)| w.min(h)).unwrap_or(0);
     let rungs = ladder(&hls.rungs, short);
-    let base = out_dir.join(&r.name);
-    let mut files = vec![];
-    let mut write = |rel: String, text: String| -> Result<(), SplitError> {
-        let path = out_dir.join(&rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        }
-        // Written beside and renamed, so a player never reads half a playlist.
-        let tmp = path.with_extension("m3u8.tmp");
-        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        files.push(rel);
-        Ok(())
-    };
     let seg_target = hls.segment_seconds.max(1);
     let mut variants = vec![];
     let mut groups: Vec<AudioRendition> = vec![];
@@ -222,17 +234,16 @@ pub fn stitch_hls(
             )));
         }
         let segments: Vec<Segment> = parts.iter().flat_map(|h| h.segments.clone()).collect();
-        place(
-            &within(work_dir, &format!("{}/v{k}", r.name))?,
-            &base.join(format!("v{k}")),
-            &segments,
-        )?;
+        for seg in &segments {
+            let rel = format!("{}/v{k}/{}", r.name, seg.uri);
+            plan.segments.push((rel.clone(), rel));
+        }
         video_end = segments.iter().map(|s| s.duration).sum::<f64>();
         let target = target_duration(&segments).max(seg_target);
-        write(
+        plan.playlists.push((
             format!("{}/v{k}/index.m3u8", r.name),
             media_playlist(&segments, target, kind),
-        )?;
+        ));
         let au = audio
             .iter()
             .find(|a| a.kbps == rung.audio_kbps && a.hls_dir.is_some());
@@ -274,7 +285,7 @@ pub fn stitch_hls(
         let Some(a) = audio.iter().find(|a| format!("a{}", a.kbps) == g.group) else {
             continue;
         };
-        let src_dir = within(work_dir, a.hls_dir.as_deref().unwrap_or(""))?;
+        let src_dir = a.hls_dir.as_deref().unwrap_or("");
         let mut listed = vec![];
         let mut t = 0.0;
         for seg in &a.hls {
@@ -284,19 +295,62 @@ pub fn stitch_hls(
             t += seg.duration;
             listed.push(seg.clone());
         }
-        place(&src_dir, &base.join(&g.group), &listed)?;
+        for seg in &listed {
+            plan.segments.push((
+                format!("{}/{}/{}", r.name, g.group, seg.uri),
+                format!("{src_dir}/{}", seg.uri),
+            ));
+        }
         let target = target_duration(&a.hls).max(seg_target);
-        write(
+        plan.playlists.push((
             format!("{}/{}/index.m3u8", r.name, g.group),
             media_playlist(&listed, target, kind),
-        )?;
+        ));
     }
-    if prefix > 0 {
-        write(r.primary_file(), master_playlist(&variants, &groups))?;
+    plan.playlists
+        .push((r.primary_file(), master_playlist(&variants, &groups)));
+    Ok(plan)
+}
+
+/// Writes the playlists of one HLS output from the ranges encoded so far ([`hls_plan`]), the
+/// segments they list copied from `work_dir` to `out_dir` (none when a worker uploads segments
+/// straight to the output and passes the same directory for both).
+pub fn stitch_hls(
+    r: &Rendition,
+    info: &MediaInfo,
+    pieces: &[SegmentOutput],
+    total_ranges: usize,
+    audio: &[AudioOutput],
+    work_dir: &Path,
+    out_dir: &Path,
+) -> Result<HlsState, SplitError> {
+    let plan = hls_plan(r, info, pieces, total_ranges, audio)?;
+    for (dst, src) in &plan.segments {
+        let to = within(out_dir, dst)?;
+        if !to.exists() {
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            let from = within(work_dir, src)?;
+            std::fs::copy(&from, &to)
+                .map_err(|_| SplitError::Missing(from.display().to_string()))?;
+        }
+    }
+    let mut files = vec![];
+    for (rel, text) in &plan.playlists {
+        let path = within(out_dir, rel)?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        // Written beside and renamed, so a player never reads half a playlist.
+        let tmp = path.with_extension("m3u8.tmp");
+        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        files.push(rel.clone());
     }
     Ok(HlsState {
-        ranges: prefix,
-        complete,
+        ranges: plan.ranges,
+        complete: plan.complete,
         files,
     })
 }

@@ -442,6 +442,8 @@ async fn create(
     admission::check_notify(spec, st.cfg.webhooks.max_notify, st.cfg.allow_private_urls)?;
     let spec_json =
         serde_json::to_string(spec).map_err(|e| ApiError::internal("encoding the spec", e))?;
+    let request = admission::split_request(spec)?;
+    let split = admission::split_view(renditions, info, st.cfg.split, request);
     let new = NewJob {
         id,
         cluster: st.cfg.cluster.clone(),
@@ -454,13 +456,8 @@ async fn create(
         max_attempts: st.cfg.max_attempts,
         estimated_seconds,
         owner: principal.owner(),
-        tasks: admission::tasks(
-            estimated_seconds,
-            renditions,
-            info,
-            st.cfg.split,
-            admission::split_request(spec)?,
-        ),
+        tasks: admission::tasks(estimated_seconds, renditions, info, st.cfg.split, request),
+        split_json: serde_json::to_string(&split).ok(),
     };
     // Last check before the job exists: the edge may have given up on this request already.
     if let Some(d) = deadline {

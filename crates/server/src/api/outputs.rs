@@ -136,6 +136,46 @@ pub async fn list(
     Ok(Json(OutputFiles { files }))
 }
 
+/// What a running split job serves early at an output path.
+enum Live {
+    Playlist(String),
+    /// The storage key of a listed segment (under the job's intermediate prefix).
+    Segment(String),
+}
+
+/// The progressive view of `path` for a job not ended yet that became playable (`queued`
+/// too: between two of its tasks).
+async fn live(st: &AppState, job: &Job, path: &str) -> Result<Option<Live>, ApiError> {
+    if job.status.is_terminal() || job.playable_at.is_none() {
+        return Ok(None);
+    }
+    let outputs = st.store.task_outputs(&job.id).await?;
+    let Some(hls) = crate::progressive::LiveHls::new(&job.spec_json, &outputs) else {
+        return Ok(None);
+    };
+    if let Some(text) = hls.playlist(path) {
+        return Ok(Some(Live::Playlist(text.to_string())));
+    }
+    Ok(hls.segment_key(path).map(|k| Live::Segment(k.to_string())))
+}
+
+/// A playlist that still grows: players must fetch it again, caches must not keep it.
+fn live_playlist(method: &Method, path: &str, text: String) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, content_type(path)),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    if *method == Method::HEAD {
+        let len = text.len().to_string();
+        let mut r = (StatusCode::OK, headers).into_response();
+        if let Ok(v) = HeaderValue::from_str(&len) {
+            r.headers_mut().insert(header::CONTENT_LENGTH, v);
+        }
+        return r;
+    }
+    (StatusCode::OK, headers, text).into_response()
+}
+
 pub async fn get(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -147,9 +187,20 @@ pub async fn get(
         return Err(ApiError::not_found("no such output"));
     }
     let job = load(&st, &who, &id).await?;
+    let keys = match finished(&job) {
+        Ok(prefixes) => prefixes
+            .iter()
+            .map(|prefix| format!("{prefix}/{path}"))
+            .collect(),
+        // A split job still encoding: its HLS outputs, once playable (progressive HLS).
+        Err(not_ready) => match live(&st, &job, &path).await? {
+            Some(Live::Playlist(text)) => return Ok(live_playlist(&method, &path, text)),
+            Some(Live::Segment(key)) => vec![key],
+            None => return Err(not_ready),
+        },
+    };
     let mut found = None;
-    for prefix in finished(&job)? {
-        let key = format!("{prefix}/{path}");
+    for key in keys {
         match st.storage.head(&key).await {
             Ok(o) => {
                 found = Some((key, o.size));
@@ -253,6 +304,8 @@ mod tests {
             cancel_requested: false,
             deleted_at: None,
             inputs_deleted_at: None,
+            playable_at: None,
+            split_json: None,
             tasks: vec![],
         };
         assert_eq!(outputs_prefix(&job), "outputs/aws.01J/a3");

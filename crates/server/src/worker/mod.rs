@@ -408,6 +408,9 @@ impl WorkerPool {
                             .increment(1);
                         metrics::histogram!(m::JOB_SECONDS).record(started.elapsed().as_secs_f64());
                         tracing::info!(seconds = started.elapsed().as_secs_f64(), "task succeeded");
+                        if crate::progressive::may_make_playable(&claim.kind) {
+                            self.mark_if_playable(job).await;
+                        }
                         Ok(())
                     }
                     Ok(false) => {
@@ -445,6 +448,33 @@ impl WorkerPool {
         if let Err(e) = result {
             // The lease will expire and the task will be claimed again: nothing is lost.
             tracing::error!(error = %e, "could not record the task's result; it will be retried when its lease expires");
+        }
+    }
+
+    /// Records when a split job's HLS outputs became playable (progressive HLS), checked after
+    /// each range or audio track is committed: the completion that makes them playable sees
+    /// every other committed one, so the first moment is recorded whatever the order.
+    async fn mark_if_playable(&self, job: &reelay_jobs::Job) {
+        let st = &self.state;
+        let outputs = match st.store.task_outputs(&job.id).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read task outputs for progressive HLS");
+                return;
+            }
+        };
+        let playable = crate::progressive::LiveHls::new(&job.spec_json, &outputs)
+            .is_some_and(|l| l.playable());
+        if playable {
+            match st
+                .store
+                .mark_playable(&job.id, reelay_jobs::now_millis())
+                .await
+            {
+                Ok(true) => tracing::info!("job playable (progressive HLS)"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not record playable_at"),
+            }
         }
     }
 

@@ -9,9 +9,9 @@
 
 use super::{Context, StopReason, TaskError};
 use crate::storage::StorageError;
-use reelay_media::split::{AudioOutput, Manifest, SegmentOutput, SplitError, SplitLayout};
+use reelay_media::split::SplitError;
 use reelay_media::{MediaInfo, RunError, RunLimits};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
 
@@ -68,32 +68,7 @@ pub fn intermediate_prefix(job_id: &str) -> String {
     format!("tasks/{job_id}")
 }
 
-/// What the `split` task records: the plan, the pieces and the probed input, for the others.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SplitResult {
-    /// Storage prefix holding the piece files named by the manifest.
-    pub prefix: String,
-    pub layout: SplitLayout,
-    pub manifest: Manifest,
-    pub info: MediaInfo,
-}
-
-/// What an `encode_segment` task records.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SegmentResult {
-    pub prefix: String,
-    pub output: SegmentOutput,
-    /// Every file it stored, relative to `prefix`.
-    pub files: Vec<String>,
-}
-
-/// What an `encode_audio` task records.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AudioResult {
-    pub prefix: String,
-    pub output: AudioOutput,
-    pub files: Vec<String>,
-}
+pub use crate::task_payloads::{AudioResult, SegmentResult, SplitResult};
 
 impl Context<'_> {
     /// The error for a handler that stopped because the keeper told it to.
