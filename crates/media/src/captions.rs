@@ -225,6 +225,37 @@ pub async fn to_webvtt(
     }
 }
 
+/// The first timestamp of an MPEG-TS segment reelay wrote, in 90 kHz units: what the sidecars'
+/// `X-TIMESTAMP-MAP` must name (the TS muxer starts its clock at an offset, not at zero).
+pub async fn ts_start_90k(tools: &Tools, segment: &Path) -> Result<u64, AnalysisError> {
+    let mut cmd = tokio::process::Command::new(&tools.ffprobe);
+    cmd.args(["-v", "error", "-protocol_whitelist", "file"])
+        .args(["-format_whitelist", "mpegts", "-f", "mpegts"])
+        .args(["-show_entries", "format=start_time", "-of", "csv=p=0", "-i"])
+        .arg(crate::file_url(segment))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    tools.limits.apply(&mut cmd);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.spawn()?.wait_with_output())
+        .await
+        .map_err(|_| AnalysisError::TimedOut)??;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(AnalysisError::Failed(
+            err.trim().chars().take(200).collect(),
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .map(|t| (t * 90_000.0).round() as u64)
+        .ok_or(AnalysisError::NoResult("start time"))
+}
+
 /// Adds the `X-TIMESTAMP-MAP` header HLS players need to place WebVTT cues on MPEG-TS media whose
 /// timestamps start at `mpegts` (90 kHz units), not at zero.
 pub fn with_timestamp_map(vtt: &str, mpegts: u64) -> String {

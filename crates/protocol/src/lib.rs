@@ -33,6 +33,35 @@ pub struct JobSpec {
     /// owner's secret, `GET /v1/webhooks/secret`); at most a few, each through the SSRF guard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifySpec>,
+    /// Caption files the job carries. The input's own text subtitle streams become caption
+    /// tracks without asking; this adds files uploaded as multipart parts named `captions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captions: Option<CaptionsSpec>,
+    /// A watermark laid over every video output: `{"position", "margin", "scale", "opacity"}`,
+    /// the image itself being the multipart part `watermark`. Kept as JSON here (the protocol
+    /// crate knows no media); admission reads it as `reelay_media::watermark::WatermarkSpec`
+    /// and answers 422 naming the field when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<serde_json::Value>,
+}
+
+/// The job's own caption files: one entry per multipart part named `captions`, in the order the
+/// parts are sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionsSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<CaptionFileSpec>,
+}
+
+/// What a caption part is: its language (BCP 47, e.g. `en`, `pt-BR`) and display name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionFileSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// One per-job webhook endpoint.

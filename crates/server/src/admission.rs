@@ -185,6 +185,22 @@ pub fn split_request(spec: &JobSpec) -> Result<SplitRequest, AdmissionError> {
     Ok(req)
 }
 
+/// Caption tracks and watermarks are made by the `transcode` task, which sees the whole input:
+/// a job with either (caption files, a watermark, or text subtitle streams in the input) runs
+/// unsplit, whatever `split` asked.
+pub fn whole_if_side_files(
+    request: SplitRequest,
+    spec: &JobSpec,
+    info: Option<&MediaInfo>,
+) -> SplitRequest {
+    let subtitles = info.is_some_and(|i| !reelay_media::captions::tracks_from_probe(i).is_empty());
+    if subtitles || spec.watermark.is_some() || crate::side_files::declared_captions(spec) > 0 {
+        SplitRequest::Mode(split::plan::SplitMode::Off)
+    } else {
+        request
+    }
+}
+
 /// Range lengths a job may ask for: below 2 s a range holds too few frames to be worth a task.
 pub const SEGMENT_SECONDS: std::ops::RangeInclusive<u32> = 2..=3600;
 

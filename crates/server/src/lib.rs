@@ -16,6 +16,7 @@ pub mod load;
 pub mod metrics;
 pub mod retention;
 pub mod serve;
+pub mod side_files;
 pub mod state;
 pub mod storage;
 pub mod task_payloads;

@@ -15,6 +15,7 @@ pub use storyboard::tile_dims;
 use crate::plan::{Container, Packaging, Rendition};
 use crate::policy::InputPolicy;
 use crate::probe::{FieldOrder, MediaInfo};
+use crate::watermark::{Mark, WatermarkSpec};
 use std::path::Path;
 
 /// One ffmpeg run: its arguments (without the program name) and what progress is measured against.
@@ -176,6 +177,42 @@ pub fn output_seconds(r: &Rendition, info: &MediaInfo) -> f64 {
     }
 }
 
+/// What a job adds to each of its renditions beyond the output spec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// Laid over the picture of every video rendition (files and every rung of a ladder;
+    /// storyboards' scrub tiles stay clean).
+    pub watermark: Option<Watermark<'a>>,
+}
+
+/// A checked watermark image and where it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Watermark<'a> {
+    pub spec: WatermarkSpec,
+    /// A file of the job's working directory, opened as ffmpeg's second input (`1:v`) with
+    /// its probed demuxer forced and nothing else allowed.
+    pub image: &'a Path,
+    pub mark: Mark,
+}
+
+/// The watermark's input (`1:v`): the same fences as the main input, narrowed to the one
+/// still-image demuxer the probe found, and the image size bound as the pixel bound.
+fn watermark_input(w: &Watermark<'_>) -> Vec<String> {
+    let side = u64::from(crate::watermark::MAX_IMAGE_SIDE);
+    vec![
+        s("-protocol_whitelist"),
+        s("file"),
+        s("-format_whitelist"),
+        s(w.mark.demuxer),
+        s("-f"),
+        s(w.mark.demuxer),
+        s("-max_pixels"),
+        s(side * side),
+        s("-i"),
+        crate::file_url(w.image),
+    ]
+}
+
 /// Builds the command for one rendition. `out_dir` is the job's output directory; the rendition
 /// writes `out_dir/<primary_file>` (and, for a ladder, its playlists and segments beside it).
 pub fn build(
@@ -184,6 +221,18 @@ pub fn build(
     policy: &InputPolicy,
     input: &Path,
     out_dir: &Path,
+) -> Result<Invocation, ArgvError> {
+    build_with(r, info, policy, input, out_dir, Extras::default())
+}
+
+/// [`build`] with the job's [`Extras`].
+pub fn build_with(
+    r: &Rendition,
+    info: &MediaInfo,
+    policy: &InputPolicy,
+    input: &Path,
+    out_dir: &Path,
+    extras: Extras<'_>,
 ) -> Result<Invocation, ArgvError> {
     let total = info.best_duration().unwrap_or(0.0);
     let is_thumb = r.container() == Some(Container::Jpeg);
@@ -200,22 +249,31 @@ pub fn build(
     }
     let duration = output_seconds(r, info);
     let mut a = input_args(info, policy, input, start);
+    let mark = extras
+        .watermark
+        .filter(|_| r.video.is_some() && !matches!(r.packaging, Packaging::Storyboard(_)));
+    if let Some(w) = &mark {
+        a.extend(watermark_input(w));
+    }
     if let Some(d) = r.trim_duration {
         a.extend([s("-t"), format!("{d:.3}")]);
     }
     // Each packaging adds its own maps, encoders and muxer, and names the path ffmpeg writes.
     let (target, creates) = match &r.packaging {
-        Packaging::File(c) => (file::args(r, *c, info, out_dir, &mut a)?, r.primary_file()),
+        Packaging::File(c) => (
+            file::args(r, *c, info, mark.as_ref(), out_dir, &mut a)?,
+            r.primary_file(),
+        ),
         Packaging::Hls { ladder, segments } => (
-            hls::args(r, ladder, *segments, info, out_dir, &mut a)?,
+            hls::args(r, ladder, *segments, info, mark.as_ref(), out_dir, &mut a)?,
             r.name.clone(),
         ),
         Packaging::Dash(ladder) => (
-            dash::args(r, ladder, false, info, out_dir, &mut a)?,
+            dash::args(r, ladder, false, info, mark.as_ref(), out_dir, &mut a)?,
             r.name.clone(),
         ),
         Packaging::Cmaf(ladder) => (
-            dash::args(r, ladder, true, info, out_dir, &mut a)?,
+            dash::args(r, ladder, true, info, mark.as_ref(), out_dir, &mut a)?,
             r.name.clone(),
         ),
         Packaging::Storyboard(sb) => (
