@@ -273,6 +273,43 @@ mod tests {
     }
 
     #[test]
+    fn only_one_small_png_or_jpeg_picture_is_a_mark() {
+        let probe = |format: &str, codec: &str, w: u32, h: u32| {
+            crate::probe::parse_probe_json(&format!(
+                r#"{{"streams":[{{"index":0,"codec_type":"video","codec_name":"{codec}","width":{w},"height":{h}}}],
+                   "format":{{"format_name":"{format}"}}}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            check_image(&probe("png_pipe", "png", 80, 40)),
+            Ok(Mark {
+                demuxer: "png_pipe",
+                size: (80, 40)
+            })
+        );
+        assert!(check_image(&probe("jpeg_pipe", "mjpeg", 4096, 4096)).is_ok());
+        assert_eq!(
+            check_image(&probe("png_pipe", "png", 4097, 8)),
+            Err(ImageError::TooManyPixels(4097, 8))
+        );
+        assert_eq!(
+            check_image(&probe("mov,mp4,m4a,3gp,3g2,mj2", "h264", 80, 40)),
+            Err(ImageError::NotAnImage)
+        );
+        assert_eq!(
+            check_image(&probe("png_pipe", "h264", 80, 40)),
+            Err(ImageError::NotAnImage)
+        );
+        let policy = image_policy(&InputPolicy::default());
+        assert_eq!(policy.allowed_formats, ["png_pipe", "jpeg_pipe"]);
+        assert_eq!(
+            (policy.max_width, policy.max_bytes),
+            (MAX_IMAGE_SIDE, MAX_IMAGE_BYTES)
+        );
+    }
+
+    #[test]
     fn filter_text() {
         let f = WatermarkSpec::default().overlay_filter("1:v", "v0", "v0w", (640, 360), (100, 100));
         assert_eq!(

@@ -723,4 +723,66 @@ mod tests {
         let a = argv(&copy, &scanned(1920, 1080, "tt"));
         assert!(!a.iter().any(|x| x.contains("bwdif")), "{a:?}");
     }
+
+    /// The watermark is a second, fenced input, laid over a file once and over every rung of a
+    /// ladder at that rung's size; a stream copy cannot carry it.
+    #[test]
+    fn watermark_is_a_fenced_second_input_on_every_rung() {
+        let spec = WatermarkSpec::default();
+        let mark = Watermark {
+            spec,
+            image: Path::new("/w/watermark"),
+            mark: Mark {
+                demuxer: "png_pipe",
+                size: (100, 50),
+            },
+        };
+        let extras = Extras {
+            watermark: Some(mark),
+        };
+        let run = |r: &Rendition| {
+            build_with(
+                r,
+                &info(1920, 1080, 0, true),
+                &InputPolicy::default(),
+                Path::new("/w/input"),
+                Path::new("/w/out"),
+                extras,
+            )
+        };
+        let a = run(&preset("hls-abr").unwrap()).unwrap().args;
+        let inputs: Vec<usize> = (0..a.len()).filter(|i| a[*i] == "-i").collect();
+        assert_eq!(inputs.len(), 2, "{a:?}");
+        assert_eq!(a[inputs[1] + 1], "file:/w/watermark");
+        let second = &a[inputs[0]..inputs[1]];
+        assert_eq!(after(second, "-format_whitelist"), "png_pipe");
+        assert_eq!(after(second, "-f"), "png_pipe");
+        assert_eq!(after(second, "-protocol_whitelist"), "file");
+        let graph = after(&a, "-filter_complex");
+        assert!(graph.contains("[1:v]split=4[m0][m1][m2][m3]"), "{graph}");
+        assert_eq!(graph.matches("overlay=").count(), 4, "{graph}");
+        // Each rung's mark is scaled to that rung: 15% of 1920 and of 640.
+        let big = spec.placement((1920, 1080), (100, 50));
+        let small = spec.placement((640, 360), (100, 50));
+        assert!(
+            graph.contains(&format!("scale={}:{}", big.width, big.height)),
+            "{graph}"
+        );
+        assert!(
+            graph.contains(&format!("overlay=x={}:y={}", small.x, small.y)),
+            "{graph}"
+        );
+
+        let f = run(&preset("mp4-720p").unwrap()).unwrap().args;
+        assert!(!f.contains(&"-vf".to_string()), "{f:?}");
+        assert_eq!(after(&f, "-map"), "[marked]");
+        let mut copy = preset("mp4-720p").unwrap();
+        copy.video.as_mut().unwrap().codec = VideoCodec::Copy;
+        assert!(run(&copy).is_err());
+        // Audio-only and storyboard outputs do not open the image at all.
+        for name in ["audio-aac", "storyboard"] {
+            let a = run(&preset(name).unwrap()).unwrap().args;
+            assert_eq!(a.iter().filter(|x| *x == "-i").count(), 1, "{name}");
+        }
+    }
 }
