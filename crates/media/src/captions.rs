@@ -57,6 +57,8 @@ pub enum CaptionError {
     NoCues,
     #[error("at most {MAX_TRACKS} caption tracks per job")]
     TooMany,
+    #[error("captions.burn_in: no caption track in language {0:?} (the input's subtitle streams and the job's caption files)")]
+    NoSuchTrack(String),
     #[error(transparent)]
     Convert(#[from] AnalysisError),
 }
@@ -68,6 +70,7 @@ impl CaptionError {
             CaptionError::NotText | CaptionError::UnknownFormat => "caption_unsupported",
             CaptionError::NoCues => "caption_empty",
             CaptionError::TooMany => "too_many_captions",
+            CaptionError::NoSuchTrack(_) => "caption_not_found",
             CaptionError::Convert(e) if e.is_transient() => e.code(),
             CaptionError::Convert(_) => "caption_unreadable",
         }
@@ -76,6 +79,14 @@ impl CaptionError {
     pub fn is_transient(&self) -> bool {
         matches!(self, CaptionError::Convert(e) if e.is_transient())
     }
+}
+
+/// Whether `track` is the one a `burn_in` language names (its language, ASCII case ignored).
+pub fn is_burn_in(track: &CaptionTrack, language: &str) -> bool {
+    track
+        .language
+        .as_deref()
+        .is_some_and(|l| l.eq_ignore_ascii_case(language.trim()))
 }
 
 /// A language tag as it may appear in a manifest: letters, digits and `-`, starting with 2-3
@@ -223,6 +234,33 @@ pub async fn to_webvtt(
         0 => Err(CaptionError::NoCues),
         n => Ok(n),
     }
+}
+
+/// The file name (in the encode's working directory) of the ASS script a burn-in reads.
+pub const BURN_IN_FILE: &str = "burn-in.ass";
+
+/// Converts a WebVTT sidecar reelay wrote to the ASS script the `ass` filter burns into the
+/// picture. libass reads that script itself (no demuxer, no protocol), and it is ffmpeg's own
+/// ASS output, so the only user bytes in it are cue texts.
+pub async fn to_ass(
+    tools: &Tools,
+    policy: &InputPolicy,
+    vtt: &Path,
+    out: &Path,
+    timeout: Duration,
+) -> Result<(), CaptionError> {
+    let input = Input {
+        path: vtt,
+        demuxer: "webvtt",
+    };
+    let args = [
+        "-map".to_string(),
+        "0:s:0".to_string(),
+        "-c:s".to_string(),
+        "ass".to_string(),
+    ];
+    analysis::convert(tools, policy, &[input], &args, "ass", out, timeout).await?;
+    Ok(())
 }
 
 /// The first timestamp of an MPEG-TS segment reelay wrote, in 90 kHz units: what the sidecars'

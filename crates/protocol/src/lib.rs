@@ -52,6 +52,10 @@ pub struct JobSpec {
 pub struct CaptionsSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<CaptionFileSpec>,
+    /// Burn the caption track of this language (a stream's or a file's) into the picture of
+    /// every MP4 file output; the sidecars and renditions stay as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burn_in: Option<String>,
 }
 
 /// What a caption part is: its language (BCP 47, e.g. `en`, `pt-BR`) and display name.

@@ -45,6 +45,11 @@ pub enum SideFileError {
     /// A `watermark` field out of range or unknown.
     #[error("watermark.{0}: {1}")]
     Spec(String, String),
+    /// `captions.burn_in` names no language, no track, or nothing to burn into.
+    #[error("{0}")]
+    BurnIn(CaptionError),
+    #[error("captions.burn_in: {0}")]
+    BurnInSpec(String),
     /// ffprobe itself failed on the image: our problem, maybe not for long.
     #[error("probing the watermark image: {0}")]
     Probe(String),
@@ -57,7 +62,10 @@ impl SideFileError {
         match self {
             SideFileError::Caption { error, .. } => error.code(),
             SideFileError::Image(e) => e.code(),
-            SideFileError::Mismatch(_) | SideFileError::Spec(..) => "invalid_spec",
+            SideFileError::BurnIn(e) => e.code(),
+            SideFileError::Mismatch(_) | SideFileError::Spec(..) | SideFileError::BurnInSpec(_) => {
+                "invalid_spec"
+            }
             SideFileError::Probe(_) => "probe_failed",
             SideFileError::Scratch(_) => "scratch_error",
         }
@@ -170,6 +178,56 @@ pub fn check_parts(
         if let Some(i) = copy {
             return Err(SideFileError::Mismatch(format!(
                 "outputs[{i}].video.codec: copy cannot carry a watermark (the picture is not re-encoded)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `captions.burn_in`: a language tag, at least one MP4 output to burn it into, and (when the
+/// input was probed at admission, `info`) a caption track of that language among the input's
+/// subtitle streams and the job's caption files. URL and key inputs are checked by the worker.
+pub fn check_burn_in(
+    spec: &JobSpec,
+    info: Option<&reelay_media::MediaInfo>,
+    renditions: &[Rendition],
+) -> Result<(), SideFileError> {
+    let Some(c) = &spec.captions else {
+        return Ok(());
+    };
+    let Some(language) = &c.burn_in else {
+        return Ok(());
+    };
+    if captions::clean_language(language).is_none() {
+        return Err(SideFileError::BurnInSpec(
+            "must be a language tag (en, pt-BR) of one of the job's caption tracks".into(),
+        ));
+    }
+    let mp4 = renditions.iter().any(|r| {
+        r.container() == Some(reelay_media::plan::Container::Mp4)
+            && r.video
+                .as_ref()
+                .is_some_and(|v| v.codec != reelay_media::plan::VideoCodec::Copy)
+    });
+    if !mp4 {
+        return Err(SideFileError::BurnInSpec(
+            "needs an MP4 output that re-encodes its video to burn the captions into".into(),
+        ));
+    }
+    if let Some(info) = info {
+        let streams = captions::tracks_from_probe(info);
+        let parts = c
+            .files
+            .iter()
+            .enumerate()
+            .map(|(n, f)| captions::part_track(0, n, f.language.as_deref(), None));
+        if !streams
+            .into_iter()
+            .chain(parts)
+            .any(|t| captions::is_burn_in(&t, language))
+        {
+            return Err(SideFileError::BurnIn(CaptionError::NoSuchTrack(
+                language.clone(),
             )));
         }
     }

@@ -377,3 +377,94 @@ async fn hostile_caption_files_are_refused_and_create_no_job() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Luma of the frame at `at` seconds of a downloaded file.
+fn luma_at(bytes: &[u8], ext: &str, at: f64) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join(format!("in.{ext}"));
+    std::fs::write(&f, bytes).unwrap();
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", &format!("{at:.3}"), "-i"])
+        .arg(&f)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.stdout.is_empty());
+    out.stdout
+}
+
+/// `captions.burn_in` draws the named track into the picture of MP4 outputs: on a black clip,
+/// bright text while a cue is on, nothing between cues; a Matroska output of the same job stays
+/// clean; a language no track has, or no MP4 output to draw on, is refused at admission.
+#[tokio::test]
+async fn burn_in_draws_the_track_into_mp4_outputs_only() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("black.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=black:size=320x180:rate=25:duration=3",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        input.to_str().unwrap(),
+    ]);
+    let spec = |burn: &str, outputs: &str| {
+        format!(
+            r#"{{"outputs":{outputs},"captions":{{"files":[{{"language":"en"}}],"burn_in":"{burn}"}}}}"#
+        )
+    };
+    let both =
+        r#"[{"preset":"mp4-360p"},{"name":"plain","container":"mkv","video":{"codec":"h264"}}]"#;
+    let words = srt("WWWWWWWW").into_bytes();
+    let r = submit_with_captions(&s, &spec("en", both), vec![words.clone()], &input).await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let j: JobView = r.json().await.unwrap();
+    let j = s.wait(&j.id, std::time::Duration::from_secs(300)).await;
+    assert_eq!(j.status, reelay_protocol::JobStatus::Succeeded, "{j:?}");
+    let (_, mp4) = s
+        .get_bytes(&format!("/v1/jobs/{}/outputs/mp4-360p.mp4", j.id))
+        .await;
+    let (_, mkv) = s
+        .get_bytes(&format!("/v1/jobs/{}/outputs/plain.mkv", j.id))
+        .await;
+    let brightest = |px: Vec<u8>| px.into_iter().max().unwrap();
+    let during = brightest(luma_at(&mp4, "mp4", 0.6));
+    let between = brightest(luma_at(&mp4, "mp4", 1.25));
+    assert!(
+        during > 150,
+        "no caption drawn at 0.6 s (max luma {during})"
+    );
+    assert!(
+        between < 60,
+        "a caption drawn between cues (max luma {between})"
+    );
+    let plain = brightest(luma_at(&mkv, "mkv", 0.6));
+    assert!(plain < 60, "the mkv output was drawn on (max luma {plain})");
+    // The sidecar is still there.
+    assert!(
+        j.outputs.iter().any(|o| o.name == "captions/0-en.vtt"),
+        "{j:?}"
+    );
+
+    for (burn, outputs, code) in [
+        ("fr", both, "caption_not_found"),
+        ("not a tag!", both, "invalid_spec"),
+        ("en", r#"[{"preset":"hls-abr"}]"#, "invalid_spec"),
+    ] {
+        let r = submit_with_captions(&s, &spec(burn, outputs), vec![words.clone()], &input).await;
+        assert_eq!(r.status().as_u16(), 422, "{burn} {outputs}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    let list: JobList = s.get_json("/v1/jobs").await;
+    assert_eq!(list.jobs.len(), 1);
+}

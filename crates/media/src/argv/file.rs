@@ -12,6 +12,7 @@ pub(super) fn args(
     container: Container,
     info: &MediaInfo,
     mark: Option<&Watermark<'_>>,
+    burn_in: bool,
     out_dir: &Path,
     a: &mut Vec<String>,
 ) -> Result<String, ArgvError> {
@@ -26,7 +27,13 @@ pub(super) fn args(
             let deint = deinterlace_filter(info, vp.fps)
                 .map(|f| format!("{f},"))
                 .unwrap_or_default();
-            let chain = format!("{deint}scale={w}:{h},setsar=1");
+            // Captions are rendered at the output's size, under the watermark.
+            let burn = if burn_in && container == Container::Mp4 {
+                format!(",ass={}", crate::captions::BURN_IN_FILE)
+            } else {
+                String::new()
+            };
+            let chain = format!("{deint}scale={w}:{h},setsar=1{burn}");
             match (vp.codec, mark) {
                 (VideoCodec::Copy, Some(_)) => {
                     return Err(ArgvError(

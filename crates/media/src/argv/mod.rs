@@ -183,6 +183,9 @@ pub struct Extras<'a> {
     /// Laid over the picture of every video rendition (files and every rung of a ladder;
     /// storyboards' scrub tiles stay clean).
     pub watermark: Option<Watermark<'a>>,
+    /// Burn the caption script [`crate::captions::BURN_IN_FILE`] (in ffmpeg's working
+    /// directory, named relatively so no path reaches the filter graph) into MP4 file outputs.
+    pub burn_in: bool,
 }
 
 /// A checked watermark image and where it goes.
@@ -261,7 +264,7 @@ pub fn build_with(
     // Each packaging adds its own maps, encoders and muxer, and names the path ffmpeg writes.
     let (target, creates) = match &r.packaging {
         Packaging::File(c) => (
-            file::args(r, *c, info, mark.as_ref(), out_dir, &mut a)?,
+            file::args(r, *c, info, mark.as_ref(), extras.burn_in, out_dir, &mut a)?,
             r.primary_file(),
         ),
         Packaging::Hls { ladder, segments } => (
@@ -739,6 +742,7 @@ mod tests {
         };
         let extras = Extras {
             watermark: Some(mark),
+            burn_in: false,
         };
         let run = |r: &Rendition| {
             build_with(
@@ -779,6 +783,25 @@ mod tests {
         let mut copy = preset("mp4-720p").unwrap();
         copy.video.as_mut().unwrap().codec = VideoCodec::Copy;
         assert!(run(&copy).is_err());
+        // A burn-in renders the caption script after scaling, in MP4 files only.
+        let burn = Extras {
+            watermark: None,
+            burn_in: true,
+        };
+        let with = |name: &str| {
+            let r = preset(name).unwrap();
+            let i = info(1920, 1080, 0, true);
+            let p = InputPolicy::default();
+            build_with(&r, &i, &p, Path::new("/w/input"), Path::new("/w/out"), burn)
+                .unwrap()
+                .args
+        };
+        assert_eq!(
+            after(&with("mp4-720p"), "-vf"),
+            "scale=1280:720,setsar=1,ass=burn-in.ass"
+        );
+        assert!(!with("hls-abr").iter().any(|x| x.contains("ass=")));
+        assert!(!with("webm-vp9-720p").iter().any(|x| x.contains("ass=")));
         // Audio-only and storyboard outputs do not open the image at all.
         for name in ["audio-aac", "storyboard"] {
             let a = run(&preset(name).unwrap()).unwrap().args;

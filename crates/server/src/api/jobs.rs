@@ -110,6 +110,7 @@ pub(crate) async fn submit_json(
     admission::split_request(&spec)?;
     side_files::watermark_spec(&spec)?;
     side_files::refuse_in_json(&spec)?;
+    side_files::check_burn_in(&spec, None, &renditions)?;
     let input = spec.input.clone().ok_or_else(|| {
         ApiError::unprocessable("invalid_spec", "input: required in a JSON submission ({\"url\": ...}, {\"key\": ...} or {\"upload\": ...}); or upload the file as multipart")
     })?;
@@ -348,6 +349,7 @@ async fn submit_multipart(
         }
     };
     side_files::check_parts(&spec, caption_files.len(), mark.is_some(), &renditions)?;
+    side_files::check_burn_in(&spec, None, &renditions)?;
     let tmp = TempFile(uploads.join(ulid::Ulid::new().to_string()));
     let size = stream_to_file(field, &tmp.0, st.cfg.policy.max_bytes).await?;
 
@@ -361,6 +363,7 @@ async fn submit_multipart(
     policy
         .check(&info, size, needs)
         .map_err(AdmissionError::Policy)?;
+    side_files::check_burn_in(&spec, Some(&info), &renditions)?;
 
     let id = new_job_id(&st);
     let key = input_key(&id);

@@ -126,3 +126,35 @@ pub(super) async fn watermark(
         mark,
     }))
 }
+
+/// The `captions.burn_in` track as the ASS script the MP4 encodes burn in
+/// ([`captions::BURN_IN_FILE`] in the working directory, ffmpeg's cwd); `false` when not asked.
+pub(super) async fn burn_in(
+    cfg: &crate::config::Config,
+    spec: &JobSpec,
+    tracks: &[CaptionFile],
+    dir: &Path,
+) -> Result<bool, TranscodeError> {
+    let Some(language) = spec.captions.as_ref().and_then(|c| c.burn_in.as_deref()) else {
+        return Ok(false);
+    };
+    let (_, vtt) = tracks
+        .iter()
+        .find(|(t, _)| captions::is_burn_in(t, language))
+        .ok_or_else(|| {
+            TranscodeError::Captions(CaptionError::NoSuchTrack(
+                language.chars().take(35).collect(),
+            ))
+        })?;
+    let timeout = Duration::from_secs(cfg.job_timeout_seconds.min(300));
+    captions::to_ass(
+        &cfg.tools,
+        &cfg.policy,
+        vtt,
+        &dir.join(captions::BURN_IN_FILE),
+        timeout,
+    )
+    .await
+    .map_err(TranscodeError::Captions)?;
+    Ok(true)
+}

@@ -217,8 +217,10 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
         _ = token.cancelled() => return Err(stopped()),
     };
     let watermark = super::side_inputs::watermark(st, &job.id, &spec, workdir).await?;
+    let burn_in = super::side_inputs::burn_in(cfg, &spec, &captions, workdir).await?;
     let extras = reelay_media::Extras {
         watermark: watermark.as_ref().map(|w| w.as_extra()),
+        burn_in,
     };
 
     // Loudness, first pass: the input measured once for every output that asked. Receipts are
