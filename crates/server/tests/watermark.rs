@@ -135,7 +135,7 @@ async fn a_watermark_sits_at_the_same_place_on_every_output_and_rung() {
         opacity: 1.0,
     };
     let json = format!(
-        r#"{{"outputs":[{{"preset":"mp4-360p"}},{{"preset":"hls-abr"}},{{"preset":"thumbnail"}}],
+        r#"{{"outputs":[{{"preset":"mp4-360p"}},{{"preset":"hls-abr"}},{{"preset":"dash"}},{{"preset":"thumbnail"}}],
             "watermark":{}}}"#,
         serde_json::to_string(&spec).unwrap()
     );
@@ -183,6 +183,21 @@ async fn a_watermark_sits_at_the_same_place_on_every_output_and_rung() {
         let base = v.rsplit_once('/').map_or("", |(b, _)| b);
         let frame = first_frame_luma(&get(format!("hls-abr/{base}/{seg}")).await, "ts");
         assert_marked(&spec, &frame, v);
+        sizes.push((frame.0, frame.1));
+    }
+    sizes.sort();
+    assert_eq!(sizes, [(640, 360), (854, 480), (1280, 720)]);
+
+    // DASH (one adaptation set, the rungs' display aspect set alike): every video
+    // representation's init segment plus its first media segment, decoded.
+    let mpd = String::from_utf8(get("dash/manifest.mpd".into()).await).unwrap();
+    let reps = reelay_media::manifest::mpd_representations(&mpd).unwrap();
+    let mut sizes = vec![];
+    for rep in reps.iter().filter(|r| r.mime_type == "video/mp4") {
+        let mut bytes = get(format!("dash/{}", rep.init)).await;
+        bytes.extend(get(format!("dash/{}", rep.media[0])).await);
+        let frame = first_frame_luma(&bytes, "mp4");
+        assert_marked(&spec, &frame, &format!("dash {}", rep.id));
         sizes.push((frame.0, frame.1));
     }
     sizes.sort();
