@@ -355,16 +355,25 @@ TEXT_TRACKS = """() => Array.from(document.getElementById('v').textTracks).map((
   cues: t.cues ? Array.from(t.cues).map((c) => [c.startTime, c.endTime, c.text]) : null }))"""
 
 
+@pytest.fixture(scope="module")
+def captions_job(env: Env) -> dict:
+    return submit_with_captions(
+        env, [{"preset": "cmaf"}, {"preset": "hls-cmaf"}, {"preset": "hls-abr"}]
+    )
+
+
+@pytest.mark.parametrize("ladder", ["cmaf", "hls-cmaf", "hls-abr"])
 def test_hls_js_on_another_origin_shows_the_cmaf_captions_as_a_text_track(
-    env: Env, browser: BrowserContext, players_origin: str
+    env: Env, browser: BrowserContext, players_origin: str, captions_job: dict, ladder: str
 ) -> None:
-    """A CMAF job carrying a caption file: hls.js, from the customer's page on another origin,
-    finds the subtitle rendition in master.m3u8, loads the sidecar through the edge (CORS, with
-    a token) and exposes it as a text track of the <video> whose cues are the caption file's, at
-    the caption file's times."""
-    job = submit_with_captions(env, [{"preset": "cmaf"}])
+    """A job carrying a caption file: hls.js, from the customer's page on another origin, finds
+    the subtitle rendition in the master playlist (CMAF, HLS fMP4 and HLS MPEG-TS, where the
+    sidecar's X-TIMESTAMP-MAP must match the TS clock), loads the sidecar through the edge (CORS,
+    with a token) and exposes it as a text track of the <video> whose cues are the caption
+    file's, at the caption file's times."""
+    job = captions_job
     assert "captions/0-en.vtt" in {o["name"] for o in job["outputs"]}, job["outputs"]
-    src = f"{env.edge}/v1/jobs/{job['id']}/outputs/cmaf/master.m3u8"
+    src = f"{env.edge}/v1/jobs/{job['id']}/outputs/{ladder}/master.m3u8"
     page = browser.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append("page error: " + e.message))
@@ -384,8 +393,8 @@ def test_hls_js_on_another_origin_shows_the_cmaf_captions_as_a_text_track(
         ) from None
     tracks = page.evaluate(TEXT_TRACKS)
     seen = page.evaluate("() => window.seen")
-    log.info("hls.js captions: %s", json.dumps(tracks))
-    page.screenshot(path=str(env.artifacts / "cmaf-captions-hls.png"))
+    log.info("hls.js captions %s: %s", ladder, json.dumps(tracks))
+    page.screenshot(path=str(env.artifacts / f"captions-{ladder}-hls.png"))
     assert not seen["errors"], seen["errors"]
     track = next(t for t in tracks if t["cues"])
     assert track["kind"] in ("subtitles", "captions"), track

@@ -263,13 +263,21 @@ pub async fn to_ass(
     Ok(())
 }
 
-/// The first timestamp of an MPEG-TS segment reelay wrote, in 90 kHz units: what the sidecars'
-/// `X-TIMESTAMP-MAP` must name (the TS muxer starts its clock at an offset, not at zero).
+/// The first video timestamp of an MPEG-TS segment reelay wrote, in 90 kHz units: what the
+/// sidecars' `X-TIMESTAMP-MAP` must name (the TS muxer starts its clock at an offset, not at
+/// zero). The video's, not the segment's: the AAC encoder's priming starts the audio ~20 ms
+/// earlier, and a cue at 0.2 s means 0.2 s after the first picture.
 pub async fn ts_start_90k(tools: &Tools, segment: &Path) -> Result<u64, AnalysisError> {
     let mut cmd = tokio::process::Command::new(&tools.ffprobe);
     cmd.args(["-v", "error", "-protocol_whitelist", "file"])
         .args(["-format_whitelist", "mpegts", "-f", "mpegts"])
-        .args(["-show_entries", "format=start_time", "-of", "csv=p=0", "-i"])
+        .args([
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=start_time",
+        ])
+        .args(["-of", "csv=p=0", "-i"])
         .arg(crate::file_url(segment))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -285,8 +293,12 @@ pub async fn ts_start_90k(tools: &Tools, segment: &Path) -> Result<u64, Analysis
             err.trim().chars().take(200).collect(),
         ));
     }
+    // ffprobe prints the stream once per program it is in, and once on its own.
     String::from_utf8_lossy(&out.stdout)
-        .trim()
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
         .parse::<f64>()
         .ok()
         .filter(|t| t.is_finite() && *t >= 0.0)

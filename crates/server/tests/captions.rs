@@ -235,6 +235,21 @@ async fn subtitle_streams_and_caption_parts_become_sidecars_and_renditions() {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or_else(|| panic!("no X-TIMESTAMP-MAP in {vtt}"));
                 assert!(mpegts > 0 && mpegts < 10 * 90_000, "{vtt}");
+                // Exactly the first picture's timestamp (not the audio's, which AAC priming
+                // starts ~20 ms earlier): a cue at 0.2 s is 0.2 s after the first frame.
+                let (_, seg) = s
+                    .get_bytes(&format!(
+                        "/v1/jobs/{}/outputs/{ladder}/v0/seg_00000.ts",
+                        j.id
+                    ))
+                    .await;
+                let p = ffprobe_bytes(&seg, "ts");
+                let video_start: f64 = p.stream("video").unwrap()["start_time"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert_eq!(mpegts, (video_start * 90_000.0).round() as u64, "{vtt}");
             } else {
                 assert!(map.is_none(), "fMP4 starts at zero: {vtt}");
             }
