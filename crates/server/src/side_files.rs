@@ -48,6 +48,9 @@ pub enum SideFileError {
     /// `captions.burn_in` names no language, no track, or nothing to burn into.
     #[error("{0}")]
     BurnIn(CaptionError),
+    /// The caption tracks as a whole (too many).
+    #[error("captions: {0}")]
+    Captions(CaptionError),
     #[error("captions.burn_in: {0}")]
     BurnInSpec(String),
     /// ffprobe itself failed on the image: our problem, maybe not for long.
@@ -62,7 +65,7 @@ impl SideFileError {
         match self {
             SideFileError::Caption { error, .. } => error.code(),
             SideFileError::Image(e) => e.code(),
-            SideFileError::BurnIn(e) => e.code(),
+            SideFileError::BurnIn(e) | SideFileError::Captions(e) => e.code(),
             SideFileError::Mismatch(_) | SideFileError::Spec(..) | SideFileError::BurnInSpec(_) => {
                 "invalid_spec"
             }
@@ -136,6 +139,14 @@ pub fn refuse_in_json(spec: &JobSpec) -> Result<(), SideFileError> {
     Ok(())
 }
 
+/// At most [`captions::MAX_TRACKS`] caption files, refused before any part is read.
+pub fn check_declared(spec: &JobSpec) -> Result<(), SideFileError> {
+    if declared_captions(spec) > captions::MAX_TRACKS {
+        return Err(SideFileError::Captions(CaptionError::TooMany));
+    }
+    Ok(())
+}
+
 /// The spec's declarations against what came: every declared caption file sent, no more; a
 /// watermark image exactly when `watermark` is set; every video output able to carry it.
 pub fn check_parts(
@@ -144,13 +155,8 @@ pub fn check_parts(
     watermark_sent: bool,
     renditions: &[Rendition],
 ) -> Result<(), SideFileError> {
+    check_declared(spec)?;
     let declared = declared_captions(spec);
-    if declared > captions::MAX_TRACKS {
-        return Err(SideFileError::Caption {
-            index: captions::MAX_TRACKS,
-            error: CaptionError::TooMany,
-        });
-    }
     if declared != captions_sent {
         return Err(SideFileError::Mismatch(format!(
             "captions.files declares {declared} caption files but {captions_sent} captions parts were sent"
@@ -332,6 +338,12 @@ mod tests {
         let e = check_parts(&wm, 0, true, &copy).unwrap_err();
         assert!(e.to_string().starts_with("outputs[0].video.codec"), "{e}");
         assert!(refuse_in_json(&wm).is_err() && refuse_in_json(&two).is_err());
+        let many: JobSpec = serde_json::from_value(serde_json::json!({
+            "outputs": [], "captions": {"files": vec![serde_json::json!({}); 17]}
+        }))
+        .unwrap();
+        let e = check_declared(&many).unwrap_err();
+        assert_eq!((e.code(), e.status().as_u16()), ("too_many_captions", 422));
         let big = SideFileError::Caption {
             index: 0,
             error: CaptionError::TooLarge,

@@ -272,6 +272,7 @@ async fn submit_multipart(
     let renditions = admission::renditions(&spec)?;
     admission::split_request(&spec)?;
     let mark_spec = side_files::watermark_spec(&spec)?;
+    side_files::check_declared(&spec)?;
     let uploads = st.cfg.data_dir.join("uploads");
     tokio::fs::create_dir_all(&uploads)
         .await
