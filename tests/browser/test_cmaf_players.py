@@ -309,3 +309,102 @@ def test_the_dashboard_plays_a_cmaf_output_with_hls_js_and_dash_js(
     assert scrub["sheet"] and scrub["sheet"][0] > 0, scrub
     assert scrub["w"] > 0 and scrub["h"] > 0 and "sprite_001.jpg" in scrub["background"], scrub
     assert not problems, problems
+
+
+CAPTIONS_SRT = "1\n00:00:00,200 --> 00:00:01,000\nHello from reelay\n\n2\n00:00:01,200 --> 00:00:01,900\nSecond cue\n"
+
+
+def submit_with_captions(env: Env, outputs: list[dict]) -> dict:
+    """Uploads the clip with a caption file of its own (multipart: spec, captions, file)."""
+    boundary = uuid.uuid4().hex
+    spec = json.dumps(
+        {"outputs": outputs, "captions": {"files": [{"language": "en", "label": "English"}]}}
+    )
+    body = b"".join(
+        [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n\r\n{spec}\r\n'.encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="captions"; filename="en.srt"\r\n'
+            f"Content-Type: application/x-subrip\r\n\r\n{CAPTIONS_SRT}\r\n".encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.mp4"\r\n'
+            "Content-Type: video/mp4\r\n\r\n".encode(),
+            env.clip.read_bytes(),
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    req = urllib.request.Request(
+        env.edge + "/v1/jobs",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        job = json.load(r)
+    deadline = time.monotonic() + 180
+    while job["status"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"job still {job['status']}"
+        time.sleep(0.3)
+        with urllib.request.urlopen(f"{env.edge}/v1/jobs/{job['id']}", timeout=10) as r:
+            job = json.load(r)
+    assert job["status"] == "succeeded", job
+    return job
+
+
+# The page's <video> text tracks and their cues (start, end, text), for the test and its log.
+TEXT_TRACKS = """() => Array.from(document.getElementById('v').textTracks).map((t) => ({
+  kind: t.kind, label: t.label, language: t.language, mode: t.mode,
+  cues: t.cues ? Array.from(t.cues).map((c) => [c.startTime, c.endTime, c.text]) : null }))"""
+
+
+@pytest.fixture(scope="module")
+def captions_job(env: Env) -> dict:
+    return submit_with_captions(
+        env, [{"preset": "cmaf"}, {"preset": "hls-cmaf"}, {"preset": "hls-abr"}]
+    )
+
+
+@pytest.mark.parametrize("ladder", ["cmaf", "hls-cmaf", "hls-abr"])
+def test_hls_js_on_another_origin_shows_the_cmaf_captions_as_a_text_track(
+    env: Env, browser: BrowserContext, players_origin: str, captions_job: dict, ladder: str
+) -> None:
+    """A job carrying a caption file: hls.js, from the customer's page on another origin, finds
+    the subtitle rendition in the master playlist (CMAF, HLS fMP4 and HLS MPEG-TS, where the
+    sidecar's X-TIMESTAMP-MAP must match the TS clock), loads the sidecar through the edge (CORS,
+    with a token) and exposes it as a text track of the <video> whose cues are the caption
+    file's, at the caption file's times."""
+    job = captions_job
+    assert "captions/0-en.vtt" in {o["name"] for o in job["outputs"]}, job["outputs"]
+    src = f"{env.edge}/v1/jobs/{job['id']}/outputs/{ladder}/master.m3u8"
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append("page error: " + e.message))
+    page.goto(players_origin + "/index.html")
+    page.evaluate("([src, tok]) => window.playHls(src, tok)", [src, "player"])
+    try:
+        page.wait_for_function(
+            """() => window.seen.errors.length > 0 || Array.from(
+                 document.getElementById('v').textTracks).some((t) => t.cues && t.cues.length >= 2)""",
+            timeout=45_000,
+            polling=100,
+        )
+    except Exception:
+        raise AssertionError(
+            f"no text track with cues: {page.evaluate(TEXT_TRACKS)} seen: "
+            f"{page.evaluate('() => window.seen')}"
+        ) from None
+    tracks = page.evaluate(TEXT_TRACKS)
+    seen = page.evaluate("() => window.seen")
+    log.info("hls.js captions %s: %s", ladder, json.dumps(tracks))
+    page.screenshot(path=str(env.artifacts / f"captions-{ladder}-hls.png"))
+    assert not seen["errors"], seen["errors"]
+    track = next(t for t in tracks if t["cues"])
+    assert track["kind"] in ("subtitles", "captions"), track
+    assert track["language"] == "en" and track["label"] == "English", track
+    texts = [c[2] for c in track["cues"]]
+    assert texts[:2] == ["Hello from reelay", "Second cue"], track
+    # The cues sit where the caption file put them on the media timeline (within a frame or two).
+    (s0, e0, _), (s1, e1, _) = track["cues"][:2]
+    assert abs(s0 - 0.2) < 0.1 and abs(e0 - 1.0) < 0.1, track
+    assert abs(s1 - 1.2) < 0.1 and abs(e1 - 1.9) < 0.1, track
+    # The sidecar came through the edge like the media (the player fetched it cross-origin).
+    assert any(u.endswith(".vtt") for u in seen["urls"]), seen["urls"]
+    assert not problems, problems

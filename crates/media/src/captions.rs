@@ -57,6 +57,8 @@ pub enum CaptionError {
     NoCues,
     #[error("at most {MAX_TRACKS} caption tracks per job")]
     TooMany,
+    #[error("captions.burn_in: no caption track in language {0:?} (the input's subtitle streams and the job's caption files)")]
+    NoSuchTrack(String),
     #[error(transparent)]
     Convert(#[from] AnalysisError),
 }
@@ -68,6 +70,7 @@ impl CaptionError {
             CaptionError::NotText | CaptionError::UnknownFormat => "caption_unsupported",
             CaptionError::NoCues => "caption_empty",
             CaptionError::TooMany => "too_many_captions",
+            CaptionError::NoSuchTrack(_) => "caption_not_found",
             CaptionError::Convert(e) if e.is_transient() => e.code(),
             CaptionError::Convert(_) => "caption_unreadable",
         }
@@ -76,6 +79,14 @@ impl CaptionError {
     pub fn is_transient(&self) -> bool {
         matches!(self, CaptionError::Convert(e) if e.is_transient())
     }
+}
+
+/// Whether `track` is the one a `burn_in` language names (its language, ASCII case ignored).
+pub fn is_burn_in(track: &CaptionTrack, language: &str) -> bool {
+    track
+        .language
+        .as_deref()
+        .is_some_and(|l| l.eq_ignore_ascii_case(language.trim()))
 }
 
 /// A language tag as it may appear in a manifest: letters, digits and `-`, starting with 2-3
@@ -223,6 +234,76 @@ pub async fn to_webvtt(
         0 => Err(CaptionError::NoCues),
         n => Ok(n),
     }
+}
+
+/// The file name (in the encode's working directory) of the ASS script a burn-in reads.
+pub const BURN_IN_FILE: &str = "burn-in.ass";
+
+/// Converts a WebVTT sidecar reelay wrote to the ASS script the `ass` filter burns into the
+/// picture. libass reads that script itself (no demuxer, no protocol), and it is ffmpeg's own
+/// ASS output, so the only user bytes in it are cue texts.
+pub async fn to_ass(
+    tools: &Tools,
+    policy: &InputPolicy,
+    vtt: &Path,
+    out: &Path,
+    timeout: Duration,
+) -> Result<(), CaptionError> {
+    let input = Input {
+        path: vtt,
+        demuxer: "webvtt",
+    };
+    let args = [
+        "-map".to_string(),
+        "0:s:0".to_string(),
+        "-c:s".to_string(),
+        "ass".to_string(),
+    ];
+    analysis::convert(tools, policy, &[input], &args, "ass", out, timeout).await?;
+    Ok(())
+}
+
+/// The first video timestamp of an MPEG-TS segment reelay wrote, in 90 kHz units: what the
+/// sidecars' `X-TIMESTAMP-MAP` must name (the TS muxer starts its clock at an offset, not at
+/// zero). The video's, not the segment's: the AAC encoder's priming starts the audio ~20 ms
+/// earlier, and a cue at 0.2 s means 0.2 s after the first picture.
+pub async fn ts_start_90k(tools: &Tools, segment: &Path) -> Result<u64, AnalysisError> {
+    let mut cmd = tokio::process::Command::new(&tools.ffprobe);
+    cmd.args(["-v", "error", "-protocol_whitelist", "file"])
+        .args(["-format_whitelist", "mpegts", "-f", "mpegts"])
+        .args([
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=start_time",
+        ])
+        .args(["-of", "csv=p=0", "-i"])
+        .arg(crate::file_url(segment))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    tools.limits.apply(&mut cmd);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.spawn()?.wait_with_output())
+        .await
+        .map_err(|_| AnalysisError::TimedOut)??;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(AnalysisError::Failed(
+            err.trim().chars().take(200).collect(),
+        ));
+    }
+    // ffprobe prints the stream once per program it is in, and once on its own.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .parse::<f64>()
+        .ok()
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .map(|t| (t * 90_000.0).round() as u64)
+        .ok_or(AnalysisError::NoResult("start time"))
 }
 
 /// Adds the `X-TIMESTAMP-MAP` header HLS players need to place WebVTT cues on MPEG-TS media whose

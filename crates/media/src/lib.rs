@@ -23,7 +23,7 @@ pub mod split;
 pub mod storyboard;
 pub mod watermark;
 
-pub use argv::{build, Invocation};
+pub use argv::{build, build_with, Extras, Invocation, Watermark};
 pub use package::PackageError;
 pub use plan::{preset_list, resolve_outputs, Packaging, Rendition, SpecError};
 pub use policy::{InputPolicy, Needs, Rejection};

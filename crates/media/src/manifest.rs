@@ -157,6 +157,11 @@ pub fn mpd_representations(text: &str) -> Result<Vec<MpdRepresentation>, Manifes
                     timeline.push((t + k * d, d));
                 }
             }
+            // A sidecar (caption WebVTT by BaseURL, see `captions::add_to_mpd`) is one whole
+            // file, not segments: it is not a segmented representation.
+            "BaseURL" if template.is_none() => {
+                cur = None;
+            }
             "/Representation" => {
                 if let Some(mut rep) = cur.take() {
                     finish(&mut rep, &template, &timeline, seg_duration)?;
@@ -293,6 +298,11 @@ mod tests {
         assert_eq!(a.codecs, "mp4a.40.2");
         assert_eq!(a.media.len(), 3);
         assert_eq!(a.starts, [0, 92160, 188416]);
+        // Caption sidecars added to the MPD are whole files, not segmented representations.
+        let t = crate::captions::part_track(0, 0, Some("en"), None);
+        let with_captions = crate::captions::add_to_mpd(MPD, &[(&t, t.file.clone())]);
+        assert!(with_captions.contains("text/vtt"));
+        assert_eq!(mpd_representations(&with_captions).unwrap(), reps);
     }
 
     #[test]

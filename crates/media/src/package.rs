@@ -80,6 +80,70 @@ pub fn finish(r: &Rendition, info: &MediaInfo, out_dir: &Path) -> Result<(), Pac
     Ok(())
 }
 
+/// A caption track of the job and its WebVTT file in the working directory.
+pub type CaptionFile = (crate::captions::CaptionTrack, std::path::PathBuf);
+
+/// Puts the job's caption tracks into a finished ladder output: each WebVTT sidecar copied
+/// beside the manifests (`<name>/captions/…`, so the manifests name plain relative paths); for
+/// HLS a one-segment subtitle playlist per track and a `SUBTITLES` group in the master
+/// playlist, for DASH a text adaptation set per track. `ts_start` is the first timestamp of
+/// MPEG-TS segments (90 kHz), which an HLS sidecar's `X-TIMESTAMP-MAP` must name so players
+/// place its cues on the TS clock; fMP4 media starts at zero and needs no map. Files and
+/// storyboards are left alone (the sidecars sit at the job's top level for them).
+pub fn add_captions(
+    r: &Rendition,
+    out_dir: &Path,
+    tracks: &[CaptionFile],
+    ts_start: Option<u64>,
+    duration: f64,
+) -> Result<(), PackageError> {
+    let (hls, dash) = match &r.packaging {
+        Packaging::Hls { .. } => (true, false),
+        Packaging::Dash(_) => (false, true),
+        Packaging::Cmaf(_) => (true, true),
+        Packaging::File(_) | Packaging::Storyboard(_) => return Ok(()),
+    };
+    if tracks.is_empty() {
+        return Ok(());
+    }
+    let dir = out_dir.join(&r.name);
+    let mut playlists = Vec::with_capacity(tracks.len());
+    for (track, vtt) in tracks {
+        let dest = dir.join(&track.file);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let text = read(vtt)?;
+        let text = match ts_start.filter(|_| hls) {
+            Some(start) => crate::captions::with_timestamp_map(&text, start),
+            None => text,
+        };
+        std::fs::write(&dest, text).map_err(io(&dest))?;
+        let playlist = track.file.replace(".vtt", ".m3u8");
+        if hls {
+            let name = dest
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let path = dir.join(&playlist);
+            std::fs::write(&path, crate::captions::media_playlist(&name, duration))
+                .map_err(io(&path))?;
+        }
+        playlists.push((track, playlist));
+    }
+    if hls {
+        let path = dir.join(HLS_MASTER);
+        let master = crate::captions::add_to_master(&read(&path)?, &playlists);
+        std::fs::write(&path, master).map_err(io(&path))?;
+    }
+    if dash {
+        let path = dir.join(DASH_MANIFEST);
+        let sidecars: Vec<_> = tracks.iter().map(|(t, _)| (t, t.file.clone())).collect();
+        let mpd = crate::captions::add_to_mpd(&read(&path)?, &sidecars);
+        std::fs::write(&path, mpd).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
 fn read(path: &Path) -> Result<String, PackageError> {
     std::fs::read_to_string(path).map_err(io(path))
 }

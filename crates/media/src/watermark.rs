@@ -4,6 +4,8 @@
 //! one ladder carry the same-looking mark; the pixel positions are computed here (a pure function)
 //! rather than with ffmpeg expressions, so tests can say where the mark must be.
 
+use crate::policy::InputPolicy;
+use crate::probe::{MediaInfo, StreamKind};
 use serde::{Deserialize, Serialize};
 
 /// Where the mark sits.
@@ -127,6 +129,73 @@ impl WatermarkSpec {
     }
 }
 
+/// Why a watermark image was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("the watermark image is larger than {MAX_IMAGE_BYTES} bytes")]
+    TooLarge,
+    #[error("the watermark is not a PNG or JPEG image")]
+    NotAnImage,
+    #[error("the watermark image is {0}x{1}; at most {MAX_IMAGE_SIDE} pixels a side")]
+    TooManyPixels(u32, u32),
+}
+
+impl ImageError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ImageError::TooLarge => "watermark_too_large",
+            ImageError::NotAnImage => "watermark_unsupported",
+            ImageError::TooManyPixels(..) => "watermark_too_large",
+        }
+    }
+}
+
+/// The policy a watermark image is probed (and later decoded) with: the two still-image
+/// demuxers only, and pictures no larger than [`MAX_IMAGE_SIDE`] a side, whatever the
+/// cluster allows for videos.
+pub fn image_policy(base: &InputPolicy) -> InputPolicy {
+    InputPolicy {
+        allowed_formats: IMAGE_FORMATS.iter().map(|f| f.to_string()).collect(),
+        max_width: MAX_IMAGE_SIDE,
+        max_height: MAX_IMAGE_SIDE,
+        max_bytes: MAX_IMAGE_BYTES,
+        max_streams: 1,
+        ..base.clone()
+    }
+}
+
+/// A probed image as a watermark: one PNG or JPEG picture of at most [`MAX_IMAGE_SIDE`] a side.
+pub fn check_image(info: &MediaInfo) -> Result<Mark, ImageError> {
+    let demuxer = IMAGE_FORMATS
+        .iter()
+        .find(|f| info.format_name == **f)
+        .ok_or(ImageError::NotAnImage)?;
+    let [v] = info.streams.as_slice() else {
+        return Err(ImageError::NotAnImage);
+    };
+    if v.kind != StreamKind::Video || !matches!(v.codec.as_str(), "png" | "mjpeg") {
+        return Err(ImageError::NotAnImage);
+    }
+    let (w, h) = (v.width.unwrap_or(0), v.height.unwrap_or(0));
+    if w == 0 || h == 0 {
+        return Err(ImageError::NotAnImage);
+    }
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(ImageError::TooManyPixels(w, h));
+    }
+    Ok(Mark {
+        demuxer,
+        size: (w, h),
+    })
+}
+
+/// A checked watermark image: the demuxer to force when ffmpeg opens it, and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub demuxer: &'static str,
+    pub size: (u32, u32),
+}
+
 /// Where a mark lands, in pixels of the output picture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
@@ -201,6 +270,43 @@ mod tests {
             serde_json::from_str(r#"{"position":"top-left","opacity":0.5}"#).unwrap();
         assert_eq!(parsed.position, Position::TopLeft);
         assert_eq!(parsed.scale, 0.15);
+    }
+
+    #[test]
+    fn only_one_small_png_or_jpeg_picture_is_a_mark() {
+        let probe = |format: &str, codec: &str, w: u32, h: u32| {
+            crate::probe::parse_probe_json(&format!(
+                r#"{{"streams":[{{"index":0,"codec_type":"video","codec_name":"{codec}","width":{w},"height":{h}}}],
+                   "format":{{"format_name":"{format}"}}}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            check_image(&probe("png_pipe", "png", 80, 40)),
+            Ok(Mark {
+                demuxer: "png_pipe",
+                size: (80, 40)
+            })
+        );
+        assert!(check_image(&probe("jpeg_pipe", "mjpeg", 4096, 4096)).is_ok());
+        assert_eq!(
+            check_image(&probe("png_pipe", "png", 4097, 8)),
+            Err(ImageError::TooManyPixels(4097, 8))
+        );
+        assert_eq!(
+            check_image(&probe("mov,mp4,m4a,3gp,3g2,mj2", "h264", 80, 40)),
+            Err(ImageError::NotAnImage)
+        );
+        assert_eq!(
+            check_image(&probe("png_pipe", "h264", 80, 40)),
+            Err(ImageError::NotAnImage)
+        );
+        let policy = image_policy(&InputPolicy::default());
+        assert_eq!(policy.allowed_formats, ["png_pipe", "jpeg_pipe"]);
+        assert_eq!(
+            (policy.max_width, policy.max_bytes),
+            (MAX_IMAGE_SIDE, MAX_IMAGE_BYTES)
+        );
     }
 
     #[test]

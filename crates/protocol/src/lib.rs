@@ -33,6 +33,39 @@ pub struct JobSpec {
     /// owner's secret, `GET /v1/webhooks/secret`); at most a few, each through the SSRF guard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifySpec>,
+    /// Caption files the job carries. The input's own text subtitle streams become caption
+    /// tracks without asking; this adds files uploaded as multipart parts named `captions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captions: Option<CaptionsSpec>,
+    /// A watermark laid over every video output: `{"position", "margin", "scale", "opacity"}`,
+    /// the image itself being the multipart part `watermark`. Kept as JSON here (the protocol
+    /// crate knows no media); admission reads it as `reelay_media::watermark::WatermarkSpec`
+    /// and answers 422 naming the field when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<serde_json::Value>,
+}
+
+/// The job's own caption files: one entry per multipart part named `captions`, in the order the
+/// parts are sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionsSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<CaptionFileSpec>,
+    /// Burn the caption track of this language (a stream's or a file's) into the picture of
+    /// every MP4 file output; the sidecars and renditions stay as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burn_in: Option<String>,
+}
+
+/// What a caption part is: its language (BCP 47, e.g. `en`, `pt-BR`) and display name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionFileSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// One per-job webhook endpoint.
@@ -237,7 +270,8 @@ pub struct JobView {
 pub struct SplitView {
     pub applied: bool,
     /// Why not, stable snake_case: `off`, `input_not_uploaded`, `too_short`,
-    /// `unknown_duration`, `no_video_stream`, `input_codec`, `no_splittable_output`.
+    /// `unknown_duration`, `no_video_stream`, `input_codec`, `no_splittable_output`,
+    /// `side_files` (captions or a watermark: made by the one-task encode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The reason in words, with its numbers.

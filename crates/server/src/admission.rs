@@ -186,6 +186,32 @@ pub fn split_request(spec: &JobSpec) -> Result<SplitRequest, AdmissionError> {
     Ok(req)
 }
 
+/// The request a job that must run as one task is admitted with.
+pub const WHOLE: SplitRequest = SplitRequest::Mode(SplitMode::Off);
+
+/// Captions (uploaded or in the input) and watermarks are applied by the single-task encode
+/// only (split pieces would each need the overlay and the cue offsets re-based), so such a job
+/// runs whole, and its view says so with reason `side_files`.
+pub fn side_files_keep_whole(spec: &JobSpec, info: Option<&MediaInfo>) -> Option<SplitView> {
+    let subtitles = info.is_some_and(|i| !reelay_media::captions::tracks_from_probe(i).is_empty());
+    let what = if spec.watermark.is_some() {
+        "a watermark"
+    } else if crate::side_files::declared_captions(spec) > 0 || subtitles {
+        "captions"
+    } else {
+        return None;
+    };
+    Some(SplitView {
+        applied: false,
+        reason: Some("side_files".into()),
+        message: Some(format!(
+            "a job with {what} runs as one task: split-and-stitch does not apply captions or \
+             watermarks yet"
+        )),
+        ..SplitView::default()
+    })
+}
+
 /// Range lengths a job may ask for: below 2 s a range holds too few frames to be worth a task.
 pub const SEGMENT_SECONDS: std::ops::RangeInclusive<u32> = 2..=3600;
 

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod progressive;
 pub mod retention;
 pub mod serve;
+pub mod side_files;
 pub mod state;
 pub mod storage;
 pub mod task_payloads;

@@ -4,7 +4,7 @@
 //! SAME segment files (`-hls_playlist`), so HLS and DASH players share one copy of the media.
 
 use super::ladder::{self, Aspect};
-use super::{out_path, s, ArgvError};
+use super::{out_path, s, ArgvError, Watermark};
 use crate::plan::{Ladder, Rendition, DASH_MANIFEST, HLS_MASTER};
 use crate::probe::MediaInfo;
 use std::path::Path;
@@ -21,10 +21,11 @@ pub(super) fn args(
     l: &Ladder,
     with_hls: bool,
     info: &MediaInfo,
+    mark: Option<&Watermark<'_>>,
     out_dir: &Path,
     a: &mut Vec<String>,
 ) -> Result<String, ArgvError> {
-    let rungs = ladder::video(r, l, info, Aspect::SourceDisplay, a)?;
+    let rungs = ladder::video(r, l, info, Aspect::SourceDisplay, mark, a)?;
     let audio = info.audio().filter(|_| r.audio.is_some());
     if let Some(au) = audio {
         // One audio track for every rung: DASH and HLS players pair it with any video rung.

@@ -2,7 +2,7 @@
 //! rung, MPEG-TS segments (HLS v3) or fMP4/CMAF segments (HLS v7, `EXT-X-MAP` init segments).
 
 use super::ladder::{self, Aspect};
-use super::{out_path, s, ArgvError};
+use super::{out_path, s, ArgvError, Watermark};
 use crate::plan::{Ladder, Rendition, Segments, HLS_MASTER};
 use crate::probe::MediaInfo;
 use std::path::Path;
@@ -13,10 +13,11 @@ pub(super) fn args(
     l: &Ladder,
     segments: Segments,
     info: &MediaInfo,
+    mark: Option<&Watermark<'_>>,
     out_dir: &Path,
     a: &mut Vec<String>,
 ) -> Result<String, ArgvError> {
-    let rungs = ladder::video(r, l, info, Aspect::SquarePixels, a)?;
+    let rungs = ladder::video(r, l, info, Aspect::SquarePixels, mark, a)?;
     let n = rungs.len();
     let audio = info.audio().filter(|_| r.audio.is_some());
     if let Some(au) = audio {

@@ -3,7 +3,7 @@
 //! segment grid. Written once so HLS and DASH rungs cannot drift apart.
 
 use super::codec::X265_LADDER_PARAMS;
-use super::{deinterlace_filter, fit_short_side, s, ArgvError};
+use super::{deinterlace_filter, fit_short_side, s, ArgvError, Watermark};
 use crate::plan::{Ladder, Rendition, Rung, VideoCodec};
 use crate::probe::MediaInfo;
 
@@ -50,6 +50,7 @@ pub(super) fn video(
     l: &Ladder,
     info: &MediaInfo,
     aspect: Aspect,
+    mark: Option<&Watermark<'_>>,
     a: &mut Vec<String>,
 ) -> Result<Vec<Rung>, ArgvError> {
     let v = info
@@ -70,9 +71,28 @@ pub(super) fn video(
     for i in 0..n {
         graph.push_str(&format!("[s{i}]"));
     }
+    if mark.is_some() {
+        // One copy of the image per rung, each scaled to its own rung's width.
+        graph.push_str(&format!(";[1:v]split={n}"));
+        for i in 0..n {
+            graph.push_str(&format!("[m{i}]"));
+        }
+    }
     for (i, rung) in rungs.iter().enumerate() {
         let (w, h) = fit_short_side(dw, dh, rung.short_side);
-        graph.push_str(&format!(";[s{i}]scale={w}:{h},{shape}[v{i}]"));
+        match mark {
+            None => graph.push_str(&format!(";[s{i}]scale={w}:{h},{shape}[v{i}]")),
+            Some(m) => {
+                graph.push_str(&format!(";[s{i}]scale={w}:{h},{shape}[b{i}];"));
+                graph.push_str(&m.spec.overlay_filter(
+                    &format!("m{i}"),
+                    &format!("b{i}"),
+                    &format!("v{i}"),
+                    (w, h),
+                    m.mark.size,
+                ));
+            }
+        }
     }
     a.extend([s("-filter_complex"), graph]);
     for i in 0..n {

@@ -15,6 +15,7 @@ pub use storyboard::tile_dims;
 use crate::plan::{Container, Packaging, Rendition};
 use crate::policy::InputPolicy;
 use crate::probe::{FieldOrder, MediaInfo};
+use crate::watermark::{Mark, WatermarkSpec};
 use std::path::Path;
 
 /// One ffmpeg run: its arguments (without the program name) and what progress is measured against.
@@ -176,6 +177,45 @@ pub fn output_seconds(r: &Rendition, info: &MediaInfo) -> f64 {
     }
 }
 
+/// What a job adds to each of its renditions beyond the output spec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// Laid over the picture of every video rendition (files and every rung of a ladder;
+    /// storyboards' scrub tiles stay clean).
+    pub watermark: Option<Watermark<'a>>,
+    /// Burn the caption script [`crate::captions::BURN_IN_FILE`] (in ffmpeg's working
+    /// directory, named relatively so no path reaches the filter graph) into MP4 file outputs.
+    pub burn_in: bool,
+}
+
+/// A checked watermark image and where it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Watermark<'a> {
+    pub spec: WatermarkSpec,
+    /// A file of the job's working directory, opened as ffmpeg's second input (`1:v`) with
+    /// its probed demuxer forced and nothing else allowed.
+    pub image: &'a Path,
+    pub mark: Mark,
+}
+
+/// The watermark's input (`1:v`): the same fences as the main input, narrowed to the one
+/// still-image demuxer the probe found, and the image size bound as the pixel bound.
+fn watermark_input(w: &Watermark<'_>) -> Vec<String> {
+    let side = u64::from(crate::watermark::MAX_IMAGE_SIDE);
+    vec![
+        s("-protocol_whitelist"),
+        s("file"),
+        s("-format_whitelist"),
+        s(w.mark.demuxer),
+        s("-f"),
+        s(w.mark.demuxer),
+        s("-max_pixels"),
+        s(side * side),
+        s("-i"),
+        crate::file_url(w.image),
+    ]
+}
+
 /// Builds the command for one rendition. `out_dir` is the job's output directory; the rendition
 /// writes `out_dir/<primary_file>` (and, for a ladder, its playlists and segments beside it).
 pub fn build(
@@ -184,6 +224,18 @@ pub fn build(
     policy: &InputPolicy,
     input: &Path,
     out_dir: &Path,
+) -> Result<Invocation, ArgvError> {
+    build_with(r, info, policy, input, out_dir, Extras::default())
+}
+
+/// [`build`] with the job's [`Extras`].
+pub fn build_with(
+    r: &Rendition,
+    info: &MediaInfo,
+    policy: &InputPolicy,
+    input: &Path,
+    out_dir: &Path,
+    extras: Extras<'_>,
 ) -> Result<Invocation, ArgvError> {
     let total = info.best_duration().unwrap_or(0.0);
     let is_thumb = r.container() == Some(Container::Jpeg);
@@ -200,22 +252,31 @@ pub fn build(
     }
     let duration = output_seconds(r, info);
     let mut a = input_args(info, policy, input, start);
+    let mark = extras
+        .watermark
+        .filter(|_| r.video.is_some() && !matches!(r.packaging, Packaging::Storyboard(_)));
+    if let Some(w) = &mark {
+        a.extend(watermark_input(w));
+    }
     if let Some(d) = r.trim_duration {
         a.extend([s("-t"), format!("{d:.3}")]);
     }
     // Each packaging adds its own maps, encoders and muxer, and names the path ffmpeg writes.
     let (target, creates) = match &r.packaging {
-        Packaging::File(c) => (file::args(r, *c, info, out_dir, &mut a)?, r.primary_file()),
+        Packaging::File(c) => (
+            file::args(r, *c, info, mark.as_ref(), extras.burn_in, out_dir, &mut a)?,
+            r.primary_file(),
+        ),
         Packaging::Hls { ladder, segments } => (
-            hls::args(r, ladder, *segments, info, out_dir, &mut a)?,
+            hls::args(r, ladder, *segments, info, mark.as_ref(), out_dir, &mut a)?,
             r.name.clone(),
         ),
         Packaging::Dash(ladder) => (
-            dash::args(r, ladder, false, info, out_dir, &mut a)?,
+            dash::args(r, ladder, false, info, mark.as_ref(), out_dir, &mut a)?,
             r.name.clone(),
         ),
         Packaging::Cmaf(ladder) => (
-            dash::args(r, ladder, true, info, out_dir, &mut a)?,
+            dash::args(r, ladder, true, info, mark.as_ref(), out_dir, &mut a)?,
             r.name.clone(),
         ),
         Packaging::Storyboard(sb) => (
@@ -664,5 +725,87 @@ mod tests {
         copy.video.as_mut().unwrap().codec = VideoCodec::Copy;
         let a = argv(&copy, &scanned(1920, 1080, "tt"));
         assert!(!a.iter().any(|x| x.contains("bwdif")), "{a:?}");
+    }
+
+    /// The watermark is a second, fenced input, laid over a file once and over every rung of a
+    /// ladder at that rung's size; a stream copy cannot carry it.
+    #[test]
+    fn watermark_is_a_fenced_second_input_on_every_rung() {
+        let spec = WatermarkSpec::default();
+        let mark = Watermark {
+            spec,
+            image: Path::new("/w/watermark"),
+            mark: Mark {
+                demuxer: "png_pipe",
+                size: (100, 50),
+            },
+        };
+        let extras = Extras {
+            watermark: Some(mark),
+            burn_in: false,
+        };
+        let run = |r: &Rendition| {
+            build_with(
+                r,
+                &info(1920, 1080, 0, true),
+                &InputPolicy::default(),
+                Path::new("/w/input"),
+                Path::new("/w/out"),
+                extras,
+            )
+        };
+        let a = run(&preset("hls-abr").unwrap()).unwrap().args;
+        let inputs: Vec<usize> = (0..a.len()).filter(|i| a[*i] == "-i").collect();
+        assert_eq!(inputs.len(), 2, "{a:?}");
+        assert_eq!(a[inputs[1] + 1], "file:/w/watermark");
+        let second = &a[inputs[0]..inputs[1]];
+        assert_eq!(after(second, "-format_whitelist"), "png_pipe");
+        assert_eq!(after(second, "-f"), "png_pipe");
+        assert_eq!(after(second, "-protocol_whitelist"), "file");
+        let graph = after(&a, "-filter_complex");
+        assert!(graph.contains("[1:v]split=4[m0][m1][m2][m3]"), "{graph}");
+        assert_eq!(graph.matches("overlay=").count(), 4, "{graph}");
+        // Each rung's mark is scaled to that rung: 15% of 1920 and of 640.
+        let big = spec.placement((1920, 1080), (100, 50));
+        let small = spec.placement((640, 360), (100, 50));
+        assert!(
+            graph.contains(&format!("scale={}:{}", big.width, big.height)),
+            "{graph}"
+        );
+        assert!(
+            graph.contains(&format!("overlay=x={}:y={}", small.x, small.y)),
+            "{graph}"
+        );
+
+        let f = run(&preset("mp4-720p").unwrap()).unwrap().args;
+        assert!(!f.contains(&"-vf".to_string()), "{f:?}");
+        assert_eq!(after(&f, "-map"), "[marked]");
+        let mut copy = preset("mp4-720p").unwrap();
+        copy.video.as_mut().unwrap().codec = VideoCodec::Copy;
+        assert!(run(&copy).is_err());
+        // A burn-in renders the caption script after scaling, in MP4 files only.
+        let burn = Extras {
+            watermark: None,
+            burn_in: true,
+        };
+        let with = |name: &str| {
+            let r = preset(name).unwrap();
+            let i = info(1920, 1080, 0, true);
+            let p = InputPolicy::default();
+            build_with(&r, &i, &p, Path::new("/w/input"), Path::new("/w/out"), burn)
+                .unwrap()
+                .args
+        };
+        assert_eq!(
+            after(&with("mp4-720p"), "-vf"),
+            "scale=1280:720,setsar=1,ass=burn-in.ass"
+        );
+        assert!(!with("hls-abr").iter().any(|x| x.contains("ass=")));
+        assert!(!with("webm-vp9-720p").iter().any(|x| x.contains("ass=")));
+        // Audio-only and storyboard outputs do not open the image at all.
+        for name in ["audio-aac", "storyboard"] {
+            let a = run(&preset(name).unwrap()).unwrap().args;
+            assert_eq!(a.iter().filter(|x| *x == "-i").count(), 1, "{name}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use crate::body::{read_to_limit, BodyError, BodyTimeout};
 use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::metrics as m;
+use crate::side_files;
 use crate::state::AppState;
 use crate::storage::{input_key, valid_user_key};
 use crate::view::job_view;
@@ -107,6 +108,9 @@ pub(crate) async fn submit_json(
 ) -> Result<Response, ApiError> {
     let renditions = admission::renditions(&spec)?;
     admission::split_request(&spec)?;
+    side_files::watermark_spec(&spec)?;
+    side_files::refuse_in_json(&spec)?;
+    side_files::check_burn_in(&spec, None, &renditions)?;
     let input = spec.input.clone().ok_or_else(|| {
         ApiError::unprocessable("invalid_spec", "input: required in a JSON submission ({\"url\": ...}, {\"key\": ...} or {\"upload\": ...}); or upload the file as multipart")
     })?;
@@ -267,22 +271,86 @@ async fn submit_multipart(
     }
     let renditions = admission::renditions(&spec)?;
     admission::split_request(&spec)?;
-    let field = tokio::time::timeout_at(spec_by, next_field(&mut mp))
-        .await
-        .map_err(|_| spec_late())??
-        .ok_or_else(|| {
-            ApiError::bad_request("malformed_multipart", "missing part file after spec")
-        })?;
-    if field.name() != Some("file") {
-        return Err(ApiError::bad_request(
-            "malformed_multipart",
-            "the second part must be named file",
-        ));
-    }
+    let mark_spec = side_files::watermark_spec(&spec)?;
+    side_files::check_declared(&spec)?;
     let uploads = st.cfg.data_dir.join("uploads");
     tokio::fs::create_dir_all(&uploads)
         .await
         .map_err(|e| ApiError::internal("creating the upload directory", e))?;
+    // Side parts (caption files, the watermark image) come between spec and file, small and
+    // read whole within the spec's deadline, each checked before the next part is read.
+    let mut caption_files: Vec<TempFile> = Vec::new();
+    let mut mark: Option<(TempFile, reelay_media::watermark::Mark)> = None;
+    let field = loop {
+        let field = tokio::time::timeout_at(spec_by, next_field(&mut mp))
+            .await
+            .map_err(|_| spec_late())??
+            .ok_or_else(|| {
+                ApiError::bad_request("malformed_multipart", "missing part file after spec")
+            })?;
+        match field.name() {
+            Some("file") => break field,
+            Some(side_files::CAPTIONS_PART) => {
+                let index = caption_files.len();
+                if index >= side_files::declared_captions(&spec) {
+                    return Err(ApiError::unprocessable(
+                        "invalid_spec",
+                        format!("captions part {index} is not declared in captions.files"),
+                    ));
+                }
+                let limit = reelay_media::captions::MAX_CAPTION_BYTES as usize;
+                let bytes = tokio::time::timeout_at(spec_by, read_small_field(field, limit))
+                    .await
+                    .map_err(|_| spec_late())?
+                    .map_err(|e| {
+                        side_part_too_large(
+                            e,
+                            "caption_too_large",
+                            &format!("captions part {index}"),
+                            limit,
+                        )
+                    })?;
+                let vtt = side_files::caption_part(
+                    &st.cfg.tools,
+                    &st.cfg.policy,
+                    index,
+                    &bytes,
+                    &uploads,
+                )
+                .await?;
+                caption_files.push(TempFile(vtt));
+            }
+            Some(side_files::WATERMARK_PART) if mark.is_none() && mark_spec.is_some() => {
+                let limit = reelay_media::watermark::MAX_IMAGE_BYTES as usize;
+                let bytes = tokio::time::timeout_at(spec_by, read_small_field(field, limit))
+                    .await
+                    .map_err(|_| spec_late())?
+                    .map_err(|e| {
+                        side_part_too_large(e, "watermark_too_large", "the watermark part", limit)
+                    })?;
+                let tmp = TempFile(uploads.join(format!("{}.mark", ulid::Ulid::new())));
+                tokio::fs::write(&tmp.0, &bytes)
+                    .await
+                    .map_err(|e| ApiError::internal("writing the watermark", e))?;
+                let m = side_files::watermark_image(&st.cfg.tools, &st.cfg.policy, &tmp.0).await?;
+                mark = Some((tmp, m));
+            }
+            Some(side_files::WATERMARK_PART) => {
+                return Err(ApiError::unprocessable(
+                    "invalid_spec",
+                    "a watermark part is allowed once, and only with the spec's watermark field",
+                ))
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "malformed_multipart",
+                    "after spec come the optional captions and watermark parts, then file",
+                ))
+            }
+        }
+    };
+    side_files::check_parts(&spec, caption_files.len(), mark.is_some(), &renditions)?;
+    side_files::check_burn_in(&spec, None, &renditions)?;
     let tmp = TempFile(uploads.join(ulid::Ulid::new().to_string()));
     let size = stream_to_file(field, &tmp.0, st.cfg.policy.max_bytes).await?;
 
@@ -296,10 +364,29 @@ async fn submit_multipart(
     policy
         .check(&info, size, needs)
         .map_err(AdmissionError::Policy)?;
+    side_files::check_burn_in(&spec, Some(&info), &renditions)?;
 
     let id = new_job_id(&st);
     let key = input_key(&id);
     st.storage.put_file(&key, &tmp.0).await?;
+    let stored_sides = async {
+        for (n, f) in caption_files.iter().enumerate() {
+            st.storage
+                .put_file(&side_files::caption_key(&id, n), &f.0)
+                .await?;
+        }
+        if let Some((f, _)) = &mark {
+            st.storage
+                .put_file(&side_files::watermark_key(&id), &f.0)
+                .await?;
+        }
+        Ok::<_, crate::storage::StorageError>(())
+    }
+    .await;
+    if let Err(e) = stored_sides {
+        let _ = st.storage.delete_prefix(&format!("inputs/{id}")).await;
+        return Err(e.into());
+    }
     if let Ok(json) = serde_json::to_vec(&info) {
         // An optimisation only: without it the worker probes the input itself.
         if let Err(e) = st
@@ -333,6 +420,19 @@ async fn submit_multipart(
             .await;
     }
     resp
+}
+
+/// A side part over its limit is the 413 of its own kind; other read failures stay as they are.
+fn side_part_too_large(e: ApiError, code: &'static str, what: &str, limit: usize) -> ApiError {
+    if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code,
+            format!("{what} is larger than the limit of {limit} bytes"),
+        )
+    } else {
+        e
+    }
 }
 
 /// A multipart error as the client should see it: a body that stalled (408) or broke off
@@ -442,8 +542,18 @@ async fn create(
     admission::check_notify(spec, st.cfg.webhooks.max_notify, st.cfg.allow_private_urls)?;
     let spec_json =
         serde_json::to_string(spec).map_err(|e| ApiError::internal("encoding the spec", e))?;
-    let request = admission::split_request(spec)?;
-    let split = admission::split_view(renditions, info, st.cfg.split, request);
+    let (request, split) = match admission::side_files_keep_whole(spec, info) {
+        // Validated anyway: a bad `split` is the client's mistake whatever else the job has.
+        Some(view) => (
+            admission::split_request(spec).map(|_| admission::WHOLE)?,
+            view,
+        ),
+        None => {
+            let request = admission::split_request(spec)?;
+            let view = admission::split_view(renditions, info, st.cfg.split, request);
+            (request, view)
+        }
+    };
     let new = NewJob {
         id,
         cluster: st.cfg.cluster.clone(),

@@ -15,6 +15,7 @@ mod encode_audio;
 mod encode_segment;
 mod parts;
 mod receipts;
+mod side_inputs;
 mod split;
 mod stitch;
 mod sweeper;

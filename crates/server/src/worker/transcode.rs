@@ -61,6 +61,12 @@ pub enum TranscodeError {
     /// Measuring the input's loudness (first pass of `audio.loudness`) gave no answer.
     #[error("measuring the input's loudness: {0}")]
     Analysis(reelay_media::analysis::AnalysisError),
+    /// A subtitle stream or caption file of the job could not become WebVTT.
+    #[error("captions: {0}")]
+    Captions(reelay_media::captions::CaptionError),
+    /// The job's watermark image no longer probes as one.
+    #[error("{0}")]
+    Watermark(crate::side_files::SideFileError),
     #[error("stopped: {0:?}")]
     Stopped(StopReason),
 }
@@ -82,6 +88,8 @@ impl TaskError for TranscodeError {
             TranscodeError::NoOutput(_) => "transcode_failed",
             TranscodeError::Package { error, .. } => error.code(),
             TranscodeError::Analysis(e) => e.code(),
+            TranscodeError::Captions(e) => e.code(),
+            TranscodeError::Watermark(e) => e.code(),
             TranscodeError::Stopped(_) => "stopped",
         }
     }
@@ -95,6 +103,8 @@ impl TaskError for TranscodeError {
             TranscodeError::Encode { transient, .. } => *transient,
             TranscodeError::Package { error, .. } => error.is_transient(),
             TranscodeError::Analysis(e) => e.is_transient(),
+            TranscodeError::Captions(e) => e.is_transient(),
+            TranscodeError::Watermark(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -200,6 +210,19 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
         }
     }
 
+    // Caption tracks (the input's subtitle streams and the job's caption files) as WebVTT, and
+    // the watermark image, before any encode needs them.
+    let captions = tokio::select! {
+        r = super::side_inputs::caption_files(st, &job.id, &spec, &info, &input, workdir) => r?,
+        _ = token.cancelled() => return Err(stopped()),
+    };
+    let watermark = super::side_inputs::watermark(st, &job.id, &spec, workdir).await?;
+    let burn_in = super::side_inputs::burn_in(cfg, &spec, &captions, workdir).await?;
+    let extras = reelay_media::Extras {
+        watermark: watermark.as_ref().map(|w| w.as_extra()),
+        burn_in,
+    };
+
     // Loudness, first pass: the input measured once for every output that asked. Receipts are
     // gathered per output name as each output is written.
     let meter = Meter {
@@ -228,7 +251,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
     let mut media_seconds = 0.0;
     let encode_started = Instant::now();
     for (i, r) in renditions.iter().enumerate() {
-        let mut inv = reelay_media::build(r, &info, &cfg.policy, &input, &out_dir)
+        let mut inv = reelay_media::build_with(r, &info, &cfg.policy, &input, &out_dir, extras)
             .map_err(|e| TranscodeError::InvalidOutput(format!("{}: {e}", r.name)))?;
         let package = |error| TranscodeError::Package {
             name: r.name.clone(),
@@ -267,6 +290,12 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
                 media_seconds += stats.last.out_time;
                 // Manifests completed from the segments ffmpeg wrote (codecs strings).
                 reelay_media::package::finish(r, &info, &out_dir).map_err(package)?;
+                if !captions.is_empty() {
+                    let ts_start = ts_start(cfg, r, &out_dir).await;
+                    let seconds = reelay_media::argv::output_seconds(r, &info);
+                    reelay_media::package::add_captions(r, &out_dir, &captions, ts_start, seconds)
+                        .map_err(package)?;
+                }
                 let got = tokio::select! {
                     got = measure_output(&meter, r, &info, &input, &out_dir, input_loudness.as_ref(), quality_on) => got,
                     _ = token.cancelled() => return Err(stopped()),
@@ -322,6 +351,19 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
         cx.record_speed(media_seconds / secs);
     }
 
+    // The caption tracks as the job's own sidecar outputs (`captions/…`), whatever packages
+    // them: a file output's player (or an editor) takes them beside it.
+    for (t, vtt) in &captions {
+        let dest = out_dir.join(&t.file);
+        let copied = dest
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::copy(vtt, &dest));
+        if let Err(e) = copied {
+            return Err(TranscodeError::Scratch(format!("writing {}: {e}", t.file)));
+        }
+    }
+
     // Upload every file of this attempt under its own prefix.
     let prefix = super::attempt_prefix(claim);
     let files =
@@ -357,7 +399,48 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
             });
         }
     }
+    for (t, _) in &captions {
+        let Some(size) = sizes.get(&t.file) else {
+            return Err(TranscodeError::NoOutput(t.file.clone()));
+        };
+        outputs.push(StoredOutput {
+            key: format!("{prefix}/{}", t.file),
+            size: *size,
+            content_type: content_type(&t.file).into(),
+            name: t.file.clone(),
+            loudness: None,
+            quality: None,
+        });
+    }
     Ok(outputs)
+}
+
+/// The first timestamp of an MPEG-TS HLS output (its first rung's first segment), which its
+/// subtitle sidecars must map to; `None` for fMP4 packagings (their media starts at zero) and,
+/// logged, when it cannot be read (the cues are then placed as if the media started at zero).
+async fn ts_start(
+    cfg: &crate::config::Config,
+    r: &reelay_media::Rendition,
+    out_dir: &Path,
+) -> Option<u64> {
+    use reelay_media::plan::{Packaging, Segments};
+    if !matches!(
+        r.packaging,
+        Packaging::Hls {
+            segments: Segments::Ts,
+            ..
+        }
+    ) {
+        return None;
+    }
+    let first = out_dir.join(&r.name).join("v0/seg_00000.ts");
+    match reelay_media::captions::ts_start_90k(&cfg.tools, &first).await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(output = %r.name, code = e.code(), error = %e, "TS start time unknown; subtitles unmapped");
+            None
+        }
+    }
 }
 
 /// The receipts of one output.
