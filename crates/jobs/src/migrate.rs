@@ -76,6 +76,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "retention",
         sql: include_str!("../migrations/sqlite/0013_retention.sql"),
     },
+    Migration {
+        version: 14,
+        name: "job_context",
+        sql: include_str!("../migrations/sqlite/0014_job_context.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -134,6 +139,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 13,
         name: "retention",
         sql: include_str!("../migrations/postgres/0013_retention.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "job_context",
+        sql: include_str!("../migrations/postgres/0014_job_context.sql"),
     },
 ];
 
