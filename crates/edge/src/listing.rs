@@ -70,6 +70,9 @@ mod tests {
             outputs: vec![],
             deleted_at: None,
             tasks: vec![],
+            metadata: Default::default(),
+            input: None,
+            requested_outputs: vec![],
         }
     }
 

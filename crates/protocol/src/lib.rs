@@ -292,7 +292,8 @@ pub struct InputFacts {
 /// One output a job asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RequestedOutput {
-    /// The name its files will have under `/v1/jobs/{id}/outputs/` (`mp4-720p.mp4`, `hls-abr`).
+    /// Its name under `/v1/jobs/{id}/outputs/`: a file's name as the job's `outputs` will list
+    /// it (`mp4-720p.mp4`), or the directory of a ladder or storyboard (`hls-abr`).
     pub name: String,
     /// The preset it names, if it is one.
     pub preset: Option<String>,

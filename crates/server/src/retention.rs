@@ -208,6 +208,8 @@ mod tests {
             deleted_at: None,
             inputs_deleted_at: None,
             tasks: vec![],
+            input_name: None,
+            input_facts: None,
         }
     }
 

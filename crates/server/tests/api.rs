@@ -397,6 +397,9 @@ async fn unknown_task_kinds_fail_permanently() {
         estimated_seconds: 1.0,
         owner: None,
         tasks: vec![task],
+        metadata: Default::default(),
+        input_name: None,
+        input_facts: None,
     };
     s.state.store.create_job(odd.clone()).await.unwrap();
     let failed = s.wait(&odd.id, Duration::from_secs(30)).await;

@@ -254,6 +254,8 @@ mod tests {
             deleted_at: None,
             inputs_deleted_at: None,
             tasks: vec![],
+            input_name: None,
+            input_facts: None,
         };
         assert_eq!(outputs_prefix(&job), "outputs/aws.01J/a3");
         job.outputs.push(reelay_jobs::StoredOutput {
