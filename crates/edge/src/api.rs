@@ -223,10 +223,11 @@ async fn list_jobs(
     }
     let authorization = client_headers.get(header::AUTHORIZATION).cloned();
     let (mut status, mut limit, mut cursor) = (None, 50usize, None);
-    // `metadata.<key>=<value>` filters go to every cluster as they came; each checks them.
+    // `metadata.<key>=<value>` (or `metadata[<key>]`) filters go to every cluster as they
+    // came; each checks them.
     let mut metadata = Vec::new();
     for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
-        if k.starts_with("metadata.") {
+        if k.starts_with("metadata.") || k.starts_with("metadata[") {
             metadata.push((k.into_owned(), v.into_owned()));
             continue;
         }

@@ -198,8 +198,12 @@ pub fn requested_outputs(spec: &JobSpec) -> Vec<RequestedOutput> {
 }
 
 /// `metadata.<key>=<value>` query pairs of `GET /v1/jobs`, checked like submitted metadata.
+/// `metadata[<key>]=<value>` is the same filter: OpenAPI's `deepObject` spelling, so that a
+/// generated client can send it.
 pub fn metadata_filter(key: &str, value: &str) -> Result<Option<(String, String)>, ApiError> {
-    let Some(key) = key.strip_prefix("metadata.") else {
+    let dotted = key.strip_prefix("metadata.");
+    let bracketed = || key.strip_prefix("metadata[")?.strip_suffix(']');
+    let Some(key) = dotted.or_else(bracketed) else {
         return Ok(None);
     };
     if !valid_key(key) {
@@ -335,11 +339,19 @@ mod tests {
     #[test]
     fn list_filters_are_metadata_keys() {
         assert_eq!(metadata_filter("status", "x").unwrap(), None);
-        assert_eq!(
-            metadata_filter("metadata.order_id", "A-1").unwrap(),
-            Some(("order_id".into(), "A-1".into()))
-        );
-        for bad in ["metadata.", "metadata.a b", "metadata.a/b"] {
+        for spelling in ["metadata.order_id", "metadata[order_id]"] {
+            assert_eq!(
+                metadata_filter(spelling, "A-1").unwrap(),
+                Some(("order_id".into(), "A-1".into()))
+            );
+        }
+        for bad in [
+            "metadata.",
+            "metadata.a b",
+            "metadata.a/b",
+            "metadata[]",
+            "metadata[a]b]",
+        ] {
             let e = metadata_filter(bad, "v").unwrap_err();
             assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
             assert_eq!(e.code, "invalid_query");

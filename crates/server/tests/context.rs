@@ -128,6 +128,11 @@ async fn metadata_round_trips_and_filters_the_list() {
         list(&s, "status=failed&metadata.tenant=acme").await,
         [d.id.clone()]
     );
+    // OpenAPI's deepObject spelling is the same filter.
+    assert_eq!(
+        list(&s, "metadata%5Btenant%5D=acme&metadata[order_id]=A-1").await,
+        [a.id.clone()]
+    );
     assert!(list(&s, "status=failed&metadata.tenant=globex")
         .await
         .is_empty());
