@@ -101,44 +101,44 @@ async fn metadata_round_trips_and_filters_the_list() {
 
     assert_eq!(
         list(&s, "metadata.tenant=acme").await,
-        [d.id.clone(), b.id.clone(), a.id.clone()]
+        [d.id.as_str(), b.id.as_str(), a.id.as_str()]
     );
     assert_eq!(
         list(&s, "metadata.order_id=A-1").await,
-        [c.id.clone(), a.id.clone()]
+        [c.id.as_str(), a.id.as_str()]
     );
     assert_eq!(
         list(&s, "metadata.order_id=A-1&metadata.tenant=acme").await,
-        [a.id.clone()],
+        [a.id.as_str()],
         "every filter must hold"
     );
     // Values are matched exactly, percent-decoded like any query value.
     assert_eq!(
         list(&s, "metadata.title=F%C3%AAte%20%C3%A0%20No%C3%ABl").await,
-        [a.id.clone()]
+        [a.id.as_str()]
     );
     assert!(list(&s, "metadata.title=F%C3%AAte").await.is_empty());
     assert!(list(&s, "metadata.tenant=ACME").await.is_empty());
     // Combined with status and paging.
     assert_eq!(
         list(&s, "status=succeeded&metadata.tenant=acme").await,
-        [b.id.clone(), a.id.clone()]
+        [b.id.as_str(), a.id.as_str()]
     );
     assert_eq!(
         list(&s, "status=failed&metadata.tenant=acme").await,
-        [d.id.clone()]
+        [d.id.as_str()]
     );
     // OpenAPI's deepObject spelling is the same filter.
     assert_eq!(
         list(&s, "metadata%5Btenant%5D=acme&metadata[order_id]=A-1").await,
-        [a.id.clone()]
+        [a.id.as_str()]
     );
     assert!(list(&s, "status=failed&metadata.tenant=globex")
         .await
         .is_empty());
     assert_eq!(
         list(&s, "metadata.tenant=acme&limit=1").await,
-        [d.id.clone()]
+        [d.id.as_str()]
     );
     for bad in ["metadata.=x", "metadata.a%20b=x", "metadata.a/b=x"] {
         let r = s
@@ -232,9 +232,8 @@ async fn metadata_beyond_its_limits_is_refused_naming_the_rule_and_keeps_nothing
         .unwrap_or(0);
     assert_eq!(scratch, 0);
     // At the limits exactly, it is accepted.
-    let full: serde_json::Map<String, serde_json::Value> = (0..16)
-        .map(|i| (format!("{i:0>64}"), "é".repeat(1).into()))
-        .collect();
+    let full: serde_json::Map<String, serde_json::Value> =
+        (0..16).map(|i| (format!("{i:0>64}"), "é".into())).collect();
     let j = submit_with_metadata(&s, &clip, serde_json::Value::Object(full)).await;
     assert_eq!(j.metadata.len(), 16);
 }
