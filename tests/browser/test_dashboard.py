@@ -254,6 +254,14 @@ def test_dashboard_submits_follows_and_plays_a_job_through_the_edge(
         row,
     )
     shot(env, page, "03-job-listed")
+    # The row says what the job is: the uploaded file's name (the id below it), the presets it
+    # asked for, and (probed at upload) the input's duration.
+    assert page.locator(f"{row} .job-name").inner_text() == env.clip.name
+    assert page.locator(f"{row} td.job .id").inner_text() == job_id
+    asked = page.locator(f"{row} td.outputs").inner_text()
+    assert "hls-abr" in asked and "mp4-360p" in asked, asked
+    duration = page.locator(f"{row} td.duration").inner_text()
+    assert re.fullmatch(r"\d+:\d\d", duration), f"duration shown as m:ss: {duration!r}"
     page.wait_for_selector(
         f'{row}[data-status="succeeded"] .bar[data-progress="1.000"]', timeout=120_000
     )

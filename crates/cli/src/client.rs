@@ -407,12 +407,16 @@ impl Client {
         status: Option<JobStatus>,
         limit: Option<u32>,
         cursor: Option<&str>,
+        metadata: &[(String, String)],
     ) -> Result<JobList, ClientError> {
         let mut url = self.endpoint(&["v1", "jobs"]);
         {
             let mut query = url.query_pairs_mut();
             if let Some(status) = status {
                 query.append_pair("status", status.as_str());
+            }
+            for (k, v) in metadata {
+                query.append_pair(&format!("metadata.{k}"), v);
             }
             if let Some(limit) = limit {
                 query.append_pair("limit", &limit.to_string());

@@ -636,16 +636,33 @@
     b.dataset.progress = p.toFixed(3);
   }
 
+  /** The media length as m:ss (h:mm:ss from an hour). */
+  function fmtClock(s) {
+    if (typeof s !== 'number' || !isFinite(s) || s < 0) return '';
+    const t = Math.round(s);
+    const mm = String(Math.floor(t / 60) % 60);
+    const ss = String(t % 60).padStart(2, '0');
+    return t >= 3600 ? Math.floor(t / 3600) + ':' + mm.padStart(2, '0') + ':' + ss : mm + ':' + ss;
+  }
+
+  /** What a job asked for: its presets, or its custom outputs' names. */
+  function requested(v) {
+    const r = Array.isArray(v.requested_outputs) ? v.requested_outputs : [];
+    return r.map((o) => (o && (o.preset || o.name)) || '').filter(Boolean);
+  }
+
   function makeRow(id) {
-    const link = el('a', { href: '#/jobs/' + encodeURIComponent(id), text: id });
+    // The input's name is the link once known; the id stays below it, small.
+    const link = el('a', { href: '#/jobs/' + encodeURIComponent(id), text: id, class: 'job-name' });
     const cells = {
-      id: el('td', { class: 'id' }, link),
+      id: el('td', { class: 'job' }, link, el('div', { class: 'id muted small', text: id })),
       cluster: el('td'),
       status: el('td'),
       progress: el('td', { class: 'progress-col' }, bar('queued', 0)),
       created: el('td', { class: 'small' }),
+      duration: el('td', { class: 'small duration' }),
       took: el('td', { class: 'small' }),
-      outputs: el('td', { class: 'small' }),
+      outputs: el('td', { class: 'small outputs' }),
     };
     const tr = el('tr', { 'data-job-id': id }, Object.values(cells));
     return { tr, cells };
@@ -662,7 +679,13 @@
     r.cells.created.title = v.created_at || '';
     const took = tookSeconds(v);
     r.cells.took.textContent = took === null ? '' : fmtSeconds(took);
-    r.cells.outputs.textContent = v.outputs && v.outputs.length ? String(v.outputs.length) : '';
+    const input = v.input || {};
+    r.cells.id.firstChild.textContent = input.name || v.id;
+    r.cells.id.firstChild.title = input.name ? v.id : '';
+    r.cells.duration.textContent = fmtClock(input.duration_seconds);
+    const asked = requested(v);
+    r.cells.outputs.textContent = asked.length ? asked.join(', ')
+      : (v.outputs && v.outputs.length ? String(v.outputs.length) : '');
   }
 
   /** A new view of one job (from a poll, an event or a submission). */
@@ -1017,6 +1040,20 @@
     $('job-progress-text').textContent = v.status === 'succeeded' ? 'done' : Math.floor(p * 100) + '% · ' + v.status;
     const facts = $('job-facts');
     facts.replaceChildren();
+    const input = v.input || {};
+    if (input.name || input.duration_seconds !== null && input.duration_seconds !== undefined) {
+      const parts = [input.name || ''];
+      if (typeof input.duration_seconds === 'number') parts.push(fmtClock(input.duration_seconds));
+      if (input.width && input.height) parts.push(input.width + '×' + input.height);
+      const codecs = [input.video_codec, input.audio_codec].filter(Boolean).join('/');
+      if (codecs) parts.push(codecs);
+      if (typeof input.size === 'number') parts.push(fmtBytes(input.size));
+      fact(facts, 'Input', parts.filter(Boolean).join(' · '));
+    }
+    const asked = requested(v);
+    if (asked.length) fact(facts, 'Asked for', asked.join(', '));
+    const meta = v.metadata && typeof v.metadata === 'object' ? Object.entries(v.metadata) : [];
+    if (meta.length) fact(facts, 'Metadata', meta.map(([k, val]) => k + '=' + val).join('  '));
     fact(facts, 'Cluster', v.cluster);
     fact(facts, 'Attempts', String(v.attempts));
     fact(facts, 'Created', fmtTime(v.created_at));

@@ -223,7 +223,14 @@ async fn list_jobs(
     }
     let authorization = client_headers.get(header::AUTHORIZATION).cloned();
     let (mut status, mut limit, mut cursor) = (None, 50usize, None);
+    // `metadata.<key>=<value>` (or `metadata[<key>]`) filters go to every cluster as they
+    // came; each checks them.
+    let mut metadata = Vec::new();
     for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
+        if k.starts_with("metadata.") || k.starts_with("metadata[") {
+            metadata.push((k.into_owned(), v.into_owned()));
+            continue;
+        }
         match k.as_ref() {
             "status" if !v.is_empty() => status = Some(v.into_owned()),
             "limit" => match v.parse::<usize>() {
@@ -243,6 +250,9 @@ async fn list_jobs(
         }
         if let Some(c) = &cursor {
             qs.append_pair("cursor", &listing::cluster_cursor(c, name));
+        }
+        for (k, v) in &metadata {
+            qs.append_pair(k, v);
         }
         let query = qs.finish();
         let http = ctl.http().clone();

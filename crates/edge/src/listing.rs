@@ -72,6 +72,9 @@ mod tests {
             playable_at: None,
             split: None,
             tasks: vec![],
+            metadata: Default::default(),
+            input: None,
+            requested_outputs: vec![],
         }
     }
 

@@ -77,6 +77,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0013_retention.sql"),
     },
     Migration {
+        version: 14,
+        name: "job_context",
+        sql: include_str!("../migrations/sqlite/0014_job_context.sql"),
+    },
+    Migration {
         version: 17,
         name: "playable",
         sql: include_str!("../migrations/sqlite/0017_playable.sql"),
@@ -139,6 +144,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 13,
         name: "retention",
         sql: include_str!("../migrations/postgres/0013_retention.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "job_context",
+        sql: include_str!("../migrations/postgres/0014_job_context.sql"),
     },
     Migration {
         version: 17,

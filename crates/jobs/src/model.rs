@@ -1,7 +1,8 @@
 //! Plain data exchanged with a [`JobStore`](crate::JobStore).
 
-use reelay_protocol::{ErrorDetail, JobStatus};
+use reelay_protocol::{ErrorDetail, InputFacts, JobStatus};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
@@ -62,6 +63,13 @@ pub struct NewJob {
     /// The work, in the order it should preferably run (see [`NewTask`]). At least one; a plain
     /// job is one [`NewTask::transcode`].
     pub tasks: Vec<NewTask>,
+    /// The caller's metadata (also inside `spec_json`), stored once more as rows so that
+    /// [`JobFilter::metadata`] can find jobs by it. Validated by the api.
+    pub metadata: BTreeMap<String, String>,
+    /// What the caller calls the input (cleaned by the api); see [`Job::input_name`].
+    pub input_name: Option<String>,
+    /// Probe facts known at submission (multipart uploads are probed by the api).
+    pub input_facts: Option<InputFacts>,
 }
 
 /// One task of a new job.
@@ -185,6 +193,19 @@ pub struct Job {
     pub split_json: Option<String>,
     /// Its tasks, in claim order (position, then id).
     pub tasks: Vec<TaskSummary>,
+    /// The input's name for people (file name, or last URL/key segment), never a path.
+    pub input_name: Option<String>,
+    /// What probing the input found; `None` until it was probed.
+    pub input_facts: Option<InputFacts>,
+}
+
+/// What [`JobStore::list_jobs_filtered`](crate::JobStore::list_jobs_filtered) keeps: all of
+/// the given conditions hold (an empty filter lists everything).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    /// `(key, value)` pairs the job's metadata must all have, exactly.
+    pub metadata: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

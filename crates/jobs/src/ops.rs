@@ -15,11 +15,12 @@ use crate::machine::{
     self, Event, JobState, Outcome, Rejection, TaskState, TaskStatus, Transition,
 };
 use crate::model::{
-    check_tasks, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, JobEvent, Millis, NewJob,
-    Purge, QueueCounts, RenewOutcome, RetentionCutoffs, RunningAttempt, StoredOutput, TaskSummary,
+    check_tasks, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, JobEvent, JobFilter,
+    Millis, NewJob, Purge, QueueCounts, RenewOutcome, RetentionCutoffs, RunningAttempt,
+    StoredOutput, TaskSummary,
 };
 use crate::store::StoreError;
-use reelay_protocol::{ErrorDetail, JobStatus};
+use reelay_protocol::{ErrorDetail, InputFacts, JobStatus};
 use std::time::Duration;
 
 /// A bound value. Typed NULLs, because Postgres wants to know what a NULL is.
@@ -147,7 +148,8 @@ pub(crate) trait Conn: Send {
 pub(crate) const JOB_COLUMNS: &str = "id, cluster, status, progress, attempts, max_attempts, \
      priority, spec_json, spec_hash, input_key, input_url, idempotency_key, owner, \
      estimated_seconds, created_at, started_at, finished_at, error_code, error_message, outputs, \
-     cancel_requested, deleted_at, inputs_deleted_at, playable_at, split_json";
+     cancel_requested, deleted_at, inputs_deleted_at, playable_at, split_json, input_name, \
+     input_facts";
 
 pub(crate) const TASK_COLUMNS: &str = "id, job_id, kind, status, payload, depends_on, attempts, \
      max_attempts, lease_owner, lease_expires_at, claimed_at, eta_at, run_after, progress, \
@@ -181,6 +183,11 @@ macro_rules! row_decoders {
             let outputs: String = row.try_get("outputs")?;
             let outputs: Vec<crate::model::StoredOutput> =
                 serde_json::from_str(&outputs).map_err(|e| corrupt(format!("outputs: {e}")))?;
+            let input_facts: Option<String> = row.try_get("input_facts")?;
+            let input_facts = input_facts
+                .map(|f| serde_json::from_str(&f))
+                .transpose()
+                .map_err(|e| corrupt(format!("input_facts: {e}")))?;
             Ok(crate::model::Job {
                 cluster: row.try_get("cluster")?,
                 status,
@@ -206,6 +213,8 @@ macro_rules! row_decoders {
                 playable_at: row.try_get("playable_at")?,
                 split_json: row.try_get("split_json")?,
                 tasks: Vec::new(),
+                input_name: row.try_get("input_name")?,
+                input_facts,
                 id,
             })
         }
@@ -542,9 +551,10 @@ pub(crate) async fn create_job(
         .exec(
             "INSERT INTO jobs (id, cluster, status, progress, attempts, max_attempts, priority, \
                  spec_json, spec_hash, input_key, input_url, idempotency_key, owner, \
-                 estimated_seconds, created_at, outputs, cancel_requested, split_json) \
+                 estimated_seconds, created_at, outputs, cancel_requested, split_json, input_name, \
+                 input_facts) \
              VALUES ($1, $2, $3, 0, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '[]', FALSE, \
-                 $14) \
+                     $14, $15, $16) \
              ON CONFLICT DO NOTHING",
             args![
                 &new.id,
@@ -560,7 +570,12 @@ pub(crate) async fn create_job(
                 new.owner.clone(),
                 new.estimated_seconds,
                 now,
-                new.split_json.clone()
+                new.split_json.clone(),
+                new.input_name.as_deref().map(clean_text),
+                new.input_facts
+                    .as_ref()
+                    .map(|f| json_text(f, "input facts"))
+                    .transpose()?
             ],
         )
         .await?;
@@ -576,6 +591,13 @@ pub(crate) async fn create_job(
                 new.id
             ))),
         }));
+    }
+    for (key, value) in &new.metadata {
+        db.exec(
+            "INSERT INTO job_metadata (job_id, key, value) VALUES ($1, $2, $3)",
+            args![&new.id, clean_text(key), clean_text(value)],
+        )
+        .await?;
     }
     // Two creates of one owner at once may read the same last number and tie; ties fall back to
     // age, so that costs exactness of the turns, never correctness.
@@ -1118,13 +1140,30 @@ pub(crate) async fn task_outputs(
         .collect())
 }
 
-pub(crate) async fn list_jobs_of(
+/// Records what probing the job's input found (the latest probe wins: a retried attempt may
+/// probe again). `false` when there is no such job.
+pub(crate) async fn set_input_facts(
+    db: &mut dyn Conn,
+    id: &str,
+    facts: &InputFacts,
+) -> Result<bool, StoreError> {
+    let n = db
+        .exec(
+            "UPDATE jobs SET input_facts = $1 WHERE id = $2",
+            args![json_text(facts, "input facts")?, id],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+pub(crate) async fn list_jobs_filtered(
     db: &mut dyn Conn,
     owner: Option<&str>,
-    status: Option<JobStatus>,
+    want: &JobFilter,
     limit: u32,
     cursor: Option<&str>,
 ) -> Result<(Vec<Job>, Option<String>), StoreError> {
+    let status = want.status;
     let limit = limit.max(1);
     let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
     let mut args: Vec<Arg> = Vec::new();
@@ -1140,6 +1179,17 @@ pub(crate) async fn list_jobs_of(
     }
     if let Some(cursor) = cursor {
         filter("id", "<", cursor, &mut args);
+    }
+    // One probe of `job_metadata_lookup` per pair (migration 0014).
+    for (key, value) in &want.metadata {
+        args.push(Arg::from(clean_text(key)));
+        args.push(Arg::from(clean_text(value)));
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM job_metadata m WHERE m.job_id = jobs.id \
+             AND m.key = ${} AND m.value = ${})",
+            args.len() - 1,
+            args.len()
+        ));
     }
     args.push(Arg::I64(i64::from(limit) + 1));
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
@@ -1357,15 +1407,25 @@ macro_rules! job_store_impl {
                 crate::ops::in_tx!(self.read(), $wrapper, |db| crate::ops::get_job(db, id))
             }
 
-            async fn list_jobs_of(
+            async fn list_jobs_filtered(
                 &self,
                 owner: Option<&str>,
-                status: Option<reelay_protocol::JobStatus>,
+                filter: &crate::model::JobFilter,
                 limit: u32,
                 cursor: Option<&str>,
             ) -> Result<(Vec<crate::model::Job>, Option<String>), StoreError> {
-                crate::ops::in_tx!(self.read(), $wrapper, |db| crate::ops::list_jobs_of(
-                    db, owner, status, limit, cursor
+                crate::ops::in_tx!(self.read(), $wrapper, |db| crate::ops::list_jobs_filtered(
+                    db, owner, filter, limit, cursor
+                ))
+            }
+
+            async fn set_input_facts(
+                &self,
+                id: &str,
+                facts: &reelay_protocol::InputFacts,
+            ) -> Result<bool, StoreError> {
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::set_input_facts(
+                    db, id, facts
                 ))
             }
 

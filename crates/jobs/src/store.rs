@@ -1,9 +1,9 @@
 //! The storage contract shared by every backend.
 
 use crate::model::{
-    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, JobEvent, Millis, NewJob,
-    NewToken, Purge, QueueCounts, RenewOutcome, RetentionCutoffs, RevocationRow, RunningAttempt,
-    StoredOutput,
+    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, JobEvent, JobFilter, Millis,
+    NewJob, NewToken, Purge, QueueCounts, RenewOutcome, RetentionCutoffs, RevocationRow,
+    RunningAttempt, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::time::Duration;
@@ -68,7 +68,29 @@ pub trait JobStore:
         status: Option<JobStatus>,
         limit: u32,
         cursor: Option<&str>,
+    ) -> Result<(Vec<Job>, Option<String>), StoreError> {
+        let filter = JobFilter {
+            status,
+            ..JobFilter::default()
+        };
+        self.list_jobs_filtered(owner, &filter, limit, cursor).await
+    }
+
+    /// [`JobStore::list_jobs_of`] with every condition of `filter` (status, metadata pairs).
+    async fn list_jobs_filtered(
+        &self,
+        owner: Option<&str>,
+        filter: &JobFilter,
+        limit: u32,
+        cursor: Option<&str>,
     ) -> Result<(Vec<Job>, Option<String>), StoreError>;
+
+    /// Records what probing the job's input found; `false` when there is no such job.
+    async fn set_input_facts(
+        &self,
+        id: &str,
+        facts: &reelay_protocol::InputFacts,
+    ) -> Result<bool, StoreError>;
 
     /// Atomically hands ONE claimable task to `worker_id`: a task that is queued with
     /// run_after <= now, or running with an expired lease (its worker died). Highest priority

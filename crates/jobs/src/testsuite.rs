@@ -61,6 +61,9 @@ pub fn new_job(cluster: &str) -> NewJob {
         owner: Some("tester".to_string()),
         tasks: vec![crate::NewTask::transcode(10.0)],
         split_json: None,
+        metadata: Default::default(),
+        input_name: None,
+        input_facts: None,
     }
 }
 
@@ -2179,7 +2182,7 @@ macro_rules! job_store_suite {
             counts, worker_registry, tokens_and_owners, revocations, task_graph,
             failed_task_fails_the_job, lost_lease_reruns_only_that_task, cancel_stops_every_task,
             job_events, invalid_task_lists, webhook_deliveries,
-            retention_claims_and_tombstones);
+            retention_claims_and_tombstones, job_context);
         $crate::job_store_suite!(@shared $factory;
             concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete,
             concurrent_claims_of_one_job);
@@ -2202,4 +2205,140 @@ macro_rules! job_store_suite {
             }
         )*
     };
+}
+
+/// Metadata is stored and filtered on (every pair must match, exactly, together with the
+/// status and owner filters and paging); the input's name is kept from creation and its probe
+/// facts are recorded later (or at creation) and read back exactly.
+pub async fn job_context(store: &dyn JobStore) {
+    use crate::JobFilter;
+    use reelay_protocol::InputFacts;
+    let meta = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let mut ids = Vec::new();
+    for (i, pairs) in [
+        &[("order", "A-1"), ("tenant", "acme")][..],
+        &[("order", "A-2"), ("tenant", "acme")][..],
+        &[("order", "A-1"), ("tenant", "globex")][..],
+        &[][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut job = new_job("test");
+        job.metadata = meta(pairs);
+        job.input_name = Some(format!("clip {i}.mp4"));
+        ids.push(create(store, job).await.id);
+    }
+    let filtered = |status: Option<JobStatus>, pairs: &[(&str, &str)]| JobFilter {
+        status,
+        metadata: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let list = |owner: Option<&'static str>, f: JobFilter, limit: u32, cursor: Option<String>| async move {
+        let (jobs, next) = store
+            .list_jobs_filtered(owner, &f, limit, cursor.as_deref())
+            .await
+            .expect("list_jobs_filtered");
+        (jobs.into_iter().map(|j| j.id).collect::<Vec<_>>(), next)
+    };
+    // Newest first, like every listing.
+    let (acme, _) = list(None, filtered(None, &[("tenant", "acme")]), 10, None).await;
+    assert_eq!(acme, [ids[1].clone(), ids[0].clone()]);
+    let (both, _) = list(
+        None,
+        filtered(None, &[("tenant", "acme"), ("order", "A-1")]),
+        10,
+        None,
+    )
+    .await;
+    assert_eq!(both, [ids[0].clone()], "every pair must match");
+    let (a1, _) = list(None, filtered(None, &[("order", "A-1")]), 10, None).await;
+    assert_eq!(a1, [ids[2].clone(), ids[0].clone()]);
+    // Exact values only: no prefix, no case folding, no matching of a key by its value.
+    for miss in [[("order", "A-")], [("order", "a-1")], [("A-1", "order")]] {
+        let (none, _) = list(None, filtered(None, &miss), 10, None).await;
+        assert!(none.is_empty(), "{miss:?} matched {none:?}");
+    }
+    // Paging through a filtered listing.
+    let (first, next) = list(None, filtered(None, &[("tenant", "acme")]), 1, None).await;
+    assert_eq!(first, [ids[1].clone()]);
+    let (second, end) = list(None, filtered(None, &[("tenant", "acme")]), 1, next).await;
+    assert_eq!(second, [ids[0].clone()]);
+    assert_eq!(end, None);
+    // Combined with the status and owner filters.
+    store.cancel(&ids[0]).await.expect("cancel");
+    let (queued, _) = list(
+        None,
+        filtered(Some(JobStatus::Queued), &[("tenant", "acme")]),
+        10,
+        None,
+    )
+    .await;
+    assert_eq!(queued, [ids[1].clone()]);
+    let (cancelled, _) = list(
+        Some("tester"),
+        filtered(Some(JobStatus::Cancelled), &[("tenant", "acme")]),
+        10,
+        None,
+    )
+    .await;
+    assert_eq!(cancelled, [ids[0].clone()]);
+    let (others, _) = list(
+        Some("someone-else"),
+        filtered(None, &[("tenant", "acme")]),
+        10,
+        None,
+    )
+    .await;
+    assert!(others.is_empty());
+
+    // The name is there from the start, the facts once recorded.
+    let job = get(store, &ids[1]).await;
+    assert_eq!(job.input_name.as_deref(), Some("clip 1.mp4"));
+    assert_eq!(job.input_facts, None);
+    let facts = InputFacts {
+        size: Some(123_456),
+        duration_seconds: Some(2.5),
+        width: Some(1080),
+        height: Some(1920),
+        video_codec: Some("h264".into()),
+        // JSON escapes a NUL, so even Postgres keeps it.
+        audio_codec: Some("aac\0x".into()),
+    };
+    assert!(store.set_input_facts(&ids[1], &facts).await.expect("set"));
+    let job = get(store, &ids[1]).await;
+    let stored = job.input_facts.expect("facts recorded");
+    assert_eq!(stored.size, Some(123_456));
+    assert_eq!(stored.width, Some(1080));
+    assert_eq!(stored.duration_seconds, Some(2.5));
+    assert_eq!(stored, facts);
+    // Listing reads them too.
+    let (jobs, _) = store
+        .list_jobs_filtered(None, &filtered(None, &[("order", "A-2")]), 10, None)
+        .await
+        .expect("list");
+    assert_eq!(
+        jobs[0].input_facts.as_ref().and_then(|f| f.height),
+        Some(1920)
+    );
+    assert!(!store
+        .set_input_facts("test.0000000000000NOSUCHJOB0", &facts)
+        .await
+        .expect("set"));
+
+    // Facts known at submission are stored with the job.
+    let mut probed = new_job("test");
+    probed.input_facts = Some(facts.clone());
+    let job = create(store, probed).await;
+    assert_eq!(
+        job.input_facts.and_then(|f| f.video_codec).as_deref(),
+        Some("h264")
+    );
 }

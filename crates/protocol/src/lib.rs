@@ -5,6 +5,7 @@
 //! `docs/architecture.md`; change them only together with every reader.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -43,6 +44,12 @@ pub struct JobSpec {
     /// and answers 422 naming the field when it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<serde_json::Value>,
+    /// The caller's own context (an order id, a user id, a title): string keys to string
+    /// values, returned in every job view and webhook, and filterable (`GET
+    /// /v1/jobs?metadata.<key>=<value>`). Bounded by the api (`reelay_server::context`).
+    /// Sorted by key, so equal metadata hashes equal for idempotency.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// The job's own caption files: one entry per multipart part named `captions`, in the order the
@@ -263,6 +270,75 @@ pub struct JobView {
     /// split one. Absent from older servers' answers (read as empty).
     #[serde(default)]
     pub tasks: Vec<TaskView>,
+    /// The caller's `metadata`, as submitted (`{}` when none).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// What the input is: its name from submission on, the probed facts once a worker (or the
+    /// api, for multipart uploads) has read it. `None` only from older servers.
+    #[serde(default)]
+    pub input: Option<InputView>,
+    /// The outputs the job asked for, in the spec's order, named as they will be stored, so a
+    /// list can say what a job makes before it has made anything.
+    #[serde(default)]
+    pub requested_outputs: Vec<RequestedOutput>,
+}
+
+/// A job's input as people see it. Never a server path or storage key: the name is the
+/// uploaded file's name, or the last segment of the input URL or key, cleaned of directories
+/// and control characters. The other fields are `None` (JSON null) until the input is probed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct InputView {
+    pub name: Option<String>,
+    pub size: Option<u64>,
+    pub duration_seconds: Option<f64>,
+    /// Displayed picture size (rotation applied: a portrait phone clip is 1080x1920).
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+}
+
+impl InputView {
+    /// The name with the probed facts, if any.
+    pub fn new(name: Option<String>, facts: Option<&InputFacts>) -> InputView {
+        let f = facts.cloned().unwrap_or_default();
+        InputView {
+            name,
+            size: f.size,
+            duration_seconds: f.duration_seconds,
+            width: f.width,
+            height: f.height,
+            video_codec: f.video_codec,
+            audio_codec: f.audio_codec,
+        }
+    }
+}
+
+/// What probing a job's input found, as the job store keeps it (one JSON column).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct InputFacts {
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub duration_seconds: Option<f64>,
+    #[serde(default)]
+    pub width: Option<u32>,
+    #[serde(default)]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub video_codec: Option<String>,
+    #[serde(default)]
+    pub audio_codec: Option<String>,
+}
+
+/// One output a job asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RequestedOutput {
+    /// Its name under `/v1/jobs/{id}/outputs/`: a file's name as the job's `outputs` will list
+    /// it (`mp4-720p.mp4`), or the directory of a ladder or storyboard (`hls-abr`).
+    pub name: String,
+    /// The preset it names, if it is one.
+    pub preset: Option<String>,
 }
 
 /// Whether a job was split (decided at admission, see the README's Split-and-stitch).

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod conn_limit;
+pub mod context;
 pub mod cors;
 pub mod deadline;
 pub mod error;

@@ -210,6 +210,8 @@ mod tests {
             playable_at: None,
             split_json: None,
             tasks: vec![],
+            input_name: None,
+            input_facts: None,
         }
     }
 

@@ -30,6 +30,37 @@ fn map_err(e: object_store::Error) -> StorageError {
     }
 }
 
+/// [`map_err`] for reads: a key that cannot name an object on a file system (a file used as a
+/// directory, `ENOTDIR`; a directory, `EISDIR`; a name too long, `ENAMETOOLONG`) is an object
+/// that does not exist. Without this, `GET /v1/jobs/{id}/outputs/manifest.mpd/x` from a local
+/// store was a 500. Writes keep the error: there it means the store is not what we made it.
+fn map_read_err(e: object_store::Error) -> StorageError {
+    if let object_store::Error::Generic { .. } | object_store::Error::Precondition { .. } = &e {
+        if names_no_object(&e) {
+            return StorageError::NotFound(e.to_string());
+        }
+    }
+    map_err(e)
+}
+
+/// Whether an I/O error in `e`'s source chain says the path cannot be an object.
+fn names_no_object(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::NotADirectory | ErrorKind::IsADirectory | ErrorKind::InvalidFilename
+            ) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {
     pub key: String,
@@ -264,12 +295,15 @@ impl Storage {
         let res = match self.inner.get(&ObjPath::from(key)).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(map_err(e)),
+            Err(e) => match map_read_err(e) {
+                StorageError::NotFound(_) => return Ok(None),
+                other => return Err(other),
+            },
         };
         if res.meta.size > max {
             return Ok(None);
         }
-        Ok(Some(res.bytes().await.map_err(map_err)?.to_vec()))
+        Ok(Some(res.bytes().await.map_err(map_read_err)?.to_vec()))
     }
 
     /// Streams an object into a local file; from a local store, a hard link when the file
@@ -279,7 +313,11 @@ impl Storage {
         if let Some(n) = self.link_local(key, file).await {
             return Ok(n);
         }
-        let res = self.inner.get(&ObjPath::from(key)).await.map_err(map_err)?;
+        let res = self
+            .inner
+            .get(&ObjPath::from(key))
+            .await
+            .map_err(map_read_err)?;
         let mut stream = res.into_stream();
         // Never truncate through an old hard link to a stored object: replace the name instead.
         let _ = tokio::fs::remove_file(file).await;
@@ -326,7 +364,7 @@ impl Storage {
             .inner
             .head(&ObjPath::from(key))
             .await
-            .map_err(map_err)?;
+            .map_err(map_read_err)?;
         Ok(ObjectInfo {
             key: key.into(),
             size: meta.size,
@@ -349,7 +387,7 @@ impl Storage {
             .inner
             .get_opts(&ObjPath::from(key), opts)
             .await
-            .map_err(map_err)?;
+            .map_err(map_read_err)?;
         Ok(res.into_stream().map_err(map_err))
     }
 

@@ -149,6 +149,23 @@ pub fn check_empty_creation_body(h: &HeaderMap) -> Result<(), TusError> {
     }
 }
 
+/// The file name a tus client gave in `Upload-Metadata` (`filename`, the tus convention, or
+/// `name`, which Uppy also sends), decoded; untrusted, so clean it before showing it.
+pub fn metadata_file_name(raw: &str) -> Option<String> {
+    use base64::Engine as _;
+    let value = |wanted: &str| {
+        raw.split(',').find_map(|pair| {
+            let (key, value) = pair.split_once(' ')?;
+            (key == wanted).then_some(value)
+        })
+    };
+    let encoded = value("filename").or_else(|| value("name"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// `Upload-Metadata`: comma-separated `key base64value` pairs (the value may be absent), keys
 /// of visible ASCII without commas, exactly as the OpenAPI document's pattern says (no spaces
 /// around commas). Kept verbatim (and echoed on HEAD), so only checked here; tus wants keys
@@ -293,6 +310,21 @@ mod tests {
             check_patch_content_type(&HeaderMap::new()),
             Err(TusError::ContentType)
         );
+    }
+
+    #[test]
+    fn file_names_come_from_filename_or_name() {
+        assert_eq!(
+            metadata_file_name("filetype dmlkZW8vbXA0,filename Y2xpcC5tcDQ=").as_deref(),
+            Some("clip.mp4")
+        );
+        assert_eq!(
+            metadata_file_name("name Y2xpcC5tcDQ=").as_deref(),
+            Some("clip.mp4")
+        );
+        assert_eq!(metadata_file_name("filename"), None);
+        assert_eq!(metadata_file_name("filename not*base64"), None);
+        assert_eq!(metadata_file_name("other Y2xpcC5tcDQ="), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reelay_jobs::{Job, Millis};
-use reelay_protocol::{JobView, OutputView, TaskView};
+use reelay_protocol::{InputView, JobSpec, JobView, OutputView, TaskView};
 
 pub fn rfc3339(ms: Millis) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
@@ -15,6 +15,8 @@ pub fn output_url(job_id: &str, name: &str) -> String {
 }
 
 pub fn job_view(job: &Job) -> JobView {
+    // The stored spec passed admission; one that no longer reads shows no context.
+    let spec: Option<JobSpec> = serde_json::from_str(&job.spec_json).ok();
     JobView {
         id: job.id.clone(),
         cluster: job.cluster.clone(),
@@ -54,6 +56,18 @@ pub fn job_view(job: &Job) -> JobView {
                 attempts: t.attempts,
             })
             .collect(),
+        metadata: spec
+            .as_ref()
+            .map(|s| s.metadata.clone())
+            .unwrap_or_default(),
+        input: Some(InputView::new(
+            job.input_name.clone(),
+            job.input_facts.as_ref(),
+        )),
+        requested_outputs: spec
+            .as_ref()
+            .map(crate::context::requested_outputs)
+            .unwrap_or_default(),
     }
 }
 

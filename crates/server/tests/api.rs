@@ -398,6 +398,9 @@ async fn unknown_task_kinds_fail_permanently() {
         owner: None,
         tasks: vec![task],
         split_json: None,
+        metadata: Default::default(),
+        input_name: None,
+        input_facts: None,
     };
     s.state.store.create_job(odd.clone()).await.unwrap();
     let failed = s.wait(&odd.id, Duration::from_secs(30)).await;

@@ -572,6 +572,9 @@ async fn key_inputs_are_confined_to_the_prefix_and_the_owners_directory() {
         owner: Some(token_id(&bob)),
         tasks: vec![reelay_jobs::NewTask::transcode(60.0)],
         split_json: None,
+        metadata: Default::default(),
+        input_name: None,
+        input_facts: None,
     };
     s.state.store.create_job(stale.clone()).await.unwrap();
     let v = wait_as(&s, &bob, &stale.id).await;

@@ -211,6 +211,8 @@ async fn an_upload_in_pieces_resumes_at_its_offset_and_becomes_a_job_input() {
 
     let (st, job) = submit(&s, id_of(&loc), None).await;
     assert_eq!(st, 202, "{job}");
+    // The job is named after the file the tus client named (Upload-Metadata `filename`).
+    assert_eq!(job["input"]["name"], "clip.mp4", "{job}");
     let id = job["id"].as_str().unwrap().to_string();
     // The input is the uploaded file, byte for byte; the upload itself is gone.
     let stored = std::fs::read(
@@ -245,6 +247,10 @@ async fn an_upload_in_pieces_resumes_at_its_offset_and_becomes_a_job_input() {
     // Never upscaled: a 320x240 input stays 320x240 under mp4-360p.
     assert_eq!(probed.dims(), Some((320, 240)));
     assert!((probed.duration() - 2.0).abs() < 0.2);
+    // Probed by the worker: the input's facts, from the uploaded bytes.
+    let input = done.input.expect("input");
+    assert_eq!(input.size, Some(len));
+    assert_eq!((input.width, input.height), (Some(320), Some(240)));
 }
 
 #[tokio::test]

@@ -258,7 +258,9 @@ async fn a_failing_receiver_gets_every_event_in_order_signed_and_redeliverable()
     tokio::spawn(dispatcher.run(s.state.stopping.clone()));
 
     let c = clip(s.dir.path(), "c.mp4", 160, 120, 1.0, false);
-    let spec = format!(r#"{{"outputs":[{{"preset":"thumbnail"}}],"notify":[{{"url":"{hook}"}}]}}"#);
+    let spec = format!(
+        r#"{{"outputs":[{{"preset":"thumbnail"}}],"notify":[{{"url":"{hook}"}}],"metadata":{{"order_id":"A-1"}}}}"#
+    );
     let job = s.submit_ok(&c, &spec).await;
     s.wait(&job.id, Duration::from_secs(60)).await;
     let want = ["job.created", "job.started", "job.succeeded"];
@@ -293,6 +295,9 @@ async fn a_failing_receiver_gets_every_event_in_order_signed_and_redeliverable()
         );
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["data"]["id"], job.id.as_str());
+        // The payload is the job view: the caller's context comes back with every event.
+        assert_eq!(v["data"]["metadata"]["order_id"], "A-1", "{body}");
+        assert_eq!(v["data"]["input"]["name"], "clip.mp4", "{body}");
     }
     let list: serde_json::Value = s.get_json(&format!("/v1/jobs/{}/webhooks", job.id)).await;
     let deliveries = list["deliveries"].as_array().unwrap();

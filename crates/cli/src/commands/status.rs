@@ -45,6 +45,17 @@ pub fn summary(view: &JobView, full_url: impl Fn(&str) -> String) -> String {
         vec!["attempts:".into(), view.attempts.to_string()],
         vec!["created:".into(), clean(&view.created_at)],
     ];
+    if let Some(input) = view.input.as_ref().and_then(input_line) {
+        rows.push(vec!["input:".into(), input]);
+    }
+    if !view.metadata.is_empty() {
+        let pairs: Vec<String> = view
+            .metadata
+            .iter()
+            .map(|(k, v)| format!("{}={}", clean(k), clean(v)))
+            .collect();
+        rows.push(vec!["metadata:".into(), pairs.join(" ")]);
+    }
     if let Some(started) = &view.started_at {
         rows.push(vec!["started:".into(), clean(started)]);
     }
@@ -131,6 +142,32 @@ pub fn summary(view: &JobView, full_url: impl Fn(&str) -> String) -> String {
 }
 
 /// One line of an output's quality and loudness receipts, `None` when it has neither.
+/// `clip.mp4, 12.5 s, 1920x1080, h264/aac, 3.0 MiB`: whatever of it is known.
+fn input_line(i: &reelay_protocol::InputView) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(name) = &i.name {
+        parts.push(clean(name));
+    }
+    if let Some(d) = i.duration_seconds {
+        parts.push(format!("{d:.1} s"));
+    }
+    if let (Some(w), Some(h)) = (i.width, i.height) {
+        parts.push(format!("{w}x{h}"));
+    }
+    let codecs: Vec<String> = [&i.video_codec, &i.audio_codec]
+        .into_iter()
+        .flatten()
+        .map(|c| clean(c))
+        .collect();
+    if !codecs.is_empty() {
+        parts.push(codecs.join("/"));
+    }
+    if let Some(size) = i.size {
+        parts.push(human_bytes(size));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 fn receipt(o: &reelay_protocol::OutputView) -> Option<String> {
     let mut parts = vec![];
     if let Some(q) = &o.quality {
@@ -190,6 +227,38 @@ mod tests {
              outputs:\n  \
              mp4-720p  12.3 MiB  http://h/v1/jobs/aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2/outputs/mp4-720p.mp4"
         );
+    }
+
+    #[test]
+    fn summary_shows_the_input_and_metadata() {
+        let view: JobView = serde_json::from_value(serde_json::json!({
+            "id": "aws.01JDQ7Z3K4M5N6P7Q8R9S0T1V2", "cluster": "aws", "status": "queued",
+            "progress": 0.0, "attempts": 0, "created_at": "2024-11-26T08:23:00Z",
+            "started_at": null, "finished_at": null, "error": null, "outputs": [],
+            "metadata": {"order_id": "A-1", "tenant": "acme"},
+            "input": {"name": "clip.mp4", "size": 3100000, "duration_seconds": 12.46,
+                      "width": 1080, "height": 1920, "video_codec": "h264", "audio_codec": "aac"}
+        }))
+        .unwrap();
+        let text = summary(&view, |u| u.to_string());
+        assert!(
+            text.contains("input:     clip.mp4, 12.5 s, 1080x1920, h264/aac, 3.0 MiB\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("metadata:  order_id=A-1 tenant=acme"),
+            "{text}"
+        );
+        // Not probed yet: only the name.
+        let mut fresh = view.clone();
+        fresh.input = Some(reelay_protocol::InputView {
+            name: Some("clip.mp4".into()),
+            ..Default::default()
+        });
+        fresh.metadata.clear();
+        let text = summary(&fresh, |u| u.to_string());
+        assert!(text.trim_end().ends_with("input:     clip.mp4"), "{text}");
+        assert!(!text.contains("metadata:"), "{text}");
     }
 
     #[test]

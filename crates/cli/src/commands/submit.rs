@@ -42,6 +42,12 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub priority: Option<i32>,
 
+    /// Your own context for the job, KEY=VALUE (e.g. order_id=A-1); shown by `reelay status`,
+    /// returned in every job view and webhook, and found again with `reelay list --metadata`.
+    /// Repeatable; at most 16 keys of A-Z a-z 0-9 _ . - (the server checks the limits).
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub metadata: Vec<(String, String)>,
+
     /// Makes retried submissions create the job only once.
     #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
     pub idempotency_key: Option<String>,
@@ -82,6 +88,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `KEY=VALUE`, split at the first `=` (a value may contain more).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE, e.g. order_id=A-1")),
+    }
 }
 
 fn parse_output(s: &str) -> Result<OutputSpec, String> {
@@ -166,6 +180,8 @@ pub fn build_spec(
     if let Some(priority) = args.priority {
         spec.priority = priority;
     }
+    // Flags add to (and override) the --spec file's metadata.
+    spec.metadata.extend(args.metadata.iter().cloned());
     Ok((spec, source))
 }
 
@@ -284,6 +300,36 @@ mod tests {
             ]
         );
         assert_eq!(spec.priority, 0);
+    }
+
+    #[test]
+    fn metadata_flags_add_to_the_spec_files() {
+        let a = args(&[
+            "clip.mov",
+            "--preset",
+            "p",
+            "--metadata",
+            "order_id=A-1",
+            "--metadata",
+            "note=a=b",
+        ]);
+        let file: JobSpec =
+            serde_json::from_str(r#"{"outputs":[],"metadata":{"order_id":"old","tenant":"acme"}}"#)
+                .unwrap();
+        let (spec, _) = build_spec(&a, Some(file)).unwrap();
+        let got: Vec<(&str, &str)> = spec
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("note", "a=b"), ("order_id", "A-1"), ("tenant", "acme")]
+        );
+        for bad in ["novalue", "=v"] {
+            assert!(parse_key_value(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_key_value("k=").unwrap(), ("k".into(), String::new()));
     }
 
     #[test]

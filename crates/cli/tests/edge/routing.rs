@@ -29,6 +29,8 @@ fn routing_streaming_listing_and_json_errors_through_the_edge() {
             input.to_str().unwrap(),
             "--preset",
             "mp4-360p",
+            "--metadata",
+            "order_id=A-1",
             "--wait",
             "--json",
         ])
@@ -42,6 +44,14 @@ fn routing_streaming_listing_and_json_errors_through_the_edge() {
     );
     let job: JobView = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(job.status, JobStatus::Succeeded);
+    // The job's context survived the edge both ways.
+    assert_eq!(
+        job.metadata.get("order_id").map(String::as_str),
+        Some("A-1")
+    );
+    let input = job.input.clone().expect("input");
+    assert_eq!(input.name.as_deref(), Some("clip.mp4"));
+    assert_eq!((input.width, input.height), (Some(160), Some(120)));
 
     // SSE through nginx: the stream of a finished job ends with its final state.
     let events = client
@@ -110,6 +120,43 @@ fn routing_streaming_listing_and_json_errors_through_the_edge() {
         .json()
         .unwrap();
     assert_eq!(failed.jobs.len(), 1);
+    // Metadata filters reach every cluster; only the CLI's job carries this order id.
+    for query in ["metadata.order_id=A-1", "metadata%5Border_id%5D=A-1"] {
+        let found: JobList = client
+            .get(format!("{base}/v1/jobs?{query}"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let ids: Vec<&str> = found.jobs.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, [job.id.as_str()], "{query}");
+    }
+    let (status, _, body) = get_json_error(&client, &format!("{base}/v1/jobs?metadata.a%20b=x"));
+    assert_eq!((status, body.error.code.as_str()), (400, "invalid_query"));
+    let out = Command::new(BIN)
+        .args(["list", "--metadata", "order_id=A-1"])
+        .env("REELAY_SERVER", &base)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and the one job:\n{table}");
+    assert!(
+        lines[0].contains("NAME") && lines[0].contains("DURATION"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains(&job.id)
+            && lines[1].contains("clip.mp4")
+            && lines[1].contains("0:01")
+            && lines[1].ends_with("mp4-360p"),
+        "{table}"
+    );
     let (status, _, body) = get_json_error(&client, &format!("{base}/v1/jobs?status=done"));
     assert_eq!((status, body.error.code.as_str()), (400, "invalid_query"));
 

@@ -3,6 +3,7 @@
 use crate::admission::{self, AdmissionError};
 use crate::auth::Principal;
 use crate::body::{read_to_limit, BodyError, BodyTimeout};
+use crate::context;
 use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::metrics as m;
@@ -95,6 +96,8 @@ pub(crate) fn parse_spec(body: &[u8]) -> Result<JobSpec, ApiError> {
             "the job spec must be a JSON object",
         ));
     }
+    // Before typing, so that a wrong value is answered with the key it is under.
+    crate::context::check_metadata(value.get("metadata"))?;
     serde_json::from_value::<JobSpec>(value)
         .map_err(|e| ApiError::unprocessable("invalid_spec", format!("invalid job spec: {e}")))
 }
@@ -117,14 +120,14 @@ pub(crate) async fn submit_json(
     if let (None, None, Some(upload)) = (&input.url, &input.key, &input.upload) {
         return submit_upload(st, principal, &spec, upload, idem, deadline, &renditions).await;
     }
-    let (input_key, input_url) = match (&input.url, &input.key) {
+    let (input_key, input_url, name) = match (&input.url, &input.key) {
         (Some(url), None) if input.upload.is_none() => {
             admission::check_url(url, st.cfg.allow_private_urls)?;
-            (None, Some(url.clone()))
+            (None, Some(url.clone()), context::name_from_url(url))
         }
         (None, Some(key)) if input.upload.is_none() => {
             check_key_input(&st, &principal, key).await?;
-            (Some(key.clone()), None)
+            (Some(key.clone()), None, context::clean_name(key))
         }
         _ => {
             return Err(ApiError::unprocessable(
@@ -148,6 +151,7 @@ pub(crate) async fn submit_json(
         estimate,
         &renditions,
         None,
+        name,
     )
     .await
 }
@@ -180,6 +184,7 @@ async fn submit_upload(
         estimate,
         renditions,
         None,
+        taken.name.clone(),
     )
     .await;
     let created = matches!(&resp, Ok(r) if r.status() == StatusCode::ACCEPTED);
@@ -349,6 +354,7 @@ async fn submit_multipart(
             }
         }
     };
+    let name = field.file_name().and_then(context::clean_name);
     side_files::check_parts(&spec, caption_files.len(), mark.is_some(), &renditions)?;
     side_files::check_burn_in(&spec, None, &renditions)?;
     let tmp = TempFile(uploads.join(ulid::Ulid::new().to_string()));
@@ -409,7 +415,8 @@ async fn submit_multipart(
         deadline,
         estimate,
         &renditions,
-        Some(&info),
+        Some((&info, size)),
+        name,
     )
     .await;
     if !matches!(&resp, Ok(r) if r.status() == StatusCode::ACCEPTED) {
@@ -536,8 +543,10 @@ async fn create(
     deadline: Option<Deadline>,
     estimated_seconds: f64,
     renditions: &[Rendition],
-    info: Option<&reelay_media::MediaInfo>,
+    probed: Option<(&reelay_media::MediaInfo, u64)>,
+    input_name: Option<String>,
 ) -> Result<Response, ApiError> {
+    let info = probed.map(|(info, _)| info);
     // Every path (JSON, multipart, tus upload) ends here, so the endpoints are checked once.
     admission::check_notify(spec, st.cfg.webhooks.max_notify, st.cfg.allow_private_urls)?;
     let spec_json =
@@ -568,6 +577,9 @@ async fn create(
         owner: principal.owner(),
         tasks: admission::tasks(estimated_seconds, renditions, info, st.cfg.split, request),
         split_json: serde_json::to_string(&split).ok(),
+        metadata: spec.metadata.clone(),
+        input_name,
+        input_facts: probed.map(|(info, size)| context::facts(info, size)),
     };
     // Last check before the job exists: the edge may have given up on this request already.
     if let Some(d) = deadline {
@@ -634,7 +646,18 @@ pub async fn list(
     RawQuery(q): RawQuery,
 ) -> Result<Json<JobList>, ApiError> {
     let (mut status, mut limit, mut cursor) = (None, 50u32, None);
+    let mut metadata = Vec::new();
     for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
+        if let Some(pair) = context::metadata_filter(&k, &v)? {
+            if metadata.len() == context::MAX_KEYS {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("at most {} metadata filters", context::MAX_KEYS),
+                ));
+            }
+            metadata.push(pair);
+            continue;
+        }
         match k.as_ref() {
             // An empty `status=` is a malformed filter, not "no filter" (the OpenAPI document
             // allows only the five statuses).
@@ -655,9 +678,10 @@ pub async fn list(
             _ => {}
         }
     }
+    let filter = reelay_jobs::JobFilter { status, metadata };
     let (jobs, next_cursor) = st
         .store
-        .list_jobs_of(who.owner_filter(), status, limit, cursor.as_deref())
+        .list_jobs_filtered(who.owner_filter(), &filter, limit, cursor.as_deref())
         .await?;
     Ok(Json(JobList::complete(
         jobs.iter().map(job_view).collect(),

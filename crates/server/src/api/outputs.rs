@@ -307,6 +307,8 @@ mod tests {
             playable_at: None,
             split_json: None,
             tasks: vec![],
+            input_name: None,
+            input_facts: None,
         };
         assert_eq!(outputs_prefix(&job), "outputs/aws.01J/a3");
         job.outputs.push(reelay_jobs::StoredOutput {

@@ -231,12 +231,19 @@ pub async fn take(
         api.message = format!("input.upload: {}", api.message);
         api
     })?;
-    Ok(Taken { id: info.id })
+    let name = info
+        .metadata
+        .as_deref()
+        .and_then(crate::tus::metadata_file_name)
+        .and_then(|n| crate::context::clean_name(&n));
+    Ok(Taken { id: info.id, name })
 }
 
 /// An upload copied into a job's input, not yet settled.
 pub struct Taken {
     id: String,
+    /// The file name the tus client gave, cleaned: the job's input name.
+    pub name: Option<String>,
 }
 
 impl Taken {

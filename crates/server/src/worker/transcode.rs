@@ -200,6 +200,14 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
     cfg.policy
         .check(&info, size, reelay_media::needs(&renditions))
         .map_err(TranscodeError::Policy)?;
+    // The job view's input facts (URL, key and tus inputs are first probed here). Only a
+    // nicety for people: a store hiccup here must not fail the encode.
+    let facts = crate::context::facts(&info, size);
+    if job.input_facts.as_ref() != Some(&facts) {
+        if let Err(e) = st.store.set_input_facts(&job.id, &facts).await {
+            tracing::warn!(job_id = %job.id, error = %e, "input facts not recorded");
+        }
+    }
     // Interlaced sources must be deinterlaced; where the probe is unsure, idet looks at the
     // first seconds of frames. Not knowing is no reason to fail: the encode goes ahead as
     // before (no deinterlacer), and a file idet cannot read fails the encode anyway.
