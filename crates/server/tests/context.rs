@@ -140,23 +140,19 @@ async fn metadata_round_trips_and_filters_the_list() {
         list(&s, "metadata.tenant=acme&limit=1").await,
         [d.id.as_str()]
     );
-    for bad in ["metadata.=x", "metadata.a%20b=x", "metadata.a/b=x"] {
-        let r = s
-            .http
-            .get(s.url(&format!("/v1/jobs?{bad}")))
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = error_of(r).await;
-        assert_eq!(status, 400, "{bad}");
-        assert_eq!(body.error.code, "invalid_query", "{bad}");
+    // A key no submission may use is not an error (OpenAPI cannot say which keys are valid):
+    // it matches nothing.
+    for impossible in [
+        "metadata.=x",
+        "metadata.a%20b=x",
+        "metadata.a/b=x",
+        "metadata[a%20b]=x",
+    ] {
         assert!(
-            body.error.message.contains("metadata"),
-            "{bad}: {}",
-            body.error.message
+            list(&s, impossible).await.is_empty(),
+            "{impossible} matched a job"
         );
     }
-
     // The same metadata is part of the idempotent spec: a replay returns the job, other
     // metadata under the same key is a conflict.
     let spec = serde_json::json!({"outputs": [{"preset": "thumbnail"}], "metadata": {"k": "v"}});

@@ -131,8 +131,14 @@ fn routing_streaming_listing_and_json_errors_through_the_edge() {
         let ids: Vec<&str> = found.jobs.iter().map(|j| j.id.as_str()).collect();
         assert_eq!(ids, [job.id.as_str()], "{query}");
     }
-    let (status, _, body) = get_json_error(&client, &format!("{base}/v1/jobs?metadata.a%20b=x"));
-    assert_eq!((status, body.error.code.as_str()), (400, "invalid_query"));
+    // A key no job can have matches nothing, on every cluster.
+    let none: JobList = client
+        .get(format!("{base}/v1/jobs?metadata.a%20b=x"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(none.jobs.is_empty() && !none.partial, "{none:?}");
     let out = Command::new(BIN)
         .args(["list", "--metadata", "order_id=A-1"])
         .env("REELAY_SERVER", &base)

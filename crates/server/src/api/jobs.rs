@@ -648,14 +648,10 @@ pub async fn list(
     let (mut status, mut limit, mut cursor) = (None, 50u32, None);
     let mut metadata = Vec::new();
     for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
-        if let Some(pair) = context::metadata_filter(&k, &v)? {
-            if metadata.len() == context::MAX_KEYS {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("at most {} metadata filters", context::MAX_KEYS),
-                ));
+        if let Some(pair) = context::metadata_filter(&k, &v) {
+            if !metadata.contains(&pair) {
+                metadata.push(pair);
             }
-            metadata.push(pair);
             continue;
         }
         match k.as_ref() {
@@ -677,6 +673,15 @@ pub async fn list(
             "cursor" if !v.is_empty() => cursor = Some(v.into_owned()),
             _ => {}
         }
+    }
+    // More distinct pairs than a job may carry, or a pair outside the limits submissions are
+    // held to: no job can match, and the store is not asked.
+    let impossible = metadata.len() > context::MAX_KEYS
+        || metadata
+            .iter()
+            .any(|(k, v)| !context::valid_key(k) || v.len() > context::MAX_VALUE_BYTES);
+    if impossible {
+        return Ok(Json(JobList::complete(Vec::new(), None)));
     }
     let filter = reelay_jobs::JobFilter { status, metadata };
     let (jobs, next_cursor) = st
