@@ -70,6 +70,7 @@ mod tests {
             outputs: vec![],
             deleted_at: None,
             tasks: vec![],
+            timings: None,
         }
     }
 

@@ -76,6 +76,12 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "retention",
         sql: include_str!("../migrations/sqlite/0013_retention.sql"),
     },
+    // 14 and 15 belong to parallel branches.
+    Migration {
+        version: 16,
+        name: "task_timings",
+        sql: include_str!("../migrations/sqlite/0016_task_timings.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -134,6 +140,12 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 13,
         name: "retention",
         sql: include_str!("../migrations/postgres/0013_retention.sql"),
+    },
+    // 14 and 15 belong to parallel branches.
+    Migration {
+        version: 16,
+        name: "task_timings",
+        sql: include_str!("../migrations/postgres/0016_task_timings.sql"),
     },
 ];
 

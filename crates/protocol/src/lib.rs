@@ -221,6 +221,10 @@ pub struct JobView {
     /// split one. Absent from older servers' answers (read as empty).
     #[serde(default)]
     pub tasks: Vec<TaskView>,
+    /// Where the job's time went: phase → seconds, the sum of its tasks' `timings` (tasks that
+    /// ran side by side each count whole). Absent until a task has succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// One task of a job, as the job view shows it.
@@ -235,6 +239,11 @@ pub struct TaskView {
     /// 0.0 ..= 1.0
     pub progress: f64,
     pub attempts: u32,
+    /// Where the succeeded attempt's time went: phase (`claim`, `fetch`, `probe`, `analyse`,
+    /// `encode`, `receipt`, `publish`) → seconds; repeated phases (one encode per output) add
+    /// up. Absent until the task has succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -47,8 +47,12 @@ pub fn job_view(job: &Job) -> JobView {
                 status: t.status.as_str().to_string(),
                 progress: (t.progress * 1000.0).round() / 1000.0,
                 attempts: t.attempts,
+                timings: t.timings.clone(),
             })
             .collect(),
+        timings: crate::worker::timing::job_sum(
+            job.tasks.iter().filter_map(|t| t.timings.as_ref()),
+        ),
     }
 }
 
