@@ -2,6 +2,9 @@
 # reelay benchmarks against bare ffmpeg, measured in the same run on the same machine.
 #   bench/run.sh            all three
 #   RUNS=5 bench/run.sh     more repetitions for the overhead benchmark
+#   QUALITY=0 bench/run.sh  jobs ask "quality_report": false (no PSNR/SSIM receipt pass)
+# After the overhead and small-job benchmarks it prints the jobs' median `timings` by phase
+# (the job view's, issue 18), so a ratio comes with where the time went.
 # Prints medians and ratios; copy the summary into docs/benchmarks.md with the machine line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +15,10 @@ SMALL_JOBS=${SMALL_JOBS:-50}
 WORKERS=${WORKERS:-2}
 UPLOAD_MIB=${UPLOAD_MIB:-2048}
 PORT=${PORT:-18480}
+QUALITY=${QUALITY:-}
+# The spec's extra fields: receipts on by default (the service's default for short inputs).
+EXTRA=""
+[ "$QUALITY" = 0 ] && EXTRA=',"quality_report":false'
 BASE="http://127.0.0.1:$PORT"
 mkdir -p "$OUT"
 [ -x "$BIN" ] || { echo "build first: cargo build --release -p reelay" >&2; exit 1; }
@@ -32,12 +39,32 @@ stop_server() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "
 trap stop_server EXIT
 
 submit() { # file preset -> id
-  curl -fsS -F "spec={\"outputs\":[{\"preset\":\"$2\"}]}" -F "file=@$1" "$BASE/v1/jobs" |
-    sed -E 's/.*"id":"([^"]+)".*/\1/'
+  curl -fsS -F "spec={\"outputs\":[{\"preset\":\"$2\"}]$EXTRA}" -F "file=@$1" "$BASE/v1/jobs" |
+    sed -E 's/^\{"id":"([^"]+)".*/\1/'
 }
+# Median seconds by phase over the jobs' views (ids on stdin), and the median submit->start
+# (created_at -> started_at) and task wall (started_at -> finished_at).
+phases() {
+  python3 -c '
+import json, sys, statistics, urllib.request
+from datetime import datetime
+base, by, queue, wall = sys.argv[1], {}, [], []
+ts = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+for id in sys.stdin.read().split():
+    j = json.load(urllib.request.urlopen(f"{base}/v1/jobs/{id}"))
+    for p, s in (j.get("timings") or {}).items():
+        by.setdefault(p, []).append(s)
+    queue.append(ts(j["started_at"]) - ts(j["created_at"]))
+    wall.append(ts(j["finished_at"]) - ts(j["started_at"]))
+med = lambda v: statistics.median(v)
+print("  phases (median s): " + ", ".join(f"{p} {med(v):.3f}" for p, v in sorted(by.items()))
+      + f"; created->started {med(queue):.3f}, started->finished {med(wall):.3f}")
+' "$BASE"
+}
+
 wait_done() { # id
   while :; do
-    s=$(curl -fsS "$BASE/v1/jobs/$1" | sed -E 's/.*"status":"([a-z]+)".*/\1/')
+    s=$(curl -fsS "$BASE/v1/jobs/$1" | sed -E 's/^\{"id":"[^"]*","cluster":"[^"]*","status":"([a-z]+)".*/\1/')
     case "$s" in succeeded) return 0 ;; failed|cancelled) echo "job $1 $s" >&2; return 1 ;; esac
     sleep 0.05
   done
@@ -69,14 +96,16 @@ big="$OUT/1080p20.mp4"
 [ -f "$big" ] || ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=1920x1080:rate=30:duration=20 \
   -f lavfi -i sine=duration=20 -c:v libx264 -preset ultrafast -c:a aac -shortest "$big"
 start_server 1
-bare=(); svc=()
+bare=(); svc=(); big_ids=""
 for i in $(seq "$RUNS"); do
   t0=$(now); ffmpeg_720p "$big" "$OUT/bare.mp4"; t1=$(now); bare+=("$(echo "$t1 - $t0" | bc)")
   t0=$(now); id=$(submit "$big" mp4-720p); wait_done "$id"; t1=$(now); svc+=("$(echo "$t1 - $t0" | bc)")
+  big_ids="$big_ids $id"
 done
-stop_server
 mb=$(printf '%s\n' "${bare[@]}" | median); ms=$(printf '%s\n' "${svc[@]}" | median)
 echo "overhead: 20 s 1080p -> mp4-720p, median of $RUNS: bare ffmpeg ${mb}s, reelay submit->succeeded ${ms}s, ratio $(echo "scale=3; $ms / $mb" | bc) (target <= 1.03)"
+echo "$big_ids" | phases
+stop_server
 fi
 
 # 2. Many small jobs.
@@ -88,17 +117,18 @@ seq "$SMALL_JOBS" | xargs -P "$WORKERS" -I{} bash -c "ffmpeg_360p '$small' '$OUT
 t1=$(now); tb=$(echo "$t1 - $t0" | bc)
 start_server "$WORKERS"
 t0=$(now)
-export BASE small
+export BASE small EXTRA
 submit_small() { # one id per line, even when 8 run at once
-  id=$(curl -fsS -F 'spec={"outputs":[{"preset":"mp4-360p"}]}' -F "file=@$small" "$BASE/v1/jobs" | sed -E 's/.*"id":"([^"]+)".*/\1/')
+  id=$(curl -fsS -F "spec={\"outputs\":[{\"preset\":\"mp4-360p\"}]$EXTRA}" -F "file=@$small" "$BASE/v1/jobs" | sed -E 's/^\{"id":"([^"]+)".*/\1/')
   echo "$id"
 }
 export -f submit_small
 ids=$(seq "$SMALL_JOBS" | xargs -P 8 -I{} bash -c submit_small)
 for id in $ids; do wait_done "$id"; done
 t1=$(now); ts=$(echo "$t1 - $t0" | bc)
-stop_server
 echo "small jobs: $SMALL_JOBS x 2 s 320x240 -> mp4-360p with $WORKERS workers: xargs -P $WORKERS ffmpeg ${tb}s, reelay ${ts}s, throughput ratio $(echo "scale=3; $tb / $ts" | bc) (target >= 0.90)"
+echo "$ids" | phases
+stop_server
 
 # 3. Streaming upload: memory stays flat.
 upload="$OUT/upload.mkv"
@@ -114,7 +144,7 @@ t0=$(now)
 code=$(curl -s -o "$OUT/upload.json" -w '%{http_code}' -F 'spec={"outputs":[{"preset":"thumbnail"}]}' -F "file=@$upload" "$BASE/v1/jobs")
 t1=$(now)
 hwm=$(awk '/VmHWM/ {print $2}' /proc/$server_pid/status)
-id=$(sed -E 's/.*"id":"([^"]+)".*/\1/' "$OUT/upload.json")
+id=$(sed -E 's/^\{"id":"([^"]+)".*/\1/' "$OUT/upload.json")
 curl -fsS -X DELETE "$BASE/v1/jobs/$id" >/dev/null 2>&1 || true
 stop_server
 size_mb=$(echo "scale=1; $(stat -c %s "$upload") / 1048576" | bc)

@@ -75,6 +75,7 @@ mod tests {
             metadata: Default::default(),
             input: None,
             requested_outputs: vec![],
+            timings: None,
         }
     }
 

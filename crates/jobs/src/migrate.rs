@@ -82,6 +82,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0014_job_context.sql"),
     },
     Migration {
+        version: 16,
+        name: "task_timings",
+        sql: include_str!("../migrations/sqlite/0016_task_timings.sql"),
+    },
+    Migration {
         version: 17,
         name: "playable",
         sql: include_str!("../migrations/sqlite/0017_playable.sql"),
@@ -149,6 +154,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 14,
         name: "job_context",
         sql: include_str!("../migrations/postgres/0014_job_context.sql"),
+    },
+    Migration {
+        version: 16,
+        name: "task_timings",
+        sql: include_str!("../migrations/postgres/0016_task_timings.sql"),
     },
     Migration {
         version: 17,

@@ -11,6 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// in claim queries all use the same cheap, timezone-free representation.
 pub type Millis = i64;
 
+/// Where a task's time went: phase name (`fetch`, `probe`, `encode`, ...) → seconds. Ordered by
+/// name so its JSON is stable.
+pub type PhaseTimings = std::collections::BTreeMap<String, f64>;
+
 /// Current wall-clock time. A clock set before 1970 reads as 0 rather than panicking.
 pub fn now_millis() -> Millis {
     SystemTime::now()
@@ -152,6 +156,9 @@ pub struct TaskSummary {
     pub status: crate::machine::TaskStatus,
     pub progress: f64,
     pub attempts: u32,
+    /// Phase → seconds of the attempt that succeeded; `None` until then (and for tasks finished
+    /// before timings were recorded).
+    pub timings: Option<PhaseTimings>,
 }
 
 /// A job as stored, with its user-visible status.

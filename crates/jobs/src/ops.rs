@@ -99,6 +99,8 @@ pub(crate) struct TaskRow {
     pub job_id: String,
     pub payload: serde_json::Value,
     pub position: i64,
+    /// Where the succeeded attempt's time went (see [`complete`]).
+    pub timings: Option<crate::model::PhaseTimings>,
 }
 
 /// A connection inside a transaction of one back end.
@@ -153,7 +155,7 @@ pub(crate) const JOB_COLUMNS: &str = "id, cluster, status, progress, attempts, m
 
 pub(crate) const TASK_COLUMNS: &str = "id, job_id, kind, status, payload, depends_on, attempts, \
      max_attempts, lease_owner, lease_expires_at, claimed_at, eta_at, run_after, progress, \
-     weight, position, error_code, error_message, outputs";
+     weight, position, error_code, error_message, outputs, timings";
 
 pub(crate) const EVENT_COLUMNS: &str = "id, job_id, seq, kind, at, payload";
 
@@ -238,7 +240,13 @@ macro_rules! row_decoders {
                 .map(|o| serde_json::from_str(&o))
                 .transpose()
                 .map_err(|e| corrupt(format!("outputs: {e}")))?;
+            let timings: Option<String> = row.try_get("timings")?;
+            let timings = timings
+                .map(|t| serde_json::from_str(&t))
+                .transpose()
+                .map_err(|e| corrupt(format!("timings: {e}")))?;
             Ok(crate::ops::TaskRow {
+                timings,
                 job_id: row.try_get("job_id")?,
                 payload,
                 position: row.try_get("position")?,
@@ -371,6 +379,7 @@ fn summary(t: &TaskRow) -> TaskSummary {
         status: t.state.status,
         progress: t.state.progress,
         attempts: t.state.attempts,
+        timings: t.timings.clone(),
     }
 }
 
@@ -929,6 +938,7 @@ pub(crate) async fn complete(
         attempt,
     }: Holder<'_>,
     outputs: serde_json::Value,
+    timings: Option<&crate::model::PhaseTimings>,
     now: Millis,
 ) -> Result<bool, StoreError> {
     let event = Event::Succeeded {
@@ -937,7 +947,17 @@ pub(crate) async fn complete(
         attempt,
         outputs,
     };
-    Ok(task_event(db, task_id, event, now).await? == Some(Outcome::Applied))
+    let applied = task_event(db, task_id, event, now).await? == Some(Outcome::Applied);
+    // In the completion's own transaction: a succeeded task never shows without its timings,
+    // and recording them costs no extra commit on the task's critical path.
+    if let (true, Some(t)) = (applied, timings) {
+        db.exec(
+            "UPDATE tasks SET timings = $1 WHERE id = $2",
+            args![json_text(t, "timings")?, task_id],
+        )
+        .await?;
+    }
+    Ok(applied)
 }
 
 pub(crate) fn files_json(outputs: &[StoredOutput]) -> Result<serde_json::Value, StoreError> {
@@ -1460,12 +1480,13 @@ macro_rules! job_store_impl {
                 ))
             }
 
-            async fn complete_task(
+            async fn complete_task_timed(
                 &self,
                 task_id: &str,
                 worker_id: &str,
                 attempt: u32,
                 outputs: serde_json::Value,
+                timings: Option<&crate::model::PhaseTimings>,
             ) -> Result<bool, StoreError> {
                 let now = crate::model::now_millis();
                 let holder = crate::ops::Holder {
@@ -1474,7 +1495,7 @@ macro_rules! job_store_impl {
                     attempt,
                 };
                 crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::complete(
-                    db, holder, outputs, now
+                    db, holder, outputs, timings, now
                 ))
             }
 

@@ -2,8 +2,8 @@
 
 use crate::model::{
     ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, JobEvent, JobFilter, Millis,
-    NewJob, NewToken, Purge, QueueCounts, RenewOutcome, RetentionCutoffs, RevocationRow,
-    RunningAttempt, StoredOutput,
+    NewJob, NewToken, PhaseTimings, Purge, QueueCounts, RenewOutcome, RetentionCutoffs,
+    RevocationRow, RunningAttempt, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::time::Duration;
@@ -140,6 +140,20 @@ pub trait JobStore:
         worker_id: &str,
         attempt: u32,
         outputs: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.complete_task_timed(task_id, worker_id, attempt, outputs, None)
+            .await
+    }
+
+    /// [`JobStore::complete_task`] that also stores where the attempt's time went, in the same
+    /// transaction (nothing is stored when the completion does not apply).
+    async fn complete_task_timed(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        attempt: u32,
+        outputs: serde_json::Value,
+        timings: Option<&PhaseTimings>,
     ) -> Result<bool, StoreError>;
 
     /// Records a failure of this attempt (only if still owned). `retry_after: Some(d)` and

@@ -2172,6 +2172,51 @@ pub async fn retention_claims_and_tombstones(store: &dyn JobStore) {
     assert!(get(store, &waiting.id).await.deleted_at.is_none());
 }
 
+/// A completion stores the attempt's phase timings with it (shown on the job's task, read back
+/// by `get_job` and `list_jobs`); a completion that does not apply stores none.
+pub async fn task_timings(store: &dyn JobStore) {
+    let job = create(store, new_job("aws")).await;
+    let claim = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("a task");
+    assert_eq!(get(store, &job.id).await.tasks[0].timings, None);
+    let timings: crate::PhaseTimings = [("encode".to_string(), 7.25), ("probe".to_string(), 0.04)]
+        .into_iter()
+        .collect();
+    // Not the holder: nothing changes, no timings are written.
+    let stale = store
+        .complete_task_timed(
+            &claim.task_id,
+            "w2",
+            claim.attempt,
+            serde_json::json!([]),
+            Some(&timings),
+        )
+        .await
+        .expect("complete by another worker");
+    assert!(!stale);
+    assert_eq!(get(store, &job.id).await.tasks[0].timings, None);
+    let done = store
+        .complete_task_timed(
+            &claim.task_id,
+            "w1",
+            claim.attempt,
+            crate::ops::files_json(&[output("a.mp4")]).unwrap(),
+            Some(&timings),
+        )
+        .await
+        .expect("complete");
+    assert!(done);
+    let got = get(store, &job.id).await;
+    assert_eq!(got.status, JobStatus::Succeeded);
+    assert_eq!(got.tasks[0].timings.as_ref(), Some(&timings));
+    let (all, _) = store.list_jobs(None, 100, None).await.expect("list_jobs");
+    let listed = all.iter().find(|j| j.id == job.id).expect("listed");
+    assert_eq!(listed.tasks[0].timings.as_ref(), Some(&timings));
+}
+
 #[macro_export]
 macro_rules! job_store_suite {
     ($factory:path) => {
@@ -2182,7 +2227,7 @@ macro_rules! job_store_suite {
             counts, worker_registry, tokens_and_owners, revocations, task_graph,
             failed_task_fails_the_job, lost_lease_reruns_only_that_task, cancel_stops_every_task,
             job_events, invalid_task_lists, webhook_deliveries,
-            retention_claims_and_tombstones, job_context);
+            retention_claims_and_tombstones, job_context, task_timings);
         $crate::job_store_suite!(@shared $factory;
             concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete,
             concurrent_claims_of_one_job);

@@ -9,6 +9,8 @@ pub struct Progress {
     pub speed: Option<f64>,
     /// ffmpeg said `progress=end`.
     pub done: bool,
+    /// Video frames written so far (0 for audio-only outputs).
+    pub frames: u64,
 }
 
 impl Progress {
@@ -57,6 +59,11 @@ impl ProgressParser {
                     self.current.out_time = (us.max(0) as f64) / 1e6;
                 }
             }
+            "frame" => {
+                if let Ok(n) = value.parse() {
+                    self.current.frames = n;
+                }
+            }
             "speed" => {
                 self.current.speed = value
                     .trim_end_matches('x')
@@ -103,6 +110,7 @@ mod tests {
         assert_eq!(got[0].out_time, 0.5);
         assert_eq!(got[0].speed, Some(1.5));
         assert_eq!(got[0].fraction(2.0), 0.25);
+        assert_eq!(got[0].frames, 10);
         assert_eq!(got[1].out_time, 0.5, "N/A keeps the last value");
         assert_eq!(got[1].speed, None);
         assert!(got[2].done);
@@ -116,6 +124,7 @@ mod tests {
             out_time: 5.0,
             speed: None,
             done: false,
+            frames: 0,
         };
         assert_eq!(p.fraction(2.0), 1.0);
         assert_eq!(p.fraction(0.0), 0.0);
@@ -129,6 +138,7 @@ mod tests {
             out_time,
             speed,
             done: false,
+            frames: 0,
         };
         // 6 s of a 10 s output left at 2x: 3 s; one more 10 s output after it: 8 s.
         assert_eq!(at(4.0, Some(2.0)).eta_seconds(10.0, 0), Some(3.0));

@@ -53,25 +53,24 @@ pub fn parse_quality(stderr: &str) -> Option<(Option<f64>, f64)> {
 }
 
 /// The filter graph comparing output stream `0:v:0` with source stream `1:{source_stream}`.
-pub fn filter_graph(
-    source_stream: usize,
-    reference_filter: Option<&str>,
-    width: u32,
-    height: u32,
-) -> String {
+/// `scale2ref` scales the reference to the output's own size as it decodes, so the output need
+/// not be probed first (one process start fewer per output, issue 18).
+pub fn filter_graph(source_stream: usize, reference_filter: Option<&str>) -> String {
     let pre = reference_filter
         .filter(|f| !f.is_empty())
         .map(|f| format!("{f},"))
         .unwrap_or_default();
     format!(
-        "[0:v:0]setpts=PTS-STARTPTS,setsar=1,format=yuv420p,split[d1][d2];\
-         [1:{source_stream}]{pre}setpts=PTS-STARTPTS,scale={width}:{height}:flags=bicubic,setsar=1,format=yuv420p,split[r1][r2];\
+        "[0:v:0]setpts=PTS-STARTPTS,setsar=1,format=yuv420p[dist];\
+         [1:{source_stream}]{pre}setpts=PTS-STARTPTS[ref];\
+         [ref][dist]scale2ref=flags=bicubic[refs][dists];\
+         [refs]setsar=1,format=yuv420p,split[r1][r2];[dists]split[d1][d2];\
          [d1][r1]psnr;[d2][r2]ssim"
     )
 }
 
-/// Compares `output` (its first video stream, `width`×`height`) with `source`'s stream
-/// `source_stream`.
+/// Compares `output` (its first video stream) with `source`'s stream `source_stream`, scaled to
+/// the output's size.
 #[allow(clippy::too_many_arguments)]
 pub async fn measure(
     tools: &Tools,
@@ -80,13 +79,12 @@ pub async fn measure(
     source: Input<'_>,
     source_stream: usize,
     reference_filter: Option<&str>,
-    (width, height): (u32, u32),
     frames: u64,
     timeout: Duration,
 ) -> Result<QualityReport, AnalysisError> {
     let args = [
         "-filter_complex".to_string(),
-        filter_graph(source_stream, reference_filter, width, height),
+        filter_graph(source_stream, reference_filter),
         "-an".to_string(),
         "-sn".to_string(),
         "-dn".to_string(),
@@ -117,9 +115,10 @@ mod tests {
 
     #[test]
     fn graph_scales_the_reference_after_its_own_filters() {
-        let g = filter_graph(2, Some("bwdif=mode=send_frame"), 640, 360);
-        assert!(g.contains("[1:2]bwdif=mode=send_frame,setpts=PTS-STARTPTS,scale=640:360"));
+        let g = filter_graph(2, Some("bwdif=mode=send_frame"));
+        assert!(g.contains("[1:2]bwdif=mode=send_frame,setpts=PTS-STARTPTS[ref]"));
+        assert!(g.contains("[ref][dist]scale2ref=flags=bicubic"));
         assert!(g.ends_with("[d1][r1]psnr;[d2][r2]ssim"));
-        assert!(!filter_graph(0, None, 64, 64).contains("[1:0],"));
+        assert!(!filter_graph(0, None).contains("[1:0],"));
     }
 }

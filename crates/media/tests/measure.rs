@@ -138,19 +138,9 @@ async fn quality_ranks_a_good_encode_above_a_bad_one() {
     let measure = |p: PathBuf| {
         let (tools, policy, src) = (tools.clone(), policy.clone(), src.clone());
         async move {
-            quality::measure(
-                &tools,
-                &policy,
-                input(&p),
-                input(&src),
-                0,
-                None,
-                (160, 120),
-                50,
-                T,
-            )
-            .await
-            .unwrap()
+            quality::measure(&tools, &policy, input(&p), input(&src), 0, None, 50, T)
+                .await
+                .unwrap()
         }
     };
     let g = measure(good).await;

@@ -281,6 +281,10 @@ pub struct JobView {
     /// list can say what a job makes before it has made anything.
     #[serde(default)]
     pub requested_outputs: Vec<RequestedOutput>,
+    /// Where the job's time went: phase → seconds, the sum of its tasks' `timings` (tasks that
+    /// ran side by side each count whole). Absent until a task has succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// A job's input as people see it. Never a server path or storage key: the name is the
@@ -372,6 +376,11 @@ pub struct TaskView {
     /// 0.0 ..= 1.0
     pub progress: f64,
     pub attempts: u32,
+    /// Where the succeeded attempt's time went: phase (`claim`, `fetch`, `probe`, `analyse`,
+    /// `encode`, `receipt`, `publish`) → seconds; repeated phases (one encode per output) add
+    /// up. Absent until the task has succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -270,6 +270,7 @@ mod tests {
             status: reelay_jobs::TaskStatus::Succeeded,
             progress: 1.0,
             attempts: 1,
+            timings: None,
         });
         assert_eq!(job_prefixes(&j, Purge::Inputs), vec!["inputs/aws.01J"]);
         assert_eq!(

@@ -54,6 +54,7 @@ pub fn job_view(job: &Job) -> JobView {
                 status: t.status.as_str().to_string(),
                 progress: (t.progress * 1000.0).round() / 1000.0,
                 attempts: t.attempts,
+                timings: t.timings.clone(),
             })
             .collect(),
         metadata: spec
@@ -68,6 +69,9 @@ pub fn job_view(job: &Job) -> JobView {
             .as_ref()
             .map(crate::context::requested_outputs)
             .unwrap_or_default(),
+        timings: crate::worker::timing::job_sum(
+            job.tasks.iter().filter_map(|t| t.timings.as_ref()),
+        ),
     }
 }
 

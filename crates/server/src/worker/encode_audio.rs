@@ -3,6 +3,7 @@
 //! rungs use it; stored under its own attempt prefix ([`AudioResult`]).
 
 use super::parts::{AudioResult, PartError};
+use super::timing::Phase;
 use super::Context;
 use reelay_media::split::AudioTask;
 
@@ -16,7 +17,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<AudioResult, PartError> {
     let out_dir = cx.workdir.join("out");
     let cfg = &cx.state.cfg;
     let duration = info.best_duration().unwrap_or(0.0);
-    let output = reelay_media::split::encode_audio(
+    let encoding = reelay_media::split::encode_audio(
         &cfg.tools,
         &cfg.policy,
         &info,
@@ -26,9 +27,11 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<AudioResult, PartError> {
         cx.limits(),
         cx.token,
         cx.on_progress(duration),
-    )
-    .await
-    .map_err(|e| cx.media(e))?;
+    );
+    let output = cx
+        .timed(Phase::Encode, encoding)
+        .await
+        .map_err(|e| cx.media(e))?;
     let mut files = vec![output.track.clone()];
     if let Some(dir) = &output.hls_dir {
         files.extend(output.hls.iter().map(|s| format!("{dir}/{}", s.uri)));

@@ -4,6 +4,7 @@
 //! ([`SegmentResult`]); the `stitch` task assembles them.
 
 use super::parts::{PartError, SegmentResult, SplitResult};
+use super::timing::Phase;
 use super::Context;
 use crate::task_payloads::SegmentPayload;
 use reelay_media::split::segment_tasks;
@@ -24,7 +25,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<SegmentResult, PartError> {
         .await?;
     let cfg = &cx.state.cfg;
     let started = std::time::Instant::now();
-    let output = reelay_media::split::encode_segment(
+    let encoding = reelay_media::split::encode_segment(
         &cfg.tools,
         &cfg.policy,
         &split.info,
@@ -35,9 +36,11 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<SegmentResult, PartError> {
         cx.limits(),
         cx.token,
         cx.on_progress(task.end - task.start),
-    )
-    .await
-    .map_err(|e| cx.media(e))?;
+    );
+    let output = cx
+        .timed(Phase::Encode, encoding)
+        .await
+        .map_err(|e| cx.media(e))?;
     let secs = started.elapsed().as_secs_f64();
     if secs > 0.0 {
         cx.record_speed((task.end - task.start) * renditions.len() as f64 / secs);

@@ -19,6 +19,7 @@ mod side_inputs;
 mod split;
 mod stitch;
 mod sweeper;
+pub mod timing;
 mod transcode;
 
 use crate::metrics as m;
@@ -35,6 +36,8 @@ use std::time::{Duration, Instant};
 pub use parts::{intermediate_prefix, PartError};
 pub use sweeper::sweep_intermediates;
 pub use transcode::TranscodeError;
+
+use timing::{Phase, Timings};
 
 /// "No estimate yet" in the shared ETA cell.
 const NO_ETA: i64 = i64::MIN;
@@ -115,6 +118,8 @@ pub struct Context<'a> {
     /// When the task should end (ms since the epoch), `NO_ETA` until known.
     pub eta_at: &'a AtomicI64,
     speed: &'a AtomicU64,
+    /// Where this attempt's time goes, by phase (see [`timing`]).
+    timings: &'a std::sync::Mutex<Timings>,
 }
 
 /// Where an attempt of `claim` writes its files, so that a stopped or failed attempt removes
@@ -142,12 +147,40 @@ pub fn attempt_prefix(claim: &Claim) -> String {
 }
 
 impl Context<'_> {
+    /// Runs one phase of the task: inside a `phase` span, its duration logged, exported
+    /// (`reelay_task_phase_seconds`) and added to the attempt's timings.
+    pub async fn timed<T>(&self, phase: Phase, work: impl std::future::Future<Output = T>) -> T {
+        use tracing::Instrument;
+        let started = Instant::now();
+        let out = work
+            .instrument(tracing::info_span!("phase", phase = phase.as_str()))
+            .await;
+        self.record(phase, started.elapsed());
+        out
+    }
+
+    /// Records a phase measured elsewhere (see [`Context::timed`]).
+    pub fn record(&self, phase: Phase, took: Duration) {
+        record_phase(self.timings, &self.claim.kind, phase, took);
+    }
+
     /// Folds one measured encode speed (media seconds per wall second) into the worker's.
     pub fn record_speed(&self, sample: f64) {
         let old = Some(f64::from_bits(self.speed.load(Ordering::Relaxed))).filter(|s| *s > 0.0);
         let speed = crate::load::update_speed(old, sample);
         self.speed.store(speed.to_bits(), Ordering::Relaxed);
     }
+}
+
+/// Adds one phase of a task of `kind` to its timings, the histogram and the log.
+fn record_phase(timings: &std::sync::Mutex<Timings>, kind: &str, phase: Phase, took: Duration) {
+    if let Ok(mut t) = timings.lock() {
+        t.add(phase, took);
+    }
+    let seconds = took.as_secs_f64();
+    metrics::histogram!(m::TASK_PHASE_SECONDS, "phase" => phase.as_str(), "kind" => kind.to_string())
+        .record(seconds);
+    tracing::info!(phase = phase.as_str(), seconds, "phase finished");
 }
 
 /// How a task's run ended, before it is written to the store.
@@ -292,6 +325,7 @@ impl WorkerPool {
                 return;
             }
             let wake = self.state.wake.notified();
+            let claiming = Instant::now();
             match self
                 .state
                 .store
@@ -299,7 +333,7 @@ impl WorkerPool {
                 .await
             {
                 Ok(Some(claim)) => {
-                    self.execute(claim).await;
+                    self.execute(claim, claiming.elapsed()).await;
                     continue;
                 }
                 Ok(None) => {}
@@ -313,13 +347,16 @@ impl WorkerPool {
         }
     }
 
-    async fn execute(&self, claim: Claim) {
+    /// Runs a claimed task and records its end; `claimed_in` is how long the claim took.
+    async fn execute(&self, claim: Claim, claimed_in: Duration) {
         let st = &self.state;
         let job = &claim.job;
         let span = tracing::info_span!("task", job_id = %job.id, task_id = %claim.task_id, kind = %claim.kind, cluster = %job.cluster, attempt = claim.attempt);
         let _enter = span.enter();
         tracing::info!("task started");
         let started = Instant::now();
+        let timings = std::sync::Mutex::new(Timings::default());
+        record_phase(&timings, &claim.kind, Phase::Claim, claimed_in);
         let token = CancellationToken::new();
         let stop = Arc::new(StopCell::default());
         let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
@@ -392,6 +429,7 @@ impl WorkerPool {
             progress: &progress,
             eta_at: &eta_at,
             speed: &self.speed,
+            timings: &timings,
         };
         let ended = dispatch(&cx).await;
         token.cancel();
@@ -403,7 +441,23 @@ impl WorkerPool {
         let prefix = attempt_prefix(&claim);
         let result = match ended {
             Ended::Done(outputs) => {
-                match st.store.complete_task(task, worker, attempt, outputs).await {
+                let timings = timings.lock().map(|t| t.seconds()).ok();
+                let completing = Instant::now();
+                let completed = st
+                    .store
+                    .complete_task_timed(task, worker, attempt, outputs, timings.as_ref())
+                    .await;
+                // The completing write cannot store its own duration: it is in the histogram
+                // and the log only (phase `complete`).
+                let took = completing.elapsed();
+                metrics::histogram!(m::TASK_PHASE_SECONDS, "phase" => "complete", "kind" => claim.kind.clone())
+                    .record(took.as_secs_f64());
+                tracing::info!(
+                    phase = "complete",
+                    seconds = took.as_secs_f64(),
+                    "phase finished"
+                );
+                match completed {
                     Ok(true) => {
                         metrics::counter!(m::FINISHED, "status" => "succeeded", "preset" => preset)
                             .increment(1);

@@ -7,6 +7,7 @@
 //! outputs API cannot serve them and one `delete_prefix` removes all of them when the job ends
 //! (`worker::sweeper`).
 
+use super::timing::Phase;
 use super::{Context, StopReason, TaskError};
 use crate::storage::StorageError;
 use reelay_media::split::SplitError;
@@ -105,45 +106,51 @@ impl Context<'_> {
 
     /// The job's stored input (split jobs are made from uploads only) into `dest`.
     pub(super) async fn fetch_input(&self, dest: &Path) -> Result<(), PartError> {
-        let job = &self.claim.job;
-        let key = job.input_key.as_deref().ok_or_else(|| {
-            PartError::Contract("a split job's input must be a stored upload".into())
-        })?;
-        if key != crate::storage::input_key(&job.id) {
-            return Err(PartError::Contract(
-                "a split job's input must be its own upload".into(),
-            ));
-        }
-        tokio::select! {
-            r = self.state.storage.get_to_file(key, dest) => r.map(drop).map_err(|e| match e {
-                StorageError::NotFound(_) => PartError::InputNotFound(format!("input object {key:?} is gone")),
-                other => PartError::Storage(format!("reading the input: {other}")),
-            }),
-            _ = self.token.cancelled() => Err(self.stopped()),
-        }
+        self.timed(Phase::Fetch, async {
+            let job = &self.claim.job;
+            let key = job.input_key.as_deref().ok_or_else(|| {
+                PartError::Contract("a split job's input must be a stored upload".into())
+            })?;
+            if key != crate::storage::input_key(&job.id) {
+                return Err(PartError::Contract(
+                    "a split job's input must be its own upload".into(),
+                ));
+            }
+            tokio::select! {
+                r = self.state.storage.get_to_file(key, dest) => r.map(drop).map_err(|e| match e {
+                    StorageError::NotFound(_) => PartError::InputNotFound(format!("input object {key:?} is gone")),
+                    other => PartError::Storage(format!("reading the input: {other}")),
+                }),
+                _ = self.token.cancelled() => Err(self.stopped()),
+            }
+        })
+        .await
     }
 
     /// The probe admission stored for the job's upload, else a fresh probe of `input`.
     pub(super) async fn probed(&self, input: &Path) -> Result<MediaInfo, PartError> {
-        let st = self.state;
-        let cached = st
-            .storage
-            .get_small(&crate::storage::probe_key(&self.claim.job.id), 1 << 20)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice::<MediaInfo>(&b).ok());
-        match cached {
-            Some(info) => Ok(info),
-            None => reelay_media::probe(input, &st.cfg.tools, &st.cfg.policy)
+        self.timed(Phase::Probe, async {
+            let st = self.state;
+            let cached = st
+                .storage
+                .get_small(&crate::storage::probe_key(&self.claim.job.id), 1 << 20)
                 .await
-                .map_err(|e| {
-                    PartError::Media(SplitError::Probe {
-                        what: "input".into(),
-                        message: e.to_string(),
-                    })
-                }),
-        }
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<MediaInfo>(&b).ok());
+            match cached {
+                Some(info) => Ok(info),
+                None => reelay_media::probe(input, &st.cfg.tools, &st.cfg.policy)
+                    .await
+                    .map_err(|e| {
+                        PartError::Media(SplitError::Probe {
+                            what: "input".into(),
+                            message: e.to_string(),
+                        })
+                    }),
+            }
+        })
+        .await
     }
 
     /// The job's renditions, limited to `names`.
@@ -184,27 +191,31 @@ impl Context<'_> {
             .collect()
     }
 
-    /// Stores `rels` (relative to `dir`) under `prefix`; returns the total bytes.
+    /// Stores `rels` (relative to `dir`, scratch files given away: see
+    /// [`crate::storage::Storage::put_scratch_file`]) under `prefix`; returns the total bytes.
     pub(super) async fn upload(
         &self,
         dir: &Path,
         rels: &[String],
         prefix: &str,
     ) -> Result<u64, PartError> {
-        let mut total = 0;
-        for rel in rels {
-            if self.token.is_cancelled() {
-                return Err(self.stopped());
+        self.timed(Phase::Publish, async {
+            let mut total = 0;
+            for rel in rels {
+                if self.token.is_cancelled() {
+                    return Err(self.stopped());
+                }
+                let path = safe_join(dir, rel)?;
+                total += self
+                    .state
+                    .storage
+                    .put_scratch_file(&format!("{prefix}/{rel}"), &path)
+                    .await
+                    .map_err(|e| PartError::Storage(format!("storing {rel}: {e}")))?;
             }
-            let path = safe_join(dir, rel)?;
-            total += self
-                .state
-                .storage
-                .put_file(&format!("{prefix}/{rel}"), &path)
-                .await
-                .map_err(|e| PartError::Storage(format!("storing {rel}: {e}")))?;
-        }
-        Ok(total)
+            Ok(total)
+        })
+        .await
     }
 
     /// Fetches `rels` from under `prefix` into `dir` at the same relative paths.
@@ -214,27 +225,32 @@ impl Context<'_> {
         rels: &[String],
         dir: &Path,
     ) -> Result<(), PartError> {
-        for rel in rels {
-            if self.token.is_cancelled() {
-                return Err(self.stopped());
-            }
-            let path = safe_join(dir, rel)?;
-            if let Some(parent) = path.parent() {
-                tokio::fs::create_dir_all(parent)
+        self.timed(Phase::Fetch, async {
+            for rel in rels {
+                if self.token.is_cancelled() {
+                    return Err(self.stopped());
+                }
+                let path = safe_join(dir, rel)?;
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(|e| PartError::Scratch(format!("{}: {e}", parent.display())))?;
+                }
+                self.state
+                    .storage
+                    .get_to_file(&format!("{prefix}/{rel}"), &path)
                     .await
-                    .map_err(|e| PartError::Scratch(format!("{}: {e}", parent.display())))?;
+                    .map_err(|e| match e {
+                        // Written by a task that succeeded: gone means the job was swept.
+                        StorageError::NotFound(_) => {
+                            PartError::Media(SplitError::Missing(rel.clone()))
+                        }
+                        other => PartError::Storage(format!("reading {rel}: {other}")),
+                    })?;
             }
-            self.state
-                .storage
-                .get_to_file(&format!("{prefix}/{rel}"), &path)
-                .await
-                .map_err(|e| match e {
-                    // Written by a task that succeeded: gone means the job was swept.
-                    StorageError::NotFound(_) => PartError::Media(SplitError::Missing(rel.clone())),
-                    other => PartError::Storage(format!("reading {rel}: {other}")),
-                })?;
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     /// Progress of a one-step handler from ffmpeg's progress over `duration` media seconds.

@@ -155,13 +155,16 @@ impl Meter<'_> {
     }
 
     /// PSNR/SSIM of a video file output against the source, plus its bitrate. `None` for
-    /// outputs without a re-encoded video (audio-only, thumbnails, `copy`).
+    /// outputs without a re-encoded video (audio-only, thumbnails, `copy`). `written` is what
+    /// the encode's own progress said it wrote (frames, seconds): the output is not probed
+    /// again for it (a process start saved per output, issue 18).
     pub async fn quality(
         &self,
         r: &Rendition,
         file: &Path,
         source: &Path,
         info: &MediaInfo,
+        written: &reelay_media::Progress,
     ) -> Result<Option<QualityReceipt>, AnalysisError> {
         let (Some(vp), Some(container), Some(src_video)) =
             (r.video.as_ref(), r.container(), info.video())
@@ -175,18 +178,7 @@ impl Meter<'_> {
             return Ok(None);
         };
         let policy = self.own_output_policy(demuxer);
-        let out = reelay_media::probe(file, self.tools, &policy)
-            .await
-            .map_err(|e| AnalysisError::Failed(format!("probing the output: {e}")))?;
-        let Some(ov) = out.video() else {
-            return Err(AnalysisError::NoResult("video stream in the output"));
-        };
-        let (w, h) = (ov.width.unwrap_or(0), ov.height.unwrap_or(0));
-        let duration = out.best_duration();
-        let frames = match (duration, ov.frame_rate) {
-            (Some(d), Some(f)) => (d * f).round() as u64,
-            _ => 0,
-        };
+        let duration = Some(written.out_time).filter(|d| d.is_finite() && *d > 0.0);
         let reference = reference_filter(r, info, vp.fps);
         let report = reelay_media::quality::measure(
             self.tools,
@@ -203,8 +195,7 @@ impl Meter<'_> {
             Some(&reference)
                 .filter(|s| !s.is_empty())
                 .map(|s| s.as_str()),
-            (w, h),
-            frames,
+            written.frames,
             self.timeout,
         )
         .await?;

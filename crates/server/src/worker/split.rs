@@ -3,6 +3,7 @@
 //! the `encode_segment` tasks read (the task's output: [`SplitResult`]).
 
 use super::parts::{PartError, SplitResult};
+use super::timing::Phase;
 use super::Context;
 use crate::task_payloads::SplitPayload;
 
@@ -16,7 +17,8 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<SplitResult, PartError> {
     let mut info = cx.probed(&input).await?;
     // As the transcode task does: where the probe cannot tell, idet decides whether the pieces'
     // encodes deinterlace. Not knowing is no reason to fail.
-    if let Err(e) = reelay_media::detect_scan(&mut info, &input, &cfg.tools, &cfg.policy).await {
+    let scan = reelay_media::detect_scan(&mut info, &input, &cfg.tools, &cfg.policy);
+    if let Err(e) = cx.timed(Phase::Probe, scan).await {
         tracing::warn!(code = e.code(), error = %e, "scan of the input unknown; not deinterlacing");
     }
     let pieces_dir = cx.workdir.join("pieces");
@@ -24,7 +26,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<SplitResult, PartError> {
         .await
         .map_err(|e| PartError::Scratch(format!("{e}")))?;
     let duration = info.best_duration().unwrap_or(0.0);
-    let manifest = reelay_media::split::split(
+    let cutting = reelay_media::split::split(
         &cfg.tools,
         &cfg.policy,
         &info,
@@ -34,9 +36,11 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<SplitResult, PartError> {
         cx.limits(),
         cx.token,
         cx.on_progress(duration),
-    )
-    .await
-    .map_err(|e| cx.media(e))?;
+    );
+    let manifest = cx
+        .timed(Phase::Encode, cutting)
+        .await
+        .map_err(|e| cx.media(e))?;
     let prefix = super::attempt_prefix(cx.claim);
     let files: Vec<String> = manifest.pieces.iter().map(|p| p.file.clone()).collect();
     cx.upload(&pieces_dir, &files, &prefix).await?;

@@ -5,6 +5,7 @@
 //! outputs API serves them) and completes with the job's file list.
 
 use super::parts::{AudioResult, PartError, SegmentResult, SplitResult};
+use super::timing::Phase;
 use super::Context;
 use crate::storage::content_type;
 use reelay_jobs::StoredOutput;
@@ -52,7 +53,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, PartError
         } else {
             let track =
                 audio_task_for(r, &plans).and_then(|t| tracks.iter().find(|a| a.kbps == t.kbps));
-            stitch_file(
+            let stitching = stitch_file(
                 &cfg.tools,
                 r,
                 &pieces,
@@ -62,9 +63,10 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, PartError
                 cx.limits(),
                 cx.token,
                 |_| {},
-            )
-            .await
-            .map_err(|e| cx.media(e))?;
+            );
+            cx.timed(Phase::Encode, stitching)
+                .await
+                .map_err(|e| cx.media(e))?;
         }
         cx.progress.store(
             ((i + 1) as f64 / n * 0.9).to_bits(),
@@ -75,6 +77,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, PartError
     let files = super::transcode::walk(&out_dir)
         .map_err(|e| PartError::Scratch(format!("listing outputs: {e}")))?;
     let mut outputs = vec![];
+    let publishing = std::time::Instant::now();
     for rel in &files {
         if cx.token.is_cancelled() {
             return Err(cx.stopped());
@@ -82,7 +85,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, PartError
         let size = cx
             .state
             .storage
-            .put_file(&format!("{prefix}/{rel}"), &out_dir.join(rel))
+            .put_scratch_file(&format!("{prefix}/{rel}"), &out_dir.join(rel))
             .await
             .map_err(|e| PartError::Storage(format!("storing output {rel}: {e}")))?;
         if renditions.iter().any(|r| r.primary_file() == *rel) {
@@ -97,6 +100,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, PartError
             });
         }
     }
+    cx.record(Phase::Publish, publishing.elapsed());
     for r in &renditions {
         if !outputs.iter().any(|o| o.name == r.primary_file()) {
             return Err(PartError::Media(reelay_media::split::SplitError::Missing(

@@ -5,6 +5,7 @@
 //! code and whether another attempt could succeed.
 
 use super::receipts::{self, Meter};
+use super::timing::Phase;
 use super::{Context, StopReason, TaskError};
 use crate::fetch::FetchError;
 use crate::metrics as m;
@@ -15,6 +16,7 @@ use reelay_protocol::JobSpec;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Why a transcode attempt did not produce its outputs.
 #[derive(Debug, thiserror::Error)]
@@ -149,49 +151,55 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
 
     // Input into the working directory.
     let input = workdir.join("input");
-    let size = if let Some(key) = &job.input_key {
-        // Checked again here for jobs stored before the prefix existed (or under another
-        // setting): the job's own upload, or a key under the prefix, nothing else.
-        if *key != crate::storage::input_key(&job.id) && !cfg.key_inputs().within_prefix(key) {
-            return Err(TranscodeError::InputNotFound(
-                "the input key lies outside this cluster's key_input_prefix".into(),
-            ));
-        }
-        tokio::select! {
-            r = st.storage.get_to_file(key, &input) => r.map_err(|e| match e {
-                StorageError::NotFound(_) => TranscodeError::InputNotFound(format!("input object {key:?} is gone")),
-                other => TranscodeError::Storage(format!("reading the input: {other}")),
-            })?,
-            _ = token.cancelled() => return Err(stopped()),
-        }
-    } else if let Some(url) = &job.input_url {
-        tokio::select! {
-            r = st.fetcher.download(url, &input, cfg.policy.max_bytes) => r.map_err(TranscodeError::Fetch)?,
-            _ = token.cancelled() => return Err(stopped()),
-        }
-    } else {
-        return Err(TranscodeError::InvalidSpec("the job has no input".into()));
+    let fetch = async {
+        Ok(if let Some(key) = &job.input_key {
+            // Checked again here for jobs stored before the prefix existed (or under another
+            // setting): the job's own upload, or a key under the prefix, nothing else.
+            if *key != crate::storage::input_key(&job.id) && !cfg.key_inputs().within_prefix(key) {
+                return Err(TranscodeError::InputNotFound(
+                    "the input key lies outside this cluster's key_input_prefix".into(),
+                ));
+            }
+            tokio::select! {
+                r = st.storage.get_to_file(key, &input) => r.map_err(|e| match e {
+                    StorageError::NotFound(_) => TranscodeError::InputNotFound(format!("input object {key:?} is gone")),
+                    other => TranscodeError::Storage(format!("reading the input: {other}")),
+                })?,
+                _ = token.cancelled() => return Err(stopped()),
+            }
+        } else if let Some(url) = &job.input_url {
+            tokio::select! {
+                r = st.fetcher.download(url, &input, cfg.policy.max_bytes) => r.map_err(TranscodeError::Fetch)?,
+                _ = token.cancelled() => return Err(stopped()),
+            }
+        } else {
+            return Err(TranscodeError::InvalidSpec("the job has no input".into()));
+        })
     };
+    let size = cx.timed(Phase::Fetch, fetch).await?;
 
     // Probe and policy: a refusal is permanent.
     cfg.policy
         .check_size(size)
         .map_err(TranscodeError::Policy)?;
     // Uploads were probed by the api against the same policy; reuse that result.
-    let cached = match &job.input_key {
-        Some(key) if *key == crate::storage::input_key(&job.id) => st
-            .storage
-            .get_small(&crate::storage::probe_key(&job.id), 1 << 20)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice::<reelay_media::MediaInfo>(&b).ok()),
-        _ => None,
+    let probe = async {
+        let cached = match &job.input_key {
+            Some(key) if *key == crate::storage::input_key(&job.id) => st
+                .storage
+                .get_small(&crate::storage::probe_key(&job.id), 1 << 20)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<reelay_media::MediaInfo>(&b).ok()),
+            _ => None,
+        };
+        match cached {
+            Some(info) => Ok(info),
+            None => reelay_media::probe(&input, &cfg.tools, &cfg.policy).await,
+        }
     };
-    let probed = match cached {
-        Some(info) => Ok(info),
-        None => reelay_media::probe(&input, &cfg.tools, &cfg.policy).await,
-    };
+    let probed = cx.timed(Phase::Probe, probe).await;
     let mut info = probed.map_err(|e| match e {
         ProbeError::FormatNotAllowed(f) => TranscodeError::UnsupportedFormat(f),
         ProbeError::Unreadable(m) => TranscodeError::CorruptInput(m),
@@ -212,8 +220,8 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
     // first seconds of frames. Not knowing is no reason to fail: the encode goes ahead as
     // before (no deinterlacer), and a file idet cannot read fails the encode anyway.
     if renditions.iter().any(|r| r.needs_video()) {
-        if let Err(e) = reelay_media::detect_scan(&mut info, &input, &cfg.tools, &cfg.policy).await
-        {
+        let scan = reelay_media::detect_scan(&mut info, &input, &cfg.tools, &cfg.policy);
+        if let Err(e) = cx.timed(Phase::Probe, scan).await {
             tracing::warn!(code = e.code(), error = %e, "scan of the input unknown; not deinterlacing");
         }
     }
@@ -240,7 +248,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
     };
     let input_loudness = if receipts::wants_loudness(&renditions) {
         tokio::select! {
-            r = meter.input_loudness(&input, &info) => r.map_err(TranscodeError::Analysis)?,
+            r = cx.timed(Phase::Analyse, meter.input_loudness(&input, &info)) => r.map_err(TranscodeError::Analysis)?,
             _ = token.cancelled() => return Err(stopped()),
         }
     } else {
@@ -257,7 +265,8 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
     let n = renditions.len() as f64;
     // Media seconds actually written, for the encode speed (never the header's claim).
     let mut media_seconds = 0.0;
-    let encode_started = Instant::now();
+    // Wall seconds of the ffmpeg runs alone (receipts are not encoding).
+    let mut encode_seconds = 0.0;
     for (i, r) in renditions.iter().enumerate() {
         let mut inv = reelay_media::build_with(r, &info, &cfg.policy, &input, &out_dir, extras)
             .map_err(|e| TranscodeError::InvalidOutput(format!("{}: {e}", r.name)))?;
@@ -282,6 +291,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
             time_limit: Duration::from_secs(cfg.job_timeout_seconds),
             max_out_time: Some(cfg.policy.out_time_limit(inv.duration)),
         };
+        let encoding = Instant::now();
         let run = reelay_media::run_ffmpeg(&cfg.tools, &inv.args, workdir, limits, token, |p| {
             let frac = (i as f64 + p.fraction(inv.duration)) / n;
             cx.progress
@@ -292,7 +302,10 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
                 cx.eta_at.store(at, Ordering::Relaxed);
             }
         })
+        .instrument(tracing::info_span!("phase", phase = "encode", output = %r.name))
         .await;
+        cx.record(Phase::Encode, encoding.elapsed());
+        encode_seconds += encoding.elapsed().as_secs_f64();
         let e = match run {
             Ok(stats) => {
                 media_seconds += stats.last.out_time;
@@ -305,7 +318,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
                         .map_err(package)?;
                 }
                 let got = tokio::select! {
-                    got = measure_output(&meter, r, &info, &input, &out_dir, input_loudness.as_ref(), quality_on) => got,
+                    got = cx.timed(Phase::Receipt, measure_output(&meter, r, &info, &input, &out_dir, input_loudness.as_ref(), quality_on, &stats.last)) => got,
                     _ = token.cancelled() => return Err(stopped()),
                 };
                 found.insert(r.name.clone(), got);
@@ -353,7 +366,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
             message,
         });
     }
-    let secs = encode_started.elapsed().as_secs_f64();
+    let secs = encode_seconds;
     if secs > 0.0 && media_seconds > 0.0 {
         metrics::histogram!(m::ENCODE_SPEED).record(media_seconds / secs);
         cx.record_speed(media_seconds / secs);
@@ -376,19 +389,23 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
     let prefix = super::attempt_prefix(claim);
     let files =
         walk(&out_dir).map_err(|e| TranscodeError::Scratch(format!("listing outputs: {e}")))?;
-    let mut sizes = std::collections::HashMap::new();
-    for rel in &files {
-        if token.is_cancelled() {
-            return Err(stopped());
+    let publish = async {
+        let mut sizes = std::collections::HashMap::new();
+        for rel in &files {
+            if token.is_cancelled() {
+                return Err(stopped());
+            }
+            let key = format!("{prefix}/{rel}");
+            let n = st
+                .storage
+                .put_scratch_file(&key, &out_dir.join(rel))
+                .await
+                .map_err(|e| TranscodeError::Storage(format!("storing output {rel}: {e}")))?;
+            sizes.insert(rel.clone(), n);
         }
-        let key = format!("{prefix}/{rel}");
-        let n = st
-            .storage
-            .put_file(&key, &out_dir.join(rel))
-            .await
-            .map_err(|e| TranscodeError::Storage(format!("storing output {rel}: {e}")))?;
-        sizes.insert(rel.clone(), n);
-    }
+        Ok(sizes)
+    };
+    let sizes = cx.timed(Phase::Publish, publish).await?;
     let mut outputs = Vec::new();
     // A CMAF output lists both of its manifests (HLS master playlist and DASH MPD).
     for r in &renditions {
@@ -462,6 +479,7 @@ struct Receipts {
 /// audio went through the same filter and is reported with the input's values) and its quality
 /// (video files, when on). A receipt that cannot be measured is left out and logged: the output
 /// itself is good, and failing the job over its receipt would lose it.
+#[allow(clippy::too_many_arguments)]
 async fn measure_output(
     meter: &Meter<'_>,
     r: &reelay_media::Rendition,
@@ -470,6 +488,7 @@ async fn measure_output(
     out_dir: &Path,
     input_loudness: Option<&reelay_media::loudness::LoudnessStats>,
     quality_on: bool,
+    written: &reelay_media::Progress,
 ) -> Receipts {
     let mut got = Receipts::default();
     let file = out_dir.join(r.primary_file());
@@ -490,7 +509,7 @@ async fn measure_output(
         got.loudness = Some(receipts::loudness_receipt(mode, before, after.as_ref()));
     }
     if quality_on && is_file {
-        match meter.quality(r, &file, input, info).await {
+        match meter.quality(r, &file, input, info, written).await {
             Ok(Some(q)) => {
                 let container = r.packaging.format_name();
                 if let Some(p) = q.psnr_db {
