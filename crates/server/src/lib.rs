@@ -15,6 +15,7 @@ pub mod identity;
 pub mod key_inputs;
 pub mod load;
 pub mod metrics;
+pub mod patch_lock;
 pub mod progressive;
 pub mod retention;
 pub mod serve;
@@ -114,6 +115,7 @@ pub async fn build_state(cfg: Config, capacity: u32) -> Result<AppState, ServeEr
         metrics: metrics::handle(),
         capacity,
         stopping: tokio_util::sync::CancellationToken::new(),
+        patch_locks: Arc::new(patch_lock::PatchLocks::default()),
     })
 }
 

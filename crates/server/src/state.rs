@@ -27,6 +27,8 @@ pub struct AppState {
     pub stopping: tokio_util::sync::CancellationToken,
     /// The key owners' webhook secrets derive from (`webhooks::sign::owner_secret`).
     pub notify_key: Arc<Vec<u8>>,
+    /// tus PATCHes in flight, one per upload (`crate::patch_lock`).
+    pub patch_locks: Arc<crate::patch_lock::PatchLocks>,
 }
 
 impl AppState {

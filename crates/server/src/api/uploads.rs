@@ -155,6 +155,13 @@ async fn patch_inner(
     tus::check_patch_content_type(h).map_err(protocol)?;
     let offset = tus::upload_offset(h).map_err(protocol)?;
     let info = load(st, who, id).await?;
+    let Some(_patching) = st.patch_locks.try_acquire(&info.id) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "upload_busy",
+            "another PATCH of this upload is in progress; HEAD it for the offset and resume",
+        ));
+    };
     if offset > info.length {
         return Err(protocol(TusError::PastLength {
             length: info.length,
