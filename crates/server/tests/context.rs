@@ -153,6 +153,24 @@ async fn metadata_round_trips_and_filters_the_list() {
             "{impossible} matched a job"
         );
     }
+    // What the OpenAPI parameter does constrain is refused as it says.
+    let many: Vec<String> = (0..17).map(|i| format!("metadata.k{i}=v")).collect();
+    let long = format!("metadata.k={}", "x".repeat(513));
+    for bad in [many.join("&"), long] {
+        let r = s
+            .http
+            .get(s.url(&format!("/v1/jobs?{bad}")))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = error_of(r).await;
+        assert_eq!(
+            (status, body.error.code.as_str()),
+            (400, "invalid_query"),
+            "{}",
+            &bad[..40]
+        );
+    }
     // The same metadata is part of the idempotent spec: a replay returns the job, other
     // metadata under the same key is a conflict.
     let spec = serde_json::json!({"outputs": [{"preset": "thumbnail"}], "metadata": {"k": "v"}});

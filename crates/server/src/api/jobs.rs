@@ -674,12 +674,31 @@ pub async fn list(
             _ => {}
         }
     }
-    // More distinct pairs than a job may carry, or a pair outside the limits submissions are
-    // held to: no job can match, and the store is not asked.
-    let impossible = metadata.len() > context::MAX_KEYS
-        || metadata
-            .iter()
-            .any(|(k, v)| !context::valid_key(k) || v.len() > context::MAX_VALUE_BYTES);
+    // What the OpenAPI parameter can say (at most 16 pairs, values of at most 512 characters)
+    // is refused as it says; what it cannot (the key alphabet, bytes rather than characters) is
+    // a filter no job can match, and the store is not asked.
+    if metadata.len() > context::MAX_KEYS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("at most {} metadata filters", context::MAX_KEYS),
+        ));
+    }
+    if let Some((k, _)) = metadata
+        .iter()
+        .find(|(_, v)| v.chars().count() > context::MAX_VALUE_BYTES)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "metadata.{}: a metadata value is at most {} characters",
+                k.chars().take(64).collect::<String>(),
+                context::MAX_VALUE_BYTES
+            ),
+        ));
+    }
+    let impossible = metadata
+        .iter()
+        .any(|(k, v)| !context::valid_key(k) || v.len() > context::MAX_VALUE_BYTES);
     if impossible {
         return Ok(Json(JobList::complete(Vec::new(), None)));
     }
