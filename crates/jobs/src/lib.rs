@@ -11,6 +11,7 @@
 //! are interchangeable and share one test suite (`testsuite`, behind the `testsuite` feature).
 //! Their statements are written once (`ops`); [`open_store`] picks one from a URL.
 
+mod lease;
 pub mod machine;
 mod migrate;
 mod model;
@@ -27,6 +28,7 @@ mod testpg;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
+pub use lease::Lease;
 pub use machine::TaskStatus;
 pub use model::*;
 pub use postgres::{PgStore, NOTIFY_CHANNEL};

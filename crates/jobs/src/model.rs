@@ -206,6 +206,43 @@ pub struct Job {
     pub input_facts: Option<InputFacts>,
 }
 
+impl Job {
+    /// For tests (of this crate and others; `cfg(test)` does not cross crates): a queued job
+    /// `id` of the cluster its id names, one attempt started, every optional field empty. Tests
+    /// set what they check with struct update syntax (`Job { status, ..Job::for_test(id) }`).
+    pub fn for_test(id: &str) -> Job {
+        Job {
+            id: id.into(),
+            cluster: id.split('.').next().unwrap_or_default().into(),
+            status: JobStatus::Queued,
+            progress: 0.0,
+            attempts: 1,
+            max_attempts: 3,
+            priority: 0,
+            spec_json: "{}".into(),
+            spec_hash: "h".into(),
+            input_key: None,
+            input_url: None,
+            idempotency_key: None,
+            owner: None,
+            estimated_seconds: 1.0,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            outputs: vec![],
+            cancel_requested: false,
+            deleted_at: None,
+            inputs_deleted_at: None,
+            playable_at: None,
+            split_json: None,
+            tasks: vec![],
+            input_name: None,
+            input_facts: None,
+        }
+    }
+}
+
 /// What [`JobStore::list_jobs_filtered`](crate::JobStore::list_jobs_filtered) keeps: all of
 /// the given conditions hold (an empty filter lists everything).
 #[derive(Debug, Clone, PartialEq, Default)]

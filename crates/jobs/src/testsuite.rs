@@ -14,8 +14,8 @@
 
 pub use crate::testpg::PrivateCluster;
 use crate::{
-    now_millis, CancelOutcome, CreateOutcome, FailOutcome, JobStore, Millis, NewJob, RenewOutcome,
-    StoreError, StoredOutput,
+    now_millis, CancelOutcome, CreateOutcome, FailOutcome, JobStore, Lease, Millis, NewJob,
+    RenewOutcome, StoreError, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::collections::HashSet;
@@ -452,8 +452,8 @@ pub async fn upgraded_from_schema_7(store: &dyn JobStore) {
     assert_eq!(claim.payload, serde_json::json!({}));
     assert!(claim.dependencies.is_empty());
     assert_eq!(claim.attempt, 1);
-    assert!(store
-        .complete(&claim.task_id, "w", 1, vec![output("new.mp4")])
+    assert!(Lease::new(&claim.task_id, "w", 1)
+        .complete(store, vec![output("new.mp4")])
         .await
         .expect("complete"));
     let done = get(store, "old.0001").await;
@@ -462,22 +462,15 @@ pub async fn upgraded_from_schema_7(store: &dyn JobStore) {
 
     // The worker that held the running job before the upgrade still holds it.
     assert_eq!(
-        store
-            .renew(
-                "old.0002.transcode",
-                "old-worker",
-                1,
-                LONG_LEASE,
-                Some(0.75),
-                None
-            )
+        Lease::new("old.0002.transcode", "old-worker", 1)
+            .renew(store, LONG_LEASE, Some(0.75), None)
             .await
             .expect("renew"),
         RenewOutcome::Renewed
     );
     assert_eq!(get(store, "old.0002").await.progress, 0.75);
-    assert!(store
-        .complete("old.0002.transcode", "old-worker", 1, vec![output("b.mp4")])
+    assert!(Lease::new("old.0002.transcode", "old-worker", 1)
+        .complete(store, vec![output("b.mp4")])
         .await
         .expect("complete"));
     assert_eq!(get(store, "old.0002").await.status, JobStatus::Succeeded);
@@ -617,24 +610,20 @@ pub async fn concurrent_cancel_and_complete(store: Arc<dyn JobStore>) {
         let worker = {
             let store = store.clone();
             tokio::spawn(async move {
-                let task = &claim.task_id;
-                let renewed = store
-                    .renew(task, "w", claim.attempt, LONG_LEASE, Some(0.5), None)
+                let lease = claim.lease("w");
+                let renewed = lease
+                    .renew(&*store, LONG_LEASE, Some(0.5), None)
                     .await
                     .expect("renew");
                 assert_ne!(renewed, RenewOutcome::LeaseLost);
                 let finished = if i % 2 == 0 {
-                    store
-                        .complete(task, "w", claim.attempt, vec![output("o.mp4")])
+                    lease
+                        .complete(&*store, vec![output("o.mp4")])
                         .await
                         .expect("complete")
                 } else {
                     let error = ErrorDetail::new("invalid_input", "not a video");
-                    match store
-                        .fail(task, "w", claim.attempt, error, None)
-                        .await
-                        .expect("fail")
-                    {
+                    match lease.fail(&*store, error, None).await.expect("fail") {
                         FailOutcome::Failed => true,
                         FailOutcome::LeaseLost => false,
                         other => panic!("fail without retry gave {other:?}"),
@@ -688,15 +677,8 @@ pub async fn lease_expiry_takeover(store: &dyn JobStore) {
         .expect("claim")
         .expect("claimable");
     assert_eq!(
-        store
-            .renew(
-                &first.task_id,
-                "worker-old",
-                1,
-                SHORT_LEASE,
-                Some(0.25),
-                None
-            )
+        Lease::new(&first.task_id, "worker-old", 1)
+            .renew(store, SHORT_LEASE, Some(0.25), None)
             .await
             .expect("renew"),
         RenewOutcome::Renewed
@@ -704,15 +686,15 @@ pub async fn lease_expiry_takeover(store: &dyn JobStore) {
     assert_eq!(get(store, &job.id).await.progress, 0.25);
     // Someone else's identity or a wrong attempt number is not the owner.
     assert_eq!(
-        store
-            .renew(&first.task_id, "worker-x", 1, SHORT_LEASE, None, None)
+        Lease::new(&first.task_id, "worker-x", 1)
+            .renew(store, SHORT_LEASE, None, None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
     );
     assert_eq!(
-        store
-            .renew(&first.task_id, "worker-old", 2, SHORT_LEASE, None, None)
+        Lease::new(&first.task_id, "worker-old", 2)
+            .renew(store, SHORT_LEASE, None, None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
@@ -738,31 +720,34 @@ pub async fn lease_expiry_takeover(store: &dyn JobStore) {
 
     let task = &first.task_id;
     assert_eq!(
-        store
-            .renew(task, "worker-old", 1, SHORT_LEASE, Some(0.9), None)
+        Lease::new(task, "worker-old", 1)
+            .renew(store, SHORT_LEASE, Some(0.9), None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
     );
-    assert!(!store
-        .complete(task, "worker-old", 1, vec![output("stale.mp4")])
+    assert!(!Lease::new(task, "worker-old", 1)
+        .complete(store, vec![output("stale.mp4")])
         .await
         .expect("complete"));
     assert_eq!(
-        store
-            .fail(task, "worker-old", 1, ErrorDetail::new("x", "y"), None)
+        Lease::new(task, "worker-old", 1)
+            .fail(store, ErrorDetail::new("x", "y"), None)
             .await
             .expect("fail"),
         FailOutcome::LeaseLost
     );
-    store.release(task, "worker-old", 1).await.expect("release");
+    Lease::new(task, "worker-old", 1)
+        .release(store)
+        .await
+        .expect("release");
     let unchanged = get(store, &job.id).await;
     assert_eq!(unchanged.status, JobStatus::Running);
     assert_eq!(unchanged.attempts, 2);
     assert_ne!(unchanged.progress, 0.9);
 
-    assert!(store
-        .complete(task, "worker-new", 2, vec![output("out.mp4")])
+    assert!(Lease::new(task, "worker-new", 2)
+        .complete(store, vec![output("out.mp4")])
         .await
         .expect("complete"));
     let done = get(store, &job.id).await;
@@ -771,13 +756,13 @@ pub async fn lease_expiry_takeover(store: &dyn JobStore) {
     assert_eq!(done.outputs, vec![output("out.mp4")]);
     assert!(done.finished_at.is_some());
     // Exactly one completion.
-    assert!(!store
-        .complete(task, "worker-new", 2, vec![output("again.mp4")])
+    assert!(!Lease::new(task, "worker-new", 2)
+        .complete(store, vec![output("again.mp4")])
         .await
         .expect("complete"));
     assert_eq!(
-        store
-            .renew(task, "worker-new", 2, LONG_LEASE, None, None)
+        Lease::new(task, "worker-new", 2)
+            .renew(store, LONG_LEASE, None, None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
@@ -829,14 +814,14 @@ pub async fn lease_expiry_exhausts_attempts(store: &dyn JobStore) {
         .is_none());
     // The last worker waking up late changes nothing.
     assert_eq!(
-        store
-            .renew(&last.task_id, "w2", 2, LONG_LEASE, Some(0.9), None)
+        Lease::new(&last.task_id, "w2", 2)
+            .renew(store, LONG_LEASE, Some(0.9), None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
     );
-    assert!(!store
-        .complete(&last.task_id, "w2", 2, vec![output("late.mp4")])
+    assert!(!Lease::new(&last.task_id, "w2", 2)
+        .complete(store, vec![output("late.mp4")])
         .await
         .expect("complete"));
     assert_eq!(get(store, &doomed.id).await, failed);
@@ -853,20 +838,14 @@ pub async fn fail_with_retry(store: &dyn JobStore) {
         .await
         .expect("claim")
         .expect("claimable");
-    store
-        .renew(&first.task_id, "w1", 1, LONG_LEASE, Some(0.5), None)
+    Lease::new(&first.task_id, "w1", 1)
+        .renew(store, LONG_LEASE, Some(0.5), None)
         .await
         .expect("renew");
     let before = now_millis();
     let err = ErrorDetail::new("fetch_failed", "input server answered 503");
-    let outcome = store
-        .fail(
-            &first.task_id,
-            "w1",
-            1,
-            err.clone(),
-            Some(Duration::from_millis(500)),
-        )
+    let outcome = Lease::new(&first.task_id, "w1", 1)
+        .fail(store, err.clone(), Some(Duration::from_millis(500)))
         .await
         .expect("fail");
     let FailOutcome::Requeued { run_after } = outcome else {
@@ -908,14 +887,8 @@ pub async fn fail_with_retry(store: &dyn JobStore) {
 
     let final_err = ErrorDetail::new("fetch_failed", "still 503");
     assert_eq!(
-        store
-            .fail(
-                &second.task_id,
-                "w2",
-                2,
-                final_err.clone(),
-                Some(Duration::from_millis(1)),
-            )
+        Lease::new(&second.task_id, "w2", 2)
+            .fail(store, final_err.clone(), Some(Duration::from_millis(1)))
             .await
             .expect("fail"),
         FailOutcome::Failed
@@ -942,8 +915,8 @@ pub async fn fail_without_retry(store: &dyn JobStore) {
         .expect("claimable");
     let err = ErrorDetail::new("invalid_input", "not a video");
     assert_eq!(
-        store
-            .fail(&claim.task_id, "w1", 1, err.clone(), None)
+        Lease::new(&claim.task_id, "w1", 1)
+            .fail(store, err.clone(), None)
             .await
             .expect("fail"),
         FailOutcome::Failed
@@ -959,8 +932,8 @@ pub async fn fail_without_retry(store: &dyn JobStore) {
         .expect("claim")
         .is_none());
     assert_eq!(
-        store
-            .fail(&claim.task_id, "w1", 1, ErrorDetail::new("x", "y"), None)
+        Lease::new(&claim.task_id, "w1", 1)
+            .fail(store, ErrorDetail::new("x", "y"), None)
             .await
             .expect("fail"),
         FailOutcome::LeaseLost,
@@ -999,25 +972,25 @@ pub async fn cancel(store: &dyn JobStore) {
     assert!(job.cancel_requested);
     assert!(job.finished_at.is_some());
     assert_eq!(
-        store
-            .renew(&claim.task_id, "w1", 1, LONG_LEASE, Some(0.5), None)
+        Lease::new(&claim.task_id, "w1", 1)
+            .renew(store, LONG_LEASE, Some(0.5), None)
             .await
             .expect("renew"),
         RenewOutcome::Cancelled
     );
-    assert!(!store
-        .complete(&claim.task_id, "w1", 1, vec![output("late.mp4")])
+    assert!(!Lease::new(&claim.task_id, "w1", 1)
+        .complete(store, vec![output("late.mp4")])
         .await
         .expect("complete"));
     assert_eq!(
-        store
-            .fail(&claim.task_id, "w1", 1, ErrorDetail::new("x", "y"), None)
+        Lease::new(&claim.task_id, "w1", 1)
+            .fail(store, ErrorDetail::new("x", "y"), None)
             .await
             .expect("fail"),
         FailOutcome::LeaseLost
     );
-    store
-        .release(&claim.task_id, "w1", 1)
+    Lease::new(&claim.task_id, "w1", 1)
+        .release(store)
         .await
         .expect("release");
     assert_eq!(
@@ -1037,8 +1010,8 @@ pub async fn cancel(store: &dyn JobStore) {
         .await
         .expect("claim")
         .expect("claimable");
-    assert!(store
-        .complete(&claim.task_id, "w1", 1, vec![output("a.mp4")])
+    assert!(Lease::new(&claim.task_id, "w1", 1)
+        .complete(store, vec![output("a.mp4")])
         .await
         .expect("complete"));
     let CancelOutcome::AlreadyFinished(job) = store.cancel(&finished.id).await.expect("cancel")
@@ -1063,13 +1036,13 @@ pub async fn release(store: &dyn JobStore) {
         .expect("claim")
         .expect("claimable");
     let eta = crate::model::now_millis() + 30_000;
-    store
-        .renew(&claim.task_id, "w1", 1, LONG_LEASE, Some(0.4), Some(eta))
+    Lease::new(&claim.task_id, "w1", 1)
+        .renew(store, LONG_LEASE, Some(0.4), Some(eta))
         .await
         .expect("renew");
     assert_eq!(store.running_attempts().await.unwrap()[0].eta_at, Some(eta));
-    store
-        .release(&claim.task_id, "w1", 1)
+    Lease::new(&claim.task_id, "w1", 1)
+        .release(store)
         .await
         .expect("release");
     let released = get(store, &job.id).await;
@@ -1077,8 +1050,8 @@ pub async fn release(store: &dyn JobStore) {
     assert_eq!(released.attempts, 0);
     assert_eq!(released.progress, 0.0);
     assert_eq!(
-        store
-            .renew(&claim.task_id, "w1", 1, LONG_LEASE, None, None)
+        Lease::new(&claim.task_id, "w1", 1)
+            .renew(store, LONG_LEASE, None, None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
@@ -1097,13 +1070,13 @@ pub async fn release(store: &dyn JobStore) {
     assert_eq!(running[0].eta_at, None);
     // Same worker id and attempt number as the released claim: a stale release from w1 must
     // still not hand back w2's attempt.
-    store
-        .release(&claim.task_id, "w1", 1)
+    Lease::new(&claim.task_id, "w1", 1)
+        .release(store)
         .await
         .expect("release");
     assert_eq!(get(store, &job.id).await.status, JobStatus::Running);
-    assert!(store
-        .complete(&again.task_id, "w2", 1, vec![output("o.mp4")])
+    assert!(Lease::new(&again.task_id, "w2", 1)
+        .complete(store, vec![output("o.mp4")])
         .await
         .expect("complete"));
     assert_eq!(get(store, &job.id).await.attempts, 1);
@@ -1150,15 +1123,9 @@ pub async fn counts(store: &dyn JobStore) {
         running[0].claimed_at
     );
     assert_eq!(
-        store
-            .renew(
-                &claim.task_id,
-                "w",
-                claim.attempt,
-                LONG_LEASE,
-                Some(0.4),
-                Some(before + 7_000)
-            )
+        claim
+            .lease("w")
+            .renew(store, LONG_LEASE, Some(0.4), Some(before + 7_000))
             .await
             .expect("renew"),
         crate::model::RenewOutcome::Renewed
@@ -1166,8 +1133,8 @@ pub async fn counts(store: &dyn JobStore) {
     let running = store.running_attempts().await.expect("running attempts");
     assert_eq!(running[0].eta_at, Some(before + 7_000));
 
-    assert!(store
-        .complete(&claim.task_id, "w", 1, vec![])
+    assert!(Lease::new(&claim.task_id, "w", 1)
+        .complete(store, vec![])
         .await
         .expect("complete"));
     let counts = store.counts().await.expect("counts");
@@ -1434,8 +1401,8 @@ pub async fn playable_while_running(store: &dyn JobStore) {
         .expect("claim")
         .expect("split");
     let pieces = serde_json::json!({"pieces": ["p0", "p1"]});
-    assert!(store
-        .complete_task(&split.task_id, "w1", 1, pieces.clone())
+    assert!(Lease::new(&split.task_id, "w1", 1)
+        .complete_task(store, pieces.clone())
         .await
         .expect("complete split"));
     assert_eq!(
@@ -1487,8 +1454,8 @@ pub async fn task_graph(store: &dyn JobStore) {
         "segments wait for the split"
     );
     let pieces = serde_json::json!({"pieces": ["p0", "p1"]});
-    assert!(store
-        .complete_task(&split.task_id, "w1", 1, pieces.clone())
+    assert!(Lease::new(&split.task_id, "w1", 1)
+        .complete_task(store, pieces.clone())
         .await
         .expect("complete split"));
     let after_split = get(store, &job.id).await;
@@ -1522,20 +1489,15 @@ pub async fn task_graph(store: &dyn JobStore) {
     );
     assert_eq!(seg0.job.id, job.id);
     assert_eq!(seg0.job.spec_json, job.spec_json);
-    store
-        .renew(&seg0.task_id, "w1", 1, LONG_LEASE, Some(0.5), None)
+    Lease::new(&seg0.task_id, "w1", 1)
+        .renew(store, LONG_LEASE, Some(0.5), None)
         .await
         .expect("renew");
     // split 1 + seg0 half of 4 = 3 of 10.
     assert!((get(store, &job.id).await.progress - 0.3).abs() < 1e-9);
     for (claim, worker) in [(&seg0, "w1"), (&seg1, "w2")] {
-        assert!(store
-            .complete_task(
-                &claim.task_id,
-                worker,
-                1,
-                serde_json::json!([claim.task_id])
-            )
+        assert!(Lease::new(&claim.task_id, worker, 1)
+            .complete_task(store, serde_json::json!([claim.task_id]))
             .await
             .expect("complete segment"));
     }
@@ -1553,8 +1515,8 @@ pub async fn task_graph(store: &dyn JobStore) {
         ]
     );
     assert_eq!(get(store, &job.id).await.status, JobStatus::Running);
-    assert!(store
-        .complete(&stitch.task_id, "w3", 1, vec![output("out.mp4")])
+    assert!(Lease::new(&stitch.task_id, "w3", 1)
+        .complete(store, vec![output("out.mp4")])
         .await
         .expect("complete stitch"));
     let done = get(store, &job.id).await;
@@ -1595,8 +1557,8 @@ async fn split_and_claim_segments(
         .await
         .expect("claim")
         .expect("split");
-    assert!(store
-        .complete_task(&split.task_id, "w0", 1, serde_json::json!({}))
+    assert!(Lease::new(&split.task_id, "w0", 1)
+        .complete_task(store, serde_json::json!({}))
         .await
         .expect("complete split"));
     let seg0 = store
@@ -1619,8 +1581,8 @@ pub async fn failed_task_fails_the_job(store: &dyn JobStore) {
     let (job, seg0, seg1) = split_and_claim_segments(store, LONG_LEASE).await;
     let err = ErrorDetail::new("encode_failed", "segment 1: ffmpeg exited with 1\0");
     assert_eq!(
-        store
-            .fail(&seg1.task_id, "w2", 1, err, None)
+        Lease::new(&seg1.task_id, "w2", 1)
+            .fail(store, err, None)
             .await
             .expect("fail"),
         FailOutcome::Failed
@@ -1636,14 +1598,14 @@ pub async fn failed_task_fails_the_job(store: &dyn JobStore) {
     assert_eq!(task_status(&failed, "seg0"), Cancelled);
     assert_eq!(task_status(&failed, "stitch"), Cancelled);
     assert_eq!(
-        store
-            .renew(&seg0.task_id, "w1", 1, LONG_LEASE, Some(0.5), None)
+        Lease::new(&seg0.task_id, "w1", 1)
+            .renew(store, LONG_LEASE, Some(0.5), None)
             .await
             .expect("renew"),
         RenewOutcome::Cancelled
     );
-    assert!(!store
-        .complete_task(&seg0.task_id, "w1", 1, serde_json::json!([]))
+    assert!(!Lease::new(&seg0.task_id, "w1", 1)
+        .complete_task(store, serde_json::json!([]))
         .await
         .expect("complete"));
     assert!(store
@@ -1663,8 +1625,8 @@ pub async fn lost_lease_reruns_only_that_task(store: &dyn JobStore) {
         .await
         .expect("claim")
         .expect("split");
-    store
-        .complete_task(&split.task_id, "w0", 1, serde_json::json!({}))
+    Lease::new(&split.task_id, "w0", 1)
+        .complete_task(store, serde_json::json!({}))
         .await
         .expect("complete split");
     let seg0 = store
@@ -1697,16 +1659,16 @@ pub async fn lost_lease_reruns_only_that_task(store: &dyn JobStore) {
     assert_eq!(attempts("seg1"), Some(2));
     assert_eq!(now.status, JobStatus::Running);
     assert_eq!(
-        store
-            .renew(&seg0.task_id, "w1", 1, LONG_LEASE, None, None)
+        Lease::new(&seg0.task_id, "w1", 1)
+            .renew(store, LONG_LEASE, None, None)
             .await
             .expect("renew"),
         RenewOutcome::Renewed,
         "the other segment carries on"
     );
     assert_eq!(
-        store
-            .renew(&seg1.task_id, "w2", 1, LONG_LEASE, None, None)
+        Lease::new(&seg1.task_id, "w2", 1)
+            .renew(store, LONG_LEASE, None, None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
@@ -1729,8 +1691,8 @@ pub async fn cancel_stops_every_task(store: &dyn JobStore) {
     }
     for (claim, worker) in [(&seg0, "w1"), (&seg1, "w2")] {
         assert_eq!(
-            store
-                .renew(&claim.task_id, worker, 1, LONG_LEASE, None, None)
+            Lease::new(&claim.task_id, worker, 1)
+                .renew(store, LONG_LEASE, None, None)
                 .await
                 .expect("renew"),
             RenewOutcome::Cancelled
@@ -1758,15 +1720,13 @@ pub async fn job_events(store: &dyn JobStore) {
         .expect("claim")
         .expect("claimable");
     assert_eq!(claim.job.id, job.id);
-    store
-        .renew(&claim.task_id, "w", 1, LONG_LEASE, Some(0.5), None)
+    Lease::new(&claim.task_id, "w", 1)
+        .renew(store, LONG_LEASE, Some(0.5), None)
         .await
         .expect("renew");
-    store
+    Lease::new(&claim.task_id, "w", 1)
         .fail(
-            &claim.task_id,
-            "w",
-            1,
+            store,
             ErrorDetail::new("fetch_failed", "503"),
             Some(Duration::from_millis(1)),
         )
@@ -1778,8 +1738,8 @@ pub async fn job_events(store: &dyn JobStore) {
         .await
         .expect("claim")
         .expect("retry");
-    assert!(store
-        .complete(&claim.task_id, "w", 2, vec![output("o.mp4")])
+    assert!(Lease::new(&claim.task_id, "w", 2)
+        .complete(store, vec![output("o.mp4")])
         .await
         .expect("complete"));
     let events = store.job_events(&job.id, 0, 100).await.expect("events");
@@ -1890,8 +1850,9 @@ pub async fn concurrent_claims_of_one_job(store: Arc<dyn JobStore>) {
                 } else {
                     serde_json::json!({ "piece": claim.payload["index"] })
                 };
-                assert!(store
-                    .complete_task(&claim.task_id, &worker, claim.attempt, outputs)
+                assert!(claim
+                    .lease(&worker)
+                    .complete_task(&*store, outputs)
                     .await
                     .expect("complete"));
                 mine.push((claim.task_id, claim.kind));
@@ -2052,8 +2013,9 @@ pub async fn retention_claims_and_tombstones(store: &dyn JobStore) {
         .await
         .expect("claim")
         .expect("one");
-    let ok = store
-        .complete(&claim.task_id, "w", claim.attempt, vec![output("a.mp4")])
+    let ok = claim
+        .lease("w")
+        .complete(store, vec![output("a.mp4")])
         .await
         .expect("complete");
     assert!(ok);
@@ -2186,23 +2148,17 @@ pub async fn task_timings(store: &dyn JobStore) {
         .into_iter()
         .collect();
     // Not the holder: nothing changes, no timings are written.
-    let stale = store
-        .complete_task_timed(
-            &claim.task_id,
-            "w2",
-            claim.attempt,
-            serde_json::json!([]),
-            Some(&timings),
-        )
+    let stale = claim
+        .lease("w2")
+        .complete_task_timed(store, serde_json::json!([]), Some(&timings))
         .await
         .expect("complete by another worker");
     assert!(!stale);
     assert_eq!(get(store, &job.id).await.tasks[0].timings, None);
-    let done = store
+    let done = claim
+        .lease("w1")
         .complete_task_timed(
-            &claim.task_id,
-            "w1",
-            claim.attempt,
+            store,
             crate::ops::files_json(&[output("a.mp4")]).unwrap(),
             Some(&timings),
         )

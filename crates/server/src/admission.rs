@@ -7,7 +7,7 @@
 //! so the JSON and multipart paths cannot answer the same mistake differently. The worker runs
 //! what was admitted and does not import this module.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::fetch::FetchError;
 use crate::task_payloads::{
     segment_key, SplitPayload, TranscodePayload, ENCODE_AUDIO, ENCODE_SEGMENT, SPLIT, STITCH,
@@ -62,23 +62,23 @@ impl AdmissionError {
     pub fn code(&self) -> &'static str {
         match self {
             AdmissionError::Priority(_) => "invalid_priority",
-            AdmissionError::InvalidSpec(_) => "invalid_spec",
+            AdmissionError::InvalidSpec(_) => ErrorCode::InvalidSpec.as_str(),
             AdmissionError::ForbiddenUrl(_) | AdmissionError::ForbiddenNotifyUrl(..) => {
                 "forbidden_url"
             }
             AdmissionError::InvalidUrl(_) | AdmissionError::InvalidNotifyUrl(..) => "invalid_url",
-            AdmissionError::TooManyNotify(_) => "invalid_spec",
-            AdmissionError::UnsupportedFormat(_) => "unsupported_format",
-            AdmissionError::CorruptInput(_) => "corrupt_input",
+            AdmissionError::TooManyNotify(_) => ErrorCode::InvalidSpec.as_str(),
+            AdmissionError::UnsupportedFormat(_) => ErrorCode::UnsupportedFormat.as_str(),
+            AdmissionError::CorruptInput(_) => ErrorCode::CorruptInput.as_str(),
             AdmissionError::Policy(r) => r.code,
-            AdmissionError::Probe(_) => "internal",
+            AdmissionError::Probe(_) => ErrorCode::Internal.as_str(),
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
             AdmissionError::Priority(_) => StatusCode::BAD_REQUEST,
-            AdmissionError::Policy(r) if r.code == "input_too_large" => {
+            AdmissionError::Policy(r) if r.code == ErrorCode::InputTooLarge.as_str() => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             AdmissionError::Probe(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,7 +91,7 @@ impl From<AdmissionError> for ApiError {
     fn from(e: AdmissionError) -> ApiError {
         match e {
             AdmissionError::Probe(m) => ApiError::internal("probing the upload", m),
-            other => ApiError::new(other.status(), other.code(), other.to_string()),
+            other => ApiError::coded(other.status(), other.code(), other.to_string()),
         }
     }
 }

@@ -15,12 +15,12 @@
 //! treated as local: on one host the edge is a loopback client too, so without this rule a
 //! loopback cluster behind an edge would serve the internet anonymously.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::identity::Identity;
 use crate::state::AppState;
 use axum::extract::ConnectInfo;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use reelay_jobs::{ApiToken, JobStore, NewToken};
@@ -291,7 +291,7 @@ impl Guard {
 }
 
 fn unauthorized(message: impl Into<String>) -> Response {
-    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    let mut resp = ApiError::new(ErrorCode::Unauthorized, message).into_response();
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"reelay\""),
@@ -391,8 +391,7 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
     let need = required_scope(req.method());
     if !principal.has(need) {
         return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             format!("this token lacks the {need} scope"),
         )
         .into_response();
@@ -405,8 +404,7 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
             return ApiError {
                 retry_after: Some(secs),
                 ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     format!("too many requests; retry in {secs} s"),
                 )
             }

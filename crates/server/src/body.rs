@@ -10,8 +10,8 @@
 //! only a body that really is too large is a 413; a stalled one is a 408 and one that ends early
 //! or breaks off is a 400.
 
-use crate::error::ApiError;
-use axum::http::{HeaderMap, StatusCode};
+use crate::error::{ApiError, ErrorCode};
+use axum::http::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
 use hyper::body::{Body, Frame, SizeHint};
@@ -187,17 +187,11 @@ impl BodyError {
     }
 
     /// The answer for the client; `too_large_code` names what was too large.
-    pub fn into_api(self, too_large_code: &'static str) -> ApiError {
+    pub fn into_api(self, too_large_code: ErrorCode) -> ApiError {
         match self {
-            BodyError::TooLarge(_) => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                too_large_code,
-                self.to_string(),
-            ),
-            BodyError::TimedOut(t) => {
-                ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", t.to_string())
-            }
-            BodyError::Incomplete => ApiError::bad_request("body_incomplete", self.to_string()),
+            BodyError::TooLarge(_) => ApiError::new(too_large_code, self.to_string()),
+            BodyError::TimedOut(t) => ApiError::new(ErrorCode::BodyTimeout, t.to_string()),
+            BodyError::Incomplete => ApiError::new(ErrorCode::BodyIncomplete, self.to_string()),
         }
     }
 }
@@ -219,7 +213,7 @@ pub async fn read_to_limit(body: axum::body::Body, limit: usize) -> Result<Bytes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, StatusCode};
 
     /// A body whose chunks arrive after the given pauses.
     fn chunks(parts: Vec<(u64, &'static str)>) -> axum::body::Body {
@@ -301,17 +295,17 @@ mod tests {
     #[test]
     fn only_an_overflow_is_413() {
         assert_eq!(
-            BodyError::TooLarge(10).into_api("too_large").status,
+            BodyError::TooLarge(10).into_api(ErrorCode::TooLarge).status,
             StatusCode::PAYLOAD_TOO_LARGE
         );
         assert_eq!(
             BodyError::TimedOut(BodyTimeout::Idle(Duration::from_secs(1)))
-                .into_api("too_large")
+                .into_api(ErrorCode::TooLarge)
                 .status,
             StatusCode::REQUEST_TIMEOUT
         );
         assert_eq!(
-            BodyError::Incomplete.into_api("too_large").status,
+            BodyError::Incomplete.into_api(ErrorCode::TooLarge).status,
             StatusCode::BAD_REQUEST
         );
         let wrapped = axum::Error::new(BodyTimeout::Deadline(Duration::from_secs(2)));

@@ -8,7 +8,7 @@
 //!
 //! Pure functions only; the api and the worker do the I/O.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use reelay_media::MediaInfo;
 use reelay_protocol::{InputFacts, JobSpec, RequestedOutput};
 
@@ -44,7 +44,7 @@ pub enum MetadataError {
 
 impl From<MetadataError> for ApiError {
     fn from(e: MetadataError) -> ApiError {
-        ApiError::unprocessable("invalid_metadata", e.to_string())
+        ApiError::new(ErrorCode::InvalidMetadata, e.to_string())
     }
 }
 

@@ -203,7 +203,7 @@ pub async fn outputs(State(state): State<AppState>, req: Request, next: Next) ->
                     resp
                 }
                 Err(refusal) => {
-                    ApiError::new(StatusCode::FORBIDDEN, refusal.code(), refusal.to_string())
+                    ApiError::coded(StatusCode::FORBIDDEN, refusal.code(), refusal.to_string())
                         .into_response()
                 }
             };

@@ -10,8 +10,8 @@
 //! the margin between the budget and nginx's timeout (NTP); a clock far ahead refuses every
 //! stamped submission with a 503 that says so, it never creates a job silently.
 
-use crate::error::ApiError;
-use axum::http::{HeaderMap, StatusCode};
+use crate::error::{ApiError, ErrorCode};
+use axum::http::HeaderMap;
 
 pub const HEADER: &str = "x-reelay-deadline";
 
@@ -40,14 +40,10 @@ impl DeadlineError {
 impl From<DeadlineError> for ApiError {
     fn from(e: DeadlineError) -> Self {
         match e {
-            DeadlineError::Malformed => ApiError::bad_request("invalid_deadline", e.to_string()),
+            DeadlineError::Malformed => ApiError::new(ErrorCode::InvalidDeadline, e.to_string()),
             DeadlineError::Passed { .. } => ApiError {
                 retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "deadline_passed",
-                    e.to_string(),
-                )
+                ..ApiError::new(ErrorCode::DeadlinePassed, e.to_string())
             },
         }
     }

@@ -3,6 +3,7 @@
 //! 127.0.0.1 or a rebinding trick is caught), literal IPs are checked before the request, and every
 //! redirect is checked again.
 
+use crate::error::ErrorCode;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -36,7 +37,7 @@ impl FetchError {
         match self {
             FetchError::Forbidden(_) => "forbidden_url",
             FetchError::BadUrl(_) => "invalid_url",
-            FetchError::TooLarge(_) => "input_too_large",
+            FetchError::TooLarge(_) => ErrorCode::InputTooLarge.as_str(),
             FetchError::ClientStatus(_) | FetchError::Transient(_) => "input_fetch_failed",
         }
     }

@@ -185,33 +185,11 @@ mod tests {
 
     fn job(status: JobStatus, finished_at: Option<Millis>) -> Job {
         Job {
-            id: "aws.01J".into(),
-            cluster: "aws".into(),
             status,
             progress: 1.0,
-            attempts: 1,
-            max_attempts: 3,
-            priority: 0,
-            spec_json: "{}".into(),
-            spec_hash: "h".into(),
             input_key: Some("inputs/aws.01J/source".into()),
-            input_url: None,
-            idempotency_key: None,
-            owner: None,
-            estimated_seconds: 1.0,
-            created_at: 0,
-            started_at: None,
             finished_at,
-            error: None,
-            outputs: vec![],
-            cancel_requested: false,
-            deleted_at: None,
-            inputs_deleted_at: None,
-            playable_at: None,
-            split_json: None,
-            tasks: vec![],
-            input_name: None,
-            input_facts: None,
+            ..Job::for_test("aws.01J")
         }
     }
 

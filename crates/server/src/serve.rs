@@ -287,18 +287,25 @@ impl Refusals {
     }
 }
 
+/// The message of both 429 `too_many_connections` answers.
+const TOO_MANY_CONNECTIONS: &str =
+    "this client address holds too many open connections; retry when some have closed";
+
 /// Answers a connection over every budget with a fixed JSON 429 without reading its request,
 /// then lingers briefly, discarding what the client sends, so that closing does not reset the
 /// connection before the client has read the answer.
 async fn refuse(mut tcp: tokio::net::TcpStream, refusing: Refusals) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const BODY: &str = r#"{"error":{"code":"too_many_connections","message":"this client address holds too many open connections; retry when some have closed"}}"#;
+    let body = format!(
+        r#"{{"error":{{"code":"{}","message":"{TOO_MANY_CONNECTIONS}"}}}}"#,
+        crate::error::ErrorCode::TooManyConnections
+    );
     metrics::counter!(m::CONNECTIONS_REFUSED, "answer" => "429").increment(1);
     let answer = format!(
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
          x-content-type-options: nosniff\r\nretry-after: 1\r\nconnection: close\r\n\
-         content-length: {}\r\n\r\n{BODY}",
-        BODY.len()
+         content-length: {}\r\n\r\n{body}",
+        body.len()
     );
     let _ = tokio::time::timeout(REFUSAL_LINGER, async {
         tcp.write_all(answer.as_bytes()).await?;
@@ -328,9 +335,8 @@ fn too_many_connections() -> axum::response::Response {
     let mut resp = crate::error::ApiError {
         retry_after: Some(1),
         ..crate::error::ApiError::new(
-            http::StatusCode::TOO_MANY_REQUESTS,
-            "too_many_connections",
-            "this client address holds too many open connections; retry when some have closed",
+            crate::error::ErrorCode::TooManyConnections,
+            TOO_MANY_CONNECTIONS,
         )
     }
     .into_response();

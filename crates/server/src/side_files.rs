@@ -8,6 +8,7 @@
 //! converted to (so the worker never parses the user's original again); an image as sent,
 //! re-probed by the worker before use.
 
+use crate::error::ErrorCode;
 use reelay_media::captions::{self, CaptionError};
 use reelay_media::watermark::{self, ImageError, Mark, WatermarkSpec};
 use reelay_media::{InputPolicy, ProbeError, Rendition, Tools};
@@ -67,10 +68,10 @@ impl SideFileError {
             SideFileError::Image(e) => e.code(),
             SideFileError::BurnIn(e) | SideFileError::Captions(e) => e.code(),
             SideFileError::Mismatch(_) | SideFileError::Spec(..) | SideFileError::BurnInSpec(_) => {
-                "invalid_spec"
+                ErrorCode::InvalidSpec.as_str()
             }
-            SideFileError::Probe(_) => "probe_failed",
-            SideFileError::Scratch(_) => "scratch_error",
+            SideFileError::Probe(_) => ErrorCode::ProbeFailed.as_str(),
+            SideFileError::Scratch(_) => ErrorCode::ScratchError.as_str(),
         }
     }
 
@@ -98,7 +99,7 @@ impl SideFileError {
 
 impl From<SideFileError> for crate::error::ApiError {
     fn from(e: SideFileError) -> Self {
-        crate::error::ApiError::new(e.status(), e.code(), e.to_string())
+        crate::error::ApiError::coded(e.status(), e.code(), e.to_string())
     }
 }
 

@@ -5,6 +5,7 @@
 //! Supported: core, `creation`, `termination`, `expiration`. Not supported (so not announced):
 //! `creation-defer-length`, `creation-with-upload`, `concatenation`, `checksum`.
 
+use crate::error::ErrorCode;
 use axum::http::{HeaderMap, StatusCode};
 
 pub const VERSION: &str = "1.0.0";
@@ -53,8 +54,8 @@ impl TusError {
         match self {
             TusError::Version => "tus_version",
             TusError::BadHeader { .. } => "invalid_header",
-            TusError::TooLarge { .. } => "input_too_large",
-            TusError::ContentType => "unsupported_media_type",
+            TusError::TooLarge { .. } => ErrorCode::InputTooLarge.as_str(),
+            TusError::ContentType => ErrorCode::UnsupportedMediaType.as_str(),
             TusError::OffsetMismatch { .. } => "offset_mismatch",
             TusError::PastLength { .. } => "past_upload_length",
             TusError::BodyOnCreate => "creation_with_upload_unsupported",

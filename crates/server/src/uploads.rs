@@ -14,6 +14,7 @@
 //! `o` before another one moved past it can only commit at `o`, where a part already exists. So
 //! committed parts always tile `0..offset` without gaps or overlaps.
 
+use crate::error::ErrorCode;
 use crate::storage::{ObjectWriter, Storage, StorageError};
 use crate::tus;
 use bytes::Bytes;
@@ -66,12 +67,12 @@ impl UploadError {
     pub fn code(&self) -> &'static str {
         match self {
             UploadError::Protocol(e) => e.code(),
-            UploadError::NotFound(_) => "not_found",
+            UploadError::NotFound(_) => ErrorCode::NotFound.as_str(),
             UploadError::Expired(_) => "upload_expired",
             UploadError::Incomplete { .. } => "upload_incomplete",
             UploadError::Used { .. } => "upload_used",
             UploadError::Storage(_) => "storage_unavailable",
-            UploadError::Corrupt(_) => "internal",
+            UploadError::Corrupt(_) => ErrorCode::Internal.as_str(),
         }
     }
 }
@@ -88,7 +89,7 @@ impl From<UploadError> for crate::error::ApiError {
                 }
                 api
             }
-            _ => crate::error::ApiError::new(e.status(), e.code(), e.to_string()),
+            _ => crate::error::ApiError::coded(e.status(), e.code(), e.to_string()),
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::auth::Principal;
 use crate::body::{read_to_limit, BodyError, BodyTimeout};
 use crate::context;
 use crate::deadline::Deadline;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics as m;
 use crate::side_files;
 use crate::state::AppState;
@@ -28,7 +28,7 @@ use tokio::io::AsyncWriteExt;
 pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
     if !st.is_accepting() {
         return Err(ApiError::unavailable(
-            "shutting_down",
+            ErrorCode::ShuttingDown,
             "this cluster is shutting down and accepts no new jobs",
         ));
     }
@@ -49,7 +49,7 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
         // Only a real overflow is a 413; a stalled body is a 408, a broken one a 400.
         let body = read_to_limit(req.into_body(), st.cfg.max_json_bytes)
             .await
-            .map_err(|e| e.into_api("too_large"))?;
+            .map_err(|e| e.into_api(ErrorCode::TooLarge))?;
         let spec = parse_spec(&body)?;
         admission::check_priority(&spec)?;
         admission::check_notify(&spec, st.cfg.webhooks.max_notify, st.cfg.allow_private_urls)?;
@@ -57,12 +57,11 @@ pub async fn submit(State(st): State<AppState>, req: Request) -> Result<Response
     } else if ctype.starts_with("multipart/form-data") {
         let mp = Multipart::from_request(req, &st)
             .await
-            .map_err(|e| ApiError::bad_request("malformed_multipart", e.body_text()))?;
+            .map_err(|e| ApiError::new(ErrorCode::MalformedMultipart, e.body_text()))?;
         submit_multipart(st, principal, mp, idem, deadline).await
     } else {
         Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send application/json (input by url or key) or multipart/form-data (part spec, then part file)",
         ))
     }
@@ -77,8 +76,8 @@ pub(crate) fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError>
         .ok()
         .filter(|s| (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()));
     s.map(|s| Some(s.to_string())).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_idempotency_key",
+        ApiError::new(
+            ErrorCode::InvalidIdempotencyKey,
             "Idempotency-Key must be 1-255 visible ASCII characters",
         )
     })
@@ -89,17 +88,17 @@ pub use crate::admission::PRIORITY_RANGE;
 /// Syntax errors are 400 (not JSON at all); well-formed JSON of the wrong shape is 422.
 pub(crate) fn parse_spec(body: &[u8]) -> Result<JobSpec, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError::unprocessable(
-            "invalid_spec",
+        return Err(ApiError::new(
+            ErrorCode::InvalidSpec,
             "the job spec must be a JSON object",
         ));
     }
     // Before typing, so that a wrong value is answered with the key it is under.
     crate::context::check_metadata(value.get("metadata"))?;
     serde_json::from_value::<JobSpec>(value)
-        .map_err(|e| ApiError::unprocessable("invalid_spec", format!("invalid job spec: {e}")))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, format!("invalid job spec: {e}")))
 }
 
 pub(crate) async fn submit_json(
@@ -115,7 +114,7 @@ pub(crate) async fn submit_json(
     side_files::refuse_in_json(&spec)?;
     side_files::check_burn_in(&spec, None, &renditions)?;
     let input = spec.input.clone().ok_or_else(|| {
-        ApiError::unprocessable("invalid_spec", "input: required in a JSON submission ({\"url\": ...}, {\"key\": ...} or {\"upload\": ...}); or upload the file as multipart")
+        ApiError::new(ErrorCode::InvalidSpec, "input: required in a JSON submission ({\"url\": ...}, {\"key\": ...} or {\"upload\": ...}); or upload the file as multipart")
     })?;
     if let (None, None, Some(upload)) = (&input.url, &input.key, &input.upload) {
         return submit_upload(st, principal, &spec, upload, idem, deadline, &renditions).await;
@@ -130,8 +129,8 @@ pub(crate) async fn submit_json(
             (Some(key.clone()), None, context::clean_name(key))
         }
         _ => {
-            return Err(ApiError::unprocessable(
-                "invalid_spec",
+            return Err(ApiError::new(
+                ErrorCode::InvalidSpec,
                 "input: give exactly one of url, key or upload",
             ))
         }
@@ -197,22 +196,22 @@ async fn submit_upload(
 /// even looked up, so nothing tells which of them exist.
 async fn check_key_input(st: &AppState, who: &Principal, key: &str) -> Result<(), ApiError> {
     if !valid_user_key(key) {
-        return Err(ApiError::unprocessable(
-            "invalid_spec",
+        return Err(ApiError::new(
+            ErrorCode::InvalidSpec,
             "input.key: must be a relative key of A-Z a-z 0-9 - _ . = + segments separated by /",
         ));
     }
     let rule = st.cfg.key_inputs();
     if !rule.enabled() {
-        return Err(ApiError::unprocessable(
-            "key_inputs_disabled",
+        return Err(ApiError::new(
+            ErrorCode::KeyInputsDisabled,
             "input.key: this cluster accepts no key inputs (no key_input_prefix is configured); \
              upload the file or give a URL",
         ));
     }
     let not_found = || {
-        ApiError::unprocessable(
-            "input_not_found",
+        ApiError::new(
+            ErrorCode::InputNotFound,
             "input.key: no object with this key that this client may read",
         )
     };
@@ -245,19 +244,21 @@ async fn submit_multipart(
     // deadline; only the file itself may take the upload deadline.
     let limits = st.cfg.body_limits();
     let spec_by = tokio::time::Instant::now() + limits.deadline;
-    let spec_late = || BodyError::TimedOut(BodyTimeout::Deadline(limits.deadline)).into_api("");
+    let spec_late = || {
+        BodyError::TimedOut(BodyTimeout::Deadline(limits.deadline)).into_api(ErrorCode::TooLarge)
+    };
     let first = tokio::time::timeout_at(spec_by, next_field(&mut mp))
         .await
         .map_err(|_| spec_late())??
         .ok_or_else(|| {
-            ApiError::bad_request(
-                "malformed_multipart",
+            ApiError::new(
+                ErrorCode::MalformedMultipart,
                 "empty multipart body: send part spec, then part file",
             )
         })?;
     if first.name() != Some("spec") {
-        return Err(ApiError::bad_request(
-            "malformed_multipart",
+        return Err(ApiError::new(
+            ErrorCode::MalformedMultipart,
             "the first part must be named spec (the job spec JSON), followed by the file part",
         ));
     }
@@ -269,8 +270,8 @@ async fn submit_multipart(
     admission::check_priority(&spec)?;
     admission::check_notify(&spec, st.cfg.webhooks.max_notify, st.cfg.allow_private_urls)?;
     if spec.input.is_some() {
-        return Err(ApiError::unprocessable(
-            "invalid_spec",
+        return Err(ApiError::new(
+            ErrorCode::InvalidSpec,
             "input: must be absent when the file is uploaded",
         ));
     }
@@ -291,15 +292,18 @@ async fn submit_multipart(
             .await
             .map_err(|_| spec_late())??
             .ok_or_else(|| {
-                ApiError::bad_request("malformed_multipart", "missing part file after spec")
+                ApiError::new(
+                    ErrorCode::MalformedMultipart,
+                    "missing part file after spec",
+                )
             })?;
         match field.name() {
             Some("file") => break field,
             Some(side_files::CAPTIONS_PART) => {
                 let index = caption_files.len();
                 if index >= side_files::declared_captions(&spec) {
-                    return Err(ApiError::unprocessable(
-                        "invalid_spec",
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidSpec,
                         format!("captions part {index} is not declared in captions.files"),
                     ));
                 }
@@ -341,14 +345,14 @@ async fn submit_multipart(
                 mark = Some((tmp, m));
             }
             Some(side_files::WATERMARK_PART) => {
-                return Err(ApiError::unprocessable(
-                    "invalid_spec",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidSpec,
                     "a watermark part is allowed once, and only with the spec's watermark field",
                 ))
             }
             _ => {
-                return Err(ApiError::bad_request(
-                    "malformed_multipart",
+                return Err(ApiError::new(
+                    ErrorCode::MalformedMultipart,
                     "after spec come the optional captions and watermark parts, then file",
                 ))
             }
@@ -432,7 +436,7 @@ async fn submit_multipart(
 /// A side part over its limit is the 413 of its own kind; other read failures stay as they are.
 fn side_part_too_large(e: ApiError, code: &'static str, what: &str, limit: usize) -> ApiError {
     if e.status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
+        ApiError::coded(
             StatusCode::PAYLOAD_TOO_LARGE,
             code,
             format!("{what} is larger than the limit of {limit} bytes"),
@@ -446,9 +450,9 @@ fn side_part_too_large(e: ApiError, code: &'static str, what: &str, limit: usize
 /// (400 `body_incomplete`) is told apart from a malformed multipart framing (400).
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if BodyError::is_read_failure(&e) {
-        return BodyError::of(&e).into_api("too_large");
+        return BodyError::of(&e).into_api(ErrorCode::TooLarge);
     }
-    ApiError::bad_request("malformed_multipart", e.body_text())
+    ApiError::new(ErrorCode::MalformedMultipart, e.body_text())
 }
 
 async fn next_field(
@@ -498,8 +502,7 @@ async fn stream_to_file(
         n += chunk.len() as u64;
         if n > max {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "input_too_large",
+                ErrorCode::InputTooLarge,
                 format!("the input is larger than the limit of {max} bytes"),
             ));
         }
@@ -595,8 +598,8 @@ async fn create(
         // Idempotency keys are per owner in the store, so a replay is always the caller's own
         // job; kept as a second line of defence: another token's job is never revealed.
         CreateOutcome::Existing(job) if !principal.may_see(job.owner.as_deref()) => {
-            return Err(ApiError::conflict(
-                "idempotency_conflict",
+            return Err(ApiError::new(
+                ErrorCode::IdempotencyConflict,
                 "this Idempotency-Key was already used with a different spec",
             ))
         }
@@ -660,7 +663,7 @@ pub async fn list(
             "status" => {
                 status = Some(
                     v.parse::<JobStatus>()
-                        .map_err(|e| ApiError::bad_request("invalid_query", e))?,
+                        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e))?,
                 )
             }
             "limit" => {
@@ -668,7 +671,7 @@ pub async fn list(
                     .parse()
                     .ok()
                     .filter(|n| (1..=500).contains(n))
-                    .ok_or_else(|| ApiError::bad_request("invalid_query", "limit must be 1-500"))?
+                    .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, "limit must be 1-500"))?
             }
             "cursor" if !v.is_empty() => cursor = Some(v.into_owned()),
             _ => {}
@@ -678,8 +681,8 @@ pub async fn list(
     // is refused as it says; what it cannot (the key alphabet, bytes rather than characters) is
     // a filter no job can match, and the store is not asked.
     if metadata.len() > context::MAX_KEYS {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             format!("at most {} metadata filters", context::MAX_KEYS),
         ));
     }
@@ -687,8 +690,8 @@ pub async fn list(
         .iter()
         .find(|(_, v)| v.chars().count() > context::MAX_VALUE_BYTES)
     {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             format!(
                 "metadata.{}: a metadata value is at most {} characters",
                 k.chars().take(64).collect::<String>(),
@@ -759,8 +762,8 @@ async fn cancel(st: &AppState, id: &str) -> Result<Response, ApiError> {
         }
         // It ended between the read and the cancel: say so rather than delete files the
         // caller only meant to stop; a second DELETE deletes them.
-        CancelOutcome::AlreadyFinished(job) => Err(ApiError::conflict(
-            "already_finished",
+        CancelOutcome::AlreadyFinished(job) => Err(ApiError::new(
+            ErrorCode::AlreadyFinished,
             format!(
                 "job {} ended as {} before it could be cancelled; DELETE it again to delete its files",
                 job.id, job.status

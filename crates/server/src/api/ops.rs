@@ -1,6 +1,6 @@
 //! Presets, load, health, readiness, metrics and the OpenAPI document.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics as m;
 use crate::state::AppState;
 use axum::extract::State;
@@ -57,7 +57,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     if problems.is_empty() {
         Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
-        ApiError::unavailable("not_ready", problems.join("; ")).into_response()
+        ApiError::unavailable(ErrorCode::NotReady, problems.join("; ")).into_response()
     }
 }
 

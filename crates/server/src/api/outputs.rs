@@ -3,7 +3,7 @@
 
 use crate::api::jobs::load;
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 use crate::storage::{content_type, output_prefix, valid_output_path};
 use crate::view::output_url;
@@ -67,8 +67,8 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeReq {
 
 fn finished(job: &Job) -> Result<Vec<String>, ApiError> {
     if job.status != JobStatus::Succeeded {
-        return Err(ApiError::conflict(
-            "not_ready",
+        return Err(ApiError::new(
+            ErrorCode::NotReady,
             format!(
                 "job {} is {}; outputs exist once it succeeded",
                 job.id, job.status
@@ -246,8 +246,7 @@ pub async fn get(
                     .map_err(|e| ApiError::internal("header", e))?,
             );
             let mut r = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
+                ErrorCode::RangeNotSatisfiable,
                 format!("the output has {size} bytes"),
             )
             .into_response();
@@ -282,33 +281,10 @@ mod tests {
     #[test]
     fn outputs_prefix_follows_the_stored_keys() {
         let mut job = Job {
-            id: "aws.01J".into(),
-            cluster: "aws".into(),
             status: JobStatus::Succeeded,
             progress: 1.0,
             attempts: 3,
-            max_attempts: 3,
-            priority: 0,
-            spec_json: "{}".into(),
-            spec_hash: "h".into(),
-            input_key: None,
-            input_url: None,
-            idempotency_key: None,
-            owner: None,
-            estimated_seconds: 1.0,
-            created_at: 0,
-            started_at: None,
-            finished_at: None,
-            error: None,
-            outputs: vec![],
-            cancel_requested: false,
-            deleted_at: None,
-            inputs_deleted_at: None,
-            playable_at: None,
-            split_json: None,
-            tasks: vec![],
-            input_name: None,
-            input_facts: None,
+            ..Job::for_test("aws.01J")
         };
         assert_eq!(outputs_prefix(&job), "outputs/aws.01J/a3");
         job.outputs.push(reelay_jobs::StoredOutput {

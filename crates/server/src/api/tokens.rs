@@ -6,7 +6,7 @@
 //! only if it verifies against its trusted keys.
 
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::identity::Identity;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -29,8 +29,8 @@ const RECHECK_WINDOW_MS: i64 = 30_000;
 
 fn identity(st: &AppState) -> Result<Arc<Identity>, ApiError> {
     st.auth.identity.clone().ok_or_else(|| {
-        ApiError::conflict(
-            "no_identity",
+        ApiError::new(
+            ErrorCode::NoIdentity,
             "this cluster has no trusted keys configured (trusted_keys), so it has no signed tokens",
         )
     })
@@ -38,8 +38,8 @@ fn identity(st: &AppState) -> Result<Arc<Identity>, ApiError> {
 
 fn issuer(id: &Identity) -> Result<SigningKey, ApiError> {
     id.issuer().ok_or_else(|| {
-        ApiError::conflict(
-            "not_an_issuer",
+        ApiError::new(
+            ErrorCode::NotAnIssuer,
             "this cluster has no issuer key (issuer_key): create and revoke tokens on a cluster \
              that has one, or offline with `reelay token create --issuer-key FILE`",
         )
@@ -52,8 +52,7 @@ fn admin_only(who: &Principal) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "creating and revoking tokens needs an admin token",
         ))
     }
@@ -83,7 +82,7 @@ pub async fn create(
     let key = issuer(&id)?;
     let body = read_body(body, st.cfg.max_json_bytes).await?;
     let req: CreateTokenRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("token request: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("token request: {e}")))?;
     let new = NewClaims {
         owner: req.owner,
         scopes: req.scopes,
@@ -91,7 +90,7 @@ pub async fn create(
         ttl_seconds: req.expires_in_seconds,
     };
     let (text, claims) = token::issue(&key, &new, now_seconds())
-        .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+        .map_err(|e| ApiError::coded(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()))?;
     tracing::info!(
         token_id = %claims.jti,
         owner = %claims.sub,
@@ -139,8 +138,8 @@ pub async fn revoke(
         }
         tracing::info!(%token_id, "per-cluster token revoked");
     } else {
-        return Err(ApiError::bad_request(
-            "invalid_token_id",
+        return Err(ApiError::new(
+            ErrorCode::InvalidTokenId,
             "a token id is 16 hex digits (signed tokens) or 12 (per-cluster tokens)",
         ));
     }
@@ -165,7 +164,7 @@ pub async fn list_revocations(
     q: Result<Query<AfterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     // A malformed cursor is the caller's mistake, answered in JSON like every other error.
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
     let id = identity(&st)?;
     let key = issuer(&id)?;
     let after = i64::try_from(q.after).unwrap_or(i64::MAX);
@@ -194,7 +193,7 @@ pub async fn push_revocations(
     let id = identity(&st)?;
     let body = read_body(body, PUSH_BODY_BYTES).await?;
     let push: RevocationPush = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("revocations: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("revocations: {e}")))?;
     if push.revocations.len() > MAX_PUSH {
         return Err(ApiError::too_large(format!(
             "at most {MAX_PUSH} revocations per request"

@@ -6,7 +6,7 @@
 
 use crate::auth::Principal;
 use crate::body::BodyError;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 use crate::tus::{self, TusError};
 use crate::uploads::{UploadError, UploadInfo, Uploads};
@@ -82,7 +82,7 @@ pub async fn create(
 async fn create_inner(st: &AppState, who: &Principal, h: &HeaderMap) -> Result<Response, ApiError> {
     if !st.is_accepting() {
         return Err(ApiError::unavailable(
-            "shutting_down",
+            ErrorCode::ShuttingDown,
             "this cluster is shutting down and accepts no new uploads",
         ));
     }
@@ -157,8 +157,7 @@ async fn patch_inner(
     let info = load(st, who, id).await?;
     let Some(_patching) = st.patch_locks.try_acquire(&info.id) else {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "upload_busy",
+            ErrorCode::UploadBusy,
             "another PATCH of this upload is in progress; HEAD it for the offset and resume",
         ));
     };
@@ -172,7 +171,7 @@ async fn patch_inner(
     if let Some(e) = body_error {
         // What arrived is committed; the client HEADs and resumes from `new_offset`.
         tracing::info!(upload = %info.id, offset = new_offset, error = %e, "upload PATCH broke off");
-        let mut err = BodyError::of(&e).into_api("too_large");
+        let mut err = BodyError::of(&e).into_api(ErrorCode::TooLarge);
         err.message = format!(
             "{}; {new_offset} bytes are stored, resume there",
             err.message
@@ -219,14 +218,14 @@ pub async fn take(
 ) -> Result<Taken, ApiError> {
     let info = load(st, who, id).await.map_err(|e| {
         // In a job spec, a missing upload is the spec's fault: name the field.
-        ApiError::new(
+        ApiError::coded(
             if e.status == StatusCode::NOT_FOUND || e.status == StatusCode::GONE {
                 StatusCode::UNPROCESSABLE_ENTITY
             } else {
                 e.status
             },
             if e.status == StatusCode::NOT_FOUND {
-                "input_not_found"
+                ErrorCode::InputNotFound.as_str()
             } else {
                 e.code
             },
@@ -282,7 +281,7 @@ pub async fn submit_job(
 ) -> Result<Response, ApiError> {
     if !st.is_accepting() {
         return Err(ApiError::unavailable(
-            "shutting_down",
+            ErrorCode::ShuttingDown,
             "this cluster is shutting down and accepts no new jobs",
         ));
     }
@@ -295,22 +294,21 @@ pub async fn submit_job(
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
     if !json {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the job spec as application/json",
         ));
     }
     let body = crate::body::read_to_limit(req.into_body(), st.cfg.max_json_bytes)
         .await
-        .map_err(|e| e.into_api("too_large"))?;
+        .map_err(|e| e.into_api(ErrorCode::TooLarge))?;
     let mut spec = super::jobs::parse_spec(&body)?;
     crate::admission::check_priority(&spec)?;
     match &spec.input {
         None => {}
         Some(i) if i.url.is_none() && i.key.is_none() && i.upload.as_deref() == Some(&id) => {}
         Some(_) => {
-            return Err(ApiError::unprocessable(
-                "invalid_spec",
+            return Err(ApiError::new(
+                ErrorCode::InvalidSpec,
                 "input: leave it out (the upload in the URL is the input) or give {\"upload\": <this id>}",
             ))
         }

@@ -22,6 +22,7 @@ mod sweeper;
 pub mod timing;
 mod transcode;
 
+use crate::error::ErrorCode;
 use crate::metrics as m;
 use crate::state::AppState;
 use crate::storage::output_prefix;
@@ -94,7 +95,7 @@ pub struct UnknownKind(pub String);
 
 impl TaskError for UnknownKind {
     fn code(&self) -> &str {
-        "unknown_task_kind"
+        ErrorCode::UnknownTaskKind.as_str()
     }
     fn is_transient(&self) -> bool {
         false
@@ -212,7 +213,10 @@ fn ended<T: serde::Serialize, E: TaskError>(r: Result<T, E>) -> Ended {
         Ok(out) => match serde_json::to_value(out) {
             Ok(v) => Ended::Done(v),
             Err(e) => Ended::Failed {
-                error: ErrorDetail::new("internal", format!("outputs do not encode: {e}")),
+                error: ErrorDetail::new(
+                    ErrorCode::Internal.as_str(),
+                    format!("outputs do not encode: {e}"),
+                ),
                 transient: false,
             },
         },

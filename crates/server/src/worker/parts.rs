@@ -9,6 +9,7 @@
 
 use super::timing::Phase;
 use super::{Context, StopReason, TaskError};
+use crate::error::ErrorCode;
 use crate::storage::StorageError;
 use reelay_media::split::SplitError;
 use reelay_media::{MediaInfo, RunError, RunLimits};
@@ -41,11 +42,11 @@ impl TaskError for PartError {
     fn code(&self) -> &str {
         match self {
             PartError::Media(e) => e.code(),
-            PartError::Scratch(_) => "scratch_error",
-            PartError::Storage(_) => "storage_error",
-            PartError::InputNotFound(_) => "input_not_found",
-            PartError::Contract(_) => "invalid_task",
-            PartError::Stopped(_) => "stopped",
+            PartError::Scratch(_) => ErrorCode::ScratchError.as_str(),
+            PartError::Storage(_) => ErrorCode::StorageError.as_str(),
+            PartError::InputNotFound(_) => ErrorCode::InputNotFound.as_str(),
+            PartError::Contract(_) => ErrorCode::InvalidTask.as_str(),
+            PartError::Stopped(_) => ErrorCode::Stopped.as_str(),
         }
     }
     fn is_transient(&self) -> bool {

@@ -75,24 +75,25 @@ pub enum TranscodeError {
 
 impl TaskError for TranscodeError {
     fn code(&self) -> &str {
+        use crate::error::ErrorCode;
         match self {
-            TranscodeError::Scratch(_) => "scratch_error",
-            TranscodeError::InvalidSpec(_) => "invalid_spec",
-            TranscodeError::InputNotFound(_) => "input_not_found",
-            TranscodeError::Storage(_) => "storage_error",
+            TranscodeError::Scratch(_) => ErrorCode::ScratchError.as_str(),
+            TranscodeError::InvalidSpec(_) => ErrorCode::InvalidSpec.as_str(),
+            TranscodeError::InputNotFound(_) => ErrorCode::InputNotFound.as_str(),
+            TranscodeError::Storage(_) => ErrorCode::StorageError.as_str(),
             TranscodeError::Fetch(e) => e.code(),
             TranscodeError::Policy(r) => r.code,
-            TranscodeError::UnsupportedFormat(_) => "unsupported_format",
-            TranscodeError::CorruptInput(_) => "corrupt_input",
-            TranscodeError::Probe(_) => "probe_failed",
-            TranscodeError::InvalidOutput(_) => "invalid_output",
+            TranscodeError::UnsupportedFormat(_) => ErrorCode::UnsupportedFormat.as_str(),
+            TranscodeError::CorruptInput(_) => ErrorCode::CorruptInput.as_str(),
+            TranscodeError::Probe(_) => ErrorCode::ProbeFailed.as_str(),
+            TranscodeError::InvalidOutput(_) => ErrorCode::InvalidOutput.as_str(),
             TranscodeError::Encode { code, .. } => code,
-            TranscodeError::NoOutput(_) => "transcode_failed",
+            TranscodeError::NoOutput(_) => ErrorCode::TranscodeFailed.as_str(),
             TranscodeError::Package { error, .. } => error.code(),
             TranscodeError::Analysis(e) => e.code(),
             TranscodeError::Captions(e) => e.code(),
             TranscodeError::Watermark(e) => e.code(),
-            TranscodeError::Stopped(_) => "stopped",
+            TranscodeError::Stopped(_) => ErrorCode::Stopped.as_str(),
         }
     }
 
