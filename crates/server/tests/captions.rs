@@ -145,23 +145,10 @@ async fn submit_with_captions(
     captions: Vec<Vec<u8>>,
     file: &Path,
 ) -> reqwest::Response {
-    let mut form = reqwest::multipart::Form::new().text("spec", spec.to_string());
-    for c in captions {
-        form = form.part(
-            "captions",
-            reqwest::multipart::Part::bytes(c).file_name("captions.srt"),
-        );
-    }
-    form = form.part(
-        "file",
-        reqwest::multipart::Part::bytes(std::fs::read(file).unwrap()).file_name("clip.mkv"),
-    );
-    s.http
-        .post(s.url("/v1/jobs"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
+    let parts = captions
+        .into_iter()
+        .map(|c| ("captions", c, "captions.srt"));
+    s.submit_parts(spec, parts.collect(), file).await
 }
 
 /// An MKV with an SRT stream (English) plus an uploaded caption file (French): both become
@@ -399,22 +386,9 @@ async fn hostile_caption_files_are_refused_and_create_no_job() {
 
 /// Luma of the frame at `at` seconds of a downloaded file.
 fn luma_at(bytes: &[u8], ext: &str, at: f64) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join(format!("in.{ext}"));
-    std::fs::write(&f, bytes).unwrap();
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-ss", &format!("{at:.3}"), "-i"])
-        .arg(&f)
-        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.stdout.is_empty());
-    out.stdout
+    let luma = frame_luma(bytes, ext, Some(at));
+    assert!(!luma.is_empty());
+    luma
 }
 
 /// `captions.burn_in` draws the named track into the picture of MP4 outputs: on a black clip,
@@ -424,18 +398,7 @@ fn luma_at(bytes: &[u8], ext: &str, at: f64) -> Vec<u8> {
 async fn burn_in_draws_the_track_into_mp4_outputs_only() {
     let s = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("black.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "color=black:size=320x180:rate=25:duration=3",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        input.to_str().unwrap(),
-    ]);
+    let input = black_clip(dir.path(), "black.mp4", 320, 180, 3.0, false);
     let spec = |burn: &str, outputs: &str| {
         format!(
             r#"{{"outputs":{outputs},"captions":{{"files":[{{"language":"en"}}],"burn_in":"{burn}"}}}}"#

@@ -9,7 +9,6 @@ use common::*;
 use reelay_media::watermark::{Position, WatermarkSpec};
 use reelay_protocol::{JobList, JobStatus, JobView};
 use std::path::Path;
-use std::process::Command;
 
 /// Multipart: spec, the watermark part (when given), then the input file.
 async fn submit(
@@ -18,23 +17,8 @@ async fn submit(
     mark: Option<Vec<u8>>,
     file: &Path,
 ) -> reqwest::Response {
-    let mut form = reqwest::multipart::Form::new().text("spec", spec.to_string());
-    if let Some(m) = mark {
-        form = form.part(
-            "watermark",
-            reqwest::multipart::Part::bytes(m).file_name("logo.png"),
-        );
-    }
-    form = form.part(
-        "file",
-        reqwest::multipart::Part::bytes(std::fs::read(file).unwrap()).file_name("clip.mp4"),
-    );
-    s.http
-        .post(s.url("/v1/jobs"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
+    let parts = mark.map(|m| ("watermark", m, "logo.png")).into_iter();
+    s.submit_parts(spec, parts.collect(), file).await
 }
 
 /// A white `w`x`h` image in `ext` (png or jpg), as bytes.
@@ -56,22 +40,9 @@ fn white_image(dir: &Path, w: u32, h: u32, ext: &str) -> Vec<u8> {
 fn first_frame_luma(bytes: &[u8], ext: &str) -> (u32, u32, Vec<u8>) {
     let p = ffprobe_bytes(bytes, ext);
     let (w, h) = p.dims().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join(format!("in.{ext}"));
-    std::fs::write(&f, bytes).unwrap();
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&f)
-        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout.len() as u64, w * h);
-    (w as u32, h as u32, out.stdout)
+    let luma = frame_luma(bytes, ext, None);
+    assert_eq!(luma.len() as u64, w * h);
+    (w as u32, h as u32, luma)
 }
 
 /// The mark is bright inside the box the placement names and absent everywhere else (the
@@ -109,25 +80,7 @@ fn assert_marked(spec: &WatermarkSpec, (w, h, px): &(u32, u32, Vec<u8>), what: &
 async fn a_watermark_sits_at_the_same_place_on_every_output_and_rung() {
     let s = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("black.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "color=black:size=1280x720:rate=25:duration=2",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=duration=2",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
-        "-shortest",
-        input.to_str().unwrap(),
-    ]);
+    let input = black_clip(dir.path(), "black.mp4", 1280, 720, 2.0, true);
     let spec = WatermarkSpec {
         position: Position::TopLeft,
         margin: 0.05,

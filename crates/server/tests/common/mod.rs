@@ -77,6 +77,34 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Multipart: `spec`, then the side `parts` in order (`(part name, bytes, file name)`: the
+    /// job's caption files, its watermark image), then `file` under its own name.
+    pub async fn submit_parts(
+        &self,
+        spec: &str,
+        parts: Vec<(&str, Vec<u8>, &str)>,
+        file: &Path,
+    ) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new().text("spec", spec.to_string());
+        for (name, bytes, file_name) in parts {
+            form = form.part(
+                name.to_string(),
+                reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
+            );
+        }
+        let file_name = file.file_name().unwrap().to_string_lossy().into_owned();
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(std::fs::read(file).unwrap()).file_name(file_name),
+        );
+        self.http
+            .post(self.url("/v1/jobs"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn submit_ok(&self, file: &Path, spec: &str) -> JobView {
         let r = self.submit_file(file, spec).await;
         let status = r.status();
@@ -168,8 +196,31 @@ pub fn ffmpeg(args: &[&str]) {
 
 /// A `secs`-long `w`x`h` H.264 clip, with a sine tone when `audio`.
 pub fn clip(dir: &Path, name: &str, w: u32, h: u32, secs: f64, audio: bool) -> PathBuf {
+    lavfi_clip(
+        dir,
+        name,
+        &format!("testsrc2=size={w}x{h}:rate=25"),
+        secs,
+        audio,
+    )
+}
+
+/// [`clip`] of an all-black picture: whatever a test finds bright was drawn by reelay
+/// (a watermark, burnt-in captions).
+pub fn black_clip(dir: &Path, name: &str, w: u32, h: u32, secs: f64, audio: bool) -> PathBuf {
+    lavfi_clip(
+        dir,
+        name,
+        &format!("color=black:size={w}x{h}:rate=25"),
+        secs,
+        audio,
+    )
+}
+
+/// An H.264 clip of the lavfi video source `video` for `secs`, with a sine tone when `audio`.
+fn lavfi_clip(dir: &Path, name: &str, video: &str, secs: f64, audio: bool) -> PathBuf {
     let out = dir.join(name);
-    let src = format!("testsrc2=size={w}x{h}:rate=25:duration={secs}");
+    let src = format!("{video}:duration={secs}");
     let tone = format!("sine=frequency=440:duration={secs}");
     let o = out.to_str().unwrap();
     if audio {
@@ -205,6 +256,31 @@ pub fn clip(dir: &Path, name: &str, w: u32, h: u32, secs: f64, audio: bool) -> P
         ]);
     }
     out
+}
+
+/// The frame at `at` seconds (the first frame when `None`) of a downloaded media file as
+/// 8-bit luma, one byte a pixel.
+pub fn frame_luma(bytes: &[u8], ext: &str, at: Option<f64>) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join(format!("in.{ext}"));
+    std::fs::write(&f, bytes).unwrap();
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error"]);
+    if let Some(at) = at {
+        cmd.args(["-ss", &format!("{at:.3}")]);
+    }
+    let out = cmd
+        .arg("-i")
+        .arg(&f)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 #[derive(Debug, serde::Deserialize)]
