@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{free_port, http, pid_alive, wait_until, Server, BIN};
+use common::{ffmpegs_of, frames, free_port, http, keyed_clip, pid_alive, wait_until, Server, BIN};
 
 /// An api and its workers on one data directory.
 struct Cluster {
@@ -96,113 +96,13 @@ fn role(role: &str, data: &Path) -> Server {
     Server::spawn(cmd, port)
 }
 
-/// `secs` seconds of `size` H.264 with a keyframe every second and an AAC tone: cuts into
-/// 2-second pieces.
-fn clip(dir: &Path, size: &str, secs: u32) -> PathBuf {
-    let out = dir.join("long.mp4");
-    let st = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg(format!("testsrc2=size={size}:rate=25:duration={secs}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("sine=frequency=440:duration={secs}"))
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
-        .args(["-c:a", "aac", "-shortest"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    out
-}
-
-/// Every process below `root` (children, grandchildren, …) with its command line.
-fn descendants(root: u32) -> Vec<(u32, String)> {
-    let mut parent = std::collections::HashMap::new();
-    let mut cmdline = std::collections::HashMap::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        parent.insert(pid, ppid);
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        cmdline.insert(pid, String::from_utf8_lossy(&cmd).replace('\0', " "));
-    }
-    let below = |mut pid: u32| {
-        while let Some(&p) = parent.get(&pid) {
-            if p == root {
-                return true;
-            }
-            if p <= 1 {
-                return false;
-            }
-            pid = p;
-        }
-        false
-    };
-    parent
-        .keys()
-        .filter(|p| below(**p))
-        .map(|p| (*p, cmdline[p].clone()))
-        .collect()
-}
-
-/// The ffmpeg processes of `job` below worker `root`: (pid, task key) where the key is the one
-/// in the attempt's working directory (`work/{job}.{key}-a{n}/…`).
-fn ffmpegs_of(root: u32, job: &str) -> Vec<(u32, String)> {
-    let marker = format!("/work/{job}.");
-    descendants(root)
-        .into_iter()
-        .filter(|(_, cmd)| cmd.starts_with("ffmpeg ") || cmd.contains("/ffmpeg "))
-        .filter_map(|(pid, cmd)| {
-            let rest = &cmd[cmd.find(&marker)? + marker.len()..];
-            let key = rest.split('/').next()?;
-            let key = key.rsplit_once("-a").map(|(k, _)| k).unwrap_or(key);
-            Some((pid, key.to_string()))
-        })
-        .collect()
-}
-
-fn frames(bytes: &[u8]) -> u64 {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("x.mp4");
-    std::fs::write(&f, bytes).unwrap();
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_end_matches(',')
-        .parse()
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
-}
-
 const SPEC: &str =
     r#"{"outputs":[{"preset":"mp4-360p"},{"preset":"hls-abr"}],"split":{"segment_seconds":2}}"#;
 
 #[test]
 fn kill_9_of_a_worker_mid_segment_reruns_only_that_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let input = clip(dir.path(), "320x180", 16);
+    let input = keyed_clip(dir.path(), "long.mp4", "320x180", 16);
     let mut c = Cluster::start(dir.path(), 2);
     let id = c.submit(&input, SPEC);
     let victim = c.workers[0].child.id();
@@ -263,7 +163,7 @@ fn kill_9_of_a_worker_mid_segment_reruns_only_that_segment() {
 #[test]
 fn a_segment_failing_for_good_fails_the_job_with_its_code_and_cancels_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let input = clip(dir.path(), "320x180", 24);
+    let input = keyed_clip(dir.path(), "long.mp4", "320x180", 24);
     // One worker: ranges run in order, so the last piece is read well after it is corrupted.
     let c = Cluster::start(dir.path(), 1);
     let id = c.submit(&input, SPEC);
@@ -318,7 +218,7 @@ fn a_segment_failing_for_good_fails_the_job_with_its_code_and_cancels_the_rest()
 #[test]
 fn cancel_stops_the_job_on_every_worker_and_removes_the_pieces() {
     let dir = tempfile::tempdir().unwrap();
-    let input = clip(dir.path(), "640x360", 40);
+    let input = keyed_clip(dir.path(), "long.mp4", "640x360", 40);
     let c = Cluster::start(dir.path(), 2);
     let id = c.submit(&input, SPEC);
     // Both workers run an ffmpeg of this job at the same time.

@@ -76,6 +76,81 @@ pub fn pid_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Every process below `root` (children, grandchildren, …) with its command line.
+pub fn descendants(root: u32) -> Vec<(u32, String)> {
+    let mut parent = std::collections::HashMap::new();
+    let mut cmdline = std::collections::HashMap::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        parent.insert(pid, ppid);
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmdline.insert(pid, String::from_utf8_lossy(&cmd).replace('\0', " "));
+    }
+    let below = |mut pid: u32| {
+        while let Some(&p) = parent.get(&pid) {
+            if p == root {
+                return true;
+            }
+            if p <= 1 {
+                return false;
+            }
+            pid = p;
+        }
+        false
+    };
+    parent
+        .keys()
+        .filter(|p| below(**p))
+        .map(|p| (*p, cmdline[p].clone()))
+        .collect()
+}
+
+/// The ffmpeg processes of `job` below worker `root`: (pid, task key) where the key is the one
+/// in the attempt's working directory (`work/{job}.{key}-a{n}/…`).
+pub fn ffmpegs_of(root: u32, job: &str) -> Vec<(u32, String)> {
+    let marker = format!("/work/{job}.");
+    descendants(root)
+        .into_iter()
+        .filter(|(_, cmd)| cmd.starts_with("ffmpeg ") || cmd.contains("/ffmpeg "))
+        .filter_map(|(pid, cmd)| {
+            let rest = &cmd[cmd.find(&marker)? + marker.len()..];
+            let key = rest.split('/').next()?;
+            let key = key.rsplit_once("-a").map(|(k, _)| k).unwrap_or(key);
+            Some((pid, key.to_string()))
+        })
+        .collect()
+}
+
+/// The number of video frames in an MP4 file's bytes (ffprobe, decoding every frame).
+pub fn frames(bytes: &[u8]) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.mp4");
+    std::fs::write(&f, bytes).unwrap();
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+}
+
 /// Accepts connections and never answers: a job fetching from it stays "running" (or queued
 /// behind one that does) for as long as the test needs, using no CPU. That makes load exactly
 /// controllable on a 2-core machine.
@@ -94,6 +169,23 @@ pub fn stall_server() -> String {
 /// Writes `dir/name`: `secs` seconds of a `size` (`WxH`) H.264 test picture at 25 fps, with an
 /// AAC sine tone when `audio`.
 pub fn clip(dir: &Path, name: &str, size: &str, secs: u32, audio: bool) -> PathBuf {
+    clip_with_gop(dir, name, size, secs, audio, None)
+}
+
+/// [`clip`] with a keyframe every second and audio: cuts into pieces of whole seconds (a
+/// split job's ranges).
+pub fn keyed_clip(dir: &Path, name: &str, size: &str, secs: u32) -> PathBuf {
+    clip_with_gop(dir, name, size, secs, true, Some(25))
+}
+
+fn clip_with_gop(
+    dir: &Path,
+    name: &str,
+    size: &str,
+    secs: u32,
+    audio: bool,
+    gop: Option<u32>,
+) -> PathBuf {
     let out = dir.join(name);
     let mut cmd = Command::new("ffmpeg");
     cmd.args([
@@ -111,6 +203,9 @@ pub fn clip(dir: &Path, name: &str, size: &str, secs: u32, audio: bool) -> PathB
             .arg(format!("sine=duration={secs}"));
     }
     cmd.args(["-c:v", "libx264", "-preset", "ultrafast"]);
+    if let Some(gop) = gop {
+        cmd.args(["-g", &gop.to_string()]);
+    }
     if audio {
         cmd.args(["-c:a", "aac", "-shortest"]);
     }
