@@ -16,12 +16,19 @@ binary named by CHROMIUM. Every test gets its own browser with a fresh profile d
 from __future__ import annotations
 
 import dataclasses
+import functools
+import http.server
+import json
 import logging
 import os
 import pathlib
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 from playwright.sync_api import BrowserContext, Playwright, sync_playwright
@@ -140,3 +147,79 @@ def _failure_screenshots(ctx: BrowserContext, env: Env, test: str) -> None:
             log.info("failure screenshot %s", path)
         except Exception as e:  # noqa: BLE001 - the test's own failure matters more
             log.warning("no failure screenshot of page %d: %s", i, e)
+
+
+class _QuietSite(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        log.debug("other-origin site: " + format, *args)
+
+
+@pytest.fixture(scope="module")
+def other_origin() -> Iterator[Callable[[dict[str, str | pathlib.Path]], str]]:
+    """A customer's own site on ANOTHER origin than the edge (Python's http.server on its own
+    port): call it with the site's files, name -> page text or a file to copy (a player
+    script), and it answers the site's base URL. Every site it started stops with the module."""
+    sites: list[tuple[http.server.ThreadingHTTPServer, pathlib.Path]] = []
+
+    def start(files: dict[str, str | pathlib.Path]) -> str:
+        root = pathlib.Path(tempfile.mkdtemp(prefix="reelay-player-site-"))
+        for name, content in files.items():
+            if isinstance(content, pathlib.Path):
+                shutil.copy(content, root / name)
+            else:
+                (root / name).write_text(content)
+        server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(_QuietSite, directory=str(root))
+        )
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        sites.append((server, root))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    try:
+        yield start
+    finally:
+        for server, root in sites:
+            server.shutdown()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def submit_job(
+    env: Env,
+    spec: dict,
+    parts: list[tuple[str, str, str, str]] = (),
+    timeout: float = 180,
+) -> dict:
+    """Uploads the clip through the edge (multipart: spec, the side `parts` as (part name, file
+    name, content type, text), then the file) and waits until the job succeeded."""
+    boundary = uuid.uuid4().hex
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n\r\n{json.dumps(spec)}\r\n'
+    for name, filename, content_type, text in parts:
+        head += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n{text}\r\n"
+        )
+    body = b"".join(
+        [
+            head.encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.mp4"\r\n'
+            "Content-Type: video/mp4\r\n\r\n".encode(),
+            env.clip.read_bytes(),
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    req = urllib.request.Request(
+        env.edge + "/v1/jobs",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        job = json.load(r)
+    deadline = time.monotonic() + timeout
+    while job["status"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"job still {job['status']}"
+        time.sleep(0.3)
+        with urllib.request.urlopen(f"{env.edge}/v1/jobs/{job['id']}", timeout=10) as r:
+            job = json.load(r)
+    assert job["status"] == "succeeded", job
+    return job

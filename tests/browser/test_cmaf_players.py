@@ -11,23 +11,16 @@ The players are the copies vendored with their licences in crates/dashboard/asse
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import logging
 import pathlib
-import shutil
-import tempfile
-import threading
-import time
 import urllib.parse
-import uuid
 import urllib.request
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 from playwright.sync_api import BrowserContext
+from conftest import submit_job
 from test_cross_origin import submit_and_wait
 
 if TYPE_CHECKING:
@@ -102,29 +95,13 @@ VIDEO_STATE = """() => { const v = document.getElementById('v');
           ready: v.readyState, network: v.networkState, buffered: b}; }"""
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        log.debug("player site: " + format, *args)
-
-
 @pytest.fixture(scope="module")
-def players_origin() -> Iterator[str]:
+def players_origin(other_origin) -> str:
     """A site on another origin serving the page and the three vendored players."""
-    root = pathlib.Path(tempfile.mkdtemp(prefix="reelay-players-site-"))
     for name in PLAYERS:
         if not (ASSETS / name).is_file():
             pytest.fail(f"no {name} in {ASSETS}", pytrace=False)
-        shutil.copy(ASSETS / name, root / name)
-    (root / "index.html").write_text(PAGE)
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        shutil.rmtree(root, ignore_errors=True)
+    return other_origin({"index.html": PAGE, **{name: ASSETS / name for name in PLAYERS}})
 
 
 @pytest.fixture(scope="module")
@@ -133,34 +110,8 @@ def cmaf_job(env: Env) -> dict:
 
 
 def submit_outputs(env: Env, outputs: list[dict]) -> dict:
-    """Uploads the clip with custom outputs (multipart: spec, then file); waits for success."""
-    boundary = uuid.uuid4().hex
-    spec = json.dumps({"outputs": outputs})
-    body = b"".join(
-        [
-            f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n\r\n{spec}\r\n'.encode(),
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.mp4"\r\n'
-            "Content-Type: video/mp4\r\n\r\n".encode(),
-            env.clip.read_bytes(),
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
-    )
-    req = urllib.request.Request(
-        env.edge + "/v1/jobs",
-        data=body,
-        method="POST",
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(req, timeout=60) as r:
-        job = json.load(r)
-    deadline = time.monotonic() + 180
-    while job["status"] not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, f"job still {job['status']}"
-        time.sleep(0.3)
-        with urllib.request.urlopen(f"{env.edge}/v1/jobs/{job['id']}", timeout=10) as r:
-            job = json.load(r)
-    assert job["status"] == "succeeded", job
-    return job
+    """Uploads the clip with custom outputs; waits for success."""
+    return submit_job(env, {"outputs": outputs})
 
 
 @pytest.fixture(scope="module")
@@ -316,37 +267,8 @@ CAPTIONS_SRT = "1\n00:00:00,200 --> 00:00:01,000\nHello from reelay\n\n2\n00:00:
 
 def submit_with_captions(env: Env, outputs: list[dict]) -> dict:
     """Uploads the clip with a caption file of its own (multipart: spec, captions, file)."""
-    boundary = uuid.uuid4().hex
-    spec = json.dumps(
-        {"outputs": outputs, "captions": {"files": [{"language": "en", "label": "English"}]}}
-    )
-    body = b"".join(
-        [
-            f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n\r\n{spec}\r\n'.encode(),
-            f'--{boundary}\r\nContent-Disposition: form-data; name="captions"; filename="en.srt"\r\n'
-            f"Content-Type: application/x-subrip\r\n\r\n{CAPTIONS_SRT}\r\n".encode(),
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.mp4"\r\n'
-            "Content-Type: video/mp4\r\n\r\n".encode(),
-            env.clip.read_bytes(),
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
-    )
-    req = urllib.request.Request(
-        env.edge + "/v1/jobs",
-        data=body,
-        method="POST",
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(req, timeout=60) as r:
-        job = json.load(r)
-    deadline = time.monotonic() + 180
-    while job["status"] not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, f"job still {job['status']}"
-        time.sleep(0.3)
-        with urllib.request.urlopen(f"{env.edge}/v1/jobs/{job['id']}", timeout=10) as r:
-            job = json.load(r)
-    assert job["status"] == "succeeded", job
-    return job
+    spec = {"outputs": outputs, "captions": {"files": [{"language": "en", "label": "English"}]}}
+    return submit_job(env, spec, [("captions", "en.srt", "application/x-subrip", CAPTIONS_SRT)])
 
 
 # The page's <video> text tracks and their cues (start, end, text), for the test and its log.

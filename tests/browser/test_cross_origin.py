@@ -15,23 +15,16 @@ vendors with its licence, crates/dashboard/assets/hls.min.js, so a clean clone h
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import logging
 import os
 import pathlib
-import shutil
-import tempfile
-import threading
-import time
 import urllib.parse
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import submit_job
 from playwright.sync_api import BrowserContext
 
 if TYPE_CHECKING:
@@ -72,59 +65,17 @@ PAGE = """<!doctype html>
 """
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        log.debug("page server: " + format, *args)
-
-
 @pytest.fixture(scope="module")
-def page_origin() -> Iterator[str]:
-    """A tiny site on another origin: the page and hls.js, served by Python's http.server."""
+def page_origin(other_origin) -> str:
+    """A tiny site on another origin: the page and hls.js."""
     if not HLS_JS.is_file():
         pytest.fail(f"no hls.js at {HLS_JS} (set REELAY_HLS_JS)", pytrace=False)
-    root = pathlib.Path(tempfile.mkdtemp(prefix="reelay-player-site-"))
-    shutil.copy(HLS_JS, root / "hls.min.js")
-    (root / "index.html").write_text(PAGE)
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        shutil.rmtree(root, ignore_errors=True)
+    return other_origin({"index.html": PAGE, "hls.min.js": HLS_JS})
 
 
 def submit_and_wait(env: Env, presets: list[str]) -> dict:
-    """Uploads the clip through the edge (multipart: spec, then file) and waits for the job."""
-    boundary = uuid.uuid4().hex
-    spec = json.dumps({"outputs": [{"preset": p} for p in presets]})
-    body = b"".join(
-        [
-            f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n\r\n{spec}\r\n'.encode(),
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.mp4"\r\n'
-            "Content-Type: video/mp4\r\n\r\n".encode(),
-            env.clip.read_bytes(),
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
-    )
-    req = urllib.request.Request(
-        env.edge + "/v1/jobs",
-        data=body,
-        method="POST",
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(req, timeout=60) as r:
-        job = json.load(r)
-    deadline = time.monotonic() + 120
-    while job["status"] not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, f"job still {job['status']}"
-        time.sleep(0.3)
-        with urllib.request.urlopen(f"{env.edge}/v1/jobs/{job['id']}", timeout=10) as r:
-            job = json.load(r)
-    assert job["status"] == "succeeded", job
-    return job
+    """Uploads the clip through the edge with these presets and waits for the job."""
+    return submit_job(env, {"outputs": [{"preset": p} for p in presets]}, timeout=120)
 
 
 def test_a_player_on_another_origin_plays_hls_and_reads_ranges_through_the_edge(
