@@ -676,9 +676,10 @@ pub async fn lease_expiry_takeover(store: &dyn JobStore) {
         .await
         .expect("claim")
         .expect("claimable");
+    // The first worker's lease; after it expires, another worker's takes over (attempt 2).
+    let old = Lease::new(&first.task_id, "worker-old", 1);
     assert_eq!(
-        Lease::new(&first.task_id, "worker-old", 1)
-            .renew(store, SHORT_LEASE, Some(0.25), None)
+        old.renew(store, SHORT_LEASE, Some(0.25), None)
             .await
             .expect("renew"),
         RenewOutcome::Renewed
@@ -718,35 +719,30 @@ pub async fn lease_expiry_takeover(store: &dyn JobStore) {
         .expect("claim")
         .is_none());
 
-    let task = &first.task_id;
+    let new = Lease::new(&first.task_id, "worker-new", 2);
     assert_eq!(
-        Lease::new(task, "worker-old", 1)
-            .renew(store, SHORT_LEASE, Some(0.9), None)
+        old.renew(store, SHORT_LEASE, Some(0.9), None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
     );
-    assert!(!Lease::new(task, "worker-old", 1)
+    assert!(!old
         .complete(store, vec![output("stale.mp4")])
         .await
         .expect("complete"));
     assert_eq!(
-        Lease::new(task, "worker-old", 1)
-            .fail(store, ErrorDetail::new("x", "y"), None)
+        old.fail(store, ErrorDetail::new("x", "y"), None)
             .await
             .expect("fail"),
         FailOutcome::LeaseLost
     );
-    Lease::new(task, "worker-old", 1)
-        .release(store)
-        .await
-        .expect("release");
+    old.release(store).await.expect("release");
     let unchanged = get(store, &job.id).await;
     assert_eq!(unchanged.status, JobStatus::Running);
     assert_eq!(unchanged.attempts, 2);
     assert_ne!(unchanged.progress, 0.9);
 
-    assert!(Lease::new(task, "worker-new", 2)
+    assert!(new
         .complete(store, vec![output("out.mp4")])
         .await
         .expect("complete"));
@@ -756,13 +752,12 @@ pub async fn lease_expiry_takeover(store: &dyn JobStore) {
     assert_eq!(done.outputs, vec![output("out.mp4")]);
     assert!(done.finished_at.is_some());
     // Exactly one completion.
-    assert!(!Lease::new(task, "worker-new", 2)
+    assert!(!new
         .complete(store, vec![output("again.mp4")])
         .await
         .expect("complete"));
     assert_eq!(
-        Lease::new(task, "worker-new", 2)
-            .renew(store, LONG_LEASE, None, None)
+        new.renew(store, LONG_LEASE, None, None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
@@ -813,14 +808,15 @@ pub async fn lease_expiry_exhausts_attempts(store: &dyn JobStore) {
         .expect("claim")
         .is_none());
     // The last worker waking up late changes nothing.
+    let last_lease = Lease::new(&last.task_id, "w2", 2);
     assert_eq!(
-        Lease::new(&last.task_id, "w2", 2)
+        last_lease
             .renew(store, LONG_LEASE, Some(0.9), None)
             .await
             .expect("renew"),
         RenewOutcome::LeaseLost
     );
-    assert!(!Lease::new(&last.task_id, "w2", 2)
+    assert!(!last_lease
         .complete(store, vec![output("late.mp4")])
         .await
         .expect("complete"));
@@ -838,13 +834,14 @@ pub async fn fail_with_retry(store: &dyn JobStore) {
         .await
         .expect("claim")
         .expect("claimable");
-    Lease::new(&first.task_id, "w1", 1)
+    let first_lease = Lease::new(&first.task_id, "w1", 1);
+    first_lease
         .renew(store, LONG_LEASE, Some(0.5), None)
         .await
         .expect("renew");
     let before = now_millis();
     let err = ErrorDetail::new("fetch_failed", "input server answered 503");
-    let outcome = Lease::new(&first.task_id, "w1", 1)
+    let outcome = first_lease
         .fail(store, err.clone(), Some(Duration::from_millis(500)))
         .await
         .expect("fail");
@@ -914,11 +911,9 @@ pub async fn fail_without_retry(store: &dyn JobStore) {
         .expect("claim")
         .expect("claimable");
     let err = ErrorDetail::new("invalid_input", "not a video");
+    let lease = Lease::new(&claim.task_id, "w1", 1);
     assert_eq!(
-        Lease::new(&claim.task_id, "w1", 1)
-            .fail(store, err.clone(), None)
-            .await
-            .expect("fail"),
+        lease.fail(store, err.clone(), None).await.expect("fail"),
         FailOutcome::Failed
     );
     let failed = get(store, &job.id).await;
@@ -932,7 +927,7 @@ pub async fn fail_without_retry(store: &dyn JobStore) {
         .expect("claim")
         .is_none());
     assert_eq!(
-        Lease::new(&claim.task_id, "w1", 1)
+        lease
             .fail(store, ErrorDetail::new("x", "y"), None)
             .await
             .expect("fail"),
@@ -1036,21 +1031,19 @@ pub async fn release(store: &dyn JobStore) {
         .expect("claim")
         .expect("claimable");
     let eta = crate::model::now_millis() + 30_000;
-    Lease::new(&claim.task_id, "w1", 1)
+    let lease = Lease::new(&claim.task_id, "w1", 1);
+    lease
         .renew(store, LONG_LEASE, Some(0.4), Some(eta))
         .await
         .expect("renew");
     assert_eq!(store.running_attempts().await.unwrap()[0].eta_at, Some(eta));
-    Lease::new(&claim.task_id, "w1", 1)
-        .release(store)
-        .await
-        .expect("release");
+    lease.release(store).await.expect("release");
     let released = get(store, &job.id).await;
     assert_eq!(released.status, JobStatus::Queued);
     assert_eq!(released.attempts, 0);
     assert_eq!(released.progress, 0.0);
     assert_eq!(
-        Lease::new(&claim.task_id, "w1", 1)
+        lease
             .renew(store, LONG_LEASE, None, None)
             .await
             .expect("renew"),
@@ -1070,10 +1063,7 @@ pub async fn release(store: &dyn JobStore) {
     assert_eq!(running[0].eta_at, None);
     // Same worker id and attempt number as the released claim: a stale release from w1 must
     // still not hand back w2's attempt.
-    Lease::new(&claim.task_id, "w1", 1)
-        .release(store)
-        .await
-        .expect("release");
+    lease.release(store).await.expect("release");
     assert_eq!(get(store, &job.id).await.status, JobStatus::Running);
     assert!(Lease::new(&again.task_id, "w2", 1)
         .complete(store, vec![output("o.mp4")])
@@ -1597,14 +1587,15 @@ pub async fn failed_task_fails_the_job(store: &dyn JobStore) {
     assert_eq!(task_status(&failed, "seg1"), Failed);
     assert_eq!(task_status(&failed, "seg0"), Cancelled);
     assert_eq!(task_status(&failed, "stitch"), Cancelled);
+    let seg0_lease = Lease::new(&seg0.task_id, "w1", 1);
     assert_eq!(
-        Lease::new(&seg0.task_id, "w1", 1)
+        seg0_lease
             .renew(store, LONG_LEASE, Some(0.5), None)
             .await
             .expect("renew"),
         RenewOutcome::Cancelled
     );
-    assert!(!Lease::new(&seg0.task_id, "w1", 1)
+    assert!(!seg0_lease
         .complete_task(store, serde_json::json!([]))
         .await
         .expect("complete"));
@@ -1720,11 +1711,12 @@ pub async fn job_events(store: &dyn JobStore) {
         .expect("claim")
         .expect("claimable");
     assert_eq!(claim.job.id, job.id);
-    Lease::new(&claim.task_id, "w", 1)
+    let lease = Lease::new(&claim.task_id, "w", 1);
+    lease
         .renew(store, LONG_LEASE, Some(0.5), None)
         .await
         .expect("renew");
-    Lease::new(&claim.task_id, "w", 1)
+    lease
         .fail(
             store,
             ErrorDetail::new("fetch_failed", "503"),

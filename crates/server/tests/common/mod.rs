@@ -61,20 +61,9 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// Multipart: `spec`, then `file` as `clip.mp4`.
     pub async fn submit_file(&self, file: &Path, spec: &str) -> reqwest::Response {
-        let bytes = std::fs::read(file).unwrap();
-        let form = reqwest::multipart::Form::new()
-            .text("spec", spec.to_string())
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(bytes).file_name("clip.mp4"),
-            );
-        self.http
-            .post(self.url("/v1/jobs"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
+        self.post_job(spec, vec![], file, "clip.mp4").await
     }
 
     /// Multipart: `spec`, then the side `parts` in order (`(part name, bytes, file name)`: the
@@ -85,17 +74,28 @@ impl TestServer {
         parts: Vec<(&str, Vec<u8>, &str)>,
         file: &Path,
     ) -> reqwest::Response {
+        let file_name = file.file_name().unwrap().to_string_lossy().into_owned();
+        self.post_job(spec, parts, file, &file_name).await
+    }
+
+    async fn post_job(
+        &self,
+        spec: &str,
+        parts: Vec<(&str, Vec<u8>, &str)>,
+        file: &Path,
+        file_name: &str,
+    ) -> reqwest::Response {
         let mut form = reqwest::multipart::Form::new().text("spec", spec.to_string());
-        for (name, bytes, file_name) in parts {
+        for (name, bytes, part_file_name) in parts {
             form = form.part(
                 name.to_string(),
-                reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
+                reqwest::multipart::Part::bytes(bytes).file_name(part_file_name.to_string()),
             );
         }
-        let file_name = file.file_name().unwrap().to_string_lossy().into_owned();
         form = form.part(
             "file",
-            reqwest::multipart::Part::bytes(std::fs::read(file).unwrap()).file_name(file_name),
+            reqwest::multipart::Part::bytes(std::fs::read(file).unwrap())
+                .file_name(file_name.to_string()),
         );
         self.http
             .post(self.url("/v1/jobs"))
