@@ -143,7 +143,7 @@ fn submit_sends_caption_files_and_a_watermark() {
     let text = String::from_utf8(get(&format!("{}{}", s.base, vtt.url))).unwrap();
     assert!(text.starts_with("WEBVTT"), "{text}");
     assert!(text.contains("Hello from the command line"), "{text}");
-    assert!(text.contains("00:00:00.000 --> 00:00:01.500"), "{text}");
+    assert!(text.contains("00:00.000 --> 00:01.500"), "{text}");
 
     // The watermark: 25% of the 320 width (mp4-360p does not upscale) = 80x40, the 5% margin
     // 16 px from the top left.
