@@ -539,6 +539,7 @@ def test_job_page_subtitles_split_playable_and_metadata_filter(
     menu = 'select.subtitles[data-output="cmaf/manifest.mpd"]'
     page.wait_for_selector(f'{menu}[data-tracks="1"]', state="attached", timeout=30_000)
     assert page.locator(menu).input_value() == "-1", "subtitles start off"
+    assert "English" in page.locator(menu).inner_text(), "the MPD's <Label> names the track"
     page.select_option(menu, "0")
     play_until(page, video, 0.2)
     cues_shown(page, video, "dash.js cmaf")
