@@ -400,7 +400,8 @@ impl Client {
         for side in sides.captions.iter().chain(&sides.watermark) {
             form = form.part(
                 side.name,
-                reqwest::multipart::Part::bytes(side.bytes.clone()).file_name(side.file_name.clone()),
+                reqwest::multipart::Part::bytes(side.bytes.clone())
+                    .file_name(side.file_name.clone()),
             );
         }
         let form = form.part("file", file_part);

@@ -15,10 +15,15 @@ use common::{free_port, http, reelay, Server, BIN};
 fn serve(data: &Path) -> Server {
     let port = free_port();
     let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data)
-        .args(["--workers", "1"])
-        .env("RUST_LOG", "warn");
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(data)
+    .args(["--workers", "1"])
+    .env("RUST_LOG", "warn");
     Server::spawn(cmd, port)
 }
 
@@ -171,7 +176,10 @@ fn submit_sends_caption_files_and_a_watermark() {
     }
     let mean = inside.0 as f64 / inside.1 as f64;
     assert!(mean > 200.0, "no mark at the top left: mean luma {mean}");
-    assert!(outside_max < 60, "bright pixel {outside_max} outside the mark");
+    assert!(
+        outside_max < 60,
+        "bright pixel {outside_max} outside the mark"
+    );
 }
 
 #[test]
@@ -180,7 +188,10 @@ fn a_missing_side_file_fails_before_any_request() {
     let input = black_clip(dir.path());
     let missing = dir.path().join("missing.srt");
     let s = serve(&dir.path().join("data"));
-    for (flag, what) in [("--caption", "caption file"), ("--watermark", "watermark image")] {
+    for (flag, what) in [
+        ("--caption", "caption file"),
+        ("--watermark", "watermark image"),
+    ] {
         // Against a live server: refused, and no job exists.
         let out = reelay(
             &s.base,

@@ -144,7 +144,11 @@ pub fn parse_caption(s: &str) -> Result<CaptionArg, String> {
         };
         match item.strip_prefix("lang=") {
             Some(lang) if !lang.is_empty() => c.language = Some(lang.to_string()),
-            _ => return Err(format!("{item:?}: expected lang=LANG or label=NAME after FILE,")),
+            _ => {
+                return Err(format!(
+                    "{item:?}: expected lang=LANG or label=NAME after FILE,"
+                ))
+            }
         }
         rest = next;
     }
@@ -238,7 +242,11 @@ fn side_spec(args: &SubmitArgs, spec: &mut JobSpec, source: &Source) -> Result<(
     if let Some(lang) = &args.burn_in {
         captions.burn_in = Some(lang.clone());
     }
-    if spec.captions.as_ref().is_some_and(|c| *c == Default::default()) {
+    if spec
+        .captions
+        .as_ref()
+        .is_some_and(|c| *c == Default::default())
+    {
         spec.captions = None;
     }
     if args.watermark.is_some() {
@@ -616,8 +624,11 @@ mod tests {
         let json = serde_json::to_value(&spec).unwrap();
         assert!(json.get("captions").is_none() && json.get("watermark").is_none());
         // A bare --watermark sends an empty object: the server's defaults.
-        let (spec, _) =
-            build_spec(&args(&["in.mp4", "--preset", "p", "--watermark", "m.png"]), None).unwrap();
+        let (spec, _) = build_spec(
+            &args(&["in.mp4", "--preset", "p", "--watermark", "m.png"]),
+            None,
+        )
+        .unwrap();
         assert_eq!(spec.watermark, Some(serde_json::json!({})));
     }
 
@@ -666,7 +677,15 @@ mod tests {
         let err =
             build_spec(&args(&["in.mp4", "--spec", "j.json"]), Some(file.clone())).unwrap_err();
         assert!(err.0.contains("--watermark IMAGE"), "{err}");
-        let a = args(&["in.mp4", "--spec", "j.json", "--watermark", "m.png", "--watermark-scale", "0.3"]);
+        let a = args(&[
+            "in.mp4",
+            "--spec",
+            "j.json",
+            "--watermark",
+            "m.png",
+            "--watermark-scale",
+            "0.3",
+        ]);
         let (spec, _) = build_spec(&a, Some(file)).unwrap();
         assert_eq!(
             spec.watermark,
@@ -679,16 +698,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let srt = dir.path().join("en.srt");
         std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:01,000\nhi\n").unwrap();
-        let ok = args(&["in.mp4", "--preset", "p", "--caption", srt.to_str().unwrap()]);
+        let ok = args(&[
+            "in.mp4",
+            "--preset",
+            "p",
+            "--caption",
+            srt.to_str().unwrap(),
+        ]);
         let sides = SideFiles::read(&ok).unwrap();
         assert_eq!(sides.captions.len(), 1);
         assert_eq!(sides.captions[0].name, "captions");
         assert_eq!(sides.captions[0].file_name, "en.srt");
         let missing = dir.path().join("nope.png");
-        let a = args(&["in.mp4", "--preset", "p", "--watermark", missing.to_str().unwrap()]);
+        let a = args(&[
+            "in.mp4",
+            "--preset",
+            "p",
+            "--watermark",
+            missing.to_str().unwrap(),
+        ]);
         let err = SideFiles::read(&a).unwrap_err().to_string();
-        assert!(err.contains("watermark image") && err.contains("nope.png"), "{err}");
-        let a = args(&["in.mp4", "--preset", "p", "--caption", dir.path().to_str().unwrap()]);
+        assert!(
+            err.contains("watermark image") && err.contains("nope.png"),
+            "{err}"
+        );
+        let a = args(&[
+            "in.mp4",
+            "--preset",
+            "p",
+            "--caption",
+            dir.path().to_str().unwrap(),
+        ]);
         let err = SideFiles::read(&a).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
     }
