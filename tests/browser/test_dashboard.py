@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pathlib
 import re
 import signal
 import subprocess
+import tempfile
+import time
 import urllib.parse
+import urllib.request
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -375,6 +380,222 @@ def test_under_a_token_the_dashboard_asks_for_it_sends_it_and_polls(
     assert seen["event_streams"] == 0, f"no EventSource under a token: {seen}"
     assert seen["with_token"] > 5, json.dumps(seen)
     shot(env, page, "08-token-job-page")
+    assert problems == [], "no page errors or CSP violations"
+
+
+CAPTIONS_SRT = (
+    "1\n00:00:00,200 --> 00:00:01,000\nHello from reelay\n\n"
+    "2\n00:00:01,200 --> 00:00:01,900\nSecond cue\n"
+)
+
+
+def upload(env: Env, spec: dict, clip: pathlib.Path, captions: str | None = None) -> dict:
+    """Submits `clip` through the edge as multipart (spec, an optional `captions` part, file)
+    and waits for the job to succeed; returns its view."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n\r\n'
+             f"{json.dumps(spec)}\r\n".encode()]
+    if captions is not None:
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="captions"; filename="en.srt"'
+            f"\r\n\r\n{captions}\r\n".encode()
+        )
+    parts += [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{clip.name}"'
+        "\r\nContent-Type: video/mp4\r\n\r\n".encode(),
+        clip.read_bytes(),
+        f"\r\n--{boundary}--\r\n".encode(),
+    ]
+    req = urllib.request.Request(
+        env.edge + "/v1/jobs",
+        data=b"".join(parts),
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        job = json.load(r)
+    deadline = time.monotonic() + 180
+    while job["status"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"job still {job['status']}"
+        time.sleep(0.3)
+        with urllib.request.urlopen(f"{env.edge}/v1/jobs/{job['id']}", timeout=10) as r:
+            job = json.load(r)
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def fact_of(page: Page, label: str) -> str | None:
+    """The job page's fact `label` (its <dd> text), None when absent."""
+    return page.evaluate(
+        """(label) => {
+          for (const dt of document.querySelectorAll('#job-facts dt')) {
+            if (dt.textContent === label) return dt.nextElementSibling.textContent;
+          }
+          return null;
+        }""",
+        label,
+    )
+
+
+# Text tracks of one <video> with their cues: [{kind, label, language, mode, cues: [[s, e, text]]}].
+TRACKS_OF = """(sel) => Array.from(document.querySelector(sel).textTracks).map((t) => ({
+  kind: t.kind, label: t.label, language: t.language, mode: t.mode,
+  cues: t.cues ? Array.from(t.cues).map((c) => [c.startTime, c.endTime, c.text]) : null }))"""
+
+
+def cues_shown(page: Page, video: str, what: str) -> list[dict]:
+    """Waits until `video` has a text track holding the caption file's two cues."""
+    try:
+        page.wait_for_function(
+            """(sel) => { const v = document.querySelector(sel);
+              return v && Array.from(v.textTracks).some((t) => t.cues && t.cues.length >= 2); }""",
+            arg=video,
+            timeout=45_000,
+            polling=100,
+        )
+    except PlaywrightTimeoutError:
+        raise AssertionError(f"{what}: no text track with cues: {page.evaluate(TRACKS_OF, video)}") from None
+    tracks = page.evaluate(TRACKS_OF, video)
+    log.info("%s text tracks: %s", what, json.dumps(tracks))
+    track = next(t for t in tracks if t["cues"] and len(t["cues"]) >= 2)
+    assert track["kind"] in ("subtitles", "captions"), track
+    assert track["language"] == "en", track
+    assert [c[2] for c in track["cues"][:2]] == ["Hello from reelay", "Second cue"], track
+    (s0, e0, _), (s1, e1, _) = track["cues"][:2]
+    assert abs(s0 - 0.2) < 0.1 and abs(e0 - 1.0) < 0.1, track
+    assert abs(s1 - 1.2) < 0.1 and abs(e1 - 1.9) < 0.1, track
+    return tracks
+
+
+def test_job_page_subtitles_split_playable_and_metadata_filter(
+    browser: BrowserContext, env: Env
+) -> None:
+    """The job page's players offer the job's subtitles (hls.js and dash.js from the manifests'
+    subtitle renditions, the MP4 player from the WebVTT sidecar as a <track>), with the caption
+    file's cues once switched on; the page says whether the job was split (ranges, or why not)
+    and when it became playable; the job list narrows to a metadata key=value."""
+    suite = "dash-" + uuid.uuid4().hex[:8]
+    captioned = upload(
+        env,
+        {
+            "outputs": [{"preset": "hls-abr"}, {"preset": "cmaf"}, {"preset": "mp4-360p"}],
+            "captions": {"files": [{"language": "en", "label": "English"}]},
+            "metadata": {"suite": suite, "kind": "captions"},
+        },
+        env.clip,
+        CAPTIONS_SRT,
+    )
+    names = {o["name"] for o in captioned["outputs"]}
+    assert "captions/0-en.vtt" in names, names
+    # A split job: 16 s, ranges of 4 s (rounded up to the HLS segment grid), progressive HLS.
+    with tempfile.TemporaryDirectory(prefix="reelay-split-") as d:
+        long_clip = pathlib.Path(d) / "long.mp4"
+        subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+             "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=16",
+             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=16",
+             "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "25", "-c:a", "aac", "-shortest",
+             str(long_clip)],
+            check=True,
+        )
+        split = upload(
+            env,
+            {
+                "outputs": [{"preset": "hls-abr"}],
+                "split": {"segment_seconds": 4},
+                "metadata": {"suite": suite, "kind": "split"},
+            },
+            long_clip,
+        )
+    assert split["split"]["applied"] is True, split["split"]
+    assert split.get("playable_at"), f"a split HLS job becomes playable: {split}"
+
+    page = browser.new_page()
+    problems = watch(page)
+    page.goto(env.edge + "/#/jobs/" + urllib.parse.quote(captioned["id"], safe=""), wait_until="load")
+    page.wait_for_selector('#view-job[data-status="succeeded"]', timeout=20_000)
+    page.wait_for_selector("#job-players .player", timeout=20_000)
+    # Why the captioned job was not split: the view's reason and message, shown as such.
+    shown = fact_of(page, "Split")
+    assert shown and shown.startswith("no · side_files: "), shown
+    assert captioned["split"]["message"] in shown, (shown, captioned["split"])
+    assert fact_of(page, "Playable") is None, "only a split job has a playable time"
+    # The sidecar is not a player of its own (it is a track of the others).
+    assert page.locator('#job-players .player[data-output="captions/0-en.vtt"]').count() == 0
+
+    # hls.js (hls-abr and the cmaf master): the subtitle menu lists English; picked, the
+    # <video> gets the cues.
+    for out in ("hls-abr/master.m3u8", "cmaf/master.m3u8"):
+        video = f'video[data-kind="hls"][data-output="{out}"]'
+        menu = f'select.subtitles[data-output="{out}"]'
+        page.wait_for_selector(f'{menu}[data-tracks="1"]', state="attached", timeout=30_000)
+        assert "English" in page.locator(menu).inner_text()
+        page.select_option(menu, "0")
+        play_until(page, video, 0.2)
+        cues_shown(page, video, "hls.js " + out)
+        page.evaluate("(sel) => document.querySelector(sel).pause()", video)
+    # dash.js (the cmaf MPD): the text adaptation set, off until picked.
+    video = 'video[data-kind="dash"][data-output="cmaf/manifest.mpd"]'
+    menu = 'select.subtitles[data-output="cmaf/manifest.mpd"]'
+    page.wait_for_selector(f'{menu}[data-tracks="1"]', state="attached", timeout=30_000)
+    assert page.locator(menu).input_value() == "-1", "subtitles start off"
+    assert "English" in page.locator(menu).inner_text(), "the MPD's <Label> names the track"
+    page.select_option(menu, "0")
+    play_until(page, video, 0.2)
+    cues_shown(page, video, "dash.js cmaf")
+    page.evaluate("(sel) => document.querySelector(sel).pause()", video)
+    # The MP4 player: the sidecar as a <track>, switched on as the browser's own menu would.
+    video = 'video[data-output="mp4-360p.mp4"]'
+    track = page.locator(f'{video} track[data-output="captions/0-en.vtt"]')
+    assert track.count() == 1
+    assert track.get_attribute("srclang") == "en" and track.get_attribute("kind") == "subtitles"
+    page.evaluate("(sel) => { document.querySelector(sel).textTracks[0].mode = 'showing'; }", video)
+    cues_shown(page, video, "mp4 <track>")
+    shot(env, page, "12-job-subtitles")
+
+    # The split job: its ranges and when it became playable.
+    page.goto(env.edge + "/#/jobs/" + urllib.parse.quote(split["id"], safe=""), wait_until="load")
+    page.wait_for_selector('#view-job[data-status="succeeded"]', timeout=20_000)
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('#job-facts dt')).some((d) => d.textContent === 'Split')"
+    )
+    s = split["split"]
+    assert fact_of(page, "Split") == f"yes · {s['ranges']} ranges of {s['segment_seconds']} s", (
+        fact_of(page, "Split"),
+        s,
+    )
+    playable = fact_of(page, "Playable")
+    assert playable and re.search(r"after it started$", playable), playable
+    shot(env, page, "13-job-split")
+
+    # The list's metadata box: exactly this test's two jobs, then one, then none.
+    page.goto(env.edge + "/", wait_until="load")
+    page.wait_for_selector("#jobs-body tr", timeout=20_000)
+
+    def listed_after(text: str) -> set[str]:
+        page.fill("#metadata-filter", text)
+        page.press("#metadata-filter", "Enter")
+        # The page marks the list it rendered with the filters it asked for (status|metadata).
+        page.wait_for_function(
+            "(t) => document.getElementById('jobs-panel').dataset.listed === '|' + t",
+            arg=" ".join(text.split()),
+        )
+        return set(
+            page.evaluate(
+                "() => Array.from(document.querySelectorAll('#jobs-body tr')).map((r) => r.dataset.jobId)"
+            )
+        )
+
+    assert listed_after(f"suite={suite}") == {captioned["id"], split["id"]}
+    assert listed_after(f"suite={suite} kind=split") == {split["id"]}
+    assert listed_after(f"suite={suite}-none") == set()
+    assert "with suite=" in page.locator("#jobs-empty").inner_text()
+    # Not key=value: a hint, and the list stays as it was.
+    page.fill("#metadata-filter", "nonsense")
+    page.press("#metadata-filter", "Enter")
+    page.wait_for_selector("#metadata-hint:not([hidden])")
+    assert listed_after("") and page.locator("#metadata-hint").is_hidden()
+    shot(env, page, "14-metadata-filter")
     assert problems == [], "no page errors or CSP violations"
 
 

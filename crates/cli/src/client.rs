@@ -151,6 +151,15 @@ pub fn resolve_url(base: &Url, location: &str) -> Result<Url, String> {
 /// A stream of job views from the server-sent events of one job.
 pub type JobEvents = Pin<Box<dyn Stream<Item = Result<JobView, ClientError>> + Send>>;
 
+/// A small file sent whole as one multipart part beside the input (a caption file, a
+/// watermark image): the part's name, the local file name, the bytes.
+#[derive(Debug, Clone)]
+pub struct SidePart {
+    pub name: &'static str,
+    pub file_name: String,
+    pub bytes: Vec<u8>,
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: Url,
@@ -342,13 +351,15 @@ impl Client {
         self.json(builder, "job").await
     }
 
-    /// `POST /v1/jobs` as multipart: the spec (without input), then the file streamed from disk.
-    /// `bar` advances as the file is read into the request.
+    /// `POST /v1/jobs` as multipart: the spec (without input), the side files (caption files,
+    /// a watermark image), then the file streamed from disk. `bar` advances as the file is read
+    /// into the request.
     pub async fn submit_upload(
         &self,
         spec: &JobSpec,
         path: &Path,
         size: u64,
+        sides: &crate::commands::submit::SideFiles,
         idempotency_key: Option<&str>,
         bar: &ProgressBar,
     ) -> Result<JobView, ClientError> {
@@ -383,9 +394,17 @@ impl Client {
                 .file_name(file_name)
                 .mime_str(content_type_for(path))
                 .map_err(|e| self.transport(e))?;
-        let form = reqwest::multipart::Form::new()
-            .part("spec", spec_part)
-            .part("file", file_part);
+        // The API's order: spec, the caption parts (as the spec declares them), the
+        // watermark, then the file.
+        let mut form = reqwest::multipart::Form::new().part("spec", spec_part);
+        for side in sides.captions.iter().chain(&sides.watermark) {
+            form = form.part(
+                side.name,
+                reqwest::multipart::Part::bytes(side.bytes.clone())
+                    .file_name(side.file_name.clone()),
+            );
+        }
+        let form = form.part("file", file_part);
         let mut builder = self
             .request(Method::POST, self.endpoint(&["v1", "jobs"]))
             .multipart(form);

@@ -606,6 +606,8 @@
   const rows = new Map(); // id -> {tr, cells}
   let order = [];
   let filter = '';
+  /** `metadata.<key>=<value>` pairs the list is narrowed to (every one must match). */
+  let metaFilter = [];
   let listLimit = 50;
   let throughputFetchedAt = 0;
 
@@ -736,9 +738,10 @@
     }
     $('jobs-empty').hidden = order.length > 0;
     if (!$('jobs-empty').hidden) {
-      const none = filter ? 'No ' + filter + ' jobs' : 'No jobs';
+      const narrowed = filter || metaFilter.length;
+      const none = (filter ? 'No ' + filter + ' jobs' : 'No jobs') + (metaFilter.length ? ' with ' + metaFilter.map(([k, val]) => k + '=' + val).join(' ') : '');
       // A partial listing with nothing in it says nothing about the clusters it lacks.
-      $('jobs-empty').textContent = listMissing.length ? none + ' on the clusters that answered.' : (filter ? none + '.' : 'No jobs yet.');
+      $('jobs-empty').textContent = listMissing.length ? none + ' on the clusters that answered.' : (narrowed ? none + '.' : 'No jobs yet.');
     }
     const active = order.filter((id) => !isTerminal(jobs.get(id).status));
     syncListStreams(active);
@@ -757,6 +760,11 @@
 
   let listTimer = 0;
   let listInFlight = false;
+  const STALE_LIST = new Error('stale list');
+  /** The list's filters as one string: `status|k=v k=v` (the dataset the page exposes). */
+  function listKey() {
+    return filter + '|' + metaFilter.map(([k, val]) => k + '=' + val).join(' ');
+  }
   async function pollJobs() {
     clearTimeout(listTimer);
     if (currentView !== 'home') return;
@@ -764,8 +772,12 @@
     listInFlight = true;
     const qs = new URLSearchParams({ limit: String(listLimit) });
     if (filter) qs.set('status', filter);
+    for (const [k, val] of metaFilter) qs.append('metadata.' + k, val);
+    const asked = listKey();
     try {
       const { body, headers } = await api('/v1/jobs?' + qs.toString());
+      // The filters changed while this page was on its way: it is not the list asked for now.
+      if (asked !== listKey()) throw STALE_LIST;
       // A partial page names the clusters it lacks (older edges: only in a header).
       const header = headers.get('x-reelay-missing-clusters');
       listMissing = body && Array.isArray(body.missing_clusters)
@@ -776,18 +788,19 @@
       $('jobs-more').hidden = !(body && body.next_cursor) || listLimit >= 500;
       showError($('jobs-error'), null);
       $('jobs-updated').textContent = 'updated ' + new Date().toLocaleTimeString();
+      $('jobs-panel').dataset.listed = asked;
     } catch (e) {
-      showError($('jobs-error'), e, 'job list unavailable: ');
+      if (e !== STALE_LIST) showError($('jobs-error'), e, 'job list unavailable: ');
     }
     // The throughput chart needs finished jobs even when the list shows only some statuses.
-    if (filter && Date.now() - throughputFetchedAt > 10000) {
+    if ((filter || metaFilter.length) && Date.now() - throughputFetchedAt > 10000) {
       throughputFetchedAt = Date.now();
       api('/v1/jobs?limit=200').then(({ body }) => {
         for (const v of (body && body.jobs) || []) noteFinished(v);
       }).catch(() => { /* the chart just misses some points */ });
     }
     listInFlight = false;
-    if (currentView === 'home') listTimer = setTimeout(pollJobs, LIST_EVERY_MS);
+    if (currentView === 'home') listTimer = setTimeout(pollJobs, asked === listKey() ? LIST_EVERY_MS : 0);
   }
 
   $('status-filter').addEventListener('change', () => {
@@ -797,6 +810,34 @@
     rows.clear();
     pollJobs();
   });
+  /** `order_id=A-1 tenant=acme` → pairs (null when a word is not key=value). */
+  function parseMetaFilter(text) {
+    const pairs = [];
+    for (const word of String(text).trim().split(/\s+/).filter(Boolean)) {
+      const at = word.indexOf('=');
+      if (at <= 0) return null;
+      pairs.push([word.slice(0, at), word.slice(at + 1)]);
+    }
+    return pairs;
+  }
+  $('metadata-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const pairs = parseMetaFilter($('metadata-filter').value);
+    const hint = $('metadata-hint');
+    hint.hidden = pairs !== null;
+    hint.textContent = pairs === null ? 'use key=value (pairs separated by spaces)' : '';
+    if (pairs === null) return;
+    metaFilter = pairs;
+    listLimit = 50;
+    for (const r of rows.values()) r.tr.remove();
+    rows.clear();
+    pollJobs();
+  });
+  // Clearing the box (its x button, or emptied) shows every job again.
+  $('metadata-filter').addEventListener('search', () => {
+    if (!$('metadata-filter').value) $('metadata-form').requestSubmit();
+  });
+
   $('jobs-more').addEventListener('click', () => {
     listLimit = Math.min(500, listLimit + 50);
     pollJobs();
@@ -1061,6 +1102,13 @@
     if (v.finished_at) fact(facts, 'Finished', fmtTime(v.finished_at));
     const took = tookSeconds(v);
     if (took !== null) fact(facts, isTerminal(v.status) ? 'Took' : 'Running for', fmtSeconds(took));
+    // Whether it was split (split-and-stitch) and into what, or why not; when it could play.
+    const split = splitText(v.split);
+    if (split) fact(facts, 'Split', split, 'split' + (v.split.applied ? ' applied' : ''));
+    if (v.playable_at) {
+      const since = v.started_at ? (parseTime(v.playable_at) - parseTime(v.started_at)) / 1000 : null;
+      fact(facts, 'Playable', fmtTime(v.playable_at) + (since !== null && isFinite(since) && since >= 0 ? ' · ' + fmtSeconds(since) + ' after it started' : ''), 'playable');
+    }
     // One line per task: a plain job has one (transcode), a split job its pieces.
     if (v.tasks && v.tasks.length) {
       fact(facts, 'Tasks', v.tasks.map((t) => {
@@ -1075,6 +1123,16 @@
       jobView.outputsShown = true;
       showOutputs(v);
     }
+  }
+
+  /** The view's `split` in words: "3 ranges of 4 s", or "no · too_short: <message>". */
+  function splitText(s) {
+    if (!s || typeof s !== 'object') return '';
+    if (s.applied) {
+      const n = typeof s.ranges === 'number' ? s.ranges + ' range' + (s.ranges === 1 ? '' : 's') : 'ranges';
+      return 'yes · ' + n + (typeof s.segment_seconds === 'number' ? ' of ' + s.segment_seconds + ' s' : '');
+    }
+    return 'no · ' + [s.reason, s.message].filter(Boolean).join(': ');
   }
 
   $('job-cancel').addEventListener('click', async () => {
@@ -1139,8 +1197,12 @@
       el('td', null, sameOriginPath(o.url) ? el('a', { href: o.url, download: true, text: 'download' }) : null))));
     $('job-outputs-panel').hidden = false;
     const players = $('job-players');
+    // The job's caption sidecars: <track>s of its file players (the streaming players find
+    // the same tracks in their manifests).
+    const captions = v.outputs.filter(isCaption);
     for (const o of v.outputs) {
-      const p = playerFor(o);
+      if (isCaption(o)) continue;
+      const p = playerFor(o, captions);
       if (!p) continue;
       jobView.players.push(p);
       players.append(p.box);
@@ -1209,7 +1271,38 @@
     return out;
   }
 
-  function playerFor(o) {
+  /** A caption sidecar (`captions/<n>[-<language>].vtt`), as opposed to a storyboard's track. */
+  function isCaption(o) {
+    return /^captions\/[^/]+\.vtt$/.test(String(o.name)) && String(o.content_type || '').toLowerCase().startsWith('text/vtt');
+  }
+
+  /** `captions/0-pt-BR.vtt` → `pt-BR` ('' without a language). */
+  function captionLanguage(o) {
+    const m = /^captions\/\d+-(.+)\.vtt$/.exec(String(o.name));
+    return m ? m[1] : '';
+  }
+
+  /**
+   * A "Subtitles" menu under a streaming player: off, or one of the tracks the player found in
+   * the manifest. `pick(i)` switches (i = -1: off); `fill(tracks, current)` lists them.
+   */
+  function subtitleMenu(o, kind, pick) {
+    const sel = el('select', { class: 'subtitles', 'data-output': o.name, 'data-kind': kind, 'aria-label': 'subtitles of ' + o.name });
+    const label = el('label', { class: 'small subtitles', hidden: true }, 'Subtitles ', sel);
+    sel.addEventListener('change', () => pick(Number(sel.value)));
+    return {
+      label,
+      fill(tracks, current) {
+        sel.replaceChildren(el('option', { value: '-1', text: 'off' }),
+          ...tracks.map((t, i) => el('option', { value: String(i), text: [t.label, t.lang].filter(Boolean).join(' · ') || 'track ' + (i + 1) })));
+        sel.value = String(typeof current === 'number' && current >= 0 && current < tracks.length ? current : -1);
+        label.hidden = tracks.length === 0;
+        sel.dataset.tracks = String(tracks.length);
+      },
+    };
+  }
+
+  function playerFor(o, captions) {
     const ct = String(o.content_type || '').toLowerCase();
     const url = sameOriginPath(o.url);
     if (!url) return null;
@@ -1218,6 +1311,7 @@
     let media = null;
     let hls = null;
     let dash = null;
+    let subs = null;
     if (ct === 'application/vnd.apple.mpegurl' || ct === 'application/x-mpegurl') {
       media = el('video', { controls: true, muted: true, playsinline: true, preload: 'metadata', 'data-output': o.name, 'data-kind': 'hls' });
       media.muted = true;
@@ -1239,6 +1333,19 @@
           hls.on(Hls.Events.MANIFEST_PARSED, (_ev, data) => {
             say('ready · ' + ((data && data.levels && data.levels.length) || 0) + ' renditions (hls.js)');
           });
+          // The master playlist's subtitle renditions: text tracks of the <video>, shown when
+          // picked (hls.js loads the WebVTT and adds its cues).
+          subs = subtitleMenu(o, 'hls', (i) => {
+            hls.subtitleDisplay = i >= 0;
+            hls.subtitleTrack = i;
+          });
+          hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, () => {
+            subs.fill((hls.subtitleTracks || []).map((t) => ({ label: t.name, lang: t.lang })), hls.subtitleTrack);
+          });
+          hls.on(Hls.Events.SUBTITLE_TRACK_SWITCH, () => {
+            subs.fill((hls.subtitleTracks || []).map((t) => ({ label: t.name, lang: t.lang })), hls.subtitleTrack);
+          });
+          box.insertBefore(subs.label, state);
           hls.loadSource(url);
           hls.attachMedia(media);
           media.dataset.engine = 'hls.js';
@@ -1271,6 +1378,27 @@
           const err = (e && e.error) || {};
           say('cannot play: ' + (err.message || err.code || 'dash.js error'));
         });
+        // The MPD's text adaptation sets (sidecar WebVTT): text tracks of the <video>, off
+        // until picked.
+        dash.updateSettings({ streaming: { text: { defaultEnabled: false } } });
+        const textTracks = () => dash.getTracksFor('text') || [];
+        subs = subtitleMenu(o, 'dash', (i) => {
+          if (i < 0) {
+            dash.enableText(false);
+            return;
+          }
+          dash.enableText(true);
+          dash.setTextTrack(i);
+        });
+        const listText = () => {
+          const tracks = textTracks();
+          const cur = dash.getCurrentTrackFor('text');
+          subs.fill(tracks.map((t) => ({ label: (t.labels && t.labels[0] && t.labels[0].text) || '', lang: t.lang })),
+            dash.isTextEnabled() && cur ? tracks.indexOf(cur) : -1);
+        };
+        dash.on(dashjs.MediaPlayer.events.STREAM_INITIALIZED, listText);
+        dash.on(dashjs.MediaPlayer.events.TEXT_TRACKS_ADDED, listText);
+        box.insertBefore(subs.label, state);
         dash.initialize(media, url, false);
         media.dataset.engine = 'dash.js';
       }).catch((e) => say('cannot play: ' + e.message));
@@ -1312,6 +1440,15 @@
       const say = watchMedia(media, state);
       if (!media.canPlayType(ct.split(';')[0])) say('this browser may not play ' + ct);
       mediaUrl(url).then((u) => { media.src = u; }).catch((e) => say('cannot load: ' + e.message));
+      // The job's caption sidecars as <track>s (the browser's own menu switches them).
+      for (const c of captions || []) {
+        const src = sameOriginPath(c.url);
+        if (!src) continue;
+        const lang = captionLanguage(c);
+        const track = el('track', { kind: 'subtitles', label: lang || c.name, srclang: lang || null, 'data-output': c.name });
+        media.append(track);
+        mediaUrl(src).then((u) => { track.src = u; }).catch((e) => say('captions ' + c.name + ': ' + e.message));
+      }
     } else if (ct.startsWith('audio/')) {
       media = el('audio', { controls: true, preload: 'metadata', 'data-output': o.name, 'data-kind': 'file' });
       watchMedia(media, state);

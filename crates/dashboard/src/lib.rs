@@ -43,9 +43,11 @@ impl Mode {
     }
 }
 
-/// The policy sent with every dashboard answer.
+/// The policy sent with every dashboard answer. `media-src` allows `data:` because hls.js gives
+/// each subtitle rendition it exposes an empty `<track src="data:,WEBVTT">` (the cues are added
+/// by script); media cannot run script, so this widens nothing that matters.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self' blob:; \
+style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: data:; connect-src 'self' blob:; \
 font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const INDEX: &str = include_str!("../assets/index.html");
@@ -240,7 +242,7 @@ mod tests {
             let csp = header(&head, "content-security-policy");
             assert!(csp.contains("default-src 'none'"));
             assert!(csp.contains("script-src 'self';"));
-            assert!(csp.contains("media-src 'self' blob:"));
+            assert!(csp.contains("media-src 'self' blob: data:;"));
             assert!(csp.contains("connect-src 'self' blob:"));
             assert!(!csp.contains("unsafe"));
             assert!(body.contains(&format!("data-mode=\"{want}\"")));

@@ -544,9 +544,39 @@ fn resolve_one(o: &OutputSpec, at: &str) -> Result<Rendition, SpecError> {
             }
             r.name = n.clone();
         }
+        if let Some(v) = &o.loudness {
+            preset_loudness(&mut r, v, name, &format!("{at}.loudness"))?;
+        }
         return Ok(r);
     }
+    if o.loudness.is_some() {
+        return Err(err(
+            format!("{at}.loudness"),
+            "only with a preset; a custom output sets audio.loudness",
+        ));
+    }
     custom(o, at)
+}
+
+/// A preset output's `loudness`: the preset's own audio, normalised or measured. A preset
+/// without audio (a thumbnail, a storyboard, a video-only one) cannot carry it.
+fn preset_loudness(
+    r: &mut Rendition,
+    v: &serde_json::Value,
+    preset: &str,
+    at: &str,
+) -> Result<(), SpecError> {
+    let mode = crate::loudness::parse_mode(v).map_err(|m| err(at.to_string(), m))?;
+    match r.audio.as_mut() {
+        Some(a) if a.codec != AudioCodec::Copy => {
+            a.loudness = Some(mode);
+            Ok(())
+        }
+        _ => Err(err(
+            at.to_string(),
+            format!("preset {preset:?} has no encoded audio to measure or normalise"),
+        )),
+    }
 }
 
 const NAME_RULE: &str =
@@ -1040,6 +1070,49 @@ mod tests {
             ..custom_spec(v("h264"))
         };
         assert_eq!(field_of(&[opus_mp4]), "outputs[0].audio.codec");
+    }
+
+    /// A preset output asks for loudness with its own `loudness` field; a preset without
+    /// encoded audio, a bad value, or the field on a custom output names `loudness`.
+    #[test]
+    fn preset_outputs_take_loudness() {
+        let loud = |preset: &str, v: serde_json::Value| OutputSpec {
+            loudness: Some(v),
+            ..OutputSpec::preset(preset)
+        };
+        for p in ["mp4-720p", "hls-abr", "cmaf", "audio-aac"] {
+            let r = resolve_outputs(&[loud(p, serde_json::json!("streaming"))]).unwrap();
+            assert_eq!(
+                r[0].audio.as_ref().unwrap().loudness,
+                Some(crate::loudness::LoudnessMode::Normalize(
+                    crate::loudness::STREAMING
+                )),
+                "{p}"
+            );
+        }
+        let r = resolve_outputs(&[loud("mp4-360p", serde_json::json!("measure"))]).unwrap();
+        assert_eq!(
+            r[0].audio.as_ref().unwrap().loudness,
+            Some(crate::loudness::LoudnessMode::Measure)
+        );
+        // Without the field a preset does no loudness work.
+        let r = resolve_outputs(&[OutputSpec::preset("mp4-720p")]).unwrap();
+        assert_eq!(r[0].audio.as_ref().unwrap().loudness, None);
+        for bad in [
+            loud("thumbnail", serde_json::json!("streaming")),
+            loud("storyboard", serde_json::json!("ebu-r128")),
+            loud("mp4-720p", serde_json::json!("loud")),
+            loud("mp4-720p", serde_json::json!(-100)),
+            OutputSpec {
+                loudness: Some(serde_json::json!("streaming")),
+                ..custom_spec(VideoSpec {
+                    codec: "h264".into(),
+                    ..Default::default()
+                })
+            },
+        ] {
+            assert_eq!(field_of(&[bad]), "outputs[0].loudness");
+        }
     }
 
     #[test]

@@ -117,6 +117,11 @@ pub struct OutputSpec {
     /// Only with `"container": "storyboard"`: the sprite sheets' layout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storyboard: Option<StoryboardSpec>,
+    /// Only with `preset`: loudness work on the preset's audio, the same values as a custom
+    /// output's `audio.loudness` (a preset takes no `audio` section, so this is how a preset
+    /// output asks for it). Kept as JSON like `audio.loudness`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loudness: Option<serde_json::Value>,
 }
 
 impl OutputSpec {

@@ -45,6 +45,16 @@ fn first_frame_luma(bytes: &[u8], ext: &str) -> (u32, u32, Vec<u8>) {
     (w as u32, h as u32, luma)
 }
 
+/// One `w`x`h` tile at the top-left corner of a decoded picture.
+fn crop((pw, _, px): &(u32, u32, Vec<u8>), w: u32, h: u32) -> (u32, u32, Vec<u8>) {
+    let mut out = Vec::with_capacity((w * h) as usize);
+    for y in 0..h {
+        let row = (y * pw) as usize;
+        out.extend_from_slice(&px[row..row + w as usize]);
+    }
+    (w, h, out)
+}
+
 /// The mark is bright inside the box the placement names and absent everywhere else (the
 /// source is black), on a picture of any rung's size.
 fn assert_marked(spec: &WatermarkSpec, (w, h, px): &(u32, u32, Vec<u8>), what: &str) {
@@ -88,7 +98,7 @@ async fn a_watermark_sits_at_the_same_place_on_every_output_and_rung() {
         opacity: 1.0,
     };
     let json = format!(
-        r#"{{"outputs":[{{"preset":"mp4-360p"}},{{"preset":"hls-abr"}},{{"preset":"dash"}},{{"preset":"thumbnail"}}],
+        r#"{{"outputs":[{{"preset":"mp4-360p"}},{{"preset":"hls-abr"}},{{"preset":"dash"}},{{"preset":"thumbnail"}},{{"preset":"storyboard"}}],
             "watermark":{}}}"#,
         serde_json::to_string(&spec).unwrap()
     );
@@ -118,6 +128,12 @@ async fn a_watermark_sits_at_the_same_place_on_every_output_and_rung() {
     assert_marked(&spec, &mp4, "mp4-360p");
     let thumb = first_frame_luma(&get("thumbnail.jpg".into()).await, "jpg");
     assert_marked(&spec, &thumb, "thumbnail");
+
+    // The storyboard: the first tile of the first sheet (160x90 from 1280x720) carries the
+    // mark scaled to the tile, at the same relative place.
+    let sheet = first_frame_luma(&get("storyboard/sprite_001.jpg".into()).await, "jpg");
+    assert_eq!((sheet.0, sheet.1), (800, 450), "5x5 tiles of 160x90");
+    assert_marked(&spec, &crop(&sheet, 160, 90), "storyboard tile");
 
     // Every rung the master playlist names: its first segment, decoded.
     let master = String::from_utf8(get("hls-abr/master.m3u8".into()).await).unwrap();

@@ -6,7 +6,7 @@ use crate::progress;
 use crate::resumable;
 use anyhow::Context;
 use clap::Args;
-use reelay_protocol::{InputSpec, JobSpec, OutputSpec};
+use reelay_protocol::{CaptionFileSpec, InputSpec, JobSpec, OutputSpec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -64,11 +64,212 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// A caption file sent with an uploaded INPUT (SRT, WebVTT or ASS): it becomes a WebVTT
+    /// sidecar and a subtitle track of every HLS/DASH/CMAF output. FILE, then optionally
+    /// `,lang=` a BCP 47 tag (en, pt-BR) and `,label=` its display name (the rest of the
+    /// argument, commas included), e.g. `--caption fr.srt,lang=fr,label=Français`. Repeatable.
+    #[arg(long = "caption", value_name = "FILE[,lang=LANG][,label=NAME]", value_parser = parse_caption)]
+    pub captions: Vec<CaptionArg>,
+
+    /// Burn the caption track of this language (a --caption file's or a subtitle stream of the
+    /// input) into the picture of every MP4 output; the sidecars stay as well.
+    #[arg(long = "burn-in", value_name = "LANG")]
+    pub burn_in: Option<String>,
+
+    /// A PNG or JPEG laid over every video output of an uploaded INPUT (each file, the
+    /// thumbnail, every rung of a ladder, every storyboard tile), at the same relative place.
+    #[arg(long, value_name = "IMAGE")]
+    pub watermark: Option<PathBuf>,
+
+    /// Where the watermark goes: top-left, top-right, bottom-left, bottom-right (the server's
+    /// default) or center.
+    #[arg(long, value_name = "POSITION", requires = "watermark", value_parser = [
+        "top-left", "top-right", "bottom-left", "bottom-right", "center"
+    ])]
+    pub watermark_position: Option<String>,
+
+    /// The watermark's width as a fraction of the video width (0.01-1; server default 0.15).
+    #[arg(long, value_name = "FRACTION", requires = "watermark")]
+    pub watermark_scale: Option<f64>,
+
+    /// The distance from the edges as a fraction of the video width (0-0.25; default 0.03).
+    #[arg(long, value_name = "FRACTION", requires = "watermark")]
+    pub watermark_margin: Option<f64>,
+
+    /// The watermark's opacity, 0-1 (default 0.8).
+    #[arg(long, value_name = "FRACTION", requires = "watermark")]
+    pub watermark_opacity: Option<f64>,
+
     /// Upload files of at least this size resumably (tus, `/v1/uploads`): after Ctrl-C or a
     /// lost connection, the same `reelay submit` continues where it stopped. Bytes, or with a
-    /// suffix KiB, MiB, GiB; 0 for every file.
+    /// suffix KiB, MiB, GiB; 0 for every file. A job with --caption or --watermark is always
+    /// one multipart request (a resumable upload cannot carry those files).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub resumable_above: u64,
+}
+
+/// One `--caption`: the local file and what the spec says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptionArg {
+    pub path: PathBuf,
+    pub language: Option<String>,
+    pub label: Option<String>,
+}
+
+/// `FILE[,lang=LANG][,label=NAME]`. The label takes the rest of the argument, so a display
+/// name may hold commas; the server checks the language tag and the file's content.
+pub fn parse_caption(s: &str) -> Result<CaptionArg, String> {
+    let (path, mut rest) = match s.split_once(',') {
+        Some((path, rest)) => (path, Some(rest)),
+        None => (s, None),
+    };
+    if path.is_empty() {
+        return Err(format!(
+            "{s:?}: expected FILE[,lang=LANG][,label=NAME], e.g. fr.srt,lang=fr,label=Français"
+        ));
+    }
+    let mut c = CaptionArg {
+        path: PathBuf::from(path),
+        language: None,
+        label: None,
+    };
+    while let Some(r) = rest {
+        if let Some(label) = r.strip_prefix("label=") {
+            c.label = Some(label.to_string());
+            break;
+        }
+        let (item, next) = match r.split_once(',') {
+            Some((item, next)) => (item, Some(next)),
+            None => (r, None),
+        };
+        match item.strip_prefix("lang=") {
+            Some(lang) if !lang.is_empty() => c.language = Some(lang.to_string()),
+            _ => {
+                return Err(format!(
+                    "{item:?}: expected lang=LANG or label=NAME after FILE,"
+                ))
+            }
+        }
+        rest = next;
+    }
+    Ok(c)
+}
+
+/// The files a submission carries beside its input (multipart parts between `spec` and `file`).
+#[derive(Debug, Default)]
+pub struct SideFiles {
+    /// `captions` parts, in the order of the spec's `captions.files`.
+    pub captions: Vec<crate::client::SidePart>,
+    pub watermark: Option<crate::client::SidePart>,
+}
+
+impl SideFiles {
+    pub fn is_empty(&self) -> bool {
+        self.captions.is_empty() && self.watermark.is_none()
+    }
+
+    /// Reads every side file the flags name, before any request: a missing or unreadable file
+    /// is the user's to fix, and must not cost an upload first.
+    pub fn read(args: &SubmitArgs) -> anyhow::Result<SideFiles> {
+        let part = |kind: &str,
+                    name: &'static str,
+                    path: &Path|
+         -> anyhow::Result<crate::client::SidePart> {
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {kind} {}", path.display()))?;
+            if !meta.is_file() {
+                anyhow::bail!("{kind} {} is not a regular file", path.display());
+            }
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read {kind} {}", path.display()))?;
+            Ok(crate::client::SidePart {
+                name,
+                file_name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| name.to_string()),
+                bytes,
+            })
+        };
+        Ok(SideFiles {
+            captions: args
+                .captions
+                .iter()
+                .map(|c| part("caption file", "captions", &c.path))
+                .collect::<anyhow::Result<_>>()?,
+            watermark: args
+                .watermark
+                .as_deref()
+                .map(|p| part("watermark image", "watermark", p))
+                .transpose()?,
+        })
+    }
+}
+
+/// The spec's `captions` and `watermark` from the flags. They travel with an uploaded file
+/// only (the API takes side files in a multipart submission), and the parts sent must be the
+/// ones the spec declares, so a `--spec` file that declares its own is refused here.
+fn side_spec(args: &SubmitArgs, spec: &mut JobSpec, source: &Source) -> Result<(), UsageError> {
+    let flags = !args.captions.is_empty() || args.watermark.is_some() || args.burn_in.is_some();
+    let declared = spec.captions.as_ref().is_some_and(|c| !c.files.is_empty());
+    if declared {
+        return Err(UsageError(
+            "the --spec file declares captions.files; give caption files with --caption              FILE[,lang=LANG][,label=NAME] instead (the CLI sends the parts it declares)"
+                .into(),
+        ));
+    }
+    if spec.watermark.is_some() && args.watermark.is_none() {
+        return Err(UsageError(
+            "the --spec file has a watermark: give its image with --watermark IMAGE".into(),
+        ));
+    }
+    if (!args.captions.is_empty() || args.watermark.is_some()) && *source == Source::Inline {
+        return Err(UsageError(
+            "--caption and --watermark need a local INPUT file (they are sent with its upload)"
+                .into(),
+        ));
+    }
+    if !flags {
+        return Ok(());
+    }
+    let captions = spec.captions.get_or_insert_with(Default::default);
+    captions
+        .files
+        .extend(args.captions.iter().map(|c| CaptionFileSpec {
+            language: c.language.clone(),
+            label: c.label.clone(),
+        }));
+    if let Some(lang) = &args.burn_in {
+        captions.burn_in = Some(lang.clone());
+    }
+    if spec
+        .captions
+        .as_ref()
+        .is_some_and(|c| *c == Default::default())
+    {
+        spec.captions = None;
+    }
+    if args.watermark.is_some() {
+        // The flags add to (and override) a --spec file's watermark options.
+        let mut mark = match spec.watermark.take() {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        if let Some(p) = &args.watermark_position {
+            mark.insert("position".into(), p.clone().into());
+        }
+        for (key, value) in [
+            ("scale", args.watermark_scale),
+            ("margin", args.watermark_margin),
+            ("opacity", args.watermark_opacity),
+        ] {
+            if let Some(v) = value {
+                mark.insert(key.into(), v.into());
+            }
+        }
+        spec.watermark = Some(serde_json::Value::Object(mark));
+    }
+    Ok(())
 }
 
 /// `123`, `64MiB`, `2GiB` (also `K`, `M`, `G` as binary units).
@@ -182,6 +383,7 @@ pub fn build_spec(
     }
     // Flags add to (and override) the --spec file's metadata.
     spec.metadata.extend(args.metadata.iter().cloned());
+    side_spec(args, &mut spec, &source)?;
     Ok((spec, source))
 }
 
@@ -226,6 +428,7 @@ async fn submit_resumable(
 pub async fn run(client: &Client, args: &SubmitArgs) -> anyhow::Result<()> {
     let spec_file = args.spec.as_deref().map(read_spec_file).transpose()?;
     let (spec, source) = build_spec(args, spec_file)?;
+    let sides = SideFiles::read(args)?;
     let idempotency_key = args.idempotency_key.as_deref();
     let view = match &source {
         Source::Inline => client
@@ -240,14 +443,14 @@ pub async fn run(client: &Client, args: &SubmitArgs) -> anyhow::Result<()> {
                 anyhow::bail!("{} is not a regular file", path.display());
             }
             let bar = progress::bytes_bar(meta.len(), "uploading");
-            if meta.len() >= args.resumable_above {
+            if meta.len() >= args.resumable_above && sides.is_empty() {
                 let result =
                     submit_resumable(client, &spec, path, &meta, idempotency_key, &bar).await;
                 bar.finish_and_clear();
                 result?
             } else {
                 let result = client
-                    .submit_upload(&spec, path, meta.len(), idempotency_key, &bar)
+                    .submit_upload(&spec, path, meta.len(), &sides, idempotency_key, &bar)
                     .await;
                 bar.finish_and_clear();
                 result.map_err(|e| context(e, "cannot submit job"))?
@@ -377,6 +580,157 @@ mod tests {
         assert_eq!(spec.outputs[0].preset.as_deref(), Some("mp4-720p"));
         assert_eq!(spec.outputs[1].name.as_deref(), Some("small"));
         assert_eq!(spec.outputs[1].video.as_ref().unwrap().height, Some(240));
+    }
+
+    #[test]
+    fn captions_and_watermark_flags_become_the_specs_side_fields() {
+        let a = args(&[
+            "in.mp4",
+            "--preset",
+            "cmaf",
+            "--caption",
+            "en.srt",
+            "--caption",
+            "fr.srt,lang=fr,label=Français, sous-titres",
+            "--caption",
+            "de.vtt,label=Deutsch,lang=xx",
+            "--burn-in",
+            "fr",
+            "--watermark",
+            "logo.png",
+            "--watermark-position",
+            "top-left",
+            "--watermark-scale",
+            "0.2",
+        ]);
+        let (spec, source) = build_spec(&a, None).unwrap();
+        assert_eq!(source, Source::Upload("in.mp4".into()));
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            json["captions"],
+            serde_json::json!({
+                "files": [{}, {"language": "fr", "label": "Français, sous-titres"},
+                          {"label": "Deutsch,lang=xx"}],
+                "burn_in": "fr"
+            })
+        );
+        assert_eq!(
+            json["watermark"],
+            serde_json::json!({"position": "top-left", "scale": 0.2})
+        );
+        assert_eq!(a.captions[0].path, PathBuf::from("en.srt"));
+        // Nothing asked, nothing sent.
+        let (spec, _) = build_spec(&args(&["in.mp4", "--preset", "p"]), None).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert!(json.get("captions").is_none() && json.get("watermark").is_none());
+        // A bare --watermark sends an empty object: the server's defaults.
+        let (spec, _) = build_spec(
+            &args(&["in.mp4", "--preset", "p", "--watermark", "m.png"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(spec.watermark, Some(serde_json::json!({})));
+    }
+
+    #[test]
+    fn side_files_need_an_upload_and_their_own_flags() {
+        for bad in [",lang=en", "a.srt,lang=", "a.srt,language=en", "a.srt,en"] {
+            assert!(parse_caption(bad).is_err(), "{bad}");
+        }
+        // Over a URL or key there is no multipart request to carry them.
+        for argv in [
+            &["https://x/y.mp4", "--preset", "p", "--caption", "a.srt"][..],
+            &["--key", "k", "--preset", "p", "--watermark", "m.png"][..],
+        ] {
+            let err = build_spec(&args(argv), None).unwrap_err();
+            assert!(err.0.contains("local INPUT"), "{err}");
+        }
+        // The watermark options need the image.
+        assert!(Harness::try_parse_from([
+            "submit",
+            "in.mp4",
+            "--preset",
+            "p",
+            "--watermark-opacity",
+            "0.5"
+        ])
+        .is_err());
+        assert!(Harness::try_parse_from([
+            "submit",
+            "in.mp4",
+            "--watermark",
+            "m.png",
+            "--watermark-position",
+            "middle"
+        ])
+        .is_err());
+        // A spec file's own caption files or watermark cannot be sent by the CLI.
+        let file: JobSpec = serde_json::from_str(
+            r#"{"outputs":[{"preset":"a"}],"captions":{"files":[{"language":"en"}]}}"#,
+        )
+        .unwrap();
+        let err = build_spec(&args(&["in.mp4", "--spec", "j.json"]), Some(file)).unwrap_err();
+        assert!(err.0.contains("--caption"), "{err}");
+        let file: JobSpec =
+            serde_json::from_str(r#"{"outputs":[{"preset":"a"}],"watermark":{"opacity":0.5}}"#)
+                .unwrap();
+        let err =
+            build_spec(&args(&["in.mp4", "--spec", "j.json"]), Some(file.clone())).unwrap_err();
+        assert!(err.0.contains("--watermark IMAGE"), "{err}");
+        let a = args(&[
+            "in.mp4",
+            "--spec",
+            "j.json",
+            "--watermark",
+            "m.png",
+            "--watermark-scale",
+            "0.3",
+        ]);
+        let (spec, _) = build_spec(&a, Some(file)).unwrap();
+        assert_eq!(
+            spec.watermark,
+            Some(serde_json::json!({"opacity": 0.5, "scale": 0.3}))
+        );
+    }
+
+    #[test]
+    fn a_missing_side_file_is_an_error_before_any_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let srt = dir.path().join("en.srt");
+        std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:01,000\nhi\n").unwrap();
+        let ok = args(&[
+            "in.mp4",
+            "--preset",
+            "p",
+            "--caption",
+            srt.to_str().unwrap(),
+        ]);
+        let sides = SideFiles::read(&ok).unwrap();
+        assert_eq!(sides.captions.len(), 1);
+        assert_eq!(sides.captions[0].name, "captions");
+        assert_eq!(sides.captions[0].file_name, "en.srt");
+        let missing = dir.path().join("nope.png");
+        let a = args(&[
+            "in.mp4",
+            "--preset",
+            "p",
+            "--watermark",
+            missing.to_str().unwrap(),
+        ]);
+        let err = SideFiles::read(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("watermark image") && err.contains("nope.png"),
+            "{err}"
+        );
+        let a = args(&[
+            "in.mp4",
+            "--preset",
+            "p",
+            "--caption",
+            dir.path().to_str().unwrap(),
+        ]);
+        let err = SideFiles::read(&a).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -180,8 +180,8 @@ pub fn output_seconds(r: &Rendition, info: &MediaInfo) -> f64 {
 /// What a job adds to each of its renditions beyond the output spec.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Extras<'a> {
-    /// Laid over the picture of every video rendition (files and every rung of a ladder;
-    /// storyboards' scrub tiles stay clean).
+    /// Laid over the picture of every video rendition: files, every rung of a ladder and every
+    /// storyboard tile (a scrub preview is a picture of the video like any other).
     pub watermark: Option<Watermark<'a>>,
     /// Burn the caption script [`crate::captions::BURN_IN_FILE`] (in ffmpeg's working
     /// directory, named relatively so no path reaches the filter graph) into MP4 file outputs.
@@ -252,9 +252,7 @@ pub fn build_with(
     }
     let duration = output_seconds(r, info);
     let mut a = input_args(info, policy, input, start);
-    let mark = extras
-        .watermark
-        .filter(|_| r.video.is_some() && !matches!(r.packaging, Packaging::Storyboard(_)));
+    let mark = extras.watermark.filter(|_| r.video.is_some());
     if let Some(w) = &mark {
         a.extend(watermark_input(w));
     }
@@ -280,7 +278,7 @@ pub fn build_with(
             r.name.clone(),
         ),
         Packaging::Storyboard(sb) => (
-            storyboard::args(r, sb, info, out_dir, &mut a)?,
+            storyboard::args(r, sb, info, mark.as_ref(), out_dir, &mut a)?,
             r.name.clone(),
         ),
     };
@@ -802,10 +800,24 @@ mod tests {
         );
         assert!(!with("hls-abr").iter().any(|x| x.contains("ass=")));
         assert!(!with("webm-vp9-720p").iter().any(|x| x.contains("ass=")));
-        // Audio-only and storyboard outputs do not open the image at all.
-        for name in ["audio-aac", "storyboard"] {
-            let a = run(&preset(name).unwrap()).unwrap().args;
-            assert_eq!(a.iter().filter(|x| *x == "-i").count(), 1, "{name}");
-        }
+        // An audio-only output does not open the image at all.
+        let a = run(&preset("audio-aac").unwrap()).unwrap().args;
+        assert_eq!(a.iter().filter(|x| *x == "-i").count(), 1);
+        // A storyboard marks each tile at the tile's size, before the sheet is laid out.
+        let a = run(&preset("storyboard").unwrap()).unwrap().args;
+        assert_eq!(a.iter().filter(|x| *x == "-i").count(), 2, "{a:?}");
+        let tile = spec.placement((160, 90), (100, 50));
+        let graph = after(&a, "-filter_complex");
+        assert!(
+            graph.starts_with("[0:0]fps=1000/2000,scale=160:90,setsar=1[base];"),
+            "{graph}"
+        );
+        assert!(
+            graph.contains(&format!("overlay=x={}:y={}", tile.x, tile.y)),
+            "{graph}"
+        );
+        assert!(graph.ends_with("[marked]tile=5x5[sheet]"), "{graph}");
+        assert_eq!(after(&a, "-map"), "[sheet]");
+        assert!(!a.contains(&"-vf".to_string()), "{a:?}");
     }
 }

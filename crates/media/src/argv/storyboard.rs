@@ -2,7 +2,7 @@
 //! `tile` filter into JPEG sprite sheets (`sprite_001.jpg`, ...). The WebVTT track over them is
 //! written after the run ([`crate::package::finish`]), when the sheets exist.
 
-use super::{deinterlace_filter, fit_short_side, out_path, s, ArgvError};
+use super::{deinterlace_filter, fit_short_side, out_path, s, ArgvError, Watermark};
 use crate::plan::{Rendition, Storyboard};
 use crate::probe::MediaInfo;
 use crate::storyboard::SHEET_PATTERN;
@@ -27,6 +27,7 @@ pub(super) fn args(
     r: &Rendition,
     sb: &Storyboard,
     info: &MediaInfo,
+    mark: Option<&Watermark<'_>>,
     out_dir: &Path,
     a: &mut Vec<String>,
 ) -> Result<String, ArgvError> {
@@ -39,15 +40,34 @@ pub(super) fn args(
         .unwrap_or_default();
     // The frame rate as a rational of milliseconds: 1000/2500 is one frame every 2.5 s.
     let ms = ((sb.interval_seconds * 1000.0).round() as u64).max(1);
+    let tiles = format!("{deint}fps=1000/{ms},scale={w}:{h},setsar=1");
+    let tile = format!("tile={}x{}", sb.columns, sb.rows);
+    match mark {
+        None => a.extend([
+            s("-map"),
+            format!("0:{}", v.index),
+            s("-vf"),
+            format!("{tiles},{tile}"),
+        ]),
+        // Each tile is marked at its own size before the sheet is laid out, so the mark sits
+        // at the same relative place in every tile as on every other output.
+        Some(m) => {
+            let overlay = m
+                .spec
+                .overlay_filter("1:v", "base", "marked", (w, h), m.mark.size);
+            a.extend([
+                s("-filter_complex"),
+                format!(
+                    "[0:{}]{tiles}[base];{overlay};[marked]{tile}[sheet]",
+                    v.index
+                ),
+                s("-map"),
+                s("[sheet]"),
+            ]);
+        }
+    }
     a.extend([
-        s("-map"),
-        format!("0:{}", v.index),
         s("-an"),
-        s("-vf"),
-        format!(
-            "{deint}fps=1000/{ms},scale={w}:{h},setsar=1,tile={}x{}",
-            sb.columns, sb.rows
-        ),
         s("-c:v"),
         s("mjpeg"),
         s("-q:v"),

@@ -109,7 +109,8 @@ pub enum KeepWhole {
     Codec { codec: String },
     /// `fps` resamples the frame grid, which would not line up at piece joints.
     FrameRate,
-    /// Audio copied from the input, or a codec `encode_audio` does not make.
+    /// Audio copied from the input, a codec `encode_audio` does not make, or loudness work
+    /// (measured and normalised over the whole track by the one-task encode).
     Audio,
     /// Packagings the stitch does not assemble yet (fMP4 HLS, DASH, CMAF, storyboards): they
     /// run whole beside the split outputs.
@@ -181,7 +182,8 @@ pub fn rendition_split(r: &Rendition) -> Result<(), KeepWhole> {
         }
     }
     if let Some(a) = &r.audio {
-        if a.codec != AudioCodec::Aac {
+        // Loudness is measured and normalised over the whole track by the transcode path.
+        if a.codec != AudioCodec::Aac || a.loudness.is_some() {
             return Err(KeepWhole::Audio);
         }
     }
@@ -471,6 +473,10 @@ mod tests {
                 }
             )
         );
+        // Loudness needs the whole track in one pass: the output stays whole.
+        let mut loud = preset("mp4-720p").unwrap();
+        loud.audio.as_mut().unwrap().loudness = Some(crate::loudness::LoudnessMode::Measure);
+        assert_eq!(rendition_split(&loud), Err(KeepWhole::Audio));
     }
 
     #[test]

@@ -353,10 +353,20 @@ impl WorkerPool {
 
     /// Runs a claimed task and records its end; `claimed_in` is how long the claim took.
     async fn execute(&self, claim: Claim, claimed_in: Duration) {
-        let st = &self.state;
         let job = &claim.job;
         let span = tracing::info_span!("task", job_id = %job.id, task_id = %claim.task_id, kind = %claim.kind, cluster = %job.cluster, attempt = claim.attempt);
-        let _enter = span.enter();
+        // `instrument`, never a `span.enter()` guard held across `.await`: the guard stays
+        // entered on whichever thread the future left, nests the next tasks' spans under this
+        // one, and once this span closes tracing-subscriber's registry panics ("tried to clone
+        // a span that already closed"), killing the worker slot mid job (seen in the dashboard
+        // browser test: a split job's segments on one slot, the job stuck running).
+        use tracing::Instrument;
+        self.run_task(claim, claimed_in).instrument(span).await
+    }
+
+    async fn run_task(&self, claim: Claim, claimed_in: Duration) {
+        let st = &self.state;
+        let job = &claim.job;
         tracing::info!("task started");
         let started = Instant::now();
         let timings = std::sync::Mutex::new(Timings::default());
