@@ -167,6 +167,9 @@ pub struct Config {
     pub split: reelay_media::split::SplitSettings,
     /// Webhooks (`[webhooks]`): delivery timing, the per-job limit, cluster subscriptions.
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// Remote claim (`[steal]`, `crate::peer_io::StealConfig`): peers this cluster's idle
+    /// workers take tasks from, and how long a task waits at home before peers are offered it.
+    pub steal: crate::peer_io::StealConfig,
 }
 
 pub fn default_workers() -> usize {
@@ -219,6 +222,7 @@ impl Default for Config {
             identity_refresh_ms: 1000,
             cors_allowed_origins: vec!["*".into()],
             webhooks: Default::default(),
+            steal: Default::default(),
         }
     }
 }
@@ -330,6 +334,12 @@ impl Config {
         };
         if !reelay_protocol::valid_cluster_name(&self.cluster) {
             return bad("cluster", "must be 1-32 characters of a-z, 0-9 and -");
+        }
+        if !(self.steal.offer_after_seconds.is_finite() && self.steal.offer_after_seconds >= 0.0) {
+            return bad("steal.offer_after_seconds", "must be a number of seconds, 0 or more");
+        }
+        if self.steal.peers.iter().any(|p| p.name == self.cluster) {
+            return bad("steal.peers", "a cluster cannot be its own peer");
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(
