@@ -13,7 +13,10 @@ use std::time::Duration;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{free_port, http, stall_server, wait_until, Server, BIN};
+use common::{free_port, http, stall_server, wait_until, Guard, Server, Stop, BIN};
+
+const S3_KEY: &str = "remoteclaimkey";
+const S3_SECRET: &str = "remoteclaimsecret123";
 
 /// Issuer key and trusted keys in `dir`; returns the trusted keys file.
 fn keys(dir: &Path) -> PathBuf {
@@ -22,7 +25,11 @@ fn keys(dir: &Path) -> PathBuf {
         .arg(dir.join("issuer.key"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let trusted = dir.join("trusted.keys");
     std::fs::write(&trusted, &out.stdout).unwrap();
     trusted
@@ -38,12 +45,21 @@ fn token(dir: &Path, owner: &str, scopes: &[&str]) -> String {
         cmd.args(["--scope", s]);
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// `reelay serve` as cluster `name` with one worker slot, 2 s leases and `toml`.
 fn cluster(dir: &Path, name: &str, port: u16, toml: &str) -> Server {
+    cluster_on(dir, name, port, toml, None)
+}
+
+/// [`cluster`] storing in the S3-compatible server at `s3` (bucket `media`), when given.
+fn cluster_on(dir: &Path, name: &str, port: u16, toml: &str, s3: Option<&str>) -> Server {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, toml).unwrap();
     let mut cmd = Command::new(BIN);
@@ -55,6 +71,14 @@ fn cluster(dir: &Path, name: &str, port: u16, toml: &str) -> Server {
         .args(["--cluster", name, "--workers", "1", "--lease-seconds", "2"])
         .arg("--allow-private-urls")
         .env("RUST_LOG", "warn");
+    if let Some(endpoint) = s3 {
+        cmd.args(["--storage", "s3://media/reelay"])
+            .env("AWS_ENDPOINT", endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("AWS_DEFAULT_REGION", "us-east-1");
+    }
     Server::spawn(cmd, port)
 }
 
@@ -74,6 +98,11 @@ impl Pair {
     /// aws (the owner, offering a task after 0.5 s at home) and, when `with_gcp`, gcp (which
     /// takes aws's tasks with a peer token).
     fn start(dir: &Path, with_gcp: bool) -> Pair {
+        Self::start_with(dir, with_gcp, None)
+    }
+
+    /// [`Pair::start`] with aws storing in S3 at `aws_s3` (gcp keeps a local directory).
+    fn start_with(dir: &Path, with_gcp: bool, aws_s3: Option<&str>) -> Pair {
         let trusted = keys(dir);
         let user = token(dir, "team", &["submit", "read"]);
         let admin = token(dir, "ops", &["admin"]);
@@ -81,7 +110,7 @@ impl Pair {
         let peer_file = dir.join("peer.token");
         std::fs::write(&peer_file, &peer).unwrap();
         let aws_port = free_port();
-        let aws = cluster(
+        let aws = cluster_on(
             dir,
             "aws",
             aws_port,
@@ -89,6 +118,7 @@ impl Pair {
                 "trusted_keys = {trusted:?}\n[steal]\noffer_after_seconds = 0.5\n",
                 trusted = trusted.display().to_string()
             ),
+            aws_s3,
         );
         let gcp_port = free_port();
         let gcp_toml = format!(
@@ -124,9 +154,11 @@ impl Pair {
             .unwrap();
         assert_eq!(r.status(), 202);
         let id = r.json::<JobView>().unwrap().id;
-        wait_until("the stalled job to hold aws's slot", Duration::from_secs(20), || {
-            (self.job(&id).status.as_str() == "running").then_some(())
-        });
+        wait_until(
+            "the stalled job to hold aws's slot",
+            Duration::from_secs(20),
+            || (self.job(&id).status.as_str() == "running").then_some(()),
+        );
         id
     }
 
@@ -140,7 +172,11 @@ impl Pair {
             .env("REELAY_TOKEN", &self.user)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<JobView>(&out.stdout).unwrap().id
     }
 
@@ -204,9 +240,17 @@ fn a_gcp_worker_encodes_an_aws_task_into_aws_storage() {
     assert_eq!(job.cluster, "aws");
     assert!(id.starts_with("aws."), "{id}");
     assert_eq!(job.tasks.len(), 1);
-    assert_eq!(job.tasks[0].ran_on.as_deref(), Some("gcp"), "{:?}", job.tasks);
+    assert_eq!(
+        job.tasks[0].ran_on.as_deref(),
+        Some("gcp"),
+        "{:?}",
+        job.tasks
+    );
     assert_eq!(job.tasks[0].attempts, 1);
-    assert!(job.tasks[0].timings.is_some(), "the peer's timings reach the owner");
+    assert!(
+        job.tasks[0].timings.is_some(),
+        "the peer's timings reach the owner"
+    );
     // The stalled job runs at home.
     assert_eq!(pair.job(&stalled).tasks[0].ran_on.as_deref(), Some("aws"));
 
@@ -215,7 +259,10 @@ fn a_gcp_worker_encodes_an_aws_task_into_aws_storage() {
     let aws_files = files_under(&dir.path().join(format!("aws/storage/outputs/{id}")));
     assert!(!aws_files.is_empty(), "no outputs in aws storage");
     assert!(files_under(&dir.path().join("gcp/storage/outputs")).is_empty());
-    assert!(files_under(&dir.path().join("gcp/peer")).is_empty(), "gcp staging left behind");
+    assert!(
+        files_under(&dir.path().join("gcp/peer")).is_empty(),
+        "gcp staging left behind"
+    );
     let out = &job.outputs[0];
     let body = http()
         .get(format!("{}{}", pair.aws.base(), out.url))
@@ -228,7 +275,14 @@ fn a_gcp_worker_encodes_an_aws_task_into_aws_storage() {
     let file = dir.path().join("out.mp4");
     std::fs::write(&file, &bytes).unwrap();
     let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&file)
         .output()
         .unwrap();
@@ -260,7 +314,11 @@ fn a_peer_worker_killed_mid_task_sends_the_task_home_once() {
     std::thread::sleep(Duration::from_secs(4));
     let j = pair.job(&id);
     assert_eq!(j.tasks[0].ran_on.as_deref(), Some("gcp"));
-    assert_eq!(j.tasks[0].attempts, 1, "the task moved twice: {:?}", j.tasks);
+    assert_eq!(
+        j.tasks[0].attempts, 1,
+        "the task moved twice: {:?}",
+        j.tasks
+    );
 
     // aws's slot frees: the task runs at home and succeeds, once.
     pair.cancel(&stalled);
@@ -270,7 +328,9 @@ fn a_peer_worker_killed_mid_task_sends_the_task_home_once() {
     assert!(job.outputs.iter().all(|o| o.url.contains(&id)));
     let finished = files_under(&dir.path().join(format!("aws/storage/outputs/{id}")));
     assert!(
-        finished.iter().all(|f| f.to_string_lossy().contains("/a2/")),
+        finished
+            .iter()
+            .all(|f| f.to_string_lossy().contains("/a2/")),
         "files of the lost attempt left: {finished:?}"
     );
 }
@@ -286,8 +346,14 @@ fn routes(task: &str) -> Vec<(reqwest::Method, String)> {
         (Method::POST, format!("{t}/fail")),
         (Method::POST, format!("{t}/release")),
         (Method::POST, format!("{t}/upload-url")),
-        (Method::GET, format!("{t}/objects/inputs/aws.x/source?worker=w&attempt=1")),
-        (Method::PUT, format!("{t}/objects/outputs/aws.x/a1/o.mp4?worker=w&attempt=1")),
+        (
+            Method::GET,
+            format!("{t}/objects/inputs/aws.x/source?worker=w&attempt=1"),
+        ),
+        (
+            Method::PUT,
+            format!("{t}/objects/outputs/aws.x/a1/o.mp4?worker=w&attempt=1"),
+        ),
     ]
 }
 
@@ -312,7 +378,11 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     let body = serde_json::json!({"worker": "w", "attempt": 1, "outputs": [],
         "error": {"code": "x", "message": "y"}, "key": "outputs/aws.x/a1/o.mp4"});
     for (m, path) in routes("aws.x.transcode") {
-        assert_eq!(send(&m, &path, None, body.clone()).status(), 401, "{m} {path}");
+        assert_eq!(
+            send(&m, &path, None, body.clone()).status(),
+            401,
+            "{m} {path}"
+        );
         for t in [&pair.user, &pair.admin] {
             let r = send(&m, &path, Some(t), body.clone());
             assert_eq!(r.status(), 403, "{m} {path}");
@@ -326,7 +396,13 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     }
     // The peer token is nothing else: not a reader of jobs.
     assert_eq!(
-        send(&reqwest::Method::GET, "/v1/jobs", Some(&pair.peer), body.clone()).status(),
+        send(
+            &reqwest::Method::GET,
+            "/v1/jobs",
+            Some(&pair.peer),
+            body.clone()
+        )
+        .status(),
         403
     );
 
@@ -342,10 +418,11 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
             serde_json::json!({"worker": worker}),
         )
     };
-    let task: serde_json::Value = wait_until("a task for the peer", Duration::from_secs(10), || {
-        let r = claim("test-w");
-        (r.status() == 200).then(|| r.json().unwrap())
-    });
+    let task: serde_json::Value =
+        wait_until("a task for the peer", Duration::from_secs(10), || {
+            let r = claim("test-w");
+            (r.status() == 200).then(|| r.json().unwrap())
+        });
     let task_id = task["task_id"].as_str().unwrap().to_string();
     assert_eq!(task_id, format!("{id}.transcode"));
     assert_eq!(task["attempt"], 1);
@@ -358,22 +435,38 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     let t = format!("/v1/peer/tasks/{task_id}");
     let q = "?worker=test-w&attempt=1";
     let get = |key: &str, query: &str| {
-        send(&reqwest::Method::GET, &format!("{t}/objects/{key}{query}"), Some(&pair.peer), body.clone())
+        send(
+            &reqwest::Method::GET,
+            &format!("{t}/objects/{key}{query}"),
+            Some(&pair.peer),
+            body.clone(),
+        )
     };
     let put = |key: &str, query: &str| {
-        send(&reqwest::Method::PUT, &format!("{t}/objects/{key}{query}"), Some(&pair.peer), body.clone())
+        send(
+            &reqwest::Method::PUT,
+            &format!("{t}/objects/{key}{query}"),
+            Some(&pair.peer),
+            body.clone(),
+        )
     };
     // Its own input, byte for byte; nothing else.
     let r = get(&source, q);
     assert_eq!(r.status(), 200);
-    assert_eq!(r.bytes().unwrap().len() as u64, std::fs::metadata(&input).unwrap().len());
+    assert_eq!(
+        r.bytes().unwrap().len() as u64,
+        std::fs::metadata(&input).unwrap().len()
+    );
     assert_eq!(get(&format!("inputs/{stalled}/source"), q).status(), 403);
     assert_eq!(get(&format!("outputs/{id}/a1/x.mp4"), q).status(), 403);
     assert_eq!(get(&source, "?worker=other&attempt=1").status(), 409);
     assert_eq!(get(&source, "?worker=test-w&attempt=2").status(), 409);
     // Writes only under its attempt's prefix.
     assert_eq!(put(&format!("{prefix}/x.mp4"), q).status(), 201);
-    assert!(dir.path().join(format!("aws/storage/{prefix}/x.mp4")).exists());
+    assert!(dir
+        .path()
+        .join(format!("aws/storage/{prefix}/x.mp4"))
+        .exists());
     assert_eq!(put(&format!("outputs/{id}/a2/x.mp4"), q).status(), 403);
     assert_eq!(put(&format!("inputs/{id}/source"), q).status(), 403);
     assert_eq!(put(&format!("{prefix}/../a2/x.mp4"), q).status(), 403);
@@ -395,11 +488,74 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
         serde_json::json!({"worker": "test-w", "attempt": 1}),
     );
     assert_eq!(r.status(), 204);
-    assert!(!dir.path().join(format!("aws/storage/{prefix}/x.mp4")).exists());
+    assert!(!dir
+        .path()
+        .join(format!("aws/storage/{prefix}/x.mp4"))
+        .exists());
     assert_eq!(pair.job(&id).tasks[0].status, "queued");
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(claim("test-w").status(), 204, "a task moved twice");
     pair.cancel(&stalled);
     let job = pair.wait_status(&id, "succeeded", Duration::from_secs(60));
     assert_eq!(job.tasks[0].ran_on.as_deref(), Some("aws"));
+}
+
+#[test]
+fn with_s3_at_the_owner_the_peer_moves_files_through_presigned_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3_port = free_port();
+    std::fs::create_dir_all(dir.path().join("s3/media")).unwrap();
+    let s3 = Command::new(std::env::var("S3S_FS").unwrap_or_else(|_| "s3s-fs".into()))
+        .args(["--host", "127.0.0.1", "--port", &s3_port.to_string()])
+        .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+        .arg(dir.path().join("s3"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("s3s-fs (make test installs it)");
+    let _s3 = Guard::new(s3, Stop::Kill);
+    wait_until("s3s-fs", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", s3_port)).ok()
+    });
+    let endpoint = format!("http://127.0.0.1:{s3_port}");
+    let pair = Pair::start_with(dir.path(), true, Some(&endpoint));
+    let stalled = pair.occupy_aws();
+    let input = common::clip(dir.path(), "clip.mp4", "320x240", 2, true);
+    let id = pair.submit_upload(&input);
+    let job = pair.wait_status(&id, "succeeded", Duration::from_secs(90));
+    assert_eq!(
+        job.tasks[0].ran_on.as_deref(),
+        Some("gcp"),
+        "{:?}",
+        job.tasks
+    );
+    // The outputs are in aws's bucket, and no byte went through aws's object routes.
+    let in_bucket = files_under(&dir.path().join(format!("s3/media/reelay/outputs/{id}")));
+    assert!(!in_bucket.is_empty(), "no outputs in aws's bucket");
+    assert!(files_under(&dir.path().join("gcp/storage/outputs")).is_empty());
+    let metrics = http()
+        .get(format!("{}/metrics", pair.aws.base()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("reelay_peer_tasks_total{event=\"completed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.contains("objects/{*key}") && l.starts_with("reelay_http_requests_total")),
+        "files went through the api instead of presigned URLs"
+    );
+    let out = &job.outputs[0];
+    let body = http()
+        .get(format!("{}{}", pair.aws.base(), out.url))
+        .bearer_auth(&pair.user)
+        .send()
+        .unwrap();
+    assert_eq!(body.status(), 200);
+    assert_eq!(body.bytes().unwrap().len() as u64, out.size);
+    pair.cancel(&stalled);
 }

@@ -1537,7 +1537,11 @@ macro_rules! job_store_impl {
             ) -> Result<Option<crate::model::Claim>, StoreError> {
                 let now = crate::model::now_millis();
                 crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::claim(
-                    db, worker_id, lease, now, Some(peer)
+                    db,
+                    worker_id,
+                    lease,
+                    now,
+                    Some(peer)
                 ))
             }
 

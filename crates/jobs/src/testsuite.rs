@@ -2249,13 +2249,20 @@ pub async fn peer_claims(store: &dyn JobStore) {
         .expect("claim_for_peer")
         .is_none());
     let claim = store
-        .claim_for_peer(peer(Duration::ZERO), "peer:gcp:w1", Duration::from_millis(200))
+        .claim_for_peer(
+            peer(Duration::ZERO),
+            "peer:gcp:w1",
+            Duration::from_millis(200),
+        )
         .await
         .expect("claim_for_peer")
         .expect("the uploaded job's task");
     assert_eq!(claim.job.id, upload.id);
     assert_eq!(claim.attempt, 1);
-    assert_eq!(get(store, &upload.id).await.tasks[0].ran_on.as_deref(), Some("gcp"));
+    assert_eq!(
+        get(store, &upload.id).await.tasks[0].ran_on.as_deref(),
+        Some("gcp")
+    );
     assert_eq!(get(store, &keyed.id).await.tasks[0].ran_on, None);
     // Released: never offered to a peer again.
     store
@@ -2284,7 +2291,11 @@ pub async fn peer_claims(store: &dyn JobStore) {
     url.input_url = Some("https://example.com/in.mp4".into());
     let url = create(store, url).await;
     let lost = store
-        .claim_for_peer(peer(Duration::ZERO), "peer:gcp:w3", Duration::from_millis(100))
+        .claim_for_peer(
+            peer(Duration::ZERO),
+            "peer:gcp:w3",
+            Duration::from_millis(100),
+        )
         .await
         .expect("claim_for_peer")
         .expect("the url job's task");

@@ -336,7 +336,10 @@ impl Config {
             return bad("cluster", "must be 1-32 characters of a-z, 0-9 and -");
         }
         if !(self.steal.offer_after_seconds.is_finite() && self.steal.offer_after_seconds >= 0.0) {
-            return bad("steal.offer_after_seconds", "must be a number of seconds, 0 or more");
+            return bad(
+                "steal.offer_after_seconds",
+                "must be a number of seconds, 0 or more",
+            );
         }
         if self.steal.peers.iter().any(|p| p.name == self.cluster) {
             return bad("steal.peers", "a cluster cannot be its own peer");

@@ -307,9 +307,7 @@ impl PeerError {
     /// may work next time.
     pub fn is_transient(&self) -> bool {
         match self {
-            PeerError::Refused { status, .. } => {
-                *status >= 500 || *status == 408 || *status == 429
-            }
+            PeerError::Refused { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             _ => true,
         }
     }
@@ -387,10 +385,7 @@ impl PeerClient {
     pub fn new(cfg: &PeerConfig, request_timeout: Duration) -> Result<PeerClient, PeerError> {
         let token = std::fs::read_to_string(&cfg.token_file)
             .map_err(|e| {
-                PeerError::Staging(format!(
-                    "peer token file {}: {e}",
-                    cfg.token_file.display()
-                ))
+                PeerError::Staging(format!("peer token file {}: {e}", cfg.token_file.display()))
             })?
             .trim()
             .to_string();
@@ -484,8 +479,7 @@ impl PeerClient {
     }
 
     pub async fn renew(&self, task: &str, req: &RenewRequest) -> Result<RenewAnswer, PeerError> {
-        let a: Option<OutcomeBody<RenewAnswer>> =
-            self.post(&format!("/{task}/renew"), req).await?;
+        let a: Option<OutcomeBody<RenewAnswer>> = self.post(&format!("/{task}/renew"), req).await?;
         Ok(self.expect(a)?.outcome)
     }
 
@@ -633,7 +627,8 @@ mod tests {
     #[test]
     fn completion_keys_stay_under_the_attempt() {
         let p = "outputs/aws.01J/a1";
-        let ok = serde_json::json!([{"name": "x.mp4", "key": "outputs/aws.01J/a1/x.mp4", "size": 1}]);
+        let ok =
+            serde_json::json!([{"name": "x.mp4", "key": "outputs/aws.01J/a1/x.mp4", "size": 1}]);
         assert!(outputs_within(p, &ok));
         let other = serde_json::json!([{"name": "x.mp4", "key": "outputs/aws.01K/a1/x.mp4"}]);
         assert!(!outputs_within(p, &other));

@@ -137,12 +137,7 @@ async fn task_prefix(st: &AppState, task: &str, attempt: u32) -> Result<String, 
 }
 
 /// Checks (and extends) the attempt's lease: the object routes act only for a live lease.
-async fn hold(
-    st: &AppState,
-    peer: &Peer,
-    task: &str,
-    at: &Attempt,
-) -> Result<String, ApiError> {
+async fn hold(st: &AppState, peer: &Peer, task: &str, at: &Attempt) -> Result<String, ApiError> {
     check_worker(&at.worker)?;
     let owner = lease_owner(&peer.name, &at.worker);
     let outcome = st
@@ -405,7 +400,11 @@ async fn get_object(
         return Err(forbidden_key(&key));
     }
     let info = st.storage.head(&key).await.map_err(storage_error)?;
-    let stream = st.storage.get_range(&key, None).await.map_err(storage_error)?;
+    let stream = st
+        .storage
+        .get_range(&key, None)
+        .await
+        .map_err(storage_error)?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),

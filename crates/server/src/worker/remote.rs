@@ -82,7 +82,9 @@ impl WorkerPool {
                     return true;
                 }
                 Ok(None) => {}
-                Err(e) => tracing::debug!(peer = %peer.name, error = %e, "asking a peer for work failed"),
+                Err(e) => {
+                    tracing::debug!(peer = %peer.name, error = %e, "asking a peer for work failed")
+                }
             }
         }
         false
@@ -276,7 +278,9 @@ impl WorkerPool {
                     }
                     Ok(CompleteAnswer::LeaseLost) => {
                         count("lease_lost");
-                        tracing::warn!("lease lost before completion; the owner dropped the outputs");
+                        tracing::warn!(
+                            "lease lost before completion; the owner dropped the outputs"
+                        );
                     }
                     Err(e) => {
                         count("error");
