@@ -495,6 +495,40 @@ mod tests {
     }
 
     #[test]
+    fn steal_is_off_by_default_and_read_from_its_table() {
+        assert!(Config::default().steal.peers.is_empty());
+        let cfg: Config = toml::from_str(
+            "cluster = \"gcp\"\n[steal]\npoll_ms = 200\noffer_after_seconds = 2.5\n\
+             [[steal.peers]]\nname = \"aws\"\nurl = \"https://aws:8443\"\n\
+             token_file = \"/etc/reelay/peer.token\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.steal.poll_ms, 200);
+        assert_eq!(cfg.steal.offer_after_seconds, 2.5);
+        assert_eq!(cfg.steal.peers[0].name, "aws");
+        assert!(cfg.validate().is_ok());
+        let mut own = cfg.clone();
+        own.steal.peers[0].name = "gcp".into();
+        assert!(matches!(
+            own.validate(),
+            Err(ConfigError::Invalid {
+                setting: "steal.peers",
+                ..
+            })
+        ));
+        let mut negative = cfg;
+        negative.steal.offer_after_seconds = -1.0;
+        assert!(matches!(
+            negative.validate(),
+            Err(ConfigError::Invalid {
+                setting: "steal.offer_after_seconds",
+                ..
+            })
+        ));
+        assert!(toml::from_str::<Config>("[steal]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let err = |c: Config| match c.validate() {
             Err(ConfigError::Invalid { setting, .. }) => setting,
