@@ -234,8 +234,14 @@ fn a_gcp_worker_encodes_an_aws_task_into_aws_storage() {
     let pair = Pair::start(dir.path(), true);
     let stalled = pair.occupy_aws();
     let input = common::clip(dir.path(), "clip.mp4", "320x240", 2, true);
+    let submitted = std::time::Instant::now();
     let id = pair.submit_upload(&input);
     let job = pair.wait_status(&id, "succeeded", Duration::from_secs(90));
+    eprintln!(
+        "remote claim: submitted to succeeded on aws via gcp in {:.2} s (timings {:?})",
+        submitted.elapsed().as_secs_f64(),
+        job.tasks[0].timings
+    );
 
     assert_eq!(job.cluster, "aws");
     assert!(id.starts_with("aws."), "{id}");
@@ -307,6 +313,7 @@ fn a_peer_worker_killed_mid_task_sends_the_task_home_once() {
     });
     let gcp = pair.gcp.take().unwrap();
     drop(gcp); // SIGKILL: the worker vanishes mid-encode.
+    let killed = std::time::Instant::now();
 
     // gcp comes back and asks again: the task moved once, it is never offered again, although
     // its lease has expired and aws's own slot is still busy.
@@ -323,6 +330,10 @@ fn a_peer_worker_killed_mid_task_sends_the_task_home_once() {
     // aws's slot frees: the task runs at home and succeeds, once.
     pair.cancel(&stalled);
     let job = pair.wait_status(&id, "succeeded", Duration::from_secs(120));
+    eprintln!(
+        "remote worker killed: the task succeeded at home {:.2} s later (4 s of it waiting on purpose)",
+        killed.elapsed().as_secs_f64()
+    );
     assert_eq!(job.tasks[0].ran_on.as_deref(), Some("aws"));
     assert_eq!(job.tasks[0].attempts, 2);
     assert!(job.outputs.iter().all(|o| o.url.contains(&id)));

@@ -196,10 +196,20 @@ impl WorkerPool {
                         };
                         let ended = dispatch(&cx).await;
                         match ended {
-                            Ended::Done(outputs) => self
-                                .send_outputs(peer, &claim.task_id, &at, &task, &staging, &stop)
-                                .await
-                                .map(|()| Ended::Done(outputs)),
+                            Ended::Done(outputs) => {
+                                // Sending the files to the owner is this attempt's publishing.
+                                let started = Instant::now();
+                                let sent = self
+                                    .send_outputs(peer, &claim.task_id, &at, &task, &staging, &stop)
+                                    .await;
+                                record_phase(
+                                    &timings,
+                                    &claim.kind,
+                                    Phase::Publish,
+                                    started.elapsed(),
+                                );
+                                sent.map(|()| Ended::Done(outputs))
+                            }
                             other => Ok(other),
                         }
                     }
