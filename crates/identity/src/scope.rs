@@ -9,18 +9,25 @@ pub enum Scope {
     Submit,
     /// Read its own jobs, their events and outputs; presets.
     Read,
-    /// Everything, on every job; create and revoke tokens.
+    /// Everything, on every job; create and revoke tokens. Not `peer`.
     Admin,
+    /// A cluster peer: claim, renew, complete, fail and release tasks of this cluster for its
+    /// own workers, and read and write those tasks' objects (issue 16, remote claim). Granted
+    /// only explicitly, never implied by `admin`: it lets a machine take work and touch every
+    /// owner's task objects, which no person's token needs, and keeping it apart means a peer
+    /// credential can do nothing else and a leaked admin token cannot pose as a cluster.
+    Peer,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Submit, Scope::Read, Scope::Admin];
+    pub const ALL: [Scope; 4] = [Scope::Submit, Scope::Read, Scope::Admin, Scope::Peer];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Submit => "submit",
             Scope::Read => "read",
             Scope::Admin => "admin",
+            Scope::Peer => "peer",
         }
     }
 
@@ -33,9 +40,10 @@ impl Scope {
         }
     }
 
-    /// Whether a holder of `scopes` may act with `need` (`admin` implies everything).
+    /// Whether a holder of `scopes` may act with `need` (`admin` implies everything but
+    /// `peer`, which only an explicit grant gives).
     pub fn granted(scopes: &[Scope], need: Scope) -> bool {
-        scopes.contains(&Scope::Admin) || scopes.contains(&need)
+        scopes.contains(&need) || (need != Scope::Peer && scopes.contains(&Scope::Admin))
     }
 }
 
@@ -45,7 +53,7 @@ impl std::str::FromStr for Scope {
         Scope::ALL
             .into_iter()
             .find(|sc| sc.as_str() == s)
-            .ok_or_else(|| format!("unknown scope {s:?}: expected submit, read or admin"))
+            .ok_or_else(|| format!("unknown scope {s:?}: expected submit, read, admin or peer"))
     }
 }
 
@@ -67,5 +75,10 @@ mod tests {
         assert!(!Scope::granted(&[Scope::Read], Scope::Submit));
         assert_eq!("read".parse::<Scope>(), Ok(Scope::Read));
         assert!("root".parse::<Scope>().is_err());
+        assert_eq!("peer".parse::<Scope>(), Ok(Scope::Peer));
+        assert!(!Scope::granted(&[Scope::Admin], Scope::Peer));
+        assert!(!Scope::granted(&[Scope::Submit, Scope::Read], Scope::Peer));
+        assert!(Scope::granted(&[Scope::Peer], Scope::Peer));
+        assert!(!Scope::granted(&[Scope::Peer], Scope::Read));
     }
 }

@@ -91,6 +91,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "playable",
         sql: include_str!("../migrations/sqlite/0017_playable.sql"),
     },
+    Migration {
+        version: 21,
+        name: "ran_on",
+        sql: include_str!("../migrations/sqlite/0021_ran_on.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -164,6 +169,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 17,
         name: "playable",
         sql: include_str!("../migrations/postgres/0017_playable.sql"),
+    },
+    Migration {
+        version: 21,
+        name: "ran_on",
+        sql: include_str!("../migrations/postgres/0021_ran_on.sql"),
     },
 ];
 

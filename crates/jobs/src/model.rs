@@ -159,6 +159,9 @@ pub struct TaskSummary {
     /// Phase → seconds of the attempt that succeeded; `None` until then (and for tasks finished
     /// before timings were recorded).
     pub timings: Option<PhaseTimings>,
+    /// The cluster whose worker claimed the latest attempt (its own, or the peer it moved to);
+    /// `None` until first claimed.
+    pub ran_on: Option<String>,
 }
 
 /// A job as stored, with its user-visible status.

@@ -101,6 +101,10 @@ pub(crate) struct TaskRow {
     pub position: i64,
     /// Where the succeeded attempt's time went (see [`complete`]).
     pub timings: Option<crate::model::PhaseTimings>,
+    /// The cluster whose worker claimed the latest attempt (migration 0021).
+    pub ran_on: Option<String>,
+    /// The peer the task was handed to, once ever (a task moves at most once).
+    pub moved_to: Option<String>,
 }
 
 /// A connection inside a transaction of one back end.
@@ -155,7 +159,7 @@ pub(crate) const JOB_COLUMNS: &str = "id, cluster, status, progress, attempts, m
 
 pub(crate) const TASK_COLUMNS: &str = "id, job_id, kind, status, payload, depends_on, attempts, \
      max_attempts, lease_owner, lease_expires_at, claimed_at, eta_at, run_after, progress, \
-     weight, position, error_code, error_message, outputs, timings";
+     weight, position, error_code, error_message, outputs, timings, ran_on, moved_to";
 
 pub(crate) const EVENT_COLUMNS: &str = "id, job_id, seq, kind, at, payload";
 
@@ -247,6 +251,8 @@ macro_rules! row_decoders {
                 .map_err(|e| corrupt(format!("timings: {e}")))?;
             Ok(crate::ops::TaskRow {
                 timings,
+                ran_on: row.try_get("ran_on")?,
+                moved_to: row.try_get("moved_to")?,
                 job_id: row.try_get("job_id")?,
                 payload,
                 position: row.try_get("position")?,
@@ -380,6 +386,7 @@ fn summary(t: &TaskRow) -> TaskSummary {
         progress: t.state.progress,
         attempts: t.state.attempts,
         timings: t.timings.clone(),
+        ran_on: t.ran_on.clone(),
     }
 }
 
@@ -797,15 +804,31 @@ async fn task_event(
 /// Claim probes: orphaned tasks (expired leases, never more than the worker count) first, they
 /// were started earliest; then queued ones. Two index-ordered probes instead of one OR, which
 /// would make the planner sort every claimable row.
-fn claim_probe(status: &str, dialect: &Dialect) -> String {
+///
+/// A peer's probe (`peer_kinds` given) also skips every task that moved once and every kind
+/// the peer may not run (`$2`, `$3`, … hold the kinds).
+fn claim_probe(status: &str, dialect: &Dialect, peer_kinds: Option<usize>) -> String {
     let condition = if status == "running" {
         "t.status = 'running' AND t.lease_expires_at <= $1"
     } else {
         "t.status = 'queued' AND t.run_after <= $1"
     };
+    let peer = match peer_kinds {
+        Some(n) => {
+            let kinds: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
+            // Uploaded and URL inputs only: a key input is checked against the key prefix of
+            // the cluster that runs the task, which a peer does not share.
+            format!(
+                " AND t.moved_to IS NULL AND t.kind IN ({}) \
+                 AND (j.input_key IS NULL OR j.input_key = ('inputs/' || j.id || '/source'))",
+                kinds.join(", ")
+            )
+        }
+        None => String::new(),
+    };
     format!(
         "SELECT t.job_id AS a, t.id AS b FROM tasks t JOIN jobs j ON j.id = t.job_id \
-         WHERE {condition} {} LIMIT 1{}",
+         WHERE {condition}{peer} {} LIMIT 1{}",
         crate::shared_sql::CLAIM_ORDER,
         dialect.claim_lock
     )
@@ -815,22 +838,51 @@ fn claim_probe(status: &str, dialect: &Dialect) -> String {
 /// failed as lost, or found already taken by a concurrent claimer.
 const CLAIM_PROBES: usize = 64;
 
+/// A claim made for a worker of another cluster (issue 16, remote claim).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerClaim<'a> {
+    /// The peer cluster's name: recorded as the task's `ran_on` and `moved_to`.
+    pub peer: &'a str,
+    /// The task kinds the peer may take (never empty; an empty list claims nothing).
+    pub kinds: &'a [&'a str],
+    /// Only tasks claimable at home for at least this long are offered: the home cluster's
+    /// own workers get the first chance at every task.
+    pub ready_for: Duration,
+}
+
 pub(crate) async fn claim(
     db: &mut dyn Conn,
     worker_id: &str,
     lease: Duration,
     now: Millis,
+    peer: Option<PeerClaim<'_>>,
 ) -> Result<Option<Claim>, StoreError> {
+    if peer.is_some_and(|p| p.kinds.is_empty()) {
+        return Ok(None);
+    }
     let lease_expires_at = millis_after(now, lease);
+    // A peer sees only tasks that have been claimable at home for `ready_for`.
+    let probe_now = match peer {
+        Some(p) => now.saturating_sub(i64::try_from(p.ready_for.as_millis()).unwrap_or(i64::MAX)),
+        None => now,
+    };
+    let probe_args = || {
+        let mut a: Vec<Arg> = args![probe_now];
+        if let Some(p) = peer {
+            a.extend(p.kinds.iter().map(|k| Arg::from(*k)));
+        }
+        a
+    };
+    let kinds = peer.map(|p| p.kinds.len());
     for _ in 0..CLAIM_PROBES {
         let dialect = db.dialect();
         let mut candidate = db
-            .pairs(&claim_probe("running", dialect), args![now])
+            .pairs(&claim_probe("running", dialect, kinds), probe_args())
             .await?
             .pop();
         if candidate.is_none() {
             candidate = db
-                .pairs(&claim_probe("queued", dialect), args![now])
+                .pairs(&claim_probe("queued", dialect, kinds), probe_args())
                 .await?
                 .pop();
         }
@@ -875,6 +927,23 @@ pub(crate) async fn claim(
             continue;
         }
         write(db, &job_id, &before, &before_job, &t, now).await?;
+        // Where this attempt runs; a peer's claim also marks the task as moved, for good.
+        match peer {
+            Some(p) => {
+                db.exec(
+                    "UPDATE tasks SET ran_on = $1, moved_to = $1 WHERE id = $2",
+                    args![p.peer, &task_id],
+                )
+                .await?
+            }
+            None => {
+                db.exec(
+                    "UPDATE tasks SET ran_on = $1 WHERE id = $2",
+                    args![&job.cluster, &task_id],
+                )
+                .await?
+            }
+        };
         if took_over {
             tracing::info!(job_id, task_id, "took over a task whose lease expired");
         }
@@ -1456,7 +1525,23 @@ macro_rules! job_store_impl {
             ) -> Result<Option<crate::model::Claim>, StoreError> {
                 let now = crate::model::now_millis();
                 crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::claim(
-                    db, worker_id, lease, now
+                    db, worker_id, lease, now, None
+                ))
+            }
+
+            async fn claim_for_peer(
+                &self,
+                peer: crate::ops::PeerClaim<'_>,
+                worker_id: &str,
+                lease: std::time::Duration,
+            ) -> Result<Option<crate::model::Claim>, StoreError> {
+                let now = crate::model::now_millis();
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::claim(
+                    db,
+                    worker_id,
+                    lease,
+                    now,
+                    Some(peer)
                 ))
             }
 

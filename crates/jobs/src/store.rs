@@ -101,6 +101,18 @@ pub trait JobStore:
     /// are both live.
     async fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Claim>, StoreError>;
 
+    /// [`JobStore::claim`] for a worker of another cluster (issue 16, remote claim): only tasks
+    /// of `peer.kinds` that never moved before; the task records `ran_on` and `moved_to` =
+    /// `peer.peer`, so it is never offered to a peer again (a task moves at most once). The
+    /// lease, renewals and expiry are the home workers' own: a peer's worker that vanishes
+    /// loses the task to the next claim, at home.
+    async fn claim_for_peer(
+        &self,
+        peer: crate::ops::PeerClaim<'_>,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Option<Claim>, StoreError>;
+
     /// Extends the lease if `worker_id` still owns this attempt of the task (an expired lease
     /// nobody took over yet still counts as owned); stores progress (clamped to 0..=1) when
     /// given. Returns Cancelled if the job was cancelled meanwhile, LeaseLost if someone else

@@ -2165,6 +2165,106 @@ pub async fn task_timings(store: &dyn JobStore) {
     assert_eq!(listed.tasks[0].timings.as_ref(), Some(&timings));
 }
 
+/// The remote claim (issue 16): a peer takes only the kinds it is offered, only tasks ready
+/// long enough and only jobs whose input is their own upload or a URL; the claim records
+/// `ran_on`; a task moves at most once (after a release, and after its lease expired, only home
+/// takes it); a home claim records the job's cluster.
+pub async fn peer_claims(store: &dyn JobStore) {
+    let peer = |ready_for| crate::PeerClaim {
+        peer: "gcp",
+        kinds: &[crate::TRANSCODE],
+        ready_for,
+    };
+    // A key input is never offered to a peer.
+    let keyed = create(store, new_job("aws")).await;
+    let mut upload = new_job("aws");
+    upload.input_key = Some(format!("inputs/{}/source", upload.id));
+    let upload = create(store, upload).await;
+    // Not ready long enough yet; other kinds are not offered.
+    assert!(store
+        .claim_for_peer(peer(Duration::from_secs(3600)), "peer:gcp:w1", LONG_LEASE)
+        .await
+        .expect("claim_for_peer")
+        .is_none());
+    let other_kind = crate::PeerClaim {
+        peer: "gcp",
+        kinds: &["stitch"],
+        ready_for: Duration::ZERO,
+    };
+    assert!(store
+        .claim_for_peer(other_kind, "peer:gcp:w1", LONG_LEASE)
+        .await
+        .expect("claim_for_peer")
+        .is_none());
+    let claim = store
+        .claim_for_peer(
+            peer(Duration::ZERO),
+            "peer:gcp:w1",
+            Duration::from_millis(200),
+        )
+        .await
+        .expect("claim_for_peer")
+        .expect("the uploaded job's task");
+    assert_eq!(claim.job.id, upload.id);
+    assert_eq!(claim.attempt, 1);
+    assert_eq!(
+        get(store, &upload.id).await.tasks[0].ran_on.as_deref(),
+        Some("gcp")
+    );
+    assert_eq!(get(store, &keyed.id).await.tasks[0].ran_on, None);
+    // Released: never offered to a peer again.
+    store
+        .release(&claim.task_id, "peer:gcp:w1", 1)
+        .await
+        .expect("release");
+    assert!(store
+        .claim_for_peer(peer(Duration::ZERO), "peer:gcp:w2", LONG_LEASE)
+        .await
+        .expect("claim_for_peer")
+        .is_none());
+    // Home takes both, and says so.
+    for _ in 0..2 {
+        store
+            .claim("w-home", LONG_LEASE)
+            .await
+            .expect("claim")
+            .expect("a task at home");
+    }
+    for id in [&keyed.id, &upload.id] {
+        assert_eq!(get(store, id).await.tasks[0].ran_on.as_deref(), Some("aws"));
+    }
+    // A peer's lease that expires goes home too, never to a peer.
+    let mut url = new_job("aws");
+    url.input_key = None;
+    url.input_url = Some("https://example.com/in.mp4".into());
+    let url = create(store, url).await;
+    let lost = store
+        .claim_for_peer(
+            peer(Duration::ZERO),
+            "peer:gcp:w3",
+            Duration::from_millis(100),
+        )
+        .await
+        .expect("claim_for_peer")
+        .expect("the url job's task");
+    assert_eq!(lost.job.id, url.id);
+    sleep_until(lost.lease_expires_at).await;
+    assert!(store
+        .claim_for_peer(peer(Duration::ZERO), "peer:gcp:w4", LONG_LEASE)
+        .await
+        .expect("claim_for_peer")
+        .is_none());
+    let home = store
+        .claim("w-home2", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("the expired task at home");
+    assert_eq!(home.task_id, lost.task_id);
+    assert_eq!(home.attempt, 2);
+    let back = get(store, &url.id).await;
+    assert_eq!(back.tasks[0].ran_on.as_deref(), Some("aws"));
+}
+
 #[macro_export]
 macro_rules! job_store_suite {
     ($factory:path) => {
@@ -2175,7 +2275,7 @@ macro_rules! job_store_suite {
             counts, worker_registry, tokens_and_owners, revocations, task_graph,
             failed_task_fails_the_job, lost_lease_reruns_only_that_task, cancel_stops_every_task,
             job_events, invalid_task_lists, webhook_deliveries,
-            retention_claims_and_tombstones, job_context, task_timings);
+            retention_claims_and_tombstones, job_context, task_timings, peer_claims);
         $crate::job_store_suite!(@shared $factory;
             concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete,
             concurrent_claims_of_one_job);

@@ -386,6 +386,10 @@ pub struct TaskView {
     /// up. Absent until the task has succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings: Option<std::collections::BTreeMap<String, f64>>,
+    /// The cluster whose worker ran the task's latest attempt: the job's own, or the peer
+    /// cluster it moved to (issue 16). Absent until the task is first claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_on: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -138,7 +138,11 @@ impl Principal {
         self.token_id.is_none() || self.scopes.contains(&Scope::Admin)
     }
 
+    /// `admin` (and open mode) implies every scope but `peer`, which a token must carry itself.
     pub fn has(&self, scope: Scope) -> bool {
+        if scope == Scope::Peer {
+            return self.token_id.is_some() && self.scopes.contains(&Scope::Peer);
+        }
         self.is_admin() || self.scopes.contains(&scope)
     }
 
@@ -306,7 +310,7 @@ pub fn bearer(value: &HeaderValue) -> Option<&str> {
 }
 
 /// Looks up and checks the bearer token of a request.
-async fn authenticate(
+pub(crate) async fn authenticate(
     store: &dyn JobStore,
     identity: Option<&Identity>,
     value: Option<&HeaderValue>,

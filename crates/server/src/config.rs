@@ -167,6 +167,9 @@ pub struct Config {
     pub split: reelay_media::split::SplitSettings,
     /// Webhooks (`[webhooks]`): delivery timing, the per-job limit, cluster subscriptions.
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// Remote claim (`[steal]`, `crate::peer_io::StealConfig`): peers this cluster's idle
+    /// workers take tasks from, and how long a task waits at home before peers are offered it.
+    pub steal: crate::peer_io::StealConfig,
 }
 
 pub fn default_workers() -> usize {
@@ -219,6 +222,7 @@ impl Default for Config {
             identity_refresh_ms: 1000,
             cors_allowed_origins: vec!["*".into()],
             webhooks: Default::default(),
+            steal: Default::default(),
         }
     }
 }
@@ -330,6 +334,15 @@ impl Config {
         };
         if !reelay_protocol::valid_cluster_name(&self.cluster) {
             return bad("cluster", "must be 1-32 characters of a-z, 0-9 and -");
+        }
+        if !(self.steal.offer_after_seconds.is_finite() && self.steal.offer_after_seconds >= 0.0) {
+            return bad(
+                "steal.offer_after_seconds",
+                "must be a number of seconds, 0 or more",
+            );
+        }
+        if self.steal.peers.iter().any(|p| p.name == self.cluster) {
+            return bad("steal.peers", "a cluster cannot be its own peer");
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(
@@ -479,6 +492,40 @@ mod tests {
         assert!(cfg.allow_private_urls);
         assert_eq!(cfg.policy.max_bytes, 10);
         assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn steal_is_off_by_default_and_read_from_its_table() {
+        assert!(Config::default().steal.peers.is_empty());
+        let cfg: Config = toml::from_str(
+            "cluster = \"gcp\"\n[steal]\npoll_ms = 200\noffer_after_seconds = 2.5\n\
+             [[steal.peers]]\nname = \"aws\"\nurl = \"https://aws:8443\"\n\
+             token_file = \"/etc/reelay/peer.token\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.steal.poll_ms, 200);
+        assert_eq!(cfg.steal.offer_after_seconds, 2.5);
+        assert_eq!(cfg.steal.peers[0].name, "aws");
+        assert!(cfg.validate().is_ok());
+        let mut own = cfg.clone();
+        own.steal.peers[0].name = "gcp".into();
+        assert!(matches!(
+            own.validate(),
+            Err(ConfigError::Invalid {
+                setting: "steal.peers",
+                ..
+            })
+        ));
+        let mut negative = cfg;
+        negative.steal.offer_after_seconds = -1.0;
+        assert!(matches!(
+            negative.validate(),
+            Err(ConfigError::Invalid {
+                setting: "steal.offer_after_seconds",
+                ..
+            })
+        ));
+        assert!(toml::from_str::<Config>("[steal]\nbogus = 1\n").is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod key_inputs;
 pub mod load;
 pub mod metrics;
 pub mod patch_lock;
+pub mod peer_io;
 pub mod progressive;
 pub mod retention;
 pub mod serve;

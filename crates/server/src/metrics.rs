@@ -20,6 +20,8 @@ pub const CAPACITY: &str = "reelay_worker_slots";
 pub const HTTP_REQUESTS: &str = "reelay_http_requests_total";
 pub const HTTP_SECONDS: &str = "reelay_http_request_duration_seconds";
 pub const CONNECTIONS_REFUSED: &str = "reelay_http_connections_refused_total";
+pub const PEER_TASKS: &str = "reelay_peer_tasks_total";
+pub const REMOTE_TASKS: &str = "reelay_remote_tasks_total";
 
 pub fn handle() -> PrometheusHandle {
     HANDLE
@@ -114,6 +116,16 @@ fn describe() {
     metrics::describe_counter!(
         CONNECTIONS_REFUSED,
         "Requests and connections turned away because their client held too many connections"
+    );
+    metrics::describe_counter!(
+        PEER_TASKS,
+        "Remote claim, as the owner: tasks handed to a peer's worker and what came back, by \
+         event (claimed, completed, failed, requeued, released, lease_lost)"
+    );
+    metrics::describe_counter!(
+        REMOTE_TASKS,
+        "Remote claim, as the peer: tasks of another cluster this cluster's workers ran, by \
+         outcome (completed, failed, released, stopped, lease_lost, error)"
     );
     // Refusals are rare: the series exist from the start (at 0), so rate() and alerts on them
     // see a value instead of nothing.

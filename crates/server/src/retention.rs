@@ -249,6 +249,7 @@ mod tests {
             progress: 1.0,
             attempts: 1,
             timings: None,
+            ran_on: None,
         });
         assert_eq!(job_prefixes(&j, Purge::Inputs), vec!["inputs/aws.01J"]);
         assert_eq!(

@@ -196,6 +196,25 @@ impl Storage {
         key: &str,
         ttl: std::time::Duration,
     ) -> Result<Option<String>, StorageError> {
+        self.presigned(http::Method::GET, key, ttl).await
+    }
+
+    /// A time-limited PUT URL for `key`, when the back end can sign (a peer's worker writes a
+    /// task's outputs straight into this cluster's bucket, issue 16).
+    pub async fn presigned_put(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StorageError> {
+        self.presigned(http::Method::PUT, key, ttl).await
+    }
+
+    async fn presigned(
+        &self,
+        method: http::Method,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StorageError> {
         let Some((signer, prefix)) = &self.signer else {
             return Ok(None);
         };
@@ -205,7 +224,7 @@ impl Storage {
             format!("{prefix}/{key}")
         };
         let url = signer
-            .signed_url(http::Method::GET, &ObjPath::from(full), ttl)
+            .signed_url(method, &ObjPath::from(full), ttl)
             .await
             .map_err(map_err)?;
         Ok(Some(url.to_string()))
@@ -424,6 +443,11 @@ impl Storage {
             .await
             .map_err(map_read_err)?;
         Ok(res.into_stream().map_err(map_err))
+    }
+
+    /// The file behind `key` in a local store (None for S3/GCS).
+    pub fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.local_root.as_ref().map(|r| r.join(key))
     }
 
     /// Every object under `prefix/`, sorted by key.

@@ -55,6 +55,7 @@ pub fn job_view(job: &Job) -> JobView {
                 progress: (t.progress * 1000.0).round() / 1000.0,
                 attempts: t.attempts,
                 timings: t.timings.clone(),
+                ran_on: t.ran_on.clone(),
             })
             .collect(),
         metadata: spec

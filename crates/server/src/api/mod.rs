@@ -5,6 +5,7 @@ pub mod drain;
 pub mod jobs;
 pub mod ops;
 pub mod outputs;
+pub mod peer;
 pub mod tokens;
 pub mod uploads;
 pub mod webhooks;
@@ -61,6 +62,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::guard,
         ))
+        // The remote claim (issue 16): its own guard, which needs the peer scope, never open.
+        .nest("/peer", peer::router(state.clone()))
         // Aggregate queue numbers only, read by the edge's health probes like /readyz.
         .route("/load", get(ops::load_report))
         // Signed revocation statements: open, each verified (see api::tokens).

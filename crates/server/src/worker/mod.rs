@@ -15,6 +15,7 @@ mod encode_audio;
 mod encode_segment;
 mod parts;
 mod receipts;
+mod remote;
 mod side_inputs;
 mod split;
 mod stitch;
@@ -133,16 +134,17 @@ pub struct Context<'a> {
 /// `tasks/{job}/{task key}/a{n}`, inside the job's [`intermediate_prefix`], removed when the job
 /// ends.
 pub fn attempt_prefix(claim: &Claim) -> String {
-    let job = &claim.job.id;
-    match claim.kind.as_str() {
-        reelay_jobs::TRANSCODE => output_prefix(job, claim.attempt),
-        crate::task_payloads::STITCH => format!("outputs/{job}/stitch-a{}", claim.attempt),
+    attempt_prefix_of(&claim.job.id, &claim.task_id, &claim.kind, claim.attempt)
+}
+
+/// [`attempt_prefix`] from its parts (the owner of a task a peer runs has no `Claim`).
+pub fn attempt_prefix_of(job: &str, task_id: &str, kind: &str, attempt: u32) -> String {
+    match kind {
+        reelay_jobs::TRANSCODE => output_prefix(job, attempt),
+        crate::task_payloads::STITCH => format!("outputs/{job}/stitch-a{attempt}"),
         _ => {
-            let key = claim
-                .task_id
-                .strip_prefix(&format!("{job}."))
-                .unwrap_or(&claim.task_id);
-            format!("{}/{key}/a{}", intermediate_prefix(job), claim.attempt)
+            let key = task_id.strip_prefix(&format!("{job}.")).unwrap_or(task_id);
+            format!("{}/{key}/a{attempt}", intermediate_prefix(job))
         }
     }
 }
@@ -247,17 +249,21 @@ pub struct WorkerPool {
     /// Recent encode speed (media seconds per wall second, bits of an f64; 0 = none yet),
     /// advertised with the heartbeat so queued work can be reported in wall seconds.
     speed: AtomicU64,
+    /// Peers to take tasks from when this cluster has none (`[steal]`, [`remote`]).
+    remote: Option<remote::Remote>,
 }
 
 impl WorkerPool {
     pub fn new(state: AppState) -> Arc<WorkerPool> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let remote = remote::Remote::from_config(&state.cfg.steal);
         Arc::new(WorkerPool {
             id: format!("{host}-{}-{}", std::process::id(), ulid::Ulid::new()),
             state,
             stop_claiming: CancellationToken::new(),
             abandon: CancellationToken::new(),
             speed: AtomicU64::new(0f64.to_bits()),
+            remote,
         })
     }
 
@@ -324,6 +330,7 @@ impl WorkerPool {
 
     async fn slot_loop(&self, slot: usize) {
         let poll = Duration::from_millis(self.state.cfg.poll_interval_ms.max(50) * 4);
+        let mut last_steal = None;
         loop {
             if self.stop_claiming.is_cancelled() {
                 return;
@@ -340,7 +347,12 @@ impl WorkerPool {
                     self.execute(claim, claiming.elapsed()).await;
                     continue;
                 }
-                Ok(None) => {}
+                // Nothing at home: a peer's task, if one is offered (`[steal]`).
+                Ok(None) => {
+                    if self.steal(&mut last_steal).await {
+                        continue;
+                    }
+                }
                 Err(e) => tracing::warn!(slot, error = %e, "claiming failed; retrying"),
             }
             tokio::select! {

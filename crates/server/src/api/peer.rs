@@ -1,0 +1,473 @@
+//! `/v1/peer/tasks/…`: the remote claim, as the owner of the tasks (issue 16, part 1).
+//!
+//! A worker of another cluster claims a ready task here, renews its lease with progress, reads
+//! the task's inputs and writes its outputs (streamed through these routes, or straight to
+//! S3/GCS with presigned URLs), then completes, fails or releases it. The job stays this
+//! cluster's: its row, its events, its outputs in this cluster's storage. The lease is the one
+//! every home worker holds (same expiry, same takeover), recorded for `peer:{peer}:{worker}`,
+//! so a peer's worker that vanishes loses the task to the next claim, at home.
+//!
+//! Every route needs a token with the `peer` scope, whatever the cluster's auth mode (open
+//! mode included: these routes are never anonymous); `admin` does not imply it (see
+//! `reelay_identity::Scope::Peer`). The peer's name is the token's owner (`sub`). Peer requests
+//! are not rate-limited per token: a peer's idle slots poll, and its running tasks renew, every
+//! second by design.
+
+use crate::error::ApiError;
+use crate::metrics as m;
+use crate::peer_io::{
+    lease_owner, may_read, may_write, outputs_within, valid_worker_id, Attempt, ClaimRequest,
+    CompleteAnswer, CompleteRequest, FailAnswer, FailRequest, OutcomeBody, PeerJob, PeerObject,
+    PeerTask, RenewAnswer, RenewRequest, UploadUrlAnswer, UploadUrlRequest, PEER_KINDS,
+};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use futures::StreamExt;
+use reelay_identity::Scope;
+use reelay_jobs::{FailOutcome, PeerClaim, RenewOutcome};
+use std::time::Duration;
+
+/// The peer cluster a request comes from (the `peer` token's owner).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub name: String,
+}
+
+/// A completion lists every output file; a ladder's can be long.
+const COMPLETE_BODY_BYTES: usize = 4 << 20;
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/tasks/claim", post(claim))
+        .route("/tasks/{task}/renew", post(renew))
+        .route("/tasks/{task}/complete", post(complete))
+        .route("/tasks/{task}/fail", post(fail))
+        .route("/tasks/{task}/release", post(release))
+        .route("/tasks/{task}/upload-url", post(upload_url))
+        .route(
+            "/tasks/{task}/objects/{*key}",
+            get(get_object).put(put_object),
+        )
+        .route_layer(middleware::from_fn_with_state(state, guard))
+}
+
+/// Authenticates every request (never open), then requires the `peer` scope.
+async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let identity = st.auth.identity.as_deref();
+    let principal = match crate::auth::authenticate(
+        &*st.store,
+        identity,
+        req.headers().get(header::AUTHORIZATION),
+    )
+    .await
+    {
+        Ok((p, _)) => p,
+        Err(resp) => return resp,
+    };
+    let name = match principal.owner.clone() {
+        Some(name) if principal.has(Scope::Peer) => name,
+        _ => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the remote-claim routes need a token with the peer scope",
+            )
+            .into_response()
+        }
+    };
+    req.extensions_mut().insert(Peer { name });
+    next.run(req).await
+}
+
+async fn json<T: serde::de::DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(format!("the body is larger than {limit} bytes")))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
+}
+
+fn check_worker(worker: &str) -> Result<(), ApiError> {
+    if valid_worker_id(worker) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_worker",
+            "worker must be 1-128 characters of A-Z a-z 0-9 . _ -",
+        ))
+    }
+}
+
+fn count(event: &'static str) {
+    metrics::counter!(m::PEER_TASKS, "event" => event).increment(1);
+}
+
+fn lease_error(outcome: RenewOutcome) -> Option<ApiError> {
+    match outcome {
+        RenewOutcome::Renewed => None,
+        RenewOutcome::Cancelled => Some(ApiError::conflict(
+            "cancelled",
+            "the job was cancelled: stop the task",
+        )),
+        RenewOutcome::LeaseLost => Some(ApiError::conflict(
+            "lease_lost",
+            "this attempt no longer holds the task's lease",
+        )),
+    }
+}
+
+/// The job and kind of `task` and the attempt's file prefix.
+async fn task_prefix(st: &AppState, task: &str, attempt: u32) -> Result<String, ApiError> {
+    let not_found = || ApiError::not_found("no such task");
+    let (job_id, _) = task.rsplit_once('.').ok_or_else(not_found)?;
+    let job = st.store.get_job(job_id).await?.ok_or_else(not_found)?;
+    let t = job
+        .tasks
+        .iter()
+        .find(|t| t.id == task)
+        .ok_or_else(not_found)?;
+    Ok(crate::worker::attempt_prefix_of(
+        &job.id, task, &t.kind, attempt,
+    ))
+}
+
+/// Checks (and extends) the attempt's lease: the object routes act only for a live lease.
+async fn hold(st: &AppState, peer: &Peer, task: &str, at: &Attempt) -> Result<String, ApiError> {
+    check_worker(&at.worker)?;
+    let owner = lease_owner(&peer.name, &at.worker);
+    let outcome = st
+        .store
+        .renew(task, &owner, at.attempt, st.cfg.lease(), None, None)
+        .await?;
+    if let Some(e) = lease_error(outcome) {
+        return Err(e);
+    }
+    task_prefix(st, task, at.attempt).await
+}
+
+/// `POST /v1/peer/tasks/claim`: one task for the peer's worker (200), or 204 when none is
+/// offered (nothing ready long enough, or this cluster is draining).
+async fn claim(
+    State(st): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: ClaimRequest = json(body, st.cfg.max_json_bytes).await?;
+    check_worker(&req.worker)?;
+    if !st.is_accepting() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let owner = lease_owner(&peer.name, &req.worker);
+    let ready_for =
+        Duration::try_from_secs_f64(st.cfg.steal.offer_after_seconds).unwrap_or(Duration::ZERO);
+    let offer = PeerClaim {
+        peer: &peer.name,
+        kinds: PEER_KINDS,
+        ready_for,
+    };
+    let Some(claim) = st
+        .store
+        .claim_for_peer(offer, &owner, st.cfg.lease())
+        .await?
+    else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let inputs = match inputs_of(&st, &claim.job.id).await {
+        Ok(i) => i,
+        Err(e) => {
+            // Hand it back at once (not counted) rather than let the lease run out.
+            if let Err(e) = st
+                .store
+                .release(&claim.task_id, &owner, claim.attempt)
+                .await
+            {
+                tracing::warn!(error = %e, "could not release a task after a failed peer claim");
+            }
+            return Err(e);
+        }
+    };
+    count("claimed");
+    tracing::info!(task_id = %claim.task_id, peer = %peer.name, worker = %req.worker, attempt = claim.attempt, "task handed to a peer");
+    let answer = PeerTask {
+        output_prefix: crate::worker::attempt_prefix(&claim),
+        task_id: claim.task_id,
+        kind: claim.kind,
+        payload: claim.payload,
+        attempt: claim.attempt,
+        lease_ms: st.cfg.lease_seconds.saturating_mul(1000),
+        job: PeerJob::from_job(&claim.job),
+        dependencies: claim.dependencies,
+        inputs,
+    };
+    Ok(Json(answer).into_response())
+}
+
+/// Every object under the job's `inputs/` prefix, each with a presigned GET URL when the
+/// storage signs.
+async fn inputs_of(st: &AppState, job_id: &str) -> Result<Vec<PeerObject>, ApiError> {
+    let ttl = Duration::from_secs(st.cfg.presign_ttl_seconds);
+    let listed = st
+        .storage
+        .list(&format!("inputs/{job_id}"))
+        .await
+        .map_err(|e| ApiError::unavailable("storage_unavailable", e.to_string()))?;
+    let mut out = Vec::with_capacity(listed.len());
+    for o in listed {
+        let url = st
+            .storage
+            .presigned_get(&o.key, ttl)
+            .await
+            .map_err(|e| ApiError::unavailable("storage_unavailable", e.to_string()))?;
+        out.push(PeerObject {
+            key: o.key,
+            size: o.size,
+            url,
+        });
+    }
+    Ok(out)
+}
+
+async fn renew(
+    State(st): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path(task): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: RenewRequest = json(body, st.cfg.max_json_bytes).await?;
+    check_worker(&req.worker)?;
+    let owner = lease_owner(&peer.name, &req.worker);
+    let outcome = st
+        .store
+        .renew(
+            &task,
+            &owner,
+            req.attempt,
+            st.cfg.lease(),
+            req.progress,
+            req.eta_at,
+        )
+        .await?;
+    let outcome = match outcome {
+        RenewOutcome::Renewed => RenewAnswer::Renewed,
+        RenewOutcome::Cancelled => RenewAnswer::Cancelled,
+        RenewOutcome::LeaseLost => RenewAnswer::LeaseLost,
+    };
+    Ok(Json(OutcomeBody { outcome }).into_response())
+}
+
+async fn complete(
+    State(st): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path(task): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: CompleteRequest = json(body, COMPLETE_BODY_BYTES).await?;
+    check_worker(&req.worker)?;
+    let prefix = task_prefix(&st, &task, req.attempt).await?;
+    if !outputs_within(&prefix, &req.outputs) {
+        return Err(ApiError::unprocessable(
+            "outputs_outside_attempt",
+            format!("every output key must lie under {prefix}/"),
+        ));
+    }
+    let owner = lease_owner(&peer.name, &req.worker);
+    let done = st
+        .store
+        .complete_task_timed(
+            &task,
+            &owner,
+            req.attempt,
+            req.outputs,
+            req.timings.as_ref(),
+        )
+        .await?;
+    let outcome = if done {
+        count("completed");
+        tracing::info!(task_id = %task, peer = %peer.name, "task completed by a peer");
+        CompleteAnswer::Completed
+    } else {
+        count("lease_lost");
+        // Nothing points at this attempt's files: remove them, as a home worker would.
+        let _ = st.storage.delete_prefix(&prefix).await;
+        CompleteAnswer::LeaseLost
+    };
+    Ok(Json(OutcomeBody { outcome }).into_response())
+}
+
+async fn fail(
+    State(st): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path(task): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: FailRequest = json(body, st.cfg.max_json_bytes).await?;
+    check_worker(&req.worker)?;
+    let prefix = task_prefix(&st, &task, req.attempt).await?;
+    let owner = lease_owner(&peer.name, &req.worker);
+    let retry = req.retry_after_ms.map(Duration::from_millis);
+    let outcome = match st
+        .store
+        .fail(&task, &owner, req.attempt, req.error, retry)
+        .await?
+    {
+        FailOutcome::Requeued { .. } => FailAnswer::Requeued,
+        FailOutcome::Failed => FailAnswer::Failed,
+        FailOutcome::LeaseLost => FailAnswer::LeaseLost,
+    };
+    if outcome != FailAnswer::LeaseLost {
+        let _ = st.storage.delete_prefix(&prefix).await;
+    }
+    count(match outcome {
+        FailAnswer::Requeued => "requeued",
+        FailAnswer::Failed => "failed",
+        FailAnswer::LeaseLost => "lease_lost",
+    });
+    Ok(Json(OutcomeBody { outcome }).into_response())
+}
+
+async fn release(
+    State(st): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path(task): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: Attempt = json(body, st.cfg.max_json_bytes).await?;
+    check_worker(&req.worker)?;
+    let prefix = task_prefix(&st, &task, req.attempt).await?;
+    let owner = lease_owner(&peer.name, &req.worker);
+    // Only the holder's own files: a lease lost meanwhile means someone else's attempt,
+    // under another prefix.
+    let outcome = st
+        .store
+        .renew(&task, &owner, req.attempt, st.cfg.lease(), None, None)
+        .await?;
+    if outcome == RenewOutcome::Renewed {
+        let _ = st.storage.delete_prefix(&prefix).await;
+        st.store.release(&task, &owner, req.attempt).await?;
+        count("released");
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn upload_url(
+    State(st): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path(task): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: UploadUrlRequest = json(body, st.cfg.max_json_bytes).await?;
+    let at = Attempt {
+        worker: req.worker,
+        attempt: req.attempt,
+    };
+    let prefix = hold(&st, &peer, &task, &at).await?;
+    if !may_write(&prefix, &req.key) {
+        return Err(forbidden_key(&req.key));
+    }
+    let url = st
+        .storage
+        .presigned_put(&req.key, Duration::from_secs(st.cfg.presign_ttl_seconds))
+        .await
+        .map_err(|e| ApiError::unavailable("storage_unavailable", e.to_string()))?;
+    Ok(Json(UploadUrlAnswer { url }).into_response())
+}
+
+fn forbidden_key(key: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden_key",
+        format!("this attempt may not touch {key:?}"),
+    )
+}
+
+/// `GET …/objects/{key}?worker=&attempt=`: one of the task's inputs, streamed.
+async fn get_object(
+    State(st): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path((task, key)): Path<(String, String)>,
+    Query(at): Query<Attempt>,
+) -> Result<Response, ApiError> {
+    hold(&st, &peer, &task, &at).await?;
+    let (job_id, _) = task
+        .rsplit_once('.')
+        .ok_or_else(|| ApiError::not_found("no such task"))?;
+    if !may_read(job_id, &key) {
+        return Err(forbidden_key(&key));
+    }
+    let info = st.storage.head(&key).await.map_err(storage_error)?;
+    let stream = st
+        .storage
+        .get_range(&key, None)
+        .await
+        .map_err(storage_error)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, info.size.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn storage_error(e: crate::storage::StorageError) -> ApiError {
+    match e {
+        crate::storage::StorageError::NotFound(_) => ApiError::not_found("no such object"),
+        other => ApiError::unavailable("storage_unavailable", other.to_string()),
+    }
+}
+
+/// `PUT …/objects/{key}?worker=&attempt=`: one output file of the attempt, streamed into
+/// this cluster's storage; at most the file-size limit of one ffmpeg, and no pause longer than
+/// the body idle timeout.
+async fn put_object(
+    State(st): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path((task, key)): Path<(String, String)>,
+    Query(at): Query<Attempt>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let prefix = hold(&st, &peer, &task, &at).await?;
+    if !may_write(&prefix, &key) {
+        return Err(forbidden_key(&key));
+    }
+    let limit = st.cfg.tools.limits.file_size_bytes;
+    let idle = Duration::from_secs(st.cfg.body_idle_timeout_seconds.max(1));
+    let mut w = st.storage.writer(&key).await.map_err(storage_error)?;
+    let mut stream = body.into_data_stream();
+    loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(c))) => c,
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                w.abort().await;
+                return Err(ApiError::bad_request("body_read", e.to_string()));
+            }
+            Err(_) => {
+                w.abort().await;
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the body stalled",
+                ));
+            }
+        };
+        if w.written() + chunk.len() as u64 > limit {
+            w.abort().await;
+            return Err(ApiError::too_large(format!(
+                "an output file may be at most {limit} bytes"
+            )));
+        }
+        if let Err(e) = w.write(&chunk).await {
+            w.abort().await;
+            return Err(storage_error(e));
+        }
+    }
+    w.finish().await.map_err(storage_error)?;
+    Ok(StatusCode::CREATED.into_response())
+}

@@ -1,0 +1,663 @@
+//! The remote claim between clusters (issue 16, part 1): the wire both sides speak, the rules
+//! of what a peer's worker may read and write, and the client a worker uses to run a task of
+//! another cluster.
+//!
+//! The owner keeps the job: its id, its store row and its outputs in its own storage. A peer's
+//! worker claims through `/v1/peer/tasks/claim` (`api::peer`), holds the same lease as a home
+//! worker (its renewals go through `/v1/peer/tasks/{id}/renew`), reads the task's inputs and
+//! writes its outputs through the owner (or straight to S3/GCS with presigned URLs), and
+//! completes, fails or releases it there. Every request after the claim names the attempt
+//! (`worker`, `attempt`), and the owner checks it against the lease in its store, so a peer's
+//! worker that lost its lease can no longer touch the task or its objects.
+
+use crate::storage::Storage;
+use reelay_jobs::{Claim, Job, PhaseTimings};
+use reelay_protocol::{ErrorDetail, InputFacts, JobStatus};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// The task kinds a cluster hands to a peer: those whose every input is the job's own input
+/// (`inputs/{job}/…`, or a URL the peer fetches itself) and whose outputs are files under the
+/// attempt's prefix. A split job's pieces read the split task's intermediate files, which the
+/// object rules below do not open to peers yet.
+pub const PEER_KINDS: &[&str] = &[reelay_jobs::TRANSCODE];
+
+/// The lease owner recorded at home for a peer's worker: its cluster and its own id, so one
+/// peer can never act on a lease another peer (or a home worker) holds.
+pub fn lease_owner(peer: &str, worker: &str) -> String {
+    format!("peer:{peer}:{worker}")
+}
+
+/// A peer's worker id: what it sends as `worker` (1–128 of `[A-Za-z0-9._-]`).
+pub fn valid_worker_id(worker: &str) -> bool {
+    !worker.is_empty()
+        && worker.len() <= 128
+        && worker
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether a peer working on a task of job `job_id` may read `key`: the job's own input
+/// objects (`inputs/{job}/…`: the upload, its probe, captions, watermark) and nothing else.
+pub fn may_read(job_id: &str, key: &str) -> bool {
+    crate::storage::valid_user_key(key)
+        && key
+            .strip_prefix(&format!("inputs/{job_id}/"))
+            .is_some_and(|rest| !rest.is_empty())
+}
+
+/// Whether a peer's attempt whose files live under `prefix` may write `key`: only beneath it.
+pub fn may_write(prefix: &str, key: &str) -> bool {
+    crate::storage::valid_user_key(key)
+        && key
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| !rest.is_empty())
+}
+
+/// Whether every object a completion names (each `"key"` string anywhere in its outputs) lies
+/// under the attempt's `prefix`: a peer cannot point a job's outputs at another job's files.
+pub fn outputs_within(prefix: &str, outputs: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match outputs {
+        Value::Array(items) => items.iter().all(|v| outputs_within(prefix, v)),
+        Value::Object(map) => map.iter().all(|(k, v)| match (k.as_str(), v) {
+            ("key", Value::String(key)) => may_write(prefix, key),
+            ("key", _) => false,
+            _ => outputs_within(prefix, v),
+        }),
+        _ => true,
+    }
+}
+
+/// `POST /v1/peer/tasks/claim`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// The peer's worker (its own id, see [`valid_worker_id`]).
+    pub worker: String,
+}
+
+/// What a task's handler needs of its job, as a peer receives it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerJob {
+    pub id: String,
+    pub cluster: String,
+    pub spec_json: String,
+    pub spec_hash: String,
+    pub input_key: Option<String>,
+    pub input_url: Option<String>,
+    pub owner: Option<String>,
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub estimated_seconds: f64,
+    pub created_at: i64,
+    pub split_json: Option<String>,
+    pub input_name: Option<String>,
+    pub input_facts: Option<InputFacts>,
+}
+
+impl PeerJob {
+    pub fn from_job(job: &Job) -> PeerJob {
+        PeerJob {
+            id: job.id.clone(),
+            cluster: job.cluster.clone(),
+            spec_json: job.spec_json.clone(),
+            spec_hash: job.spec_hash.clone(),
+            input_key: job.input_key.clone(),
+            input_url: job.input_url.clone(),
+            owner: job.owner.clone(),
+            priority: job.priority,
+            max_attempts: job.max_attempts,
+            estimated_seconds: job.estimated_seconds,
+            created_at: job.created_at,
+            split_json: job.split_json.clone(),
+            input_name: job.input_name.clone(),
+            input_facts: job.input_facts.clone(),
+        }
+    }
+
+    fn into_job(self) -> Job {
+        Job {
+            id: self.id,
+            cluster: self.cluster,
+            status: JobStatus::Running,
+            progress: 0.0,
+            attempts: 0,
+            max_attempts: self.max_attempts,
+            priority: self.priority,
+            spec_json: self.spec_json,
+            spec_hash: self.spec_hash,
+            input_key: self.input_key,
+            input_url: self.input_url,
+            idempotency_key: None,
+            owner: self.owner,
+            estimated_seconds: self.estimated_seconds,
+            created_at: self.created_at,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            outputs: Vec::new(),
+            cancel_requested: false,
+            deleted_at: None,
+            inputs_deleted_at: None,
+            playable_at: None,
+            split_json: self.split_json,
+            tasks: Vec::new(),
+            input_name: self.input_name,
+            input_facts: self.input_facts,
+        }
+    }
+}
+
+/// One object a peer may read: its key and size, and a presigned URL when the owner's storage
+/// can sign one (S3, GCS); otherwise it is read through `GET …/objects/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerObject {
+    pub key: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// The answer to a successful claim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerTask {
+    pub task_id: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub attempt: u32,
+    /// How long the lease lasts without a renewal.
+    pub lease_ms: u64,
+    pub job: PeerJob,
+    pub dependencies: Vec<(String, serde_json::Value)>,
+    /// Every object the task may read.
+    pub inputs: Vec<PeerObject>,
+    /// Where this attempt's files go (every output key must lie under it).
+    pub output_prefix: String,
+}
+
+impl PeerTask {
+    /// The claim as the peer's handler sees it (its job rebuilt from what was sent).
+    pub fn to_claim(&self) -> Claim {
+        Claim {
+            job: self.job.clone().into_job(),
+            task_id: self.task_id.clone(),
+            kind: self.kind.clone(),
+            payload: self.payload.clone(),
+            attempt: self.attempt,
+            lease_expires_at: reelay_jobs::now_millis()
+                .saturating_add(i64::try_from(self.lease_ms).unwrap_or(i64::MAX)),
+            dependencies: self.dependencies.clone(),
+        }
+    }
+}
+
+/// Which attempt a request acts for; checked against the lease at home.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    pub worker: String,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub worker: String,
+    pub attempt: u32,
+    #[serde(default)]
+    pub progress: Option<f64>,
+    #[serde(default)]
+    pub eta_at: Option<i64>,
+}
+
+/// `renewed`, `cancelled` (stop, do not complete) or `lease_lost` (stop: someone else owns it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenewAnswer {
+    Renewed,
+    Cancelled,
+    LeaseLost,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutcomeBody<T> {
+    pub outcome: T,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    pub worker: String,
+    pub attempt: u32,
+    pub outputs: serde_json::Value,
+    #[serde(default)]
+    pub timings: Option<PhaseTimings>,
+}
+
+/// `completed` (the owner recorded it) or `lease_lost` (it did not: the outputs were removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompleteAnswer {
+    Completed,
+    LeaseLost,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailRequest {
+    pub worker: String,
+    pub attempt: u32,
+    pub error: ErrorDetail,
+    /// Set when another attempt could succeed: the task is retried after this long.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailAnswer {
+    Requeued,
+    Failed,
+    LeaseLost,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadUrlRequest {
+    pub worker: String,
+    pub attempt: u32,
+    pub key: String,
+}
+
+/// A presigned PUT URL for the key, or none: then the peer PUTs through the owner's api.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadUrlAnswer {
+    pub url: Option<String>,
+}
+
+/// Why talking to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer {peer} answered {status}: {code}: {message}")]
+    Refused {
+        peer: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("peer {peer} unreachable: {source}")]
+    Transport {
+        peer: String,
+        source: reqwest::Error,
+    },
+    #[error("peer {peer} sent an answer that does not decode: {message}")]
+    Protocol { peer: String, message: String },
+    #[error("local staging: {0}")]
+    Staging(String),
+}
+
+impl PeerError {
+    pub fn code(&self) -> &str {
+        match self {
+            PeerError::Refused { .. } => "peer_refused",
+            PeerError::Transport { .. } => "peer_unreachable",
+            PeerError::Protocol { .. } => "peer_protocol",
+            PeerError::Staging(_) => "peer_staging",
+        }
+    }
+
+    /// Everything but a refusal for a reason that will not change (4xx other than 408/429)
+    /// may work next time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PeerError::Refused { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            _ => true,
+        }
+    }
+}
+
+/// A peer cluster this one's workers may take tasks from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's cluster name (only for logs and metrics; the owner records who claimed from
+    /// the credential, not from this).
+    pub name: String,
+    /// Base URL of the peer's api: its edge's inter-cloud (mTLS) address in production, the
+    /// cluster itself in tests.
+    pub url: String,
+    /// A file holding a token with the `peer` scope, valid on that cluster.
+    pub token_file: std::path::PathBuf,
+}
+
+/// `[steal]` in the cluster's config: where its idle workers look for work (issue 16, part 2).
+///
+/// The gate is deliberately simple: a worker slot asks a peer only when its own cluster handed
+/// it nothing (no ready task at home), at most every `poll_ms`; the owner offers a task only
+/// after it was ready at home for `offer_after_seconds` (its own workers come first), only of
+/// the kinds in [`PEER_KINDS`], and only once ever (a task moves at most once). Off unless a
+/// peer is listed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StealConfig {
+    /// Peers to take work from (none: this cluster's workers never work for another).
+    pub peers: Vec<PeerConfig>,
+    /// How often an idle slot asks the peers.
+    pub poll_ms: u64,
+    /// As the owner: a task ready at home this long is offered to peers.
+    pub offer_after_seconds: f64,
+    /// Per request to a peer (claims, renewals, completions), not per object transfer.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for StealConfig {
+    fn default() -> Self {
+        StealConfig {
+            peers: Vec::new(),
+            poll_ms: 1000,
+            offer_after_seconds: 5.0,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+/// A client of one peer's remote-claim endpoints.
+#[derive(Clone)]
+pub struct PeerClient {
+    pub name: String,
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PeerClient({} at {})", self.name, self.base)
+    }
+}
+
+/// The error body the owner's api answers with.
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorDetail,
+}
+
+impl PeerClient {
+    /// Reads the token file; the token is sent with every request and never logged.
+    pub fn new(cfg: &PeerConfig, request_timeout: Duration) -> Result<PeerClient, PeerError> {
+        let token = std::fs::read_to_string(&cfg.token_file)
+            .map_err(|e| {
+                PeerError::Staging(format!("peer token file {}: {e}", cfg.token_file.display()))
+            })?
+            .trim()
+            .to_string();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|source| PeerError::Transport {
+                peer: cfg.name.clone(),
+                source,
+            })?;
+        Ok(PeerClient {
+            name: cfg.name.clone(),
+            base: cfg.url.trim_end_matches('/').to_string(),
+            token,
+            http,
+            request_timeout,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1/peer/tasks{path}", self.base)
+    }
+
+    fn transport(&self, source: reqwest::Error) -> PeerError {
+        PeerError::Transport {
+            peer: self.name.clone(),
+            source,
+        }
+    }
+
+    async fn refused(&self, resp: reqwest::Response) -> PeerError {
+        let status = resp.status().as_u16();
+        let (code, message) = match resp.json::<ErrorEnvelope>().await {
+            Ok(e) => (e.error.code, e.error.message),
+            Err(_) => ("unknown".to_string(), String::new()),
+        };
+        PeerError::Refused {
+            peer: self.name.clone(),
+            status,
+            code,
+            message,
+        }
+    }
+
+    async fn post<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Option<T>, PeerError> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .timeout(self.request_timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.refused(resp).await);
+        }
+        resp.json::<T>()
+            .await
+            .map(Some)
+            .map_err(|e| PeerError::Protocol {
+                peer: self.name.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    fn expect<T>(&self, v: Option<T>) -> Result<T, PeerError> {
+        v.ok_or_else(|| PeerError::Protocol {
+            peer: self.name.clone(),
+            message: "an empty answer where one was due".into(),
+        })
+    }
+
+    /// A task for `worker`, or `None` when the peer has nothing to hand out.
+    pub async fn claim(&self, worker: &str) -> Result<Option<PeerTask>, PeerError> {
+        self.post(
+            "/claim",
+            &ClaimRequest {
+                worker: worker.to_string(),
+            },
+        )
+        .await
+    }
+
+    pub async fn renew(&self, task: &str, req: &RenewRequest) -> Result<RenewAnswer, PeerError> {
+        let a: Option<OutcomeBody<RenewAnswer>> = self.post(&format!("/{task}/renew"), req).await?;
+        Ok(self.expect(a)?.outcome)
+    }
+
+    pub async fn complete(
+        &self,
+        task: &str,
+        req: &CompleteRequest,
+    ) -> Result<CompleteAnswer, PeerError> {
+        let a: Option<OutcomeBody<CompleteAnswer>> =
+            self.post(&format!("/{task}/complete"), req).await?;
+        Ok(self.expect(a)?.outcome)
+    }
+
+    pub async fn fail(&self, task: &str, req: &FailRequest) -> Result<FailAnswer, PeerError> {
+        let a: Option<OutcomeBody<FailAnswer>> = self.post(&format!("/{task}/fail"), req).await?;
+        Ok(self.expect(a)?.outcome)
+    }
+
+    pub async fn release(&self, task: &str, req: &Attempt) -> Result<(), PeerError> {
+        let _: Option<serde_json::Value> = self.post(&format!("/{task}/release"), req).await?;
+        Ok(())
+    }
+
+    /// Copies one input object into `staging` under the same key: from its presigned URL when
+    /// it has one, else streamed through the owner's api.
+    pub async fn download(
+        &self,
+        task: &str,
+        at: &Attempt,
+        obj: &PeerObject,
+        staging: &Storage,
+    ) -> Result<u64, PeerError> {
+        use futures::StreamExt;
+        let req = match &obj.url {
+            Some(url) => self.http.get(url),
+            None => self
+                .http
+                .get(self.url(&format!("/{task}/objects/{}", obj.key)))
+                .bearer_auth(&self.token)
+                .query(&[("worker", &at.worker), ("attempt", &at.attempt.to_string())]),
+        };
+        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        if !resp.status().is_success() {
+            return Err(self.refused(resp).await);
+        }
+        let mut w = staging
+            .writer(&obj.key)
+            .await
+            .map_err(|e| PeerError::Staging(e.to_string()))?;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    w.abort().await;
+                    return Err(self.transport(e));
+                }
+            };
+            if let Err(e) = w.write(&chunk).await {
+                w.abort().await;
+                return Err(PeerError::Staging(e.to_string()));
+            }
+        }
+        w.finish()
+            .await
+            .map_err(|e| PeerError::Staging(e.to_string()))
+    }
+
+    /// Sends the local file `file` to the owner as object `key`: to a presigned PUT URL when
+    /// the owner's storage signs one, else streamed through its api.
+    pub async fn upload(
+        &self,
+        task: &str,
+        at: &Attempt,
+        key: &str,
+        file: &Path,
+    ) -> Result<(), PeerError> {
+        let signed: Option<UploadUrlAnswer> = self
+            .post(
+                &format!("/{task}/upload-url"),
+                &UploadUrlRequest {
+                    worker: at.worker.clone(),
+                    attempt: at.attempt,
+                    key: key.to_string(),
+                },
+            )
+            .await?;
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| PeerError::Staging(format!("{}: {e}", file.display())))?;
+        let len = f
+            .metadata()
+            .await
+            .map_err(|e| PeerError::Staging(e.to_string()))?
+            .len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f));
+        let req = match signed.and_then(|s| s.url) {
+            Some(url) => self.http.put(url),
+            None => self
+                .http
+                .put(self.url(&format!("/{task}/objects/{key}")))
+                .bearer_auth(&self.token)
+                .query(&[("worker", &at.worker), ("attempt", &at.attempt.to_string())]),
+        };
+        let resp = req
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        if !resp.status().is_success() {
+            return Err(self.refused(resp).await);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_only_the_jobs_inputs() {
+        assert!(may_read("aws.01J", "inputs/aws.01J/source"));
+        assert!(may_read("aws.01J", "inputs/aws.01J/captions/0.vtt"));
+        assert!(!may_read("aws.01J", "inputs/aws.01K/source"));
+        assert!(!may_read("aws.01J", "inputs/aws.01J/../aws.01K/source"));
+        assert!(!may_read("aws.01J", "inputs/aws.01J/"));
+        assert!(!may_read("aws.01J", "outputs/aws.01J/a1/out.mp4"));
+        assert!(!may_read("aws.01J", "inputs/aws.01Jx/source"));
+    }
+
+    #[test]
+    fn writes_only_under_the_attempt() {
+        let p = "outputs/aws.01J/a2";
+        assert!(may_write(p, "outputs/aws.01J/a2/out.mp4"));
+        assert!(may_write(p, "outputs/aws.01J/a2/hls/v0/seg_00001.ts"));
+        assert!(!may_write(p, "outputs/aws.01J/a1/out.mp4"));
+        assert!(!may_write(p, "outputs/aws.01J/a2"));
+        assert!(!may_write(p, "outputs/aws.01J/a22/out.mp4"));
+        assert!(!may_write(p, "outputs/aws.01J/a2/../a1/out.mp4"));
+        assert!(!may_write(p, "inputs/aws.01J/source"));
+    }
+
+    #[test]
+    fn completion_keys_stay_under_the_attempt() {
+        let p = "outputs/aws.01J/a1";
+        let ok =
+            serde_json::json!([{"name": "x.mp4", "key": "outputs/aws.01J/a1/x.mp4", "size": 1}]);
+        assert!(outputs_within(p, &ok));
+        let other = serde_json::json!([{"name": "x.mp4", "key": "outputs/aws.01K/a1/x.mp4"}]);
+        assert!(!outputs_within(p, &other));
+        let nested = serde_json::json!({"pieces": [{"key": "inputs/aws.01J/source"}]});
+        assert!(!outputs_within(p, &nested));
+        let not_text = serde_json::json!([{"key": 5}]);
+        assert!(!outputs_within(p, &not_text));
+    }
+
+    #[test]
+    fn worker_ids_and_lease_owners() {
+        assert!(valid_worker_id("gcp-host-12-01J"));
+        assert!(!valid_worker_id(""));
+        assert!(!valid_worker_id("a:b"));
+        assert!(!valid_worker_id(&"w".repeat(129)));
+        assert_eq!(lease_owner("gcp", "w1"), "peer:gcp:w1");
+    }
+
+    #[test]
+    fn refusals_that_cannot_change_are_permanent() {
+        let refused = |status| PeerError::Refused {
+            peer: "aws".into(),
+            status,
+            code: "x".into(),
+            message: String::new(),
+        };
+        assert!(!refused(403).is_transient());
+        assert!(refused(503).is_transient());
+        assert!(refused(429).is_transient());
+        assert_eq!(refused(403).code(), "peer_refused");
+    }
+}

@@ -1,0 +1,326 @@
+//! Running a task of another cluster (issue 16, part 2): a worker slot whose own cluster had
+//! nothing for it asks its peers (`[steal]`), and runs what one hands it with the same
+//! handler a home task of that kind gets.
+//!
+//! The handler sees a [`Context`] like any other, except that its storage is a local staging
+//! directory: the task's inputs are copied there from the owner first (presigned URLs, or
+//! streamed through the owner's api), and afterwards every file the attempt wrote under its
+//! prefix is sent to the owner, before the completion. The owner keeps the job; this cluster's
+//! store never sees it. The lease is the owner's: a keeper renews it through the peer's api for
+//! as long as the task runs and its files travel, and turns *cancelled* or *lease lost* into
+//! the handler's stop token, exactly as at home.
+
+use super::{dispatch, record_phase, Context, Ended, StopCell, StopReason, WorkerPool, NO_ETA};
+use crate::metrics as m;
+use crate::peer_io::{
+    Attempt, CompleteAnswer, CompleteRequest, FailRequest, PeerClient, PeerTask, RenewAnswer,
+    RenewRequest, StealConfig,
+};
+use crate::state::AppState;
+use crate::storage::Storage;
+use reelay_media::CancellationToken;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::timing::{Phase, Timings};
+
+/// The peers this process's slots may take tasks from.
+pub(super) struct Remote {
+    peers: Vec<PeerClient>,
+    /// Round robin over the peers, so one that always has work does not starve the others'.
+    next: AtomicUsize,
+    poll: Duration,
+}
+
+impl Remote {
+    /// `None` when no peer is configured (or none is usable: each unusable one is logged).
+    pub(super) fn from_config(cfg: &StealConfig) -> Option<Remote> {
+        let timeout = Duration::from_millis(cfg.request_timeout_ms.max(100));
+        let peers: Vec<PeerClient> = cfg
+            .peers
+            .iter()
+            .filter_map(|p| match PeerClient::new(p, timeout) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(peer = %p.name, error = %e, "peer left out of [steal]");
+                    None
+                }
+            })
+            .collect();
+        (!peers.is_empty()).then(|| Remote {
+            peers,
+            next: AtomicUsize::new(0),
+            poll: Duration::from_millis(cfg.poll_ms.max(50)),
+        })
+    }
+}
+
+fn count(outcome: &'static str) {
+    metrics::counter!(m::REMOTE_TASKS, "outcome" => outcome).increment(1);
+}
+
+impl WorkerPool {
+    /// Asks the peers for a task (at most every `poll`, tracked in `last`) and runs it; true
+    /// when one was run, so the slot asks its own cluster first again.
+    pub(super) async fn steal(&self, last: &mut Option<Instant>) -> bool {
+        let Some(remote) = &self.remote else {
+            return false;
+        };
+        if last.is_some_and(|t| t.elapsed() < remote.poll) || self.stop_claiming.is_cancelled() {
+            return false;
+        }
+        *last = Some(Instant::now());
+        let n = remote.peers.len();
+        let start = remote.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let peer = &remote.peers[(start + i) % n];
+            let asked = Instant::now();
+            match peer.claim(&self.id).await {
+                Ok(Some(task)) => {
+                    self.run_remote(peer, task, asked.elapsed()).await;
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(peer = %peer.name, error = %e, "asking a peer for work failed")
+                }
+            }
+        }
+        false
+    }
+
+    /// Runs a task claimed from `peer` and reports its end there.
+    async fn run_remote(&self, peer: &PeerClient, task: PeerTask, claimed_in: Duration) {
+        let claim = task.to_claim();
+        let span = tracing::info_span!("remote_task", peer = %peer.name, job_id = %claim.job.id, task_id = %claim.task_id, kind = %claim.kind, attempt = claim.attempt);
+        let _enter = span.enter();
+        tracing::info!("task of a peer started");
+        let at = Attempt {
+            worker: self.id.clone(),
+            attempt: claim.attempt,
+        };
+        let timings = std::sync::Mutex::new(Timings::default());
+        record_phase(&timings, &claim.kind, Phase::Claim, claimed_in);
+        let token = CancellationToken::new();
+        let stop = Arc::new(StopCell::default());
+        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
+        let eta_at = Arc::new(AtomicI64::new(NO_ETA));
+        // The keeper outlives the handler: the outputs travel under the same lease.
+        let keeper_done = CancellationToken::new();
+        let keeper = {
+            let (peer, token, stop, progress, eta_at, abandon, done) = (
+                peer.clone(),
+                token.clone(),
+                stop.clone(),
+                progress.clone(),
+                eta_at.clone(),
+                self.abandon.clone(),
+                keeper_done.clone(),
+            );
+            let (task_id, worker, attempt) = (claim.task_id.clone(), at.worker.clone(), at.attempt);
+            let every = (Duration::from_millis(task.lease_ms) / 3).min(Duration::from_secs(1));
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = abandon.cancelled() => {
+                            stop.set(StopReason::Shutdown);
+                            token.cancel();
+                            return;
+                        }
+                        _ = done.cancelled() => return,
+                    }
+                    let req = RenewRequest {
+                        worker: worker.clone(),
+                        attempt,
+                        progress: Some(f64::from_bits(progress.load(Ordering::Relaxed))),
+                        eta_at: Some(eta_at.load(Ordering::Relaxed)).filter(|e| *e != NO_ETA),
+                    };
+                    let why = match peer.renew(&task_id, &req).await {
+                        Ok(RenewAnswer::Renewed) => continue,
+                        Ok(RenewAnswer::Cancelled) => StopReason::Cancelled,
+                        Ok(RenewAnswer::LeaseLost) => StopReason::LeaseLost,
+                        // The link may come back within the lease's slack.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "renewing a peer's lease failed");
+                            continue;
+                        }
+                    };
+                    stop.set(why);
+                    token.cancel();
+                    return;
+                }
+            })
+        };
+
+        let scratch = self
+            .state
+            .cfg
+            .data_dir
+            .join("peer")
+            .join(format!("{}-a{}", claim.task_id, claim.attempt));
+        let workdir = scratch.join("work");
+        let ended = match Storage::open(None, &scratch) {
+            Err(e) => Err(format!("staging directory: {e}")),
+            Ok(staging) => {
+                let fetched = {
+                    let started = Instant::now();
+                    let mut r = Ok(());
+                    for obj in &task.inputs {
+                        if let Err(e) = peer.download(&claim.task_id, &at, obj, &staging).await {
+                            r = Err(format!("reading {} from {}: {e}", obj.key, peer.name));
+                            break;
+                        }
+                    }
+                    record_phase(&timings, &claim.kind, Phase::Fetch, started.elapsed());
+                    r
+                };
+                match fetched {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let state = AppState {
+                            storage: staging.clone(),
+                            ..self.state.clone()
+                        };
+                        let cx = Context {
+                            state: &state,
+                            claim: &claim,
+                            workdir: &workdir,
+                            token: &token,
+                            stop: &stop,
+                            progress: &progress,
+                            eta_at: &eta_at,
+                            speed: &self.speed,
+                            timings: &timings,
+                        };
+                        let ended = dispatch(&cx).await;
+                        match ended {
+                            Ended::Done(outputs) => {
+                                // Sending the files to the owner is this attempt's publishing.
+                                let started = Instant::now();
+                                let sent = self
+                                    .send_outputs(peer, &claim.task_id, &at, &task, &staging, &stop)
+                                    .await;
+                                record_phase(
+                                    &timings,
+                                    &claim.kind,
+                                    Phase::Publish,
+                                    started.elapsed(),
+                                );
+                                sent.map(|()| Ended::Done(outputs))
+                            }
+                            other => Ok(other),
+                        }
+                    }
+                }
+            }
+        };
+        keeper_done.cancel();
+        let _ = keeper.await;
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
+        let ended = match (ended, stop.get()) {
+            // A stop wins over whatever the handler or the transfer made of it.
+            (_, Some(why)) => Ended::Stopped(why),
+            (Ok(e), None) => e,
+            (Err(e), None) => {
+                // The link or this side's disk, not the task: hand it back uncounted.
+                tracing::warn!(error = %e, "could not move the task's files; handing it back");
+                count("error");
+                if let Err(e) = peer.release(&claim.task_id, &at).await {
+                    tracing::warn!(error = %e, "release failed; the owner's lease will expire");
+                }
+                return;
+            }
+        };
+        self.report(peer, &claim, &at, ended, &timings).await;
+    }
+
+    /// Sends every file the attempt wrote under its prefix to the owner.
+    async fn send_outputs(
+        &self,
+        peer: &PeerClient,
+        task_id: &str,
+        at: &Attempt,
+        task: &PeerTask,
+        staging: &Storage,
+        stop: &StopCell,
+    ) -> Result<(), String> {
+        let files = staging
+            .list(&task.output_prefix)
+            .await
+            .map_err(|e| format!("listing the outputs: {e}"))?;
+        for f in files {
+            if stop.get().is_some() {
+                return Ok(());
+            }
+            let path = staging
+                .local_path(&f.key)
+                .ok_or_else(|| "staging is not a local directory".to_string())?;
+            peer.upload(task_id, at, &f.key, &path)
+                .await
+                .map_err(|e| format!("sending {} to {}: {e}", f.key, peer.name))?;
+        }
+        Ok(())
+    }
+
+    async fn report(
+        &self,
+        peer: &PeerClient,
+        claim: &reelay_jobs::Claim,
+        at: &Attempt,
+        ended: Ended,
+        timings: &std::sync::Mutex<Timings>,
+    ) {
+        let task = &claim.task_id;
+        match ended {
+            Ended::Done(outputs) => {
+                let req = CompleteRequest {
+                    worker: at.worker.clone(),
+                    attempt: at.attempt,
+                    outputs,
+                    timings: timings.lock().map(|t| t.seconds()).ok(),
+                };
+                match peer.complete(task, &req).await {
+                    Ok(CompleteAnswer::Completed) => {
+                        count("completed");
+                        tracing::info!("task of a peer succeeded");
+                    }
+                    Ok(CompleteAnswer::LeaseLost) => {
+                        count("lease_lost");
+                        tracing::warn!(
+                            "lease lost before completion; the owner dropped the outputs"
+                        );
+                    }
+                    Err(e) => {
+                        count("error");
+                        tracing::error!(error = %e, "could not complete; the owner's lease will expire and it runs again");
+                    }
+                }
+            }
+            Ended::Failed { error, transient } => {
+                let req = FailRequest {
+                    worker: at.worker.clone(),
+                    attempt: at.attempt,
+                    retry_after_ms: transient
+                        .then(|| reelay_jobs::backoff(at.attempt).as_millis() as u64),
+                    error,
+                };
+                count("failed");
+                if let Err(e) = peer.fail(task, &req).await {
+                    tracing::warn!(error = %e, "could not report the failure; the owner's lease will expire");
+                }
+            }
+            Ended::Stopped(StopReason::Shutdown) => {
+                count("released");
+                if let Err(e) = peer.release(task, at).await {
+                    tracing::warn!(error = %e, "release failed; the owner's lease will expire");
+                }
+            }
+            Ended::Stopped(why) => {
+                count("stopped");
+                tracing::info!(?why, "task of a peer stopped");
+            }
+        }
+    }
+}
