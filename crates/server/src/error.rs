@@ -63,12 +63,18 @@ error_codes! {
     InvalidIdempotencyKey = "invalid_idempotency_key", Some(StatusCode::BAD_REQUEST), false;
     /// A token id in the path is not one.
     InvalidTokenId = "invalid_token_id", Some(StatusCode::BAD_REQUEST), false;
+    /// A remote-claim request names a worker id that is not one.
+    InvalidWorker = "invalid_worker", Some(StatusCode::BAD_REQUEST), false;
     /// The request body ended before its declared length.
     BodyIncomplete = "body_incomplete", Some(StatusCode::BAD_REQUEST), false;
+    /// Reading the request body failed (the connection broke).
+    BodyRead = "body_read", Some(StatusCode::BAD_REQUEST), true;
     /// No, a malformed, expired or revoked token.
     Unauthorized = "unauthorized", Some(StatusCode::UNAUTHORIZED), false;
     /// The token's scope does not cover the request.
     Forbidden = "forbidden", Some(StatusCode::FORBIDDEN), false;
+    /// A remote-claim object request outside what this task attempt may read or write.
+    ForbiddenKey = "forbidden_key", Some(StatusCode::FORBIDDEN), false;
     /// No such job, upload, output or object (for this token's owner).
     NotFound = "not_found", Some(StatusCode::NOT_FOUND), false;
     /// The route exists, the method does not.
@@ -87,6 +93,10 @@ error_codes! {
     NotAnIssuer = "not_an_issuer", Some(StatusCode::CONFLICT), false;
     /// Another PATCH of the same upload is still streaming.
     UploadBusy = "upload_busy", Some(StatusCode::CONFLICT), true;
+    /// A remote-claim call for a task whose job was cancelled: stop the task.
+    Cancelled = "cancelled", Some(StatusCode::CONFLICT), false;
+    /// A remote-claim call from an attempt that no longer holds the task's lease.
+    LeaseLost = "lease_lost", Some(StatusCode::CONFLICT), false;
     /// A request body over its limit.
     TooLarge = "too_large", Some(StatusCode::PAYLOAD_TOO_LARGE), false;
     /// An input file over the cluster's input size limit.
@@ -104,6 +114,8 @@ error_codes! {
     InputNotFound = "input_not_found", Some(StatusCode::UNPROCESSABLE_ENTITY), false;
     /// Storage-key inputs are switched off on this cluster.
     KeyInputsDisabled = "key_inputs_disabled", Some(StatusCode::UNPROCESSABLE_ENTITY), false;
+    /// A remote worker's completion names an output outside its attempt's prefix.
+    OutputsOutsideAttempt = "outputs_outside_attempt", Some(StatusCode::UNPROCESSABLE_ENTITY), false;
     /// Too many requests for the token's rate limit.
     RateLimited = "rate_limited", Some(StatusCode::TOO_MANY_REQUESTS), true;
     /// Too many open connections from one client address.
@@ -115,6 +127,8 @@ error_codes! {
     ShuttingDown = "shutting_down", Some(StatusCode::SERVICE_UNAVAILABLE), true;
     /// The edge's X-Reelay-Deadline for this submission passed; no job was created.
     DeadlinePassed = "deadline_passed", Some(StatusCode::SERVICE_UNAVAILABLE), true;
+    /// The owner's object storage failed while a remote worker read or wrote through it.
+    StorageUnavailable = "storage_unavailable", Some(StatusCode::SERVICE_UNAVAILABLE), true;
     /// The worker's scratch space failed (disk full, permissions).
     ScratchError = "scratch_error", None, true;
     /// Object storage failed while a task read or wrote it.

@@ -13,7 +13,7 @@
 //! are not rate-limited per token: a peer's idle slots poll, and its running tasks renew, every
 //! second by design.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics as m;
 use crate::peer_io::{
     lease_owner, may_read, may_write, outputs_within, valid_worker_id, Attempt, ClaimRequest,
@@ -74,8 +74,7 @@ async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
         Some(name) if principal.has(Scope::Peer) => name,
         _ => {
             return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 "the remote-claim routes need a token with the peer scope",
             )
             .into_response()
@@ -89,15 +88,15 @@ async fn json<T: serde::de::DeserializeOwned>(body: Body, limit: usize) -> Resul
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::too_large(format!("the body is larger than {limit} bytes")))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::new(ErrorCode::InvalidJson, e.to_string()))
 }
 
 fn check_worker(worker: &str) -> Result<(), ApiError> {
     if valid_worker_id(worker) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_worker",
+        Err(ApiError::new(
+            ErrorCode::InvalidWorker,
             "worker must be 1-128 characters of A-Z a-z 0-9 . _ -",
         ))
     }
@@ -110,12 +109,12 @@ fn count(event: &'static str) {
 fn lease_error(outcome: RenewOutcome) -> Option<ApiError> {
     match outcome {
         RenewOutcome::Renewed => None,
-        RenewOutcome::Cancelled => Some(ApiError::conflict(
-            "cancelled",
+        RenewOutcome::Cancelled => Some(ApiError::new(
+            ErrorCode::Cancelled,
             "the job was cancelled: stop the task",
         )),
-        RenewOutcome::LeaseLost => Some(ApiError::conflict(
-            "lease_lost",
+        RenewOutcome::LeaseLost => Some(ApiError::new(
+            ErrorCode::LeaseLost,
             "this attempt no longer holds the task's lease",
         )),
     }
@@ -215,14 +214,14 @@ async fn inputs_of(st: &AppState, job_id: &str) -> Result<Vec<PeerObject>, ApiEr
         .storage
         .list(&format!("inputs/{job_id}"))
         .await
-        .map_err(|e| ApiError::unavailable("storage_unavailable", e.to_string()))?;
+        .map_err(|e| ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string()))?;
     let mut out = Vec::with_capacity(listed.len());
     for o in listed {
         let url = st
             .storage
             .presigned_get(&o.key, ttl)
             .await
-            .map_err(|e| ApiError::unavailable("storage_unavailable", e.to_string()))?;
+            .map_err(|e| ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string()))?;
         out.push(PeerObject {
             key: o.key,
             size: o.size,
@@ -270,8 +269,8 @@ async fn complete(
     check_worker(&req.worker)?;
     let prefix = task_prefix(&st, &task, req.attempt).await?;
     if !outputs_within(&prefix, &req.outputs) {
-        return Err(ApiError::unprocessable(
-            "outputs_outside_attempt",
+        return Err(ApiError::new(
+            ErrorCode::OutputsOutsideAttempt,
             format!("every output key must lie under {prefix}/"),
         ));
     }
@@ -373,14 +372,13 @@ async fn upload_url(
         .storage
         .presigned_put(&req.key, Duration::from_secs(st.cfg.presign_ttl_seconds))
         .await
-        .map_err(|e| ApiError::unavailable("storage_unavailable", e.to_string()))?;
+        .map_err(|e| ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string()))?;
     Ok(Json(UploadUrlAnswer { url }).into_response())
 }
 
 fn forbidden_key(key: &str) -> ApiError {
     ApiError::new(
-        StatusCode::FORBIDDEN,
-        "forbidden_key",
+        ErrorCode::ForbiddenKey,
         format!("this attempt may not touch {key:?}"),
     )
 }
@@ -418,7 +416,7 @@ async fn get_object(
 fn storage_error(e: crate::storage::StorageError) -> ApiError {
     match e {
         crate::storage::StorageError::NotFound(_) => ApiError::not_found("no such object"),
-        other => ApiError::unavailable("storage_unavailable", other.to_string()),
+        other => ApiError::unavailable(ErrorCode::StorageUnavailable, other.to_string()),
     }
 }
 
@@ -446,15 +444,11 @@ async fn put_object(
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 w.abort().await;
-                return Err(ApiError::bad_request("body_read", e.to_string()));
+                return Err(ApiError::new(ErrorCode::BodyRead, e.to_string()));
             }
             Err(_) => {
                 w.abort().await;
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    "the body stalled",
-                ));
+                return Err(ApiError::new(ErrorCode::BodyTimeout, "the body stalled"));
             }
         };
         if w.written() + chunk.len() as u64 > limit {
