@@ -305,19 +305,29 @@ mod tests {
             serde_json::json!(["thumbnail"])
         );
         assert!(whole.depends_on.is_empty());
-        // Short, off, or not probed: one transcode task for everything.
-        for (info, req) in [
-            (Some(info(50.0)), SplitRequest::default()),
+        // Short, off, or not probed: one transcode task for everything (not probed: it
+        // decides, having probed; see split_graph).
+        for (info, req, payload) in [
+            (
+                Some(info(50.0)),
+                SplitRequest::default(),
+                serde_json::json!({}),
+            ),
             (
                 Some(info(100.0)),
                 serde_json::from_str(r#""off""#).expect("off"),
+                serde_json::json!({}),
             ),
-            (None, SplitRequest::default()),
+            (
+                None,
+                SplitRequest::default(),
+                serde_json::json!({"decide_split": "auto"}),
+            ),
         ] {
             let t = tasks(300.0, &r, info.as_ref(), settings, req);
             assert_eq!(t.len(), 1);
             assert_eq!(t[0].kind, "transcode");
-            assert_eq!(t[0].payload, serde_json::json!({}));
+            assert_eq!(t[0].payload, payload);
         }
     }
 
@@ -347,7 +357,7 @@ mod tests {
             (None, Some(32), Some(4))
         );
         let cases = [
-            (view(&r, None, auto), "input_not_uploaded", "multipart"),
+            (view(&r, None, auto), "pending", "first task"),
             (view(&r, None, off), "off", "\"off\""),
             (view(&r, Some(&long), off), "off", "\"off\""),
             (view(&r, Some(&info(50.0)), auto), "too_short", "50.0 s"),

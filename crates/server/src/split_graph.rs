@@ -140,7 +140,7 @@ pub fn split_view(
     let Some(info) = info else {
         return match request {
             SplitRequest::Mode(SplitMode::Off) => not("off", no_split_message(&NoSplit::Off)),
-            _ if !renditions.iter().any(|r| split::rendition_split(r).is_ok()) => not(
+            _ if !renditions.iter().any(|r| split::plan::rendition_split(r).is_ok()) => not(
                 "no_splittable_output",
                 no_split_message(&NoSplit::NoSplittableOutput),
             ),
@@ -202,7 +202,7 @@ pub fn tasks(
     let Some(info) = info else {
         // Not probed yet: the one task decides once it has (see [`grown_tasks`]).
         let decide = !matches!(request, SplitRequest::Mode(SplitMode::Off))
-            && renditions.iter().any(|r| split::rendition_split(r).is_ok());
+            && renditions.iter().any(|r| split::plan::rendition_split(r).is_ok());
         if !decide {
             return single();
         }
