@@ -477,7 +477,8 @@ async fn a_split_job_plays_as_event_hls_while_it_encodes_then_as_vod() {
     let playable: Vec<usize> = (0..events.len())
         .filter(|&i| events[i].0 == "playable")
         .collect();
-    assert_eq!(playable.len(), 1, "{events:?}");
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(playable.len(), 1, "{names:?}");
     let p: serde_json::Value = serde_json::from_str(&events[playable[0]].1).unwrap();
     assert_eq!(p["playable_at"], playable_at.as_str());
     assert_eq!(p["id"], done.id.as_str());
@@ -488,7 +489,7 @@ async fn a_split_job_plays_as_event_hls_while_it_encodes_then_as_vod() {
         .collect();
     assert!(
         later.iter().any(|v| v.status == JobStatus::Running),
-        "announced before the end: {events:?}"
+        "announced before the end: {names:?}"
     );
     assert_eq!(later.last().map(|v| v.status), Some(JobStatus::Succeeded));
 }
@@ -505,7 +506,11 @@ async fn a_job_that_is_not_split_never_has_playable_at() {
     assert!(raw.get("playable_at").is_none(), "{raw}");
     let events = sse_events(s.base.clone(), j.id.clone()).await;
     assert!(!events.is_empty());
-    assert!(events.iter().all(|(e, _)| e == "job"), "{events:?}");
+    assert!(
+        events.iter().all(|(e, _)| e == "job"),
+        "{:?}",
+        events.iter().map(|(e, _)| e).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
