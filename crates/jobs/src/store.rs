@@ -1,8 +1,8 @@
 //! The storage contract shared by every backend.
 
 use crate::model::{
-    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, JobEvent, JobFilter, Millis,
-    Growth, NewJob, NewToken, PhaseTimings, Purge, QueueCounts, RenewOutcome, RetentionCutoffs,
+    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Growth, Job, JobEvent, JobFilter,
+    Millis, NewJob, NewToken, PhaseTimings, Purge, QueueCounts, RenewOutcome, RetentionCutoffs,
     RevocationRow, RunningAttempt, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};

@@ -2257,7 +2257,14 @@ pub async fn graph_grows(store: &dyn JobStore) {
     let probed = serde_json::json!({ "probed": true });
     // Another worker's attempt grows nothing.
     assert!(!store
-        .grow(&claim.task_id, "w2", claim.attempt, probed.clone(), &growth, None)
+        .grow(
+            &claim.task_id,
+            "w2",
+            claim.attempt,
+            probed.clone(),
+            &growth,
+            None
+        )
         .await
         .expect("grow by another worker"));
     assert_eq!(get(store, &job.id).await.tasks.len(), 1);
@@ -2266,14 +2273,28 @@ pub async fn graph_grows(store: &dyn JobStore) {
     dangling.tasks[0].depends_on = vec!["nowhere".into()];
     assert!(matches!(
         store
-            .grow(&claim.task_id, "w1", claim.attempt, probed.clone(), &dangling, None)
+            .grow(
+                &claim.task_id,
+                "w1",
+                claim.attempt,
+                probed.clone(),
+                &dangling,
+                None
+            )
             .await,
         Err(StoreError::InvalidTasks(_))
     ));
     assert_eq!(get(store, &job.id).await.tasks.len(), 1);
 
     assert!(store
-        .grow(&claim.task_id, "w1", claim.attempt, probed.clone(), &growth, None)
+        .grow(
+            &claim.task_id,
+            "w1",
+            claim.attempt,
+            probed.clone(),
+            &growth,
+            None
+        )
         .await
         .expect("grow"));
     let grown = get(store, &job.id).await;
@@ -2298,10 +2319,21 @@ pub async fn graph_grows(store: &dyn JobStore) {
     assert_eq!(status("seg-0"), Some(TaskStatus::Blocked));
     assert_eq!(status("stitch"), Some(TaskStatus::Blocked));
     // Progress: the grower (2 of 102 encode seconds) is done.
-    assert!((grown.progress - 2.0 / 102.0).abs() < 1e-6, "{}", grown.progress);
+    assert!(
+        (grown.progress - 2.0 / 102.0).abs() < 1e-6,
+        "{}",
+        grown.progress
+    );
     // A second success of the same attempt is no second completion.
     assert!(!store
-        .grow(&claim.task_id, "w1", claim.attempt, probed.clone(), &growth, None)
+        .grow(
+            &claim.task_id,
+            "w1",
+            claim.attempt,
+            probed.clone(),
+            &growth,
+            None
+        )
         .await
         .expect("grow again"));
 
@@ -2353,7 +2385,10 @@ pub async fn graph_grows(store: &dyn JobStore) {
         get(store, &job.id).await.split_json.as_deref(),
         Some(r#"{"applied":false,"reason":"too_short"}"#)
     );
-    assert!(!store.set_split_view("test.nope", "{}").await.expect("no job"));
+    assert!(!store
+        .set_split_view("test.nope", "{}")
+        .await
+        .expect("no job"));
 
     // A cancelled job does not grow.
     let other = create(store, new_job("test")).await;

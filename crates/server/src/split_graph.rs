@@ -140,10 +140,15 @@ pub fn split_view(
     let Some(info) = info else {
         return match request {
             SplitRequest::Mode(SplitMode::Off) => not("off", no_split_message(&NoSplit::Off)),
-            _ if !renditions.iter().any(|r| split::plan::rendition_split(r).is_ok()) => not(
-                "no_splittable_output",
-                no_split_message(&NoSplit::NoSplittableOutput),
-            ),
+            _ if !renditions
+                .iter()
+                .any(|r| split::plan::rendition_split(r).is_ok()) =>
+            {
+                not(
+                    "no_splittable_output",
+                    no_split_message(&NoSplit::NoSplittableOutput),
+                )
+            }
             _ => not(
                 PENDING,
                 "the input is probed by the job's first task (URL, key and tus-upload inputs): \
@@ -202,7 +207,9 @@ pub fn tasks(
     let Some(info) = info else {
         // Not probed yet: the one task decides once it has (see [`grown_tasks`]).
         let decide = !matches!(request, SplitRequest::Mode(SplitMode::Off))
-            && renditions.iter().any(|r| split::plan::rendition_split(r).is_ok());
+            && renditions
+                .iter()
+                .any(|r| split::plan::rendition_split(r).is_ok());
         if !decide {
             return single();
         }
@@ -362,7 +369,10 @@ mod tests {
             }
         }
         let whole = g.tasks.last().expect("tasks");
-        assert_eq!((whole.kind.as_str(), whole.key.as_str()), (TRANSCODE, WHOLE_KEY));
+        assert_eq!(
+            (whole.kind.as_str(), whole.key.as_str()),
+            (TRANSCODE, WHOLE_KEY)
+        );
         assert_eq!(g.estimated_seconds, 200.0);
         assert!(g.grower_weight > 0.0 && g.grower_weight < 10.0);
         assert_eq!(g.input_key.as_deref(), Some("inputs/j/source"));
@@ -371,14 +381,37 @@ mod tests {
         assert!(view.applied);
         assert_eq!(view.ranges, Some(4));
         // Short, captions in the input, or a watermark: the task encodes everything itself.
-        assert!(grown_tasks("transcode", &s, &r, &info(40.0, false), settings, auto, None).is_none());
-        assert!(grown_tasks("transcode", &s, &r, &info(100.0, true), settings, auto, None).is_none());
-        let (marked, mr) = spec(
-            r#"{"outputs":[{"preset":"mp4-360p"}],"watermark":{"position":"top-left"}}"#,
-        );
-        assert!(
-            grown_tasks("transcode", &marked, &mr, &info(100.0, false), settings, auto, None)
-                .is_none()
-        );
+        assert!(grown_tasks(
+            "transcode",
+            &s,
+            &r,
+            &info(40.0, false),
+            settings,
+            auto,
+            None
+        )
+        .is_none());
+        assert!(grown_tasks(
+            "transcode",
+            &s,
+            &r,
+            &info(100.0, true),
+            settings,
+            auto,
+            None
+        )
+        .is_none());
+        let (marked, mr) =
+            spec(r#"{"outputs":[{"preset":"mp4-360p"}],"watermark":{"position":"top-left"}}"#);
+        assert!(grown_tasks(
+            "transcode",
+            &marked,
+            &mr,
+            &info(100.0, false),
+            settings,
+            auto,
+            None
+        )
+        .is_none());
     }
 }

@@ -618,7 +618,11 @@ async fn check_grown_split(s: &TestServer, job: &JobView, dir: &Path, frames_in:
         4,
         "{kinds:?}"
     );
-    assert!(job.tasks.iter().all(|t| t.status == "succeeded"), "{:?}", job.tasks);
+    assert!(
+        job.tasks.iter().all(|t| t.status == "succeeded"),
+        "{:?}",
+        job.tasks
+    );
     let mp4 = save(
         s,
         &format!("/v1/jobs/{}/outputs/mp4-360p.mp4", job.id),
@@ -630,12 +634,17 @@ async fn check_grown_split(s: &TestServer, job: &JobView, dir: &Path, frames_in:
     assert_dts_increasing(&mp4);
     let p = ffprobe_bytes(&std::fs::read(&mp4).unwrap(), "mp4");
     assert_eq!(p.codec("audio").as_deref(), Some("aac"));
-    assert!((p.duration() - frames_in as f64 / 25.0).abs() < 0.1, "{}", p.duration());
+    assert!(
+        (p.duration() - frames_in as f64 / 25.0).abs() < 0.1,
+        "{}",
+        p.duration()
+    );
     assert_eq!(check_hls(s, job, dir).await, frames_in);
     wait_no_intermediates(s, &job.id).await;
 }
 
-const GROWN_SPEC: &str = r#""outputs":[{"preset":"mp4-360p"},{"preset":"hls-abr"}],"split":{"segment_seconds":4}"#;
+const GROWN_SPEC: &str =
+    r#""outputs":[{"preset":"mp4-360p"},{"preset":"hls-abr"}],"split":{"segment_seconds":4}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn url_tus_and_key_inputs_split_once_their_first_task_has_probed_them() {
@@ -705,9 +714,11 @@ async fn url_tus_and_key_inputs_split_once_their_first_task_has_probed_them() {
         .unwrap();
     assert_eq!(patched.status(), 204);
     let upload = loc.rsplit('/').next().unwrap();
-    let r = submit(format!(r#"{{"input":{{"upload":"{upload}"}},{GROWN_SPEC}}}"#))
-        .await
-        .unwrap();
+    let r = submit(format!(
+        r#"{{"input":{{"upload":"{upload}"}},{GROWN_SPEC}}}"#
+    ))
+    .await
+    .unwrap();
     assert_eq!(r.status(), 202);
     let j: JobView = r.json().await.unwrap();
     let tus_job = s.wait(&j.id, Duration::from_secs(120)).await;

@@ -196,7 +196,11 @@ fn a_task_that_grows_the_graph_succeeds_with_its_new_tasks_in_place() {
     assert!(tasks.iter().all(|t| t.run_after <= 3));
     // Not done: the job rolls up over the grown graph (1 of 101 weight done).
     assert_eq!(job.status, JobStatus::Queued);
-    assert!((job.progress - 1.0 / 101.0).abs() < 1e-9, "{}", job.progress);
+    assert!(
+        (job.progress - 1.0 / 101.0).abs() < 1e-9,
+        "{}",
+        job.progress
+    );
     for id in ["split", "audio"] {
         step(&mut tasks, &mut job, claim(id, "w"), 4);
         step(&mut tasks, &mut job, succeed(id, "w", 1, json!({})), 5);
@@ -206,7 +210,12 @@ fn a_task_that_grows_the_graph_succeeds_with_its_new_tasks_in_place() {
         step(&mut tasks, &mut job, succeed(id, "w", 1, json!({})), 7);
     }
     step(&mut tasks, &mut job, claim("stitch", "w"), 8);
-    step(&mut tasks, &mut job, succeed("stitch", "w", 1, file("out.mp4")), 9);
+    step(
+        &mut tasks,
+        &mut job,
+        succeed("stitch", "w", 1, file("out.mp4")),
+        9,
+    );
     assert_eq!(job.status, JobStatus::Succeeded);
     // The grower is no sink: the job's outputs are the stitch's only.
     assert_eq!(job.outputs.len(), 1);
@@ -226,10 +235,10 @@ fn growth_that_is_not_a_runnable_graph_is_refused_and_changes_nothing() {
     let mut done = task("x", &[], 1.0);
     done.status = TaskStatus::Succeeded;
     let bad = [
-        vec![task("t", &[], 1.0)],                           // the grower's own id
-        vec![task("x", &[], 1.0), task("x", &[], 1.0)],      // twice
-        vec![task("x", &["nowhere"], 1.0)],                  // a dangling dependency
-        vec![task("x", &["y"], 1.0), task("y", &[], 1.0)],   // a later one (a cycle could hide)
+        vec![task("t", &[], 1.0)],                         // the grower's own id
+        vec![task("x", &[], 1.0), task("x", &[], 1.0)],    // twice
+        vec![task("x", &["nowhere"], 1.0)],                // a dangling dependency
+        vec![task("x", &["y"], 1.0), task("y", &[], 1.0)], // a later one (a cycle could hide)
         vec![claimed],
         vec![done],
     ];
@@ -247,7 +256,12 @@ fn growth_that_is_not_a_runnable_graph_is_refused_and_changes_nothing() {
     let (mut tasks, mut job) = started();
     step(&mut tasks, &mut job, Event::Cancel, 2);
     assert_eq!(
-        step(&mut tasks, &mut job, grow("t", "w", 1, vec![task("x", &[], 1.0)]), 3),
+        step(
+            &mut tasks,
+            &mut job,
+            grow("t", "w", 1, vec![task("x", &[], 1.0)]),
+            3
+        ),
         Outcome::Rejected(Rejection::LeaseLost)
     );
     assert_eq!(tasks.len(), 1);
