@@ -292,6 +292,7 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
     let settings = SplitSettings {
         segment_seconds: RANGE_SECONDS,
         max_segments: 500,
+        ..SplitSettings::default()
     };
     let layout = match split::plan(&info, &renditions, settings, SplitRequest::default()) {
         SplitPlan::Split(l) => l,

@@ -157,8 +157,10 @@ async fn intermediates(s: &TestServer, job: &str) -> usize {
         .len()
 }
 
+/// Gone within the VOD grace of a progressive job (2 × the 4 s target duration + 1 s each, plus
+/// the 5 s margin) and a sweep.
 async fn wait_no_intermediates(s: &TestServer, job: &str) {
-    for _ in 0..100 {
+    for _ in 0..300 {
         if intermediates(s, job).await == 0 {
             return;
         }
@@ -458,6 +460,10 @@ async fn a_split_job_plays_as_event_hls_while_it_encodes_then_as_vod() {
 
     let done = s.wait(&j.id, Duration::from_secs(300)).await;
     assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    // Played early: the intermediates outlive the job by the VOD grace, so a segment a player
+    // resolved on the EVENT playlist just before the end still reads.
+    let ended = std::time::Instant::now();
+    assert!(intermediates(&s, &done.id).await > 0);
     assert_eq!(done.playable_at.as_deref(), Some(playable_at.as_str()));
     assert!(playable_at <= done.finished_at.clone().unwrap());
     // At the end: VOD playlists that continue the EVENT ones (same segments first).
@@ -472,6 +478,8 @@ async fn a_split_job_plays_as_event_hls_while_it_encodes_then_as_vod() {
     }
     assert_eq!(check_hls(&s, &done, d.path()).await, 40 * 25);
     wait_no_intermediates(&s, &done.id).await;
+    let kept = ended.elapsed();
+    assert!(kept >= Duration::from_secs(10), "kept only {kept:?}");
     // SSE announced it once, with the job view's time, while the job still ran.
     let events = sse.await.unwrap();
     let playable: Vec<usize> = (0..events.len())

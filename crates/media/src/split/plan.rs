@@ -59,6 +59,11 @@ mod auto_or_off {
 pub struct SplitSettings {
     pub segment_seconds: u32,
     pub max_segments: u32,
+    /// Seconds added to twice a split job's longest HLS target duration to make the time its
+    /// intermediates are kept after it succeeded: a player still on the progressive `EVENT`
+    /// playlist reloads it within a target duration or two, and every segment URL it resolved
+    /// while the job ran must stay readable that long (`split.vod_grace_margin_seconds`).
+    pub vod_grace_margin_seconds: u32,
 }
 
 impl Default for SplitSettings {
@@ -66,8 +71,21 @@ impl Default for SplitSettings {
         SplitSettings {
             segment_seconds: 30,
             max_segments: 500,
+            vod_grace_margin_seconds: 5,
         }
     }
+}
+
+/// How long a succeeded split job's intermediates stay after it ended when its HLS outputs
+/// were served progressively: twice the longest target duration of its MPEG-TS HLS outputs
+/// (a segment may run a second past the nominal length) plus the configured margin.
+pub fn vod_grace_seconds(renditions: &[Rendition], settings: SplitSettings) -> u32 {
+    let target = renditions
+        .iter()
+        .filter_map(|r| ts_ladder(r).map(|l| l.segment_seconds + 1))
+        .max()
+        .unwrap_or(0);
+    2 * target + settings.vod_grace_margin_seconds
 }
 
 /// Input video codecs that can be cut by stream copy into MPEG-TS pieces (the piece container:
@@ -411,11 +429,27 @@ mod tests {
     }
 
     #[test]
+    fn the_vod_grace_covers_two_target_durations_and_the_margin() {
+        let hls = preset("hls-abr").unwrap();
+        let target = ts_ladder(&hls).unwrap().segment_seconds + 1;
+        let s = SplitSettings::default();
+        assert_eq!(vod_grace_seconds(&[hls.clone()], s), 2 * target + 5);
+        let s = SplitSettings {
+            vod_grace_margin_seconds: 0,
+            ..s
+        };
+        assert_eq!(vod_grace_seconds(&[preset("mp4-720p").unwrap(), hls], s), 2 * target);
+        // Nothing served progressively: no grace beyond the margin.
+        assert_eq!(vod_grace_seconds(&[preset("mp4-720p").unwrap()], s), 0);
+    }
+
+    #[test]
     fn max_segments_lengthens_the_ranges() {
         let r = vec![preset("hls-abr").unwrap()];
         let s = SplitSettings {
             segment_seconds: 4,
             max_segments: 10,
+            ..SplitSettings::default()
         };
         let l = layout(plan(&info("h264", 200.0), &r, s, SplitRequest::default()));
         assert!(l.ranges.len() <= 10, "{}", l.ranges.len());
