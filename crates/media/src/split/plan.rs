@@ -433,12 +433,18 @@ mod tests {
         let hls = preset("hls-abr").unwrap();
         let target = ts_ladder(&hls).unwrap().segment_seconds + 1;
         let s = SplitSettings::default();
-        assert_eq!(vod_grace_seconds(&[hls.clone()], s), 2 * target + 5);
+        assert_eq!(
+            vod_grace_seconds(std::slice::from_ref(&hls), s),
+            2 * target + 5
+        );
         let s = SplitSettings {
             vod_grace_margin_seconds: 0,
             ..s
         };
-        assert_eq!(vod_grace_seconds(&[preset("mp4-720p").unwrap(), hls], s), 2 * target);
+        assert_eq!(
+            vod_grace_seconds(&[preset("mp4-720p").unwrap(), hls], s),
+            2 * target
+        );
         // Nothing served progressively: no grace beyond the margin.
         assert_eq!(vod_grace_seconds(&[preset("mp4-720p").unwrap()], s), 0);
     }
