@@ -294,7 +294,13 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
         max_segments: 500,
         ..SplitSettings::default()
     };
-    let layout = match split::plan(&info, &renditions, settings, SplitRequest::default()) {
+    let layout = match split::plan(
+        &info,
+        &renditions,
+        settings,
+        SplitRequest::default(),
+        &split::plan::SideFiles::default(),
+    ) {
         SplitPlan::Split(l) => l,
         other => panic!("{label}: not split: {other:?}"),
     };

@@ -14,7 +14,7 @@ use reelay_media::split::SplitRequest;
 use reelay_media::{ProbeError, Rejection, Rendition};
 use reelay_protocol::JobSpec;
 
-pub use crate::split_graph::{decide, estimate, side_files_keep_whole, split_view, tasks, WHOLE};
+pub use crate::split_graph::{decide, estimate, split_view, tasks};
 
 /// Lowest and highest job priority a spec may ask for: higher priorities are claimed
 /// first, and owners take turns among equal priorities (the job store's claim order).
@@ -177,7 +177,7 @@ pub const SEGMENT_SECONDS: std::ops::RangeInclusive<u32> = 2..=3600;
 mod tests {
     use super::*;
     use crate::task_payloads::{ENCODE_SEGMENT, STITCH};
-    use reelay_media::split::SplitSettings;
+    use reelay_media::split::{SideFiles, SplitSettings};
     use reelay_media::MediaInfo;
 
     #[test]
@@ -243,6 +243,7 @@ mod tests {
             None,
             SplitSettings::default(),
             SplitRequest::default(),
+            &SideFiles::default(),
         );
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].kind, "transcode");
@@ -272,6 +273,7 @@ mod tests {
             Some(&info(100.0)),
             settings,
             SplitRequest::default(),
+            &SideFiles::default(),
         );
         let kinds: Vec<&str> = t.iter().map(|t| t.kind.as_str()).collect();
         // 100 s in 32 s ranges (30 rounded up to the 4 s HLS grid): 32, 32, 32, 4.
@@ -324,7 +326,14 @@ mod tests {
                 serde_json::json!({"decide_split": "auto"}),
             ),
         ] {
-            let t = tasks(300.0, &r, info.as_ref(), settings, req);
+            let t = tasks(
+                300.0,
+                &r,
+                info.as_ref(),
+                settings,
+                req,
+                &SideFiles::default(),
+            );
             assert_eq!(t.len(), 1);
             assert_eq!(t[0].kind, "transcode");
             assert_eq!(t[0].payload, payload);
@@ -344,9 +353,9 @@ mod tests {
         let settings = SplitSettings::default();
         let auto = SplitRequest::default();
         let view = |r: &[Rendition], info: Option<&MediaInfo>, req: SplitRequest| {
-            let v = split_view(r, info, settings, req);
+            let v = split_view(r, info, settings, req, &SideFiles::default());
             // The same decision as the task list.
-            let split = tasks(300.0, r, info, settings, req).len() > 1;
+            let split = tasks(300.0, r, info, settings, req, &SideFiles::default()).len() > 1;
             assert_eq!(v.applied, split, "{v:?}");
             v
         };

@@ -8,7 +8,7 @@ use crate::task_payloads::{
 };
 use reelay_jobs::{Growth, NewTask, TRANSCODE};
 use reelay_media::split::plan::SplitMode;
-use reelay_media::split::{self, NoSplit, SplitPlan, SplitRequest, SplitSettings};
+use reelay_media::split::{self, NoSplit, SideFiles, SplitPlan, SplitRequest, SplitSettings};
 use reelay_media::{MediaInfo, Rendition};
 use reelay_protocol::{JobSpec, SplitView};
 
@@ -25,18 +25,35 @@ pub fn estimate(duration: Option<f64>, renditions: &[Rendition]) -> f64 {
     duration * renditions.len() as f64
 }
 
-/// The split decision for a job: the request its tasks are built with and what its view says.
-/// Side files (captions, a watermark) keep it whole first; then the plan decides.
+/// The split decision for a job and the tasks it runs as, from one plan: what its view says
+/// and its task list (`estimated_seconds` shared among them).
 pub fn decide(
     spec: &JobSpec,
+    estimated_seconds: f64,
     renditions: &[Rendition],
     info: Option<&MediaInfo>,
     settings: SplitSettings,
     request: SplitRequest,
-) -> (SplitRequest, SplitView) {
-    match side_files_keep_whole(spec, info) {
-        Some(view) => (WHOLE, view),
-        None => (request, split_view(renditions, info, settings, request)),
+) -> (SplitView, Vec<NewTask>) {
+    let side = side_files(spec);
+    (
+        split_view(renditions, info, settings, request, &side),
+        tasks(
+            estimated_seconds,
+            renditions,
+            info,
+            settings,
+            request,
+            &side,
+        ),
+    )
+}
+
+/// The job's side files as the plan weighs them: a watermark, caption files.
+pub fn side_files(spec: &JobSpec) -> SideFiles {
+    SideFiles {
+        watermark: spec.watermark.is_some(),
+        caption_files: crate::side_files::declared_captions(spec) > 0,
     }
 }
 
@@ -61,13 +78,16 @@ pub fn grown_tasks(
     request: SplitRequest,
     input_key: Option<String>,
 ) -> Option<Growth> {
-    let (request, view) = decide(spec, renditions, Some(info), settings, request);
-    if !view.applied {
-        return None;
-    }
     let estimated_seconds = estimate(info.best_duration(), renditions);
-    let mut tasks = self::tasks(estimated_seconds, renditions, Some(info), settings, request);
-    if tasks.len() < 2 {
+    let (view, mut tasks) = decide(
+        spec,
+        estimated_seconds,
+        renditions,
+        Some(info),
+        settings,
+        request,
+    );
+    if !view.applied || tasks.len() < 2 {
         return None;
     }
     for t in &mut tasks {
@@ -84,32 +104,6 @@ pub fn grown_tasks(
         grower_weight: estimated_seconds * GROWER_SHARE,
         split_json: serde_json::to_string(&view).ok(),
         input_key,
-    })
-}
-
-/// The request a job that must run as one task is admitted with.
-pub const WHOLE: SplitRequest = SplitRequest::Mode(SplitMode::Off);
-
-/// Captions (uploaded or in the input) and watermarks are applied by the single-task encode
-/// only (split pieces would each need the overlay and the cue offsets re-based), so such a job
-/// runs whole, and its view says so with reason `side_files`.
-pub fn side_files_keep_whole(spec: &JobSpec, info: Option<&MediaInfo>) -> Option<SplitView> {
-    let subtitles = info.is_some_and(|i| !reelay_media::captions::tracks_from_probe(i).is_empty());
-    let what = if spec.watermark.is_some() {
-        "a watermark"
-    } else if crate::side_files::declared_captions(spec) > 0 || subtitles {
-        "captions"
-    } else {
-        return None;
-    };
-    Some(SplitView {
-        applied: false,
-        reason: Some("side_files".into()),
-        message: Some(format!(
-            "a job with {what} runs as one task: split-and-stitch does not apply captions or \
-             watermarks yet"
-        )),
-        ..SplitView::default()
     })
 }
 
@@ -130,6 +124,7 @@ pub fn split_view(
     info: Option<&MediaInfo>,
     settings: SplitSettings,
     request: SplitRequest,
+    side: &SideFiles,
 ) -> SplitView {
     let not = |reason: &str, message: String| SplitView {
         applied: false,
@@ -138,6 +133,13 @@ pub fn split_view(
         ..SplitView::default()
     };
     let Some(info) = info else {
+        // Side files known before the probe (a watermark, caption files) decide at once.
+        if let (false, Some(why)) = (
+            matches!(request, SplitRequest::Mode(SplitMode::Off)),
+            side.keeps_whole(false),
+        ) {
+            return not(&reason_code(&why), no_split_message(&why));
+        }
         return match request {
             SplitRequest::Mode(SplitMode::Off) => not("off", no_split_message(&NoSplit::Off)),
             _ if !renditions
@@ -157,21 +159,23 @@ pub fn split_view(
             ),
         };
     };
-    match split::plan(info, renditions, settings, request) {
+    match split::plan(info, renditions, settings, request, side) {
         SplitPlan::Split(layout) => SplitView {
             applied: true,
             segment_seconds: Some(layout.segment_seconds),
             ranges: Some(layout.ranges.len() as u32),
             ..SplitView::default()
         },
-        SplitPlan::Single(why) => {
-            let code = serde_json::to_value(&why)
-                .ok()
-                .and_then(|v| v["reason"].as_str().map(String::from))
-                .unwrap_or_else(|| "not_split".into());
-            not(&code, no_split_message(&why))
-        }
+        SplitPlan::Single(why) => not(&reason_code(&why), no_split_message(&why)),
     }
+}
+
+/// The stable snake_case code of a [`NoSplit`] (its serde tag).
+fn reason_code(why: &NoSplit) -> String {
+    serde_json::to_value(why)
+        .ok()
+        .and_then(|v| v["reason"].as_str().map(String::from))
+        .unwrap_or_else(|| "not_split".into())
 }
 
 fn no_split_message(why: &NoSplit) -> String {
@@ -188,6 +192,10 @@ fn no_split_message(why: &NoSplit) -> String {
         NoSplit::NoSplittableOutput => "no output can be encoded piecewise (VP9/AV1/copy video, \
              trimmed, audio-only, thumbnail, DASH/CMAF and storyboard outputs stay whole)"
             .into(),
+        NoSplit::SideFiles { what } => format!(
+            "a job with {what} runs as one task: split-and-stitch does not apply captions or \
+             watermarks yet"
+        ),
     }
 }
 
@@ -202,11 +210,13 @@ pub fn tasks(
     info: Option<&MediaInfo>,
     settings: SplitSettings,
     request: SplitRequest,
+    side: &SideFiles,
 ) -> Vec<NewTask> {
     let single = || vec![NewTask::transcode(estimated_seconds)];
     let Some(info) = info else {
         // Not probed yet: the one task decides once it has (see [`grown_tasks`]).
         let decide = !matches!(request, SplitRequest::Mode(SplitMode::Off))
+            && side.keeps_whole(false).is_none()
             && renditions
                 .iter()
                 .any(|r| split::plan::rendition_split(r).is_ok());
@@ -222,7 +232,7 @@ pub fn tasks(
             ..NewTask::transcode(estimated_seconds)
         }];
     };
-    let SplitPlan::Split(layout) = split::plan(info, renditions, settings, request) else {
+    let SplitPlan::Split(layout) = split::plan(info, renditions, settings, request, side) else {
         return single();
     };
     let duration = info.best_duration().unwrap_or(0.0).max(1.0);
@@ -316,31 +326,55 @@ mod tests {
 
     #[test]
     fn an_unprobed_input_is_pending_and_its_one_task_decides() {
+        let none = SideFiles::default();
         let (_, r) = spec(r#"{"outputs":[{"preset":"mp4-360p"},{"preset":"thumbnail"}]}"#);
         let settings = SplitSettings::default();
-        let t = tasks(120.0, &r, None, settings, SplitRequest::default());
+        let t = tasks(120.0, &r, None, settings, SplitRequest::default(), &none);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].kind, TRANSCODE);
         assert_eq!(t[0].payload, serde_json::json!({ "decide_split": "auto" }));
-        let v = split_view(&r, None, settings, SplitRequest::default());
+        let v = split_view(&r, None, settings, SplitRequest::default(), &none);
         assert_eq!(v.reason.as_deref(), Some(PENDING));
         // Off, or nothing that could split: decided now, no decision left to the task.
         let off: SplitRequest = serde_json::from_str(r#""off""#).expect("off");
         assert_eq!(
-            tasks(120.0, &r, None, settings, off)[0].payload,
+            tasks(120.0, &r, None, settings, off, &none)[0].payload,
             serde_json::json!({})
         );
         let (_, vp9) = spec(r#"{"outputs":[{"preset":"webm-vp9-720p"}]}"#);
         assert_eq!(
-            tasks(120.0, &vp9, None, settings, SplitRequest::default())[0].payload,
+            tasks(120.0, &vp9, None, settings, SplitRequest::default(), &none)[0].payload,
             serde_json::json!({})
         );
         assert_eq!(
-            split_view(&vp9, None, settings, SplitRequest::default())
+            split_view(&vp9, None, settings, SplitRequest::default(), &none)
                 .reason
                 .as_deref(),
             Some("no_splittable_output")
         );
+    }
+
+    #[test]
+    fn side_files_known_at_admission_decide_there_and_the_probe_finds_the_rest() {
+        let settings = SplitSettings::default();
+        let auto = SplitRequest::default();
+        let (marked, r) =
+            spec(r#"{"outputs":[{"preset":"mp4-360p"}],"watermark":{"position":"top-left"}}"#);
+        // Not probed yet, but a watermark keeps it whole anyway: no decision left to the task.
+        let (view, t) = decide(&marked, 60.0, &r, None, settings, auto);
+        assert_eq!(view.reason.as_deref(), Some("side_files"));
+        assert!(view.message.unwrap_or_default().contains("a watermark"));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].payload, serde_json::json!({}));
+        // Captions in the input are only known from the probe: the plan finds them.
+        let (plain, r) = spec(r#"{"outputs":[{"preset":"mp4-360p"}]}"#);
+        let (view, t) = decide(&plain, 60.0, &r, Some(&info(100.0, true)), settings, auto);
+        assert_eq!(view.reason.as_deref(), Some("side_files"));
+        assert!(view.message.unwrap_or_default().contains("captions"));
+        assert_eq!(t.len(), 1);
+        let (view, t) = decide(&plain, 60.0, &r, Some(&info(100.0, false)), settings, auto);
+        assert!(view.applied);
+        assert!(t.len() > 1);
     }
 
     #[test]
@@ -358,7 +392,14 @@ mod tests {
             Some("inputs/j/source".into()),
         )
         .expect("a long input splits");
-        let upload = tasks(200.0, &r, Some(&info(100.0, false)), settings, auto);
+        let upload = tasks(
+            200.0,
+            &r,
+            Some(&info(100.0, false)),
+            settings,
+            auto,
+            &SideFiles::default(),
+        );
         assert_eq!(g.tasks.len(), upload.len());
         for (grown, up) in g.tasks.iter().zip(&upload) {
             assert_eq!(grown.kind, up.kind);

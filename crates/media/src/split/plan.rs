@@ -112,6 +112,35 @@ pub enum NoSplit {
     },
     /// No output can be encoded piecewise (see [`RenditionSplit`]).
     NoSplittableOutput,
+    /// Captions (caption files, or subtitle streams in the input) or a watermark: only the
+    /// one-task encode applies them (split pieces would each need the overlay and the cue
+    /// offsets re-based). `what` names it: `captions` or `a watermark`.
+    SideFiles {
+        what: String,
+    },
+}
+
+/// What a job brings beside its input and outputs that only the one-task encode applies (the
+/// input's own subtitle streams [`plan`] finds in the probe).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SideFiles {
+    pub watermark: bool,
+    /// Caption files uploaded with the job.
+    pub caption_files: bool,
+}
+
+impl SideFiles {
+    /// What keeps the job whole, given whether the input carries subtitle streams.
+    pub fn keeps_whole(&self, input_subtitles: bool) -> Option<NoSplit> {
+        let what = if self.watermark {
+            "a watermark"
+        } else if self.caption_files || input_subtitles {
+            "captions"
+        } else {
+            return None;
+        };
+        Some(NoSplit::SideFiles { what: what.into() })
+    }
 }
 
 /// Why one output is not encoded piecewise (it runs as a single task beside the split graph).
@@ -225,11 +254,14 @@ fn alignment(renditions: &[&Rendition]) -> u32 {
 /// video's by a little (audio runs longer), and a range must hold frames.
 const MIN_LAST_RANGE: f64 = 2.0;
 
+/// The one decision: whether the job splits, and where. `"off"` first, then side files (which
+/// only the one-task encode applies), then the input, then the outputs.
 pub fn plan(
     info: &MediaInfo,
     renditions: &[Rendition],
     settings: SplitSettings,
     request: SplitRequest,
+    side: &SideFiles,
 ) -> SplitPlan {
     let wanted = match request {
         SplitRequest::Mode(SplitMode::Off) => return SplitPlan::Single(NoSplit::Off),
@@ -237,6 +269,10 @@ pub fn plan(
         SplitRequest::Seconds { segment_seconds } => segment_seconds,
     }
     .max(1);
+    let subtitles = !crate::captions::tracks_from_probe(info).is_empty();
+    if let Some(why) = side.keeps_whole(subtitles) {
+        return SplitPlan::Single(why);
+    }
     let Some(video) = info.video() else {
         return SplitPlan::Single(NoSplit::NoVideoStream);
     };
@@ -378,13 +414,25 @@ mod tests {
         let r = vec![preset("mp4-720p").unwrap()];
         let s = SplitSettings::default();
         assert_eq!(
-            plan(&info("h264", 59.0), &r, s, SplitRequest::default()),
+            plan(
+                &info("h264", 59.0),
+                &r,
+                s,
+                SplitRequest::default(),
+                &SideFiles::default()
+            ),
             SplitPlan::Single(NoSplit::TooShort {
                 duration: 59.0,
                 needed: 60.0
             })
         );
-        let l = layout(plan(&info("h264", 95.0), &r, s, SplitRequest::default()));
+        let l = layout(plan(
+            &info("h264", 95.0),
+            &r,
+            s,
+            SplitRequest::default(),
+            &SideFiles::default(),
+        ));
         assert_eq!(l.segment_seconds, 30);
         let bounds: Vec<(f64, f64)> = l.ranges.iter().map(|r| (r.start, r.end)).collect();
         assert_eq!(
@@ -396,7 +444,8 @@ mod tests {
                 &info("h264", 95.0),
                 &r,
                 s,
-                SplitRequest::Mode(SplitMode::Off)
+                SplitRequest::Mode(SplitMode::Off),
+                &SideFiles::default(),
             ),
             SplitPlan::Single(NoSplit::Off)
         );
@@ -412,6 +461,7 @@ mod tests {
             SplitRequest::Seconds {
                 segment_seconds: 30,
             },
+            &SideFiles::default(),
         ));
         assert_eq!(l.segment_seconds, 32);
         assert!(l.ranges.iter().all(|r| r.start % 4.0 == 0.0));
@@ -423,6 +473,7 @@ mod tests {
             SplitRequest::Seconds {
                 segment_seconds: 32,
             },
+            &SideFiles::default(),
         ));
         assert_eq!(l.ranges.len(), 2);
         assert_eq!(l.ranges[1].end, 65.0);
@@ -450,6 +501,59 @@ mod tests {
     }
 
     #[test]
+    fn side_files_keep_the_job_whole() {
+        let r = vec![preset("hls-abr").unwrap()];
+        let s = SplitSettings::default();
+        let long = info("h264", 300.0);
+        let mark = SideFiles {
+            watermark: true,
+            ..SideFiles::default()
+        };
+        let captions = SideFiles {
+            caption_files: true,
+            ..SideFiles::default()
+        };
+        let single = |side: &SideFiles| match plan(&long, &r, s, SplitRequest::default(), side) {
+            SplitPlan::Single(why) => why,
+            other => panic!("split: {other:?}"),
+        };
+        assert_eq!(
+            single(&mark),
+            NoSplit::SideFiles {
+                what: "a watermark".into()
+            }
+        );
+        assert_eq!(
+            single(&captions),
+            NoSplit::SideFiles {
+                what: "captions".into()
+            }
+        );
+        // Subtitle streams in the input are captions too.
+        let mut subtitled = long.clone();
+        subtitled.streams.push(crate::probe::StreamInfo {
+            index: 2,
+            kind: crate::probe::StreamKind::Subtitle,
+            codec: "mov_text".into(),
+            ..subtitled.streams[0].clone()
+        });
+        assert!(matches!(
+            plan(
+                &subtitled,
+                &r,
+                s,
+                SplitRequest::default(),
+                &SideFiles::default()
+            ),
+            SplitPlan::Single(NoSplit::SideFiles { .. })
+        ));
+        assert!(matches!(
+            plan(&long, &r, s, SplitRequest::default(), &SideFiles::default()),
+            SplitPlan::Split(_)
+        ));
+    }
+
+    #[test]
     fn max_segments_lengthens_the_ranges() {
         let r = vec![preset("hls-abr").unwrap()];
         let s = SplitSettings {
@@ -457,7 +561,13 @@ mod tests {
             max_segments: 10,
             ..SplitSettings::default()
         };
-        let l = layout(plan(&info("h264", 200.0), &r, s, SplitRequest::default()));
+        let l = layout(plan(
+            &info("h264", 200.0),
+            &r,
+            s,
+            SplitRequest::default(),
+            &SideFiles::default(),
+        ));
         assert!(l.ranges.len() <= 10, "{}", l.ranges.len());
         assert_eq!(l.segment_seconds, 20);
     }
@@ -467,7 +577,13 @@ mod tests {
         let s = SplitSettings::default();
         let mp4 = vec![preset("mp4-720p").unwrap()];
         assert_eq!(
-            plan(&info("vp9", 300.0), &mp4, s, SplitRequest::default()),
+            plan(
+                &info("vp9", 300.0),
+                &mp4,
+                s,
+                SplitRequest::default(),
+                &SideFiles::default()
+            ),
             SplitPlan::Single(NoSplit::InputCodec {
                 codec: "vp9".into()
             })
@@ -482,7 +598,8 @@ mod tests {
                 &info("h264", 300.0),
                 &only_whole,
                 s,
-                SplitRequest::default()
+                SplitRequest::default(),
+                &SideFiles::default(),
             ),
             SplitPlan::Single(NoSplit::NoSplittableOutput)
         );
@@ -499,6 +616,7 @@ mod tests {
             &mixed,
             s,
             SplitRequest::default(),
+            &SideFiles::default(),
         ));
         assert_eq!(l.split, vec!["mp4-720p".to_string()]);
         assert_eq!(l.whole[0], ("t".into(), KeepWhole::Trimmed));

@@ -553,7 +553,14 @@ async fn create(
         serde_json::to_string(spec).map_err(|e| ApiError::internal("encoding the spec", e))?;
     // Validated whatever else the job has: a bad `split` is the client's mistake.
     let request = admission::split_request(spec)?;
-    let (request, split) = admission::decide(spec, renditions, info, st.cfg.split, request);
+    let (split, tasks) = admission::decide(
+        spec,
+        estimated_seconds,
+        renditions,
+        info,
+        st.cfg.split,
+        request,
+    );
     let new = NewJob {
         id,
         cluster: st.cfg.cluster.clone(),
@@ -566,7 +573,7 @@ async fn create(
         max_attempts: st.cfg.max_attempts,
         estimated_seconds,
         owner: principal.owner(),
-        tasks: admission::tasks(estimated_seconds, renditions, info, st.cfg.split, request),
+        tasks,
         split_json: serde_json::to_string(&split).ok(),
         metadata: spec.metadata.clone(),
         input_name,

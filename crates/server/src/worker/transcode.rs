@@ -567,7 +567,8 @@ async fn split_instead(
         .task_id
         .strip_prefix(&format!("{}.", job.id))
         .unwrap_or(reelay_jobs::TRANSCODE);
-    let (_, view) = crate::split_graph::decide(spec, renditions, Some(info), st.cfg.split, request);
+    let (view, _) =
+        crate::split_graph::decide(spec, 0.0, renditions, Some(info), st.cfg.split, request);
     if !view.applied {
         // The view said `pending`: now it says why not. A nicety, as the input facts are.
         match serde_json::to_string(&view) {
