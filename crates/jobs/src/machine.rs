@@ -186,6 +186,19 @@ pub enum Event {
         worker: String,
         attempt: u32,
     },
+    /// The lease holder succeeds AND the job's graph grows: `add` are new tasks (fresh states,
+    /// `blocked`/`queued` as [`initial_status`] says, dependencies on tasks of the job or on each
+    /// other), and the finished task's weight becomes `weight`. This is how a task that learns
+    /// what the job needs only once it has the input (a URL, key or tus input probed by the
+    /// worker) turns a one-task job into a split graph, atomically with its own success.
+    Grown {
+        task: String,
+        worker: String,
+        attempt: u32,
+        outputs: serde_json::Value,
+        weight: f64,
+        add: Vec<TaskState>,
+    },
     /// The user cancels the job: every task stops.
     Cancel,
 }
@@ -202,6 +215,9 @@ pub enum Rejection {
     NotClaimable,
     /// The job already ended.
     JobFinished,
+    /// A [`Event::Grown`] whose new tasks are not a graph the job can run (a duplicate id, a
+    /// dependency on no task, a task that is not fresh).
+    BadGraph,
 }
 
 /// What the event did, beyond the new states.
@@ -356,6 +372,36 @@ pub fn apply(
             unblock(&mut next, now);
             Outcome::Applied
         }
+        Event::Grown {
+            task,
+            worker,
+            attempt,
+            outputs,
+            weight,
+            add,
+        } => {
+            let i = match owned(tasks, task, worker, *attempt) {
+                Ok(i) => i,
+                Err(_) => return Ok(unchanged(Rejection::LeaseLost)),
+            };
+            if !valid_growth(tasks, add) {
+                return Ok(unchanged(Rejection::BadGraph));
+            }
+            let t = &mut next[i];
+            t.status = TaskStatus::Succeeded;
+            t.progress = 1.0;
+            t.outputs = Some(outputs.clone());
+            t.clear_lease_times();
+            if weight.is_finite() && *weight >= 0.0 {
+                t.weight = *weight;
+            }
+            next.extend(add.iter().cloned().map(|mut n| {
+                n.run_after = now;
+                n
+            }));
+            unblock(&mut next, now);
+            Outcome::Applied
+        }
         Event::Failed {
             task,
             worker,
@@ -429,6 +475,26 @@ pub fn apply(
         job: new_job,
         outcome,
     })
+}
+
+/// Whether `add` may join `tasks`: unique new ids, every dependency a task of the job or an
+/// earlier new one (so no cycle), each new task fresh (no attempt, not started, not ended).
+fn valid_growth(tasks: &[TaskState], add: &[TaskState]) -> bool {
+    let mut known: std::collections::HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    for n in add {
+        let fresh = n.attempts == 0
+            && matches!(n.status, TaskStatus::Blocked | TaskStatus::Queued)
+            && n.status == initial_status(&n.depends_on)
+            && n.outputs.is_none()
+            && n.lease_owner.is_none();
+        if !fresh || n.depends_on.iter().any(|d| !known.contains(d.as_str())) {
+            return false;
+        }
+        if !known.insert(n.id.as_str()) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Index of `task` if `worker` holds `attempt` of it and it is running; why not otherwise.

@@ -112,15 +112,39 @@ impl NewTask {
     }
 }
 
+/// What a task adds to its running job when it succeeds with [`JobStore::grow`](crate::JobStore::grow):
+/// the tasks the job needs now that the task has learnt what it could not know at admission
+/// (a URL, key or tus input's duration), and the job fields that change with them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Growth {
+    /// New tasks, keys unique within the job; `depends_on` names keys of the job's existing
+    /// tasks or of tasks listed earlier here.
+    pub tasks: Vec<NewTask>,
+    /// The job's new estimate in encode seconds; the new tasks share it by weight.
+    pub estimated_seconds: f64,
+    /// The growing task's own weight from now on (encode seconds it stood for: its fetch and
+    /// probe), so the job's progress is not inflated by the whole-job estimate it started with.
+    pub grower_weight: f64,
+    /// The job view's new split decision (JSON), stored with the graph it describes.
+    pub split_json: Option<String>,
+    /// Where the input now is in object storage, for a job that had none (a fetched URL).
+    pub input_key: Option<String>,
+}
+
 /// The kind of the single task of a job that is not split.
 pub const TRANSCODE: &str = "transcode";
 
 /// Why a job's task list cannot be stored; the caller built it wrong.
 pub(crate) fn check_tasks(tasks: &[NewTask]) -> Result<(), String> {
+    check_tasks_after(tasks, &[])
+}
+
+/// [`check_tasks`] for tasks joining a job whose tasks have the keys `existing`.
+pub(crate) fn check_tasks_after(tasks: &[NewTask], existing: &[&str]) -> Result<(), String> {
     if tasks.is_empty() {
         return Err("a job needs at least one task".to_string());
     }
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<&str> = existing.iter().copied().collect();
     for t in tasks {
         let key_ok = !t.key.is_empty()
             && t.key.len() <= 64

@@ -1029,6 +1029,155 @@ pub(crate) async fn complete(
     Ok(applied)
 }
 
+/// The lease holder's success that grows its job's graph ([`Event::Grown`]): the new task rows
+/// (claim order copied from the grower: priority, owner, turn), the job's new estimate, split
+/// decision and input, all in the completion's transaction. False, changing nothing, when the
+/// attempt is no longer the holder's (or the job was cancelled).
+pub(crate) async fn grow(
+    db: &mut dyn Conn,
+    Holder {
+        task_id,
+        worker_id,
+        attempt,
+    }: Holder<'_>,
+    outputs: serde_json::Value,
+    growth: &crate::model::Growth,
+    timings: Option<&crate::model::PhaseTimings>,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let Some(job_id) = job_of_task(db, task_id).await? else {
+        return Ok(false);
+    };
+    let Some((job, rows)) = load_job(db, &job_id, true).await? else {
+        return Ok(false);
+    };
+    let prefix = format!("{job_id}.");
+    let existing: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.state.id.strip_prefix(&prefix))
+        .collect();
+    let Some(grower) = rows.iter().find(|r| r.state.id == task_id) else {
+        return Ok(false);
+    };
+    let task_id_of = |key: &str| format!("{prefix}{key}");
+    let weights = scaled_weights(&growth.tasks, growth.estimated_seconds);
+    let add: Vec<TaskState> = growth
+        .tasks
+        .iter()
+        .zip(&weights)
+        .map(|(t, w)| {
+            let depends_on: Vec<String> = t.depends_on.iter().map(|d| task_id_of(d)).collect();
+            TaskState {
+                id: task_id_of(&t.key),
+                kind: t.kind.clone(),
+                status: machine::initial_status(&depends_on),
+                depends_on,
+                attempts: 0,
+                max_attempts: grower.state.max_attempts,
+                lease_owner: None,
+                lease_expires_at: None,
+                claimed_at: None,
+                eta_at: None,
+                run_after: now,
+                progress: 0.0,
+                weight: *w,
+                error: None,
+                outputs: None,
+            }
+        })
+        .collect();
+    let before: Vec<TaskState> = rows.iter().map(|r| r.state.clone()).collect();
+    let before_job = job_state(&job);
+    let event = Event::Grown {
+        task: task_id.to_string(),
+        worker: worker_id.to_string(),
+        attempt,
+        outputs,
+        weight: growth.grower_weight,
+        add: add.clone(),
+    };
+    let t = machine::apply(&before, &before_job, &event, now)
+        .map_err(|e| StoreError::InvalidTasks(e.to_string()))?;
+    match t.outcome {
+        Outcome::Applied => {}
+        Outcome::Rejected(Rejection::BadGraph) => {
+            return Err(StoreError::InvalidTasks(format!(
+                "the tasks task {task_id} adds are not a graph its job can run"
+            )))
+        }
+        _ => return Ok(false),
+    }
+    // Keys as a new job's (the machine checked the graph by id; this checks their spelling).
+    crate::model::check_tasks_after(&growth.tasks, &existing).map_err(StoreError::InvalidTasks)?;
+    for (n, new) in growth.tasks.iter().zip(&add) {
+        db.exec(
+            "INSERT INTO tasks (id, job_id, kind, status, priority, created_at, run_after, \
+                 attempts, max_attempts, owner, fair_seq, payload, depends_on, weight, position, \
+                 progress) \
+             SELECT $1, job_id, $2, $3, priority, $4, $4, 0, max_attempts, owner, fair_seq, $5, \
+                 $6, $7, $8, 0 FROM tasks WHERE id = $9",
+            args![
+                &new.id,
+                &new.kind,
+                new.status.as_str(),
+                now,
+                json_text(&n.payload, "task payload")?,
+                json_text(&new.depends_on, "depends_on")?,
+                new.weight,
+                n.position,
+                task_id
+            ],
+        )
+        .await?;
+    }
+    db.exec(
+        "UPDATE tasks SET weight = $1 WHERE id = $2",
+        args![
+            t.tasks
+                .iter()
+                .find(|s| s.id == task_id)
+                .map_or(0.0, |s| s.weight),
+            task_id
+        ],
+    )
+    .await?;
+    write(db, &job_id, &before, &before_job, &t, now).await?;
+    db.exec(
+        "UPDATE jobs SET estimated_seconds = $1, split_json = COALESCE($2, split_json), \
+             input_key = COALESCE(input_key, $3) WHERE id = $4",
+        args![
+            growth.estimated_seconds,
+            growth.split_json.clone(),
+            growth.input_key.clone(),
+            &job_id
+        ],
+    )
+    .await?;
+    if let Some(timings) = timings {
+        db.exec(
+            "UPDATE tasks SET timings = $1 WHERE id = $2",
+            args![json_text(timings, "timings")?, task_id],
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+/// See [`crate::JobStore::set_split_view`].
+pub(crate) async fn set_split_view(
+    db: &mut dyn Conn,
+    id: &str,
+    split_json: &str,
+) -> Result<bool, StoreError> {
+    Ok(db
+        .exec(
+            "UPDATE jobs SET split_json = $1 WHERE id = $2",
+            args![clean_text(split_json), id],
+        )
+        .await?
+        > 0)
+}
+
 pub(crate) fn files_json(outputs: &[StoredOutput]) -> Result<serde_json::Value, StoreError> {
     serde_json::to_value(outputs)
         .map_err(|e| StoreError::Corrupt(format!("outputs do not serialize: {e}")))
@@ -1581,6 +1730,32 @@ macro_rules! job_store_impl {
                 };
                 crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::complete(
                     db, holder, outputs, timings, now
+                ))
+            }
+
+            async fn set_split_view(&self, id: &str, split_json: &str) -> Result<bool, StoreError> {
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::set_split_view(
+                    db, id, split_json
+                ))
+            }
+
+            async fn grow(
+                &self,
+                task_id: &str,
+                worker_id: &str,
+                attempt: u32,
+                outputs: serde_json::Value,
+                growth: &crate::model::Growth,
+                timings: Option<&crate::model::PhaseTimings>,
+            ) -> Result<bool, StoreError> {
+                let now = crate::model::now_millis();
+                let holder = crate::ops::Holder {
+                    task_id,
+                    worker_id,
+                    attempt,
+                };
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::grow(
+                    db, holder, outputs, growth, timings, now
                 ))
             }
 

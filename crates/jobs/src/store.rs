@@ -1,8 +1,8 @@
 //! The storage contract shared by every backend.
 
 use crate::model::{
-    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Job, JobEvent, JobFilter, Millis,
-    NewJob, NewToken, PhaseTimings, Purge, QueueCounts, RenewOutcome, RetentionCutoffs,
+    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Growth, Job, JobEvent, JobFilter,
+    Millis, NewJob, NewToken, PhaseTimings, Purge, QueueCounts, RenewOutcome, RetentionCutoffs,
     RevocationRow, RunningAttempt, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
@@ -165,6 +165,25 @@ pub trait JobStore:
         worker_id: &str,
         attempt: u32,
         outputs: serde_json::Value,
+        timings: Option<&PhaseTimings>,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces the job view's split decision (JSON of `SplitView`): a task that decided, having
+    /// probed the input, that the job stays one task says why. False when no such job.
+    async fn set_split_view(&self, id: &str, split_json: &str) -> Result<bool, StoreError>;
+
+    /// [`JobStore::complete_task_timed`] that also grows the job's graph by `growth` in the same
+    /// transaction: a task that decided only now what its job needs (the split of an input the
+    /// api could not probe) succeeds and the job's new tasks exist at once, or neither. False,
+    /// changing nothing, when the attempt is no longer owned or the job was cancelled;
+    /// [`StoreError::InvalidTasks`] when the new tasks are not a graph the job can run.
+    async fn grow(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        attempt: u32,
+        outputs: serde_json::Value,
+        growth: &Growth,
         timings: Option<&PhaseTimings>,
     ) -> Result<bool, StoreError>;
 

@@ -2265,6 +2265,197 @@ pub async fn peer_claims(store: &dyn JobStore) {
     assert_eq!(back.tasks[0].ran_on.as_deref(), Some("aws"));
 }
 
+/// A running task grows its job's graph with its success ([`JobStore::grow`]): the new tasks
+/// exist at once (roots queued, the rest blocked), are claimed in position order with the
+/// grown task's outputs as their dependency, the job's estimate, split decision and input
+/// change with them, events stay one per status change, and the job succeeds with the new
+/// sink's outputs only. Not the holder, or a cancelled job: nothing changes.
+pub async fn graph_grows(store: &dyn JobStore) {
+    use crate::TaskStatus;
+    let mut new = new_job("test");
+    new.input_key = None;
+    new.input_url = Some("https://example.com/in.mp4".into());
+    let job = create(store, new).await;
+    let claim = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("the transcode task");
+    let t = |key: &str, kind: &str, deps: &[&str], weight: f64, position: i64| crate::NewTask {
+        key: key.into(),
+        kind: kind.into(),
+        payload: serde_json::json!({ "key": key }),
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        weight,
+        position,
+    };
+    let growth = crate::Growth {
+        tasks: vec![
+            t("split", "split", &["transcode"], 1.0, 0),
+            t("seg-1", "encode_segment", &["split"], 4.0, 1),
+            t("seg-0", "encode_segment", &["split"], 4.0, 0),
+            t("audio", "encode_audio", &["transcode"], 1.0, 0),
+            t("stitch", "stitch", &["seg-0", "seg-1", "audio"], 0.0, 2),
+        ],
+        estimated_seconds: 100.0,
+        grower_weight: 2.0,
+        split_json: Some(r#"{"applied":true,"segment_seconds":4,"ranges":2}"#.into()),
+        input_key: Some(format!("inputs/{}/source", job.id)),
+    };
+    let probed = serde_json::json!({ "probed": true });
+    // Another worker's attempt grows nothing.
+    assert!(!store
+        .grow(
+            &claim.task_id,
+            "w2",
+            claim.attempt,
+            probed.clone(),
+            &growth,
+            None
+        )
+        .await
+        .expect("grow by another worker"));
+    assert_eq!(get(store, &job.id).await.tasks.len(), 1);
+    // A graph that does not hold together is refused, and nothing is stored.
+    let mut dangling = growth.clone();
+    dangling.tasks[0].depends_on = vec!["nowhere".into()];
+    assert!(matches!(
+        store
+            .grow(
+                &claim.task_id,
+                "w1",
+                claim.attempt,
+                probed.clone(),
+                &dangling,
+                None
+            )
+            .await,
+        Err(StoreError::InvalidTasks(_))
+    ));
+    assert_eq!(get(store, &job.id).await.tasks.len(), 1);
+
+    assert!(store
+        .grow(
+            &claim.task_id,
+            "w1",
+            claim.attempt,
+            probed.clone(),
+            &growth,
+            None
+        )
+        .await
+        .expect("grow"));
+    let grown = get(store, &job.id).await;
+    assert_eq!(grown.status, JobStatus::Queued);
+    assert_eq!(grown.estimated_seconds, 100.0);
+    assert_eq!(grown.split_json, growth.split_json);
+    assert_eq!(grown.input_key, growth.input_key);
+    assert_eq!(
+        grown.input_url.as_deref(),
+        Some("https://example.com/in.mp4")
+    );
+    let status = |id: &str| {
+        grown
+            .tasks
+            .iter()
+            .find(|x| x.id == format!("{}.{id}", job.id))
+            .map(|x| x.status)
+    };
+    assert_eq!(status("transcode"), Some(TaskStatus::Succeeded));
+    assert_eq!(status("split"), Some(TaskStatus::Queued));
+    assert_eq!(status("audio"), Some(TaskStatus::Queued));
+    assert_eq!(status("seg-0"), Some(TaskStatus::Blocked));
+    assert_eq!(status("stitch"), Some(TaskStatus::Blocked));
+    // Progress: the grower (2 of 102 encode seconds) is done.
+    assert!(
+        (grown.progress - 2.0 / 102.0).abs() < 1e-6,
+        "{}",
+        grown.progress
+    );
+    // A second success of the same attempt is no second completion.
+    assert!(!store
+        .grow(
+            &claim.task_id,
+            "w1",
+            claim.attempt,
+            probed.clone(),
+            &growth,
+            None
+        )
+        .await
+        .expect("grow again"));
+
+    // The grown tasks run like any: roots first, then the segments by position, each seeing
+    // its dependencies' outputs.
+    let mut order = vec![];
+    while let Some(c) = store.claim("w1", LONG_LEASE).await.expect("claim") {
+        order.push(c.payload["key"].as_str().unwrap_or_default().to_string());
+        if c.kind == "split" {
+            assert_eq!(c.dependencies.len(), 1);
+            assert_eq!(c.dependencies[0].1, probed);
+        }
+        let outputs = if c.kind == "stitch" {
+            crate::ops::files_json(&[output("out.mp4")]).unwrap()
+        } else {
+            serde_json::json!({ "done": c.payload["key"] })
+        };
+        assert!(store
+            .complete_task(&c.task_id, "w1", c.attempt, outputs)
+            .await
+            .expect("complete"));
+    }
+    assert_eq!(order.len(), 5, "{order:?}");
+    let seg0 = order.iter().position(|k| k == "seg-0").expect("seg-0");
+    let seg1 = order.iter().position(|k| k == "seg-1").expect("seg-1");
+    assert!(seg0 < seg1, "earlier pieces first: {order:?}");
+    assert_eq!(order.last().map(String::as_str), Some("stitch"));
+    let done = get(store, &job.id).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.outputs.len(), 1);
+    assert_eq!(done.outputs[0].name, "out.mp4");
+    let kinds: Vec<String> = store
+        .job_events(&job.id, 0, 100)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("created"));
+    assert_eq!(kinds.last().map(String::as_str), Some("succeeded"));
+    assert!(kinds.windows(2).all(|w| w[0] != w[1]), "{kinds:?}");
+
+    // A job that stays one task records why instead.
+    assert!(store
+        .set_split_view(&job.id, r#"{"applied":false,"reason":"too_short"}"#)
+        .await
+        .expect("set_split_view"));
+    assert_eq!(
+        get(store, &job.id).await.split_json.as_deref(),
+        Some(r#"{"applied":false,"reason":"too_short"}"#)
+    );
+    assert!(!store
+        .set_split_view("test.nope", "{}")
+        .await
+        .expect("no job"));
+
+    // A cancelled job does not grow.
+    let other = create(store, new_job("test")).await;
+    let c = store
+        .claim("w1", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("the other job");
+    assert_eq!(c.job.id, other.id);
+    store.cancel(&other.id).await.expect("cancel");
+    assert!(!store
+        .grow(&c.task_id, "w1", c.attempt, probed, &growth, None)
+        .await
+        .expect("grow a cancelled job"));
+    let after = get(store, &other.id).await;
+    assert_eq!(after.tasks.len(), 1);
+    assert_eq!(after.status, JobStatus::Cancelled);
+}
+
 #[macro_export]
 macro_rules! job_store_suite {
     ($factory:path) => {
@@ -2275,7 +2466,7 @@ macro_rules! job_store_suite {
             counts, worker_registry, tokens_and_owners, revocations, task_graph,
             failed_task_fails_the_job, lost_lease_reruns_only_that_task, cancel_stops_every_task,
             job_events, invalid_task_lists, webhook_deliveries,
-            retention_claims_and_tombstones, job_context, task_timings, peer_claims);
+            retention_claims_and_tombstones, job_context, task_timings, peer_claims, graph_grows);
         $crate::job_store_suite!(@shared $factory;
             concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete,
             concurrent_claims_of_one_job);

@@ -292,8 +292,15 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
     let settings = SplitSettings {
         segment_seconds: RANGE_SECONDS,
         max_segments: 500,
+        ..SplitSettings::default()
     };
-    let layout = match split::plan(&info, &renditions, settings, SplitRequest::default()) {
+    let layout = match split::plan(
+        &info,
+        &renditions,
+        settings,
+        SplitRequest::default(),
+        &split::plan::SideFiles::default(),
+    ) {
         SplitPlan::Split(l) => l,
         other => panic!("{label}: not split: {other:?}"),
     };

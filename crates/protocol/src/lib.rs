@@ -350,11 +350,12 @@ pub struct RequestedOutput {
     pub preset: Option<String>,
 }
 
-/// Whether a job was split (decided at admission, see the README's Split-and-stitch).
+/// Whether a job was split (decided at admission, or by the job's first task for inputs
+/// admission does not probe; see the README's Split-and-stitch).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct SplitView {
     pub applied: bool,
-    /// Why not, stable snake_case: `off`, `input_not_uploaded`, `too_short`,
+    /// Why not, stable snake_case: `off`, `pending` (input not probed yet), `too_short`,
     /// `unknown_duration`, `no_video_stream`, `input_codec`, `no_splittable_output`,
     /// `side_files` (captions or a watermark: made by the one-task encode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

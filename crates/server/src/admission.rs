@@ -9,23 +9,16 @@
 
 use crate::error::{ApiError, ErrorCode};
 use crate::fetch::FetchError;
-use crate::task_payloads::{
-    segment_key, SplitPayload, TranscodePayload, ENCODE_AUDIO, ENCODE_SEGMENT, SPLIT, STITCH,
-};
 use axum::http::StatusCode;
-use reelay_jobs::NewTask;
-use reelay_media::split::plan::SplitMode;
-use reelay_media::split::{self, NoSplit, SplitPlan, SplitRequest, SplitSettings};
-use reelay_media::{MediaInfo, ProbeError, Rejection, Rendition};
-use reelay_protocol::{JobSpec, SplitView};
+use reelay_media::split::SplitRequest;
+use reelay_media::{ProbeError, Rejection, Rendition};
+use reelay_protocol::JobSpec;
+
+pub use crate::split_graph::{decide, estimate, split_view, tasks};
 
 /// Lowest and highest job priority a spec may ask for: higher priorities are claimed
 /// first, and owners take turns among equal priorities (the job store's claim order).
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
-
-/// Media seconds assumed per output while the input's duration is unknown (URL and key inputs
-/// are only probed by the worker).
-const UNKNOWN_SECONDS_PER_OUTPUT: f64 = 60.0;
 
 /// Why a submission is refused. Client mistakes only, except [`AdmissionError::Probe`].
 #[derive(Debug, thiserror::Error)]
@@ -145,15 +138,6 @@ pub fn probe_error(e: ProbeError) -> AdmissionError {
     }
 }
 
-/// Expected encode work in media seconds: the input's duration (a minute when not known yet)
-/// for each output.
-pub fn estimate(duration: Option<f64>, renditions: &[Rendition]) -> f64 {
-    let duration = duration
-        .filter(|d| d.is_finite() && *d > 0.0)
-        .unwrap_or(UNKNOWN_SECONDS_PER_OUTPUT);
-    duration * renditions.len() as f64
-}
-
 /// The spec's `split` field (absent: `auto`).
 pub fn split_request(spec: &JobSpec) -> Result<SplitRequest, AdmissionError> {
     let Some(v) = &spec.split else {
@@ -186,185 +170,15 @@ pub fn split_request(spec: &JobSpec) -> Result<SplitRequest, AdmissionError> {
     Ok(req)
 }
 
-/// The request a job that must run as one task is admitted with.
-pub const WHOLE: SplitRequest = SplitRequest::Mode(SplitMode::Off);
-
-/// Captions (uploaded or in the input) and watermarks are applied by the single-task encode
-/// only (split pieces would each need the overlay and the cue offsets re-based), so such a job
-/// runs whole, and its view says so with reason `side_files`.
-pub fn side_files_keep_whole(spec: &JobSpec, info: Option<&MediaInfo>) -> Option<SplitView> {
-    let subtitles = info.is_some_and(|i| !reelay_media::captions::tracks_from_probe(i).is_empty());
-    let what = if spec.watermark.is_some() {
-        "a watermark"
-    } else if crate::side_files::declared_captions(spec) > 0 || subtitles {
-        "captions"
-    } else {
-        return None;
-    };
-    Some(SplitView {
-        applied: false,
-        reason: Some("side_files".into()),
-        message: Some(format!(
-            "a job with {what} runs as one task: split-and-stitch does not apply captions or \
-             watermarks yet"
-        )),
-        ..SplitView::default()
-    })
-}
-
 /// Range lengths a job may ask for: below 2 s a range holds too few frames to be worth a task.
 pub const SEGMENT_SECONDS: std::ops::RangeInclusive<u32> = 2..=3600;
-
-/// Share of the input's duration the cheap tasks are expected to take (stream copies, the
-/// audio encode): their weights, relative to one video output encode of the whole input (1.0).
-const SPLIT_WEIGHT: f64 = 0.02;
-const AUDIO_WEIGHT: f64 = 0.05;
-const STITCH_WEIGHT: f64 = 0.03;
-
-/// What the job view says of the split decision [`tasks`] makes (the same inputs, the same
-/// plan), so a user whose job runs as one task learns why: a URL, key or tus input is not
-/// probed at admission (`input_not_uploaded`), or the plan's [`NoSplit`] reason.
-pub fn split_view(
-    renditions: &[Rendition],
-    info: Option<&MediaInfo>,
-    settings: SplitSettings,
-    request: SplitRequest,
-) -> SplitView {
-    let not = |reason: &str, message: String| SplitView {
-        applied: false,
-        reason: Some(reason.into()),
-        message: Some(message),
-        ..SplitView::default()
-    };
-    let Some(info) = info else {
-        return match request {
-            SplitRequest::Mode(SplitMode::Off) => not("off", no_split_message(&NoSplit::Off)),
-            _ => not(
-                "input_not_uploaded",
-                "only inputs uploaded with the submission (multipart) are split: they are probed \
-                 at admission; URL, key and tus-upload inputs run as one task"
-                    .into(),
-            ),
-        };
-    };
-    match split::plan(info, renditions, settings, request) {
-        SplitPlan::Split(layout) => SplitView {
-            applied: true,
-            segment_seconds: Some(layout.segment_seconds),
-            ranges: Some(layout.ranges.len() as u32),
-            ..SplitView::default()
-        },
-        SplitPlan::Single(why) => {
-            let code = serde_json::to_value(&why)
-                .ok()
-                .and_then(|v| v["reason"].as_str().map(String::from))
-                .unwrap_or_else(|| "not_split".into());
-            not(&code, no_split_message(&why))
-        }
-    }
-}
-
-fn no_split_message(why: &NoSplit) -> String {
-    match why {
-        NoSplit::Off => "the job asked for \"split\": \"off\"".into(),
-        NoSplit::TooShort { duration, needed } => format!(
-            "the input ({duration:.1} s) is shorter than twice the range length ({needed:.0} s)"
-        ),
-        NoSplit::UnknownDuration => "the input's duration is unknown".into(),
-        NoSplit::NoVideoStream => "the input has no video stream".into(),
-        NoSplit::InputCodec { codec } => format!(
-            "the input's video codec {codec} cannot be cut by stream copy (H.264, HEVC, MPEG-1/2 can)"
-        ),
-        NoSplit::NoSplittableOutput => "no output can be encoded piecewise (VP9/AV1/copy video, \
-             trimmed, audio-only, thumbnail, DASH/CMAF and storyboard outputs stay whole)"
-            .into(),
-    }
-}
-
-/// The tasks an admitted job runs as. One `transcode` task doing all of it, unless the input
-/// was probed at admission (`info`: uploads) and [`split::plan`] splits it: then
-/// `split` → one `encode_segment` per range (position = range index, so the start of the video
-/// is ready first; weight ∝ range length) and one `encode_audio` per distinct audio plan →
-/// `stitch`, plus one `transcode` task for the outputs that stay whole.
-pub fn tasks(
-    estimated_seconds: f64,
-    renditions: &[Rendition],
-    info: Option<&MediaInfo>,
-    settings: SplitSettings,
-    request: SplitRequest,
-) -> Vec<NewTask> {
-    let single = || vec![NewTask::transcode(estimated_seconds)];
-    let Some(info) = info else { return single() };
-    let SplitPlan::Split(layout) = split::plan(info, renditions, settings, request) else {
-        return single();
-    };
-    let duration = info.best_duration().unwrap_or(0.0).max(1.0);
-    let split_renditions: Vec<Rendition> = renditions
-        .iter()
-        .filter(|r| layout.split.contains(&r.name))
-        .cloned()
-        .collect();
-    let mut out = vec![NewTask {
-        key: "split".into(),
-        kind: SPLIT.into(),
-        payload: serde_json::to_value(SplitPayload {
-            layout: layout.clone(),
-        })
-        .unwrap_or_default(),
-        depends_on: vec![],
-        weight: duration * SPLIT_WEIGHT,
-        position: 0,
-    }];
-    let mut stitch_deps = vec!["split".to_string()];
-    for r in &layout.ranges {
-        let key = segment_key(r.index);
-        out.push(NewTask {
-            key: key.clone(),
-            kind: ENCODE_SEGMENT.into(),
-            payload: serde_json::json!({ "index": r.index }),
-            depends_on: vec!["split".into()],
-            weight: (r.end - r.start).max(0.1) * split_renditions.len() as f64,
-            position: r.index as i64,
-        });
-        stitch_deps.push(key);
-    }
-    for a in split::audio_tasks(&split_renditions, info) {
-        let key = format!("audio-{}", a.kbps);
-        out.push(NewTask {
-            key: key.clone(),
-            kind: ENCODE_AUDIO.into(),
-            payload: serde_json::to_value(&a).unwrap_or_default(),
-            depends_on: vec![],
-            weight: duration * AUDIO_WEIGHT,
-            position: 0,
-        });
-        stitch_deps.push(key);
-    }
-    out.push(NewTask {
-        key: "stitch".into(),
-        kind: STITCH.into(),
-        payload: serde_json::json!({}),
-        depends_on: stitch_deps,
-        weight: duration * STITCH_WEIGHT,
-        position: layout.ranges.len() as i64,
-    });
-    if !layout.whole.is_empty() {
-        let names: Vec<String> = layout.whole.iter().map(|(n, _)| n.clone()).collect();
-        out.push(NewTask {
-            payload: serde_json::to_value(TranscodePayload {
-                renditions: Some(names.clone()),
-            })
-            .unwrap_or_default(),
-            weight: duration * names.len() as f64,
-            ..NewTask::transcode(0.0)
-        });
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task_payloads::{ENCODE_SEGMENT, STITCH};
+    use reelay_media::split::{SideFiles, SplitSettings};
+    use reelay_media::MediaInfo;
 
     #[test]
     fn every_refusal_has_one_code_and_status() {
@@ -429,6 +243,7 @@ mod tests {
             None,
             SplitSettings::default(),
             SplitRequest::default(),
+            &SideFiles::default(),
         );
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].kind, "transcode");
@@ -458,6 +273,7 @@ mod tests {
             Some(&info(100.0)),
             settings,
             SplitRequest::default(),
+            &SideFiles::default(),
         );
         let kinds: Vec<&str> = t.iter().map(|t| t.kind.as_str()).collect();
         // 100 s in 32 s ranges (30 rounded up to the 4 s HLS grid): 32, 32, 32, 4.
@@ -491,19 +307,36 @@ mod tests {
             serde_json::json!(["thumbnail"])
         );
         assert!(whole.depends_on.is_empty());
-        // Short, off, or not probed: one transcode task for everything.
-        for (info, req) in [
-            (Some(info(50.0)), SplitRequest::default()),
+        // Short, off, or not probed: one transcode task for everything (not probed: it
+        // decides, having probed; see split_graph).
+        for (info, req, payload) in [
+            (
+                Some(info(50.0)),
+                SplitRequest::default(),
+                serde_json::json!({}),
+            ),
             (
                 Some(info(100.0)),
                 serde_json::from_str(r#""off""#).expect("off"),
+                serde_json::json!({}),
             ),
-            (None, SplitRequest::default()),
+            (
+                None,
+                SplitRequest::default(),
+                serde_json::json!({"decide_split": "auto"}),
+            ),
         ] {
-            let t = tasks(300.0, &r, info.as_ref(), settings, req);
+            let t = tasks(
+                300.0,
+                &r,
+                info.as_ref(),
+                settings,
+                req,
+                &SideFiles::default(),
+            );
             assert_eq!(t.len(), 1);
             assert_eq!(t[0].kind, "transcode");
-            assert_eq!(t[0].payload, serde_json::json!({}));
+            assert_eq!(t[0].payload, payload);
         }
     }
 
@@ -520,9 +353,9 @@ mod tests {
         let settings = SplitSettings::default();
         let auto = SplitRequest::default();
         let view = |r: &[Rendition], info: Option<&MediaInfo>, req: SplitRequest| {
-            let v = split_view(r, info, settings, req);
+            let v = split_view(r, info, settings, req, &SideFiles::default());
             // The same decision as the task list.
-            let split = tasks(300.0, r, info, settings, req).len() > 1;
+            let split = tasks(300.0, r, info, settings, req, &SideFiles::default()).len() > 1;
             assert_eq!(v.applied, split, "{v:?}");
             v
         };
@@ -533,7 +366,7 @@ mod tests {
             (None, Some(32), Some(4))
         );
         let cases = [
-            (view(&r, None, auto), "input_not_uploaded", "multipart"),
+            (view(&r, None, auto), "pending", "first task"),
             (view(&r, None, off), "off", "\"off\""),
             (view(&r, Some(&long), off), "off", "\"off\""),
             (view(&r, Some(&info(50.0)), auto), "too_short", "50.0 s"),

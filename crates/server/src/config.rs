@@ -163,7 +163,9 @@ pub struct Config {
     /// the cluster runs open), exact origins, or `[]` for none. The job API never gets CORS.
     pub cors_allowed_origins: Vec<String>,
     /// Split-and-stitch (`[split]` table): `segment_seconds` (30), the range length a job with
-    /// `"split": "auto"` is cut into, and `max_segments` (500), beyond which ranges lengthen.
+    /// `"split": "auto"` is cut into, `max_segments` (500), beyond which ranges lengthen, and
+    /// `vod_grace_margin_seconds` (5): a succeeded split job served progressively keeps its
+    /// intermediates twice its HLS target duration plus this long (EVENT players still reload).
     pub split: reelay_media::split::SplitSettings,
     /// Webhooks (`[webhooks]`): delivery timing, the per-job limit, cluster subscriptions.
     pub webhooks: crate::webhooks::WebhookConfig,
@@ -437,6 +439,12 @@ impl Config {
         }
         if !(2..=10_000).contains(&self.split.max_segments) {
             return bad("split.max_segments", "must be between 2 and 10000");
+        }
+        if !(1..=3600).contains(&self.split.vod_grace_margin_seconds) {
+            return bad(
+                "split.vod_grace_margin_seconds",
+                "must be between 1 and 3600",
+            );
         }
         if let Some(db) = &self.database_url {
             let known = ["sqlite:", "postgres://", "postgresql://"];

@@ -21,6 +21,7 @@ pub mod progressive;
 pub mod retention;
 pub mod serve;
 pub mod side_files;
+pub mod split_graph;
 pub mod state;
 pub mod storage;
 pub mod task_payloads;

@@ -111,3 +111,44 @@ impl LiveHls {
 pub fn may_make_playable(kind: &str) -> bool {
     kind == crate::task_payloads::ENCODE_SEGMENT || kind == ENCODE_AUDIO
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"{"outputs":[{"preset":"hls-abr"},{"preset":"mp4-360p"}]}"#;
+
+    #[test]
+    fn nothing_is_served_early_without_a_readable_split() {
+        // Not split (yet): no split output among the succeeded tasks.
+        assert!(LiveHls::new(SPEC, &[]).is_none());
+        let seg = (
+            "j.seg-00000".to_string(),
+            serde_json::json!({"prefix": "p"}),
+        );
+        assert!(LiveHls::new(SPEC, std::slice::from_ref(&seg)).is_none());
+        // A split output that does not read as one, or a range that does not: nothing early.
+        let bad_split = ("j.split".to_string(), serde_json::json!({"prefix": 1}));
+        assert!(LiveHls::new(SPEC, &[bad_split]).is_none());
+        // A spec that no longer reads.
+        assert!(LiveHls::new("not json", &[]).is_none());
+    }
+
+    #[test]
+    fn an_empty_view_is_not_playable_and_serves_nothing() {
+        let hls = LiveHls::default();
+        // Audio not known encoded: not playable, so no playlist or segment is served early.
+        assert!(!hls.playable());
+        assert_eq!(hls.playlist("hls-abr/master.m3u8"), None);
+        assert_eq!(hls.segment_key("hls-abr/v0/seg_00000.ts"), None);
+    }
+
+    #[test]
+    fn only_ranges_and_audio_tracks_can_make_a_job_playable() {
+        assert!(may_make_playable("encode_segment"));
+        assert!(may_make_playable("encode_audio"));
+        for kind in ["split", "stitch", "transcode"] {
+            assert!(!may_make_playable(kind), "{kind}");
+        }
+    }
+}

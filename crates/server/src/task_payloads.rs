@@ -32,6 +32,11 @@ pub struct SegmentPayload {
 pub struct TranscodePayload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renditions: Option<Vec<String>>,
+    /// Set on the one task of a job whose input admission could not probe (URL, key, tus): the
+    /// job's split request, which the task decides with [`crate::split_graph::grown_tasks`]
+    /// once it has probed the input, growing the job's graph if the plan splits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decide_split: Option<reelay_media::split::SplitRequest>,
 }
 
 /// Task key of the `encode_segment` task of range `index`.

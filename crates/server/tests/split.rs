@@ -157,8 +157,10 @@ async fn intermediates(s: &TestServer, job: &str) -> usize {
         .len()
 }
 
+/// Gone within the VOD grace of a progressive job (2 × the 4 s target duration + 1 s each, plus
+/// the 5 s margin) and a sweep.
 async fn wait_no_intermediates(s: &TestServer, job: &str) {
-    for _ in 0..100 {
+    for _ in 0..300 {
         if intermediates(s, job).await == 0 {
             return;
         }
@@ -360,6 +362,36 @@ fn segment_uris(playlist: &str) -> Vec<String> {
         .collect()
 }
 
+/// The job's SSE stream as (event name, data) pairs, read until the server ends it.
+async fn sse_events(base: String, id: String) -> Vec<(String, String)> {
+    let mut r = reqwest::get(format!("{base}/v1/jobs/{id}/events"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (mut buf, mut events) = (String::new(), vec![]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while let Some(chunk) = tokio::time::timeout_at(deadline, r.chunk())
+        .await
+        .expect("SSE stream did not end")
+        .unwrap()
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let field = |name: &str| {
+                event
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            if let Some(data) = field("data:") {
+                events.push((field("event:").unwrap_or_default(), data));
+            }
+        }
+    }
+    events
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_split_job_plays_as_event_hls_while_it_encodes_then_as_vod() {
     let s = TestServer::start().await;
@@ -371,6 +403,7 @@ async fn a_split_job_plays_as_event_hls_while_it_encodes_then_as_vod() {
         )
         .await;
     assert_eq!(j.playable_at, None);
+    let sse = tokio::spawn(sse_events(s.base.clone(), j.id.clone()));
     let base = format!("/v1/jobs/{}/outputs/hls-abr", j.id);
     // Not playable yet: the usual "not ready".
     let (st, _) = s.get_bytes(&format!("{base}/master.m3u8")).await;
@@ -427,6 +460,10 @@ async fn a_split_job_plays_as_event_hls_while_it_encodes_then_as_vod() {
 
     let done = s.wait(&j.id, Duration::from_secs(300)).await;
     assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    // Played early: the intermediates outlive the job by the VOD grace, so a segment a player
+    // resolved on the EVENT playlist just before the end still reads.
+    let ended = std::time::Instant::now();
+    assert!(intermediates(&s, &done.id).await > 0);
     assert_eq!(done.playable_at.as_deref(), Some(playable_at.as_str()));
     assert!(playable_at <= done.finished_at.clone().unwrap());
     // At the end: VOD playlists that continue the EVENT ones (same segments first).
@@ -441,6 +478,28 @@ async fn a_split_job_plays_as_event_hls_while_it_encodes_then_as_vod() {
     }
     assert_eq!(check_hls(&s, &done, d.path()).await, 40 * 25);
     wait_no_intermediates(&s, &done.id).await;
+    let kept = ended.elapsed();
+    assert!(kept >= Duration::from_secs(10), "kept only {kept:?}");
+    // SSE announced it once, with the job view's time, while the job still ran.
+    let events = sse.await.unwrap();
+    let playable: Vec<usize> = (0..events.len())
+        .filter(|&i| events[i].0 == "playable")
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(playable.len(), 1, "{names:?}");
+    let p: serde_json::Value = serde_json::from_str(&events[playable[0]].1).unwrap();
+    assert_eq!(p["playable_at"], playable_at.as_str());
+    assert_eq!(p["id"], done.id.as_str());
+    let later: Vec<JobView> = events[playable[0] + 1..]
+        .iter()
+        .filter(|(e, _)| e == "job")
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(
+        later.iter().any(|v| v.status == JobStatus::Running),
+        "announced before the end: {names:?}"
+    );
+    assert_eq!(later.last().map(|v| v.status), Some(JobStatus::Succeeded));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -453,6 +512,13 @@ async fn a_job_that_is_not_split_never_has_playable_at() {
     assert_eq!(j.playable_at, None);
     let raw: serde_json::Value = s.get_json(&format!("/v1/jobs/{}", j.id)).await;
     assert!(raw.get("playable_at").is_none(), "{raw}");
+    let events = sse_events(s.base.clone(), j.id.clone()).await;
+    assert!(!events.is_empty());
+    assert!(
+        events.iter().all(|(e, _)| e == "job"),
+        "{:?}",
+        events.iter().map(|(e, _)| e).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -507,7 +573,8 @@ async fn the_job_view_says_whether_it_was_split_and_why_not() {
         cancel(j.id).await;
     }
 
-    // A URL input is not probed at admission: one task, and the view says so.
+    // A URL input is not probed at admission: one task, whose probe decides (see
+    // url_tus_and_key_inputs_split_once_their_first_task_has_probed_them).
     let r = s
         .http
         .post(s.url("/v1/jobs"))
@@ -522,13 +589,188 @@ async fn the_job_view_says_whether_it_was_split_and_why_not() {
     assert_eq!(r.status(), 202);
     let raw: serde_json::Value = r.json().await.unwrap();
     assert_eq!(raw["split"]["applied"], false, "{raw}");
-    assert_eq!(raw["split"]["reason"], "input_not_uploaded", "{raw}");
+    assert_eq!(raw["split"]["reason"], "pending", "{raw}");
     assert!(
         raw["split"]["message"]
             .as_str()
             .unwrap()
-            .contains("multipart"),
+            .contains("first task"),
         "{raw}"
     );
     assert_eq!(raw["tasks"].as_array().unwrap().len(), 1, "{raw}");
+}
+
+fn split_of(v: &JobView) -> reelay_protocol::SplitView {
+    v.split.clone().expect("the job view's split")
+}
+
+/// A split job made from an input admission could not probe: its one `transcode` task
+/// fetched and probed it, then grew the split graph (it stays in the task list, succeeded).
+async fn check_grown_split(s: &TestServer, job: &JobView, dir: &Path, frames_in: u64) {
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    let v = split_of(&s.job(&job.id).await);
+    assert!(v.applied, "{v:?}");
+    assert_eq!((v.segment_seconds, v.ranges), (Some(4), Some(4)), "{v:?}");
+    let kinds: Vec<&str> = job.tasks.iter().map(|t| t.kind.as_str()).collect();
+    // The grower (no output stays whole here, so no second transcode task).
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "transcode").count(),
+        1,
+        "{kinds:?}"
+    );
+    for k in ["split", "encode_audio", "stitch"] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "encode_segment").count(),
+        4,
+        "{kinds:?}"
+    );
+    assert!(
+        job.tasks.iter().all(|t| t.status == "succeeded"),
+        "{:?}",
+        job.tasks
+    );
+    let mp4 = save(
+        s,
+        &format!("/v1/jobs/{}/outputs/mp4-360p.mp4", job.id),
+        dir,
+        &format!("{}.mp4", job.id),
+    )
+    .await;
+    assert_eq!(frames(&mp4), frames_in);
+    assert_dts_increasing(&mp4);
+    let p = ffprobe_bytes(&std::fs::read(&mp4).unwrap(), "mp4");
+    assert_eq!(p.codec("audio").as_deref(), Some("aac"));
+    assert!(
+        (p.duration() - frames_in as f64 / 25.0).abs() < 0.1,
+        "{}",
+        p.duration()
+    );
+    assert_eq!(check_hls(s, job, dir).await, frames_in);
+    wait_no_intermediates(s, &job.id).await;
+}
+
+const GROWN_SPEC: &str =
+    r#""outputs":[{"preset":"mp4-360p"},{"preset":"hls-abr"}],"split":{"segment_seconds":4}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn url_tus_and_key_inputs_split_once_their_first_task_has_probed_them() {
+    let s = TestServer::start_with(|c| {
+        c.allow_private_urls = true;
+        c.key_input_prefix = Some("imports".into());
+    })
+    .await;
+    let clip = gop_clip(s.dir.path(), 14);
+    let frames_in = frames(&clip);
+    assert_eq!(frames_in, 14 * 25);
+    let bytes = std::fs::read(&clip).unwrap();
+    let d = tempfile::tempdir().unwrap();
+
+    // A URL input, served by a local HTTP server.
+    let served = bytes.clone();
+    let app = axum::Router::new().route(
+        "/long.mp4",
+        axum::routing::get(move || async move { served.clone() }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let submit = |body: String| {
+        s.http
+            .post(s.url("/v1/jobs"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = submit(format!(
+        r#"{{"input":{{"url":"{origin}/long.mp4"}},{GROWN_SPEC}}}"#
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let queued: serde_json::Value = r.json().await.unwrap();
+    // Undecided until the first task has probed the input.
+    assert_eq!(queued["split"]["applied"], false, "{queued}");
+    assert_eq!(queued["split"]["reason"], "pending", "{queued}");
+    assert_eq!(queued["tasks"].as_array().unwrap().len(), 1, "{queued}");
+    let url_job = s
+        .wait(queued["id"].as_str().unwrap(), Duration::from_secs(120))
+        .await;
+    check_grown_split(&s, &url_job, d.path(), frames_in).await;
+
+    // A tus upload.
+    let created = s
+        .http
+        .post(s.url("/v1/uploads"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", bytes.len().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let loc = created.headers()["location"].to_str().unwrap().to_string();
+    let patched = s
+        .http
+        .patch(s.url(&loc))
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "0")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 204);
+    let upload = loc.rsplit('/').next().unwrap();
+    let r = submit(format!(
+        r#"{{"input":{{"upload":"{upload}"}},{GROWN_SPEC}}}"#
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let j: JobView = r.json().await.unwrap();
+    let tus_job = s.wait(&j.id, Duration::from_secs(120)).await;
+    check_grown_split(&s, &tus_job, d.path(), frames_in).await;
+
+    // A key input already in storage.
+    s.state
+        .storage
+        .put_file("imports/long.mp4", &clip)
+        .await
+        .unwrap();
+    let r = submit(format!(
+        r#"{{"input":{{"key":"imports/long.mp4"}},{GROWN_SPEC}}}"#
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let j: JobView = r.json().await.unwrap();
+    let key_job = s.wait(&j.id, Duration::from_secs(120)).await;
+    check_grown_split(&s, &key_job, d.path(), frames_in).await;
+    // The key input is the user's: still there.
+    assert!(s.state.storage.head("imports/long.mp4").await.is_ok());
+
+    // A short URL input: probed, not split, encoded by its one task.
+    let short = gop_clip_sized(d.path(), 5, "160x90");
+    let short_bytes = std::fs::read(&short).unwrap();
+    let app = axum::Router::new().route(
+        "/short.mp4",
+        axum::routing::get(move || async move { short_bytes.clone() }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let r = submit(format!(
+        r#"{{"input":{{"url":"{origin}/short.mp4"}},{GROWN_SPEC}}}"#
+    ))
+    .await
+    .unwrap();
+    let j: JobView = r.json().await.unwrap();
+    let done = s.wait(&j.id, Duration::from_secs(120)).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!(done.tasks.len(), 1, "{:?}", done.tasks);
+    // Decided by the probe: the view says why not.
+    let v = split_of(&s.job(&done.id).await);
+    assert!(!v.applied);
+    assert_eq!(v.reason.as_deref(), Some("too_short"), "{v:?}");
 }

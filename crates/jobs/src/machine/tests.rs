@@ -151,6 +151,122 @@ fn dependencies_block_until_they_succeed() {
     assert_eq!(job.outputs[0].name, "out.mp4");
 }
 
+fn grow(task: &str, worker: &str, attempt: u32, add: Vec<TaskState>) -> Event {
+    Event::Grown {
+        task: task.into(),
+        worker: worker.into(),
+        attempt,
+        outputs: json!([]),
+        weight: 1.0,
+        add,
+    }
+}
+
+#[test]
+fn a_task_that_grows_the_graph_succeeds_with_its_new_tasks_in_place() {
+    // One transcode task (the whole estimate) that learns, having probed the input, that the
+    // job splits: it succeeds and the split graph hangs under it.
+    let mut tasks = vec![task("t", &[], 100.0)];
+    let mut job = fresh_job();
+    step(&mut tasks, &mut job, claim("t", "w"), 1);
+    let add = vec![
+        task("split", &["t"], 2.0),
+        task("seg0", &["split"], 48.0),
+        task("seg1", &["split"], 48.0),
+        task("audio", &["t"], 1.0),
+        task("stitch", &["seg0", "seg1", "audio"], 1.0),
+    ];
+    // Only the lease holder can grow it.
+    assert_eq!(
+        step(&mut tasks, &mut job, grow("t", "other", 1, add.clone()), 2),
+        Outcome::Rejected(Rejection::LeaseLost)
+    );
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(
+        step(&mut tasks, &mut job, grow("t", "w", 1, add.clone()), 3),
+        Outcome::Applied
+    );
+    let status = |id: &str| tasks.iter().find(|t| t.id == id).map(|t| t.status);
+    assert_eq!(status("t"), Some(TaskStatus::Succeeded));
+    assert_eq!(tasks[0].weight, 1.0, "the grower's weight is what it did");
+    assert_eq!(status("split"), Some(TaskStatus::Queued));
+    assert_eq!(status("audio"), Some(TaskStatus::Queued));
+    assert_eq!(status("seg0"), Some(TaskStatus::Blocked));
+    assert_eq!(status("stitch"), Some(TaskStatus::Blocked));
+    assert!(tasks.iter().all(|t| t.run_after <= 3));
+    // Not done: the job rolls up over the grown graph (1 of 101 weight done).
+    assert_eq!(job.status, JobStatus::Queued);
+    assert!(
+        (job.progress - 1.0 / 101.0).abs() < 1e-9,
+        "{}",
+        job.progress
+    );
+    for id in ["split", "audio"] {
+        step(&mut tasks, &mut job, claim(id, "w"), 4);
+        step(&mut tasks, &mut job, succeed(id, "w", 1, json!({})), 5);
+    }
+    for id in ["seg0", "seg1"] {
+        step(&mut tasks, &mut job, claim(id, "w"), 6);
+        step(&mut tasks, &mut job, succeed(id, "w", 1, json!({})), 7);
+    }
+    step(&mut tasks, &mut job, claim("stitch", "w"), 8);
+    step(
+        &mut tasks,
+        &mut job,
+        succeed("stitch", "w", 1, file("out.mp4")),
+        9,
+    );
+    assert_eq!(job.status, JobStatus::Succeeded);
+    // The grower is no sink: the job's outputs are the stitch's only.
+    assert_eq!(job.outputs.len(), 1);
+    assert_eq!(job.outputs[0].name, "out.mp4");
+}
+
+#[test]
+fn growth_that_is_not_a_runnable_graph_is_refused_and_changes_nothing() {
+    let started = || {
+        let mut tasks = vec![task("t", &[], 10.0)];
+        let mut job = fresh_job();
+        step(&mut tasks, &mut job, claim("t", "w"), 1);
+        (tasks, job)
+    };
+    let mut claimed = task("x", &[], 1.0);
+    claimed.attempts = 1;
+    let mut done = task("x", &[], 1.0);
+    done.status = TaskStatus::Succeeded;
+    let bad = [
+        vec![task("t", &[], 1.0)],                         // the grower's own id
+        vec![task("x", &[], 1.0), task("x", &[], 1.0)],    // twice
+        vec![task("x", &["nowhere"], 1.0)],                // a dangling dependency
+        vec![task("x", &["y"], 1.0), task("y", &[], 1.0)], // a later one (a cycle could hide)
+        vec![claimed],
+        vec![done],
+    ];
+    for add in bad {
+        let (mut tasks, mut job) = started();
+        let before = (tasks.clone(), job.clone());
+        assert_eq!(
+            step(&mut tasks, &mut job, grow("t", "w", 1, add.clone()), 2),
+            Outcome::Rejected(Rejection::BadGraph),
+            "{add:?}"
+        );
+        assert_eq!((tasks, job), before);
+    }
+    // A cancelled job does not grow.
+    let (mut tasks, mut job) = started();
+    step(&mut tasks, &mut job, Event::Cancel, 2);
+    assert_eq!(
+        step(
+            &mut tasks,
+            &mut job,
+            grow("t", "w", 1, vec![task("x", &[], 1.0)]),
+            3
+        ),
+        Outcome::Rejected(Rejection::LeaseLost)
+    );
+    assert_eq!(tasks.len(), 1);
+}
+
 #[test]
 fn a_permanent_failure_fails_the_job_and_cancels_the_rest() {
     let mut tasks = graph();
@@ -380,6 +496,25 @@ fn random_event(rng: &mut Rng, tasks: &[TaskState], now: Millis) -> Event {
             eta_at: None,
             lease_expires_at: now + rng.below(30) as Millis,
         },
+        9..=12 if tasks.len() < 12 && rng.below(4) == 0 => {
+            // The graph grows under the task (sometimes a colliding or dangling one: rejected).
+            let dep = if rng.below(8) == 0 {
+                "nowhere".to_string()
+            } else {
+                task.clone()
+            };
+            Event::Grown {
+                add: vec![
+                    self::task(&format!("{task}+{now}"), &[&dep], 2.0),
+                    self::task(&format!("{task}+{now}.b"), &[], 1.0),
+                ],
+                task,
+                worker,
+                attempt,
+                outputs: json!([]),
+                weight: 0.5,
+            }
+        }
         9..=12 => Event::Succeeded {
             task,
             worker,
@@ -427,6 +562,9 @@ fn random_event_sequences_keep_the_invariants() {
             let before_tasks = tasks.clone();
             let t = apply(&tasks, &job, &event, now).expect("apply");
             let ctx = || format!("seed {seed} event {event:?}");
+            // A graph only grows, by appending; old tasks keep their places.
+            assert!(t.tasks.len() >= before_tasks.len(), "{}", ctx());
+            completions.resize(t.tasks.len(), 0);
 
             // A terminal job stays terminal and unchanged.
             if before_job.status.is_terminal() {

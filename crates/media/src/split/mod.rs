@@ -26,7 +26,7 @@ pub use encode::{
     AudioTask, HlsPiece, SegmentOutput, SegmentTask,
 };
 pub use plan::{
-    plan, KeepWhole, NoSplit, Range, SplitLayout, SplitPlan, SplitRequest, SplitSettings,
+    plan, KeepWhole, NoSplit, Range, SideFiles, SplitLayout, SplitPlan, SplitRequest, SplitSettings,
 };
 pub use stitch::{hls_plan, stitch_file, stitch_hls, HlsPlan, HlsState};
 

@@ -59,6 +59,11 @@ mod auto_or_off {
 pub struct SplitSettings {
     pub segment_seconds: u32,
     pub max_segments: u32,
+    /// Seconds added to twice a split job's longest HLS target duration to make the time its
+    /// intermediates are kept after it succeeded: a player still on the progressive `EVENT`
+    /// playlist reloads it within a target duration or two, and every segment URL it resolved
+    /// while the job ran must stay readable that long (`split.vod_grace_margin_seconds`).
+    pub vod_grace_margin_seconds: u32,
 }
 
 impl Default for SplitSettings {
@@ -66,8 +71,21 @@ impl Default for SplitSettings {
         SplitSettings {
             segment_seconds: 30,
             max_segments: 500,
+            vod_grace_margin_seconds: 5,
         }
     }
+}
+
+/// How long a succeeded split job's intermediates stay after it ended when its HLS outputs
+/// were served progressively: twice the longest target duration of its MPEG-TS HLS outputs
+/// (a segment may run a second past the nominal length) plus the configured margin.
+pub fn vod_grace_seconds(renditions: &[Rendition], settings: SplitSettings) -> u32 {
+    let target = renditions
+        .iter()
+        .filter_map(|r| ts_ladder(r).map(|l| l.segment_seconds + 1))
+        .max()
+        .unwrap_or(0);
+    2 * target + settings.vod_grace_margin_seconds
 }
 
 /// Input video codecs that can be cut by stream copy into MPEG-TS pieces (the piece container:
@@ -94,6 +112,35 @@ pub enum NoSplit {
     },
     /// No output can be encoded piecewise (see [`RenditionSplit`]).
     NoSplittableOutput,
+    /// Captions (caption files, or subtitle streams in the input) or a watermark: only the
+    /// one-task encode applies them (split pieces would each need the overlay and the cue
+    /// offsets re-based). `what` names it: `captions` or `a watermark`.
+    SideFiles {
+        what: String,
+    },
+}
+
+/// What a job brings beside its input and outputs that only the one-task encode applies (the
+/// input's own subtitle streams [`plan`] finds in the probe).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SideFiles {
+    pub watermark: bool,
+    /// Caption files uploaded with the job.
+    pub caption_files: bool,
+}
+
+impl SideFiles {
+    /// What keeps the job whole, given whether the input carries subtitle streams.
+    pub fn keeps_whole(&self, input_subtitles: bool) -> Option<NoSplit> {
+        let what = if self.watermark {
+            "a watermark"
+        } else if self.caption_files || input_subtitles {
+            "captions"
+        } else {
+            return None;
+        };
+        Some(NoSplit::SideFiles { what: what.into() })
+    }
 }
 
 /// Why one output is not encoded piecewise (it runs as a single task beside the split graph).
@@ -209,11 +256,14 @@ fn alignment(renditions: &[&Rendition]) -> u32 {
 /// video's by a little (audio runs longer), and a range must hold frames.
 const MIN_LAST_RANGE: f64 = 2.0;
 
+/// The one decision: whether the job splits, and where. `"off"` first, then side files (which
+/// only the one-task encode applies), then the input, then the outputs.
 pub fn plan(
     info: &MediaInfo,
     renditions: &[Rendition],
     settings: SplitSettings,
     request: SplitRequest,
+    side: &SideFiles,
 ) -> SplitPlan {
     let wanted = match request {
         SplitRequest::Mode(SplitMode::Off) => return SplitPlan::Single(NoSplit::Off),
@@ -221,6 +271,10 @@ pub fn plan(
         SplitRequest::Seconds { segment_seconds } => segment_seconds,
     }
     .max(1);
+    let subtitles = !crate::captions::tracks_from_probe(info).is_empty();
+    if let Some(why) = side.keeps_whole(subtitles) {
+        return SplitPlan::Single(why);
+    }
     let Some(video) = info.video() else {
         return SplitPlan::Single(NoSplit::NoVideoStream);
     };
@@ -362,13 +416,25 @@ mod tests {
         let r = vec![preset("mp4-720p").unwrap()];
         let s = SplitSettings::default();
         assert_eq!(
-            plan(&info("h264", 59.0), &r, s, SplitRequest::default()),
+            plan(
+                &info("h264", 59.0),
+                &r,
+                s,
+                SplitRequest::default(),
+                &SideFiles::default()
+            ),
             SplitPlan::Single(NoSplit::TooShort {
                 duration: 59.0,
                 needed: 60.0
             })
         );
-        let l = layout(plan(&info("h264", 95.0), &r, s, SplitRequest::default()));
+        let l = layout(plan(
+            &info("h264", 95.0),
+            &r,
+            s,
+            SplitRequest::default(),
+            &SideFiles::default(),
+        ));
         assert_eq!(l.segment_seconds, 30);
         let bounds: Vec<(f64, f64)> = l.ranges.iter().map(|r| (r.start, r.end)).collect();
         assert_eq!(
@@ -380,7 +446,8 @@ mod tests {
                 &info("h264", 95.0),
                 &r,
                 s,
-                SplitRequest::Mode(SplitMode::Off)
+                SplitRequest::Mode(SplitMode::Off),
+                &SideFiles::default(),
             ),
             SplitPlan::Single(NoSplit::Off)
         );
@@ -396,6 +463,7 @@ mod tests {
             SplitRequest::Seconds {
                 segment_seconds: 30,
             },
+            &SideFiles::default(),
         ));
         assert_eq!(l.segment_seconds, 32);
         assert!(l.ranges.iter().all(|r| r.start % 4.0 == 0.0));
@@ -407,9 +475,84 @@ mod tests {
             SplitRequest::Seconds {
                 segment_seconds: 32,
             },
+            &SideFiles::default(),
         ));
         assert_eq!(l.ranges.len(), 2);
         assert_eq!(l.ranges[1].end, 65.0);
+    }
+
+    #[test]
+    fn the_vod_grace_covers_two_target_durations_and_the_margin() {
+        let hls = preset("hls-abr").unwrap();
+        let target = ts_ladder(&hls).unwrap().segment_seconds + 1;
+        let s = SplitSettings::default();
+        assert_eq!(
+            vod_grace_seconds(std::slice::from_ref(&hls), s),
+            2 * target + 5
+        );
+        let s = SplitSettings {
+            vod_grace_margin_seconds: 0,
+            ..s
+        };
+        assert_eq!(
+            vod_grace_seconds(&[preset("mp4-720p").unwrap(), hls], s),
+            2 * target
+        );
+        // Nothing served progressively: no grace beyond the margin.
+        assert_eq!(vod_grace_seconds(&[preset("mp4-720p").unwrap()], s), 0);
+    }
+
+    #[test]
+    fn side_files_keep_the_job_whole() {
+        let r = vec![preset("hls-abr").unwrap()];
+        let s = SplitSettings::default();
+        let long = info("h264", 300.0);
+        let mark = SideFiles {
+            watermark: true,
+            ..SideFiles::default()
+        };
+        let captions = SideFiles {
+            caption_files: true,
+            ..SideFiles::default()
+        };
+        let single = |side: &SideFiles| match plan(&long, &r, s, SplitRequest::default(), side) {
+            SplitPlan::Single(why) => why,
+            other => panic!("split: {other:?}"),
+        };
+        assert_eq!(
+            single(&mark),
+            NoSplit::SideFiles {
+                what: "a watermark".into()
+            }
+        );
+        assert_eq!(
+            single(&captions),
+            NoSplit::SideFiles {
+                what: "captions".into()
+            }
+        );
+        // Subtitle streams in the input are captions too.
+        let mut subtitled = long.clone();
+        subtitled.streams.push(crate::probe::StreamInfo {
+            index: 2,
+            kind: crate::probe::StreamKind::Subtitle,
+            codec: "mov_text".into(),
+            ..subtitled.streams[0].clone()
+        });
+        assert!(matches!(
+            plan(
+                &subtitled,
+                &r,
+                s,
+                SplitRequest::default(),
+                &SideFiles::default()
+            ),
+            SplitPlan::Single(NoSplit::SideFiles { .. })
+        ));
+        assert!(matches!(
+            plan(&long, &r, s, SplitRequest::default(), &SideFiles::default()),
+            SplitPlan::Split(_)
+        ));
     }
 
     #[test]
@@ -418,8 +561,15 @@ mod tests {
         let s = SplitSettings {
             segment_seconds: 4,
             max_segments: 10,
+            ..SplitSettings::default()
         };
-        let l = layout(plan(&info("h264", 200.0), &r, s, SplitRequest::default()));
+        let l = layout(plan(
+            &info("h264", 200.0),
+            &r,
+            s,
+            SplitRequest::default(),
+            &SideFiles::default(),
+        ));
         assert!(l.ranges.len() <= 10, "{}", l.ranges.len());
         assert_eq!(l.segment_seconds, 20);
     }
@@ -429,7 +579,13 @@ mod tests {
         let s = SplitSettings::default();
         let mp4 = vec![preset("mp4-720p").unwrap()];
         assert_eq!(
-            plan(&info("vp9", 300.0), &mp4, s, SplitRequest::default()),
+            plan(
+                &info("vp9", 300.0),
+                &mp4,
+                s,
+                SplitRequest::default(),
+                &SideFiles::default()
+            ),
             SplitPlan::Single(NoSplit::InputCodec {
                 codec: "vp9".into()
             })
@@ -444,7 +600,8 @@ mod tests {
                 &info("h264", 300.0),
                 &only_whole,
                 s,
-                SplitRequest::default()
+                SplitRequest::default(),
+                &SideFiles::default(),
             ),
             SplitPlan::Single(NoSplit::NoSplittableOutput)
         );
@@ -461,6 +618,7 @@ mod tests {
             &mixed,
             s,
             SplitRequest::default(),
+            &SideFiles::default(),
         ));
         assert_eq!(l.split, vec!["mp4-720p".to_string()]);
         assert_eq!(l.whole[0], ("t".into(), KeepWhole::Trimmed));

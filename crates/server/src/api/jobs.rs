@@ -554,18 +554,16 @@ async fn create(
     admission::check_notify(spec, st.cfg.webhooks.max_notify, st.cfg.allow_private_urls)?;
     let spec_json =
         serde_json::to_string(spec).map_err(|e| ApiError::internal("encoding the spec", e))?;
-    let (request, split) = match admission::side_files_keep_whole(spec, info) {
-        // Validated anyway: a bad `split` is the client's mistake whatever else the job has.
-        Some(view) => (
-            admission::split_request(spec).map(|_| admission::WHOLE)?,
-            view,
-        ),
-        None => {
-            let request = admission::split_request(spec)?;
-            let view = admission::split_view(renditions, info, st.cfg.split, request);
-            (request, view)
-        }
-    };
+    // Validated whatever else the job has: a bad `split` is the client's mistake.
+    let request = admission::split_request(spec)?;
+    let (split, tasks) = admission::decide(
+        spec,
+        estimated_seconds,
+        renditions,
+        info,
+        st.cfg.split,
+        request,
+    );
     let new = NewJob {
         id,
         cluster: st.cfg.cluster.clone(),
@@ -578,7 +576,7 @@ async fn create(
         max_attempts: st.cfg.max_attempts,
         estimated_seconds,
         owner: principal.owner(),
-        tasks: admission::tasks(estimated_seconds, renditions, info, st.cfg.split, request),
+        tasks,
         split_json: serde_json::to_string(&split).ok(),
         metadata: spec.metadata.clone(),
         input_name,
@@ -773,7 +771,9 @@ async fn cancel(st: &AppState, id: &str) -> Result<Response, ApiError> {
     }
 }
 
-/// Server-sent events: the job view whenever it changes, ending after a terminal status.
+/// Server-sent events: the job view whenever it changes (event `job`), ending after a
+/// terminal status; once a split job's HLS outputs are playable, one `playable` event
+/// (`{"id", "playable_at"}`) just before the view that first carries `playable_at`.
 ///
 /// Each event's `id` is the number of the job's latest status event (`job_events.seq`), so a
 /// client that reconnects with `Last-Event-ID` after seeing the final status gets an empty,
@@ -798,6 +798,7 @@ pub async fn events(
         seq: 0,
         seen,
         done: false,
+        playable_sent: false,
     };
     let stream = futures::stream::unfold(follow, move |mut f| async move {
         if f.done || f.st.stopping.is_cancelled() {
@@ -826,7 +827,19 @@ pub async fn events(
             if terminal && f.seen.is_some_and(|seen| seen >= f.seq) {
                 return None;
             }
-            let json = serde_json::to_string(&job_view(&job)).unwrap_or_default();
+            let view = job_view(&job);
+            // Progressive HLS can start: said once per stream, as its own event (before the
+            // view that carries the same `playable_at`), so a player need not diff views.
+            if let (false, Some(at)) = (f.playable_sent, view.playable_at.as_ref()) {
+                f.playable_sent = true;
+                let data = serde_json::json!({ "id": view.id, "playable_at": at });
+                let ev = Event::default()
+                    .event("playable")
+                    .id(f.seq.to_string())
+                    .data(data.to_string());
+                return Some((Ok(ev), f));
+            }
+            let json = serde_json::to_string(&view).unwrap_or_default();
             if json != f.last {
                 let ev = Event::default()
                     .event("job")
@@ -857,6 +870,8 @@ struct Follow {
     /// `Last-Event-ID` of a reconnecting client.
     seen: Option<i64>,
     done: bool,
+    /// The `playable` event was sent (a split job's HLS can be played while it encodes).
+    playable_sent: bool,
 }
 
 #[cfg(test)]

@@ -195,6 +195,9 @@ enum Ended {
         transient: bool,
     },
     Stopped(StopReason),
+    /// The task succeeded by growing its job's graph (a `transcode` task that probed an input
+    /// admission could not, and found that the job splits).
+    Grown(Box<reelay_jobs::Growth>),
 }
 
 impl Ended {
@@ -230,7 +233,11 @@ fn ended<T: serde::Serialize, E: TaskError>(r: Result<T, E>) -> Ended {
 async fn dispatch(cx: &Context<'_>) -> Ended {
     use crate::task_payloads as kind;
     match cx.claim.kind.as_str() {
-        reelay_jobs::TRANSCODE => ended(transcode::run(cx).await),
+        reelay_jobs::TRANSCODE => match transcode::run(cx).await {
+            Ok(transcode::Transcoded::Split(growth)) => Ended::Grown(growth),
+            Ok(transcode::Transcoded::Outputs(outputs)) => ended(Ok::<_, TranscodeError>(outputs)),
+            Err(e) => Ended::from_error(&e),
+        },
         kind::SPLIT => ended(split::run(cx).await),
         kind::ENCODE_SEGMENT => ended(encode_segment::run(cx).await),
         kind::ENCODE_AUDIO => ended(encode_audio::run(cx).await),
@@ -500,6 +507,42 @@ impl WorkerPool {
                         );
                         let _ = st.storage.delete_prefix(&prefix).await;
                         Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Ended::Grown(growth) => {
+                let timings = timings.lock().map(|t| t.seconds()).ok();
+                let grown = st
+                    .store
+                    .grow(
+                        task,
+                        worker,
+                        attempt,
+                        serde_json::json!([]),
+                        &growth,
+                        timings.as_ref(),
+                    )
+                    .await;
+                match grown {
+                    Ok(true) => {
+                        tracing::info!(tasks = growth.tasks.len(), "job split: its graph grew");
+                        st.wake.notify_waiters();
+                        Ok(())
+                    }
+                    Ok(false) => {
+                        tracing::warn!("lease lost before the job's graph could grow");
+                        Ok(())
+                    }
+                    // A graph the store refuses is this build's bug: no attempt would do better.
+                    Err(reelay_jobs::StoreError::InvalidTasks(m)) => {
+                        self.fail(
+                            &claim,
+                            ErrorDetail::new(ErrorCode::Internal.as_str(), m),
+                            None,
+                            &preset,
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 }

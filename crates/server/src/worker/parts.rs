@@ -105,16 +105,19 @@ impl Context<'_> {
             .map_err(|e| PartError::Scratch(format!("cannot create the working directory: {e}")))
     }
 
-    /// The job's stored input (split jobs are made from uploads only) into `dest`.
+    /// The job's stored input into `dest`: its own (an upload, or a URL input its first task
+    /// fetched and stored), or a key input under the cluster's key_input_prefix.
     pub(super) async fn fetch_input(&self, dest: &Path) -> Result<(), PartError> {
         self.timed(Phase::Fetch, async {
             let job = &self.claim.job;
             let key = job.input_key.as_deref().ok_or_else(|| {
-                PartError::Contract("a split job's input must be a stored upload".into())
+                PartError::Contract("a split job's input must be in storage".into())
             })?;
-            if key != crate::storage::input_key(&job.id) {
+            if key != crate::storage::input_key(&job.id)
+                && !self.state.cfg.key_inputs().within_prefix(key)
+            {
                 return Err(PartError::Contract(
-                    "a split job's input must be its own upload".into(),
+                    "a split job's input must be its own or under the key_input_prefix".into(),
                 ));
             }
             tokio::select! {

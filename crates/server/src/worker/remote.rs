@@ -317,6 +317,15 @@ impl WorkerPool {
                     tracing::warn!(error = %e, "release failed; the owner's lease will expire");
                 }
             }
+            // A URL input probed here turned out long enough to split: the owner's graph can
+            // only grow at home, so the task goes back (not counted) and a home worker splits it.
+            Ended::Grown(_) => {
+                count("released");
+                tracing::info!("the job splits; its task goes home to grow the graph there");
+                if let Err(e) = peer.release(task, at).await {
+                    tracing::warn!(error = %e, "release failed; the owner's lease will expire");
+                }
+            }
             Ended::Stopped(why) => {
                 count("stopped");
                 tracing::info!(?why, "task of a peer stopped");

@@ -120,8 +120,17 @@ impl TaskError for TranscodeError {
     }
 }
 
+/// What a transcode attempt ended with.
+pub(super) enum Transcoded {
+    /// Every output it was to make, stored.
+    Outputs(Vec<StoredOutput>),
+    /// It probed an input admission could not and the plan splits it: the job's graph grows
+    /// by these tasks instead (the input and its probe are in storage for them).
+    Split(Box<reelay_jobs::Growth>),
+}
+
 /// One attempt, from input to stored outputs. Never panics; every failure is classified.
-pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, TranscodeError> {
+pub(super) async fn run(cx: &Context<'_>) -> Result<Transcoded, TranscodeError> {
     let st = cx.state;
     let cfg = &st.cfg;
     let claim = cx.claim;
@@ -215,6 +224,12 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
     if job.input_facts.as_ref() != Some(&facts) {
         if let Err(e) = st.store.set_input_facts(&job.id, &facts).await {
             tracing::warn!(job_id = %job.id, error = %e, "input facts not recorded");
+        }
+    }
+    // An input admission could not probe: now the plan can decide whether the job splits.
+    if let Some(request) = payload.decide_split {
+        if let Some(growth) = split_instead(cx, &spec, &renditions, &info, request, &input).await? {
+            return Ok(Transcoded::Split(Box::new(growth)));
         }
     }
     // Interlaced sources must be deinterlaced; where the probe is unsure, idet looks at the
@@ -438,7 +453,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, Transcode
             quality: None,
         });
     }
-    Ok(outputs)
+    Ok(Transcoded::Outputs(outputs))
 }
 
 /// The first timestamp of an MPEG-TS HLS output (its first rung's first segment), which its
@@ -526,6 +541,78 @@ async fn measure_output(
         }
     }
     got
+}
+
+/// The graph this job grows into when the plan splits its input (`None`: it does not, and this
+/// task encodes everything as before). The split task and the whole outputs' task read the
+/// input from storage: a fetched URL input is stored as the job's own input (a tus or key
+/// input is there already), and the probe beside it so nobody probes the same bytes again.
+async fn split_instead(
+    cx: &Context<'_>,
+    spec: &JobSpec,
+    renditions: &[reelay_media::Rendition],
+    info: &reelay_media::MediaInfo,
+    request: reelay_media::split::SplitRequest,
+    input: &Path,
+) -> Result<Option<reelay_jobs::Growth>, TranscodeError> {
+    let st = cx.state;
+    let job = &cx.claim.job;
+    let own_key = crate::storage::input_key(&job.id);
+    let stored_key = if job.input_key.is_none() {
+        Some(own_key.clone())
+    } else {
+        None
+    };
+    let grower = cx
+        .claim
+        .task_id
+        .strip_prefix(&format!("{}.", job.id))
+        .unwrap_or(reelay_jobs::TRANSCODE);
+    let (view, _) =
+        crate::split_graph::decide(spec, 0.0, renditions, Some(info), st.cfg.split, request);
+    if !view.applied {
+        // The view said `pending`: now it says why not. A nicety, as the input facts are.
+        match serde_json::to_string(&view) {
+            Ok(json) => {
+                if let Err(e) = st.store.set_split_view(&job.id, &json).await {
+                    tracing::warn!(job_id = %job.id, error = %e, "split decision not recorded");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "split decision does not encode"),
+        }
+        return Ok(None);
+    }
+    let Some(growth) = crate::split_graph::grown_tasks(
+        grower,
+        spec,
+        renditions,
+        info,
+        st.cfg.split,
+        request,
+        stored_key.clone(),
+    ) else {
+        return Ok(None);
+    };
+    let storing = async {
+        if let Some(key) = &stored_key {
+            st.storage.put_scratch_file(key, input).await?;
+        }
+        if let Ok(json) = serde_json::to_vec(info) {
+            st.storage
+                .put_bytes(&crate::storage::probe_key(&job.id), json)
+                .await?;
+        }
+        Ok::<_, StorageError>(())
+    };
+    tokio::select! {
+        r = cx.timed(Phase::Publish, storing) => r.map_err(|e| TranscodeError::Storage(format!("storing the input for its split: {e}")))?,
+        _ = cx.token.cancelled() => return Err(TranscodeError::Stopped(cx.stop.get().unwrap_or(StopReason::Cancelled))),
+    }
+    tracing::info!(
+        tasks = growth.tasks.len(),
+        "input probed: the job splits, its graph grows"
+    );
+    Ok(Some(growth))
 }
 
 /// Relative paths of every file under `dir`, sorted.
