@@ -224,6 +224,30 @@ async fn a_split_job_matches_the_unsplit_one_and_leaves_no_intermediates() {
     };
     assert_eq!(names(&split), names(&whole));
     assert_eq!(names(&split).len(), 3);
+    // Quality receipts: the split job's are its ranges' encoder measurements combined, over
+    // every frame, close to the unsplit encode's (split ranges cost a fraction of a dB, see
+    // docs/architecture.md); the ladder carries one per rung in both.
+    let out = |j: &JobView, n: &str| j.outputs.iter().find(|o| o.name == n).cloned().unwrap();
+    let (qs, qw) = (
+        out(&split, "mp4-360p.mp4").quality.expect("split mp4 receipt"),
+        out(&whole, "mp4-360p.mp4").quality.expect("whole mp4 receipt"),
+    );
+    assert_eq!((qs.frames, qw.frames), (14 * 25, 14 * 25));
+    let (ps, pw) = (qs.psnr_db.unwrap(), qw.psnr_db.unwrap());
+    assert!((ps - pw).abs() < 1.5, "split {ps} dB vs whole {pw} dB");
+    assert!((qs.ssim - qw.ssim).abs() < 0.01, "{qs:?} vs {qw:?}");
+    let (rs, rw) = (
+        out(&split, "hls-abr/master.m3u8").rungs,
+        out(&whole, "hls-abr/master.m3u8").rungs,
+    );
+    assert!(!rs.is_empty(), "split ladder without rung receipts");
+    assert_eq!(rs.len(), rw.len());
+    for (a, b) in rs.iter().zip(&rw) {
+        assert_eq!((a.rung, a.width, a.height), (b.rung, b.width, b.height));
+        assert_eq!(a.quality.frames, 14 * 25, "{a:?}");
+        let (pa, pb) = (a.quality.psnr_db.unwrap(), b.quality.psnr_db.unwrap());
+        assert!((pa - pb).abs() < 1.5, "rung {}: {pa} vs {pb}", a.rung);
+    }
 
     let d = tempfile::tempdir().unwrap();
     let a = save(
