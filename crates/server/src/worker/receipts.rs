@@ -436,7 +436,8 @@ mod tests {
             panic!("hls-abr is an H.264 ladder");
         };
         assert!(dims.len() >= 2, "{dims:?}");
-        assert_eq!(dims.last(), Some(&(1280, 720)));
+        // The ladder's order: largest rung first.
+        assert_eq!(dims.first(), Some(&(1280, 720)));
         // No picture in the input: nothing to measure.
         let silent = reelay_media::probe::parse_probe_json(
             r#"{"streams":[{"index":0,"codec_type":"audio","codec_name":"aac","channels":1,"sample_rate":"44100"}],
