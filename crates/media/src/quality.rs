@@ -356,15 +356,17 @@ mod tests {
         let one = combine(&[a]).unwrap();
         assert!((one.psnr_db.unwrap() - 40.0).abs() < 1e-9);
         // Identical parts have no finite PSNR; an identical part only adds frames.
-        let same = EncoderQuality {
-            psnr_db: None,
-            ..a
-        };
+        let same = EncoderQuality { psnr_db: None, ..a };
         assert_eq!(combine(&[same, same]).unwrap().psnr_db, None);
         let half = combine(&[a, same]).unwrap();
         assert!((half.psnr_db.unwrap() - (40.0 + 10.0 * 2f64.log10())).abs() < 1e-9);
         // A part without bitrate leaves the whole without one.
-        assert_eq!(combine(&[a, EncoderQuality { kbps: None, ..b }]).unwrap().kbps, None);
+        assert_eq!(
+            combine(&[a, EncoderQuality { kbps: None, ..b }])
+                .unwrap()
+                .kbps,
+            None
+        );
         assert_eq!(combine(&[]), None);
     }
 

@@ -120,7 +120,13 @@ struct StderrSummary {
 /// encoder summaries fails with the same message as one at `error`; unmarked lines are kept.
 /// Returns the line to keep in the tail, markers removed.
 fn tail_line(line: &str) -> Option<String> {
-    const CHATTER: [&str; 5] = ["[info] ", "[verbose] ", "[debug] ", "[trace] ", "[warning] "];
+    const CHATTER: [&str; 5] = [
+        "[info] ",
+        "[verbose] ",
+        "[debug] ",
+        "[trace] ",
+        "[warning] ",
+    ];
     const SERIOUS: [&str; 3] = ["[error] ", "[fatal] ", "[panic] "];
     if CHATTER.iter().any(|m| line.contains(m)) {
         return None;
@@ -274,19 +280,31 @@ mod tests {
 
     #[test]
     fn the_error_tail_keeps_errors_and_drops_chatter() {
-        assert_eq!(tail_line("plain error text").as_deref(), Some("plain error text"));
+        assert_eq!(
+            tail_line("plain error text").as_deref(),
+            Some("plain error text")
+        );
         assert_eq!(
             tail_line("[mov @ 0x1] [error] moov atom not found").as_deref(),
             Some("[mov @ 0x1] moov atom not found")
         );
-        assert_eq!(tail_line("[fatal] No such file").as_deref(), Some("No such file"));
+        assert_eq!(
+            tail_line("[fatal] No such file").as_deref(),
+            Some("No such file")
+        );
         assert_eq!(tail_line("[info] Stream mapping:"), None);
         assert_eq!(
-            tail_line("[libx264 @ 0x1] [warning] --psnr used with psy on: results will be invalid!"),
+            tail_line(
+                "[libx264 @ 0x1] [warning] --psnr used with psy on: results will be invalid!"
+            ),
             None
         );
-        assert!(is_encoder_summary("[libx264 @ 0x1] [info] SSIM Mean Y:0.99 (20db)"));
-        assert!(is_encoder_summary("[libx264 @ 0x1] [info] frame I:1 Avg QP:2"));
+        assert!(is_encoder_summary(
+            "[libx264 @ 0x1] [info] SSIM Mean Y:0.99 (20db)"
+        ));
+        assert!(is_encoder_summary(
+            "[libx264 @ 0x1] [info] frame I:1 Avg QP:2"
+        ));
         assert!(!is_encoder_summary("[libx264 @ 0x1] [info] profile High"));
         assert!(!is_encoder_summary("[aac @ 0x2] [info] Qavg: 1030"));
     }

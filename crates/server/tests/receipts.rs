@@ -171,13 +171,18 @@ async fn video_files_carry_quality_receipts_unless_turned_off() {
         ("trimmed.mkv", QualityMethod::Encoder),
         ("vp9.webm", QualityMethod::Filters),
     ] {
-        let q = output(&j, name).quality.unwrap_or_else(|| panic!("no receipt on {name}"));
+        let q = output(&j, name)
+            .quality
+            .unwrap_or_else(|| panic!("no receipt on {name}"));
         assert_eq!(q.method, Some(method), "{name}");
     }
     // A 240-line input gets one rung, at its own size.
     let rungs = &output(&j, "hls-abr/master.m3u8").rungs;
     assert_eq!(rungs.len(), 1, "{rungs:?}");
-    assert_eq!((rungs[0].width, rungs[0].height, rungs[0].quality.frames), (320, 240, 75));
+    assert_eq!(
+        (rungs[0].width, rungs[0].height, rungs[0].quality.frames),
+        (320, 240, 75)
+    );
     for name in ["small.mp4", "trimmed.mkv", "vp9.webm"] {
         let o = output(&j, name);
         let q = o.quality.unwrap_or_else(|| panic!("no receipt on {name}"));
@@ -241,7 +246,10 @@ async fn every_rung_of_a_ladder_carries_its_receipt() {
     let dir = tempfile::tempdir().unwrap();
     let input = clip(dir.path(), "in.mp4", 854, 480, 2.0, true);
     let j = s
-        .succeeded(&input, r#"{"outputs":[{"preset":"hls-abr"},{"preset":"dash"}]}"#)
+        .succeeded(
+            &input,
+            r#"{"outputs":[{"preset":"hls-abr"},{"preset":"dash"}]}"#,
+        )
         .await;
     for manifest in ["hls-abr/master.m3u8", "dash/manifest.mpd"] {
         let o = output(&j, manifest);
@@ -257,7 +265,10 @@ async fn every_rung_of_a_ladder_carries_its_receipt() {
             assert!(p > 30.0 && p < 100.0 && g.quality.ssim > 0.9, "{g:?}");
         }
         // 1400 kbit/s and 800 kbit/s targets: the bigger rung spends more.
-        let kbps: Vec<f64> = rungs.iter().map(|g| g.quality.bitrate_kbps.unwrap()).collect();
+        let kbps: Vec<f64> = rungs
+            .iter()
+            .map(|g| g.quality.bitrate_kbps.unwrap())
+            .collect();
         assert!(kbps[0] > kbps[1], "{manifest}: {kbps:?}");
     }
     let (status, metrics) = s.get_bytes("/metrics").await;
@@ -314,8 +325,15 @@ async fn in_encode_receipts_agree_with_the_filters() {
         let (psnr, ssim) =
             reelay_media::quality::parse_quality(&String::from_utf8_lossy(&out.stderr)).unwrap();
         let (psnr, got) = (psnr.unwrap(), q.psnr_db.unwrap());
-        assert!((psnr - got).abs() <= 0.1, "{name}: encoder {got} dB, filters {psnr} dB");
-        assert!((ssim - q.ssim).abs() <= 0.005, "{name}: encoder {}, filters {ssim}", q.ssim);
+        assert!(
+            (psnr - got).abs() <= 0.1,
+            "{name}: encoder {got} dB, filters {psnr} dB"
+        );
+        assert!(
+            (ssim - q.ssim).abs() <= 0.005,
+            "{name}: encoder {}, filters {ssim}",
+            q.ssim
+        );
         assert_eq!(q.frames, 75, "{name}");
     }
     // The two outputs' receipts are not each other's: CRF 35 is far worse than CRF 23.

@@ -246,7 +246,9 @@ async fn a_split_job_matches_the_unsplit_one_and_leaves_no_intermediates() {
     // over every frame, as the unsplit job's does. (Split rungs score lower than unsplit ones,
     // docs/architecture.md, Known gaps, so the two are not compared.)
     let out = |j: &JobView, n: &str| j.outputs.iter().find(|o| o.name == n).cloned().unwrap();
-    let qs = out(&split, "mp4-360p.mp4").quality.expect("split mp4 receipt");
+    let qs = out(&split, "mp4-360p.mp4")
+        .quality
+        .expect("split mp4 receipt");
     assert_eq!(qs.frames, 14 * 25);
     let filters = Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-i"])
@@ -266,7 +268,10 @@ async fn a_split_job_matches_the_unsplit_one_and_leaves_no_intermediates() {
     let (psnr, ssim) =
         reelay_media::quality::parse_quality(&String::from_utf8_lossy(&filters.stderr)).unwrap();
     let got = qs.psnr_db.unwrap();
-    assert!((got - psnr.unwrap()).abs() <= 0.1, "stitched receipt {got} dB, filters {psnr:?}");
+    assert!(
+        (got - psnr.unwrap()).abs() <= 0.1,
+        "stitched receipt {got} dB, filters {psnr:?}"
+    );
     assert!((qs.ssim - ssim).abs() <= 0.005, "{qs:?} vs filters {ssim}");
     let (rs, rw) = (
         out(&split, "hls-abr/master.m3u8").rungs,
@@ -276,7 +281,11 @@ async fn a_split_job_matches_the_unsplit_one_and_leaves_no_intermediates() {
     assert_eq!(rs.len(), rw.len());
     for (a, b) in rs.iter().zip(&rw) {
         assert_eq!((a.rung, a.width, a.height), (b.rung, b.width, b.height));
-        assert_eq!((a.quality.frames, b.quality.frames), (14 * 25, 14 * 25), "{a:?}");
+        assert_eq!(
+            (a.quality.frames, b.quality.frames),
+            (14 * 25, 14 * 25),
+            "{a:?}"
+        );
         assert!(a.quality.psnr_db.unwrap() > 30.0, "{a:?}");
     }
     assert_eq!(frames(&a), frames(&b));

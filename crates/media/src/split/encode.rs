@@ -13,9 +13,9 @@ use super::playlist::{avc1_codec, parse_segments, Segment};
 use super::{io_err, SplitError, BASE};
 use crate::argv::{deinterlace_filter, fit_short_side, input_args, ladder, video_codec_args};
 use crate::plan::{AudioCodec, Rendition, VideoCodec};
-use crate::quality::EncoderQuality;
 use crate::policy::InputPolicy;
 use crate::probe::MediaInfo;
+use crate::quality::EncoderQuality;
 use crate::run::{run_ffmpeg, RunLimits};
 use crate::sandbox::Tools;
 use crate::{file_url, CancellationToken, Invocation, Progress};
@@ -98,7 +98,11 @@ pub fn x264_streams(renditions: &[Rendition], display_short: u32) -> Vec<(String
             for k in 0..ladder(&hls.rungs, display_short).len() {
                 v.push((r.name.clone(), Some(k)));
             }
-        } else if r.video.as_ref().is_some_and(|v| v.codec == VideoCodec::H264) {
+        } else if r
+            .video
+            .as_ref()
+            .is_some_and(|v| v.codec == VideoCodec::H264)
+        {
             v.push((r.name.clone(), None));
         }
     }

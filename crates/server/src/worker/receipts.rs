@@ -14,9 +14,9 @@
 use reelay_media::analysis::{AnalysisError, Input};
 use reelay_media::loudness::{self, LoudnessMode, LoudnessStats};
 use reelay_media::plan::{AudioCodec, Container, Rendition, VideoCodec};
-use reelay_media::{InputPolicy, MediaInfo, Tools};
 use reelay_media::quality::EncoderQuality;
 use reelay_media::split::SegmentOutput;
+use reelay_media::{InputPolicy, MediaInfo, Tools};
 use reelay_protocol::{
     LoudnessAction, LoudnessReceipt, LoudnessValues, QualityMethod, QualityReceipt, RungQuality,
 };
@@ -94,7 +94,12 @@ pub fn rung_receipts(dims: &[(u32, u32)], measured: &[EncoderQuality]) -> Option
 pub fn stitched_file_quality(name: &str, ranges: &[&SegmentOutput]) -> Option<EncoderQuality> {
     let parts: Vec<EncoderQuality> = ranges
         .iter()
-        .filter_map(|s| s.file_quality.iter().find(|(n, _)| n == name).map(|(_, q)| *q))
+        .filter_map(|s| {
+            s.file_quality
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, q)| *q)
+        })
         .collect();
     (parts.len() == ranges.len())
         .then(|| reelay_media::quality::combine(&parts))
@@ -500,7 +505,10 @@ mod tests {
         assert!((f.psnr_db.unwrap() - (-10.0 * 5.5e-4f64.log10())).abs() < 1e-9);
         let rungs = stitched_rungs("hls", &[&a, &b]);
         assert_eq!(rungs.len(), 2);
-        assert_eq!((rungs[1].rung, rungs[1].width, rungs[1].height), (1, 640, 360));
+        assert_eq!(
+            (rungs[1].rung, rungs[1].width, rungs[1].height),
+            (1, 640, 360)
+        );
         assert_eq!(rungs[1].quality.frames, 60);
         assert_eq!(rungs[0].quality.psnr_db, Some(round2(f.psnr_db.unwrap())));
         // A range that did not measure leaves the output without a receipt, not a partial one.

@@ -4,8 +4,8 @@
 //! its dependencies name, stores the outputs under `outputs/{job}/stitch-a{n}` (where the
 //! outputs API serves them) and completes with the job's file list.
 
-use super::receipts;
 use super::parts::{AudioResult, PartError, SegmentResult, SplitResult};
+use super::receipts;
 use super::timing::Phase;
 use super::Context;
 use crate::metrics as m;
@@ -95,9 +95,8 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, PartError
             // Quality: every range's encoder measurements combined (loudness receipts are
             // measured by the transcode path only).
             let seconds = reelay_media::argv::output_seconds(r, &split.info);
-            let quality = receipts::stitched_file_quality(&r.name, &ranges).map(|q| {
-                receipts::encoder_receipt(&q, receipts::bitrate_kbps(size, seconds))
-            });
+            let quality = receipts::stitched_file_quality(&r.name, &ranges)
+                .map(|q| receipts::encoder_receipt(&q, receipts::bitrate_kbps(size, seconds)));
             let rungs = receipts::stitched_rungs(&r.name, &ranges);
             let container = r.packaging.format_name();
             for q in quality.iter().chain(rungs.iter().map(|g| &g.quality)) {
