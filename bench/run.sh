@@ -2,7 +2,8 @@
 # reelay benchmarks against bare ffmpeg, measured in the same run on the same machine.
 #   bench/run.sh            all three
 #   RUNS=5 bench/run.sh     more repetitions for the overhead benchmark
-#   QUALITY=0 bench/run.sh  jobs ask "quality_report": false (no PSNR/SSIM receipt pass)
+#   QUALITY=0 bench/run.sh  jobs ask "quality_report": false (no PSNR/SSIM receipts)
+#   SKIP_OVERHEAD=1 / SKIP_UPLOAD=1   leave out the first / the last benchmark
 # After the overhead and small-job benchmarks it prints the jobs' median `timings` by phase
 # (the job view's, issue 18), so a ratio comes with where the time went.
 # Prints medians and ratios; copy the summary into docs/benchmarks.md with the machine line.
@@ -118,12 +119,14 @@ t1=$(now); tb=$(echo "$t1 - $t0" | bc)
 start_server "$WORKERS"
 t0=$(now)
 export BASE small EXTRA
-submit_small() { # one id per line, even when 8 run at once
-  id=$(curl -fsS -F "spec={\"outputs\":[{\"preset\":\"mp4-360p\"}]$EXTRA}" -F "file=@$small" "$BASE/v1/jobs" | sed -E 's/^\{"id":"([^"]+)".*/\1/')
-  echo "$id"
+submit_small() { # one "id seconds" per line (the submission's own time), even when 8 run at once
+  out=$(curl -fsS -w ' %{time_total}' -F "spec={\"outputs\":[{\"preset\":\"mp4-360p\"}]$EXTRA}" -F "file=@$small" "$BASE/v1/jobs")
+  echo "$(echo "$out" | sed -E 's/^\{"id":"([^"]+)".*/\1/') ${out##* }"
 }
 export -f submit_small
-ids=$(seq "$SMALL_JOBS" | xargs -P 8 -I{} bash -c submit_small)
+submitted=$(seq "$SMALL_JOBS" | xargs -P 8 -I{} bash -c submit_small)
+ids=$(echo "$submitted" | awk '{print $1}')
+echo "  submission (multipart upload + probe + store + create), median of $SMALL_JOBS: $(echo "$submitted" | awk '{print $2}' | median)s"
 for id in $ids; do wait_done "$id"; done
 t1=$(now); ts=$(echo "$t1 - $t0" | bc)
 echo "small jobs: $SMALL_JOBS x 2 s 320x240 -> mp4-360p with $WORKERS workers: xargs -P $WORKERS ffmpeg ${tb}s, reelay ${ts}s, throughput ratio $(echo "scale=3; $tb / $ts" | bc) (target >= 0.90)"
@@ -132,6 +135,7 @@ stop_server
 
 # 3. Streaming upload: memory stays flat.
 upload="$OUT/upload.mkv"
+if [ -n "${SKIP_UPLOAD:-}" ]; then rm -rf "$OUT/data" "$OUT"/small-*.mp4; exit 0; fi
 if [ ! -f "$upload" ]; then
   # Raw 320x240 video in Matroska: ~2.9 MB per second of video, so UPLOAD_MIB needs this many seconds.
   secs=$(( (UPLOAD_MIB << 20) / (320 * 240 * 3 / 2 * 25) + 1 ))

@@ -37,6 +37,9 @@ pub struct StoredOutput {
     /// Quality receipt of a video file output; absent in older rows and when turned off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<reelay_protocol::QualityReceipt>,
+    /// Per-rung receipts of a streaming ladder's manifest; absent in older rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<reelay_protocol::RungQuality>,
 }
 
 /// What the api hands to [`JobStore::create_job`](crate::JobStore::create_job).

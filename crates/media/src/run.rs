@@ -90,9 +90,13 @@ impl RunError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RunStats {
     pub last: Progress,
+    /// The encoders' closing summaries (libx264's `frame`, `SSIM Mean`, `PSNR Mean` lines), for
+    /// [`crate::quality::parse_x264_stats`]; empty unless the run asked for them
+    /// ([`crate::quality::request_x264_stats`]).
+    pub encoder_summaries: Vec<String>,
 }
 
 const TAIL_LINES: usize = 20;
@@ -100,11 +104,46 @@ const TAIL_LINES: usize = 20;
 /// What libavutil logs when a decoder meets a frame above `-max_pixels`.
 const PIXEL_LIMIT_MESSAGE: &str = "exceeds specified max pixel count";
 
+/// Summary lines kept at most (a ladder of 8 rungs prints about 5 each).
+const MAX_SUMMARY_LINES: usize = 512;
+
 /// What stderr said: its last lines, and whether a frame was refused for its size.
 #[derive(Default)]
 struct StderrSummary {
     tail: String,
     frame_too_large: bool,
+    encoder_summaries: Vec<String>,
+}
+
+/// How a stderr line counts, given `-loglevel level+…` marks each line with its level: chatter
+/// (info and below, warnings) is left out of the error tail, so a run that raised the level for
+/// encoder summaries fails with the same message as one at `error`; unmarked lines are kept.
+/// Returns the line to keep in the tail, markers removed.
+fn tail_line(line: &str) -> Option<String> {
+    const CHATTER: [&str; 5] = [
+        "[info] ",
+        "[verbose] ",
+        "[debug] ",
+        "[trace] ",
+        "[warning] ",
+    ];
+    const SERIOUS: [&str; 3] = ["[error] ", "[fatal] ", "[panic] "];
+    if CHATTER.iter().any(|m| line.contains(m)) {
+        return None;
+    }
+    let mut l = line.to_string();
+    for m in SERIOUS {
+        if let Some(i) = l.find(m) {
+            l.replace_range(i..i + m.len(), "");
+        }
+    }
+    Some(l)
+}
+
+/// Whether a line is part of an x264 encoder's closing summary.
+fn is_encoder_summary(line: &str) -> bool {
+    line.contains("[libx264 @ ")
+        && (line.contains("] frame ") || line.contains("SSIM Mean") || line.contains("PSNR Mean"))
 }
 
 /// Kills the child's whole process group, so helpers it may have spawned die with it.
@@ -147,9 +186,17 @@ pub async fn run_ffmpeg(
     let mut stderr_task = tokio::spawn(async move {
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
         let mut frame_too_large = false;
+        let mut encoder_summaries = vec![];
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             frame_too_large |= line.contains(PIXEL_LIMIT_MESSAGE);
+            if is_encoder_summary(&line) && encoder_summaries.len() < MAX_SUMMARY_LINES {
+                encoder_summaries.push(line.chars().take(500).collect());
+                continue;
+            }
+            let Some(line) = tail_line(&line) else {
+                continue;
+            };
             if tail.len() == TAIL_LINES {
                 tail.pop_front();
             }
@@ -158,6 +205,7 @@ pub async fn run_ffmpeg(
         StderrSummary {
             tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
             frame_too_large,
+            encoder_summaries,
         }
     });
 
@@ -206,6 +254,7 @@ pub async fn run_ffmpeg(
                     return Err(RunError::FrameTooLarge);
                 }
                 if status.success() {
+                    stats.encoder_summaries = said.encoder_summaries;
                     break Ok(());
                 }
                 use std::os::unix::process::ExitStatusExt;
@@ -228,6 +277,37 @@ pub async fn run_ffmpeg(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_error_tail_keeps_errors_and_drops_chatter() {
+        assert_eq!(
+            tail_line("plain error text").as_deref(),
+            Some("plain error text")
+        );
+        assert_eq!(
+            tail_line("[mov @ 0x1] [error] moov atom not found").as_deref(),
+            Some("[mov @ 0x1] moov atom not found")
+        );
+        assert_eq!(
+            tail_line("[fatal] No such file").as_deref(),
+            Some("No such file")
+        );
+        assert_eq!(tail_line("[info] Stream mapping:"), None);
+        assert_eq!(
+            tail_line(
+                "[libx264 @ 0x1] [warning] --psnr used with psy on: results will be invalid!"
+            ),
+            None
+        );
+        assert!(is_encoder_summary(
+            "[libx264 @ 0x1] [info] SSIM Mean Y:0.99 (20db)"
+        ));
+        assert!(is_encoder_summary(
+            "[libx264 @ 0x1] [info] frame I:1 Avg QP:2"
+        ));
+        assert!(!is_encoder_summary("[libx264 @ 0x1] [info] profile High"));
+        assert!(!is_encoder_summary("[aac @ 0x2] [info] Qavg: 1030"));
+    }
 
     #[test]
     fn errors_know_their_code_and_whether_a_retry_can_help() {

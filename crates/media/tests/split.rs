@@ -365,10 +365,32 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
             &work,
             limits(),
             &CancellationToken::new(),
+            true,
             |_| {},
         )
         .await
         .unwrap_or_else(|e| panic!("{label}: range {}: {e}", task.index));
+        // Quality measured in the range's own encode: the H.264 file and every rung, none for
+        // the HEVC file (libx265 does not report), each rung over the same frames.
+        let names: Vec<&str> = o.file_quality.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![mp4.name.as_str()],
+            "{label}: range {}",
+            task.index
+        );
+        assert!(!o.hls.is_empty());
+        for h in &o.hls {
+            let q = h
+                .quality
+                .unwrap_or_else(|| panic!("{label}: rung {} unmeasured", h.rung));
+            assert_eq!(
+                q.frames, o.file_quality[0].1.frames,
+                "{label}: rung {}",
+                h.rung
+            );
+            assert!(q.psnr_db.unwrap() > 25.0 && q.ssim > 0.8, "{label}: {q:?}");
+        }
         outputs.push(o);
     }
     let audio_tasks = split::audio_tasks(&renditions, &info);

@@ -406,6 +406,9 @@ pub struct OutputView {
     /// PSNR/SSIM and bitrate of a video file output (see `JobSpec::quality_report`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualityReceipt>,
+    /// A streaming ladder's manifest (HLS/DASH/CMAF): the receipt of each rung, in the ladder's order (largest picture first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<RungQuality>,
 }
 
 /// One loudness measurement (ITU-R BS.1770). `None` values: silence.
@@ -453,9 +456,35 @@ pub struct QualityReceipt {
     pub ssim: f64,
     /// Frames compared.
     pub frames: u64,
-    /// Mean bitrate of the whole file (all streams), kbit/s.
+    /// Mean bitrate of the whole file (all streams), kbit/s; for a ladder's rung, of its video
+    /// stream as the encoder counted it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitrate_kbps: Option<f64>,
+    /// How it was measured; absent in receipts written before this existed (`filters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<QualityMethod>,
+}
+
+/// Where a quality receipt's numbers come from. Both compare with the source after reelay's
+/// filters and scaling; SSIM is luma in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QualityMethod {
+    /// The encoder compared each frame it encoded with its reconstruction (libx264), during
+    /// the encode: no second decode.
+    Encoder,
+    /// ffmpeg's `psnr` and `ssim` filters on the written output and the source decoded again.
+    Filters,
+}
+
+/// The quality receipt of one rung of a streaming ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct RungQuality {
+    /// The rung's index (its `v{rung}` directory; 0 is the largest picture).
+    pub rung: u32,
+    pub width: u32,
+    pub height: u32,
+    pub quality: QualityReceipt,
 }
 
 /// `GET /v1/jobs` answer: newest first, `next_cursor` continues the listing.

@@ -37,6 +37,7 @@ pub fn job_view(job: &Job) -> JobView {
                 content_type: o.content_type.clone(),
                 loudness: o.loudness,
                 quality: o.quality,
+                rungs: o.rungs.clone(),
             })
             .collect(),
         deleted_at: job.deleted_at.map(rfc3339),

@@ -12,9 +12,10 @@ use super::plan::{pieces_for, ts_ladder, SplitLayout};
 use super::playlist::{avc1_codec, parse_segments, Segment};
 use super::{io_err, SplitError, BASE};
 use crate::argv::{deinterlace_filter, fit_short_side, input_args, ladder, video_codec_args};
-use crate::plan::{AudioCodec, Rendition};
+use crate::plan::{AudioCodec, Rendition, VideoCodec};
 use crate::policy::InputPolicy;
 use crate::probe::MediaInfo;
+use crate::quality::EncoderQuality;
 use crate::run::{run_ffmpeg, RunLimits};
 use crate::sandbox::Tools;
 use crate::{file_url, CancellationToken, Invocation, Progress};
@@ -69,6 +70,9 @@ pub struct HlsPiece {
     pub codec: String,
     pub width: u32,
     pub height: u32,
+    /// What the encoder measured on this rung's range (quality receipts on, libx264).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<EncoderQuality>,
 }
 
 /// Result of one `encode_segment` task; paths relative to the task's output directory.
@@ -78,6 +82,31 @@ pub struct SegmentOutput {
     /// (rendition name, path of its encoded piece, `<name>/piece_00003.ts`).
     pub files: Vec<(String, String)>,
     pub hls: Vec<HlsPiece>,
+    /// (rendition name, what its encoder measured on this range) for the H.264 file outputs,
+    /// when quality receipts are on; the stitch [`crate::quality::combine`]s the ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_quality: Vec<(String, EncoderQuality)>,
+}
+
+/// Which rendition each libx264 stream of a range's encode belongs to, in output-stream order
+/// (the order x264's summaries come in): `(rendition, Some(rung))` per ladder rung,
+/// `(rendition, None)` per H.264 file output.
+pub fn x264_streams(renditions: &[Rendition], display_short: u32) -> Vec<(String, Option<usize>)> {
+    let mut v = vec![];
+    for r in renditions {
+        if let Some(hls) = ts_ladder(r) {
+            for k in 0..ladder(&hls.rungs, display_short).len() {
+                v.push((r.name.clone(), Some(k)));
+            }
+        } else if r
+            .video
+            .as_ref()
+            .is_some_and(|v| v.codec == VideoCodec::H264)
+        {
+            v.push((r.name.clone(), None));
+        }
+    }
+    v
 }
 
 fn s<T: ToString>(x: T) -> String {
@@ -306,6 +335,7 @@ pub async fn encode_segment(
     out_dir: &Path,
     limits: RunLimits,
     cancel: &CancellationToken,
+    measure_quality: bool,
     on_progress: impl FnMut(Progress),
 ) -> Result<SegmentOutput, SplitError> {
     let src = out_dir.join(format!(".source_{:05}.ts", task.index));
@@ -322,15 +352,33 @@ pub async fn encode_segment(
             }
         }
     }
-    let inv = segment_argv(renditions, info, policy, task, &src, out_dir)?;
+    let mut inv = segment_argv(renditions, info, policy, task, &src, out_dir)?;
+    let measuring = measure_quality && crate::quality::request_x264_stats(&mut inv.args);
     let run = run_ffmpeg(tools, &inv.args, out_dir, limits, cancel, on_progress).await;
     let _ = std::fs::remove_file(&src);
-    run?;
+    let stats = run?;
+    // Each libx264 stream's summary, matched to its rendition (and rung) by order; none at all
+    // when the count differs from the streams (a guess could swap two receipts).
+    let streams = x264_streams(renditions, dw.min(dh));
+    let measured = crate::quality::parse_x264_stats(&stats.encoder_summaries);
+    let quality: Vec<((String, Option<usize>), EncoderQuality)> =
+        if measuring && measured.len() == streams.len() {
+            streams.into_iter().zip(measured).collect()
+        } else {
+            vec![]
+        };
+    let quality_of = |name: &str, rung: Option<usize>| {
+        quality
+            .iter()
+            .find(|((n, k), _)| n == name && *k == rung)
+            .map(|(_, q)| *q)
+    };
 
     let mut out = SegmentOutput {
         index: task.index,
         files: vec![],
         hls: vec![],
+        file_quality: vec![],
     };
     for r in renditions {
         if let Some(hls) = ts_ladder(r) {
@@ -364,6 +412,7 @@ pub async fn encode_segment(
                     segments,
                     width: w,
                     height: h,
+                    quality: quality_of(&r.name, Some(k)),
                 });
             }
         } else if r.video.is_some() {
@@ -372,6 +421,9 @@ pub async fn encode_segment(
                 return Err(SplitError::Missing(p));
             }
             out.files.push((r.name.clone(), p));
+            if let Some(q) = quality_of(&r.name, None) {
+                out.file_quality.push((r.name.clone(), q));
+            }
         }
     }
     Ok(out)

@@ -378,7 +378,9 @@ async fn submit_multipart(
 
     let id = new_job_id(&st);
     let key = input_key(&id);
-    st.storage.put_file(&key, &tmp.0).await?;
+    // The spooled upload is ours alone: a local store takes it by rename, not a second copy of
+    // every byte (issue 18: on every multipart job's critical path).
+    st.storage.put_scratch_file(&key, &tmp.0).await?;
     let stored_sides = async {
         for (n, f) in caption_files.iter().enumerate() {
             st.storage

@@ -24,6 +24,8 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<SegmentResult, PartError> {
     cx.download(&split.prefix, &task.pieces, &pieces_dir)
         .await?;
     let cfg = &cx.state.cfg;
+    // Receipts come from the range's own encode (libx264's summaries), combined at the stitch.
+    let quality_on = cx.quality_on(split.info.best_duration())?;
     let started = std::time::Instant::now();
     let encoding = reelay_media::split::encode_segment(
         &cfg.tools,
@@ -35,6 +37,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<SegmentResult, PartError> {
         &out_dir,
         cx.limits(),
         cx.token,
+        quality_on,
         cx.on_progress(task.end - task.start),
     );
     let output = cx

@@ -370,7 +370,10 @@ impl WorkerPool {
         }
     }
 
-    /// Runs a claimed task and records its end; `claimed_in` is how long the claim took.
+    /// Runs a claimed task and records its end; `claimed_in` is how long the claim took. Every
+    /// log line of the task carries the `task` span: attached with `.instrument()`, not an
+    /// entered guard, which would stay entered on this thread across awaits and tag whatever
+    /// else the runtime polls there.
     async fn execute(&self, claim: Claim, claimed_in: Duration) {
         let job = &claim.job;
         let span = tracing::info_span!("task", job_id = %job.id, task_id = %claim.task_id, kind = %claim.kind, cluster = %job.cluster, attempt = claim.attempt);
@@ -496,6 +499,9 @@ impl WorkerPool {
                             .increment(1);
                         metrics::histogram!(m::JOB_SECONDS).record(started.elapsed().as_secs_f64());
                         tracing::info!(seconds = started.elapsed().as_secs_f64(), "task succeeded");
+                        // Tasks that waited on this one may be claimable now: idle slots look
+                        // at once instead of after their poll interval.
+                        st.wake.notify_waiters();
                         if crate::progressive::may_make_playable(&claim.kind) {
                             self.mark_if_playable(job).await;
                         }

@@ -170,6 +170,17 @@ impl Context<'_> {
         Ok(r)
     }
 
+    /// Whether this job's video outputs get quality receipts (see [`super::receipts::wants_quality`]).
+    pub(super) fn quality_on(&self, input_seconds: Option<f64>) -> Result<bool, PartError> {
+        let spec: reelay_protocol::JobSpec = serde_json::from_str(&self.claim.job.spec_json)
+            .map_err(|e| PartError::Contract(format!("stored spec unreadable: {e}")))?;
+        Ok(super::receipts::wants_quality(
+            spec.quality_report,
+            input_seconds,
+            self.state.cfg.quality_report_max_seconds,
+        ))
+    }
+
     /// The output of the dependency of kind `T` (the first one that reads as `T`).
     pub(super) fn dependency<T: for<'de> Deserialize<'de>>(
         &self,

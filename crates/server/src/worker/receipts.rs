@@ -3,6 +3,10 @@
 //! (PSNR/SSIM against the source scaled to its size). These are the receipts a job view shows on
 //! its outputs.
 //!
+//! Quality comes from the encoder itself where it can say (libx264: files and every rung of a
+//! ladder, [`in_encode`]), read from the encode's own log, so it costs no second decode; other
+//! encoders' files are measured after the encode with ffmpeg's filters ([`Meter::quality`]).
+//!
 //! Every run goes through `reelay_media::analysis`, fenced like an encode. The output files are
 //! reelay's own, but they are read with the same fences: the demuxer is forced to the one reelay
 //! wrote ([`demuxer_of`]), added to the allowlist for that run only.
@@ -10,8 +14,12 @@
 use reelay_media::analysis::{AnalysisError, Input};
 use reelay_media::loudness::{self, LoudnessMode, LoudnessStats};
 use reelay_media::plan::{AudioCodec, Container, Rendition, VideoCodec};
+use reelay_media::quality::EncoderQuality;
+use reelay_media::split::SegmentOutput;
 use reelay_media::{InputPolicy, MediaInfo, Tools};
-use reelay_protocol::{LoudnessAction, LoudnessReceipt, LoudnessValues, QualityReceipt};
+use reelay_protocol::{
+    LoudnessAction, LoudnessReceipt, LoudnessValues, QualityMethod, QualityReceipt, RungQuality,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,6 +27,125 @@ use std::time::Duration;
 /// inputs up to `max_seconds` (an input of unknown length gets none: its cost is unknown).
 pub fn wants_quality(asked: Option<bool>, input_seconds: Option<f64>, max_seconds: f64) -> bool {
     asked.unwrap_or_else(|| input_seconds.is_some_and(|d| d <= max_seconds))
+}
+
+/// The libx264 streams an output's encode writes, which report their own quality.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InEncode {
+    /// An H.264 file: one stream.
+    File,
+    /// An H.264 ladder: one stream per rung, these sizes, in output-stream order.
+    Ladder(Vec<(u32, u32)>),
+}
+
+/// Whether (and how) `r` is measured in its own encode: H.264 video, re-encoded, from an input
+/// with a picture. `None`: files fall back to the filters, other ladders get no receipt.
+pub fn in_encode(r: &Rendition, info: &MediaInfo) -> Option<InEncode> {
+    info.video()?;
+    if let Some(l) = r.packaging.ladder() {
+        let codec = r.video.as_ref().map_or(VideoCodec::H264, |v| v.codec);
+        if codec != VideoCodec::H264 {
+            return None;
+        }
+        let (dw, dh) = info.display_dims().unwrap_or((0, 0));
+        let dims = reelay_media::argv::ladder(&l.rungs, dw.min(dh))
+            .iter()
+            .map(|rung| reelay_media::argv::fit_short_side(dw, dh, rung.short_side))
+            .collect();
+        return Some(InEncode::Ladder(dims));
+    }
+    let v = r.video.as_ref()?;
+    (v.codec == VideoCodec::H264 && r.container().and_then(demuxer_of).is_some())
+        .then_some(InEncode::File)
+}
+
+/// A receipt from what the encoder measured; `bitrate_kbps` as the caller knows it (a file's
+/// size over its duration; a rung's encoder count).
+pub fn encoder_receipt(q: &EncoderQuality, bitrate_kbps: Option<f64>) -> QualityReceipt {
+    QualityReceipt {
+        psnr_db: q.psnr_db.map(round2),
+        ssim: round4(q.ssim),
+        frames: q.frames,
+        bitrate_kbps: bitrate_kbps.map(round2),
+        method: Some(QualityMethod::Encoder),
+    }
+}
+
+/// The rungs' receipts, when the encode reported one per rung (else `None`: which summary
+/// belongs to which rung would be a guess).
+pub fn rung_receipts(dims: &[(u32, u32)], measured: &[EncoderQuality]) -> Option<Vec<RungQuality>> {
+    (dims.len() == measured.len() && !dims.is_empty()).then(|| {
+        dims.iter()
+            .zip(measured)
+            .enumerate()
+            .map(|(i, ((w, h), q))| RungQuality {
+                rung: i as u32,
+                width: *w,
+                height: *h,
+                quality: encoder_receipt(q, q.kbps),
+            })
+            .collect()
+    })
+}
+
+/// A split file output's quality over the whole file: its ranges' encoder measurements
+/// combined (exactly: summed squared error, frame-weighted SSIM). `None` unless every range
+/// measured it, since a partial sum would pass for the whole.
+pub fn stitched_file_quality(name: &str, ranges: &[&SegmentOutput]) -> Option<EncoderQuality> {
+    let parts: Vec<EncoderQuality> = ranges
+        .iter()
+        .filter_map(|s| {
+            s.file_quality
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, q)| *q)
+        })
+        .collect();
+    (parts.len() == ranges.len())
+        .then(|| reelay_media::quality::combine(&parts))
+        .flatten()
+}
+
+/// A split ladder's rung receipts, each rung's ranges combined; empty unless every range
+/// measured every rung.
+pub fn stitched_rungs(name: &str, ranges: &[&SegmentOutput]) -> Vec<RungQuality> {
+    let mut by_rung: std::collections::BTreeMap<usize, (u32, u32, Vec<Option<EncoderQuality>>)> =
+        Default::default();
+    for s in ranges {
+        for h in s.hls.iter().filter(|h| h.rendition == name) {
+            by_rung
+                .entry(h.rung)
+                .or_insert_with(|| (h.width, h.height, vec![]))
+                .2
+                .push(h.quality);
+        }
+    }
+    let mut out = vec![];
+    for (rung, (width, height, parts)) in by_rung {
+        let parts: Option<Vec<EncoderQuality>> = parts.into_iter().collect();
+        let Some(q) = parts
+            .filter(|p| p.len() == ranges.len())
+            .and_then(|p| reelay_media::quality::combine(&p))
+        else {
+            return vec![];
+        };
+        out.push(RungQuality {
+            rung: rung as u32,
+            width,
+            height,
+            quality: encoder_receipt(&q, q.kbps),
+        });
+    }
+    out
+}
+
+/// Mean bitrate of `bytes` over `seconds`, kbit/s.
+pub fn bitrate_kbps(bytes: u64, seconds: f64) -> Option<f64> {
+    (seconds.is_finite() && seconds > 0.0).then(|| bytes as f64 * 8.0 / seconds / 1000.0)
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }
 
 /// Whether any output asked for loudness work, so the input is measured (once) at all.
@@ -200,14 +327,13 @@ impl Meter<'_> {
         )
         .await?;
         let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-        let bitrate_kbps = duration
-            .filter(|d| *d > 0.0)
-            .map(|d| round2(size as f64 * 8.0 / d / 1000.0));
+        let bitrate_kbps = duration.and_then(|d| bitrate_kbps(size, d)).map(round2);
         Ok(Some(QualityReceipt {
             psnr_db: report.psnr_db.map(round2),
-            ssim: (report.ssim * 10_000.0).round() / 10_000.0,
+            ssim: round4(report.ssim),
             frames: report.frames,
             bitrate_kbps,
+            method: Some(QualityMethod::Filters),
         }))
     }
 }
@@ -290,6 +416,108 @@ mod tests {
         assert_eq!(r.target_lufs, Some(-23.0));
         assert_eq!(r.input.integrated_lufs, Some(-30.0));
         assert!(r.output.is_none());
+    }
+
+    fn probe(w: u32, h: u32) -> MediaInfo {
+        reelay_media::probe::parse_probe_json(&format!(
+            r#"{{"streams":[{{"index":0,"codec_type":"video","codec_name":"h264","width":{w},"height":{h}}}],
+               "format":{{"format_name":"mov,mp4,m4a","duration":"5.0"}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn h264_files_and_ladders_are_measured_in_the_encode() {
+        let info = probe(1280, 720);
+        let h264 = custom(r#"{"name":"a","container":"mp4","video":{"codec":"h264"}}"#);
+        assert_eq!(in_encode(&h264, &info), Some(InEncode::File));
+        let vp9 = custom(r#"{"name":"b","container":"webm","video":{"codec":"vp9"}}"#);
+        assert_eq!(in_encode(&vp9, &info), None);
+        let audio = custom(r#"{"name":"c","container":"m4a","audio":{"codec":"aac"}}"#);
+        assert_eq!(in_encode(&audio, &info), None);
+        let hls: OutputSpec = serde_json::from_str(r#"{"preset":"hls-abr"}"#).unwrap();
+        let hls = reelay_media::resolve_outputs(&[hls]).unwrap().remove(0);
+        let Some(InEncode::Ladder(dims)) = in_encode(&hls, &info) else {
+            panic!("hls-abr is an H.264 ladder");
+        };
+        assert!(dims.len() >= 2, "{dims:?}");
+        // The ladder's order: largest rung first.
+        assert_eq!(dims.first(), Some(&(1280, 720)));
+        // No picture in the input: nothing to measure.
+        let silent = reelay_media::probe::parse_probe_json(
+            r#"{"streams":[{"index":0,"codec_type":"audio","codec_name":"aac","channels":1,"sample_rate":"44100"}],
+               "format":{"format_name":"mov,mp4,m4a","duration":"2.0"}}"#,
+        )
+        .unwrap();
+        assert_eq!(in_encode(&h264, &silent), None);
+    }
+
+    #[test]
+    fn rungs_get_receipts_only_when_every_rung_reported() {
+        let q = |p: f64| EncoderQuality {
+            frames: 50,
+            psnr_db: Some(p),
+            ssim: 0.987654,
+            kbps: Some(336.494),
+        };
+        let dims = [(640, 360), (1280, 720)];
+        let got = rung_receipts(&dims, &[q(40.123), q(42.0)]).unwrap();
+        assert_eq!(got[1].rung, 1);
+        assert_eq!((got[1].width, got[1].height), (1280, 720));
+        assert_eq!(got[0].quality.psnr_db, Some(40.12));
+        assert_eq!(got[0].quality.ssim, 0.9877);
+        assert_eq!(got[0].quality.bitrate_kbps, Some(336.49));
+        assert_eq!(got[0].quality.method, Some(QualityMethod::Encoder));
+        assert_eq!(rung_receipts(&dims, &[q(40.0)]), None);
+        assert_eq!(rung_receipts(&[], &[]), None);
+        assert_eq!(bitrate_kbps(1000, 2.0), Some(4.0));
+        assert_eq!(bitrate_kbps(1000, 0.0), None);
+    }
+
+    #[test]
+    fn split_ranges_combine_into_one_receipt_per_output_and_rung() {
+        use reelay_media::split::HlsPiece;
+        let q = |frames, p| EncoderQuality {
+            frames,
+            psnr_db: Some(p),
+            ssim: 0.99,
+            kbps: Some(100.0),
+        };
+        let piece = |rung, quality| HlsPiece {
+            rendition: "hls".into(),
+            rung,
+            segments: vec![],
+            codec: "avc1.640028".into(),
+            width: 320 * (rung as u32 + 1),
+            height: 180 * (rung as u32 + 1),
+            quality,
+        };
+        let range = |i, p| SegmentOutput {
+            index: i,
+            files: vec![("f".into(), format!("f/piece_{i:05}.ts"))],
+            hls: vec![piece(0, Some(q(30, p))), piece(1, Some(q(30, p + 3.0)))],
+            file_quality: vec![("f".into(), q(30, p))],
+        };
+        let (a, b) = (range(0, 40.0), range(1, 30.0));
+        let f = stitched_file_quality("f", &[&a, &b]).unwrap();
+        assert_eq!(f.frames, 60);
+        // MSE 1e-4 and 1e-3 over equal frames: 5.5e-4.
+        assert!((f.psnr_db.unwrap() - (-10.0 * 5.5e-4f64.log10())).abs() < 1e-9);
+        let rungs = stitched_rungs("hls", &[&a, &b]);
+        assert_eq!(rungs.len(), 2);
+        assert_eq!(
+            (rungs[1].rung, rungs[1].width, rungs[1].height),
+            (1, 640, 360)
+        );
+        assert_eq!(rungs[1].quality.frames, 60);
+        assert_eq!(rungs[0].quality.psnr_db, Some(round2(f.psnr_db.unwrap())));
+        // A range that did not measure leaves the output without a receipt, not a partial one.
+        let mut c = range(2, 35.0);
+        c.file_quality.clear();
+        c.hls[1].quality = None;
+        assert_eq!(stitched_file_quality("f", &[&a, &c]), None);
+        assert!(stitched_rungs("hls", &[&a, &c]).is_empty());
+        assert!(stitched_rungs("other", &[&a]).is_empty());
     }
 
     #[test]

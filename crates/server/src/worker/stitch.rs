@@ -5,8 +5,10 @@
 //! outputs API serves them) and completes with the job's file list.
 
 use super::parts::{AudioResult, PartError, SegmentResult, SplitResult};
+use super::receipts;
 use super::timing::Phase;
 use super::Context;
+use crate::metrics as m;
 use crate::storage::content_type;
 use reelay_jobs::StoredOutput;
 use reelay_media::split::plan::ts_ladder;
@@ -34,6 +36,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, PartError
         cx.download(&a.prefix, &a.files, &work).await?;
     }
     let pieces: Vec<_> = segments.iter().map(|s| s.output.clone()).collect();
+    let ranges: Vec<_> = pieces.iter().collect();
     let tracks: Vec<_> = audio.iter().map(|a| a.output.clone()).collect();
     let plans = audio_tasks(&renditions, &split.info);
     let cfg = &cx.state.cfg;
@@ -88,14 +91,27 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, PartError
             .put_scratch_file(&format!("{prefix}/{rel}"), &out_dir.join(rel))
             .await
             .map_err(|e| PartError::Storage(format!("storing output {rel}: {e}")))?;
-        if renditions.iter().any(|r| r.primary_file() == *rel) {
+        if let Some(r) = renditions.iter().find(|r| r.primary_file() == *rel) {
+            // Quality: every range's encoder measurements combined (loudness receipts are
+            // measured by the transcode path only).
+            let seconds = reelay_media::argv::output_seconds(r, &split.info);
+            let quality = receipts::stitched_file_quality(&r.name, &ranges)
+                .map(|q| receipts::encoder_receipt(&q, receipts::bitrate_kbps(size, seconds)));
+            let rungs = receipts::stitched_rungs(&r.name, &ranges);
+            let container = r.packaging.format_name();
+            for q in quality.iter().chain(rungs.iter().map(|g| &g.quality)) {
+                if let Some(p) = q.psnr_db {
+                    metrics::histogram!(m::OUTPUT_PSNR, "container" => container).record(p);
+                }
+                metrics::histogram!(m::OUTPUT_SSIM, "container" => container).record(q.ssim);
+            }
             outputs.push(StoredOutput {
                 key: format!("{prefix}/{rel}"),
                 size,
                 content_type: content_type(rel).into(),
                 name: rel.clone(),
-                // Receipts (loudness, PSNR/SSIM) are measured by the transcode path only; a
-                // stitched output carries none yet (docs/architecture.md, Known gaps).
+                quality,
+                rungs,
                 ..Default::default()
             });
         }

@@ -297,6 +297,11 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Transcoded, TranscodeError> 
         {
             reelay_media::argv::add_audio_filter(&mut inv, &f);
         }
+        // Quality measured by the encoder itself where it can (no second decode, issue 18).
+        let in_encode = quality_on
+            .then(|| receipts::in_encode(r, &info))
+            .flatten()
+            .filter(|_| reelay_media::quality::request_x264_stats(&mut inv.args));
         if cfg.tools.realtime_input {
             if let Some(i) = inv.args.iter().position(|a| a == "-i") {
                 inv.args.insert(i, "-re".into());
@@ -334,7 +339,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Transcoded, TranscodeError> 
                         .map_err(package)?;
                 }
                 let got = tokio::select! {
-                    got = cx.timed(Phase::Receipt, measure_output(&meter, r, &info, &input, &out_dir, input_loudness.as_ref(), quality_on, &stats.last)) => got,
+                    got = cx.timed(Phase::Receipt, measure_output(&meter, r, &info, &input, &out_dir, input_loudness.as_ref(), quality_on, &stats, in_encode.as_ref())) => got,
                     _ = token.cancelled() => return Err(stopped()),
                 };
                 found.insert(r.name.clone(), got);
@@ -437,6 +442,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Transcoded, TranscodeError> 
                 name,
                 loudness: got.loudness,
                 quality: got.quality,
+                rungs: got.rungs.clone(),
             });
         }
     }
@@ -451,6 +457,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Transcoded, TranscodeError> 
             name: t.file.clone(),
             loudness: None,
             quality: None,
+            rungs: vec![],
         });
     }
     Ok(Transcoded::Outputs(outputs))
@@ -489,12 +496,14 @@ async fn ts_start(
 struct Receipts {
     loudness: Option<reelay_protocol::LoudnessReceipt>,
     quality: Option<reelay_protocol::QualityReceipt>,
+    rungs: Vec<reelay_protocol::RungQuality>,
 }
 
 /// Measures an output just written: its loudness (when it asked, file outputs only: a ladder's
 /// audio went through the same filter and is reported with the input's values) and its quality
-/// (video files, when on). A receipt that cannot be measured is left out and logged: the output
-/// itself is good, and failing the job over its receipt would lose it.
+/// (video outputs, when on: from the encoder's own summaries when `in_encode` says it gave them,
+/// else, for files, with the filters). A receipt that cannot be measured is left out and logged:
+/// the output itself is good, and failing the job over its receipt would lose it.
 #[allow(clippy::too_many_arguments)]
 async fn measure_output(
     meter: &Meter<'_>,
@@ -504,8 +513,10 @@ async fn measure_output(
     out_dir: &Path,
     input_loudness: Option<&reelay_media::loudness::LoudnessStats>,
     quality_on: bool,
-    written: &reelay_media::Progress,
+    stats: &reelay_media::RunStats,
+    in_encode: Option<&receipts::InEncode>,
 ) -> Receipts {
+    let written = &stats.last;
     let mut got = Receipts::default();
     let file = out_dir.join(r.primary_file());
     let is_file = r.container().is_some();
@@ -524,14 +535,57 @@ async fn measure_output(
         };
         got.loudness = Some(receipts::loudness_receipt(mode, before, after.as_ref()));
     }
-    if quality_on && is_file {
+    if !quality_on {
+        return got;
+    }
+    let measured = match in_encode {
+        Some(_) => reelay_media::quality::parse_x264_stats(&stats.encoder_summaries),
+        None => vec![],
+    };
+    let container = r.packaging.format_name();
+    let record = |q: &reelay_protocol::QualityReceipt| {
+        if let Some(p) = q.psnr_db {
+            metrics::histogram!(m::OUTPUT_PSNR, "container" => container).record(p);
+        }
+        metrics::histogram!(m::OUTPUT_SSIM, "container" => container).record(q.ssim);
+    };
+    match in_encode {
+        Some(receipts::InEncode::File) if measured.len() == 1 => {
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            let q = receipts::encoder_receipt(
+                &measured[0],
+                receipts::bitrate_kbps(size, written.out_time),
+            );
+            record(&q);
+            got.quality = Some(q);
+            return got;
+        }
+        Some(receipts::InEncode::Ladder(dims)) => {
+            match receipts::rung_receipts(dims, &measured) {
+                Some(rungs) => {
+                    rungs.iter().for_each(|g| record(&g.quality));
+                    got.rungs = rungs;
+                }
+                None => tracing::warn!(
+                    output = %r.name,
+                    rungs = dims.len(),
+                    reported = measured.len(),
+                    "rung quality receipts not measured: the encoders did not report one per rung"
+                ),
+            }
+            return got;
+        }
+        Some(receipts::InEncode::File) => tracing::warn!(
+            output = %r.name,
+            reported = measured.len(),
+            "the encoder did not report its quality; measuring with the filters"
+        ),
+        None => {}
+    }
+    if is_file {
         match meter.quality(r, &file, input, info, written).await {
             Ok(Some(q)) => {
-                let container = r.packaging.format_name();
-                if let Some(p) = q.psnr_db {
-                    metrics::histogram!(m::OUTPUT_PSNR, "container" => container).record(p);
-                }
-                metrics::histogram!(m::OUTPUT_SSIM, "container" => container).record(q.ssim);
+                record(&q);
                 got.quality = Some(q);
             }
             Ok(None) => {}
