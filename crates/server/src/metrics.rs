@@ -132,4 +132,25 @@ fn describe() {
     for answer in ["429", "closed"] {
         metrics::counter!(CONNECTIONS_REFUSED, "answer" => answer).increment(0);
     }
+    // So are remote claims (none at all without `[steal]` peers).
+    for event in [
+        "claimed",
+        "completed",
+        "failed",
+        "requeued",
+        "released",
+        "lease_lost",
+    ] {
+        metrics::counter!(PEER_TASKS, "event" => event).increment(0);
+    }
+    for outcome in [
+        "completed",
+        "failed",
+        "released",
+        "stopped",
+        "lease_lost",
+        "error",
+    ] {
+        metrics::counter!(REMOTE_TASKS, "outcome" => outcome).increment(0);
+    }
 }
