@@ -280,9 +280,13 @@ def test_dashboard_submits_follows_and_plays_a_job_through_the_edge(
     page.wait_for_selector('#view-job[data-status="succeeded"]', timeout=20_000)
     page.wait_for_selector('#job-outputs tr[data-output="mp4-360p.mp4"]')
     assert page.locator("#job-cancel").is_hidden(), "no cancel button on a finished job"
-    # The MP4's quality receipt is shown on its row; the HLS master has none.
+    # The MP4's quality receipt is shown on its row; the HLS master's row shows one per rung.
     receipt = page.locator('#job-outputs tr[data-output="mp4-360p.mp4"] td.receipt').inner_text()
     assert receipt.startswith("PSNR ") and "SSIM 0." in receipt and "kbit/s" in receipt, receipt
+    ladder = page.locator('#job-outputs tr[data-output$=".m3u8"] td.receipt').first.inner_text()
+    rung_lines = re.findall(r"\d+×\d+ PSNR [\d.]+ dB · SSIM 0\.\d+ · \d+ kbit/s", ladder)
+    # (the 160x120 clip makes a one-rung ladder; each rung's receipt has this shape)
+    assert rung_lines, f"a receipt per HLS rung: {ladder!r}"
     hls = play_until(page, 'video[data-kind="hls"]', 0.5)
     log.info("HLS played %s", json.dumps(hls))
     assert hls["engine"] == "hls.js"

@@ -1171,10 +1171,20 @@
   function receiptText(o) {
     const num = (x, d) => (typeof x === 'number' && isFinite(x) ? x.toFixed(d) : null);
     const parts = [];
+    const quality = (q) => {
+      const out = ['PSNR ' + (num(q.psnr_db, 2) === null ? 'inf' : num(q.psnr_db, 2) + ' dB') + ' · SSIM ' + (num(q.ssim, 4) || '?')];
+      if (num(q.bitrate_kbps, 0) !== null) out.push(num(q.bitrate_kbps, 0) + ' kbit/s');
+      return out.join(' · ');
+    };
     const q = o.quality;
-    if (q && typeof q === 'object') {
-      parts.push('PSNR ' + (num(q.psnr_db, 2) === null ? 'inf' : num(q.psnr_db, 2) + ' dB') + ' · SSIM ' + (num(q.ssim, 4) || '?'));
-      if (num(q.bitrate_kbps, 0) !== null) parts.push(num(q.bitrate_kbps, 0) + ' kbit/s');
+    if (q && typeof q === 'object') parts.push(quality(q));
+    // A ladder's receipts, one per rung (largest first): "1280×720 PSNR … · SSIM … · … kbit/s".
+    if (Array.isArray(o.rungs)) {
+      for (const r of o.rungs) {
+        if (r && r.quality && typeof r.quality === 'object') {
+          parts.push((r.width && r.height ? r.width + '×' + r.height + ' ' : 'rung ' + r.rung + ' ') + quality(r.quality));
+        }
+      }
     }
     const l = o.loudness;
     if (l && typeof l === 'object') {

@@ -168,16 +168,26 @@ fn input_line(i: &reelay_protocol::InputView) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// PSNR, SSIM and bitrate of one encode, as the receipts line shows them.
+fn quality(q: &reelay_protocol::QualityReceipt) -> String {
+    let psnr = q
+        .psnr_db
+        .map_or("PSNR inf".to_string(), |p| format!("PSNR {p:.2} dB"));
+    let mut s = format!("{psnr}, SSIM {:.4}", q.ssim);
+    if let Some(b) = q.bitrate_kbps {
+        s.push_str(&format!(", {b:.0} kbit/s"));
+    }
+    s
+}
+
 fn receipt(o: &reelay_protocol::OutputView) -> Option<String> {
     let mut parts = vec![];
     if let Some(q) = &o.quality {
-        let psnr = q
-            .psnr_db
-            .map_or("PSNR inf".to_string(), |p| format!("PSNR {p:.2} dB"));
-        parts.push(format!("{psnr}, SSIM {:.4}", q.ssim));
-        if let Some(b) = q.bitrate_kbps {
-            parts.push(format!("{b:.0} kbit/s"));
-        }
+        parts.push(quality(q));
+    }
+    // A ladder's receipts, one per rung, largest picture first.
+    for r in &o.rungs {
+        parts.push(format!("{}x{} {}", r.width, r.height, quality(&r.quality)));
     }
     if let Some(l) = &o.loudness {
         let lufs = |v: Option<f64>| v.map_or("silent".to_string(), |v| format!("{v:.1} LUFS"));
@@ -273,14 +283,28 @@ mod tests {
                  "loudness": {"mode": "normalize", "target_lufs": -23.0,
                               "input": {"integrated_lufs": -15.9, "true_peak_dbtp": -2.6, "range_lu": 0.1},
                               "output": {"integrated_lufs": -23.04, "true_peak_dbtp": -9.7, "range_lu": 0.1}}},
-                {"name": "b.m4a", "url": "/v1/jobs/aws.01J/outputs/b.m4a", "size": 10, "content_type": "audio/mp4"}
+                {"name": "b.m4a", "url": "/v1/jobs/aws.01J/outputs/b.m4a", "size": 10, "content_type": "audio/mp4"},
+                {"name": "hls/master.m3u8", "url": "/v1/jobs/aws.01J/outputs/hls/master.m3u8", "size": 10,
+                 "content_type": "application/vnd.apple.mpegurl",
+                 "rungs": [
+                    {"rung": 0, "width": 640, "height": 360,
+                     "quality": {"psnr_db": 40.0, "ssim": 0.97, "frames": 75, "bitrate_kbps": 700.0}},
+                    {"rung": 1, "width": 426, "height": 240,
+                     "quality": {"psnr_db": 38.5, "ssim": 0.96, "frames": 75, "bitrate_kbps": 350.0}}
+                 ]}
             ]
         }))
         .unwrap();
         let text = summary(&view, str::to_string);
         assert!(
+            text.contains(
+                "  a.mp4            PSNR 41.23 dB, SSIM 0.9812, 812 kbit/s, loudness -15.9 LUFS -> target -23.0, measured -23.0 LUFS / -9.7 dBTP\n"
+            ),
+            "{text}"
+        );
+        assert!(
             text.ends_with(
-                "receipts:\n  a.mp4  PSNR 41.23 dB, SSIM 0.9812, 812 kbit/s, loudness -15.9 LUFS -> target -23.0, measured -23.0 LUFS / -9.7 dBTP"
+                "  hls/master.m3u8  640x360 PSNR 40.00 dB, SSIM 0.9700, 700 kbit/s, 426x240 PSNR 38.50 dB, SSIM 0.9600, 350 kbit/s\n"
             ),
             "{text}"
         );
