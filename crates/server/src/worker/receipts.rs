@@ -5,7 +5,8 @@
 //!
 //! Quality comes from the encoder itself where it can say (libx264: files and every rung of a
 //! ladder, [`in_encode`]), read from the encode's own log, so it costs no second decode; other
-//! encoders' files are measured after the encode with ffmpeg's filters ([`Meter::quality`]).
+//! encoders' files are measured after the encode with ffmpeg's filters ([`Meter::quality`]),
+//! and their ladders rung by rung the same way ([`Meter::ladder_quality`]).
 //!
 //! Every run goes through `reelay_media::analysis`, fenced like an encode. The output files are
 //! reelay's own, but they are read with the same fences: the demuxer is forced to the one reelay
@@ -41,7 +42,7 @@ pub enum InEncode {
 }
 
 /// Whether (and how) `r` is measured in its own encode: H.264 video, re-encoded, from an input
-/// with a picture. `None`: files fall back to the filters, other ladders get no receipt.
+/// with a picture. `None`: files and other ladders fall back to the filters.
 pub fn in_encode(r: &Rendition, info: &MediaInfo) -> Option<InEncode> {
     info.video()?;
     if r.packaging.ladder().is_some() {
