@@ -227,6 +227,52 @@ pub fn hls_uris(text: &str) -> Vec<String> {
     out
 }
 
+/// A name a manifest reelay wrote may give for one of its own files: relative, inside the
+/// output's directory. Anything else is refused rather than read (a rung's files are opened
+/// and concatenated for its quality receipt, and a manifest must not steer that elsewhere).
+fn is_own_file(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('/')
+        && !name.contains('\\')
+        && !name.contains(':')
+        && name
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..")
+}
+
+/// The files of the HLS media playlist `playlist` (a path relative to the output's directory,
+/// `text` its content), relative to that directory, in play order: its `EXT-X-MAP` init
+/// segment (fMP4) first, then its segments. Concatenated in this order they are the variant
+/// as one stream (an fMP4 init followed by its fragments is a fragmented MP4; MPEG-TS
+/// segments are a TS). `None` when it names a file outside the directory or nothing at all.
+pub fn hls_variant_files(playlist: &str, text: &str) -> Option<Vec<String>> {
+    let dir = playlist
+        .rsplit_once('/')
+        .map(|(d, _)| format!("{d}/"))
+        .unwrap_or_default();
+    let files: Vec<String> = hls_uris(text)
+        .into_iter()
+        .map(|u| format!("{dir}{u}"))
+        .collect();
+    (!files.is_empty() && files.iter().all(|f| is_own_file(f))).then_some(files)
+}
+
+/// The files of each video representation of an MPD, in manifest order (ffmpeg writes the
+/// video adaptation set first, its representations in output-stream order: the ladder's
+/// rungs), each init segment first, then its media segments in play order. Audio and caption
+/// representations are left out. `None` entries stand for representations naming a file
+/// outside the manifest's directory.
+pub fn mpd_video_files(text: &str) -> Result<Vec<Option<Vec<String>>>, ManifestError> {
+    Ok(mpd_representations(text)?
+        .into_iter()
+        .filter(|r| r.mime_type.starts_with("video/"))
+        .map(|r| {
+            let files: Vec<String> = std::iter::once(r.init).chain(r.media).collect();
+            files.iter().all(|f| is_own_file(f)).then_some(files)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +376,41 @@ mod tests {
         assert_eq!(hls_uris(master), ["media_2.m3u8", "media_0.m3u8"]);
         let media = "#EXTM3U\n#EXT-X-MAP:URI=\"init-0.m4s\"\n#EXTINF:2.0,\nseg-0-00001.m4s\n#EXT-X-ENDLIST\n";
         assert_eq!(hls_uris(media), ["init-0.m4s", "seg-0-00001.m4s"]);
+    }
+
+    #[test]
+    fn rung_files_come_init_first_in_play_order_and_stay_inside() {
+        let media = "#EXTM3U\n#EXT-X-MAP:URI=\"init_1.mp4\"\n#EXTINF:2.0,\nseg_00000.m4s\n#EXTINF:2.0,\nseg_00001.m4s\n#EXT-X-ENDLIST\n";
+        assert_eq!(
+            hls_variant_files("v1/index.m3u8", media).unwrap(),
+            ["v1/init_1.mp4", "v1/seg_00000.m4s", "v1/seg_00001.m4s"]
+        );
+        let ts = "#EXTM3U\n#EXTINF:2.0,\nseg_00000.ts\n#EXTINF:1.0,\nseg_00001.ts\n";
+        assert_eq!(
+            hls_variant_files("index.m3u8", ts).unwrap(),
+            ["seg_00000.ts", "seg_00001.ts"]
+        );
+        assert_eq!(hls_variant_files("v0/index.m3u8", "#EXTM3U\n"), None);
+        for bad in ["../../etc/passwd", "/etc/passwd", "file:x.ts", "a//b.ts"] {
+            let text = format!("#EXTM3U\n#EXTINF:2.0,\n{bad}\n");
+            assert_eq!(hls_variant_files("index.m3u8", &text), None, "{bad}");
+        }
+        // Video representations only, in the manifest's order, init first.
+        let reps = mpd_video_files(MPD).unwrap();
+        assert_eq!(reps.len(), 1);
+        assert_eq!(
+            reps[0].as_deref().unwrap(),
+            [
+                "init-0.m4s",
+                "seg-0-00001.m4s",
+                "seg-0-00002.m4s",
+                "seg-0-00003.m4s"
+            ]
+        );
+        let escaped = MPD.replace(
+            "init-$RepresentationID$.m4s\" media=\"seg-$RepresentationID$",
+            "../init.m4s\" media=\"seg-$RepresentationID$",
+        );
+        assert_eq!(mpd_video_files(&escaped).unwrap(), [None]);
     }
 }

@@ -407,6 +407,7 @@ pub struct OutputView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualityReceipt>,
     /// A streaming ladder's manifest (HLS/DASH/CMAF): the receipt of each rung, in the ladder's order (largest picture first).
+    /// H.264 rungs are measured by the encoder, H.265/AV1 rungs with the filters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rungs: Vec<RungQuality>,
 }
@@ -457,7 +458,8 @@ pub struct QualityReceipt {
     /// Frames compared.
     pub frames: u64,
     /// Mean bitrate of the whole file (all streams), kbit/s; for a ladder's rung, of its video
-    /// stream as the encoder counted it.
+    /// stream (as the encoder counted it, or its files' size over the duration for a
+    /// filter-measured rung; absent for an H.265/AV1 HLS variant, whose files hold its audio too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitrate_kbps: Option<f64>,
     /// How it was measured; absent in receipts written before this existed (`filters`).

@@ -343,3 +343,107 @@ async fn in_encode_receipts_agree_with_the_filters() {
     );
     assert!(a.psnr_db.unwrap() > b.psnr_db.unwrap() + 2.0, "{a:?} {b:?}");
 }
+
+/// The files of a downloaded rung concatenated (init segment first), and the frames ffprobe
+/// counts in its video stream.
+async fn rung_frames(s: &TestServer, base: &str, files: &[String]) -> u64 {
+    let mut bytes = vec![];
+    for f in files {
+        let (status, b) = s.get_bytes(&format!("{base}{f}")).await;
+        assert_eq!(status, 200, "{base}{f}");
+        bytes.extend(b);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rung.mp4");
+    std::fs::write(&path, bytes).unwrap();
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// H.265 and AV1 ladders, whose encoders report no quality, get one receipt per rung from the
+/// filters: each rung's init segment and fragments read back as one stream and compared with
+/// the source scaled to the rung's size. A rung measured against the wrong size or from the
+/// wrong files would not come out with its own frame count and a sane PSNR.
+#[tokio::test]
+async fn hevc_and_av1_ladders_carry_a_filter_receipt_per_rung() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), "in.mp4", 854, 480, 2.0, true);
+    let j = s
+        .succeeded(
+            &input,
+            r#"{"outputs":[
+                {"name":"hevc","container":"hls-cmaf","video":{"codec":"h265"}},
+                {"name":"av1","container":"dash","video":{"codec":"av1"}}
+            ]}"#,
+        )
+        .await;
+    for manifest in ["hevc/master.m3u8", "av1/manifest.mpd"] {
+        let o = output(&j, manifest);
+        let base = o.url.rsplit_once('/').unwrap().0.to_string() + "/";
+        // Each rung's files as a player fetches them, independently of the worker's listing.
+        let files: Vec<Vec<String>> = if manifest.ends_with(".m3u8") {
+            let (_, master) = s.get_bytes(&o.url).await;
+            let mut all = vec![];
+            for v in reelay_media::manifest::hls_uris(&String::from_utf8(master).unwrap()) {
+                let (_, media) = s.get_bytes(&format!("{base}{v}")).await;
+                let d = v.rsplit_once('/').unwrap().0;
+                all.push(
+                    reelay_media::manifest::hls_uris(&String::from_utf8(media).unwrap())
+                        .into_iter()
+                        .map(|f| format!("{d}/{f}"))
+                        .collect(),
+                );
+            }
+            all
+        } else {
+            let (_, mpd) = s.get_bytes(&o.url).await;
+            reelay_media::manifest::mpd_representations(&String::from_utf8(mpd).unwrap())
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.mime_type.starts_with("video/"))
+                .map(|r| std::iter::once(r.init).chain(r.media).collect())
+                .collect()
+        };
+        let rungs = &o.rungs;
+        let sizes: Vec<(u32, u32)> = rungs.iter().map(|g| (g.width, g.height)).collect();
+        assert_eq!(sizes, vec![(854, 480), (640, 360)], "{manifest}: {rungs:?}");
+        assert_eq!(files.len(), rungs.len(), "{manifest}");
+        for (k, g) in rungs.iter().enumerate() {
+            assert_eq!(g.rung as usize, k);
+            assert_eq!(g.quality.method, Some(QualityMethod::Filters), "{g:?}");
+            let p = g.quality.psnr_db.unwrap();
+            assert!(p > 25.0 && p < 100.0, "{manifest}: {g:?}");
+            assert!(g.quality.ssim > 0.9 && g.quality.ssim <= 1.0, "{g:?}");
+            let counted = rung_frames(&s, &base, &files[k]).await;
+            assert_eq!(g.quality.frames, counted, "{manifest}: {g:?}");
+            assert_eq!(counted, 50, "{manifest}");
+        }
+        // DASH rungs are video alone: their size over the duration is the rung's bitrate.
+        // An HLS variant muxes its audio in, so it gives none rather than a wrong one.
+        if manifest.ends_with(".mpd") {
+            let kbps: Vec<f64> = rungs
+                .iter()
+                .map(|g| g.quality.bitrate_kbps.unwrap())
+                .collect();
+            assert!(kbps[0] > kbps[1] && kbps[1] > 0.0, "{kbps:?}");
+        } else {
+            assert!(rungs.iter().all(|g| g.quality.bitrate_kbps.is_none()));
+        }
+    }
+}

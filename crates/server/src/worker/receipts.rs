@@ -5,7 +5,8 @@
 //!
 //! Quality comes from the encoder itself where it can say (libx264: files and every rung of a
 //! ladder, [`in_encode`]), read from the encode's own log, so it costs no second decode; other
-//! encoders' files are measured after the encode with ffmpeg's filters ([`Meter::quality`]).
+//! encoders' files are measured after the encode with ffmpeg's filters ([`Meter::quality`]),
+//! and their ladders rung by rung the same way ([`Meter::ladder_quality`]).
 //!
 //! Every run goes through `reelay_media::analysis`, fenced like an encode. The output files are
 //! reelay's own, but they are read with the same fences: the demuxer is forced to the one reelay
@@ -13,7 +14,9 @@
 
 use reelay_media::analysis::{AnalysisError, Input};
 use reelay_media::loudness::{self, LoudnessMode, LoudnessStats};
-use reelay_media::plan::{AudioCodec, Container, Rendition, VideoCodec};
+use reelay_media::plan::{
+    AudioCodec, Container, Packaging, Rendition, Segments, VideoCodec, DASH_MANIFEST,
+};
 use reelay_media::quality::EncoderQuality;
 use reelay_media::split::SegmentOutput;
 use reelay_media::{InputPolicy, MediaInfo, Tools};
@@ -39,24 +42,95 @@ pub enum InEncode {
 }
 
 /// Whether (and how) `r` is measured in its own encode: H.264 video, re-encoded, from an input
-/// with a picture. `None`: files fall back to the filters, other ladders get no receipt.
+/// with a picture. `None`: files and other ladders fall back to the filters.
 pub fn in_encode(r: &Rendition, info: &MediaInfo) -> Option<InEncode> {
     info.video()?;
-    if let Some(l) = r.packaging.ladder() {
+    if r.packaging.ladder().is_some() {
         let codec = r.video.as_ref().map_or(VideoCodec::H264, |v| v.codec);
         if codec != VideoCodec::H264 {
             return None;
         }
-        let (dw, dh) = info.display_dims().unwrap_or((0, 0));
-        let dims = reelay_media::argv::ladder(&l.rungs, dw.min(dh))
-            .iter()
-            .map(|rung| reelay_media::argv::fit_short_side(dw, dh, rung.short_side))
-            .collect();
-        return Some(InEncode::Ladder(dims));
+        return ladder_dims(r, info).map(InEncode::Ladder);
     }
     let v = r.video.as_ref()?;
     (v.codec == VideoCodec::H264 && r.container().and_then(demuxer_of).is_some())
         .then_some(InEncode::File)
+}
+
+/// The picture size of each rung of a ladder output, in output-stream order (largest first,
+/// the `v<rung>` directories); `None` for files.
+pub fn ladder_dims(r: &Rendition, info: &MediaInfo) -> Option<Vec<(u32, u32)>> {
+    let l = r.packaging.ladder()?;
+    let (dw, dh) = info.display_dims().unwrap_or((0, 0));
+    Some(
+        reelay_media::argv::ladder(&l.rungs, dw.min(dh))
+            .iter()
+            .map(|rung| reelay_media::argv::fit_short_side(dw, dh, rung.short_side))
+            .collect(),
+    )
+}
+
+/// How a ladder's rungs are found on disk to be measured with the filters (the fallback for
+/// ladders whose encoders report no quality: libx265, libsvtav1): each HLS variant's media
+/// playlist, or the DASH manifest's video representations (DASH and CMAF; CMAF's HLS
+/// playlists name the same files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RungListing {
+    /// `v<rung>/index.m3u8`, segments of this kind; each variant carries its audio too.
+    Hls(Segments),
+    /// `manifest.mpd`, one video representation per rung.
+    Mpd,
+}
+
+impl RungListing {
+    /// The listing of a ladder packaging; `None` for files and storyboards.
+    pub fn of(p: &Packaging) -> Option<Self> {
+        match p {
+            Packaging::Hls { segments, .. } => Some(RungListing::Hls(*segments)),
+            Packaging::Dash(_) | Packaging::Cmaf(_) => Some(RungListing::Mpd),
+            Packaging::File(_) | Packaging::Storyboard(_) => None,
+        }
+    }
+
+    /// The demuxer that reads a rung's files concatenated, and the scratch file's extension.
+    pub fn demuxer(self) -> (&'static str, &'static str) {
+        match self {
+            RungListing::Hls(Segments::Ts) => ("mpegts", "ts"),
+            RungListing::Hls(Segments::Fmp4) | RungListing::Mpd => ("mov", "mp4"),
+        }
+    }
+
+    /// Whether a rung's files hold its video alone, so their size over the duration is the
+    /// video bitrate a rung reports (an HLS variant muxes its audio in).
+    pub fn video_only(self, has_audio: bool) -> bool {
+        self == RungListing::Mpd || !has_audio
+    }
+
+    /// The files of each of `rungs` rungs (relative to the output's directory, init segment
+    /// first, then the media segments in play order), from the manifests `read` returns by
+    /// their name in that directory. `None` when a manifest is missing or unreadable, names a
+    /// file outside the directory, or the count of rungs differs: a rung measured from the
+    /// wrong files would be a receipt for something else.
+    pub fn files(
+        self,
+        rungs: usize,
+        read: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Vec<Vec<String>>> {
+        use reelay_media::manifest::{hls_variant_files, mpd_video_files};
+        let files: Vec<Vec<String>> = match self {
+            RungListing::Hls(_) => (0..rungs)
+                .map(|i| {
+                    let playlist = format!("v{i}/index.m3u8");
+                    hls_variant_files(&playlist, &read(&playlist)?)
+                })
+                .collect::<Option<_>>()?,
+            RungListing::Mpd => mpd_video_files(&read(DASH_MANIFEST)?)
+                .ok()?
+                .into_iter()
+                .collect::<Option<_>>()?,
+        };
+        (files.len() == rungs && rungs > 0).then_some(files)
+    }
 }
 
 /// A receipt from what the encoder measured; `bitrate_kbps` as the caller knows it (a file's
@@ -338,6 +412,133 @@ impl Meter<'_> {
     }
 }
 
+/// Why a ladder's rungs could not be measured with the filters (logged; the output is kept).
+#[derive(Debug, thiserror::Error)]
+pub enum RungQualityError {
+    #[error("the ladder's manifests do not list {0} rungs of its own files")]
+    Listing(usize),
+    #[error("assembling rung {rung} for measuring: {error}")]
+    Scratch { rung: usize, error: std::io::Error },
+    #[error(transparent)]
+    Measure(#[from] AnalysisError),
+}
+
+impl RungQualityError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RungQualityError::Listing(_) => "rung_listing",
+            RungQualityError::Scratch { .. } => "scratch_error",
+            RungQualityError::Measure(e) => e.code(),
+        }
+    }
+    /// A full scratch disk or a slow machine may pass; a manifest that does not list the
+    /// rungs will not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RungQualityError::Listing(_) => false,
+            RungQualityError::Scratch { .. } => true,
+            RungQualityError::Measure(e) => e.is_transient(),
+        }
+    }
+}
+
+/// Writes `files` (relative to `dir`) one after another into `dest`: an fMP4 rung's init
+/// segment and fragments make one fragmented MP4, a TS rung's segments one TS.
+fn concatenate(dir: &Path, files: &[String], dest: &Path) -> std::io::Result<u64> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dest)?);
+    let mut n = 0;
+    for f in files {
+        n += std::io::copy(&mut std::fs::File::open(dir.join(f))?, &mut out)?;
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(n)
+}
+
+impl Meter<'_> {
+    /// PSNR/SSIM of every rung of a ladder output whose encoders reported none (H.265, AV1),
+    /// with the filters: each rung's files (from its manifest, [`RungListing::files`])
+    /// concatenated into one scratch file in `scratch` (not the output directory, which is
+    /// published), read back with its demuxer forced, and compared with the source scaled to
+    /// the rung's size, through the same trim and deinterlacer as a file output. `dims` are
+    /// the rungs' sizes in ladder order; every rung has the encode's frame count (the rungs
+    /// share the frame rate). All rungs or none: a partial list would read as the whole ladder.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ladder_quality(
+        &self,
+        r: &Rendition,
+        dims: &[(u32, u32)],
+        dir: &Path,
+        scratch: &Path,
+        source: &Path,
+        info: &MediaInfo,
+        written: &reelay_media::Progress,
+    ) -> Result<Vec<RungQuality>, RungQualityError> {
+        let (Some(listing), Some(vp), Some(src_video)) = (
+            RungListing::of(&r.packaging),
+            r.video.as_ref(),
+            info.video(),
+        ) else {
+            return Ok(vec![]);
+        };
+        if vp.codec == VideoCodec::Copy {
+            return Ok(vec![]);
+        }
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+        let files = listing
+            .files(dims.len(), &read)
+            .ok_or(RungQualityError::Listing(dims.len()))?;
+        let (demuxer, ext) = listing.demuxer();
+        let policy = self.own_output_policy(demuxer);
+        let reference = reference_filter(r, info, vp.fps);
+        let duration = Some(written.out_time).filter(|d| d.is_finite() && *d > 0.0);
+        let video_only = listing.video_only(r.audio.is_some() && info.audio().is_some());
+        let mut out = vec![];
+        for (i, ((w, h), rung_files)) in dims.iter().zip(&files).enumerate() {
+            let joined = scratch.join(format!("rung-quality-{i}.{ext}"));
+            let scratch_err = |error| RungQualityError::Scratch { rung: i, error };
+            let size = concatenate(dir, rung_files, &joined).map_err(scratch_err)?;
+            let report = reelay_media::quality::measure(
+                self.tools,
+                &policy,
+                Input {
+                    path: &joined,
+                    demuxer,
+                },
+                Input {
+                    path: source,
+                    demuxer: info.demuxer(),
+                },
+                src_video.index as usize,
+                Some(&reference)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_str()),
+                written.frames,
+                self.timeout,
+            )
+            .await;
+            // Scratch only: the measurement is all that is kept of it.
+            let _ = std::fs::remove_file(&joined);
+            let report = report?;
+            out.push(RungQuality {
+                rung: i as u32,
+                width: *w,
+                height: *h,
+                quality: QualityReceipt {
+                    psnr_db: report.psnr_db.map(round2),
+                    ssim: round4(report.ssim),
+                    frames: report.frames,
+                    bitrate_kbps: duration
+                        .filter(|_| video_only)
+                        .and_then(|d| bitrate_kbps(size, d))
+                        .map(round2),
+                    method: Some(QualityMethod::Filters),
+                },
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// The picture filters the encode applied to the source before scaling, so the reference frame
 /// is the one each output frame was made from: the trim (the comparison reads the source from
 /// its start) and the deinterlacer.
@@ -518,6 +719,64 @@ mod tests {
         assert_eq!(stitched_file_quality("f", &[&a, &c]), None);
         assert!(stitched_rungs("hls", &[&a, &c]).is_empty());
         assert!(stitched_rungs("other", &[&a]).is_empty());
+    }
+
+    #[test]
+    fn rung_listings_read_each_rungs_own_files_or_nothing() {
+        use std::collections::HashMap;
+        let hls = custom(r#"{"name":"x","container":"hls-cmaf","video":{"codec":"h265"}}"#);
+        let listing = RungListing::of(&hls.packaging).unwrap();
+        assert_eq!(listing, RungListing::Hls(Segments::Fmp4));
+        assert_eq!(listing.demuxer(), ("mov", "mp4"));
+        assert!(!listing.video_only(true));
+        assert!(listing.video_only(false));
+        let variant = |i: usize| {
+            format!("#EXTM3U\n#EXT-X-MAP:URI=\"init_{i}.mp4\"\n#EXTINF:2,\nseg_00000.m4s\n#EXTINF:1,\nseg_00001.m4s\n")
+        };
+        let disk: HashMap<String, String> = (0..2)
+            .map(|i| (format!("v{i}/index.m3u8"), variant(i)))
+            .collect();
+        let read = |n: &str| disk.get(n).cloned();
+        let files = listing.files(2, &read).unwrap();
+        assert_eq!(
+            files[1],
+            ["v1/init_1.mp4", "v1/seg_00000.m4s", "v1/seg_00001.m4s"]
+        );
+        // A rung whose playlist is missing: no rung is measured.
+        assert_eq!(listing.files(3, &read), None);
+
+        let dash = custom(r#"{"name":"d","container":"dash","video":{"codec":"av1"}}"#);
+        let listing = RungListing::of(&dash.packaging).unwrap();
+        assert_eq!(listing, RungListing::Mpd);
+        assert!(listing.video_only(true));
+        let rep = |id: u32| {
+            format!(
+                r#"<Representation id="{id}" mimeType="video/mp4" codecs="av01" bandwidth="1" width="320" height="240">
+<SegmentTemplate timescale="1000" initialization="init-$RepresentationID$.m4s" media="seg-$RepresentationID$-$Number%05d$.m4s" startNumber="1">
+<SegmentTimeline><S t="0" d="1000" r="1" /></SegmentTimeline></SegmentTemplate></Representation>"#
+            )
+        };
+        let mpd = format!(
+            r#"<MPD><Period><AdaptationSet contentType="video">{}{}</AdaptationSet>
+<AdaptationSet contentType="audio"><Representation id="2" mimeType="audio/mp4" codecs="mp4a.40.2" bandwidth="1">
+<SegmentTemplate timescale="1000" initialization="init-$RepresentationID$.m4s" media="seg-$RepresentationID$-$Number%05d$.m4s" startNumber="1">
+<SegmentTimeline><S t="0" d="2000" /></SegmentTimeline></SegmentTemplate></Representation></AdaptationSet></Period></MPD>"#,
+            rep(0),
+            rep(1)
+        );
+        let read = |n: &str| (n == DASH_MANIFEST).then(|| mpd.clone());
+        let files = listing.files(2, &read).unwrap();
+        assert_eq!(
+            files,
+            [
+                ["init-0.m4s", "seg-0-00001.m4s", "seg-0-00002.m4s"],
+                ["init-1.m4s", "seg-1-00001.m4s", "seg-1-00002.m4s"]
+            ]
+        );
+        // The audio representation is no rung; a count that differs is no guess.
+        assert_eq!(listing.files(3, &read), None);
+        let audio_only = custom(r#"{"name":"a","container":"m4a","audio":{"codec":"aac"}}"#);
+        assert_eq!(RungListing::of(&audio_only.packaging), None);
     }
 
     #[test]

@@ -339,7 +339,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Transcoded, TranscodeError> 
                         .map_err(package)?;
                 }
                 let got = tokio::select! {
-                    got = cx.timed(Phase::Receipt, measure_output(&meter, r, &info, &input, &out_dir, input_loudness.as_ref(), quality_on, &stats, in_encode.as_ref())) => got,
+                    got = cx.timed(Phase::Receipt, measure_output(&meter, r, &info, &input, &out_dir, workdir, input_loudness.as_ref(), quality_on, &stats, in_encode.as_ref())) => got,
                     _ = token.cancelled() => return Err(stopped()),
                 };
                 found.insert(r.name.clone(), got);
@@ -502,7 +502,8 @@ struct Receipts {
 /// Measures an output just written: its loudness (when it asked, file outputs only: a ladder's
 /// audio went through the same filter and is reported with the input's values) and its quality
 /// (video outputs, when on: from the encoder's own summaries when `in_encode` says it gave them,
-/// else, for files, with the filters). A receipt that cannot be measured is left out and logged:
+/// else with the filters: files directly, ladders rung by rung from their segments assembled
+/// in `scratch`). A receipt that cannot be measured is left out and logged:
 /// the output itself is good, and failing the job over its receipt would lose it.
 #[allow(clippy::too_many_arguments)]
 async fn measure_output(
@@ -511,6 +512,7 @@ async fn measure_output(
     info: &reelay_media::MediaInfo,
     input: &Path,
     out_dir: &Path,
+    scratch: &Path,
     input_loudness: Option<&reelay_media::loudness::LoudnessStats>,
     quality_on: bool,
     stats: &reelay_media::RunStats,
@@ -581,6 +583,22 @@ async fn measure_output(
             "the encoder did not report its quality; measuring with the filters"
         ),
         None => {}
+    }
+    if let Some(dims) = receipts::ladder_dims(r, info).filter(|_| !is_file) {
+        let dir = out_dir.join(&r.name);
+        match meter
+            .ladder_quality(r, &dims, &dir, scratch, input, info, written)
+            .await
+        {
+            Ok(rungs) => {
+                rungs.iter().for_each(|g| record(&g.quality));
+                got.rungs = rungs;
+            }
+            Err(e) => {
+                tracing::warn!(output = %r.name, code = e.code(), transient = e.is_transient(), error = %e, "rung quality receipts not measured")
+            }
+        }
+        return got;
     }
     if is_file {
         match meter.quality(r, &file, input, info, written).await {
