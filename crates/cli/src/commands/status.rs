@@ -304,7 +304,7 @@ mod tests {
         );
         assert!(
             text.ends_with(
-                "  hls/master.m3u8  640x360 PSNR 40.00 dB, SSIM 0.9700, 700 kbit/s, 426x240 PSNR 38.50 dB, SSIM 0.9600, 350 kbit/s\n"
+                "  hls/master.m3u8  640x360 PSNR 40.00 dB, SSIM 0.9700, 700 kbit/s, 426x240 PSNR 38.50 dB, SSIM 0.9600, 350 kbit/s"
             ),
             "{text}"
         );
