@@ -449,6 +449,7 @@ url = "http://127.0.0.1:4"
             backlog_seconds: 0.0,
             running_remaining_seconds: Vec::new(),
             encode_speed: None,
+            offer: None,
             accepting: true,
         }
     }

@@ -557,6 +557,25 @@ pub struct LoadReport {
     /// media into `backlog_seconds`; `None` until a worker has finished a job.
     #[serde(default)]
     pub encode_speed: Option<f64>,
+    /// The task this cluster would hand a peer's worker now (issue 16): its oldest ready task of
+    /// a kind that may move, that never moved. `None` when there is none (or from older clusters).
+    /// The edge's stealing policy weighs it against its transfer cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<StealOffer>,
+}
+
+/// The head of a cluster's queue as a peer might take it (`LoadReport::offer`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StealOffer {
+    pub task_id: String,
+    /// Seconds since it became ready (all its dependencies done).
+    pub ready_seconds: f64,
+    /// Bytes a thief must fetch to run it (its inputs).
+    pub input_bytes: u64,
+    /// Bytes it is expected to write (an estimate; a thief sends them back).
+    pub output_bytes: u64,
+    /// Estimated seconds of encoding it takes once started.
+    pub expected_seconds: f64,
 }
 
 /// One entry of `GET /v1/presets`.

@@ -106,6 +106,7 @@ pub fn report(
         accepting,
         running_remaining_seconds: remaining,
         encode_speed: speed.map(|s| (s * 100.0).round() / 100.0),
+        offer: None,
     }
 }
 
