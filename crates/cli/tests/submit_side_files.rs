@@ -4,13 +4,13 @@
 //! carries the mark where it was asked for. A missing side file fails before any request.
 
 use reelay_protocol::{JobList, JobStatus, JobView};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{free_port, http, reelay, Server, BIN};
+use common::{black_clip, ffmpeg, free_port, http, reelay, Server, BIN};
 
 fn serve(data: &Path) -> Server {
     let port = free_port();
@@ -25,39 +25,6 @@ fn serve(data: &Path) -> Server {
     .args(["--workers", "1"])
     .env("RUST_LOG", "warn");
     Server::spawn(cmd, port)
-}
-
-fn ffmpeg(args: &[&str]) {
-    let st = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(st.success(), "ffmpeg {args:?}");
-}
-
-/// A 2 s black 320x240 clip with a tone: any bright pixel in an output is the watermark.
-fn black_clip(dir: &Path) -> PathBuf {
-    let out = dir.join("black.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "color=black:size=320x240:rate=25:duration=2",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=duration=2",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
-        "-shortest",
-        out.to_str().unwrap(),
-    ]);
-    out
 }
 
 /// The first frame of a media file as 8-bit luma (`w` x `h` known).
@@ -82,7 +49,7 @@ fn get(url: &str) -> Vec<u8> {
 #[test]
 fn submit_sends_caption_files_and_a_watermark() {
     let dir = tempfile::tempdir().unwrap();
-    let input = black_clip(dir.path());
+    let input = black_clip(dir.path(), "black.mp4", "320x240", 2);
     let srt = dir.path().join("en.srt");
     std::fs::write(
         &srt,
@@ -185,7 +152,7 @@ fn submit_sends_caption_files_and_a_watermark() {
 #[test]
 fn a_missing_side_file_fails_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
-    let input = black_clip(dir.path());
+    let input = black_clip(dir.path(), "black.mp4", "320x240", 2);
     let missing = dir.path().join("missing.srt");
     let s = serve(&dir.path().join("data"));
     for (flag, what) in [

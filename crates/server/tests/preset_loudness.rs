@@ -8,52 +8,7 @@ mod common;
 
 use common::*;
 use reelay_protocol::{JobView, LoudnessAction};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// A 4 s 320x240 clip with a quiet tone (about −40 LUFS, far from −14), AAC in MP4.
-fn quiet_clip(dir: &Path) -> PathBuf {
-    let out = dir.join("quiet.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25:duration=4",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:duration=4,volume=-20dB",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "128k",
-        "-shortest",
-        out.to_str().unwrap(),
-    ]);
-    out
-}
-
-/// Integrated loudness (LUFS) of a file by ffmpeg's EBU R128 meter.
-fn integrated_lufs(file: &Path) -> f64 {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostats", "-i"])
-        .arg(file)
-        .args(["-vn", "-af", "ebur128", "-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    let summary = err.rsplit("Summary:").next().unwrap();
-    let line = summary
-        .lines()
-        .find(|l| l.trim_start().starts_with("I:"))
-        .unwrap_or_else(|| panic!("no integrated loudness in {summary}"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
+use std::path::Path;
 
 async fn lufs_of(s: &TestServer, j: &JobView, name: &str, dir: &Path) -> f64 {
     let o = j
@@ -72,7 +27,13 @@ async fn lufs_of(s: &TestServer, j: &JobView, name: &str, dir: &Path) -> f64 {
 async fn a_preset_output_normalised_to_streaming_comes_out_at_minus_14_lufs() {
     let s = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let input = quiet_clip(dir.path());
+    let input = clip_with_audio(
+        dir.path(),
+        "quiet.mp4",
+        "320x240",
+        4,
+        "sine=frequency=440:duration=4,volume=-20dB",
+    );
     let before = integrated_lufs(&input);
     assert!(before < -30.0, "the input is quiet: {before}");
     let j = s

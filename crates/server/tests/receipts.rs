@@ -10,50 +10,6 @@ use reelay_protocol::{JobView, LoudnessAction, OutputView, QualityMethod};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A 6 s 160x120 clip whose audio is `audio` (a lavfi source), AAC in MP4.
-fn clip_with(dir: &Path, name: &str, audio: &str) -> PathBuf {
-    let out = dir.join(name);
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=160x120:rate=25:duration=6",
-        "-f",
-        "lavfi",
-        "-i",
-        audio,
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "128k",
-        "-shortest",
-        out.to_str().unwrap(),
-    ]);
-    out
-}
-
-/// Integrated loudness (LUFS) of a file by ffmpeg's EBU R128 meter.
-fn integrated_lufs(file: &Path) -> f64 {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostats", "-i"])
-        .arg(file)
-        .args(["-vn", "-af", "ebur128", "-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    let summary = err.rsplit("Summary:").next().unwrap();
-    let line = summary
-        .lines()
-        .find(|l| l.trim_start().starts_with("I:"))
-        .unwrap_or_else(|| panic!("no integrated loudness in {summary}"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 async fn download(s: &TestServer, o: &OutputView, dir: &Path) -> PathBuf {
     let (status, bytes) = s.get_bytes(&o.url).await;
     assert_eq!(status, 200, "{}", o.url);
@@ -79,14 +35,18 @@ const SPEC: &str = r#"{"outputs":[
 async fn loud_and_quiet_inputs_come_out_at_the_target_and_measure_changes_nothing() {
     let s = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let loud = clip_with(
+    let loud = clip_with_audio(
         dir.path(),
         "loud.mp4",
+        "160x120",
+        6,
         "anoisesrc=color=pink:amplitude=0.9:duration=6",
     );
-    let quiet = clip_with(
+    let quiet = clip_with_audio(
         dir.path(),
         "quiet.mp4",
+        "160x120",
+        6,
         "sine=frequency=440:duration=6,volume=-42dB",
     );
     let (loud_in, quiet_in) = (integrated_lufs(&loud), integrated_lufs(&quiet));

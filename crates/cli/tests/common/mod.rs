@@ -166,21 +166,40 @@ pub fn stall_server() -> String {
     url
 }
 
+/// Runs ffmpeg quietly, overwriting, and fails the test if it fails.
+pub fn ffmpeg(args: &[&str]) {
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg must be installed (make test installs it)");
+    assert!(st.success(), "ffmpeg {args:?}");
+}
+
 /// Writes `dir/name`: `secs` seconds of a `size` (`WxH`) H.264 test picture at 25 fps, with an
 /// AAC sine tone when `audio`.
 pub fn clip(dir: &Path, name: &str, size: &str, secs: u32, audio: bool) -> PathBuf {
-    clip_with_gop(dir, name, size, secs, audio, None)
+    clip_with_gop(dir, name, "testsrc2", size, secs, audio, None)
+}
+
+/// [`clip`] of an all-black picture with a tone: any bright pixel in an output was drawn by
+/// reelay (a watermark, burnt-in captions).
+pub fn black_clip(dir: &Path, name: &str, size: &str, secs: u32) -> PathBuf {
+    clip_with_gop(dir, name, "color=black", size, secs, true, None)
 }
 
 /// [`clip`] with a keyframe every second and audio: cuts into pieces of whole seconds (a
 /// split job's ranges).
 pub fn keyed_clip(dir: &Path, name: &str, size: &str, secs: u32) -> PathBuf {
-    clip_with_gop(dir, name, size, secs, true, Some(25))
+    clip_with_gop(dir, name, "testsrc2", size, secs, true, Some(25))
 }
 
+/// `video` is a lavfi video source taking `size`, `rate` and `duration` (`testsrc2`,
+/// `color=black`).
 fn clip_with_gop(
     dir: &Path,
     name: &str,
+    video: &str,
     size: &str,
     secs: u32,
     audio: bool,
@@ -197,7 +216,10 @@ fn clip_with_gop(
         "lavfi",
         "-i",
     ])
-    .arg(format!("testsrc2=size={size}:rate=25:duration={secs}"));
+    .arg(format!(
+        "{video}{sep}size={size}:rate=25:duration={secs}",
+        sep = if video.contains('=') { ":" } else { "=" }
+    ));
     if audio {
         cmd.args(["-f", "lavfi", "-i"])
             .arg(format!("sine=duration={secs}"));

@@ -258,6 +258,52 @@ fn lavfi_clip(dir: &Path, name: &str, video: &str, secs: f64, audio: bool) -> Pa
     out
 }
 
+/// A `secs`-long `size` (`WxH`) testsrc2 clip whose audio is the lavfi source `audio`
+/// (e.g. a quiet or loud tone), AAC at 128k in MP4: input for loudness tests.
+pub fn clip_with_audio(dir: &Path, name: &str, size: &str, secs: u32, audio: &str) -> PathBuf {
+    let out = dir.join(name);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=25:duration={secs}"),
+        "-f",
+        "lavfi",
+        "-i",
+        audio,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-shortest",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+/// Integrated loudness (LUFS) of a file by ffmpeg's own EBU R128 meter (`ebur128`, not the
+/// `loudnorm` reelay uses, so a test measures independently of the code under test).
+pub fn integrated_lufs(file: &Path) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-i"])
+        .arg(file)
+        .args(["-vn", "-af", "ebur128", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let summary = err.rsplit("Summary:").next().unwrap();
+    let line = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("I:"))
+        .unwrap_or_else(|| panic!("no integrated loudness in {summary}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// The frame at `at` seconds (the first frame when `None`) of a downloaded media file as
 /// 8-bit luma, one byte a pixel.
 pub fn frame_luma(bytes: &[u8], ext: &str, at: Option<f64>) -> Vec<u8> {
