@@ -372,6 +372,8 @@ cost = 0.5
                         "reelay_events_unverified",
                         "reelay_any_unverified",
                         "reelay_output_preflight",
+                        "reelay_peer_down",
+                        "reelay_peer_unverified",
                     ]
                     .contains(&named),
                     "{line}"
