@@ -446,7 +446,7 @@ fn through_the_edge_over_mutual_tls_a_gcp_worker_encodes_an_aws_task() {
     let requests = edge_requests(pair.edge());
     for (method, route, status) in [
         ("POST", "/v1/peer/tasks/claim", 200),
-        ("POST", "/renew", 200),
+        ("POST", "/upload-url", 200),
         ("GET", "/objects/inputs/", 200),
         ("PUT", "/objects/outputs/", 201),
         ("POST", "/complete", 200),
