@@ -919,6 +919,12 @@ fn the_edge_link_cut_mid_task_sends_the_task_home_once() {
         (ended == 1.0).then_some(())
     });
     let m = gcp_metrics();
+    eprintln!(
+        "edge link cut: gcp's attempt ended as {:?}",
+        m.lines()
+            .filter(|l| l.starts_with("reelay_remote_tasks_total{") && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(
         sample(&m, "reelay_remote_tasks_total{outcome=\"completed\"}"),
         0.0,
