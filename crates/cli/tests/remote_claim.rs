@@ -966,3 +966,84 @@ fn the_edge_link_cut_mid_task_sends_the_task_home_once() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(about_task(), before, "gcp still works on the lost attempt");
 }
+
+/// `reelay up` with `steal = true`: each cluster gets a peer token and `[steal]` peers at the
+/// edge's `/clusters/{other}`, so gcp's idle worker runs a task that waited at aws, through the
+/// edge, with nothing configured by hand.
+#[test]
+fn reelay_up_with_steal_lets_gcp_take_a_waiting_aws_task_through_the_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = common::UpPorts::free();
+    // The stall server is on loopback.
+    let private = "args = [\"--allow-private-urls\"]";
+    let topology = format!(
+        "steal = true\n{}",
+        ports.topology((1, 1), (1, 1), private, "")
+    );
+    let up = common::Up::start(dir.path(), ports, &topology, 0);
+    let admin = std::fs::read_to_string(up.state.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    for name in ["aws", "gcp"] {
+        let config = std::fs::read_to_string(up.state.join(format!("{name}.steal.toml"))).unwrap();
+        let other = if name == "aws" { "gcp" } else { "aws" };
+        assert!(
+            config.contains(&format!("url = \"{}/clusters/{other}\"", up.edge)),
+            "{config}"
+        );
+    }
+    // aws's only slot is held; the next aws job waits there (offered after 5 s, the default).
+    let c = http();
+    let submit = |input: serde_json::Value| {
+        let r = c
+            .post(format!("{}/v1/jobs", up.aws))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"input": input, "outputs": [{"preset": "mp4-360p"}]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        r.json::<JobView>().unwrap().id
+    };
+    let stalled = submit(serde_json::json!({"url": stall_server()}));
+    let job = |id: &str| -> JobView {
+        c.get(format!("{}/v1/jobs/{id}", up.aws))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    wait_until("the stalled job to hold aws's slot", Duration::from_secs(20), || {
+        (job(&stalled).status.as_str() == "running").then_some(())
+    });
+    let input = common::clip(dir.path(), "clip.mp4", "320x240", 2, true);
+    let out = Command::new(BIN)
+        .arg("submit")
+        .arg(&input)
+        .args(["--preset", "mp4-360p", "--json"])
+        .env("REELAY_SERVER", &up.aws)
+        .env("REELAY_TOKEN", &admin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = serde_json::from_slice::<JobView>(&out.stdout).unwrap().id;
+    let done = wait_until("the waiting job to succeed", Duration::from_secs(90), || {
+        let j = job(&id);
+        assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);
+        (j.status.as_str() == "succeeded").then_some(j)
+    });
+    assert_eq!(done.tasks[0].ran_on.as_deref(), Some("gcp"), "{:?}", done.tasks);
+    let log = std::fs::read_to_string(up.state.join("edge/logs/access.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains(&format!("/clusters/aws/v1/peer/tasks/{id}.transcode/complete"))
+            && l.contains("\"status\":200")),
+        "the completion did not go through the edge"
+    );
+    let r = c
+        .post(format!("{}/v1/jobs/{stalled}/cancel", up.aws))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+}
