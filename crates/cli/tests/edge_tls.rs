@@ -3,7 +3,6 @@
 //! (mutual TLS). A client without that certificate is refused by the cluster.
 
 use reelay_protocol::{JobView, PresetList};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

@@ -460,7 +460,9 @@ fn through_the_edge_over_mutual_tls_a_gcp_worker_encodes_an_aws_task() {
         );
     }
     assert!(
-        !requests.iter().any(|(_, u, s)| u.contains("/peer/") && *s >= 500),
+        !requests
+            .iter()
+            .any(|(_, u, s)| u.contains("/peer/") && *s >= 500),
         "a peer request failed at the edge: {requests:?}"
     );
 }
@@ -745,7 +747,10 @@ fn refusal(r: reqwest::blocking::Response) -> (u16, String, String) {
     let body: serde_json::Value = r.json().unwrap_or_default();
     (
         status,
-        body["error"]["code"].as_str().unwrap_or_default().to_string(),
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         body["error"]["message"]
             .as_str()
             .unwrap_or_default()
@@ -770,8 +775,10 @@ fn through_the_edge_the_remote_claim_needs_the_peer_credential() {
         if *m == reqwest::Method::PUT {
             r = r.body("x");
         } else if *m == reqwest::Method::POST {
-            r = r.json(&serde_json::json!({"worker": "w", "attempt": 1, "outputs": [],
-                "error": {"code": "x", "message": "y"}, "key": "outputs/aws.x/a1/o.mp4"}));
+            r = r.json(
+                &serde_json::json!({"worker": "w", "attempt": 1, "outputs": [],
+                "error": {"code": "x", "message": "y"}, "key": "outputs/aws.x/a1/o.mp4"}),
+            );
         }
         r.send().unwrap()
     };
@@ -831,8 +838,11 @@ fn through_the_edge_the_remote_claim_needs_the_peer_credential() {
     let (status, code, message) = claim();
     assert_eq!((status, code.as_str()), (503, "cluster_unavailable"));
     assert!(message.contains("cluster aws"), "{message}");
-    pair.edge()
-        .wait_health("aws", reelay_edge::health::Health::Down, Duration::from_secs(10));
+    pair.edge().wait_health(
+        "aws",
+        reelay_edge::health::Health::Down,
+        Duration::from_secs(10),
+    );
     let (status, code, _) = claim();
     assert_eq!((status, code.as_str()), (503, "cluster_unavailable"));
 }
@@ -910,14 +920,18 @@ fn the_edge_link_cut_mid_task_sends_the_task_home_once() {
             .text()
             .unwrap()
     };
-    wait_until("gcp to give the attempt up", Duration::from_secs(30), || {
-        let m = gcp_metrics();
-        let ended: f64 = ["stopped", "lease_lost", "error"]
-            .iter()
-            .map(|o| sample(&m, &format!("reelay_remote_tasks_total{{outcome=\"{o}\"}}")))
-            .sum();
-        (ended == 1.0).then_some(())
-    });
+    wait_until(
+        "gcp to give the attempt up",
+        Duration::from_secs(30),
+        || {
+            let m = gcp_metrics();
+            let ended: f64 = ["stopped", "lease_lost", "error"]
+                .iter()
+                .map(|o| sample(&m, &format!("reelay_remote_tasks_total{{outcome=\"{o}\"}}")))
+                .sum();
+            (ended == 1.0).then_some(())
+        },
+    );
     let m = gcp_metrics();
     eprintln!(
         "edge link cut: gcp's attempt ended as {:?}",
@@ -1014,9 +1028,11 @@ fn reelay_up_with_steal_lets_gcp_take_a_waiting_aws_task_through_the_edge() {
             .json()
             .unwrap()
     };
-    wait_until("the stalled job to hold aws's slot", Duration::from_secs(20), || {
-        (job(&stalled).status.as_str() == "running").then_some(())
-    });
+    wait_until(
+        "the stalled job to hold aws's slot",
+        Duration::from_secs(20),
+        || (job(&stalled).status.as_str() == "running").then_some(()),
+    );
     let input = common::clip(dir.path(), "clip.mp4", "320x240", 2, true);
     let out = Command::new(BIN)
         .arg("submit")
@@ -1026,18 +1042,32 @@ fn reelay_up_with_steal_lets_gcp_take_a_waiting_aws_task_through_the_edge() {
         .env("REELAY_TOKEN", &admin)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = serde_json::from_slice::<JobView>(&out.stdout).unwrap().id;
-    let done = wait_until("the waiting job to succeed", Duration::from_secs(90), || {
-        let j = job(&id);
-        assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);
-        (j.status.as_str() == "succeeded").then_some(j)
-    });
-    assert_eq!(done.tasks[0].ran_on.as_deref(), Some("gcp"), "{:?}", done.tasks);
+    let done = wait_until(
+        "the waiting job to succeed",
+        Duration::from_secs(90),
+        || {
+            let j = job(&id);
+            assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);
+            (j.status.as_str() == "succeeded").then_some(j)
+        },
+    );
+    assert_eq!(
+        done.tasks[0].ran_on.as_deref(),
+        Some("gcp"),
+        "{:?}",
+        done.tasks
+    );
     let log = std::fs::read_to_string(up.state.join("edge/logs/access.log")).unwrap();
     assert!(
-        log.lines().any(|l| l.contains(&format!("/clusters/aws/v1/peer/tasks/{id}.transcode/complete"))
-            && l.contains("\"status\":200")),
+        log.lines().any(|l| l.contains(&format!(
+            "/clusters/aws/v1/peer/tasks/{id}.transcode/complete"
+        )) && l.contains("\"status\":200")),
         "the completion did not go through the edge"
     );
     let r = c

@@ -99,9 +99,7 @@ fn original_method(headers: &HeaderMap) -> &str {
 /// `auth_request` for every proxied `/v1` route when `[auth]` is on.
 async fn authorize(State(ctl): State<Arc<Controller>>, headers: HeaderMap) -> Response {
     // nginx sends the client's URI: the remote claim's routes need the peer scope.
-    let uri = headers
-        .get("x-original-uri")
-        .and_then(|v| v.to_str().ok());
+    let uri = headers.get("x-original-uri").and_then(|v| v.to_str().ok());
     let need = crate::auth::required_scope(original_method(&headers), uri);
     match auth_refusal(&ctl, &headers, need) {
         Some(refused) => refused,

@@ -554,7 +554,10 @@ cost = 0.5
         assert!(peer.find("unknown").unwrap() < peer.find("rewrite").unwrap());
         // Never retried after a timeout, never on another cluster.
         assert!(!peer.contains("non_idempotent") && !peer.contains("error timeout"));
-        assert!(!peer.contains("auth_request"), "no [auth]: the owner checks");
+        assert!(
+            !peer.contains("auth_request"),
+            "no [auth]: the owner checks"
+        );
         let down = location(&text, "location @reelay_peer_down {");
         assert!(down.contains("return 503"), "{down}");
         // Each peer upstream holds only its cluster's addresses: no backup, no keepalive.
@@ -596,8 +599,14 @@ cost = 0.5
             assert!(peer.contains(want), "missing {want:?} in {peer}");
         }
         let unverified = location(&text, "location @reelay_peer_unverified {");
-        assert!(unverified.contains("proxy_pass http://peer_$reelay_owner;"), "{unverified}");
-        assert!(unverified.contains("error_page 502 504 = @reelay_peer_down;"), "{unverified}");
+        assert!(
+            unverified.contains("proxy_pass http://peer_$reelay_owner;"),
+            "{unverified}"
+        );
+        assert!(
+            unverified.contains("error_page 502 504 = @reelay_peer_down;"),
+            "{unverified}"
+        );
     }
 
     #[test]

@@ -263,7 +263,8 @@ pub struct UpIdentity {
 impl UpIdentity {
     /// Where cluster `name`'s `peer` token lives (with `steal = true`).
     pub fn peer_token(&self, name: &str) -> PathBuf {
-        self.trusted_keys.with_file_name(format!("peer-{name}.token"))
+        self.trusted_keys
+            .with_file_name(format!("peer-{name}.token"))
     }
 
     /// Mints cluster `name`'s `peer` token (owner `name`, no expiry) unless the one on disk
@@ -279,9 +280,7 @@ impl UpIdentity {
         let current = std::fs::read_to_string(&path).unwrap_or_default();
         let valid =
             reelay_identity::token::verify(current.trim(), &trusted, &Default::default(), now)
-                .is_ok_and(|c| {
-                    c.has(reelay_identity::Scope::Peer) && c.sub == name
-                });
+                .is_ok_and(|c| c.has(reelay_identity::Scope::Peer) && c.sub == name);
         if valid {
             return Ok(path);
         }
@@ -449,11 +448,11 @@ impl Plan {
                         .into(),
                 ));
             }
-            if let Some(c) = topology
-                .clusters
-                .iter()
-                .find(|c| c.args.iter().any(|a| a == "--config" || a.starts_with("--config=")))
-            {
+            if let Some(c) = topology.clusters.iter().find(|c| {
+                c.args
+                    .iter()
+                    .any(|a| a == "--config" || a.starts_with("--config="))
+            }) {
                 return Err(invalid(format!(
                     "cluster {}: with steal = true, reelay up writes the cluster's --config itself",
                     c.name
@@ -864,15 +863,20 @@ url = "http://127.0.0.1:8082"
             .unwrap_err()
             .to_string()
             .contains("anonymous"));
-        let own = topo.replace("workers = 1", "workers = 1\nargs = [\"--config\", \"x.toml\"]");
+        let own = topo.replace(
+            "workers = 1",
+            "workers = 1\nargs = [\"--config\", \"x.toml\"]",
+        );
         assert!(Plan::parse(&own, &path)
             .unwrap_err()
             .to_string()
             .contains("--config"));
-        assert!(!Plan::parse(&topo.replace("steal = true\n", ""), &path)
-            .unwrap()
-            .topology
-            .steal);
+        assert!(
+            !Plan::parse(&topo.replace("steal = true\n", ""), &path)
+                .unwrap()
+                .topology
+                .steal
+        );
     }
 
     #[test]

@@ -1106,12 +1106,11 @@ impl TestCa {
     /// Writes `<name>.pem` and `<name>.key` signed by the CA, for these subject names.
     pub fn leaf(&self, name: &str, sans: &[&str]) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(
-            sans.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .unwrap()
-        .signed_by(&key, &self.cert, &self.key)
-        .unwrap();
+        let cert =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .signed_by(&key, &self.cert, &self.key)
+                .unwrap();
         std::fs::write(self.dir.join(format!("{name}.pem")), cert.pem()).unwrap();
         std::fs::write(self.dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
     }
@@ -1119,7 +1118,9 @@ impl TestCa {
     /// A client that trusts the CA and, given a leaf name, presents that certificate.
     pub fn client(&self, identity: Option<&str>) -> reqwest::blocking::Client {
         let mut b = reqwest::blocking::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(self.cert.pem().as_bytes()).unwrap())
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.cert.pem().as_bytes()).unwrap(),
+            )
             .timeout(Duration::from_secs(15))
             .no_proxy();
         if let Some(name) = identity {
