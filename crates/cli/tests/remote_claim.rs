@@ -826,7 +826,9 @@ fn through_the_edge_the_remote_claim_needs_the_peer_credential() {
     ));
     assert_eq!((status, code.as_str()), (404, "not_found"));
 
-    // aws goes away: 503 at once (the connection is refused), and once the edge marks it down.
+    // aws goes away: the edge's 503 at once (the connection is refused), and still once the
+    // health checks see it (with aws the only cluster the edge fails open, so that is the
+    // refused connection again; the `down` rendering is covered in render.rs).
     let claim = || {
         refusal(send(
             &reqwest::Method::POST,
