@@ -2,31 +2,18 @@
 //! reaches a cluster that accepts only clients holding a certificate from the edge's CA
 //! (mutual TLS). A client without that certificate is refused by the cluster.
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use reelay_protocol::{JobView, PresetList};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{free_port, Guard, Stop, BIN};
+use common::{free_port, Guard, Stop, TestCa, BIN};
 
 /// Stops a child with SIGTERM (the edge then stops its nginx too) and reaps it.
 fn guard(child: Child) -> Guard {
     Guard::new(child, Stop::Term(Duration::from_secs(10)))
-}
-
-/// Writes `<name>.pem` and `<name>.key` signed by the CA, for the given subject names.
-fn leaf(dir: &Path, name: &str, sans: &[&str], ca: &rcgen::Certificate, ca_key: &KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .unwrap()
-        .signed_by(&key, ca, ca_key)
-        .unwrap();
-    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
 }
 
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
@@ -37,22 +24,10 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 fn edge_serves_https_and_reaches_the_cluster_over_mutual_tls() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "reelay test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = p.self_signed(&ca_key).unwrap();
-    std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
-    leaf(
-        d,
-        "cluster",
-        &["cluster.reelay.test", "127.0.0.1"],
-        &ca,
-        &ca_key,
-    );
-    leaf(d, "edge-server", &["localhost", "127.0.0.1"], &ca, &ca_key);
-    leaf(d, "edge-client", &["reelay-edge"], &ca, &ca_key);
+    let ca = TestCa::new(d);
+    ca.leaf("cluster", &["cluster.reelay.test", "127.0.0.1"]);
+    ca.leaf("edge-server", &["localhost", "127.0.0.1"]);
+    ca.leaf("edge-client", &["reelay-edge"]);
 
     // The cluster: HTTPS, and only clients with a certificate from the CA.
     let cport = free_port();
@@ -83,20 +58,8 @@ fn edge_serves_https_and_reaches_the_cluster_over_mutual_tls() {
             .spawn()
             .unwrap(),
     );
-    let ca_cert = reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap();
-    let anonymous = reqwest::blocking::Client::builder()
-        .add_root_certificate(ca_cert.clone())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let mut identity_pem = std::fs::read(d.join("edge-client.pem")).unwrap();
-    identity_pem.extend(std::fs::read(d.join("edge-client.key")).unwrap());
-    let with_cert = reqwest::blocking::Client::builder()
-        .add_root_certificate(ca_cert.clone())
-        .identity(reqwest::Identity::from_pem(&identity_pem).unwrap())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let anonymous = ca.client(None);
+    let with_cert = ca.client(Some("edge-client"));
     let direct = format!("https://127.0.0.1:{cport}");
     wait_until("the cluster", || {
         with_cert

@@ -3,7 +3,9 @@
 //!
 //! aws owns the jobs; its one worker slot is kept busy by a job whose input URL never answers,
 //! so its next job waits at home and gcp's idle worker (configured with `[steal]` and a token
-//! with the `peer` scope) takes it through `/v1/peer/tasks/…`.
+//! with the `peer` scope) takes it through `/v1/peer/tasks/…`: straight at aws's api, or (as in
+//! production) through a `reelay edge` in front of aws at `/clusters/aws/v1/peer/…`, whose link
+//! to aws is mutual TLS when aws serves HTTPS.
 
 use reelay_protocol::JobView;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,10 @@ use std::time::Duration;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{free_port, http, stall_server, wait_until, Guard, Server, Stop, BIN};
+use common::{
+    descendants, free_port, http, kill, stall_server, wait_until, Edge, Guard, Server, Stop,
+    TestCa, BIN,
+};
 
 const S3_KEY: &str = "remoteclaimkey";
 const S3_SECRET: &str = "remoteclaimsecret123";
@@ -55,11 +60,11 @@ fn token(dir: &Path, owner: &str, scopes: &[&str]) -> String {
 
 /// `reelay serve` as cluster `name` with one worker slot, 2 s leases and `toml`.
 fn cluster(dir: &Path, name: &str, port: u16, toml: &str) -> Server {
-    cluster_on(dir, name, port, toml, None)
+    Server::spawn(serve(dir, name, port, toml), port)
 }
 
-/// [`cluster`] storing in the S3-compatible server at `s3` (bucket `media`), when given.
-fn cluster_on(dir: &Path, name: &str, port: u16, toml: &str, s3: Option<&str>) -> Server {
+/// The `reelay serve` command of [`cluster`].
+fn serve(dir: &Path, name: &str, port: u16, toml: &str) -> Command {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, toml).unwrap();
     let mut cmd = Command::new(BIN);
@@ -71,20 +76,47 @@ fn cluster_on(dir: &Path, name: &str, port: u16, toml: &str, s3: Option<&str>) -
         .args(["--cluster", name, "--workers", "1", "--lease-seconds", "2"])
         .arg("--allow-private-urls")
         .env("RUST_LOG", "warn");
-    if let Some(endpoint) = s3 {
-        cmd.args(["--storage", "s3://media/reelay"])
-            .env("AWS_ENDPOINT", endpoint)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", S3_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-            .env("AWS_DEFAULT_REGION", "us-east-1");
+    cmd
+}
+
+/// How gcp's worker reaches aws's remote-claim routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// gcp's `[steal]` url is aws's api itself.
+    Direct,
+    /// Through a `reelay edge` in front of aws (with `[auth]`): `http://EDGE/clusters/aws`.
+    Edge,
+    /// The same, and the edge reaches aws over mutual TLS: aws serves only HTTPS, only to
+    /// clients with a certificate from the test CA (the edge's, and this test's).
+    EdgeMtls,
+}
+
+/// What [`Pair::start`] starts.
+struct Setup {
+    /// Start gcp (the thief) too.
+    gcp: bool,
+    /// aws stores in the S3-compatible server at this endpoint (bucket `media`).
+    aws_s3: Option<String>,
+    link: Link,
+}
+
+impl Setup {
+    fn new(gcp: bool, link: Link) -> Setup {
+        Setup {
+            gcp,
+            aws_s3: None,
+            link,
+        }
     }
-    Server::spawn(cmd, port)
 }
 
 struct Pair {
     dir: PathBuf,
     aws: Server,
+    /// Reaches aws directly (with a client certificate when aws wants one).
+    aws_client: reqwest::blocking::Client,
+    /// The edge in front of aws, unless the link is [`Link::Direct`].
+    edge: Option<Edge>,
     gcp: Option<Server>,
     gcp_port: u16,
     gcp_toml: String,
@@ -95,42 +127,86 @@ struct Pair {
 }
 
 impl Pair {
-    /// aws (the owner, offering a task after 0.5 s at home) and, when `with_gcp`, gcp (which
-    /// takes aws's tasks with a peer token).
-    fn start(dir: &Path, with_gcp: bool) -> Pair {
-        Self::start_with(dir, with_gcp, None)
-    }
-
-    /// [`Pair::start`] with aws storing in S3 at `aws_s3` (gcp keeps a local directory).
-    fn start_with(dir: &Path, with_gcp: bool, aws_s3: Option<&str>) -> Pair {
+    /// aws (the owner, offering a task after 0.5 s at home) and, when `setup.gcp`, gcp (which
+    /// takes aws's tasks with a peer token, over `setup.link`).
+    fn start(dir: &Path, setup: Setup) -> Pair {
         let trusted = keys(dir);
         let user = token(dir, "team", &["submit", "read"]);
         let admin = token(dir, "ops", &["admin"]);
         let peer = token(dir, "gcp", &["peer"]);
         let peer_file = dir.join("peer.token");
         std::fs::write(&peer_file, &peer).unwrap();
+        let trusted_path = trusted.display().to_string();
         let aws_port = free_port();
-        let aws = cluster_on(
+        let mut cmd = serve(
             dir,
             "aws",
             aws_port,
-            &format!(
-                "trusted_keys = {trusted:?}\n[steal]\noffer_after_seconds = 0.5\n",
-                trusted = trusted.display().to_string()
-            ),
-            aws_s3,
+            &format!("trusted_keys = {trusted_path:?}\n[steal]\noffer_after_seconds = 0.5\n"),
         );
+        if let Some(endpoint) = &setup.aws_s3 {
+            cmd.args(["--storage", "s3://media/reelay"])
+                .env("AWS_ENDPOINT", endpoint)
+                .env("AWS_ALLOW_HTTP", "true")
+                .env("AWS_ACCESS_KEY_ID", S3_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+                .env("AWS_DEFAULT_REGION", "us-east-1");
+        }
+        let (aws, aws_client, edge_tls) = if setup.link == Link::EdgeMtls {
+            let certs = dir.join("certs");
+            std::fs::create_dir_all(&certs).unwrap();
+            let ca = TestCa::new(&certs);
+            ca.leaf("aws", &["aws.reelay.test", "127.0.0.1"]);
+            ca.leaf("edge-client", &["reelay-edge"]);
+            cmd.arg("--tls-cert")
+                .arg(certs.join("aws.pem"))
+                .arg("--tls-key")
+                .arg(certs.join("aws.key"))
+                .arg("--tls-client-ca")
+                .arg(ca.ca_pem());
+            let client = ca.client(Some("edge-client"));
+            let base = format!("https://127.0.0.1:{aws_port}");
+            let aws = Server::spawn_with(cmd, &base, aws_port, &client);
+            // Without a certificate from the CA nothing gets through to aws.
+            assert!(ca
+                .client(None)
+                .get(format!("{base}/healthz"))
+                .send()
+                .is_err());
+            let c = certs.display();
+            let tls = format!(
+                "upstream_client_cert = \"{c}/edge-client.pem\"\nupstream_client_key = \"{c}/edge-client.key\"\n\
+                 upstream_ca = \"{c}/ca.pem\"\nupstream_server_name = \"aws.reelay.test\"\n"
+            );
+            (aws, client, tls)
+        } else {
+            (Server::spawn(cmd, aws_port), http(), String::new())
+        };
+        let edge = (setup.link != Link::Direct).then(|| {
+            Edge::start(
+                dir,
+                &[("aws", aws.base(), 1)],
+                &format!(
+                    "{edge_tls}\n[auth]\ntrusted_keys = {trusted_path:?}\nlegacy_tokens = false\n"
+                ),
+            )
+        });
+        let peer_url = match &edge {
+            Some(e) => format!("{}/clusters/aws", e.base()),
+            None => aws.base(),
+        };
         let gcp_port = free_port();
         let gcp_toml = format!(
-            "trusted_keys = {trusted:?}\n[steal]\npoll_ms = 200\n[[steal.peers]]\nname = \"aws\"\n\
-             url = \"http://127.0.0.1:{aws_port}\"\ntoken_file = {peer_file:?}\n",
-            trusted = trusted.display().to_string(),
+            "trusted_keys = {trusted_path:?}\n[steal]\npoll_ms = 200\n[[steal.peers]]\nname = \"aws\"\n\
+             url = \"{peer_url}\"\ntoken_file = {peer_file:?}\n",
             peer_file = peer_file.display().to_string(),
         );
-        let gcp = with_gcp.then(|| cluster(dir, "gcp", gcp_port, &gcp_toml));
+        let gcp = setup.gcp.then(|| cluster(dir, "gcp", gcp_port, &gcp_toml));
         Pair {
             dir: dir.to_path_buf(),
             aws,
+            aws_client,
+            edge,
             gcp,
             gcp_port,
             gcp_toml,
@@ -144,9 +220,14 @@ impl Pair {
         self.gcp = Some(cluster(&self.dir, "gcp", self.gcp_port, &self.gcp_toml));
     }
 
+    fn edge(&self) -> &Edge {
+        self.edge.as_ref().expect("this pair has no edge")
+    }
+
     /// A job on aws whose input never answers: it holds aws's only slot.
     fn occupy_aws(&self) -> String {
-        let r = http()
+        let r = self
+            .aws_client
             .post(format!("{}/v1/jobs", self.aws.base()))
             .bearer_auth(&self.user)
             .json(&common::job_spec(&stall_server()))
@@ -162,13 +243,15 @@ impl Pair {
         id
     }
 
-    /// Uploads `file` to aws (its input then lives in aws's storage).
+    /// Uploads `file` to aws (its input then lives in aws's storage); through the edge when
+    /// there is one (the CLI has no client certificate for an mTLS-only aws).
     fn submit_upload(&self, file: &Path) -> String {
+        let server = self.edge.as_ref().map_or(self.aws.base(), |e| e.base());
         let out = Command::new(BIN)
             .args(["submit"])
             .arg(file)
             .args(["--preset", "mp4-360p", "--json"])
-            .env("REELAY_SERVER", self.aws.base())
+            .env("REELAY_SERVER", server)
             .env("REELAY_TOKEN", &self.user)
             .output()
             .unwrap();
@@ -180,13 +263,34 @@ impl Pair {
         serde_json::from_slice::<JobView>(&out.stdout).unwrap().id
     }
 
+    /// The setup every stealing test starts from: aws's slot held by a stalled job, and an
+    /// uploaded clip of `size` and `secs` (with audio) waiting at home for gcp to take.
+    /// Returns the stalled job, the waiting job and the clip.
+    fn job_waiting_at_home(&self, size: &str, secs: u32) -> (String, String, PathBuf) {
+        let stalled = self.occupy_aws();
+        let input = common::clip(&self.dir, "clip.mp4", size, secs, true);
+        let id = self.submit_upload(&input);
+        (stalled, id, input)
+    }
+
+    /// A job's view, read from aws directly (the edge may be cut off).
     fn job(&self, id: &str) -> JobView {
-        http()
+        self.aws_client
             .get(format!("{}/v1/jobs/{id}", self.aws.base()))
             .bearer_auth(&self.user)
             .send()
             .unwrap()
             .json()
+            .unwrap()
+    }
+
+    /// aws's Prometheus text.
+    fn aws_metrics(&self) -> String {
+        self.aws_client
+            .get(format!("{}/metrics", self.aws.base()))
+            .send()
+            .unwrap()
+            .text()
             .unwrap()
     }
 
@@ -203,13 +307,21 @@ impl Pair {
     }
 
     fn cancel(&self, id: &str) {
-        let r = http()
+        let r = self
+            .aws_client
             .post(format!("{}/v1/jobs/{id}/cancel", self.aws.base()))
             .bearer_auth(&self.user)
             .send()
             .unwrap();
         assert!(r.status().is_success(), "{}", r.status());
     }
+}
+
+/// The value of the Prometheus sample `name` (labels included) in `text`, 0 when absent.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn files_under(root: &Path) -> Vec<PathBuf> {
@@ -228,17 +340,15 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn a_gcp_worker_encodes_an_aws_task_into_aws_storage() {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = Pair::start(dir.path(), true);
-    let stalled = pair.occupy_aws();
-    let input = common::clip(dir.path(), "clip.mp4", "320x240", 2, true);
+/// gcp runs an aws job's task over `link`: the job succeeds on aws with `ran_on: gcp`, its
+/// outputs in aws's storage and nowhere at gcp.
+fn a_gcp_worker_encodes_an_aws_task(dir: &Path, link: Link) -> Pair {
+    let pair = Pair::start(dir, Setup::new(true, link));
     let submitted = std::time::Instant::now();
-    let id = pair.submit_upload(&input);
+    let (stalled, id, _) = pair.job_waiting_at_home("320x240", 2);
     let job = pair.wait_status(&id, "succeeded", Duration::from_secs(90));
     eprintln!(
-        "remote claim: submitted to succeeded on aws via gcp in {:.2} s (timings {:?})",
+        "remote claim ({link:?}): submitted to succeeded on aws via gcp in {:.2} s (timings {:?})",
         submitted.elapsed().as_secs_f64(),
         job.tasks[0].timings
     );
@@ -262,15 +372,16 @@ fn a_gcp_worker_encodes_an_aws_task_into_aws_storage() {
 
     // The outputs are aws's: in its storage, served by its api, and nowhere in gcp's.
     assert!(!job.outputs.is_empty());
-    let aws_files = files_under(&dir.path().join(format!("aws/storage/outputs/{id}")));
+    let aws_files = files_under(&dir.join(format!("aws/storage/outputs/{id}")));
     assert!(!aws_files.is_empty(), "no outputs in aws storage");
-    assert!(files_under(&dir.path().join("gcp/storage/outputs")).is_empty());
+    assert!(files_under(&dir.join("gcp/storage/outputs")).is_empty());
     assert!(
-        files_under(&dir.path().join("gcp/peer")).is_empty(),
+        files_under(&dir.join("gcp/peer")).is_empty(),
         "gcp staging left behind"
     );
     let out = &job.outputs[0];
-    let body = http()
+    let body = pair
+        .aws_client
         .get(format!("{}{}", pair.aws.base(), out.url))
         .bearer_auth(&pair.user)
         .send()
@@ -278,7 +389,7 @@ fn a_gcp_worker_encodes_an_aws_task_into_aws_storage() {
     assert_eq!(body.status(), 200);
     let bytes = body.bytes().unwrap();
     assert_eq!(bytes.len() as u64, out.size);
-    let file = dir.path().join("out.mp4");
+    let file = dir.join("out.mp4");
     std::fs::write(&file, &bytes).unwrap();
     let probe = Command::new("ffprobe")
         .args([
@@ -294,17 +405,74 @@ fn a_gcp_worker_encodes_an_aws_task_into_aws_storage() {
         .unwrap();
     let streams = String::from_utf8_lossy(&probe.stdout);
     assert!(streams.contains("video"), "not a video: {streams}");
+    let metrics = pair.aws_metrics();
+    assert_eq!(
+        sample(&metrics, "reelay_peer_tasks_total{event=\"completed\"}"),
+        1.0,
+        "{metrics}"
+    );
     pair.cancel(&stalled);
+    pair
+}
+
+#[test]
+fn a_gcp_worker_encodes_an_aws_task_into_aws_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    a_gcp_worker_encodes_an_aws_task(dir.path(), Link::Direct);
+}
+
+/// The edge's access log as (method, uri, status) per request.
+fn edge_requests(edge: &Edge) -> Vec<(String, String, u16)> {
+    edge.access_log()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            Some((
+                v["method"].as_str()?.to_string(),
+                v["uri"].as_str()?.to_string(),
+                u16::try_from(v["status"].as_u64()?).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// The production path: gcp's `[steal]` url is the edge's `/clusters/aws`, and the edge reaches
+/// aws (HTTPS only, client certificates only) over mutual TLS, checking the peer token first.
+#[test]
+fn through_the_edge_over_mutual_tls_a_gcp_worker_encodes_an_aws_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = a_gcp_worker_encodes_an_aws_task(dir.path(), Link::EdgeMtls);
+    // Every step of the remote claim went through the edge and was answered by aws.
+    let requests = edge_requests(pair.edge());
+    for (method, route, status) in [
+        ("POST", "/v1/peer/tasks/claim", 200),
+        ("POST", "/upload-url", 200),
+        ("GET", "/objects/inputs/", 200),
+        ("PUT", "/objects/outputs/", 201),
+        ("POST", "/complete", 200),
+    ] {
+        assert!(
+            requests.iter().any(|(m, u, s)| m == method
+                && u.starts_with("/clusters/aws/v1/peer/tasks/")
+                && u.contains(route)
+                && *s == status),
+            "no {method} {route} answered {status} through the edge: {requests:?}"
+        );
+    }
+    assert!(
+        !requests
+            .iter()
+            .any(|(_, u, s)| u.contains("/peer/") && *s >= 500),
+        "a peer request failed at the edge: {requests:?}"
+    );
 }
 
 #[test]
 fn a_peer_worker_killed_mid_task_sends_the_task_home_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut pair = Pair::start(dir.path(), true);
-    let stalled = pair.occupy_aws();
+    let mut pair = Pair::start(dir.path(), Setup::new(true, Link::Direct));
     // Long enough to be caught encoding on a 2-core machine.
-    let input = common::clip(dir.path(), "long.mp4", "1280x720", 30, true);
-    let id = pair.submit_upload(&input);
+    let (stalled, id, _) = pair.job_waiting_at_home("1280x720", 30);
     wait_until("gcp to run aws's task", Duration::from_secs(60), || {
         let j = pair.job(&id);
         let t = &j.tasks[0];
@@ -371,7 +539,7 @@ fn routes(task: &str) -> Vec<(reqwest::Method, String)> {
 #[test]
 fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     let dir = tempfile::tempdir().unwrap();
-    let pair = Pair::start(dir.path(), false);
+    let pair = Pair::start(dir.path(), Setup::new(false, Link::Direct));
     let c = http();
     let base = pair.aws.base();
     let send = |m: &reqwest::Method, path: &str, token: Option<&str>, body: serde_json::Value| {
@@ -418,9 +586,7 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     );
 
     // A real claim, made by this test as the peer.
-    let stalled = pair.occupy_aws();
-    let input = common::clip(dir.path(), "clip.mp4", "160x120", 1, false);
-    let id = pair.submit_upload(&input);
+    let (stalled, id, input) = pair.job_waiting_at_home("160x120", 1);
     let claim = |worker: &str| {
         send(
             &reqwest::Method::POST,
@@ -529,10 +695,14 @@ fn with_s3_at_the_owner_the_peer_moves_files_through_presigned_urls() {
         std::net::TcpStream::connect(("127.0.0.1", s3_port)).ok()
     });
     let endpoint = format!("http://127.0.0.1:{s3_port}");
-    let pair = Pair::start_with(dir.path(), true, Some(&endpoint));
-    let stalled = pair.occupy_aws();
-    let input = common::clip(dir.path(), "clip.mp4", "320x240", 2, true);
-    let id = pair.submit_upload(&input);
+    let pair = Pair::start(
+        dir.path(),
+        Setup {
+            aws_s3: Some(endpoint),
+            ..Setup::new(true, Link::Direct)
+        },
+    );
+    let (stalled, id, _) = pair.job_waiting_at_home("320x240", 2);
     let job = pair.wait_status(&id, "succeeded", Duration::from_secs(90));
     assert_eq!(
         job.tasks[0].ran_on.as_deref(),
@@ -569,4 +739,343 @@ fn with_s3_at_the_owner_the_peer_moves_files_through_presigned_urls() {
     assert_eq!(body.status(), 200);
     assert_eq!(body.bytes().unwrap().len() as u64, out.size);
     pair.cancel(&stalled);
+}
+
+/// The edge's own JSON refusal: its status and message (the cluster's would differ).
+fn refusal(r: reqwest::blocking::Response) -> (u16, String, String) {
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().unwrap_or_default();
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Through the edge, every remote-claim route refuses a request without the peer credential
+/// itself (its JSON 401/403, before aws sees it), passes a peer token to aws, names no cluster
+/// but the one in the path, and says 503 (never another cluster) when that one is down.
+#[test]
+fn through_the_edge_the_remote_claim_needs_the_peer_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = Pair::start(dir.path(), Setup::new(false, Link::Edge));
+    let c = http();
+    let edge = pair.edge().base();
+    let send = |m: &reqwest::Method, path: &str, token: Option<&str>| {
+        let mut r = c.request(m.clone(), format!("{edge}{path}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if *m == reqwest::Method::PUT {
+            r = r.body("x");
+        } else if *m == reqwest::Method::POST {
+            r = r.json(
+                &serde_json::json!({"worker": "w", "attempt": 1, "outputs": [],
+                "error": {"code": "x", "message": "y"}, "key": "outputs/aws.x/a1/o.mp4"}),
+            );
+        }
+        r.send().unwrap()
+    };
+    for (m, path) in routes("aws.x.transcode") {
+        let path = format!("/clusters/aws{path}");
+        let (status, code, _) = refusal(send(&m, &path, None));
+        assert_eq!((status, code.as_str()), (401, "unauthorized"), "{m} {path}");
+        for t in [&pair.user, &pair.admin] {
+            let (status, code, message) = refusal(send(&m, &path, Some(t)));
+            assert_eq!((status, code.as_str()), (403, "forbidden"), "{m} {path}");
+            assert!(
+                message.contains("lacks the peer scope"),
+                "not the edge's refusal: {message}"
+            );
+        }
+        let r = send(&m, &path, Some(&pair.peer));
+        assert!(
+            ![401, 403].contains(&r.status().as_u16()) && r.status().as_u16() < 500,
+            "{m} {path} with the peer token: {}",
+            r.status()
+        );
+    }
+    // The refusals never reached aws: only the peer token's requests did.
+    let metrics = pair.aws_metrics();
+    let reached: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("reelay_http_requests_total") && l.contains("/v1/peer/"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(reached, routes("x").len() as f64, "{metrics}");
+    // Through the edge a peer token is nothing else either.
+    let r = send(&reqwest::Method::GET, "/v1/jobs", Some(&pair.peer));
+    assert_eq!(r.status(), 403);
+    // Only the cluster the path names, and only under /clusters/.
+    let (status, code, _) = refusal(send(
+        &reqwest::Method::POST,
+        "/clusters/azure/v1/peer/tasks/claim",
+        Some(&pair.peer),
+    ));
+    assert_eq!((status, code.as_str()), (404, "unknown_cluster"));
+    let (status, code, _) = refusal(send(
+        &reqwest::Method::POST,
+        "/v1/peer/tasks/claim",
+        Some(&pair.peer),
+    ));
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+
+    // aws goes away: the edge's 503 at once (the connection is refused), and still once the
+    // health checks see it (with aws the only cluster the edge fails open, so that is the
+    // refused connection again; the `down` rendering is covered in render.rs).
+    let claim = || {
+        refusal(send(
+            &reqwest::Method::POST,
+            "/clusters/aws/v1/peer/tasks/claim",
+            Some(&pair.peer),
+        ))
+    };
+    pair.aws.signal("-KILL");
+    let (status, code, message) = claim();
+    assert_eq!((status, code.as_str()), (503, "cluster_unavailable"));
+    assert!(message.contains("cluster aws"), "{message}");
+    pair.edge().wait_health(
+        "aws",
+        reelay_edge::health::Health::Down,
+        Duration::from_secs(10),
+    );
+    let (status, code, _) = claim();
+    assert_eq!((status, code.as_str()), (503, "cluster_unavailable"));
+}
+
+/// Every pid of the edge's nginx (master and workers).
+fn nginx_pids(edge: &Edge) -> Vec<u32> {
+    let master = edge.nginx_pid().expect("nginx runs");
+    let mut pids = vec![master];
+    pids.extend(descendants(master).into_iter().map(|(p, _)| p));
+    pids
+}
+
+/// The edge link cut mid-task: gcp runs aws's task through the edge, then the edge stops
+/// answering (its nginx stopped with SIGSTOP: connections are still accepted, nothing answers),
+/// so gcp can neither renew nor complete. aws's lease expires and the task runs at home, once;
+/// when the link comes back, gcp's late attempt is refused (lease lost), leaves no file, and is
+/// not tried again.
+#[test]
+fn the_edge_link_cut_mid_task_sends_the_task_home_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = Pair::start(dir.path(), Setup::new(true, Link::Edge));
+    // Long enough to be caught encoding on a 2-core machine.
+    let (stalled, id, _) = pair.job_waiting_at_home("1280x720", 30);
+    let task_id = format!("{id}.transcode");
+    wait_until("gcp to run aws's task", Duration::from_secs(60), || {
+        let j = pair.job(&id);
+        let t = &j.tasks[0];
+        (t.status == "running" && t.ran_on.as_deref() == Some("gcp") && t.progress > 0.0)
+            .then_some(())
+    });
+    let nginx = nginx_pids(pair.edge());
+    for pid in &nginx {
+        kill(*pid, "-STOP");
+    }
+    let cut = std::time::Instant::now();
+
+    // aws's 2 s lease runs out; its slot frees and takes the task back.
+    pair.cancel(&stalled);
+    wait_until("the task to run at home", Duration::from_secs(30), || {
+        let t = &pair.job(&id).tasks[0];
+        (t.status == "running" && t.ran_on.as_deref() == Some("aws")).then_some(())
+    });
+    let home = cut.elapsed();
+    assert_eq!(pair.job(&id).tasks[0].attempts, 2);
+
+    // The link comes back while the home attempt runs.
+    for pid in &nginx {
+        kill(*pid, "-CONT");
+    }
+    let job = pair.wait_status(&id, "succeeded", Duration::from_secs(180));
+    eprintln!(
+        "edge link cut: the task ran at home {:.2} s after the cut, succeeded {:.2} s after it",
+        home.as_secs_f64(),
+        cut.elapsed().as_secs_f64()
+    );
+    assert_eq!(job.tasks[0].ran_on.as_deref(), Some("aws"));
+    assert_eq!(job.tasks[0].attempts, 2, "{:?}", job.tasks);
+    assert!(job.outputs.iter().all(|o| o.url.contains(&id)));
+    let finished = files_under(&dir.path().join(format!("aws/storage/outputs/{id}")));
+    assert!(!finished.is_empty());
+    assert!(
+        finished
+            .iter()
+            .all(|f| f.to_string_lossy().contains("/a2/")),
+        "files of the cut-off attempt left: {finished:?}"
+    );
+
+    // gcp gave the attempt up: stopped on a refused renewal (lease lost), or a refused or
+    // failed completion; it never completed, and its staging is gone.
+    let gcp_metrics = || {
+        http()
+            .get(format!("{}/metrics", pair.gcp.as_ref().unwrap().base()))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    wait_until(
+        "gcp to give the attempt up",
+        Duration::from_secs(30),
+        || {
+            let m = gcp_metrics();
+            let ended: f64 = ["stopped", "lease_lost", "error"]
+                .iter()
+                .map(|o| sample(&m, &format!("reelay_remote_tasks_total{{outcome=\"{o}\"}}")))
+                .sum();
+            (ended == 1.0).then_some(())
+        },
+    );
+    let m = gcp_metrics();
+    eprintln!(
+        "edge link cut: gcp's attempt ended as {:?}",
+        m.lines()
+            .filter(|l| l.starts_with("reelay_remote_tasks_total{") && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        sample(&m, "reelay_remote_tasks_total{outcome=\"completed\"}"),
+        0.0,
+        "{m}"
+    );
+    assert!(files_under(&dir.path().join("gcp/peer")).is_empty());
+    let aws = pair.aws_metrics();
+    assert_eq!(
+        sample(&aws, "reelay_peer_tasks_total{event=\"completed\"}"),
+        0.0,
+        "{aws}"
+    );
+
+    // A late completion of the cut-off attempt, through the edge, is refused: lease lost.
+    let late = http()
+        .post(format!(
+            "{}/clusters/aws/v1/peer/tasks/{task_id}/complete",
+            pair.edge().base()
+        ))
+        .bearer_auth(&pair.peer)
+        .json(&serde_json::json!({"worker": "late", "attempt": 1, "outputs": []}))
+        .send()
+        .unwrap();
+    assert_eq!(late.status(), 200);
+    assert_eq!(
+        late.json::<serde_json::Value>().unwrap()["outcome"],
+        "lease_lost"
+    );
+    assert_eq!(pair.job(&id).status.as_str(), "succeeded");
+
+    // And gcp does not keep trying: no request about the task reaches the edge any more.
+    let about_task = || {
+        edge_requests(pair.edge())
+            .iter()
+            .filter(|(_, u, _)| u.contains(&format!("/tasks/{task_id}/")))
+            .count()
+    };
+    let before = about_task();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(about_task(), before, "gcp still works on the lost attempt");
+}
+
+/// `reelay up` with `steal = true`: each cluster gets a peer token and `[steal]` peers at the
+/// edge's `/clusters/{other}`, so gcp's idle worker runs a task that waited at aws, through the
+/// edge, with nothing configured by hand.
+#[test]
+fn reelay_up_with_steal_lets_gcp_take_a_waiting_aws_task_through_the_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = common::UpPorts::free();
+    // The stall server is on loopback.
+    let private = "args = [\"--allow-private-urls\"]";
+    let topology = format!(
+        "steal = true\n{}",
+        ports.topology((1, 1), (1, 1), private, "")
+    );
+    let up = common::Up::start(dir.path(), ports, &topology, 0);
+    let admin = std::fs::read_to_string(up.state.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    for name in ["aws", "gcp"] {
+        let config = std::fs::read_to_string(up.state.join(format!("{name}.steal.toml"))).unwrap();
+        let other = if name == "aws" { "gcp" } else { "aws" };
+        assert!(
+            config.contains(&format!("url = \"{}/clusters/{other}\"", up.edge)),
+            "{config}"
+        );
+    }
+    // aws's only slot is held; the next aws job waits there (offered after 5 s, the default).
+    let c = http();
+    let submit = |input: serde_json::Value| {
+        let r = c
+            .post(format!("{}/v1/jobs", up.aws))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"input": input, "outputs": [{"preset": "mp4-360p"}]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        r.json::<JobView>().unwrap().id
+    };
+    let stalled = submit(serde_json::json!({"url": stall_server()}));
+    let job = |id: &str| -> JobView {
+        c.get(format!("{}/v1/jobs/{id}", up.aws))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    wait_until(
+        "the stalled job to hold aws's slot",
+        Duration::from_secs(20),
+        || (job(&stalled).status.as_str() == "running").then_some(()),
+    );
+    let input = common::clip(dir.path(), "clip.mp4", "320x240", 2, true);
+    let out = Command::new(BIN)
+        .arg("submit")
+        .arg(&input)
+        .args(["--preset", "mp4-360p", "--json"])
+        .env("REELAY_SERVER", &up.aws)
+        .env("REELAY_TOKEN", &admin)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = serde_json::from_slice::<JobView>(&out.stdout).unwrap().id;
+    let done = wait_until(
+        "the waiting job to succeed",
+        Duration::from_secs(90),
+        || {
+            let j = job(&id);
+            assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);
+            (j.status.as_str() == "succeeded").then_some(j)
+        },
+    );
+    assert_eq!(
+        done.tasks[0].ran_on.as_deref(),
+        Some("gcp"),
+        "{:?}",
+        done.tasks
+    );
+    let log = std::fs::read_to_string(up.state.join("edge/logs/access.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains(&format!(
+            "/clusters/aws/v1/peer/tasks/{id}.transcode/complete"
+        )) && l.contains("\"status\":200")),
+        "the completion did not go through the edge"
+    );
+    let r = c
+        .post(format!("{}/v1/jobs/{stalled}/cancel", up.aws))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
 }

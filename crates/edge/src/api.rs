@@ -14,6 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use reelay_identity::Scope;
 use reelay_protocol::{ErrorBody, ErrorDetail, JobList};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,12 +71,12 @@ impl IntoResponse for ApiError {
 pub const AUTH_ERROR_HEADER: &str = "x-reelay-auth-error";
 
 /// The edge's token check, or None when `[auth]` is off (or the request passes).
-fn auth_refusal(ctl: &Controller, headers: &HeaderMap, method: &str) -> Option<Response> {
+fn auth_refusal(ctl: &Controller, headers: &HeaderMap, need: Scope) -> Option<Response> {
     let auth = ctl.auth.as_ref()?;
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let refusal = match auth.check(authorization, method) {
+    let refusal = match auth.check(authorization, need) {
         Decision::Allow => return None,
         Decision::Unauthorized(m) => ApiError::Unauthorized(m),
         Decision::Forbidden(m) => ApiError::Forbidden(m),
@@ -97,14 +98,18 @@ fn original_method(headers: &HeaderMap) -> &str {
 
 /// `auth_request` for every proxied `/v1` route when `[auth]` is on.
 async fn authorize(State(ctl): State<Arc<Controller>>, headers: HeaderMap) -> Response {
-    match auth_refusal(&ctl, &headers, original_method(&headers)) {
+    // nginx sends the client's URI: the remote claim's routes need the peer scope.
+    let uri = headers.get("x-original-uri").and_then(|v| v.to_str().ok());
+    let need = crate::auth::required_scope(original_method(&headers), uri);
+    match auth_refusal(&ctl, &headers, need) {
         Some(refused) => refused,
         None => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
 async fn place(State(ctl): State<Arc<Controller>>, headers: HeaderMap) -> Response {
-    if let Some(refused) = auth_refusal(&ctl, &headers, original_method(&headers)) {
+    let need = Scope::for_method(original_method(&headers));
+    if let Some(refused) = auth_refusal(&ctl, &headers, need) {
         return refused;
     }
     // Only a POST creates a job; anything else sent to /v1/jobs is routed the same way but
@@ -218,7 +223,7 @@ async fn list_jobs(
     client_headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    if let Some(refused) = auth_refusal(&ctl, &client_headers, "GET") {
+    if let Some(refused) = auth_refusal(&ctl, &client_headers, Scope::Read) {
         return refused;
     }
     let authorization = client_headers.get(header::AUTHORIZATION).cloned();

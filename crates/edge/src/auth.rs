@@ -24,10 +24,33 @@ pub enum Decision {
     Forbidden(String),
 }
 
-/// The pure check: `authorization` is the raw header, `now` Unix seconds.
+/// The scope a request needs, from its method and the URI the client sent (`$request_uri`):
+/// the remote claim (`/clusters/{cluster}/v1/peer/…`, issue 16) needs `peer`, which no other
+/// scope implies; every other `/v1` route is `read` to read and `submit` to change. A URI the
+/// edge cannot recognise as a peer route (say, one percent-encoded oddly) needs `read`/`submit`,
+/// which a peer token lacks: a mismatch refuses, never lets through.
+pub fn required_scope(method: &str, original_uri: Option<&str>) -> Scope {
+    let path = original_uri
+        .map(|u| u.split(['?', '#']).next().unwrap_or_default())
+        .unwrap_or_default();
+    let peer_route = path
+        .strip_prefix("/clusters/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(cluster, rest)| {
+            reelay_protocol::valid_cluster_name(cluster) && rest.starts_with("v1/peer/")
+        });
+    if peer_route {
+        Scope::Peer
+    } else {
+        Scope::for_method(method)
+    }
+}
+
+/// The pure check: `authorization` is the raw header, `need` the scope the request needs (see
+/// [`required_scope`]), `now` Unix seconds.
 pub fn decide(
     authorization: Option<&str>,
-    method: &str,
+    need: Scope,
     trusted: &TrustedKeys,
     revoked: &RevocationSet,
     legacy_tokens: bool,
@@ -58,7 +81,6 @@ pub fn decide(
     }
     match token::verify(presented, trusted, revoked, now) {
         Ok(claims) => {
-            let need = Scope::for_method(method);
             if claims.has(need) {
                 Decision::Allow
             } else {
@@ -113,7 +135,7 @@ impl EdgeAuth {
             .clone()
     }
 
-    pub fn check(&self, authorization: Option<&str>, method: &str) -> Decision {
+    pub fn check(&self, authorization: Option<&str>, need: Scope) -> Decision {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -121,7 +143,7 @@ impl EdgeAuth {
         let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
         decide(
             authorization,
-            method,
+            need,
             &keys.0,
             &revoked,
             self.legacy_tokens,
@@ -189,7 +211,7 @@ mod tests {
         let none = RevocationSet::default();
         let (reader, reader_id) = token(&key, &[Scope::Read]);
         let d = |h: Option<&str>, m: &str, revoked: &RevocationSet, legacy: bool, now: u64| {
-            decide(h, m, &trusted, revoked, legacy, now)
+            decide(h, Scope::for_method(m), &trusted, revoked, legacy, now)
         };
         assert!(matches!(
             d(None, "GET", &none, true, 1000),
@@ -228,6 +250,36 @@ mod tests {
             d(Some(&admin), "DELETE", &none, false, 1000),
             Decision::Allow
         );
+    }
+
+    #[test]
+    fn the_remote_claim_through_the_edge_needs_the_peer_scope() {
+        let uri = |u| required_scope("POST", Some(u));
+        assert_eq!(uri("/clusters/aws/v1/peer/tasks/claim"), Scope::Peer);
+        assert_eq!(
+            required_scope("GET", Some("/clusters/aws/v1/peer/tasks/aws.x.transcode/objects/inputs/aws.x/source?worker=w&attempt=1")),
+            Scope::Peer
+        );
+        assert_eq!(uri("/v1/jobs"), Scope::Submit);
+        assert_eq!(required_scope("GET", Some("/v1/jobs/aws.x")), Scope::Read);
+        assert_eq!(uri("/clusters/AWS/v1/peer/tasks/claim"), Scope::Submit);
+        assert_eq!(uri("/clusters/aws/v1/peers"), Scope::Submit);
+        assert_eq!(uri("/v1/jobs?x=/clusters/aws/v1/peer/"), Scope::Submit);
+        assert_eq!(required_scope("GET", None), Scope::Read);
+
+        let (key, trusted) = setup();
+        let none = RevocationSet::default();
+        let (peer, _) = token(&key, &[Scope::Peer]);
+        let (submit, _) = token(&key, &[Scope::Submit, Scope::Read]);
+        let (admin, _) = token(&key, &[Scope::Admin]);
+        let need = uri("/clusters/aws/v1/peer/tasks/claim");
+        let d = |h: &str, need| decide(Some(h), need, &trusted, &none, false, 1000);
+        assert_eq!(d(&peer, need), Decision::Allow);
+        assert!(matches!(d(&submit, need), Decision::Forbidden(m) if m.contains("peer")));
+        assert!(matches!(d(&admin, need), Decision::Forbidden(_)));
+        // And the peer token is nothing else at the edge.
+        assert!(matches!(d(&peer, Scope::Submit), Decision::Forbidden(_)));
+        assert!(matches!(d(&peer, Scope::Read), Decision::Forbidden(_)));
     }
 
     #[test]

@@ -303,6 +303,8 @@ cost = 0.5
         for name in [
             "cluster_aws",
             "cluster_gcp",
+            "peer_aws",
+            "peer_gcp",
             "reelay_fallback",
             "reelay_round_robin",
             "reelay_least_conn",
@@ -370,6 +372,8 @@ cost = 0.5
                         "reelay_events_unverified",
                         "reelay_any_unverified",
                         "reelay_output_preflight",
+                        "reelay_peer_down",
+                        "reelay_peer_unverified",
                     ]
                     .contains(&named),
                     "{line}"
@@ -510,6 +514,98 @@ cost = 0.5
         assert!(
             uploads.contains("$reelay_owner_state = unknown"),
             "{uploads}"
+        );
+    }
+
+    /// The text of the location (or named location) that starts with `header`.
+    fn location<'a>(text: &'a str, header: &str) -> &'a str {
+        let start = text
+            .find(header)
+            .unwrap_or_else(|| panic!("{header} missing"));
+        let end = text[start..].find("\n        }").unwrap() + start;
+        &text[start..end]
+    }
+
+    /// The remote claim through the edge (issue 16): `/clusters/{c}/v1/peer/…` goes to that
+    /// cluster only, with the prefix stripped, and nowhere else; `/v1/peer/…` goes nowhere.
+    #[test]
+    fn peer_routes_go_to_the_cluster_they_name_and_nowhere_else() {
+        let (cfg, mut views) = sample(Mode::Reelay);
+        let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+        let peer = location(
+            &text,
+            "location ~ \"^/clusters/(?<reelay_job_owner>[a-z0-9-]{1,32})/v1/peer/\" {",
+        );
+        for want in [
+            "rewrite \"^/clusters/[a-z0-9-]{1,32}(/v1/peer/.*)$\" $1 break;",
+            "proxy_pass http://peer_$reelay_owner;",
+            "if ($reelay_owner_state = unknown) {",
+            "return 404 '{\"error\":{\"code\":\"unknown_cluster\"",
+            "if ($reelay_owner_state = down) {",
+            "return 503 '{\"error\":{\"code\":\"cluster_unavailable\"",
+            "error_page 502 504 = @reelay_peer_down;",
+            "error_page 413 /_reelay/error/413;",
+            "proxy_request_buffering off;",
+            "proxy_next_upstream error;",
+        ] {
+            assert!(peer.contains(want), "missing {want:?} in {peer}");
+        }
+        // The unknown/down checks come before the rewrite (which ends the rewrite phase).
+        assert!(peer.find("unknown").unwrap() < peer.find("rewrite").unwrap());
+        // Never retried after a timeout, never on another cluster.
+        assert!(!peer.contains("non_idempotent") && !peer.contains("error timeout"));
+        assert!(
+            !peer.contains("auth_request"),
+            "no [auth]: the owner checks"
+        );
+        let down = location(&text, "location @reelay_peer_down {");
+        assert!(down.contains("return 503"), "{down}");
+        // Each peer upstream holds only its cluster's addresses: no backup, no keepalive.
+        let aws = block(&text, "upstream peer_aws {");
+        assert!(aws.contains("server 127.0.0.1:18081 max_fails=0;"), "{aws}");
+        assert!(!aws.contains("18082") && !aws.contains("backup"), "{aws}");
+        let gcp = block(&text, "upstream peer_gcp {");
+        assert!(gcp.contains("server 127.0.0.2:18082 max_fails=0;"), "{gcp}");
+        assert!(gcp.contains("server 127.0.0.3:18082 max_fails=0;"), "{gcp}");
+        assert!(!gcp.contains("18081"), "{gcp}");
+        // The generic /v1/ route would send a claim to any cluster: refused instead.
+        let direct = location(&text, "location /v1/peer/ {");
+        assert!(direct.contains("return 404"), "{direct}");
+
+        // A cluster the health checks find down: its peer route says 503, its servers are down.
+        views[1].reachable = false;
+        let text = render(&Desired::build(&cfg, &views, false, None), 2).unwrap();
+        assert!(block(&text, "upstream peer_gcp {").contains("127.0.0.2:18082 max_fails=0 down;"));
+        assert!(!block(&text, "upstream peer_aws {").contains("down"));
+
+        // [auth]: the edge asks the controller (which wants the peer scope on these URIs); if it
+        // does not answer, the owner checks alone.
+        let mut cfg = cfg;
+        cfg.auth = Some(crate::config::AuthConfig {
+            trusted_keys: "/x/trusted.keys".into(),
+            legacy_tokens: false,
+            revocation_sync_ms: 1000,
+        });
+        let text = render(&Desired::build(&cfg, &views, false, None), 3).unwrap();
+        let peer = location(
+            &text,
+            "location ~ \"^/clusters/(?<reelay_job_owner>[a-z0-9-]{1,32})/v1/peer/\" {",
+        );
+        for want in [
+            "if ($http_authorization = \"\") {",
+            "auth_request /_reelay/auth;",
+            "error_page 500 = @reelay_peer_unverified;",
+        ] {
+            assert!(peer.contains(want), "missing {want:?} in {peer}");
+        }
+        let unverified = location(&text, "location @reelay_peer_unverified {");
+        assert!(
+            unverified.contains("proxy_pass http://peer_$reelay_owner;"),
+            "{unverified}"
+        );
+        assert!(
+            unverified.contains("error_page 502 504 = @reelay_peer_down;"),
+            "{unverified}"
         );
     }
 

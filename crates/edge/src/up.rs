@@ -36,6 +36,13 @@ pub struct Topology {
     /// `reelay up` is protected and writes the first admin token to `<state_dir>/admin.token`.
     #[serde(default)]
     pub anonymous: bool,
+    /// Work stealing (issue 16): each cluster's idle workers take ready tasks of the other
+    /// clusters through the edge (`[steal]` peers at `<edge>/clusters/{other}`, each cluster with
+    /// a `peer` token minted here into `<state_dir>/identity/peer-{name}.token`). Needs tokens
+    /// (the remote claim is never anonymous) and leaves `--config` to `reelay up`. Off by
+    /// default.
+    #[serde(default)]
+    pub steal: bool,
     pub clusters: Vec<UpCluster>,
 }
 
@@ -254,6 +261,54 @@ pub struct UpIdentity {
 }
 
 impl UpIdentity {
+    /// Where cluster `name`'s `peer` token lives (with `steal = true`).
+    pub fn peer_token(&self, name: &str) -> PathBuf {
+        self.trusted_keys
+            .with_file_name(format!("peer-{name}.token"))
+    }
+
+    /// Mints cluster `name`'s `peer` token (owner `name`, no expiry) unless the one on disk
+    /// still verifies; the remote claim records the token's owner as the task's `ran_on`.
+    pub fn ensure_peer_token(&self, name: &str) -> Result<PathBuf, UpError> {
+        use reelay_identity::keys::{load_signing_key, load_trusted_keys};
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.peer_token(name);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let trusted = load_trusted_keys(&self.trusted_keys)?;
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        let valid =
+            reelay_identity::token::verify(current.trim(), &trusted, &Default::default(), now)
+                .is_ok_and(|c| c.has(reelay_identity::Scope::Peer) && c.sub == name);
+        if valid {
+            return Ok(path);
+        }
+        let issuer = load_signing_key(&self.issuer_key)?;
+        let new = reelay_identity::token::NewClaims {
+            owner: Some(name.to_string()),
+            scopes: vec![reelay_identity::Scope::Peer],
+            name: format!("reelay up: cluster {name} takes tasks of the others"),
+            ttl_seconds: None,
+        };
+        let (token, _) = reelay_identity::token::issue(&issuer, &new, now)?;
+        let io = |source| UpError::Read {
+            path: path.clone(),
+            source,
+        };
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes()).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(path)
+    }
+
     pub fn under(state_dir: &Path) -> UpIdentity {
         UpIdentity {
             issuer_key: state_dir.join("identity/issuer.key"),
@@ -384,6 +439,24 @@ impl Plan {
                         t.port
                     )));
                 }
+            }
+        }
+        if topology.steal {
+            if topology.anonymous {
+                return Err(invalid(
+                    "steal needs tokens (the remote claim is never anonymous): drop anonymous = true"
+                        .into(),
+                ));
+            }
+            if let Some(c) = topology.clusters.iter().find(|c| {
+                c.args
+                    .iter()
+                    .any(|a| a == "--config" || a.starts_with("--config="))
+            }) {
+                return Err(invalid(format!(
+                    "cluster {}: with steal = true, reelay up writes the cluster's --config itself",
+                    c.name
+                )));
             }
         }
         Ok(Plan {
@@ -589,6 +662,10 @@ async fn start_all(
                 id.trusted_keys.display().to_string(),
             ]);
         }
+        if plan.topology.steal {
+            let config = write_steal_config(plan, &c.name)?;
+            args.extend(["--config".to_string(), config.display().to_string()]);
+        }
         args.extend(c.args.iter().cloned());
         clusters.push(spawn(exe, &format!("cluster {}", c.name), &args)?);
     }
@@ -613,6 +690,40 @@ async fn start_all(
     })
     .await?;
     Ok(())
+}
+
+/// The `[steal]` section of cluster `name` with `steal = true`: every other cluster as a peer,
+/// reached through the edge's `/clusters/{other}` path with `name`'s peer token.
+pub fn steal_config(plan: &Plan, name: &str, token_file: &Path) -> String {
+    let scheme = if plan.edge.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let edge = connectable(plan.edge.listen);
+    let mut out = String::from(
+        "# Written by `reelay up` (topology steal = true): this cluster's idle workers take ready\n\
+         # tasks of the other clusters through the edge.\n[steal]\n",
+    );
+    for other in plan.topology.clusters.iter().filter(|o| o.name != name) {
+        out.push_str(&format!(
+            "\n[[steal.peers]]\nname = {:?}\nurl = \"{scheme}://{edge}/clusters/{}\"\ntoken_file = {:?}\n",
+            other.name,
+            other.name,
+            token_file.display().to_string()
+        ));
+    }
+    out
+}
+
+fn write_steal_config(plan: &Plan, name: &str) -> Result<PathBuf, UpError> {
+    let token = UpIdentity::under(&plan.state_dir).ensure_peer_token(name)?;
+    let path = plan.state_dir.join(format!("{name}.steal.toml"));
+    std::fs::write(&path, steal_config(plan, name, &token)).map_err(|source| UpError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
 }
 
 fn print_urls(plan: &Plan, identity: Option<&UpIdentity>) {
@@ -715,6 +826,85 @@ url = "http://127.0.0.1:8082"
         let plan = Plan::parse(&inline, &path).unwrap();
         assert!(plan.edge_inline);
         assert_eq!(plan.edge_path, dir.path().join("state/edge.toml"));
+    }
+
+    #[test]
+    fn steal_lists_the_other_clusters_through_the_edge() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("edge.toml"), EDGE).unwrap();
+        let path = dir.path().join("topology.toml");
+        let topo = "state_dir = \"state\"\nedge = \"edge.toml\"\nsteal = true\n[[clusters]]\nname = \"aws\"\nlisten = \"127.0.0.1:8081\"\nworkers = 3\n[[clusters]]\nname = \"gcp\"\nlisten = \"127.0.0.1:8082\"\nworkers = 1\n";
+        let plan = Plan::parse(topo, &path).unwrap();
+        assert!(plan.topology.steal);
+        let text = steal_config(&plan, "gcp", Path::new("/s/identity/peer-gcp.token"));
+        #[derive(Deserialize)]
+        struct Cluster {
+            steal: Steal,
+        }
+        #[derive(Deserialize)]
+        struct Steal {
+            peers: Vec<Peer>,
+        }
+        #[derive(Deserialize)]
+        struct Peer {
+            name: String,
+            url: String,
+            token_file: String,
+        }
+        let c: Cluster = toml::from_str(&text).unwrap();
+        assert_eq!(c.steal.peers.len(), 1, "{text}");
+        assert_eq!(c.steal.peers[0].name, "aws");
+        assert_eq!(c.steal.peers[0].url, "http://127.0.0.1:8080/clusters/aws");
+        assert_eq!(c.steal.peers[0].token_file, "/s/identity/peer-gcp.token");
+
+        // The remote claim is never anonymous, and reelay up owns the cluster's --config.
+        let anon = topo.replace("steal = true", "steal = true\nanonymous = true");
+        assert!(Plan::parse(&anon, &path)
+            .unwrap_err()
+            .to_string()
+            .contains("anonymous"));
+        let own = topo.replace(
+            "workers = 1",
+            "workers = 1\nargs = [\"--config\", \"x.toml\"]",
+        );
+        assert!(Plan::parse(&own, &path)
+            .unwrap_err()
+            .to_string()
+            .contains("--config"));
+        assert!(
+            !Plan::parse(&topo.replace("steal = true\n", ""), &path)
+                .unwrap()
+                .topology
+                .steal
+        );
+    }
+
+    #[test]
+    fn peer_tokens_are_minted_once_per_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = UpIdentity::under(dir.path());
+        id.ensure().unwrap();
+        let path = id.ensure_peer_token("gcp").unwrap();
+        let token = std::fs::read_to_string(&path).unwrap();
+        let trusted = reelay_identity::keys::load_trusted_keys(&id.trusted_keys).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims =
+            reelay_identity::token::verify(token.trim(), &trusted, &Default::default(), now)
+                .unwrap();
+        assert!(claims.has(reelay_identity::Scope::Peer));
+        assert!(!claims.has(reelay_identity::Scope::Read));
+        assert_eq!(claims.sub, "gcp");
+        // Kept while it verifies.
+        id.ensure_peer_token("gcp").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), token);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

@@ -312,7 +312,18 @@ pub struct Server {
 impl Server {
     /// Spawns `cmd` (which must listen on `127.0.0.1:port`) and waits up to 30 s for
     /// `/healthz` to answer 200.
-    pub fn spawn(mut cmd: Command, port: u16) -> Server {
+    pub fn spawn(cmd: Command, port: u16) -> Server {
+        Self::spawn_with(cmd, &format!("http://127.0.0.1:{port}"), port, &http())
+    }
+
+    /// [`Server::spawn`] for a server at `base` (`https://…` for one serving TLS), whose
+    /// `/healthz` `client` can reach (with a client certificate, for one that wants it).
+    pub fn spawn_with(
+        mut cmd: Command,
+        base: &str,
+        port: u16,
+        client: &reqwest::blocking::Client,
+    ) -> Server {
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -322,9 +333,8 @@ impl Server {
         let s = Server {
             child,
             port,
-            base: format!("http://127.0.0.1:{port}"),
+            base: base.to_string(),
         };
-        let client = http();
         let url = format!("{}/healthz", s.base);
         wait_until("the server to come up", Duration::from_secs(30), || {
             client.get(&url).send().ok().filter(|r| r.status() == 200)
@@ -1083,5 +1093,63 @@ impl Drop for Up {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A throwaway certificate authority in a directory: `ca.pem`, and leaf certificates it signs
+/// (`<name>.pem`, `<name>.key`), for mutual TLS between real processes.
+pub struct TestCa {
+    pub dir: PathBuf,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    /// Creates the CA and writes `dir/ca.pem`.
+    pub fn new(dir: &Path) -> TestCa {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "reelay test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+        TestCa {
+            dir: dir.to_path_buf(),
+            cert,
+            key,
+        }
+    }
+
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Writes `<name>.pem` and `<name>.key` signed by the CA, for these subject names.
+    pub fn leaf(&self, name: &str, sans: &[&str]) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .signed_by(&key, &self.cert, &self.key)
+                .unwrap();
+        std::fs::write(self.dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+
+    /// A client that trusts the CA and, given a leaf name, presents that certificate.
+    pub fn client(&self, identity: Option<&str>) -> reqwest::blocking::Client {
+        let mut b = reqwest::blocking::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.cert.pem().as_bytes()).unwrap(),
+            )
+            .timeout(Duration::from_secs(15))
+            .no_proxy();
+        if let Some(name) = identity {
+            let mut pem = std::fs::read(self.dir.join(format!("{name}.pem"))).unwrap();
+            pem.extend(std::fs::read(self.dir.join(format!("{name}.key"))).unwrap());
+            b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
     }
 }
