@@ -167,11 +167,29 @@ pub async fn run_migrate(args: ServeArgs) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Every `[[steal.peers]]` entry's files (token, CA, client certificate) are read now, so a
+/// missing or unusable one stops the worker at start with the setting it came from, instead of
+/// the peer being left out at runtime.
+fn check_peers(steal: &peer_io::StealConfig) -> Result<(), ServeError> {
+    for peer in &steal.peers {
+        peer_io::PeerClient::new(peer, Duration::from_secs(1)).map_err(|e| {
+            config::ConfigError::Invalid {
+                setting: "steal.peers",
+                message: e.to_string(),
+            }
+        })?;
+    }
+    Ok(())
+}
+
 /// Runs one role until SIGINT/SIGTERM, then drains: stop claiming and accepting, give running
 /// jobs the grace period, hand back what is left.
 pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
     let cfg = Config::load(&args)?;
     let encodes = role != Role::Api;
+    if encodes {
+        check_peers(&cfg.steal)?;
+    }
     if encodes && !ffmpeg_available(&cfg.tools).await {
         return Err(ServeError::Other(format!(
             "cannot run {} / {}: install ffmpeg (Debian: apt-get install ffmpeg) or set [tools] in the config",

@@ -291,6 +291,10 @@ pub enum PeerError {
     Protocol { peer: String, message: String },
     #[error("local staging: {0}")]
     Staging(String),
+    /// A `[[steal.peers]]` entry that cannot be used: a file missing or not what it should be
+    /// (reported at start, see [`PeerClient::new`]).
+    #[error("peer {peer}: {message}")]
+    Config { peer: String, message: String },
 }
 
 impl PeerError {
@@ -300,6 +304,7 @@ impl PeerError {
             PeerError::Transport { .. } => "peer_unreachable",
             PeerError::Protocol { .. } => "peer_protocol",
             PeerError::Staging(_) => "peer_staging",
+            PeerError::Config { .. } => "peer_config",
         }
     }
 
@@ -308,6 +313,7 @@ impl PeerError {
     pub fn is_transient(&self) -> bool {
         match self {
             PeerError::Refused { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            PeerError::Config { .. } => false,
             _ => true,
         }
     }
@@ -325,6 +331,67 @@ pub struct PeerConfig {
     pub url: String,
     /// A file holding a token with the `peer` scope, valid on that cluster.
     pub token_file: std::path::PathBuf,
+    /// PEM file of the CA certificate(s) that `url`'s HTTPS certificate must chain to: the
+    /// private CA of the edge's inter-cloud listener. With it only these CAs are trusted for
+    /// this peer (not the public web roots); without it, the public web roots. Presigned
+    /// object-store URLs are always checked against the public roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate chain (PEM) presented to `url`, for an edge that wants mutual TLS
+    /// from the workers of other clouds; with `client_key`, both or neither.
+    #[serde(default)]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl PeerConfig {
+    fn invalid(&self, message: String) -> PeerError {
+        PeerError::Config {
+            peer: self.name.clone(),
+            message,
+        }
+    }
+
+    /// Reads `setting`'s file, or says which one could not be read.
+    fn read(&self, setting: &str, path: &Path) -> Result<Vec<u8>, PeerError> {
+        std::fs::read(path).map_err(|e| self.invalid(format!("{setting} {}: {e}", path.display())))
+    }
+
+    /// The CA certificates of `ca_file` (none when unset); a file without any is an error.
+    fn roots(&self) -> Result<Vec<reqwest::Certificate>, PeerError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(Vec::new());
+        };
+        let pem = self.read("ca_file", path)?;
+        let bad = |why: String| self.invalid(format!("ca_file {}: {why}", path.display()));
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        Ok(certs)
+    }
+
+    /// The client identity of `client_cert` + `client_key`, when both are set.
+    fn identity(&self) -> Result<Option<reqwest::Identity>, PeerError> {
+        match (&self.client_cert, &self.client_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => {
+                let mut pem = self.read("client_cert", cert)?;
+                pem.push(b'\n');
+                pem.extend(self.read("client_key", key)?);
+                reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| {
+                    self.invalid(format!(
+                        "client_cert {} with client_key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })
+            }
+            _ => Err(self.invalid("client_cert and client_key go together".into())),
+        }
+    }
 }
 
 /// `[steal]` in the cluster's config: where its idle workers look for work (issue 16, part 2).
@@ -364,7 +431,11 @@ pub struct PeerClient {
     pub name: String,
     base: String,
     token: String,
+    /// To the peer's `url` (its CA and client certificate, when configured).
     http: reqwest::Client,
+    /// To presigned object-store URLs, which carry their own authority: public roots, no
+    /// client certificate.
+    presigned: reqwest::Client,
     request_timeout: Duration,
 }
 
@@ -381,27 +452,42 @@ struct ErrorEnvelope {
 }
 
 impl PeerClient {
-    /// Reads the token file; the token is sent with every request and never logged.
+    /// Reads the token file and the TLS files (`ca_file`, `client_cert`, `client_key`); any
+    /// of them missing or unusable is a [`PeerError::Config`], which the worker role reports
+    /// at start. The token is sent with every request and never logged.
     pub fn new(cfg: &PeerConfig, request_timeout: Duration) -> Result<PeerClient, PeerError> {
-        let token = std::fs::read_to_string(&cfg.token_file)
-            .map_err(|e| {
-                PeerError::Staging(format!("peer token file {}: {e}", cfg.token_file.display()))
-            })?
+        let token = String::from_utf8_lossy(&cfg.read("token_file", &cfg.token_file)?)
             .trim()
             .to_string();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|source| PeerError::Transport {
-                peer: cfg.name.clone(),
-                source,
-            })?;
+        if token.is_empty() {
+            return Err(cfg.invalid(format!("token_file {}: empty", cfg.token_file.display())));
+        }
+        let base = || {
+            reqwest::Client::builder()
+                .no_proxy()
+                .connect_timeout(Duration::from_secs(5))
+        };
+        let mut peer = base();
+        let roots = cfg.roots()?;
+        if !roots.is_empty() {
+            peer = peer.tls_built_in_root_certs(false);
+            for cert in roots {
+                peer = peer.add_root_certificate(cert);
+            }
+        }
+        if let Some(identity) = cfg.identity()? {
+            peer = peer.identity(identity);
+        }
+        let built = |b: reqwest::ClientBuilder| {
+            b.build()
+                .map_err(|e| cfg.invalid(format!("TLS settings: {e}")))
+        };
         Ok(PeerClient {
             name: cfg.name.clone(),
             base: cfg.url.trim_end_matches('/').to_string(),
             token,
-            http,
+            http: built(peer)?,
+            presigned: built(base())?,
             request_timeout,
         })
     }
@@ -514,7 +600,7 @@ impl PeerClient {
     ) -> Result<u64, PeerError> {
         use futures::StreamExt;
         let req = match &obj.url {
-            Some(url) => self.http.get(url),
+            Some(url) => self.presigned.get(url),
             None => self
                 .http
                 .get(self.url(&format!("/{task}/objects/{}", obj.key)))
@@ -577,7 +663,7 @@ impl PeerClient {
             .len();
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f));
         let req = match signed.and_then(|s| s.url) {
-            Some(url) => self.http.put(url),
+            Some(url) => self.presigned.put(url),
             None => self
                 .http
                 .put(self.url(&format!("/{task}/objects/{key}")))
@@ -645,6 +731,84 @@ mod tests {
         assert!(!valid_worker_id("a:b"));
         assert!(!valid_worker_id(&"w".repeat(129)));
         assert_eq!(lease_owner("gcp", "w1"), "peer:gcp:w1");
+    }
+
+    /// A peer entry whose files are written into `dir` (`ca_file` etc. set by the caller).
+    fn peer_in(dir: &Path) -> PeerConfig {
+        std::fs::write(dir.join("peer.token"), "rly_peer\n").unwrap();
+        PeerConfig {
+            name: "aws".into(),
+            url: "https://edge.example:8443/clusters/aws".into(),
+            token_file: dir.join("peer.token"),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+
+    fn config_error(cfg: &PeerConfig) -> String {
+        match PeerClient::new(cfg, Duration::from_secs(1)) {
+            Err(e @ PeerError::Config { .. }) => {
+                assert!(!e.is_transient());
+                assert_eq!(e.code(), "peer_config");
+                e.to_string()
+            }
+            Err(e) => panic!("not a config error: {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn tls_files_are_checked_when_the_client_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["edge.example".to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(d.join("ca.pem"), cert.pem()).unwrap();
+        std::fs::write(d.join("leaf.pem"), cert.pem()).unwrap();
+        std::fs::write(d.join("leaf.key"), key.serialize_pem()).unwrap();
+        std::fs::write(d.join("junk.pem"), "not a certificate\n").unwrap();
+
+        // Usable: no TLS files, a CA, a CA and a client certificate.
+        let plain = peer_in(d);
+        assert!(PeerClient::new(&plain, Duration::from_secs(1)).is_ok());
+        let mut ok = peer_in(d);
+        ok.ca_file = Some(d.join("ca.pem"));
+        assert!(PeerClient::new(&ok, Duration::from_secs(1)).is_ok());
+        ok.client_cert = Some(d.join("leaf.pem"));
+        ok.client_key = Some(d.join("leaf.key"));
+        assert!(PeerClient::new(&ok, Duration::from_secs(1)).is_ok());
+
+        // Each unusable file is named, with its setting.
+        let mut c = peer_in(d);
+        c.ca_file = Some(d.join("missing.pem"));
+        let e = config_error(&c);
+        assert!(
+            e.contains("peer aws: ca_file") && e.contains("missing.pem"),
+            "{e}"
+        );
+        c.ca_file = Some(d.join("junk.pem"));
+        let e = config_error(&c);
+        assert!(
+            e.contains("junk.pem") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let mut c = peer_in(d);
+        c.client_cert = Some(d.join("leaf.pem"));
+        assert!(config_error(&c).contains("go together"));
+        c.client_key = Some(d.join("junk.pem"));
+        let e = config_error(&c);
+        assert!(e.contains("client_cert") && e.contains("junk.pem"), "{e}");
+        c.client_key = Some(d.join("nokey.pem"));
+        assert!(config_error(&c).contains("client_key"));
+        let mut c = peer_in(d);
+        c.token_file = d.join("nothing.token");
+        assert!(config_error(&c).contains("token_file"));
+        std::fs::write(d.join("empty.token"), "\n").unwrap();
+        c.token_file = d.join("empty.token");
+        assert!(config_error(&c).contains("empty"));
     }
 
     #[test]
