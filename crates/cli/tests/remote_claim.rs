@@ -89,6 +89,9 @@ enum Link {
     /// The same, and the edge reaches aws over mutual TLS: aws serves only HTTPS, only to
     /// clients with a certificate from the test CA (the edge's, and this test's).
     EdgeMtls,
+    /// [`Link::EdgeMtls`] with the edge serving HTTPS under a certificate from that private
+    /// CA: gcp trusts it through its peer's `ca_file`.
+    HttpsEdgeMtls,
 }
 
 /// What [`Pair::start`] starts.
@@ -98,6 +101,8 @@ struct Setup {
     /// aws stores in the S3-compatible server at this endpoint (bucket `media`).
     aws_s3: Option<String>,
     link: Link,
+    /// Appended to edge.toml's top-level settings.
+    edge_extra: &'static str,
 }
 
 impl Setup {
@@ -106,6 +111,7 @@ impl Setup {
             gcp,
             aws_s3: None,
             link,
+            edge_extra: "",
         }
     }
 }
@@ -152,10 +158,13 @@ impl Pair {
                 .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
                 .env("AWS_DEFAULT_REGION", "us-east-1");
         }
-        let (aws, aws_client, edge_tls) = if setup.link == Link::EdgeMtls {
-            let certs = dir.join("certs");
+        let mtls = matches!(setup.link, Link::EdgeMtls | Link::HttpsEdgeMtls);
+        let certs = dir.join("certs");
+        let ca = mtls.then(|| {
             std::fs::create_dir_all(&certs).unwrap();
-            let ca = TestCa::new(&certs);
+            TestCa::new(&certs)
+        });
+        let (aws, aws_client, mut edge_tls) = if let Some(ca) = &ca {
             ca.leaf("aws", &["aws.reelay.test", "127.0.0.1"]);
             ca.leaf("edge-client", &["reelay-edge"]);
             cmd.arg("--tls-cert")
@@ -182,14 +191,30 @@ impl Pair {
         } else {
             (Server::spawn(cmd, aws_port), http(), String::new())
         };
+        // The edge's own HTTPS certificate, from the same private CA; gcp trusts that CA only.
+        let mut peer_tls = String::new();
+        let edge_client = match (&ca, setup.link) {
+            (Some(ca), Link::HttpsEdgeMtls) => {
+                ca.leaf("edge-server", &["127.0.0.1"]);
+                let c = certs.display();
+                edge_tls.push_str(&format!(
+                    "tls_cert = \"{c}/edge-server.pem\"\ntls_key = \"{c}/edge-server.key\"\n"
+                ));
+                peer_tls = format!("ca_file = \"{c}/ca.pem\"\n");
+                Some(ca.client(None))
+            }
+            _ => None,
+        };
         let edge = (setup.link != Link::Direct).then(|| {
-            Edge::start(
-                dir,
-                &[("aws", aws.base(), 1)],
-                &format!(
-                    "{edge_tls}\n[auth]\ntrusted_keys = {trusted_path:?}\nlegacy_tokens = false\n"
-                ),
-            )
+            let extra = format!(
+                "{edge_tls}{}\n[auth]\ntrusted_keys = {trusted_path:?}\nlegacy_tokens = false\n",
+                setup.edge_extra
+            );
+            let clusters = [("aws", aws.base(), 1)];
+            match edge_client {
+                Some(client) => Edge::start_https(dir, &clusters, &extra, client),
+                None => Edge::start(dir, &clusters, &extra),
+            }
         });
         let peer_url = match &edge {
             Some(e) => format!("{}/clusters/aws", e.base()),
@@ -198,7 +223,7 @@ impl Pair {
         let gcp_port = free_port();
         let gcp_toml = format!(
             "trusted_keys = {trusted_path:?}\n[steal]\npoll_ms = 200\n[[steal.peers]]\nname = \"aws\"\n\
-             url = \"{peer_url}\"\ntoken_file = {peer_file:?}\n",
+             url = \"{peer_url}\"\ntoken_file = {peer_file:?}\n{peer_tls}",
             peer_file = peer_file.display().to_string(),
         );
         let gcp = setup.gcp.then(|| cluster(dir, "gcp", gcp_port, &gcp_toml));
@@ -246,6 +271,22 @@ impl Pair {
     /// Uploads `file` to aws (its input then lives in aws's storage); through the edge when
     /// there is one (the CLI has no client certificate for an mTLS-only aws).
     fn submit_upload(&self, file: &Path) -> String {
+        if let Some(edge) = self.edge.as_ref().filter(|e| e.https.is_some()) {
+            // The CLI has no setting for a private CA: the same multipart upload by hand.
+            let form = reqwest::blocking::multipart::Form::new()
+                .text("spec", r#"{"outputs": [{"preset": "mp4-360p"}]}"#)
+                .file("file", file)
+                .unwrap();
+            let r = edge
+                .client()
+                .post(edge.url("/v1/jobs"))
+                .bearer_auth(&self.user)
+                .multipart(form)
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
+            return r.json::<JobView>().unwrap().id;
+        }
         let server = self.edge.as_ref().map_or(self.aws.base(), |e| e.base());
         let out = Command::new(BIN)
             .args(["submit"])
@@ -465,6 +506,132 @@ fn through_the_edge_over_mutual_tls_a_gcp_worker_encodes_an_aws_task() {
             .any(|(_, u, s)| u.contains("/peer/") && *s >= 500),
         "a peer request failed at the edge: {requests:?}"
     );
+}
+
+/// A thief reaches an edge that serves HTTPS under a private CA: gcp's peer entry names that CA
+/// (`ca_file`), and the whole remote claim runs through the HTTPS edge and on to aws over mutual
+/// TLS. Anyone without the CA cannot even complete the handshake.
+#[test]
+fn a_thief_trusts_an_https_edge_by_its_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = a_gcp_worker_encodes_an_aws_task(dir.path(), Link::HttpsEdgeMtls);
+    let edge = pair.edge();
+    assert!(edge.base().starts_with("https://"), "{}", edge.base());
+    let claim = format!("{}/clusters/aws/v1/peer/tasks/claim", edge.base());
+    let public_roots = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let err = public_roots
+        .post(&claim)
+        .bearer_auth(&pair.peer)
+        .json(&serde_json::json!({"worker": "w"}))
+        .send()
+        .expect_err("the edge's certificate is from a private CA");
+    assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+    let requests = edge_requests(edge);
+    for route in ["/v1/peer/tasks/claim", "/complete"] {
+        assert!(
+            requests
+                .iter()
+                .any(|(m, u, s)| m == "POST" && u.contains(route) && *s == 200),
+            "no POST {route} through the HTTPS edge: {requests:?}"
+        );
+    }
+}
+
+/// A `[[steal.peers]]` entry whose files are missing or unusable stops the worker at start with
+/// the setting named, instead of a worker that never steals.
+#[test]
+fn unusable_peer_files_stop_the_worker_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("peer.token"), "rly_x\n").unwrap();
+    std::fs::write(d.join("junk.pem"), "not a certificate\n").unwrap();
+    let peer = |extra: &str| {
+        format!(
+            "[[steal.peers]]\nname = \"aws\"\nurl = \"https://127.0.0.1:9/clusters/aws\"\n\
+             token_file = {:?}\n{extra}",
+            d.join("peer.token").display().to_string()
+        )
+    };
+    let missing = d.join("nothing.pem").display().to_string();
+    let junk = d.join("junk.pem").display().to_string();
+    for (toml, want) in [
+        (peer(&format!("ca_file = {missing:?}\n")), "ca_file"),
+        (peer(&format!("ca_file = {junk:?}\n")), "no PEM certificate"),
+        (peer(&format!("client_cert = {junk:?}\n")), "go together"),
+        (
+            peer(&format!("client_cert = {junk:?}\nclient_key = {junk:?}\n")),
+            "client_cert",
+        ),
+        (
+            peer("").replace("peer.token", "missing.token"),
+            "token_file",
+        ),
+    ] {
+        let mut child = serve(d, "gcp", free_port(), &toml)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the worker started with {toml}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "{toml}");
+        assert!(
+            stderr.contains("steal.peers") && stderr.contains(want),
+            "{want:?} not in: {stderr}"
+        );
+    }
+}
+
+/// With `rate_limit_per_second` at the edge, clients are limited per address but the remote
+/// claim is not: a thief's polls and renewals are never refused with a 429.
+#[test]
+fn the_edge_rate_limit_spares_the_remote_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        edge_extra: "rate_limit_per_second = 1\nrate_limit_burst = 1\n",
+        ..Setup::new(false, Link::Edge)
+    };
+    let pair = Pair::start(dir.path(), setup);
+    let edge = pair.edge();
+    let c = http();
+    let claims: Vec<u16> = (0..20)
+        .map(|_| {
+            c.post(edge.url("/clusters/aws/v1/peer/tasks/claim"))
+                .bearer_auth(&pair.peer)
+                .json(&serde_json::json!({"worker": "w"}))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert!(claims.iter().all(|s| *s == 204), "{claims:?}");
+    let reads: Vec<u16> = (0..20)
+        .map(|_| {
+            c.get(edge.url("/v1/jobs/aws.01JAAAAAAAAAAAAAAAAAAAAAAA"))
+                .bearer_auth(&pair.user)
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert!(reads.contains(&429), "the client limit is off: {reads:?}");
 }
 
 #[test]

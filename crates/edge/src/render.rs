@@ -765,6 +765,30 @@ url = "https://127.0.0.1:18081"
             assert!(text.contains(want), "missing {want:?}");
         }
         assert!(!text.contains("proxy_pass http://owner_"));
+        // The remote claim is not limited per address (a refused renewal would cost a lease):
+        // its location replaces the server's limit_req with a zone whose key is always empty,
+        // which nginx never counts.
+        let peer = location(
+            &text,
+            "location ~ \"^/clusters/(?<reelay_job_owner>[a-z0-9-]{1,32})/v1/peer/\" {",
+        );
+        assert!(peer.contains("limit_req zone=reelay_peers;"), "{peer}");
+        assert!(!peer.contains("reelay_clients"), "{peer}");
+        assert!(text.contains("limit_req_zone $reelay_peer_rate_key zone=reelay_peers:"));
+        let key = block(&text, "map $request_method $reelay_peer_rate_key {");
+        assert_eq!(
+            key.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect::<Vec<_>>(),
+            [
+                "map $request_method $reelay_peer_rate_key {",
+                "default \"\";"
+            ],
+            "{key}"
+        );
+        // Every other route keeps the per-address limit, set once for the server.
+        assert_eq!(text.matches("limit_req zone=").count(), 2);
         // The plain sample has none of it.
         let (plain, pviews) = sample(Mode::Reelay);
         let plain = render(&Desired::build(&plain, &pviews, false, None), 1).unwrap();

@@ -582,12 +582,34 @@ pub struct Edge {
     pub port: u16,
     pub control: u16,
     pub child: Option<Child>,
+    /// Set when nginx serves HTTPS (`tls_cert` in edge.toml): a client that trusts it.
+    pub https: Option<reqwest::blocking::Client>,
 }
 
 impl Edge {
     /// Writes edge.toml (clusters as `(name, url, weight)`, `extra` appended to the top-level
     /// settings) and starts `reelay edge`; returns once nginx serves and every cluster is up.
     pub fn start(dir: &Path, clusters: &[ClusterEntry], extra: &str) -> Edge {
+        Edge::start_serving(dir, clusters, extra, None)
+    }
+
+    /// [`Edge::start`] for an edge whose `extra` sets `tls_cert` and `tls_key`: nginx serves
+    /// HTTPS, reached with `client` (which trusts that certificate).
+    pub fn start_https(
+        dir: &Path,
+        clusters: &[ClusterEntry],
+        extra: &str,
+        client: reqwest::blocking::Client,
+    ) -> Edge {
+        Edge::start_serving(dir, clusters, extra, Some(client))
+    }
+
+    fn start_serving(
+        dir: &Path,
+        clusters: &[ClusterEntry],
+        extra: &str,
+        https: Option<reqwest::blocking::Client>,
+    ) -> Edge {
         let dir = dir.join("edge");
         std::fs::create_dir_all(&dir).unwrap();
         let mut edge = Edge {
@@ -596,6 +618,7 @@ impl Edge {
             port: free_port(),
             control: free_port(),
             child: None,
+            https,
         };
         std::fs::write(&edge.config, edge.toml(clusters, extra)).unwrap();
         edge.restart();
@@ -634,7 +657,8 @@ impl Edge {
             "the edge to serve with every cluster up",
             Duration::from_secs(30),
             || {
-                let s: EdgeStatus = http()
+                let s: EdgeStatus = self
+                    .client()
                     .get(format!("{}/edge/status", self.base()))
                     .send()
                     .ok()?
@@ -650,7 +674,17 @@ impl Edge {
 
     /// nginx, where clients come in.
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.https.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// A client for [`Edge::base`]: [`http`], or the one that trusts the edge's certificate.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        self.https.clone().unwrap_or_else(http)
     }
 
     /// The controller's own listener.
@@ -664,7 +698,7 @@ impl Edge {
 
     /// GET `path` through nginx.
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
-        http().get(self.url(path)).send().unwrap()
+        self.client().get(self.url(path)).send().unwrap()
     }
 
     /// GET `path` through nginx; it must answer 200 with this JSON.
