@@ -241,7 +241,8 @@ def test_everything_is_in_the_reelay_namespace(manifests: Manifests) -> None:
 def test_no_secret_is_committed_and_the_db_secret_is_a_file(manifests: Manifests) -> None:
     assert manifests.of_kind("Secret") == [], "secrets are created out of band, never rendered"
     # The API also mounts its mutual-TLS certificate and the identity keys (files, not env).
-    expected = {"video-processor": ["reelay-db"],
+    # The workers also mount the peer token of work stealing (optional: only with [steal]).
+    expected = {"video-processor": ["reelay-db", "reelay-peer"],
                 "reelay-api": ["reelay-db", "reelay-mesh-api", "reelay-identity"]}
     for name in ("video-processor", "reelay-api"):
         spec = pod_spec(manifests.get("Deployment", name))
@@ -337,6 +338,25 @@ def test_processor_is_not_reachable_from_the_edge(manifests: Manifests) -> None:
             assert rule.get("from"), f"{p['metadata']['name']}: ingress from anywhere"
             for peer in rule["from"]:
                 assert "podSelector" not in peer or not selects(peer["podSelector"], edge)
+
+
+def test_workers_reach_their_edge_for_the_remote_claim(manifests: Manifests) -> None:
+    """Work stealing (issue 16): a worker reaches this cloud's edge on 8443 only, with a peer
+    token from an optional Secret mounted read-only; the edge still cannot reach the workers."""
+    worker, edge = component_labels(manifests, "video-processor"), component_labels(manifests, "reelay-edge")
+    ports = {
+        pt["port"]
+        for p in policies_for(manifests, worker, "Egress")
+        for rule in p["spec"].get("egress", [])
+        for peer in rule.get("to", []) if "podSelector" in peer and selects(peer["podSelector"], edge)
+        for pt in rule["ports"]
+    }
+    assert ports == {8443}
+    spec = pod_spec(manifests.get("Deployment", "video-processor"))
+    peer = next(v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == "reelay-peer")
+    assert peer["secret"]["optional"] is True
+    mounts = [m for c in spec["containers"] for m in c["volumeMounts"] if m["name"] == peer["name"]]
+    assert mounts and all(m["readOnly"] and m["mountPath"] == "/etc/reelay/peer" for m in mounts)
 
 
 def test_database_object_storage_and_credentials_egress(manifests: Manifests) -> None:
