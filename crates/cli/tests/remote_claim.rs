@@ -92,6 +92,10 @@ enum Link {
     /// [`Link::EdgeMtls`] with the edge serving HTTPS under a certificate from that private
     /// CA: gcp trusts it through its peer's `ca_file`.
     HttpsEdgeMtls,
+    /// gcp's `[steal]` url is aws's api itself, HTTPS only to clients with a certificate from
+    /// the test CA: gcp's peer entry names that CA (`ca_file`) and its own certificate
+    /// (`client_cert`, `client_key`).
+    DirectMtls,
 }
 
 /// What [`Pair::start`] starts.
@@ -158,7 +162,10 @@ impl Pair {
                 .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
                 .env("AWS_DEFAULT_REGION", "us-east-1");
         }
-        let mtls = matches!(setup.link, Link::EdgeMtls | Link::HttpsEdgeMtls);
+        let mtls = matches!(
+            setup.link,
+            Link::EdgeMtls | Link::HttpsEdgeMtls | Link::DirectMtls
+        );
         let certs = dir.join("certs");
         let ca = mtls.then(|| {
             std::fs::create_dir_all(&certs).unwrap();
@@ -203,9 +210,18 @@ impl Pair {
                 peer_tls = format!("ca_file = \"{c}/ca.pem\"\n");
                 Some(ca.client(None))
             }
+            (Some(ca), Link::DirectMtls) => {
+                ca.leaf("gcp-peer", &["gcp-workers"]);
+                let c = certs.display();
+                peer_tls = format!(
+                    "ca_file = \"{c}/ca.pem\"\nclient_cert = \"{c}/gcp-peer.pem\"\n\
+                     client_key = \"{c}/gcp-peer.key\"\n"
+                );
+                None
+            }
             _ => None,
         };
-        let edge = (setup.link != Link::Direct).then(|| {
+        let edge = (!matches!(setup.link, Link::Direct | Link::DirectMtls)).then(|| {
             let extra = format!(
                 "{edge_tls}{}\n[auth]\ntrusted_keys = {trusted_path:?}\nlegacy_tokens = false\n",
                 setup.edge_extra
@@ -271,15 +287,22 @@ impl Pair {
     /// Uploads `file` to aws (its input then lives in aws's storage); through the edge when
     /// there is one (the CLI has no client certificate for an mTLS-only aws).
     fn submit_upload(&self, file: &Path) -> String {
-        if let Some(edge) = self.edge.as_ref().filter(|e| e.https.is_some()) {
-            // The CLI has no setting for a private CA: the same multipart upload by hand.
+        // The CLI has no setting for a private CA or a client certificate: the same multipart
+        // upload by hand, to an HTTPS edge or straight to an mTLS-only aws.
+        let by_hand = match &self.edge {
+            Some(e) if e.https.is_some() => Some((e.client(), e.base())),
+            None if self.aws.base().starts_with("https") => {
+                Some((self.aws_client.clone(), self.aws.base()))
+            }
+            _ => None,
+        };
+        if let Some((client, base)) = by_hand {
             let form = reqwest::blocking::multipart::Form::new()
                 .text("spec", r#"{"outputs": [{"preset": "mp4-360p"}]}"#)
                 .file("file", file)
                 .unwrap();
-            let r = edge
-                .client()
-                .post(edge.url("/v1/jobs"))
+            let r = client
+                .post(format!("{base}/v1/jobs"))
                 .bearer_auth(&self.user)
                 .multipart(form)
                 .send()
@@ -538,6 +561,14 @@ fn a_thief_trusts_an_https_edge_by_its_private_ca() {
             "no POST {route} through the HTTPS edge: {requests:?}"
         );
     }
+}
+
+/// Straight to an aws that serves HTTPS only to clients with a certificate from the private CA:
+/// gcp's peer entry trusts that CA and presents its own certificate (`client_cert`).
+#[test]
+fn a_thief_presents_its_client_certificate_to_an_mtls_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    a_gcp_worker_encodes_an_aws_task(dir.path(), Link::DirectMtls);
 }
 
 /// A `[[steal.peers]]` entry whose files are missing or unusable stops the worker at start with
