@@ -76,6 +76,25 @@ pub fn outputs_within(prefix: &str, outputs: &serde_json::Value) -> bool {
 pub struct ClaimRequest {
     /// The peer's worker (its own id, see [`valid_worker_id`]).
     pub worker: String,
+    /// Exactly this task (the edge's stealing decision named it), or nothing if it is no longer
+    /// claimable; absent: any task the owner offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+}
+
+/// `POST /v1/peer/tasks/{id}/release`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub worker: String,
+    pub attempt: u32,
+    /// False when the attempt never began (its inputs could not be fetched): the task may then
+    /// move to a peer again. Absent: true, the task stays home from now on.
+    #[serde(default = "began_default")]
+    pub began: bool,
+}
+
+fn began_default() -> bool {
+    true
 }
 
 /// What a task's handler needs of its job, as a peer receives it.
@@ -345,6 +364,13 @@ pub struct StealConfig {
     pub offer_after_seconds: f64,
     /// Per request to a peer (claims, renewals, completions), not per object transfer.
     pub request_timeout_ms: u64,
+    /// The edge whose stealing policy decides (`GET {edge}/edge/steal?thief={cluster}`): an
+    /// idle slot asks it which peer and task to take, and claims exactly that task from the
+    /// peer of that name. Unset: the slot asks the peers in turn for any task.
+    pub edge: Option<String>,
+    /// A token with the `peer` scope for the edge (needed when the edge's `[auth]` is on).
+    /// Unset: the first peer's `token_file`.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for StealConfig {
@@ -354,6 +380,8 @@ impl Default for StealConfig {
             poll_ms: 1000,
             offer_after_seconds: 5.0,
             request_timeout_ms: 5000,
+            edge: None,
+            token_file: None,
         }
     }
 }
@@ -467,12 +495,18 @@ impl PeerClient {
         })
     }
 
-    /// A task for `worker`, or `None` when the peer has nothing to hand out.
-    pub async fn claim(&self, worker: &str) -> Result<Option<PeerTask>, PeerError> {
+    /// A task for `worker` (exactly `task` when given), or `None` when the peer has nothing
+    /// to hand out (or that task is no longer claimable).
+    pub async fn claim(
+        &self,
+        worker: &str,
+        task: Option<&str>,
+    ) -> Result<Option<PeerTask>, PeerError> {
         self.post(
             "/claim",
             &ClaimRequest {
                 worker: worker.to_string(),
+                task_id: task.map(str::to_string),
             },
         )
         .await
@@ -498,8 +532,15 @@ impl PeerClient {
         Ok(self.expect(a)?.outcome)
     }
 
-    pub async fn release(&self, task: &str, req: &Attempt) -> Result<(), PeerError> {
-        let _: Option<serde_json::Value> = self.post(&format!("/{task}/release"), req).await?;
+    /// Hands the task back; `began: false` when the attempt never got its inputs (the task may
+    /// then move again).
+    pub async fn release(&self, task: &str, at: &Attempt, began: bool) -> Result<(), PeerError> {
+        let req = ReleaseRequest {
+            worker: at.worker.clone(),
+            attempt: at.attempt,
+            began,
+        };
+        let _: Option<serde_json::Value> = self.post(&format!("/{task}/release"), &req).await?;
         Ok(())
     }
 
@@ -594,6 +635,97 @@ impl PeerClient {
             return Err(self.refused(resp).await);
         }
         Ok(())
+    }
+}
+
+/// The edge whose stealing policy an idle slot asks (`[steal] edge`).
+#[derive(Clone)]
+pub struct EdgeClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for EdgeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EdgeClient({})", self.base)
+    }
+}
+
+impl EdgeClient {
+    /// The edge of `cfg` (`None` when `[steal] edge` is unset); its token from
+    /// `[steal] token_file`, else the first peer's.
+    pub fn new(cfg: &StealConfig, request_timeout: Duration) -> Result<Option<Self>, PeerError> {
+        let Some(base) = &cfg.edge else {
+            return Ok(None);
+        };
+        let file = cfg
+            .token_file
+            .as_ref()
+            .or_else(|| cfg.peers.first().map(|p| &p.token_file));
+        let token = match file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| {
+                        PeerError::Staging(format!("edge token file {}: {e}", f.display()))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|source| PeerError::Transport {
+                peer: "edge".into(),
+                source,
+            })?;
+        Ok(Some(EdgeClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+            request_timeout,
+        }))
+    }
+
+    /// The edge's decision for an idle slot of cluster `thief`.
+    pub async fn decide(
+        &self,
+        thief: &str,
+    ) -> Result<reelay_protocol::StealDecision, PeerError> {
+        let transport = |source| PeerError::Transport {
+            peer: "edge".into(),
+            source,
+        };
+        let mut req = self
+            .http
+            .get(format!("{}/edge/steal", self.base))
+            .query(&[("thief", thief)])
+            .timeout(self.request_timeout);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let (code, message) = match resp.json::<ErrorEnvelope>().await {
+                Ok(e) => (e.error.code, e.error.message),
+                Err(_) => ("unknown".to_string(), String::new()),
+            };
+            return Err(PeerError::Refused {
+                peer: "edge".into(),
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        resp.json().await.map_err(|e| PeerError::Protocol {
+            peer: "edge".into(),
+            message: e.to_string(),
+        })
     }
 }
 

@@ -17,13 +17,22 @@ pub async fn presets() -> Json<PresetList> {
 
 pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
     // Shared through the store, so an api replica without workers still knows the cluster's
-    // slots. Four small independent reads, asked together: edges poll this every second.
-    let (c, capacity, running, speed) = tokio::try_join!(
+    // slots. Five small independent reads, asked together: edges poll this every second.
+    let (c, capacity, running, speed, offered) = tokio::try_join!(
         st.store.counts(),
         st.store.live_capacity(),
         st.store.running_attempts(),
         st.store.live_speed(),
+        st.store.peer_offer(crate::api::peer::offer_rules(&st, "", None)),
     )?;
+    let now = reelay_jobs::now_millis();
+    let offer = match offered {
+        Some(task) => {
+            let bytes = input_bytes(&st, &task).await;
+            Some(crate::load::offer(&task, bytes, speed, now))
+        }
+        None => None,
+    };
     Ok(Json(crate::load::report(
         &st.cfg.cluster,
         capacity,
@@ -31,8 +40,21 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
         &c,
         &running,
         st.is_accepting(),
-        reelay_jobs::now_millis(),
+        offer,
+        now,
     )))
+}
+
+/// The offered task's input size: as recorded at admission (or by the first probe), else the
+/// stored upload's size, else 0 (a URL input: the thief fetches it itself, not from here).
+async fn input_bytes(st: &AppState, task: &reelay_jobs::PeerOffer) -> u64 {
+    if let Some(size) = task.input_size {
+        return size;
+    }
+    match &task.input_key {
+        Some(key) => st.storage.head(key).await.map_or(0, |o| o.size),
+        None => 0,
+    }
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {

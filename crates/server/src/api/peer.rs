@@ -18,7 +18,8 @@ use crate::metrics as m;
 use crate::peer_io::{
     lease_owner, may_read, may_write, outputs_within, valid_worker_id, Attempt, ClaimRequest,
     CompleteAnswer, CompleteRequest, FailAnswer, FailRequest, OutcomeBody, PeerJob, PeerObject,
-    PeerTask, RenewAnswer, RenewRequest, UploadUrlAnswer, UploadUrlRequest, PEER_KINDS,
+    PeerTask, ReleaseRequest, RenewAnswer, RenewRequest, UploadUrlAnswer, UploadUrlRequest,
+    PEER_KINDS,
 };
 use crate::state::AppState;
 use axum::body::Body;
@@ -149,8 +150,21 @@ async fn hold(st: &AppState, peer: &Peer, task: &str, at: &Attempt) -> Result<St
     task_prefix(st, task, at.attempt).await
 }
 
+/// What this cluster hands a peer (`peer`, its name) and offers in `/v1/load`: the kinds in
+/// [`PEER_KINDS`], ready at home for `[steal] offer_after_seconds`, and only `task` when given.
+pub fn offer_rules<'a>(st: &AppState, peer: &'a str, task: Option<&'a str>) -> PeerClaim<'a> {
+    PeerClaim {
+        peer,
+        kinds: PEER_KINDS,
+        ready_for: Duration::try_from_secs_f64(st.cfg.steal.offer_after_seconds)
+            .unwrap_or(Duration::ZERO),
+        task,
+    }
+}
+
 /// `POST /v1/peer/tasks/claim`: one task for the peer's worker (200), or 204 when none is
-/// offered (nothing ready long enough, or this cluster is draining).
+/// offered (nothing ready long enough, or this cluster is draining). With `task_id`, exactly
+/// that task if it is still claimable (the one the edge's stealing decision named), else 204.
 async fn claim(
     State(st): State<AppState>,
     Extension(peer): Extension<Peer>,
@@ -162,13 +176,7 @@ async fn claim(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let owner = lease_owner(&peer.name, &req.worker);
-    let ready_for =
-        Duration::try_from_secs_f64(st.cfg.steal.offer_after_seconds).unwrap_or(Duration::ZERO);
-    let offer = PeerClaim {
-        peer: &peer.name,
-        kinds: PEER_KINDS,
-        ready_for,
-    };
+    let offer = offer_rules(&st, &peer.name, req.task_id.as_deref());
     let Some(claim) = st
         .store
         .claim_for_peer(offer, &owner, st.cfg.lease())
@@ -179,10 +187,11 @@ async fn claim(
     let inputs = match inputs_of(&st, &claim.job.id).await {
         Ok(i) => i,
         Err(e) => {
-            // Hand it back at once (not counted) rather than let the lease run out.
+            // Hand it back at once (not counted, and not marked as moved: the peer never
+            // began) rather than let the lease run out.
             if let Err(e) = st
                 .store
-                .release(&claim.task_id, &owner, claim.attempt)
+                .release_unstarted(&claim.task_id, &owner, claim.attempt)
                 .await
             {
                 tracing::warn!(error = %e, "could not release a task after a failed peer claim");
@@ -190,22 +199,6 @@ async fn claim(
             return Err(e);
         }
     };
-    count("claimed");
-    tracing::info!(task_id = %claim.task_id, peer = %peer.name, worker = %req.worker, attempt = claim.attempt, "task handed to a peer");
-    let answer = PeerTask {
-        output_prefix: crate::worker::attempt_prefix(&claim),
-        task_id: claim.task_id,
-        kind: claim.kind,
-        payload: claim.payload,
-        attempt: claim.attempt,
-        lease_ms: st.cfg.lease_seconds.saturating_mul(1000),
-        job: PeerJob::from_job(&claim.job),
-        dependencies: claim.dependencies,
-        inputs,
-    };
-    Ok(Json(answer).into_response())
-}
-
 /// Every object under the job's `inputs/` prefix, each with a presigned GET URL when the
 /// storage signs.
 async fn inputs_of(st: &AppState, job_id: &str) -> Result<Vec<PeerObject>, ApiError> {
@@ -329,13 +322,16 @@ async fn fail(
     Ok(Json(OutcomeBody { outcome }).into_response())
 }
 
+/// `POST …/release`: the attempt hands the task back uncounted. `began: false` (its inputs
+/// never arrived) also forgets that the task moved, so it may go to a peer again; otherwise
+/// it stays at home from now on (a task moves at most once).
 async fn release(
     State(st): State<AppState>,
     Extension(peer): Extension<Peer>,
     Path(task): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let req: Attempt = json(body, st.cfg.max_json_bytes).await?;
+    let req: ReleaseRequest = json(body, st.cfg.max_json_bytes).await?;
     check_worker(&req.worker)?;
     let prefix = task_prefix(&st, &task, req.attempt).await?;
     let owner = lease_owner(&peer.name, &req.worker);
@@ -347,7 +343,13 @@ async fn release(
         .await?;
     if outcome == RenewOutcome::Renewed {
         let _ = st.storage.delete_prefix(&prefix).await;
-        st.store.release(&task, &owner, req.attempt).await?;
+        if req.began {
+            st.store.release(&task, &owner, req.attempt).await?;
+        } else {
+            st.store
+                .release_unstarted(&task, &owner, req.attempt)
+                .await?;
+        }
         count("released");
     }
     Ok(StatusCode::NO_CONTENT.into_response())
