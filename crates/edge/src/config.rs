@@ -206,7 +206,7 @@ impl StealingConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let non_negative = |field: &str, v: f64| {
+        let non_negative = |field: &str, v: f64| -> Result<(), ConfigError> {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {

@@ -2301,13 +2301,10 @@ pub async fn peer_offers_and_exact_claims(store: &dyn JobStore) {
     );
     let pending = create(store, pending).await;
     assert_eq!(store.peer_offer(peer(None)).await.expect("offer"), None);
-    let pending_task = format!("{}.transcode", pending.id);
+    let pending_task: &'static str = Box::leak(pending.tasks[0].id.clone().into_boxed_str());
     assert!(store
         .claim_for_peer(
-            crate::PeerClaim {
-                task: Some(Box::leak(pending_task.into_boxed_str())),
-                ..peer(None)
-            },
+            peer(Some(pending_task)),
             "peer:gcp:w0",
             LONG_LEASE
         )

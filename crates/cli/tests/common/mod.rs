@@ -151,6 +151,42 @@ pub fn frames(bytes: &[u8]) -> u64 {
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
 }
 
+/// A signing key `dir/issuer.key` (id `k1`); returns the trusted keys file clusters and edges
+/// check signed tokens with.
+pub fn keygen(dir: &Path) -> PathBuf {
+    let out = Command::new(BIN)
+        .args(["token", "keygen", "--id", "k1", "--out"])
+        .arg(dir.join("issuer.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trusted = dir.join("trusted.keys");
+    std::fs::write(&trusted, &out.stdout).unwrap();
+    trusted
+}
+
+/// A token signed with [`keygen`]'s key, owned by `owner`, with these scopes.
+pub fn signed_token(dir: &Path, owner: &str, scopes: &[&str]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["token", "create", "--issuer-key"])
+        .arg(dir.join("issuer.key"))
+        .args(["--owner", owner]);
+    for s in scopes {
+        cmd.args(["--scope", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// Accepts connections and never answers: a job fetching from it stays "running" (or queued
 /// behind one that does) for as long as the test needs, using no CPU. That makes load exactly
 /// controllable on a 2-core machine.
@@ -556,18 +592,25 @@ impl Edge {
     /// Writes edge.toml (clusters as `(name, url, weight)`, `extra` appended to the top-level
     /// settings) and starts `reelay edge`; returns once nginx serves and every cluster is up.
     pub fn start(dir: &Path, clusters: &[ClusterEntry], extra: &str) -> Edge {
+        let mut edge = Self::unstarted(dir);
+        std::fs::write(&edge.config, edge.toml(clusters, extra)).unwrap();
+        edge.restart();
+        edge
+    }
+
+    /// An edge whose ports are chosen but which is not started and has no edge.toml yet: for
+    /// clusters that must know the edge's address before the edge lists them (write
+    /// [`Edge::toml`] to `config`, then [`Edge::restart`]).
+    pub fn unstarted(dir: &Path) -> Edge {
         let dir = dir.join("edge");
         std::fs::create_dir_all(&dir).unwrap();
-        let mut edge = Edge {
+        Edge {
             config: dir.join("edge.toml"),
             dir,
             port: free_port(),
             control: free_port(),
             child: None,
-        };
-        std::fs::write(&edge.config, edge.toml(clusters, extra)).unwrap();
-        edge.restart();
-        edge
+        }
     }
 
     /// The edge.toml these tests use: quick health checks (500 ms, fall and rise 2) and reloads.
