@@ -258,6 +258,7 @@ mod tests {
             &QueueCounts::default(),
             &[segment],
             true,
+            None,
             now,
         );
         assert_eq!(r.running_remaining_seconds, vec![10.0]);
@@ -269,6 +270,7 @@ mod tests {
             &QueueCounts::default(),
             &[segment],
             true,
+            None,
             now,
         );
         assert_eq!(fast.running_remaining_seconds, vec![5.0]);
@@ -284,6 +286,7 @@ mod tests {
             &QueueCounts::default(),
             &[with_eta],
             true,
+            None,
             now,
         );
         assert_eq!(r.running_remaining_seconds, vec![3.0]);

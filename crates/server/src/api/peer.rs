@@ -199,6 +199,22 @@ async fn claim(
             return Err(e);
         }
     };
+    count("claimed");
+    tracing::info!(task_id = %claim.task_id, peer = %peer.name, worker = %req.worker, attempt = claim.attempt, "task handed to a peer");
+    let answer = PeerTask {
+        output_prefix: crate::worker::attempt_prefix(&claim),
+        task_id: claim.task_id,
+        kind: claim.kind,
+        payload: claim.payload,
+        attempt: claim.attempt,
+        lease_ms: st.cfg.lease_seconds.saturating_mul(1000),
+        job: PeerJob::from_job(&claim.job),
+        dependencies: claim.dependencies,
+        inputs,
+    };
+    Ok(Json(answer).into_response())
+}
+
 /// Every object under the job's `inputs/` prefix, each with a presigned GET URL when the
 /// storage signs.
 async fn inputs_of(st: &AppState, job_id: &str) -> Result<Vec<PeerObject>, ApiError> {
