@@ -508,17 +508,25 @@ impl Cluster {
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
-        let child = cmd
-            .arg("--data-dir")
+        cmd.arg("--data-dir")
             .arg(&self.data)
             .args(["--cluster", &self.name])
             .args(["--workers", &self.workers.to_string()])
             .args(["--lease-seconds", "2"])
             .args(["--shutdown-grace-seconds", &self.grace.to_string()])
-            .arg("--allow-private-urls")
-            // These clusters serve anonymous clients through the edge, which a loopback
-            // cluster refuses unless told (finding 2 of issue 12).
-            .arg("--allow-anonymous")
+            .arg("--allow-private-urls");
+        // These clusters serve anonymous clients through the edge, which a loopback cluster
+        // refuses unless told (finding 2 of issue 12) — unless their config names trusted
+        // keys: then they are protected, and the flag would be refused.
+        let protected = self
+            .config
+            .as_ref()
+            .and_then(|c| std::fs::read_to_string(c).ok())
+            .is_some_and(|t| t.contains("trusted_keys"));
+        if !protected {
+            cmd.arg("--allow-anonymous");
+        }
+        let child = cmd
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
