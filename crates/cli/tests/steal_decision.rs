@@ -247,3 +247,95 @@ fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays()
     );
     s.cancel(&s.aws, &aws_stall);
 }
+
+/// The claim the edge's decision leads to, on the owner's api: `task_id` claims exactly that
+/// task or nothing, and a release says whether the attempt began (one that never got its
+/// inputs may move again; one that began stays home).
+#[test]
+fn a_claim_names_its_task_and_an_unstarted_release_lets_it_move_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trusted = keygen(d);
+    let user = signed_token(d, "team", &["submit", "read"]);
+    let peer = signed_token(d, "gcp", &["peer"]);
+    let aws = Cluster::start_with_config(
+        d,
+        "aws",
+        "127.0.0.1",
+        1,
+        &format!(
+            "trusted_keys = {:?}\n[steal]\noffer_after_seconds = 0.2\n",
+            trusted.display().to_string()
+        ),
+    );
+    let s = Stack {
+        gcp: Cluster::start_with_config(
+            d,
+            "gcp",
+            "127.0.0.1",
+            1,
+            &format!("trusted_keys = {:?}\n", trusted.display().to_string()),
+        ),
+        edge: Edge::unstarted(d),
+        aws,
+        user,
+        peer,
+    };
+    let stall = s.submit_stall(&s.aws);
+    let clip = common::clip(d, "clip.mp4", "160x120", 1, false);
+    let first = s.submit_upload(&s.aws, &clip);
+    let second = s.submit_upload(&s.aws, &clip);
+    let claim = |task: Option<&str>, worker: &str| {
+        let mut body = serde_json::json!({ "worker": worker });
+        if let Some(t) = task {
+            body["task_id"] = t.into();
+        }
+        http()
+            .post(format!("{}/v1/peer/tasks/claim", s.aws.base()))
+            .bearer_auth(&s.peer)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let release = |task: &str, worker: &str, began: Option<bool>| {
+        let mut body = serde_json::json!({ "worker": worker, "attempt": 1 });
+        if let Some(b) = began {
+            body["began"] = b.into();
+        }
+        let r = http()
+            .post(format!("{}/v1/peer/tasks/{task}/release", s.aws.base()))
+            .bearer_auth(&s.peer)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    };
+    // The second job's task, although the first is older.
+    let task = format!("{second}.transcode");
+    let got: serde_json::Value = wait_until("the named task", Duration::from_secs(10), || {
+        let r = claim(Some(&task), "w1");
+        (r.status() == 200).then(|| r.json().unwrap())
+    });
+    assert_eq!(got["task_id"], task.as_str());
+    assert_eq!(claim(Some(&task), "w2").status(), 204, "taken: not another");
+    assert_eq!(s.job(&s.aws, &second).tasks[0].ran_on.as_deref(), Some("gcp"));
+    // Its inputs never arrived: handed back as never begun, it may move again.
+    release(&task, "w1", Some(false));
+    assert_eq!(s.job(&s.aws, &second).tasks[0].ran_on, None);
+    // (Claimable at home again from the release on: offered after offer_after_seconds.)
+    wait_until("the released task to move again", Duration::from_secs(10), || {
+        (claim(Some(&task), "w3").status() == 200).then_some(())
+    });
+    // Released after it began (the default): home only from now on.
+    release(&task, "w3", None);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(claim(Some(&task), "w4").status(), 204);
+    assert_eq!(
+        s.job(&s.aws, &second).tasks[0].ran_on.as_deref(),
+        Some("gcp")
+    );
+    // Without a task id: the oldest one offered.
+    let any: serde_json::Value = claim(None, "w5").json().unwrap();
+    assert_eq!(any["task_id"], format!("{first}.transcode").as_str());
+    s.cancel(&s.aws, &stall);
+}
