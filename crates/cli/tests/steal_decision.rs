@@ -185,7 +185,11 @@ fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays()
     // The decision endpoint: the asking cluster's own peer token, nothing else.
     assert_eq!(s.ask(Some("gcp"), None).status(), 401);
     assert_eq!(s.ask(Some("gcp"), Some(&s.user)).status(), 403);
-    assert_eq!(s.ask(Some("aws"), Some(&s.peer)).status(), 403, "gcp's token");
+    assert_eq!(
+        s.ask(Some("aws"), Some(&s.peer)).status(),
+        403,
+        "gcp's token"
+    );
     assert_eq!(s.ask(None, Some(&s.peer)).status(), 400);
     let azure = signed_token(d, "azure", &["peer"]);
     let r = s.ask(Some("azure"), Some(&azure));
@@ -231,11 +235,15 @@ fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays()
         .edge
         .reconfigure(&s.edge.toml(&clusters, &edge_extra(&trusted, 0.0)));
     assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
-    let job = wait_until("aws's task to succeed on gcp", Duration::from_secs(60), || {
-        let j = s.job(&s.aws, &id);
-        assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);
-        (j.status.as_str() == "succeeded").then_some(j)
-    });
+    let job = wait_until(
+        "aws's task to succeed on gcp",
+        Duration::from_secs(60),
+        || {
+            let j = s.job(&s.aws, &id);
+            assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);
+            (j.status.as_str() == "succeeded").then_some(j)
+        },
+    );
     assert_eq!(job.cluster, "aws");
     assert_eq!(job.tasks[0].ran_on.as_deref(), Some("gcp"));
     assert_eq!(job.tasks[0].attempts, 1);
@@ -318,14 +326,19 @@ fn a_claim_names_its_task_and_an_unstarted_release_lets_it_move_again() {
     });
     assert_eq!(got["task_id"], task.as_str());
     assert_eq!(claim(Some(&task), "w2").status(), 204, "taken: not another");
-    assert_eq!(s.job(&s.aws, &second).tasks[0].ran_on.as_deref(), Some("gcp"));
+    assert_eq!(
+        s.job(&s.aws, &second).tasks[0].ran_on.as_deref(),
+        Some("gcp")
+    );
     // Its inputs never arrived: handed back as never begun, it may move again.
     release(&task, "w1", Some(false));
     assert_eq!(s.job(&s.aws, &second).tasks[0].ran_on, None);
     // (Claimable at home again from the release on: offered after offer_after_seconds.)
-    wait_until("the released task to move again", Duration::from_secs(10), || {
-        (claim(Some(&task), "w3").status() == 200).then_some(())
-    });
+    wait_until(
+        "the released task to move again",
+        Duration::from_secs(10),
+        || (claim(Some(&task), "w3").status() == 200).then_some(()),
+    );
     // Released after it began (the default): home only from now on.
     release(&task, "w3", None);
     std::thread::sleep(Duration::from_millis(800));

@@ -295,10 +295,16 @@ mod tests {
             Decision::Unauthorized(_)
         ));
         // Expired or revoked.
-        assert!(matches!(d(Some(&gcp), &none, 1100), Decision::Unauthorized(_)));
+        assert!(matches!(
+            d(Some(&gcp), &none, 1100),
+            Decision::Unauthorized(_)
+        ));
         let mut revoked = RevocationSet::default();
         revoked.insert(&gcp_id, 1);
-        assert!(matches!(d(Some(&gcp), &revoked, 1000), Decision::Unauthorized(_)));
+        assert!(matches!(
+            d(Some(&gcp), &revoked, 1000),
+            Decision::Unauthorized(_)
+        ));
         // Another scope (admin included), or another cluster's peer token.
         for scopes in [&[Scope::Admin][..], &[Scope::Read, Scope::Submit][..]] {
             let (t, _) = owned_token(&key, Some("gcp"), scopes);
@@ -308,7 +314,10 @@ mod tests {
         assert!(matches!(d(Some(&aws), &none, 1000), Decision::Forbidden(m) if m.contains("aws")));
         // A per-cluster token cannot be checked here: refused.
         let legacy = format!("Bearer rly_0123456789ab_{}", "0".repeat(64));
-        assert!(matches!(d(Some(&legacy), &none, 1000), Decision::Unauthorized(_)));
+        assert!(matches!(
+            d(Some(&legacy), &none, 1000),
+            Decision::Unauthorized(_)
+        ));
     }
 
     #[test]

@@ -227,11 +227,17 @@ impl StealingConfig {
         for (i, e) in self.egress.iter().enumerate() {
             let field = format!("stealing.egress[{i}]");
             if !valid_cluster_name(&e.from) || !valid_cluster_name(&e.to) {
-                return Err(invalid(field, "from and to must be cloud names ([a-z0-9-]{1,32})"));
+                return Err(invalid(
+                    field,
+                    "from and to must be cloud names ([a-z0-9-]{1,32})",
+                ));
             }
             non_negative(&format!("{field}.usd_per_gb"), e.usd_per_gb)?;
             if !pairs.insert((e.from.as_str(), e.to.as_str())) {
-                return Err(invalid(field, format!("{} -> {} is priced twice", e.from, e.to)));
+                return Err(invalid(
+                    field,
+                    format!("{} -> {} is priced twice", e.from, e.to),
+                ));
             }
         }
         Ok(())

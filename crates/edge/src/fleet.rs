@@ -666,10 +666,17 @@ url = "http://127.0.0.1:5"
                 reason: StayReason::NothingReady
             })
         );
-        f.observe("aws", &probe(t, true, Some(offering("aws", 300.0, "aws.1.transcode"))), t);
+        f.observe(
+            "aws",
+            &probe(t, true, Some(offering("aws", 300.0, "aws.1.transcode"))),
+            t,
+        );
         match f.steal("gcp", t) {
             StealVerdict::Decided(Decision::Steal { from, task_id, .. }) => {
-                assert_eq!((from.as_str(), task_id.as_str()), ("aws", "aws.1.transcode"));
+                assert_eq!(
+                    (from.as_str(), task_id.as_str()),
+                    ("aws", "aws.1.transcode")
+                );
             }
             other => panic!("expected a steal, got {other:?}"),
         }

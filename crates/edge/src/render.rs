@@ -601,7 +601,10 @@ cost = 0.5
         let steal = &text[text.find("location = /edge/steal {").unwrap()..];
         let steal = &steal[..steal.find("\n        }").unwrap()];
         assert!(!steal.contains("deny"), "{steal}");
-        assert!(steal.contains("proxy_pass http://reelay_controller;"), "{steal}");
+        assert!(
+            steal.contains("proxy_pass http://reelay_controller;"),
+            "{steal}"
+        );
         if std::process::Command::new("nginx")
             .arg("-v")
             .output()

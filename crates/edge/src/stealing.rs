@@ -484,7 +484,10 @@ mod tests {
             expected_seconds: 12.0,
         };
         let t = ready_task(&wire);
-        assert_eq!((t.input_bytes, t.output_bytes, t.moved_before), (7, 9, false));
+        assert_eq!(
+            (t.input_bytes, t.output_bytes, t.moved_before),
+            (7, 9, false)
+        );
     }
 
     #[test]

@@ -2303,11 +2303,7 @@ pub async fn peer_offers_and_exact_claims(store: &dyn JobStore) {
     assert_eq!(store.peer_offer(peer(None)).await.expect("offer"), None);
     let pending_task: &'static str = Box::leak(pending.tasks[0].id.clone().into_boxed_str());
     assert!(store
-        .claim_for_peer(
-            peer(Some(pending_task)),
-            "peer:gcp:w0",
-            LONG_LEASE
-        )
+        .claim_for_peer(peer(Some(pending_task)), "peer:gcp:w0", LONG_LEASE)
         .await
         .expect("claim_for_peer")
         .is_none());
@@ -2350,7 +2346,11 @@ pub async fn peer_offers_and_exact_claims(store: &dyn JobStore) {
         .expect("claim_for_peer")
         .is_none());
     assert!(store
-        .claim_for_peer(peer(Some("aws.nosuch.transcode")), "peer:gcp:w2", LONG_LEASE)
+        .claim_for_peer(
+            peer(Some("aws.nosuch.transcode")),
+            "peer:gcp:w2",
+            LONG_LEASE
+        )
         .await
         .expect("claim_for_peer")
         .is_none());

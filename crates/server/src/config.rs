@@ -348,7 +348,10 @@ impl Config {
         }
         if let Some(edge) = &self.steal.edge {
             if !(edge.starts_with("http://") || edge.starts_with("https://")) {
-                return bad("steal.edge", "must be the edge's base URL (http:// or https://)");
+                return bad(
+                    "steal.edge",
+                    "must be the edge's base URL (http:// or https://)",
+                );
             }
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {

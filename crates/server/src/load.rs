@@ -93,7 +93,6 @@ pub fn report(
     counts: &QueueCounts,
     running: &[RunningAttempt],
     accepting: bool,
-    offer: Option<StealOffer>,
     now: Millis,
 ) -> LoadReport {
     let mut remaining: Vec<f64> = running
@@ -130,8 +129,16 @@ pub fn report(
         accepting,
         running_remaining_seconds: remaining,
         encode_speed: speed.map(|s| (s * 100.0).round() / 100.0),
-        // A cluster that takes no new work hands none to its peers either.
-        offer: offer.filter(|_| accepting),
+        offer: None,
+    }
+}
+
+/// The report with its steal offer; a cluster that takes no new work hands none to its peers
+/// either.
+pub fn with_offer(report: LoadReport, offer: Option<StealOffer>) -> LoadReport {
+    LoadReport {
+        offer: offer.filter(|_| report.accepting),
+        ..report
     }
 }
 
@@ -211,7 +218,7 @@ mod tests {
                 eta_at: Some(now + 1_500),
             },
         ];
-        let r = report("aws", 3, None, &counts, &running, true, None, now);
+        let r = report("aws", 3, None, &counts, &running, true, now);
         assert_eq!(r.running_remaining_seconds, vec![1.5, 3.0, 10.0]);
         assert_eq!(r.backlog_seconds, 10.0);
         assert_eq!((r.capacity, r.running, r.queued), (3, 3, 2));
@@ -222,20 +229,20 @@ mod tests {
             queued_estimated_seconds: 0.12,
         };
         assert_eq!(
-            report("aws", 3, None, &tiny, &[], true, None, now).backlog_seconds,
+            report("aws", 3, None, &tiny, &[], true, now).backlog_seconds,
             0.1
         );
         // The running count follows the list it comes with.
-        let r = report("aws", 3, None, &counts, &running[..1], true, None, now);
+        let r = report("aws", 3, None, &counts, &running[..1], true, now);
         assert_eq!(r.running, 1);
         // Workers encoding at 2× real time: the same media is half the wall time; jobs with an
         // ETA keep it.
-        let fast = report("aws", 3, Some(2.0), &counts, &running, true, None, now);
+        let fast = report("aws", 3, Some(2.0), &counts, &running, true, now);
         assert_eq!(fast.backlog_seconds, 5.0);
         assert_eq!(fast.running_remaining_seconds, vec![0.0, 1.5, 4.0]);
         assert_eq!(fast.encode_speed, Some(2.0));
 
-        let idle = report("aws", 0, None, &QueueCounts::default(), &[], false, None, now);
+        let idle = report("aws", 0, None, &QueueCounts::default(), &[], false, now);
         assert!(idle.running_remaining_seconds.is_empty());
         assert_eq!(idle.backlog_seconds, 0.0);
     }
@@ -258,7 +265,6 @@ mod tests {
             &QueueCounts::default(),
             &[segment],
             true,
-            None,
             now,
         );
         assert_eq!(r.running_remaining_seconds, vec![10.0]);
@@ -270,7 +276,6 @@ mod tests {
             &QueueCounts::default(),
             &[segment],
             true,
-            None,
             now,
         );
         assert_eq!(fast.running_remaining_seconds, vec![5.0]);
@@ -286,7 +291,6 @@ mod tests {
             &QueueCounts::default(),
             &[with_eta],
             true,
-            None,
             now,
         );
         assert_eq!(r.running_remaining_seconds, vec![3.0]);
@@ -295,7 +299,7 @@ mod tests {
             progress: f64::NAN,
             ..segment
         };
-        let r = report("aws", 8, None, &QueueCounts::default(), &[nan], true, None, now);
+        let r = report("aws", 8, None, &QueueCounts::default(), &[nan], true, now);
         assert_eq!(r.running_remaining_seconds, vec![20.0]);
     }
 
@@ -329,8 +333,11 @@ mod tests {
         assert_eq!(o.output_bytes, 0);
         let counts = QueueCounts::default();
         let with = |accepting| {
-            report("aws", 1, None, &counts, &[], accepting, Some(offer(&task, 1, None, now)), now)
-                .offer
+            with_offer(
+                report("aws", 1, None, &counts, &[], accepting, now),
+                Some(offer(&task, 1, None, now)),
+            )
+            .offer
         };
         assert!(with(true).is_some());
         assert_eq!(with(false), None);

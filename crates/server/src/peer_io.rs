@@ -692,10 +692,7 @@ impl EdgeClient {
     }
 
     /// The edge's decision for an idle slot of cluster `thief`.
-    pub async fn decide(
-        &self,
-        thief: &str,
-    ) -> Result<reelay_protocol::StealDecision, PeerError> {
+    pub async fn decide(&self, thief: &str) -> Result<reelay_protocol::StealDecision, PeerError> {
         let transport = |source| PeerError::Transport {
             peer: "edge".into(),
             source,

@@ -23,7 +23,8 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
         st.store.live_capacity(),
         st.store.running_attempts(),
         st.store.live_speed(),
-        st.store.peer_offer(crate::api::peer::offer_rules(&st, "", None)),
+        st.store
+            .peer_offer(crate::api::peer::offer_rules(&st, "", None)),
     )?;
     let now = reelay_jobs::now_millis();
     let offer = match offered {
@@ -33,16 +34,16 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
         }
         None => None,
     };
-    Ok(Json(crate::load::report(
+    let report = crate::load::report(
         &st.cfg.cluster,
         capacity,
         speed,
         &c,
         &running,
         st.is_accepting(),
-        offer,
         now,
-    )))
+    );
+    Ok(Json(crate::load::with_offer(report, offer)))
 }
 
 /// The offered task's input size: as recorded at admission (or by the first probe), else the
