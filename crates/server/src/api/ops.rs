@@ -18,14 +18,24 @@ pub async fn presets() -> Json<PresetList> {
 pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
     // Shared through the store, so an api replica without workers still knows the cluster's
     // slots. Five small independent reads, asked together: edges poll this every second.
-    let (c, capacity, running, speed, offered) = tokio::try_join!(
-        st.store.counts(),
-        st.store.live_capacity(),
-        st.store.running_attempts(),
-        st.store.live_speed(),
+    // The steal offer is optional: a failure to read it reports none rather than no load.
+    let (base, offered) = tokio::join!(
+        async {
+            tokio::try_join!(
+                st.store.counts(),
+                st.store.live_capacity(),
+                st.store.running_attempts(),
+                st.store.live_speed(),
+            )
+        },
         st.store
             .peer_offer(crate::api::peer::offer_rules(&st, "", None)),
-    )?;
+    );
+    let (c, capacity, running, speed) = base?;
+    let offered = offered.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the steal offer could not be read; reporting none");
+        None
+    });
     let now = reelay_jobs::now_millis();
     let offer = match offered {
         Some(task) => {
