@@ -352,3 +352,117 @@ fn a_claim_names_its_task_and_an_unstarted_release_lets_it_move_again() {
     assert_eq!(any["task_id"], format!("{first}.transcode").as_str());
     s.cancel(&s.aws, &stall);
 }
+
+/// Split pieces move (issue 16: "a long film's pieces spread over both clouds"): a split job
+/// on aws, whose one slot cuts and stitches, has its ranges encoded by both clusters' workers
+/// (gcp's asks aws in turn, `[steal]` without an edge), and the stitched file is whole: every
+/// frame, decode timestamps increasing.
+#[test]
+fn a_split_jobs_pieces_are_encoded_by_both_clusters_and_stitch_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trusted = keygen(d);
+    let user = signed_token(d, "team", &["submit", "read"]);
+    let peer = signed_token(d, "gcp", &["peer"]);
+    let peer_file = d.join("gcp-peer.token");
+    std::fs::write(&peer_file, &peer).unwrap();
+    let keys = format!("trusted_keys = {:?}\n", trusted.display().to_string());
+    let aws = Cluster::start_with_config(
+        d,
+        "aws",
+        "127.0.0.1",
+        1,
+        &format!("{keys}[steal]\noffer_after_seconds = 0.3\n"),
+    );
+    let gcp = Cluster::start_with_config(
+        d,
+        "gcp",
+        "127.0.0.1",
+        1,
+        &format!(
+            "{keys}[steal]\npoll_ms = 100\n[[steal.peers]]\nname = \"aws\"\nurl = \"{aws}\"\n\
+             token_file = {peer_file:?}\n",
+            aws = aws.base(),
+            peer_file = peer_file.display().to_string(),
+        ),
+    );
+    let s = Stack {
+        aws,
+        gcp,
+        edge: Edge::unstarted(d),
+        user,
+        peer,
+    };
+    let input = common::keyed_clip(d, "film.mp4", "320x180", 16);
+    let form = reqwest::blocking::multipart::Form::new()
+        .text(
+            "spec",
+            r#"{"outputs":[{"preset":"mp4-360p"}],"split":{"segment_seconds":2}}"#,
+        )
+        .file("file", &input)
+        .unwrap();
+    let r = http()
+        .post(format!("{}/v1/jobs", s.aws.base()))
+        .bearer_auth(&s.user)
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
+    let id = r.json::<JobView>().unwrap().id;
+    let job = wait_until("the split job to succeed", Duration::from_secs(180), || {
+        let j = s.job(&s.aws, &id);
+        assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);
+        (j.status.as_str() == "succeeded").then_some(j)
+    });
+    let ran_on = |kind: &str, cluster: &str| {
+        job.tasks
+            .iter()
+            .filter(|t| t.kind == kind && t.ran_on.as_deref() == Some(cluster))
+            .count()
+    };
+    let segments = job
+        .tasks
+        .iter()
+        .filter(|t| t.kind == "encode_segment")
+        .count();
+    assert!(segments >= 4, "{:?}", job.tasks);
+    eprintln!(
+        "split pieces: {} of {segments} encoded on gcp, {} on aws",
+        ran_on("encode_segment", "gcp"),
+        ran_on("encode_segment", "aws")
+    );
+    assert!(ran_on("encode_segment", "gcp") >= 1, "{:?}", job.tasks);
+    assert!(ran_on("encode_segment", "aws") >= 1, "{:?}", job.tasks);
+    // Only pieces move: the split and the stitch stay home.
+    for kind in ["split", "stitch"] {
+        assert_eq!(ran_on(kind, "gcp"), 0, "{kind}: {:?}", job.tasks);
+    }
+    assert!(job.tasks.iter().all(|t| t.attempts == 1), "{:?}", job.tasks);
+
+    let out = &job.outputs[0];
+    let bytes = http()
+        .get(format!("{}{}", s.aws.base(), out.url))
+        .bearer_auth(&s.user)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(common::frames(&bytes), 16 * 25, "every frame, once");
+    let file = d.join("stitched.mp4");
+    std::fs::write(&file, &bytes).unwrap();
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["packet=dts", "-of", "csv=p=0"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let dts: Vec<i64> = String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    assert_eq!(dts.len(), 16 * 25);
+    assert!(
+        dts.windows(2).all(|w| w[0] < w[1]),
+        "decode timestamps go back"
+    );
+}
