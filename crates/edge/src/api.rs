@@ -7,6 +7,7 @@
 use crate::auth::Decision;
 use crate::controller::{Controller, ReloadConfigError};
 use crate::error::{error_chain, ApiError};
+use crate::fleet::StealVerdict;
 use crate::listing;
 use crate::reconcile::Applied;
 use axum::extract::{Query, RawQuery, State};
@@ -29,6 +30,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/internal/auth", get(authorize))
         .route("/edge/status", get(status))
         .route("/edge/metrics", get(metrics))
+        .route("/edge/steal", get(steal))
         .route(
             "/edge/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -123,6 +125,42 @@ async fn place(State(ctl): State<Arc<Controller>>, headers: HeaderMap) -> Respon
             Err(_) => ApiError::BadClusterName.into_response(),
         },
         None => ApiError::NoCluster.into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct StealParams {
+    thief: Option<String>,
+}
+
+/// `GET /edge/steal?thief={cluster}`: whether an idle worker slot of `thief` should take a
+/// waiting task from another cluster, and which (`stealing::choose` over the latest load
+/// readings). With `[auth]` on, only `thief`'s own signed token with the `peer` scope may ask.
+async fn steal(
+    State(ctl): State<Arc<Controller>>,
+    headers: HeaderMap,
+    Query(p): Query<StealParams>,
+) -> Response {
+    let Some(thief) = p.thief.filter(|t| !t.is_empty()) else {
+        return ApiError::InvalidQuery("thief is required: the cluster asking for work")
+            .into_response();
+    };
+    if let Some(auth) = &ctl.auth {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match auth.check_peer(authorization, &thief) {
+            Decision::Allow => {}
+            Decision::Unauthorized(m) => return ApiError::Unauthorized(m).into_response(),
+            Decision::Forbidden(m) => return ApiError::Forbidden(m).into_response(),
+        }
+    }
+    match ctl.steal(&thief) {
+        StealVerdict::UnknownCluster => ApiError::UnknownCluster(thief).into_response(),
+        StealVerdict::NoReading => {
+            Json(crate::stealing::stay_answer(crate::stealing::THIEF_UNKNOWN)).into_response()
+        }
+        StealVerdict::Decided(d) => Json(d.answer()).into_response(),
     }
 }
 

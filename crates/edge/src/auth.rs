@@ -91,6 +91,42 @@ pub fn decide(
     }
 }
 
+/// The check of `GET /edge/steal`: a signed token with the `peer` scope whose owner is the
+/// asking cluster `thief` (a cluster asks for its own slots only). Per-cluster `rly_…` tokens
+/// are refused whatever `legacy_tokens` says: no cluster stands behind this route to check
+/// them. `now` Unix seconds.
+pub fn decide_peer(
+    authorization: Option<&str>,
+    thief: &str,
+    trusted: &TrustedKeys,
+    revoked: &RevocationSet,
+    now: u64,
+) -> Decision {
+    let presented = authorization.and_then(|value| {
+        value
+            .trim()
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+    });
+    let Some(presented) = presented.filter(|t| is_signed_token(t)) else {
+        return Decision::Unauthorized(
+            "a stealing decision needs a signed token with the peer scope".into(),
+        );
+    };
+    match token::verify(presented, trusted, revoked, now) {
+        Ok(claims) if !claims.has(Scope::Peer) => {
+            Decision::Forbidden("this token lacks the peer scope".into())
+        }
+        Ok(claims) if claims.sub != thief => Decision::Forbidden(format!(
+            "this peer token is {:?}'s: it may ask for that cluster only",
+            claims.sub
+        )),
+        Ok(_) => Decision::Allow,
+        Err(e) => Decision::Unauthorized(e.to_string()),
+    }
+}
+
 /// The message travels to nginx in a header and is pasted into a JSON string there: keep it to
 /// characters that need no escaping.
 pub fn header_safe(message: &str) -> String {
@@ -151,6 +187,16 @@ impl EdgeAuth {
         )
     }
 
+    /// [`decide_peer`] with the loaded keys and revocations, now.
+    pub fn check_peer(&self, authorization: Option<&str>, thief: &str) -> Decision {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+        decide_peer(authorization, thief, &keys.0, &revoked, now)
+    }
+
     /// Re-reads the trusted keys if the file changed; a broken file keeps the loaded keys.
     pub fn reload_keys(&self) {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
@@ -191,10 +237,14 @@ mod tests {
     }
 
     fn token(key: &SigningKey, scopes: &[Scope]) -> (String, String) {
+        owned_token(key, None, scopes)
+    }
+
+    fn owned_token(key: &SigningKey, owner: Option<&str>, scopes: &[Scope]) -> (String, String) {
         let (t, c) = issue(
             key,
             &NewClaims {
-                owner: None,
+                owner: owner.map(str::to_string),
                 scopes: scopes.to_vec(),
                 name: String::new(),
                 ttl_seconds: Some(100),
@@ -280,6 +330,46 @@ mod tests {
         // And the peer token is nothing else at the edge.
         assert!(matches!(d(&peer, Scope::Submit), Decision::Forbidden(_)));
         assert!(matches!(d(&peer, Scope::Read), Decision::Forbidden(_)));
+    }
+
+    #[test]
+    fn a_stealing_decision_needs_the_thiefs_own_peer_token() {
+        let (key, trusted) = setup();
+        let none = RevocationSet::default();
+        let d = |h: Option<&str>, revoked: &RevocationSet, now: u64| {
+            decide_peer(h, "gcp", &trusted, revoked, now)
+        };
+        let (gcp, gcp_id) = owned_token(&key, Some("gcp"), &[Scope::Peer]);
+        assert_eq!(d(Some(&gcp), &none, 1000), Decision::Allow);
+        assert!(matches!(d(None, &none, 1000), Decision::Unauthorized(_)));
+        assert!(matches!(
+            d(Some("Basic abc"), &none, 1000),
+            Decision::Unauthorized(_)
+        ));
+        // Expired or revoked.
+        assert!(matches!(
+            d(Some(&gcp), &none, 1100),
+            Decision::Unauthorized(_)
+        ));
+        let mut revoked = RevocationSet::default();
+        revoked.insert(&gcp_id, 1);
+        assert!(matches!(
+            d(Some(&gcp), &revoked, 1000),
+            Decision::Unauthorized(_)
+        ));
+        // Another scope (admin included), or another cluster's peer token.
+        for scopes in [&[Scope::Admin][..], &[Scope::Read, Scope::Submit][..]] {
+            let (t, _) = owned_token(&key, Some("gcp"), scopes);
+            assert!(matches!(d(Some(&t), &none, 1000), Decision::Forbidden(_)));
+        }
+        let (aws, _) = owned_token(&key, Some("aws"), &[Scope::Peer]);
+        assert!(matches!(d(Some(&aws), &none, 1000), Decision::Forbidden(m) if m.contains("aws")));
+        // A per-cluster token cannot be checked here: refused.
+        let legacy = format!("Bearer rly_0123456789ab_{}", "0".repeat(64));
+        assert!(matches!(
+            d(Some(&legacy), &none, 1000),
+            Decision::Unauthorized(_)
+        ));
     }
 
     #[test]

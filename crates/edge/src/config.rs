@@ -134,7 +134,128 @@ pub struct EdgeConfig {
     /// Token checks at the edge (`[auth]`); without it the edge forwards whatever it gets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
+    /// Whether, and when, an idle cluster takes a waiting task from another (`[stealing]`).
+    #[serde(default)]
+    pub stealing: StealingConfig,
     pub clusters: Vec<ClusterConfig>,
+}
+
+/// `[stealing]`: the edge's answer to `GET /edge/steal` (see `stealing.rs` for the model).
+/// Off by default; when on, the defaults are conservative: a move must save a minute after its
+/// transfer and its egress, priced at the clouds' internet list price and a waiting hour worth
+/// one dollar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StealingConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// The smallest saving, after transfer time and egress price, worth a move.
+    #[serde(default = "default_min_seconds_saved")]
+    pub min_seconds_saved: f64,
+    /// Throughput assumed between two clouds for a task's input and outputs, in MB/s.
+    #[serde(default = "default_link_mb_per_second")]
+    pub link_mb_per_second: f64,
+    /// What an hour of one task's waiting is worth in USD: turns an egress price into seconds.
+    #[serde(default = "default_wait_usd_per_hour")]
+    pub wait_usd_per_hour: f64,
+    /// Egress price per GB between clouds not listed in `egress`.
+    #[serde(default = "default_egress_usd_per_gb")]
+    pub egress_usd_per_gb: f64,
+    /// Prices of particular cloud pairs (`from` is where the task's bytes live).
+    #[serde(default)]
+    pub egress: Vec<EgressPrice>,
+}
+
+/// `[[stealing.egress]]`: the price of one GB from cloud `from` to cloud `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressPrice {
+    pub from: String,
+    pub to: String,
+    pub usd_per_gb: f64,
+}
+
+impl Default for StealingConfig {
+    fn default() -> Self {
+        StealingConfig {
+            enabled: false,
+            min_seconds_saved: default_min_seconds_saved(),
+            link_mb_per_second: default_link_mb_per_second(),
+            wait_usd_per_hour: default_wait_usd_per_hour(),
+            egress_usd_per_gb: default_egress_usd_per_gb(),
+            egress: Vec::new(),
+        }
+    }
+}
+
+impl StealingConfig {
+    /// The pure policy these settings describe.
+    pub fn policy(&self) -> crate::stealing::StealingPolicy {
+        crate::stealing::StealingPolicy {
+            enabled: self.enabled,
+            min_seconds_saved: self.min_seconds_saved,
+            link_bytes_per_second: self.link_mb_per_second * 1e6,
+            wait_usd_per_hour: self.wait_usd_per_hour,
+            egress_usd_per_gb: self
+                .egress
+                .iter()
+                .map(|e| ((e.from.clone(), e.to.clone()), e.usd_per_gb))
+                .collect(),
+            default_egress_usd_per_gb: self.egress_usd_per_gb,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let non_negative = |field: &str, v: f64| -> Result<(), ConfigError> {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(invalid(field, "must be a number, 0 or more"))
+            }
+        };
+        non_negative("stealing.min_seconds_saved", self.min_seconds_saved)?;
+        non_negative("stealing.egress_usd_per_gb", self.egress_usd_per_gb)?;
+        for (name, v) in [
+            ("stealing.link_mb_per_second", self.link_mb_per_second),
+            ("stealing.wait_usd_per_hour", self.wait_usd_per_hour),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(name, "must be a positive number"));
+            }
+        }
+        let mut pairs = HashSet::new();
+        for (i, e) in self.egress.iter().enumerate() {
+            let field = format!("stealing.egress[{i}]");
+            if !valid_cluster_name(&e.from) || !valid_cluster_name(&e.to) {
+                return Err(invalid(
+                    field,
+                    "from and to must be cloud names ([a-z0-9-]{1,32})",
+                ));
+            }
+            non_negative(&format!("{field}.usd_per_gb"), e.usd_per_gb)?;
+            if !pairs.insert((e.from.as_str(), e.to.as_str())) {
+                return Err(invalid(
+                    field,
+                    format!("{} -> {} is priced twice", e.from, e.to),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_min_seconds_saved() -> f64 {
+    60.0
+}
+fn default_link_mb_per_second() -> f64 {
+    50.0
+}
+fn default_wait_usd_per_hour() -> f64 {
+    1.0
+}
+fn default_egress_usd_per_gb() -> f64 {
+    // Internet egress list price of both AWS and GCP at the first tier.
+    0.09
 }
 
 /// `[auth]`: the edge verifies signed tokens itself (with the public keys only: it cannot mint
@@ -230,6 +351,9 @@ pub struct ClusterConfig {
     /// Fixed addresses instead of resolving the url's host.
     #[serde(default)]
     pub addresses: Option<Vec<SocketAddr>>,
+    /// The cloud it runs in, for `[stealing]` egress prices; default: the cluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<String>,
 }
 
 /// The host and port a cluster URL names.
@@ -240,6 +364,11 @@ pub struct ClusterTarget {
 }
 
 impl ClusterConfig {
+    /// The cloud egress prices are looked up by (`cloud`, else the cluster's name).
+    pub fn cloud(&self) -> &str {
+        self.cloud.as_deref().unwrap_or(&self.name)
+    }
+
     /// Host and port of `url`; validated at load time, so failing here means an unchecked config.
     pub fn target(&self) -> Result<ClusterTarget, ConfigError> {
         parse_cluster_url(&self.url).map_err(|message| ConfigError::Invalid {
@@ -600,6 +729,9 @@ impl EdgeConfig {
             if !c.cost.is_finite() || c.cost <= 0.0 {
                 return Err(invalid(field("cost"), "must be a positive number"));
             }
+            if c.cloud.as_deref().is_some_and(|cl| !valid_cluster_name(cl)) {
+                return Err(invalid(field("cloud"), "must match [a-z0-9-]{1,32}"));
+            }
             if let Some(addrs) = &c.addresses {
                 if addrs.is_empty() {
                     return Err(invalid(
@@ -612,6 +744,7 @@ impl EdgeConfig {
                 }
             }
         }
+        self.stealing.validate()?;
         if let Some(local) = &self.local_cluster {
             if self.cluster(local).is_none() {
                 return Err(invalid(
@@ -912,5 +1045,82 @@ addresses = ["127.0.0.1:8082"]
         assert_eq!(cfg.hosts_file, Some(dir.path().join("hosts")));
         let missing = EdgeConfig::load(&dir.path().join("nope.toml")).unwrap_err();
         assert!(matches!(missing, ConfigError::Read { .. }));
+    }
+
+    const STEALING_BASE: &str = "listen = \"127.0.0.1:1\"\ncontrol_listen = \"127.0.0.1:2\"\n";
+    const STEALING_CLUSTERS: &str = "[[clusters]]\nname = \"aws\"\nurl = \"http://127.0.0.1:3\"\n\
+         [[clusters]]\nname = \"gcp-eu\"\nurl = \"http://127.0.0.1:4\"\ncloud = \"gcp\"\n";
+
+    #[test]
+    fn stealing_is_off_and_conservative_by_default() {
+        let cfg = EdgeConfig::parse(&format!("{STEALING_BASE}{STEALING_CLUSTERS}")).unwrap();
+        let p = cfg.stealing.policy();
+        assert_eq!(p, crate::stealing::StealingPolicy::default());
+        assert!(!p.enabled);
+        assert_eq!(cfg.clusters[0].cloud(), "aws");
+        assert_eq!(cfg.clusters[1].cloud(), "gcp");
+    }
+
+    #[test]
+    fn stealing_is_read_from_its_table() {
+        let cfg = EdgeConfig::parse(&format!(
+            "{STEALING_BASE}[stealing]\nenabled = true\nmin_seconds_saved = 5\n\
+             link_mb_per_second = 100\nwait_usd_per_hour = 2.5\negress_usd_per_gb = 0.12\n\
+             [[stealing.egress]]\nfrom = \"aws\"\nto = \"gcp\"\nusd_per_gb = 0.02\n\
+             {STEALING_CLUSTERS}"
+        ))
+        .unwrap();
+        let p = cfg.stealing.policy();
+        assert!(p.enabled);
+        assert_eq!(p.min_seconds_saved, 5.0);
+        assert_eq!(p.link_bytes_per_second, 100e6);
+        assert_eq!(p.wait_usd_per_hour, 2.5);
+        assert_eq!(p.default_egress_usd_per_gb, 0.12);
+        assert_eq!(
+            p.egress_usd_per_gb,
+            vec![(("aws".to_string(), "gcp".to_string()), 0.02)]
+        );
+    }
+
+    #[test]
+    fn bad_stealing_values_are_named() {
+        for (table, field) in [
+            ("min_seconds_saved = -1", "stealing.min_seconds_saved"),
+            ("min_seconds_saved = nan", "stealing.min_seconds_saved"),
+            ("link_mb_per_second = 0", "stealing.link_mb_per_second"),
+            ("wait_usd_per_hour = 0", "stealing.wait_usd_per_hour"),
+            ("wait_usd_per_hour = inf", "stealing.wait_usd_per_hour"),
+            ("egress_usd_per_gb = -0.1", "stealing.egress_usd_per_gb"),
+            (
+                "[[stealing.egress]]\nfrom = \"AWS\"\nto = \"gcp\"\nusd_per_gb = 1",
+                "stealing.egress[0]",
+            ),
+            (
+                "[[stealing.egress]]\nfrom = \"aws\"\nto = \"gcp\"\nusd_per_gb = -1",
+                "stealing.egress[0].usd_per_gb",
+            ),
+            (
+                "[[stealing.egress]]\nfrom = \"aws\"\nto = \"gcp\"\nusd_per_gb = 1\n\
+                 [[stealing.egress]]\nfrom = \"aws\"\nto = \"gcp\"\nusd_per_gb = 2",
+                "stealing.egress[1]",
+            ),
+        ] {
+            let text = format!("{STEALING_BASE}[stealing]\n{table}\n{STEALING_CLUSTERS}");
+            match EdgeConfig::parse(&text) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{table}"),
+                other => panic!("{table}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            EdgeConfig::parse(&format!(
+                "{STEALING_BASE}[stealing]\nbogus = 1\n{STEALING_CLUSTERS}"
+            )),
+            Err(ConfigError::Parse { .. })
+        ));
+        let bad_cloud = STEALING_CLUSTERS.replace("cloud = \"gcp\"", "cloud = \"G C P\"");
+        assert!(matches!(
+            EdgeConfig::parse(&format!("{STEALING_BASE}{bad_cloud}")),
+            Err(ConfigError::Invalid { field, .. }) if field == "clusters[1].cloud"
+        ));
     }
 }

@@ -11,7 +11,7 @@ use crate::background::{self, Background};
 use crate::config::EdgeConfig;
 use crate::error::EdgeError;
 pub use crate::error::ReloadConfigError;
-use crate::fleet::{Fleet, ListingTargets, Resolved, Target};
+use crate::fleet::{Fleet, ListingTargets, Resolved, StealVerdict, Target};
 use crate::health::Health;
 use crate::metrics::EdgeMetrics;
 use crate::nginx::Nginx;
@@ -41,6 +41,8 @@ pub struct Controller {
     /// `[auth]`: token checks and the revocations carried between clusters.
     pub(crate) auth: Option<Arc<crate::auth::EdgeAuth>>,
     pub(crate) revocations: Arc<crate::revocations::RevocationSync>,
+    /// `GET /edge/steal` answers by outcome (`steal` or the reason to stay), for the metrics.
+    steal_decisions: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Controller {
@@ -64,6 +66,7 @@ impl Controller {
             background: Background::default(),
             auth,
             revocations: Arc::new(crate::revocations::RevocationSync::default()),
+            steal_decisions: Mutex::new(Default::default()),
         }))
     }
 
@@ -194,6 +197,27 @@ impl Controller {
         self.fleet().place(Instant::now(), record)
     }
 
+    /// The stealing decision for an idle slot of `thief`, now (see [`Fleet::steal`]); every
+    /// decision is counted by outcome.
+    pub fn steal(&self, thief: &str) -> StealVerdict {
+        let verdict = self.fleet().steal(thief, Instant::now());
+        let outcome = match &verdict {
+            StealVerdict::UnknownCluster => return verdict,
+            StealVerdict::NoReading => crate::stealing::THIEF_UNKNOWN,
+            StealVerdict::Decided(d) => d.outcome(),
+        };
+        *self
+            .steal_decisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(outcome)
+            .or_default() += 1;
+        if let StealVerdict::Decided(d @ crate::stealing::Decision::Steal { .. }) = &verdict {
+            tracing::info!(thief, decision = ?d, "an idle cluster takes a waiting task");
+        }
+        verdict
+    }
+
     /// What nginx.conf should say now; also tracks (and logs) fail-open transitions.
     pub fn desired(&self) -> Desired {
         let mut fleet = self.fleet();
@@ -297,7 +321,15 @@ impl Controller {
         let nginx = self.supervisor().info();
         let reloads = self.reconciler.stats();
         let fleet = self.fleet();
+        let steal_decisions = self
+            .steal_decisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
         EdgeMetrics {
+            steal_decisions,
             clusters: fleet.counters(),
             fail_open: fleet.fail_open(),
             reloads,

@@ -173,6 +173,9 @@ pub enum ApiError {
     BadClusterName,
     #[error("{0}")]
     InvalidQuery(&'static str),
+    /// A request names a cluster this edge does not front (`/edge/steal?thief=`).
+    #[error("no cluster named {0:?} behind this edge")]
+    UnknownCluster(String),
     /// A merged listing that no cluster answered; names the ones missing.
     #[error("no cluster answered the listing ({})", .0.join(", "))]
     NoClusterAnswered(Vec<String>),
@@ -186,7 +189,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::NotFound => 404,
+            ApiError::NotFound | ApiError::UnknownCluster(_) => 404,
             ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::NoCluster | ApiError::NoClusterAnswered(_) => 503,
@@ -205,6 +208,7 @@ impl ApiError {
             ApiError::NoCluster => "no_cluster",
             ApiError::BadClusterName => "internal",
             ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::UnknownCluster(_) => "unknown_cluster",
             ApiError::NoClusterAnswered(_) => "cluster_unavailable",
             ApiError::Config(e) => e.code(),
             ApiError::ReloadFailed(_) => "reload_failed",
@@ -286,5 +290,8 @@ mod tests {
             "no cluster answered the listing (aws, gcp)"
         );
         assert!(none.is_transient() && !ApiError::InvalidQuery("x").is_transient());
+        let unknown = ApiError::UnknownCluster("azure".into());
+        assert_eq!((unknown.status(), unknown.code()), (404, "unknown_cluster"));
+        assert!(!unknown.is_transient());
     }
 }

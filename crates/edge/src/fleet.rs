@@ -111,6 +111,16 @@ pub struct ListingTargets {
     pub down: Vec<String>,
 }
 
+/// See [`Fleet::steal`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StealVerdict {
+    /// No cluster of that name behind this edge.
+    UnknownCluster,
+    /// The thief has not reported its load yet: whether it is idle is unknown.
+    NoReading,
+    Decided(crate::stealing::Decision),
+}
+
 /// The numbers `/edge/metrics` shows for one cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterCounters {
@@ -315,6 +325,53 @@ impl Fleet {
             rt.placements += 1;
         }
         Some(rt.name.clone())
+    }
+
+    /// The stealing decision for an idle slot of `thief` at `now` ([`crate::stealing::choose`]
+    /// under `[stealing]`): the thief's own latest reading says whether it really is idle; every
+    /// other reachable cluster's latest reading says what it offers and when its slots free.
+    pub fn steal(&self, thief: &str, now: Instant) -> StealVerdict {
+        use crate::stealing::{self, Offer, Thief};
+        let Some(me) = self.clusters.iter().find(|c| c.name == thief) else {
+            return StealVerdict::UnknownCluster;
+        };
+        let Some(my_load) = me.load.as_ref() else {
+            return StealVerdict::NoReading;
+        };
+        let cloud = |name: &str| {
+            self.cfg
+                .cluster(name)
+                .map_or(name, |c| c.cloud())
+                .to_string()
+        };
+        let thief = Thief {
+            cluster: thief.to_string(),
+            cloud: cloud(thief),
+            idle_slots: my_load.capacity.saturating_sub(my_load.running),
+            ready_tasks: my_load.queued,
+        };
+        let offers: Vec<Offer> = self
+            .clusters
+            .iter()
+            .filter(|c| c.name != thief.cluster && c.reachable())
+            .filter_map(|c| {
+                let load = c.load.as_ref()?;
+                Some(Offer {
+                    cluster: c.name.clone(),
+                    cloud: cloud(&c.name),
+                    load: Load::from(load),
+                    age_seconds: c
+                        .load_read_at
+                        .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64()),
+                    oldest_ready: load.offer.as_ref().map(stealing::ready_task),
+                })
+            })
+            .collect();
+        StealVerdict::Decided(stealing::choose(
+            &thief,
+            &offers,
+            &self.cfg.stealing.policy(),
+        ))
     }
 
     /// What nginx should route to each cluster, and whether the edge fails open (no cluster up
@@ -577,6 +634,88 @@ url = "http://127.0.0.1:5"
         assert_eq!(f.clusters()[0].health.state(), Health::Up);
         assert_eq!(f.clusters()[0].placements, 1);
         assert_eq!(f.clusters()[1].health.state(), Health::Unknown);
+    }
+
+    fn offering(name: &str, remaining: f64, task: &str) -> LoadReport {
+        let mut l = load(name, 1, 1);
+        l.queued = 1;
+        l.running_remaining_seconds = vec![remaining];
+        l.offer = Some(reelay_protocol::StealOffer {
+            task_id: task.into(),
+            ready_seconds: 30.0,
+            input_bytes: 1_000_000,
+            output_bytes: 1_000_000,
+            expected_seconds: 20.0,
+        });
+        l
+    }
+
+    /// The edge decides from the latest readings it keeps: the thief's own says whether it is
+    /// idle, the others' what they offer; a cluster that is down offers nothing.
+    #[test]
+    fn steal_decides_from_the_latest_readings() {
+        use crate::stealing::{Decision, StayReason};
+        let mut f = fleet("[stealing]\nenabled = true\nmin_seconds_saved = 10\n");
+        let t = Instant::now();
+        assert_eq!(f.steal("azure", t), StealVerdict::UnknownCluster);
+        assert_eq!(f.steal("gcp", t), StealVerdict::NoReading);
+        f.observe("gcp", &probe(t, true, Some(load("gcp", 1, 0))), t);
+        assert_eq!(
+            f.steal("gcp", t),
+            StealVerdict::Decided(Decision::Stay {
+                reason: StayReason::NothingReady
+            })
+        );
+        f.observe(
+            "aws",
+            &probe(t, true, Some(offering("aws", 300.0, "aws.1.transcode"))),
+            t,
+        );
+        match f.steal("gcp", t) {
+            StealVerdict::Decided(Decision::Steal { from, task_id, .. }) => {
+                assert_eq!(
+                    (from.as_str(), task_id.as_str()),
+                    ("aws", "aws.1.transcode")
+                );
+            }
+            other => panic!("expected a steal, got {other:?}"),
+        }
+        // The reading ages: 295 s later the slot frees in 5 s, not worth a move.
+        let later = t + Duration::from_secs(295);
+        assert_eq!(
+            f.steal("gcp", later),
+            StealVerdict::Decided(Decision::Stay {
+                reason: StayReason::NotWorthIt
+            })
+        );
+        // The thief's own reading says it is busy: nothing.
+        f.observe("gcp", &probe(t + ms(1), true, Some(load("gcp", 1, 1))), t);
+        assert_eq!(
+            f.steal("gcp", t),
+            StealVerdict::Decided(Decision::Stay {
+                reason: StayReason::ThiefBusy
+            })
+        );
+        // aws goes down: its offer is not taken, whatever it said last.
+        f.observe("gcp", &probe(t + ms(2), true, Some(load("gcp", 1, 0))), t);
+        for i in 0..2 {
+            f.observe("aws", &probe(t + ms(10 + i), false, None), t);
+        }
+        assert_eq!(
+            f.steal("gcp", t),
+            StealVerdict::Decided(Decision::Stay {
+                reason: StayReason::NothingReady
+            })
+        );
+        // Off unless [stealing] enabled.
+        let mut off = fleet("");
+        off.observe("gcp", &probe(t, true, Some(load("gcp", 1, 0))), t);
+        assert_eq!(
+            off.steal("gcp", t),
+            StealVerdict::Decided(Decision::Stay {
+                reason: StayReason::Disabled
+            })
+        );
     }
 
     #[test]

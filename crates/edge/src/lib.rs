@@ -10,6 +10,7 @@
 //! | [`config`] | `edge.toml` |
 //! | [`fleet`] | what the edge knows about each cluster (pure, time passed in) |
 //! | [`placement`] | the pure placement policy and its memory of recent placements |
+//! | [`stealing`] | the pure work-stealing policy behind `/edge/steal` |
 //! | [`health`] | fall/rise state machine |
 //! | [`probe`] | one health check of one cluster, as a value |
 //! | [`resolve`] | cluster names to addresses (hosts-file override first) |

@@ -17,6 +17,8 @@ pub struct EdgeMetrics {
     pub fail_open: bool,
     pub reloads: ReloadStats,
     pub nginx: MasterInfo,
+    /// `GET /edge/steal` answers by outcome (`steal`, `not_worth_it`, …), in label order.
+    pub steal_decisions: Vec<(&'static str, u64)>,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -97,6 +99,18 @@ pub fn render(m: &EdgeMetrics) -> String {
                 c.name, queued
             );
         }
+    }
+    header(
+        &mut out,
+        "reelay_edge_steal_decisions_total",
+        "counter",
+        "Stealing decisions answered to idle clusters, by outcome (steal, or the reason to stay).",
+    );
+    for (outcome, n) in &m.steal_decisions {
+        let _ = writeln!(
+            out,
+            "reelay_edge_steal_decisions_total{{outcome=\"{outcome}\"}} {n}"
+        );
     }
     header(
         &mut out,

@@ -692,6 +692,15 @@ cost = 0.5
         let api = &text[text.find("location /v1/ {").unwrap()..];
         let api = &api[..api.find("\n        }").unwrap()];
         assert!(!api.contains("deny"), "the API stays open: {api}");
+        // Every cluster's workers ask for stealing decisions: the controller checks their peer
+        // token, status_allow does not apply.
+        let steal = &text[text.find("location = /edge/steal {").unwrap()..];
+        let steal = &steal[..steal.find("\n        }").unwrap()];
+        assert!(!steal.contains("deny"), "{steal}");
+        assert!(
+            steal.contains("proxy_pass http://reelay_controller;"),
+            "{steal}"
+        );
         if std::process::Command::new("nginx")
             .arg("-v")
             .output()

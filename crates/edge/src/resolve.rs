@@ -105,6 +105,7 @@ mod tests {
             weight: 1,
             cost: 1.0,
             addresses: None,
+            cloud: None,
         }
     }
 

@@ -1,9 +1,11 @@
 //! Whether an idle cluster should take a ready task from another cluster, and which: a pure
 //! function of load readings and prices (issue 16, part 2).
 //!
-//! NOT WIRED YET: remote claim (the endpoints a thief's worker would use to run another
-//! cluster's task) is not built, so nothing calls [`choose`] outside its tests. The policy is
-//! written first because it decides what the endpoints must report.
+//! Wired: each cluster's `/v1/load` reports the task a peer's claim would take now
+//! (`LoadReport::offer`); the edge keeps the latest reading of every cluster
+//! ([`crate::fleet::Fleet::steal`]) and answers `GET /edge/steal?thief={cluster}` with
+//! [`choose`]'s decision. A thief's idle worker slot (`[steal] edge` in its cluster's config)
+//! asks there and claims exactly the named task from the named cluster.
 //!
 //! # The model
 //!
@@ -129,6 +131,74 @@ pub enum StayReason {
     NothingReady,
     /// Every candidate would save less than the transfer and egress cost it.
     NotWorthIt,
+}
+
+impl StayReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StayReason::Disabled => "disabled",
+            StayReason::ThiefBusy => "thief_busy",
+            StayReason::NothingReady => "nothing_ready",
+            StayReason::NotWorthIt => "not_worth_it",
+        }
+    }
+}
+
+/// The reason a thief the edge has no load reading of gets (it cannot say whether it is idle).
+pub const THIEF_UNKNOWN: &str = "thief_unknown";
+
+impl Decision {
+    /// The metrics label of this decision: `steal`, or the reason to stay.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Decision::Steal { .. } => "steal",
+            Decision::Stay { reason } => reason.as_str(),
+        }
+    }
+
+    /// The decision as `GET /edge/steal` answers it (seconds to one decimal).
+    pub fn answer(&self) -> reelay_protocol::StealDecision {
+        let tenth = |x: f64| (x * 10.0).round() / 10.0;
+        match self {
+            Decision::Steal {
+                from,
+                task_id,
+                transfer_seconds,
+                egress_seconds,
+                saved_seconds,
+                ..
+            } => reelay_protocol::StealDecision {
+                from: Some(from.clone()),
+                task_id: Some(task_id.clone()),
+                saved_seconds: Some(tenth(*saved_seconds)),
+                cost_seconds: Some(tenth(transfer_seconds + egress_seconds)),
+                reason: None,
+            },
+            Decision::Stay { reason } => stay_answer(reason.as_str()),
+        }
+    }
+}
+
+/// `{"from": null, "reason": …}`.
+pub fn stay_answer(reason: &str) -> reelay_protocol::StealDecision {
+    reelay_protocol::StealDecision {
+        from: None,
+        task_id: None,
+        saved_seconds: None,
+        cost_seconds: None,
+        reason: Some(reason.to_string()),
+    }
+}
+
+/// The head of a cluster's queue as its load report offers it: what the owner says a peer's
+/// claim would take now. The owner never offers a task that moved, so `moved_before` is false.
+pub fn ready_task(offer: &reelay_protocol::StealOffer) -> ReadyTask {
+    ReadyTask {
+        task_id: offer.task_id.clone(),
+        input_bytes: offer.input_bytes,
+        output_bytes: offer.output_bytes,
+        moved_before: false,
+    }
 }
 
 /// When the head of `load`'s queue starts at home, in seconds from now.
@@ -375,6 +445,48 @@ mod tests {
             Decision::Stay {
                 reason: StayReason::NothingReady
             }
+        );
+    }
+
+    #[test]
+    fn decisions_answer_in_the_wire_shape_with_their_metrics_label() {
+        let d = choose(&thief(), &[offer("aws", &[600.0, 900.0], 100)], &policy());
+        assert_eq!(d.outcome(), "steal");
+        let a = d.answer();
+        assert_eq!(a.from.as_deref(), Some("aws"));
+        assert_eq!(a.task_id.as_deref(), Some("aws-t1"));
+        // 600 − 3 − 48.6 saved; 3 s on the link + 48.6 s of egress price.
+        assert_eq!(a.saved_seconds, Some(548.4));
+        assert_eq!(a.cost_seconds, Some(51.6));
+        assert_eq!(a.reason, None);
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["from"], "aws");
+        let stay = choose(&thief(), &[offer("aws", &[5.0], 50)], &policy());
+        assert_eq!(stay.outcome(), "not_worth_it");
+        let json = serde_json::to_value(stay.answer()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"from": null, "reason": "not_worth_it"})
+        );
+        for (reason, label) in [
+            (StayReason::Disabled, "disabled"),
+            (StayReason::ThiefBusy, "thief_busy"),
+            (StayReason::NothingReady, "nothing_ready"),
+        ] {
+            assert_eq!(Decision::Stay { reason }.outcome(), label);
+        }
+        // An offer off the wire never counts as moved (the owner leaves moved tasks out).
+        let wire = reelay_protocol::StealOffer {
+            task_id: "aws.01J.transcode".into(),
+            ready_seconds: 30.0,
+            input_bytes: 7,
+            output_bytes: 9,
+            expected_seconds: 12.0,
+        };
+        let t = ready_task(&wire);
+        assert_eq!(
+            (t.input_bytes, t.output_bytes, t.moved_before),
+            (7, 9, false)
         );
     }
 

@@ -31,7 +31,7 @@ pub mod testsuite;
 pub use lease::Lease;
 pub use machine::TaskStatus;
 pub use model::*;
-pub use ops::PeerClaim;
+pub use ops::{PeerClaim, PeerOffer};
 pub use postgres::{PgStore, NOTIFY_CHANNEL};
 pub use retry::backoff;
 pub use sqlite::SqliteStore;

@@ -805,22 +805,31 @@ async fn task_event(
 /// were started earliest; then queued ones. Two index-ordered probes instead of one OR, which
 /// would make the planner sort every claimable row.
 ///
-/// A peer's probe (`peer_kinds` given) also skips every task that moved once and every kind
-/// the peer may not run (`$2`, `$3`, … hold the kinds).
-fn claim_probe(status: &str, dialect: &Dialect, peer_kinds: Option<usize>) -> String {
+/// A peer's probe (`peer` given) also skips every task that moved once, every kind the peer
+/// may not run (`$2`, `$3`, … hold the kinds), every task of a job whose split is still
+/// undecided ([`SPLIT_PENDING`]), and, when the peer names one task, every other task (its id
+/// is the last argument). `lock` adds the dialect's claim lock (a claim; not an offer, which
+/// only reads).
+fn claim_probe(status: &str, dialect: &Dialect, peer: Option<PeerProbe>, lock: bool) -> String {
     let condition = if status == "running" {
         "t.status = 'running' AND t.lease_expires_at <= $1"
     } else {
         "t.status = 'queued' AND t.run_after <= $1"
     };
-    let peer = match peer_kinds {
-        Some(n) => {
+    let peer = match peer {
+        Some(PeerProbe { kinds: n, one_task }) => {
             let kinds: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
+            let task = if one_task {
+                format!(" AND t.id = ${}", n + 2)
+            } else {
+                String::new()
+            };
             // Uploaded and URL inputs only: a key input is checked against the key prefix of
             // the cluster that runs the task, which a peer does not share.
             format!(
                 " AND t.moved_to IS NULL AND t.kind IN ({}) \
-                 AND (j.input_key IS NULL OR j.input_key = ('inputs/' || j.id || '/source'))",
+                 AND (j.input_key IS NULL OR j.input_key = ('inputs/' || j.id || '/source')) \
+                 AND (j.split_json IS NULL OR j.split_json NOT LIKE '{SPLIT_PENDING}'){task}",
                 kinds.join(", ")
             )
         }
@@ -830,9 +839,22 @@ fn claim_probe(status: &str, dialect: &Dialect, peer_kinds: Option<usize>) -> St
         "SELECT t.job_id AS a, t.id AS b FROM tasks t JOIN jobs j ON j.id = t.job_id \
          WHERE {condition}{peer} {} LIMIT 1{}",
         crate::shared_sql::CLAIM_ORDER,
-        dialect.claim_lock
+        if lock { dialect.claim_lock } else { "" }
     )
 }
+
+/// The shape of a peer's probe: how many kinds it may take, and whether it names one task.
+#[derive(Debug, Clone, Copy)]
+struct PeerProbe {
+    kinds: usize,
+    one_task: bool,
+}
+
+/// A job whose split is still undecided (its input is probed by its first task, which may
+/// then grow the graph: `split_graph::PENDING` in the server) as a `LIKE` pattern over its
+/// stored `split_json`. The view is serialised compactly by serde_json, so the pair always
+/// reads exactly like this. Such a task belongs at home: its graph can only grow there.
+const SPLIT_PENDING: &str = "%\"reason\":\"pending\"%";
 
 /// How many candidates one claim looks at before giving up for this poll: each is either taken,
 /// failed as lost, or found already taken by a concurrent claimer.
@@ -848,6 +870,109 @@ pub struct PeerClaim<'a> {
     /// Only tasks claimable at home for at least this long are offered: the home cluster's
     /// own workers get the first chance at every task.
     pub ready_for: Duration,
+    /// Exactly this task, when it is still claimable by the rules above (the one the edge's
+    /// stealing decision named), else nothing; `None`: the first claimable one.
+    pub task: Option<&'a str>,
+}
+
+impl PeerClaim<'_> {
+    fn probe(&self) -> PeerProbe {
+        PeerProbe {
+            kinds: self.kinds.len(),
+            one_task: self.task.is_some(),
+        }
+    }
+
+    /// The probe's arguments after `$1`.
+    fn args(&self) -> Vec<Arg> {
+        let mut a: Vec<Arg> = self.kinds.iter().map(|k| Arg::from(*k)).collect();
+        if let Some(t) = self.task {
+            a.push(Arg::from(t));
+        }
+        a
+    }
+
+    /// The probe's `$1`: tasks claimable since before `now - ready_for`.
+    fn probe_now(&self, now: Millis) -> Millis {
+        now.saturating_sub(i64::try_from(self.ready_for.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// The task a peer's claim would take now ([`offer`]): what the edge's stealing policy weighs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerOffer {
+    pub task_id: String,
+    pub kind: String,
+    /// Since when it has been claimable: queued since `run_after`, or orphaned since its lease
+    /// expired.
+    pub ready_since: Millis,
+    /// Its share of the job's estimate, in media seconds (the weight the load report counts).
+    pub weight: f64,
+    /// The job's input as admission or the first probe recorded it.
+    pub input_size: Option<u64>,
+    pub input_key: Option<String>,
+    /// How many outputs the job asked for (its spec's renditions), for an output estimate.
+    pub outputs: usize,
+}
+
+/// The task [`claim`] with `peer` would hand out at `now`, read without claiming or locking.
+/// Like the claim, orphaned tasks come first; a task whose lease expired with no attempt left
+/// is offered too (the claim would fail it and look further: the offer is a hint, the claim
+/// decides).
+pub(crate) async fn offer(
+    db: &mut dyn Conn,
+    peer: PeerClaim<'_>,
+    now: Millis,
+) -> Result<Option<PeerOffer>, StoreError> {
+    if peer.kinds.is_empty() {
+        return Ok(None);
+    }
+    let dialect = db.dialect();
+    let args = || {
+        let mut a = args![peer.probe_now(now)];
+        a.extend(peer.args());
+        a
+    };
+    let mut candidate = None;
+    for status in ["running", "queued"] {
+        candidate = db
+            .pairs(
+                &claim_probe(status, dialect, Some(peer.probe()), false),
+                args(),
+            )
+            .await?
+            .pop();
+        if candidate.is_some() {
+            break;
+        }
+    }
+    let Some((job_id, task_id)) = candidate else {
+        return Ok(None);
+    };
+    let Some((job, rows)) = load_job(db, &job_id, false).await? else {
+        return Ok(None);
+    };
+    let Some(row) = rows.iter().find(|r| r.state.id == task_id) else {
+        return Ok(None);
+    };
+    let ready_since = match row.state.status {
+        TaskStatus::Running => row.state.lease_expires_at.unwrap_or(row.state.run_after),
+        _ => row.state.run_after,
+    };
+    let outputs = serde_json::from_str::<serde_json::Value>(&job.spec_json)
+        .ok()
+        .and_then(|s| s.get("outputs").and_then(|o| o.as_array()).map(Vec::len))
+        .unwrap_or(1)
+        .max(1);
+    Ok(Some(PeerOffer {
+        task_id,
+        kind: row.state.kind.clone(),
+        ready_since,
+        weight: row.state.weight,
+        input_size: job.input_facts.as_ref().and_then(|f| f.size),
+        input_key: job.input_key.clone(),
+        outputs,
+    }))
 }
 
 pub(crate) async fn claim(
@@ -862,27 +987,24 @@ pub(crate) async fn claim(
     }
     let lease_expires_at = millis_after(now, lease);
     // A peer sees only tasks that have been claimable at home for `ready_for`.
-    let probe_now = match peer {
-        Some(p) => now.saturating_sub(i64::try_from(p.ready_for.as_millis()).unwrap_or(i64::MAX)),
-        None => now,
-    };
+    let probe_now = peer.map_or(now, |p| p.probe_now(now));
     let probe_args = || {
         let mut a: Vec<Arg> = args![probe_now];
         if let Some(p) = peer {
-            a.extend(p.kinds.iter().map(|k| Arg::from(*k)));
+            a.extend(p.args());
         }
         a
     };
-    let kinds = peer.map(|p| p.kinds.len());
+    let shape = peer.map(|p| p.probe());
     for _ in 0..CLAIM_PROBES {
         let dialect = db.dialect();
         let mut candidate = db
-            .pairs(&claim_probe("running", dialect, kinds), probe_args())
+            .pairs(&claim_probe("running", dialect, shape, true), probe_args())
             .await?
             .pop();
         if candidate.is_none() {
             candidate = db
-                .pairs(&claim_probe("queued", dialect, kinds), probe_args())
+                .pairs(&claim_probe("queued", dialect, shape, true), probe_args())
                 .await?
                 .pop();
         }
@@ -1208,6 +1330,10 @@ pub(crate) async fn fail(
     })
 }
 
+/// Hands the holder's task back uncounted. `forget_move`: the attempt of a peer that never
+/// began (its inputs could not be listed or fetched) also forgets that the task moved, so it
+/// may still be offered to a peer once more; a release after the work began keeps the mark (a
+/// task moves at most once).
 pub(crate) async fn release(
     db: &mut dyn Conn,
     Holder {
@@ -1215,6 +1341,7 @@ pub(crate) async fn release(
         worker_id,
         attempt,
     }: Holder<'_>,
+    forget_move: bool,
     now: Millis,
 ) -> Result<(), StoreError> {
     let event = Event::Released {
@@ -1229,6 +1356,12 @@ pub(crate) async fn release(
             attempt,
             "release of a task no longer owned ignored"
         );
+    } else if forget_move {
+        db.exec(
+            "UPDATE tasks SET moved_to = NULL, ran_on = NULL WHERE id = $1",
+            args![task_id],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -1795,8 +1928,33 @@ macro_rules! job_store_impl {
                     attempt,
                 };
                 crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::release(
-                    db, holder, now
+                    db, holder, false, now
                 ))
+            }
+
+            async fn release_unstarted(
+                &self,
+                task_id: &str,
+                worker_id: &str,
+                attempt: u32,
+            ) -> Result<(), StoreError> {
+                let now = crate::model::now_millis();
+                let holder = crate::ops::Holder {
+                    task_id,
+                    worker_id,
+                    attempt,
+                };
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::release(
+                    db, holder, true, now
+                ))
+            }
+
+            async fn peer_offer(
+                &self,
+                peer: crate::ops::PeerClaim<'_>,
+            ) -> Result<Option<crate::ops::PeerOffer>, StoreError> {
+                let now = crate::model::now_millis();
+                crate::ops::in_tx!(self.read(), $wrapper, |db| crate::ops::offer(db, peer, now))
             }
 
             async fn cancel(&self, id: &str) -> Result<crate::model::CancelOutcome, StoreError> {

@@ -113,6 +113,13 @@ pub trait JobStore:
         lease: Duration,
     ) -> Result<Option<Claim>, StoreError>;
 
+    /// The task [`JobStore::claim_for_peer`] would hand out now with `peer`, without claiming
+    /// it: the offer a cluster's `/v1/load` reports for the edge's stealing policy (issue 16).
+    async fn peer_offer(
+        &self,
+        peer: crate::ops::PeerClaim<'_>,
+    ) -> Result<Option<crate::ops::PeerOffer>, StoreError>;
+
     /// Extends the lease if `worker_id` still owns this attempt of the task (an expired lease
     /// nobody took over yet still counts as owned); stores progress (clamped to 0..=1) when
     /// given. Returns Cancelled if the job was cancelled meanwhile, LeaseLost if someone else
@@ -205,6 +212,17 @@ pub trait JobStore:
     /// silent no-op, because whoever owns it now is not affected.
     async fn release(&self, task_id: &str, worker_id: &str, attempt: u32)
         -> Result<(), StoreError>;
+
+    /// [`JobStore::release`] of a peer's attempt that never began (the owner could not list
+    /// its inputs, or the peer could not fetch them): the task also forgets that it moved
+    /// (`moved_to`, `ran_on`), so it may be offered to a peer again. A release after the work
+    /// began goes through [`JobStore::release`] and keeps the mark: a task moves at most once.
+    async fn release_unstarted(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        attempt: u32,
+    ) -> Result<(), StoreError>;
 
     /// queued → cancelled at once; running → cancelled at once too (every task of the job
     /// cancelled, finished_at set, cancel_requested = true; workers learn it from

@@ -2174,6 +2174,7 @@ pub async fn peer_claims(store: &dyn JobStore) {
         peer: "gcp",
         kinds: &[crate::TRANSCODE],
         ready_for,
+        task: None,
     };
     // A key input is never offered to a peer.
     let keyed = create(store, new_job("aws")).await;
@@ -2190,6 +2191,7 @@ pub async fn peer_claims(store: &dyn JobStore) {
         peer: "gcp",
         kinds: &["stitch"],
         ready_for: Duration::ZERO,
+        task: None,
     };
     assert!(store
         .claim_for_peer(other_kind, "peer:gcp:w1", LONG_LEASE)
@@ -2263,6 +2265,150 @@ pub async fn peer_claims(store: &dyn JobStore) {
     assert_eq!(home.attempt, 2);
     let back = get(store, &url.id).await;
     assert_eq!(back.tasks[0].ran_on.as_deref(), Some("aws"));
+}
+
+/// What a cluster offers its peers (issue 16, part 2) is exactly what a peer's claim would take
+/// now: the oldest claimable task (with how long it waited, its weight, the input's recorded
+/// size and the job's output count); a job whose split is still `pending` is neither offered
+/// nor claimed (its graph can only grow at home); a claim that names a task takes exactly that
+/// task or nothing; a peer's attempt released before it began may move again, one released
+/// after it began may not.
+pub async fn peer_offers_and_exact_claims(store: &dyn JobStore) {
+    let peer = |task: Option<&'static str>| crate::PeerClaim {
+        peer: "gcp",
+        kinds: &[crate::TRANSCODE],
+        ready_for: Duration::ZERO,
+        task,
+    };
+    let uploaded = |facts: Option<u64>| {
+        let mut j = new_job("aws");
+        j.input_key = Some(format!("inputs/{}/source", j.id));
+        j.spec_json = r#"{"outputs":[{"preset":"mp4-720p"},{"preset":"mp4-360p"}]}"#.into();
+        j.input_facts = facts.map(|size| reelay_protocol::InputFacts {
+            size: Some(size),
+            ..Default::default()
+        });
+        j
+    };
+    assert_eq!(store.peer_offer(peer(None)).await.expect("offer"), None);
+    // A URL input whose first task has not decided the split yet: home only.
+    let mut pending = new_job("aws");
+    pending.input_key = None;
+    pending.input_url = Some("https://example.com/long.mp4".into());
+    pending.split_json = Some(
+        serde_json::json!({"applied": false, "reason": "pending", "message": "probed later"})
+            .to_string(),
+    );
+    let pending = create(store, pending).await;
+    assert_eq!(store.peer_offer(peer(None)).await.expect("offer"), None);
+    let pending_task: &'static str = Box::leak(pending.tasks[0].id.clone().into_boxed_str());
+    assert!(store
+        .claim_for_peer(peer(Some(pending_task)), "peer:gcp:w0", LONG_LEASE)
+        .await
+        .expect("claim_for_peer")
+        .is_none());
+
+    let before = now_millis();
+    let first = create(store, uploaded(Some(5_000_000))).await;
+    sleep_until(now_millis() + 20).await;
+    let second = create(store, uploaded(None)).await;
+    let offer = store
+        .peer_offer(peer(None))
+        .await
+        .expect("offer")
+        .expect("the oldest uploaded job's task");
+    assert_eq!(offer.task_id, first.tasks[0].id);
+    assert_eq!(offer.kind, crate::TRANSCODE);
+    assert!(offer.ready_since >= before && offer.ready_since <= now_millis());
+    assert_eq!(offer.weight, 10.0);
+    assert_eq!(offer.input_size, Some(5_000_000));
+    assert_eq!(offer.input_key, first.input_key);
+    assert_eq!(offer.outputs, 2);
+    // Ready for less than asked: not offered.
+    let patient = crate::PeerClaim {
+        ready_for: Duration::from_secs(3600),
+        ..peer(None)
+    };
+    assert_eq!(store.peer_offer(patient).await.expect("offer"), None);
+
+    // A claim naming the second task takes exactly it, although the first is older.
+    let second_task: &'static str = Box::leak(second.tasks[0].id.clone().into_boxed_str());
+    let claim = store
+        .claim_for_peer(peer(Some(second_task)), "peer:gcp:w1", LONG_LEASE)
+        .await
+        .expect("claim_for_peer")
+        .expect("the named task");
+    assert_eq!(claim.task_id, second_task);
+    // Named again: it is no longer claimable, so nothing (not another task).
+    assert!(store
+        .claim_for_peer(peer(Some(second_task)), "peer:gcp:w2", LONG_LEASE)
+        .await
+        .expect("claim_for_peer")
+        .is_none());
+    assert!(store
+        .claim_for_peer(
+            peer(Some("aws.nosuch.transcode")),
+            "peer:gcp:w2",
+            LONG_LEASE
+        )
+        .await
+        .expect("claim_for_peer")
+        .is_none());
+    // The offer now is the first task: the claimed one is running under a live lease.
+    assert_eq!(
+        store
+            .peer_offer(peer(None))
+            .await
+            .expect("offer")
+            .map(|o| o.task_id),
+        Some(first.tasks[0].id.clone())
+    );
+
+    // Released before it began: it may move again, and its view forgets where it ran.
+    store
+        .release_unstarted(second_task, "peer:gcp:w1", 1)
+        .await
+        .expect("release_unstarted");
+    let back = get(store, &second.id).await;
+    assert_eq!(back.tasks[0].ran_on, None);
+    assert_eq!(back.tasks[0].attempts, 0);
+    let again = store
+        .claim_for_peer(peer(Some(second_task)), "peer:gcp:w3", LONG_LEASE)
+        .await
+        .expect("claim_for_peer")
+        .expect("a task released before it began moves again");
+    assert_eq!(again.attempt, 1);
+    // Released after it began: never offered again.
+    store
+        .release(second_task, "peer:gcp:w3", 1)
+        .await
+        .expect("release");
+    assert!(store
+        .claim_for_peer(peer(Some(second_task)), "peer:gcp:w4", LONG_LEASE)
+        .await
+        .expect("claim_for_peer")
+        .is_none());
+    // Only the holder's release forgets anything.
+    let first_task: &'static str = Box::leak(first.tasks[0].id.clone().into_boxed_str());
+    store
+        .claim_for_peer(peer(Some(first_task)), "peer:gcp:w5", LONG_LEASE)
+        .await
+        .expect("claim_for_peer")
+        .expect("the first task");
+    store
+        .release_unstarted(first_task, "peer:gcp:someone-else", 1)
+        .await
+        .expect("release_unstarted");
+    let held = get(store, &first.id).await;
+    assert_eq!(held.tasks[0].ran_on.as_deref(), Some("gcp"));
+    assert_eq!(held.tasks[0].status, crate::TaskStatus::Running);
+    // Home still runs the pending job's task.
+    let home = store
+        .claim("w-home", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("the pending job's task at home");
+    assert_eq!(home.job.id, pending.id);
 }
 
 /// A running task grows its job's graph with its success ([`JobStore::grow`]): the new tasks
@@ -2466,7 +2612,7 @@ macro_rules! job_store_suite {
             counts, worker_registry, tokens_and_owners, revocations, task_graph,
             failed_task_fails_the_job, lost_lease_reruns_only_that_task, cancel_stops_every_task,
             job_events, invalid_task_lists, webhook_deliveries,
-            retention_claims_and_tombstones, job_context, task_timings, peer_claims, graph_grows);
+            retention_claims_and_tombstones, job_context, task_timings, peer_claims, peer_offers_and_exact_claims, graph_grows);
         $crate::job_store_suite!(@shared $factory;
             concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete,
             concurrent_claims_of_one_job);

@@ -578,6 +578,29 @@ pub struct StealOffer {
     pub expected_seconds: f64,
 }
 
+/// The edge's answer to `GET /edge/steal?thief={cluster}` (issue 16): which cluster an idle
+/// worker of `thief` should take a task from, and which task, or `from: null` with the reason
+/// to take nothing now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StealDecision {
+    /// The cluster to claim from; `None` (`null`): take nothing.
+    pub from: Option<String>,
+    /// The task to claim there (the claim names it, so the decision and the claim agree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Seconds the move is expected to save: the task's wait at home less its transfer and
+    /// egress price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_seconds: Option<f64>,
+    /// What the move costs, in seconds: transfer time plus the egress price as waiting time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_seconds: Option<f64>,
+    /// Why nothing moves: `disabled`, `thief_busy`, `nothing_ready`, `not_worth_it`,
+    /// `thief_unknown` (the edge has no load reading of the thief yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// One entry of `GET /v1/presets`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresetInfo {

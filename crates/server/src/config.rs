@@ -346,6 +346,14 @@ impl Config {
         if self.steal.peers.iter().any(|p| p.name == self.cluster) {
             return bad("steal.peers", "a cluster cannot be its own peer");
         }
+        if let Some(edge) = &self.steal.edge {
+            if !(edge.starts_with("http://") || edge.starts_with("https://")) {
+                return bad(
+                    "steal.edge",
+                    "must be the edge's base URL (http:// or https://)",
+                );
+            }
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(
                 "listen",
@@ -534,6 +542,31 @@ mod tests {
             })
         ));
         assert!(toml::from_str::<Config>("[steal]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn steal_asks_the_edge_when_one_is_named() {
+        assert_eq!(Config::default().steal.edge, None);
+        let cfg: Config = toml::from_str(
+            "cluster = \"gcp\"\n[steal]\nedge = \"http://edge:8080\"\n\
+             token_file = \"/etc/reelay/edge.token\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.steal.edge.as_deref(), Some("http://edge:8080"));
+        assert_eq!(
+            cfg.steal.token_file.as_deref(),
+            Some(std::path::Path::new("/etc/reelay/edge.token"))
+        );
+        assert!(cfg.validate().is_ok());
+        let mut bad = cfg;
+        bad.steal.edge = Some("edge:8080".into());
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                setting: "steal.edge",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! does not look as free as a fast one with the same queue. Running jobs with an ETA from their
 //! worker need no conversion.
 
-use reelay_jobs::{Millis, QueueCounts, RunningAttempt};
-use reelay_protocol::LoadReport;
+use reelay_jobs::{Millis, PeerOffer, QueueCounts, RunningAttempt};
+use reelay_protocol::{LoadReport, StealOffer};
 
 /// How much one new measurement moves a worker's speed estimate.
 const SPEED_WEIGHT: f64 = 0.3;
@@ -38,6 +38,29 @@ pub fn remaining_seconds(estimated: f64, elapsed: f64, eta_in: Option<f64>) -> f
     match eta_in {
         Some(eta) => finite(eta).max(0.0),
         None => (finite(estimated) - finite(elapsed)).max(0.0),
+    }
+}
+
+/// The report's steal offer (issue 16) from the task a peer's claim would take now: how long it
+/// has waited, its input's size (`input_bytes`: the recorded size, or the stored object's, or
+/// 0 when neither is known, e.g. a URL input the thief fetches itself), its outputs' size, and
+/// its encode time in wall seconds at the workers' speed, the estimate placement uses.
+///
+/// The outputs are estimated at the input's size per requested output: a transcode rarely
+/// writes more than its input per output, so this errs on the side of a dearer transfer.
+pub fn offer(task: &PeerOffer, input_bytes: u64, speed: Option<f64>, now: Millis) -> StealOffer {
+    let ready = now.saturating_sub(task.ready_since).max(0) as f64 / 1000.0;
+    let expected = wall(task.weight, speed);
+    StealOffer {
+        task_id: task.task_id.clone(),
+        ready_seconds: tenth(ready),
+        input_bytes,
+        output_bytes: input_bytes.saturating_mul(task.outputs.max(1) as u64),
+        expected_seconds: if expected.is_finite() {
+            tenth(expected.max(0.0))
+        } else {
+            0.0
+        },
     }
 }
 
@@ -107,6 +130,15 @@ pub fn report(
         running_remaining_seconds: remaining,
         encode_speed: speed.map(|s| (s * 100.0).round() / 100.0),
         offer: None,
+    }
+}
+
+/// The report with its steal offer; a cluster that takes no new work hands none to its peers
+/// either.
+pub fn with_offer(report: LoadReport, offer: Option<StealOffer>) -> LoadReport {
+    LoadReport {
+        offer: offer.filter(|_| report.accepting),
+        ..report
     }
 }
 
@@ -269,5 +301,45 @@ mod tests {
         };
         let r = report("aws", 8, None, &QueueCounts::default(), &[nan], true, now);
         assert_eq!(r.running_remaining_seconds, vec![20.0]);
+    }
+
+    /// The offer says how long its task waited, how many bytes a thief moves (outputs at the
+    /// input's size each) and its encode time at the workers' speed; a draining cluster offers
+    /// nothing.
+    #[test]
+    fn the_offer_is_the_task_a_peer_would_take_in_the_policys_units() {
+        let now = 100_000;
+        let task = PeerOffer {
+            task_id: "aws.01J.transcode".into(),
+            kind: "transcode".into(),
+            ready_since: now - 12_340,
+            weight: 30.0,
+            input_size: Some(4_000_000),
+            input_key: None,
+            outputs: 3,
+        };
+        let o = offer(&task, 4_000_000, Some(2.0), now);
+        assert_eq!(o.task_id, "aws.01J.transcode");
+        assert_eq!(o.ready_seconds, 12.3);
+        assert_eq!((o.input_bytes, o.output_bytes), (4_000_000, 12_000_000));
+        assert_eq!(o.expected_seconds, 15.0);
+        // Not measured yet: 1x; a ready time in the future (clock skew between replicas): 0.
+        let early = PeerOffer {
+            ready_since: now + 5_000,
+            ..task.clone()
+        };
+        let o = offer(&early, 0, None, now);
+        assert_eq!((o.ready_seconds, o.expected_seconds), (0.0, 30.0));
+        assert_eq!(o.output_bytes, 0);
+        let counts = QueueCounts::default();
+        let with = |accepting| {
+            with_offer(
+                report("aws", 1, None, &counts, &[], accepting, now),
+                Some(offer(&task, 1, None, now)),
+            )
+            .offer
+        };
+        assert!(with(true).is_some());
+        assert_eq!(with(false), None);
     }
 }

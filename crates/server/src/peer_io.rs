@@ -17,11 +17,17 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-/// The task kinds a cluster hands to a peer: those whose every input is the job's own input
-/// (`inputs/{job}/…`, or a URL the peer fetches itself) and whose outputs are files under the
-/// attempt's prefix. A split job's pieces read the split task's intermediate files, which the
-/// object rules below do not open to peers yet.
-pub const PEER_KINDS: &[&str] = &[reelay_jobs::TRANSCODE];
+/// The task kinds a cluster hands to a peer: those whose outputs are files under the
+/// attempt's prefix and whose inputs the rules below open to it — the job's own input
+/// (`inputs/{job}/…`, or a URL the peer fetches itself) for a `transcode`, the piece files of
+/// its range (under the split task's prefix) for a split job's `encode_segment`.
+pub const PEER_KINDS: &[&str] = &[reelay_jobs::TRANSCODE, crate::task_payloads::ENCODE_SEGMENT];
+
+/// The prefix of every attempt of job `job_id`'s `split` task, whose piece files a peer's
+/// `encode_segment` reads.
+pub fn split_prefix(job_id: &str) -> String {
+    format!("{}/split/", crate::worker::intermediate_prefix(job_id))
+}
 
 /// The lease owner recorded at home for a peer's worker: its cluster and its own id, so one
 /// peer can never act on a lease another peer (or a home worker) holds.
@@ -38,13 +44,42 @@ pub fn valid_worker_id(worker: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Whether a peer working on a task of job `job_id` may read `key`: the job's own input
-/// objects (`inputs/{job}/…`: the upload, its probe, captions, watermark) and nothing else.
-pub fn may_read(job_id: &str, key: &str) -> bool {
-    crate::storage::valid_user_key(key)
-        && key
-            .strip_prefix(&format!("inputs/{job_id}/"))
+/// Whether a peer working on a task of kind `kind` of job `job_id` may read `key`: the job's
+/// own input objects (`inputs/{job}/…`: the upload, its probe, captions, watermark), and for
+/// an `encode_segment` the split task's piece files ([`split_prefix`]); nothing else.
+pub fn may_read(job_id: &str, kind: &str, key: &str) -> bool {
+    let under = |prefix: &str| {
+        key.strip_prefix(prefix)
             .is_some_and(|rest| !rest.is_empty())
+    };
+    crate::storage::valid_user_key(key)
+        && (under(&format!("inputs/{job_id}/"))
+            || (kind == crate::task_payloads::ENCODE_SEGMENT && under(&split_prefix(job_id))))
+}
+
+/// The storage keys a split piece (`encode_segment`) reads: its range's piece files under the
+/// split task's prefix, from the split's result among its dependencies. An error names what
+/// is missing (a broken graph: the task is handed back).
+pub fn segment_reads(claim: &Claim) -> Result<Vec<String>, String> {
+    let payload: crate::task_payloads::SegmentPayload =
+        serde_json::from_value(claim.payload.clone()).map_err(|e| format!("payload: {e}"))?;
+    let split_id = format!("{}.{}", claim.job.id, crate::task_payloads::SPLIT);
+    let split: crate::task_payloads::SplitResult = claim
+        .dependencies
+        .iter()
+        .find(|(t, _)| *t == split_id)
+        .map(|(_, v)| serde_json::from_value(v.clone()))
+        .ok_or("no split result")?
+        .map_err(|e| format!("split result: {e}"))?;
+    let task = reelay_media::split::segment_tasks(&split.layout, &split.manifest)
+        .into_iter()
+        .find(|t| t.index == payload.index)
+        .ok_or_else(|| format!("no range {}", payload.index))?;
+    Ok(task
+        .pieces
+        .iter()
+        .map(|p| format!("{}/{p}", split.prefix))
+        .collect())
 }
 
 /// Whether a peer's attempt whose files live under `prefix` may write `key`: only beneath it.
@@ -56,8 +91,10 @@ pub fn may_write(prefix: &str, key: &str) -> bool {
             .is_some_and(|rest| !rest.is_empty())
 }
 
-/// Whether every object a completion names (each `"key"` string anywhere in its outputs) lies
-/// under the attempt's `prefix`: a peer cannot point a job's outputs at another job's files.
+/// Whether every object a completion names lies under the attempt's `prefix`: each `"key"`
+/// string anywhere in its outputs is beneath it, each `"prefix"` string is it (a split piece's
+/// result names its files relative to its prefix), and no string climbs out of a directory
+/// (`..`) or is absolute. A peer cannot point a job's outputs at another job's files.
 pub fn outputs_within(prefix: &str, outputs: &serde_json::Value) -> bool {
     use serde_json::Value;
     match outputs {
@@ -65,8 +102,11 @@ pub fn outputs_within(prefix: &str, outputs: &serde_json::Value) -> bool {
         Value::Object(map) => map.iter().all(|(k, v)| match (k.as_str(), v) {
             ("key", Value::String(key)) => may_write(prefix, key),
             ("key", _) => false,
+            ("prefix", Value::String(p)) => p == prefix,
+            ("prefix", _) => false,
             _ => outputs_within(prefix, v),
         }),
+        Value::String(text) => !text.starts_with('/') && !text.split('/').any(|c| c == ".."),
         _ => true,
     }
 }
@@ -76,6 +116,25 @@ pub fn outputs_within(prefix: &str, outputs: &serde_json::Value) -> bool {
 pub struct ClaimRequest {
     /// The peer's worker (its own id, see [`valid_worker_id`]).
     pub worker: String,
+    /// Exactly this task (the edge's stealing decision named it), or nothing if it is no longer
+    /// claimable; absent: any task the owner offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+}
+
+/// `POST /v1/peer/tasks/{id}/release`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub worker: String,
+    pub attempt: u32,
+    /// False when the attempt never began (its inputs could not be fetched): the task may then
+    /// move to a peer again. Absent: true, the task stays home from now on.
+    #[serde(default = "began_default")]
+    pub began: bool,
+}
+
+fn began_default() -> bool {
+    true
 }
 
 /// What a task's handler needs of its job, as a peer receives it.
@@ -412,6 +471,13 @@ pub struct StealConfig {
     pub offer_after_seconds: f64,
     /// Per request to a peer (claims, renewals, completions), not per object transfer.
     pub request_timeout_ms: u64,
+    /// The edge whose stealing policy decides (`GET {edge}/edge/steal?thief={cluster}`): an
+    /// idle slot asks it which peer and task to take, and claims exactly that task from the
+    /// peer of that name. Unset: the slot asks the peers in turn for any task.
+    pub edge: Option<String>,
+    /// A token with the `peer` scope for the edge (needed when the edge's `[auth]` is on).
+    /// Unset: the first peer's `token_file`.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for StealConfig {
@@ -421,6 +487,8 @@ impl Default for StealConfig {
             poll_ms: 1000,
             offer_after_seconds: 5.0,
             request_timeout_ms: 5000,
+            edge: None,
+            token_file: None,
         }
     }
 }
@@ -553,12 +621,18 @@ impl PeerClient {
         })
     }
 
-    /// A task for `worker`, or `None` when the peer has nothing to hand out.
-    pub async fn claim(&self, worker: &str) -> Result<Option<PeerTask>, PeerError> {
+    /// A task for `worker` (exactly `task` when given), or `None` when the peer has nothing
+    /// to hand out (or that task is no longer claimable).
+    pub async fn claim(
+        &self,
+        worker: &str,
+        task: Option<&str>,
+    ) -> Result<Option<PeerTask>, PeerError> {
         self.post(
             "/claim",
             &ClaimRequest {
                 worker: worker.to_string(),
+                task_id: task.map(str::to_string),
             },
         )
         .await
@@ -584,8 +658,15 @@ impl PeerClient {
         Ok(self.expect(a)?.outcome)
     }
 
-    pub async fn release(&self, task: &str, req: &Attempt) -> Result<(), PeerError> {
-        let _: Option<serde_json::Value> = self.post(&format!("/{task}/release"), req).await?;
+    /// Hands the task back; `began: false` when the attempt never got its inputs (the task may
+    /// then move again).
+    pub async fn release(&self, task: &str, at: &Attempt, began: bool) -> Result<(), PeerError> {
+        let req = ReleaseRequest {
+            worker: at.worker.clone(),
+            attempt: at.attempt,
+            began,
+        };
+        let _: Option<serde_json::Value> = self.post(&format!("/{task}/release"), &req).await?;
         Ok(())
     }
 
@@ -683,19 +764,125 @@ impl PeerClient {
     }
 }
 
+/// The edge whose stealing policy an idle slot asks (`[steal] edge`).
+#[derive(Clone)]
+pub struct EdgeClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for EdgeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EdgeClient({})", self.base)
+    }
+}
+
+impl EdgeClient {
+    /// The edge of `cfg` (`None` when `[steal] edge` is unset); its token from
+    /// `[steal] token_file`, else the first peer's.
+    pub fn new(cfg: &StealConfig, request_timeout: Duration) -> Result<Option<Self>, PeerError> {
+        let Some(base) = &cfg.edge else {
+            return Ok(None);
+        };
+        let file = cfg
+            .token_file
+            .as_ref()
+            .or_else(|| cfg.peers.first().map(|p| &p.token_file));
+        let token = match file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| {
+                        PeerError::Staging(format!("edge token file {}: {e}", f.display()))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|source| PeerError::Transport {
+                peer: "edge".into(),
+                source,
+            })?;
+        Ok(Some(EdgeClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+            request_timeout,
+        }))
+    }
+
+    /// The edge's decision for an idle slot of cluster `thief`.
+    pub async fn decide(&self, thief: &str) -> Result<reelay_protocol::StealDecision, PeerError> {
+        let transport = |source| PeerError::Transport {
+            peer: "edge".into(),
+            source,
+        };
+        let mut req = self
+            .http
+            .get(format!("{}/edge/steal", self.base))
+            .query(&[("thief", thief)])
+            .timeout(self.request_timeout);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let (code, message) = match resp.json::<ErrorEnvelope>().await {
+                Ok(e) => (e.error.code, e.error.message),
+                Err(_) => ("unknown".to_string(), String::new()),
+            };
+            return Err(PeerError::Refused {
+                peer: "edge".into(),
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        resp.json().await.map_err(|e| PeerError::Protocol {
+            peer: "edge".into(),
+            message: e.to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn reads_only_the_jobs_inputs() {
-        assert!(may_read("aws.01J", "inputs/aws.01J/source"));
-        assert!(may_read("aws.01J", "inputs/aws.01J/captions/0.vtt"));
-        assert!(!may_read("aws.01J", "inputs/aws.01K/source"));
-        assert!(!may_read("aws.01J", "inputs/aws.01J/../aws.01K/source"));
-        assert!(!may_read("aws.01J", "inputs/aws.01J/"));
-        assert!(!may_read("aws.01J", "outputs/aws.01J/a1/out.mp4"));
-        assert!(!may_read("aws.01J", "inputs/aws.01Jx/source"));
+        let read = |key| may_read("aws.01J", "transcode", key);
+        assert!(read("inputs/aws.01J/source"));
+        assert!(read("inputs/aws.01J/captions/0.vtt"));
+        assert!(!read("inputs/aws.01K/source"));
+        assert!(!read("inputs/aws.01J/../aws.01K/source"));
+        assert!(!read("inputs/aws.01J/"));
+        assert!(!read("outputs/aws.01J/a1/out.mp4"));
+        assert!(!read("inputs/aws.01Jx/source"));
+        assert!(!read("tasks/aws.01J/split/a1/piece_00000.mkv"));
+    }
+
+    #[test]
+    fn a_split_piece_also_reads_the_split_tasks_pieces() {
+        let read = |key| may_read("aws.01J", "encode_segment", key);
+        assert!(read("tasks/aws.01J/split/a1/piece_00000.mkv"));
+        assert!(read("inputs/aws.01J/source"));
+        assert!(!read("tasks/aws.01J/seg-1/a1/mp4-360p/piece_00001.ts"));
+        assert!(!read("tasks/aws.01K/split/a1/piece_00000.mkv"));
+        assert!(!read("tasks/aws.01J/split/a1/../../seg-1/a1/x.ts"));
+        assert!(!read("tasks/aws.01J/split/"));
+        assert!(!may_read(
+            "aws.01J",
+            "stitch",
+            "tasks/aws.01J/split/a1/p.mkv"
+        ));
     }
 
     #[test]
@@ -722,6 +909,17 @@ mod tests {
         assert!(!outputs_within(p, &nested));
         let not_text = serde_json::json!([{"key": 5}]);
         assert!(!outputs_within(p, &not_text));
+        // A split piece's result: its own prefix, files relative to it.
+        let s = "tasks/aws.01J/seg-2/a1";
+        let piece = serde_json::json!({"prefix": s, "files": ["mp4-360p/piece_00002.ts"],
+            "output": {"index": 2, "files": [["mp4-360p", "mp4-360p/piece_00002.ts"]], "hls": []}});
+        assert!(outputs_within(s, &piece));
+        let elsewhere = serde_json::json!({"prefix": "tasks/aws.01K/seg-2/a1", "files": []});
+        assert!(!outputs_within(s, &elsewhere));
+        for climb in ["../../aws.01K/seg-2/a1/x.ts", "/etc/passwd", "a/../../b"] {
+            let bad = serde_json::json!({"prefix": s, "files": [climb]});
+            assert!(!outputs_within(s, &bad), "{climb}");
+        }
     }
 
     #[test]

@@ -151,6 +151,42 @@ pub fn frames(bytes: &[u8]) -> u64 {
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
 }
 
+/// A signing key `dir/issuer.key` (id `k1`); returns the trusted keys file clusters and edges
+/// check signed tokens with.
+pub fn keygen(dir: &Path) -> PathBuf {
+    let out = Command::new(BIN)
+        .args(["token", "keygen", "--id", "k1", "--out"])
+        .arg(dir.join("issuer.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trusted = dir.join("trusted.keys");
+    std::fs::write(&trusted, &out.stdout).unwrap();
+    trusted
+}
+
+/// A token signed with [`keygen`]'s key, owned by `owner`, with these scopes.
+pub fn signed_token(dir: &Path, owner: &str, scopes: &[&str]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["token", "create", "--issuer-key"])
+        .arg(dir.join("issuer.key"))
+        .args(["--owner", owner]);
+    for s in scopes {
+        cmd.args(["--scope", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// Accepts connections and never answers: a job fetching from it stays "running" (or queued
 /// behind one that does) for as long as the test needs, using no CPU. That makes load exactly
 /// controllable on a 2-core machine.
@@ -504,17 +540,25 @@ impl Cluster {
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
-        let child = cmd
-            .arg("--data-dir")
+        cmd.arg("--data-dir")
             .arg(&self.data)
             .args(["--cluster", &self.name])
             .args(["--workers", &self.workers.to_string()])
             .args(["--lease-seconds", "2"])
             .args(["--shutdown-grace-seconds", &self.grace.to_string()])
-            .arg("--allow-private-urls")
-            // These clusters serve anonymous clients through the edge, which a loopback
-            // cluster refuses unless told (finding 2 of issue 12).
-            .arg("--allow-anonymous")
+            .arg("--allow-private-urls");
+        // These clusters serve anonymous clients through the edge, which a loopback cluster
+        // refuses unless told (finding 2 of issue 12) — unless their config names trusted
+        // keys: then they are protected, and the flag would be refused.
+        let protected = self
+            .config
+            .as_ref()
+            .and_then(|c| std::fs::read_to_string(c).ok())
+            .is_some_and(|t| t.contains("trusted_keys"));
+        if !protected {
+            cmd.arg("--allow-anonymous");
+        }
+        let child = cmd
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -610,19 +654,30 @@ impl Edge {
         extra: &str,
         https: Option<reqwest::blocking::Client>,
     ) -> Edge {
+        let mut edge = Self::unstarted_with(dir, https);
+        std::fs::write(&edge.config, edge.toml(clusters, extra)).unwrap();
+        edge.restart();
+        edge
+    }
+
+    /// An edge whose ports are chosen but which is not started and has no edge.toml yet: for
+    /// clusters that must know the edge's address before the edge lists them (write
+    /// [`Edge::toml`] to `config`, then [`Edge::restart`]).
+    pub fn unstarted(dir: &Path) -> Edge {
+        Self::unstarted_with(dir, None)
+    }
+
+    fn unstarted_with(dir: &Path, https: Option<reqwest::blocking::Client>) -> Edge {
         let dir = dir.join("edge");
         std::fs::create_dir_all(&dir).unwrap();
-        let mut edge = Edge {
+        Edge {
             config: dir.join("edge.toml"),
             dir,
             port: free_port(),
             control: free_port(),
             child: None,
             https,
-        };
-        std::fs::write(&edge.config, edge.toml(clusters, extra)).unwrap();
-        edge.restart();
-        edge
+        }
     }
 
     /// The edge.toml these tests use: quick health checks (500 ms, fall and rise 2) and reloads.

@@ -17,22 +17,55 @@ pub async fn presets() -> Json<PresetList> {
 
 pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
     // Shared through the store, so an api replica without workers still knows the cluster's
-    // slots. Four small independent reads, asked together: edges poll this every second.
-    let (c, capacity, running, speed) = tokio::try_join!(
-        st.store.counts(),
-        st.store.live_capacity(),
-        st.store.running_attempts(),
-        st.store.live_speed(),
-    )?;
-    Ok(Json(crate::load::report(
+    // slots. Five small independent reads, asked together: edges poll this every second.
+    // The steal offer is optional: a failure to read it reports none rather than no load.
+    let (base, offered) = tokio::join!(
+        async {
+            tokio::try_join!(
+                st.store.counts(),
+                st.store.live_capacity(),
+                st.store.running_attempts(),
+                st.store.live_speed(),
+            )
+        },
+        st.store
+            .peer_offer(crate::api::peer::offer_rules(&st, "", None)),
+    );
+    let (c, capacity, running, speed) = base?;
+    let offered = offered.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the steal offer could not be read; reporting none");
+        None
+    });
+    let now = reelay_jobs::now_millis();
+    let offer = match offered {
+        Some(task) => {
+            let bytes = input_bytes(&st, &task).await;
+            Some(crate::load::offer(&task, bytes, speed, now))
+        }
+        None => None,
+    };
+    let report = crate::load::report(
         &st.cfg.cluster,
         capacity,
         speed,
         &c,
         &running,
         st.is_accepting(),
-        reelay_jobs::now_millis(),
-    )))
+        now,
+    );
+    Ok(Json(crate::load::with_offer(report, offer)))
+}
+
+/// The offered task's input size: as recorded at admission (or by the first probe), else the
+/// stored upload's size, else 0 (a URL input: the thief fetches it itself, not from here).
+async fn input_bytes(st: &AppState, task: &reelay_jobs::PeerOffer) -> u64 {
+    if let Some(size) = task.input_size {
+        return size;
+    }
+    match &task.input_key {
+        Some(key) => st.storage.head(key).await.map_or(0, |o| o.size),
+        None => 0,
+    }
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {

@@ -18,7 +18,8 @@ use crate::metrics as m;
 use crate::peer_io::{
     lease_owner, may_read, may_write, outputs_within, valid_worker_id, Attempt, ClaimRequest,
     CompleteAnswer, CompleteRequest, FailAnswer, FailRequest, OutcomeBody, PeerJob, PeerObject,
-    PeerTask, RenewAnswer, RenewRequest, UploadUrlAnswer, UploadUrlRequest, PEER_KINDS,
+    PeerTask, ReleaseRequest, RenewAnswer, RenewRequest, UploadUrlAnswer, UploadUrlRequest,
+    PEER_KINDS,
 };
 use crate::state::AppState;
 use axum::body::Body;
@@ -120,8 +121,17 @@ fn lease_error(outcome: RenewOutcome) -> Option<ApiError> {
     }
 }
 
-/// The job and kind of `task` and the attempt's file prefix.
+/// The attempt's file prefix of `task`.
 async fn task_prefix(st: &AppState, task: &str, attempt: u32) -> Result<String, ApiError> {
+    Ok(task_kind_prefix(st, task, attempt).await?.1)
+}
+
+/// The kind of `task` and the attempt's file prefix.
+async fn task_kind_prefix(
+    st: &AppState,
+    task: &str,
+    attempt: u32,
+) -> Result<(String, String), ApiError> {
     let not_found = || ApiError::not_found("no such task");
     let (job_id, _) = task.rsplit_once('.').ok_or_else(not_found)?;
     let job = st.store.get_job(job_id).await?.ok_or_else(not_found)?;
@@ -130,13 +140,18 @@ async fn task_prefix(st: &AppState, task: &str, attempt: u32) -> Result<String, 
         .iter()
         .find(|t| t.id == task)
         .ok_or_else(not_found)?;
-    Ok(crate::worker::attempt_prefix_of(
-        &job.id, task, &t.kind, attempt,
-    ))
+    let prefix = crate::worker::attempt_prefix_of(&job.id, task, &t.kind, attempt);
+    Ok((t.kind.clone(), prefix))
 }
 
 /// Checks (and extends) the attempt's lease: the object routes act only for a live lease.
-async fn hold(st: &AppState, peer: &Peer, task: &str, at: &Attempt) -> Result<String, ApiError> {
+/// Returns the task's kind and the attempt's file prefix.
+async fn hold(
+    st: &AppState,
+    peer: &Peer,
+    task: &str,
+    at: &Attempt,
+) -> Result<(String, String), ApiError> {
     check_worker(&at.worker)?;
     let owner = lease_owner(&peer.name, &at.worker);
     let outcome = st
@@ -146,11 +161,24 @@ async fn hold(st: &AppState, peer: &Peer, task: &str, at: &Attempt) -> Result<St
     if let Some(e) = lease_error(outcome) {
         return Err(e);
     }
-    task_prefix(st, task, at.attempt).await
+    task_kind_prefix(st, task, at.attempt).await
+}
+
+/// What this cluster hands a peer (`peer`, its name) and offers in `/v1/load`: the kinds in
+/// [`PEER_KINDS`], ready at home for `[steal] offer_after_seconds`, and only `task` when given.
+pub fn offer_rules<'a>(st: &AppState, peer: &'a str, task: Option<&'a str>) -> PeerClaim<'a> {
+    PeerClaim {
+        peer,
+        kinds: PEER_KINDS,
+        ready_for: Duration::try_from_secs_f64(st.cfg.steal.offer_after_seconds)
+            .unwrap_or(Duration::ZERO),
+        task,
+    }
 }
 
 /// `POST /v1/peer/tasks/claim`: one task for the peer's worker (200), or 204 when none is
-/// offered (nothing ready long enough, or this cluster is draining).
+/// offered (nothing ready long enough, or this cluster is draining). With `task_id`, exactly
+/// that task if it is still claimable (the one the edge's stealing decision named), else 204.
 async fn claim(
     State(st): State<AppState>,
     Extension(peer): Extension<Peer>,
@@ -162,13 +190,7 @@ async fn claim(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let owner = lease_owner(&peer.name, &req.worker);
-    let ready_for =
-        Duration::try_from_secs_f64(st.cfg.steal.offer_after_seconds).unwrap_or(Duration::ZERO);
-    let offer = PeerClaim {
-        peer: &peer.name,
-        kinds: PEER_KINDS,
-        ready_for,
-    };
+    let offer = offer_rules(&st, &peer.name, req.task_id.as_deref());
     let Some(claim) = st
         .store
         .claim_for_peer(offer, &owner, st.cfg.lease())
@@ -176,13 +198,14 @@ async fn claim(
     else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let inputs = match inputs_of(&st, &claim.job.id).await {
+    let inputs = match inputs_of(&st, &claim).await {
         Ok(i) => i,
         Err(e) => {
-            // Hand it back at once (not counted) rather than let the lease run out.
+            // Hand it back at once (not counted, and not marked as moved: the peer never
+            // began) rather than let the lease run out.
             if let Err(e) = st
                 .store
-                .release(&claim.task_id, &owner, claim.attempt)
+                .release_unstarted(&claim.task_id, &owner, claim.attempt)
                 .await
             {
                 tracing::warn!(error = %e, "could not release a task after a failed peer claim");
@@ -206,15 +229,29 @@ async fn claim(
     Ok(Json(answer).into_response())
 }
 
-/// Every object under the job's `inputs/` prefix, each with a presigned GET URL when the
-/// storage signs.
-async fn inputs_of(st: &AppState, job_id: &str) -> Result<Vec<PeerObject>, ApiError> {
+/// What the claimed task reads, each object with a presigned GET URL when the storage signs:
+/// every object under the job's `inputs/` prefix, or for a split piece the piece files of its
+/// range ([`crate::peer_io::segment_reads`]).
+async fn inputs_of(st: &AppState, claim: &reelay_jobs::Claim) -> Result<Vec<PeerObject>, ApiError> {
     let ttl = Duration::from_secs(st.cfg.presign_ttl_seconds);
-    let listed = st
-        .storage
-        .list(&format!("inputs/{job_id}"))
-        .await
-        .map_err(|e| ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string()))?;
+    let unavailable = |e: crate::storage::StorageError| {
+        ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string())
+    };
+    let listed = if claim.kind == crate::task_payloads::ENCODE_SEGMENT {
+        let keys = crate::peer_io::segment_reads(claim).map_err(|m| {
+            ApiError::unavailable(ErrorCode::StorageUnavailable, format!("split piece: {m}"))
+        })?;
+        let mut infos = Vec::with_capacity(keys.len());
+        for key in keys {
+            infos.push(st.storage.head(&key).await.map_err(unavailable)?);
+        }
+        infos
+    } else {
+        st.storage
+            .list(&format!("inputs/{}", claim.job.id))
+            .await
+            .map_err(unavailable)?
+    };
     let mut out = Vec::with_capacity(listed.len());
     for o in listed {
         let url = st
@@ -329,13 +366,16 @@ async fn fail(
     Ok(Json(OutcomeBody { outcome }).into_response())
 }
 
+/// `POST …/release`: the attempt hands the task back uncounted. `began: false` (its inputs
+/// never arrived) also forgets that the task moved, so it may go to a peer again; otherwise
+/// it stays at home from now on (a task moves at most once).
 async fn release(
     State(st): State<AppState>,
     Extension(peer): Extension<Peer>,
     Path(task): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let req: Attempt = json(body, st.cfg.max_json_bytes).await?;
+    let req: ReleaseRequest = json(body, st.cfg.max_json_bytes).await?;
     check_worker(&req.worker)?;
     let prefix = task_prefix(&st, &task, req.attempt).await?;
     let owner = lease_owner(&peer.name, &req.worker);
@@ -347,7 +387,13 @@ async fn release(
         .await?;
     if outcome == RenewOutcome::Renewed {
         let _ = st.storage.delete_prefix(&prefix).await;
-        st.store.release(&task, &owner, req.attempt).await?;
+        if req.began {
+            st.store.release(&task, &owner, req.attempt).await?;
+        } else {
+            st.store
+                .release_unstarted(&task, &owner, req.attempt)
+                .await?;
+        }
         count("released");
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -364,7 +410,7 @@ async fn upload_url(
         worker: req.worker,
         attempt: req.attempt,
     };
-    let prefix = hold(&st, &peer, &task, &at).await?;
+    let (_, prefix) = hold(&st, &peer, &task, &at).await?;
     if !may_write(&prefix, &req.key) {
         return Err(forbidden_key(&req.key));
     }
@@ -390,11 +436,11 @@ async fn get_object(
     Path((task, key)): Path<(String, String)>,
     Query(at): Query<Attempt>,
 ) -> Result<Response, ApiError> {
-    hold(&st, &peer, &task, &at).await?;
+    let (kind, _) = hold(&st, &peer, &task, &at).await?;
     let (job_id, _) = task
         .rsplit_once('.')
         .ok_or_else(|| ApiError::not_found("no such task"))?;
-    if !may_read(job_id, &key) {
+    if !may_read(job_id, &kind, &key) {
         return Err(forbidden_key(&key));
     }
     let info = st.storage.head(&key).await.map_err(storage_error)?;
@@ -430,7 +476,7 @@ async fn put_object(
     Query(at): Query<Attempt>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let prefix = hold(&st, &peer, &task, &at).await?;
+    let (_, prefix) = hold(&st, &peer, &task, &at).await?;
     if !may_write(&prefix, &key) {
         return Err(forbidden_key(&key));
     }

@@ -13,8 +13,8 @@
 use super::{dispatch, record_phase, Context, Ended, StopCell, StopReason, WorkerPool, NO_ETA};
 use crate::metrics as m;
 use crate::peer_io::{
-    Attempt, CompleteAnswer, CompleteRequest, FailRequest, PeerClient, PeerTask, RenewAnswer,
-    RenewRequest, StealConfig,
+    Attempt, CompleteAnswer, CompleteRequest, EdgeClient, FailRequest, PeerClient, PeerTask,
+    RenewAnswer, RenewRequest, StealConfig,
 };
 use crate::state::AppState;
 use crate::storage::Storage;
@@ -31,6 +31,9 @@ pub(super) struct Remote {
     /// Round robin over the peers, so one that always has work does not starve the others'.
     next: AtomicUsize,
     poll: Duration,
+    /// `[steal] edge`: the edge decides which peer and task (its stealing policy weighs the
+    /// wait saved against the transfer); without it, the round robin above takes any task.
+    edge: Option<EdgeClient>,
 }
 
 impl Remote {
@@ -48,10 +51,19 @@ impl Remote {
                 }
             })
             .collect();
+        let edge = match EdgeClient::new(cfg, timeout) {
+            Ok(e) => e,
+            Err(e) => {
+                // Asking nobody beats taking tasks the edge's policy would not move.
+                tracing::error!(error = %e, "[steal] edge unusable; this cluster takes no peer's work");
+                return None;
+            }
+        };
         (!peers.is_empty()).then(|| Remote {
             peers,
             next: AtomicUsize::new(0),
             poll: Duration::from_millis(cfg.poll_ms.max(50)),
+            edge,
         })
     }
 }
@@ -71,12 +83,15 @@ impl WorkerPool {
             return false;
         }
         *last = Some(Instant::now());
+        if let Some(edge) = &remote.edge {
+            return self.steal_decided(remote, edge).await;
+        }
         let n = remote.peers.len();
         let start = remote.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
             let peer = &remote.peers[(start + i) % n];
             let asked = Instant::now();
-            match peer.claim(&self.id).await {
+            match peer.claim(&self.id, None).await {
                 Ok(Some(task)) => {
                     self.run_remote(peer, task, asked.elapsed()).await;
                     return true;
@@ -88,6 +103,39 @@ impl WorkerPool {
             }
         }
         false
+    }
+
+    /// Asks the edge which task to take, and claims exactly that one from the peer it names;
+    /// true when one was run.
+    async fn steal_decided(&self, remote: &Remote, edge: &EdgeClient) -> bool {
+        let decision = match edge.decide(&self.state.cfg.cluster).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "asking the edge for a stealing decision failed");
+                return false;
+            }
+        };
+        let (Some(from), Some(task_id)) = (decision.from, decision.task_id) else {
+            return false;
+        };
+        let Some(peer) = remote.peers.iter().find(|p| p.name == from) else {
+            tracing::warn!(peer = %from, "the edge named a peer missing from [steal] peers");
+            return false;
+        };
+        let asked = Instant::now();
+        match peer.claim(&self.id, Some(&task_id)).await {
+            Ok(Some(task)) => {
+                tracing::info!(peer = %from, task_id = %task_id, saved_seconds = ?decision.saved_seconds, "taking a task the edge chose");
+                self.run_remote(peer, task, asked.elapsed()).await;
+                true
+            }
+            // Taken at home (or by another thief) since the edge's reading.
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(peer = %from, error = %e, "claiming the chosen task failed");
+                false
+            }
+        }
     }
 
     /// Runs a task claimed from `peer` and reports its end there.
@@ -161,6 +209,9 @@ impl WorkerPool {
             .join("peer")
             .join(format!("{}-a{}", claim.task_id, claim.attempt));
         let workdir = scratch.join("work");
+        // Whether the handler started: until then a failure hands the task back as never
+        // begun, and the owner may offer it to a peer again.
+        let mut began = false;
         let ended = match Storage::open(None, &scratch) {
             Err(e) => Err(format!("staging directory: {e}")),
             Ok(staging) => {
@@ -179,6 +230,7 @@ impl WorkerPool {
                 match fetched {
                     Err(e) => Err(e),
                     Ok(()) => {
+                        began = true;
                         let state = AppState {
                             storage: staging.clone(),
                             ..self.state.clone()
@@ -227,7 +279,7 @@ impl WorkerPool {
                 // The link or this side's disk, not the task: hand it back uncounted.
                 tracing::warn!(error = %e, "could not move the task's files; handing it back");
                 count("error");
-                if let Err(e) = peer.release(&claim.task_id, &at).await {
+                if let Err(e) = peer.release(&claim.task_id, &at, began).await {
                     tracing::warn!(error = %e, "release failed; the owner's lease will expire");
                 }
                 return;
@@ -313,7 +365,7 @@ impl WorkerPool {
             }
             Ended::Stopped(StopReason::Shutdown) => {
                 count("released");
-                if let Err(e) = peer.release(task, at).await {
+                if let Err(e) = peer.release(task, at, true).await {
                     tracing::warn!(error = %e, "release failed; the owner's lease will expire");
                 }
             }
@@ -322,7 +374,7 @@ impl WorkerPool {
             Ended::Grown(_) => {
                 count("released");
                 tracing::info!("the job splits; its task goes home to grow the graph there");
-                if let Err(e) = peer.release(task, at).await {
+                if let Err(e) = peer.release(task, at, true).await {
                     tracing::warn!(error = %e, "release failed; the owner's lease will expire");
                 }
             }

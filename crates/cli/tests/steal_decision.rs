@@ -1,0 +1,468 @@
+//! Who steals what (issue 16, part 2), end to end with real processes: two `reelay serve`
+//! clusters with one worker slot each, `reelay edge` (with its nginx and `[auth]`) in front,
+//! real ffmpeg. gcp's workers ask the edge (`[steal] edge`) instead of asking aws in turn, so a
+//! task moves only when the edge's `[stealing]` policy says the wait it saves pays for its
+//! transfer.
+//!
+//! aws's one slot is held by a job whose input URL never answers (60 s estimated, so its next
+//! task would wait about a minute at home); a small upload queues behind it. While gcp is busy
+//! too, and while the transfer is priced above the wait, nothing moves; once the price drops
+//! (edge.toml reloaded), gcp's idle worker takes exactly that task and it succeeds on aws.
+
+use reelay_protocol::{JobView, StealDecision};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{
+    http, keygen, signed_token, stall_server, wait_until, Cluster, ClusterEntry, Edge, BIN,
+};
+
+/// `[auth]` with the test's keys and `[stealing]` pricing a GB of egress at `usd_per_gb`: a
+/// move must save 5 s after its transfer and egress.
+fn edge_extra(trusted: &Path, usd_per_gb: f64) -> String {
+    format!(
+        "[auth]\ntrusted_keys = {trusted:?}\n\n[stealing]\nenabled = true\n\
+         min_seconds_saved = 5\negress_usd_per_gb = {usd_per_gb:?}\n",
+        trusted = trusted.display().to_string()
+    )
+}
+
+struct Stack {
+    aws: Cluster,
+    gcp: Cluster,
+    edge: Edge,
+    /// submit + read, owner `team`.
+    user: String,
+    /// gcp's peer token (what its workers show aws and the edge).
+    peer: String,
+}
+
+impl Stack {
+    fn submit_stall(&self, c: &Cluster) -> String {
+        let r = http()
+            .post(format!("{}/v1/jobs", c.base()))
+            .bearer_auth(&self.user)
+            .json(&common::job_spec(&stall_server()))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let id = r.json::<JobView>().unwrap().id;
+        wait_until(
+            &format!("the stalled job to hold {}'s slot", c.name),
+            Duration::from_secs(20),
+            || (self.job(c, &id).status.as_str() == "running").then_some(()),
+        );
+        id
+    }
+
+    fn submit_upload(&self, c: &Cluster, file: &Path) -> String {
+        let out = Command::new(BIN)
+            .args(["submit"])
+            .arg(file)
+            .args(["--preset", "mp4-360p", "--json"])
+            .env("REELAY_SERVER", c.base())
+            .env("REELAY_TOKEN", &self.user)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<JobView>(&out.stdout).unwrap().id
+    }
+
+    fn job(&self, c: &Cluster, id: &str) -> JobView {
+        http()
+            .get(format!("{}/v1/jobs/{id}", c.base()))
+            .bearer_auth(&self.user)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    fn cancel(&self, c: &Cluster, id: &str) {
+        let r = http()
+            .post(format!("{}/v1/jobs/{id}/cancel", c.base()))
+            .bearer_auth(&self.user)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+
+    /// `GET /edge/steal?thief=…` through nginx, with `token`.
+    fn ask(&self, thief: Option<&str>, token: Option<&str>) -> reqwest::blocking::Response {
+        let mut r = http().get(self.edge.url("/edge/steal"));
+        if let Some(t) = thief {
+            r = r.query(&[("thief", t)]);
+        }
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap()
+    }
+
+    /// Waits until the edge's decision for gcp stays home for `reason`.
+    fn wait_reason(&self, reason: &str) {
+        wait_until(
+            &format!("the edge to answer {reason}"),
+            Duration::from_secs(15),
+            || {
+                let d: StealDecision = self.ask(Some("gcp"), Some(&self.peer)).json().ok()?;
+                (d.from.is_none() && d.reason.as_deref() == Some(reason)).then_some(())
+            },
+        );
+    }
+
+    /// `reelay_edge_steal_decisions_total{outcome}` from the edge's metrics.
+    fn decisions(&self, outcome: &str) -> u64 {
+        let text = http()
+            .get(format!("{}/edge/metrics", self.edge.control()))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let prefix = format!("reelay_edge_steal_decisions_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    }
+}
+
+#[test]
+fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trusted = keygen(d);
+    let user = signed_token(d, "team", &["submit", "read"]);
+    let peer = signed_token(d, "gcp", &["peer"]);
+    let peer_file = d.join("gcp-peer.token");
+    std::fs::write(&peer_file, &peer).unwrap();
+    let keys = format!("trusted_keys = {:?}\n", trusted.display().to_string());
+
+    let aws = Cluster::start_with_config(
+        d,
+        "aws",
+        "127.0.0.1",
+        1,
+        &format!("{keys}[steal]\noffer_after_seconds = 0.5\n"),
+    );
+    let mut edge = Edge::unstarted(d);
+    let gcp = Cluster::start_with_config(
+        d,
+        "gcp",
+        "127.0.0.1",
+        1,
+        &format!(
+            "{keys}[steal]\npoll_ms = 200\nedge = \"{edge}\"\n[[steal.peers]]\nname = \"aws\"\n\
+             url = \"{aws}\"\ntoken_file = {peer_file:?}\n",
+            edge = edge.base(),
+            aws = aws.base(),
+            peer_file = peer_file.display().to_string(),
+        ),
+    );
+    let clusters: [ClusterEntry; 2] = [("aws", aws.base(), 1), ("gcp", gcp.base(), 1)];
+    // Egress priced at $100,000 per GB: any transfer costs more than a minute's wait.
+    std::fs::write(
+        &edge.config,
+        edge.toml(&clusters, &edge_extra(&trusted, 100_000.0)),
+    )
+    .unwrap();
+    edge.restart();
+    let s = Stack {
+        aws,
+        gcp,
+        edge,
+        user,
+        peer,
+    };
+
+    // The decision endpoint: the asking cluster's own peer token, nothing else.
+    assert_eq!(s.ask(Some("gcp"), None).status(), 401);
+    assert_eq!(s.ask(Some("gcp"), Some(&s.user)).status(), 403);
+    assert_eq!(
+        s.ask(Some("aws"), Some(&s.peer)).status(),
+        403,
+        "gcp's token"
+    );
+    assert_eq!(s.ask(None, Some(&s.peer)).status(), 400);
+    let azure = signed_token(d, "azure", &["peer"]);
+    let r = s.ask(Some("azure"), Some(&azure));
+    assert_eq!(r.status(), 404);
+    assert!(r.text().unwrap().contains("unknown_cluster"));
+    s.wait_reason("nothing_ready");
+
+    // Balanced: both slots busy, a task waiting at aws. gcp has no idle slot: nothing moves.
+    let aws_stall = s.submit_stall(&s.aws);
+    let gcp_stall = s.submit_stall(&s.gcp);
+    let clip = common::clip(d, "clip.mp4", "160x120", 1, false);
+    let id = s.submit_upload(&s.aws, &clip);
+    s.wait_reason("thief_busy");
+    std::thread::sleep(Duration::from_secs(2));
+    let j = s.job(&s.aws, &id);
+    assert_eq!(
+        (j.status.as_str(), j.tasks[0].ran_on.as_deref()),
+        ("queued", None)
+    );
+
+    // gcp idles, but the transfer is priced above the minute aws's queue would wait: gcp's
+    // worker asks (the edge counts its answers) and takes nothing. The round robin without
+    // an edge would have taken it 0.5 s after it was ready.
+    s.cancel(&s.gcp, &gcp_stall);
+    s.wait_reason("not_worth_it");
+    let asked = s.decisions("not_worth_it");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        s.decisions("not_worth_it") > asked,
+        "gcp's idle worker did not ask the edge"
+    );
+    assert_eq!(s.decisions("steal"), 0);
+    let j = s.job(&s.aws, &id);
+    assert_eq!(
+        (j.status.as_str(), j.tasks[0].ran_on.as_deref()),
+        ("queued", None),
+        "a task moved although its transfer costs more than it saves"
+    );
+
+    // Egress free (a private interconnect): the wait pays, the edge names the task, and gcp's
+    // worker claims exactly it.
+    let r = s
+        .edge
+        .reconfigure(&s.edge.toml(&clusters, &edge_extra(&trusted, 0.0)));
+    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+    let job = wait_until(
+        "aws's task to succeed on gcp",
+        Duration::from_secs(60),
+        || {
+            let j = s.job(&s.aws, &id);
+            assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);
+            (j.status.as_str() == "succeeded").then_some(j)
+        },
+    );
+    assert_eq!(job.cluster, "aws");
+    assert_eq!(job.tasks[0].ran_on.as_deref(), Some("gcp"));
+    assert_eq!(job.tasks[0].attempts, 1);
+    assert!(s.decisions("steal") >= 1);
+    // The stalled job never moved: it runs at home.
+    assert_eq!(
+        s.job(&s.aws, &aws_stall).tasks[0].ran_on.as_deref(),
+        Some("aws")
+    );
+    s.cancel(&s.aws, &aws_stall);
+}
+
+/// The claim the edge's decision leads to, on the owner's api: `task_id` claims exactly that
+/// task or nothing, and a release says whether the attempt began (one that never got its
+/// inputs may move again; one that began stays home).
+#[test]
+fn a_claim_names_its_task_and_an_unstarted_release_lets_it_move_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trusted = keygen(d);
+    let user = signed_token(d, "team", &["submit", "read"]);
+    let peer = signed_token(d, "gcp", &["peer"]);
+    let aws = Cluster::start_with_config(
+        d,
+        "aws",
+        "127.0.0.1",
+        1,
+        &format!(
+            "trusted_keys = {:?}\n[steal]\noffer_after_seconds = 0.2\n",
+            trusted.display().to_string()
+        ),
+    );
+    let s = Stack {
+        gcp: Cluster::start_with_config(
+            d,
+            "gcp",
+            "127.0.0.1",
+            1,
+            &format!("trusted_keys = {:?}\n", trusted.display().to_string()),
+        ),
+        edge: Edge::unstarted(d),
+        aws,
+        user,
+        peer,
+    };
+    let stall = s.submit_stall(&s.aws);
+    let clip = common::clip(d, "clip.mp4", "160x120", 1, false);
+    let first = s.submit_upload(&s.aws, &clip);
+    let second = s.submit_upload(&s.aws, &clip);
+    let claim = |task: Option<&str>, worker: &str| {
+        let mut body = serde_json::json!({ "worker": worker });
+        if let Some(t) = task {
+            body["task_id"] = t.into();
+        }
+        http()
+            .post(format!("{}/v1/peer/tasks/claim", s.aws.base()))
+            .bearer_auth(&s.peer)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let release = |task: &str, worker: &str, began: Option<bool>| {
+        let mut body = serde_json::json!({ "worker": worker, "attempt": 1 });
+        if let Some(b) = began {
+            body["began"] = b.into();
+        }
+        let r = http()
+            .post(format!("{}/v1/peer/tasks/{task}/release", s.aws.base()))
+            .bearer_auth(&s.peer)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    };
+    // The second job's task, although the first is older.
+    let task = format!("{second}.transcode");
+    let got: serde_json::Value = wait_until("the named task", Duration::from_secs(10), || {
+        let r = claim(Some(&task), "w1");
+        (r.status() == 200).then(|| r.json().unwrap())
+    });
+    assert_eq!(got["task_id"], task.as_str());
+    assert_eq!(claim(Some(&task), "w2").status(), 204, "taken: not another");
+    assert_eq!(
+        s.job(&s.aws, &second).tasks[0].ran_on.as_deref(),
+        Some("gcp")
+    );
+    // Its inputs never arrived: handed back as never begun, it may move again.
+    release(&task, "w1", Some(false));
+    assert_eq!(s.job(&s.aws, &second).tasks[0].ran_on, None);
+    // (Claimable at home again from the release on: offered after offer_after_seconds.)
+    wait_until(
+        "the released task to move again",
+        Duration::from_secs(10),
+        || (claim(Some(&task), "w3").status() == 200).then_some(()),
+    );
+    // Released after it began (the default): home only from now on.
+    release(&task, "w3", None);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(claim(Some(&task), "w4").status(), 204);
+    assert_eq!(
+        s.job(&s.aws, &second).tasks[0].ran_on.as_deref(),
+        Some("gcp")
+    );
+    // Without a task id: the oldest one offered.
+    let any: serde_json::Value = claim(None, "w5").json().unwrap();
+    assert_eq!(any["task_id"], format!("{first}.transcode").as_str());
+    s.cancel(&s.aws, &stall);
+}
+
+/// Split pieces move (issue 16: "a long film's pieces spread over both clouds"): a split job
+/// on aws, whose one slot cuts and stitches, has its ranges encoded by both clusters' workers
+/// (gcp's asks aws in turn, `[steal]` without an edge), and the stitched file is whole: every
+/// frame, decode timestamps increasing.
+#[test]
+fn a_split_jobs_pieces_are_encoded_by_both_clusters_and_stitch_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trusted = keygen(d);
+    let user = signed_token(d, "team", &["submit", "read"]);
+    let peer = signed_token(d, "gcp", &["peer"]);
+    let peer_file = d.join("gcp-peer.token");
+    std::fs::write(&peer_file, &peer).unwrap();
+    let keys = format!("trusted_keys = {:?}\n", trusted.display().to_string());
+    let aws = Cluster::start_with_config(
+        d,
+        "aws",
+        "127.0.0.1",
+        1,
+        &format!("{keys}[steal]\noffer_after_seconds = 0.3\n"),
+    );
+    let gcp = Cluster::start_with_config(
+        d,
+        "gcp",
+        "127.0.0.1",
+        1,
+        &format!(
+            "{keys}[steal]\npoll_ms = 100\n[[steal.peers]]\nname = \"aws\"\nurl = \"{aws}\"\n\
+             token_file = {peer_file:?}\n",
+            aws = aws.base(),
+            peer_file = peer_file.display().to_string(),
+        ),
+    );
+    let s = Stack {
+        aws,
+        gcp,
+        edge: Edge::unstarted(d),
+        user,
+        peer,
+    };
+    let input = common::keyed_clip(d, "film.mp4", "320x180", 16);
+    let form = reqwest::blocking::multipart::Form::new()
+        .text(
+            "spec",
+            r#"{"outputs":[{"preset":"mp4-360p"}],"split":{"segment_seconds":2}}"#,
+        )
+        .file("file", &input)
+        .unwrap();
+    let r = http()
+        .post(format!("{}/v1/jobs", s.aws.base()))
+        .bearer_auth(&s.user)
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
+    let id = r.json::<JobView>().unwrap().id;
+    let job = wait_until("the split job to succeed", Duration::from_secs(180), || {
+        let j = s.job(&s.aws, &id);
+        assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);
+        (j.status.as_str() == "succeeded").then_some(j)
+    });
+    let ran_on = |kind: &str, cluster: &str| {
+        job.tasks
+            .iter()
+            .filter(|t| t.kind == kind && t.ran_on.as_deref() == Some(cluster))
+            .count()
+    };
+    let segments = job
+        .tasks
+        .iter()
+        .filter(|t| t.kind == "encode_segment")
+        .count();
+    assert!(segments >= 4, "{:?}", job.tasks);
+    eprintln!(
+        "split pieces: {} of {segments} encoded on gcp, {} on aws",
+        ran_on("encode_segment", "gcp"),
+        ran_on("encode_segment", "aws")
+    );
+    assert!(ran_on("encode_segment", "gcp") >= 1, "{:?}", job.tasks);
+    assert!(ran_on("encode_segment", "aws") >= 1, "{:?}", job.tasks);
+    // Only pieces move: the split and the stitch stay home.
+    for kind in ["split", "stitch"] {
+        assert_eq!(ran_on(kind, "gcp"), 0, "{kind}: {:?}", job.tasks);
+    }
+    assert!(job.tasks.iter().all(|t| t.attempts == 1), "{:?}", job.tasks);
+
+    let out = &job.outputs[0];
+    let bytes = http()
+        .get(format!("{}{}", s.aws.base(), out.url))
+        .bearer_auth(&s.user)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(common::frames(&bytes), 16 * 25, "every frame, once");
+    let file = d.join("stitched.mp4");
+    std::fs::write(&file, &bytes).unwrap();
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["packet=dts", "-of", "csv=p=0"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let dts: Vec<i64> = String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    assert_eq!(dts.len(), 16 * 25);
+    assert!(
+        dts.windows(2).all(|w| w[0] < w[1]),
+        "decode timestamps go back"
+    );
+}
