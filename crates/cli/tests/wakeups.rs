@@ -62,19 +62,15 @@ fn a_worker_process_starts_a_new_job_long_before_its_poll_interval() {
     for n in 0..2 {
         let sent = Instant::now();
         let id = submit(&api.base, &input);
-        let job = wait_until(
-            "the job to succeed",
-            Duration::from_secs(30),
-            || {
-                http()
-                    .get(format!("{}/v1/jobs/{id}", api.base))
-                    .send()
-                    .ok()?
-                    .json::<JobView>()
-                    .ok()
-                    .filter(|j| j.status.is_terminal())
-            },
-        );
+        let job = wait_until("the job to succeed", Duration::from_secs(30), || {
+            http()
+                .get(format!("{}/v1/jobs/{id}", api.base))
+                .send()
+                .ok()?
+                .json::<JobView>()
+                .ok()
+                .filter(|j| j.status.is_terminal())
+        });
         let took = sent.elapsed();
         assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
         // A 1 s 160x120 encode takes well under a second; a polled claim would come after

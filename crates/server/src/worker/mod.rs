@@ -284,10 +284,7 @@ impl WorkerPool {
             Duration::from_secs(1),
             self.stop_claiming.clone(),
         ));
-        let wakeups = tokio::spawn(wakeups::run(
-            self.state.clone(),
-            self.stop_claiming.clone(),
-        ));
+        let wakeups = tokio::spawn(wakeups::run(self.state.clone(), self.stop_claiming.clone()));
         let mut set = tokio::task::JoinSet::new();
         for slot in 0..slots {
             let pool = self.clone();
