@@ -143,6 +143,17 @@ mod tests {
             "postgresql:///reelay?host=/run/postgresql",
         ] {
             assert_eq!(ok(Some(url)), Ok(StoreKind::Postgres(url)));
+            assert!(is_postgres_url(url), "{url}");
+        }
+        // Only Postgres has LISTEN/NOTIFY wake-ups; SQLite and nonsense have none.
+        for url in [
+            "sqlite:jobs.db",
+            "sqlite::memory:",
+            "mysql://db/x",
+            "postgres:x",
+            "",
+        ] {
+            assert!(!is_postgres_url(url), "{url}");
         }
     }
 
