@@ -21,6 +21,7 @@ mod retry;
 mod shared_sql;
 mod sqlite;
 mod store;
+mod wakeups;
 pub mod webhooks;
 
 #[cfg(any(test, feature = "testsuite"))]
@@ -36,6 +37,7 @@ pub use postgres::{PgStore, NOTIFY_CHANNEL};
 pub use retry::backoff;
 pub use sqlite::SqliteStore;
 pub use store::*;
+pub use wakeups::WorkListener;
 pub use webhooks::{AttemptOutcome, Delivery, DeliveryAttempt, NewDelivery, WebhookStore};
 
 use std::path::{Path, PathBuf};
@@ -60,6 +62,14 @@ pub async fn open_store(
             StoreKind::SqliteMemory => Arc::new(SqliteStore::open_in_memory().await?),
             StoreKind::Postgres(url) => Arc::new(PgStore::connect(url).await?),
         },
+    )
+}
+
+/// Whether `url` names a Postgres store (and so has `LISTEN`/`NOTIFY` wake-ups).
+pub fn is_postgres_url(url: &str) -> bool {
+    matches!(
+        parse_database_url(Some(url), Path::new("")),
+        Ok(StoreKind::Postgres(_))
     )
 }
 
@@ -133,6 +143,17 @@ mod tests {
             "postgresql:///reelay?host=/run/postgresql",
         ] {
             assert_eq!(ok(Some(url)), Ok(StoreKind::Postgres(url)));
+            assert!(is_postgres_url(url), "{url}");
+        }
+        // Only Postgres has LISTEN/NOTIFY wake-ups; SQLite and nonsense have none.
+        for url in [
+            "sqlite:jobs.db",
+            "sqlite::memory:",
+            "mysql://db/x",
+            "postgres:x",
+            "",
+        ] {
+            assert!(!is_postgres_url(url), "{url}");
         }
     }
 

@@ -664,6 +664,31 @@ mod tests {
         assert_eq!(next_payload(&mut listener).await, job.id);
     }
 
+    /// What a worker process listens with (`WorkListener`) hears the job another connection
+    /// created; a SQLite URL gives no listener at all.
+    #[tokio::test]
+    async fn a_work_listener_hears_new_jobs() {
+        let (url, store) = fresh().await;
+        let mut listener = crate::WorkListener::connect(Some(&url))
+            .await
+            .expect("listen")
+            .expect("postgres has notifications");
+        let job = store
+            .create_job(new_job("test"))
+            .await
+            .expect("create")
+            .into_job();
+        let heard = tokio::time::timeout(Duration::from_secs(5), listener.next())
+            .await
+            .expect("a notification within 5 s")
+            .expect("recv");
+        assert_eq!(heard, job.id);
+        assert!(crate::WorkListener::connect(Some("sqlite::memory:"))
+            .await
+            .expect("no error")
+            .is_none());
+    }
+
     #[tokio::test]
     async fn error_messages_with_nul_are_stored() {
         let (_url, store) = fresh().await;

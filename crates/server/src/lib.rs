@@ -24,6 +24,7 @@ pub mod side_files;
 pub mod split_graph;
 pub mod state;
 pub mod storage;
+pub mod submit_timing;
 pub mod task_payloads;
 pub mod tus;
 pub mod uploads;

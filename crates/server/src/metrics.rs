@@ -11,6 +11,7 @@ pub const FAILED_BY_CODE: &str = "reelay_jobs_failed_total";
 pub const JOB_SECONDS: &str = "reelay_job_duration_seconds";
 pub const ENCODE_SPEED: &str = "reelay_encode_speed_ratio";
 pub const TASK_PHASE_SECONDS: &str = "reelay_task_phase_seconds";
+pub const SUBMIT_PHASE_SECONDS: &str = "reelay_submit_phase_seconds";
 pub const OUTPUT_PSNR: &str = "reelay_output_psnr_db";
 pub const OUTPUT_SSIM: &str = "reelay_output_ssim";
 pub const QUEUE_DEPTH: &str = "reelay_queue_depth";
@@ -62,6 +63,15 @@ pub fn handle() -> PrometheusHandle {
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
+                        Matcher::Full(SUBMIT_PHASE_SECONDS.into()),
+                        &[
+                            0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
+                            300.0, 1800.0,
+                        ],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
                         Matcher::Full(HTTP_SECONDS.into()),
                         &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0],
                     )
@@ -97,6 +107,11 @@ fn describe() {
         TASK_PHASE_SECONDS,
         "Seconds each phase of a task took (claim, fetch, probe, analyse, encode, receipt, \
          publish, complete), by phase and task kind"
+    );
+    metrics::describe_histogram!(
+        SUBMIT_PHASE_SECONDS,
+        "Seconds each phase of a multipart submission took (receive, probe, store_input, \
+         store_extras, insert), by phase"
     );
     metrics::describe_histogram!(
         OUTPUT_PSNR,

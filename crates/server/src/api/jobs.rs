@@ -10,6 +10,7 @@ use crate::metrics as m;
 use crate::side_files;
 use crate::state::AppState;
 use crate::storage::{input_key, valid_user_key};
+use crate::submit_timing::{SubmitPhase, SubmitTimer};
 use crate::view::job_view;
 use axum::extract::{Extension, FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -240,6 +241,7 @@ async fn submit_multipart(
     idem: Option<String>,
     deadline: Option<Deadline>,
 ) -> Result<Response, ApiError> {
+    let mut timer = SubmitTimer::start(std::time::Instant::now());
     // The spec part (and the file part's headers after it) must be in within the short body
     // deadline; only the file itself may take the upload deadline.
     let limits = st.cfg.body_limits();
@@ -363,6 +365,7 @@ async fn submit_multipart(
     side_files::check_burn_in(&spec, None, &renditions)?;
     let tmp = TempFile(uploads.join(ulid::Ulid::new().to_string()));
     let size = stream_to_file(field, &tmp.0, st.cfg.policy.max_bytes).await?;
+    timer.lap(SubmitPhase::Receive, std::time::Instant::now());
 
     // Probe now so a bad file is refused while the client is still here.
     let policy = &st.cfg.policy;
@@ -375,12 +378,14 @@ async fn submit_multipart(
         .check(&info, size, needs)
         .map_err(AdmissionError::Policy)?;
     side_files::check_burn_in(&spec, Some(&info), &renditions)?;
+    timer.lap(SubmitPhase::Probe, std::time::Instant::now());
 
     let id = new_job_id(&st);
     let key = input_key(&id);
     // The spooled upload is ours alone: a local store takes it by rename, not a second copy of
     // every byte (issue 18: on every multipart job's critical path).
     st.storage.put_scratch_file(&key, &tmp.0).await?;
+    timer.lap(SubmitPhase::StoreInput, std::time::Instant::now());
     let stored_sides = async {
         for (n, f) in caption_files.iter().enumerate() {
             st.storage
@@ -409,7 +414,9 @@ async fn submit_multipart(
             tracing::warn!(error = %e, "could not store the probe result");
         }
     }
+    timer.lap(SubmitPhase::StoreExtras, std::time::Instant::now());
     let estimate = admission::estimate(info.best_duration(), &renditions);
+    let job_id = id.clone();
     let resp = create(
         &st,
         &principal,
@@ -425,6 +432,8 @@ async fn submit_multipart(
         name,
     )
     .await;
+    timer.lap(SubmitPhase::Insert, std::time::Instant::now());
+    timer.log(&job_id);
     if !matches!(&resp, Ok(r) if r.status() == StatusCode::ACCEPTED) {
         // Replayed or failed: the copy we just stored belongs to no job.
         let _ = st

@@ -22,6 +22,7 @@ mod stitch;
 mod sweeper;
 pub mod timing;
 mod transcode;
+mod wakeups;
 
 use crate::error::ErrorCode;
 use crate::metrics as m;
@@ -283,6 +284,7 @@ impl WorkerPool {
             Duration::from_secs(1),
             self.stop_claiming.clone(),
         ));
+        let wakeups = tokio::spawn(wakeups::run(self.state.clone(), self.stop_claiming.clone()));
         let mut set = tokio::task::JoinSet::new();
         for slot in 0..slots {
             let pool = self.clone();
@@ -291,6 +293,7 @@ impl WorkerPool {
         while set.join_next().await.is_some() {}
         heartbeat.abort();
         sweeper.abort();
+        wakeups.abort();
         if let Err(e) = self.state.store.deregister(&self.id).await {
             tracing::warn!(error = %e, "could not deregister; the heartbeat will expire");
         }
