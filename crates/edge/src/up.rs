@@ -705,6 +705,11 @@ pub fn steal_config(plan: &Plan, name: &str, token_file: &Path) -> String {
         "# Written by `reelay up` (topology steal = true): this cluster's idle workers take ready\n\
          # tasks of the other clusters through the edge.\n[steal]\n",
     );
+    // With the edge's `[stealing]` on, the edge decides which task pays for its move;
+    // without it, idle slots ask the peers in turn.
+    if plan.edge.stealing.enabled {
+        out.push_str(&format!("edge = \"{scheme}://{edge}\"\n"));
+    }
     for other in plan.topology.clusters.iter().filter(|o| o.name != name) {
         out.push_str(&format!(
             "\n[[steal.peers]]\nname = {:?}\nurl = \"{scheme}://{edge}/clusters/{}\"\ntoken_file = {:?}\n",
@@ -844,6 +849,7 @@ url = "http://127.0.0.1:8082"
         #[derive(Deserialize)]
         struct Steal {
             peers: Vec<Peer>,
+            edge: Option<String>,
         }
         #[derive(Deserialize)]
         struct Peer {
@@ -856,6 +862,21 @@ url = "http://127.0.0.1:8082"
         assert_eq!(c.steal.peers[0].name, "aws");
         assert_eq!(c.steal.peers[0].url, "http://127.0.0.1:8080/clusters/aws");
         assert_eq!(c.steal.peers[0].token_file, "/s/identity/peer-gcp.token");
+        // The edge decides only when its `[stealing]` is on.
+        assert_eq!(c.steal.edge, None, "{text}");
+        std::fs::write(
+            dir.path().join("edge.toml"),
+            format!("{EDGE}\n[stealing]\nenabled = true\n"),
+        )
+        .unwrap();
+        let deciding = Plan::parse(topo, &path).unwrap();
+        let text = steal_config(&deciding, "gcp", Path::new("/s/identity/peer-gcp.token"));
+        let c: Cluster = toml::from_str(&text).unwrap();
+        assert_eq!(
+            c.steal.edge.as_deref(),
+            Some("http://127.0.0.1:8080"),
+            "{text}"
+        );
 
         // The remote claim is never anonymous, and reelay up owns the cluster's --config.
         let anon = topo.replace("steal = true", "steal = true\nanonymous = true");
