@@ -187,7 +187,11 @@ def data_plane(b, args, clip):
     aws = b.cluster("aws", 1, keys=keys, prefix=server)
     gcp = b.cluster("gcp", 1, keys=keys, prefix=server)
     clusters = [(aws, 3), (gcp, 1)]
-    edge = b.edge("reelay", clusters, extra="client_keepalive = true", tag="-keepalive", keys=keys, prefix=server)
+    # `auto` counts the machine's CPUs, not the affinity mask (nginx 1.22): as many workers as
+    # the edge has CPUs, like `auto` on a machine of that size.
+    workers = f"nginx_worker_processes = {len(server[2].split(','))}\n" if server else ""
+    ka = workers + "client_keepalive = true"
+    edge = b.edge("reelay", clusters, extra=ka, tag="-keepalive", keys=keys, prefix=server)
     view = finished_job(aws["base"], token, clip)
     out = view["outputs"][0]
     paths = {"status": f"/v1/jobs/{view['id']}", "download": out["url"]}
@@ -196,7 +200,7 @@ def data_plane(b, args, clip):
     variants = [v for v in args.dp_variants.split(",") if v]
     for v in variants:
         if v == "edge-default":
-            e = b.edge("reelay", clusters, tag="-default", keys=keys, prefix=server)
+            e = b.edge("reelay", clusters, extra=workers, tag="-default", keys=keys, prefix=server)
             targets.append((v, e["base"]))
         elif v in ABLATIONS:
             targets.append((v, variant_nginx(b, edge, v, ABLATIONS[v], server)["base"]))
@@ -221,6 +225,7 @@ def data_plane(b, args, clip):
     b.teardown_run()
     return {
         "pin": args.dp_pin,
+        "workers": workers.strip() or "nginx_worker_processes = auto",
         "conns": args.dp_conns,
         "seconds": args.dp_seconds,
         "rounds": args.dp_rounds,
@@ -236,7 +241,7 @@ def report_data_plane(dp):
     print(
         f"data plane (wrk, keep-alive, {dp['rounds']} rounds alternating; throughput with {dp['conns']} "
         f"connections for {dp['seconds']} s, latency with 1 connection; pin server/client CPUs: "
-        f"{dp['pin'] or 'none'}; download = {dp['output_bytes']} bytes); medians of the rounds:"
+        f"{dp['pin'] or 'none'}, {dp['workers']}; download = {dp['output_bytes']} bytes); medians of the rounds:"
     )
     print()
     print("| request | target | req/s | ÷ direct | p50 / p99 ms at load | 1-conn p50 / p99 ms | added 1-conn p50 / p99 ms | errors |")

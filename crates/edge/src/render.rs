@@ -79,12 +79,19 @@ pub fn deadline_budget_ms(answer_timeout_ms: u64) -> u64 {
     answer_timeout_ms - (answer_timeout_ms / 4).min(300)
 }
 
+/// How long nginx waits for the next bytes of a cluster's answer on a job's own routes (status,
+/// cancel, outputs). They answer at once, so this only matters when the cluster is gone: a
+/// request sent on a kept-alive connection whose packets then vanish (a cut link; no reset ever
+/// comes) was held for the 300 s of the other routes, and now gets its 503 after this.
+pub const OWNER_READ_TIMEOUT: &str = "15s";
+
 #[derive(Serialize)]
 struct Context<'a> {
     #[serde(flatten)]
     desired: &'a Desired,
     generation: u64,
     any_address: bool,
+    owner_read_timeout: &'static str,
 }
 
 /// What the health checks found about one cluster, as far as nginx.conf cares.
@@ -185,6 +192,7 @@ pub fn render(desired: &Desired, generation: u64) -> Result<String, RenderError>
         desired,
         generation,
         any_address: desired.clusters.iter().any(|c| !c.addresses.is_empty()),
+        owner_read_timeout: OWNER_READ_TIMEOUT,
     };
     Ok(env.get_template("nginx.conf")?.render(&ctx)?)
 }
@@ -445,6 +453,55 @@ cost = 0.5
             .unwrap();
         assert!(!retry_aws.contains("# aws"), "{retry_aws}");
         assert!(retry_aws.contains("# gcp"), "{retry_aws}");
+    }
+
+    /// The text of the location (or named location) that starts with `header`.
+    fn location<'a>(text: &'a str, header: &str) -> &'a str {
+        let start = text
+            .find(header)
+            .unwrap_or_else(|| panic!("{header} missing"));
+        let end = text[start..].find("\n        }").unwrap() + start;
+        &text[start..end]
+    }
+
+    /// Issue 16 part 4, measured with aws's packets dropped (bench/edge.sh --parts silent): a
+    /// status read sent on a kept-alive connection to aws just before the link died hung until
+    /// the link came back (up to proxy_read_timeout, 300 s). A job's own routes now give up after
+    /// OWNER_READ_TIMEOUT and answer 503; the event stream and uploads keep their long timeouts.
+    #[test]
+    fn job_routes_give_up_on_a_silent_owner_quickly() {
+        for auth in [false, true] {
+            let (mut cfg, views) = sample(Mode::Reelay);
+            if auth {
+                cfg.auth = Some(crate::config::AuthConfig {
+                    trusted_keys: "/k".into(),
+                    legacy_tokens: true,
+                    revocation_sync_ms: 1000,
+                });
+            }
+            let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+            let mut owner_routes = vec![
+                "location ~ \"^/v1/jobs/(?<reelay_job_owner>[a-z0-9-]{1,32})\\.\" {",
+                "location ~ \"^/v1/jobs/(?<reelay_job_owner>[a-z0-9-]{1,32})\\.[^/]+/outputs/.\" {",
+                "location @reelay_output_preflight {",
+            ];
+            if auth {
+                owner_routes.push("location @reelay_owner_unverified {");
+            }
+            for header in owner_routes {
+                let loc = location(&text, header);
+                assert!(
+                    loc.contains(&format!("proxy_read_timeout {OWNER_READ_TIMEOUT};")),
+                    "auth {auth}: {loc}"
+                );
+                assert!(loc.contains("error_page 502 504 = @reelay_owner_down;"), "{loc}");
+            }
+            let events = location(&text, "/events$\" {");
+            assert!(events.contains("proxy_read_timeout 1h;"), "{events}");
+            let uploads = location(&text, "location ~ \"^/v1/uploads/");
+            assert!(uploads.contains("proxy_read_timeout 600s;"), "{uploads}");
+        }
+        assert_eq!(OWNER_READ_TIMEOUT, "15s");
     }
 
     #[test]
