@@ -85,9 +85,11 @@ def wrk(url, seconds, conns, token, prefix=()):
 # --------------------------------------------------------------------------- ablations
 
 
-def _sub(pattern, repl, flags=0):
+def _sub(pattern, repl):
+    """A change to nginx.conf: `pattern` must match (a template change that moves it fails loudly)."""
+
     def f(text):
-        new, n = re.subn(pattern, repl, text, flags=flags)
+        new, n = re.subn(pattern, repl, text)
         if n == 0:
             raise ValueError(f"ablation pattern {pattern!r} matched nothing in nginx.conf")
         return new
@@ -95,7 +97,24 @@ def _sub(pattern, repl, flags=0):
     return f
 
 
-# One change each, applied to the rendered nginx.conf of the keep-alive edge.
+def _auth_cache(text):
+    """The token check's answer (204 only) cached per method and Authorization header for 1 s."""
+    if "proxy_cache reelay_auth;" in text:
+        return text
+    text = _sub(
+        r"(\n *)proxy_buffering off;",
+        r"\1proxy_buffering off;\1proxy_cache_path WORKDIR/tmp/auth_cache levels=1 keys_zone=reelay_auth:1m "
+        r"max_size=16m inactive=10s use_temp_path=off;",
+    )(text)
+    return _sub(
+        r"(\n *)(proxy_pass http://reelay_controller/internal/auth;)",
+        r"\1\2\1proxy_cache reelay_auth;\1proxy_cache_key '$request_method $http_authorization';"
+        r"\1proxy_cache_valid 204 1s;\1proxy_buffering on;",
+    )(text)
+
+
+# Each sets one thing in the keep-alive edge's rendered nginx.conf; `a+b` applies both. A
+# variant whose text comes out equal to the edge's own is skipped (it is the edge).
 ABLATIONS = {
     # Upstream keep-alive off: a new TCP connection per proxied request and per token check.
     "no-upstream-keepalive": _sub(r"\n *keepalive \d+;\n *keepalive_timeout 10s;", ""),
@@ -103,24 +122,33 @@ ABLATIONS = {
     "no-zone": _sub(r"\n *zone \S+ 64k;", ""),
     # The controller's token check skipped (measurement only: NOT a configuration to run).
     "no-auth-request": _sub(r"\n *auth_request /_reelay/auth;", ""),
-    # One access-log write per request instead of the buffered log.
+    "auth-cache": _auth_cache,
     "log-unbuffered": _sub(r"(access_log \S+ reelay)[^;]*;", r"\1;"),
+    "log-buffered": _sub(r"(access_log \S+ reelay)[^;]*;", r"\1 buffer=64k flush=1s;"),
     "log-off": _sub(r"access_log \S+ reelay[^;]*;", "access_log off;"),
     "workers-1": _sub(r"worker_processes \S+;", "worker_processes 1;"),
     "workers-2": _sub(r"worker_processes \S+;", "worker_processes 2;"),
-    # Candidates measured before deciding: a bigger read buffer for unbuffered proxying, and the
-    # token check's answer cached per method and Authorization header for 1 s.
-    "buffer-64k": _sub(r"(\n *)proxy_buffering off;", r"\1proxy_buffering off;\1proxy_buffer_size 64k;\1proxy_buffers 4 64k;\1proxy_busy_buffers_size 128k;"),
-    "auth-cache": lambda t: _sub(
-        r"(\n *)(proxy_pass http://reelay_controller/internal/auth;)",
-        r"\1\2\1proxy_cache reelay_auth;\1proxy_cache_key '$request_method $http_authorization';"
-        r"\1proxy_cache_valid 204 1s;",
-    )(_sub(
+    # A bigger read buffer for the unbuffered proxying (downloads arrive in 4 KiB reads).
+    "buffer-64k": _sub(
         r"(\n *)proxy_buffering off;",
-        r"\1proxy_buffering off;\1proxy_cache_path WORKDIR/tmp/auth_cache levels=1 keys_zone=reelay_auth:1m "
-        r"max_size=16m inactive=10s use_temp_path=off;",
-    )(t)),
+        r"\1proxy_buffering off;\1proxy_buffer_size 64k;\1proxy_buffers 4 64k;\1proxy_busy_buffers_size 128k;",
+    ),
 }
+
+
+def ablation(name):
+    fs = []
+    for part in name.split("+"):
+        if part not in ABLATIONS:
+            sys.exit(f"unknown --dp-variants entry {part!r}: edge-default or one of {', '.join(ABLATIONS)} (a+b for both)")
+        fs.append(ABLATIONS[part])
+
+    def f(text):
+        for g in fs:
+            text = g(text)
+        return text
+
+    return f
 
 
 def variant_nginx(b, edge, name, transform, prefix):
@@ -136,7 +164,11 @@ def variant_nginx(b, edge, name, transform, prefix):
     text = text.replace(edge["work"], vdir)
     text, n = re.subn(rf"listen {re.escape(edge['listen'])};", f"listen 127.0.0.1:{port};", text)
     assert n == 1, "the edge's listen directive"
-    text = transform(text).replace("WORKDIR", vdir)
+    changed = transform(text).replace("WORKDIR", vdir)
+    if changed == text:
+        log(f"  {name}: the edge's nginx.conf already is that; skipped")
+        return None
+    text = changed
     conf = os.path.join(vdir, "nginx.conf")
     with open(conf, "w") as f:
         f.write(text)
@@ -202,10 +234,10 @@ def data_plane(b, args, clip):
         if v == "edge-default":
             e = b.edge("reelay", clusters, extra=workers, tag="-default", keys=keys, prefix=server)
             targets.append((v, e["base"]))
-        elif v in ABLATIONS:
-            targets.append((v, variant_nginx(b, edge, v, ABLATIONS[v], server)["base"]))
         else:
-            sys.exit(f"unknown --dp-variants entry {v!r}: edge-default or one of {', '.join(ABLATIONS)}")
+            item = variant_nginx(b, edge, v, ablation(v), server)
+            if item:
+                targets.append((v, item["base"]))
     for _, base in targets:  # warm-up: connections, caches, the job row
         for p in paths.values():
             wrk(base + p, 1, args.dp_conns, token, client)
