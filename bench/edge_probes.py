@@ -60,7 +60,8 @@ def parse_pin(pin):
 
 
 def wrk(url, seconds, conns, token, prefix=()):
-    """Debian's wrk (keep-alive, `conns` connections, one thread): (req/s, p50 s, p99 s, errors)."""
+    """Debian's wrk (keep-alive, `conns` connections, one thread):
+    (req/s, p50 s, p99 s, errors, requests)."""
     out = subprocess.run(
         [*prefix, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
          "-H", f"Authorization: Bearer {token}", url],
@@ -74,12 +75,31 @@ def wrk(url, seconds, conns, token, prefix=()):
         return float(num) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[text[len(num):]]
 
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    done = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = dur(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = dur(re.search(r"\s99%\s+(\S+)", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(bad.group(1)) if bad else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
-    return rps, p50, p99, errors
+    return rps, p50, p99, errors, done
+
+
+def cpu_seconds(pids, children):
+    """User + system CPU time of `pids` (with `children`: and their descendants, such as nginx
+    workers), in seconds: what a process spent per request does not depend on how busy the
+    shared machine was."""
+    from edge import family
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in family([x for x in pids if x]) if children else [x for x in pids if x]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            total += int(rest[11]) + int(rest[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
 
 
 # --------------------------------------------------------------------------- ablations
@@ -126,6 +146,8 @@ ABLATIONS = {
     "log-unbuffered": _sub(r"(access_log \S+ reelay)[^;]*;", r"\1;"),
     "log-buffered": _sub(r"(access_log \S+ reelay)[^;]*;", r"\1 buffer=64k flush=1s;"),
     "log-off": _sub(r"access_log \S+ reelay[^;]*;", "access_log off;"),
+    # PCRE JIT for the regex locations and maps every request (and its token check) walks.
+    "pcre-jit": lambda t: t if "pcre_jit on;" in t else _sub(r"(worker_processes \S+;)", r"\1\npcre_jit on;")(t),
     "workers-1": _sub(r"worker_processes \S+;", "worker_processes 1;"),
     "workers-2": _sub(r"worker_processes \S+;", "worker_processes 2;"),
     # A bigger read buffer for the unbuffered proxying (downloads arrive in 4 KiB reads).
@@ -228,16 +250,21 @@ def data_plane(b, args, clip):
     out = view["outputs"][0]
     paths = {"status": f"/v1/jobs/{view['id']}", "download": out["url"]}
     log(f"  job {view['id']}; output {out['name']} {out['size']} bytes")
+    # Who works for each target: (cluster, edge controller, nginx) process ids.
+    pids = lambda e: {"nginx": [e["nginx_pid"]], "controller": [e["popen"].pid]}  # noqa: E731
     targets = [("direct", aws["base"]), ("edge", edge["base"])]
+    who = {"direct": {}, "edge": pids(edge)}
     variants = [v for v in args.dp_variants.split(",") if v]
     for v in variants:
         if v == "edge-default":
             e = b.edge("reelay", clusters, extra=workers, tag="-default", keys=keys, prefix=server)
             targets.append((v, e["base"]))
+            who[v] = pids(e)
         else:
             item = variant_nginx(b, edge, v, ablation(v), server)
             if item:
                 targets.append((v, item["base"]))
+                who[v] = {"nginx": [item["nginx_pid"] or item["popen"].pid], "controller": [edge["popen"].pid]}
     for _, base in targets:  # warm-up: connections, caches, the job row
         for p in paths.values():
             wrk(base + p, 1, args.dp_conns, token, client)
@@ -246,10 +273,14 @@ def data_plane(b, args, clip):
         order = targets[r % len(targets):] + targets[: r % len(targets)]
         for name, base in order:
             for k, p in paths.items():
-                rps, p50, p99, err = wrk(base + p, args.dp_seconds, args.dp_conns, token, client)
-                _, l50, l99, lerr = wrk(base + p, args.dp_latency_seconds, 1, token, client)
+                groups = {"cluster": [aws["popen"].pid], **who[name]}
+                before = {g: cpu_seconds(ps, g == "nginx") for g, ps in groups.items()}
+                rps, p50, p99, err, n = wrk(base + p, args.dp_seconds, args.dp_conns, token, client)
+                cpu = {g: (cpu_seconds(ps, g == "nginx") - before[g]) / max(n, 1) for g, ps in groups.items()}
+                _, l50, l99, lerr, _ = wrk(base + p, args.dp_latency_seconds, 1, token, client)
                 results[name][k].append(
-                    {"rps": rps, "p50": p50, "p99": p99, "lat_p50": l50, "lat_p99": l99, "errors": err + lerr}
+                    {"rps": rps, "p50": p50, "p99": p99, "lat_p50": l50, "lat_p99": l99, "errors": err + lerr,
+                     "cpu_us": {g: v * 1e6 for g, v in cpu.items()}}
                 )
         log(f"  round {r + 1}/{args.dp_rounds}: " + ", ".join(
             f"{n} {results[n]['status'][-1]['rps']:.0f}/{results[n]['download'][-1]['rps']:.0f}" for n, _ in targets
@@ -295,6 +326,23 @@ def report_data_plane(dp):
                 f"{med(rows, 'lat_p50') * 1000:.3f} / {med(rows, 'lat_p99') * 1000:.3f} | {added} | "
                 f"{sum(x['errors'] for x in rows)} |"
             )
+    print()
+    print("CPU time per request, µs (user + system from /proc, medians of the rounds; independent of how busy the machine was):")
+    print()
+    print("| request | target | cluster | nginx | edge controller | total | ÷ direct total |")
+    print("|---|---|---|---|---|---|---|")
+    for k in ("status", "download"):
+        base_total = None
+        for name, rows in res.items():
+            rows = rows[k]
+            parts = {g: statistics.median(x["cpu_us"].get(g, 0.0) for x in rows) for g in ("cluster", "nginx", "controller")}
+            total = sum(parts.values())
+            base_total = base_total or total
+            print(
+                f"| {k} | {name} | {parts['cluster']:.0f} | {parts['nginx']:.0f} | {parts['controller']:.0f} | "
+                f"{total:.0f} | {total / base_total:.2f} |"
+            )
+    print()
     for k in ("status", "download"):
         ratio = statistics.median(x["rps"] for x in res["edge"][k]) / statistics.median(x["rps"] for x in res["direct"][k])
         print(f"edge ÷ direct req/s, {k}: {ratio:.2f}; target >= 0.75: {'MET' if ratio >= 0.75 else 'NOT MET'}")
@@ -481,6 +529,8 @@ def _silent(b, args, clip, keys, token, ns, url):
         "outage_s": outage,
         "submitted": len(results),
         "failed": [(round(r["at"] - t_drop, 2), r["kind"], r["status"], r["body"]) for r in results if r["status"] != 202],
+        "before": lat([r for r in results if r["at"] < t_drop]),
+        "after": lat([r for r in results if r["at"] >= t_back]),
         "during": lat(during),
         "during_json": lat([r for r in during if r["kind"] == "json"]),
         "during_multipart": lat([r for r in during if r["kind"] == "multipart"]),
@@ -501,7 +551,9 @@ def report_silent(s):
         f"silent failure (aws's packets dropped for {s['outage_s']:.0f} s, a JSON submission and a "
         f"multipart upload alternating every 100 ms): {s['submitted']} submissions, {len(s['failed'])} failed; "
         f"during the outage n={d['n']} p50 {d['p50']:.3f} s p99 {d['p99']:.3f} s max {d['max']:.3f} s "
-        f"(JSON p99 {s['during_json']['p99']:.3f} s, multipart p99 {s['during_multipart']['p99']:.3f} s); "
+        f"(JSON p99 {s['during_json']['p99']:.3f} s, multipart p99 {s['during_multipart']['p99']:.3f} s; "
+        f"before the outage p50 {s['before']['p50']:.3f} s p99 {s['before']['p99']:.3f} s, after it "
+        f"p50 {s['after']['p50']:.3f} s p99 {s['after']['p99']:.3f} s); "
         f"edge marked aws down after {s['marked_down_s']} s, up {s['marked_up_s']} s after the link returned; "
         f"status reads of an aws job during the outage: p50 {s['reads_during']['p50']:.3f} s max "
         f"{s['reads_during']['max']:.3f} s, statuses {s['reads_during_status']}; "
