@@ -467,6 +467,12 @@ cost = 0.5
             assert!(submit.contains(line), "{line} in {submit}");
         }
         assert!(text.contains("proxy_set_header X-Reelay-Deadline \"\";"));
+        // Uploads (the rest of /v1/jobs) connect within the same 500 ms, then the next server.
+        let uploads = location(&text, "location = /v1/jobs {");
+        assert!(
+            uploads.contains("proxy_connect_timeout 500ms;"),
+            "{uploads}"
+        );
         // With one cluster taking new jobs there is nowhere to retry: its answer is awaited
         // as long as an upload's (and the deadline moves with it), not cut at 1.5 s.
         let mut sole = views.clone();
@@ -477,7 +483,10 @@ cost = 0.5
             .nth(1)
             .and_then(|s| s.split("\n        }\n").next())
             .unwrap();
-        assert!(alone_submit.contains("proxy_read_timeout 600000ms;"), "{alone_submit}");
+        assert!(
+            alone_submit.contains("proxy_read_timeout 600000ms;"),
+            "{alone_submit}"
+        );
         assert!(
             alone_submit.contains("X-Reelay-Deadline \"$msec+599700\";"),
             "{alone_submit}"
@@ -486,7 +495,10 @@ cost = 0.5
         sole[1].reachable = true;
         sole[1].accepting = false;
         let draining = Desired::build(&cfg, &sole, false, None);
-        assert_eq!(draining.submit_answer_timeout_ms, SOLE_CLUSTER_ANSWER_TIMEOUT_MS);
+        assert_eq!(
+            draining.submit_answer_timeout_ms,
+            SOLE_CLUSTER_ANSWER_TIMEOUT_MS
+        );
         assert_eq!(submit_answer_timeout_ms(1500, 2), 1500);
         assert_eq!(submit_answer_timeout_ms(1500, 1), 600_000);
         assert_eq!(submit_answer_timeout_ms(1500, 0), 600_000);
@@ -539,7 +551,10 @@ cost = 0.5
                     loc.contains(&format!("proxy_read_timeout {OWNER_READ_TIMEOUT};")),
                     "auth {auth}: {loc}"
                 );
-                assert!(loc.contains("error_page 502 504 = @reelay_owner_down;"), "{loc}");
+                assert!(
+                    loc.contains("error_page 502 504 = @reelay_owner_down;"),
+                    "{loc}"
+                );
             }
             let events = location(&text, "/events$\" {");
             assert!(events.contains("proxy_read_timeout 1h;"), "{events}");
