@@ -153,10 +153,12 @@ class Procs:
         self.items = []  # dicts: name, popen, kind, nginx_pid
         self.seen_pgids = set()
 
-    def spawn(self, name, args, logfile, kind):
+    def spawn(self, name, args, logfile, kind, prefix=(), program=None):
+        """`prefix`: a command that execs the program in place (taskset, ip netns exec), so the
+        pid is still the program's."""
         f = open(logfile, "ab")
         p = subprocess.Popen(
-            [self.bin, *args],
+            [*prefix, program or self.bin, *args],
             stdin=subprocess.DEVNULL,
             stdout=f,
             stderr=f,
@@ -259,12 +261,15 @@ def multipart(spec, data, filename):
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def submit(base, body, ctype, timeout=120.0):
+def submit(base, body, ctype, timeout=120.0, token=None):
     """POST /v1/jobs; returns (status, parsed body or text)."""
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    headers = {"Content-Type": ctype}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        conn.request("POST", "/v1/jobs", body=body, headers={"Content-Type": ctype})
+        conn.request("POST", "/v1/jobs", body=body, headers=headers)
         r = conn.getresponse()
         raw = r.read()
         try:
@@ -292,28 +297,56 @@ class Bench:
             f.write("[tools]\nrealtime_input = true\n")
         self.run_no = 0
 
+    # identity ---------------------------------------------------------------
+    def identity(self):
+        """An issuer key, its trusted.keys and one signed token (read + submit) for the runs
+        that check tokens like a deployment does: (trusted keys path, token)."""
+        keys = os.path.join(self.tmp, "trusted.keys")
+        issuer = os.path.join(self.tmp, "issuer.key")
+        if not os.path.exists(keys):
+            line = subprocess.run(
+                [self.procs.bin, "token", "keygen", "--id", "bench", "--out", issuer],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            with open(keys, "w") as f:
+                f.write(line)
+            self.token = subprocess.run(
+                [self.procs.bin, "token", "create", "--issuer-key", issuer, "--scope", "read",
+                 "--scope", "submit", "--owner", "bench"],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()
+        return keys, self.token
+
     # clusters ---------------------------------------------------------------
-    def cluster(self, name, workers):
+    def cluster(self, name, workers, keys=None, host="127.0.0.1", prefix=(), extra=()):
+        """`keys`: trusted keys, so /v1 needs a token (no rate limit per token: a benchmark
+        client is one token); otherwise open mode, loopback only."""
         port = free_port()
         data = os.path.join(self.tmp, f"run{self.run_no}", f"{name}-data")
         os.makedirs(data, exist_ok=True)
+        if keys:
+            access = ["--trusted-keys", keys, "--rate-limit-per-minute", "0"]
+        else:
+            # Behind the edge every request is forwarded: open only by explicit opt-in.
+            access = ["--allow-anonymous"]
         item = self.procs.spawn(
             f"cluster {name}",
             [
                 "serve",
                 "--config", self.config,
-                "--listen", f"127.0.0.1:{port}",
+                "--listen", f"{host}:{port}",
                 "--data-dir", data,
                 "--cluster", name,
                 "--workers", str(workers),
                 "--shutdown-grace-seconds", "1",
-                # Behind the edge every request is forwarded: open only by explicit opt-in.
-                "--allow-anonymous",
+                *access,
+                *extra,
             ],
             os.path.join(self.tmp, f"run{self.run_no}", f"{name}.log"),
             "cluster",
+            prefix=prefix,
         )
-        item["base"] = f"http://127.0.0.1:{port}"
+        item["base"] = f"http://{host}:{port}"
         item["cluster"] = name
         wait_until(
             f"cluster {name} ready",
@@ -324,7 +357,7 @@ class Bench:
         return item
 
     # edges ------------------------------------------------------------------
-    def edge(self, mode, clusters, extra="", tag=""):
+    def edge(self, mode, clusters, extra="", tag="", keys=None, prefix=()):
         d = os.path.join(self.tmp, f"run{self.run_no}", f"edge{tag}")
         os.makedirs(d, exist_ok=True)
         port, control = free_port(), free_port()
@@ -335,14 +368,18 @@ class Bench:
             f'work_dir = "{work}"\n'
             f'mode = "{mode}"\n{extra}\n'
         )
+        if keys:
+            text += f'\n[auth]\ntrusted_keys = "{keys}"\n'
         for c, weight in clusters:
             text += f'\n[[clusters]]\nname = "{c["cluster"]}"\nurl = "{c["base"]}"\nweight = {weight}\n'
         cfg = os.path.join(d, "edge.toml")
         with open(cfg, "w") as f:
             f.write(text)
         item = self.procs.spawn(
-            f"edge {mode}{tag}", ["edge", "--config", cfg], os.path.join(d, "edge.log"), "edge"
+            f"edge {mode}{tag}", ["edge", "--config", cfg], os.path.join(d, "edge.log"), "edge",
+            prefix=prefix,
         )
+        item["listen"] = f"127.0.0.1:{port}"
         item["base"] = f"http://127.0.0.1:{port}"
         item["control"] = f"http://127.0.0.1:{control}"
         item["work"] = work
@@ -566,97 +603,6 @@ def summarize(label, jobs, res, ids, views, rejected):
     }
 
 
-# --------------------------------------------------------------------------- data plane
-
-
-def hammer(url, n, threads):
-    """n GETs of url from `threads` threads, one persistent connection each (reopened whenever
-    the server closes it). Returns (req/s, median latency s, errors)."""
-    host, rest = url.removeprefix("http://").split("/", 1)
-    h, port = host.split(":")
-    path = "/" + rest
-    lats = [[] for _ in range(threads)]
-    errors = [0] * threads
-    per = [n // threads + (1 if k < n % threads else 0) for k in range(threads)]
-    barrier = threading.Barrier(threads + 1)
-
-    def worker(k):
-        conn = http.client.HTTPConnection(h, int(port), timeout=10)
-        barrier.wait()
-        for _ in range(per[k]):
-            t = time.perf_counter()
-            try:
-                conn.request("GET", path)
-                r = conn.getresponse()
-                r.read()
-                if r.status != 200:
-                    errors[k] += 1
-                if r.will_close:
-                    conn.close()
-            except Exception:  # noqa: BLE001
-                errors[k] += 1
-                conn.close()
-                conn = http.client.HTTPConnection(h, int(port), timeout=10)
-            lats[k].append(time.perf_counter() - t)
-        conn.close()
-
-    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-    for t in ts:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in ts:
-        t.join()
-    wall = time.perf_counter() - t0
-    all_l = [x for l in lats for x in l]
-    return n / wall, statistics.median(all_l), sum(errors)
-
-
-def wrk(url, seconds, conns, threads=2):
-    """Debian's wrk against url (keep-alive, `conns` connections): (req/s, p50 s, errors, p99 s).
-    wrk is a C client, so unlike hammer() the client is not the bottleneck."""
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-    def dur(text):
-        num = float(re.match(r"[0-9.]+", text).group(0))
-        unit = text[len(re.match(r"[0-9.]+", text).group(0)):]
-        return num * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
-
-    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-    p50 = dur(re.search(r"\s50%\s+(\S+)", out).group(1))
-    p99 = dur(re.search(r"\s99%\s+(\S+)", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(bad.group(1)) if bad else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
-    return rps, p50, errors, p99
-
-
-def data_plane(b, aws, gcp, edge, job_id, n, threads, rounds):
-    # A second edge in front of the same clusters, with client keep-alive on.
-    edge_ka = b.edge("reelay", [(aws, 3), (gcp, 1)], extra="client_keepalive = true", tag="-keepalive")
-    targets = [
-        ("direct", f"{aws['base']}/v1/jobs/{job_id}"),
-        ("edge", f"{edge['base']}/v1/jobs/{job_id}"),
-        ("edge+keepalive", f"{edge_ka['base']}/v1/jobs/{job_id}"),
-    ]
-    use_wrk = shutil.which("wrk") is not None
-    if not use_wrk:
-        log("  wrk not found (apt-get install wrk): measuring with the Python client instead")
-    for _, url in targets:  # warm-up
-        hammer(url, 200, threads)
-    out = {k: [] for k, _ in targets}
-    for _ in range(rounds):
-        for k, url in targets:
-            out[k].append(wrk(url, 5, threads) if use_wrk else hammer(url, n, threads))
-    b.procs.stop(edge_ka)
-    return out
-
-
 # --------------------------------------------------------------------------- failover
 
 
@@ -749,6 +695,7 @@ def fmt(x, nd=1):
 
 
 def main():
+    import edge_probes  # here, not at the top: it imports this module's helpers
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/reelay")
     ap.add_argument("--jobs", type=int, default=40)
@@ -762,16 +709,32 @@ def main():
     )
     ap.add_argument("--seed", dest="seeds", help="one seed (same as --seeds N)")
     ap.add_argument("--doors", default="weighted,reelay,shared,round_robin,least_conn")
-    ap.add_argument("--skip-probes", action="store_true", help="no data-plane and failover runs")
+    ap.add_argument(
+        "--parts",
+        default="placement,dataplane,silent",
+        help="placement (the front doors, then the SIGKILL failover probe), dataplane (wrk), "
+        "silent (dropped packets; root); see bench/edge_probes.py",
+    )
+    ap.add_argument("--skip-probes", action="store_true", help="no failover probe after the reelay door")
     ap.add_argument(
         "--simulate",
         type=int,
         metavar="N",
         help="only simulate weighted round robin vs a shared queue over seeds 1..N, then exit",
     )
-    ap.add_argument("--dp-requests", type=int, default=2000)
-    ap.add_argument("--dp-threads", type=int, default=8)
+    ap.add_argument("--dp-conns", type=int, default=8, help="wrk connections for throughput")
+    ap.add_argument("--dp-seconds", type=int, default=4, help="per throughput run")
+    ap.add_argument("--dp-latency-seconds", type=int, default=2, help="per one-connection latency run")
     ap.add_argument("--dp-rounds", type=int, default=3)
+    ap.add_argument("--dp-pin", default="0/1", help="server CPUs / wrk CPUs for taskset, or none")
+    ap.add_argument(
+        "--dp-variants",
+        default="edge-default",
+        help="extra targets besides direct and edge: edge-default (client_keepalive off) and "
+        "ablations of the edge's nginx.conf (edge_probes.ABLATIONS), comma-separated",
+    )
+    ap.add_argument("--silent-outage", type=float, default=5.0, help="seconds aws's packets are dropped")
+    ap.add_argument("--silent-client-timeout", type=float, default=10.0)
     ap.add_argument("--failover-seconds", type=float, default=6.0)
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--keep-dir", action="store_true", help="keep the temp dir (logs, data)")
@@ -784,6 +747,11 @@ def main():
     for tool in ("ffmpeg", "nginx"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found")
+    parts = set(args.parts.split(","))
+    if parts - {"placement", "dataplane", "silent"}:
+        sys.exit(f"unknown --parts {args.parts!r}")
+    if "dataplane" in parts:
+        edge_probes.need_wrk()
 
     # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so `finally` stops every process.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -791,7 +759,7 @@ def main():
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     slots = 4
     streams = []
-    for seed in seeds:
+    for seed in seeds if "placement" in parts else []:
         jobs, arrivals, interval = stream(seed, args.jobs, args.min_seconds, args.max_seconds, args.load, slots)
         sim = simulate_fcfs(jobs, arrivals, slots)
         sim_w = simulate_weighted(jobs, arrivals)
@@ -819,8 +787,8 @@ def main():
     b = Bench(args)
     results = {"seeds": streams}
     try:
-        all_durations = sorted({d for st in streams for d in st["jobs"]})
-        clips = make_clips(b.tmp, all_durations + [1])
+        all_durations = sorted({d for st in streams for d in st["jobs"]} | {1})
+        clips = make_clips(b.tmp, all_durations)
         small = clips[1]
         doors = args.doors.split(",")
         probed = False
@@ -852,19 +820,18 @@ def main():
                     log(f"  rejected: {rejected}  failed: {summary['failed']}")
                 if door == "reelay" and not probed and not args.skip_probes:
                     probed = True
-                    # Data plane and failover on this edge while its clusters are idle (once).
-                    done = [v["id"] for v in views.values() if v["id"].startswith("aws.") and v["status"] == "succeeded"]
-                    if done:
-                        log("data plane: GET /v1/jobs/{id} direct vs through the edge")
-                        dp = data_plane(b, aws, gcp, edge, done[0], args.dp_requests, args.dp_threads, args.dp_rounds)
-                        results["data_plane"] = {k: [list(x) for x in v] for k, v in dp.items()}
-                        for k, v in dp.items():
-                            log(f"  {k}: " + ", ".join(f"{x[0]:.0f} req/s p50 {x[1] * 1000:.2f} ms err {x[2]}" + (f" p99 {x[3] * 1000:.2f} ms" if len(x) > 3 else "") for x in v))
+                    # Failover on this edge while its clusters are idle (once).
                     log("failover: SIGKILL aws, submit every 100 ms through the edge")
                     fo = failover(b, aws, gcp, edge, small, 0.1, args.failover_seconds)
                     results["failover"] = fo
                     log(f"  {fo}")
                 b.teardown_run()
+        if "dataplane" in parts:
+            log("data plane: a status read and a small download, direct vs through the edge (wrk)")
+            results["data_plane"] = edge_probes.data_plane(b, args, small)
+        if "silent" in parts:
+            log("silent failure: aws's packets dropped while submissions leave every 100 ms")
+            results["silent"] = edge_probes.silent_failure(b, args, small)
     finally:
         b.close()
     results["leftover_processes"] = b.leftover_count
@@ -901,6 +868,20 @@ def door_row(name, s):
 
 
 def report(r, args):
+    import edge_probes
+
+    streams = r["seeds"]
+    if streams:
+        report_placement(r, args)
+    if "data_plane" in r:
+        edge_probes.report_data_plane(r["data_plane"])
+    if "silent" in r:
+        edge_probes.report_silent(r["silent"])
+    print()
+    print(f"run time {r['run_seconds']:.0f} s; processes left behind: {r['leftover_processes']}")
+
+
+def report_placement(r, args):
     streams = r["seeds"]
     print()
     for st in streams:
@@ -970,29 +951,6 @@ def report(r, args):
             f"reelay / shared-queue mean wait = {whole:.2f} pooled (per seed: {', '.join(f'{x:.2f}' for x in per)}); "
             f"target <= 1.30: {'MET' if whole <= 1.30 else 'NOT MET'}"
         )
-    if "data_plane" in r:
-        dp = r["data_plane"]
-        med = {
-            k: (
-                statistics.median(x[0] for x in v),
-                statistics.median(x[1] for x in v),
-                statistics.median(x[3] for x in v) if all(len(x) > 3 for x in v) else None,
-            )
-            for k, v in dp.items()
-        }
-        how = (
-            "wrk, 5 s per round"
-            if any(len(x) > 3 for v in dp.values() for x in v)
-            else f"Python client, {args.dp_requests} requests per round"
-        )
-        print()
-        print(f"data plane, GET /v1/jobs/{{id}}, {how}, {args.dp_rounds} rounds, {args.dp_threads} connections (median of rounds):")
-        for k, (rps, lat, p99) in med.items():
-            extra = "" if k == "direct" else f"  edge/direct throughput {rps / med['direct'][0]:.2f}, latency x{lat / med['direct'][1]:.2f}"
-            tail = "" if p99 is None else f" p99 {p99 * 1000:.2f} ms"
-            if p99 is not None and k != "direct" and med["direct"][2] is not None:
-                tail += f" (+{(p99 - med['direct'][2]) * 1000:.2f} ms)"
-            print(f"  {k:15s} {rps:7.0f} req/s  p50 {lat * 1000:.2f} ms{tail}{extra}")
     if "failover" in r:
         fo = r["failover"]
         print()
@@ -1004,8 +962,6 @@ def report(r, args):
         )
         t = fo["first_gcp_s"]
         print(f"failover target <= 3 s: {'MET' if t is not None and t <= 3 else 'NOT MET'}")
-    print()
-    print(f"run time {r['run_seconds']:.0f} s; processes left behind: {r['leftover_processes']}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Edge placement benchmark: nginx round robin / weighted / least_conn vs reelay placement vs one
-# shared queue, plus data-plane overhead and failover time. See bench/edge.py (--help) and the
-# "Edge placement" section of docs/benchmarks.md. Needs a release build, ffmpeg and nginx; the
-# data plane is measured with wrk (Debian's package) when it is installed.
-#   bench/edge.sh                         the full run (~13 min)
-#   bench/edge.sh --jobs 12 --doors reelay,shared   a quick look
+# Edge benchmark: nginx round robin / weighted / least_conn vs reelay placement vs one shared
+# queue (and the SIGKILL failover probe), the data plane with wrk (bench/edge_probes.py), and a
+# cluster whose packets vanish (a network namespace + iptables DROP; needs root). See
+# bench/edge.py --help and the "Edge placement" section of docs/benchmarks.md. Needs a release
+# build, ffmpeg, nginx and wrk (Debian: apt-get install -y wrk).
+#   bench/edge.sh                                  the full run (~15 min)
+#   bench/edge.sh --parts dataplane,silent         data plane and silent failure only (~3 min)
+#   bench/edge.sh --parts dataplane --dp-variants no-auth-request,auth-cache   where the time goes
+#   bench/edge.sh --jobs 12 --doors reelay,shared --parts placement   a quick look
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/reelay}

@@ -79,12 +79,37 @@ pub fn deadline_budget_ms(answer_timeout_ms: u64) -> u64 {
     answer_timeout_ms - (answer_timeout_ms / 4).min(300)
 }
 
+/// A JSON submission's answer timeout when fewer than two clusters take new jobs: the same
+/// 600 s a multipart upload waits. Cutting the answer short only helps when another cluster can
+/// take the retry; with none, it turned a slow answer from the one cluster left into a failure.
+/// Measured (bench/edge.sh --parts silent, aws's packets dropped, gcp busy encoding on a loaded
+/// machine): gcp answered some submissions after 1.5-3 s, nginx gave up at 1.5 s, the retry
+/// upstream had no server, and the client got 502 `cluster_unavailable`.
+pub const SOLE_CLUSTER_ANSWER_TIMEOUT_MS: u64 = 600_000;
+
+/// The answer timeout JSON submissions get: the configured one while a retry has somewhere to
+/// go (two or more clusters accept new jobs), otherwise [`SOLE_CLUSTER_ANSWER_TIMEOUT_MS`].
+pub fn submit_answer_timeout_ms(configured_ms: u64, accepting_clusters: usize) -> u64 {
+    if accepting_clusters >= 2 {
+        configured_ms
+    } else {
+        configured_ms.max(SOLE_CLUSTER_ANSWER_TIMEOUT_MS)
+    }
+}
+
+/// How long nginx waits for the next bytes of a cluster's answer on a job's own routes (status,
+/// cancel, outputs). They answer at once, so this only matters when the cluster is gone: a
+/// request sent on a kept-alive connection whose packets then vanish (a cut link; no reset ever
+/// comes) was held for the 300 s of the other routes, and now gets its 503 after this.
+pub const OWNER_READ_TIMEOUT: &str = "15s";
+
 #[derive(Serialize)]
 struct Context<'a> {
     #[serde(flatten)]
     desired: &'a Desired,
     generation: u64,
     any_address: bool,
+    owner_read_timeout: &'static str,
 }
 
 /// What the health checks found about one cluster, as far as nginx.conf cares.
@@ -116,8 +141,12 @@ impl Desired {
                 reachable: fail_open || v.reachable,
                 accepting: fail_open || (v.reachable && v.accepting),
             })
-            .collect();
+            .collect::<Vec<RenderCluster>>();
         let interval_s = cfg.health.interval_ms.div_ceil(1000).max(1);
+        let answer_ms = submit_answer_timeout_ms(
+            cfg.submit_answer_timeout_ms,
+            clusters.iter().filter(|c| c.accepting).count(),
+        );
         Desired {
             listen: cfg.listen.to_string(),
             control_addr: connectable(cfg.control_listen).to_string(),
@@ -133,8 +162,8 @@ impl Desired {
             keepalive_timeout: if cfg.client_keepalive { "65s" } else { "0" }.to_string(),
             retry_after_seconds: interval_s * u64::from(cfg.health.rise + 1),
             submit_connect_timeout_ms: cfg.submit_connect_timeout_ms,
-            submit_answer_timeout_ms: cfg.submit_answer_timeout_ms,
-            submit_deadline_ms: deadline_budget_ms(cfg.submit_answer_timeout_ms),
+            submit_answer_timeout_ms: answer_ms,
+            submit_deadline_ms: deadline_budget_ms(answer_ms),
             fail_open,
             clusters,
             tls_cert: path_string(&cfg.tls_cert),
@@ -185,6 +214,7 @@ pub fn render(desired: &Desired, generation: u64) -> Result<String, RenderError>
         desired,
         generation,
         any_address: desired.clusters.iter().any(|c| !c.addresses.is_empty()),
+        owner_read_timeout: OWNER_READ_TIMEOUT,
     };
     Ok(env.get_template("nginx.conf")?.render(&ctx)?)
 }
@@ -441,6 +471,41 @@ cost = 0.5
             assert!(submit.contains(line), "{line} in {submit}");
         }
         assert!(text.contains("proxy_set_header X-Reelay-Deadline \"\";"));
+        // Uploads (the rest of /v1/jobs) connect within the same 500 ms, then the next server.
+        let uploads = location(&text, "location = /v1/jobs {");
+        assert!(
+            uploads.contains("proxy_connect_timeout 500ms;"),
+            "{uploads}"
+        );
+        // With one cluster taking new jobs there is nowhere to retry: its answer is awaited
+        // as long as an upload's (and the deadline moves with it), not cut at 1.5 s.
+        let mut sole = views.clone();
+        sole[1].reachable = false;
+        let alone = render(&Desired::build(&cfg, &sole, false, None), 2).unwrap();
+        let alone_submit = alone
+            .split("location = /_reelay/submit {")
+            .nth(1)
+            .and_then(|s| s.split("\n        }\n").next())
+            .unwrap();
+        assert!(
+            alone_submit.contains("proxy_read_timeout 600000ms;"),
+            "{alone_submit}"
+        );
+        assert!(
+            alone_submit.contains("X-Reelay-Deadline \"$msec+599700\";"),
+            "{alone_submit}"
+        );
+        assert!(block(&alone, "upstream retry_aws {").contains("server 127.0.0.1:1 down;"));
+        sole[1].reachable = true;
+        sole[1].accepting = false;
+        let draining = Desired::build(&cfg, &sole, false, None);
+        assert_eq!(
+            draining.submit_answer_timeout_ms,
+            SOLE_CLUSTER_ANSWER_TIMEOUT_MS
+        );
+        assert_eq!(submit_answer_timeout_ms(1500, 2), 1500);
+        assert_eq!(submit_answer_timeout_ms(1500, 1), 600_000);
+        assert_eq!(submit_answer_timeout_ms(1500, 0), 600_000);
         // Each cluster's retry upstream lists only the others.
         let retry_aws = text
             .split("upstream retry_aws {")
@@ -449,6 +514,58 @@ cost = 0.5
             .unwrap();
         assert!(!retry_aws.contains("# aws"), "{retry_aws}");
         assert!(retry_aws.contains("# gcp"), "{retry_aws}");
+    }
+
+    /// The text of the location (or named location) that starts with `header`.
+    fn location<'a>(text: &'a str, header: &str) -> &'a str {
+        let start = text
+            .find(header)
+            .unwrap_or_else(|| panic!("{header} missing"));
+        let end = text[start..].find("\n        }").unwrap() + start;
+        &text[start..end]
+    }
+
+    /// Issue 16 part 4, measured with aws's packets dropped (bench/edge.sh --parts silent): a
+    /// status read sent on a kept-alive connection to aws just before the link died hung until
+    /// the link came back (up to proxy_read_timeout, 300 s). A job's own routes now give up after
+    /// OWNER_READ_TIMEOUT and answer 503; the event stream and uploads keep their long timeouts.
+    #[test]
+    fn job_routes_give_up_on_a_silent_owner_quickly() {
+        for auth in [false, true] {
+            let (mut cfg, views) = sample(Mode::Reelay);
+            if auth {
+                cfg.auth = Some(crate::config::AuthConfig {
+                    trusted_keys: "/k".into(),
+                    legacy_tokens: true,
+                    revocation_sync_ms: 1000,
+                });
+            }
+            let text = render(&Desired::build(&cfg, &views, false, None), 1).unwrap();
+            let mut owner_routes = vec![
+                "location ~ \"^/v1/jobs/(?<reelay_job_owner>[a-z0-9-]{1,32})\\.\" {",
+                "location ~ \"^/v1/jobs/(?<reelay_job_owner>[a-z0-9-]{1,32})\\.[^/]+/outputs/.\" {",
+                "location @reelay_output_preflight {",
+            ];
+            if auth {
+                owner_routes.push("location @reelay_owner_unverified {");
+            }
+            for header in owner_routes {
+                let loc = location(&text, header);
+                assert!(
+                    loc.contains(&format!("proxy_read_timeout {OWNER_READ_TIMEOUT};")),
+                    "auth {auth}: {loc}"
+                );
+                assert!(
+                    loc.contains("error_page 502 504 = @reelay_owner_down;"),
+                    "{loc}"
+                );
+            }
+            let events = location(&text, "/events$\" {");
+            assert!(events.contains("proxy_read_timeout 1h;"), "{events}");
+            let uploads = location(&text, "location ~ \"^/v1/uploads/");
+            assert!(uploads.contains("proxy_read_timeout 600s;"), "{uploads}");
+        }
+        assert_eq!(OWNER_READ_TIMEOUT, "15s");
     }
 
     #[test]
