@@ -8,7 +8,7 @@
 //! like the unsplit encode, and their segments are written directly with global numbers.
 
 use super::cut::Manifest;
-use super::plan::{pieces_for, ts_ladder, SplitLayout};
+use super::plan::{pieces_for, preroll_of, ts_ladder, SplitLayout};
 use super::playlist::{avc1_codec, parse_segments, Segment};
 use super::{io_err, SplitError, BASE};
 use crate::argv::{
@@ -52,7 +52,7 @@ pub fn segment_tasks(layout: &SplitLayout, manifest: &Manifest) -> Vec<SegmentTa
             start: r.start,
             end: r.end,
             last: r.index + 1 == n,
-            pieces: pieces_for(&starts, r.start, r.end)
+            pieces: pieces_for(&starts, r.start - preroll_of(r), r.end)
                 .filter_map(|i| manifest.pieces.get(i).map(|p| p.file.clone()))
                 .collect(),
             file_offset: manifest.file_offset,
@@ -129,25 +129,9 @@ fn hls_keyframes(seg: u32, preroll: f64, frame_rate: f64) -> [String; 4] {
     [s("-force_key_frames"), expr, s("-sc_threshold"), s(0)]
 }
 
-/// Seconds of the input before a range (every range but the first) that are encoded ahead of
-/// it and dropped: the encoder's rate control then starts the range as the unsplit encode does
-/// there. Without it, x264 gives the range's first keyframe the quantiser of a stream's first
-/// picture instead of the one it derives from the P-frames before (about 3 QP worse: the
-/// keyframe came out ~35 % smaller and every picture referencing it lower), and a capped
-/// encode starts with a nearly full VBV buffer. Measured at 4 s ranges (854x480 and 640x360
-/// rungs, capped CRF 23): the PSNR gap to the unsplit rung fell from 0.05-0.08 dB to 0.01-0.04
-/// dB, the size gap on noisy input from +9 % to within ±1.5 %; it costs half a second of encode
-/// per range (1.6 % at the default 32 s ranges). docs/architecture.md, split-and-stitch.
-pub const PREROLL_SECONDS: f64 = 0.5;
-
-/// The pre-roll of a range: none for the first (the unsplit encode starts there too), never
-/// more than the input before it.
+/// The pre-roll of a task's range ([`super::plan::preroll`]).
 pub fn preroll(task: &SegmentTask) -> f64 {
-    if task.index == 0 {
-        0.0
-    } else {
-        PREROLL_SECONDS.min(task.start.max(0.0))
-    }
+    super::plan::preroll(task.index, task.start)
 }
 
 /// Drops the pre-roll's packets after the encoder, before the muxer: everything before the
@@ -467,6 +451,17 @@ pub async fn encode_segment(
                         task.index, r.name
                     ))
                 })?;
+                // The pre-roll is dropped up to the keyframe forced at the range start; a
+                // range whose pre-roll held no picture (a hole in the input) would lose its
+                // first segment instead: refused, never stitched with a hole.
+                let seg = hls.segment_seconds.max(1);
+                let want = format!("seg_{:05}.ts", (task.start / seg as f64).round() as u64);
+                if first.uri != want {
+                    return Err(SplitError::Unsplittable(format!(
+                        "range {} of {} rung {k} starts with {} instead of {want}",
+                        task.index, r.name, first.uri
+                    )));
+                }
                 let bytes = std::fs::read(dir.join(&first.uri)).map_err(io_err(&dir))?;
                 let (w, h) = fit_short_side(dw, dh, rung.short_side);
                 out.hls.push(HlsPiece {
