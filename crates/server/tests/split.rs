@@ -896,11 +896,12 @@ fn quality_against(out: &Path, source: &Path) -> (f64, f64) {
     (psnr.expect("a finite PSNR"), ssim)
 }
 
-/// Issue 13's bar for the ladder: every rung of the split job is within 0.1 dB PSNR (or 0.002
-/// SSIM) of the unsplit job's same rung against the source, and within ±5 % of its video size, at
-/// the range length the split path uses (4 s here: 4 ranges of a 16 s clip with noise, the
-/// 480p and 360p rungs). Before capped CRF rungs and the pre-roll (x264 ABR rungs, each range
-/// a fresh encode) the split rungs came out 0.3-0.5 dB lower on such a clip.
+/// Issue 13's bar for the ladder: every rung of the split job is within 0.1 dB PSNR of the
+/// unsplit job's same rung against the source, and within ±5 % of its video size, at a range
+/// length the split path uses (4 s here: 4 ranges of a 16 s clip with noise, the 480p and 360p
+/// rungs). Measured: before capped CRF rungs and the pre-roll (x264 ABR rungs, each range a
+/// fresh encode) the split rungs came out 0.11 and 0.16 dB lower (SSIM 0.0001-0.0002 lower);
+/// with them +0.002 and -0.021 dB, video +1.5 % and -0.8 %.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn split_rungs_match_the_unsplit_ones_in_quality_and_size() {
     let s = TestServer::start().await;
@@ -937,8 +938,10 @@ async fn split_rungs_match_the_unsplit_ones_in_quality_and_size() {
             "v{k}: split PSNR {ap:.3} dB SSIM {as_:.4} {a_bytes} B, unsplit {bp:.3} dB {bs:.4} {b_bytes} B ({:+.1} %)",
             (ratio - 1.0) * 100.0
         );
+        // PSNR, the stricter of the issue's two measures here: SSIM moved by 0.0002 where
+        // PSNR moved by 0.16 dB.
         assert!(
-            (ap - bp).abs() <= 0.1 || (as_ - bs).abs() <= 0.002,
+            (ap - bp).abs() <= 0.1,
             "v{k}: split PSNR {ap:.3} dB SSIM {as_:.4}, unsplit {bp:.3} dB SSIM {bs:.4}"
         );
         assert!(
