@@ -219,20 +219,22 @@ pub fn segment_argv(
     struct Out {
         w: u32,
         h: u32,
+        /// A file output: its picture stream starts at the range, without the pre-roll.
+        file: bool,
     }
     let mut outs: Vec<Out> = vec![];
     for r in renditions {
         if let Some(hls) = ts_ladder(r) {
             for rung in ladder(&hls.rungs, dw.min(dh)) {
                 let (w, h) = fit_short_side(dw, dh, rung.short_side);
-                outs.push(Out { w, h });
+                outs.push(Out { w, h, file: false });
             }
         } else if let Some(v) = &r.video {
             let (w, h) = match v.short_side.filter(|s| *s > 0) {
                 Some(short) => fit_short_side(dw, dh, short),
                 None => crate::argv::fit_dims(dw, dh, v.max_width, v.max_height.filter(|h| *h > 0)),
             };
-            outs.push(Out { w, h });
+            outs.push(Out { w, h, file: true });
         }
     }
     if outs.is_empty() {
@@ -246,7 +248,16 @@ pub fn segment_argv(
         graph.push_str(&format!("[s{i}]"));
     }
     for (i, o) in outs.iter().enumerate() {
-        graph.push_str(&format!(";[s{i}]scale={}:{},setsar=1[o{i}]", o.w, o.h));
+        // File outputs get no pre-roll: their encoder (scene cuts on, no keyframe forced at
+        // the range start) gives no packet to drop it up to, and capped CRF files already
+        // matched their unsplit encode without one. Their pictures are trimmed back to the
+        // range and re-timed from its start.
+        let cut = if o.file && pre > 0.0 {
+            format!("trim=start={:.6},setpts=PTS-{pre:.6}/TB,", pre - slack)
+        } else {
+            String::new()
+        };
+        graph.push_str(&format!(";[s{i}]{cut}scale={}:{},setsar=1[o{i}]", o.w, o.h));
     }
     a.extend([s("-filter_complex"), graph]);
 
@@ -315,14 +326,7 @@ pub fn segment_argv(
             a.extend([s("-map"), format!("[o{i}]")]);
             i += 1;
             video_codec_args(v, &mut a);
-            if pre > 0.0 {
-                if let Some(m) = v.maxrate_kbps.filter(|_| v.bitrate_kbps.is_none()) {
-                    // The capped CRF's buffer (`video_codec_args`: twice the cap).
-                    a.extend([s("-rc_init_occupancy"), initial_buffer_bits(m * 2)]);
-                }
-                a.extend([s("-bsf:v"), s(DROP_PREROLL)]);
-            }
-            a.extend(placed(task.start - pre, 0.0));
+            a.extend(placed(task.start, 0.0));
             a.extend([
                 s("-map_metadata"),
                 s(-1),
@@ -398,21 +402,24 @@ pub async fn encode_segment(
     // Each libx264 stream's summary, matched to its rendition (and rung) by order; none at all
     // when the count differs from the streams (a guess could swap two receipts).
     let streams = x264_streams(renditions, dw.min(dh));
-    // The encoder also counted the pre-roll's pictures, which the range does not keep: its
-    // receipt's frame count (the weight [`crate::quality::combine`] gives it) is the range's
-    // own; the means include the pre-roll (at most half a second of the range before).
+    let measured = crate::quality::parse_x264_stats(&stats.encoder_summaries);
+    // A rung's encoder also counted its pre-roll's pictures, which the range does not keep:
+    // its receipt's frame count (the weight [`crate::quality::combine`] gives it) is the
+    // range's own; the means include the pre-roll (half a second of the range before).
     let pre_frames = (preroll(task) * task.frame_rate).round() as u64;
-    let measured: Vec<EncoderQuality> =
-        crate::quality::parse_x264_stats(&stats.encoder_summaries)
-            .into_iter()
-            .map(|q| EncoderQuality {
-                frames: q.frames.saturating_sub(pre_frames),
-                ..q
-            })
-            .collect();
     let quality: Vec<((String, Option<usize>), EncoderQuality)> =
         if measuring && measured.len() == streams.len() {
-            streams.into_iter().zip(measured).collect()
+            streams
+                .into_iter()
+                .zip(measured)
+                .map(|((name, rung), q)| {
+                    let frames = match rung {
+                        Some(_) => q.frames.saturating_sub(pre_frames),
+                        None => q.frames,
+                    };
+                    ((name, rung), EncoderQuality { frames, ..q })
+                })
+                .collect()
         } else {
             vec![]
         };
@@ -777,7 +784,12 @@ mod tests {
         );
         assert_eq!(
             after(&a, "-bsf:v"),
-            ["noise=drop=lt(st(0\\,ld(0)+key)\\,2)"; 2]
+            ["noise=drop=lt(st(0\\,ld(0)+key)\\,2)"]
+        );
+        // The MP4 is trimmed back to the range and encoded without pre-roll.
+        assert!(
+            graph.ends_with(";[s3]trim=start=0.490000,setpts=PTS-0.500000/TB,scale=1280:720,setsar=1[o3]"),
+            "{graph}"
         );
         // Capped CRF rungs, starting with a 70 % full buffer after the pre-roll.
         assert_eq!(after(&a, "-crf:v:0"), ["23"]);
@@ -792,7 +804,7 @@ mod tests {
             after(&a, "-force_key_frames"),
             ["expr:gte(t,0.480000+n_forced*4)"]
         );
-        assert_eq!(after(&a, "-output_ts_offset"), ["73.500000", "73.500000"]);
+        assert_eq!(after(&a, "-output_ts_offset"), ["73.500000", "74.000000"]);
         assert_eq!(after(&a, "-muxdelay"), ["0", "0"]);
         assert_eq!(after(&a, "-var_stream_map"), ["v:0 v:1 v:2"]);
         assert_eq!(a.last().unwrap(), "/w/out/mp4-720p/piece_00002.ts");
