@@ -117,8 +117,9 @@ fn s<T: ToString>(x: T) -> String {
 
 /// Keyframes at every multiple of `seg` seconds of the range's time, which is the timeline time
 /// minus a multiple of `seg`: the same pictures as the unsplit encode's `gte(t,n_forced*seg)`.
-/// With a pre-roll the range starts `preroll` seconds into the encode (half a frame of slack,
-/// so the range's first picture is the one forced whatever the rounding of its timestamp).
+/// With a pre-roll (whole pictures) the range starts `preroll` seconds into the encode: half a
+/// frame of slack, so the range's first picture is the one forced whatever the rounding of its
+/// timestamp to ffmpeg's frame grid.
 fn hls_keyframes(seg: u32, preroll: f64, frame_rate: f64) -> [String; 4] {
     let expr = if preroll > 0.0 {
         let at = preroll - 0.5 / frame_rate.max(1.0);
@@ -129,9 +130,13 @@ fn hls_keyframes(seg: u32, preroll: f64, frame_rate: f64) -> [String; 4] {
     [s("-force_key_frames"), expr, s("-sc_threshold"), s(0)]
 }
 
-/// The pre-roll of a task's range ([`super::plan::preroll`]).
+/// The pre-roll of a task's range: [`super::plan::preroll`] rounded down to whole pictures, so
+/// the range's first picture lies a whole number of frame intervals into the encode, where the
+/// keyframe expression (on ffmpeg's frame grid) finds it half a frame from its neighbours.
 pub fn preroll(task: &SegmentTask) -> f64 {
-    super::plan::preroll(task.index, task.start)
+    let fps = task.frame_rate.max(1.0);
+    let frames = (super::plan::preroll(task.index, task.start) * fps).floor();
+    frames / fps
 }
 
 /// Drops the pre-roll's packets after the encoder, before the muxer: everything before the
@@ -346,6 +351,39 @@ pub fn segment_argv(
     })
 }
 
+/// The pictures a rung kept of its encode: its segments' video packets, counted. The encoder
+/// also counted the pre-roll's, which were dropped after it, so its receipt's frame count (the
+/// weight `quality::combine` gives the range) is replaced by this one; its means include the
+/// pre-roll (half a second of the range before). `None` (no receipt for this rung: a wrong
+/// weight is worse than none) when ffprobe cannot count them.
+async fn kept_frames(tools: &Tools, dir: &Path, segments: &[Segment]) -> Option<u64> {
+    let mut n = 0;
+    for seg in segments {
+        let out = tokio::process::Command::new(&tools.ffprobe)
+            .args(["-v", "error", "-protocol_whitelist", "file"])
+            .args(["-format_whitelist", "mpegts", "-f", "mpegts"])
+            .args(["-select_streams", "v:0", "-count_packets"])
+            .args(["-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
+            .arg(file_url(&within(dir, &seg.uri).ok()?))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        // The stream's count (ffprobe prints it again under the TS program).
+        n += String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().trim_end_matches(','))
+            .find(|l| !l.is_empty())?
+            .parse::<u64>()
+            .ok()?;
+    }
+    Some(n)
+}
+
 fn piece_path(r: &Rendition, index: usize) -> String {
     format!("{}/piece_{index:05}.ts", r.name)
 }
@@ -403,23 +441,10 @@ pub async fn encode_segment(
     // when the count differs from the streams (a guess could swap two receipts).
     let streams = x264_streams(renditions, dw.min(dh));
     let measured = crate::quality::parse_x264_stats(&stats.encoder_summaries);
-    // A rung's encoder also counted its pre-roll's pictures, which the range does not keep:
-    // its receipt's frame count (the weight [`crate::quality::combine`] gives it) is the
-    // range's own; the means include the pre-roll (half a second of the range before).
-    let pre_frames = (preroll(task) * task.frame_rate).round() as u64;
+    let pre = preroll(task);
     let quality: Vec<((String, Option<usize>), EncoderQuality)> =
         if measuring && measured.len() == streams.len() {
-            streams
-                .into_iter()
-                .zip(measured)
-                .map(|((name, rung), q)| {
-                    let frames = match rung {
-                        Some(_) => q.frames.saturating_sub(pre_frames),
-                        None => q.frames,
-                    };
-                    ((name, rung), EncoderQuality { frames, ..q })
-                })
-                .collect()
+            streams.into_iter().zip(measured).collect()
         } else {
             vec![]
         };
@@ -472,6 +497,12 @@ pub async fn encode_segment(
                 }
                 let bytes = std::fs::read(dir.join(&first.uri)).map_err(io_err(&dir))?;
                 let (w, h) = fit_short_side(dw, dh, rung.short_side);
+                let quality = match (quality_of(&r.name, Some(k)), pre > 0.0) {
+                    (Some(q), true) => kept_frames(tools, &dir, &segments)
+                        .await
+                        .map(|frames| EncoderQuality { frames, ..q }),
+                    (q, _) => q,
+                };
                 out.hls.push(HlsPiece {
                     rendition: r.name.clone(),
                     rung: k,
@@ -479,7 +510,7 @@ pub async fn encode_segment(
                     segments,
                     width: w,
                     height: h,
-                    quality: quality_of(&r.name, Some(k)),
+                    quality,
                 });
             }
         } else if r.video.is_some() {
@@ -775,10 +806,10 @@ mod tests {
         assert!(a.contains(&"-copyts".to_string()));
         let graph = after(&a, "-filter_complex")[0];
         // A quarter frame (10 ms) of slack on both ends, re-timed from the range start.
-        // The range is preceded by half a second of pre-roll, dropped after the encoder.
+        // The range is preceded by 12 pictures (0.48 s) of pre-roll, dropped after the encoder.
         assert!(
             graph.starts_with(
-                "[0:v:0]trim=start=64.890000:end=97.390000,setpts=PTS-64.900000/TB,split=4"
+                "[0:v:0]trim=start=64.910000:end=97.390000,setpts=PTS-64.920000/TB,split=4"
             ),
             "{graph}"
         );
@@ -788,7 +819,7 @@ mod tests {
         );
         // The MP4 is trimmed back to the range and encoded without pre-roll.
         assert!(
-            graph.ends_with(";[s3]trim=start=0.490000,setpts=PTS-0.500000/TB,scale=1280:720,setsar=1[o3]"),
+            graph.ends_with(";[s3]trim=start=0.470000,setpts=PTS-0.480000/TB,scale=1280:720,setsar=1[o3]"),
             "{graph}"
         );
         // Capped CRF rungs, starting with a 70 % full buffer after the pre-roll.
@@ -799,12 +830,13 @@ mod tests {
         // The 720p input gives the 720/480/360 rungs and the MP4.
         assert!(graph.contains("scale=1280:720") && graph.contains("scale=640:360"));
         assert_eq!(after(&a, "-start_number"), ["16"]);
-        // The range's first picture (0.5 s in, half a frame of slack) is the first forced.
+        // The range's first picture (12 pictures in, half a frame of slack) is the first
+        // forced.
         assert_eq!(
             after(&a, "-force_key_frames"),
-            ["expr:gte(t,0.480000+n_forced*4)"]
+            ["expr:gte(t,0.460000+n_forced*4)"]
         );
-        assert_eq!(after(&a, "-output_ts_offset"), ["73.500000", "74.000000"]);
+        assert_eq!(after(&a, "-output_ts_offset"), ["73.520000", "74.000000"]);
         assert_eq!(after(&a, "-muxdelay"), ["0", "0"]);
         assert_eq!(after(&a, "-var_stream_map"), ["v:0 v:1 v:2"]);
         assert_eq!(a.last().unwrap(), "/w/out/mp4-720p/piece_00002.ts");
