@@ -585,7 +585,11 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
             "{label}: {text}"
         );
         // Aligned with the unsplit ladder: same segments, same lengths.
-        assert_eq!(segs.len(), rsegs.len(), "{label} v{k}: {segs:?} vs {rsegs:?}");
+        assert_eq!(
+            segs.len(),
+            rsegs.len(),
+            "{label} v{k}: {segs:?} vs {rsegs:?}"
+        );
         for (a, b) in segs.iter().zip(&rsegs) {
             assert!(
                 (a.duration - b.duration).abs() <= FRAME + 1e-3,

@@ -198,9 +198,7 @@ mod tests {
 
     use crate::task_payloads::{AudioResult, SegmentResult, SplitResult};
     use reelay_media::split::playlist::Segment;
-    use reelay_media::split::{
-        AudioOutput, HlsPiece, Manifest, Range, SegmentOutput, SplitLayout,
-    };
+    use reelay_media::split::{AudioOutput, HlsPiece, Manifest, Range, SegmentOutput, SplitLayout};
 
     /// The outputs of a split job's tasks for a 8 s 640x360 input in two 4 s ranges (the
     /// 360p rung, its 96 kbps audio group, and an MP4 with 128 kbps audio), `ranges` of them
@@ -276,7 +274,10 @@ mod tests {
                         })
                         .collect(),
                 },
-                files: hls.iter().map(|u| format!("audio/aac_96/hls/{u}")).collect(),
+                files: hls
+                    .iter()
+                    .map(|u| format!("audio/aac_96/hls/{u}"))
+                    .collect(),
             };
             out.push(("j.audio-96".into(), serde_json::to_value(&a).unwrap()));
             // The MP4's track, no HLS segments.
@@ -336,8 +337,18 @@ mod tests {
         let done = LiveHls::new(SPEC, &outputs(&[1, 0], true)).unwrap();
         let vod = done.playlist("hls-abr/v0/index.m3u8").unwrap();
         assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD") && vod.ends_with("#EXT-X-ENDLIST\n"));
-        assert!(vod.starts_with(video.split("#EXTINF").next().unwrap().replace("EVENT", "VOD").as_str()));
-        assert!(vod.contains("seg_00000.ts\n#EXTINF:4.000000,\nseg_00001.ts"), "{vod}");
+        assert!(vod.starts_with(
+            video
+                .split("#EXTINF")
+                .next()
+                .unwrap()
+                .replace("EVENT", "VOD")
+                .as_str()
+        ));
+        assert!(
+            vod.contains("seg_00000.ts\n#EXTINF:4.000000,\nseg_00001.ts"),
+            "{vod}"
+        );
         let audio = done.playlist("hls-abr/a96/index.m3u8").unwrap();
         assert!(audio.contains("seg_00001.ts") && audio.ends_with("#EXT-X-ENDLIST\n"));
         assert_eq!(
@@ -354,15 +365,25 @@ mod tests {
         let first = cache.put("j", LiveHls::new(SPEC, &outputs(&[0], true)).unwrap(), t0);
         let hit = cache.get("j", t0 + Duration::from_millis(999)).unwrap();
         assert!(Arc::ptr_eq(&first, &hit));
-        assert!(hit.playlist("hls-abr/v0/index.m3u8").unwrap().contains("EVENT"));
+        assert!(hit
+            .playlist("hls-abr/v0/index.m3u8")
+            .unwrap()
+            .contains("EVENT"));
         // Other jobs are not served this one's view.
         assert!(cache.get("k", t0).is_none());
         // Expired at the TTL: the caller reads the task outputs again and puts the new view.
         assert!(cache.get("j", t0 + Duration::from_secs(1)).is_none());
         let t1 = t0 + Duration::from_secs(2);
-        cache.put("j", LiveHls::new(SPEC, &outputs(&[0, 1], true)).unwrap(), t1);
+        cache.put(
+            "j",
+            LiveHls::new(SPEC, &outputs(&[0, 1], true)).unwrap(),
+            t1,
+        );
         let vod = cache.get("j", t1).unwrap();
-        assert!(vod.playlist("hls-abr/v0/index.m3u8").unwrap().contains("ENDLIST"));
+        assert!(vod
+            .playlist("hls-abr/v0/index.m3u8")
+            .unwrap()
+            .contains("ENDLIST"));
         assert_eq!(cache.len(), 1);
     }
 

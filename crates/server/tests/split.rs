@@ -15,7 +15,11 @@ fn gop_clip(dir: &Path, secs: u32) -> std::path::PathBuf {
 }
 
 fn gop_clip_sized(dir: &Path, secs: u32, size: &str) -> std::path::PathBuf {
-    gop_clip_of(dir, secs, &format!("testsrc2=size={size}:rate=25:duration={secs}"))
+    gop_clip_of(
+        dir,
+        secs,
+        &format!("testsrc2=size={size}:rate=25:duration={secs}"),
+    )
 }
 
 /// [`gop_clip_sized`] with noise changing every frame on top, as in real footage: content
@@ -901,7 +905,7 @@ fn quality_against(out: &Path, source: &Path) -> (f64, f64) {
 /// length the split path uses (4 s here: 4 ranges of a 16 s clip with noise, the 480p and 360p
 /// rungs). Measured: before capped CRF rungs and the pre-roll (x264 ABR rungs, each range a
 /// fresh encode) the split rungs came out 0.11 and 0.16 dB lower (SSIM 0.0001-0.0002 lower);
-/// with them +0.002 and -0.021 dB, video +1.5 % and -0.8 %.
+/// with them +0.02 and -0.02 dB, video +1.5 % and -0.8 %.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn split_rungs_match_the_unsplit_ones_in_quality_and_size() {
     let s = TestServer::start().await;

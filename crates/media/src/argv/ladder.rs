@@ -67,7 +67,9 @@ pub fn rung_rate_control(rung: &Rung) -> RungRateControl {
 /// The rate control of a rung of a ladder in `codec` (H.264 or HEVC; SVT-AV1 has no VBV).
 pub fn rung_rate_control_for(codec: VideoCodec, rung: &Rung) -> RungRateControl {
     RungRateControl {
-        crf: crate::compat::video_defaults(codec).default_crf.unwrap_or(23),
+        crf: crate::compat::video_defaults(codec)
+            .default_crf
+            .unwrap_or(23),
         maxrate_kbps: rung.video_kbps * 107 / 100,
         bufsize_kbps: rung.video_kbps * 3 / 2,
     }

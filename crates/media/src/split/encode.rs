@@ -359,17 +359,16 @@ pub fn segment_argv(
 async fn kept_frames(tools: &Tools, dir: &Path, segments: &[Segment]) -> Option<u64> {
     let mut n = 0;
     for seg in segments {
-        let out = tokio::process::Command::new(&tools.ffprobe)
-            .args(["-v", "error", "-protocol_whitelist", "file"])
+        let mut cmd = tokio::process::Command::new(&tools.ffprobe);
+        cmd.args(["-v", "error", "-protocol_whitelist", "file"])
             .args(["-format_whitelist", "mpegts", "-f", "mpegts"])
             .args(["-select_streams", "v:0", "-count_packets"])
             .args(["-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
             .arg(file_url(&within(dir, &seg.uri).ok()?))
             .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .ok()?;
+            .kill_on_drop(true);
+        tools.limits.apply(&mut cmd);
+        let out = cmd.output().await.ok()?;
         if !out.status.success() {
             return None;
         }
@@ -819,7 +818,9 @@ mod tests {
         );
         // The MP4 is trimmed back to the range and encoded without pre-roll.
         assert!(
-            graph.ends_with(";[s3]trim=start=0.470000,setpts=PTS-0.480000/TB,scale=1280:720,setsar=1[o3]"),
+            graph.ends_with(
+                ";[s3]trim=start=0.470000,setpts=PTS-0.480000/TB,scale=1280:720,setsar=1[o3]"
+            ),
             "{graph}"
         );
         // Capped CRF rungs, starting with a 70 % full buffer after the pre-roll.
