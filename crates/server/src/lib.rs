@@ -119,6 +119,7 @@ pub async fn build_state(cfg: Config, capacity: u32) -> Result<AppState, ServeEr
         capacity,
         stopping: tokio_util::sync::CancellationToken::new(),
         patch_locks: Arc::new(patch_lock::PatchLocks::default()),
+        live_hls: Arc::new(progressive::LiveCache::default()),
     })
 }
 

@@ -29,6 +29,8 @@ pub struct AppState {
     pub notify_key: Arc<Vec<u8>>,
     /// tus PATCHes in flight, one per upload (`crate::patch_lock`).
     pub patch_locks: Arc<crate::patch_lock::PatchLocks>,
+    /// Running split jobs' progressive HLS views, reused for a second (`crate::progressive`).
+    pub live_hls: Arc<crate::progressive::LiveCache>,
 }
 
 impl AppState {

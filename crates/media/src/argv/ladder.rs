@@ -29,6 +29,52 @@ pub fn ladder(rungs: &[Rung], display_short: u32) -> Vec<Rung> {
         .collect()
 }
 
+/// The rate control of one rung: capped CRF. The encoder spends what the picture needs at the
+/// codec's default CRF, up to the rung's bitrate (`maxrate` 107 % of it, a 1.5 s buffer), so the
+/// rung's bitrate is its peak, which is what the master playlist's `BANDWIDTH` states.
+///
+/// Not ABR (`-b:v`): x264's ABR steers toward the average over everything encoded so far, so a
+/// range of a split job (which starts a new encode) spent less at its start than the unsplit
+/// encode spends at the same picture, and came out 0.45-0.56 dB lower at 4 s ranges (still
+/// 0.17-0.2 dB with a pre-roll). Capped CRF decides each picture from the picture, which a
+/// range encode reproduces (see `split::encode::PREROLL_SECONDS` for the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RungRateControl {
+    pub crf: u32,
+    pub maxrate_kbps: u32,
+    pub bufsize_kbps: u32,
+}
+
+impl RungRateControl {
+    /// The flags of output video stream `k`.
+    pub fn args(&self, k: usize) -> [String; 6] {
+        [
+            format!("-crf:v:{k}"),
+            s(self.crf),
+            format!("-maxrate:v:{k}"),
+            format!("{}k", self.maxrate_kbps),
+            format!("-bufsize:v:{k}"),
+            format!("{}k", self.bufsize_kbps),
+        ]
+    }
+}
+
+/// The rate control of an H.264 rung (HEVC: [`rung_rate_control_for`]).
+pub fn rung_rate_control(rung: &Rung) -> RungRateControl {
+    rung_rate_control_for(VideoCodec::H264, rung)
+}
+
+/// The rate control of a rung of a ladder in `codec` (H.264 or HEVC; SVT-AV1 has no VBV).
+pub fn rung_rate_control_for(codec: VideoCodec, rung: &Rung) -> RungRateControl {
+    RungRateControl {
+        crf: crate::compat::video_defaults(codec)
+            .default_crf
+            .unwrap_or(23),
+        maxrate_kbps: rung.video_kbps * 107 / 100,
+        bufsize_kbps: rung.video_kbps * 3 / 2,
+    }
+}
+
 /// How each rung states its pixel shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Aspect {
@@ -136,15 +182,11 @@ pub(super) fn video(
     }
     a.extend([s("-pix_fmt"), s("yuv420p")]);
     for (i, rung) in rungs.iter().enumerate() {
-        a.extend([format!("-b:v:{i}"), format!("{}k", rung.video_kbps)]);
-        // SVT-AV1 takes a target rate only (its VBR has no VBV buffer in this ffmpeg).
-        if codec != VideoCodec::Av1 {
-            a.extend([
-                format!("-maxrate:v:{i}"),
-                format!("{}k", rung.video_kbps * 107 / 100),
-                format!("-bufsize:v:{i}"),
-                format!("{}k", rung.video_kbps * 3 / 2),
-            ]);
+        if codec == VideoCodec::Av1 {
+            // SVT-AV1 takes a target rate only (its VBR has no VBV buffer in this ffmpeg).
+            a.extend([format!("-b:v:{i}"), format!("{}k", rung.video_kbps)]);
+        } else {
+            a.extend(rung_rate_control_for(codec, rung).args(i));
         }
     }
     if codec != VideoCodec::Av1 {

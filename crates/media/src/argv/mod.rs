@@ -9,7 +9,7 @@ mod ladder;
 mod storyboard;
 
 pub(crate) use codec::{muxer, video_codec_args};
-pub use ladder::ladder;
+pub use ladder::{ladder, rung_rate_control, rung_rate_control_for, RungRateControl};
 pub use storyboard::tile_dims;
 
 use crate::plan::{Container, Packaging, Rendition};
@@ -514,8 +514,12 @@ mod tests {
             );
             assert!(graph.contains("[s0]scale=854:480,") && graph.contains("[s1]scale=640:360,"));
             assert_eq!(after(&a, "-c:v"), "libx264", "{name}");
-            assert_eq!(after(&a, "-b:v:0"), "1400k", "{name}");
-            assert_eq!(after(&a, "-b:v:1"), "800k", "{name}");
+            // Capped CRF: the rung's bitrate (+7 %) is a cap, not a target.
+            assert!(!a.iter().any(|x| x.starts_with("-b:v")), "{name}: {a:?}");
+            assert_eq!(after(&a, "-crf:v:0"), "23", "{name}");
+            assert_eq!(after(&a, "-maxrate:v:0"), "1498k", "{name}");
+            assert_eq!(after(&a, "-bufsize:v:0"), "2100k", "{name}");
+            assert_eq!(after(&a, "-maxrate:v:1"), "856k", "{name}");
             assert_eq!(
                 after(&a, "-force_key_frames"),
                 "expr:gte(t,n_forced*4)",

@@ -144,14 +144,22 @@ enum Live {
 }
 
 /// The progressive view of `path` for a job not ended yet that became playable (`queued`
-/// too: between two of its tasks).
+/// too: between two of its tasks), from the job's view made in the last second if any
+/// (`progressive::LiveCache`: a player's many requests read the task outputs once).
 async fn live(st: &AppState, job: &Job, path: &str) -> Result<Option<Live>, ApiError> {
     if job.status.is_terminal() || job.playable_at.is_none() {
         return Ok(None);
     }
-    let outputs = st.store.task_outputs(&job.id).await?;
-    let Some(hls) = crate::progressive::LiveHls::new(&job.spec_json, &outputs) else {
-        return Ok(None);
+    let now = std::time::Instant::now();
+    let hls = match st.live_hls.get(&job.id, now) {
+        Some(hls) => hls,
+        None => {
+            let outputs = st.store.task_outputs(&job.id).await?;
+            let Some(hls) = crate::progressive::LiveHls::new(&job.spec_json, &outputs) else {
+                return Ok(None);
+            };
+            st.live_hls.put(&job.id, hls, now)
+        }
     };
     if let Some(text) = hls.playlist(path) {
         return Ok(Some(Live::Playlist(text.to_string())));
