@@ -634,15 +634,6 @@ cost = 0.5
         );
     }
 
-    /// The text of the location (or named location) that starts with `header`.
-    fn location<'a>(text: &'a str, header: &str) -> &'a str {
-        let start = text
-            .find(header)
-            .unwrap_or_else(|| panic!("{header} missing"));
-        let end = text[start..].find("\n        }").unwrap() + start;
-        &text[start..end]
-    }
-
     /// The remote claim through the edge (issue 16): `/clusters/{c}/v1/peer/…` goes to that
     /// cluster only, with the prefix stripped, and nowhere else; `/v1/peer/…` goes nowhere.
     #[test]
