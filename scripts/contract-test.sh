@@ -6,9 +6,19 @@
 # POST /v1/jobs to the job's other operations); tests/contract/schemathesis.toml says what is
 # configured and why. Bounded: --max-time (default 120 s) for the whole run.
 #
-# Exit status is schemathesis' (non-zero on any failure or error). Report: target/contract-artifacts/.
+# The remote-claim routes (`/v1/peer/…`) need a token with the `peer` scope even in open mode, and
+# minting one ends open mode; so the first run leaves them out, and a second, bounded run
+# (CONTRACT_PEER_MAX_TIME, default 40 s) fuzzes only them, with that token, against the same
+# state directory restarted protected, one worker slot held by a job whose input never answers
+# and a few jobs (one uploaded, its input in storage) waiting at home that peers are offered
+# at once (`[steal] offer_after_seconds = 0`): claims with and without a ready task, then (by the
+# document's links) renew/complete/fail/release and the object routes on a real lease.
+#
+# Exit status is schemathesis' (non-zero on any failure or error in either run). Report:
+# target/contract-artifacts/ (the peer run's in peer/).
 # Environment: REELAY_BIN (skip the build), CONTRACT_MAX_TIME (seconds), CONTRACT_MAX_EXAMPLES
-# (per operation, default 30), CONTRACT_SEED (fixed seed), KEEP_TMP=1.
+# (per operation, default 30), CONTRACT_PEER_MAX_TIME (seconds), CONTRACT_SEED (fixed seed),
+# KEEP_TMP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=contract-test
@@ -36,8 +46,50 @@ cd "$tmp"
 set +e
 NO_COLOR=1 PYTHONPATH="$root/tests/contract" "$venv/bin/schemathesis" \
   --config-file "$root/tests/contract/schemathesis.toml" run "$url/openapi.json" \
+  --exclude-path-regex '^/v1/peer/' \
   --max-time "${CONTRACT_MAX_TIME:-120}" --max-examples "${CONTRACT_MAX_EXAMPLES:-30}" --workers 1 \
   --report junit --report-dir "$art" "${seed[@]}" 2>&1 | tee "$art/schemathesis.log"
 rc=${PIPESTATUS[0]}
 set -e
+
+# The remote-claim run. Tokens are minted into the stopped cluster's store (from then on every
+# request needs one); the peer token's owner is the peer cluster's name.
+stop_serve
+mint() { "$REELAY_BIN" token create --data-dir "$tmp/data" --name "$1" "${@:2}" 2>>"$art/tokens.log"; }
+peer_token=$(mint contract-peer --scope peer)
+submit_token=$(mint contract-submit --scope submit --scope read)
+# An address that accepts connections and never answers: the home slot's job waits on it.
+stall_port=$(free_port)
+python3 -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64); time.sleep(600)' \
+  "$stall_port" &
+stall_pid=$!
+printf '[steal]\noffer_after_seconds = 0\n' >"$tmp/peer.toml"
+SERVE_LOG=reelay-serve-peer.log start_serve warn --config "$tmp/peer.toml" --workers 1 \
+  --max-attempts 1 --allow-private-urls
+auth=(-H "Authorization: Bearer $submit_token")
+url_job() {
+  curl -fsS "${auth[@]}" -H 'Content-Type: application/json' "$url/v1/jobs" \
+    -d "{\"input\":{\"url\":\"http://127.0.0.1:$stall_port/clip-$1.mp4\"},\"outputs\":[{\"preset\":\"mp4-360p\"}]}" \
+    >/dev/null
+}
+url_job 0
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc=size=64x48:rate=10 -t 1 \
+  -pix_fmt yuv420p "$tmp/clip.mp4"
+curl -fsS "${auth[@]}" "$url/v1/jobs" -F 'spec={"outputs":[{"preset":"mp4-360p"}]};type=application/json' \
+  -F "file=@$tmp/clip.mp4;type=video/mp4" >/dev/null
+for i in 1 2 3 4 5 6; do url_job "$i"; done
+mkdir -p "$art/peer"
+set +e
+NO_COLOR=1 PYTHONPATH="$root/tests/contract" "$venv/bin/schemathesis" \
+  --config-file "$root/tests/contract/schemathesis.toml" run "$url/openapi.json" \
+  --include-path-regex '^/v1/peer/' -H "Authorization: Bearer $peer_token" \
+  --max-time "${CONTRACT_PEER_MAX_TIME:-40}" --max-examples "${CONTRACT_MAX_EXAMPLES:-30}" \
+  --workers 1 --report junit --report-dir "$art/peer" "${seed[@]}" 2>&1 |
+  tee "$art/schemathesis-peer.log"
+peer_rc=${PIPESTATUS[0]}
+set -e
+kill "$stall_pid" 2>/dev/null || true
+wait "$stall_pid" 2>/dev/null || true
+[ "$rc" -ne 0 ] || rc=$peer_rc
 exit "$rc"

@@ -22,6 +22,7 @@ use crate::peer_io::{
 };
 use crate::state::AppState;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -383,13 +384,21 @@ fn forbidden_key(key: &str) -> ApiError {
     )
 }
 
+/// The object routes' `?worker=&attempt=`: a missing or malformed one is the caller's mistake,
+/// answered in JSON like every other error (axum's own rejection is plain text).
+fn attempt_query(q: Result<Query<Attempt>, QueryRejection>) -> Result<Attempt, ApiError> {
+    q.map(|Query(at)| at)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))
+}
+
 /// `GET …/objects/{key}?worker=&attempt=`: one of the task's inputs, streamed.
 async fn get_object(
     State(st): State<AppState>,
     Extension(peer): Extension<Peer>,
     Path((task, key)): Path<(String, String)>,
-    Query(at): Query<Attempt>,
+    at: Result<Query<Attempt>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let at = attempt_query(at)?;
     hold(&st, &peer, &task, &at).await?;
     let (job_id, _) = task
         .rsplit_once('.')
@@ -427,9 +436,10 @@ async fn put_object(
     State(st): State<AppState>,
     Extension(peer): Extension<Peer>,
     Path((task, key)): Path<(String, String)>,
-    Query(at): Query<Attempt>,
+    at: Result<Query<Attempt>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let at = attempt_query(at)?;
     let prefix = hold(&st, &peer, &task, &at).await?;
     if !may_write(&prefix, &key) {
         return Err(forbidden_key(&key));
