@@ -64,6 +64,10 @@ python3 -c 'import socket, sys, time
 s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64); time.sleep(600)' \
   "$stall_port" &
 stall_pid=$!
+for _ in $(seq 1 40); do
+  (: <"/dev/tcp/127.0.0.1/$stall_port") 2>/dev/null && break
+  sleep 0.25
+done
 printf '[steal]\noffer_after_seconds = 0\n' >"$tmp/peer.toml"
 SERVE_LOG=reelay-serve-peer.log start_serve warn --config "$tmp/peer.toml" --workers 1 \
   --max-attempts 1 --allow-private-urls
@@ -71,14 +75,31 @@ auth=(-H "Authorization: Bearer $submit_token")
 url_job() {
   curl -fsS "${auth[@]}" -H 'Content-Type: application/json' "$url/v1/jobs" \
     -d "{\"input\":{\"url\":\"http://127.0.0.1:$stall_port/clip-$1.mp4\"},\"outputs\":[{\"preset\":\"mp4-360p\"}]}" \
-    >/dev/null
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'
 }
-url_job 0
+first=$(url_job 0)
+for _ in $(seq 1 40); do
+  curl -fsS "${auth[@]}" "$url/v1/jobs/$first" | grep -q '"status":"running"' && break
+  sleep 0.25
+done
 ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc=size=64x48:rate=10 -t 1 \
   -pix_fmt yuv420p "$tmp/clip.mp4"
-curl -fsS "${auth[@]}" "$url/v1/jobs" -F 'spec={"outputs":[{"preset":"mp4-360p"}]};type=application/json' \
-  -F "file=@$tmp/clip.mp4;type=video/mp4" >/dev/null
-for i in 1 2 3 4 5 6; do url_job "$i"; done
+upload_job() {
+  curl -fsS "${auth[@]}" "$url/v1/jobs" -F 'spec={"outputs":[{"preset":"mp4-360p"}]};type=application/json' \
+    -F "file=@$tmp/clip.mp4;type=video/mp4" >/dev/null
+}
+upload_job
+for i in 1 2 3 4 5 6; do url_job "$i" >/dev/null; done
+# The fuzzing phase claims every waiting task within a second; a job every half second (every
+# third one uploaded) keeps claims answering 200 until the stateful phase follows the claim's
+# links (a task moves at most once, so each claim needs a new one). Bounded: 200 jobs.
+(
+  for i in $(seq 7 206); do
+    if [ $((i % 3)) -eq 0 ]; then upload_job; else url_job "$i" >/dev/null; fi || true
+    sleep 0.5
+  done
+) 2>/dev/null &
+feeder_pid=$!
 mkdir -p "$art/peer"
 set +e
 NO_COLOR=1 PYTHONPATH="$root/tests/contract" "$venv/bin/schemathesis" \
@@ -89,7 +110,7 @@ NO_COLOR=1 PYTHONPATH="$root/tests/contract" "$venv/bin/schemathesis" \
   tee "$art/schemathesis-peer.log"
 peer_rc=${PIPESTATUS[0]}
 set -e
-kill "$stall_pid" 2>/dev/null || true
-wait "$stall_pid" 2>/dev/null || true
+kill "$feeder_pid" "$stall_pid" 2>/dev/null || true
+wait "$feeder_pid" "$stall_pid" 2>/dev/null || true
 [ "$rc" -ne 0 ] || rc=$peer_rc
 exit "$rc"

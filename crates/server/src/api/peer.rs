@@ -31,7 +31,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use reelay_identity::Scope;
-use reelay_jobs::{FailOutcome, PeerClaim, RenewOutcome};
+use reelay_jobs::{FailOutcome, PeerClaim, RenewOutcome, StoredOutput};
 use std::time::Duration;
 
 /// The peer cluster a request comes from (the `peer` token's owner).
@@ -269,6 +269,14 @@ async fn complete(
     let req: CompleteRequest = json(body, COMPLETE_BODY_BYTES).await?;
     check_worker(&req.worker)?;
     let prefix = task_prefix(&st, &task, req.attempt).await?;
+    // A peer runs transcodes only (`PEER_KINDS`), whose outputs are the job's files: anything
+    // else would be refused by the store as a broken worker (a 500) when the job rolls up.
+    if let Err(e) = serde_json::from_value::<Vec<StoredOutput>>(req.outputs.clone()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidOutputs,
+            format!("outputs must be a list of output files: {e}"),
+        ));
+    }
     if !outputs_within(&prefix, &req.outputs) {
         return Err(ApiError::new(
             ErrorCode::OutputsOutsideAttempt,
