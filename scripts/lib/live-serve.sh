@@ -50,8 +50,8 @@ mkdir -p "$ART"
 tmp=$(mktemp -d "/tmp/reelay-$NAME.XXXXXX")
 pid=""
 url=""
-cleanup() {
-  local rc=$?
+# stop_serve: stops the server start_serve started (SIGTERM, SIGKILL after 10 s), if it runs.
+stop_serve() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 40); do
@@ -61,6 +61,11 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   fi
+  pid=""
+}
+cleanup() {
+  local rc=$?
+  stop_serve
   if [ "${KEEP_TMP:-}" = 1 ]; then echo "$NAME: state kept in $tmp" >&2; else rm -rf "$tmp"; fi
   echo "$NAME: $([ $rc -eq 0 ] && echo passed || echo FAILED) in $(($(date +%s) - started)) s (logs: $ART)" >&2
   exit $rc
@@ -70,25 +75,26 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # start_serve LOG_LEVEL ARGS...: `reelay serve ARGS` on a free loopback port with its state in
-# $tmp/data, log in $ART/reelay-serve.log; returns once /readyz answers (sets pid and url).
+# $tmp/data, log in $ART/${SERVE_LOG:-reelay-serve.log}; returns once /readyz answers (sets pid
+# and url).
 start_serve() {
   local level=$1 port
   shift
   port=$(free_port)
   RUST_LOG=${RUST_LOG:-$level} "$REELAY_BIN" serve "$@" --listen "127.0.0.1:$port" \
-    --data-dir "$tmp/data" >"$ART/reelay-serve.log" 2>&1 &
+    --data-dir "$tmp/data" >"$ART/${SERVE_LOG:-reelay-serve.log}" 2>&1 &
   pid=$!
   url="http://127.0.0.1:$port"
   for _ in $(seq 1 120); do
     curl -fsS --max-time 2 "$url/readyz" >/dev/null 2>&1 && return 0
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "$NAME: reelay serve exited early; its log:" >&2
-      tail -40 "$ART/reelay-serve.log" >&2
+      tail -40 "$ART/${SERVE_LOG:-reelay-serve.log}" >&2
       exit 1
     fi
     sleep 0.25
   done
   echo "$NAME: reelay serve not ready after 30 s; its log:" >&2
-  tail -40 "$ART/reelay-serve.log" >&2
+  tail -40 "$ART/${SERVE_LOG:-reelay-serve.log}" >&2
   exit 1
 }

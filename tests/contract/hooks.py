@@ -1,4 +1,4 @@
-"""schemathesis hooks for scripts/contract-test.sh.
+"""schemathesis hooks for scripts/contract-test.sh (the API run and the remote-claim run).
 
 A multipart submission must send its `spec` part before its `file` part (the server validates the
 spec before it streams gigabytes of video to disk), an order OpenAPI cannot state and
@@ -20,6 +20,16 @@ def map_case(context, case):
 @schemathesis.serializer("application/offset+octet-stream")
 def offset_octet_stream(ctx, value):
     """A tus PATCH body is raw bytes, like application/octet-stream."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")
+
+
+@schemathesis.serializer("application/x-subrip", "text/vtt", "image/png", "image/jpeg")
+def caption_and_watermark_bytes(ctx, value):
+    """The media types a submission's `captions` and `watermark` parts are documented with: raw
+    bytes. Without a serializer schemathesis reported POST /v1/jobs as an error ("Serialization
+    not possible ... application/x-subrip") on the seeds whose fuzzing picked one."""
     if isinstance(value, bytes):
         return value
     return str(value).encode("utf-8")

@@ -116,6 +116,8 @@ error_codes! {
     KeyInputsDisabled = "key_inputs_disabled", Some(StatusCode::UNPROCESSABLE_ENTITY), false;
     /// A remote worker's completion names an output outside its attempt's prefix.
     OutputsOutsideAttempt = "outputs_outside_attempt", Some(StatusCode::UNPROCESSABLE_ENTITY), false;
+    /// A remote worker's completion whose outputs are not a list of output files.
+    InvalidOutputs = "invalid_outputs", Some(StatusCode::UNPROCESSABLE_ENTITY), false;
     /// Too many requests for the token's rate limit.
     RateLimited = "rate_limited", Some(StatusCode::TOO_MANY_REQUESTS), true;
     /// Too many open connections from one client address.

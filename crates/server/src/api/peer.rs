@@ -23,6 +23,7 @@ use crate::peer_io::{
 };
 use crate::state::AppState;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -31,7 +32,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use reelay_identity::Scope;
-use reelay_jobs::{FailOutcome, PeerClaim, RenewOutcome};
+use reelay_jobs::{FailOutcome, PeerClaim, RenewOutcome, StoredOutput};
 use std::time::Duration;
 
 /// The peer cluster a request comes from (the `peer` token's owner).
@@ -305,6 +306,14 @@ async fn complete(
     let req: CompleteRequest = json(body, COMPLETE_BODY_BYTES).await?;
     check_worker(&req.worker)?;
     let prefix = task_prefix(&st, &task, req.attempt).await?;
+    // A peer runs transcodes only (`PEER_KINDS`), whose outputs are the job's files: anything
+    // else would be refused by the store as a broken worker (a 500) when the job rolls up.
+    if let Err(e) = serde_json::from_value::<Vec<StoredOutput>>(req.outputs.clone()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidOutputs,
+            format!("outputs must be a list of output files: {e}"),
+        ));
+    }
     if !outputs_within(&prefix, &req.outputs) {
         return Err(ApiError::new(
             ErrorCode::OutputsOutsideAttempt,
@@ -429,13 +438,21 @@ fn forbidden_key(key: &str) -> ApiError {
     )
 }
 
+/// The object routes' `?worker=&attempt=`: a missing or malformed one is the caller's mistake,
+/// answered in JSON like every other error (axum's own rejection is plain text).
+fn attempt_query(q: Result<Query<Attempt>, QueryRejection>) -> Result<Attempt, ApiError> {
+    q.map(|Query(at)| at)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))
+}
+
 /// `GET …/objects/{key}?worker=&attempt=`: one of the task's inputs, streamed.
 async fn get_object(
     State(st): State<AppState>,
     Extension(peer): Extension<Peer>,
     Path((task, key)): Path<(String, String)>,
-    Query(at): Query<Attempt>,
+    at: Result<Query<Attempt>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let at = attempt_query(at)?;
     let (kind, _) = hold(&st, &peer, &task, &at).await?;
     let (job_id, _) = task
         .rsplit_once('.')
@@ -473,9 +490,10 @@ async fn put_object(
     State(st): State<AppState>,
     Extension(peer): Extension<Peer>,
     Path((task, key)): Path<(String, String)>,
-    Query(at): Query<Attempt>,
+    at: Result<Query<Attempt>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let at = attempt_query(at)?;
     let (_, prefix) = hold(&st, &peer, &task, &at).await?;
     if !may_write(&prefix, &key) {
         return Err(forbidden_key(&key));
