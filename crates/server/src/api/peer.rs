@@ -22,6 +22,7 @@ use crate::peer_io::{
     PEER_KINDS,
 };
 use crate::state::AppState;
+use crate::task_payloads::SegmentResult;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
@@ -305,15 +306,8 @@ async fn complete(
 ) -> Result<Response, ApiError> {
     let req: CompleteRequest = json(body, COMPLETE_BODY_BYTES).await?;
     check_worker(&req.worker)?;
-    let prefix = task_prefix(&st, &task, req.attempt).await?;
-    // A peer runs transcodes only (`PEER_KINDS`), whose outputs are the job's files: anything
-    // else would be refused by the store as a broken worker (a 500) when the job rolls up.
-    if let Err(e) = serde_json::from_value::<Vec<StoredOutput>>(req.outputs.clone()) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidOutputs,
-            format!("outputs must be a list of output files: {e}"),
-        ));
-    }
+    let (kind, prefix) = task_kind_prefix(&st, &task, req.attempt).await?;
+    check_outputs_shape(&kind, &req.outputs)?;
     if !outputs_within(&prefix, &req.outputs) {
         return Err(ApiError::new(
             ErrorCode::OutputsOutsideAttempt,
@@ -342,6 +336,27 @@ async fn complete(
         CompleteAnswer::LeaseLost
     };
     Ok(Json(OutcomeBody { outcome }).into_response())
+}
+
+/// A completion's `outputs` must have the shape its task kind records (`PEER_KINDS`): a
+/// transcode's are the job's files, a piece's a [`SegmentResult`] the stitch reads. Anything
+/// else would be refused later, as a broken worker's (a 500), when the job rolls up or stitches.
+fn check_outputs_shape(kind: &str, outputs: &serde_json::Value) -> Result<(), ApiError> {
+    let refused = |what: &str, e: serde_json::Error| {
+        ApiError::new(
+            ErrorCode::InvalidOutputs,
+            format!("outputs of a {kind} task must be {what}: {e}"),
+        )
+    };
+    if kind == crate::task_payloads::ENCODE_SEGMENT {
+        serde_json::from_value::<SegmentResult>(outputs.clone())
+            .map(drop)
+            .map_err(|e| refused("an encoded piece", e))
+    } else {
+        serde_json::from_value::<Vec<StoredOutput>>(outputs.clone())
+            .map(drop)
+            .map_err(|e| refused("a list of output files", e))
+    }
 }
 
 async fn fail(
@@ -528,4 +543,27 @@ async fn put_object(
     }
     w.finish().await.map_err(storage_error)?;
     Ok(StatusCode::CREATED.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_outputs_shape;
+    use serde_json::json;
+
+    #[test]
+    fn a_completion_carries_the_outputs_its_kind_records() {
+        let files = json!([{"name": "a.mp4", "key": "outputs/j/a1/a.mp4", "size": 1,
+                            "content_type": "video/mp4"}]);
+        let piece = json!({"prefix": "tasks/j/seg-00001-a1", "files": ["v.ts"],
+                           "output": {"not": "a piece"}});
+        assert!(check_outputs_shape("transcode", &files).is_ok());
+        assert!(check_outputs_shape("transcode", &json!({"prefix": "x"})).is_err());
+        // A piece's result is a map, not a file list (both directions refused).
+        assert!(check_outputs_shape("encode_segment", &files).is_err());
+        assert!(check_outputs_shape("encode_segment", &piece).is_err());
+        let piece = json!({"prefix": "tasks/j/seg-00001-a1", "files": ["v.ts"],
+                           "output": {"index": 1, "files": [["v", "v/piece_00001.ts"]],
+                                      "hls": []}});
+        assert!(check_outputs_shape("encode_segment", &piece).is_ok());
+    }
 }
