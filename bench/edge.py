@@ -749,6 +749,7 @@ def main():
     st.add_argument("--steal-poll-ms", type=int, default=250, help="clusters' [steal] poll_ms")
     st.add_argument("--steal-lease", type=int, default=5, help="clusters' --lease-seconds")
     st.add_argument("--steal-egress-usd-per-gb", type=float, default=0.0, help="edge [stealing] egress_usd_per_gb")
+    st.add_argument("--steal-trace", action="store_true", help="log the edge's view of both clusters every 0.5 s")
     st.add_argument("--film-seconds", type=int, default=120)
     st.add_argument("--film-size", default="640x360")
     st.add_argument("--film-segment", type=int, default=15, help="split segment_seconds")

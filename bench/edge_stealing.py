@@ -48,6 +48,7 @@ defaults (50 MB/s, 1 $/h).
 import os
 import statistics
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -182,6 +183,43 @@ def counters(s):
     return {"owners": owners, "edge_decisions": decisions, "claimed": claimed}
 
 
+class Trace:
+    """Samples the edge's view of both clusters every 0.5 s (capacity, running, queued, the
+    running tasks' remaining seconds, aws's steal offer): why a task did or did not move."""
+
+    def __init__(self, edge):
+        self.edge, self.rows, self.stop = edge, [], threading.Event()
+        self.t0 = time.monotonic()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        while not self.stop.is_set():
+            try:
+                st = get_json(self.edge["control"] + "/edge/status", timeout=2)
+                row = [round(time.monotonic() - self.t0, 1)]
+                for c in st["clusters"]:
+                    ld = c.get("load") or {}
+                    o = ld.get("offer")
+                    row.append(
+                        f"{c['name']} cap {ld.get('capacity')} run {ld.get('running')} "
+                        f"q {ld.get('queued')} rem {ld.get('running_remaining_seconds')}"
+                        + (f" offer {o['task_id'].split('.', 1)[1][:8]} ready {o['ready_seconds']}s" if o else "")
+                    )
+                self.rows.append(" | ".join(str(x) for x in row))
+            except Exception:  # noqa: BLE001
+                pass
+            self.stop.wait(0.5)
+
+    def done(self, show):
+        self.stop.set()
+        self.thread.join(timeout=5)
+        if show:
+            for row in self.rows:
+                log(f"    trace {row}")
+        return self.rows
+
+
 def stolen(views):
     """Tasks that ran on another cluster than their job's, by kind, from the job views."""
     out = {}
@@ -212,7 +250,9 @@ def stream_run(b, args, clips, jobs, arrivals, enabled, kill_after_placement, la
         for w in s["workers"][1:]:
             b.procs.kill9(w)
         log(f"  placed {placed}; SIGKILLed aws workers 2 and 3")
+    trace = Trace(s["edge"])
     views = await_jobs(base, ids, sum(jobs) * 2 + 300, token)
+    trace.done(args.steal_trace)
     summary = summarize(label, jobs, res, ids, views, rejected)
     summary.pop("waits", None)
     summary["placed"] = placed
@@ -301,6 +341,8 @@ def film_run(b, args, path, enabled):
             "wall_s": parse_ts(v["finished_at"]) - parse_ts(v["created_at"]),
             "segments": len(segs),
             "segments_on": {c: sum(1 for t in segs if (t.get("ran_on") or "aws") == c) for c in CLUSTERS},
+            # A stolen segment whose completion the owner refused runs again at home (attempt 2).
+            "segments_rerun": sum(1 for t in segs if t.get("attempts", 1) > 1),
             "stolen": stolen([v]),
             "offers_seen": offers[:3],
         }
@@ -404,17 +446,22 @@ def report(r):
         print()
         print("### One long film: split job on aws (1 worker, CPU 0) while gcp (1 slot, CPU 1) idles")
         print()
-        print("| run | stealing | status | wall s | segments aws/gcp | stolen | edge decisions |")
-        print("|---|---|---|---|---|---|---|")
+        print("| run | stealing | status | wall s | segments aws/gcp | re-run | stolen | edge decisions | owner's peer-task events |")
+        print("|---|---|---|---|---|---|---|---|---|")
         speedups = []
         for n, row in enumerate(r["film"], 1):
             for k in ("off", "on"):
                 x = row[k]
                 on = x.get("segments_on") or {}
                 dec = ", ".join(f"{a} {c}" for a, c in sorted((x.get("edge_decisions") or {}).items()))
+                ev = ", ".join(
+                    f"{e.split(chr(34))[1]} {c}" for e, c in sorted(((x.get("owners") or {}).get("aws") or {}).items())
+                    if '"' in e
+                )
                 print(
                     f"| {n} | {k} | {x.get('status')} | {fmt(x.get('wall_s'))} | "
-                    f"{on.get('aws', '—')}/{on.get('gcp', '—')} | {x.get('stolen_total', '—')} | {dec} |"
+                    f"{on.get('aws', '—')}/{on.get('gcp', '—')} | {x.get('segments_rerun', '—')} | "
+                    f"{x.get('stolen_total', '—')} | {dec} | {ev} |"
                 )
             if row["off"].get("wall_s") and row["on"].get("wall_s"):
                 speedups.append(row["off"]["wall_s"] / row["on"]["wall_s"])
