@@ -292,7 +292,8 @@ def film_clip(b, args):
         ["nice", "-n", "19", "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
          "-f", "lavfi", "-i", f"testsrc2=size={args.film_size}:rate=25:duration={args.film_seconds}",
          "-f", "lavfi", "-i", f"sine=duration={args.film_seconds}",
-         "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac", "-shortest", path],
+         "-c:v", "libx264", "-preset", "ultrafast", "-b:v", args.film_bitrate, "-g", "25",
+         "-c:a", "aac", "-shortest", path],
         check=True,
     )
     return path
