@@ -20,6 +20,10 @@ Then, with the reelay edge: data-plane overhead (GET /v1/jobs/{id} direct vs thr
 failover (SIGKILL aws, submit every 100 ms, time to the first 202 and the first 202 on gcp),
 with the edge's default [health] settings.
 
+Work stealing (`--parts stealing`): the same seeded streams with the edge's `[stealing]` on vs
+off (a skewed load with two of aws's workers killed, one long split film, the balanced
+placement stream); see bench/edge_stealing.py.
+
 Python 3 standard library only. Every process started here runs in its own process group and is
 stopped in `finally` (nginx via the edge's pid file, ffmpeg children via /proc), and the script
 verifies that none is left.
