@@ -54,7 +54,6 @@ import time
 import urllib.request
 
 from edge import (
-    PRESET,
     TERMINAL,
     await_jobs,
     fmt,
