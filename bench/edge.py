@@ -20,6 +20,10 @@ Then, with the reelay edge: data-plane overhead (GET /v1/jobs/{id} direct vs thr
 failover (SIGKILL aws, submit every 100 ms, time to the first 202 and the first 202 on gcp),
 with the edge's default [health] settings.
 
+Work stealing (`--parts stealing`): the same seeded streams with the edge's `[stealing]` on vs
+off (a skewed load with two of aws's workers killed, one long split film, the balanced
+placement stream); see bench/edge_stealing.py.
+
 Python 3 standard library only. Every process started here runs in its own process group and is
 stopped in `finally` (nginx via the edge's pid file, ffmpeg children via /proc), and the script
 verifies that none is left.
@@ -60,8 +64,11 @@ def free_port():
     return port
 
 
-def get_json(url, timeout=5.0):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+def get_json(url, timeout=5.0, token=None):
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
 
 
@@ -318,11 +325,14 @@ class Bench:
         return keys, self.token
 
     # clusters ---------------------------------------------------------------
-    def cluster(self, name, workers, keys=None, host="127.0.0.1", prefix=(), extra=()):
+    def cluster(self, name, workers, keys=None, host="127.0.0.1", prefix=(), extra=(), config=None,
+                role="serve", data=None, tag=""):
         """`keys`: trusted keys, so /v1 needs a token (no rate limit per token: a benchmark
-        client is one token); otherwise open mode, loopback only."""
+        client is one token); otherwise open mode, loopback only. `role`: serve, or api/worker
+        processes of one cluster sharing `data` (one SQLite store and local storage); `tag`
+        tells apart the processes of one cluster (log file, name)."""
         port = free_port()
-        data = os.path.join(self.tmp, f"run{self.run_no}", f"{name}-data")
+        data = data or os.path.join(self.tmp, f"run{self.run_no}", f"{name}-data")
         os.makedirs(data, exist_ok=True)
         if keys:
             access = ["--trusted-keys", keys, "--rate-limit-per-minute", "0"]
@@ -330,10 +340,10 @@ class Bench:
             # Behind the edge every request is forwarded: open only by explicit opt-in.
             access = ["--allow-anonymous"]
         item = self.procs.spawn(
-            f"cluster {name}",
+            f"cluster {name}{tag}",
             [
-                "serve",
-                "--config", self.config,
+                role,
+                "--config", config or self.config,
                 "--listen", f"{host}:{port}",
                 "--data-dir", data,
                 "--cluster", name,
@@ -342,7 +352,7 @@ class Bench:
                 *access,
                 *extra,
             ],
-            os.path.join(self.tmp, f"run{self.run_no}", f"{name}.log"),
+            os.path.join(self.tmp, f"run{self.run_no}", f"{name}{tag}.log"),
             "cluster",
             prefix=prefix,
         )
@@ -357,10 +367,12 @@ class Bench:
         return item
 
     # edges ------------------------------------------------------------------
-    def edge(self, mode, clusters, extra="", tag="", keys=None, prefix=()):
+    def edge(self, mode, clusters, extra="", tag="", keys=None, prefix=(), port=None):
+        """`port`: the listen port when the clusters were told the edge's address before it
+        started (`[steal] edge`); a free one otherwise."""
         d = os.path.join(self.tmp, f"run{self.run_no}", f"edge{tag}")
         os.makedirs(d, exist_ok=True)
-        port, control = free_port(), free_port()
+        port, control = port or free_port(), free_port()
         work = os.path.join(d, "work")
         text = (
             f'listen = "127.0.0.1:{port}"\n'
@@ -503,8 +515,17 @@ def simulate_many(args):
 # --------------------------------------------------------------------------- the placement run
 
 
-def run_stream(base, jobs, arrivals, clips, label):
+def run_stream(base, jobs, arrivals, clips, label, token=None):
     """Submits every job at its arrival time (one thread each), then waits for all to end."""
+    res, ids, rejected = submit_stream(base, jobs, arrivals, clips, token)
+    log(f"{label}: {len(ids)}/{len(jobs)} accepted, waiting for the jobs to finish")
+    views = await_jobs(base, ids, sum(jobs) + 300, token)
+    return res, ids, views, rejected
+
+
+def submit_stream(base, jobs, arrivals, clips, token=None):
+    """Submits every job at its arrival time (one thread each); returns once every submission
+    was answered: (per-job results, index -> job id, rejected)."""
     spec = {"outputs": [{"preset": PRESET}]}
     bodies = {d: multipart(spec, data, f"clip-{d}s.mp4") for d, data in clips.items()}
     n = len(jobs)
@@ -515,7 +536,7 @@ def run_stream(base, jobs, arrivals, clips, label):
         body, ctype = bodies[jobs[i]]
         t_send = time.monotonic()
         try:
-            status, js = submit(base, body, ctype)
+            status, js = submit(base, body, ctype, token=token)
         except Exception as e:  # noqa: BLE001
             status, js = None, repr(e)
         res[i] = {
@@ -543,22 +564,26 @@ def run_stream(base, jobs, arrivals, clips, label):
             ids[i] = r["body"]["id"]
         else:
             rejected.append((i, r and r["status"], r and str(r["body"])[:160]))
-    log(f"{label}: {len(ids)}/{n} accepted, waiting for the jobs to finish")
+    return res, ids, rejected
+
+
+def await_jobs(base, ids, timeout, token=None):
+    """Polls every job until it ended (or `timeout` s passed): index -> final job view."""
     views = {}
-    deadline = time.monotonic() + sum(jobs) + 300
+    deadline = time.monotonic() + timeout
     while len(views) < len(ids) and time.monotonic() < deadline:
         for i, jid in ids.items():
             if i in views:
                 continue
             try:
-                v = get_json(f"{base}/v1/jobs/{jid}", timeout=10)
+                v = get_json(f"{base}/v1/jobs/{jid}", timeout=10, token=token)
             except Exception:  # noqa: BLE001
                 continue
             if v["status"] in TERMINAL:
                 views[i] = v
         if len(views) < len(ids):
             time.sleep(1.0)
-    return res, ids, views, rejected
+    return views
 
 
 def summarize(label, jobs, res, ids, views, rejected):
@@ -713,8 +738,33 @@ def main():
         "--parts",
         default="placement,dataplane,silent",
         help="placement (the front doors, then the SIGKILL failover probe), dataplane (wrk), "
-        "silent (dropped packets; root); see bench/edge_probes.py",
+        "silent (dropped packets; root), see bench/edge_probes.py; stealing (skewed, one long "
+        "film, balanced: with vs without the edge's [stealing]), see bench/edge_stealing.py",
     )
+    st = ap.add_argument_group("stealing (--parts stealing; see bench/edge_stealing.py)")
+    st.add_argument("--steal-parts", default="skewed,film,balanced")
+    st.add_argument("--steal-jobs", type=int, default=24, help="jobs per skewed stream")
+    st.add_argument(
+        "--steal-load", type=float, default=8.0,
+        help="skewed: offered load / capacity of 4 slots while the stream arrives (8: a burst)",
+    )
+    st.add_argument("--steal-min-saved", type=float, default=2.0, help="edge [stealing] min_seconds_saved")
+    st.add_argument("--steal-offer-after", type=float, default=1.0, help="clusters' [steal] offer_after_seconds")
+    st.add_argument("--steal-poll-ms", type=int, default=250, help="clusters' [steal] poll_ms")
+    st.add_argument("--steal-lease", type=int, default=5, help="clusters' --lease-seconds")
+    st.add_argument("--steal-egress-usd-per-gb", type=float, default=0.0, help="edge [stealing] egress_usd_per_gb")
+    st.add_argument("--steal-trace", action="store_true", help="log the edge's view of both clusters every 0.5 s")
+    st.add_argument("--film-seconds", type=int, default=120)
+    st.add_argument("--film-size", default="1280x720")
+    st.add_argument("--film-bitrate", default="2M", help="the generated film's video bitrate")
+    st.add_argument(
+        "--film-segment", type=int, default=15,
+        help="split segment_seconds (15 s of 720p: ~8 s of x264 on one core, so a piece's wait "
+        "at home exceeds min_seconds_saved)",
+    )
+    st.add_argument("--film-preset", default="mp4-720p")
+    st.add_argument("--film-runs", type=int, default=2)
+    st.add_argument("--film-pin", type=int, default=1, help="1: aws's worker on CPU 0, gcp on CPU 1 (taskset)")
     ap.add_argument("--skip-probes", action="store_true", help="no failover probe after the reelay door")
     ap.add_argument(
         "--simulate",
@@ -748,7 +798,7 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"{tool} not found")
     parts = set(args.parts.split(","))
-    if parts - {"placement", "dataplane", "silent"}:
+    if parts - {"placement", "dataplane", "silent", "stealing"}:
         sys.exit(f"unknown --parts {args.parts!r}")
     if "dataplane" in parts:
         edge_probes.need_wrk()
@@ -832,6 +882,16 @@ def main():
         if "silent" in parts:
             log("silent failure: aws's packets dropped while submissions leave every 100 ms")
             results["silent"] = edge_probes.silent_failure(b, args, small)
+        if "stealing" in parts:
+            import edge_stealing
+
+            def clips_for(durations):
+                missing = sorted(set(durations) - set(clips))
+                clips.update(make_clips(b.tmp, missing) if missing else {})
+                return clips
+
+            log("work stealing: skewed, one long film, balanced; with vs without [stealing]")
+            results["stealing"] = edge_stealing.run(b, args, clips_for)
     finally:
         b.close()
     results["leftover_processes"] = b.leftover_count
@@ -877,6 +937,10 @@ def report(r, args):
         edge_probes.report_data_plane(r["data_plane"])
     if "silent" in r:
         edge_probes.report_silent(r["silent"])
+    if "stealing" in r:
+        import edge_stealing
+
+        edge_stealing.report(r["stealing"])
     print()
     print(f"run time {r['run_seconds']:.0f} s; processes left behind: {r['leftover_processes']}")
 

@@ -8,6 +8,9 @@
 #   bench/edge.sh --parts dataplane,silent         data plane and silent failure only (~3 min)
 #   bench/edge.sh --parts dataplane --dp-variants no-auth-request,auth-cache   where the time goes
 #   bench/edge.sh --jobs 12 --doors reelay,shared --parts placement   a quick look
+#   bench/edge.sh --parts stealing                 work stealing: skewed, one long film, balanced,
+#                                                  with vs without the edge's [stealing] (~50 min;
+#                                                  bench/edge_stealing.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/reelay}
