@@ -137,11 +137,25 @@ impl WorkerPool {
         }
     }
 
-    /// Runs a task claimed from `peer` and reports its end there.
+    /// Runs a task claimed from `peer` and reports its end there, every log line (the lease
+    /// keeper's too) in its `remote_task` span: attached with `.instrument()`, never an entered
+    /// guard held across `.await` (why: [`WorkerPool::execute`]).
     async fn run_remote(&self, peer: &PeerClient, task: PeerTask, claimed_in: Duration) {
+        use tracing::Instrument;
         let claim = task.to_claim();
         let span = tracing::info_span!("remote_task", peer = %peer.name, job_id = %claim.job.id, task_id = %claim.task_id, kind = %claim.kind, attempt = claim.attempt);
-        let _enter = span.enter();
+        self.run_peer_task(peer, task, claim, claimed_in)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_peer_task(
+        &self,
+        peer: &PeerClient,
+        task: PeerTask,
+        claim: reelay_jobs::Claim,
+        claimed_in: Duration,
+    ) {
         tracing::info!("task of a peer started");
         let at = Attempt {
             worker: self.id.clone(),
