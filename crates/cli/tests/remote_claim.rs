@@ -15,69 +15,13 @@ use std::time::Duration;
 #[path = "common/mod.rs"]
 mod common;
 
+use common::stack::{serve, Stack, Tokens};
 use common::{
-    descendants, free_port, http, kill, stall_server, wait_until, Edge, Guard, Server, Stop,
-    TestCa, BIN,
+    descendants, free_port, http, kill, stall_server, wait_until, Edge, Guard, Server, Stop, TestCa,
 };
 
 const S3_KEY: &str = "remoteclaimkey";
 const S3_SECRET: &str = "remoteclaimsecret123";
-
-/// Issuer key and trusted keys in `dir`; returns the trusted keys file.
-fn keys(dir: &Path) -> PathBuf {
-    let out = Command::new(BIN)
-        .args(["token", "keygen", "--id", "k1", "--out"])
-        .arg(dir.join("issuer.key"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let trusted = dir.join("trusted.keys");
-    std::fs::write(&trusted, &out.stdout).unwrap();
-    trusted
-}
-
-/// A signed token with these scopes, owned by `owner`.
-fn token(dir: &Path, owner: &str, scopes: &[&str]) -> String {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["token", "create", "--issuer-key"])
-        .arg(dir.join("issuer.key"))
-        .args(["--owner", owner]);
-    for s in scopes {
-        cmd.args(["--scope", s]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// `reelay serve` as cluster `name` with one worker slot, 2 s leases and `toml`.
-fn cluster(dir: &Path, name: &str, port: u16, toml: &str) -> Server {
-    Server::spawn(serve(dir, name, port, toml), port)
-}
-
-/// The `reelay serve` command of [`cluster`].
-fn serve(dir: &Path, name: &str, port: u16, toml: &str) -> Command {
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(&config, toml).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join(name))
-        .args(["--cluster", name, "--workers", "1", "--lease-seconds", "2"])
-        .arg("--allow-private-urls")
-        .env("RUST_LOG", "warn");
-    cmd
-}
 
 /// How gcp's worker reaches aws's remote-claim routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +42,7 @@ enum Link {
     DirectMtls,
 }
 
-/// What [`Pair::start`] starts.
+/// What [`start`] starts.
 struct Setup {
     /// Start gcp (the thief) too.
     gcp: bool,
@@ -120,265 +64,115 @@ impl Setup {
     }
 }
 
-struct Pair {
-    dir: PathBuf,
-    aws: Server,
-    /// Reaches aws directly (with a client certificate when aws wants one).
-    aws_client: reqwest::blocking::Client,
-    /// The edge in front of aws, unless the link is [`Link::Direct`].
-    edge: Option<Edge>,
-    gcp: Option<Server>,
-    gcp_port: u16,
-    gcp_toml: String,
-    /// submit + read, owner `team`.
-    user: String,
-    admin: String,
-    peer: String,
+/// aws (the owner, offering a task after 0.5 s at home) and, when `setup.gcp`, gcp (which takes
+/// aws's tasks with a peer token, over `setup.link`).
+fn start(dir: &Path, setup: Setup) -> Stack {
+    let tokens = Tokens::mint(dir);
+    let trusted_path = tokens.trusted.display().to_string();
+    let aws_port = free_port();
+    let mut cmd = serve(dir, "aws", aws_port, &tokens.aws_config(0.5));
+    if let Some(endpoint) = &setup.aws_s3 {
+        cmd.args(["--storage", "s3://media/reelay"])
+            .env("AWS_ENDPOINT", endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("AWS_DEFAULT_REGION", "us-east-1");
+    }
+    let mtls = matches!(
+        setup.link,
+        Link::EdgeMtls | Link::HttpsEdgeMtls | Link::DirectMtls
+    );
+    let certs = dir.join("certs");
+    let ca = mtls.then(|| {
+        std::fs::create_dir_all(&certs).unwrap();
+        TestCa::new(&certs)
+    });
+    let (aws, mut edge_tls) = if let Some(ca) = &ca {
+        ca.leaf("aws", &["aws.reelay.test", "127.0.0.1"]);
+        ca.leaf("edge-client", &["reelay-edge"]);
+        cmd.arg("--tls-cert")
+            .arg(certs.join("aws.pem"))
+            .arg("--tls-key")
+            .arg(certs.join("aws.key"))
+            .arg("--tls-client-ca")
+            .arg(ca.ca_pem());
+        let client = ca.client(Some("edge-client"));
+        let base = format!("https://127.0.0.1:{aws_port}");
+        let aws = Server::spawn_with(cmd, &base, aws_port, &client);
+        // Without a certificate from the CA nothing gets through to aws.
+        assert!(ca
+            .client(None)
+            .get(format!("{base}/healthz"))
+            .send()
+            .is_err());
+        let c = certs.display();
+        let tls = format!(
+            "upstream_client_cert = \"{c}/edge-client.pem\"\nupstream_client_key = \"{c}/edge-client.key\"\n\
+             upstream_ca = \"{c}/ca.pem\"\nupstream_server_name = \"aws.reelay.test\"\n"
+        );
+        (aws, tls)
+    } else {
+        (Server::spawn(cmd, aws_port), String::new())
+    };
+    // The edge's own HTTPS certificate, from the same private CA; gcp trusts that CA only.
+    let mut peer_tls = String::new();
+    let edge_client = match (&ca, setup.link) {
+        (Some(ca), Link::HttpsEdgeMtls) => {
+            ca.leaf("edge-server", &["127.0.0.1"]);
+            let c = certs.display();
+            edge_tls.push_str(&format!(
+                "tls_cert = \"{c}/edge-server.pem\"\ntls_key = \"{c}/edge-server.key\"\n"
+            ));
+            peer_tls = format!("ca_file = \"{c}/ca.pem\"\n");
+            Some(ca.client(None))
+        }
+        (Some(ca), Link::DirectMtls) => {
+            ca.leaf("gcp-peer", &["gcp-workers"]);
+            let c = certs.display();
+            peer_tls = format!(
+                "ca_file = \"{c}/ca.pem\"\nclient_cert = \"{c}/gcp-peer.pem\"\n\
+                 client_key = \"{c}/gcp-peer.key\"\n"
+            );
+            None
+        }
+        _ => None,
+    };
+    let edge = (!matches!(setup.link, Link::Direct | Link::DirectMtls)).then(|| {
+        let extra = format!(
+            "{edge_tls}{}\n[auth]\ntrusted_keys = {trusted_path:?}\nlegacy_tokens = false\n",
+            setup.edge_extra
+        );
+        let clusters = [("aws", aws.base(), 1)];
+        match edge_client {
+            Some(client) => Edge::start_https(dir, &clusters, &extra, client),
+            None => Edge::start(dir, &clusters, &extra),
+        }
+    });
+    let peer_url = match &edge {
+        Some(e) => format!("{}/clusters/aws", e.base()),
+        None => aws.base(),
+    };
+    let gcp_toml = tokens.gcp_config("poll_ms = 200\n", &peer_url, &peer_tls);
+    let mut stack = Stack::new(dir, tokens, aws, edge);
+    if setup.gcp {
+        stack.start_gcp(&gcp_toml);
+    }
+    stack
 }
 
-impl Pair {
-    /// aws (the owner, offering a task after 0.5 s at home) and, when `setup.gcp`, gcp (which
-    /// takes aws's tasks with a peer token, over `setup.link`).
-    fn start(dir: &Path, setup: Setup) -> Pair {
-        let trusted = keys(dir);
-        let user = token(dir, "team", &["submit", "read"]);
-        let admin = token(dir, "ops", &["admin"]);
-        let peer = token(dir, "gcp", &["peer"]);
-        let peer_file = dir.join("peer.token");
-        std::fs::write(&peer_file, &peer).unwrap();
-        let trusted_path = trusted.display().to_string();
-        let aws_port = free_port();
-        let mut cmd = serve(
-            dir,
-            "aws",
-            aws_port,
-            &format!("trusted_keys = {trusted_path:?}\n[steal]\noffer_after_seconds = 0.5\n"),
-        );
-        if let Some(endpoint) = &setup.aws_s3 {
-            cmd.args(["--storage", "s3://media/reelay"])
-                .env("AWS_ENDPOINT", endpoint)
-                .env("AWS_ALLOW_HTTP", "true")
-                .env("AWS_ACCESS_KEY_ID", S3_KEY)
-                .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-                .env("AWS_DEFAULT_REGION", "us-east-1");
-        }
-        let mtls = matches!(
-            setup.link,
-            Link::EdgeMtls | Link::HttpsEdgeMtls | Link::DirectMtls
-        );
-        let certs = dir.join("certs");
-        let ca = mtls.then(|| {
-            std::fs::create_dir_all(&certs).unwrap();
-            TestCa::new(&certs)
-        });
-        let (aws, aws_client, mut edge_tls) = if let Some(ca) = &ca {
-            ca.leaf("aws", &["aws.reelay.test", "127.0.0.1"]);
-            ca.leaf("edge-client", &["reelay-edge"]);
-            cmd.arg("--tls-cert")
-                .arg(certs.join("aws.pem"))
-                .arg("--tls-key")
-                .arg(certs.join("aws.key"))
-                .arg("--tls-client-ca")
-                .arg(ca.ca_pem());
-            let client = ca.client(Some("edge-client"));
-            let base = format!("https://127.0.0.1:{aws_port}");
-            let aws = Server::spawn_with(cmd, &base, aws_port, &client);
-            // Without a certificate from the CA nothing gets through to aws.
-            assert!(ca
-                .client(None)
-                .get(format!("{base}/healthz"))
-                .send()
-                .is_err());
-            let c = certs.display();
-            let tls = format!(
-                "upstream_client_cert = \"{c}/edge-client.pem\"\nupstream_client_key = \"{c}/edge-client.key\"\n\
-                 upstream_ca = \"{c}/ca.pem\"\nupstream_server_name = \"aws.reelay.test\"\n"
-            );
-            (aws, client, tls)
-        } else {
-            (Server::spawn(cmd, aws_port), http(), String::new())
-        };
-        // The edge's own HTTPS certificate, from the same private CA; gcp trusts that CA only.
-        let mut peer_tls = String::new();
-        let edge_client = match (&ca, setup.link) {
-            (Some(ca), Link::HttpsEdgeMtls) => {
-                ca.leaf("edge-server", &["127.0.0.1"]);
-                let c = certs.display();
-                edge_tls.push_str(&format!(
-                    "tls_cert = \"{c}/edge-server.pem\"\ntls_key = \"{c}/edge-server.key\"\n"
-                ));
-                peer_tls = format!("ca_file = \"{c}/ca.pem\"\n");
-                Some(ca.client(None))
-            }
-            (Some(ca), Link::DirectMtls) => {
-                ca.leaf("gcp-peer", &["gcp-workers"]);
-                let c = certs.display();
-                peer_tls = format!(
-                    "ca_file = \"{c}/ca.pem\"\nclient_cert = \"{c}/gcp-peer.pem\"\n\
-                     client_key = \"{c}/gcp-peer.key\"\n"
-                );
-                None
-            }
-            _ => None,
-        };
-        let edge = (!matches!(setup.link, Link::Direct | Link::DirectMtls)).then(|| {
-            let extra = format!(
-                "{edge_tls}{}\n[auth]\ntrusted_keys = {trusted_path:?}\nlegacy_tokens = false\n",
-                setup.edge_extra
-            );
-            let clusters = [("aws", aws.base(), 1)];
-            match edge_client {
-                Some(client) => Edge::start_https(dir, &clusters, &extra, client),
-                None => Edge::start(dir, &clusters, &extra),
-            }
-        });
-        let peer_url = match &edge {
-            Some(e) => format!("{}/clusters/aws", e.base()),
-            None => aws.base(),
-        };
-        let gcp_port = free_port();
-        let gcp_toml = format!(
-            "trusted_keys = {trusted_path:?}\n[steal]\npoll_ms = 200\n[[steal.peers]]\nname = \"aws\"\n\
-             url = \"{peer_url}\"\ntoken_file = {peer_file:?}\n{peer_tls}",
-            peer_file = peer_file.display().to_string(),
-        );
-        let gcp = setup.gcp.then(|| cluster(dir, "gcp", gcp_port, &gcp_toml));
-        Pair {
-            dir: dir.to_path_buf(),
-            aws,
-            aws_client,
-            edge,
-            gcp,
-            gcp_port,
-            gcp_toml,
-            user,
-            admin,
-            peer,
-        }
-    }
-
-    fn restart_gcp(&mut self) {
-        self.gcp = Some(cluster(&self.dir, "gcp", self.gcp_port, &self.gcp_toml));
-    }
-
-    fn edge(&self) -> &Edge {
-        self.edge.as_ref().expect("this pair has no edge")
-    }
-
-    /// A job on aws whose input never answers: it holds aws's only slot.
-    fn occupy_aws(&self) -> String {
-        let r = self
-            .aws_client
-            .post(format!("{}/v1/jobs", self.aws.base()))
-            .bearer_auth(&self.user)
-            .json(&common::job_spec(&stall_server()))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let id = r.json::<JobView>().unwrap().id;
-        wait_until(
-            "the stalled job to hold aws's slot",
-            Duration::from_secs(20),
-            || (self.job(&id).status.as_str() == "running").then_some(()),
-        );
-        id
-    }
-
-    /// Uploads `file` to aws (its input then lives in aws's storage); through the edge when
-    /// there is one (the CLI has no client certificate for an mTLS-only aws).
-    fn submit_upload(&self, file: &Path) -> String {
-        // The CLI has no setting for a private CA or a client certificate: the same multipart
-        // upload by hand, to an HTTPS edge or straight to an mTLS-only aws.
-        let by_hand = match &self.edge {
-            Some(e) if e.https.is_some() => Some((e.client(), e.base())),
-            None if self.aws.base().starts_with("https") => {
-                Some((self.aws_client.clone(), self.aws.base()))
-            }
-            _ => None,
-        };
-        if let Some((client, base)) = by_hand {
-            let form = reqwest::blocking::multipart::Form::new()
-                .text("spec", r#"{"outputs": [{"preset": "mp4-360p"}]}"#)
-                .file("file", file)
-                .unwrap();
-            let r = client
-                .post(format!("{base}/v1/jobs"))
-                .bearer_auth(&self.user)
-                .multipart(form)
-                .send()
-                .unwrap();
-            assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
-            return r.json::<JobView>().unwrap().id;
-        }
-        let server = self.edge.as_ref().map_or(self.aws.base(), |e| e.base());
-        let out = Command::new(BIN)
-            .args(["submit"])
-            .arg(file)
-            .args(["--preset", "mp4-360p", "--json"])
-            .env("REELAY_SERVER", server)
-            .env("REELAY_TOKEN", &self.user)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<JobView>(&out.stdout).unwrap().id
-    }
-
-    /// The setup every stealing test starts from: aws's slot held by a stalled job, and an
-    /// uploaded clip of `size` and `secs` (with audio) waiting at home for gcp to take.
-    /// Returns the stalled job, the waiting job and the clip.
-    fn job_waiting_at_home(&self, size: &str, secs: u32) -> (String, String, PathBuf) {
-        let stalled = self.occupy_aws();
-        let input = common::clip(&self.dir, "clip.mp4", size, secs, true);
-        let id = self.submit_upload(&input);
-        (stalled, id, input)
-    }
-
-    /// A job's view, read from aws directly (the edge may be cut off).
-    fn job(&self, id: &str) -> JobView {
-        self.aws_client
-            .get(format!("{}/v1/jobs/{id}", self.aws.base()))
-            .bearer_auth(&self.user)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    }
-
-    /// aws's Prometheus text.
-    fn aws_metrics(&self) -> String {
-        self.aws_client
-            .get(format!("{}/metrics", self.aws.base()))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
-    }
-
-    fn wait_status(&self, id: &str, want: &str, timeout: Duration) -> JobView {
-        wait_until(&format!("job {id} {want}"), timeout, || {
-            let j = self.job(id);
-            assert!(
-                j.status.as_str() != "failed" || want == "failed",
-                "job failed: {:?}",
-                j.error
-            );
-            (j.status.as_str() == want).then_some(j)
-        })
-    }
-
-    fn cancel(&self, id: &str) {
-        let r = self
-            .aws_client
-            .post(format!("{}/v1/jobs/{id}/cancel", self.aws.base()))
-            .bearer_auth(&self.user)
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.status());
-    }
+/// The setup every stealing test starts from: aws's slot held by a stalled job, and an uploaded
+/// clip of `size` and `secs` (with audio) waiting at home for gcp to take, uploaded through the
+/// edge when there is one (the CLI has no client certificate for an mTLS-only aws). Returns the
+/// stalled job, the waiting job and the clip.
+fn job_waiting_at_home(s: &Stack, size: &str, secs: u32) -> (String, String, PathBuf) {
+    let stalled = s.occupy(&s.aws);
+    let input = common::clip(&s.dir, "clip.mp4", size, secs, true);
+    let id = match &s.edge {
+        Some(edge) => s.submit_upload(edge, &input),
+        None => s.submit_upload(&s.aws, &input),
+    };
+    (stalled, id, input)
 }
 
 /// The value of the Prometheus sample `name` (labels included) in `text`, 0 when absent.
@@ -406,11 +200,11 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
 
 /// gcp runs an aws job's task over `link`: the job succeeds on aws with `ran_on: gcp`, its
 /// outputs in aws's storage and nowhere at gcp.
-fn a_gcp_worker_encodes_an_aws_task(dir: &Path, link: Link) -> Pair {
-    let pair = Pair::start(dir, Setup::new(true, link));
+fn a_gcp_worker_encodes_an_aws_task(dir: &Path, link: Link) -> Stack {
+    let pair = start(dir, Setup::new(true, link));
     let submitted = std::time::Instant::now();
-    let (stalled, id, _) = pair.job_waiting_at_home("320x240", 2);
-    let job = pair.wait_status(&id, "succeeded", Duration::from_secs(90));
+    let (stalled, id, _) = job_waiting_at_home(&pair, "320x240", 2);
+    let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(90));
     eprintln!(
         "remote claim ({link:?}): submitted to succeeded on aws via gcp in {:.2} s (timings {:?})",
         submitted.elapsed().as_secs_f64(),
@@ -432,7 +226,10 @@ fn a_gcp_worker_encodes_an_aws_task(dir: &Path, link: Link) -> Pair {
         "the peer's timings reach the owner"
     );
     // The stalled job runs at home.
-    assert_eq!(pair.job(&stalled).tasks[0].ran_on.as_deref(), Some("aws"));
+    assert_eq!(
+        pair.job(&pair.aws, &stalled).tasks[0].ran_on.as_deref(),
+        Some("aws")
+    );
 
     // The outputs are aws's: in its storage, served by its api, and nowhere in gcp's.
     assert!(!job.outputs.is_empty());
@@ -444,12 +241,7 @@ fn a_gcp_worker_encodes_an_aws_task(dir: &Path, link: Link) -> Pair {
         "gcp staging left behind"
     );
     let out = &job.outputs[0];
-    let body = pair
-        .aws_client
-        .get(format!("{}{}", pair.aws.base(), out.url))
-        .bearer_auth(&pair.user)
-        .send()
-        .unwrap();
+    let body = pair.download(&pair.aws, &out.url);
     assert_eq!(body.status(), 200);
     let bytes = body.bytes().unwrap();
     assert_eq!(bytes.len() as u64, out.size);
@@ -469,13 +261,13 @@ fn a_gcp_worker_encodes_an_aws_task(dir: &Path, link: Link) -> Pair {
         .unwrap();
     let streams = String::from_utf8_lossy(&probe.stdout);
     assert!(streams.contains("video"), "not a video: {streams}");
-    let metrics = pair.aws_metrics();
+    let metrics = pair.metrics(&pair.aws);
     assert_eq!(
         sample(&metrics, "reelay_peer_tasks_total{event=\"completed\"}"),
         1.0,
         "{metrics}"
     );
-    pair.cancel(&stalled);
+    pair.cancel(&pair.aws, &stalled);
     pair
 }
 
@@ -547,7 +339,7 @@ fn a_thief_trusts_an_https_edge_by_its_private_ca() {
         .unwrap();
     let err = public_roots
         .post(&claim)
-        .bearer_auth(&pair.peer)
+        .bearer_auth(&pair.tokens.peer)
         .json(&serde_json::json!({"worker": "w"}))
         .send()
         .expect_err("the edge's certificate is from a private CA");
@@ -637,13 +429,13 @@ fn the_edge_rate_limit_spares_the_remote_claim() {
         edge_extra: "rate_limit_per_second = 1\nrate_limit_burst = 1\n",
         ..Setup::new(false, Link::Edge)
     };
-    let pair = Pair::start(dir.path(), setup);
+    let pair = start(dir.path(), setup);
     let edge = pair.edge();
     let c = http();
     let claims: Vec<u16> = (0..20)
         .map(|_| {
             c.post(edge.url("/clusters/aws/v1/peer/tasks/claim"))
-                .bearer_auth(&pair.peer)
+                .bearer_auth(&pair.tokens.peer)
                 .json(&serde_json::json!({"worker": "w"}))
                 .send()
                 .unwrap()
@@ -655,7 +447,7 @@ fn the_edge_rate_limit_spares_the_remote_claim() {
     let reads: Vec<u16> = (0..20)
         .map(|_| {
             c.get(edge.url("/v1/jobs/aws.01JAAAAAAAAAAAAAAAAAAAAAAA"))
-                .bearer_auth(&pair.user)
+                .bearer_auth(&pair.tokens.user)
                 .send()
                 .unwrap()
                 .status()
@@ -668,11 +460,11 @@ fn the_edge_rate_limit_spares_the_remote_claim() {
 #[test]
 fn a_peer_worker_killed_mid_task_sends_the_task_home_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut pair = Pair::start(dir.path(), Setup::new(true, Link::Direct));
+    let mut pair = start(dir.path(), Setup::new(true, Link::Direct));
     // Long enough to be caught encoding on a 2-core machine.
-    let (stalled, id, _) = pair.job_waiting_at_home("1280x720", 30);
+    let (stalled, id, _) = job_waiting_at_home(&pair, "1280x720", 30);
     wait_until("gcp to run aws's task", Duration::from_secs(60), || {
-        let j = pair.job(&id);
+        let j = pair.job(&pair.aws, &id);
         let t = &j.tasks[0];
         (t.status == "running" && t.ran_on.as_deref() == Some("gcp") && t.progress > 0.0)
             .then_some(())
@@ -685,7 +477,7 @@ fn a_peer_worker_killed_mid_task_sends_the_task_home_once() {
     // its lease has expired and aws's own slot is still busy.
     pair.restart_gcp();
     std::thread::sleep(Duration::from_secs(4));
-    let j = pair.job(&id);
+    let j = pair.job(&pair.aws, &id);
     assert_eq!(j.tasks[0].ran_on.as_deref(), Some("gcp"));
     assert_eq!(
         j.tasks[0].attempts, 1,
@@ -694,8 +486,8 @@ fn a_peer_worker_killed_mid_task_sends_the_task_home_once() {
     );
 
     // aws's slot frees: the task runs at home and succeeds, once.
-    pair.cancel(&stalled);
-    let job = pair.wait_status(&id, "succeeded", Duration::from_secs(120));
+    pair.cancel(&pair.aws, &stalled);
+    let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(120));
     eprintln!(
         "remote worker killed: the task succeeded at home {:.2} s later (4 s of it waiting on purpose)",
         killed.elapsed().as_secs_f64()
@@ -737,7 +529,7 @@ fn routes(task: &str) -> Vec<(reqwest::Method, String)> {
 #[test]
 fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     let dir = tempfile::tempdir().unwrap();
-    let pair = Pair::start(dir.path(), Setup::new(false, Link::Direct));
+    let pair = start(dir.path(), Setup::new(false, Link::Direct));
     let c = http();
     let base = pair.aws.base();
     let send = |m: &reqwest::Method, path: &str, token: Option<&str>, body: serde_json::Value| {
@@ -760,11 +552,11 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
             401,
             "{m} {path}"
         );
-        for t in [&pair.user, &pair.admin] {
+        for t in [&pair.tokens.user, &pair.tokens.admin] {
             let r = send(&m, &path, Some(t), body.clone());
             assert_eq!(r.status(), 403, "{m} {path}");
         }
-        let r = send(&m, &path, Some(&pair.peer), body.clone());
+        let r = send(&m, &path, Some(&pair.tokens.peer), body.clone());
         assert!(
             ![401, 403].contains(&r.status().as_u16()) && r.status().as_u16() < 500,
             "{m} {path} with the peer token: {}",
@@ -776,7 +568,7 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
         send(
             &reqwest::Method::GET,
             "/v1/jobs",
-            Some(&pair.peer),
+            Some(&pair.tokens.peer),
             body.clone()
         )
         .status(),
@@ -784,12 +576,12 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     );
 
     // A real claim, made by this test as the peer.
-    let (stalled, id, input) = pair.job_waiting_at_home("160x120", 1);
+    let (stalled, id, input) = job_waiting_at_home(&pair, "160x120", 1);
     let claim = |worker: &str| {
         send(
             &reqwest::Method::POST,
             "/v1/peer/tasks/claim",
-            Some(&pair.peer),
+            Some(&pair.tokens.peer),
             serde_json::json!({"worker": worker}),
         )
     };
@@ -805,7 +597,10 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     assert_eq!(prefix, format!("outputs/{id}/a1"));
     let source = format!("inputs/{id}/source");
     assert!(task["inputs"].to_string().contains(&source), "{task}");
-    assert_eq!(pair.job(&id).tasks[0].ran_on.as_deref(), Some("gcp"));
+    assert_eq!(
+        pair.job(&pair.aws, &id).tasks[0].ran_on.as_deref(),
+        Some("gcp")
+    );
 
     let t = format!("/v1/peer/tasks/{task_id}");
     let q = "?worker=test-w&attempt=1";
@@ -813,7 +608,7 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
         send(
             &reqwest::Method::GET,
             &format!("{t}/objects/{key}{query}"),
-            Some(&pair.peer),
+            Some(&pair.tokens.peer),
             body.clone(),
         )
     };
@@ -821,7 +616,7 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
         send(
             &reqwest::Method::PUT,
             &format!("{t}/objects/{key}{query}"),
-            Some(&pair.peer),
+            Some(&pair.tokens.peer),
             body.clone(),
         )
     };
@@ -849,7 +644,7 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     let r = send(
         &reqwest::Method::POST,
         &format!("{t}/complete"),
-        Some(&pair.peer),
+        Some(&pair.tokens.peer),
         serde_json::json!({"worker": "test-w", "attempt": 1, "outputs": [
             {"name": "x.mp4", "key": format!("inputs/{stalled}/source"), "size": 1,
              "content_type": "video/mp4"}]}),
@@ -859,7 +654,7 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     let r = send(
         &reqwest::Method::POST,
         &format!("{t}/release"),
-        Some(&pair.peer),
+        Some(&pair.tokens.peer),
         serde_json::json!({"worker": "test-w", "attempt": 1}),
     );
     assert_eq!(r.status(), 204);
@@ -867,11 +662,11 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
         .path()
         .join(format!("aws/storage/{prefix}/x.mp4"))
         .exists());
-    assert_eq!(pair.job(&id).tasks[0].status, "queued");
+    assert_eq!(pair.job(&pair.aws, &id).tasks[0].status, "queued");
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(claim("test-w").status(), 204, "a task moved twice");
-    pair.cancel(&stalled);
-    let job = pair.wait_status(&id, "succeeded", Duration::from_secs(60));
+    pair.cancel(&pair.aws, &stalled);
+    let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(60));
     assert_eq!(job.tasks[0].ran_on.as_deref(), Some("aws"));
 }
 
@@ -893,15 +688,15 @@ fn with_s3_at_the_owner_the_peer_moves_files_through_presigned_urls() {
         std::net::TcpStream::connect(("127.0.0.1", s3_port)).ok()
     });
     let endpoint = format!("http://127.0.0.1:{s3_port}");
-    let pair = Pair::start(
+    let pair = start(
         dir.path(),
         Setup {
             aws_s3: Some(endpoint),
             ..Setup::new(true, Link::Direct)
         },
     );
-    let (stalled, id, _) = pair.job_waiting_at_home("320x240", 2);
-    let job = pair.wait_status(&id, "succeeded", Duration::from_secs(90));
+    let (stalled, id, _) = job_waiting_at_home(&pair, "320x240", 2);
+    let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(90));
     assert_eq!(
         job.tasks[0].ran_on.as_deref(),
         Some("gcp"),
@@ -912,12 +707,7 @@ fn with_s3_at_the_owner_the_peer_moves_files_through_presigned_urls() {
     let in_bucket = files_under(&dir.path().join(format!("s3/media/reelay/outputs/{id}")));
     assert!(!in_bucket.is_empty(), "no outputs in aws's bucket");
     assert!(files_under(&dir.path().join("gcp/storage/outputs")).is_empty());
-    let metrics = http()
-        .get(format!("{}/metrics", pair.aws.base()))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = pair.metrics(&pair.aws);
     assert!(
         metrics.contains("reelay_peer_tasks_total{event=\"completed\"} 1"),
         "{metrics}"
@@ -929,14 +719,10 @@ fn with_s3_at_the_owner_the_peer_moves_files_through_presigned_urls() {
         "files went through the api instead of presigned URLs"
     );
     let out = &job.outputs[0];
-    let body = http()
-        .get(format!("{}{}", pair.aws.base(), out.url))
-        .bearer_auth(&pair.user)
-        .send()
-        .unwrap();
+    let body = pair.download(&pair.aws, &out.url);
     assert_eq!(body.status(), 200);
     assert_eq!(body.bytes().unwrap().len() as u64, out.size);
-    pair.cancel(&stalled);
+    pair.cancel(&pair.aws, &stalled);
 }
 
 /// The edge's own JSON refusal: its status and message (the cluster's would differ).
@@ -962,7 +748,7 @@ fn refusal(r: reqwest::blocking::Response) -> (u16, String, String) {
 #[test]
 fn through_the_edge_the_remote_claim_needs_the_peer_credential() {
     let dir = tempfile::tempdir().unwrap();
-    let pair = Pair::start(dir.path(), Setup::new(false, Link::Edge));
+    let pair = start(dir.path(), Setup::new(false, Link::Edge));
     let c = http();
     let edge = pair.edge().base();
     let send = |m: &reqwest::Method, path: &str, token: Option<&str>| {
@@ -984,7 +770,7 @@ fn through_the_edge_the_remote_claim_needs_the_peer_credential() {
         let path = format!("/clusters/aws{path}");
         let (status, code, _) = refusal(send(&m, &path, None));
         assert_eq!((status, code.as_str()), (401, "unauthorized"), "{m} {path}");
-        for t in [&pair.user, &pair.admin] {
+        for t in [&pair.tokens.user, &pair.tokens.admin] {
             let (status, code, message) = refusal(send(&m, &path, Some(t)));
             assert_eq!((status, code.as_str()), (403, "forbidden"), "{m} {path}");
             assert!(
@@ -992,7 +778,7 @@ fn through_the_edge_the_remote_claim_needs_the_peer_credential() {
                 "not the edge's refusal: {message}"
             );
         }
-        let r = send(&m, &path, Some(&pair.peer));
+        let r = send(&m, &path, Some(&pair.tokens.peer));
         assert!(
             ![401, 403].contains(&r.status().as_u16()) && r.status().as_u16() < 500,
             "{m} {path} with the peer token: {}",
@@ -1000,7 +786,7 @@ fn through_the_edge_the_remote_claim_needs_the_peer_credential() {
         );
     }
     // The refusals never reached aws: only the peer token's requests did.
-    let metrics = pair.aws_metrics();
+    let metrics = pair.metrics(&pair.aws);
     let reached: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("reelay_http_requests_total") && l.contains("/v1/peer/"))
@@ -1008,19 +794,19 @@ fn through_the_edge_the_remote_claim_needs_the_peer_credential() {
         .sum();
     assert_eq!(reached, routes("x").len() as f64, "{metrics}");
     // Through the edge a peer token is nothing else either.
-    let r = send(&reqwest::Method::GET, "/v1/jobs", Some(&pair.peer));
+    let r = send(&reqwest::Method::GET, "/v1/jobs", Some(&pair.tokens.peer));
     assert_eq!(r.status(), 403);
     // Only the cluster the path names, and only under /clusters/.
     let (status, code, _) = refusal(send(
         &reqwest::Method::POST,
         "/clusters/azure/v1/peer/tasks/claim",
-        Some(&pair.peer),
+        Some(&pair.tokens.peer),
     ));
     assert_eq!((status, code.as_str()), (404, "unknown_cluster"));
     let (status, code, _) = refusal(send(
         &reqwest::Method::POST,
         "/v1/peer/tasks/claim",
-        Some(&pair.peer),
+        Some(&pair.tokens.peer),
     ));
     assert_eq!((status, code.as_str()), (404, "not_found"));
 
@@ -1031,7 +817,7 @@ fn through_the_edge_the_remote_claim_needs_the_peer_credential() {
         refusal(send(
             &reqwest::Method::POST,
             "/clusters/aws/v1/peer/tasks/claim",
-            Some(&pair.peer),
+            Some(&pair.tokens.peer),
         ))
     };
     pair.aws.signal("-KILL");
@@ -1063,12 +849,12 @@ fn nginx_pids(edge: &Edge) -> Vec<u32> {
 #[test]
 fn the_edge_link_cut_mid_task_sends_the_task_home_once() {
     let dir = tempfile::tempdir().unwrap();
-    let pair = Pair::start(dir.path(), Setup::new(true, Link::Edge));
+    let pair = start(dir.path(), Setup::new(true, Link::Edge));
     // Long enough to be caught encoding on a 2-core machine.
-    let (stalled, id, _) = pair.job_waiting_at_home("1280x720", 30);
+    let (stalled, id, _) = job_waiting_at_home(&pair, "1280x720", 30);
     let task_id = format!("{id}.transcode");
     wait_until("gcp to run aws's task", Duration::from_secs(60), || {
-        let j = pair.job(&id);
+        let j = pair.job(&pair.aws, &id);
         let t = &j.tasks[0];
         (t.status == "running" && t.ran_on.as_deref() == Some("gcp") && t.progress > 0.0)
             .then_some(())
@@ -1080,19 +866,19 @@ fn the_edge_link_cut_mid_task_sends_the_task_home_once() {
     let cut = std::time::Instant::now();
 
     // aws's 2 s lease runs out; its slot frees and takes the task back.
-    pair.cancel(&stalled);
+    pair.cancel(&pair.aws, &stalled);
     wait_until("the task to run at home", Duration::from_secs(30), || {
-        let t = &pair.job(&id).tasks[0];
+        let t = &pair.job(&pair.aws, &id).tasks[0];
         (t.status == "running" && t.ran_on.as_deref() == Some("aws")).then_some(())
     });
     let home = cut.elapsed();
-    assert_eq!(pair.job(&id).tasks[0].attempts, 2);
+    assert_eq!(pair.job(&pair.aws, &id).tasks[0].attempts, 2);
 
     // The link comes back while the home attempt runs.
     for pid in &nginx {
         kill(*pid, "-CONT");
     }
-    let job = pair.wait_status(&id, "succeeded", Duration::from_secs(180));
+    let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(180));
     eprintln!(
         "edge link cut: the task ran at home {:.2} s after the cut, succeeded {:.2} s after it",
         home.as_secs_f64(),
@@ -1112,14 +898,7 @@ fn the_edge_link_cut_mid_task_sends_the_task_home_once() {
 
     // gcp gave the attempt up: stopped on a refused renewal (lease lost), or a refused or
     // failed completion; it never completed, and its staging is gone.
-    let gcp_metrics = || {
-        http()
-            .get(format!("{}/metrics", pair.gcp.as_ref().unwrap().base()))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
-    };
+    let gcp_metrics = || pair.metrics(pair.gcp());
     wait_until(
         "gcp to give the attempt up",
         Duration::from_secs(30),
@@ -1145,7 +924,7 @@ fn the_edge_link_cut_mid_task_sends_the_task_home_once() {
         "{m}"
     );
     assert!(files_under(&dir.path().join("gcp/peer")).is_empty());
-    let aws = pair.aws_metrics();
+    let aws = pair.metrics(&pair.aws);
     assert_eq!(
         sample(&aws, "reelay_peer_tasks_total{event=\"completed\"}"),
         0.0,
@@ -1158,7 +937,7 @@ fn the_edge_link_cut_mid_task_sends_the_task_home_once() {
             "{}/clusters/aws/v1/peer/tasks/{task_id}/complete",
             pair.edge().base()
         ))
-        .bearer_auth(&pair.peer)
+        .bearer_auth(&pair.tokens.peer)
         .json(&serde_json::json!({"worker": "late", "attempt": 1, "outputs": []}))
         .send()
         .unwrap();
@@ -1167,7 +946,7 @@ fn the_edge_link_cut_mid_task_sends_the_task_home_once() {
         late.json::<serde_json::Value>().unwrap()["outcome"],
         "lease_lost"
     );
-    assert_eq!(pair.job(&id).status.as_str(), "succeeded");
+    assert_eq!(pair.job(&pair.aws, &id).status.as_str(), "succeeded");
 
     // And gcp does not keep trying: no request about the task reaches the edge any more.
     let about_task = || {
@@ -1234,14 +1013,12 @@ fn reelay_up_with_steal_lets_gcp_take_a_waiting_aws_task_through_the_edge() {
         || (job(&stalled).status.as_str() == "running").then_some(()),
     );
     let input = common::clip(dir.path(), "clip.mp4", "320x240", 2, true);
-    let out = Command::new(BIN)
-        .arg("submit")
-        .arg(&input)
-        .args(["--preset", "mp4-360p", "--json"])
-        .env("REELAY_SERVER", &up.aws)
-        .env("REELAY_TOKEN", &admin)
-        .output()
-        .unwrap();
+    let input = input.display().to_string();
+    let out = common::reelay(
+        &up.aws,
+        Some(&admin),
+        &["submit", &input, "--preset", "mp4-360p", "--json"],
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -17,9 +17,8 @@ use std::time::Duration;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{
-    http, keygen, signed_token, stall_server, wait_until, Cluster, ClusterEntry, Edge, BIN,
-};
+use common::stack::{cluster, Stack, Tokens};
+use common::{free_port, http, signed_token, wait_until, ClusterEntry, Edge};
 
 /// `[auth]` with the test's keys and `[stealing]` pricing a GB of egress at `usd_per_gb`: a
 /// move must save 5 s after its transfer and egress.
@@ -31,178 +30,87 @@ fn edge_extra(trusted: &Path, usd_per_gb: f64) -> String {
     )
 }
 
-struct Stack {
-    aws: Cluster,
-    gcp: Cluster,
-    edge: Edge,
-    /// submit + read, owner `team`.
-    user: String,
-    /// gcp's peer token (what its workers show aws and the edge).
-    peer: String,
+/// `GET /edge/steal?thief=…` through nginx, with `token`.
+fn ask(s: &Stack, thief: Option<&str>, token: Option<&str>) -> reqwest::blocking::Response {
+    let mut r = http().get(s.edge().url("/edge/steal"));
+    if let Some(t) = thief {
+        r = r.query(&[("thief", t)]);
+    }
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().unwrap()
 }
 
-impl Stack {
-    fn submit_stall(&self, c: &Cluster) -> String {
-        let r = http()
-            .post(format!("{}/v1/jobs", c.base()))
-            .bearer_auth(&self.user)
-            .json(&common::job_spec(&stall_server()))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let id = r.json::<JobView>().unwrap().id;
-        wait_until(
-            &format!("the stalled job to hold {}'s slot", c.name),
-            Duration::from_secs(20),
-            || (self.job(c, &id).status.as_str() == "running").then_some(()),
-        );
-        id
-    }
+/// Waits until the edge's decision for gcp stays home for `reason`.
+fn wait_reason(s: &Stack, reason: &str) {
+    wait_until(
+        &format!("the edge to answer {reason}"),
+        Duration::from_secs(15),
+        || {
+            let d: StealDecision = ask(s, Some("gcp"), Some(&s.tokens.peer)).json().ok()?;
+            (d.from.is_none() && d.reason.as_deref() == Some(reason)).then_some(())
+        },
+    );
+}
 
-    fn submit_upload(&self, c: &Cluster, file: &Path) -> String {
-        let out = Command::new(BIN)
-            .args(["submit"])
-            .arg(file)
-            .args(["--preset", "mp4-360p", "--json"])
-            .env("REELAY_SERVER", c.base())
-            .env("REELAY_TOKEN", &self.user)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<JobView>(&out.stdout).unwrap().id
-    }
-
-    fn job(&self, c: &Cluster, id: &str) -> JobView {
-        http()
-            .get(format!("{}/v1/jobs/{id}", c.base()))
-            .bearer_auth(&self.user)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    }
-
-    fn cancel(&self, c: &Cluster, id: &str) {
-        let r = http()
-            .post(format!("{}/v1/jobs/{id}/cancel", c.base()))
-            .bearer_auth(&self.user)
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.status());
-    }
-
-    /// `GET /edge/steal?thief=…` through nginx, with `token`.
-    fn ask(&self, thief: Option<&str>, token: Option<&str>) -> reqwest::blocking::Response {
-        let mut r = http().get(self.edge.url("/edge/steal"));
-        if let Some(t) = thief {
-            r = r.query(&[("thief", t)]);
-        }
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        r.send().unwrap()
-    }
-
-    /// Waits until the edge's decision for gcp stays home for `reason`.
-    fn wait_reason(&self, reason: &str) {
-        wait_until(
-            &format!("the edge to answer {reason}"),
-            Duration::from_secs(15),
-            || {
-                let d: StealDecision = self.ask(Some("gcp"), Some(&self.peer)).json().ok()?;
-                (d.from.is_none() && d.reason.as_deref() == Some(reason)).then_some(())
-            },
-        );
-    }
-
-    /// `reelay_edge_steal_decisions_total{outcome}` from the edge's metrics.
-    fn decisions(&self, outcome: &str) -> u64 {
-        let text = http()
-            .get(format!("{}/edge/metrics", self.edge.control()))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        let prefix = format!("reelay_edge_steal_decisions_total{{outcome=\"{outcome}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .map_or(0, |n| n.trim().parse().unwrap())
-    }
+/// `reelay_edge_steal_decisions_total{outcome}` from the edge's metrics.
+fn decisions(s: &Stack, outcome: &str) -> u64 {
+    let text = http()
+        .get(format!("{}/edge/metrics", s.edge().control()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let prefix = format!("reelay_edge_steal_decisions_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
 }
 
 #[test]
 fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let trusted = keygen(d);
-    let user = signed_token(d, "team", &["submit", "read"]);
-    let peer = signed_token(d, "gcp", &["peer"]);
-    let peer_file = d.join("gcp-peer.token");
-    std::fs::write(&peer_file, &peer).unwrap();
-    let keys = format!("trusted_keys = {:?}\n", trusted.display().to_string());
-
-    let aws = Cluster::start_with_config(
-        d,
-        "aws",
-        "127.0.0.1",
-        1,
-        &format!("{keys}[steal]\noffer_after_seconds = 0.5\n"),
-    );
-    let mut edge = Edge::unstarted(d);
-    let gcp = Cluster::start_with_config(
-        d,
-        "gcp",
-        "127.0.0.1",
-        1,
-        &format!(
-            "{keys}[steal]\npoll_ms = 200\nedge = \"{edge}\"\n[[steal.peers]]\nname = \"aws\"\n\
-             url = \"{aws}\"\ntoken_file = {peer_file:?}\n",
-            edge = edge.base(),
-            aws = aws.base(),
-            peer_file = peer_file.display().to_string(),
-        ),
-    );
-    let clusters: [ClusterEntry; 2] = [("aws", aws.base(), 1), ("gcp", gcp.base(), 1)];
+    let tokens = Tokens::mint(d);
+    let aws = cluster(d, "aws", free_port(), &tokens.aws_config(0.5));
+    let edge = Edge::unstarted(d);
+    let steal = format!("poll_ms = 200\nedge = \"{}\"\n", edge.base());
+    let gcp_toml = tokens.gcp_config(&steal, &aws.base(), "");
+    let trusted = tokens.trusted.clone();
+    let mut s = Stack::new(d, tokens, aws, Some(edge));
+    s.start_gcp(&gcp_toml);
+    let clusters: [ClusterEntry; 2] = [("aws", s.aws.base(), 1), ("gcp", s.gcp().base(), 1)];
     // Egress priced at $100,000 per GB: any transfer costs more than a minute's wait.
+    let edge = s.edge.as_mut().unwrap();
     std::fs::write(
         &edge.config,
         edge.toml(&clusters, &edge_extra(&trusted, 100_000.0)),
     )
     .unwrap();
     edge.restart();
-    let s = Stack {
-        aws,
-        gcp,
-        edge,
-        user,
-        peer,
-    };
 
     // The decision endpoint: the asking cluster's own peer token, nothing else.
-    assert_eq!(s.ask(Some("gcp"), None).status(), 401);
-    assert_eq!(s.ask(Some("gcp"), Some(&s.user)).status(), 403);
+    assert_eq!(ask(&s, Some("gcp"), None).status(), 401);
+    assert_eq!(ask(&s, Some("gcp"), Some(&s.tokens.user)).status(), 403);
     assert_eq!(
-        s.ask(Some("aws"), Some(&s.peer)).status(),
+        ask(&s, Some("aws"), Some(&s.tokens.peer)).status(),
         403,
         "gcp's token"
     );
-    assert_eq!(s.ask(None, Some(&s.peer)).status(), 400);
+    assert_eq!(ask(&s, None, Some(&s.tokens.peer)).status(), 400);
     let azure = signed_token(d, "azure", &["peer"]);
-    let r = s.ask(Some("azure"), Some(&azure));
+    let r = ask(&s, Some("azure"), Some(&azure));
     assert_eq!(r.status(), 404);
     assert!(r.text().unwrap().contains("unknown_cluster"));
-    s.wait_reason("nothing_ready");
+    wait_reason(&s, "nothing_ready");
 
     // Balanced: both slots busy, a task waiting at aws. gcp has no idle slot: nothing moves.
-    let aws_stall = s.submit_stall(&s.aws);
-    let gcp_stall = s.submit_stall(&s.gcp);
+    let aws_stall = s.occupy(&s.aws);
+    let gcp_stall = s.occupy(s.gcp());
     let clip = common::clip(d, "clip.mp4", "160x120", 1, false);
     let id = s.submit_upload(&s.aws, &clip);
-    s.wait_reason("thief_busy");
+    wait_reason(&s, "thief_busy");
     std::thread::sleep(Duration::from_secs(2));
     let j = s.job(&s.aws, &id);
     assert_eq!(
@@ -213,15 +121,15 @@ fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays()
     // gcp idles, but the transfer is priced above the minute aws's queue would wait: gcp's
     // worker asks (the edge counts its answers) and takes nothing. The round robin without
     // an edge would have taken it 0.5 s after it was ready.
-    s.cancel(&s.gcp, &gcp_stall);
-    s.wait_reason("not_worth_it");
-    let asked = s.decisions("not_worth_it");
+    s.cancel(s.gcp(), &gcp_stall);
+    wait_reason(&s, "not_worth_it");
+    let asked = decisions(&s, "not_worth_it");
     std::thread::sleep(Duration::from_secs(3));
     assert!(
-        s.decisions("not_worth_it") > asked,
+        decisions(&s, "not_worth_it") > asked,
         "gcp's idle worker did not ask the edge"
     );
-    assert_eq!(s.decisions("steal"), 0);
+    assert_eq!(decisions(&s, "steal"), 0);
     let j = s.job(&s.aws, &id);
     assert_eq!(
         (j.status.as_str(), j.tasks[0].ran_on.as_deref()),
@@ -232,22 +140,14 @@ fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays()
     // Egress free (a private interconnect): the wait pays, the edge names the task, and gcp's
     // worker claims exactly it.
     let r = s
-        .edge
-        .reconfigure(&s.edge.toml(&clusters, &edge_extra(&trusted, 0.0)));
+        .edge()
+        .reconfigure(&s.edge().toml(&clusters, &edge_extra(&trusted, 0.0)));
     assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
-    let job = wait_until(
-        "aws's task to succeed on gcp",
-        Duration::from_secs(60),
-        || {
-            let j = s.job(&s.aws, &id);
-            assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);
-            (j.status.as_str() == "succeeded").then_some(j)
-        },
-    );
+    let job = s.wait_status(&s.aws, &id, "succeeded", Duration::from_secs(60));
     assert_eq!(job.cluster, "aws");
     assert_eq!(job.tasks[0].ran_on.as_deref(), Some("gcp"));
     assert_eq!(job.tasks[0].attempts, 1);
-    assert!(s.decisions("steal") >= 1);
+    assert!(decisions(&s, "steal") >= 1);
     // The stalled job never moved: it runs at home.
     assert_eq!(
         s.job(&s.aws, &aws_stall).tasks[0].ran_on.as_deref(),
@@ -263,33 +163,11 @@ fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays()
 fn a_claim_names_its_task_and_an_unstarted_release_lets_it_move_again() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let trusted = keygen(d);
-    let user = signed_token(d, "team", &["submit", "read"]);
-    let peer = signed_token(d, "gcp", &["peer"]);
-    let aws = Cluster::start_with_config(
-        d,
-        "aws",
-        "127.0.0.1",
-        1,
-        &format!(
-            "trusted_keys = {:?}\n[steal]\noffer_after_seconds = 0.2\n",
-            trusted.display().to_string()
-        ),
-    );
-    let s = Stack {
-        gcp: Cluster::start_with_config(
-            d,
-            "gcp",
-            "127.0.0.1",
-            1,
-            &format!("trusted_keys = {:?}\n", trusted.display().to_string()),
-        ),
-        edge: Edge::unstarted(d),
-        aws,
-        user,
-        peer,
-    };
-    let stall = s.submit_stall(&s.aws);
+    let tokens = Tokens::mint(d);
+    let aws = cluster(d, "aws", free_port(), &tokens.aws_config(0.2));
+    // gcp is this test itself, claiming as the peer.
+    let s = Stack::new(d, tokens, aws, None);
+    let stall = s.occupy(&s.aws);
     let clip = common::clip(d, "clip.mp4", "160x120", 1, false);
     let first = s.submit_upload(&s.aws, &clip);
     let second = s.submit_upload(&s.aws, &clip);
@@ -300,7 +178,7 @@ fn a_claim_names_its_task_and_an_unstarted_release_lets_it_move_again() {
         }
         http()
             .post(format!("{}/v1/peer/tasks/claim", s.aws.base()))
-            .bearer_auth(&s.peer)
+            .bearer_auth(&s.tokens.peer)
             .json(&body)
             .send()
             .unwrap()
@@ -312,7 +190,7 @@ fn a_claim_names_its_task_and_an_unstarted_release_lets_it_move_again() {
         }
         let r = http()
             .post(format!("{}/v1/peer/tasks/{task}/release", s.aws.base()))
-            .bearer_auth(&s.peer)
+            .bearer_auth(&s.tokens.peer)
             .json(&body)
             .send()
             .unwrap();
@@ -361,38 +239,11 @@ fn a_claim_names_its_task_and_an_unstarted_release_lets_it_move_again() {
 fn a_split_jobs_pieces_are_encoded_by_both_clusters_and_stitch_whole() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let trusted = keygen(d);
-    let user = signed_token(d, "team", &["submit", "read"]);
-    let peer = signed_token(d, "gcp", &["peer"]);
-    let peer_file = d.join("gcp-peer.token");
-    std::fs::write(&peer_file, &peer).unwrap();
-    let keys = format!("trusted_keys = {:?}\n", trusted.display().to_string());
-    let aws = Cluster::start_with_config(
-        d,
-        "aws",
-        "127.0.0.1",
-        1,
-        &format!("{keys}[steal]\noffer_after_seconds = 0.3\n"),
-    );
-    let gcp = Cluster::start_with_config(
-        d,
-        "gcp",
-        "127.0.0.1",
-        1,
-        &format!(
-            "{keys}[steal]\npoll_ms = 100\n[[steal.peers]]\nname = \"aws\"\nurl = \"{aws}\"\n\
-             token_file = {peer_file:?}\n",
-            aws = aws.base(),
-            peer_file = peer_file.display().to_string(),
-        ),
-    );
-    let s = Stack {
-        aws,
-        gcp,
-        edge: Edge::unstarted(d),
-        user,
-        peer,
-    };
+    let tokens = Tokens::mint(d);
+    let aws = cluster(d, "aws", free_port(), &tokens.aws_config(0.3));
+    let gcp_toml = tokens.gcp_config("poll_ms = 100\n", &aws.base(), "");
+    let mut s = Stack::new(d, tokens, aws, None);
+    s.start_gcp(&gcp_toml);
     let input = common::keyed_clip(d, "film.mp4", "320x180", 16);
     let form = reqwest::blocking::multipart::Form::new()
         .text(
@@ -403,17 +254,13 @@ fn a_split_jobs_pieces_are_encoded_by_both_clusters_and_stitch_whole() {
         .unwrap();
     let r = http()
         .post(format!("{}/v1/jobs", s.aws.base()))
-        .bearer_auth(&s.user)
+        .bearer_auth(&s.tokens.user)
         .multipart(form)
         .send()
         .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
     let id = r.json::<JobView>().unwrap().id;
-    let job = wait_until("the split job to succeed", Duration::from_secs(180), || {
-        let j = s.job(&s.aws, &id);
-        assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);
-        (j.status.as_str() == "succeeded").then_some(j)
-    });
+    let job = s.wait_status(&s.aws, &id, "succeeded", Duration::from_secs(180));
     let ran_on = |kind: &str, cluster: &str| {
         job.tasks
             .iter()
@@ -440,13 +287,7 @@ fn a_split_jobs_pieces_are_encoded_by_both_clusters_and_stitch_whole() {
     assert!(job.tasks.iter().all(|t| t.attempts == 1), "{:?}", job.tasks);
 
     let out = &job.outputs[0];
-    let bytes = http()
-        .get(format!("{}{}", s.aws.base(), out.url))
-        .bearer_auth(&s.user)
-        .send()
-        .unwrap()
-        .bytes()
-        .unwrap();
+    let bytes = s.download(&s.aws, &out.url).bytes().unwrap();
     assert_eq!(common::frames(&bytes), 16 * 25, "every frame, once");
     let file = d.join("stitched.mp4");
     std::fs::write(&file, &bytes).unwrap();

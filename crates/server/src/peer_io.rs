@@ -614,7 +614,9 @@ impl PeerClient {
             })
     }
 
-    fn expect<T>(&self, v: Option<T>) -> Result<T, PeerError> {
+    /// The answer an endpoint owes (a 204 where a body was due is the peer breaking the
+    /// protocol): an error, never a panic.
+    fn required<T>(&self, v: Option<T>) -> Result<T, PeerError> {
         v.ok_or_else(|| PeerError::Protocol {
             peer: self.name.clone(),
             message: "an empty answer where one was due".into(),
@@ -640,7 +642,7 @@ impl PeerClient {
 
     pub async fn renew(&self, task: &str, req: &RenewRequest) -> Result<RenewAnswer, PeerError> {
         let a: Option<OutcomeBody<RenewAnswer>> = self.post(&format!("/{task}/renew"), req).await?;
-        Ok(self.expect(a)?.outcome)
+        Ok(self.required(a)?.outcome)
     }
 
     pub async fn complete(
@@ -650,12 +652,12 @@ impl PeerClient {
     ) -> Result<CompleteAnswer, PeerError> {
         let a: Option<OutcomeBody<CompleteAnswer>> =
             self.post(&format!("/{task}/complete"), req).await?;
-        Ok(self.expect(a)?.outcome)
+        Ok(self.required(a)?.outcome)
     }
 
     pub async fn fail(&self, task: &str, req: &FailRequest) -> Result<FailAnswer, PeerError> {
         let a: Option<OutcomeBody<FailAnswer>> = self.post(&format!("/{task}/fail"), req).await?;
-        Ok(self.expect(a)?.outcome)
+        Ok(self.required(a)?.outcome)
     }
 
     /// Hands the task back; `began: false` when the attempt never got its inputs (the task may

@@ -266,25 +266,8 @@ async fn in_encode_receipts_agree_with_the_filters() {
         let q = o.quality.unwrap();
         assert_eq!(q.method, Some(QualityMethod::Encoder), "{name}");
         let file = download(&s, o, dir.path()).await;
-        let out = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-i"])
-            .arg(&file)
-            .arg("-i")
-            .arg(&input)
-            .args([
-                "-filter_complex",
-                &reelay_media::quality::filter_graph(0, None),
-                "-an",
-                "-f",
-                "null",
-                "-",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let (psnr, ssim) =
-            reelay_media::quality::parse_quality(&String::from_utf8_lossy(&out.stderr)).unwrap();
-        let (psnr, got) = (psnr.unwrap(), q.psnr_db.unwrap());
+        let (psnr, ssim) = quality_against(&file, &input);
+        let got = q.psnr_db.unwrap();
         assert!(
             (psnr - got).abs() <= 0.1,
             "{name}: encoder {got} dB, filters {psnr} dB"

@@ -271,27 +271,11 @@ async fn a_split_job_matches_the_unsplit_one_and_leaves_no_intermediates() {
         .quality
         .expect("split mp4 receipt");
     assert_eq!(qs.frames, 14 * 25);
-    let filters = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-i"])
-        .arg(&a)
-        .arg("-i")
-        .arg(&clip)
-        .args([
-            "-filter_complex",
-            &reelay_media::quality::filter_graph(0, None),
-            "-an",
-            "-f",
-            "null",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    let (psnr, ssim) =
-        reelay_media::quality::parse_quality(&String::from_utf8_lossy(&filters.stderr)).unwrap();
+    let (psnr, ssim) = quality_against(&a, &clip);
     let got = qs.psnr_db.unwrap();
     assert!(
-        (got - psnr.unwrap()).abs() <= 0.1,
-        "stitched receipt {got} dB, filters {psnr:?}"
+        (got - psnr).abs() <= 0.1,
+        "stitched receipt {got} dB, filters {psnr}"
     );
     assert!((qs.ssim - ssim).abs() <= 0.005, "{qs:?} vs filters {ssim}");
     let (rs, rw) = (
@@ -875,29 +859,6 @@ fn video_bytes(file: &Path) -> u64 {
     .iter()
     .filter_map(|l| l.parse::<u64>().ok())
     .sum()
-}
-
-/// PSNR (dB) and SSIM of `out` against `source`, scaled to `out`'s size, with the filters the
-/// quality receipts fall back to.
-fn quality_against(out: &Path, source: &Path) -> (f64, f64) {
-    let run = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-i"])
-        .arg(out)
-        .arg("-i")
-        .arg(source)
-        .args([
-            "-filter_complex",
-            &reelay_media::quality::filter_graph(0, None),
-            "-an",
-            "-f",
-            "null",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    let (psnr, ssim) =
-        reelay_media::quality::parse_quality(&String::from_utf8_lossy(&run.stderr)).unwrap();
-    (psnr.expect("a finite PSNR"), ssim)
 }
 
 /// Issue 13's bar for the ladder: every rung of the split job is within 0.1 dB PSNR of the

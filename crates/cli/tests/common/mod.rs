@@ -4,7 +4,10 @@
 //!
 //! A test that needs two clouds behind an edge starts them with [`TwoClouds`]; everything it
 //! starts is stopped when the value is dropped (an edge with SIGTERM, so its nginx stops too).
+//! Two protected clusters that take each other's tasks are a [`stack::Stack`].
 #![allow(dead_code)]
+
+pub mod stack;
 
 use reelay_edge::health::Health;
 use reelay_edge::EdgeStatus;
@@ -343,6 +346,8 @@ pub struct Server {
     pub child: Child,
     pub port: u16,
     pub base: String,
+    /// A client that reaches it (with a client certificate, for one that wants it).
+    pub client: reqwest::blocking::Client,
 }
 
 impl Server {
@@ -370,6 +375,7 @@ impl Server {
             child,
             port,
             base: base.to_string(),
+            client: client.clone(),
         };
         let url = format!("{}/healthz", s.base);
         wait_until("the server to come up", Duration::from_secs(30), || {

@@ -13,6 +13,7 @@
 
 mod encode_audio;
 mod encode_segment;
+mod lease_keeper;
 mod parts;
 mod receipts;
 mod remote;
@@ -28,7 +29,7 @@ use crate::error::ErrorCode;
 use crate::metrics as m;
 use crate::state::AppState;
 use crate::storage::output_prefix;
-use reelay_jobs::{backoff, Claim, FailOutcome, RenewOutcome};
+use reelay_jobs::{backoff, Claim, FailOutcome};
 use reelay_media::CancellationToken;
 use reelay_protocol::ErrorDetail;
 use std::path::Path;
@@ -373,6 +374,30 @@ impl WorkerPool {
         }
     }
 
+    /// What a handler of `claim` sees: `state` (whose storage is a staging directory for a
+    /// peer's task), the attempt's scratch `workdir`, what it shares with its lease keeper, and
+    /// this worker's speed.
+    fn context<'a>(
+        &'a self,
+        state: &'a AppState,
+        claim: &'a Claim,
+        workdir: &'a Path,
+        lease: &'a lease_keeper::Shared,
+        timings: &'a std::sync::Mutex<Timings>,
+    ) -> Context<'a> {
+        Context {
+            state,
+            claim,
+            workdir,
+            token: &lease.token,
+            stop: &lease.stop,
+            progress: &lease.progress,
+            eta_at: &lease.eta_at,
+            speed: &self.speed,
+            timings,
+        }
+    }
+
     /// Runs a claimed task and records its end; `claimed_in` is how long the claim took. Every
     /// log line of the task carries the `task` span: attached with `.instrument()`, not an
     /// entered guard, which would stay entered on this thread across awaits and tag whatever
@@ -396,82 +421,31 @@ impl WorkerPool {
         let started = Instant::now();
         let timings = std::sync::Mutex::new(Timings::default());
         record_phase(&timings, &claim.kind, Phase::Claim, claimed_in);
-        let token = CancellationToken::new();
-        let stop = Arc::new(StopCell::default());
-        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
-        // When the task should end (ms since the epoch), NO_ETA until it knows.
-        let eta_at = Arc::new(AtomicI64::new(NO_ETA));
-
-        // Lease keeper: renews, carries progress, and turns cancel / lost lease / shutdown into the token.
-        let keeper = {
-            let (store, token, stop, progress, eta_at, abandon) = (
-                st.store.clone(),
-                token.clone(),
-                stop.clone(),
-                progress.clone(),
-                eta_at.clone(),
-                self.abandon.clone(),
-            );
-            let (task_id, worker, attempt, lease) = (
-                claim.task_id.clone(),
-                self.id.clone(),
-                claim.attempt,
-                st.cfg.lease(),
-            );
-            let every = (lease / 3).min(Duration::from_secs(1));
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(every) => {}
-                        _ = abandon.cancelled() => {
-                            stop.set(StopReason::Shutdown);
-                            token.cancel();
-                            return;
-                        }
-                        _ = token.cancelled() => return,
-                    }
-                    let p = f64::from_bits(progress.load(Ordering::Relaxed));
-                    let eta = Some(eta_at.load(Ordering::Relaxed)).filter(|e| *e != NO_ETA);
-                    match store
-                        .renew(&task_id, &worker, attempt, lease, Some(p), eta)
-                        .await
-                    {
-                        Ok(RenewOutcome::Renewed) => {}
-                        Ok(RenewOutcome::Cancelled) => {
-                            stop.set(StopReason::Cancelled);
-                            token.cancel();
-                            return;
-                        }
-                        Ok(RenewOutcome::LeaseLost) => {
-                            stop.set(StopReason::LeaseLost);
-                            token.cancel();
-                            return;
-                        }
-                        // A store hiccup: keep working; the lease has slack for a few misses.
-                        Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
-                    }
-                }
-            })
+        let shared = lease_keeper::Shared::new();
+        let lease = lease_keeper::StoreLease {
+            store: st.store.clone(),
+            task_id: claim.task_id.clone(),
+            worker: self.id.clone(),
+            attempt: claim.attempt,
+            lease: st.cfg.lease(),
         };
+        // Needed only while the handler runs: the task's own token ends the keeper.
+        let keeper = lease_keeper::spawn(
+            lease,
+            st.cfg.lease(),
+            shared.clone(),
+            self.abandon.clone(),
+            shared.token.clone(),
+        );
 
         let workdir = st
             .cfg
             .data_dir
             .join("work")
             .join(format!("{}-a{}", claim.task_id, claim.attempt));
-        let cx = Context {
-            state: st,
-            claim: &claim,
-            workdir: &workdir,
-            token: &token,
-            stop: &stop,
-            progress: &progress,
-            eta_at: &eta_at,
-            speed: &self.speed,
-            timings: &timings,
-        };
+        let cx = self.context(st, &claim, &workdir, &shared, &timings);
         let ended = dispatch(&cx).await;
-        token.cancel();
+        shared.token.cancel();
         let _ = keeper.await;
         let _ = tokio::fs::remove_dir_all(&workdir).await;
 

@@ -10,17 +10,16 @@
 //! as long as the task runs and its files travel, and turns *cancelled* or *lease lost* into
 //! the handler's stop token, exactly as at home.
 
-use super::{dispatch, record_phase, Context, Ended, StopCell, StopReason, WorkerPool, NO_ETA};
+use super::{dispatch, lease_keeper, record_phase, Ended, StopCell, StopReason, WorkerPool};
 use crate::metrics as m;
 use crate::peer_io::{
     Attempt, CompleteAnswer, CompleteRequest, EdgeClient, FailRequest, PeerClient, PeerTask,
-    RenewAnswer, RenewRequest, StealConfig,
+    StealConfig,
 };
 use crate::state::AppState;
 use crate::storage::Storage;
 use reelay_media::CancellationToken;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::timing::{Phase, Timings};
@@ -138,11 +137,25 @@ impl WorkerPool {
         }
     }
 
-    /// Runs a task claimed from `peer` and reports its end there.
+    /// Runs a task claimed from `peer` and reports its end there, every log line (the lease
+    /// keeper's too) in its `remote_task` span: attached with `.instrument()`, never an entered
+    /// guard held across `.await` (why: [`WorkerPool::execute`]).
     async fn run_remote(&self, peer: &PeerClient, task: PeerTask, claimed_in: Duration) {
+        use tracing::Instrument;
         let claim = task.to_claim();
         let span = tracing::info_span!("remote_task", peer = %peer.name, job_id = %claim.job.id, task_id = %claim.task_id, kind = %claim.kind, attempt = claim.attempt);
-        let _enter = span.enter();
+        self.run_peer_task(peer, task, claim, claimed_in)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_peer_task(
+        &self,
+        peer: &PeerClient,
+        task: PeerTask,
+        claim: reelay_jobs::Claim,
+        claimed_in: Duration,
+    ) {
         tracing::info!("task of a peer started");
         let at = Attempt {
             worker: self.id.clone(),
@@ -150,57 +163,22 @@ impl WorkerPool {
         };
         let timings = std::sync::Mutex::new(Timings::default());
         record_phase(&timings, &claim.kind, Phase::Claim, claimed_in);
-        let token = CancellationToken::new();
-        let stop = Arc::new(StopCell::default());
-        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
-        let eta_at = Arc::new(AtomicI64::new(NO_ETA));
+        let shared = lease_keeper::Shared::new();
+        let lease = lease_keeper::PeerLease {
+            peer: peer.clone(),
+            task_id: claim.task_id.clone(),
+            worker: at.worker.clone(),
+            attempt: at.attempt,
+        };
         // The keeper outlives the handler: the outputs travel under the same lease.
         let keeper_done = CancellationToken::new();
-        let keeper = {
-            let (peer, token, stop, progress, eta_at, abandon, done) = (
-                peer.clone(),
-                token.clone(),
-                stop.clone(),
-                progress.clone(),
-                eta_at.clone(),
-                self.abandon.clone(),
-                keeper_done.clone(),
-            );
-            let (task_id, worker, attempt) = (claim.task_id.clone(), at.worker.clone(), at.attempt);
-            let every = (Duration::from_millis(task.lease_ms) / 3).min(Duration::from_secs(1));
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(every) => {}
-                        _ = abandon.cancelled() => {
-                            stop.set(StopReason::Shutdown);
-                            token.cancel();
-                            return;
-                        }
-                        _ = done.cancelled() => return,
-                    }
-                    let req = RenewRequest {
-                        worker: worker.clone(),
-                        attempt,
-                        progress: Some(f64::from_bits(progress.load(Ordering::Relaxed))),
-                        eta_at: Some(eta_at.load(Ordering::Relaxed)).filter(|e| *e != NO_ETA),
-                    };
-                    let why = match peer.renew(&task_id, &req).await {
-                        Ok(RenewAnswer::Renewed) => continue,
-                        Ok(RenewAnswer::Cancelled) => StopReason::Cancelled,
-                        Ok(RenewAnswer::LeaseLost) => StopReason::LeaseLost,
-                        // The link may come back within the lease's slack.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "renewing a peer's lease failed");
-                            continue;
-                        }
-                    };
-                    stop.set(why);
-                    token.cancel();
-                    return;
-                }
-            })
-        };
+        let keeper = lease_keeper::spawn(
+            lease,
+            Duration::from_millis(task.lease_ms),
+            shared.clone(),
+            self.abandon.clone(),
+            keeper_done.clone(),
+        );
 
         let scratch = self
             .state
@@ -235,24 +213,21 @@ impl WorkerPool {
                             storage: staging.clone(),
                             ..self.state.clone()
                         };
-                        let cx = Context {
-                            state: &state,
-                            claim: &claim,
-                            workdir: &workdir,
-                            token: &token,
-                            stop: &stop,
-                            progress: &progress,
-                            eta_at: &eta_at,
-                            speed: &self.speed,
-                            timings: &timings,
-                        };
+                        let cx = self.context(&state, &claim, &workdir, &shared, &timings);
                         let ended = dispatch(&cx).await;
                         match ended {
                             Ended::Done(outputs) => {
                                 // Sending the files to the owner is this attempt's publishing.
                                 let started = Instant::now();
                                 let sent = self
-                                    .send_outputs(peer, &claim.task_id, &at, &task, &staging, &stop)
+                                    .send_outputs(
+                                        peer,
+                                        &claim.task_id,
+                                        &at,
+                                        &task,
+                                        &staging,
+                                        &shared.stop,
+                                    )
                                     .await;
                                 record_phase(
                                     &timings,
@@ -271,7 +246,7 @@ impl WorkerPool {
         keeper_done.cancel();
         let _ = keeper.await;
         let _ = tokio::fs::remove_dir_all(&scratch).await;
-        let ended = match (ended, stop.get()) {
+        let ended = match (ended, shared.stop.get()) {
             // A stop wins over whatever the handler or the transfer made of it.
             (_, Some(why)) => Ended::Stopped(why),
             (Ok(e), None) => e,

@@ -304,6 +304,31 @@ pub fn integrated_lufs(file: &Path) -> f64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// PSNR (dB) and SSIM of `out` against `source`, scaled to `out`'s size, by ffmpeg's own
+/// `psnr` and `ssim` filters (the graph the quality receipts fall back to): what a test holds
+/// the encoder's receipts, or a split job's combined ones, against.
+pub fn quality_against(out: &Path, source: &Path) -> (f64, f64) {
+    let run = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-i"])
+        .arg(out)
+        .arg("-i")
+        .arg(source)
+        .args([
+            "-filter_complex",
+            &reelay_media::quality::filter_graph(0, None),
+            "-an",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let (psnr, ssim) = reelay_media::quality::parse_quality(&stderr).unwrap();
+    (psnr.expect("a finite PSNR"), ssim)
+}
+
 /// The frame at `at` seconds (the first frame when `None`) of a downloaded media file as
 /// 8-bit luma, one byte a pixel.
 pub fn frame_luma(bytes: &[u8], ext: &str, at: Option<f64>) -> Vec<u8> {
