@@ -132,7 +132,7 @@ fn a_task_on_a_peer_holds_no_home_slot_and_a_lapsed_one_is_queued() {
         let r = http()
             .post(format!("{}/v1/peer/tasks/claim", s.aws.base()))
             .bearer_auth(&s.peer)
-            .json(&serde_json::json!({ "worker": "peer:gcp:w1", "task_id": task }))
+            .json(&serde_json::json!({ "worker": "w1", "task_id": task }))
             .send()
             .unwrap();
         (r.status() == 200).then_some(())
