@@ -12,8 +12,9 @@
 //! A thief is a cluster with an idle slot and no ready task of its own. Each other cluster
 //! offers the oldest task it has ready (the head of its queue). That task starts at home when
 //! the first of home's slots frees ([`home_wait_seconds`]: now if a slot is idle, else the
-//! shortest remaining time of its running tasks, less the reading's age; never, when the
-//! cluster reports no live slot). Stolen, it starts after its input crossed the link, and ends
+//! shortest remaining time of its running tasks, less the reading's age — the
+//! (running − capacity + 1)-th shortest when more run than there are live slots; never, when
+//! the cluster reports no live slot). Stolen, it starts after its input crossed the link, and ends
 //! later by the time its outputs take to come back; encoding speed is assumed equal.
 //!
 //! ```text
@@ -202,6 +203,11 @@ pub fn ready_task(offer: &reelay_protocol::StealOffer) -> ReadyTask {
 }
 
 /// When the head of `load`'s queue starts at home, in seconds from now.
+///
+/// With more tasks running than live slots (workers died and took their slots with them, but
+/// their tasks still run elsewhere in the cluster or have not lapsed yet), the first ending
+/// task frees no slot: `running − capacity` of them must end first, so the head starts when the
+/// (running − capacity + 1)-th smallest remaining time passes.
 pub fn home_wait_seconds(load: &Load, age_seconds: f64) -> f64 {
     if load.capacity == 0 {
         return NEVER_SECONDS;
@@ -214,13 +220,16 @@ pub fn home_wait_seconds(load: &Load, age_seconds: f64) -> f64 {
     } else {
         0.0
     };
-    load.running_remaining
+    let mut left: Vec<f64> = load
+        .running_remaining
         .iter()
         .filter(|r| r.is_finite())
         .map(|r| (r - age).max(0.0))
-        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.min(r))))
-        // Running tasks without a figure: the reading cannot say, so no saving is claimed.
-        .unwrap_or(0.0)
+        .collect();
+    left.sort_by(f64::total_cmp);
+    let nth = (load.running - load.capacity) as usize;
+    // Running tasks without a figure: the reading cannot say, so no saving is claimed.
+    left.get(nth).copied().unwrap_or(0.0)
 }
 
 /// The decision for `thief` given every other cluster's offer (see the module docs).
@@ -408,6 +417,31 @@ mod tests {
             matches!(d, Decision::Steal { ref from, .. } if from == "azure"),
             "{d:?}"
         );
+    }
+
+    /// aws had 3 slots, two workers died: capacity 1 with 3 tasks still counted running. The
+    /// first task to end frees no slot (two run more than the one live slot); the head of the
+    /// queue starts when the third shortest ends. Reading the shortest, the edge used to see a
+    /// slot in 2 s and answer `not_worth_it` while the queue waited on a 300 s task.
+    #[test]
+    fn with_more_running_than_slots_the_head_waits_for_the_right_task() {
+        let mut shrunk = offer("aws", &[2.0, 300.0, 5.0], 10);
+        shrunk.load.capacity = 1;
+        assert_eq!(home_wait_seconds(&shrunk.load, 0.0), 300.0);
+        assert!(matches!(
+            choose(&thief(), &[shrunk.clone()], &policy()),
+            Decision::Steal { home_wait_seconds, .. } if home_wait_seconds == 300.0
+        ));
+        shrunk.load.capacity = 2;
+        assert_eq!(home_wait_seconds(&shrunk.load, 1.0), 4.0);
+        // Fewer figures than the tasks that must end first: the reading cannot say.
+        shrunk.load.running = 5;
+        shrunk.load.capacity = 1;
+        assert_eq!(home_wait_seconds(&shrunk.load, 0.0), 0.0);
+        // As many running as slots: the shortest, as before.
+        shrunk.load.running = 3;
+        shrunk.load.capacity = 3;
+        assert_eq!(home_wait_seconds(&shrunk.load, 0.0), 2.0);
     }
 
     #[test]

@@ -371,6 +371,13 @@ pub struct RunningAttempt {
     pub claimed_at: Millis,
     /// When the worker expects to finish (from ffmpeg's encode speed); `None` until it encodes.
     pub eta_at: Option<Millis>,
+    /// When the lease lapses unless renewed. Past it the attempt is dead (its worker was
+    /// killed or cut off) and the task waits to be claimed again, so the load report charges
+    /// it as queued work, not as a slot about to free.
+    pub lease_expires_at: Option<Millis>,
+    /// The attempt runs on a peer cluster's worker (a stolen task: `ran_on` is its `moved_to`).
+    /// It occupies none of this cluster's slots.
+    pub on_peer: bool,
 }
 
 /// One entry of a job's event log (`job_events`): written in the same transaction as the

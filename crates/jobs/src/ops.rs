@@ -129,7 +129,8 @@ pub(crate) trait Conn: Send {
     async fn int(&mut self, sql: &str, args: Vec<Arg>) -> Result<Option<i64>, StoreError>;
     /// QueueCounts's three columns `queued`, `running`, `queued_seconds`.
     async fn counts(&mut self, sql: &str, args: Vec<Arg>) -> Result<QueueCounts, StoreError>;
-    /// Running attempt rows: `estimated_seconds`, `progress`, `claimed_at`, `eta_at`.
+    /// Running attempt rows: `estimated_seconds`, `progress`, `claimed_at`, `eta_at`,
+    /// `lease_expires_at`, `on_peer` (0/1).
     async fn running(
         &mut self,
         sql: &str,
@@ -339,6 +340,8 @@ macro_rules! row_decoders {
                 progress: row.try_get("progress")?,
                 claimed_at: claimed_at.unwrap_or_else(crate::model::now_millis),
                 eta_at: row.try_get("eta_at")?,
+                lease_expires_at: row.try_get("lease_expires_at")?,
+                on_peer: row.try_get::<i64, _>("on_peer")? != 0,
             })
         }
     };
@@ -913,6 +916,11 @@ pub struct PeerOffer {
     pub input_key: Option<String>,
     /// How many outputs the job asked for (its spec's renditions), for an output estimate.
     pub outputs: usize,
+    /// The task's payload (an `encode_segment`'s range index), as a claim would hand it out.
+    pub payload: serde_json::Value,
+    /// The outputs of the tasks it depends on, by task id, as in [`Claim::dependencies`]: a
+    /// piece's offer reads the `split` task's output to say which stored pieces a thief moves.
+    pub dependencies: Vec<(String, serde_json::Value)>,
 }
 
 /// The task [`claim`] with `peer` would hand out at `now`, read without claiming or locking.
@@ -972,6 +980,17 @@ pub(crate) async fn offer(
         input_size: job.input_facts.as_ref().and_then(|f| f.size),
         input_key: job.input_key.clone(),
         outputs,
+        payload: row.payload.clone(),
+        dependencies: row
+            .state
+            .depends_on
+            .iter()
+            .filter_map(|d| {
+                rows.iter()
+                    .find(|r| &r.state.id == d)
+                    .map(|r| (d.clone(), r.state.outputs.clone().unwrap_or_default()))
+            })
+            .collect(),
     }))
 }
 
@@ -1396,10 +1415,16 @@ pub(crate) async fn counts(db: &mut dyn Conn) -> Result<QueueCounts, StoreError>
     .await
 }
 
+/// Every running attempt with what the load report needs to judge it: its lease expiry (a
+/// lapsed one is a dead worker's) and whether a peer runs it (a stolen task: the peer's claim
+/// set `ran_on` = `moved_to`; a home claim after that sets `ran_on` back to this cluster).
+/// One statement for both back ends; `on_peer` is an integer because SQLite has no booleans.
 pub(crate) async fn running_attempts(db: &mut dyn Conn) -> Result<Vec<RunningAttempt>, StoreError> {
     db.running(
-        "SELECT weight AS estimated_seconds, progress, claimed_at, eta_at FROM tasks \
-         WHERE status = $1",
+        "SELECT weight AS estimated_seconds, progress, claimed_at, eta_at, lease_expires_at, \
+                CAST(CASE WHEN moved_to IS NOT NULL AND ran_on = moved_to THEN 1 ELSE 0 END \
+                     AS BIGINT) AS on_peer \
+         FROM tasks WHERE status = $1",
         args![TaskStatus::Running.as_str()],
     )
     .await

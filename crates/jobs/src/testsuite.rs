@@ -2602,6 +2602,71 @@ pub async fn graph_grows(store: &dyn JobStore) {
     assert_eq!(after.status, JobStatus::Cancelled);
 }
 
+/// What the load report needs of each running attempt (issue 16): its lease expiry, so a dead
+/// worker's lapsed attempt is charged as queued work, and whether a peer runs it (a stolen
+/// task occupies no home slot). A peer's lapsed attempt taken over at home runs at home again.
+pub async fn running_attempts_know_lapses_and_peers(store: &dyn JobStore) {
+    // A key input (never offered to a peer), older, so the home claim takes it.
+    let home_job = create(store, new_job("aws")).await;
+    let mut upload = new_job("aws");
+    upload.input_key = Some(format!("inputs/{}/source", upload.id));
+    let upload = create(store, upload).await;
+    let home = store
+        .claim("w-home", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("a task at home");
+    assert_eq!(home.job.id, home_job.id);
+    let peer = crate::PeerClaim {
+        peer: "gcp",
+        kinds: &[crate::TRANSCODE],
+        ready_for: Duration::ZERO,
+        task: None,
+    };
+    let stolen = store
+        .claim_for_peer(peer, "peer:gcp:w1", SHORT_LEASE)
+        .await
+        .expect("claim_for_peer")
+        .expect("the uploaded job's task");
+    assert_eq!(stolen.job.id, upload.id);
+    let by_lease = |running: &[crate::RunningAttempt], at: Millis| {
+        running
+            .iter()
+            .find(|r| r.lease_expires_at == Some(at))
+            .copied()
+            .unwrap_or_else(|| panic!("no attempt with lease {at}: {running:?}"))
+    };
+    let running = store.running_attempts().await.expect("running attempts");
+    assert_eq!(running.len(), 2, "{running:?}");
+    let at_home = by_lease(&running, home.lease_expires_at);
+    assert!(!at_home.on_peer, "{at_home:?}");
+    let on_peer = by_lease(&running, stolen.lease_expires_at);
+    assert!(on_peer.on_peer, "{on_peer:?}");
+    assert!(stolen.lease_expires_at < home.lease_expires_at);
+
+    // The peer's worker vanished: the lapsed attempt still reads as running on the peer (the
+    // report judges the lapse with its own clock), until a home worker takes it over.
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let running = store.running_attempts().await.expect("running attempts");
+    let lapsed = by_lease(&running, stolen.lease_expires_at);
+    assert!(lapsed.lease_expires_at.is_some_and(|at| at <= now_millis()));
+    let back = store
+        .claim("w-home2", LONG_LEASE)
+        .await
+        .expect("claim")
+        .expect("the lapsed task, at home");
+    assert_eq!(back.task_id, stolen.task_id);
+    let running = store.running_attempts().await.expect("running attempts");
+    assert_eq!(running.len(), 2, "{running:?}");
+    assert!(running.iter().all(|r| !r.on_peer), "{running:?}");
+    assert!(
+        running
+            .iter()
+            .all(|r| r.lease_expires_at.is_some_and(|at| at > now_millis())),
+        "{running:?}"
+    );
+}
+
 #[macro_export]
 macro_rules! job_store_suite {
     ($factory:path) => {
@@ -2612,7 +2677,8 @@ macro_rules! job_store_suite {
             counts, worker_registry, tokens_and_owners, revocations, task_graph,
             failed_task_fails_the_job, lost_lease_reruns_only_that_task, cancel_stops_every_task,
             job_events, invalid_task_lists, webhook_deliveries,
-            retention_claims_and_tombstones, job_context, task_timings, peer_claims, peer_offers_and_exact_claims, graph_grows);
+            retention_claims_and_tombstones, job_context, task_timings, peer_claims, peer_offers_and_exact_claims, graph_grows,
+            running_attempts_know_lapses_and_peers);
         $crate::job_store_suite!(@shared $factory;
             concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete,
             concurrent_claims_of_one_job);

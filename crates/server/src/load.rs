@@ -42,25 +42,91 @@ pub fn remaining_seconds(estimated: f64, elapsed: f64, eta_in: Option<f64>) -> f
 }
 
 /// The report's steal offer (issue 16) from the task a peer's claim would take now: how long it
-/// has waited, its input's size (`input_bytes`: the recorded size, or the stored object's, or
-/// 0 when neither is known, e.g. a URL input the thief fetches itself), its outputs' size, and
-/// its encode time in wall seconds at the workers' speed, the estimate placement uses.
+/// has waited, the bytes a thief reads (`input_bytes`: for a whole-file task the input's
+/// recorded size, or the stored object's, or 0 when neither is known, e.g. a URL input the
+/// thief fetches itself; for a piece, only the piece files it reads, see [`piece_plan`]), the
+/// bytes it writes back, and its encode time in wall seconds at the workers' speed, the
+/// estimate placement uses.
 ///
-/// The outputs are estimated at the input's size per requested output: a transcode rarely
-/// writes more than its input per output, so this errs on the side of a dearer transfer.
-pub fn offer(task: &PeerOffer, input_bytes: u64, speed: Option<f64>, now: Millis) -> StealOffer {
+/// The outputs are estimated at the bytes read per output the task encodes (`outputs`): a
+/// transcode rarely writes more than its input per output, so this errs on the side of a
+/// dearer transfer.
+pub fn offer(
+    task: &PeerOffer,
+    input_bytes: u64,
+    outputs: usize,
+    speed: Option<f64>,
+    now: Millis,
+) -> StealOffer {
     let ready = now.saturating_sub(task.ready_since).max(0) as f64 / 1000.0;
     let expected = wall(task.weight, speed);
     StealOffer {
         task_id: task.task_id.clone(),
         ready_seconds: tenth(ready),
         input_bytes,
-        output_bytes: input_bytes.saturating_mul(task.outputs.max(1) as u64),
+        output_bytes: input_bytes.saturating_mul(outputs.max(1) as u64),
         expected_seconds: if expected.is_finite() {
             tenth(expected.max(0.0))
         } else {
             0.0
         },
+    }
+}
+
+/// What an `encode_segment` offer moves: the stored piece objects its range reads (full keys;
+/// their sizes are what a thief downloads), the outputs it encodes (the split renditions, not
+/// the job's whole-file ones), and its range's share of the input's duration, the fallback
+/// when the pieces' sizes cannot be read. Before this, a piece's offer reported the whole
+/// film's bytes, so a long film's pieces looked too dear to move.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PiecePlan {
+    pub keys: Vec<String>,
+    pub outputs: usize,
+    pub share: f64,
+}
+
+/// The [`PiecePlan`] of an offered `encode_segment` task, from its payload and its `split`
+/// task's recorded output; `None` for other kinds or an output that does not read as one.
+pub fn piece_plan(task: &PeerOffer) -> Option<PiecePlan> {
+    use crate::task_payloads::{SegmentPayload, SplitResult, ENCODE_SEGMENT, SPLIT};
+    if task.kind != ENCODE_SEGMENT {
+        return None;
+    }
+    let payload: SegmentPayload = serde_json::from_value(task.payload.clone()).ok()?;
+    let suffix = format!(".{SPLIT}");
+    let split: SplitResult = task
+        .dependencies
+        .iter()
+        .find(|(id, _)| id.ends_with(&suffix))
+        .and_then(|(_, v)| serde_json::from_value(v.clone()).ok())?;
+    let range = reelay_media::split::segment_tasks(&split.layout, &split.manifest)
+        .into_iter()
+        .find(|t| t.index == payload.index)?;
+    let share = match split.info.best_duration() {
+        Some(d) if (range.end - range.start).is_finite() => {
+            ((range.end - range.start) / d).clamp(0.0, 1.0)
+        }
+        _ => 1.0,
+    };
+    Some(PiecePlan {
+        keys: range
+            .pieces
+            .iter()
+            .map(|f| format!("{}/{f}", split.prefix))
+            .collect(),
+        outputs: split.layout.split.len(),
+        share,
+    })
+}
+
+/// A piece's bytes read: the stored pieces' sizes when every one could be read, else its
+/// range's share of the whole input (`whole_input`).
+pub fn piece_bytes(plan: &PiecePlan, sizes: &[Option<u64>], whole_input: u64) -> u64 {
+    match sizes.iter().copied().collect::<Option<Vec<u64>>>() {
+        Some(sizes) if sizes.len() == plan.keys.len() => {
+            sizes.into_iter().fold(0u64, u64::saturating_add)
+        }
+        _ => (whole_input as f64 * plan.share).ceil() as u64,
     }
 }
 
@@ -84,8 +150,33 @@ pub fn backlog_seconds(queued_media_seconds: f64, capacity: u32, speed: Option<f
     }
 }
 
+/// What a running task row means for this cluster's slots at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// A home worker holds a live lease: a busy slot that frees when the task ends.
+    Running,
+    /// The lease lapsed: its worker died or was cut off, so no slot of ours is busy with it and
+    /// it will run again from the start. It is queued work, not a slot about to free (read as
+    /// the latter, a dead worker's ~0 s left made the edge expect a home slot any moment).
+    Lapsed,
+    /// A peer's worker runs it under a live lease (a stolen task): it occupies no slot here.
+    OnPeer,
+}
+
+/// How the report counts `attempt` at `now` (a lease expiring exactly now is lapsed, as the
+/// claim probe treats it: claimable again).
+pub fn standing(attempt: &RunningAttempt, now: Millis) -> Standing {
+    match attempt.lease_expires_at {
+        Some(at) if at <= now => Standing::Lapsed,
+        _ if attempt.on_peer => Standing::OnPeer,
+        _ => Standing::Running,
+    }
+}
+
 /// The report from the store's counts, the live capacity and speed, and the running attempts
-/// at `now`.
+/// at `now`. Only attempts that hold one of this cluster's slots count as running; lapsed ones
+/// are charged as queued tasks with their whole weight (a redo starts over); those running on a
+/// peer are left out (the peer's slot is busy, not ours).
 pub fn report(
     cluster: &str,
     capacity: u32,
@@ -95,42 +186,59 @@ pub fn report(
     accepting: bool,
     now: Millis,
 ) -> LoadReport {
-    let mut remaining: Vec<f64> = running
-        .iter()
-        .map(|r| {
-            let secs = |ms: Millis| ms as f64 / 1000.0;
-            let elapsed = secs(now.saturating_sub(r.claimed_at));
-            let eta_in = r.eta_at.map(|at| secs(at.saturating_sub(now)));
-            // A task is charged only its own remaining part: one segment of a split job is not
-            // the whole job. Once it reports progress, that says how much is left; before, it
-            // is fetching and probing, and the time spent so far counts instead.
-            let progress = if r.progress.is_finite() {
-                r.progress.clamp(0.0, 1.0)
-            } else {
-                0.0
-            };
-            let left = wall(r.estimated_seconds * (1.0 - progress), speed);
-            let elapsed = if progress > 0.0 { 0.0 } else { elapsed };
-            tenth(remaining_seconds(left, elapsed, eta_in))
-        })
-        .collect();
+    let mut remaining = Vec::with_capacity(running.len());
+    let (mut lapsed, mut lapsed_media_seconds) = (0u32, 0.0);
+    for r in running {
+        match standing(r, now) {
+            Standing::OnPeer => {}
+            Standing::Lapsed => {
+                lapsed += 1;
+                if r.estimated_seconds.is_finite() {
+                    lapsed_media_seconds += r.estimated_seconds.max(0.0);
+                }
+            }
+            Standing::Running => remaining.push(remaining_of(r, speed, now)),
+        }
+    }
     remaining.sort_by(f64::total_cmp);
     // Rounded up: a small queue must not read as an empty one (the edge would then count its
     // jobs at a default length, more than their real one).
-    let backlog = backlog_seconds(counts.queued_estimated_seconds, capacity, speed);
+    let backlog = backlog_seconds(
+        counts.queued_estimated_seconds + lapsed_media_seconds,
+        capacity,
+        speed,
+    );
     LoadReport {
         cluster: cluster.to_string(),
         capacity,
         // The same list as the remaining times: a job ending between the two queries must not
         // count as running with no figure.
-        running: running.len() as u32,
-        queued: counts.queued,
+        running: remaining.len() as u32,
+        queued: counts.queued.saturating_add(lapsed),
         backlog_seconds: (backlog * 10.0).ceil() / 10.0,
         accepting,
         running_remaining_seconds: remaining,
         encode_speed: speed.map(|s| (s * 100.0).round() / 100.0),
         offer: None,
     }
+}
+
+/// Wall seconds a live home attempt has left at `now`.
+fn remaining_of(r: &RunningAttempt, speed: Option<f64>, now: Millis) -> f64 {
+    let secs = |ms: Millis| ms as f64 / 1000.0;
+    let elapsed = secs(now.saturating_sub(r.claimed_at));
+    let eta_in = r.eta_at.map(|at| secs(at.saturating_sub(now)));
+    // A task is charged only its own remaining part: one segment of a split job is not the
+    // whole job. Once it reports progress, that says how much is left; before, it is fetching
+    // and probing, and the time spent so far counts instead.
+    let progress = if r.progress.is_finite() {
+        r.progress.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let left = wall(r.estimated_seconds * (1.0 - progress), speed);
+    let elapsed = if progress > 0.0 { 0.0 } else { elapsed };
+    tenth(remaining_seconds(left, elapsed, eta_in))
 }
 
 /// The report with its steal offer; a cluster that takes no new work hands none to its peers
@@ -145,6 +253,110 @@ pub fn with_offer(report: LoadReport, offer: Option<StealOffer>) -> LoadReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A home attempt under a live lease; tests fill in the rest.
+    fn live() -> RunningAttempt {
+        RunningAttempt {
+            estimated_seconds: 10.0,
+            progress: 0.0,
+            claimed_at: 0,
+            eta_at: None,
+            lease_expires_at: Some(Millis::MAX),
+            on_peer: false,
+        }
+    }
+
+    /// A SIGKILLed worker's attempt keeps its `running` row until its lease lapses and a claim
+    /// takes it over. Past its lease it is no busy slot (it must not read as one about to
+    /// free) but a task waiting to be redone: counted queued, charged its whole weight.
+    #[test]
+    fn a_lapsed_lease_is_queued_work_not_a_slot_about_to_free() {
+        let now = 100_000;
+        let counts = QueueCounts {
+            queued: 1,
+            running: 2,
+            queued_estimated_seconds: 10.0,
+        };
+        let alive = RunningAttempt {
+            estimated_seconds: 20.0,
+            claimed_at: now - 5_000,
+            lease_expires_at: Some(now + 4_000),
+            ..live()
+        };
+        // Half done when its worker died: the redo still costs all 30 s.
+        let dead = RunningAttempt {
+            estimated_seconds: 30.0,
+            progress: 0.5,
+            claimed_at: now - 40_000,
+            eta_at: Some(now - 1_000),
+            lease_expires_at: Some(now - 200),
+            ..live()
+        };
+        let r = report("aws", 1, None, &counts, &[alive, dead], true, now);
+        assert_eq!(r.running, 1);
+        assert_eq!(r.running_remaining_seconds, vec![15.0]);
+        assert_eq!(r.queued, 2);
+        assert_eq!(r.backlog_seconds, 40.0);
+        // A lease that ends exactly now is claimable again, as the claim probe sees it.
+        let edge = RunningAttempt {
+            lease_expires_at: Some(now),
+            ..alive
+        };
+        assert_eq!(standing(&edge, now), Standing::Lapsed);
+        assert_eq!(standing(&alive, now), Standing::Running);
+        // Before the lapse the same attempt is running, with its ~0 s left.
+        let r = report("aws", 2, None, &counts, &[alive, dead], true, now - 1_000);
+        assert_eq!((r.running, r.queued), (2, 1));
+        // No expiry recorded: nothing says it lapsed.
+        let unknown = RunningAttempt {
+            lease_expires_at: None,
+            ..alive
+        };
+        assert_eq!(standing(&unknown, now), Standing::Running);
+        // Garbage weight is charged nothing rather than NaN.
+        let nan = RunningAttempt {
+            estimated_seconds: f64::NAN,
+            ..dead
+        };
+        let r = report("aws", 1, None, &QueueCounts::default(), &[nan], true, now);
+        assert_eq!((r.queued, r.backlog_seconds), (1, 0.0));
+    }
+
+    /// A task a peer's worker claimed (stolen) takes none of the owner's slots: it is neither
+    /// running nor queued here while its lease lives. Once that lease lapses it comes home as
+    /// queued work.
+    #[test]
+    fn a_task_running_on_a_peer_occupies_no_home_slot() {
+        let now = 100_000;
+        let stolen = RunningAttempt {
+            estimated_seconds: 40.0,
+            claimed_at: now - 1_000,
+            lease_expires_at: Some(now + 5_000),
+            on_peer: true,
+            ..live()
+        };
+        let home = RunningAttempt {
+            estimated_seconds: 12.0,
+            claimed_at: now - 2_000,
+            lease_expires_at: Some(now + 5_000),
+            ..live()
+        };
+        let counts = QueueCounts {
+            queued: 3,
+            running: 2,
+            queued_estimated_seconds: 30.0,
+        };
+        let r = report("aws", 1, None, &counts, &[stolen, home], true, now);
+        assert_eq!(standing(&stolen, now), Standing::OnPeer);
+        assert_eq!((r.capacity, r.running, r.queued), (1, 1, 3));
+        assert_eq!(r.running_remaining_seconds, vec![10.0]);
+        assert_eq!(r.backlog_seconds, 30.0);
+        // The peer's worker vanished: the task waits at home again.
+        let r = report("aws", 1, None, &counts, &[stolen, home], true, now + 6_000);
+        assert_eq!(standing(&stolen, now + 6_000), Standing::Lapsed);
+        assert_eq!((r.running, r.queued), (0, 5));
+        assert_eq!(r.backlog_seconds, 82.0);
+    }
 
     #[test]
     fn before_encoding_the_estimate_counts_down() {
@@ -204,18 +416,21 @@ mod tests {
                 progress: 0.0,
                 claimed_at: now - 2_000,
                 eta_at: None,
+                ..live()
             },
             RunningAttempt {
                 estimated_seconds: 8.0,
                 progress: 0.0,
                 claimed_at: now - 5_000,
                 eta_at: None,
+                ..live()
             },
             RunningAttempt {
                 estimated_seconds: 10.0,
                 progress: 0.0,
                 claimed_at: now - 1_000,
                 eta_at: Some(now + 1_500),
+                ..live()
             },
         ];
         let r = report("aws", 3, None, &counts, &running, true, now);
@@ -257,6 +472,7 @@ mod tests {
             progress: 0.75,
             claimed_at: now - 20_000,
             eta_at: None,
+            ..live()
         };
         let r = report(
             "aws",
@@ -317,8 +533,10 @@ mod tests {
             input_size: Some(4_000_000),
             input_key: None,
             outputs: 3,
+            payload: serde_json::Value::Null,
+            dependencies: vec![],
         };
-        let o = offer(&task, 4_000_000, Some(2.0), now);
+        let o = offer(&task, 4_000_000, task.outputs, Some(2.0), now);
         assert_eq!(o.task_id, "aws.01J.transcode");
         assert_eq!(o.ready_seconds, 12.3);
         assert_eq!((o.input_bytes, o.output_bytes), (4_000_000, 12_000_000));
@@ -328,18 +546,110 @@ mod tests {
             ready_since: now + 5_000,
             ..task.clone()
         };
-        let o = offer(&early, 0, None, now);
+        let o = offer(&early, 0, 3, None, now);
         assert_eq!((o.ready_seconds, o.expected_seconds), (0.0, 30.0));
         assert_eq!(o.output_bytes, 0);
         let counts = QueueCounts::default();
         let with = |accepting| {
             with_offer(
                 report("aws", 1, None, &counts, &[], accepting, now),
-                Some(offer(&task, 1, None, now)),
+                Some(offer(&task, 1, 1, None, now)),
             )
             .offer
         };
         assert!(with(true).is_some());
         assert_eq!(with(false), None);
+    }
+
+    /// A split job's 8 s input cut into four 2 s pieces, encoded in two 4 s ranges to two
+    /// split outputs (a third output runs whole), as its `split` task records it.
+    fn piece_offer(index: usize) -> PeerOffer {
+        use crate::task_payloads::SplitResult;
+        use reelay_media::split::{Manifest, Piece, Range, SplitLayout};
+        let info = reelay_media::probe::parse_probe_json(
+            r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264","width":640,"height":360,"avg_frame_rate":"25/1"}],
+               "format":{"format_name":"mov,mp4,m4a","duration":"8.0"}}"#,
+        )
+        .unwrap();
+        let split = SplitResult {
+            prefix: "tasks/j/split/a1".into(),
+            layout: SplitLayout {
+                segment_seconds: 4,
+                ranges: (0..2)
+                    .map(|i| Range {
+                        index: i,
+                        start: 4.0 * i as f64,
+                        end: 4.0 * (i + 1) as f64,
+                    })
+                    .collect(),
+                split: vec!["hls-abr".into(), "mp4-360p".into()],
+                whole: vec![],
+            },
+            manifest: Manifest {
+                origin: 0.0,
+                file_offset: 1.4,
+                frame_rate: 25.0,
+                pieces: (0..4)
+                    .map(|i| Piece {
+                        file: format!("piece_{i:05}.ts"),
+                        start: 2.0 * i as f64,
+                        keyframes: vec![2.0 * i as f64],
+                    })
+                    .collect(),
+            },
+            info,
+        };
+        PeerOffer {
+            task_id: format!("j.seg-{index:05}"),
+            kind: "encode_segment".into(),
+            ready_since: 0,
+            weight: 12.0,
+            input_size: Some(80_000_000),
+            input_key: None,
+            outputs: 3,
+            payload: serde_json::json!({ "index": index }),
+            dependencies: vec![("j.split".into(), serde_json::to_value(&split).unwrap())],
+        }
+    }
+
+    /// A piece's offer moves the piece files its range reads and the split renditions it
+    /// encodes, not the whole film's bytes for every output of the job.
+    #[test]
+    fn a_pieces_offer_moves_its_own_pieces() {
+        let plan = piece_plan(&piece_offer(1)).expect("a piece's plan");
+        assert!(
+            plan.keys
+                .contains(&"tasks/j/split/a1/piece_00002.ts".to_string())
+                && plan
+                    .keys
+                    .contains(&"tasks/j/split/a1/piece_00003.ts".to_string()),
+            "{plan:?}"
+        );
+        assert!(
+            !plan
+                .keys
+                .contains(&"tasks/j/split/a1/piece_00000.ts".to_string()),
+            "{plan:?}"
+        );
+        assert_eq!(plan.outputs, 2);
+        assert_eq!(plan.share, 0.5);
+        // Sizes read: their sum; one missing: the range's share of the whole input.
+        let sizes: Vec<Option<u64>> = plan.keys.iter().map(|_| Some(3_000_000)).collect();
+        let bytes = piece_bytes(&plan, &sizes, 80_000_000);
+        assert_eq!(bytes, 3_000_000 * plan.keys.len() as u64);
+        let mut gap = sizes.clone();
+        gap[0] = None;
+        assert_eq!(piece_bytes(&plan, &gap, 80_000_000), 40_000_000);
+        let o = offer(&piece_offer(1), bytes, plan.outputs, None, 0);
+        assert_eq!((o.input_bytes, o.output_bytes), (bytes, 2 * bytes));
+        assert!(o.input_bytes < 80_000_000);
+        // Other kinds, and a split output that does not read as one, have no piece plan.
+        let mut whole = piece_offer(0);
+        whole.kind = "transcode".into();
+        assert_eq!(piece_plan(&whole), None);
+        let mut broken = piece_offer(0);
+        broken.dependencies[0].1 = serde_json::json!({"prefix": 3});
+        assert_eq!(piece_plan(&broken), None);
+        assert_eq!(piece_plan(&piece_offer(7)), None);
     }
 }

@@ -39,8 +39,8 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
     let now = reelay_jobs::now_millis();
     let offer = match offered {
         Some(task) => {
-            let bytes = input_bytes(&st, &task).await;
-            Some(crate::load::offer(&task, bytes, speed, now))
+            let (bytes, outputs) = transfer(&st, &task).await;
+            Some(crate::load::offer(&task, bytes, outputs, speed, now))
         }
         None => None,
     };
@@ -54,6 +54,28 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
         now,
     );
     Ok(Json(crate::load::with_offer(report, offer)))
+}
+
+/// What a thief of the offered task reads, and how many outputs it writes back from that: a
+/// piece (`encode_segment`) reads only its stored piece files (a HEAD each, a handful per
+/// range) and encodes the split renditions; any other task reads the whole input for every
+/// output the job asked for.
+async fn transfer(st: &AppState, task: &reelay_jobs::PeerOffer) -> (u64, usize) {
+    match crate::load::piece_plan(task) {
+        Some(plan) => {
+            let mut sizes = Vec::with_capacity(plan.keys.len());
+            for key in &plan.keys {
+                sizes.push(st.storage.head(key).await.ok().map(|o| o.size));
+            }
+            let whole = if sizes.iter().all(Option::is_some) {
+                0
+            } else {
+                input_bytes(st, task).await
+            };
+            (crate::load::piece_bytes(&plan, &sizes, whole), plan.outputs)
+        }
+        None => (input_bytes(st, task).await, task.outputs),
+    }
 }
 
 /// The offered task's input size: as recorded at admission (or by the first probe), else the
