@@ -208,14 +208,19 @@ fn one_token_works_on_every_cloud_through_the_edge_and_revocation_reaches_them_a
         .bearer_auth(&token)
         .send()
         .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_refused_as_revoked(r, "");
+}
+
+/// A 401 whose message says the token was revoked.
+fn assert_refused_as_revoked(r: reqwest::blocking::Response, context: &str) {
+    assert_eq!(r.status(), 401, "{context}");
     let body: serde_json::Value = r.json().unwrap();
     assert!(
         body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("revoked"),
-        "{body}"
+        "{context}: {body}"
     );
 }
 
@@ -775,20 +780,7 @@ fn a_revoked_token_is_refused_by_the_edge_on_the_next_request_though_it_was_just
     // Refused on the very next request, although it was allowed moments ago: well within the
     // 2 s the edge would otherwise have remembered that (else this test would prove nothing).
     let since = last_allowed.elapsed();
-    let r = read(&reader);
-    assert_eq!(
-        r.status(),
-        401,
-        "a remembered answer outlived the revocation"
-    );
-    let body: serde_json::Value = r.json().unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("revoked"),
-        "{body}"
-    );
+    assert_refused_as_revoked(read(&reader), "a remembered answer outlived the revocation");
     eprintln!(
         "the revoked token was allowed {allowed_before} times while aws alone knew; \
          refused {since:?} after it was last allowed"
