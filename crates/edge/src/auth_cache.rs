@@ -11,7 +11,7 @@
 //!   attacker sends, remembering them would let junk fill the memory, and a token that becomes
 //!   valid (a key added, a clock caught up) must work on its next request.
 //! - **Never past the token's own expiry**: an entry lives until the earlier of `now + TTL_MS`
-//!   and the token's `exp`.
+//!   and the token's `exp`, and not at all if the clock is set back before the check.
 //! - **Forgotten entirely when what the answer depended on changes**: the caller
 //!   [`invalidate`](AuthCache::invalidate)s after adding revocations or reloading keys. The
 //!   generation counter closes the race where a check computed against the old revocations
@@ -34,7 +34,7 @@ use std::collections::HashMap;
 /// another value, and a longer one would only widen what a cache can get wrong.
 pub const TTL_MS: u64 = 2_000;
 
-/// About 60 bytes an entry: well under a megabyte at most.
+/// Under 100 bytes an entry (a 32-byte key, two times, the table's overhead): < 0.5 MB at most.
 pub const MAX_ENTRIES: usize = 4_096;
 
 /// What an entry is found by: a hash, never the token.
@@ -52,8 +52,9 @@ pub fn cache_key(authorization: &str, need: Scope) -> CacheKey {
 
 #[derive(Debug)]
 pub struct AuthCache {
-    /// Key → Unix ms until which the answer "allowed" holds.
-    entries: HashMap<CacheKey, u64>,
+    /// Key → the Unix ms span `[from, until)` in which the answer "allowed" holds: a clock set
+    /// back does not stretch an entry's life.
+    entries: HashMap<CacheKey, (u64, u64)>,
     generation: u64,
     ttl_ms: u64,
     max_entries: usize,
@@ -94,7 +95,9 @@ impl AuthCache {
 
     /// Whether `key` was allowed and still is at `now_ms`.
     pub fn allowed(&self, key: &CacheKey, now_ms: u64) -> bool {
-        self.entries.get(key).is_some_and(|&until| now_ms < until)
+        self.entries
+            .get(key)
+            .is_some_and(|&(from, until)| (from..until).contains(&now_ms))
     }
 
     /// [`allowed`](Self::allowed), counted as a hit or a miss.
@@ -126,12 +129,13 @@ impl AuthCache {
             return;
         }
         if self.entries.len() >= self.max_entries && !self.entries.contains_key(&key) {
-            self.entries.retain(|_, &mut u| now_ms < u);
+            self.entries
+                .retain(|_, &mut (from, until)| (from..until).contains(&now_ms));
             if self.entries.len() > self.max_entries - self.max_entries / 4 {
                 self.entries.clear();
             }
         }
-        self.entries.insert(key, until);
+        self.entries.insert(key, (now_ms, until));
     }
 
     /// Forgets every answer: the revocations or the trusted keys changed.
@@ -164,6 +168,10 @@ mod tests {
         assert!(c.allowed(&k, 1_000_000));
         assert!(c.allowed(&k, 1_001_999));
         assert!(!c.allowed(&k, 1_002_000), "expired after the TTL");
+        assert!(
+            !c.allowed(&k, 999_999),
+            "a clock set back does not stretch it"
+        );
         // Another scope or another header is another question.
         assert!(!c.allowed(&cache_key("Bearer a", Scope::Submit), 1_000_000));
         assert!(!c.allowed(&cache_key("Bearer a ", Scope::Read), 1_000_000));
