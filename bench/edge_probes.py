@@ -7,6 +7,7 @@ signed read+submit token), one finished job on aws, and the same two requests, a
   direct           straight to aws
   edge             through `reelay edge` with `client_keepalive = true` (what is compared)
   edge-default     through an edge with the default `client_keepalive = false`
+  edge-bin=PATH    the `edge` target run from another reelay binary (before/after in one run)
   <ablation>       nginx started by this script from the keep-alive edge's own nginx.conf with
                    exactly one change (see ABLATIONS), to find where the edge's time goes
 
@@ -258,6 +259,19 @@ def data_plane(b, args, clip):
     for v in variants:
         if v == "edge-default":
             e = b.edge("reelay", clusters, extra=workers, tag="-default", keys=keys, prefix=server)
+            targets.append((v, e["base"]))
+            who[v] = pids(e)
+        elif v.startswith("edge-bin="):
+            # The same keep-alive edge run from another build (say main's, to compare a change to
+            # the controller before/after in one run); b.edge spawns `b.procs.bin`.
+            path = os.path.abspath(v.removeprefix("edge-bin="))
+            if not os.access(path, os.X_OK):
+                sys.exit(f"--dp-variants {v}: {path} is not an executable")
+            saved, b.procs.bin = b.procs.bin, path
+            try:
+                e = b.edge("reelay", clusters, extra=ka, tag=f"-bin{len(targets)}", keys=keys, prefix=server)
+            finally:
+                b.procs.bin = saved
             targets.append((v, e["base"]))
             who[v] = pids(e)
         else:

@@ -208,14 +208,19 @@ fn one_token_works_on_every_cloud_through_the_edge_and_revocation_reaches_them_a
         .bearer_auth(&token)
         .send()
         .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_refused_as_revoked(r, "");
+}
+
+/// A 401 whose message says the token was revoked.
+fn assert_refused_as_revoked(r: reqwest::blocking::Response, context: &str) {
+    assert_eq!(r.status(), 401, "{context}");
     let body: serde_json::Value = r.json().unwrap();
     assert!(
         body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("revoked"),
-        "{body}"
+        "{context}: {body}"
     );
 }
 
@@ -672,4 +677,116 @@ fn output_cors_passes_through_an_auth_edge_and_preflights_need_no_token() {
         assert_eq!(r.status(), 200, "{path}");
         assert_eq!(header(&r, "access-control-allow-origin"), None, "{path}");
     }
+}
+
+/// The edge remembers allowed token checks for up to 2 s (issue 16 part 5, `auth_cache`); a
+/// revocation it collects must end that memory at once. gcp here checks no tokens at all (it
+/// serves anonymous requests), so for a read routed to gcp the edge's check is the only one:
+/// a remembered "allowed" after the revocation would come back as a 200.
+#[test]
+fn a_revoked_token_is_refused_by_the_edge_on_the_next_request_though_it_was_just_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let trusted = common::keygen(d);
+    let aws = common::Cluster::start_with_config(
+        d,
+        "aws",
+        "127.0.0.1",
+        1,
+        &format!(
+            "trusted_keys = \"{}\"\nissuer_key = \"{}\"\n",
+            trusted.display(),
+            d.join("issuer.key").display()
+        ),
+    );
+    let gcp = common::Cluster::start(d, "gcp", "127.0.0.1", 1);
+    let edge = common::Edge::start(
+        d,
+        &[("aws", aws.base(), 1), ("gcp", gcp.base(), 1)],
+        &format!(
+            "[auth]\ntrusted_keys = \"{}\"\nrevocation_sync_ms = 500\n",
+            trusted.display()
+        ),
+    );
+    let reader = common::signed_token(d, "team-a", &["read"]);
+    let other = common::signed_token(d, "team-a", &["read"]);
+    let admin = common::signed_token(d, "ops", &["admin"]);
+    let job = gcp.submit_direct(&stall_server());
+    let client = edge.client();
+    let read = |token: &str| {
+        client
+            .get(edge.url(&format!("/v1/jobs/{job}")))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    let metric = |name: &str| -> u64 {
+        let text = http()
+            .get(format!("{}/edge/metrics", edge.control()))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    const CACHED: &str = "reelay_edge_token_checks_total{answer=\"cached\"}";
+
+    // Allowed, and the second and third answers come from the edge's memory.
+    for _ in 0..3 {
+        assert_eq!(read(&reader).status(), 200);
+    }
+    assert!(metric(CACHED) >= 2, "the allowed check was not remembered");
+    // Nonsense is refused by the edge itself (gcp would let anything through).
+    assert_eq!(read("rly2.nonsense.x").status(), 401);
+
+    // Revoked on aws, behind the edge's back; the edge collects it within ~500 ms. Until then
+    // the reads keep succeeding (and keep the allowed answer fresh in the edge's memory).
+    let id = verify(
+        &reader,
+        &load_trusted_keys(&trusted).unwrap(),
+        &Default::default(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+    .jti;
+    assert_eq!(read(&reader).status(), 200);
+    let mut last_allowed = Instant::now();
+    cli(&aws.base(), &admin, &["token", "revoke", &id]);
+    let mut allowed_before = 0;
+    wait_until(
+        "the edge to collect the revocation",
+        Duration::from_secs(10),
+        || {
+            if metric("reelay_edge_revocations") >= 1 {
+                return Some(());
+            }
+            let st = read(&reader).status().as_u16();
+            if st == 200 {
+                allowed_before += 1;
+                last_allowed = Instant::now();
+            } else {
+                // Only because the edge learnt of it between the two requests.
+                assert_eq!(st, 401);
+                assert!(metric("reelay_edge_revocations") >= 1);
+            }
+            None
+        },
+    );
+    // Refused on the very next request, although it was allowed moments ago: well within the
+    // 2 s the edge would otherwise have remembered that (else this test would prove nothing).
+    let since = last_allowed.elapsed();
+    assert_refused_as_revoked(read(&reader), "a remembered answer outlived the revocation");
+    eprintln!(
+        "the revoked token was allowed {allowed_before} times while aws alone knew; \
+         refused {since:?} after it was last allowed"
+    );
+    assert!(since < Duration::from_millis(1500), "{since:?}");
+    // Other tokens are untouched by the forgetting.
+    assert_eq!(read(&other).status(), 200);
+    assert_eq!(read(&other).status(), 200);
 }

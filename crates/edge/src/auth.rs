@@ -7,12 +7,13 @@
 //! trust anything the edge asserts, so a request that slips past the edge (say, while the
 //! controller is down and nginx forwards without asking) still meets a full check.
 
+use crate::auth_cache::{cache_key, AuthCache};
 use crate::config::AuthConfig;
 use reelay_identity::keys::load_trusted_keys;
 use reelay_identity::token::{self, is_signed_token};
 use reelay_identity::{RevocationSet, Scope, TrustedKeys};
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 /// What nginx should do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +57,27 @@ pub fn decide(
     legacy_tokens: bool,
     now: u64,
 ) -> Decision {
+    verdict(authorization, need, trusted, revoked, legacy_tokens, now).0
+}
+
+/// [`decide`], and for an allowed signed token the Unix second it stops being valid
+/// (`u64::MAX` if it has no expiry): how long the answer may be remembered (see
+/// [`crate::auth_cache`]). `None` for everything else: refusals, and per-cluster tokens the edge
+/// lets through without checking (nothing to save there).
+pub fn verdict(
+    authorization: Option<&str>,
+    need: Scope,
+    trusted: &TrustedKeys,
+    revoked: &RevocationSet,
+    legacy_tokens: bool,
+    now: u64,
+) -> (Decision, Option<u64>) {
     let Some(value) = authorization else {
-        return Decision::Unauthorized(
-            "this API requires a token: send Authorization: Bearer <token>".into(),
+        return (
+            Decision::Unauthorized(
+                "this API requires a token: send Authorization: Bearer <token>".into(),
+            ),
+            None,
         );
     };
     let Some(presented) = value
@@ -67,27 +86,34 @@ pub fn decide(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
     else {
-        return Decision::Unauthorized(
-            "malformed Authorization header: expected Bearer <token>".into(),
+        return (
+            Decision::Unauthorized(
+                "malformed Authorization header: expected Bearer <token>".into(),
+            ),
+            None,
         );
     };
     if !is_signed_token(presented) {
-        return if legacy_tokens && presented.starts_with("rly_") {
+        let decision = if legacy_tokens && presented.starts_with("rly_") {
             // A per-cluster token: only the cluster that issued it can check it.
             Decision::Allow
         } else {
             Decision::Unauthorized("invalid, unknown or revoked token".into())
         };
+        return (decision, None);
     }
     match token::verify(presented, trusted, revoked, now) {
         Ok(claims) => {
             if claims.has(need) {
-                Decision::Allow
+                (Decision::Allow, Some(claims.exp.unwrap_or(u64::MAX)))
             } else {
-                Decision::Forbidden(format!("this token lacks the {need} scope"))
+                (
+                    Decision::Forbidden(format!("this token lacks the {need} scope")),
+                    None,
+                )
             }
         }
-        Err(e) => Decision::Unauthorized(e.to_string()),
+        Err(e) => (Decision::Unauthorized(e.to_string()), None),
     }
 }
 
@@ -142,13 +168,15 @@ pub fn header_safe(message: &str) -> String {
         .collect()
 }
 
-/// The trusted keys (re-read when the file changes) and the revocations collected from the
-/// clusters.
+/// The trusted keys (re-read when the file changes), the revocations collected from the
+/// clusters, and the short memory of allowed checks that depends on both: every change to
+/// either goes through a method here that also forgets that memory.
 pub struct EdgeAuth {
     path: PathBuf,
     pub legacy_tokens: bool,
     keys: RwLock<(TrustedKeys, String)>,
-    pub(crate) revoked: RwLock<RevocationSet>,
+    revoked: RwLock<RevocationSet>,
+    cache: Mutex<AuthCache>,
 }
 
 impl EdgeAuth {
@@ -160,6 +188,7 @@ impl EdgeAuth {
             legacy_tokens: cfg.legacy_tokens,
             keys: RwLock::new((trusted, source)),
             revoked: RwLock::new(RevocationSet::default()),
+            cache: Mutex::new(AuthCache::default()),
         })
     }
 
@@ -171,20 +200,66 @@ impl EdgeAuth {
             .clone()
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, AuthCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`decide`] with the loaded keys and revocations, now; an allowed answer given less than
+    /// [`crate::auth_cache::TTL_MS`] ago for the same header and scope is reused.
     pub fn check(&self, authorization: Option<&str>, need: Scope) -> Decision {
-        let now = std::time::SystemTime::now()
+        let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
-        decide(
-            authorization,
-            need,
-            &keys.0,
-            &revoked,
-            self.legacy_tokens,
-            now,
-        )
+            .map_or(0, |d| d.as_millis() as u64);
+        self.check_at(authorization, need, now_ms)
+    }
+
+    /// [`check`](Self::check) at `now_ms` (Unix milliseconds).
+    pub fn check_at(&self, authorization: Option<&str>, need: Scope, now_ms: u64) -> Decision {
+        let key = authorization.map(|a| cache_key(a, need));
+        // Read before the keys and revocations: an invalidation after this point voids the
+        // answer computed below (see `AuthCache::insert`).
+        let generation = {
+            let mut cache = self.cache();
+            if cache.lookup(key.as_ref(), now_ms) {
+                return Decision::Allow;
+            }
+            cache.generation()
+        };
+        let (decision, valid_until) = {
+            let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+            let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+            verdict(
+                authorization,
+                need,
+                &keys.0,
+                &revoked,
+                self.legacy_tokens,
+                now_ms / 1000,
+            )
+        };
+        if let (Some(key), Some(until)) = (key, valid_until) {
+            self.cache().insert(key, generation, until, now_ms);
+        }
+        decision
+    }
+
+    /// Adds the statements that verify against `trusted` to the revocations (see
+    /// [`RevocationSet::merge_verified`]); any addition forgets every remembered answer, so the
+    /// next request with a revoked token is checked, and refused.
+    pub fn merge_revocations(
+        &self,
+        statements: &[reelay_identity::Revocation],
+        trusted: &TrustedKeys,
+    ) -> (
+        Vec<String>,
+        Vec<(String, reelay_identity::revocation::RevocationError)>,
+    ) {
+        let mut set = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        let merged = set.merge_verified(statements, trusted);
+        if !merged.0.is_empty() {
+            self.cache().invalidate();
+        }
+        merged
     }
 
     /// [`decide_peer`] with the loaded keys and revocations, now.
@@ -207,6 +282,7 @@ impl EdgeAuth {
             Ok(t) if !t.is_empty() => {
                 tracing::info!(trusted = ?t.ids().collect::<Vec<_>>(), "trusted keys reloaded");
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = (t, text);
+                self.cache().invalidate();
             }
             Ok(_) => {
                 tracing::error!(path = %self.path.display(), "the trusted keys file is empty; keeping the previous keys")
@@ -217,6 +293,11 @@ impl EdgeAuth {
                 self.keys.write().unwrap_or_else(|p| p.into_inner()).1 = text;
             }
         }
+    }
+
+    /// Token checks answered from memory and in full, since start.
+    pub fn cache_stats(&self) -> crate::auth_cache::CacheStats {
+        self.cache().stats()
     }
 
     pub fn revoked_count(&self) -> usize {
@@ -368,6 +449,85 @@ mod tests {
         let legacy = format!("Bearer rly_0123456789ab_{}", "0".repeat(64));
         assert!(matches!(
             d(Some(&legacy), &none, 1000),
+            Decision::Unauthorized(_)
+        ));
+    }
+
+    fn edge_auth(trusted: TrustedKeys) -> EdgeAuth {
+        EdgeAuth {
+            path: PathBuf::from("/nonexistent/trusted-keys"),
+            legacy_tokens: false,
+            keys: RwLock::new((trusted, String::new())),
+            revoked: RwLock::new(RevocationSet::default()),
+            cache: Mutex::new(AuthCache::default()),
+        }
+    }
+
+    #[test]
+    fn a_remembered_answer_ends_with_a_revocation_or_a_key_change() {
+        let (key, trusted) = setup();
+        let auth = edge_auth(trusted.clone());
+        // Issued at 1000 s for 100 s.
+        let (reader, reader_id) = token(&key, &[Scope::Read]);
+        let at = |s: u64| s * 1000;
+        assert_eq!(
+            auth.check_at(Some(&reader), Scope::Read, at(1000)),
+            Decision::Allow
+        );
+        assert_eq!(auth.cache().len(), 1, "the allowed answer is remembered");
+        // Refusals are not remembered, and a remembered read says nothing about submit.
+        assert!(matches!(
+            auth.check_at(Some(&reader), Scope::Submit, at(1000)),
+            Decision::Forbidden(_)
+        ));
+        assert!(matches!(
+            auth.check_at(Some("Bearer nonsense"), Scope::Read, at(1000)),
+            Decision::Unauthorized(_)
+        ));
+        assert_eq!(auth.cache().len(), 1);
+        // Never past the token's expiry (1100 s), even within the TTL of a check at 1099.5 s.
+        assert_eq!(
+            auth.check_at(Some(&reader), Scope::Read, 1_099_500),
+            Decision::Allow
+        );
+        assert!(matches!(
+            auth.check_at(Some(&reader), Scope::Read, at(1100)),
+            Decision::Unauthorized(m) if m.contains("expired")
+        ));
+
+        // Revoked: refused on the very next check, though it was allowed a moment ago.
+        assert_eq!(
+            auth.check_at(Some(&reader), Scope::Read, at(1001)),
+            Decision::Allow
+        );
+        let statement = reelay_identity::Revocation::sign(&key, &reader_id, 1001).unwrap();
+        let (added, refused) = auth.merge_revocations(std::slice::from_ref(&statement), &trusted);
+        assert_eq!((added.len(), refused.len()), (1, 0));
+        assert!(matches!(
+            auth.check_at(Some(&reader), Scope::Read, at(1001)),
+            Decision::Unauthorized(m) if m.contains("revoked")
+        ));
+        // Merging a statement the edge already has changes nothing and forgets nothing.
+        let (other, _) = token(&key, &[Scope::Read]);
+        auth.check_at(Some(&other), Scope::Read, at(1001));
+        auth.merge_revocations(&[statement], &trusted);
+        assert_eq!(auth.cache().len(), 1);
+
+        // A new keys file forgets everything too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trusted.keys");
+        let mut auth = edge_auth(trusted);
+        auth.path = path.clone();
+        assert_eq!(
+            auth.check_at(Some(&other), Scope::Read, at(1001)),
+            Decision::Allow
+        );
+        let new_key = SigningKey::from_seed("k2", &[6u8; 32]).unwrap();
+        std::fs::write(&path, format!("{}\n", new_key.trusted_line())).unwrap();
+        auth.reload_keys();
+        assert!(auth.cache().is_empty());
+        assert!(matches!(
+            auth.check_at(Some(&other), Scope::Read, at(1001)),
             Decision::Unauthorized(_)
         ));
     }

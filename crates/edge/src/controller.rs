@@ -328,7 +328,12 @@ impl Controller {
             .iter()
             .map(|(k, v)| (*k, *v))
             .collect();
+        let auth = self.auth.as_ref().map(|a| crate::metrics::AuthMetrics {
+            checks: a.cache_stats(),
+            revocations: a.revoked_count(),
+        });
         EdgeMetrics {
+            auth,
             steal_decisions,
             clusters: fleet.counters(),
             fail_open: fleet.fail_open(),

@@ -24,11 +24,13 @@
 //! | [`api`] | the controller's HTTP listener |
 //! | [`listing`] | merging the clusters' job lists |
 //! | [`auth`] | token checks at the edge (`[auth]`) |
+//! | [`auth_cache`] | a few seconds' memory of allowed token checks |
 //! | [`revocations`] | carrying revocations between clusters |
 //! | [`up`] | `reelay up`: two clusters and the edge on one machine |
 
 pub mod api;
 pub mod auth;
+pub mod auth_cache;
 pub mod background;
 pub mod config;
 pub mod controller;

@@ -19,6 +19,14 @@ pub struct EdgeMetrics {
     pub nginx: MasterInfo,
     /// `GET /edge/steal` answers by outcome (`steal`, `not_worth_it`, …), in label order.
     pub steal_decisions: Vec<(&'static str, u64)>,
+    /// With `[auth]`: the token checks and the revocations the edge holds.
+    pub auth: Option<AuthMetrics>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AuthMetrics {
+    pub checks: crate::auth_cache::CacheStats,
+    pub revocations: usize,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -111,6 +119,31 @@ pub fn render(m: &EdgeMetrics) -> String {
             out,
             "reelay_edge_steal_decisions_total{{outcome=\"{outcome}\"}} {n}"
         );
+    }
+    if let Some(a) = &m.auth {
+        header(
+            &mut out,
+            "reelay_edge_token_checks_total",
+            "counter",
+            "Token checks for nginx: answered from the seconds-long memory of allowed checks (cached) or checked in full.",
+        );
+        let _ = writeln!(
+            out,
+            "reelay_edge_token_checks_total{{answer=\"cached\"}} {}",
+            a.checks.hits
+        );
+        let _ = writeln!(
+            out,
+            "reelay_edge_token_checks_total{{answer=\"checked\"}} {}",
+            a.checks.misses
+        );
+        header(
+            &mut out,
+            "reelay_edge_revocations",
+            "gauge",
+            "Revoked token ids the edge refuses (collected from the clusters).",
+        );
+        let _ = writeln!(out, "reelay_edge_revocations {}", a.revocations);
     }
     header(
         &mut out,

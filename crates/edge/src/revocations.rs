@@ -61,10 +61,7 @@ impl RevocationSync {
                     continue;
                 }
             };
-            let (added, refused) = {
-                let mut set = auth.revoked.write().unwrap_or_else(|p| p.into_inner());
-                set.merge_verified(&page.revocations, &trusted)
-            };
+            let (added, refused) = auth.merge_revocations(&page.revocations, &trusted);
             for (id, e) in &refused {
                 tracing::warn!(cluster = %name, token_id = %id, error = %e, "a cluster served a revocation that does not verify");
             }
