@@ -157,6 +157,17 @@ fn clips() -> Vec<Clip> {
             expect: Answer,
         },
         Clip {
+            // A custom quantiser matrix: the SPS carries scaling lists to skip.
+            name: "scaling_lists.mp4",
+            args: [
+                video("320x240", "25", "1"),
+                x264("medium"),
+                s(&["-x264-params", "cqm=jvt:log-level=error"]),
+            ]
+            .concat(),
+            expect: Answer,
+        },
+        Clip {
             name: "audio_only.m4a",
             args: [tone(48000, "1.5"), s(&["-c:a", "aac"])].concat(),
             expect: Answer,

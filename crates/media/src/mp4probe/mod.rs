@@ -14,7 +14,8 @@
 //!
 //! What it cannot see: whether `mdat` holds decodable pictures. ffprobe decodes a few frames;
 //! this does not, so a file with a valid `moov` and garbage media is admitted and its encode
-//! fails with a job error (`ffmpeg_failed`), as a file corrupt past its first frames always did.
+//! fails with a job error (`transcode_failed`, tested in crates/server/tests/garbage_mdat.rs), as a
+//! file corrupt past its first frames always did.
 
 mod aac;
 mod avc;
