@@ -25,30 +25,12 @@ fn mdat_payload(data: &[u8]) -> std::ops::Range<usize> {
 async fn valid_moov_with_garbage_mdat_fails_the_job_cleanly() {
     let s = TestServer::start_with(|c| c.stall_timeout_seconds = 30).await;
     let dir = s.dir.path();
-    let good = dir.join("good.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25:duration=2",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=duration=2",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
-        "-movflags",
-        "+faststart",
-        good.to_str().unwrap(),
-    ]);
+    let good = clip(dir, "good.mp4", 320, 240, 2.0, true);
     let mut data = std::fs::read(&good).unwrap();
     // xorshift noise over every media byte: no start code, no decodable slice survives.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for b in &mut data[mdat_payload(&std::fs::read(&good).unwrap())] {
+    let media = mdat_payload(&data);
+    for b in &mut data[media] {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;

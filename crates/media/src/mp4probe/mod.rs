@@ -231,11 +231,18 @@ fn parse_trak(
     let rotation = rotation(tkhd, matrix_at)?;
     let edits = match kids.iter().filter(|(t, _)| t == b"edts").count() {
         0 => Vec::new(),
-        1 => parse_elst(only(&children(only(&kids, b"edts")?, budget)?, b"elst")?)?,
+        1 => {
+            let edts = children(only(&kids, b"edts")?, budget)?;
+            known(&edts, &[b"elst"])?;
+            parse_elst(only(&edts, b"elst")?)?
+        }
         _ => return None,
     };
 
     let mdia = children(only(&kids, b"mdia")?, budget)?;
+    // Every box that ffmpeg reads for what it reports must be one understood here: an `elng`
+    // (extended language) or `cslg` (composition shift) would change the answer.
+    known(&mdia, &[b"mdhd", b"hdlr", b"minf"])?;
     let mdhd = only(&mdia, b"mdhd")?;
     let (ts, mdhd_dur, lang) = match *mdhd.first()? {
         0 => (
@@ -256,8 +263,16 @@ fn parse_trak(
     let language = language(lang)?;
     let handler: FourCc = only(&mdia, b"hdlr")?.get(8..12)?.try_into().ok()?;
     let minf = children(only(&mdia, b"minf")?, budget)?;
+    known(&minf, &[b"vmhd", b"smhd", b"hdlr", b"dinf", b"stbl"])?;
     check_dref(only(&minf, b"dinf")?, budget)?;
     let stbl = children(only(&minf, b"stbl")?, budget)?;
+    known(
+        &stbl,
+        &[
+            b"stsd", b"stts", b"stss", b"ctts", b"stsc", b"stsz", b"stco", b"co64", b"sgpd",
+            b"sbgp", b"sdtp",
+        ],
+    )?;
     let codec = parse_stsd(only(&stbl, b"stsd")?, budget)?;
     match (&handler, &codec) {
         (b"vide", Codec::Video(_)) | (b"soun", Codec::Audio(_)) => {}
@@ -410,6 +425,13 @@ fn parse_trak(
             }
         }
     })
+}
+
+/// `Some` when every child is one of `types` (or padding).
+fn known(kids: &[(FourCc, &[u8])], types: &[&FourCc]) -> Option<()> {
+    kids.iter()
+        .all(|(t, _)| types.contains(&t) || t == b"free" || t == b"skip")
+        .then_some(())
 }
 
 fn reduce(mut n: u128, mut d: u128) -> (u128, u128) {
