@@ -433,3 +433,31 @@ fn truncations_and_byte_flips_never_panic_and_never_lie() {
         "only {ffprobe_runs} flips changed the answer"
     );
 }
+
+#[test]
+fn oversized_moov_and_box_floods_fall_back_without_reading_them() {
+    let ftyp = [
+        0, 0, 0, 16, b'f', b't', b'y', b'p', b'i', b's', b'o', b'm', 0, 0, 2, 0,
+    ];
+    // A moov past the cap (32 MiB + 1), all of it present.
+    let mut big = ftyp.to_vec();
+    let len = (32u32 << 20) + 9;
+    big.extend_from_slice(&len.to_be_bytes());
+    big.extend_from_slice(b"moov");
+    big.resize(big.len() + len as usize - 8, 0);
+    assert!(probe_reader(&mut Cursor::new(&big), big.len() as u64).is_none());
+    // Thousands of empty top-level boxes, and a moov of nested empty boxes.
+    let mut flood = ftyp.to_vec();
+    for _ in 0..5000 {
+        flood.extend_from_slice(&[0, 0, 0, 8, b'f', b'r', b'e', b'e']);
+    }
+    assert!(probe_reader(&mut Cursor::new(&flood), flood.len() as u64).is_none());
+    let mut nested = ftyp.to_vec();
+    let inner: Vec<u8> = (0..100_000)
+        .flat_map(|_| [0, 0, 0, 8, b'f', b'r', b'e', b'e'])
+        .collect();
+    nested.extend_from_slice(&(inner.len() as u32 + 8).to_be_bytes());
+    nested.extend_from_slice(b"moov");
+    nested.extend_from_slice(&inner);
+    assert!(probe_reader(&mut Cursor::new(&nested), nested.len() as u64).is_none());
+}

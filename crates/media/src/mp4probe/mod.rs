@@ -91,7 +91,8 @@ fn scan_top_level<R: Read + Seek>(r: &mut R, size: u64) -> Option<TopLevel> {
                 r.read_exact(&mut buf).ok()?;
                 moov = Some(buf);
             }
-            (b"mdat", _) => mdats.push((pos + hlen, pos + len)),
+            // A handful of mdats at most: every chunk offset is looked up among them.
+            (b"mdat", _) if mdats.len() < 16 => mdats.push((pos + hlen, pos + len)),
             (b"free" | b"skip" | b"wide" | b"uuid", _) => {}
             // moof/sidx/styp/mfra (fragmented), and anything unknown.
             _ => return None,
@@ -127,14 +128,7 @@ fn parse_movie(moov: &[u8], file_size: u64, mdats: &[(u64, u64)]) -> Option<Medi
             b"udta" | b"meta" if !body.windows(4).any(|w| w == b"covr") => {}
             b"trak" => {
                 let index = u32::try_from(streams.len()).ok()?;
-                streams.push(parse_trak(
-                    body,
-                    index,
-                    movie_ts,
-                    &mut budget,
-                    file_size,
-                    mdats,
-                )?);
+                streams.push(parse_trak(body, index, movie_ts, &mut budget, mdats)?);
             }
             _ => return None, // mvex (fragmented), cmov, anything unknown
         }
@@ -212,7 +206,6 @@ fn parse_trak(
     index: u32,
     movie_ts: u32,
     budget: &mut usize,
-    file_size: u64,
     mdats: &[(u64, u64)],
 ) -> Option<StreamInfo> {
     let kids = children(trak, budget)?;
@@ -296,17 +289,10 @@ fn parse_trak(
         return None;
     }
     only(&stbl, b"stsc")?;
-    let offsets: Vec<u64> = match (only(&stbl, b"stco"), only(&stbl, b"co64")) {
-        (Some(p), None) => table(p, 4)?
-            .1
-            .chunks_exact(4)
-            .filter_map(|e| be_u32(e, 0).map(u64::from))
-            .collect(),
-        (None, Some(p)) => table(p, 8)?
-            .1
-            .chunks_exact(8)
-            .filter_map(|e| be_u64(e, 0))
-            .collect(),
+    // Chunk offsets are checked as they are read: a hostile moov may hold millions.
+    let (width, table_box) = match (only(&stbl, b"stco"), only(&stbl, b"co64")) {
+        (Some(p), None) => (4, p),
+        (None, Some(p)) => (8, p),
         _ => return None,
     };
     let inside = |o: u64, len: u64| {
@@ -314,12 +300,20 @@ fn parse_trak(
             .iter()
             .any(|&(s, e)| o >= s && o.checked_add(len).is_some_and(|end| end <= e))
     };
-    if offsets.is_empty()
-        || !inside(*offsets.first()?, u64::from(first_size))
-        || !offsets.iter().all(|&o| inside(o, 0))
-        || file_size == 0
-    {
+    let mut chunks = table(table_box, width)?.1.chunks_exact(width).map(|e| {
+        if width == 4 {
+            be_u32(e, 0).map(u64::from)
+        } else {
+            be_u64(e, 0)
+        }
+    });
+    if !inside(chunks.next()??, u64::from(first_size)) {
         return None;
+    }
+    for o in chunks {
+        if !inside(o?, 0) {
+            return None;
+        }
     }
     if let Some(stss) = only(&stbl, b"stss") {
         if be_u32(table(stss, 4)?.1, 0)? != 1 {
