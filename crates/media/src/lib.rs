@@ -11,6 +11,7 @@ pub mod codecs;
 pub mod compat;
 pub mod loudness;
 pub mod manifest;
+pub mod mp4probe;
 pub mod package;
 pub mod plan;
 pub mod policy;
