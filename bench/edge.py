@@ -776,7 +776,7 @@ def main():
     ap.add_argument("--dp-seconds", type=int, default=4, help="per throughput run")
     ap.add_argument("--dp-latency-seconds", type=int, default=2, help="per one-connection latency run")
     ap.add_argument("--dp-rounds", type=int, default=3)
-    ap.add_argument("--dp-pin", default="0/1", help="server CPUs / wrk CPUs for taskset, or none")
+    ap.add_argument("--dp-pin", default="0/1", help="cluster CPUs / [edge CPUs /] wrk CPUs for taskset (0/1: edge with the clusters; 0/1/1: the edge on its own CPU, shared with wrk), or none")
     ap.add_argument(
         "--dp-variants",
         default="edge-default",

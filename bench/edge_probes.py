@@ -16,7 +16,9 @@ machine spread over all of them: throughput with `--dp-conns` connections for `-
 then latency with one connection (no queueing) for `--dp-latency-seconds`. By default the
 server side (clusters, edge controller, nginx) is pinned to CPU 0 and wrk to CPU 1
 (`--dp-pin 0/1`; `--dp-pin none` to leave scheduling alone), so direct and edge get the same
-single core and the ratio is the edge's CPU cost per request.
+single core and the ratio is the edge's CPU cost per request. `--dp-pin 0/1/1` gives the edge
+(nginx and its controller) CPU 1, shared with wrk and never with the cluster: the shape of a
+deployment, where the edge has its own machine and the cluster's core serves only the cluster.
 
 Silent failure (`--parts silent`, root only): aws runs in its own network namespace behind a
 veth pair; a JSON submission (input by URL) and a multipart upload alternate every 100 ms
@@ -53,11 +55,16 @@ def need_wrk():
 
 
 def parse_pin(pin):
-    """'0/1' -> (server cpus, client cpus) as taskset prefixes; 'none' -> no pinning."""
+    """'0/1' -> (cluster cpus, edge cpus, client cpus) as taskset prefixes, the edge (nginx and
+    its controller) on the clusters' CPUs; '0/1/1' puts the edge on CPUs of its own (here shared
+    with wrk, never with the cluster: the shape of a deployment, where the edge has its own
+    machine); 'none' -> no pinning."""
     if pin in ("", "none"):
-        return (), ()
-    server, client = pin.split("/")
-    return ("taskset", "-c", server), ("taskset", "-c", client)
+        return (), (), ()
+    parts = pin.split("/")
+    server, client = parts[0], parts[-1]
+    edge = parts[1] if len(parts) == 3 else server
+    return tuple(("taskset", "-c", c) for c in (server, edge, client))
 
 
 def wrk(url, seconds, conns, token, prefix=()):
@@ -236,7 +243,7 @@ def urlget(url, token, timeout=5.0):
 
 def data_plane(b, args, clip):
     need_wrk()
-    server, client = parse_pin(args.dp_pin)
+    server, edge_cpus, client = parse_pin(args.dp_pin)
     b.run_no += 1
     keys, token = b.identity()
     aws = b.cluster("aws", 1, keys=keys, prefix=server)
@@ -244,9 +251,9 @@ def data_plane(b, args, clip):
     clusters = [(aws, 3), (gcp, 1)]
     # `auto` counts the machine's CPUs, not the affinity mask (nginx 1.22): as many workers as
     # the edge has CPUs, like `auto` on a machine of that size.
-    workers = f"nginx_worker_processes = {len(server[2].split(','))}\n" if server else ""
+    workers = f"nginx_worker_processes = {len(edge_cpus[2].split(','))}\n" if edge_cpus else ""
     ka = workers + "client_keepalive = true"
-    edge = b.edge("reelay", clusters, extra=ka, tag="-keepalive", keys=keys, prefix=server)
+    edge = b.edge("reelay", clusters, extra=ka, tag="-keepalive", keys=keys, prefix=edge_cpus)
     view = finished_job(aws["base"], token, clip)
     out = view["outputs"][0]
     paths = {"status": f"/v1/jobs/{view['id']}", "download": out["url"]}
@@ -258,7 +265,7 @@ def data_plane(b, args, clip):
     variants = [v for v in args.dp_variants.split(",") if v]
     for v in variants:
         if v == "edge-default":
-            e = b.edge("reelay", clusters, extra=workers, tag="-default", keys=keys, prefix=server)
+            e = b.edge("reelay", clusters, extra=workers, tag="-default", keys=keys, prefix=edge_cpus)
             targets.append((v, e["base"]))
             who[v] = pids(e)
         elif v.startswith("edge-bin="):
@@ -269,13 +276,13 @@ def data_plane(b, args, clip):
                 sys.exit(f"--dp-variants {v}: {path} is not an executable")
             saved, b.procs.bin = b.procs.bin, path
             try:
-                e = b.edge("reelay", clusters, extra=ka, tag=f"-bin{len(targets)}", keys=keys, prefix=server)
+                e = b.edge("reelay", clusters, extra=ka, tag=f"-bin{len(targets)}", keys=keys, prefix=edge_cpus)
             finally:
                 b.procs.bin = saved
             targets.append((v, e["base"]))
             who[v] = pids(e)
         else:
-            item = variant_nginx(b, edge, v, ablation(v), server)
+            item = variant_nginx(b, edge, v, ablation(v), edge_cpus)
             if item:
                 targets.append((v, item["base"]))
                 who[v] = {"nginx": [item["nginx_pid"] or item["popen"].pid], "controller": [edge["popen"].pid]}
@@ -317,7 +324,7 @@ def report_data_plane(dp):
     print()
     print(
         f"data plane (wrk, keep-alive, {dp['rounds']} rounds alternating; throughput with {dp['conns']} "
-        f"connections for {dp['seconds']} s, latency with 1 connection; pin server/client CPUs: "
+        f"connections for {dp['seconds']} s, latency with 1 connection; pin cluster/[edge/]client CPUs: "
         f"{dp['pin'] or 'none'}, {dp['workers']}; download = {dp['output_bytes']} bytes); medians of the rounds:"
     )
     print()
