@@ -4,6 +4,7 @@
 #   RUNS=5 bench/run.sh     more repetitions for the overhead benchmark
 #   QUALITY=0 bench/run.sh  jobs ask "quality_report": false (no PSNR/SSIM receipts)
 #   SKIP_OVERHEAD=1 / SKIP_UPLOAD=1   leave out the first / the last benchmark
+#   CLIENT=per-job bench/run.sh       the small jobs' old client: a curl process per upload and per wait
 # After the overhead and small-job benchmarks it prints the jobs' median `timings` by phase
 # (the job view's, issue 18), so a ratio comes with where the time went.
 # Prints medians and ratios; copy the summary into docs/benchmarks.md with the machine line.
