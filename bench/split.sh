@@ -6,7 +6,11 @@
 # ffmpeg children, from /proc/<pid>/stat), when the job's first output could be played, and a
 # list-scheduling projection for 8/32/128 slots from the measured task times.
 #   bench/split.sh                                  the issue's run: 600 s 1080p30, hard to encode
-#   SECONDS_IN=60 SIZE=1280x720 bench/split.sh      a short run that shows the script works
+#   SECONDS_IN=60 SIZE=1280x720 SEGMENT=15 bench/split.sh   a short run that shows the script works
+#   GEN_ONLY=1 bench/split.sh                       only make (and keep) the input, e.g. while building
+# The input is kept in bench/out/split-input-<seconds>-<size>.mp4 and reused: it is deterministic
+# (lavfi sources, one encoder), so a kept copy is the same clip. The script refuses to report when
+# the "split" job ran as one task (an input under twice the segment length does not split).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/reelay}
@@ -18,6 +22,7 @@ SEGMENT=${SEGMENT:-30}
 SPEC_OUTPUTS='[{"preset":"hls-abr"},{"preset":"mp4-720p"}]'
 [ -x "$BIN" ] || { echo "build first: cargo build --release -p reelay" >&2; exit 1; }
 rm -rf "$OUT"; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
+INPUT_DIR=$(dirname "$OUT")
 now() { date +%s.%N; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pids=()
@@ -28,11 +33,15 @@ field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'
 # CPU seconds of a process and its waited-for children (utime stime cutime cstime).
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15+$16+$17)/hz}' "/proc/$1/stat"; }
 
-clip="$OUT/input.mp4"
-echo "generating ${SECONDS_IN}s ${SIZE} noisy input..." >&2
-ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=$SIZE:rate=30:duration=$SECONDS_IN" \
-  -f lavfi -i "sine=frequency=440:duration=$SECONDS_IN" -vf "noise=alls=20:allf=t" \
-  -c:v libx264 -preset ultrafast -g 60 -c:a aac -shortest "$clip"
+clip="$INPUT_DIR/split-input-$SECONDS_IN-$SIZE.mp4"
+if ! [ -s "$clip" ]; then
+  echo "generating ${SECONDS_IN}s ${SIZE} noisy input..." >&2
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=$SIZE:rate=30:duration=$SECONDS_IN" \
+    -f lavfi -i "sine=frequency=440:duration=$SECONDS_IN" -vf "noise=alls=20:allf=t" \
+    -c:v libx264 -preset ultrafast -g 60 -c:a aac -shortest -f mp4 "$clip.part"
+  mv "$clip.part" "$clip"
+fi
+[ -z "${GEN_ONLY:-}" ] || { echo "input: $clip ($(du -h "$clip" | cut -f1))"; exit 0; }
 
 cat >"$OUT/reelay.toml" <<TOML
 [split]
@@ -58,12 +67,14 @@ run_job() { # split-field worker-pids... -> prints "wall cpu upload_end first_pl
   t0=$(now)
   id=$(curl -fsS -F "spec={\"outputs\":$SPEC_OUTPUTS,\"split\":$split}" -F "file=@$clip" "$BASE/v1/jobs" | field id)
   local up=$(now)
+  # Polled twice a second with curl alone (a python per poll would cost the run ~5 % of a core):
+  # the job's own status is the view's first "status" field (tasks come after it).
   while :; do
     view=$(curl -fsS "$BASE/v1/jobs/$id")
-    s=$(echo "$view" | field status)
+    s=$(echo "$view" | grep -o '"status":"[a-z_]*"' | head -1 | cut -d'"' -f4)
     if [ -z "$first" ] && curl -fs -o /dev/null "$BASE/v1/jobs/$id/outputs/hls-abr/master.m3u8"; then first=$(now); fi
     case "$s" in succeeded) break ;; failed|cancelled) echo "job $id $s: $view" >&2; exit 1 ;; esac
-    sleep 0.2
+    sleep 0.5
   done
   t1=$(now)
   [ -n "$first" ] || first=$t1
@@ -71,12 +82,39 @@ run_job() { # split-field worker-pids... -> prints "wall cpu upload_end first_pl
   echo "$(echo "$t1 - $t0" | bc) $(echo "$c1 - $c0" | bc) $(echo "$up - $t0" | bc) $(echo "$first - $up" | bc) $id"
 }
 
+# A job's outputs as a user would see them: video frames and duration of every MP4 and of the
+# HLS master (the tests check the joints; this says the bench measured whole jobs, split vs not).
+check_outputs() {
+  curl -fsS "$BASE/v1/jobs/$1" | python3 -c '
+import json, sys
+for o in json.load(sys.stdin)["outputs"]:
+    if o["name"].endswith((".mp4", "master.m3u8")): print(o["name"], o["url"])' |
+    while read -r name url; do
+      echo "$1 $name $(ffprobe -v error -count_packets -select_streams v:0 \
+        -show_entries stream=nb_read_packets:format=duration -of csv=p=0 "$BASE$url" | tr '\n' ' ')"
+    done | tee -a "$OUT/outputs.txt" >&2
+}
+
 echo "split job on 2 workers..." >&2
 read -r ws cs ups fps ids < <(run_job '"auto"' "${workers[@]}")
+# A "split" job that ran as one task measures nothing: refuse to report it.
+curl -fsS "$BASE/v1/jobs/$ids" >"$OUT/split-view.json"
+python3 - "$OUT/split-view.json" <<'PY' || exit 1
+import collections, json, sys
+v = json.load(open(sys.argv[1]))
+kinds = collections.Counter(t["kind"] for t in v["tasks"])
+print(f"split job {v['id']}: tasks {dict(kinds)}", file=sys.stderr)
+if kinds["encode_segment"] < 2 or kinds["stitch"] != 1:
+    sys.exit(f"the split job did not split (tasks {dict(kinds)}): no result; use a longer input or SEGMENT")
+PY
+check_outputs "$ids"
+# Its stored input and outputs go (a 600 s input is ~12 GB; the next job stores its own).
+curl -fsS -o /dev/null -X DELETE "$BASE/v1/jobs/$ids" || echo "could not delete $ids" >&2
 # The unsplit job on worker 1 alone (worker 2 stopped).
 kill "${workers[1]}"; wait "${workers[1]}" 2>/dev/null || true
 echo "unsplit job on 1 worker..." >&2
 read -r wu cu upu fpu idu < <(run_job '"off"' "${workers[0]}")
+check_outputs "$idu"
 
 # Task times from the workers' logs ("task succeeded" with the task id and seconds).
 python3 - "$OUT" "$ids" "$wu" "$ws" "$cs" "$cu" "$fps" "$fpu" "$SECONDS_IN" "$SIZE" "$SEGMENT" <<'PY'
@@ -104,11 +142,11 @@ def makespan(n):
         t = heapq.heappop(slots); heapq.heappush(slots, t + v)
     return split + max(slots) + stitch
 serial = split + sum(v for _, v in middle) + stitch
-print(f"input: {secs} s {size}30 noisy, hls-abr + mp4-720p; split.segment_seconds {seg}")
+print(f"input: {secs} s {size} 30 fps noisy, hls-abr + mp4-720p; split.segment_seconds {seg}")
 print(f"unsplit (1 worker, 1 core): wall {wu:.1f} s, CPU {cu:.1f} s")
 print(f"split   (2 workers, 2 cores): wall {ws:.1f} s, CPU {cs:.1f} s")
 print(f"wall-time speed-up: {wu/ws:.2f}x; CPU time split/unsplit: {cs/cu:.3f}")
-print(f"first playable HLS after the upload ended: split {fps:.1f} s, unsplit {fpu:.1f} s (no progressive HLS yet: both at job end)")
+print(f"first playable HLS (master.m3u8 answers) after the upload ended: split {fps:.1f} s (progressive), unsplit {fpu:.1f} s (at job end)")
 print(f"tasks: {len(times)} measured; split {split:.1f} s, stitch {stitch:.1f} s, middle tasks sum {sum(v for _, v in middle):.1f} s, longest {max((v for _, v in middle), default=0):.1f} s")
 for n in (2, 8, 32, 128):
     m = makespan(n)
