@@ -385,7 +385,8 @@ impl Fleet {
             let keep = Duration::from_secs_f64(policy.cooldown_seconds.clamp(0.0, 1.0e6));
             self.steals
                 .retain(|_, at| now.saturating_duration_since(*at) < keep);
-            self.steals.insert((thief.cluster.clone(), from.clone()), now);
+            self.steals
+                .insert((thief.cluster.clone(), from.clone()), now);
         }
         StealVerdict::Decided(decision)
     }
@@ -672,9 +673,8 @@ url = "http://127.0.0.1:5"
     #[test]
     fn a_steal_cools_down_the_reverse_direction() {
         use crate::stealing::{Decision, StayReason};
-        let mut f = fleet(
-            "[stealing]\nenabled = true\nmin_seconds_saved = 10\ncooldown_seconds = 60\n",
-        );
+        let mut f =
+            fleet("[stealing]\nenabled = true\nmin_seconds_saved = 10\ncooldown_seconds = 60\n");
         let t = Instant::now();
         f.observe("gcp", &probe(t, true, Some(load("gcp", 1, 0))), t);
         let aws_busy = offering("aws", 300.0, "aws.1.transcode");
@@ -695,7 +695,9 @@ url = "http://127.0.0.1:5"
             })
         );
         // gcp itself is not cooled down by its own steal: only the reverse pair is.
-        assert!(f.steals.contains_key(&("gcp".to_string(), "aws".to_string())));
+        assert!(f
+            .steals
+            .contains_key(&("gcp".to_string(), "aws".to_string())));
         let cooled = t + Duration::from_secs(60);
         assert!(matches!(
             f.steal("aws", cooled),

@@ -646,12 +646,13 @@ mod tests {
         );
         assert_eq!(plan.outputs, 2);
         assert_eq!(plan.share, 0.5);
-        // The sizes the split task recorded, in the keys' order; none for the last piece.
-        assert_eq!(plan.sizes, [Some(1_000_002), None]);
-        assert_eq!(
-            piece_plan(&piece_offer(0)).map(|p| p.sizes),
-            Some(vec![Some(1_000_000), Some(1_000_001)])
-        );
+        // The sizes the split task recorded, in the keys' order (range 1 also reads piece 1
+        // for its pre-roll); none for the last piece, which this manifest did not record.
+        assert_eq!(plan.keys.len(), 3, "{plan:?}");
+        assert_eq!(plan.sizes, [Some(1_000_001), Some(1_000_002), None]);
+        let first = piece_plan(&piece_offer(0)).expect("range 0's plan");
+        assert_eq!(first.sizes.len(), first.keys.len());
+        assert!(first.sizes.iter().all(Option::is_some), "{first:?}");
         // Sizes read: their sum; one missing: the range's share of the whole input.
         let sizes: Vec<Option<u64>> = plan.keys.iter().map(|_| Some(3_000_000)).collect();
         let bytes = piece_bytes(&plan, &sizes, 80_000_000);
