@@ -164,6 +164,10 @@ pub struct StealingConfig {
     /// Prices of particular cloud pairs (`from` is where the task's bytes live).
     #[serde(default)]
     pub egress: Vec<EgressPrice>,
+    /// After cluster `a` is told to take a task from `b`, `b` takes nothing from `a` for this
+    /// many seconds: work that just came one way does not go straight back (balanced load).
+    #[serde(default = "default_cooldown_seconds")]
+    pub cooldown_seconds: f64,
 }
 
 /// `[[stealing.egress]]`: the price of one GB from cloud `from` to cloud `to`.
@@ -184,6 +188,7 @@ impl Default for StealingConfig {
             wait_usd_per_hour: default_wait_usd_per_hour(),
             egress_usd_per_gb: default_egress_usd_per_gb(),
             egress: Vec::new(),
+            cooldown_seconds: default_cooldown_seconds(),
         }
     }
 }
@@ -202,6 +207,7 @@ impl StealingConfig {
                 .map(|e| ((e.from.clone(), e.to.clone()), e.usd_per_gb))
                 .collect(),
             default_egress_usd_per_gb: self.egress_usd_per_gb,
+            cooldown_seconds: self.cooldown_seconds,
         }
     }
 
@@ -215,6 +221,7 @@ impl StealingConfig {
         };
         non_negative("stealing.min_seconds_saved", self.min_seconds_saved)?;
         non_negative("stealing.egress_usd_per_gb", self.egress_usd_per_gb)?;
+        non_negative("stealing.cooldown_seconds", self.cooldown_seconds)?;
         for (name, v) in [
             ("stealing.link_mb_per_second", self.link_mb_per_second),
             ("stealing.wait_usd_per_hour", self.wait_usd_per_hour),
@@ -242,6 +249,10 @@ impl StealingConfig {
         }
         Ok(())
     }
+}
+
+fn default_cooldown_seconds() -> f64 {
+    60.0
 }
 
 fn default_min_seconds_saved() -> f64 {
@@ -1066,6 +1077,7 @@ addresses = ["127.0.0.1:8082"]
         let cfg = EdgeConfig::parse(&format!(
             "{STEALING_BASE}[stealing]\nenabled = true\nmin_seconds_saved = 5\n\
              link_mb_per_second = 100\nwait_usd_per_hour = 2.5\negress_usd_per_gb = 0.12\n\
+             cooldown_seconds = 15\n\
              [[stealing.egress]]\nfrom = \"aws\"\nto = \"gcp\"\nusd_per_gb = 0.02\n\
              {STEALING_CLUSTERS}"
         ))
@@ -1076,6 +1088,7 @@ addresses = ["127.0.0.1:8082"]
         assert_eq!(p.link_bytes_per_second, 100e6);
         assert_eq!(p.wait_usd_per_hour, 2.5);
         assert_eq!(p.default_egress_usd_per_gb, 0.12);
+        assert_eq!(p.cooldown_seconds, 15.0);
         assert_eq!(
             p.egress_usd_per_gb,
             vec![(("aws".to_string(), "gcp".to_string()), 0.02)]
@@ -1091,6 +1104,8 @@ addresses = ["127.0.0.1:8082"]
             ("wait_usd_per_hour = 0", "stealing.wait_usd_per_hour"),
             ("wait_usd_per_hour = inf", "stealing.wait_usd_per_hour"),
             ("egress_usd_per_gb = -0.1", "stealing.egress_usd_per_gb"),
+            ("cooldown_seconds = -1", "stealing.cooldown_seconds"),
+            ("cooldown_seconds = inf", "stealing.cooldown_seconds"),
             (
                 "[[stealing.egress]]\nfrom = \"AWS\"\nto = \"gcp\"\nusd_per_gb = 1",
                 "stealing.egress[0]",

@@ -10,6 +10,7 @@ use crate::probe::{Probe, ProbeTarget};
 use crate::render::ClusterView;
 use crate::status::{CheckRecord, ClusterStatus};
 use reelay_protocol::LoadReport;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,6 +141,8 @@ pub struct Fleet {
     clusters: Vec<ClusterState>,
     /// No cluster is up and accepting, so every one is used.
     fail_open: bool,
+    /// When each (thief, victim) pair was last told to move a task: the stealing cooldown.
+    steals: HashMap<(String, String), Instant>,
 }
 
 impl Fleet {
@@ -153,6 +156,7 @@ impl Fleet {
             cfg,
             clusters,
             fail_open: false,
+            steals: HashMap::new(),
         }
     }
 
@@ -330,7 +334,10 @@ impl Fleet {
     /// The stealing decision for an idle slot of `thief` at `now` ([`crate::stealing::choose`]
     /// under `[stealing]`): the thief's own latest reading says whether it really is idle; every
     /// other reachable cluster's latest reading says what it offers and when its slots free.
-    pub fn steal(&self, thief: &str, now: Instant) -> StealVerdict {
+    /// A decision to steal is remembered for the cooldown (the pair's reverse is refused for
+    /// `cooldown_seconds`), whether or not the thief's claim then succeeds: a thief that was
+    /// told to take a task had an idle slot, which is what the cooldown is about.
+    pub fn steal(&mut self, thief: &str, now: Instant) -> StealVerdict {
         use crate::stealing::{self, Offer, Thief};
         let Some(me) = self.clusters.iter().find(|c| c.name == thief) else {
             return StealVerdict::UnknownCluster;
@@ -364,14 +371,24 @@ impl Fleet {
                         .load_read_at
                         .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64()),
                     oldest_ready: load.offer.as_ref().map(stealing::ready_task),
+                    took_from_thief_seconds_ago: self
+                        .steals
+                        .get(&(c.name.clone(), thief.cluster.clone()))
+                        .map(|at| now.saturating_duration_since(*at).as_secs_f64()),
                 })
             })
             .collect();
-        StealVerdict::Decided(stealing::choose(
-            &thief,
-            &offers,
-            &self.cfg.stealing.policy(),
-        ))
+        let policy = self.cfg.stealing.policy();
+        let decision = stealing::choose(&thief, &offers, &policy);
+        if let stealing::Decision::Steal { from, .. } = &decision {
+            // Forget what has cooled down, so the map stays as small as the recent pairs.
+            let keep = Duration::from_secs_f64(policy.cooldown_seconds.clamp(0.0, 1.0e6));
+            self.steals
+                .retain(|_, at| now.saturating_duration_since(*at) < keep);
+            self.steals
+                .insert((thief.cluster.clone(), from.clone()), now);
+        }
+        StealVerdict::Decided(decision)
     }
 
     /// What nginx should route to each cluster, and whether the edge fails open (no cluster up
@@ -648,6 +665,49 @@ url = "http://127.0.0.1:5"
             expected_seconds: 20.0,
         });
         l
+    }
+
+    /// After gcp is told to take a task from aws, aws takes nothing back from gcp for
+    /// `cooldown_seconds`, even when its slot is idle and gcp's head waits long; afterwards it
+    /// may again.
+    #[test]
+    fn a_steal_cools_down_the_reverse_direction() {
+        use crate::stealing::{Decision, StayReason};
+        let mut f =
+            fleet("[stealing]\nenabled = true\nmin_seconds_saved = 10\ncooldown_seconds = 60\n");
+        let t = Instant::now();
+        f.observe("gcp", &probe(t, true, Some(load("gcp", 1, 0))), t);
+        let aws_busy = offering("aws", 300.0, "aws.1.transcode");
+        f.observe("aws", &probe(t, true, Some(aws_busy)), t);
+        assert!(matches!(
+            f.steal("gcp", t),
+            StealVerdict::Decided(Decision::Steal { ref from, .. }) if from == "aws"
+        ));
+        // The tables turn: aws is idle, gcp's head would wait 300 s.
+        let t1 = t + Duration::from_secs(10);
+        f.observe("aws", &probe(t1, true, Some(load("aws", 1, 0))), t1);
+        let gcp_busy = offering("gcp", 300.0, "gcp.1.transcode");
+        f.observe("gcp", &probe(t1, true, Some(gcp_busy)), t1);
+        assert_eq!(
+            f.steal("aws", t1),
+            StealVerdict::Decided(Decision::Stay {
+                reason: StayReason::Cooldown
+            })
+        );
+        // gcp itself is not cooled down by its own steal: only the reverse pair is.
+        assert!(f
+            .steals
+            .contains_key(&("gcp".to_string(), "aws".to_string())));
+        let cooled = t + Duration::from_secs(60);
+        assert!(matches!(
+            f.steal("aws", cooled),
+            StealVerdict::Decided(Decision::Steal { ref from, .. }) if from == "gcp"
+        ));
+        // The steal that cooled down is forgotten when the next one is remembered.
+        assert_eq!(
+            f.steals.keys().collect::<Vec<_>>(),
+            [&("aws".to_string(), "gcp".to_string())]
+        );
     }
 
     /// The edge decides from the latest readings it keeps: the thief's own says whether it is

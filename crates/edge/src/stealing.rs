@@ -24,9 +24,20 @@
 //! ```
 //!
 //! Among offers that pass, the one whose task would wait longest at home wins (ties: the order
-//! of the offers, i.e. configuration order), so the most starved queue is relieved first. A task
-//! that moved once is never offered again: thrash is impossible by construction, and with
-//! balanced load no offer waits long enough to pay for its transfer (see the tests).
+//! of the offers, i.e. configuration order), so the most starved queue is relieved first.
+//!
+//! # Why nothing thrashes
+//!
+//! A task that moved once is never offered again, so no task moves twice. Work as a whole could
+//! still flow both ways under balanced load: two clusters each briefly idle while the other's
+//! head waits a few seconds, each taking one task from the other (the balanced benchmark saw one
+//! such pair in five seeds, each passing a 2 s `min_seconds_saved`). Each move judged alone was
+//! right; the pair together only paid two transfers. So a thief never takes from a cluster that
+//! itself took a task *from this thief* in the last `cooldown_seconds`
+//! ([`Offer::took_from_thief_seconds_ago`]): that cluster had an idle slot moments ago, and work
+//! just came the other way, so its queue is not the starved one. Other pairs are unaffected (a
+//! third cluster still relieves either), and one-way relief (a film's pieces, a cluster that
+//! lost workers) never trips it.
 
 use crate::placement::Load;
 use serde::Serialize;
@@ -50,6 +61,9 @@ pub struct StealingPolicy {
     /// `default_egress_usd_per_gb`.
     pub egress_usd_per_gb: Vec<((String, String), f64)>,
     pub default_egress_usd_per_gb: f64,
+    /// After `a` takes a task from `b`, `b` takes nothing from `a` for this long (see the
+    /// module docs: the hysteresis that keeps balanced load still).
+    pub cooldown_seconds: f64,
 }
 
 impl Default for StealingPolicy {
@@ -62,6 +76,7 @@ impl Default for StealingPolicy {
             egress_usd_per_gb: Vec::new(),
             // Internet egress list price of both AWS and GCP at the first tier.
             default_egress_usd_per_gb: 0.09,
+            cooldown_seconds: 60.0,
         }
     }
 }
@@ -95,6 +110,8 @@ pub struct Offer {
     /// Seconds since `load` was read.
     pub age_seconds: f64,
     pub oldest_ready: Option<ReadyTask>,
+    /// Seconds since this cluster was last told to take a task from the thief; `None`: never.
+    pub took_from_thief_seconds_ago: Option<f64>,
 }
 
 /// The cluster asking for work.
@@ -132,6 +149,8 @@ pub enum StayReason {
     NothingReady,
     /// Every candidate would save less than the transfer and egress cost it.
     NotWorthIt,
+    /// Every candidate's cluster took a task from the thief within `cooldown_seconds`.
+    Cooldown,
 }
 
 impl StayReason {
@@ -141,6 +160,7 @@ impl StayReason {
             StayReason::ThiefBusy => "thief_busy",
             StayReason::NothingReady => "nothing_ready",
             StayReason::NotWorthIt => "not_worth_it",
+            StayReason::Cooldown => "cooldown",
         }
     }
 }
@@ -243,12 +263,20 @@ pub fn choose(thief: &Thief, offers: &[Offer], policy: &StealingPolicy) -> Decis
     }
     let mut best: Option<Decision> = None;
     let mut best_wait = f64::NEG_INFINITY;
-    let mut any_ready = false;
+    let (mut any_ready, mut any_cooling, mut any_judged) = (false, false, false);
     for offer in offers.iter().filter(|o| o.cluster != thief.cluster) {
         let Some(task) = offer.oldest_ready.as_ref().filter(|t| !t.moved_before) else {
             continue;
         };
         any_ready = true;
+        if offer
+            .took_from_thief_seconds_ago
+            .is_some_and(|ago| ago < policy.cooldown_seconds)
+        {
+            any_cooling = true;
+            continue;
+        }
+        any_judged = true;
         let wait = home_wait_seconds(&offer.load, offer.age_seconds);
         let bytes = task.input_bytes.saturating_add(task.output_bytes) as f64;
         let transfer = bytes / policy.link_bytes_per_second.max(1.0);
@@ -270,10 +298,12 @@ pub fn choose(thief: &Thief, offers: &[Offer], policy: &StealingPolicy) -> Decis
         });
     }
     best.unwrap_or_else(|| {
-        stay(if any_ready {
-            StayReason::NotWorthIt
-        } else {
+        stay(if !any_ready {
             StayReason::NothingReady
+        } else if any_cooling && !any_judged {
+            StayReason::Cooldown
+        } else {
+            StayReason::NotWorthIt
         })
     })
 }
@@ -319,6 +349,7 @@ mod tests {
                 output_bytes: mb * MB / 2,
                 moved_before: false,
             }),
+            took_from_thief_seconds_ago: None,
         }
     }
 
@@ -402,6 +433,71 @@ mod tests {
             choose(&thief(), &[idle], &policy()),
             Decision::Stay { .. }
         ));
+    }
+
+    /// The balanced benchmark's pair (seed 2): gcp, briefly idle, took a task from aws; moments
+    /// later aws, briefly idle, would take one back. Each move alone passes a 2 s threshold; the
+    /// pair only pays two transfers. The cooldown refuses the second, for that pair only and only
+    /// for `cooldown_seconds`.
+    #[test]
+    fn work_that_just_came_one_way_does_not_go_back() {
+        let lenient = StealingPolicy {
+            min_seconds_saved: 2.0,
+            ..policy()
+        };
+        let aws_thief = Thief {
+            cluster: "aws".into(),
+            cloud: "aws".into(),
+            idle_slots: 1,
+            ready_tasks: 0,
+        };
+        // gcp's head waits 8 s for a slot: worth a move at 2 s, were it not for the cooldown.
+        let mut gcp = offer("gcp", &[8.0], 10);
+        gcp.cloud = "gcp".into();
+        let free = StealingPolicy {
+            default_egress_usd_per_gb: 0.0,
+            ..lenient.clone()
+        };
+        assert!(matches!(
+            choose(&aws_thief, std::slice::from_ref(&gcp), &free),
+            Decision::Steal { .. }
+        ));
+        // gcp took a task from aws 10 s ago: aws takes nothing back.
+        gcp.took_from_thief_seconds_ago = Some(10.0);
+        assert_eq!(
+            choose(&aws_thief, std::slice::from_ref(&gcp), &free),
+            Decision::Stay {
+                reason: StayReason::Cooldown
+            }
+        );
+        // Just inside and just past the cooldown.
+        gcp.took_from_thief_seconds_ago = Some(free.cooldown_seconds - 0.1);
+        assert!(matches!(
+            choose(&aws_thief, std::slice::from_ref(&gcp), &free),
+            Decision::Stay { .. }
+        ));
+        gcp.took_from_thief_seconds_ago = Some(free.cooldown_seconds);
+        assert!(matches!(
+            choose(&aws_thief, std::slice::from_ref(&gcp), &free),
+            Decision::Steal { ref from, .. } if from == "gcp"
+        ));
+        // A third cluster that never took from aws is still relieved while gcp cools down.
+        gcp.took_from_thief_seconds_ago = Some(1.0);
+        let mut oci = offer("oci", &[8.0], 10);
+        oci.cloud = "oci".into();
+        assert!(matches!(
+            choose(&aws_thief, &[gcp.clone(), oci], &free),
+            Decision::Steal { ref from, .. } if from == "oci"
+        ));
+        // When the cooling offer would not have paid anyway, the answer names the real reason.
+        let mut cheap = offer("azure", &[1.0], 10);
+        cheap.cloud = "azure".into();
+        assert_eq!(
+            choose(&aws_thief, &[gcp, cheap], &free),
+            Decision::Stay {
+                reason: StayReason::NotWorthIt
+            }
+        );
     }
 
     #[test]

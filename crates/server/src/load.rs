@@ -81,6 +81,8 @@ pub fn offer(
 #[derive(Debug, Clone, PartialEq)]
 pub struct PiecePlan {
     pub keys: Vec<String>,
+    /// Each key's size as the `split` task recorded it (same order); `None`: not recorded.
+    pub sizes: Vec<Option<u64>>,
     pub outputs: usize,
     pub share: f64,
 }
@@ -108,12 +110,21 @@ pub fn piece_plan(task: &PeerOffer) -> Option<PiecePlan> {
         }
         _ => 1.0,
     };
+    let recorded = |file: &String| {
+        split
+            .manifest
+            .pieces
+            .iter()
+            .find(|p| &p.file == file)
+            .and_then(|p| p.bytes)
+    };
     Some(PiecePlan {
         keys: range
             .pieces
             .iter()
             .map(|f| format!("{}/{f}", split.prefix))
             .collect(),
+        sizes: range.pieces.iter().map(recorded).collect(),
         outputs: split.layout.split.len(),
         share,
     })
@@ -594,6 +605,8 @@ mod tests {
                         file: format!("piece_{i:05}.ts"),
                         start: 2.0 * i as f64,
                         keyframes: vec![2.0 * i as f64],
+                        // Recorded for all but the last piece (as an older manifest would not).
+                        bytes: (i < 3).then_some(1_000_000 + i as u64),
                     })
                     .collect(),
             },
@@ -633,6 +646,13 @@ mod tests {
         );
         assert_eq!(plan.outputs, 2);
         assert_eq!(plan.share, 0.5);
+        // The sizes the split task recorded, in the keys' order (range 1 also reads piece 1
+        // for its pre-roll); none for the last piece, which this manifest did not record.
+        assert_eq!(plan.keys.len(), 3, "{plan:?}");
+        assert_eq!(plan.sizes, [Some(1_000_001), Some(1_000_002), None]);
+        let first = piece_plan(&piece_offer(0)).expect("range 0's plan");
+        assert_eq!(first.sizes.len(), first.keys.len());
+        assert!(first.sizes.iter().all(Option::is_some), "{first:?}");
         // Sizes read: their sum; one missing: the range's share of the whole input.
         let sizes: Vec<Option<u64>> = plan.keys.iter().map(|_| Some(3_000_000)).collect();
         let bytes = piece_bytes(&plan, &sizes, 80_000_000);

@@ -25,6 +25,11 @@ pub struct Piece {
     pub start: f64,
     /// Timeline times of its keyframes, the first included.
     pub keyframes: Vec<f64>,
+    /// The file's size, recorded by the `split` task once the file is written, so that a load
+    /// reading can price a piece's move without asking storage; `None` in manifests written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// What `split` produced.
@@ -229,6 +234,7 @@ pub async fn split(
                 .copied()
                 .filter(|k| *k >= start - 1e-6 && *k < end - 1e-6)
                 .collect(),
+            bytes: None,
         });
     }
     Ok(Manifest {

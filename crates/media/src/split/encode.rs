@@ -765,6 +765,7 @@ mod tests {
             file: format!("piece_{n:05}.ts"),
             start,
             keyframes: vec![start],
+            bytes: None,
         };
         let manifest = Manifest {
             origin: 0.0,

@@ -57,15 +57,18 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
 }
 
 /// What a thief of the offered task reads, and how many outputs it writes back from that: a
-/// piece (`encode_segment`) reads only its stored piece files (a HEAD each, a handful per
-/// range) and encodes the split renditions; any other task reads the whole input for every
-/// output the job asked for.
+/// piece (`encode_segment`) reads only its stored piece files (their sizes as the split task
+/// recorded them; a storage HEAD only for a piece an older split did not record) and encodes
+/// the split renditions; any other task reads the whole input for every output the job asked
+/// for.
 async fn transfer(st: &AppState, task: &reelay_jobs::PeerOffer) -> (u64, usize) {
     match crate::load::piece_plan(task) {
         Some(plan) => {
-            let mut sizes = Vec::with_capacity(plan.keys.len());
-            for key in &plan.keys {
-                sizes.push(st.storage.head(key).await.ok().map(|o| o.size));
+            let mut sizes = plan.sizes.clone();
+            for (size, key) in sizes.iter_mut().zip(&plan.keys) {
+                if size.is_none() {
+                    *size = st.storage.head(key).await.ok().map(|o| o.size);
+                }
             }
             let whole = if sizes.iter().all(Option::is_some) {
                 0
