@@ -8,6 +8,11 @@
 #   bench/split.sh                                  the issue's run: 600 s 1080p30, hard to encode
 #   SECONDS_IN=60 SIZE=1280x720 SEGMENT=15 bench/split.sh   a short run that shows the script works
 #   GEN_ONLY=1 bench/split.sh                       only make (and keep) the input, e.g. while building
+#   PARTS=split bench/split.sh                      only the split job (first playable, task times,
+#                                                   projections; no unsplit reference: half the time)
+# Projections: "as run" list-schedules the measured tasks; "fitted" schedules the ranges the
+# plan makes on N slots (`reelay split-plan --slots N`: the cluster fits the range length to its
+# live slots), each costing the measured encode seconds per input second of this run's ranges.
 # The input is kept in bench/out/split-input-<seconds>-<size>.mp4 and reused: it is deterministic
 # (lavfi sources, one encoder), so a kept copy is the same clip. The script refuses to report when
 # the "split" job ran as one task (an input under twice the segment length does not split).
@@ -19,6 +24,8 @@ OUT=${OUT:-bench/out/split}
 SECONDS_IN=${SECONDS_IN:-600}
 SIZE=${SIZE:-1920x1080}
 SEGMENT=${SEGMENT:-30}
+PARTS=${PARTS:-both}
+case "$PARTS" in both|split) ;; *) echo "PARTS must be both or split, not $PARTS" >&2; exit 2 ;; esac
 SPEC_OUTPUTS='[{"preset":"hls-abr"},{"preset":"mp4-720p"}]'
 [ -x "$BIN" ] || { echo "build first: cargo build --release -p reelay" >&2; exit 1; }
 rm -rf "$OUT"; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
@@ -110,15 +117,22 @@ PY
 check_outputs "$ids"
 # Its stored input and outputs go (a 600 s input is ~12 GB; the next job stores its own).
 curl -fsS -o /dev/null -X DELETE "$BASE/v1/jobs/$ids" || echo "could not delete $ids" >&2
-# The unsplit job on worker 1 alone (worker 2 stopped).
-kill "${workers[1]}"; wait "${workers[1]}" 2>/dev/null || true
-echo "unsplit job on 1 worker..." >&2
-read -r wu cu upu fpu idu < <(run_job '"off"' "${workers[0]}")
-check_outputs "$idu"
+# The ranges the plan makes on N slots, as the api decided them (it saw 2 live slots).
+for n in 2 8 32 128; do
+  "$BIN" split-plan "$clip" --preset hls-abr --preset mp4-720p --segment-seconds "$SEGMENT" --slots "$n" --json >"$OUT/plan-$n.json"
+done
+wu=0 cu=0 fpu=0
+if [ "$PARTS" = both ]; then
+  # The unsplit job on worker 1 alone (worker 2 stopped).
+  kill "${workers[1]}"; wait "${workers[1]}" 2>/dev/null || true
+  echo "unsplit job on 1 worker..." >&2
+  read -r wu cu upu fpu idu < <(run_job '"off"' "${workers[0]}")
+  check_outputs "$idu"
+fi
 
 # Task times from the workers' logs ("task succeeded" with the task id and seconds).
 python3 - "$OUT" "$ids" "$wu" "$ws" "$cs" "$cu" "$fps" "$fpu" "$SECONDS_IN" "$SIZE" "$SEGMENT" <<'PY'
-import re, sys, glob, heapq
+import re, sys, glob, heapq, json
 out, job, wu, ws, cs, cu, fps, fpu, secs, size, seg = sys.argv[1:]
 wu, ws, cs, cu, fps, fpu = map(float, (wu, ws, cs, cu, fps, fpu))
 ansi = re.compile(r'\x1b\[[0-9;]*m')
@@ -133,22 +147,46 @@ for f in glob.glob(f"{out}/w*.log"):
             times[t.group(1).split(".")[-1]] = float(s.group(1))
 split = times.get("split", 0.0); stitch = times.get("stitch", 0.0)
 middle = sorted((k, v) for k, v in times.items() if k not in ("split", "stitch"))
-def makespan(n):
-    # Model: the split runs alone; then the ranges (in position order), audio and whole-output
-    # tasks are list-scheduled, each onto the slot that frees first; then the stitch runs alone.
-    # Task times as measured on one pinned core; no storage or claim latency added.
+def makespan(n, tasks):
+    # Model: the split runs alone; then the audio, the ranges (in position order) and
+    # whole-output tasks are list-scheduled, each onto the slot that frees first; then the
+    # stitch runs alone. Task times on one pinned core; no storage or claim latency added.
     slots = [0.0] * n
-    for _, v in middle:
+    for v in tasks:
         t = heapq.heappop(slots); heapq.heappush(slots, t + v)
     return split + max(slots) + stitch
+def ranges(n):
+    return json.load(open(f"{out}/plan-{n}.json"))["ranges"]
+def cost(r):
+    # A range's input seconds and its pre-roll (split::plan::PREROLL_SECONDS, none for the first).
+    return r["end"] - r["start"] + (0.0 if r["index"] == 0 else min(0.5, r["start"]))
+run = ranges(2)
+segs = [v for k, v in middle if k.startswith("seg-")]
+others = [v for k, v in middle if not k.startswith("seg-")]
+if len(segs) != len(run):
+    sys.exit(f"{len(segs)} ranges ran, the plan at 2 slots has {len(run)}: the projection would not be of this run")
+rate = sum(segs) / sum(cost(r) for r in run)
 serial = split + sum(v for _, v in middle) + stitch
 print(f"input: {secs} s {size} 30 fps noisy, hls-abr + mp4-720p; split.segment_seconds {seg}")
-print(f"unsplit (1 worker, 1 core): wall {wu:.1f} s, CPU {cu:.1f} s")
-print(f"split   (2 workers, 2 cores): wall {ws:.1f} s, CPU {cs:.1f} s")
-print(f"wall-time speed-up: {wu/ws:.2f}x; CPU time split/unsplit: {cs/cu:.3f}")
-print(f"first playable HLS (master.m3u8 answers) after the upload ended: split {fps:.1f} s (progressive), unsplit {fpu:.1f} s (at job end)")
-print(f"tasks: {len(times)} measured; split {split:.1f} s, stitch {stitch:.1f} s, middle tasks sum {sum(v for _, v in middle):.1f} s, longest {max((v for _, v in middle), default=0):.1f} s")
+if wu > 0:
+    print(f"unsplit (1 worker, 1 core): wall {wu:.1f} s, CPU {cu:.1f} s")
+print(f"split   (2 workers, 2 cores): wall {ws:.1f} s, CPU {cs:.1f} s; {len(run)} ranges of {json.load(open(f'{out}/plan-2.json'))['segment_seconds']} s after a ramp of {[round(r['end'] - r['start']) for r in run[:4]]}")
+if wu > 0:
+    print(f"wall-time speed-up: {wu/ws:.2f}x; CPU time split/unsplit: {cs/cu:.3f}")
+    print(f"first playable HLS (master.m3u8 answers) after the upload ended: split {fps:.1f} s (progressive), unsplit {fpu:.1f} s (at job end)")
+else:
+    print(f"first playable HLS (master.m3u8 answers) after the upload ended: {fps:.1f} s (no unsplit run: PARTS=split)")
+print(f"tasks: {len(times)} measured; split {split:.1f} s, stitch {stitch:.1f} s, middle tasks sum {sum(v for _, v in middle):.1f} s, longest {max((v for _, v in middle), default=0):.1f} s; {rate:.2f} s of encode per input second of a range")
+first = times.get("seg-00000")
+if first is not None:
+    print(f"range 0 ({run[0]['end'] - run[0]['start']:.0f} s of input): {first:.1f} s")
+# The reference for the projections' speed-up: the unsplit wall time of this run, else (PARTS=split)
+# the model's own one-slot time.
+ref, ref_name = (wu, "unsplit") if wu > 0 else (serial, "the one-slot model")
 for n in (2, 8, 32, 128):
-    m = makespan(n)
-    print(f"projection {n:>3} slots: {m:.1f} s, speed-up vs unsplit {wu/m:.2f}x ({wu/m/n:.2f} N)")
+    m = makespan(n, [v for _, v in middle])
+    fitted = ranges(n)
+    f = makespan(n, others + [rate * cost(r) for r in fitted])
+    print(f"projection {n:>3} slots: as run {m:.1f} s, {ref/m:.2f}x ({ref/m/n:.2f} N); "
+          f"fitted ({len(fitted)} ranges) {f:.1f} s, {ref/f:.2f}x ({ref/f/n:.2f} N) vs {ref_name}")
 PY

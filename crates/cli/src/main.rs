@@ -11,7 +11,9 @@ mod token;
 mod up;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use commands::{cancel, delete, download, list, presets, status, submit, wait, UsageError};
+use commands::{
+    cancel, delete, download, list, presets, split_plan, status, submit, wait, UsageError,
+};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -155,6 +157,12 @@ enum Command {
     /// List recent jobs, newest first.
     #[command(after_help = "Example:\n  reelay list --status running")]
     List(WithClient<list::ListArgs>),
+    /// Show how a cluster would split an input (split-and-stitch), without a cluster: probes
+    /// the file here and prints the ranges for the given outputs and worker slots.
+    #[command(
+        after_help = "Example:\n  reelay split-plan film.mp4 --preset hls-abr --preset mp4-720p --slots 32"
+    )]
+    SplitPlan(split_plan::SplitPlanArgs),
 }
 
 /// Checks `--server` and says how to fix the usual slips: a bare `host:port` (the URL parser
@@ -219,7 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let not_a_client = server_role.is_some()
         || matches!(
             cli.command,
-            Command::Migrate(_) | Command::Edge(_) | Command::Up(_)
+            Command::Migrate(_) | Command::Edge(_) | Command::Up(_) | Command::SplitPlan(_)
         );
     if not_a_client && client_flags_before {
         return Err(UsageError(
@@ -255,6 +263,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => {
             init_logging(cli.log_format, "info")?;
             up::run(args).await
+        }
+        Command::SplitPlan(args) => {
+            init_logging(cli.log_format, "warn")?;
+            split_plan::run(args).await
         }
         Command::Token(args) => {
             init_logging(cli.log_format, "warn")?;

@@ -295,7 +295,9 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
         &info,
         &renditions,
         settings,
-        SplitRequest::default(),
+        SplitRequest::Seconds {
+            segment_seconds: RANGE_SECONDS,
+        },
         &split::plan::SideFiles::default(),
     ) {
         SplitPlan::Split(l) => l,
@@ -327,6 +329,9 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
         let ok = p.start <= from + 1e-6 || (r.index == 0 && p.start < FRAME);
         assert!(ok && p.start > from - 2.0, "{label}: {p:?} for {r:?}");
         assert_eq!(p.keyframes.first(), Some(&p.start));
+        // The manifest records the piece's size (thieves' transfers are priced from it).
+        let on_disk = std::fs::metadata(pieces_dir.join(&p.file)).unwrap().len();
+        assert_eq!(p.bytes, Some(on_disk), "{label}: {p:?}");
         // Stream copy: the piece holds exactly its keyframes.
         let kf = ffprobe_json(
             &[

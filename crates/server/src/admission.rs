@@ -276,11 +276,14 @@ mod tests {
             &SideFiles::default(),
         );
         let kinds: Vec<&str> = t.iter().map(|t| t.kind.as_str()).collect();
-        // 100 s in 32 s ranges (30 rounded up to the 4 s HLS grid): 32, 32, 32, 4.
+        // 100 s: the HLS start ramp (4, 8, 16 s), then 32 s ranges (30 rounded up to the 4 s
+        // HLS grid): 4, 8, 16, 32, 32, 8.
         assert_eq!(
             kinds,
             [
                 "split",
+                "encode_segment",
+                "encode_segment",
                 "encode_segment",
                 "encode_segment",
                 "encode_segment",
@@ -294,13 +297,17 @@ mod tests {
         let seg: Vec<_> = t.iter().filter(|t| t.kind == ENCODE_SEGMENT).collect();
         assert_eq!(
             seg.iter().map(|t| t.position).collect::<Vec<_>>(),
-            [0, 1, 2, 3]
+            [0, 1, 2, 3, 4, 5]
         );
-        assert!(seg[0].weight > seg[3].weight, "weight follows range length");
+        assert!(
+            seg[3].weight > seg[2].weight && seg[2].weight > seg[0].weight,
+            "weight follows range length"
+        );
+        assert_eq!(seg[3].weight, seg[4].weight);
         assert!(seg.iter().all(|t| t.depends_on == ["split"]));
         let stitch = t.iter().find(|t| t.kind == STITCH).expect("stitch");
-        // The split, 4 ranges, audio at 128k (the MP4) and 96k (the 360p rung).
-        assert_eq!(stitch.depends_on.len(), 1 + 4 + 2);
+        // The split, 6 ranges, audio at 128k (the MP4) and 96k (the 360p rung).
+        assert_eq!(stitch.depends_on.len(), 1 + 6 + 2);
         let whole = t.last().expect("transcode");
         assert_eq!(
             whole.payload["renditions"],
@@ -363,7 +370,7 @@ mod tests {
         let yes = view(&r, Some(&long), auto);
         assert_eq!(
             (yes.reason, yes.segment_seconds, yes.ranges),
-            (None, Some(32), Some(4))
+            (None, Some(32), Some(6))
         );
         let cases = [
             (view(&r, None, auto), "pending", "first task"),

@@ -107,6 +107,13 @@ pub fn grown_tasks(
     })
 }
 
+/// The claim position of the `encode_audio` tasks: after the `split` and the first range (0),
+/// ahead of the second range (1; ties go by task id, and `audio-` sorts before `seg-`). At
+/// position 0 they were claimed before the `split` (`audio-` sorts before `split` too), which
+/// then started a whole audio encode late (14.4 s in the 600 s benchmark) and with it every
+/// range; a player needs the audio and the first range, so both still come before the rest.
+const AUDIO_POSITION: i64 = 1;
+
 /// Share of the input's duration the cheap tasks are expected to take (stream copies, the
 /// audio encode): their weights, relative to one video output encode of the whole input (1.0).
 const SPLIT_WEIGHT: f64 = 0.02;
@@ -273,7 +280,7 @@ pub fn tasks(
             payload: serde_json::to_value(&a).unwrap_or_default(),
             depends_on: vec![],
             weight: duration * AUDIO_WEIGHT,
-            position: 0,
+            position: AUDIO_POSITION,
         });
         stitch_deps.push(key);
     }
@@ -375,6 +382,38 @@ mod tests {
         let (view, t) = decide(&plain, 60.0, &r, Some(&info(100.0, false)), settings, auto);
         assert!(view.applied);
         assert!(t.len() > 1);
+    }
+
+    #[test]
+    fn the_split_goes_first_then_the_first_range_and_the_audio() {
+        let (_, r) = spec(r#"{"outputs":[{"preset":"hls-abr"},{"preset":"mp4-360p"}]}"#);
+        let t = tasks(
+            400.0,
+            &r,
+            Some(&info(200.0, false)),
+            SplitSettings::default(),
+            SplitRequest::default(),
+            &SideFiles::default(),
+        );
+        // The store's claim order among a job's tasks: position, then id (`{job}.{key}`).
+        let mut order: Vec<(i64, &str)> = t.iter().map(|t| (t.position, t.key.as_str())).collect();
+        order.sort();
+        let keys: Vec<&str> = order.iter().map(|o| o.1).collect();
+        let audio = t.iter().filter(|t| t.kind == ENCODE_AUDIO).count();
+        assert!(audio > 0);
+        assert_eq!(keys[..2], ["seg-00000", "split"]);
+        assert!(
+            keys[2..2 + audio].iter().all(|k| k.starts_with("audio-")),
+            "{keys:?}"
+        );
+        assert_eq!(keys[2 + audio], "seg-00001");
+        // The first range waits for the split; nothing waits for the audio but the stitch.
+        let first = t.iter().find(|t| t.key == "seg-00000").expect("range 0");
+        assert_eq!(first.depends_on, ["split"]);
+        assert!(t
+            .iter()
+            .filter(|t| t.kind == ENCODE_AUDIO)
+            .all(|a| a.depends_on.is_empty()));
     }
 
     #[test]

@@ -37,4 +37,24 @@ impl AppState {
     pub fn is_accepting(&self) -> bool {
         self.accepting.load(Ordering::SeqCst)
     }
+
+    /// The cluster's split settings with the worker slots it has now, for a split decision
+    /// under `"auto"` (the plan fits the range length to them). A failed read of the slots
+    /// leaves them unknown: the configured length stands, which is what every decision did
+    /// before, so it is logged and not an error.
+    pub async fn split_settings(
+        &self,
+        request: reelay_media::split::SplitRequest,
+    ) -> reelay_media::split::SplitSettings {
+        let mut settings = self.cfg.split;
+        if request == reelay_media::split::SplitRequest::default() {
+            match self.store.live_capacity().await {
+                Ok(slots) => settings.live_slots = Some(slots),
+                Err(e) => {
+                    tracing::warn!(error = %e, "live slots unknown; the configured range length stands")
+                }
+            }
+        }
+        settings
+    }
 }

@@ -5,6 +5,7 @@ pub mod delete;
 pub mod download;
 pub mod list;
 pub mod presets;
+pub mod split_plan;
 pub mod status;
 pub mod submit;
 pub mod wait;

@@ -204,11 +204,13 @@ pub async fn split(
     for (n, start) in cuts.iter().enumerate() {
         let file = format!("piece_{n:05}.ts");
         let path = pieces_dir.join(&file);
-        if !path.exists() {
+        // Its size goes into the manifest: a thief's transfer is priced from it (the load
+        // report's offers), without a storage HEAD per piece file on every poll.
+        let Ok(meta) = tokio::fs::metadata(&path).await else {
             return Err(SplitError::Unsplittable(format!(
                 "the cut made no {file} (keyframe at {start:.3} s)"
             )));
-        }
+        };
         let first = packets(tools, "mpegts", "mpegts", &path, true).await?;
         let pts = first
             .packets
@@ -234,7 +236,7 @@ pub async fn split(
                 .copied()
                 .filter(|k| *k >= start - 1e-6 && *k < end - 1e-6)
                 .collect(),
-            bytes: None,
+            bytes: Some(meta.len()),
         });
     }
     Ok(Manifest {

@@ -64,6 +64,12 @@ pub struct SplitSettings {
     /// playlist reloads it within a target duration or two, and every segment URL it resolved
     /// while the job ran must stay readable that long (`split.vod_grace_margin_seconds`).
     pub vod_grace_margin_seconds: u32,
+    /// Not configured: the worker slots the cluster has now (its live workers' slots), filled in
+    /// where the decision is made. Under `"auto"` the plan shortens the ranges (down to
+    /// [`MIN_FITTED_SECONDS`]) when that fills these slots in fewer rounds ([`fitted_length`]).
+    /// `None`: unknown, the configured length stands.
+    #[serde(skip)]
+    pub live_slots: Option<u32>,
 }
 
 impl Default for SplitSettings {
@@ -72,6 +78,7 @@ impl Default for SplitSettings {
             segment_seconds: 30,
             max_segments: 500,
             vod_grace_margin_seconds: 5,
+            live_slots: None,
         }
     }
 }
@@ -186,7 +193,8 @@ pub struct Range {
 /// The graph for a split job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SplitLayout {
-    /// Length of every range but the last, a multiple of every HLS segment duration.
+    /// Length of every range but the last and the short ones of the start ramp (see
+    /// [`FIRST_RANGE_SECONDS`]), a multiple of every HLS segment duration.
     pub segment_seconds: u32,
     pub ranges: Vec<Range>,
     /// Outputs encoded piecewise (by name).
@@ -256,6 +264,100 @@ fn alignment(renditions: &[&Rendition]) -> u32 {
 /// video's by a little (audio runs longer), and a range must hold frames.
 const MIN_LAST_RANGE: f64 = 2.0;
 
+/// The length of the first range of an `"auto"` job with an HLS output (rounded up to the
+/// segment grid): the ranges then double (4, 8, 16 s ...) up to the job's range length. A player can
+/// start once the first range and the audio are encoded, so a short first range makes the
+/// progressive playlist playable in the time of a few seconds of encode instead of a whole
+/// range's (measured: 195.6 s for a 32 s range of noisy 1080p to four rungs, about 6.4
+/// core-seconds per input second; docs/benchmarks.md). The ramp costs two or three more
+/// ranges, each with its half second of pre-roll.
+pub const FIRST_RANGE_SECONDS: u32 = 4;
+
+/// The shortest range `"auto"` fits to the cluster's slots ([`fitted_length`]): shorter ranges
+/// fill more slots at once, but each pays [`PREROLL_SECONDS`] of extra encode (6 % at 8 s) and
+/// a task's fixed costs (fetching its pieces, starting ffmpeg, a claim).
+pub const MIN_FITTED_SECONDS: u32 = 8;
+
+/// How much longer than the best a fitted schedule may be and still keep the longer ranges
+/// (fewer tasks, less pre-roll): a shorter range length must win by more than this.
+const FIT_TOLERANCE: f64 = 0.05;
+
+/// The ranges of `duration` seconds at `seg` seconds each, after a start ramp from `ramp`
+/// seconds (doubling while shorter than `seg`; none when `None`); a last range shorter than
+/// [`MIN_LAST_RANGE`] joins the one before.
+fn ranges_of(duration: f64, seg: u32, ramp: Option<u32>) -> Vec<Range> {
+    let mut next = ramp.filter(|r| *r > 0 && *r < seg).unwrap_or(seg);
+    let mut ranges: Vec<Range> = vec![];
+    let mut start = 0.0;
+    while start < duration {
+        let end = (start + next as f64).min(duration);
+        ranges.push(Range {
+            index: ranges.len(),
+            start,
+            end,
+        });
+        start += next as f64;
+        next = (next * 2).min(seg);
+    }
+    if ranges.len() > 1
+        && ranges[ranges.len() - 1].end - ranges[ranges.len() - 1].start < MIN_LAST_RANGE
+    {
+        ranges.pop();
+        if let Some(last) = ranges.last_mut() {
+            last.end = duration;
+        }
+    }
+    ranges
+}
+
+/// When the ranges would all be encoded on `slots` slots, each taken in order by the first
+/// free slot (list scheduling), in media seconds of encode: every range costs its length and
+/// its pre-roll. The model behind [`fitted_length`]; it leaves out what every length pays
+/// alike (the split, the audio, the stitch).
+pub fn list_makespan(ranges: &[Range], slots: u32) -> f64 {
+    let mut free = vec![0.0f64; slots.max(1) as usize];
+    for r in ranges {
+        let cost = r.end - r.start + preroll_of(r);
+        if let Some(first) = free.iter_mut().min_by(|a, b| a.total_cmp(b)) {
+            *first += cost;
+        }
+    }
+    free.into_iter().fold(0.0, f64::max)
+}
+
+/// The range length `"auto"` uses on a cluster of `slots` slots: of the lengths on the `grid`
+/// from [`MIN_FITTED_SECONDS`] up to `longest` (the configured one) that stay within
+/// `max_segments`, the longest whose [`list_makespan`] is within [`FIT_TOLERANCE`] of the best.
+/// With HLS (4 s grid, the start ramp) and a 600 s input: two slots keep 32 s ranges (21 of
+/// them); eight take 28 s (24 ranges, three rounds where 32 s would take three and a half);
+/// 32 take 20 s (32 ranges, one round, where 32 s ranges would leave 11 slots idle).
+pub fn fitted_length(
+    duration: f64,
+    longest: u32,
+    grid: u32,
+    slots: u32,
+    max_segments: u32,
+    ramp: Option<u32>,
+) -> u32 {
+    let grid = grid.max(1);
+    let shortest = MIN_FITTED_SECONDS.div_ceil(grid) * grid;
+    let candidates: Vec<(u32, f64)> = (1..)
+        .map(|k| longest.saturating_sub(grid * (k - 1)))
+        .take_while(|l| *l >= shortest && *l > 0)
+        .filter_map(|l| {
+            let ranges = ranges_of(duration, l, ramp);
+            (ranges.len() <= max_segments as usize).then(|| (l, list_makespan(&ranges, slots)))
+        })
+        .collect();
+    let Some(best) = candidates.iter().map(|c| c.1).reduce(f64::min) else {
+        return longest;
+    };
+    candidates
+        .iter()
+        .find(|c| c.1 <= best * (1.0 + FIT_TOLERANCE))
+        .map_or(longest, |c| c.0)
+}
+
 /// The one decision: whether the job splits, and where. `"off"` first, then side files (which
 /// only the one-task encode applies), then the input, then the outputs.
 pub fn plan(
@@ -307,25 +409,19 @@ pub fn plan(
     if duration / seg as f64 > max {
         seg = round_up((duration / max).ceil() as u32);
     }
-    let mut ranges: Vec<Range> = vec![];
-    let mut start = 0.0;
-    while start < duration {
-        let end = (start + seg as f64).min(duration);
-        ranges.push(Range {
-            index: ranges.len(),
-            start,
-            end,
-        });
-        start += seg as f64;
+    // Under auto: the start ramp, for jobs a player can watch while they encode (HLS), unless
+    // it would take the job past `max_segments`; then the length fitted to the cluster. A
+    // length the job asked for is every range's length.
+    let auto = request == SplitRequest::Mode(SplitMode::Auto);
+    let hls = split.iter().any(|r| ts_ladder(r).is_some());
+    let mut ramp = (auto && hls).then(|| round_up(FIRST_RANGE_SECONDS));
+    if ranges_of(duration, seg, ramp).len() > max as usize {
+        ramp = None;
     }
-    if ranges.len() > 1
-        && ranges[ranges.len() - 1].end - ranges[ranges.len() - 1].start < MIN_LAST_RANGE
-    {
-        ranges.pop();
-        if let Some(last) = ranges.last_mut() {
-            last.end = duration;
-        }
+    if let (true, Some(slots)) = (auto, settings.live_slots.filter(|s| *s > 0)) {
+        seg = fitted_length(duration, seg, align, slots, max as u32, ramp);
     }
+    let ranges = ranges_of(duration, seg, ramp);
     SplitPlan::Split(SplitLayout {
         segment_seconds: seg,
         ranges,
@@ -506,6 +602,144 @@ mod tests {
         ));
         assert_eq!(l.ranges.len(), 2);
         assert_eq!(l.ranges[1].end, 65.0);
+        // Under auto the start ramp comes first, and the tail still joins the last range.
+        let l = layout(plan(
+            &info("h264", 93.0),
+            &r,
+            SplitSettings::default(),
+            SplitRequest::default(),
+            &SideFiles::default(),
+        ));
+        assert_eq!(l.ranges.len(), 5);
+        assert_eq!((l.ranges[4].start, l.ranges[4].end), (60.0, 93.0));
+    }
+
+    fn bounds(l: &SplitLayout) -> Vec<(f64, f64)> {
+        l.ranges.iter().map(|r| (r.start, r.end)).collect()
+    }
+
+    #[test]
+    fn a_job_with_hls_starts_with_short_ranges_that_double_up_to_the_length() {
+        let hls = vec![preset("hls-abr").unwrap(), preset("mp4-720p").unwrap()];
+        let l = layout(plan(
+            &info("h264", 100.0),
+            &hls,
+            SplitSettings::default(),
+            SplitRequest::default(),
+            &SideFiles::default(),
+        ));
+        assert_eq!(l.segment_seconds, 32);
+        assert_eq!(
+            bounds(&l),
+            vec![
+                (0.0, 4.0),
+                (4.0, 12.0),
+                (12.0, 28.0),
+                (28.0, 60.0),
+                (60.0, 92.0),
+                (92.0, 100.0)
+            ]
+        );
+        assert!(l.ranges.iter().enumerate().all(|(i, r)| r.index == i));
+        // Without HLS nothing is watched early: no ramp.
+        let mp4 = vec![preset("mp4-720p").unwrap()];
+        let l = layout(plan(
+            &info("h264", 100.0),
+            &mp4,
+            SplitSettings::default(),
+            SplitRequest::default(),
+            &SideFiles::default(),
+        ));
+        assert_eq!(l.ranges[0].end, 30.0);
+        // A length the job asked for is every range's length.
+        let l = layout(plan(
+            &info("h264", 100.0),
+            &hls,
+            SplitSettings::default(),
+            SplitRequest::Seconds {
+                segment_seconds: 32,
+            },
+            &SideFiles::default(),
+        ));
+        assert_eq!(l.ranges.len(), 4);
+        assert_eq!(l.ranges[0].end, 32.0);
+        // Ranges already as short as the first one: nothing to ramp.
+        let s = SplitSettings {
+            segment_seconds: 4,
+            ..SplitSettings::default()
+        };
+        let l = layout(plan(
+            &info("h264", 20.0),
+            &hls,
+            s,
+            SplitRequest::default(),
+            &SideFiles::default(),
+        ));
+        assert_eq!(l.ranges.len(), 5);
+        assert!(l.ranges.iter().all(|r| r.end - r.start == 4.0));
+    }
+
+    #[test]
+    fn auto_fits_the_range_length_to_the_clusters_slots() {
+        let hls = vec![preset("hls-abr").unwrap(), preset("mp4-720p").unwrap()];
+        let at = |slots: Option<u32>, request: SplitRequest| {
+            let s = SplitSettings {
+                live_slots: slots,
+                ..SplitSettings::default()
+            };
+            layout(plan(
+                &info("h264", 600.0),
+                &hls,
+                s,
+                request,
+                &SideFiles::default(),
+            ))
+        };
+        let auto = SplitRequest::default();
+        let count = |l: &SplitLayout| (l.segment_seconds, l.ranges.len());
+        // Unknown slots, one, two: the configured length (32 s on the 4 s grid).
+        assert_eq!(count(&at(None, auto)), (32, 21));
+        assert_eq!(count(&at(Some(1), auto)), (32, 21));
+        assert_eq!(count(&at(Some(2), auto)), (32, 21));
+        assert_eq!(count(&at(Some(8), auto)), (28, 24));
+        assert_eq!(count(&at(Some(32), auto)), (20, 32));
+        // Never below the shortest fitted length, however many slots.
+        assert_eq!(count(&at(Some(1000), auto)).0, MIN_FITTED_SECONDS);
+        // A length the job asked for is kept, with no ramp.
+        let asked = SplitRequest::Seconds {
+            segment_seconds: 32,
+        };
+        assert_eq!(count(&at(Some(32), asked)), (32, 19));
+        // The fitted schedule is the better one, as the model counts it.
+        let fitted = at(Some(32), auto);
+        let kept = at(None, auto);
+        assert!(list_makespan(&fitted.ranges, 32) < 0.7 * list_makespan(&kept.ranges, 32));
+        // max_segments still bounds the count.
+        let s = SplitSettings {
+            live_slots: Some(1000),
+            max_segments: 40,
+            ..SplitSettings::default()
+        };
+        let l = layout(plan(
+            &info("h264", 600.0),
+            &hls,
+            s,
+            auto,
+            &SideFiles::default(),
+        ));
+        assert!(l.ranges.len() <= 40, "{}", l.ranges.len());
+    }
+
+    #[test]
+    fn list_makespan_fills_the_first_free_slot_in_order() {
+        let r = |index: usize, start: f64, end: f64| Range { index, start, end };
+        // 4 s, then 8 s and 8 s with half a second of pre-roll each.
+        let ranges = [r(0, 0.0, 4.0), r(1, 4.0, 12.0), r(2, 12.0, 20.0)];
+        assert_eq!(list_makespan(&ranges, 1), 4.0 + 8.5 + 8.5);
+        assert_eq!(list_makespan(&ranges, 2), 4.0 + 8.5);
+        assert_eq!(list_makespan(&ranges, 3), 8.5);
+        assert_eq!(list_makespan(&ranges, 0), list_makespan(&ranges, 1));
+        assert_eq!(list_makespan(&[], 4), 0.0);
     }
 
     #[test]

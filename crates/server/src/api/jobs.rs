@@ -567,14 +567,13 @@ async fn create(
         serde_json::to_string(spec).map_err(|e| ApiError::internal("encoding the spec", e))?;
     // Validated whatever else the job has: a bad `split` is the client's mistake.
     let request = admission::split_request(spec)?;
-    let (split, tasks) = admission::decide(
-        spec,
-        estimated_seconds,
-        renditions,
-        info,
-        st.cfg.split,
-        request,
-    );
+    // The slots only matter to an input probed here (an upload); the others decide later.
+    let settings = match info {
+        Some(_) => st.split_settings(request).await,
+        None => st.cfg.split,
+    };
+    let (split, tasks) =
+        admission::decide(spec, estimated_seconds, renditions, info, settings, request);
     let new = NewJob {
         id,
         cluster: st.cfg.cluster.clone(),

@@ -37,18 +37,10 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<SplitResult, PartError> {
         cx.token,
         cx.on_progress(duration),
     );
-    let mut manifest = cx
+    let manifest = cx
         .timed(Phase::Encode, cutting)
         .await
         .map_err(|e| cx.media(e))?;
-    // Each piece's size, for the load report's offers (a thief's transfer priced without a
-    // storage HEAD per piece on every `/v1/load`).
-    for piece in &mut manifest.pieces {
-        piece.bytes = tokio::fs::metadata(pieces_dir.join(&piece.file))
-            .await
-            .ok()
-            .map(|m| m.len());
-    }
     let prefix = super::attempt_prefix(cx.claim);
     let files: Vec<String> = manifest.pieces.iter().map(|p| p.file.clone()).collect();
     cx.upload(&pieces_dir, &files, &prefix).await?;

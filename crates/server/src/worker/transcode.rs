@@ -640,8 +640,9 @@ async fn split_instead(
         .task_id
         .strip_prefix(&format!("{}.", job.id))
         .unwrap_or(reelay_jobs::TRANSCODE);
+    let settings = st.split_settings(request).await;
     let (view, _) =
-        crate::split_graph::decide(spec, 0.0, renditions, Some(info), st.cfg.split, request);
+        crate::split_graph::decide(spec, 0.0, renditions, Some(info), settings, request);
     if !view.applied {
         // The view said `pending`: now it says why not. A nicety, as the input facts are.
         match serde_json::to_string(&view) {
@@ -659,7 +660,7 @@ async fn split_instead(
         spec,
         renditions,
         info,
-        st.cfg.split,
+        settings,
         request,
         stored_key.clone(),
     ) else {
