@@ -225,6 +225,12 @@ fn a_gcp_worker_encodes_an_aws_task(dir: &Path, link: Link) -> Stack {
         job.tasks[0].timings.is_some(),
         "the peer's timings reach the owner"
     );
+    // The task done, gcp's slot reads idle again (its heartbeat drops the task at once).
+    if let Some(gcp) = &pair.gcp {
+        wait_until("gcp's slot to read idle", Duration::from_secs(5), || {
+            (pair.load(gcp).running == 0).then_some(())
+        });
+    }
     // The stalled job runs at home.
     assert_eq!(
         pair.job(&pair.aws, &stalled).tasks[0].ran_on.as_deref(),
@@ -469,6 +475,16 @@ fn a_peer_worker_killed_mid_task_sends_the_task_home_once() {
         (t.status == "running" && t.ran_on.as_deref() == Some("gcp") && t.progress > 0.0)
             .then_some(())
     });
+    // gcp's own report shows its one slot busy with aws's task, for the time it has left
+    // (the worker's heartbeat carries it: gcp's store has no row for the task).
+    let busy = pair.load(pair.gcp());
+    assert_eq!((busy.capacity, busy.running), (1, 1), "{busy:?}");
+    assert!(
+        busy.running_remaining_seconds
+            .first()
+            .is_some_and(|s| *s > 0.0),
+        "{busy:?}"
+    );
     let gcp = pair.gcp.take().unwrap();
     drop(gcp); // SIGKILL: the worker vanishes mid-encode.
     let killed = std::time::Instant::now();

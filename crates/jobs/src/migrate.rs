@@ -96,6 +96,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "ran_on",
         sql: include_str!("../migrations/sqlite/0021_ran_on.sql"),
     },
+    Migration {
+        version: 22,
+        name: "worker_away",
+        sql: include_str!("../migrations/sqlite/0022_worker_away.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -174,6 +179,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 21,
         name: "ran_on",
         sql: include_str!("../migrations/postgres/0021_ran_on.sql"),
+    },
+    Migration {
+        version: 22,
+        name: "worker_away",
+        sql: include_str!("../migrations/postgres/0022_worker_away.sql"),
     },
 ];
 

@@ -322,6 +322,43 @@ pub struct Claim {
     /// The outputs of the tasks this one depends on, by task id, in dependency order (the
     /// stitch task needs its pieces).
     pub dependencies: Vec<(String, serde_json::Value)>,
+    /// The task's expected encode seconds (its weight): a peer that runs it reports its slot
+    /// busy for the remaining part ([`AwayTask`]).
+    pub weight: f64,
+}
+
+/// A task of a peer cluster that a worker of this one runs now (a stolen task, issue 16). The
+/// worker's heartbeat carries it, so this cluster's load report shows that slot busy and for
+/// how long, although this cluster's store has no row for the task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwayTask {
+    /// The task's weight as its owner sent it (0 when an older owner did not).
+    pub estimated_seconds: f64,
+    /// 0..=1, as the handler last reported it.
+    pub progress: f64,
+    pub claimed_at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_at: Option<Millis>,
+}
+
+impl AwayTask {
+    /// The tasks a worker row holds (`workers.away`, JSON) as running attempts that last as
+    /// long as the row's heartbeat (`expires_at`): a thief that dies stops counting with it.
+    /// A row that does not read counts nothing.
+    pub fn running(json: &str, expires_at: Millis) -> Vec<RunningAttempt> {
+        serde_json::from_str::<Vec<AwayTask>>(json)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| RunningAttempt {
+                estimated_seconds: a.estimated_seconds,
+                progress: a.progress,
+                claimed_at: a.claimed_at,
+                eta_at: a.eta_at,
+                lease_expires_at: Some(expires_at),
+                on_peer: false,
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,4 +505,23 @@ pub struct RetentionCutoffs {
     pub succeeded: Millis,
     pub failed: Millis,
     pub cancelled: Millis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn away_tasks_last_as_long_as_their_heartbeat_and_bad_rows_count_nothing() {
+        let json = r#"[{"estimated_seconds":8.0,"progress":0.5,"claimed_at":10},
+                       {"estimated_seconds":2.0,"progress":0.0,"claimed_at":20,"eta_at":90}]"#;
+        let got = AwayTask::running(json, 1_000);
+        assert_eq!(got.len(), 2);
+        assert!(got
+            .iter()
+            .all(|r| r.lease_expires_at == Some(1_000) && !r.on_peer));
+        assert_eq!((got[0].eta_at, got[1].eta_at), (None, Some(90)));
+        assert!(AwayTask::running("not json", 1_000).is_empty());
+        assert!(AwayTask::running("[]", 1_000).is_empty());
+    }
 }

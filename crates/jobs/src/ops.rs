@@ -1108,6 +1108,7 @@ pub(crate) async fn claim(
             attempt: claimed.attempts,
             lease_expires_at,
             dependencies,
+            weight: claimed.weight,
         }));
     }
     Ok(None)

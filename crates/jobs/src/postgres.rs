@@ -23,7 +23,8 @@
 
 use crate::migrate::{self, POSTGRES_MIGRATIONS};
 use crate::model::{
-    now_millis, scopes_from_column, scopes_to_column, ApiToken, Millis, NewToken, RevocationRow,
+    now_millis, scopes_from_column, scopes_to_column, ApiToken, AwayTask, Millis, NewToken,
+    RevocationRow, RunningAttempt,
 };
 use crate::ops::Dialect;
 use crate::shared_sql;
@@ -127,15 +128,20 @@ impl WorkerRegistry for PgStore {
         slots: u32,
         ttl: Duration,
         speed: Option<f64>,
+        away: &[AwayTask],
     ) -> Result<(), StoreError> {
         let now = now_millis();
         let expires = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
         let speed = speed.filter(|s| s.is_finite() && *s > 0.0);
+        let away = (!away.is_empty())
+            .then(|| serde_json::to_string(away).ok())
+            .flatten();
         sqlx::query(shared_sql::HEARTBEAT)
             .bind(worker_id)
             .bind(i64::from(slots))
             .bind(expires)
             .bind(speed)
+            .bind(away)
             .execute(&self.pool)
             .await?;
         // Dropping expired rows here keeps the table the size of the fleet.
@@ -163,6 +169,20 @@ impl WorkerRegistry for PgStore {
         .await?;
         let total: i64 = row.try_get("total")?;
         Ok(u32::try_from(total.max(0)).unwrap_or(u32::MAX))
+    }
+
+    async fn live_away(&self) -> Result<Vec<RunningAttempt>, StoreError> {
+        let rows = sqlx::query(shared_sql::LIVE_AWAY)
+            .bind(now_millis())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut away = vec![];
+        for row in rows {
+            let json: String = row.try_get("away")?;
+            let expires_at: i64 = row.try_get("expires_at")?;
+            away.extend(AwayTask::running(&json, expires_at));
+        }
+        Ok(away)
     }
 
     async fn live_speed(&self) -> Result<Option<f64>, StoreError> {

@@ -6,11 +6,17 @@ pub(crate) const LIVE_SPEED: &str = "SELECT SUM(slots * speed) / SUM(slots) AS s
      WHERE expires_at >= $1 AND speed IS NOT NULL AND slots > 0";
 
 /// A worker's heartbeat: `$1` id, `$2` slots, `$3` expiry (ms), `$4` speed or NULL (keeps the
-/// last known one).
-pub(crate) const HEARTBEAT: &str = "INSERT INTO workers (id, slots, expires_at, speed) \
-     VALUES ($1, $2, $3, $4) \
+/// last known one), `$5` the peers' tasks it runs now (JSON [`crate::AwayTask`]s, NULL for
+/// none; replaced by every beat).
+pub(crate) const HEARTBEAT: &str = "INSERT INTO workers (id, slots, expires_at, speed, away) \
+     VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (id) DO UPDATE SET slots = excluded.slots, \
-     expires_at = excluded.expires_at, speed = COALESCE(excluded.speed, workers.speed)";
+     expires_at = excluded.expires_at, speed = COALESCE(excluded.speed, workers.speed), \
+     away = excluded.away";
+
+/// The live workers that run peers' tasks: `$1` = now.
+pub(crate) const LIVE_AWAY: &str =
+    "SELECT away, expires_at FROM workers WHERE expires_at >= $1 AND away IS NOT NULL";
 
 /// Expired worker rows are only clutter: dropped an hour after expiry; `$1` = that cutoff.
 pub(crate) const FORGET_OLD_WORKERS: &str = "DELETE FROM workers WHERE expires_at < $1";

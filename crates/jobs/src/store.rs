@@ -1,9 +1,9 @@
 //! The storage contract shared by every backend.
 
 use crate::model::{
-    ApiToken, CancelOutcome, Claim, CreateOutcome, FailOutcome, Growth, Job, JobEvent, JobFilter,
-    Millis, NewJob, NewToken, PhaseTimings, Purge, QueueCounts, RenewOutcome, RetentionCutoffs,
-    RevocationRow, RunningAttempt, StoredOutput,
+    ApiToken, AwayTask, CancelOutcome, Claim, CreateOutcome, FailOutcome, Growth, Job, JobEvent,
+    JobFilter, Millis, NewJob, NewToken, PhaseTimings, Purge, QueueCounts, RenewOutcome,
+    RetentionCutoffs, RevocationRow, RunningAttempt, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::time::Duration;
@@ -283,15 +283,18 @@ pub trait JobStore:
 /// Which workers are alive, with how many slots and how fast: the cluster's capacity.
 #[async_trait::async_trait]
 pub trait WorkerRegistry: Send + Sync {
-    /// Records that `worker_id` is alive with `slots` job slots for `ttl` from now, and its
-    /// recent encode `speed` when it has one. Workers call it periodically; api replicas read
-    /// the sums through [`WorkerRegistry::live_capacity`] and [`WorkerRegistry::live_speed`].
+    /// Records that `worker_id` is alive with `slots` job slots for `ttl` from now, its recent
+    /// encode `speed` when it has one, and the peers' tasks it runs now (`away`, replacing the
+    /// last beat's). Workers call it periodically; api replicas read the sums through
+    /// [`WorkerRegistry::live_capacity`], [`WorkerRegistry::live_speed`] and
+    /// [`WorkerRegistry::live_away`].
     async fn heartbeat(
         &self,
         worker_id: &str,
         slots: u32,
         ttl: Duration,
         speed: Option<f64>,
+        away: &[AwayTask],
     ) -> Result<(), StoreError>;
 
     /// Forgets a worker at once (clean shutdown), instead of waiting for its heartbeat to expire.
@@ -299,6 +302,10 @@ pub trait WorkerRegistry: Send + Sync {
 
     /// Job slots of every worker whose heartbeat has not expired.
     async fn live_capacity(&self) -> Result<u32, StoreError>;
+
+    /// The peers' tasks live workers run now, as running attempts whose lease is the worker's
+    /// heartbeat: the slots they hold are busy, though no task row of this cluster says so.
+    async fn live_away(&self) -> Result<Vec<RunningAttempt>, StoreError>;
 
     /// The live workers' encode speed (media seconds per wall second), averaged over their
     /// slots; `None` until some worker has finished a job.

@@ -14,8 +14,8 @@
 
 pub use crate::testpg::PrivateCluster;
 use crate::{
-    now_millis, CancelOutcome, CreateOutcome, FailOutcome, JobStore, Lease, Millis, NewJob,
-    RenewOutcome, StoreError, StoredOutput,
+    now_millis, AwayTask, CancelOutcome, CreateOutcome, FailOutcome, JobStore, Lease, Millis,
+    NewJob, RenewOutcome, StoreError, StoredOutput,
 };
 use reelay_protocol::{ErrorDetail, JobStatus};
 use std::collections::HashSet;
@@ -1140,11 +1140,11 @@ pub async fn worker_registry(store: &dyn JobStore) {
     assert_eq!(store.live_capacity().await.unwrap(), 0);
     assert_eq!(store.live_speed().await.unwrap(), None);
     store
-        .heartbeat("w1", 3, Duration::from_secs(60), None)
+        .heartbeat("w1", 3, Duration::from_secs(60), None, &[])
         .await
         .unwrap();
     store
-        .heartbeat("w2", 1, Duration::from_millis(150), Some(4.0))
+        .heartbeat("w2", 1, Duration::from_millis(150), Some(4.0), &[])
         .await
         .unwrap();
     assert_eq!(store.live_capacity().await.unwrap(), 4);
@@ -1154,7 +1154,7 @@ pub async fn worker_registry(store: &dyn JobStore) {
         "only workers that know their speed count"
     );
     store
-        .heartbeat("w1", 2, Duration::from_secs(60), Some(1.0))
+        .heartbeat("w1", 2, Duration::from_secs(60), Some(1.0), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -1166,7 +1166,7 @@ pub async fn worker_registry(store: &dyn JobStore) {
     assert_eq!(store.live_speed().await.unwrap(), Some(2.0));
     // A heartbeat without a speed keeps the last one known.
     store
-        .heartbeat("w1", 2, Duration::from_secs(60), None)
+        .heartbeat("w1", 2, Duration::from_secs(60), None, &[])
         .await
         .unwrap();
     assert_eq!(store.live_speed().await.unwrap(), Some(2.0));
@@ -1180,6 +1180,61 @@ pub async fn worker_registry(store: &dyn JobStore) {
     store.deregister("w1").await.unwrap();
     assert_eq!(store.live_capacity().await.unwrap(), 0);
     assert_eq!(store.live_speed().await.unwrap(), None);
+}
+
+/// A worker running peers' tasks says so in its heartbeat: they read back as running attempts
+/// whose lease is the heartbeat's, the next beat replaces them, and they go with the worker.
+pub async fn away_tasks_ride_the_heartbeat(store: &dyn JobStore) {
+    assert!(store.live_away().await.unwrap().is_empty());
+    let away = AwayTask {
+        estimated_seconds: 12.0,
+        progress: 0.25,
+        claimed_at: 1_000,
+        eta_at: Some(9_000),
+    };
+    let before = now_millis();
+    store
+        .heartbeat("thief", 1, Duration::from_secs(60), None, &[away.clone()])
+        .await
+        .unwrap();
+    store
+        .heartbeat("home", 2, Duration::from_secs(60), None, &[])
+        .await
+        .unwrap();
+    let got = store.live_away().await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let r = &got[0];
+    assert_eq!(
+        (
+            r.estimated_seconds,
+            r.progress,
+            r.claimed_at,
+            r.eta_at,
+            r.on_peer
+        ),
+        (12.0, 0.25, 1_000, Some(9_000), false)
+    );
+    let lease = r.lease_expires_at.expect("the heartbeat's expiry");
+    assert!(
+        lease >= before + 59_000 && lease <= now_millis() + 60_000,
+        "{lease}"
+    );
+    // The capacity is unchanged: the slot is the thief's own, only busy.
+    assert_eq!(store.live_capacity().await.unwrap(), 3);
+    // The task ended: the next beat says so.
+    store
+        .heartbeat("thief", 1, Duration::from_millis(150), None, &[])
+        .await
+        .unwrap();
+    assert!(store.live_away().await.unwrap().is_empty());
+    // A thief that stops beating stops counting with its heartbeat.
+    store
+        .heartbeat("thief", 1, Duration::from_millis(150), None, &[away])
+        .await
+        .unwrap();
+    assert_eq!(store.live_away().await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.live_away().await.unwrap().is_empty());
 }
 
 /// Revocations: recorded once (the first time wins), read incrementally by `seq`, and rows
@@ -2674,7 +2729,7 @@ macro_rules! job_store_suite {
             create_get_list, idempotency, playable_while_running, idempotency_per_owner, fair_claims_across_owners,
             claim_order, claim_empty, lease_expiry_takeover,
             lease_expiry_exhausts_attempts, fail_with_retry, fail_without_retry, cancel, release,
-            counts, worker_registry, tokens_and_owners, revocations, task_graph,
+            counts, worker_registry, away_tasks_ride_the_heartbeat, tokens_and_owners, revocations, task_graph,
             failed_task_fails_the_job, lost_lease_reruns_only_that_task, cancel_stops_every_task,
             job_events, invalid_task_lists, webhook_deliveries,
             retention_claims_and_tombstones, job_context, task_timings, peer_claims, peer_offers_and_exact_claims, graph_grows,

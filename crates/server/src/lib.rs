@@ -265,7 +265,7 @@ pub async fn run_role(role: Role, args: ServeArgs) -> Result<(), ServeError> {
         // Advertise the slots before the first /v1/load can be asked, so the edge never sees a
         // freshly started cluster as one without workers.
         let ttl = state.cfg.lease().max(Duration::from_secs(3));
-        if let Err(e) = state.store.heartbeat(&p.id, workers, ttl, None).await {
+        if let Err(e) = state.store.heartbeat(&p.id, workers, ttl, None, &[]).await {
             tracing::warn!(error = %e, "first worker heartbeat failed; the heartbeat loop retries");
         }
     }

@@ -234,6 +234,10 @@ pub struct PeerTask {
     pub inputs: Vec<PeerObject>,
     /// Where this attempt's files go (every output key must lie under it).
     pub output_prefix: String,
+    /// The task's expected encode seconds (its weight): the thief's cluster reports the slot
+    /// busy for the remaining part. 0 from an owner that does not send it.
+    #[serde(default)]
+    pub weight: f64,
 }
 
 impl PeerTask {
@@ -248,6 +252,7 @@ impl PeerTask {
             lease_expires_at: reelay_jobs::now_millis()
                 .saturating_add(i64::try_from(self.lease_ms).unwrap_or(i64::MAX)),
             dependencies: self.dependencies.clone(),
+            weight: self.weight,
         }
     }
 }

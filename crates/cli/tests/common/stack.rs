@@ -252,6 +252,16 @@ impl Stack {
         assert!(r.status().is_success(), "{}", r.status());
     }
 
+    /// `on`'s load report, as the edge reads it.
+    pub fn load(&self, on: &Server) -> reelay_protocol::LoadReport {
+        on.client()
+            .get(format!("{}/v1/load", on.base))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
     /// `on`'s Prometheus text.
     pub fn metrics(&self, on: &Server) -> String {
         on.client()

@@ -17,9 +17,10 @@ pub async fn presets() -> Json<PresetList> {
 
 pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>, ApiError> {
     // Shared through the store, so an api replica without workers still knows the cluster's
-    // slots. Five small independent reads, asked together: edges poll this every second.
-    // The steal offer is optional: a failure to read it reports none rather than no load.
-    let (base, offered) = tokio::join!(
+    // slots. Six small independent reads, asked together: edges poll this every second.
+    // The steal offer and the peers' tasks our workers run are optional: a failure to read
+    // either reports none rather than no load.
+    let (base, offered, away) = tokio::join!(
         async {
             tokio::try_join!(
                 st.store.counts(),
@@ -30,8 +31,14 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
         },
         st.store
             .peer_offer(crate::api::peer::offer_rules(&st, "", None)),
+        st.store.live_away(),
     );
-    let (c, capacity, running, speed) = base?;
+    let (c, capacity, mut running, speed) = base?;
+    // A slot running a peer's task is busy, though no task row of ours says so.
+    match away {
+        Ok(away) => running.extend(away),
+        Err(e) => tracing::warn!(error = %e, "the peers' tasks our workers run could not be read"),
+    }
     let offered = offered.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "the steal offer could not be read; reporting none");
         None

@@ -227,6 +227,7 @@ async fn claim(
         job: PeerJob::from_job(&claim.job),
         dependencies: claim.dependencies,
         inputs,
+        weight: claim.weight,
     };
     Ok(Json(answer).into_response())
 }

@@ -260,6 +260,11 @@ pub struct WorkerPool {
     speed: AtomicU64,
     /// Peers to take tasks from when this cluster has none (`[steal]`, [`remote`]).
     remote: Option<remote::Remote>,
+    /// The peers' tasks this process's slots run now, by task id: every heartbeat carries
+    /// them, so this cluster's load report shows those slots busy ([`remote::AwayGuard`]).
+    away: std::sync::Mutex<std::collections::HashMap<String, remote::Away>>,
+    /// Poked when `away` changes: the heartbeat goes out at once, not at its next tick.
+    beat_now: tokio::sync::Notify,
 }
 
 impl WorkerPool {
@@ -273,6 +278,8 @@ impl WorkerPool {
             abandon: CancellationToken::new(),
             speed: AtomicU64::new(0f64.to_bits()),
             remote,
+            away: Default::default(),
+            beat_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -304,21 +311,23 @@ impl WorkerPool {
         Some(f64::from_bits(self.speed.load(Ordering::Relaxed))).filter(|s| *s > 0.0)
     }
 
-    /// Advertises this process's slots (and encode speed) so every api replica can report the
-    /// cluster's capacity.
+    /// Advertises this process's slots (and encode speed, and the peers' tasks it runs) so
+    /// every api replica can report the cluster's capacity and how busy it is.
     async fn heartbeat_loop(self: Arc<Self>) {
         let ttl = self.state.cfg.lease().max(Duration::from_secs(3));
         loop {
+            let away = self.away_tasks();
             if let Err(e) = self
                 .state
                 .store
-                .heartbeat(&self.id, self.state.capacity, ttl, self.speed())
+                .heartbeat(&self.id, self.state.capacity, ttl, self.speed(), &away)
                 .await
             {
                 tracing::warn!(error = %e, "worker heartbeat failed");
             }
             tokio::select! {
                 _ = tokio::time::sleep(ttl / 3) => {}
+                _ = self.beat_now.notified() => {}
                 _ = self.stop_claiming.cancelled() => return,
             }
         }

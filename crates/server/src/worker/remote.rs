@@ -67,6 +67,64 @@ impl Remote {
     }
 }
 
+/// A peer's task a slot of this process runs: what the heartbeat tells this cluster's api
+/// about it (the handler's progress and ETA, shared with the lease keeper).
+pub(super) struct Away {
+    weight: f64,
+    claimed_at: reelay_jobs::Millis,
+    progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    eta_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// Holds a peer's task in [`WorkerPool::away`] while it runs, whichever way its run ends, and
+/// has the heartbeat go out when it starts and when it ends.
+pub(super) struct AwayGuard<'a> {
+    pool: &'a WorkerPool,
+    task_id: String,
+}
+
+impl<'a> AwayGuard<'a> {
+    fn new(pool: &'a WorkerPool, task_id: &str, away: Away) -> AwayGuard<'a> {
+        if let Ok(mut map) = pool.away.lock() {
+            map.insert(task_id.to_string(), away);
+        }
+        pool.beat_now.notify_one();
+        AwayGuard {
+            pool,
+            task_id: task_id.to_string(),
+        }
+    }
+}
+
+impl Drop for AwayGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.pool.away.lock() {
+            map.remove(&self.task_id);
+        }
+        self.pool.beat_now.notify_one();
+    }
+}
+
+impl WorkerPool {
+    /// The peers' tasks running now, as the heartbeat carries them.
+    pub(super) fn away_tasks(&self) -> Vec<reelay_jobs::AwayTask> {
+        let Ok(map) = self.away.lock() else {
+            return vec![];
+        };
+        map.values()
+            .map(|a| {
+                let eta = a.eta_at.load(Ordering::Relaxed);
+                reelay_jobs::AwayTask {
+                    estimated_seconds: a.weight,
+                    progress: f64::from_bits(a.progress.load(Ordering::Relaxed)),
+                    claimed_at: a.claimed_at,
+                    eta_at: (eta != super::NO_ETA).then_some(eta),
+                }
+            })
+            .collect()
+    }
+}
+
 fn count(outcome: &'static str) {
     metrics::counter!(m::REMOTE_TASKS, "outcome" => outcome).increment(1);
 }
@@ -164,6 +222,17 @@ impl WorkerPool {
         let timings = std::sync::Mutex::new(Timings::default());
         record_phase(&timings, &claim.kind, Phase::Claim, claimed_in);
         let shared = lease_keeper::Shared::new();
+        // This cluster's load report shows the slot busy until the run ends.
+        let _away = AwayGuard::new(
+            self,
+            &claim.task_id,
+            Away {
+                weight: claim.weight,
+                claimed_at: reelay_jobs::now_millis(),
+                progress: shared.progress.clone(),
+                eta_at: shared.eta_at.clone(),
+            },
+        );
         let lease = lease_keeper::PeerLease {
             peer: peer.clone(),
             task_id: claim.task_id.clone(),
