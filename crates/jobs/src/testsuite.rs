@@ -1194,7 +1194,13 @@ pub async fn away_tasks_ride_the_heartbeat(store: &dyn JobStore) {
     };
     let before = now_millis();
     store
-        .heartbeat("thief", 1, Duration::from_secs(60), None, &[away.clone()])
+        .heartbeat(
+            "thief",
+            1,
+            Duration::from_secs(60),
+            None,
+            std::slice::from_ref(&away),
+        )
         .await
         .unwrap();
     store
