@@ -170,7 +170,7 @@ serial = split + sum(v for _, v in middle) + stitch
 print(f"input: {secs} s {size} 30 fps noisy, hls-abr + mp4-720p; split.segment_seconds {seg}")
 if wu > 0:
     print(f"unsplit (1 worker, 1 core): wall {wu:.1f} s, CPU {cu:.1f} s")
-print(f"split   (2 workers, 2 cores): wall {ws:.1f} s, CPU {cs:.1f} s; {len(run)} ranges of {json.load(open(f'{out}/plan-2.json'))['segment_seconds']} s after a ramp of {[round(r['end'] - r['start']) for r in run[:4]]}")
+print(f"split   (2 workers, 2 cores): wall {ws:.1f} s, CPU {cs:.1f} s; {len(run)} ranges of up to {json.load(open(f'{out}/plan-2.json'))['segment_seconds']} s, the first four {[round(r['end'] - r['start']) for r in run[:4]]} s")
 if wu > 0:
     print(f"wall-time speed-up: {wu/ws:.2f}x; CPU time split/unsplit: {cs/cu:.3f}")
     print(f"first playable HLS (master.m3u8 answers) after the upload ended: split {fps:.1f} s (progressive), unsplit {fpu:.1f} s (at job end)")

@@ -564,7 +564,7 @@ def test_job_page_subtitles_split_playable_and_metadata_filter(
         "() => Array.from(document.querySelectorAll('#job-facts dt')).some((d) => d.textContent === 'Split')"
     )
     s = split["split"]
-    assert fact_of(page, "Split") == f"yes · {s['ranges']} ranges of {s['segment_seconds']} s", (
+    assert fact_of(page, "Split") == f"yes · {s['ranges']} ranges of up to {s['segment_seconds']} s", (
         fact_of(page, "Split"),
         s,
     )

@@ -1125,12 +1125,13 @@
     }
   }
 
-  /** The view's `split` in words: "3 ranges of 4 s", or "no · too_short: <message>". */
+  /** The view's `split` in words: "3 ranges of up to 4 s" (auto starts HLS jobs with shorter
+   *  ones), or "no · too_short: <message>". */
   function splitText(s) {
     if (!s || typeof s !== 'object') return '';
     if (s.applied) {
       const n = typeof s.ranges === 'number' ? s.ranges + ' range' + (s.ranges === 1 ? '' : 's') : 'ranges';
-      return 'yes · ' + n + (typeof s.segment_seconds === 'number' ? ' of ' + s.segment_seconds + ' s' : '');
+      return 'yes · ' + n + (typeof s.segment_seconds === 'number' ? ' of up to ' + s.segment_seconds + ' s' : '');
     }
     return 'no · ' + [s.reason, s.message].filter(Boolean).join(': ');
   }

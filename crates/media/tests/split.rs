@@ -13,9 +13,8 @@ use std::time::Duration;
 
 const FPS: f64 = 25.0;
 const FRAME: f64 = 1.0 / FPS;
-/// Range length: two 4 s HLS segments per range, three ranges.
+/// Range length: two 4 s HLS segments per range; 24 s inputs.
 const RANGE_SECONDS: u32 = 8;
-const RANGES: usize = 3;
 /// The bound: the rungs are capped CRF encodes and every range but the first is
 /// preceded by a dropped pre-roll (`split::plan::PREROLL_SECONDS`), so a range's rate control
 /// starts as the unsplit encode's does there. (With ABR rungs and no pre-roll the split rung
@@ -261,7 +260,15 @@ fn packets(path: &Path, sel: &str) -> usize {
     j["packets"].as_array().unwrap().len()
 }
 
-async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
+/// `request` decides the ranges, `ranges` says how many it must make: `"auto"` starts an HLS
+/// job with the ramp (4 s, then the 8 s length: ranges of unequal length), a fixed length cuts
+/// them all equal.
+async fn split_and_stitch_matches_unsplit(
+    input: PathBuf,
+    label: &str,
+    request: SplitRequest,
+    ranges: usize,
+) {
     let t0 = std::time::Instant::now();
     let tools = Tools::default();
     let policy = InputPolicy::default();
@@ -295,15 +302,13 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
         &info,
         &renditions,
         settings,
-        SplitRequest::Seconds {
-            segment_seconds: RANGE_SECONDS,
-        },
+        request,
         &split::plan::SideFiles::default(),
     ) {
         SplitPlan::Split(l) => l,
         other => panic!("{label}: not split: {other:?}"),
     };
-    assert_eq!(layout.ranges.len(), RANGES, "{label}: {layout:?}");
+    assert_eq!(layout.ranges.len(), ranges, "{label}: {layout:?}");
 
     // split
     let pieces_dir = root.join("pieces");
@@ -320,7 +325,7 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
     )
     .await
     .unwrap();
-    assert_eq!(manifest.pieces.len(), RANGES, "{label}: {manifest:?}");
+    assert_eq!(manifest.pieces.len(), ranges, "{label}: {manifest:?}");
     for (p, r) in manifest.pieces.iter().zip(&layout.ranges) {
         // The keyframe at or before the range start (the first piece: the first picture,
         // which may come a little after the input's start).
@@ -427,7 +432,7 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
     // Progressive HLS: the first two ranges give an EVENT playlist a player can start on.
     let out = root.join("out");
     let event =
-        split::stitch_hls(&ladder, &info, &outputs[..2], RANGES, &audio, &work, &out).unwrap();
+        split::stitch_hls(&ladder, &info, &outputs[..2], ranges, &audio, &work, &out).unwrap();
     assert_eq!((event.ranges, event.complete), (2, false));
     for rung in ["v0", "v1", "a96", "a64"] {
         let (text, segs, files) = playlist_files(&out.join("ladder").join(rung).join("index.m3u8"));
@@ -443,10 +448,10 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
     }
     // Out of order: range 2 done before range 1 adds nothing to the playlists.
     let gap = [outputs[0].clone(), outputs[2].clone()];
-    let still = split::stitch_hls(&ladder, &info, &gap, RANGES, &audio, &work, &out).unwrap();
+    let still = split::stitch_hls(&ladder, &info, &gap, ranges, &audio, &work, &out).unwrap();
     assert_eq!((still.ranges, still.complete), (1, false));
 
-    let hls = split::stitch_hls(&ladder, &info, &outputs, RANGES, &audio, &work, &out).unwrap();
+    let hls = split::stitch_hls(&ladder, &info, &outputs, ranges, &audio, &work, &out).unwrap();
     assert!(hls.complete);
     let track128 = audio.iter().find(|a| a.kbps == 128);
     let mut stitched = vec![];
@@ -670,11 +675,16 @@ async fn split_and_stitch_matches_unsplit(input: PathBuf, label: &str) {
 #[tokio::test]
 async fn h264_with_b_frames_split_and_stitched_matches_unsplit() {
     let dir = tempfile::tempdir().unwrap();
-    split_and_stitch_matches_unsplit(h264_input(dir.path()), "h264").await;
+    // Auto: the HLS start ramp makes 4, 8, 8 and 4 s ranges of the 24 s input.
+    split_and_stitch_matches_unsplit(h264_input(dir.path()), "h264", SplitRequest::default(), 4)
+        .await;
 }
 
 #[tokio::test]
 async fn mpeg2_open_gop_split_and_stitched_matches_unsplit() {
     let dir = tempfile::tempdir().unwrap();
-    split_and_stitch_matches_unsplit(mpeg2_open_gop_input(dir.path()), "mpeg2").await;
+    let every_8s = SplitRequest::Seconds {
+        segment_seconds: RANGE_SECONDS,
+    };
+    split_and_stitch_matches_unsplit(mpeg2_open_gop_input(dir.path()), "mpeg2", every_8s, 3).await;
 }

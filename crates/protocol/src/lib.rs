@@ -364,7 +364,8 @@ pub struct SplitView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// When split: the range length (seconds) and how many ranges. Under `"auto"` the length
-    /// is fitted to the cluster's worker slots (never above `split.segment_seconds`), and a job
+    /// is fitted to the cluster's worker slots (never above what the plan makes of
+    /// `split.segment_seconds`), and a job
     /// with an HLS output starts with shorter ranges (4, 8, 16 s ...) so a player can start
     /// early; `ranges` counts them all.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -162,8 +162,9 @@ pub struct Config {
     /// outputs are media a player on the customer's site must load, and still need a token unless
     /// the cluster runs open), exact origins, or `[]` for none. The job API never gets CORS.
     pub cors_allowed_origins: Vec<String>,
-    /// Split-and-stitch (`[split]` table): `segment_seconds` (30), the range length a job with
-    /// `"split": "auto"` is cut into, `max_segments` (500), beyond which ranges lengthen, and
+    /// Split-and-stitch (`[split]` table): `segment_seconds` (30), the longest range a job with
+    /// `"split": "auto"` is cut into (the plan fits shorter ones to the live slots and starts
+    /// HLS jobs with a ramp), `max_segments` (500), beyond which ranges lengthen, and
     /// `vod_grace_margin_seconds` (5): a succeeded split job served progressively keeps its
     /// intermediates twice its HLS target duration plus this long (EVENT players still reload).
     pub split: reelay_media::split::SplitSettings,

@@ -99,7 +99,7 @@ pub fn render(plan: &SplitPlan, slots: Option<u32>) -> String {
         })
         .collect();
     let mut out = format!(
-        "split: {} ranges of {} s: {}",
+        "split: {} ranges of up to {} s: {}",
         layout.ranges.len(),
         layout.segment_seconds,
         lengths.join(", ")
@@ -138,7 +138,7 @@ mod tests {
         });
         assert_eq!(
             render(&plan, Some(2)),
-            "split: 4 ranges of 8 s: 4 s, 2 × 8 s, 5 s\n\
+            "split: 4 ranges of up to 8 s: 4 s, 2 × 8 s, 5 s\n\
              on 2 slots: 14.0 media seconds of encode per slot at most (list schedule, pre-roll included)"
         );
         assert_eq!(

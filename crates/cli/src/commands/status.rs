@@ -68,7 +68,7 @@ pub fn summary(view: &JobView, full_url: impl Fn(&str) -> String) -> String {
     }
     if let Some(split) = &view.split {
         let text = match (split.applied, split.ranges, split.segment_seconds) {
-            (true, Some(n), Some(secs)) => format!("yes, {n} ranges of {secs} s"),
+            (true, Some(n), Some(secs)) => format!("yes, {n} ranges of up to {secs} s"),
             (true, ..) => "yes".into(),
             (false, ..) => format!(
                 "no ({}): {}",
@@ -340,7 +340,10 @@ mod tests {
         }))
         .unwrap();
         let text = summary(&view, str::to_string);
-        assert!(text.contains("split:     yes, 4 ranges of 32 s"), "{text}");
+        assert!(
+            text.contains("split:     yes, 4 ranges of up to 32 s"),
+            "{text}"
+        );
         assert!(text.contains("playable:  2024-11-26T08:23:09Z"), "{text}");
         view.playable_at = None;
         view.split = serde_json::from_value(serde_json::json!({

@@ -286,6 +286,7 @@ const FIT_TOLERANCE: f64 = 0.05;
 /// seconds (doubling while shorter than `seg`; none when `None`); a last range shorter than
 /// [`MIN_LAST_RANGE`] joins the one before.
 fn ranges_of(duration: f64, seg: u32, ramp: Option<u32>) -> Vec<Range> {
+    let seg = seg.max(1);
     let mut next = ramp.filter(|r| *r > 0 && *r < seg).unwrap_or(seg);
     let mut ranges: Vec<Range> = vec![];
     let mut start = 0.0;
@@ -315,7 +316,10 @@ fn ranges_of(duration: f64, seg: u32, ramp: Option<u32>) -> Vec<Range> {
 /// its pre-roll. The model behind [`fitted_length`]; it leaves out what every length pays
 /// alike (the split, the audio, the stitch).
 pub fn list_makespan(ranges: &[Range], slots: u32) -> f64 {
-    let mut free = vec![0.0f64; slots.max(1) as usize];
+    // Slots beyond one per range never change the schedule (and a huge count must not
+    // allocate or scan that many).
+    let slots = (slots.max(1) as usize).min(ranges.len().max(1));
+    let mut free = vec![0.0f64; slots];
     for r in ranges {
         let cost = r.end - r.start + preroll_of(r);
         if let Some(first) = free.iter_mut().min_by(|a, b| a.total_cmp(b)) {
@@ -739,6 +743,7 @@ mod tests {
         assert_eq!(list_makespan(&ranges, 2), 4.0 + 8.5);
         assert_eq!(list_makespan(&ranges, 3), 8.5);
         assert_eq!(list_makespan(&ranges, 0), list_makespan(&ranges, 1));
+        assert_eq!(list_makespan(&ranges, u32::MAX), 8.5);
         assert_eq!(list_makespan(&[], 4), 0.0);
     }
 

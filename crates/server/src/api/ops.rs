@@ -34,16 +34,20 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
         st.store.live_away(),
     );
     let (c, capacity, mut running, speed) = base?;
-    // A slot running a peer's task is busy, though no task row of ours says so.
+    let now = reelay_jobs::now_millis();
+    // A slot running a peer's task is busy, though no task row of ours says so. One whose
+    // worker's heartbeat lapsed since the read is gone, not our queued work: dropped.
     match away {
-        Ok(away) => running.extend(away),
+        Ok(away) => running.extend(
+            away.into_iter()
+                .filter(|a| a.lease_expires_at.is_some_and(|l| l > now)),
+        ),
         Err(e) => tracing::warn!(error = %e, "the peers' tasks our workers run could not be read"),
     }
     let offered = offered.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "the steal offer could not be read; reporting none");
         None
     });
-    let now = reelay_jobs::now_millis();
     let offer = match offered {
         Some(task) => {
             let (bytes, outputs) = transfer(&st, &task).await;

@@ -260,7 +260,7 @@ pub struct WorkerPool {
     speed: AtomicU64,
     /// Peers to take tasks from when this cluster has none (`[steal]`, [`remote`]).
     remote: Option<remote::Remote>,
-    /// The peers' tasks this process's slots run now, by task id: every heartbeat carries
+    /// The peers' tasks this process's slots run now, by task and attempt: every heartbeat carries
     /// them, so this cluster's load report shows those slots busy ([`remote::AwayGuard`]).
     away: std::sync::Mutex<std::collections::HashMap<String, remote::Away>>,
     /// Poked when `away` changes: the heartbeat goes out at once, not at its next tick.

@@ -80,26 +80,27 @@ pub(super) struct Away {
 /// has the heartbeat go out when it starts and when it ends.
 pub(super) struct AwayGuard<'a> {
     pool: &'a WorkerPool,
-    task_id: String,
+    key: String,
 }
 
 impl<'a> AwayGuard<'a> {
-    fn new(pool: &'a WorkerPool, task_id: &str, away: Away) -> AwayGuard<'a> {
+    /// Keyed by task and attempt: two slots of this process may run two attempts of one task
+    /// (the first's lease lapsed at the owner, a second slot claimed the next attempt), and the
+    /// first one ending must not remove the second.
+    fn new(pool: &'a WorkerPool, task_id: &str, attempt: u32, away: Away) -> AwayGuard<'a> {
+        let key = format!("{task_id}#{attempt}");
         if let Ok(mut map) = pool.away.lock() {
-            map.insert(task_id.to_string(), away);
+            map.insert(key.clone(), away);
         }
         pool.beat_now.notify_one();
-        AwayGuard {
-            pool,
-            task_id: task_id.to_string(),
-        }
+        AwayGuard { pool, key }
     }
 }
 
 impl Drop for AwayGuard<'_> {
     fn drop(&mut self) {
         if let Ok(mut map) = self.pool.away.lock() {
-            map.remove(&self.task_id);
+            map.remove(&self.key);
         }
         self.pool.beat_now.notify_one();
     }
@@ -226,6 +227,7 @@ impl WorkerPool {
         let _away = AwayGuard::new(
             self,
             &claim.task_id,
+            claim.attempt,
             Away {
                 weight: claim.weight,
                 claimed_at: reelay_jobs::now_millis(),
