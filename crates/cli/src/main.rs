@@ -378,6 +378,24 @@ mod tests {
     }
 
     #[test]
+    fn split_plan_refuses_values_no_cluster_could_have() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["reelay", "split-plan", "film.mp4"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        assert!(parse(&["--slots", "8", "--segment-seconds", "8"]).is_ok());
+        for bad in [
+            &["--slots", "0"][..],
+            &["--segment-seconds", "1"],
+            &["--segment-seconds", "3601"],
+            &["--max-segments", "1"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn list_rejects_unknown_statuses() {
         assert!(Cli::try_parse_from(["reelay", "list", "--status", "done"]).is_err());
         let cli =

@@ -19,13 +19,15 @@ pub struct SplitPlanArgs {
     pub presets: Vec<String>,
     /// The cluster's live worker slots; the range length is fitted to them. Without it the
     /// configured length stands (what a cluster does when it cannot read its slots).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub slots: Option<u32>,
-    /// The cluster's `split.segment_seconds`.
-    #[arg(long, default_value_t = SplitSettings::default().segment_seconds)]
+    /// The cluster's `split.segment_seconds` (2..3600, as the cluster's config allows).
+    #[arg(long, default_value_t = SplitSettings::default().segment_seconds,
+          value_parser = clap::value_parser!(u32).range(2..=3600))]
     pub segment_seconds: u32,
-    /// The cluster's `split.max_segments`.
-    #[arg(long, default_value_t = SplitSettings::default().max_segments)]
+    /// The cluster's `split.max_segments` (2..10000, as the cluster's config allows).
+    #[arg(long, default_value_t = SplitSettings::default().max_segments,
+          value_parser = clap::value_parser!(u32).range(2..=10000))]
     pub max_segments: u32,
     /// Print the plan as JSON (`{"plan": "split", "segment_seconds", "ranges": [...]}` or
     /// `{"plan": "single", "reason"}`).
@@ -42,6 +44,10 @@ pub async fn run(args: &SplitPlanArgs) -> anyhow::Result<()> {
     let outputs: Vec<OutputSpec> = names.iter().map(|n| OutputSpec::preset(n)).collect();
     let renditions =
         reelay_media::resolve_outputs(&outputs).map_err(|e| UsageError(e.to_string()))?;
+    // ffprobe would call a missing file "not a readable media file".
+    if !args.input.is_file() {
+        return Err(UsageError(format!("{}: no such file", args.input.display())).into());
+    }
     let tools = reelay_media::Tools::default();
     let info =
         reelay_media::probe::probe(&args.input, &tools, &reelay_media::InputPolicy::default())
@@ -72,11 +78,21 @@ pub async fn run(args: &SplitPlanArgs) -> anyhow::Result<()> {
 pub fn render(plan: &SplitPlan, slots: Option<u32>) -> String {
     let layout = match plan {
         SplitPlan::Single(why) => {
-            let reason = serde_json::to_value(why)
-                .ok()
-                .and_then(|v| v["reason"].as_str().map(String::from))
-                .unwrap_or_default();
-            return format!("not split: {reason}");
+            // The reason's code, then its numbers (`too_short (duration 62, needed 64)`).
+            let v = serde_json::to_value(why).unwrap_or_default();
+            let reason = v["reason"].as_str().unwrap_or("?").to_string();
+            let facts: Vec<String> = v
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.as_str() != "reason")
+                .map(|(k, v)| format!("{k} {}", v.as_str().map_or(v.to_string(), String::from)))
+                .collect();
+            return if facts.is_empty() {
+                format!("not split: {reason}")
+            } else {
+                format!("not split: {reason} ({})", facts.join(", "))
+            };
         }
         SplitPlan::Split(layout) => layout,
     };
@@ -106,7 +122,8 @@ pub fn render(plan: &SplitPlan, slots: Option<u32>) -> String {
     );
     if let Some(n) = slots.filter(|n| *n > 0) {
         out.push_str(&format!(
-            "\non {n} slots: {:.1} media seconds of encode per slot at most (list schedule, pre-roll included)",
+            "\non {n} slot{}: {:.1} media seconds of encode per slot at most (list schedule, pre-roll included)",
+            if n == 1 { "" } else { "s" },
             split::plan::list_makespan(&layout.ranges, n)
         ));
     }
@@ -145,5 +162,14 @@ mod tests {
             render(&SplitPlan::Single(NoSplit::Off), None),
             "not split: off"
         );
+        let short = NoSplit::TooShort {
+            duration: 62.0,
+            needed: 64.0,
+        };
+        assert_eq!(
+            render(&SplitPlan::Single(short), None),
+            "not split: too_short (duration 62.0, needed 64.0)"
+        );
+        assert!(render(&plan, Some(1)).contains("\non 1 slot: "));
     }
 }
