@@ -618,6 +618,7 @@ def summarize(label, jobs, res, ids, views, rejected):
         "mean_wait": statistics.fmean(waits) if waits else float("nan"),
         "p95_wait": pctl(waits, 95),
         "max_wait": max(waits) if waits else float("nan"),
+        "max_wait": max(waits) if waits else float("nan"),
         "makespan": (max(finished) - min(created)) if finished else float("nan"),
         "split": clusters,
         "mean_wait_by_cluster": {c: statistics.fmean(w) for c, w in by_cluster.items()},
@@ -749,6 +750,11 @@ def main():
         help="skewed: offered load / capacity of 4 slots while the stream arrives (8: a burst)",
     )
     st.add_argument("--steal-min-saved", type=float, default=2.0, help="edge [stealing] min_seconds_saved")
+    st.add_argument(
+        "--steal-min-wait", type=float, default=10.0,
+        help="edge [stealing] min_wait_seconds (patience: a head moves once its wait so far plus "
+        "its wait to come reaches this)",
+    )
     st.add_argument("--steal-offer-after", type=float, default=1.0, help="clusters' [steal] offer_after_seconds")
     st.add_argument("--steal-poll-ms", type=int, default=250, help="clusters' [steal] poll_ms")
     st.add_argument("--steal-lease", type=int, default=5, help="clusters' --lease-seconds")

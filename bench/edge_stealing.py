@@ -38,7 +38,8 @@ views, the owners' `reelay_peer_tasks_total{event="claimed"}`, and the edge's
 `reelay_edge_steal_decisions_total{outcome}` (also every other outcome: why nothing moved).
 
 Bench settings (flags; the product's defaults are for real clouds and minute-long tasks):
-`min_seconds_saved` 2 s (default 60: no 2-15 s clip could ever save that), `offer_after_seconds`
+`min_seconds_saved` 2 s (default 60: no 2-15 s clip could ever save that), `min_wait_seconds`
+10 s (default 120: patience scaled like the rest, about one long clip), `offer_after_seconds`
 1 s (default 5), thieves poll every 250 ms (default 1000), leases 5 s (default 30: a killed
 worker's task returns after its lease, in both variants), egress priced at 0 $/GB (default 0.09:
 every process is on one machine and nothing crosses a cloud boundary; the price model itself is
@@ -111,6 +112,7 @@ def stealing_toml(args, enabled):
     return (
         f"\n[stealing]\nenabled = {'true' if enabled else 'false'}\n"
         f"min_seconds_saved = {args.steal_min_saved}\n"
+        f"min_wait_seconds = {args.steal_min_wait}\n"
         f"egress_usd_per_gb = {args.steal_egress_usd_per_gb}\n"
     )
 
@@ -372,6 +374,7 @@ def run(b, args, clips_for):
     """Every stealing part; `clips_for(durations)` -> {seconds: bytes}."""
     r = {"settings": {
         "min_seconds_saved": args.steal_min_saved,
+        "min_wait_seconds": args.steal_min_wait,
         "offer_after_seconds": args.steal_offer_after,
         "poll_ms": args.steal_poll_ms,
         "lease_seconds": args.steal_lease,
@@ -413,7 +416,8 @@ def report(r):
     s = r["settings"]
     print()
     print(
-        f"## Work stealing (min_seconds_saved {s['min_seconds_saved']} s, offer_after_seconds "
+        f"## Work stealing (min_seconds_saved {s['min_seconds_saved']} s, min_wait_seconds "
+        f"{s.get('min_wait_seconds', 0)} s, offer_after_seconds "
         f"{s['offer_after_seconds']} s, poll {s['poll_ms']} ms, lease {s['lease_seconds']} s, "
         f"egress {s['egress_usd_per_gb']} $/GB; nproc {os.cpu_count()})"
     )
@@ -422,8 +426,8 @@ def report(r):
         print()
         print(f"### {title}")
         print()
-        print("| seed | stealing | makespan s | mean wait s | p95 wait s | placed aws/gcp | stolen (views) | owners' claimed | edge decisions | not ok |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| seed | stealing | makespan s | mean wait s | p95 wait s | max wait s | placed aws/gcp | stolen (views) | owners' claimed | edge decisions | not ok |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for row in rows:
             for k in ("off", "on"):
                 x = row[k]
@@ -432,7 +436,7 @@ def report(r):
                 dec = ", ".join(f"{a} {n}" for a, n in sorted(x["edge_decisions"].items()))
                 print(
                     f"| {row['seed']} | {k} | {fmt(x['makespan'])} | {fmt(x['mean_wait'], 2)} | "
-                    f"{fmt(x['p95_wait'], 2)} | {placed} | {x['stolen_total']} {x['stolen'] or ''} | "
+                    f"{fmt(x['p95_wait'], 2)} | {fmt(x.get('max_wait', float('nan')), 2)} | {placed} | {x['stolen_total']} {x['stolen'] or ''} | "
                     f"{x['claimed']} | {dec} | {bad} |"
                 )
 

@@ -6,8 +6,9 @@
 //!
 //! aws's one slot is held by a job whose input URL never answers (60 s estimated, so its next
 //! task would wait about a minute at home); a small upload queues behind it. While gcp is busy
-//! too, and while the transfer is priced above the wait, nothing moves; once the price drops
-//! (edge.toml reloaded), gcp's idle worker takes exactly that task and it succeeds on aws.
+//! too, while the transfer is priced above the wait, and while the edge's patience is longer
+//! than that wait, nothing moves; once the price and the patience drop (edge.toml reloaded),
+//! gcp's idle worker takes exactly that task and it succeeds on aws.
 
 use reelay_protocol::{JobView, StealDecision};
 use std::path::Path;
@@ -21,11 +22,13 @@ use common::stack::{cluster, Stack, Tokens};
 use common::{free_port, http, signed_token, wait_until, ClusterEntry, Edge};
 
 /// `[auth]` with the test's keys and `[stealing]` pricing a GB of egress at `usd_per_gb`: a
-/// move must save 5 s after its transfer and egress.
-fn edge_extra(trusted: &Path, usd_per_gb: f64) -> String {
+/// move must save 5 s after its transfer and egress, and the head must wait `min_wait`
+/// seconds in all.
+fn edge_extra(trusted: &Path, usd_per_gb: f64, min_wait: u32) -> String {
     format!(
         "[auth]\ntrusted_keys = {trusted:?}\n\n[stealing]\nenabled = true\n\
-         min_seconds_saved = 5\negress_usd_per_gb = {usd_per_gb:?}\n",
+         min_seconds_saved = 5\negress_usd_per_gb = {usd_per_gb:?}\n\
+         min_wait_seconds = {min_wait}\n",
         trusted = trusted.display().to_string()
     )
 }
@@ -85,7 +88,7 @@ fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays()
     let edge = s.edge.as_mut().unwrap();
     std::fs::write(
         &edge.config,
-        edge.toml(&clusters, &edge_extra(&trusted, 100_000.0)),
+        edge.toml(&clusters, &edge_extra(&trusted, 100_000.0, 30)),
     )
     .unwrap();
     edge.restart();
@@ -137,11 +140,24 @@ fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays()
         "a task moved although its transfer costs more than it saves"
     );
 
-    // Egress free (a private interconnect): the wait pays, the edge names the task, and gcp's
-    // worker claims exactly it.
+    // Egress free (a private interconnect), but a patience of 10 minutes: the minute aws's
+    // head waits is ordinary queueing, and it stays.
     let r = s
         .edge()
-        .reconfigure(&s.edge().toml(&clusters, &edge_extra(&trusted, 0.0)));
+        .reconfigure(&s.edge().toml(&clusters, &edge_extra(&trusted, 0.0, 600)));
+    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+    wait_reason(&s, "short_wait");
+    let asked = decisions(&s, "short_wait");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(decisions(&s, "short_wait") > asked);
+    assert_eq!(decisions(&s, "steal"), 0);
+    assert_eq!(s.job(&s.aws, &id).tasks[0].ran_on.as_deref(), None);
+
+    // And a patience of 30 s: the wait pays, the edge names the task, and gcp's worker
+    // claims exactly it.
+    let r = s
+        .edge()
+        .reconfigure(&s.edge().toml(&clusters, &edge_extra(&trusted, 0.0, 30)));
     assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
     let job = s.wait_status(&s.aws, &id, "succeeded", Duration::from_secs(60));
     assert_eq!(job.cluster, "aws");

@@ -168,6 +168,10 @@ pub struct StealingConfig {
     /// many seconds: work that just came one way does not go straight back (balanced load).
     #[serde(default = "default_cooldown_seconds")]
     pub cooldown_seconds: f64,
+    /// A queue's head moves only once its wait so far plus its wait still to come at home
+    /// reaches this many seconds: busy queues stay, queues that went wrong are relieved.
+    #[serde(default = "default_min_wait_seconds")]
+    pub min_wait_seconds: f64,
 }
 
 /// `[[stealing.egress]]`: the price of one GB from cloud `from` to cloud `to`.
@@ -189,6 +193,7 @@ impl Default for StealingConfig {
             egress_usd_per_gb: default_egress_usd_per_gb(),
             egress: Vec::new(),
             cooldown_seconds: default_cooldown_seconds(),
+            min_wait_seconds: default_min_wait_seconds(),
         }
     }
 }
@@ -208,6 +213,7 @@ impl StealingConfig {
                 .collect(),
             default_egress_usd_per_gb: self.egress_usd_per_gb,
             cooldown_seconds: self.cooldown_seconds,
+            min_wait_seconds: self.min_wait_seconds,
         }
     }
 
@@ -222,6 +228,7 @@ impl StealingConfig {
         non_negative("stealing.min_seconds_saved", self.min_seconds_saved)?;
         non_negative("stealing.egress_usd_per_gb", self.egress_usd_per_gb)?;
         non_negative("stealing.cooldown_seconds", self.cooldown_seconds)?;
+        non_negative("stealing.min_wait_seconds", self.min_wait_seconds)?;
         for (name, v) in [
             ("stealing.link_mb_per_second", self.link_mb_per_second),
             ("stealing.wait_usd_per_hour", self.wait_usd_per_hour),
@@ -253,6 +260,13 @@ impl StealingConfig {
 
 fn default_cooldown_seconds() -> f64 {
     60.0
+}
+
+/// Two minutes: longer than `min_seconds_saved`, so at the defaults a head must both save a
+/// minute and have waited (or be about to wait) two in all, the scale at which MediaConvert
+/// hops queues.
+fn default_min_wait_seconds() -> f64 {
+    120.0
 }
 
 fn default_min_seconds_saved() -> f64 {
@@ -1077,7 +1091,7 @@ addresses = ["127.0.0.1:8082"]
         let cfg = EdgeConfig::parse(&format!(
             "{STEALING_BASE}[stealing]\nenabled = true\nmin_seconds_saved = 5\n\
              link_mb_per_second = 100\nwait_usd_per_hour = 2.5\negress_usd_per_gb = 0.12\n\
-             cooldown_seconds = 15\n\
+             cooldown_seconds = 15\nmin_wait_seconds = 45\n\
              [[stealing.egress]]\nfrom = \"aws\"\nto = \"gcp\"\nusd_per_gb = 0.02\n\
              {STEALING_CLUSTERS}"
         ))
@@ -1089,6 +1103,7 @@ addresses = ["127.0.0.1:8082"]
         assert_eq!(p.wait_usd_per_hour, 2.5);
         assert_eq!(p.default_egress_usd_per_gb, 0.12);
         assert_eq!(p.cooldown_seconds, 15.0);
+        assert_eq!(p.min_wait_seconds, 45.0);
         assert_eq!(
             p.egress_usd_per_gb,
             vec![(("aws".to_string(), "gcp".to_string()), 0.02)]
@@ -1106,6 +1121,7 @@ addresses = ["127.0.0.1:8082"]
             ("egress_usd_per_gb = -0.1", "stealing.egress_usd_per_gb"),
             ("cooldown_seconds = -1", "stealing.cooldown_seconds"),
             ("cooldown_seconds = inf", "stealing.cooldown_seconds"),
+            ("min_wait_seconds = -3", "stealing.min_wait_seconds"),
             (
                 "[[stealing.egress]]\nfrom = \"AWS\"\nto = \"gcp\"\nusd_per_gb = 1",
                 "stealing.egress[0]",

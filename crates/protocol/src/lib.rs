@@ -600,6 +600,7 @@ pub struct StealDecision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_seconds: Option<f64>,
     /// Why nothing moves: `disabled`, `thief_busy`, `nothing_ready`, `not_worth_it`,
+    /// `short_wait` (the head has not waited, nor would wait, `min_wait_seconds` in all),
     /// `cooldown` (the offering cluster just took a task from the thief), `thief_unknown` (the
     /// edge has no load reading of the thief yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
