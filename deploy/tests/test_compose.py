@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from typing import Any
 
 import pytest
@@ -36,9 +37,11 @@ def test_each_cluster_has_api_worker_postgres_and_s3(cloud: str) -> None:
 @pytest.mark.parametrize("cloud", ["aws", "gcp"])
 def test_each_cloud_on_its_own_network_reached_only_through_its_ingress(cloud: str) -> None:
     other = "gcp" if cloud == "aws" else "aws"
-    for role in ("postgres", "s3", "migrate", "worker"):
+    for role in ("postgres", "s3", "migrate"):
         assert SERVICES[f"{role}-{cloud}"]["networks"] == [cloud], role
-    assert SERVICES[f"api-{cloud}"]["networks"] == [cloud, f"{cloud}-ingress"]
+    # The worker joins the ingress only to reach the edge (work stealing).
+    for role in ("api", "worker"):
+        assert SERVICES[f"{role}-{cloud}"]["networks"] == [cloud, f"{cloud}-ingress"], role
     for name, svc in SERVICES.items():
         if name != "edge" and not name.endswith(f"-{cloud}"):
             nets = svc.get("networks", [])
@@ -65,7 +68,7 @@ def test_edge_in_front_on_8080() -> None:
     edge = SERVICES["edge"]
     assert edge["build"]["dockerfile"] == "docker/edge.Dockerfile"
     assert any(str(p).endswith(":8080") for p in edge["ports"])
-    assert "./docker/compose/edge.toml:/etc/reelay/edge.toml:ro" in edge["volumes"]
+    assert "${EDGE_CONFIG:-./docker/compose/edge.toml}:/etc/reelay/edge.toml:ro" in edge["volumes"]
 
 
 def test_health_checks_and_ordering() -> None:
@@ -97,7 +100,7 @@ def test_reelay_containers_are_hardened_and_use_named_volumes() -> None:
         assert "no-new-privileges:true" in svc["security_opt"], name
         assert any(t.startswith("/tmp") for t in svc["tmpfs"]), name
         for v in svc.get("volumes", []):
-            source = v.split(":")[0]
+            source = re.sub(r"^\$\{[A-Z_]+:-([^}]*)\}", r"\1", v).split(":")[0]
             assert source in named or source.startswith("./docker/compose/"), f"{name}: {v}"
     for name, svc in SERVICES.items():
         if name.startswith("postgres-"):
@@ -113,3 +116,29 @@ def test_no_secret_literal_in_the_file() -> None:
     example = (ROOT / ".env.example").read_text()
     for var in sorted(set(re.findall(r"\$\{([A-Z0-9_]+)", RAW))):
         assert re.search(rf"^#?\s*{var}=", example, re.M), f"{var} is documented in .env.example"
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_each_cloud_steals_from_the_other_through_the_edge_with_its_own_peer_token(cloud: str) -> None:
+    """Each cloud's api and worker read docker/compose/steal-{cloud}.toml: the edge decides, the
+    other cloud is the one peer (through the edge's /clusters/{other}), with a peer token
+    owned by this cloud that identity-keys mints; no presigned URL names a private bucket."""
+    other = "gcp" if cloud == "aws" else "aws"
+    mount = f"./docker/compose/steal-{cloud}.toml:/etc/reelay/reelay.toml:ro"
+    for role in ("api", "worker", "migrate"):
+        svc = SERVICES[f"{role}-{cloud}"]
+        assert svc["environment"]["REELAY_CONFIG"] == "/etc/reelay/reelay.toml", role
+        assert mount in svc["volumes"], role
+    steal = tomllib.loads((ROOT / f"docker/compose/steal-{cloud}.toml").read_text())["steal"]
+    token = f"/identity/peer-{cloud}.token"
+    assert steal["edge"] == "http://edge:8080"
+    assert steal["token_file"] == token
+    assert steal["presign"] is False
+    assert steal["peers"] == [{"name": other, "url": f"http://edge:8080/clusters/{other}", "token_file": token}]
+    minting = "\n".join(SERVICES["identity-keys"]["command"])
+    assert "--scope peer --owner \"$$cloud\"" in minting and "for cloud in aws gcp" in minting
+    assert "/data/peer-$$cloud.token" in minting
+    stealing = tomllib.loads((ROOT / "docker/compose/edge.toml").read_text())["stealing"]
+    assert stealing["enabled"] is True
+    # The documented conservative defaults: short clips stay where they were placed.
+    assert stealing["min_seconds_saved"] >= 60 and stealing["min_wait_seconds"] >= 120

@@ -2,9 +2,10 @@
 """The two-cloud docker-compose stack, run for real (called by scripts/compose-test.sh).
 
 From a clean state: start docker-compose.yml (images built beforehand by `make images`), submit
-real jobs through the edge with the `reelay` CLI and check the outputs with ffprobe, kill one cloud
-while it encodes, cut the other off the edge's network, check the hardening the files claim, and
-tear everything down (also on failure). Standard library only; every check raises on failure.
+real jobs through the edge with the `reelay` CLI and check the outputs with ffprobe, watch a split
+film's pieces move to the idle cloud (work stealing through the edge), kill one cloud while it
+encodes, cut the other off the edge's network, check the hardening the files claim, and tear
+everything down (also on failure). Standard library only; every check raises on failure.
 
 Environment: REELAY_BIN (the CLI), COMPOSE (the compose command, e.g. "docker compose"),
 PROJECT (compose project name), KEEP=1 (leave the stack up for inspection).
@@ -362,6 +363,56 @@ def cut_a_cloud_off(stack: Stack, tmp: Path) -> list[str]:
     return accepted + more
 
 
+def edge_config(tmp: Path) -> Path:
+    """docker/compose/edge.toml with an eager stealing policy: the shipped one (60 s saved, 120 s
+    of patience) leaves every test clip where it was placed, which is what it is for."""
+    text = (ROOT / "docker/compose/edge.toml").read_text()
+    eager = re.sub(r"^min_seconds_saved = .*$", "min_seconds_saved = 1", text, flags=re.M)
+    eager = re.sub(r"^min_wait_seconds = .*$", "min_wait_seconds = 3", eager, flags=re.M)
+    check("\nmin_seconds_saved = 1\n" in eager and "\nmin_wait_seconds = 3\n" in eager, "the test's edge.toml is eager")
+    path = tmp / "edge.toml"
+    path.write_text(eager)
+    path.chmod(0o644)  # read by the edge's UID 10001
+    return path
+
+
+def steal_across_clouds(stack: Stack, tmp: Path) -> list[str]:
+    """A 40 s film split into 4 s ranges lands on one cloud; the other cloud's idle worker asks the
+    edge, which names that cloud's waiting pieces, and claims them through the edge with its own
+    peer token (the bytes through the owner's api: presign = false). The job succeeds at home
+    with every piece run once, some on the other cloud, and one whole MP4."""
+    film = tmp / "film.mp4"
+    make_clip(film, 40, "1280x720")
+    spec = tmp / "split.json"
+    spec.write_text(json.dumps({"outputs": [{"preset": "mp4-720p"}], "split": {"segment_seconds": 4}}))
+    p = reelay(stack, "submit", str(film), "--spec", str(spec), "--json", timeout=60)
+    jid = json.loads(p.stdout)["id"]
+    home = jid.split(".")[0]
+    log(f"split film {jid} on {home}")
+    view = wait_done(stack, jid, 400)
+    check(view["status"] == "succeeded", f"the split film succeeded ({view['status']}, {view.get('error')})")
+    tasks = view.get("tasks", [])
+    pieces = [t for t in tasks if t["kind"] == "encode_segment"]
+    away = [t["id"] for t in pieces if t.get("ran_on") not in (None, home)]
+    log(f"pieces: {[(t['id'][-12:], t.get('ran_on'), t['attempts']) for t in pieces]}")
+    check(len(pieces) >= 8, f"the film was cut into {len(pieces)} pieces (>= 8)")
+    check(len(away) >= 1, f"{len(away)} of {len(pieces)} pieces ran on the other cloud, through the edge")
+    check(all(t["attempts"] == 1 for t in tasks), f"every task ran once ({[(t['kind'], t['attempts']) for t in tasks]})")
+    out = tmp / jid
+    reelay(stack, "download", jid, "--to", str(out), timeout=120)
+    mp4s = list(out.rglob("*.mp4"))
+    check(len(mp4s) == 1, f"the split film has one MP4 ({[m.name for m in mp4s]})")
+    if mp4s:
+        probe = json.loads(run(["ffprobe", "-v", "error", "-count_packets", "-show_format", "-show_streams",
+                                "-of", "json", str(mp4s[0])]).stdout)
+        v = next(s for s in probe["streams"] if s["codec_type"] == "video")
+        check(int(v["nb_read_packets"]) == 1000, f"the stitched film has all 1000 frames ({v['nb_read_packets']})")
+        check(any(s["codec_type"] == "audio" for s in probe["streams"]), "the stitched film has audio")
+        d = float(probe["format"]["duration"])
+        check(abs(d - 40) <= 0.1, f"the stitched film lasts {d:.3f} s (40 s)")
+    return [jid]
+
+
 def check_hardening(stack: Stack) -> None:
     for service in HARDENED:
         cid = stack.container(service)
@@ -401,7 +452,7 @@ def main() -> int:
     run([str(ROOT / "scripts/compose-env.sh"), str(env_file)])
     port = free_port()
     with env_file.open("a") as f:
-        f.write(f"EDGE_PORT={port}\nREELAY_WORKERS=1\n")
+        f.write(f"EDGE_PORT={port}\nREELAY_WORKERS=1\nEDGE_CONFIG={edge_config(tmp)}\n")
     stack = Stack(env_file, port)
     stack.compose("down", "-v", "--remove-orphans", check_rc=False)  # a crashed earlier run
     ok = False
@@ -419,6 +470,7 @@ def main() -> int:
         get_token(stack)
         accepted = check_outputs(stack, tmp)
         check_hardening(stack)
+        accepted += steal_across_clouds(stack, tmp)
         accepted += kill_a_cloud(stack, tmp)
         accepted += cut_a_cloud_off(stack, tmp)
         # Nothing accepted is lost: every job that got a 202 succeeds.

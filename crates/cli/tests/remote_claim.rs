@@ -48,6 +48,8 @@ struct Setup {
     gcp: bool,
     /// aws stores in the S3-compatible server at this endpoint (bucket `media`).
     aws_s3: Option<String>,
+    /// aws's `[steal] presign` (on by default): hand the peer presigned URLs when it can.
+    aws_presign: bool,
     link: Link,
     /// Appended to edge.toml's top-level settings.
     edge_extra: &'static str,
@@ -58,6 +60,7 @@ impl Setup {
         Setup {
             gcp,
             aws_s3: None,
+            aws_presign: true,
             link,
             edge_extra: "",
         }
@@ -70,7 +73,11 @@ fn start(dir: &Path, setup: Setup) -> Stack {
     let tokens = Tokens::mint(dir);
     let trusted_path = tokens.trusted.display().to_string();
     let aws_port = free_port();
-    let mut cmd = serve(dir, "aws", aws_port, &tokens.aws_config(0.5));
+    let mut aws_toml = tokens.aws_config(0.5);
+    if !setup.aws_presign {
+        aws_toml.push_str("presign = false\n");
+    }
+    let mut cmd = serve(dir, "aws", aws_port, &aws_toml);
     if let Some(endpoint) = &setup.aws_s3 {
         cmd.args(["--storage", "s3://media/reelay"])
             .env("AWS_ENDPOINT", endpoint)
@@ -688,6 +695,19 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
 
 #[test]
 fn with_s3_at_the_owner_the_peer_moves_files_through_presigned_urls() {
+    the_peer_fills_the_owners_bucket(true);
+}
+
+/// `[steal] presign = false` (compose: the bucket's address is private to its cloud): the same
+/// job, every byte through the owner's `…/objects/` routes, into the same bucket.
+#[test]
+fn with_presign_off_the_peer_moves_files_through_the_owners_api() {
+    the_peer_fills_the_owners_bucket(false);
+}
+
+/// aws stores in S3 and its one slot is busy; gcp takes the waiting job and its outputs land
+/// in aws's bucket, through presigned URLs when `presign`, else through aws's object routes.
+fn the_peer_fills_the_owners_bucket(presign: bool) {
     let dir = tempfile::tempdir().unwrap();
     let s3_port = free_port();
     std::fs::create_dir_all(dir.path().join("s3/media")).unwrap();
@@ -708,6 +728,7 @@ fn with_s3_at_the_owner_the_peer_moves_files_through_presigned_urls() {
         dir.path(),
         Setup {
             aws_s3: Some(endpoint),
+            aws_presign: presign,
             ..Setup::new(true, Link::Direct)
         },
     );
@@ -719,7 +740,8 @@ fn with_s3_at_the_owner_the_peer_moves_files_through_presigned_urls() {
         "{:?}",
         job.tasks
     );
-    // The outputs are in aws's bucket, and no byte went through aws's object routes.
+    // The outputs are in aws's bucket, and the bytes went through aws's object routes exactly
+    // when it handed out no URL.
     let in_bucket = files_under(&dir.path().join(format!("s3/media/reelay/outputs/{id}")));
     assert!(!in_bucket.is_empty(), "no outputs in aws's bucket");
     assert!(files_under(&dir.path().join("gcp/storage/outputs")).is_empty());
@@ -728,11 +750,12 @@ fn with_s3_at_the_owner_the_peer_moves_files_through_presigned_urls() {
         metrics.contains("reelay_peer_tasks_total{event=\"completed\"} 1"),
         "{metrics}"
     );
-    assert!(
-        !metrics
-            .lines()
-            .any(|l| l.contains("objects/{*key}") && l.starts_with("reelay_http_requests_total")),
-        "files went through the api instead of presigned URLs"
+    let through_api = metrics
+        .lines()
+        .any(|l| l.contains("objects/{*key}") && l.starts_with("reelay_http_requests_total"));
+    assert_eq!(
+        through_api, !presign,
+        "presign = {presign}, yet the files went through the api: {through_api}"
     );
     let out = &job.outputs[0];
     let body = pair.download(&pair.aws, &out.url);

@@ -483,6 +483,13 @@ pub struct StealConfig {
     /// A token with the `peer` scope for the edge (needed when the edge's `[auth]` is on).
     /// Unset: the first peer's `token_file`.
     pub token_file: Option<std::path::PathBuf>,
+    /// As the owner: hand a peer's worker presigned URLs for the task's objects when the
+    /// storage can sign (S3/GCS), so the bytes go between the worker and the bucket and not
+    /// through this api. Off where the bucket's address is private to this cloud (compose:
+    /// `s3-aws:9000` is unreachable from the gcp network) or no peer may talk to the bucket:
+    /// the peer then streams every object through this cluster's `…/objects/` routes, as for
+    /// local storage.
+    pub presign: bool,
 }
 
 impl Default for StealConfig {
@@ -494,6 +501,7 @@ impl Default for StealConfig {
             request_timeout_ms: 5000,
             edge: None,
             token_file: None,
+            presign: true,
         }
     }
 }

@@ -257,11 +257,14 @@ async fn inputs_of(st: &AppState, claim: &reelay_jobs::Claim) -> Result<Vec<Peer
     };
     let mut out = Vec::with_capacity(listed.len());
     for o in listed {
-        let url = st
-            .storage
-            .presigned_get(&o.key, ttl)
-            .await
-            .map_err(|e| ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string()))?;
+        let url = if st.cfg.steal.presign {
+            st.storage
+                .presigned_get(&o.key, ttl)
+                .await
+                .map_err(|e| ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string()))?
+        } else {
+            None
+        };
         out.push(PeerObject {
             key: o.key,
             size: o.size,
@@ -439,11 +442,16 @@ async fn upload_url(
     if !may_write(&prefix, &req.key) {
         return Err(forbidden_key(&req.key));
     }
-    let url = st
-        .storage
-        .presigned_put(&req.key, Duration::from_secs(st.cfg.presign_ttl_seconds))
-        .await
-        .map_err(|e| ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string()))?;
+    // No URL (`[steal] presign = false`, or storage that cannot sign): the peer PUTs the
+    // object through this api's `…/objects/` route instead.
+    let url = if st.cfg.steal.presign {
+        st.storage
+            .presigned_put(&req.key, Duration::from_secs(st.cfg.presign_ttl_seconds))
+            .await
+            .map_err(|e| ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string()))?
+    } else {
+        None
+    };
     Ok(Json(UploadUrlAnswer { url }).into_response())
 }
 
