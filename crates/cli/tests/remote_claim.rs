@@ -50,6 +50,8 @@ struct Setup {
     aws_s3: Option<String>,
     /// aws's `[steal] presign` (on by default): hand the peer presigned URLs when it can.
     aws_presign: bool,
+    /// aws's `--key-input-prefix` (gcp never has one).
+    aws_key_prefix: Option<&'static str>,
     link: Link,
     /// Appended to edge.toml's top-level settings.
     edge_extra: &'static str,
@@ -61,6 +63,7 @@ impl Setup {
             gcp,
             aws_s3: None,
             aws_presign: true,
+            aws_key_prefix: None,
             link,
             edge_extra: "",
         }
@@ -78,6 +81,9 @@ fn start(dir: &Path, setup: Setup) -> Stack {
         aws_toml.push_str("presign = false\n");
     }
     let mut cmd = serve(dir, "aws", aws_port, &aws_toml);
+    if let Some(prefix) = setup.aws_key_prefix {
+        cmd.args(["--key-input-prefix", prefix]);
+    }
     if let Some(endpoint) = &setup.aws_s3 {
         cmd.args(["--storage", "s3://media/reelay"])
             .env("AWS_ENDPOINT", endpoint)
@@ -761,6 +767,70 @@ fn the_peer_fills_the_owners_bucket(presign: bool) {
     let body = pair.download(&pair.aws, &out.url);
     assert_eq!(body.status(), 200);
     assert_eq!(body.bytes().unwrap().len() as u64, out.size);
+    pair.cancel(&pair.aws, &stalled);
+}
+
+/// A key input (an object already in aws's storage, under aws's key prefix) moves like an
+/// upload: gcp, which has no key prefix, reads it through aws's object route under the job's
+/// own source name, never where it lies; the object stays in aws's storage, unchanged.
+#[test]
+fn a_key_input_moves_like_an_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = start(
+        dir.path(),
+        Setup {
+            aws_key_prefix: Some("incoming"),
+            ..Setup::new(true, Link::Direct)
+        },
+    );
+    let stalled = pair.occupy(&pair.aws);
+    let clip = common::clip(&pair.dir, "keyed.mp4", "320x240", 2, true);
+    // Where an operator's pipeline drops it, under the user token's owner ("team").
+    let stored = dir.path().join("aws/storage/incoming/team/keyed.mp4");
+    std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
+    std::fs::copy(&clip, &stored).unwrap();
+    let r = pair
+        .aws
+        .client()
+        .post(format!("{}/v1/jobs", pair.aws.base))
+        .bearer_auth(&pair.tokens.user)
+        .json(&serde_json::json!({
+            "input": {"key": "incoming/team/keyed.mp4"},
+            "outputs": [{"preset": "mp4-360p"}]
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
+    let id = r.json::<JobView>().unwrap().id;
+    let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(90));
+    assert_eq!(
+        job.tasks[0].ran_on.as_deref(),
+        Some("gcp"),
+        "{:?}",
+        job.tasks
+    );
+    let metrics = pair.metrics(&pair.aws);
+    assert!(
+        metrics.contains("reelay_peer_tasks_total{event=\"completed\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(std::fs::read(&stored).unwrap(), std::fs::read(&clip).unwrap());
+    assert!(files_under(&dir.path().join("gcp/storage/outputs")).is_empty());
+    assert!(files_under(&dir.path().join("gcp/storage/incoming")).is_empty());
+    let out = &job.outputs[0];
+    let body = pair.download(&pair.aws, &out.url);
+    assert_eq!(body.status(), 200);
+    let bytes = body.bytes().unwrap();
+    assert_eq!(bytes.len() as u64, out.size);
+    let mp4 = dir.path().join("keyed-out.mp4");
+    std::fs::write(&mp4, &bytes).unwrap();
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    let duration: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap();
+    assert!((duration - 2.0).abs() < 0.1, "{duration}");
     pair.cancel(&pair.aws, &stalled);
 }
 

@@ -827,11 +827,10 @@ fn claim_probe(status: &str, dialect: &Dialect, peer: Option<PeerProbe>, lock: b
             } else {
                 String::new()
             };
-            // Uploaded and URL inputs only: a key input is checked against the key prefix of
-            // the cluster that runs the task, which a peer does not share.
+            // Any input: a key input is served to the peer as the job's own source
+            // (`inputs/{job}/source`), so the peer's key prefix never matters.
             format!(
                 " AND t.moved_to IS NULL AND t.kind IN ({}) \
-                 AND (j.input_key IS NULL OR j.input_key = ('inputs/' || j.id || '/source')) \
                  AND (j.split_json IS NULL OR j.split_json NOT LIKE '{SPLIT_PENDING}'){task}",
                 kinds.join(", ")
             )

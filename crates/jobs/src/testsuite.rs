@@ -2226,8 +2226,8 @@ pub async fn task_timings(store: &dyn JobStore) {
     assert_eq!(listed.tasks[0].timings.as_ref(), Some(&timings));
 }
 
-/// The remote claim (issue 16): a peer takes only the kinds it is offered, only tasks ready
-/// long enough and only jobs whose input is their own upload or a URL; the claim records
+/// The remote claim (issue 16): a peer takes only the kinds it is offered and only tasks ready
+/// long enough, whatever the job's input (upload, URL or key); the claim records
 /// `ran_on`; a task moves at most once (after a release, and after its lease expired, only home
 /// takes it); a home claim records the job's cluster.
 pub async fn peer_claims(store: &dyn JobStore) {
@@ -2237,7 +2237,7 @@ pub async fn peer_claims(store: &dyn JobStore) {
         ready_for,
         task: None,
     };
-    // A key input is never offered to a peer.
+    // A key input moves like an upload (the owner serves it to the peer as the job's source).
     let keyed = create(store, new_job("aws")).await;
     let mut upload = new_job("aws");
     upload.input_key = Some(format!("inputs/{}/source", upload.id));
@@ -2259,27 +2259,32 @@ pub async fn peer_claims(store: &dyn JobStore) {
         .await
         .expect("claim_for_peer")
         .is_none());
-    let claim = store
-        .claim_for_peer(
-            peer(Duration::ZERO),
-            "peer:gcp:w1",
-            Duration::from_millis(200),
-        )
-        .await
-        .expect("claim_for_peer")
-        .expect("the uploaded job's task");
-    assert_eq!(claim.job.id, upload.id);
-    assert_eq!(claim.attempt, 1);
-    assert_eq!(
-        get(store, &upload.id).await.tasks[0].ran_on.as_deref(),
-        Some("gcp")
-    );
-    assert_eq!(get(store, &keyed.id).await.tasks[0].ran_on, None);
+    let mut claims = Vec::new();
+    for (want, name) in [(&keyed, "key input"), (&upload, "upload")] {
+        let claim = store
+            .claim_for_peer(
+                peer(Duration::ZERO),
+                "peer:gcp:w1",
+                Duration::from_millis(200),
+            )
+            .await
+            .expect("claim_for_peer")
+            .unwrap_or_else(|| panic!("the {name} job's task, oldest first"));
+        assert_eq!(claim.job.id, want.id, "{name}");
+        assert_eq!(claim.attempt, 1);
+        assert_eq!(
+            get(store, &want.id).await.tasks[0].ran_on.as_deref(),
+            Some("gcp")
+        );
+        claims.push(claim);
+    }
     // Released: never offered to a peer again.
-    store
-        .release(&claim.task_id, "peer:gcp:w1", 1)
-        .await
-        .expect("release");
+    for claim in &claims {
+        store
+            .release(&claim.task_id, "peer:gcp:w1", 1)
+            .await
+            .expect("release");
+    }
     assert!(store
         .claim_for_peer(peer(Duration::ZERO), "peer:gcp:w2", LONG_LEASE)
         .await
@@ -2667,7 +2672,7 @@ pub async fn graph_grows(store: &dyn JobStore) {
 /// worker's lapsed attempt is charged as queued work, and whether a peer runs it (a stolen
 /// task occupies no home slot). A peer's lapsed attempt taken over at home runs at home again.
 pub async fn running_attempts_know_lapses_and_peers(store: &dyn JobStore) {
-    // A key input (never offered to a peer), older, so the home claim takes it.
+    // Older, so the home claim takes it.
     let home_job = create(store, new_job("aws")).await;
     let mut upload = new_job("aws");
     upload.input_key = Some(format!("inputs/{}/source", upload.id));

@@ -57,6 +57,18 @@ pub fn may_read(job_id: &str, kind: &str, key: &str) -> bool {
             || (kind == crate::task_payloads::ENCODE_SEGMENT && under(&split_prefix(job_id))))
 }
 
+/// The storage key behind `key` as a peer names it: the job's source key
+/// (`inputs/{job}/source`) is its stored input (`input_key`: the upload itself, or the key
+/// input the job names, which lies outside `inputs/{job}/` under the owner's key prefix, a
+/// prefix the peer does not share); any other key is itself. A peer so never learns, nor
+/// chooses, where a key input lives: it reads the one object admission allowed for the job.
+pub fn stored_key<'a>(job_id: &str, key: &'a str, input_key: Option<&'a str>) -> &'a str {
+    match input_key {
+        Some(stored) if key == crate::storage::input_key(job_id) => stored,
+        _ => key,
+    }
+}
+
 /// The storage keys a split piece (`encode_segment`) reads: its range's piece files under the
 /// split task's prefix, from the split's result among its dependencies. An error names what
 /// is missing (a broken graph: the task is handed back).
@@ -163,7 +175,12 @@ impl PeerJob {
             cluster: job.cluster.clone(),
             spec_json: job.spec_json.clone(),
             spec_hash: job.spec_hash.clone(),
-            input_key: job.input_key.clone(),
+            // Whatever the job's stored input (an upload, or a key input under the owner's
+            // key prefix), the peer reads it as the job's own source ([`stored_key`]).
+            input_key: job
+                .input_key
+                .as_ref()
+                .map(|_| crate::storage::input_key(&job.id)),
             input_url: job.input_url.clone(),
             owner: job.owner.clone(),
             priority: job.priority,
@@ -870,6 +887,33 @@ impl EdgeClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_jobs_source_is_its_stored_input_and_nothing_else_moves() {
+        let key_input = Some("incoming/team/film.mov");
+        // A key input is read where it lies, under the name every job's source has.
+        assert_eq!(
+            stored_key("aws.01J", "inputs/aws.01J/source", key_input),
+            "incoming/team/film.mov"
+        );
+        // An upload is its own source.
+        assert_eq!(
+            stored_key("aws.01J", "inputs/aws.01J/source", Some("inputs/aws.01J/source")),
+            "inputs/aws.01J/source"
+        );
+        // Every other key, another job's source included, is itself (and may_read decides).
+        for key in [
+            "inputs/aws.01J/captions/0.vtt",
+            "inputs/aws.01K/source",
+            "incoming/team/film.mov",
+        ] {
+            assert_eq!(stored_key("aws.01J", key, key_input), key);
+        }
+        assert_eq!(
+            stored_key("aws.01J", "inputs/aws.01J/source", None),
+            "inputs/aws.01J/source"
+        );
+    }
 
     #[test]
     fn reads_only_the_jobs_inputs() {

@@ -125,15 +125,21 @@ fn lease_error(outcome: RenewOutcome) -> Option<ApiError> {
 
 /// The attempt's file prefix of `task`.
 async fn task_prefix(st: &AppState, task: &str, attempt: u32) -> Result<String, ApiError> {
-    Ok(task_kind_prefix(st, task, attempt).await?.1)
+    Ok(task_kind_prefix(st, task, attempt).await?.prefix)
 }
 
-/// The kind of `task` and the attempt's file prefix.
-async fn task_kind_prefix(
-    st: &AppState,
-    task: &str,
-    attempt: u32,
-) -> Result<(String, String), ApiError> {
+/// What the object routes need of a task an attempt holds.
+struct Held {
+    kind: String,
+    /// The attempt's file prefix.
+    prefix: String,
+    /// The job's stored input (its upload, or a key input), which the peer reads as the job's
+    /// own source key ([`crate::peer_io::stored_key`]).
+    input_key: Option<String>,
+}
+
+/// The kind of `task`, the attempt's file prefix and the job's stored input.
+async fn task_kind_prefix(st: &AppState, task: &str, attempt: u32) -> Result<Held, ApiError> {
     let not_found = || ApiError::not_found("no such task");
     let (job_id, _) = task.rsplit_once('.').ok_or_else(not_found)?;
     let job = st.store.get_job(job_id).await?.ok_or_else(not_found)?;
@@ -143,17 +149,21 @@ async fn task_kind_prefix(
         .find(|t| t.id == task)
         .ok_or_else(not_found)?;
     let prefix = crate::worker::attempt_prefix_of(&job.id, task, &t.kind, attempt);
-    Ok((t.kind.clone(), prefix))
+    Ok(Held {
+        kind: t.kind.clone(),
+        prefix,
+        input_key: job.input_key.clone(),
+    })
 }
 
 /// Checks (and extends) the attempt's lease: the object routes act only for a live lease.
-/// Returns the task's kind and the attempt's file prefix.
+/// Returns what [`task_kind_prefix`] does.
 async fn hold(
     st: &AppState,
     peer: &Peer,
     task: &str,
     at: &Attempt,
-) -> Result<(String, String), ApiError> {
+) -> Result<Held, ApiError> {
     check_worker(&at.worker)?;
     let owner = lease_owner(&peer.name, &at.worker);
     let outcome = st
@@ -250,16 +260,27 @@ async fn inputs_of(st: &AppState, claim: &reelay_jobs::Claim) -> Result<Vec<Peer
         }
         infos
     } else {
-        st.storage
-            .list(&format!("inputs/{}", claim.job.id))
+        let job = &claim.job;
+        let mut infos = st
+            .storage
+            .list(&format!("inputs/{}", job.id))
             .await
-            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        // A key input is not under `inputs/{job}/`: the peer gets it as the job's source.
+        let source = crate::storage::input_key(&job.id);
+        if let Some(key) = job.input_key.as_deref().filter(|k| *k != source) {
+            let mut info = st.storage.head(key).await.map_err(unavailable)?;
+            info.key = source;
+            infos.push(info);
+        }
+        infos
     };
     let mut out = Vec::with_capacity(listed.len());
     for o in listed {
+        let stored = crate::peer_io::stored_key(&claim.job.id, &o.key, claim.job.input_key.as_deref());
         let url = if st.cfg.steal.presign {
             st.storage
-                .presigned_get(&o.key, ttl)
+                .presigned_get(stored, ttl)
                 .await
                 .map_err(|e| ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string()))?
         } else {
@@ -310,7 +331,7 @@ async fn complete(
 ) -> Result<Response, ApiError> {
     let req: CompleteRequest = json(body, COMPLETE_BODY_BYTES).await?;
     check_worker(&req.worker)?;
-    let (kind, prefix) = task_kind_prefix(&st, &task, req.attempt).await?;
+    let Held { kind, prefix, .. } = task_kind_prefix(&st, &task, req.attempt).await?;
     check_outputs_shape(&kind, &req.outputs)?;
     if !outputs_within(&prefix, &req.outputs) {
         return Err(ApiError::new(
@@ -438,7 +459,7 @@ async fn upload_url(
         worker: req.worker,
         attempt: req.attempt,
     };
-    let (_, prefix) = hold(&st, &peer, &task, &at).await?;
+    let prefix = hold(&st, &peer, &task, &at).await?.prefix;
     if !may_write(&prefix, &req.key) {
         return Err(forbidden_key(&req.key));
     }
@@ -477,17 +498,19 @@ async fn get_object(
     at: Result<Query<Attempt>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let at = attempt_query(at)?;
-    let (kind, _) = hold(&st, &peer, &task, &at).await?;
+    let held = hold(&st, &peer, &task, &at).await?;
     let (job_id, _) = task
         .rsplit_once('.')
         .ok_or_else(|| ApiError::not_found("no such task"))?;
-    if !may_read(job_id, &kind, &key) {
+    if !may_read(job_id, &held.kind, &key) {
         return Err(forbidden_key(&key));
     }
-    let info = st.storage.head(&key).await.map_err(storage_error)?;
+    // The job's source is its stored input: the upload, or the key input it names.
+    let stored = crate::peer_io::stored_key(job_id, &key, held.input_key.as_deref());
+    let info = st.storage.head(stored).await.map_err(storage_error)?;
     let stream = st
         .storage
-        .get_range(&key, None)
+        .get_range(stored, None)
         .await
         .map_err(storage_error)?;
     Ok((
@@ -518,7 +541,7 @@ async fn put_object(
     body: Body,
 ) -> Result<Response, ApiError> {
     let at = attempt_query(at)?;
-    let (_, prefix) = hold(&st, &peer, &task, &at).await?;
+    let prefix = hold(&st, &peer, &task, &at).await?.prefix;
     if !may_write(&prefix, &key) {
         return Err(forbidden_key(&key));
     }
