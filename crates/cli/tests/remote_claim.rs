@@ -814,7 +814,10 @@ fn a_key_input_moves_like_an_upload() {
         metrics.contains("reelay_peer_tasks_total{event=\"completed\"} 1"),
         "{metrics}"
     );
-    assert_eq!(std::fs::read(&stored).unwrap(), std::fs::read(&clip).unwrap());
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        std::fs::read(&clip).unwrap()
+    );
     assert!(files_under(&dir.path().join("gcp/storage/outputs")).is_empty());
     assert!(files_under(&dir.path().join("gcp/storage/incoming")).is_empty());
     let out = &job.outputs[0];
@@ -825,11 +828,21 @@ fn a_key_input_moves_like_an_upload() {
     let mp4 = dir.path().join("keyed-out.mp4");
     std::fs::write(&mp4, &bytes).unwrap();
     let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&mp4)
         .output()
         .unwrap();
-    let duration: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap();
+    let duration: f64 = String::from_utf8_lossy(&probe.stdout)
+        .trim()
+        .parse()
+        .unwrap();
     assert!((duration - 2.0).abs() < 0.1, "{duration}");
     pair.cancel(&pair.aws, &stalled);
 }

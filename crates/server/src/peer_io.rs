@@ -898,7 +898,11 @@ mod tests {
         );
         // An upload is its own source.
         assert_eq!(
-            stored_key("aws.01J", "inputs/aws.01J/source", Some("inputs/aws.01J/source")),
+            stored_key(
+                "aws.01J",
+                "inputs/aws.01J/source",
+                Some("inputs/aws.01J/source")
+            ),
             "inputs/aws.01J/source"
         );
         // Every other key, another job's source included, is itself (and may_read decides).

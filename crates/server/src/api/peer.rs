@@ -158,12 +158,7 @@ async fn task_kind_prefix(st: &AppState, task: &str, attempt: u32) -> Result<Hel
 
 /// Checks (and extends) the attempt's lease: the object routes act only for a live lease.
 /// Returns what [`task_kind_prefix`] does.
-async fn hold(
-    st: &AppState,
-    peer: &Peer,
-    task: &str,
-    at: &Attempt,
-) -> Result<Held, ApiError> {
+async fn hold(st: &AppState, peer: &Peer, task: &str, at: &Attempt) -> Result<Held, ApiError> {
     check_worker(&at.worker)?;
     let owner = lease_owner(&peer.name, &at.worker);
     let outcome = st
@@ -277,7 +272,8 @@ async fn inputs_of(st: &AppState, claim: &reelay_jobs::Claim) -> Result<Vec<Peer
     };
     let mut out = Vec::with_capacity(listed.len());
     for o in listed {
-        let stored = crate::peer_io::stored_key(&claim.job.id, &o.key, claim.job.input_key.as_deref());
+        let stored =
+            crate::peer_io::stored_key(&claim.job.id, &o.key, claim.job.input_key.as_deref());
         let url = if st.cfg.steal.presign {
             st.storage
                 .presigned_get(stored, ttl)
