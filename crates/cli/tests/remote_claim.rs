@@ -772,7 +772,9 @@ fn the_peer_fills_the_owners_bucket(presign: bool) {
 
 /// A key input (an object already in aws's storage, under aws's key prefix) moves like an
 /// upload: gcp, which has no key prefix, reads it through aws's object route under the job's
-/// own source name, never where it lies; the object stays in aws's storage, unchanged.
+/// own source name, never where it lies; the object stays in aws's storage, unchanged. (With
+/// `"split": "auto"` the job's first task, which probes the input and decides the split, stays
+/// home; a long input's pieces then move as any split job's do.)
 #[test]
 fn a_key_input_moves_like_an_upload() {
     let dir = tempfile::tempdir().unwrap();
@@ -791,12 +793,15 @@ fn a_key_input_moves_like_an_upload() {
     std::fs::copy(&clip, &stored).unwrap();
     let r = pair
         .aws
-        .client()
+        .client
         .post(format!("{}/v1/jobs", pair.aws.base))
         .bearer_auth(&pair.tokens.user)
         .json(&serde_json::json!({
             "input": {"key": "incoming/team/keyed.mp4"},
-            "outputs": [{"preset": "mp4-360p"}]
+            "outputs": [{"preset": "mp4-360p"}],
+            // Under "auto" the first task probes a key input and decides the split, at home;
+            // "off" decides now, so that task may move.
+            "split": "off"
         }))
         .send()
         .unwrap();
