@@ -29,9 +29,11 @@ KNOWN = REQUIRED | {
     "hosts_file", "nginx_user", "nginx_worker_processes", "nginx_http_snippet", "health", "placement",
     "status_allow", "client_keepalive", "tls_cert", "tls_key", "upstream_client_cert",
     "upstream_client_key", "upstream_ca", "upstream_server_name", "rate_limit_per_second",
-    "rate_limit_burst", "http_redirect_listen", "auth",
+    "rate_limit_burst", "http_redirect_listen", "auth", "stealing",
 }
 HEALTH = {"interval_ms", "timeout_ms", "fall", "rise", "resolve_interval_ms"}
+STEALING_AT_LEAST_0 = {"min_seconds_saved", "egress_usd_per_gb", "cooldown_seconds", "min_wait_seconds"}
+STEALING_POSITIVE = {"link_mb_per_second", "wait_usd_per_hour"}
 
 
 @functools.cache
@@ -68,6 +70,15 @@ def check_with_python(cfg: dict[str, Any]) -> None:
         assert cfg["auth"]["trusted_keys"]
     names = [c["name"] for c in cfg["clusters"]]
     assert names and len(names) == len(set(names))
+    stealing = cfg.get("stealing", {})
+    assert stealing.keys() <= {"enabled", "egress"} | STEALING_AT_LEAST_0 | STEALING_POSITIVE
+    assert isinstance(stealing.get("enabled", False), bool)
+    for k in STEALING_AT_LEAST_0 & stealing.keys():
+        assert 0 <= stealing[k] < float("inf"), f"stealing.{k}"
+    for k in STEALING_POSITIVE & stealing.keys():
+        assert 0 < stealing[k] < float("inf"), f"stealing.{k}"
+    for e in stealing.get("egress", []):
+        assert e.keys() == {"from", "to", "usd_per_gb"} and e["usd_per_gb"] >= 0
     for c in cfg["clusters"]:
         assert c.keys() <= {"name", "url", "weight", "cost", "addresses"}
         assert CLUSTER_NAME.match(c["name"])
