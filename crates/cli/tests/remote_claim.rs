@@ -824,7 +824,6 @@ fn a_key_input_moves_like_an_upload() {
         std::fs::read(&clip).unwrap()
     );
     assert!(files_under(&dir.path().join("gcp/storage/outputs")).is_empty());
-    assert!(files_under(&dir.path().join("gcp/storage/incoming")).is_empty());
     let out = &job.outputs[0];
     let body = pair.download(&pair.aws, &out.url);
     assert_eq!(body.status(), 200);
@@ -850,6 +849,77 @@ fn a_key_input_moves_like_an_upload() {
         .unwrap();
     assert!((duration - 2.0).abs() < 0.1, "{duration}");
     pair.cancel(&pair.aws, &stalled);
+}
+
+/// A key input that is gone by the time a peer asks keeps its task home for good: the peer
+/// gets nothing (204), the task is never offered again, and the home worker fails the job
+/// with `input_not_found`, as for any job whose input vanished.
+#[test]
+fn a_key_input_gone_before_the_claim_keeps_its_task_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = start(
+        dir.path(),
+        Setup {
+            aws_key_prefix: Some("incoming"),
+            ..Setup::new(false, Link::Direct)
+        },
+    );
+    let stalled = pair.occupy(&pair.aws);
+    let clip = common::clip(&pair.dir, "gone.mp4", "160x120", 1, false);
+    let stored = dir.path().join("aws/storage/incoming/team/gone.mp4");
+    std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
+    std::fs::copy(&clip, &stored).unwrap();
+    let r = pair
+        .aws
+        .client
+        .post(format!("{}/v1/jobs", pair.aws.base))
+        .bearer_auth(&pair.tokens.user)
+        .json(&serde_json::json!({
+            "input": {"key": "incoming/team/gone.mp4"},
+            "outputs": [{"preset": "mp4-360p"}],
+            "split": "off"
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
+    let id = r.json::<JobView>().unwrap().id;
+    std::fs::remove_file(&stored).unwrap();
+    std::thread::sleep(Duration::from_millis(800)); // past offer_after_seconds (0.5 s)
+    let claim = |worker: &str| {
+        pair.aws
+            .client
+            .post(format!("{}/v1/peer/tasks/claim", pair.aws.base))
+            .bearer_auth(&pair.tokens.peer)
+            .json(&serde_json::json!({"worker": worker}))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(claim("w1").status(), 204, "a gone key input was handed out");
+    assert_eq!(
+        claim("w2").status(),
+        204,
+        "a task kept home was offered again"
+    );
+    let metrics = pair.metrics(&pair.aws);
+    assert_eq!(
+        sample(&metrics, "reelay_peer_tasks_total{event=\"claimed\"}"),
+        0.0,
+        "{metrics}"
+    );
+    pair.cancel(&pair.aws, &stalled);
+    let job = pair.wait_status(&pair.aws, &id, "failed", Duration::from_secs(60));
+    assert_eq!(
+        job.error.as_ref().map(|e| e.code.as_str()),
+        Some("input_not_found"),
+        "{:?}",
+        job.error
+    );
+    assert_eq!(
+        job.tasks[0].ran_on.as_deref(),
+        Some("aws"),
+        "{:?}",
+        job.tasks
+    );
 }
 
 /// The edge's own JSON refusal: its status and message (the cluster's would differ).

@@ -168,12 +168,28 @@ pub struct PeerJob {
     pub input_facts: Option<InputFacts>,
 }
 
+/// The job's spec as a peer sees it: a key input's key replaced by the job's own source key,
+/// which is all the peer reads ([`stored_key`]); any other spec as stored.
+fn peer_spec(job: &Job) -> String {
+    let source = crate::storage::input_key(&job.id);
+    if job.input_key.as_deref().is_none_or(|k| k == source) {
+        return job.spec_json.clone();
+    }
+    let Ok(mut spec) = serde_json::from_str::<serde_json::Value>(&job.spec_json) else {
+        return job.spec_json.clone();
+    };
+    if let Some(key) = spec.pointer_mut("/input/key") {
+        *key = serde_json::Value::String(source);
+    }
+    spec.to_string()
+}
+
 impl PeerJob {
     pub fn from_job(job: &Job) -> PeerJob {
         PeerJob {
             id: job.id.clone(),
             cluster: job.cluster.clone(),
-            spec_json: job.spec_json.clone(),
+            spec_json: peer_spec(job),
             spec_hash: job.spec_hash.clone(),
             // Whatever the job's stored input (an upload, or a key input under the owner's
             // key prefix), the peer reads it as the job's own source ([`stored_key`]).
@@ -887,6 +903,40 @@ impl EdgeClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_never_sees_where_a_key_input_lies() {
+        let stored = PeerJob {
+            id: "aws.01J".into(),
+            cluster: "aws".into(),
+            spec_json:
+                r#"{"input":{"key":"incoming/team/film.mov"},"outputs":[{"preset":"mp4-360p"}]}"#
+                    .into(),
+            spec_hash: "h".into(),
+            input_key: Some("incoming/team/film.mov".into()),
+            input_url: None,
+            owner: Some("team".into()),
+            priority: 0,
+            max_attempts: 3,
+            estimated_seconds: 1.0,
+            created_at: 0,
+            split_json: None,
+            input_name: None,
+            input_facts: None,
+        }
+        .into_job();
+        let seen = PeerJob::from_job(&stored);
+        assert_eq!(seen.input_key.as_deref(), Some("inputs/aws.01J/source"));
+        let spec: serde_json::Value = serde_json::from_str(&seen.spec_json).unwrap();
+        assert_eq!(spec["input"]["key"], "inputs/aws.01J/source");
+        assert_eq!(spec["outputs"][0]["preset"], "mp4-360p");
+        assert!(!serde_json::to_string(&seen).unwrap().contains("incoming"));
+        // An upload's spec goes as stored.
+        let mut upload = stored.clone();
+        upload.input_key = Some("inputs/aws.01J/source".into());
+        upload.spec_json = r#"{"outputs":[]}"#.into();
+        assert_eq!(PeerJob::from_job(&upload).spec_json, upload.spec_json);
+    }
 
     #[test]
     fn the_jobs_source_is_its_stored_input_and_nothing_else_moves() {

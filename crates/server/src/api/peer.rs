@@ -207,7 +207,20 @@ async fn claim(
     };
     let inputs = match inputs_of(&st, &claim).await {
         Ok(i) => i,
-        Err(e) => {
+        Err(NotMovable::StaysHome(why)) => {
+            // Not the peer's to run: released with its move recorded, so it is never offered
+            // again and a home worker meets (and reports) the problem as for any job.
+            tracing::info!(task_id = %claim.task_id, why, "task kept home");
+            if let Err(e) = st
+                .store
+                .release(&claim.task_id, &owner, claim.attempt)
+                .await
+            {
+                tracing::warn!(error = %e, "could not release a task kept home");
+            }
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        Err(NotMovable::Api(e)) => {
             // Hand it back at once (not counted, and not marked as moved: the peer never
             // began) rather than let the lease run out.
             if let Err(e) = st
@@ -237,10 +250,28 @@ async fn claim(
     Ok(Json(answer).into_response())
 }
 
+/// Why a claimed task's inputs cannot go to the peer.
+enum NotMovable {
+    /// The task itself cannot move (its key input is gone or outside this cluster's prefix):
+    /// it stays home for good.
+    StaysHome(&'static str),
+    /// This cluster could not list them now (storage): the peer may try again.
+    Api(ApiError),
+}
+
+impl From<ApiError> for NotMovable {
+    fn from(e: ApiError) -> Self {
+        NotMovable::Api(e)
+    }
+}
+
 /// What the claimed task reads, each object with a presigned GET URL when the storage signs:
 /// every object under the job's `inputs/` prefix, or for a split piece the piece files of its
 /// range ([`crate::peer_io::segment_reads`]).
-async fn inputs_of(st: &AppState, claim: &reelay_jobs::Claim) -> Result<Vec<PeerObject>, ApiError> {
+async fn inputs_of(
+    st: &AppState,
+    claim: &reelay_jobs::Claim,
+) -> Result<Vec<PeerObject>, NotMovable> {
     let ttl = Duration::from_secs(st.cfg.presign_ttl_seconds);
     let unavailable = |e: crate::storage::StorageError| {
         ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string())
@@ -261,10 +292,22 @@ async fn inputs_of(st: &AppState, claim: &reelay_jobs::Claim) -> Result<Vec<Peer
             .list(&format!("inputs/{}", job.id))
             .await
             .map_err(unavailable)?;
-        // A key input is not under `inputs/{job}/`: the peer gets it as the job's source.
+        // A key input is not under `inputs/{job}/`: the peer gets it as the job's source,
+        // after the check a home worker makes (the prefix may have changed since admission).
         let source = crate::storage::input_key(&job.id);
         if let Some(key) = job.input_key.as_deref().filter(|k| *k != source) {
-            let mut info = st.storage.head(key).await.map_err(unavailable)?;
+            if !st.cfg.key_inputs().within_prefix(key) {
+                return Err(NotMovable::StaysHome(
+                    "its key input lies outside this cluster's key_input_prefix",
+                ));
+            }
+            let mut info = match st.storage.head(key).await {
+                Ok(info) => info,
+                Err(crate::storage::StorageError::NotFound(_)) => {
+                    return Err(NotMovable::StaysHome("its key input is gone"))
+                }
+                Err(e) => return Err(unavailable(e).into()),
+            };
             info.key = source;
             infos.push(info);
         }
@@ -274,7 +317,9 @@ async fn inputs_of(st: &AppState, claim: &reelay_jobs::Claim) -> Result<Vec<Peer
     for o in listed {
         let stored =
             crate::peer_io::stored_key(&claim.job.id, &o.key, claim.job.input_key.as_deref());
-        let url = if st.cfg.steal.presign {
+        // A presigned URL names the object's key: a key input goes through the object route,
+        // so the peer never learns where it lies.
+        let url = if st.cfg.steal.presign && stored == o.key {
             st.storage
                 .presigned_get(stored, ttl)
                 .await
@@ -501,8 +546,12 @@ async fn get_object(
     if !may_read(job_id, &held.kind, &key) {
         return Err(forbidden_key(&key));
     }
-    // The job's source is its stored input: the upload, or the key input it names.
+    // The job's source is its stored input: the upload, or the key input it names (checked
+    // against the prefix again, as a home worker does).
     let stored = crate::peer_io::stored_key(job_id, &key, held.input_key.as_deref());
+    if stored != key && !st.cfg.key_inputs().within_prefix(stored) {
+        return Err(forbidden_key(&key));
+    }
     let info = st.storage.head(stored).await.map_err(storage_error)?;
     let stream = st
         .storage
