@@ -375,9 +375,12 @@ def edge_config(tmp: Path, eager: bool = True) -> Path:
     if not eager:
         path.write_text(text)  # the same inode: the bind mount sees it
         return path
-    eager = re.sub(r"^min_seconds_saved = .*$", "min_seconds_saved = 1", text, flags=re.M)
-    eager = re.sub(r"^min_wait_seconds = .*$", "min_wait_seconds = 3", eager, flags=re.M)
-    check("\nmin_seconds_saved = 1\n" in eager and "\nmin_wait_seconds = 3\n" in eager, "the test's edge.toml is eager")
+    # A 4 s piece waits at home for the rest of the piece before it (a few seconds): worth a
+    # move once 0.2 s are saved, no egress price (one machine), after 3 s of patience.
+    eager = text
+    for key, value in (("min_seconds_saved", "0.2"), ("min_wait_seconds", "3"), ("egress_usd_per_gb", "0")):
+        eager = re.sub(rf"^{key} = .*$", f"{key} = {value}", eager, flags=re.M)
+        check(f"\n{key} = {value}\n" in eager, f"the test's edge.toml: {key} = {value}")
     path.write_text(eager)
     path.chmod(0o644)  # read by the edge's UID 10001
     return path
@@ -402,6 +405,12 @@ def steal_across_clouds(stack: Stack, tmp: Path) -> list[str]:
     pieces = [t for t in tasks if t["kind"] == "encode_segment"]
     away = [t["id"] for t in pieces if t.get("ran_on") not in (None, home)]
     log(f"pieces: {[(t['id'][-12:], t.get('ran_on'), t['attempts']) for t in pieces]}")
+    try:
+        with urllib.request.urlopen(f"{stack.url}/edge/metrics", timeout=5) as r:
+            decisions = [l for l in r.read().decode().splitlines() if l.startswith("reelay_edge_steal_decisions_total")]
+        log(f"the edge's stealing answers: {decisions}")
+    except (OSError, ValueError) as e:
+        log(f"/edge/metrics unreadable: {e}")
     check(len(pieces) >= 8, f"the film was cut into {len(pieces)} pieces (>= 8)")
     check(len(away) >= 1, f"{len(away)} of {len(pieces)} pieces ran on the other cloud, through the edge")
     check(all(t["attempts"] == 1 for t in tasks), f"every task ran once ({[(t['kind'], t['attempts']) for t in tasks]})")
@@ -459,7 +468,8 @@ def main() -> int:
     run([str(ROOT / "scripts/compose-env.sh"), str(env_file)])
     port = free_port()
     with env_file.open("a") as f:
-        f.write(f"EDGE_PORT={port}\nREELAY_WORKERS=1\nEDGE_CONFIG={edge_config(tmp)}\n")
+        f.write(f"EDGE_PORT={port}\nREELAY_WORKERS=1\nEDGE_CONFIG={edge_config(tmp)}\n"
+                "RUST_LOG=info,reelay_server::worker::remote=debug\n")
     stack = Stack(env_file, port)
     stack.compose("down", "-v", "--remove-orphans", check_rc=False)  # a crashed earlier run
     ok = False
