@@ -770,25 +770,32 @@ fn the_peer_fills_the_owners_bucket(presign: bool) {
     pair.cancel(&pair.aws, &stalled);
 }
 
-/// A key input (an object already in aws's storage, under aws's key prefix) moves like an
-/// upload: gcp, which has no key prefix, reads it through aws's object route under the job's
-/// own source name, never where it lies; the object stays in aws's storage, unchanged. (With
-/// `"split": "auto"` the job's first task, which probes the input and decides the split, stays
-/// home; a long input's pieces then move as any split job's do.)
-#[test]
-fn a_key_input_moves_like_an_upload() {
-    let dir = tempfile::tempdir().unwrap();
+/// What [`key_input_job`] made.
+struct KeyInputJob {
+    pair: Stack,
+    /// The job holding aws's one slot.
+    stalled: String,
+    /// The clip as generated, and where it lies in aws's storage.
+    clip: PathBuf,
+    stored: PathBuf,
+    id: String,
+}
+
+/// aws (key prefix `incoming`; gcp too when `gcp`) with its one slot held, and a job whose
+/// input is `incoming/team/{name}`, an object put where an operator's pipeline drops it (under
+/// the user token's owner, "team"), waiting at home. `"split": "off"`: under "auto" the first
+/// task probes a key input and decides the split, at home; "off" decides now, so it may move.
+fn key_input_job(dir: &Path, gcp: bool, name: &str, size: &str, secs: u32) -> KeyInputJob {
     let pair = start(
-        dir.path(),
+        dir,
         Setup {
             aws_key_prefix: Some("incoming"),
-            ..Setup::new(true, Link::Direct)
+            ..Setup::new(gcp, Link::Direct)
         },
     );
     let stalled = pair.occupy(&pair.aws);
-    let clip = common::clip(&pair.dir, "keyed.mp4", "320x240", 2, true);
-    // Where an operator's pipeline drops it, under the user token's owner ("team").
-    let stored = dir.path().join("aws/storage/incoming/team/keyed.mp4");
+    let clip = common::clip(&pair.dir, name, size, secs, true);
+    let stored = dir.join(format!("aws/storage/incoming/team/{name}"));
     std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
     std::fs::copy(&clip, &stored).unwrap();
     let r = pair
@@ -797,16 +804,38 @@ fn a_key_input_moves_like_an_upload() {
         .post(format!("{}/v1/jobs", pair.aws.base))
         .bearer_auth(&pair.tokens.user)
         .json(&serde_json::json!({
-            "input": {"key": "incoming/team/keyed.mp4"},
+            "input": {"key": format!("incoming/team/{name}")},
             "outputs": [{"preset": "mp4-360p"}],
-            // Under "auto" the first task probes a key input and decides the split, at home;
-            // "off" decides now, so that task may move.
             "split": "off"
         }))
         .send()
         .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
     let id = r.json::<JobView>().unwrap().id;
+    KeyInputJob {
+        pair,
+        stalled,
+        clip,
+        stored,
+        id,
+    }
+}
+
+/// A key input (an object already in aws's storage, under aws's key prefix) moves like an
+/// upload: gcp, which has no key prefix, reads it through aws's object route under the job's
+/// own source name, never where it lies; the object stays in aws's storage, unchanged. (With
+/// `"split": "auto"` the job's first task, which probes the input and decides the split, stays
+/// home; a long input's pieces then move as any split job's do.)
+#[test]
+fn a_key_input_moves_like_an_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let KeyInputJob {
+        pair,
+        stalled,
+        clip,
+        stored,
+        id,
+    } = key_input_job(dir.path(), true, "keyed.mp4", "320x240", 2);
     let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(90));
     assert_eq!(
         job.tasks[0].ran_on.as_deref(),
@@ -857,32 +886,13 @@ fn a_key_input_moves_like_an_upload() {
 #[test]
 fn a_key_input_gone_before_the_claim_keeps_its_task_home() {
     let dir = tempfile::tempdir().unwrap();
-    let pair = start(
-        dir.path(),
-        Setup {
-            aws_key_prefix: Some("incoming"),
-            ..Setup::new(false, Link::Direct)
-        },
-    );
-    let stalled = pair.occupy(&pair.aws);
-    let clip = common::clip(&pair.dir, "gone.mp4", "160x120", 1, false);
-    let stored = dir.path().join("aws/storage/incoming/team/gone.mp4");
-    std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
-    std::fs::copy(&clip, &stored).unwrap();
-    let r = pair
-        .aws
-        .client
-        .post(format!("{}/v1/jobs", pair.aws.base))
-        .bearer_auth(&pair.tokens.user)
-        .json(&serde_json::json!({
-            "input": {"key": "incoming/team/gone.mp4"},
-            "outputs": [{"preset": "mp4-360p"}],
-            "split": "off"
-        }))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
-    let id = r.json::<JobView>().unwrap().id;
+    let KeyInputJob {
+        pair,
+        stalled,
+        stored,
+        id,
+        ..
+    } = key_input_job(dir.path(), false, "gone.mp4", "160x120", 1);
     std::fs::remove_file(&stored).unwrap();
     std::thread::sleep(Duration::from_millis(800)); // past offer_after_seconds (0.5 s)
     let claim = |worker: &str| {
