@@ -58,6 +58,14 @@ impl KeyInputs {
         }
     }
 
+    /// Whether job `job_id`'s stored input `key` may be read for it now: its own upload
+    /// (`inputs/{job}/source`), or a key under the prefix as configured today (jobs stored
+    /// before the prefix changed). The one check every reader makes: the worker at home, and
+    /// the api before it hands the object to a peer.
+    pub fn may_serve(&self, job_id: &str, key: &str) -> bool {
+        key == crate::storage::input_key(job_id) || self.within_prefix(key)
+    }
+
     /// Whether a caller may name `key`: `owner` is the owner of the jobs it submits, `admin`
     /// whether it sees every job.
     pub fn may_read(&self, key: &str, owner: Option<&str>, admin: bool) -> bool {
@@ -143,6 +151,11 @@ mod tests {
         assert!(!k.may_read("imports", None, true));
         assert!(k.within_prefix("imports/x/y.mp4"));
         assert!(!k.within_prefix("outputs/x/y.mp4"));
+        // A job's own upload, or a key under the prefix; nothing else.
+        assert!(k.may_serve("aws.01J", "inputs/aws.01J/source"));
+        assert!(k.may_serve("aws.01J", "imports/x/y.mp4"));
+        assert!(!k.may_serve("aws.01J", "inputs/aws.01K/source"));
+        assert!(!k.may_serve("aws.01J", "outputs/x/y.mp4"));
     }
 
     #[test]

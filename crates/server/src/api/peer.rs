@@ -296,7 +296,7 @@ async fn inputs_of(
         // after the check a home worker makes (the prefix may have changed since admission).
         let source = crate::storage::input_key(&job.id);
         if let Some(key) = job.input_key.as_deref().filter(|k| *k != source) {
-            if !st.cfg.key_inputs().within_prefix(key) {
+            if !st.cfg.key_inputs().may_serve(&job.id, key) {
                 return Err(NotMovable::StaysHome(
                     "its key input lies outside this cluster's key_input_prefix",
                 ));
@@ -549,7 +549,7 @@ async fn get_object(
     // The job's source is its stored input: the upload, or the key input it names (checked
     // against the prefix again, as a home worker does).
     let stored = crate::peer_io::stored_key(job_id, &key, held.input_key.as_deref());
-    if stored != key && !st.cfg.key_inputs().within_prefix(stored) {
+    if stored != key && !st.cfg.key_inputs().may_serve(job_id, stored) {
         return Err(forbidden_key(&key));
     }
     let info = st.storage.head(stored).await.map_err(storage_error)?;

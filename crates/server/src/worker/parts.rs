@@ -113,9 +113,7 @@ impl Context<'_> {
             let key = job.input_key.as_deref().ok_or_else(|| {
                 PartError::Contract("a split job's input must be in storage".into())
             })?;
-            if key != crate::storage::input_key(&job.id)
-                && !self.state.cfg.key_inputs().within_prefix(key)
-            {
+            if !self.state.cfg.key_inputs().may_serve(&job.id, key) {
                 return Err(PartError::Contract(
                     "a split job's input must be its own or under the key_input_prefix".into(),
                 ));

@@ -165,7 +165,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Transcoded, TranscodeError> 
         Ok(if let Some(key) = &job.input_key {
             // Checked again here for jobs stored before the prefix existed (or under another
             // setting): the job's own upload, or a key under the prefix, nothing else.
-            if *key != crate::storage::input_key(&job.id) && !cfg.key_inputs().within_prefix(key) {
+            if !cfg.key_inputs().may_serve(&job.id, key) {
                 return Err(TranscodeError::InputNotFound(
                     "the input key lies outside this cluster's key_input_prefix".into(),
                 ));
