@@ -253,33 +253,39 @@ fn keys_rotate_without_downtime() {
     let before = std::fs::read_to_string(&trusted).unwrap();
     std::fs::write(&trusted, format!("{before}{line}")).unwrap();
     std::fs::copy(&k2, up.state.join("identity/issuer.key")).unwrap();
-    let new_admin = wait_until(
-        "the clusters to sign with k2",
-        Duration::from_secs(10),
-        || {
-            let out = Command::new(BIN)
-                .args(["token", "create", "--scope", "admin", "--owner", "ops"])
-                .env("REELAY_SERVER", &up.edge)
-                .env("REELAY_TOKEN", admin.trim())
-                .output()
-                .ok()?;
-            let t = String::from_utf8(out.stdout).ok()?.trim().to_string();
-            let keys = load_trusted_keys(&trusted).ok()?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()?
-                .as_secs();
-            let c = verify(&t, &keys, &Default::default(), now).ok()?;
-            (c.kid == "k2").then_some(t)
-        },
-    );
-    // The edge picks the new key up within a second too.
-    wait_until("the edge to trust k2", Duration::from_secs(10), || {
-        (status(
-            &client,
-            &format!("{}/v1/presets", up.edge),
-            Some(&new_admin),
-        ) == 200)
+    // Each cluster reloads the issuer key on its own clock: ask each one directly, so the
+    // tokens made below through the edge are signed with k2 whichever cluster answers.
+    let signs_with_k2 = |cluster: &str| {
+        wait_until(
+            "the cluster to sign with k2",
+            Duration::from_secs(10),
+            || {
+                let out = Command::new(BIN)
+                    .args(["token", "create", "--scope", "admin", "--owner", "ops"])
+                    .env("REELAY_SERVER", cluster)
+                    .env("REELAY_TOKEN", admin.trim())
+                    .output()
+                    .ok()?;
+                let t = String::from_utf8(out.stdout).ok()?.trim().to_string();
+                let keys = load_trusted_keys(&trusted).ok()?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_secs();
+                let c = verify(&t, &keys, &Default::default(), now).ok()?;
+                (c.kid == "k2").then_some(t)
+            },
+        )
+    };
+    let new_admin = signs_with_k2(&up.aws);
+    signs_with_k2(&up.gcp);
+    // The edge and every cluster pick the new key up within a second too. One cluster signing
+    // with k2 says nothing about the other having reloaded its trusted keys yet, so wait for
+    // each of them: a `token create` through the edge may land on either.
+    wait_until("every service to trust k2", Duration::from_secs(10), || {
+        everywhere
+            .iter()
+            .all(|b| status(&client, &format!("{b}/v1/presets"), Some(&new_admin)) == 200)
             .then_some(())
     });
     let new = cli(
