@@ -71,6 +71,25 @@ fn decisions(s: &Stack, outcome: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
+/// One cluster's card on the edge's `/edge/status`.
+fn card(s: &Stack, name: &str) -> reelay_edge::status::ClusterStatus {
+    s.edge()
+        .status()
+        .clusters
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap()
+}
+
+/// `reelay_steal_asks_total{outcome}` from gcp's metrics: its idle slot's asks.
+fn asks(s: &Stack, outcome: &str) -> u64 {
+    let prefix = format!("reelay_steal_asks_total{{outcome=\"{outcome}\"}} ");
+    s.metrics(s.gcp())
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
 #[test]
 fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,6 +158,17 @@ fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays()
         ("queued", None),
         "a task moved although its transfer costs more than it saves"
     );
+    // The operator's view says why: gcp's card on /edge/status carries the edge's last
+    // answer to its idle slot, given within the worker's poll.
+    let gcp = card(&s, "gcp");
+    let answer = gcp
+        .steal_answer
+        .expect("gcp's card without its last answer");
+    assert_eq!(answer.answer.reason.as_deref(), Some("not_worth_it"));
+    assert!(answer.age_ms < 5_000, "{answer:?}");
+    // And gcp's own metrics count its slot's asks that the edge answered with "stay".
+    assert!(asks(&s, "stay") > 0);
+    assert_eq!(asks(&s, "claimed"), 0);
 
     // Egress free (a private interconnect), but a patience of 10 minutes: the minute aws's
     // head waits is ordinary queueing, and it stays.
@@ -164,6 +194,14 @@ fn an_idle_gcp_worker_takes_a_waiting_aws_task_only_when_the_edge_says_it_pays()
     assert_eq!(job.tasks[0].ran_on.as_deref(), Some("gcp"));
     assert_eq!(job.tasks[0].attempts, 1);
     assert!(decisions(&s, "steal") >= 1);
+    // gcp took from aws, so aws's card says it takes nothing from gcp for the cooldown (60 s
+    // by default) and gcp's says nothing of the kind.
+    let cooled = card(&s, "aws").steal_cooldowns;
+    assert_eq!(cooled.len(), 1, "{cooled:?}");
+    assert_eq!(cooled[0].cluster, "gcp");
+    assert!(cooled[0].seconds_left > 0.0 && cooled[0].seconds_left <= 60.0);
+    assert!(card(&s, "gcp").steal_cooldowns.is_empty());
+    assert_eq!(asks(&s, "claimed"), 1);
     // The stalled job never moved: it runs at home.
     assert_eq!(
         s.job(&s.aws, &aws_stall).tasks[0].ran_on.as_deref(),

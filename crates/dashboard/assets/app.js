@@ -282,6 +282,20 @@
     dl.append(el('dt', { text: label }), el('dd', { class: cls, text: value }));
   }
 
+  /**
+   * The edge's last answer to this cluster's idle slots: "took aws.… from aws (saves 12 s),
+   * 3 s ago" or "stays: nothing_ready, just now". Ages come from the edge (no clock skew).
+   */
+  function stealText(s) {
+    const a = s.answer || {};
+    const ago = s.age_ms < 1500 ? 'just now' : fmtSeconds(s.age_ms / 1000) + ' ago';
+    if (a.from) {
+      const saves = typeof a.saved_seconds === 'number' ? ' (saves ' + fmtSeconds(a.saved_seconds) + ')' : '';
+      return 'told to take ' + (a.task_id || 'a task') + ' from ' + a.from + saves + ', ' + ago;
+    }
+    return 'stays: ' + (a.reason || 'unknown') + ', ' + ago;
+  }
+
   /** "last seen 12 s ago" for a cluster that stopped answering (its age comes from the edge). */
   function lastSeenText(c) {
     if (typeof c.last_seen_age_ms !== 'number') return 'not seen up since the edge started';
@@ -330,6 +344,12 @@
       fact(dl, 'Last check', 'not yet');
     }
     if (!down && typeof c.load_age_ms === 'number') fact(dl, 'Load age', fmtSeconds(c.load_age_ms / 1000));
+    if (c.steal_answer) fact(dl, 'Work stealing', stealText(c.steal_answer), 'steal-answer');
+    if (Array.isArray(c.steal_cooldowns) && c.steal_cooldowns.length) {
+      fact(dl, 'Cooldown', c.steal_cooldowns.map(function (x) {
+        return 'takes nothing from ' + x.cluster + ' for ' + fmtSeconds(x.seconds_left);
+      }).join('; '), 'steal-cooldown');
+    }
     card.append(dl);
     if (chk && chk.error) card.append(el('div', { class: 'check-error', text: chk.error }));
     if (c.resolve_error) card.append(el('div', { class: 'check-error', text: 'resolve: ' + c.resolve_error }));

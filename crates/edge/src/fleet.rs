@@ -8,7 +8,7 @@ use crate::health::{Health, HealthTracker};
 use crate::placement::{self, Candidate, Load, PendingPlacements, Policy};
 use crate::probe::{Probe, ProbeTarget};
 use crate::render::ClusterView;
-use crate::status::{CheckRecord, ClusterStatus};
+use crate::status::{CheckRecord, ClusterStatus, StealAnswer, StealCooldown};
 use reelay_protocol::LoadReport;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +35,9 @@ pub struct ClusterState {
     pub placements: u64,
     pub checks_ok: u64,
     pub checks_failed: u64,
+    /// The edge's last answer to this cluster's idle slots (`GET /edge/steal`) and when it
+    /// was given: what an operator reads when work does not move the way they expect.
+    pub last_steal: Option<(Instant, reelay_protocol::StealDecision)>,
 }
 
 impl ClusterState {
@@ -53,6 +56,7 @@ impl ClusterState {
             placements: 0,
             checks_ok: 0,
             checks_failed: 0,
+            last_steal: None,
         }
     }
 
@@ -337,7 +341,22 @@ impl Fleet {
     /// A decision to steal is remembered for the cooldown (the pair's reverse is refused for
     /// `cooldown_seconds`), whether or not the thief's claim then succeeds: a thief that was
     /// told to take a task had an idle slot, which is what the cooldown is about.
+    ///
+    /// The answer is remembered on the thief's card ([`Fleet::status`]).
     pub fn steal(&mut self, thief: &str, now: Instant) -> StealVerdict {
+        let verdict = self.decide_steal(thief, now);
+        let answer = match &verdict {
+            StealVerdict::UnknownCluster => return verdict,
+            StealVerdict::NoReading => crate::stealing::stay_answer(crate::stealing::THIEF_UNKNOWN),
+            StealVerdict::Decided(d) => d.answer(),
+        };
+        if let Some(c) = self.clusters.iter_mut().find(|c| c.name == thief) {
+            c.last_steal = Some((now, answer));
+        }
+        verdict
+    }
+
+    fn decide_steal(&mut self, thief: &str, now: Instant) -> StealVerdict {
         use crate::stealing::{self, Offer, Thief};
         let Some(me) = self.clusters.iter().find(|c| c.name == thief) else {
             return StealVerdict::UnknownCluster;
@@ -437,9 +456,38 @@ impl Fleet {
                     weight: c.weight,
                     cost: c.cost,
                     local: cand.local,
+                    steal_answer: rt.last_steal.as_ref().map(|(at, answer)| StealAnswer {
+                        age_ms: now.saturating_duration_since(*at).as_millis() as u64,
+                        answer: answer.clone(),
+                    }),
+                    steal_cooldowns: self.cooldowns_of(&c.name, now),
                 }
             })
             .collect()
+    }
+
+    /// The clusters `thief` may not take from at `now` because they took a task from it within
+    /// `[stealing] cooldown_seconds`, each with the seconds left, soonest first.
+    fn cooldowns_of(&self, thief: &str, now: Instant) -> Vec<StealCooldown> {
+        let policy = self.cfg.stealing.policy();
+        if !policy.enabled {
+            return Vec::new();
+        }
+        let mut out: Vec<StealCooldown> = self
+            .steals
+            .iter()
+            .filter(|((_, from), _)| from == thief)
+            .filter_map(|((took, _), at)| {
+                let left =
+                    policy.cooldown_seconds - now.saturating_duration_since(*at).as_secs_f64();
+                (left > 0.0).then(|| StealCooldown {
+                    cluster: took.clone(),
+                    seconds_left: (left * 10.0).ceil() / 10.0,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.seconds_left.total_cmp(&b.seconds_left));
+        out
     }
 
     /// The counters `/edge/metrics` exposes, per cluster.
@@ -712,6 +760,51 @@ url = "http://127.0.0.1:5"
 
     /// The edge decides from the latest readings it keeps: the thief's own says whether it is
     /// idle, the others' what they offer; a cluster that is down offers nothing.
+    /// What an operator sees on `/edge/status`: each cluster's last answer and the clusters
+    /// it may not take from now, with the seconds left.
+    #[test]
+    fn status_cards_show_the_last_steal_answer_and_the_cooldowns() {
+        let mut f =
+            fleet("[stealing]\nenabled = true\nmin_seconds_saved = 10\ncooldown_seconds = 60\n");
+        let t = Instant::now();
+        let card = |f: &Fleet, name: &str, at: Instant| {
+            f.status(at).into_iter().find(|c| c.name == name).unwrap()
+        };
+        assert_eq!(card(&f, "gcp", t).steal_answer, None);
+        // Asked before the edge has read gcp's load: the answer says so.
+        f.steal("gcp", t);
+        let first = card(&f, "gcp", t).steal_answer.unwrap();
+        assert_eq!(first.answer.reason.as_deref(), Some("thief_unknown"));
+        f.observe("gcp", &probe(t, true, Some(load("gcp", 1, 0))), t);
+        f.observe(
+            "aws",
+            &probe(t, true, Some(offering("aws", 300.0, "aws.1.transcode"))),
+            t,
+        );
+        f.steal("gcp", t);
+        let later = t + Duration::from_millis(2500);
+        let gcp = card(&f, "gcp", later);
+        let answer = gcp.steal_answer.unwrap();
+        assert_eq!(answer.age_ms, 2500);
+        assert_eq!(answer.answer.from.as_deref(), Some("aws"));
+        assert_eq!(answer.answer.task_id.as_deref(), Some("aws.1.transcode"));
+        // gcp took from aws: aws may not take from gcp for the rest of the minute; gcp is
+        // free to take from aws again.
+        assert!(gcp.steal_cooldowns.is_empty());
+        let aws = card(&f, "aws", later);
+        assert_eq!(aws.steal_answer, None);
+        assert_eq!(
+            aws.steal_cooldowns,
+            [StealCooldown {
+                cluster: "gcp".into(),
+                seconds_left: 57.5
+            }]
+        );
+        assert!(card(&f, "aws", t + Duration::from_secs(60))
+            .steal_cooldowns
+            .is_empty());
+    }
+
     #[test]
     fn steal_decides_from_the_latest_readings() {
         use crate::stealing::{Decision, StayReason};

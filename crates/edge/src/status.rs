@@ -60,6 +60,30 @@ pub struct ClusterStatus {
     pub weight: u32,
     pub cost: f64,
     pub local: bool,
+    /// The edge's last answer to this cluster's idle slots asking for work elsewhere
+    /// (`GET /edge/steal`); None until it asks (it asks only with `[steal] edge` set).
+    #[serde(default)]
+    pub steal_answer: Option<StealAnswer>,
+    /// Clusters this one may not take work from now: each took a task from it within
+    /// `[stealing] cooldown_seconds` (so work does not go back and forth).
+    #[serde(default)]
+    pub steal_cooldowns: Vec<StealCooldown>,
+}
+
+/// One remembered `GET /edge/steal` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StealAnswer {
+    /// Milliseconds since the edge gave it.
+    pub age_ms: u64,
+    pub answer: reelay_protocol::StealDecision,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StealCooldown {
+    /// The cluster not to take from (it just took from this one).
+    pub cluster: String,
+    /// Until the cooldown ends, rounded up to a tenth.
+    pub seconds_left: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ pub const HTTP_SECONDS: &str = "reelay_http_request_duration_seconds";
 pub const CONNECTIONS_REFUSED: &str = "reelay_http_connections_refused_total";
 pub const PEER_TASKS: &str = "reelay_peer_tasks_total";
 pub const REMOTE_TASKS: &str = "reelay_remote_tasks_total";
+pub const STEAL_ASKS: &str = "reelay_steal_asks_total";
 
 pub fn handle() -> PrometheusHandle {
     HANDLE
@@ -142,6 +143,12 @@ fn describe() {
         "Remote claim, as the peer: tasks of another cluster this cluster's workers ran, by \
          outcome (completed, failed, released, stopped, lease_lost, error)"
     );
+    metrics::describe_counter!(
+        STEAL_ASKS,
+        "Work stealing, as the thief: an idle slot's asks for a peer's task, by outcome \
+         (claimed, stay: the edge said take nothing, nothing: the peer had none, gone: the \
+         chosen task was taken meanwhile, edge_error, claim_error)"
+    );
     // Refusals are rare: the series exist from the start (at 0), so rate() and alerts on them
     // see a value instead of nothing.
     for answer in ["429", "closed"] {
@@ -167,5 +174,15 @@ fn describe() {
         "error",
     ] {
         metrics::counter!(REMOTE_TASKS, "outcome" => outcome).increment(0);
+    }
+    for outcome in [
+        "claimed",
+        "stay",
+        "nothing",
+        "gone",
+        "edge_error",
+        "claim_error",
+    ] {
+        metrics::counter!(STEAL_ASKS, "outcome" => outcome).increment(0);
     }
 }

@@ -23,6 +23,7 @@ mod stitch;
 mod sweeper;
 pub mod timing;
 mod transcode;
+mod trouble;
 mod wakeups;
 
 use crate::error::ErrorCode;

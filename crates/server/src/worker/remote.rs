@@ -13,8 +13,8 @@
 use super::{dispatch, lease_keeper, record_phase, Ended, StopCell, StopReason, WorkerPool};
 use crate::metrics as m;
 use crate::peer_io::{
-    Attempt, CompleteAnswer, CompleteRequest, EdgeClient, FailRequest, PeerClient, PeerTask,
-    StealConfig,
+    Attempt, CompleteAnswer, CompleteRequest, EdgeClient, FailRequest, PeerClient, PeerError,
+    PeerTask, StealConfig,
 };
 use crate::state::AppState;
 use crate::storage::Storage;
@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::timing::{Phase, Timings};
+use super::trouble::{Change, Trouble};
 
 /// The peers this process's slots may take tasks from.
 pub(super) struct Remote {
@@ -33,6 +34,8 @@ pub(super) struct Remote {
     /// `[steal] edge`: the edge decides which peer and task (its stealing policy weighs the
     /// wait saved against the transfer); without it, the round robin above takes any task.
     edge: Option<EdgeClient>,
+    /// Which asks keep failing, so each failure is logged once (`super::trouble`).
+    trouble: Trouble,
 }
 
 impl Remote {
@@ -63,6 +66,7 @@ impl Remote {
             next: AtomicUsize::new(0),
             poll: Duration::from_millis(cfg.poll_ms.max(50)),
             edge,
+            trouble: Trouble::default(),
         })
     }
 }
@@ -130,6 +134,38 @@ fn count(outcome: &'static str) {
     metrics::counter!(m::REMOTE_TASKS, "outcome" => outcome).increment(1);
 }
 
+fn count_ask(outcome: &'static str) {
+    metrics::counter!(m::STEAL_ASKS, "outcome" => outcome).increment(1);
+}
+
+/// The kind of a failed ask: what [`Trouble`] compares, so a refusal that keeps its status and
+/// code is one failure however its message varies.
+fn kind(e: &PeerError) -> String {
+    match e {
+        PeerError::Refused { status, code, .. } => format!("{} {status} {code}", e.code()),
+        _ => e.code().to_string(),
+    }
+}
+
+impl Remote {
+    /// Logs the outcome of asking `source` (the edge, or a peer by name) when it differs from
+    /// the last ask's: a failure at warn (error when it will not pass by itself: a refused
+    /// credential, a peer entry that cannot work), its end at info.
+    fn note(&self, source: &str, what: &str, outcome: Result<(), &PeerError>) {
+        let k = outcome.err().map(kind);
+        match (self.trouble.record(source, k.as_deref()), outcome) {
+            (Change::Started | Change::Changed, Err(e)) if !e.is_transient() => {
+                tracing::error!(%source, error = %e, "{what} fails and will until the configuration changes; no work moves from there");
+            }
+            (Change::Started | Change::Changed, Err(e)) => {
+                tracing::warn!(%source, error = %e, "{what} fails; this is logged again when the failure changes or ends");
+            }
+            (Change::Ended, _) => tracing::info!(%source, "{what} works again"),
+            _ => {}
+        }
+    }
+}
+
 impl WorkerPool {
     /// Asks the peers for a task (at most every `poll`, tracked in `last`) and runs it; true
     /// when one was run, so the slot asks its own cluster first again.
@@ -151,12 +187,18 @@ impl WorkerPool {
             let asked = Instant::now();
             match peer.claim(&self.id, None).await {
                 Ok(Some(task)) => {
+                    remote.note(&peer.name, "asking the peer for work", Ok(()));
+                    count_ask("claimed");
                     self.run_remote(peer, task, asked.elapsed()).await;
                     return true;
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    remote.note(&peer.name, "asking the peer for work", Ok(()));
+                    count_ask("nothing");
+                }
                 Err(e) => {
-                    tracing::debug!(peer = %peer.name, error = %e, "asking a peer for work failed")
+                    remote.note(&peer.name, "asking the peer for work", Err(&e));
+                    count_ask("claim_error");
                 }
             }
         }
@@ -167,13 +209,18 @@ impl WorkerPool {
     /// true when one was run.
     async fn steal_decided(&self, remote: &Remote, edge: &EdgeClient) -> bool {
         let decision = match edge.decide(&self.state.cfg.cluster).await {
-            Ok(d) => d,
+            Ok(d) => {
+                remote.note("edge", "asking the edge for a stealing decision", Ok(()));
+                d
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "asking the edge for a stealing decision failed");
+                remote.note("edge", "asking the edge for a stealing decision", Err(&e));
+                count_ask("edge_error");
                 return false;
             }
         };
         let (Some(from), Some(task_id)) = (decision.from, decision.task_id) else {
+            count_ask("stay");
             return false;
         };
         let Some(peer) = remote.peers.iter().find(|p| p.name == from) else {
@@ -181,16 +228,28 @@ impl WorkerPool {
             return false;
         };
         let asked = Instant::now();
-        match peer.claim(&self.id, Some(&task_id)).await {
+        let claimed = peer.claim(&self.id, Some(&task_id)).await;
+        remote.note(
+            &from,
+            "claiming the task the edge chose",
+            claimed.as_ref().map(|_| ()),
+        );
+        match claimed {
             Ok(Some(task)) => {
+                count_ask("claimed");
                 tracing::info!(peer = %from, task_id = %task_id, saved_seconds = ?decision.saved_seconds, "taking a task the edge chose");
                 self.run_remote(peer, task, asked.elapsed()).await;
                 true
             }
-            // Taken at home (or by another thief) since the edge's reading.
-            Ok(None) => false,
-            Err(e) => {
-                tracing::debug!(peer = %from, error = %e, "claiming the chosen task failed");
+            // Taken at home (or by another thief) since the edge's reading: the edge's
+            // readings are up to a poll old, so this happens and is no fault.
+            Ok(None) => {
+                count_ask("gone");
+                tracing::debug!(peer = %from, task_id = %task_id, "the chosen task was taken meanwhile");
+                false
+            }
+            Err(_) => {
+                count_ask("claim_error");
                 false
             }
         }
