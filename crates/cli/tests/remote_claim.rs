@@ -606,14 +606,7 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
 
     // A real claim, made by this test as the peer.
     let (stalled, id, input) = job_waiting_at_home(&pair, "160x120", 1);
-    let claim = |worker: &str| {
-        send(
-            &reqwest::Method::POST,
-            "/v1/peer/tasks/claim",
-            Some(&pair.tokens.peer),
-            serde_json::json!({"worker": worker}),
-        )
-    };
+    let claim = |worker: &str| pair.peer_claim(worker, None);
     let task: serde_json::Value =
         wait_until("a task for the peer", Duration::from_secs(10), || {
             let r = claim("test-w");
@@ -895,15 +888,7 @@ fn a_key_input_gone_before_the_claim_keeps_its_task_home() {
     } = key_input_job(dir.path(), false, "gone.mp4", "160x120", 1);
     std::fs::remove_file(&stored).unwrap();
     std::thread::sleep(Duration::from_millis(800)); // past offer_after_seconds (0.5 s)
-    let claim = |worker: &str| {
-        pair.aws
-            .client
-            .post(format!("{}/v1/peer/tasks/claim", pair.aws.base))
-            .bearer_auth(&pair.tokens.peer)
-            .json(&serde_json::json!({"worker": worker}))
-            .send()
-            .unwrap()
-    };
+    let claim = |worker: &str| pair.peer_claim(worker, None);
     assert_eq!(claim("w1").status(), 204, "a gone key input was handed out");
     assert_eq!(
         claim("w2").status(),

@@ -225,18 +225,7 @@ fn a_claim_names_its_task_and_an_unstarted_release_lets_it_move_again() {
     let clip = common::clip(d, "clip.mp4", "160x120", 1, false);
     let first = s.submit_upload(&s.aws, &clip);
     let second = s.submit_upload(&s.aws, &clip);
-    let claim = |task: Option<&str>, worker: &str| {
-        let mut body = serde_json::json!({ "worker": worker });
-        if let Some(t) = task {
-            body["task_id"] = t.into();
-        }
-        http()
-            .post(format!("{}/v1/peer/tasks/claim", s.aws.base()))
-            .bearer_auth(&s.tokens.peer)
-            .json(&body)
-            .send()
-            .unwrap()
-    };
+    let claim = |task: Option<&str>, worker: &str| s.peer_claim(worker, task);
     let release = |task: &str, worker: &str, began: Option<bool>| {
         let mut body = serde_json::json!({ "worker": worker, "attempt": 1 });
         if let Some(b) = began {

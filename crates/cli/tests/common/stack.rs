@@ -161,6 +161,22 @@ impl Stack {
         self.edge.as_ref().expect("this stack has no edge")
     }
 
+    /// `POST /v1/peer/tasks/claim` straight at aws, as gcp's worker `worker` (this test plays
+    /// the peer, with the peer token): any ready task, or exactly `task`.
+    pub fn peer_claim(&self, worker: &str, task: Option<&str>) -> reqwest::blocking::Response {
+        let mut body = serde_json::json!({ "worker": worker });
+        if let Some(t) = task {
+            body["task_id"] = t.into();
+        }
+        self.aws
+            .client
+            .post(format!("{}/v1/peer/tasks/claim", self.aws.base))
+            .bearer_auth(&self.tokens.peer)
+            .json(&body)
+            .send()
+            .unwrap()
+    }
+
     /// Submits a job to `on` whose input never answers, and waits until it holds `on`'s
     /// only slot; returns its id.
     pub fn occupy(&self, on: &Server) -> String {
