@@ -17,6 +17,7 @@ mod migrate;
 mod model;
 mod ops;
 mod postgres;
+mod registry;
 mod retry;
 mod shared_sql;
 mod sqlite;

@@ -22,15 +22,10 @@
 //! overtaken learns it from its next renew.
 
 use crate::migrate::{self, POSTGRES_MIGRATIONS};
-use crate::model::{
-    now_millis, scopes_from_column, scopes_to_column, ApiToken, AwayTask, Millis, NewToken,
-    RevocationRow, RunningAttempt,
-};
 use crate::ops::Dialect;
-use crate::shared_sql;
-use crate::store::{StoreError, TokenStore, WorkerRegistry};
+use crate::store::StoreError;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use std::time::Duration;
 
 /// Channel on which a `NOTIFY` (payload: the job id) is sent whenever a task becomes claimable at
@@ -120,202 +115,9 @@ crate::ops::conn_impl!(Db, PgConnection, Postgres, DIALECT, notify);
 crate::ops::job_store_impl!(PgStore, Db);
 crate::webhooks::webhook_store_impl!(PgStore, Db);
 
-#[async_trait::async_trait]
-impl WorkerRegistry for PgStore {
-    async fn heartbeat(
-        &self,
-        worker_id: &str,
-        slots: u32,
-        ttl: Duration,
-        speed: Option<f64>,
-        away: &[AwayTask],
-    ) -> Result<(), StoreError> {
-        let now = now_millis();
-        let expires = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
-        let speed = speed.filter(|s| s.is_finite() && *s > 0.0);
-        let away = (!away.is_empty())
-            .then(|| serde_json::to_string(away).ok())
-            .flatten();
-        sqlx::query(shared_sql::HEARTBEAT)
-            .bind(worker_id)
-            .bind(i64::from(slots))
-            .bind(expires)
-            .bind(speed)
-            .bind(away)
-            .execute(&self.pool)
-            .await?;
-        // Dropping expired rows here keeps the table the size of the fleet.
-        sqlx::query(shared_sql::FORGET_OLD_WORKERS)
-            .bind(now - 3_600_000)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
+crate::registry::worker_registry_impl!(PgStore);
 
-    async fn deregister(&self, worker_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM workers WHERE id = $1")
-            .bind(worker_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn live_capacity(&self) -> Result<u32, StoreError> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(slots), 0)::BIGINT AS total FROM workers WHERE expires_at >= $1",
-        )
-        .bind(now_millis())
-        .fetch_one(&self.pool)
-        .await?;
-        let total: i64 = row.try_get("total")?;
-        Ok(u32::try_from(total.max(0)).unwrap_or(u32::MAX))
-    }
-
-    async fn live_away(&self) -> Result<Vec<RunningAttempt>, StoreError> {
-        let rows = sqlx::query(shared_sql::LIVE_AWAY)
-            .bind(now_millis())
-            .fetch_all(&self.pool)
-            .await?;
-        let mut away = vec![];
-        for row in rows {
-            let json: String = row.try_get("away")?;
-            let expires_at: i64 = row.try_get("expires_at")?;
-            away.extend(AwayTask::running(&json, expires_at));
-        }
-        Ok(away)
-    }
-
-    async fn live_speed(&self) -> Result<Option<f64>, StoreError> {
-        let row = sqlx::query(shared_sql::LIVE_SPEED)
-            .bind(now_millis())
-            .fetch_one(&self.pool)
-            .await?;
-        let speed: Option<f64> = row.try_get("speed")?;
-        Ok(speed.filter(|s| s.is_finite() && *s > 0.0))
-    }
-}
-
-#[async_trait::async_trait]
-impl TokenStore for PgStore {
-    async fn create_token(&self, new: NewToken) -> Result<ApiToken, StoreError> {
-        sqlx::query(
-            "INSERT INTO api_tokens (id, name, secret_hash, scopes, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&new.id)
-        .bind(&new.name)
-        .bind(&new.secret_hash)
-        .bind(scopes_to_column(&new.scopes))
-        .bind(now_millis())
-        .execute(&self.pool)
-        .await?;
-        self.get_token(&new.id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("token {} vanished", new.id)))
-    }
-
-    async fn get_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(token_from_row).transpose()
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(token_from_row).collect()
-    }
-
-    async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now_millis())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn touch_token(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-            .bind(now_millis())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn any_tokens(&self) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM api_tokens) AS present")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<bool, _>("present")?)
-    }
-
-    async fn add_revocation(&self, token_id: &str, revoked_at: Millis) -> Result<bool, StoreError> {
-        let done = sqlx::query(shared_sql::ADD_REVOCATION)
-            .bind(token_id)
-            .bind(revoked_at)
-            .bind(now_millis())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn revocations_since(
-        &self,
-        after: i64,
-        recent_since: Millis,
-        limit: u32,
-    ) -> Result<Vec<RevocationRow>, StoreError> {
-        let recent = sqlx::query(shared_sql::REVOCATIONS_RECENT)
-            .bind(after)
-            .bind(recent_since)
-            .fetch_all(&self.pool)
-            .await?;
-        let next = sqlx::query(shared_sql::REVOCATIONS_AFTER)
-            .bind(after)
-            .bind(i64::from(limit.max(1)))
-            .fetch_all(&self.pool)
-            .await?;
-        recent
-            .iter()
-            .chain(&next)
-            .map(revocation_from_row)
-            .collect()
-    }
-}
-
-fn revocation_from_row(row: &PgRow) -> Result<RevocationRow, StoreError> {
-    Ok(RevocationRow {
-        seq: row.try_get("seq")?,
-        token_id: row.try_get("token_id")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
-}
-
-const TOKEN_COLUMNS: &str = "id, name, secret_hash, scopes, created_at, last_used_at, revoked_at";
-
-fn token_from_row(row: &PgRow) -> Result<ApiToken, StoreError> {
-    let scopes: String = row.try_get("scopes")?;
-    Ok(ApiToken {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        secret_hash: row.try_get("secret_hash")?,
-        scopes: scopes_from_column(&scopes),
-        created_at: row.try_get("created_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
-}
+crate::registry::token_store_impl!(PgStore, PgRow);
 
 #[cfg(test)]
 mod tests {
@@ -324,6 +126,7 @@ mod tests {
     use crate::testsuite::{new_job, test_database_url};
     use crate::{CancelOutcome, FailOutcome, JobStore, RenewOutcome};
     use reelay_protocol::ErrorDetail;
+    use sqlx::Row;
     use std::collections::HashSet;
     use std::sync::Arc;
 
