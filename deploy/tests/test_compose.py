@@ -64,6 +64,20 @@ def test_one_identity_the_edge_holds_public_keys_only() -> None:
     assert "[auth]" in (ROOT / "docker/compose/edge.toml").read_text()
 
 
+def test_one_webhook_notify_key_for_both_clouds() -> None:
+    """An owner's webhook secret derives from the notify key: every cluster process reads the
+    same file (made once by identity-keys, on the volume both clouds mount), not a key each
+    generates in its own data volume."""
+    for cloud in ("aws", "gcp"):
+        for role in ("api", "worker"):
+            svc = SERVICES[f"{role}-{cloud}"]
+            assert svc["environment"]["REELAY_WEBHOOK_NOTIFY_KEY_FILE"] == "/identity/webhook-notify.key"
+            assert "identity-issuer:/identity:ro" in svc["volumes"]
+    made = SERVICES["identity-keys"]["command"][0]
+    assert "/data/webhook-notify.key" in made and "whsec_" in made
+    assert "identity-issuer:/data" in SERVICES["identity-keys"]["volumes"]
+
+
 def test_edge_in_front_on_8080() -> None:
     edge = SERVICES["edge"]
     assert edge["build"]["dockerfile"] == "docker/edge.Dockerfile"

@@ -253,6 +253,10 @@ def test_no_secret_is_committed_and_the_db_secret_is_a_file(manifests: Manifests
             assert env_value(manifests, c, "REELAY_DATABASE_URL") is None, "no database URL in the environment"
             for e in c.get("env", []):
                 assert "secretKeyRef" not in e.get("valueFrom", {}), "secrets as files, not env"
+    # Webhook secrets: every api replica of both clouds reads the one notify key of the identity
+    # Secret, never a key each pod would generate in its own data directory.
+    for c in pod_spec(manifests.get("Deployment", "reelay-api"))["containers"]:
+        assert env_value(manifests, c, "REELAY_WEBHOOK_NOTIFY_KEY_FILE") == "/etc/reelay-identity/webhook-notify.key"
 
 
 def test_no_rbac_because_nothing_reads_the_kubernetes_api(manifests: Manifests) -> None:

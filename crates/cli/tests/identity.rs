@@ -112,6 +112,29 @@ fn one_token_works_on_every_cloud_through_the_edge_and_revocation_reaches_them_a
     let token = token.trim().to_string();
     assert!(token.starts_with("rly2."), "{token}");
 
+    // The owner's webhook secret is one secret: the same from every cloud and through the edge
+    // (each cluster of `reelay up` reads one shared notify key), so a receiver verifies the
+    // deliveries of jobs on either cloud with what any of them answered. Another owner's
+    // differs.
+    let secret = |base: &str, t: &str| -> String {
+        let r = client
+            .get(format!("{base}/v1/webhooks/secret"))
+            .bearer_auth(t)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{base}");
+        r.json::<serde_json::Value>().unwrap()["secret"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let team_a = secret(&up.aws, &token);
+    assert!(team_a.starts_with("whsec_"), "{team_a}");
+    for b in everywhere {
+        assert_eq!(secret(b, &token), team_a, "{b}");
+    }
+    assert_ne!(secret(&up.gcp, admin), team_a);
+
     // Submissions through the edge land on both clouds, all accepted (before the issue: 202 or
     // 401 depending on the cloud the edge picked).
     let stall = stall_server();

@@ -650,6 +650,13 @@ async fn start_all(
             c.workers.to_string(),
             "--shutdown-grace-seconds".to_string(),
             plan.topology.shutdown_grace_seconds.to_string(),
+            // One webhook key for every cluster (the first to start makes it): an owner's
+            // secret must not depend on which cluster the edge asks or which one signs.
+            "--webhook-notify-key-file".to_string(),
+            plan.state_dir
+                .join("webhook-notify.key")
+                .display()
+                .to_string(),
         ];
         if plan.topology.anonymous {
             args.push("--allow-anonymous".to_string());

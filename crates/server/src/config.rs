@@ -90,6 +90,11 @@ pub struct ServeArgs {
     /// like https://player.example.com; empty = none. Never applies to the job API [default: *].
     #[arg(long, env = "REELAY_CORS_ALLOWED_ORIGINS", value_delimiter = ',', num_args = 0..)]
     pub cors_allowed_origins: Option<Vec<String>>,
+    /// File holding the key owners' webhook secrets derive from (`whsec_…`), created there if
+    /// missing. Every replica and every cluster behind one edge must read the same one
+    /// [default: <data-dir>/webhook-notify.key].
+    #[arg(long, env = "REELAY_WEBHOOK_NOTIFY_KEY_FILE", value_name = "FILE")]
+    pub webhook_notify_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -317,6 +322,9 @@ impl Config {
         }
         if a.database_url.is_some() {
             self.database_url = a.database_url.clone();
+        }
+        if a.webhook_notify_key_file.is_some() {
+            self.webhooks.notify_key_file = a.webhook_notify_key_file.clone();
         }
         if let Some(origins) = &a.cors_allowed_origins {
             // `--cors-allowed-origins ''` (or an empty variable) turns CORS off.

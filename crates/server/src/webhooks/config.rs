@@ -11,6 +11,10 @@ pub struct WebhookConfig {
     /// once in `data_dir/webhook-notify.key`; replicas of one cluster must share one, so a
     /// scaled-out cluster sets it here.
     pub notify_key: Option<String>,
+    /// Or a file holding it (a mounted secret), created there if missing: what `reelay up`,
+    /// the compose stack and the k8s manifests give every cluster behind one edge, so an
+    /// owner's secret is the same whichever cluster answers or signs.
+    pub notify_key_file: Option<std::path::PathBuf>,
     /// How long a failing delivery keeps being retried, from its first attempt.
     pub retry_period_seconds: u64,
     /// The first retry's delay; each next one doubles it.
@@ -32,6 +36,7 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
             notify_key: None,
+            notify_key_file: None,
             retry_period_seconds: 24 * 3600,
             backoff_base_ms: 5000,
             backoff_max_seconds: 3600,
@@ -69,6 +74,12 @@ impl WebhookConfig {
         }
         if let Some(key) = &self.notify_key {
             super::sign::secret_bytes(key).map_err(|e| ("webhooks.notify_key", e))?;
+            if self.notify_key_file.is_some() {
+                return Err((
+                    "webhooks.notify_key",
+                    "set notify_key or notify_key_file, not both".into(),
+                ));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for s in &self.subscriptions {
@@ -109,6 +120,28 @@ impl WebhookConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One source for the notify key: an inline key and a file could disagree.
+    #[test]
+    fn the_notify_key_comes_from_one_place() {
+        let key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let both = WebhookConfig {
+            notify_key: Some(key.into()),
+            notify_key_file: Some("/etc/reelay-identity/webhook-notify.key".into()),
+            ..Default::default()
+        };
+        assert_eq!(both.validate().unwrap_err().0, "webhooks.notify_key");
+        let inline = WebhookConfig {
+            notify_key: Some(key.into()),
+            ..Default::default()
+        };
+        assert!(inline.validate().is_ok());
+        let file = WebhookConfig {
+            notify_key_file: Some("/k".into()),
+            ..Default::default()
+        };
+        assert!(file.validate().is_ok());
+    }
 
     #[test]
     fn subscriptions_are_checked() {

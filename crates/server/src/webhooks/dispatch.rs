@@ -27,13 +27,18 @@ const REREAD: Duration = Duration::from_secs(5);
 /// Outbox rows read per query.
 const PAGE: u32 = 500;
 
-/// The key owners' notify secrets derive from: the configured one, else one generated once in
-/// the data directory (mode 0600).
+/// The key owners' notify secrets derive from: the configured one, else the one in
+/// `notify_key_file` (default `<data_dir>/webhook-notify.key`), generated there once if missing
+/// (mode 0600).
 pub fn load_notify_key(cfg: &Config) -> Result<Vec<u8>, String> {
     if let Some(key) = &cfg.webhooks.notify_key {
         return sign::secret_bytes(key);
     }
-    let path = cfg.data_dir.join("webhook-notify.key");
+    let path = cfg
+        .webhooks
+        .notify_key_file
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("webhook-notify.key"));
     match std::fs::read_to_string(&path) {
         Ok(text) => sign::secret_bytes(text.trim()).map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(&path),
@@ -41,26 +46,38 @@ pub fn load_notify_key(cfg: &Config) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Writes a new key to a file of its own, then links it into place: several processes
+/// (a cluster's api and workers, or every cluster of `reelay up`) start at once, and one that
+/// loses the race must read the winner's whole key, never a file still being written.
 fn create_key(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Write;
+    let at = |e: std::io::Error| format!("{}: {e}", path.display());
     let mut key = vec![0u8; 32];
     getrandom::getrandom(&mut key).map_err(|e| format!("random key: {e}"))?;
+    let mut nonce = [0u8; 8];
+    getrandom::getrandom(&mut nonce).map_err(|e| format!("random name: {e}"))?;
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    match opts.open(path) {
-        Ok(mut f) => {
-            f.write_all(sign::secret_of(&key).as_bytes())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(key)
-        }
-        // Another process of this data dir made it first: use theirs.
+    let written = opts.open(&tmp).and_then(|mut f| {
+        f.write_all(sign::secret_of(&key).as_bytes())?;
+        f.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(key),
+        // Another process made it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-            sign::secret_bytes(text.trim())
+            let text = std::fs::read_to_string(path).map_err(at)?;
+            sign::secret_bytes(text.trim()).map_err(|e| format!("{}: {e}", path.display()))
         }
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(at(e)),
     }
 }
 
@@ -345,5 +362,50 @@ impl OutboxReader {
     fn handled(&mut self, e: &JobEvent, now: Instant) {
         self.handled.insert((e.job_id.clone(), e.seq), now);
         self.cursor = Some(self.cursor.unwrap_or(0).max(e.id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Processes that start together agree on one key: every racer gets the winner's whole
+    /// key, and the file holds it.
+    #[test]
+    fn racing_processes_share_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhook-notify.key");
+        let keys: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8).map(|_| s.spawn(|| create_key(&path))).collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(keys.iter().all(|k| k == &keys[0] && k.len() == 32));
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(sign::secret_bytes(on_disk.trim()).unwrap(), keys[0]);
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// `notify_key_file` is read (or made) where it says, not in the data directory.
+    #[test]
+    fn the_key_file_setting_is_where_the_key_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared.key");
+        let mut a = Config {
+            data_dir: dir.path().join("a"),
+            ..Default::default()
+        };
+        a.webhooks.notify_key_file = Some(shared.clone());
+        let b = Config {
+            data_dir: dir.path().join("b"),
+            ..a.clone()
+        };
+        let first = load_notify_key(&a).unwrap();
+        assert_eq!(load_notify_key(&b).unwrap(), first);
+        assert!(shared.exists());
+        assert!(!a.data_dir.join("webhook-notify.key").exists());
     }
 }
