@@ -140,6 +140,19 @@ def get_token(stack: Stack) -> None:
     check(TOKEN["value"].startswith("rly2."), "a submit+read token created through the edge with the admin token")
 
 
+def one_webhook_secret(stack: Stack) -> None:
+    """The owner's webhook secret through the edge: `/v1/webhooks/secret` goes to either cloud
+    (the edge's `reelay_any` upstream takes turns), and both must answer the same secret, or a
+    receiver could verify the deliveries of one cloud's jobs only."""
+    seen = set()
+    for _ in range(8):
+        out = run(["curl", "-sf", "-H", f"Authorization: Bearer {TOKEN['value']}",
+                   f"{stack.url}/v1/webhooks/secret"], timeout=30).stdout
+        seen.add(json.loads(out)["secret"])
+    check(len(seen) == 1 and next(iter(seen)).startswith("whsec_"),
+          f"one webhook secret for the owner from both clouds ({len(seen)} distinct in 8 answers)")
+
+
 def submit(stack: Stack, clip: Path, preset: str, timeout: float = 30) -> tuple[str | None, str]:
     """(job id or None, error text) for one submission through the edge."""
     try:
@@ -485,6 +498,7 @@ def main() -> int:
                 raise RuntimeError(f"edge status: {stack.status()}")
             time.sleep(0.5)
         get_token(stack)
+        one_webhook_secret(stack)
         accepted = check_outputs(stack, tmp)
         check_hardening(stack)
         accepted += steal_across_clouds(stack, tmp)
