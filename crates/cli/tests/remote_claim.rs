@@ -690,6 +690,34 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     pair.cancel(&pair.aws, &stalled);
     let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(60));
     assert_eq!(job.tasks[0].ran_on.as_deref(), Some("aws"));
+    // The release handed the attempt number back, so home ran attempt 1 too: its outputs are
+    // under the prefix the peer held. A late completion of that attempt (a stale peer, or one
+    // that names any task) is refused and deletes nothing.
+    let stored = || {
+        let mut f = files_under(&dir.path().join(format!("aws/storage/{prefix}")));
+        f.sort();
+        f
+    };
+    let home_files = stored();
+    assert!(!home_files.is_empty(), "home's attempt 1 stored no file");
+    let r = send(
+        &reqwest::Method::POST,
+        &format!("{t}/complete"),
+        Some(&pair.tokens.peer),
+        serde_json::json!({"worker": "test-w", "attempt": 1, "outputs": []}),
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["outcome"],
+        "lease_lost"
+    );
+    assert_eq!(
+        stored(),
+        home_files,
+        "a refused completion deleted the finished job's outputs"
+    );
+    let out = &pair.job(&pair.aws, &id).outputs[0];
+    assert_eq!(pair.download(&pair.aws, &out.url).status(), 200);
 }
 
 #[test]

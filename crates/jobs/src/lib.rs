@@ -35,7 +35,7 @@ pub use machine::TaskStatus;
 pub use model::*;
 pub use ops::{PeerClaim, PeerOffer};
 pub use postgres::{PgStore, NOTIFY_CHANNEL};
-pub use retry::backoff;
+pub use retry::{backoff, RETRY_CAP};
 pub use sqlite::SqliteStore;
 pub use store::*;
 pub use wakeups::WorkListener;

@@ -8,6 +8,10 @@ use std::time::Duration;
 const BASE: Duration = Duration::from_secs(2);
 const CAP: Duration = Duration::from_secs(5 * 60);
 
+/// The longest [`backoff`] ever asks for: also the most a retry delay reported from outside
+/// (a peer cluster's worker) is allowed, so no report can park a task for good.
+pub const RETRY_CAP: Duration = CAP;
+
 /// Delay before retrying after failed attempt number `attempt` (1-based): 2 s, 4 s, 8 s, …,
 /// never more than 5 minutes. Attempt 0 is treated as 1 so callers cannot get a zero delay.
 pub fn backoff(attempt: u32) -> Duration {

@@ -55,7 +55,7 @@ error_codes! {
     MalformedMultipart = "malformed_multipart", Some(StatusCode::BAD_REQUEST), false;
     /// A token request's or revocation push's JSON does not parse or fit its schema.
     InvalidJson = "invalid_json", Some(StatusCode::BAD_REQUEST), false;
-    /// A query parameter is out of range or unknown.
+    /// A query parameter is malformed or out of range.
     InvalidQuery = "invalid_query", Some(StatusCode::BAD_REQUEST), false;
     /// The edge's X-Reelay-Deadline header does not parse.
     InvalidDeadline = "invalid_deadline", Some(StatusCode::BAD_REQUEST), false;
@@ -116,7 +116,7 @@ error_codes! {
     KeyInputsDisabled = "key_inputs_disabled", Some(StatusCode::UNPROCESSABLE_ENTITY), false;
     /// A remote worker's completion names an output outside its attempt's prefix.
     OutputsOutsideAttempt = "outputs_outside_attempt", Some(StatusCode::UNPROCESSABLE_ENTITY), false;
-    /// A remote worker's completion whose outputs are not a list of output files.
+    /// A remote worker's completion whose outputs do not have its task kind's shape.
     InvalidOutputs = "invalid_outputs", Some(StatusCode::UNPROCESSABLE_ENTITY), false;
     /// Too many requests for the token's rate limit.
     RateLimited = "rate_limited", Some(StatusCode::TOO_MANY_REQUESTS), true;

@@ -601,7 +601,9 @@ impl PeerClient {
             base: cfg.url.trim_end_matches('/').to_string(),
             token,
             http: built(peer)?,
-            presigned: built(base())?,
+            // A presigned URL is the object itself: a redirect elsewhere is not followed (an
+            // owner's storage does not send one; anything that does is not that storage).
+            presigned: built(base().redirect(reqwest::redirect::Policy::none()))?,
             request_timeout,
         })
     }
@@ -745,6 +747,7 @@ impl PeerClient {
             .await
             .map_err(|e| PeerError::Staging(e.to_string()))?;
         let mut body = resp.bytes_stream();
+        let mut got = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
@@ -753,6 +756,16 @@ impl PeerClient {
                     return Err(self.transport(e));
                 }
             };
+            // No more than the claim said the object holds: a body that runs on would fill
+            // this cluster's staging disk.
+            got += chunk.len() as u64;
+            if got > obj.size {
+                w.abort().await;
+                return Err(PeerError::Protocol {
+                    peer: self.name.clone(),
+                    message: format!("{} is longer than its {} bytes", obj.key, obj.size),
+                });
+            }
             if let Err(e) = w.write(&chunk).await {
                 w.abort().await;
                 return Err(PeerError::Staging(e.to_string()));

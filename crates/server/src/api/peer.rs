@@ -273,16 +273,12 @@ async fn inputs_of(
     claim: &reelay_jobs::Claim,
 ) -> Result<Vec<PeerObject>, NotMovable> {
     let ttl = Duration::from_secs(st.cfg.presign_ttl_seconds);
-    let unavailable = |e: crate::storage::StorageError| {
-        ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string())
-    };
     let listed = if claim.kind == crate::task_payloads::ENCODE_SEGMENT {
-        let keys = crate::peer_io::segment_reads(claim).map_err(|m| {
-            ApiError::unavailable(ErrorCode::StorageUnavailable, format!("split piece: {m}"))
-        })?;
+        let keys = crate::peer_io::segment_reads(claim)
+            .map_err(|m| storage_unavailable(format!("split piece: {m}")))?;
         let mut infos = Vec::with_capacity(keys.len());
         for key in keys {
-            infos.push(st.storage.head(&key).await.map_err(unavailable)?);
+            infos.push(st.storage.head(&key).await.map_err(storage_unavailable)?);
         }
         infos
     } else {
@@ -291,7 +287,7 @@ async fn inputs_of(
             .storage
             .list(&format!("inputs/{}", job.id))
             .await
-            .map_err(unavailable)?;
+            .map_err(storage_unavailable)?;
         // A key input is not under `inputs/{job}/`: the peer gets it as the job's source,
         // after the check a home worker makes (the prefix may have changed since admission).
         let source = crate::storage::input_key(&job.id);
@@ -306,7 +302,7 @@ async fn inputs_of(
                 Err(crate::storage::StorageError::NotFound(_)) => {
                     return Err(NotMovable::StaysHome("its key input is gone"))
                 }
-                Err(e) => return Err(unavailable(e).into()),
+                Err(e) => return Err(storage_unavailable(e).into()),
             };
             info.key = source;
             infos.push(info);
@@ -323,7 +319,7 @@ async fn inputs_of(
             st.storage
                 .presigned_get(stored, ttl)
                 .await
-                .map_err(|e| ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string()))?
+                .map_err(storage_unavailable)?
         } else {
             None
         };
@@ -397,8 +393,11 @@ async fn complete(
         CompleteAnswer::Completed
     } else {
         count("lease_lost");
-        // Nothing points at this attempt's files: remove them, as a home worker would.
-        let _ = st.storage.delete_prefix(&prefix).await;
+        // The files under `prefix` are left alone: a caller that does not hold the lease may
+        // name any attempt of any task, and that prefix can hold another holder's work — the
+        // home attempt that reused this number after a peer's release, or a finished job's
+        // outputs. A lapsed peer's own files there go with the job's other intermediates
+        // when it ends (or with its outputs at retention).
         CompleteAnswer::LeaseLost
     };
     Ok(Json(OutcomeBody { outcome }).into_response())
@@ -415,14 +414,65 @@ fn check_outputs_shape(kind: &str, outputs: &serde_json::Value) -> Result<(), Ap
         )
     };
     if kind == crate::task_payloads::ENCODE_SEGMENT {
-        serde_json::from_value::<SegmentResult>(outputs.clone())
-            .map(drop)
-            .map_err(|e| refused("an encoded piece", e))
+        let piece = serde_json::from_value::<SegmentResult>(outputs.clone())
+            .map_err(|e| refused("an encoded piece", e))?;
+        piece_problem(&piece).map_or(Ok(()), |why| {
+            Err(ApiError::new(
+                ErrorCode::InvalidOutputs,
+                format!("outputs of a {kind} task: {why}"),
+            ))
+        })
     } else {
         serde_json::from_value::<Vec<StoredOutput>>(outputs.clone())
             .map(drop)
             .map_err(|e| refused("a list of output files", e))
     }
+}
+
+/// What is wrong with a peer's encoded piece, if anything. Its fields go verbatim into the
+/// owner's live and final HLS playlists (segment URIs, durations, the master playlist's
+/// `CODECS`), which viewers' players load from the owner's origin: a URI must be a plain file
+/// name of the rung's directory (never `https://…`, never a second line), a codec an RFC 6381
+/// string, every number finite and sane, and every file the result names one it lists.
+fn piece_problem(piece: &SegmentResult) -> Option<String> {
+    use crate::storage::valid_output_path;
+    let listed = |path: &str| piece.files.iter().any(|f| f == path);
+    let plain = |name: &str| valid_output_path(name) && !name.contains('/');
+    if let Some(f) = piece.files.iter().find(|f| !valid_output_path(f)) {
+        return Some(format!("{f:?} is not a file path of an output"));
+    }
+    for (rendition, path) in &piece.output.files {
+        if !plain(rendition) || !listed(path) {
+            return Some(format!(
+                "file {path:?} of {rendition:?} is not among its files"
+            ));
+        }
+    }
+    for h in &piece.output.hls {
+        if !plain(&h.rendition) {
+            return Some(format!("{:?} is not a rendition name", h.rendition));
+        }
+        let codec_ok = (1..=64).contains(&h.codec.len())
+            && h.codec
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b',' | b'-' | b'_'));
+        if !codec_ok {
+            return Some(format!("{:?} is not an RFC 6381 codec", h.codec));
+        }
+        if !(1..=16_384).contains(&h.width) || !(1..=16_384).contains(&h.height) {
+            return Some(format!("a {}x{} picture", h.width, h.height));
+        }
+        for seg in &h.segments {
+            let path = format!("{}/v{}/{}", h.rendition, h.rung, seg.uri);
+            if !plain(&seg.uri) || !listed(&path) {
+                return Some(format!("segment {:?} is not a file it stored", seg.uri));
+            }
+            if !(seg.duration.is_finite() && seg.duration > 0.0 && seg.duration <= 3600.0) {
+                return Some(format!("segment {:?} lasts {} s", seg.uri, seg.duration));
+            }
+        }
+    }
+    None
 }
 
 async fn fail(
@@ -435,7 +485,7 @@ async fn fail(
     check_worker(&req.worker)?;
     let prefix = task_prefix(&st, &task, req.attempt).await?;
     let owner = lease_owner(&peer.name, &req.worker);
-    let retry = req.retry_after_ms.map(Duration::from_millis);
+    let retry = peer_retry(req.retry_after_ms);
     let outcome = match st
         .store
         .fail(&task, &owner, req.attempt, req.error, retry)
@@ -454,6 +504,12 @@ async fn fail(
         FailAnswer::LeaseLost => "lease_lost",
     });
     Ok(Json(OutcomeBody { outcome }).into_response())
+}
+
+/// The delay a peer's failure asks for, at most what a home worker's backoff would wait
+/// ([`reelay_jobs::RETRY_CAP`]): a peer reporting hours (or `u64::MAX` ms) cannot park the task.
+fn peer_retry(ms: Option<u64>) -> Option<Duration> {
+    ms.map(|ms| Duration::from_millis(ms).min(reelay_jobs::RETRY_CAP))
 }
 
 /// `POST …/release`: the attempt hands the task back uncounted. `began: false` (its inputs
@@ -510,7 +566,7 @@ async fn upload_url(
         st.storage
             .presigned_put(&req.key, Duration::from_secs(st.cfg.presign_ttl_seconds))
             .await
-            .map_err(|e| ApiError::unavailable(ErrorCode::StorageUnavailable, e.to_string()))?
+            .map_err(storage_unavailable)?
     } else {
         None
     };
@@ -571,8 +627,20 @@ async fn get_object(
 fn storage_error(e: crate::storage::StorageError) -> ApiError {
     match e {
         crate::storage::StorageError::NotFound(_) => ApiError::not_found("no such object"),
-        other => ApiError::unavailable(ErrorCode::StorageUnavailable, other.to_string()),
+        other => storage_unavailable(other),
     }
+}
+
+/// A storage failure as a peer sees it: retryable (503 `storage_unavailable`), without the
+/// detail, which names this cluster's paths, bucket endpoint and object keys (a key input's
+/// location among them, which [`crate::peer_io::stored_key`] keeps from peers); the detail is
+/// logged here.
+fn storage_unavailable(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "object storage failed for a peer's request");
+    ApiError::unavailable(
+        ErrorCode::StorageUnavailable,
+        "this cluster's object storage failed; retry later (the detail is in its log)",
+    )
 }
 
 /// `PUT …/objects/{key}?worker=&attempt=`: one output file of the attempt, streamed into
@@ -618,6 +686,13 @@ async fn put_object(
             return Err(storage_error(e));
         }
     }
+    // The body may have streamed for minutes: the file is committed only if the attempt
+    // still holds the task now, so an upload still in flight when the attempt completed,
+    // failed, was released or lost its lease never lands in a prefix that is no longer its own.
+    if let Err(e) = hold(&st, &peer, &task, &at).await {
+        w.abort().await;
+        return Err(e);
+    }
     w.finish().await.map_err(storage_error)?;
     Ok(StatusCode::CREATED.into_response())
 }
@@ -638,9 +713,76 @@ mod tests {
         // A piece's result is a map, not a file list (both directions refused).
         assert!(check_outputs_shape("encode_segment", &files).is_err());
         assert!(check_outputs_shape("encode_segment", &piece).is_err());
-        let piece = json!({"prefix": "tasks/j/seg-00001-a1", "files": ["v.ts"],
+        let piece = json!({"prefix": "tasks/j/seg-00001-a1", "files": ["v/piece_00001.ts"],
                            "output": {"index": 1, "files": [["v", "v/piece_00001.ts"]],
                                       "hls": []}});
         assert!(check_outputs_shape("encode_segment", &piece).is_ok());
+    }
+
+    fn hls_piece(uri: &str, codec: &str, duration: f64, stored: &str) -> serde_json::Value {
+        json!({"prefix": "tasks/j/seg-00001/a1", "files": ["v/piece_00001.ts", stored],
+               "output": {"index": 1, "files": [["v", "v/piece_00001.ts"]],
+                          "hls": [{"rendition": "hls", "rung": 0, "codec": codec,
+                                   "width": 640, "height": 360,
+                                   "segments": [{"uri": uri, "duration": duration}]}]}})
+    }
+
+    /// A piece's fields go into the owner's playlists: only plain names of files it stored,
+    /// RFC 6381 codecs and sane durations pass.
+    #[test]
+    fn a_piece_names_only_its_own_files_and_plain_values() {
+        let ok = hls_piece("seg_00003.ts", "avc1.64001f", 4.0, "hls/v0/seg_00003.ts");
+        assert!(check_outputs_shape("encode_segment", &ok).is_ok());
+        for bad in [
+            // Another origin for viewers' players.
+            hls_piece(
+                "https://evil.example/s.ts",
+                "avc1.64001f",
+                4.0,
+                "hls/v0/seg_00003.ts",
+            ),
+            // A second playlist line.
+            hls_piece(
+                "s.ts\n#EXT-X-KEY:METHOD=AES-128,URI=\"https://evil/k\"",
+                "avc1.64001f",
+                4.0,
+                "hls/v0/seg_00003.ts",
+            ),
+            // A segment it did not store.
+            hls_piece("seg_00004.ts", "avc1.64001f", 4.0, "hls/v0/seg_00003.ts"),
+            hls_piece(
+                "seg_00003.ts",
+                "avc1\",RESOLUTION=1x1",
+                4.0,
+                "hls/v0/seg_00003.ts",
+            ),
+            hls_piece("seg_00003.ts", "", 4.0, "hls/v0/seg_00003.ts"),
+            hls_piece("seg_00003.ts", "avc1.64001f", -1.0, "hls/v0/seg_00003.ts"),
+            hls_piece("seg_00003.ts", "avc1.64001f", 1e9, "hls/v0/seg_00003.ts"),
+            hls_piece("seg_00003.ts", "avc1.64001f", 4.0, "hls/v0/seg 00003.ts"),
+        ] {
+            assert!(
+                check_outputs_shape("encode_segment", &bad).is_err(),
+                "accepted {bad}"
+            );
+        }
+        // An encoded piece file it does not list.
+        let mut unlisted = ok.clone();
+        unlisted["output"]["files"][0][1] = json!("v/piece_00009.ts");
+        assert!(check_outputs_shape("encode_segment", &unlisted).is_err());
+    }
+
+    #[test]
+    fn a_peers_retry_delay_is_capped_at_the_home_backoff() {
+        use std::time::Duration;
+        assert_eq!(super::peer_retry(None), None);
+        assert_eq!(
+            super::peer_retry(Some(1500)),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            super::peer_retry(Some(u64::MAX)),
+            Some(reelay_jobs::RETRY_CAP)
+        );
     }
 }
