@@ -195,6 +195,23 @@ fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A request body that sends one byte, then waits for a signal before it ends.
+struct SlowBody {
+    first: bool,
+    wait: std::sync::mpsc::Receiver<()>,
+}
+
+impl std::io::Read for SlowBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if std::mem::take(&mut self.first) {
+            buf[0] = b'x';
+            return Ok(1);
+        }
+        let _ = self.wait.recv();
+        Ok(0)
+    }
+}
+
 fn files_under(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(root) else {
@@ -672,6 +689,24 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
              "content_type": "video/mp4"}]}),
     );
     assert_eq!(r.status(), 422);
+    // An upload still streaming when the attempt lets go of the task is not committed: the
+    // body's first byte passes the lease check, the release comes, then the body ends.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let late_key = format!("{prefix}/late.mp4");
+    let late = {
+        let url = format!("{base}{t}/objects/{late_key}{q}");
+        let token = pair.tokens.peer.clone();
+        std::thread::spawn(move || {
+            let body = SlowBody { first: true, wait };
+            http()
+                .put(url)
+                .bearer_auth(token)
+                .body(reqwest::blocking::Body::new(body))
+                .send()
+                .map(|r| r.status().as_u16())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
     // Released: back home, its files gone, and never offered to a peer again.
     let r = send(
         &reqwest::Method::POST,
@@ -685,6 +720,13 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
         .join(format!("aws/storage/{prefix}/x.mp4"))
         .exists());
     assert_eq!(pair.job(&pair.aws, &id).tasks[0].status, "queued");
+    go.send(()).unwrap();
+    assert_eq!(
+        late.join().unwrap().unwrap(),
+        409,
+        "an upload outlived its lease"
+    );
+    assert!(!dir.path().join(format!("aws/storage/{late_key}")).exists());
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(claim("test-w").status(), 204, "a task moved twice");
     pair.cancel(&pair.aws, &stalled);
