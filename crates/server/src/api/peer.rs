@@ -561,10 +561,14 @@ async fn upload_url(
         return Err(forbidden_key(&req.key));
     }
     // No URL (`[steal] presign = false`, or storage that cannot sign): the peer PUTs the
-    // object through this api's `…/objects/` route instead.
+    // object through this api's `…/objects/` route instead. The URL lives no longer than the
+    // lease it was asked under (the peer asks right before each PUT; the store checks the
+    // expiry when the PUT starts): a URL kept past the attempt could overwrite the prefix
+    // after the task completed, or after home took it back.
+    let ttl = Duration::from_secs(st.cfg.presign_ttl_seconds).min(st.cfg.lease());
     let url = if st.cfg.steal.presign {
         st.storage
-            .presigned_put(&req.key, Duration::from_secs(st.cfg.presign_ttl_seconds))
+            .presigned_put(&req.key, ttl)
             .await
             .map_err(storage_unavailable)?
     } else {
