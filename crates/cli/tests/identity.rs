@@ -442,6 +442,13 @@ fn an_edge_never_forwards_anonymous_requests_and_clusters_never_treat_them_as_lo
     assert_eq!(st, 401, "anonymous through the edge: {body}");
     let (st, body) = post_job(&client, &format!("http://127.0.0.1:{c1}"), None);
     assert_eq!(st, 202, "a direct loopback client keeps open mode: {body}");
+    // The merged list is fetched by the edge's controller, not nginx: still forwarded.
+    let r = client
+        .get(format!("http://127.0.0.1:{e1}/v1/jobs"))
+        .send()
+        .unwrap();
+    let (st, body) = (r.status().as_u16(), r.text().unwrap());
+    assert_eq!(st, 401, "anonymous list through the edge: {body}");
 
     // An edge configured beyond loopback without [auth] says so.
     let wide = d.join("wide.toml");

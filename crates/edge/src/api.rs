@@ -223,6 +223,7 @@ async fn fetch_list(
     host: &str,
     query: &str,
     authorization: Option<&HeaderValue>,
+    forwarded_for: &HeaderValue,
     scheme: &str,
 ) -> ListResult {
     let mut last = "no address resolved".to_string();
@@ -235,6 +236,10 @@ async fn fetch_list(
         if let Some(auth) = authorization {
             req = req.header(reqwest::header::AUTHORIZATION, auth.as_bytes());
         }
+        // A listing asked through the edge is a forwarded request like any other the edge
+        // proxies: a loopback cluster must not take the controller for one of its own local
+        // clients (open mode) and list every job to an anonymous caller.
+        req = req.header("x-forwarded-for", forwarded_for.as_bytes());
         let resp = req.send().await;
         match resp {
             Ok(r) if r.status().is_success() => match r.json::<JobList>().await {
@@ -265,6 +270,10 @@ async fn list_jobs(
         return refused;
     }
     let authorization = client_headers.get(header::AUTHORIZATION).cloned();
+    let forwarded_for = client_headers
+        .get("x-forwarded-for")
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("unknown"));
     let (mut status, mut limit, mut cursor) = (None, 50usize, None);
     // `metadata.<key>=<value>` (or `metadata[<key>]`) filters go to every cluster as they
     // came; each checks them.
@@ -300,8 +309,20 @@ async fn list_jobs(
         let query = qs.finish();
         let http = ctl.http().clone();
         let authorization = authorization.clone();
+        let forwarded_for = forwarded_for.clone();
         let scheme = ctl.upstream_scheme();
-        async move { fetch_list(&http, addrs, host, &query, authorization.as_ref(), scheme).await }
+        async move {
+            fetch_list(
+                &http,
+                addrs,
+                host,
+                &query,
+                authorization.as_ref(),
+                &forwarded_for,
+                scheme,
+            )
+            .await
+        }
     });
     let results = futures::future::join_all(fetches).await;
     let mut pages = Vec::new();

@@ -227,6 +227,11 @@ async fn range_requests_return_the_right_bytes() {
         format!("bytes 10-109/{}", full.len())
     );
     assert_eq!(r.headers()["accept-ranges"], "bytes");
+    // Open mode: no token, nothing private; finished outputs never change.
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=86400, immutable"
+    );
     assert_eq!(&r.bytes().await.unwrap()[..], &full[10..110]);
     let r = s
         .http

@@ -492,6 +492,20 @@ async fn key_inputs_cannot_read_reelays_own_objects_or_tell_they_exist() {
     let job: reelay_protocol::JobView = r.json().await.unwrap();
     let done = wait_as(&s, &alice, &job.id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
+    // Her output, fetched with her token, is hers alone: no shared cache may keep it.
+    let url = done["outputs"][0]["url"].as_str().unwrap();
+    let r = s
+        .http
+        .get(s.url(url))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "private, max-age=86400, immutable"
+    );
 
     let missing = submit_key(&s, &bob, "inputs/local.01ARZ3NDEKTSV4RRFFQ69G5FAV/source").await;
     assert_eq!(missing.0, 422, "{}", missing.1);

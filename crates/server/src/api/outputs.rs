@@ -241,11 +241,15 @@ pub async fn get(
         HeaderValue::from_static(content_type(&path)),
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    // Outputs of a finished job never change.
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=86400, immutable"),
-    );
+    // Outputs of a finished job never change. Fetched with a token they are the owner's
+    // alone: `private`, or a shared cache (a CDN before the edge) would store the answer to
+    // an authorised request and serve it to anyone asking the same URL (RFC 9111 §3.5).
+    let cache = if headers.contains_key(header::AUTHORIZATION) {
+        "private, max-age=86400, immutable"
+    } else {
+        "public, max-age=86400, immutable"
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     let (status, range) = match range {
         RangeReq::Unsatisfiable => {
             h.insert(
