@@ -446,7 +446,7 @@ impl WorkerPool {
                     Ok(CompleteAnswer::LeaseLost) => {
                         count("lease_lost");
                         tracing::warn!(
-                            "lease lost before completion; the owner dropped the outputs"
+                            "lease lost before completion; the owner does not use these outputs"
                         );
                     }
                     Err(e) => {
