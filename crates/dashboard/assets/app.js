@@ -43,12 +43,29 @@
     return e;
   }
 
-  /** Only absolute paths on this origin (and in-page hashes) may become links or media URLs. */
+  /** Only absolute paths on this origin (and in-page hashes) may become links or media URLs.
+   *  Judged by the browser's own URL parser, which drops tabs and newlines: `/\t/evil/x`
+   *  passes a prefix test but is the other origin's `//evil/x`. */
   function sameOriginPath(u) {
     const s = String(u);
     if (s.startsWith('#/')) return s;
-    if (!s.startsWith('/') || s.startsWith('//') || s.startsWith('/\\')) return null;
-    return s;
+    if (!s.startsWith('/')) return null;
+    let url;
+    try {
+      url = new URL(s, location.href);
+    } catch (_e) {
+      return null;
+    }
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : null;
+  }
+
+  /** The token goes only to this origin: a player fetches whatever URL a manifest names. */
+  function tokenFor(u) {
+    try {
+      return new URL(String(u), location.href).origin === location.origin ? token() : null;
+    } catch (_e) {
+      return null;
+    }
   }
 
   function fmtBytes(n) {
@@ -1353,8 +1370,8 @@
         if (Hls && Hls.isSupported()) {
           hls = new Hls({
             enableWorker: false, // a blob: worker would need a wider CSP
-            xhrSetup: (xhr) => {
-              const t = token();
+            xhrSetup: (xhr, url) => {
+              const t = tokenFor(url);
               if (t) xhr.setRequestHeader('Authorization', 'Bearer ' + t);
             },
           });
@@ -1401,7 +1418,7 @@
         }
         dash = dashjs.MediaPlayer().create();
         dash.addRequestInterceptor((req) => {
-          const t = token();
+          const t = tokenFor(req.url);
           if (t) req.headers = Object.assign({}, req.headers || {}, { Authorization: 'Bearer ' + t });
           return Promise.resolve(req);
         });
