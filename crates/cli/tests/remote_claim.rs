@@ -550,6 +550,51 @@ fn a_peer_worker_killed_mid_task_sends_the_task_home_once() {
     );
 }
 
+/// A peer that says the task cannot succeed does not fail the job: the task goes home, never
+/// to move again, and succeeds there.
+#[test]
+fn a_peers_permanent_failure_sends_the_task_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = start(dir.path(), Setup::new(false, Link::Direct));
+    let (stalled, id, _) = job_waiting_at_home(&pair, "160x120", 1);
+    let task: serde_json::Value =
+        wait_until("a task for the peer", Duration::from_secs(10), || {
+            let r = pair.peer_claim("test-w", None);
+            (r.status() == 200).then(|| r.json().unwrap())
+        });
+    let task_id = task["task_id"].as_str().unwrap();
+    let r = pair
+        .aws
+        .client
+        .post(format!("{}/v1/peer/tasks/{task_id}/fail", pair.aws.base))
+        .bearer_auth(&pair.tokens.peer)
+        .json(&serde_json::json!({"worker": "test-w", "attempt": 1,
+            "error": {"code": "transcode_failed", "message": "the peer says no"}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["outcome"],
+        "requeued"
+    );
+    let j = pair.job(&pair.aws, &id);
+    assert!(
+        !j.status.is_terminal(),
+        "the peer's verdict ended the job: {j:?}"
+    );
+    assert_eq!(j.tasks[0].status, "queued");
+    std::thread::sleep(Duration::from_millis(800)); // past offer_after_seconds (0.5 s)
+    assert_eq!(
+        pair.peer_claim("test-w", None).status(),
+        204,
+        "a task moved twice"
+    );
+    pair.cancel(&pair.aws, &stalled);
+    let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(60));
+    assert_eq!(job.tasks[0].ran_on.as_deref(), Some("aws"));
+    assert_eq!(job.tasks[0].attempts, 2);
+}
+
 /// Every remote-claim route, with its method.
 fn routes(task: &str) -> Vec<(reqwest::Method, String)> {
     use reqwest::Method;

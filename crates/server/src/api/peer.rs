@@ -485,7 +485,12 @@ async fn fail(
     check_worker(&req.worker)?;
     let prefix = task_prefix(&st, &task, req.attempt).await?;
     let owner = lease_owner(&peer.name, &req.worker);
-    let retry = peer_retry(req.retry_after_ms);
+    // A peer's verdict that the task cannot succeed is not final: the task goes home (it never
+    // moves again) and runs there, as it would have had it never moved. A failure peculiar to
+    // the peer (its tools, its disk) then costs one attempt, not the job, and a hostile or
+    // broken peer cannot fail other owners' jobs; a truly bad input fails at home, with home's
+    // error. Only the attempts the job allows still bound it.
+    let retry = Some(peer_retry(req.retry_after_ms).unwrap_or(Duration::ZERO));
     let outcome = match st
         .store
         .fail(&task, &owner, req.attempt, req.error, retry)
@@ -506,7 +511,7 @@ async fn fail(
     Ok(Json(OutcomeBody { outcome }).into_response())
 }
 
-/// The delay a peer's failure asks for, at most what a home worker's backoff would wait
+/// The delay a transient failure of a peer asks for, at most what a home worker's backoff would wait
 /// ([`reelay_jobs::RETRY_CAP`]): a peer reporting hours (or `u64::MAX` ms) cannot park the task.
 fn peer_retry(ms: Option<u64>) -> Option<Duration> {
     ms.map(|ms| Duration::from_millis(ms).min(reelay_jobs::RETRY_CAP))
