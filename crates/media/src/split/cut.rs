@@ -55,36 +55,26 @@ impl Manifest {
 struct ProbeOut {
     #[serde(default)]
     packets: Vec<Packet>,
-    format: Option<Format>,
 }
 
 #[derive(Deserialize)]
 struct Packet {
     pts_time: Option<String>,
-    flags: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Format {
-    start_time: Option<String>,
-}
-
-/// ffprobe's packet list for the first video stream (and the format's start), in demux order.
+/// The first video packet of a piece file (its timestamp).
 async fn packets(
     tools: &Tools,
     demuxer: &str,
     formats: &str,
     path: &Path,
-    first_only: bool,
 ) -> Result<ProbeOut, SplitError> {
     let mut cmd = tokio::process::Command::new(&tools.ffprobe);
     cmd.args(["-v", "error", "-protocol_whitelist", "file"])
         .args(["-format_whitelist", formats, "-f", demuxer])
         .args(["-select_streams", "v:0", "-print_format", "json"])
-        .args(["-show_entries", "packet=pts_time,flags:format=start_time"]);
-    if first_only {
-        cmd.args(["-read_intervals", "%+#1"]);
-    }
+        .args(["-show_entries", "packet=pts_time"]);
+    cmd.args(["-read_intervals", "%+#1"]);
     cmd.arg("-i")
         .arg(file_url(path))
         .stdin(Stdio::null())
@@ -106,10 +96,150 @@ async fn packets(
     })
 }
 
+/// Video packets per second of the longest input the policy admits that a split reads the
+/// keyframes of. A header may claim any frame rate (an MP4 of one-byte samples at a million
+/// per second is a few hundred MB): past this the input is refused as unsplittable rather
+/// than held. 120 per second is twice the fastest frame rate any preset keeps.
+const MAX_PACKETS_PER_SECOND: f64 = 120.0;
+
+/// Most keyframe times one piece records in the manifest (stored with the job): an
+/// intra-only input has a keyframe per picture, and nothing reads past the first.
+const MAX_PIECE_KEYFRAMES: usize = 1000;
+
+/// The keyframes of the first video stream as ffprobe reports them one packet a line
+/// (`-print_format csv`: `packet,<pts_time>,<flags>`, then `format,<start_time>`), holding
+/// only the keyframes and a count: the whole report of a long or hostile input is never kept.
+#[derive(Debug, Default, PartialEq)]
+struct KeyScan {
+    /// Video packets seen so far (the segment muxer cuts by this count).
+    packets: usize,
+    /// (packet index, pts) of each keyframe, in demux order.
+    keys: Vec<(usize, f64)>,
+    start_time: Option<f64>,
+}
+
+impl KeyScan {
+    /// One line of the report; `Err` once more than `max_packets` packets came.
+    fn feed(&mut self, line: &str, max_packets: usize) -> Result<(), SplitError> {
+        let mut f = line.trim_end().split(',');
+        match f.next() {
+            Some("packet") => {
+                let (pts, flags) = (f.next(), f.next().unwrap_or(""));
+                if flags.contains('K') {
+                    if let Some(t) = pts
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .filter(|t| t.is_finite())
+                    {
+                        self.keys.push((self.packets, t));
+                    }
+                }
+                self.packets += 1;
+                if self.packets > max_packets {
+                    return Err(SplitError::Unsplittable(format!(
+                        "the video has more than {max_packets} packets ({MAX_PACKETS_PER_SECOND} a second of the longest input allowed)"
+                    )));
+                }
+            }
+            Some("format") => {
+                self.start_time = f
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|t| t.is_finite());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Scans `path`'s video packets for keyframes ([`KeyScan`]), streaming ffprobe's report, with
+/// at most `max_packets` packets, and stopping when `cancel` fires. Its stderr is kept to its
+/// first 4 KiB (a corrupt input can make it write without end).
+async fn scan_keyframes(
+    tools: &Tools,
+    demuxer: &str,
+    formats: &str,
+    path: &Path,
+    max_packets: usize,
+    cancel: &CancellationToken,
+) -> Result<KeyScan, SplitError> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut cmd = tokio::process::Command::new(&tools.ffprobe);
+    cmd.args(["-v", "error", "-protocol_whitelist", "file"])
+        .args(["-format_whitelist", formats, "-f", demuxer])
+        .args(["-select_streams", "v:0", "-print_format", "csv"])
+        .args(["-show_entries", "packet=pts_time,flags:format=start_time"])
+        .arg("-i")
+        .arg(file_url(path))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    tools.limits.apply(&mut cmd);
+    let what = path.display().to_string();
+    let mut child = cmd.spawn().map_err(io_err(path))?;
+    let stderr = child.stderr.take();
+    let errors = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        if let Some(mut e) = stderr {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = e.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let room = 4096usize.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+        String::from_utf8_lossy(&kept).trim().to_string()
+    });
+    let stdout = child.stdout.take().ok_or_else(|| SplitError::Probe {
+        what: what.clone(),
+        message: "no output pipe".into(),
+    })?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut scan = KeyScan::default();
+    loop {
+        let line = tokio::select! {
+            l = lines.next_line() => l.map_err(io_err(path))?,
+            _ = cancel.cancelled() => return Err(SplitError::Run(crate::run::RunError::Cancelled)),
+        };
+        match line {
+            Some(l) => scan.feed(&l, max_packets)?,
+            None => break,
+        }
+    }
+    let status = child.wait().await.map_err(io_err(path))?;
+    if !status.success() {
+        return Err(SplitError::Probe {
+            what,
+            message: errors.await.unwrap_or_default(),
+        });
+    }
+    Ok(scan)
+}
+
 fn num(s: &Option<String>) -> Option<f64> {
     s.as_deref()
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|v| v.is_finite())
+}
+
+/// Reads no more of the input than its probed length allows
+/// ([`InputPolicy::out_time_limit`], as the unsplit transcode's overrun kill does), instead of
+/// the policy's longest duration: the ranges cover the probed length, so a header that
+/// understates a 4 h input as 4 s would otherwise put the hours into the last piece (and its
+/// encode). Unknown length: the policy's bound stays.
+pub(crate) fn bound_to_probed_length(args: &mut [String], info: &MediaInfo, policy: &InputPolicy) {
+    let Some(d) = info.best_duration().filter(|d| d.is_finite() && *d > 0.0) else {
+        return;
+    };
+    let limit = policy.out_time_limit(d).min(policy.max_duration_seconds);
+    if let Some(i) = args.iter().position(|a| a == "-t") {
+        if let Some(v) = args.get_mut(i + 1) {
+            *v = format!("{limit:.3}");
+        }
+    }
 }
 
 /// Cuts `input` into pieces in `pieces_dir` at the keyframes that serve `ranges` (from
@@ -127,22 +257,12 @@ pub async fn split(
     on_progress: impl FnMut(Progress),
 ) -> Result<Manifest, SplitError> {
     let formats = policy.allowed_formats.join(",");
-    let probed = packets(tools, info.demuxer(), &formats, input, false).await?;
-    let origin = probed
-        .format
-        .as_ref()
-        .and_then(|f| num(&f.start_time))
-        .unwrap_or(0.0);
+    let max_packets = (policy.max_duration_seconds.max(1.0) * MAX_PACKETS_PER_SECOND) as usize;
+    let scan = scan_keyframes(tools, info.demuxer(), &formats, input, max_packets, cancel).await?;
+    let origin = scan.start_time.unwrap_or(0.0);
     // Keyframes with their index among the video packets: the segment muxer cuts by packet
     // count, which no timestamp shift or rounding can move.
-    let mut keys: Vec<(usize, f64)> = vec![];
-    for (i, p) in probed.packets.iter().enumerate() {
-        if p.flags.as_deref().is_some_and(|f| f.contains('K')) {
-            if let Some(t) = num(&p.pts_time) {
-                keys.push((i, t - origin));
-            }
-        }
-    }
+    let keys: Vec<(usize, f64)> = scan.keys.iter().map(|(i, t)| (*i, t - origin)).collect();
     if keys.is_empty() {
         return Err(SplitError::Unsplittable(
             "the video stream has no keyframes".into(),
@@ -159,6 +279,7 @@ pub async fn split(
         .video()
         .ok_or_else(|| SplitError::Unsplittable("no video stream".into()))?;
     let mut a = crate::argv::input_args(info, policy, input, 0.0);
+    bound_to_probed_length(&mut a, info, policy);
     a.insert(0, "-copyts".into());
     a.extend(
         [
@@ -211,7 +332,7 @@ pub async fn split(
                 "the cut made no {file} (keyframe at {start:.3} s)"
             )));
         };
-        let first = packets(tools, "mpegts", "mpegts", &path, true).await?;
+        let first = packets(tools, "mpegts", "mpegts", &path).await?;
         let pts = first
             .packets
             .first()
@@ -235,6 +356,7 @@ pub async fn split(
                 .iter()
                 .copied()
                 .filter(|k| *k >= start - 1e-6 && *k < end - 1e-6)
+                .take(MAX_PIECE_KEYFRAMES)
                 .collect(),
             bytes: Some(meta.len()),
         });
@@ -245,4 +367,60 @@ pub async fn split(
         frame_rate: video.frame_rate.filter(|r| *r > 0.0).unwrap_or(25.0),
         pieces,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_keeps_only_keyframes_with_their_packet_index() {
+        let mut scan = KeyScan::default();
+        for l in [
+            "packet,0.000000,K_",
+            "packet,0.160000,__",
+            "packet,0.080000,__",
+            "packet,2.000000,K_",
+            "packet,N/A,K_",
+            "format,1.400000",
+        ] {
+            scan.feed(l, 10).unwrap();
+        }
+        assert_eq!(scan.packets, 5);
+        assert_eq!(scan.keys, vec![(0, 0.0), (3, 2.0)]);
+        assert_eq!(scan.start_time, Some(1.4));
+    }
+
+    /// A header claiming a million pictures a second: refused at the cap, never held.
+    #[test]
+    fn a_scan_refuses_more_packets_than_the_cap() {
+        let mut scan = KeyScan::default();
+        for _ in 0..3 {
+            scan.feed("packet,0.1,K_", 3).unwrap();
+        }
+        assert!(matches!(
+            scan.feed("packet,0.2,K_", 3),
+            Err(SplitError::Unsplittable(_))
+        ));
+        assert_eq!(scan.keys.len(), 4);
+    }
+
+    #[test]
+    fn the_cut_reads_no_more_than_the_probed_length_allows() {
+        let policy = InputPolicy::default();
+        let mut info = MediaInfo {
+            format_name: "matroska,webm".into(),
+            duration: Some(4.0),
+            bit_rate: None,
+            streams: vec![],
+        };
+        let mut a: Vec<String> = ["-t", "14400.000", "-i", "x"].map(String::from).to_vec();
+        bound_to_probed_length(&mut a, &info, &policy);
+        assert_eq!(a[1], format!("{:.3}", policy.out_time_limit(4.0)));
+        // Unknown length: the policy's bound stays.
+        info.duration = None;
+        let mut b: Vec<String> = ["-t", "14400.000", "-i", "x"].map(String::from).to_vec();
+        bound_to_probed_length(&mut b, &info, &policy);
+        assert_eq!(b[1], "14400.000");
+    }
 }

@@ -621,6 +621,9 @@ pub async fn encode_audio(
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let track_rel = format!("{dir_rel}/audio.m4a");
     let mut a = input_args(info, policy, input, 0.0);
+    // The video's ranges end at the probed length: so does the audio (a header understating
+    // the length must not make this one task encode hours).
+    super::cut::bound_to_probed_length(&mut a, info, policy);
     a.extend([
         s("-map"),
         format!("0:{}", au.index),
