@@ -19,6 +19,11 @@ use std::time::Duration;
 pub const TEXT_CODECS: &[&str] = &["subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"];
 /// Largest caption file a job may carry, bytes.
 pub const MAX_CAPTION_BYTES: u64 = 2 << 20;
+
+/// Largest WebVTT a subtitle stream of the input may become. A film's subtitles are a few
+/// hundred KB; a crafted track of millions of one-letter cues would otherwise be converted
+/// without bound and read whole into the worker (and copied into every HLS/DASH output).
+pub const MAX_TRACK_WEBVTT_BYTES: u64 = 16 << 20;
 /// At most this many caption tracks per job (streams and files together).
 pub const MAX_TRACKS: usize = 16;
 
@@ -49,6 +54,8 @@ pub struct CaptionTrack {
 pub enum CaptionError {
     #[error("caption file is larger than {MAX_CAPTION_BYTES} bytes")]
     TooLarge,
+    #[error("caption track is larger than {MAX_TRACK_WEBVTT_BYTES} bytes as WebVTT")]
+    TrackTooLarge,
     #[error("caption file is not UTF-8 text")]
     NotText,
     #[error("caption file is not SRT, WebVTT or ASS")]
@@ -66,7 +73,7 @@ pub enum CaptionError {
 impl CaptionError {
     pub fn code(&self) -> &'static str {
         match self {
-            CaptionError::TooLarge => "caption_too_large",
+            CaptionError::TooLarge | CaptionError::TrackTooLarge => "caption_too_large",
             CaptionError::NotText | CaptionError::UnknownFormat => "caption_unsupported",
             CaptionError::NoCues => "caption_empty",
             CaptionError::TooMany => "too_many_captions",
@@ -222,13 +229,23 @@ pub async fn to_webvtt(
         Some(i) => format!("0:{i}"),
         None => "0:s:0".to_string(),
     };
+    // `-fs` stops ffmpeg one byte past the cap, so the size tells whether it was reached.
     let args = [
         "-map".to_string(),
         map,
         "-c:s".to_string(),
         "webvtt".to_string(),
+        "-fs".to_string(),
+        (MAX_TRACK_WEBVTT_BYTES + 1).to_string(),
     ];
     analysis::convert(tools, policy, &[input], &args, "webvtt", out, timeout).await?;
+    let size = std::fs::metadata(out)
+        .map_err(|_| CaptionError::NotText)?
+        .len();
+    if size > MAX_TRACK_WEBVTT_BYTES {
+        let _ = std::fs::remove_file(out);
+        return Err(CaptionError::TrackTooLarge);
+    }
     let text = std::fs::read_to_string(out).map_err(|_| CaptionError::NotText)?;
     match cue_count(&text) {
         0 => Err(CaptionError::NoCues),

@@ -313,3 +313,43 @@ async fn subtitle_streams_and_caption_files_become_webvtt() {
         .unwrap_err();
     assert!(!err.is_transient(), "{err}");
 }
+
+/// A subtitle track of 700 000 cues (about 23 MiB as WebVTT) is refused at the cap,
+/// without ffmpeg writing or reelay reading more than that.
+#[tokio::test]
+async fn a_subtitle_track_too_large_as_webvtt_is_refused() {
+    use reelay_media::captions;
+    use std::fmt::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (tools, policy) = (Tools::default(), InputPolicy::default());
+    let mut srt = String::new();
+    for i in 0..700_000u64 {
+        let (a, b) = (i * 10, i * 10 + 5);
+        let t = |ms: u64| {
+            format!(
+                "{:02}:{:02}:{:02},{:03}",
+                ms / 3_600_000,
+                ms / 60_000 % 60,
+                ms / 1000 % 60,
+                ms % 1000
+            )
+        };
+        write!(srt, "{}\n{} --> {}\nx\n\n", i + 1, t(a), t(b)).unwrap();
+    }
+    let path = dir.path().join("many.srt");
+    std::fs::write(&path, srt).unwrap();
+    let input = Input {
+        path: &path,
+        demuxer: "srt",
+    };
+    let out = dir.path().join("many.vtt");
+    let err = captions::to_webvtt(&tools, &policy, input, None, &out, T)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, captions::CaptionError::TrackTooLarge),
+        "{err}"
+    );
+    assert_eq!(err.code(), "caption_too_large");
+    assert!(!out.exists());
+}
