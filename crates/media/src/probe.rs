@@ -423,11 +423,13 @@ pub async fn detect_scan(
         .kill_on_drop(true);
     tools.limits.apply(&mut cmd);
     let child = cmd.spawn()?;
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .map_err(|_| ScanError::TimedOut)??;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
+    let (status, stderr) = tokio::time::timeout(
+        Duration::from_secs(120),
+        crate::analysis::wait_keeping_stderr_tail(child),
+    )
+    .await
+    .map_err(|_| ScanError::TimedOut)??;
+    if !status.success() {
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
         return Err(ScanError::Failed(
             last.unwrap_or("no message").chars().take(200).collect(),
