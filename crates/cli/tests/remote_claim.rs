@@ -678,7 +678,9 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     assert_eq!(task_id, format!("{id}.transcode"));
     assert_eq!(task["attempt"], 1);
     let prefix = task["output_prefix"].as_str().unwrap().to_string();
-    assert_eq!(prefix, format!("outputs/{id}/a1"));
+    // The attempt's prefix is the peer's own, beside the one home's attempt 1 would use.
+    let home_prefix = format!("outputs/{id}/a1");
+    assert!(prefix.starts_with(&format!("{home_prefix}-p")), "{prefix}");
     let source = format!("inputs/{id}/source");
     assert!(task["inputs"].to_string().contains(&source), "{task}");
     assert_eq!(
@@ -722,6 +724,7 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
         .join(format!("aws/storage/{prefix}/x.mp4"))
         .exists());
     assert_eq!(put(&format!("outputs/{id}/a2/x.mp4"), q).status(), 403);
+    assert_eq!(put(&format!("{home_prefix}/x.mp4"), q).status(), 403);
     assert_eq!(put(&format!("inputs/{id}/source"), q).status(), 403);
     assert_eq!(put(&format!("{prefix}/../a2/x.mp4"), q).status(), 403);
     // A completion may not name files outside the attempt.
@@ -777,16 +780,21 @@ fn remote_claim_needs_the_peer_credential_and_stays_in_its_task() {
     pair.cancel(&pair.aws, &stalled);
     let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(60));
     assert_eq!(job.tasks[0].ran_on.as_deref(), Some("aws"));
-    // The release handed the attempt number back, so home ran attempt 1 too: its outputs are
-    // under the prefix the peer held. A late completion of that attempt (a stale peer, or one
+    // The release handed the attempt number back, so home ran attempt 1 too, under its own
+    // prefix: not the one the peer held, where the peer's presigned URLs (valid up to a lease
+    // after it let go) still point. A late completion of that attempt (a stale peer, or one
     // that names any task) is refused and deletes nothing.
     let stored = || {
-        let mut f = files_under(&dir.path().join(format!("aws/storage/{prefix}")));
+        let mut f = files_under(&dir.path().join(format!("aws/storage/{home_prefix}")));
         f.sort();
         f
     };
     let home_files = stored();
     assert!(!home_files.is_empty(), "home's attempt 1 stored no file");
+    assert!(
+        files_under(&dir.path().join(format!("aws/storage/{prefix}"))).is_empty(),
+        "home's attempt wrote where the released peer's URLs point"
+    );
     let r = send(
         &reqwest::Method::POST,
         &format!("{t}/complete"),

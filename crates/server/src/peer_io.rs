@@ -274,6 +274,73 @@ pub struct PeerTask {
 }
 
 impl PeerTask {
+    /// What is wrong with this answer to a claim (`asked`: the task the claim named), or
+    /// `None`. The thief runs the task under names the owner chose (its scratch directory is
+    /// named for the task id; the handler reads the inputs and writes under the prefix), so an
+    /// owner that is compromised, or a link that is not what it seems, must not be able to
+    /// name a path outside the thief's staging area, a kind the thief never runs for peers, or
+    /// an object of another job.
+    pub fn problem(&self, asked: Option<&str>) -> Option<String> {
+        let job = &self.job.id;
+        if !valid_worker_id(job) || job.contains("..") {
+            return Some(format!("the job id {job:?} is not an id"));
+        }
+        let key = self.task_id.strip_prefix(&format!("{job}."));
+        if !key.is_some_and(|k| valid_worker_id(k) && !k.contains("..")) {
+            return Some(format!(
+                "the task id {:?} is not a task of job {job}",
+                self.task_id
+            ));
+        }
+        if asked.is_some_and(|a| a != self.task_id) {
+            return Some(format!(
+                "asked for task {:?}, got {:?}",
+                asked.unwrap_or_default(),
+                self.task_id
+            ));
+        }
+        if !PEER_KINDS.contains(&self.kind.as_str()) {
+            return Some(format!(
+                "a task of kind {:?} is not run for peers",
+                self.kind
+            ));
+        }
+        let under_job = |p: &str| {
+            [format!("outputs/{job}/"), format!("tasks/{job}/")]
+                .iter()
+                .any(|root| p.strip_prefix(root.as_str()).is_some_and(|r| !r.is_empty()))
+        };
+        if !crate::storage::valid_user_key(&self.output_prefix) || !under_job(&self.output_prefix) {
+            return Some(format!(
+                "the output prefix {:?} is not one of job {job}'s",
+                self.output_prefix
+            ));
+        }
+        if let Some(obj) = self
+            .inputs
+            .iter()
+            .find(|o| !may_read(job, &self.kind, &o.key))
+        {
+            return Some(format!("the input {:?} is not one of job {job}'s", obj.key));
+        }
+        if let Some(url) = self
+            .inputs
+            .iter()
+            .filter_map(|o| o.url.as_deref())
+            .find(|u| {
+                reqwest::Url::parse(u).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+            })
+        {
+            return Some(format!("the input URL {url:?} is not http(s)"));
+        }
+        if let Some(k) = &self.job.input_key {
+            if *k != crate::storage::input_key(job) {
+                return Some(format!("the job's input {k:?} is not its source key"));
+            }
+        }
+        None
+    }
+
     /// The claim as the peer's handler sees it (its job rebuilt from what was sent).
     pub fn to_claim(&self) -> Claim {
         Claim {
@@ -678,14 +745,24 @@ impl PeerClient {
         worker: &str,
         task: Option<&str>,
     ) -> Result<Option<PeerTask>, PeerError> {
-        self.post(
-            "/claim",
-            &ClaimRequest {
-                worker: worker.to_string(),
-                task_id: task.map(str::to_string),
-            },
-        )
-        .await
+        let got: Option<PeerTask> = self
+            .post(
+                "/claim",
+                &ClaimRequest {
+                    worker: worker.to_string(),
+                    task_id: task.map(str::to_string),
+                },
+            )
+            .await?;
+        // Not run, and not handed back either (a release would name the owner's task id in a
+        // URL): the owner's lease on it runs out and the task runs at home.
+        if let Some(why) = got.as_ref().and_then(|t| t.problem(task)) {
+            return Err(PeerError::Protocol {
+                peer: self.name.clone(),
+                message: format!("refused its claim answer: {why}"),
+            });
+        }
+        Ok(got)
     }
 
     pub async fn renew(&self, task: &str, req: &RenewRequest) -> Result<RenewAnswer, PeerError> {
@@ -949,6 +1026,87 @@ mod tests {
         upload.input_key = Some("inputs/aws.01J/source".into());
         upload.spec_json = r#"{"outputs":[]}"#.into();
         assert_eq!(PeerJob::from_job(&upload).spec_json, upload.spec_json);
+    }
+
+    fn answer() -> PeerTask {
+        PeerTask {
+            task_id: "aws.01J.seg-0003".into(),
+            kind: crate::task_payloads::ENCODE_SEGMENT.into(),
+            payload: serde_json::json!({}),
+            attempt: 1,
+            lease_ms: 30_000,
+            job: PeerJob {
+                id: "aws.01J".into(),
+                cluster: "aws".into(),
+                spec_json: "{}".into(),
+                spec_hash: "h".into(),
+                input_key: Some("inputs/aws.01J/source".into()),
+                input_url: None,
+                owner: None,
+                priority: 0,
+                max_attempts: 3,
+                estimated_seconds: 1.0,
+                created_at: 0,
+                split_json: None,
+                input_name: None,
+                input_facts: None,
+            },
+            dependencies: vec![],
+            inputs: vec![PeerObject {
+                key: format!(
+                    "{}/piece_00001.ts",
+                    split_prefix("aws.01J").trim_end_matches('/')
+                ),
+                size: 10,
+                url: Some("https://bucket.s3.example/k?X-Amz-Signature=1".into()),
+            }],
+            output_prefix: "tasks/aws.01J/seg-0003/a1-p0123456789ab".into(),
+            weight: 4.0,
+        }
+    }
+
+    /// The thief runs a claimed task under names the owner chose: anything that would lead
+    /// outside its staging area or to another job's objects is refused before it runs.
+    #[test]
+    fn a_claim_answer_names_only_its_own_jobs_things() {
+        assert_eq!(answer().problem(Some("aws.01J.seg-0003")), None);
+        assert_eq!(answer().problem(None), None);
+        let refused = |change: &dyn Fn(&mut PeerTask), asked: Option<&str>| {
+            let mut t = answer();
+            change(&mut t);
+            t.problem(asked).unwrap_or_else(|| panic!("accepted {t:?}"))
+        };
+        // A task id that climbs out of the scratch directory, or of another job.
+        refused(&|t| t.task_id = "aws.01J.../../../etc".into(), None);
+        refused(&|t| t.task_id = "aws.01J./x".into(), None);
+        refused(&|t| t.task_id = "gcp.01K.seg-0003".into(), None);
+        refused(&|t| t.job.id = "../..".into(), None);
+        // Not the task asked for.
+        refused(&|_| {}, Some("aws.01J.seg-0004"));
+        // A kind the thief never runs for a peer.
+        refused(&|t| t.kind = "stitch".into(), None);
+        // Outputs outside the job, or a path that climbs.
+        refused(&|t| t.output_prefix = "outputs/gcp.01K/a1".into(), None);
+        refused(
+            &|t| t.output_prefix = "tasks/aws.01J/../../etc".into(),
+            None,
+        );
+        refused(&|t| t.output_prefix = "outputs/aws.01J/".into(), None);
+        // Inputs of another job, a climbing key, a URL that is not http(s).
+        refused(&|t| t.inputs[0].key = "inputs/gcp.01K/source".into(), None);
+        refused(&|t| t.inputs[0].key = "inputs/aws.01J/../../x".into(), None);
+        refused(
+            &|t| t.inputs[0].url = Some("file:///etc/passwd".into()),
+            None,
+        );
+        refused(&|t| t.job.input_key = Some("incoming/other".into()), None);
+        // The job's own outputs prefix is fine for a whole-file transcode.
+        let mut whole = answer();
+        whole.kind = reelay_jobs::TRANSCODE.into();
+        whole.task_id = "aws.01J.main".into();
+        whole.inputs[0].key = "inputs/aws.01J/source".into();
+        whole.output_prefix = "outputs/aws.01J/a2-p0123456789ab".into();
+        assert_eq!(whole.problem(None), None);
     }
 
     #[test]

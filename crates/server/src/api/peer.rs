@@ -123,9 +123,14 @@ fn lease_error(outcome: RenewOutcome) -> Option<ApiError> {
     }
 }
 
-/// The attempt's file prefix of `task`.
-async fn task_prefix(st: &AppState, task: &str, attempt: u32) -> Result<String, ApiError> {
-    Ok(task_kind_prefix(st, task, attempt).await?.prefix)
+/// The file prefix of `holder`'s attempt of `task`.
+async fn task_prefix(
+    st: &AppState,
+    task: &str,
+    attempt: u32,
+    holder: &str,
+) -> Result<String, ApiError> {
+    Ok(task_kind_prefix(st, task, attempt, holder).await?.prefix)
 }
 
 /// What the object routes need of a task an attempt holds.
@@ -138,8 +143,14 @@ struct Held {
     input_key: Option<String>,
 }
 
-/// The kind of `task`, the attempt's file prefix and the job's stored input.
-async fn task_kind_prefix(st: &AppState, task: &str, attempt: u32) -> Result<Held, ApiError> {
+/// The kind of `task`, the file prefix of `holder`'s attempt (see
+/// [`crate::worker::peer_attempt_prefix`]) and the job's stored input.
+async fn task_kind_prefix(
+    st: &AppState,
+    task: &str,
+    attempt: u32,
+    holder: &str,
+) -> Result<Held, ApiError> {
     let not_found = || ApiError::not_found("no such task");
     let (job_id, _) = task.rsplit_once('.').ok_or_else(not_found)?;
     let job = st.store.get_job(job_id).await?.ok_or_else(not_found)?;
@@ -148,7 +159,10 @@ async fn task_kind_prefix(st: &AppState, task: &str, attempt: u32) -> Result<Hel
         .iter()
         .find(|t| t.id == task)
         .ok_or_else(not_found)?;
-    let prefix = crate::worker::attempt_prefix_of(&job.id, task, &t.kind, attempt);
+    let prefix = crate::worker::peer_attempt_prefix(
+        &crate::worker::attempt_prefix_of(&job.id, task, &t.kind, attempt),
+        holder,
+    );
     Ok(Held {
         kind: t.kind.clone(),
         prefix,
@@ -168,7 +182,7 @@ async fn hold(st: &AppState, peer: &Peer, task: &str, at: &Attempt) -> Result<He
     if let Some(e) = lease_error(outcome) {
         return Err(e);
     }
-    task_kind_prefix(st, task, at.attempt).await
+    task_kind_prefix(st, task, at.attempt, &owner).await
 }
 
 /// What this cluster hands a peer (`peer`, its name) and offers in `/v1/load`: the kinds in
@@ -236,7 +250,10 @@ async fn claim(
     count("claimed");
     tracing::info!(task_id = %claim.task_id, peer = %peer.name, worker = %req.worker, attempt = claim.attempt, "task handed to a peer");
     let answer = PeerTask {
-        output_prefix: crate::worker::attempt_prefix(&claim),
+        output_prefix: crate::worker::peer_attempt_prefix(
+            &crate::worker::attempt_prefix(&claim),
+            &owner,
+        ),
         task_id: claim.task_id,
         kind: claim.kind,
         payload: claim.payload,
@@ -368,7 +385,8 @@ async fn complete(
 ) -> Result<Response, ApiError> {
     let req: CompleteRequest = json(body, COMPLETE_BODY_BYTES).await?;
     check_worker(&req.worker)?;
-    let Held { kind, prefix, .. } = task_kind_prefix(&st, &task, req.attempt).await?;
+    let owner = lease_owner(&peer.name, &req.worker);
+    let Held { kind, prefix, .. } = task_kind_prefix(&st, &task, req.attempt, &owner).await?;
     check_outputs_shape(&kind, &req.outputs)?;
     if !outputs_within(&prefix, &req.outputs) {
         return Err(ApiError::new(
@@ -376,7 +394,6 @@ async fn complete(
             format!("every output key must lie under {prefix}/"),
         ));
     }
-    let owner = lease_owner(&peer.name, &req.worker);
     let done = st
         .store
         .complete_task_timed(
@@ -483,8 +500,8 @@ async fn fail(
 ) -> Result<Response, ApiError> {
     let req: FailRequest = json(body, st.cfg.max_json_bytes).await?;
     check_worker(&req.worker)?;
-    let prefix = task_prefix(&st, &task, req.attempt).await?;
     let owner = lease_owner(&peer.name, &req.worker);
+    let prefix = task_prefix(&st, &task, req.attempt, &owner).await?;
     // A peer's verdict that the task cannot succeed is not final: the task goes home (it never
     // moves again) and runs there, as it would have had it never moved. A failure peculiar to
     // the peer (its tools, its disk) then costs one attempt, not the job, and a hostile or
@@ -528,8 +545,8 @@ async fn release(
 ) -> Result<Response, ApiError> {
     let req: ReleaseRequest = json(body, st.cfg.max_json_bytes).await?;
     check_worker(&req.worker)?;
-    let prefix = task_prefix(&st, &task, req.attempt).await?;
     let owner = lease_owner(&peer.name, &req.worker);
+    let prefix = task_prefix(&st, &task, req.attempt, &owner).await?;
     // Only the holder's own files: a lease lost meanwhile means someone else's attempt,
     // under another prefix.
     let outcome = st

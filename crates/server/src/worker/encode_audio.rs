@@ -36,7 +36,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<AudioResult, PartError> {
     if let Some(dir) = &output.hls_dir {
         files.extend(output.hls.iter().map(|s| format!("{dir}/{}", s.uri)));
     }
-    let prefix = super::attempt_prefix(cx.claim);
+    let prefix = cx.prefix.to_string();
     cx.upload(&out_dir, &files, &prefix).await?;
     Ok(AudioResult {
         prefix,

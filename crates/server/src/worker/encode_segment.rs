@@ -54,7 +54,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<SegmentResult, PartError> {
             files.push(format!("{}/v{}/{}", h.rendition, h.rung, s.uri));
         }
     }
-    let prefix = super::attempt_prefix(cx.claim);
+    let prefix = cx.prefix.to_string();
     cx.upload(&out_dir, &files, &prefix).await?;
     Ok(SegmentResult {
         prefix,

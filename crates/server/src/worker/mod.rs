@@ -113,6 +113,9 @@ impl TaskError for UnknownKind {
 pub struct Context<'a> {
     pub state: &'a AppState,
     pub claim: &'a Claim,
+    /// Where this attempt writes its files in `state.storage`: [`attempt_prefix`] at home, the
+    /// owner's [`peer_attempt_prefix`] for a peer's task.
+    pub prefix: &'a str,
     /// Scratch space of this attempt, removed afterwards.
     pub workdir: &'a Path,
     /// Cancelled when the task must stop (see `stop` for why).
@@ -150,6 +153,20 @@ pub fn attempt_prefix_of(job: &str, task_id: &str, kind: &str, attempt: u32) -> 
             format!("{}/{key}/a{attempt}", intermediate_prefix(job))
         }
     }
+}
+
+/// Where a peer's attempt writes: [`attempt_prefix_of`] tagged with a digest of its lease
+/// holder (`peer:{cluster}:{worker}`). A released attempt gives its number back (a release does
+/// not count against the task's attempts), so the next holder gets the same number; a peer's
+/// presigned upload URLs stay valid for up to a lease after its release, and without the tag
+/// they would point into the next holder's files. The tag keeps the released peer's late
+/// writes out of them (the outputs API and every clean-up go by whole prefixes, so a tagged
+/// attempt is read and removed like any other).
+pub fn peer_attempt_prefix(home_prefix: &str, holder: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(holder.as_bytes());
+    let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{home_prefix}-p{tag}")
 }
 
 impl Context<'_> {
@@ -391,6 +408,7 @@ impl WorkerPool {
         &'a self,
         state: &'a AppState,
         claim: &'a Claim,
+        prefix: &'a str,
         workdir: &'a Path,
         lease: &'a lease_keeper::Shared,
         timings: &'a std::sync::Mutex<Timings>,
@@ -398,6 +416,7 @@ impl WorkerPool {
         Context {
             state,
             claim,
+            prefix,
             workdir,
             token: &lease.token,
             stop: &lease.stop,
@@ -453,7 +472,8 @@ impl WorkerPool {
             .data_dir
             .join("work")
             .join(format!("{}-a{}", claim.task_id, claim.attempt));
-        let cx = self.context(st, &claim, &workdir, &shared, &timings);
+        let prefix = attempt_prefix(&claim);
+        let cx = self.context(st, &claim, &prefix, &workdir, &shared, &timings);
         let ended = dispatch(&cx).await;
         shared.token.cancel();
         let _ = keeper.await;
@@ -461,7 +481,6 @@ impl WorkerPool {
 
         let preset = crate::api::jobs::preset_label(&job.spec_json);
         let (task, worker, attempt) = (&claim.task_id, &self.id, claim.attempt);
-        let prefix = attempt_prefix(&claim);
         let result = match ended {
             Ended::Done(outputs) => {
                 let timings = timings.lock().map(|t| t.seconds()).ok();

@@ -343,7 +343,14 @@ impl WorkerPool {
                             storage: staging.clone(),
                             ..self.state.clone()
                         };
-                        let cx = self.context(&state, &claim, &workdir, &shared, &timings);
+                        let cx = self.context(
+                            &state,
+                            &claim,
+                            &task.output_prefix,
+                            &workdir,
+                            &shared,
+                            &timings,
+                        );
                         let ended = dispatch(&cx).await;
                         match ended {
                             Ended::Done(outputs) => {

@@ -41,7 +41,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<SplitResult, PartError> {
         .timed(Phase::Encode, cutting)
         .await
         .map_err(|e| cx.media(e))?;
-    let prefix = super::attempt_prefix(cx.claim);
+    let prefix = cx.prefix.to_string();
     let files: Vec<String> = manifest.pieces.iter().map(|p| p.file.clone()).collect();
     cx.upload(&pieces_dir, &files, &prefix).await?;
     Ok(SplitResult {

@@ -76,7 +76,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Vec<StoredOutput>, PartError
             std::sync::atomic::Ordering::Relaxed,
         );
     }
-    let prefix = super::attempt_prefix(cx.claim);
+    let prefix = cx.prefix.to_string();
     let files = super::transcode::walk(&out_dir)
         .map_err(|e| PartError::Scratch(format!("listing outputs: {e}")))?;
     let mut outputs = vec![];

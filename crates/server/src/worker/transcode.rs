@@ -407,7 +407,7 @@ pub(super) async fn run(cx: &Context<'_>) -> Result<Transcoded, TranscodeError> 
     }
 
     // Upload every file of this attempt under its own prefix.
-    let prefix = super::attempt_prefix(claim);
+    let prefix = cx.prefix;
     let files =
         walk(&out_dir).map_err(|e| TranscodeError::Scratch(format!("listing outputs: {e}")))?;
     let publish = async {
