@@ -52,6 +52,8 @@ struct Setup {
     aws_presign: bool,
     /// aws's `--key-input-prefix` (gcp never has one).
     aws_key_prefix: Option<&'static str>,
+    /// aws's `[steal] max_peer_hold_seconds` (a day by default).
+    aws_max_peer_hold: Option<u64>,
     link: Link,
     /// Appended to edge.toml's top-level settings.
     edge_extra: &'static str,
@@ -64,6 +66,7 @@ impl Setup {
             aws_s3: None,
             aws_presign: true,
             aws_key_prefix: None,
+            aws_max_peer_hold: None,
             link,
             edge_extra: "",
         }
@@ -79,6 +82,9 @@ fn start(dir: &Path, setup: Setup) -> Stack {
     let mut aws_toml = tokens.aws_config(0.5);
     if !setup.aws_presign {
         aws_toml.push_str("presign = false\n");
+    }
+    if let Some(secs) = setup.aws_max_peer_hold {
+        aws_toml.push_str(&format!("max_peer_hold_seconds = {secs}\n"));
     }
     let mut cmd = serve(dir, "aws", aws_port, &aws_toml);
     if let Some(prefix) = setup.aws_key_prefix {
@@ -590,6 +596,77 @@ fn a_peers_permanent_failure_sends_the_task_home() {
         "a task moved twice"
     );
     pair.cancel(&pair.aws, &stalled);
+    let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(60));
+    assert_eq!(job.tasks[0].ran_on.as_deref(), Some("aws"));
+    assert_eq!(job.tasks[0].attempts, 2);
+}
+
+/// A peer that renews for ever (broken, or a compromised cluster) holds the task no longer than
+/// `[steal] max_peer_hold_seconds`: its renewals, and the object reads that renew too, are
+/// refused from then on, the lease runs out, and the task runs at home.
+#[test]
+fn a_peer_renewing_past_its_hold_limit_loses_the_task_to_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        aws_max_peer_hold: Some(3),
+        ..Setup::new(false, Link::Direct)
+    };
+    let pair = start(dir.path(), setup);
+    let (stalled, id, _) = job_waiting_at_home(&pair, "160x120", 1);
+    let task: serde_json::Value =
+        wait_until("a task for the peer", Duration::from_secs(10), || {
+            let r = pair.peer_claim("test-w", None);
+            (r.status() == 200).then(|| r.json().unwrap())
+        });
+    let task_id = task["task_id"].as_str().unwrap().to_string();
+    let claimed = std::time::Instant::now();
+    // Freed at home now; only the peer's renewals keep the task from running there.
+    pair.cancel(&pair.aws, &stalled);
+    let base = format!("{}/v1/peer/tasks/{task_id}", pair.aws.base);
+    let renew = |progress: f64| -> String {
+        let r = pair
+            .aws
+            .client
+            .post(format!("{base}/renew"))
+            .bearer_auth(&pair.tokens.peer)
+            .json(&serde_json::json!({"worker": "test-w", "attempt": 1, "progress": progress}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<serde_json::Value>().unwrap()["outcome"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Renewing every 0.5 s (the lease is 2 s) with rising progress, as a live worker would.
+    let mut progress = 0.0;
+    let mut outcomes = Vec::new();
+    while claimed.elapsed() < Duration::from_secs(6) {
+        progress += 0.01;
+        outcomes.push((claimed.elapsed().as_secs_f64(), renew(progress)));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let held: Vec<f64> = outcomes
+        .iter()
+        .filter(|(_, o)| o == "renewed")
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(!held.is_empty(), "{outcomes:?}");
+    assert!(
+        held.iter().all(|t| *t < 3.0),
+        "renewed past the 3 s hold limit: {outcomes:?}"
+    );
+    // The object routes renew too: they refuse the same attempt.
+    let source = format!("inputs/{id}/source");
+    let r = pair
+        .aws
+        .client
+        .get(format!("{base}/objects/{source}?worker=test-w&attempt=1"))
+        .bearer_auth(&pair.tokens.peer)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    // Home runs it (a new attempt) and the job succeeds.
     let job = pair.wait_status(&pair.aws, &id, "succeeded", Duration::from_secs(60));
     assert_eq!(job.tasks[0].ran_on.as_deref(), Some("aws"));
     assert_eq!(job.tasks[0].attempts, 2);

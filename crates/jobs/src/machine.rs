@@ -163,6 +163,11 @@ pub enum Event {
         progress: Option<f64>,
         eta_at: Option<Millis>,
         lease_expires_at: Millis,
+        /// Refuse the renewal (as a lost lease: the lease then runs out and the task is
+        /// claimed again) once the attempt was claimed this many ms ago. A peer's attempts
+        /// get one (`[steal] max_peer_hold_seconds`): a peer that renews forever, broken or
+        /// hostile, would otherwise hold its owner's task for good. `None`: no limit.
+        hold_limit: Option<Millis>,
     },
     Succeeded {
         task: String,
@@ -340,11 +345,15 @@ pub fn apply(
             progress,
             eta_at,
             lease_expires_at,
+            hold_limit,
         } => {
             let i = match owned(tasks, task, worker, *attempt) {
                 Ok(i) => i,
                 Err(why) => return Ok(unchanged(why)),
             };
+            if held_too_long(&tasks[i], *hold_limit, now) {
+                return Ok(unchanged(Rejection::LeaseLost));
+            }
             let t = &mut next[i];
             t.lease_expires_at = Some(*lease_expires_at);
             t.eta_at = *eta_at;
@@ -498,6 +507,15 @@ fn valid_growth(tasks: &[TaskState], add: &[TaskState]) -> bool {
 }
 
 /// Index of `task` if `worker` holds `attempt` of it and it is running; why not otherwise.
+/// Whether the attempt holding `t` has held it for `limit` ms or more (see
+/// [`Event::Progress::hold_limit`]).
+fn held_too_long(t: &TaskState, limit: Option<Millis>, now: Millis) -> bool {
+    match (limit, t.claimed_at) {
+        (Some(limit), Some(at)) => now.saturating_sub(at) >= limit,
+        _ => false,
+    }
+}
+
 fn owned(tasks: &[TaskState], task: &str, worker: &str, attempt: u32) -> Result<usize, Rejection> {
     let i = tasks
         .iter()

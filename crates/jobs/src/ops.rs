@@ -1123,6 +1123,7 @@ pub(crate) async fn renew(
     lease: Duration,
     progress: Option<f64>,
     eta_at: Option<Millis>,
+    hold_limit: Option<Duration>,
     now: Millis,
 ) -> Result<RenewOutcome, StoreError> {
     let event = Event::Progress {
@@ -1132,6 +1133,7 @@ pub(crate) async fn renew(
         progress,
         eta_at,
         lease_expires_at: millis_after(now, lease),
+        hold_limit: hold_limit.map(|d| millis_after(0, d)),
     };
     Ok(match task_event(db, task_id, event, now).await? {
         Some(Outcome::Applied) => RenewOutcome::Renewed,
@@ -1868,7 +1870,35 @@ macro_rules! job_store_impl {
                     attempt,
                 };
                 crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::renew(
-                    db, holder, lease, progress, eta_at, now
+                    db, holder, lease, progress, eta_at, None, now
+                ))
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            async fn renew_held(
+                &self,
+                task_id: &str,
+                worker_id: &str,
+                attempt: u32,
+                lease: std::time::Duration,
+                progress: Option<f64>,
+                eta_at: Option<crate::model::Millis>,
+                hold_limit: std::time::Duration,
+            ) -> Result<crate::model::RenewOutcome, StoreError> {
+                let now = crate::model::now_millis();
+                let holder = crate::ops::Holder {
+                    task_id,
+                    worker_id,
+                    attempt,
+                };
+                crate::ops::in_tx!(self.begin(), $wrapper, |db| crate::ops::renew(
+                    db,
+                    holder,
+                    lease,
+                    progress,
+                    eta_at,
+                    Some(hold_limit),
+                    now
                 ))
             }
 

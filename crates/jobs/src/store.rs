@@ -134,6 +134,21 @@ pub trait JobStore:
         eta_at: Option<Millis>,
     ) -> Result<RenewOutcome, StoreError>;
 
+    /// [`JobStore::renew`] for an attempt that may hold its task at most `hold_limit` from its
+    /// claim (a peer's): past that, [`RenewOutcome::LeaseLost`] and nothing changes, so the
+    /// lease runs out and the task is claimed again.
+    #[allow(clippy::too_many_arguments)]
+    async fn renew_held(
+        &self,
+        task_id: &str,
+        worker_id: &str,
+        attempt: u32,
+        lease: Duration,
+        progress: Option<f64>,
+        eta_at: Option<Millis>,
+        hold_limit: Duration,
+    ) -> Result<RenewOutcome, StoreError>;
+
     /// Marks the task succeeded with these outputs (its job succeeds with them when it is the
     /// job's last task) — ONLY if `worker_id` still owns this attempt and the job was not
     /// cancelled (returns false otherwise and changes nothing). This is what makes "exactly one

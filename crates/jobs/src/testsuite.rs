@@ -2316,6 +2316,41 @@ pub async fn peer_claims(store: &dyn JobStore) {
         .expect("claim_for_peer")
         .expect("the url job's task");
     assert_eq!(lost.job.id, url.id);
+    // A peer's renewal within its hold limit extends the lease; past it, it is refused and
+    // changes nothing (the lease runs out as if the peer had vanished).
+    assert_eq!(
+        store
+            .renew_held(
+                &lost.task_id,
+                "peer:gcp:w3",
+                1,
+                Duration::from_millis(100),
+                Some(0.5),
+                None,
+                Duration::from_secs(3600)
+            )
+            .await
+            .expect("renew_held"),
+        RenewOutcome::Renewed
+    );
+    assert_eq!(
+        store
+            .renew_held(
+                &lost.task_id,
+                "peer:gcp:w3",
+                1,
+                LONG_LEASE,
+                Some(0.6),
+                None,
+                Duration::ZERO
+            )
+            .await
+            .expect("renew_held"),
+        RenewOutcome::LeaseLost
+    );
+    // The renewed lease (100 ms) runs out: had the refused renewal extended it (to
+    // LONG_LEASE), home could not take the task below.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     sleep_until(lost.lease_expires_at).await;
     assert!(store
         .claim_for_peer(peer(Duration::ZERO), "peer:gcp:w4", LONG_LEASE)

@@ -590,6 +590,13 @@ pub struct StealConfig {
     /// the peer then streams every object through this cluster's `…/objects/` routes, as for
     /// local storage.
     pub presign: bool,
+    /// As the owner: the longest a peer's attempt may hold a task, from its claim. Past it the
+    /// owner refuses the peer's renewals (`lease_lost`), the lease runs out, and the task runs
+    /// at home. A peer's worker stops a stalled ffmpeg itself, but one that renews without end
+    /// (a bug, or a compromised cluster) would otherwise keep the owner's job for good. The
+    /// default, a day, matches the CPU-time limit of one ffmpeg at home
+    /// (`[tools.limits] cpu_seconds`).
+    pub max_peer_hold_seconds: u64,
 }
 
 impl Default for StealConfig {
@@ -602,6 +609,7 @@ impl Default for StealConfig {
             edge: None,
             token_file: None,
             presign: true,
+            max_peer_hold_seconds: 24 * 3600,
         }
     }
 }

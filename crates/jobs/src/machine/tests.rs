@@ -76,6 +76,53 @@ fn graph() -> Vec<TaskState> {
     ]
 }
 
+/// A renewal with a hold limit is refused, as a lost lease, once the attempt has held the task
+/// that long: the lease is not extended, so it runs out and the task is claimed again.
+#[test]
+fn a_hold_limit_stops_an_attempt_renewing_for_ever() {
+    let mut tasks = vec![task("t", &[], 10.0)];
+    let mut job = fresh_job();
+    step(&mut tasks, &mut job, claim("t", "peer:gcp:w"), 100);
+    let renew = |lease: Millis, hold_limit: Option<Millis>| Event::Progress {
+        task: "t".into(),
+        worker: "peer:gcp:w".into(),
+        attempt: 1,
+        progress: Some(0.5),
+        eta_at: None,
+        lease_expires_at: lease,
+        hold_limit,
+    };
+    assert_eq!(
+        step(&mut tasks, &mut job, renew(1_500, Some(500)), 599),
+        Outcome::Applied
+    );
+    assert_eq!(tasks[0].lease_expires_at, Some(1_500));
+    assert_eq!(
+        step(&mut tasks, &mut job, renew(2_500, Some(500)), 600),
+        Outcome::Rejected(Rejection::LeaseLost)
+    );
+    assert_eq!(
+        tasks[0].lease_expires_at,
+        Some(1_500),
+        "the lease was extended"
+    );
+    assert_eq!(tasks[0].progress, 0.5);
+    // Without a limit the same renewal goes through (home workers have none).
+    let mut home = tasks.clone();
+    let unlimited = renew(2_500, None);
+    assert_eq!(
+        step(&mut home, &mut job.clone(), unlimited, 600),
+        Outcome::Applied
+    );
+    // Once the lease ran out, the task is claimed again: attempt 2, at home.
+    assert_eq!(
+        step(&mut tasks, &mut job, claim("t", "home"), 1_500),
+        Outcome::Applied
+    );
+    assert_eq!(tasks[0].attempts, 2);
+    assert_eq!(tasks[0].lease_owner.as_deref(), Some("home"));
+}
+
 #[test]
 fn single_task_job_runs_and_succeeds() {
     let mut tasks = vec![task("t", &[], 10.0)];
@@ -94,6 +141,7 @@ fn single_task_job_runs_and_succeeds() {
         progress: Some(0.25),
         eta_at: Some(99),
         lease_expires_at: 2_000,
+        hold_limit: None,
     };
     step(&mut tasks, &mut job, progress, 6);
     assert_eq!(job.progress, 0.25);
@@ -296,6 +344,7 @@ fn a_permanent_failure_fails_the_job_and_cancels_the_rest() {
         progress: Some(0.5),
         eta_at: None,
         lease_expires_at: 9,
+        hold_limit: None,
     };
     assert_eq!(
         step(&mut tasks, &mut job, renew, 5),
@@ -495,6 +544,7 @@ fn random_event(rng: &mut Rng, tasks: &[TaskState], now: Millis) -> Event {
             progress: Some(rng.below(101) as f64 / 100.0),
             eta_at: None,
             lease_expires_at: now + rng.below(30) as Millis,
+            hold_limit: (rng.below(2) == 0).then(|| rng.below(40) as Millis),
         },
         9..=12 if tasks.len() < 12 && rng.below(4) == 0 => {
             // The graph grows under the task (sometimes a colliding or dangling one: rejected).

@@ -175,14 +175,36 @@ async fn task_kind_prefix(
 async fn hold(st: &AppState, peer: &Peer, task: &str, at: &Attempt) -> Result<Held, ApiError> {
     check_worker(&at.worker)?;
     let owner = lease_owner(&peer.name, &at.worker);
-    let outcome = st
-        .store
-        .renew(task, &owner, at.attempt, st.cfg.lease(), None, None)
-        .await?;
+    let outcome = renew_peer(st, task, &owner, at.attempt, None, None).await?;
     if let Some(e) = lease_error(outcome) {
         return Err(e);
     }
     task_kind_prefix(st, task, at.attempt, &owner).await
+}
+
+/// Every lease check and renewal of a peer's attempt: bounded by `[steal]
+/// max_peer_hold_seconds` from its claim (the object routes renew too, so a peer cannot keep a
+/// task by reading it either).
+async fn renew_peer(
+    st: &AppState,
+    task: &str,
+    owner: &str,
+    attempt: u32,
+    progress: Option<f64>,
+    eta_at: Option<i64>,
+) -> Result<RenewOutcome, ApiError> {
+    Ok(st
+        .store
+        .renew_held(
+            task,
+            owner,
+            attempt,
+            st.cfg.lease(),
+            progress,
+            eta_at,
+            Duration::from_secs(st.cfg.steal.max_peer_hold_seconds),
+        )
+        .await?)
 }
 
 /// What this cluster hands a peer (`peer`, its name) and offers in `/v1/load`: the kinds in
@@ -358,17 +380,7 @@ async fn renew(
     let req: RenewRequest = json(body, st.cfg.max_json_bytes).await?;
     check_worker(&req.worker)?;
     let owner = lease_owner(&peer.name, &req.worker);
-    let outcome = st
-        .store
-        .renew(
-            &task,
-            &owner,
-            req.attempt,
-            st.cfg.lease(),
-            req.progress,
-            req.eta_at,
-        )
-        .await?;
+    let outcome = renew_peer(&st, &task, &owner, req.attempt, req.progress, req.eta_at).await?;
     let outcome = match outcome {
         RenewOutcome::Renewed => RenewAnswer::Renewed,
         RenewOutcome::Cancelled => RenewAnswer::Cancelled,
@@ -549,10 +561,7 @@ async fn release(
     let prefix = task_prefix(&st, &task, req.attempt, &owner).await?;
     // Only the holder's own files: a lease lost meanwhile means someone else's attempt,
     // under another prefix.
-    let outcome = st
-        .store
-        .renew(&task, &owner, req.attempt, st.cfg.lease(), None, None)
-        .await?;
+    let outcome = renew_peer(&st, &task, &owner, req.attempt, None, None).await?;
     if outcome == RenewOutcome::Renewed {
         let _ = st.storage.delete_prefix(&prefix).await;
         if req.began {
