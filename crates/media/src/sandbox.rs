@@ -28,6 +28,9 @@ impl Default for Tools {
     }
 }
 
+/// Written to every child's `/proc/self/oom_score_adj` (the most a process may give itself).
+const OOM_SCORE_ADJ: &[u8] = b"1000";
+
 /// `setrlimit` values applied to every child; 0 leaves a limit unset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -87,6 +90,18 @@ impl Limits {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // First in line for the OOM killer: when the pod (or the machine) runs out of
+                // memory, the kernel kills an encoder, whose task is retried, rather than the
+                // worker holding every slot's lease. Raising one's own score needs no
+                // privilege; best effort, as a /proc without the file changes nothing else.
+                let fd = libc::open(
+                    c"/proc/self/oom_score_adj".as_ptr(),
+                    libc::O_WRONLY | libc::O_CLOEXEC,
+                );
+                if fd >= 0 {
+                    let _ = libc::write(fd, OOM_SCORE_ADJ.as_ptr().cast(), OOM_SCORE_ADJ.len());
+                    libc::close(fd);
+                }
                 if limits.isolate_network {
                     // Best effort by design: EPERM leaves the child in the parent's namespace.
                     let _ = libc::unshare(libc::CLONE_NEWNET);
@@ -135,6 +150,16 @@ mod tests {
                  CAP_SYS_ADMIN as in a container): best effort, children saw {isolated:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn children_are_the_oom_killers_first_choice() {
+        let mut cmd = tokio::process::Command::new("cat");
+        cmd.arg("/proc/self/oom_score_adj");
+        Limits::default().apply(&mut cmd);
+        let out = cmd.output().await.unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000");
     }
 
     /// Whether a child of this process gets its own network namespace: asked of the kernel, since
