@@ -131,9 +131,12 @@ async fn place(State(ctl): State<Arc<Controller>>, headers: HeaderMap) -> Respon
 #[derive(Debug, serde::Deserialize)]
 struct StealParams {
     thief: Option<String>,
+    /// `1`: the asking slot is idle and its own cluster's claim just found nothing, which the
+    /// decision then takes as the thief's state instead of its last load reading.
+    idle: Option<String>,
 }
 
-/// `GET /edge/steal?thief={cluster}`: whether an idle worker slot of `thief` should take a
+/// `GET /edge/steal?thief={cluster}[&idle=1]`: whether an idle worker slot of `thief` should take a
 /// waiting task from another cluster, and which (`stealing::choose` over the latest load
 /// readings). With `[auth]` on, only `thief`'s own signed token with the `peer` scope may ask.
 async fn steal(
@@ -155,7 +158,8 @@ async fn steal(
             Decision::Forbidden(m) => return ApiError::Forbidden(m).into_response(),
         }
     }
-    match ctl.steal(&thief) {
+    let slot_idle = matches!(p.idle.as_deref(), Some("1" | "true"));
+    match ctl.steal(&thief, slot_idle) {
         StealVerdict::UnknownCluster => ApiError::UnknownCluster(thief).into_response(),
         StealVerdict::NoReading => {
             Json(crate::stealing::stay_answer(crate::stealing::THIEF_UNKNOWN)).into_response()

@@ -199,8 +199,8 @@ impl Controller {
 
     /// The stealing decision for an idle slot of `thief`, now (see [`Fleet::steal`]); every
     /// decision is counted by outcome.
-    pub fn steal(&self, thief: &str) -> StealVerdict {
-        let verdict = self.fleet().steal(thief, Instant::now());
+    pub fn steal(&self, thief: &str, slot_idle: bool) -> StealVerdict {
+        let verdict = self.fleet().steal(thief, slot_idle, Instant::now());
         let outcome = match &verdict {
             StealVerdict::UnknownCluster => return verdict,
             StealVerdict::NoReading => crate::stealing::THIEF_UNKNOWN,

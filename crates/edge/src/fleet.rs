@@ -336,15 +336,18 @@ impl Fleet {
     }
 
     /// The stealing decision for an idle slot of `thief` at `now` ([`crate::stealing::choose`]
-    /// under `[stealing]`): the thief's own latest reading says whether it really is idle; every
-    /// other reachable cluster's latest reading says what it offers and when its slots free.
+    /// under `[stealing]`): the thief's own latest reading says whether it really is idle,
+    /// unless `slot_idle` (the asking slot's word that its own cluster's claim just found
+    /// nothing: the reading is up to a poll old, and it counts the thief's blocked tasks, e.g.
+    /// a split job's stitch, as queued work it could run); every other reachable cluster's
+    /// latest reading says what it offers and when its slots free.
     /// A decision to steal is remembered for the cooldown (the pair's reverse is refused for
     /// `cooldown_seconds`), whether or not the thief's claim then succeeds: a thief that was
     /// told to take a task had an idle slot, which is what the cooldown is about.
     ///
     /// The answer is remembered on the thief's card ([`Fleet::status`]).
-    pub fn steal(&mut self, thief: &str, now: Instant) -> StealVerdict {
-        let verdict = self.decide_steal(thief, now);
+    pub fn steal(&mut self, thief: &str, slot_idle: bool, now: Instant) -> StealVerdict {
+        let verdict = self.decide_steal(thief, slot_idle, now);
         let answer = match &verdict {
             StealVerdict::UnknownCluster => return verdict,
             StealVerdict::NoReading => crate::stealing::stay_answer(crate::stealing::THIEF_UNKNOWN),
@@ -356,7 +359,7 @@ impl Fleet {
         verdict
     }
 
-    fn decide_steal(&mut self, thief: &str, now: Instant) -> StealVerdict {
+    fn decide_steal(&mut self, thief: &str, slot_idle: bool, now: Instant) -> StealVerdict {
         use crate::stealing::{self, Offer, Thief};
         let Some(me) = self.clusters.iter().find(|c| c.name == thief) else {
             return StealVerdict::UnknownCluster;
@@ -373,8 +376,12 @@ impl Fleet {
         let thief = Thief {
             cluster: thief.to_string(),
             cloud: cloud(thief),
-            idle_slots: my_load.capacity.saturating_sub(my_load.running),
-            ready_tasks: my_load.queued,
+            idle_slots: if slot_idle {
+                my_load.capacity.saturating_sub(my_load.running).max(1)
+            } else {
+                my_load.capacity.saturating_sub(my_load.running)
+            },
+            ready_tasks: if slot_idle { 0 } else { my_load.queued },
         };
         let offers: Vec<Offer> = self
             .clusters
@@ -728,7 +735,7 @@ url = "http://127.0.0.1:5"
         let aws_busy = offering("aws", 300.0, "aws.1.transcode");
         f.observe("aws", &probe(t, true, Some(aws_busy)), t);
         assert!(matches!(
-            f.steal("gcp", t),
+            f.steal("gcp", false, t),
             StealVerdict::Decided(Decision::Steal { ref from, .. }) if from == "aws"
         ));
         // The tables turn: aws is idle, gcp's head would wait 300 s.
@@ -737,7 +744,7 @@ url = "http://127.0.0.1:5"
         let gcp_busy = offering("gcp", 300.0, "gcp.1.transcode");
         f.observe("gcp", &probe(t1, true, Some(gcp_busy)), t1);
         assert_eq!(
-            f.steal("aws", t1),
+            f.steal("aws", false, t1),
             StealVerdict::Decided(Decision::Stay {
                 reason: StayReason::Cooldown
             })
@@ -748,7 +755,7 @@ url = "http://127.0.0.1:5"
             .contains_key(&("gcp".to_string(), "aws".to_string())));
         let cooled = t + Duration::from_secs(60);
         assert!(matches!(
-            f.steal("aws", cooled),
+            f.steal("aws", false, cooled),
             StealVerdict::Decided(Decision::Steal { ref from, .. }) if from == "gcp"
         ));
         // The steal that cooled down is forgotten when the next one is remembered.
@@ -772,7 +779,7 @@ url = "http://127.0.0.1:5"
         };
         assert_eq!(card(&f, "gcp", t).steal_answer, None);
         // Asked before the edge has read gcp's load: the answer says so.
-        f.steal("gcp", t);
+        f.steal("gcp", false, t);
         let first = card(&f, "gcp", t).steal_answer.unwrap();
         assert_eq!(first.answer.reason.as_deref(), Some("thief_unknown"));
         f.observe("gcp", &probe(t, true, Some(load("gcp", 1, 0))), t);
@@ -781,7 +788,7 @@ url = "http://127.0.0.1:5"
             &probe(t, true, Some(offering("aws", 300.0, "aws.1.transcode"))),
             t,
         );
-        f.steal("gcp", t);
+        f.steal("gcp", false, t);
         let later = t + Duration::from_millis(2500);
         let gcp = card(&f, "gcp", later);
         let answer = gcp.steal_answer.unwrap();
@@ -810,11 +817,11 @@ url = "http://127.0.0.1:5"
         use crate::stealing::{Decision, StayReason};
         let mut f = fleet("[stealing]\nenabled = true\nmin_seconds_saved = 10\n");
         let t = Instant::now();
-        assert_eq!(f.steal("azure", t), StealVerdict::UnknownCluster);
-        assert_eq!(f.steal("gcp", t), StealVerdict::NoReading);
+        assert_eq!(f.steal("azure", false, t), StealVerdict::UnknownCluster);
+        assert_eq!(f.steal("gcp", false, t), StealVerdict::NoReading);
         f.observe("gcp", &probe(t, true, Some(load("gcp", 1, 0))), t);
         assert_eq!(
-            f.steal("gcp", t),
+            f.steal("gcp", false, t),
             StealVerdict::Decided(Decision::Stay {
                 reason: StayReason::NothingReady
             })
@@ -824,7 +831,7 @@ url = "http://127.0.0.1:5"
             &probe(t, true, Some(offering("aws", 300.0, "aws.1.transcode"))),
             t,
         );
-        match f.steal("gcp", t) {
+        match f.steal("gcp", false, t) {
             StealVerdict::Decided(Decision::Steal { from, task_id, .. }) => {
                 assert_eq!(
                     (from.as_str(), task_id.as_str()),
@@ -836,7 +843,7 @@ url = "http://127.0.0.1:5"
         // The reading ages: 295 s later the slot frees in 5 s, not worth a move.
         let later = t + Duration::from_secs(295);
         assert_eq!(
-            f.steal("gcp", later),
+            f.steal("gcp", false, later),
             StealVerdict::Decided(Decision::Stay {
                 reason: StayReason::NotWorthIt
             })
@@ -844,18 +851,39 @@ url = "http://127.0.0.1:5"
         // The thief's own reading says it is busy: nothing.
         f.observe("gcp", &probe(t + ms(1), true, Some(load("gcp", 1, 1))), t);
         assert_eq!(
-            f.steal("gcp", t),
+            f.steal("gcp", false, t),
             StealVerdict::Decided(Decision::Stay {
                 reason: StayReason::ThiefBusy
             })
         );
+        // Unless the asking slot says it is idle and found nothing at home: the reading is a
+        // poll old (its task ended since), and that word is the fresher one.
+        assert!(matches!(
+            f.steal("gcp", true, t),
+            StealVerdict::Decided(Decision::Steal { .. })
+        ));
+        // Blocked tasks (a split job's stitch waiting for its pieces) are queued work in the
+        // reading, but none a slot could run: an idle slot's ask still steals.
+        let mut blocked = load("gcp", 1, 0);
+        blocked.queued = 3;
+        f.observe("gcp", &probe(t + ms(2), true, Some(blocked)), t);
+        assert_eq!(
+            f.steal("gcp", false, t),
+            StealVerdict::Decided(Decision::Stay {
+                reason: StayReason::ThiefBusy
+            })
+        );
+        assert!(matches!(
+            f.steal("gcp", true, t),
+            StealVerdict::Decided(Decision::Steal { .. })
+        ));
         // aws goes down: its offer is not taken, whatever it said last.
-        f.observe("gcp", &probe(t + ms(2), true, Some(load("gcp", 1, 0))), t);
+        f.observe("gcp", &probe(t + ms(3), true, Some(load("gcp", 1, 0))), t);
         for i in 0..2 {
             f.observe("aws", &probe(t + ms(10 + i), false, None), t);
         }
         assert_eq!(
-            f.steal("gcp", t),
+            f.steal("gcp", false, t),
             StealVerdict::Decided(Decision::Stay {
                 reason: StayReason::NothingReady
             })
@@ -864,7 +892,7 @@ url = "http://127.0.0.1:5"
         let mut off = fleet("");
         off.observe("gcp", &probe(t, true, Some(load("gcp", 1, 0))), t);
         assert_eq!(
-            off.steal("gcp", t),
+            off.steal("gcp", false, t),
             StealVerdict::Decided(Decision::Stay {
                 reason: StayReason::Disabled
             })

@@ -506,7 +506,6 @@ fn valid_growth(tasks: &[TaskState], add: &[TaskState]) -> bool {
     true
 }
 
-/// Index of `task` if `worker` holds `attempt` of it and it is running; why not otherwise.
 /// Whether the attempt holding `t` has held it for `limit` ms or more (see
 /// [`Event::Progress::hold_limit`]).
 fn held_too_long(t: &TaskState, limit: Option<Millis>, now: Millis) -> bool {
@@ -516,6 +515,7 @@ fn held_too_long(t: &TaskState, limit: Option<Millis>, now: Millis) -> bool {
     }
 }
 
+/// Index of `task` if `worker` holds `attempt` of it and it is running; why not otherwise.
 fn owned(tasks: &[TaskState], task: &str, worker: &str, attempt: u32) -> Result<usize, Rejection> {
     let i = tasks
         .iter()

@@ -352,6 +352,12 @@ impl Config {
                 "must be a number of seconds, 0 or more",
             );
         }
+        if self.steal.max_peer_hold_seconds == 0 {
+            return bad(
+                "steal.max_peer_hold_seconds",
+                "must be 1 or more (0 would refuse every peer's first renewal)",
+            );
+        }
         if self.steal.peers.iter().any(|p| p.name == self.cluster) {
             return bad("steal.peers", "a cluster cannot be its own peer");
         }
@@ -538,6 +544,15 @@ mod tests {
             own.validate(),
             Err(ConfigError::Invalid {
                 setting: "steal.peers",
+                ..
+            })
+        ));
+        let mut no_hold = cfg.clone();
+        no_hold.steal.max_peer_hold_seconds = 0;
+        assert!(matches!(
+            no_hold.validate(),
+            Err(ConfigError::Invalid {
+                setting: "steal.max_peer_hold_seconds",
                 ..
             })
         ));

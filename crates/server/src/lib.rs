@@ -174,7 +174,7 @@ pub async fn run_migrate(args: ServeArgs) -> Result<(), ServeError> {
 /// the peer being left out at runtime.
 fn check_peers(steal: &peer_io::StealConfig) -> Result<(), ServeError> {
     for peer in &steal.peers {
-        peer_io::PeerClient::new(peer, Duration::from_secs(1)).map_err(|e| {
+        peer_io::PeerClient::new(peer, Duration::from_secs(1), false).map_err(|e| {
             config::ConfigError::Invalid {
                 setting: "steal.peers",
                 message: e.to_string(),

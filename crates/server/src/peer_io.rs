@@ -281,17 +281,10 @@ impl PeerTask {
     /// name a path outside the thief's staging area, a kind the thief never runs for peers, or
     /// an object of another job.
     pub fn problem(&self, asked: Option<&str>) -> Option<String> {
+        if let Some(why) = self.id_problem() {
+            return Some(why);
+        }
         let job = &self.job.id;
-        if !valid_worker_id(job) || job.contains("..") {
-            return Some(format!("the job id {job:?} is not an id"));
-        }
-        let key = self.task_id.strip_prefix(&format!("{job}."));
-        if !key.is_some_and(|k| valid_worker_id(k) && !k.contains("..")) {
-            return Some(format!(
-                "the task id {:?} is not a task of job {job}",
-                self.task_id
-            ));
-        }
         if asked.is_some_and(|a| a != self.task_id) {
             return Some(format!(
                 "asked for task {:?}, got {:?}",
@@ -337,6 +330,23 @@ impl PeerTask {
             if *k != crate::storage::input_key(job) {
                 return Some(format!("the job's input {k:?} is not its source key"));
             }
+        }
+        None
+    }
+
+    /// What is wrong with the job and task ids alone (see [`PeerTask::problem`]): an answer
+    /// whose ids pass may still be handed back to its owner by id.
+    fn id_problem(&self) -> Option<String> {
+        let job = &self.job.id;
+        if !valid_worker_id(job) || job.contains("..") {
+            return Some(format!("the job id {job:?} is not an id"));
+        }
+        let key = self.task_id.strip_prefix(&format!("{job}."));
+        if !key.is_some_and(|k| valid_worker_id(k) && !k.contains("..")) {
+            return Some(format!(
+                "the task id {:?} is not a task of job {job}",
+                self.task_id
+            ));
         }
         None
     }
@@ -591,11 +601,13 @@ pub struct StealConfig {
     /// local storage.
     pub presign: bool,
     /// As the owner: the longest a peer's attempt may hold a task, from its claim. Past it the
-    /// owner refuses the peer's renewals (`lease_lost`), the lease runs out, and the task runs
-    /// at home. A peer's worker stops a stalled ffmpeg itself, but one that renews without end
-    /// (a bug, or a compromised cluster) would otherwise keep the owner's job for good. The
-    /// default, a day, matches the CPU-time limit of one ffmpeg at home
-    /// (`[tools.limits] cpu_seconds`).
+    /// owner refuses the peer's renewals (`lease_lost`), the lease runs out, and the task is
+    /// claimed again (at home; on its last attempt the job fails as for a vanished worker). A
+    /// peer's worker stops a stalled ffmpeg itself, but one that renews without end (a bug)
+    /// would otherwise keep the owner's job for good. A peer that releases and claims again
+    /// starts a new hold. The default, two days, is above what a whole-file task of a few
+    /// renditions may take at home (each rendition's ffmpeg is allowed
+    /// `job_timeout_seconds`, 6 h); set it above your longest task.
     pub max_peer_hold_seconds: u64,
 }
 
@@ -609,7 +621,7 @@ impl Default for StealConfig {
             edge: None,
             token_file: None,
             presign: true,
-            max_peer_hold_seconds: 24 * 3600,
+            max_peer_hold_seconds: 2 * 24 * 3600,
         }
     }
 }
@@ -625,6 +637,8 @@ pub struct PeerClient {
     /// To presigned object-store URLs, which carry their own authority: public roots, no
     /// client certificate.
     presigned: reqwest::Client,
+    /// Presigned URLs may name private addresses (`--allow-private-urls`).
+    allow_private_urls: bool,
     request_timeout: Duration,
 }
 
@@ -644,7 +658,11 @@ impl PeerClient {
     /// Reads the token file and the TLS files (`ca_file`, `client_cert`, `client_key`); any
     /// of them missing or unusable is a [`PeerError::Config`], which the worker role reports
     /// at start. The token is sent with every request and never logged.
-    pub fn new(cfg: &PeerConfig, request_timeout: Duration) -> Result<PeerClient, PeerError> {
+    pub fn new(
+        cfg: &PeerConfig,
+        request_timeout: Duration,
+        allow_private_urls: bool,
+    ) -> Result<PeerClient, PeerError> {
         let token = String::from_utf8_lossy(&cfg.read("token_file", &cfg.token_file)?)
             .trim()
             .to_string();
@@ -677,14 +695,32 @@ impl PeerClient {
             token,
             http: built(peer)?,
             // A presigned URL is the object itself: a redirect elsewhere is not followed (an
-            // owner's storage does not send one; anything that does is not that storage).
-            presigned: built(base().redirect(reqwest::redirect::Policy::none()))?,
+            // owner's storage does not send one; anything that does is not that storage). The
+            // owner names it, so it gets what a URL input gets: http(s) only, and (unless this
+            // cluster allows private URLs) a resolver that refuses loopback, link-local and
+            // private addresses, so an owner that is not what it should be cannot aim this
+            // worker at its own network (a metadata service, an internal api).
+            presigned: built(
+                crate::fetch::guarded_client_builder(allow_private_urls)
+                    .connect_timeout(Duration::from_secs(5))
+                    .redirect(reqwest::redirect::Policy::none()),
+            )?,
+            allow_private_urls,
             request_timeout,
         })
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}/v1/peer/tasks{path}", self.base)
+    }
+
+    /// A presigned URL the owner handed out, checked as a URL input is
+    /// ([`crate::fetch::check_url`]); the client's resolver checks where its name points.
+    fn presigned_url(&self, raw: &str) -> Result<reqwest::Url, PeerError> {
+        crate::fetch::check_url(raw, self.allow_private_urls).map_err(|e| PeerError::Protocol {
+            peer: self.name.clone(),
+            message: format!("a presigned URL refused: {e}"),
+        })
     }
 
     fn transport(&self, source: reqwest::Error) -> PeerError {
@@ -762,9 +798,20 @@ impl PeerClient {
                 },
             )
             .await?;
-        // Not run, and not handed back either (a release would name the owner's task id in a
-        // URL): the owner's lease on it runs out and the task runs at home.
-        if let Some(why) = got.as_ref().and_then(|t| t.problem(task)) {
+        // Not run. Handed back as never begun when its ids are sound (an owner of a newer
+        // version offering a kind this worker does not run gets it back at once); otherwise
+        // not even that (the release would put the owner's task id in a URL): the owner's
+        // lease runs out and the task runs at home.
+        if let Some((t, why)) = got.as_ref().and_then(|t| Some((t, t.problem(task)?))) {
+            if t.id_problem().is_none() {
+                let at = Attempt {
+                    worker: worker.to_string(),
+                    attempt: t.attempt,
+                };
+                if let Err(e) = self.release(&t.task_id, &at, false).await {
+                    tracing::warn!(peer = %self.name, error = %e, "could not hand back a refused task");
+                }
+            }
             return Err(PeerError::Protocol {
                 peer: self.name.clone(),
                 message: format!("refused its claim answer: {why}"),
@@ -816,7 +863,7 @@ impl PeerClient {
     ) -> Result<u64, PeerError> {
         use futures::StreamExt;
         let req = match &obj.url {
-            Some(url) => self.presigned.get(url),
+            Some(url) => self.presigned.get(self.presigned_url(url)?),
             None => self
                 .http
                 .get(self.url(&format!("/{task}/objects/{}", obj.key)))
@@ -890,7 +937,7 @@ impl PeerClient {
             .len();
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f));
         let req = match signed.and_then(|s| s.url) {
-            Some(url) => self.presigned.put(url),
+            Some(url) => self.presigned.put(self.presigned_url(&url)?),
             None => self
                 .http
                 .put(self.url(&format!("/{task}/objects/{key}")))
@@ -972,7 +1019,9 @@ impl EdgeClient {
         let mut req = self
             .http
             .get(format!("{}/edge/steal", self.base))
-            .query(&[("thief", thief)])
+            // `idle=1`: this slot's own claim just found nothing (the edge's reading of this
+            // cluster may be a poll old, or count blocked tasks as work).
+            .query(&[("thief", thief), ("idle", "1")])
             .timeout(self.request_timeout);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -1237,7 +1286,7 @@ mod tests {
     }
 
     fn config_error(cfg: &PeerConfig) -> String {
-        match PeerClient::new(cfg, Duration::from_secs(1)) {
+        match PeerClient::new(cfg, Duration::from_secs(1), false) {
             Err(e @ PeerError::Config { .. }) => {
                 assert!(!e.is_transient());
                 assert_eq!(e.code(), "peer_config");
@@ -1246,6 +1295,31 @@ mod tests {
             Err(e) => panic!("not a config error: {e}"),
             Ok(_) => panic!("accepted"),
         }
+    }
+
+    /// The owner names presigned URLs; this worker goes only where a URL input may go.
+    #[test]
+    fn presigned_urls_are_checked_like_url_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let strict = PeerClient::new(&peer_in(dir.path()), Duration::from_secs(1), false).unwrap();
+        for bad in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://127.0.0.1:9000/media/k?X-Amz-Signature=1",
+            "http://10.0.0.7/media/k",
+            "file:///etc/passwd",
+            "https://user:pw@bucket.s3.example/k",
+        ] {
+            assert!(strict.presigned_url(bad).is_err(), "{bad}");
+        }
+        assert!(strict
+            .presigned_url("https://bucket.s3.us-east-1.amazonaws.com/k?X-Amz-Signature=1")
+            .is_ok());
+        // A cluster allowed private URLs (tests, an S3 on loopback) takes a private bucket.
+        let open = PeerClient::new(&peer_in(dir.path()), Duration::from_secs(1), true).unwrap();
+        assert!(open
+            .presigned_url("http://127.0.0.1:9000/media/k?X-Amz-Signature=1")
+            .is_ok());
+        assert!(open.presigned_url("file:///etc/passwd").is_err());
     }
 
     #[test]
@@ -1263,13 +1337,13 @@ mod tests {
 
         // Usable: no TLS files, a CA, a CA and a client certificate.
         let plain = peer_in(d);
-        assert!(PeerClient::new(&plain, Duration::from_secs(1)).is_ok());
+        assert!(PeerClient::new(&plain, Duration::from_secs(1), false).is_ok());
         let mut ok = peer_in(d);
         ok.ca_file = Some(d.join("ca.pem"));
-        assert!(PeerClient::new(&ok, Duration::from_secs(1)).is_ok());
+        assert!(PeerClient::new(&ok, Duration::from_secs(1), false).is_ok());
         ok.client_cert = Some(d.join("leaf.pem"));
         ok.client_key = Some(d.join("leaf.key"));
-        assert!(PeerClient::new(&ok, Duration::from_secs(1)).is_ok());
+        assert!(PeerClient::new(&ok, Duration::from_secs(1), false).is_ok());
 
         // Each unusable file is named, with its setting.
         let mut c = peer_in(d);

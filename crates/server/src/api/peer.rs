@@ -423,10 +423,10 @@ async fn complete(
     } else {
         count("lease_lost");
         // The files under `prefix` are left alone: a caller that does not hold the lease may
-        // name any attempt of any task, and that prefix can hold another holder's work — the
-        // home attempt that reused this number after a peer's release, or a finished job's
-        // outputs. A lapsed peer's own files there go with the job's other intermediates
-        // when it ends (or with its outputs at retention).
+        // name any attempt of any task, and that prefix can hold a finished attempt's work —
+        // the same peer worker's later attempt under the same number (a release hands the
+        // number back), whose outputs may be the job's. A lapsed peer's own files there go
+        // with the job's other intermediates when it ends (or with its outputs at retention).
         CompleteAnswer::LeaseLost
     };
     Ok(Json(OutcomeBody { outcome }).into_response())

@@ -288,7 +288,7 @@ pub struct WorkerPool {
 impl WorkerPool {
     pub fn new(state: AppState) -> Arc<WorkerPool> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
-        let remote = remote::Remote::from_config(&state.cfg.steal);
+        let remote = remote::Remote::from_config(&state.cfg.steal, state.cfg.allow_private_urls);
         Arc::new(WorkerPool {
             id: format!("{host}-{}-{}", std::process::id(), ulid::Ulid::new()),
             state,

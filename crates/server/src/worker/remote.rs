@@ -40,12 +40,12 @@ pub(super) struct Remote {
 
 impl Remote {
     /// `None` when no peer is configured (or none is usable: each unusable one is logged).
-    pub(super) fn from_config(cfg: &StealConfig) -> Option<Remote> {
+    pub(super) fn from_config(cfg: &StealConfig, allow_private_urls: bool) -> Option<Remote> {
         let timeout = Duration::from_millis(cfg.request_timeout_ms.max(100));
         let peers: Vec<PeerClient> = cfg
             .peers
             .iter()
-            .filter_map(|p| match PeerClient::new(p, timeout) {
+            .filter_map(|p| match PeerClient::new(p, timeout, allow_private_urls) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::error!(peer = %p.name, error = %e, "peer left out of [steal]");
