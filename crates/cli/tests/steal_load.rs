@@ -210,7 +210,8 @@ fn a_pieces_offer_carries_its_pieces_bytes_not_the_films() {
         Duration::from_secs(120),
         || {
             let load = s.load();
-            if let Some(o) = load.offer.filter(|o| o.task_id.contains(".seg")) {
+            // Only the pieces may move (the split, audio and stitch stay home).
+            if let Some(o) = load.offer {
                 return Some(o);
             }
             let j = s.job(&id);
@@ -234,6 +235,36 @@ fn a_pieces_offer_carries_its_pieces_bytes_not_the_films() {
         offer.input_bytes
     );
     assert_eq!(offer.output_bytes, offer.input_bytes, "one split rendition");
+    // The open report names the task by a handle that shows nothing of the tenant's job; a
+    // peer's claim naming the handle gets exactly that piece, and a forged one nothing.
+    assert!(
+        reelay_protocol::is_offer_handle(&offer.task_id) && !offer.task_id.contains(&id),
+        "{offer:?}"
+    );
+    let claim = |task: &str| {
+        http()
+            .post(format!("{}/v1/peer/tasks/claim", s.aws.base()))
+            .bearer_auth(&s.peer)
+            .json(&serde_json::json!({ "worker": "w1", "task_id": task }))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(claim("o_Zm9yZ2Vk").status(), 204, "a forged handle");
+    let taken = claim(&offer.task_id);
+    assert_eq!(taken.status(), 200, "the offered piece, claimed by its handle");
+    let taken: serde_json::Value = taken.json().unwrap();
+    let piece = taken["task_id"].as_str().unwrap().to_string();
+    assert!(piece.starts_with(&format!("{id}.seg")), "{taken}");
+    assert_eq!(
+        s.job(&id)
+            .tasks
+            .iter()
+            .find(|t| t.id == piece)
+            .and_then(|t| t.ran_on.clone())
+            .as_deref(),
+        Some("gcp")
+    );
+    // Never renewed, the claim lapses and the piece runs at home.
     wait_until("the split job to succeed", Duration::from_secs(180), || {
         let j = s.job(&id);
         assert_ne!(j.status.as_str(), "failed", "{:?}", j.error);

@@ -10,7 +10,8 @@
 //! # The model
 //!
 //! A thief is a cluster with an idle slot and no ready task of its own. Each other cluster
-//! offers the oldest task it has ready (the head of its queue). That task starts at home when
+//! offers a task at the front of its queue (the longest of the first few in line: see
+//! `JobStore::peer_offer`; called "the head" below). The head starts at home when
 //! the first of home's slots frees ([`home_wait_seconds`]: now if a slot is idle, else the
 //! shortest remaining time of its running tasks, less the reading's age — the
 //! (running − capacity + 1)-th shortest when more run than there are live slots; never, when

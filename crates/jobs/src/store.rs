@@ -113,8 +113,10 @@ pub trait JobStore:
         lease: Duration,
     ) -> Result<Option<Claim>, StoreError>;
 
-    /// The task [`JobStore::claim_for_peer`] would hand out now with `peer`, without claiming
-    /// it: the offer a cluster's `/v1/load` reports for the edge's stealing policy (issue 16).
+    /// The task a [`JobStore::claim_for_peer`] naming it would hand out now with `peer`,
+    /// without claiming it: the offer a cluster's `/v1/load` reports for the edge's stealing
+    /// policy (issue 16). Of the first tasks such a claim could take, the one with the most
+    /// expected work (longest first: the short ones are left for the end).
     async fn peer_offer(
         &self,
         peer: crate::ops::PeerClaim<'_>,

@@ -2368,6 +2368,45 @@ pub async fn peer_claims(store: &dyn JobStore) {
     assert_eq!(back.tasks[0].ran_on.as_deref(), Some("aws"));
 }
 
+/// A peer is offered the longest of the tasks at the front of the line (longest processing time
+/// first: the short ones are left for the end), within the front priority, ties in claim order,
+/// and never one further back than `OFFER_WINDOW` tasks.
+pub async fn peer_offers_take_the_longest_of_the_front(store: &dyn JobStore) {
+    let peer = crate::PeerClaim {
+        peer: "gcp",
+        kinds: &[crate::TRANSCODE],
+        ready_for: Duration::ZERO,
+        task: None,
+    };
+    let job = |seconds: f64, priority: i32| {
+        let mut j = new_job("aws");
+        j.estimated_seconds = seconds;
+        j.tasks = vec![crate::NewTask::transcode(seconds)];
+        j.priority = priority;
+        j
+    };
+    let offered = || async { store.peer_offer(peer).await.expect("offer").map(|o| o.task_id) };
+    let short = create(store, job(5.0, 0)).await;
+    assert_eq!(offered().await, Some(short.tasks[0].id.clone()));
+    let long = create(store, job(30.0, 0)).await;
+    let _middle = create(store, job(12.0, 0)).await;
+    let same = create(store, job(30.0, 0)).await;
+    // The longest, and of two as long, the one in line first.
+    assert_eq!(offered().await, Some(long.tasks[0].id.clone()));
+    assert_ne!(long.tasks[0].id, same.tasks[0].id);
+    // A higher priority comes first whatever its length.
+    let urgent = create(store, job(1.0, 5)).await;
+    assert_eq!(offered().await, Some(urgent.tasks[0].id.clone()));
+    store.cancel(&urgent.id).await.expect("cancel");
+    assert_eq!(offered().await, Some(long.tasks[0].id.clone()));
+    // A longer task further back than the window is not taken ahead of those in front.
+    for _ in 0..crate::ops::OFFER_WINDOW {
+        create(store, job(2.0, 0)).await;
+    }
+    let _far = create(store, job(500.0, 0)).await;
+    assert_eq!(offered().await, Some(long.tasks[0].id.clone()));
+}
+
 /// What a cluster offers its peers (issue 16, part 2) is exactly what a peer's claim would take
 /// now: the oldest claimable task (with how long it waited, its weight, the input's recorded
 /// size and the job's output count); a job whose split is still `pending` is neither offered
@@ -2778,7 +2817,8 @@ macro_rules! job_store_suite {
             counts, worker_registry, away_tasks_ride_the_heartbeat, tokens_and_owners, revocations, task_graph,
             failed_task_fails_the_job, lost_lease_reruns_only_that_task, cancel_stops_every_task,
             job_events, invalid_task_lists, webhook_deliveries,
-            retention_claims_and_tombstones, job_context, task_timings, peer_claims, peer_offers_and_exact_claims, graph_grows,
+            retention_claims_and_tombstones, job_context, task_timings, peer_claims, peer_offers_and_exact_claims,
+            peer_offers_take_the_longest_of_the_front, graph_grows,
             running_attempts_know_lapses_and_peers);
         $crate::job_store_suite!(@shared $factory;
             concurrent_idempotent_creates, concurrent_claims, concurrent_cancel_and_complete,

@@ -561,14 +561,14 @@ pub struct LoadReport {
     /// media into `backlog_seconds`; `None` until a worker has finished a job.
     #[serde(default)]
     pub encode_speed: Option<f64>,
-    /// The task this cluster would hand a peer's worker now (issue 16): its oldest ready task of
-    /// a kind that may move, that never moved. `None` when there is none (or from older clusters).
+    /// The task this cluster would hand a peer's worker now (issue 16): of the first ready
+    /// tasks in line of a kind that may move and that never moved, the one with the most work. `None` when there is none (or from older clusters).
     /// The edge's stealing policy weighs it against its transfer cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer: Option<StealOffer>,
 }
 
-/// The head of a cluster's queue as a peer might take it (`LoadReport::offer`).
+/// The task at the front of a cluster's queue a peer might take (`LoadReport::offer`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StealOffer {
     pub task_id: String,
@@ -647,6 +647,16 @@ impl fmt::Display for ErrorDetail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
     }
+}
+
+/// What a steal offer's opaque task handle starts with (the owner seals the task id into it;
+/// see the server's `offer_handle`). No task id starts so: ids start with a cluster name.
+pub const OFFER_HANDLE_PREFIX: &str = "o_";
+
+/// Whether `task` names a task by an owner's opaque offer handle rather than by its id: a thief
+/// cannot check such a claim answer's id against what it asked for.
+pub fn is_offer_handle(task: &str) -> bool {
+    task.starts_with(OFFER_HANDLE_PREFIX)
 }
 
 /// Cluster names appear in job ids and in nginx.conf, so they are kept to a safe alphabet.

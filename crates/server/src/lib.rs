@@ -15,6 +15,7 @@ pub mod identity;
 pub mod key_inputs;
 pub mod load;
 pub mod metrics;
+pub mod offer_handle;
 pub mod patch_lock;
 pub mod peer_io;
 pub mod progressive;

@@ -128,8 +128,9 @@ pub fn outputs_within(prefix: &str, outputs: &serde_json::Value) -> bool {
 pub struct ClaimRequest {
     /// The peer's worker (its own id, see [`valid_worker_id`]).
     pub worker: String,
-    /// Exactly this task (the edge's stealing decision named it), or nothing if it is no longer
-    /// claimable; absent: any task the owner offers.
+    /// Exactly this task (the edge's stealing decision named it, by its id or by the owner's
+    /// opaque offer handle, see `offer_handle`), or nothing if it is no longer claimable;
+    /// absent: any task the owner offers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
 }
@@ -285,7 +286,8 @@ impl PeerTask {
             return Some(why);
         }
         let job = &self.job.id;
-        if asked.is_some_and(|a| a != self.task_id) {
+        // A handle (the owner's sealed offer) cannot be compared: only the owner reads it.
+        if asked.is_some_and(|a| a != self.task_id && !reelay_protocol::is_offer_handle(a)) {
             return Some(format!(
                 "asked for task {:?}, got {:?}",
                 asked.unwrap_or_default(),
@@ -1128,6 +1130,8 @@ mod tests {
     fn a_claim_answer_names_only_its_own_jobs_things() {
         assert_eq!(answer().problem(Some("aws.01J.seg-0003")), None);
         assert_eq!(answer().problem(None), None);
+        // Asked by the owner's opaque handle: the id cannot be compared, the rest still is.
+        assert_eq!(answer().problem(Some("o_c2VhbGVk")), None);
         let refused = |change: &dyn Fn(&mut PeerTask), asked: Option<&str>| {
             let mut t = answer();
             change(&mut t);
@@ -1140,6 +1144,8 @@ mod tests {
         refused(&|t| t.job.id = "../..".into(), None);
         // Not the task asked for.
         refused(&|_| {}, Some("aws.01J.seg-0004"));
+        // A handle does not excuse an id that climbs out.
+        refused(&|t| t.task_id = "aws.01J.../../../etc".into(), Some("o_c2VhbGVk"));
         // A kind the thief never runs for a peer.
         refused(&|t| t.kind = "stitch".into(), None);
         // Outputs outside the job, or a path that climbs.

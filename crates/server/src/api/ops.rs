@@ -51,7 +51,12 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
     let offer = match offered {
         Some(task) => {
             let (bytes, outputs) = transfer(&st, &task).await;
-            Some(crate::load::offer(&task, bytes, outputs, speed, now))
+            let mut offer = crate::load::offer(&task, bytes, outputs, speed, now);
+            // Named by a handle only this cluster opens: the route is open, and an id names
+            // a tenant's job (`offer_handle`).
+            offer.task_id =
+                crate::offer_handle::seal(&st.notify_key, &st.cfg.cluster, &offer.task_id);
+            Some(offer)
         }
         None => None,
     };

@@ -233,7 +233,18 @@ async fn claim(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let owner = lease_owner(&peer.name, &req.worker);
-    let offer = offer_rules(&st, &peer.name, req.task_id.as_deref());
+    // The offer names its task by a handle only this cluster can open (`offer_handle`); one
+    // that does not open (stale key, another cluster's, forged) names nothing claimable.
+    let named = match req.task_id.as_deref() {
+        Some(h) if reelay_protocol::is_offer_handle(h) => {
+            match crate::offer_handle::open(&st.notify_key, &st.cfg.cluster, h) {
+                Some(id) => Some(id),
+                None => return Ok(StatusCode::NO_CONTENT.into_response()),
+            }
+        }
+        other => other.map(str::to_string),
+    };
+    let offer = offer_rules(&st, &peer.name, named.as_deref());
     let Some(claim) = st
         .store
         .claim_for_peer(offer, &owner, st.cfg.lease())
