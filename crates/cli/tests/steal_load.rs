@@ -251,7 +251,11 @@ fn a_pieces_offer_carries_its_pieces_bytes_not_the_films() {
     };
     assert_eq!(claim("o_Zm9yZ2Vk").status(), 204, "a forged handle");
     let taken = claim(&offer.task_id);
-    assert_eq!(taken.status(), 200, "the offered piece, claimed by its handle");
+    assert_eq!(
+        taken.status(),
+        200,
+        "the offered piece, claimed by its handle"
+    );
     let taken: serde_json::Value = taken.json().unwrap();
     let piece = taken["task_id"].as_str().unwrap().to_string();
     assert!(piece.starts_with(&format!("{id}.seg")), "{taken}");

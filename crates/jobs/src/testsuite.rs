@@ -2385,7 +2385,13 @@ pub async fn peer_offers_take_the_longest_of_the_front(store: &dyn JobStore) {
         j.priority = priority;
         j
     };
-    let offered = || async { store.peer_offer(peer).await.expect("offer").map(|o| o.task_id) };
+    let offered = || async {
+        store
+            .peer_offer(peer)
+            .await
+            .expect("offer")
+            .map(|o| o.task_id)
+    };
     let short = create(store, job(5.0, 0)).await;
     assert_eq!(offered().await, Some(short.tasks[0].id.clone()));
     let long = create(store, job(30.0, 0)).await;

@@ -31,9 +31,7 @@ fn key(notify_key: &[u8]) -> LessSafeKey {
         .expect("HMAC takes a key of any length");
     mac.update(b"reelay steal offer handle v1");
     let bytes = mac.finalize().into_bytes();
-    LessSafeKey::new(
-        UnboundKey::new(&CHACHA20_POLY1305, &bytes).expect("a 32-byte ChaCha20 key"),
-    )
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &bytes).expect("a 32-byte ChaCha20 key"))
 }
 
 /// The handle `cluster`'s offer names `task_id` by.

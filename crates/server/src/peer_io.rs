@@ -1145,7 +1145,10 @@ mod tests {
         // Not the task asked for.
         refused(&|_| {}, Some("aws.01J.seg-0004"));
         // A handle does not excuse an id that climbs out.
-        refused(&|t| t.task_id = "aws.01J.../../../etc".into(), Some("o_c2VhbGVk"));
+        refused(
+            &|t| t.task_id = "aws.01J.../../../etc".into(),
+            Some("o_c2VhbGVk"),
+        );
         // A kind the thief never runs for a peer.
         refused(&|t| t.kind = "stitch".into(), None);
         // Outputs outside the job, or a path that climbs.
