@@ -562,8 +562,9 @@ pub struct LoadReport {
     #[serde(default)]
     pub encode_speed: Option<f64>,
     /// The task this cluster would hand a peer's worker now (issue 16): of the first ready
-    /// tasks in line of a kind that may move and that never moved, the one with the most work. `None` when there is none (or from older clusters).
-    /// The edge's stealing policy weighs it against its transfer cost.
+    /// tasks in line of a kind that may move and that never moved, the one with the most work,
+    /// named by an opaque handle. `None` when there is none (or from older clusters). The
+    /// edge's stealing policy weighs it against its transfer cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer: Option<StealOffer>,
 }

@@ -12,9 +12,7 @@
 //! change offers ids).
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// What every handle starts with. No task id can: ids start with a cluster name, which is
 /// made of `a-z`, `0-9` and `-` only.
@@ -27,19 +25,15 @@ const MAX_HANDLE_CHARS: usize = 512;
 fn key(notify_key: &[u8]) -> LessSafeKey {
     // A key of its own, so that nothing sealed here can be confused with a webhook secret
     // derived from the same notify key.
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(notify_key)
-        .expect("HMAC takes a key of any length");
-    mac.update(b"reelay steal offer handle v1");
-    let bytes = mac.finalize().into_bytes();
+    let bytes = crate::webhooks::sign::hmac(notify_key, &[b"reelay steal offer handle v1"]);
     LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &bytes).expect("a 32-byte ChaCha20 key"))
 }
 
-/// The handle `cluster`'s offer names `task_id` by.
-pub fn seal(notify_key: &[u8], cluster: &str, task_id: &str) -> String {
+/// The handle `cluster`'s offer names `task_id` by; `None` when the system's random source
+/// fails (the caller then offers nothing rather than a reused nonce or an id).
+pub fn seal(notify_key: &[u8], cluster: &str, task_id: &str) -> Option<String> {
     let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new()
-        .fill(&mut nonce)
-        .expect("the system's random source");
+    getrandom::getrandom(&mut nonce).ok()?;
     let mut sealed = task_id.as_bytes().to_vec();
     key(notify_key)
         .seal_in_place_append_tag(
@@ -47,13 +41,13 @@ pub fn seal(notify_key: &[u8], cluster: &str, task_id: &str) -> String {
             Aad::from(cluster.as_bytes()),
             &mut sealed,
         )
-        .expect("sealing a short task id");
+        .ok()?;
     let mut bytes = nonce.to_vec();
     bytes.extend_from_slice(&sealed);
-    format!(
+    Some(format!(
         "{PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    ))
 }
 
 /// The task id a handle of `cluster`'s names; `None` for anything this cluster did not seal
@@ -89,18 +83,18 @@ mod tests {
 
     #[test]
     fn a_handle_opens_to_its_task_and_shows_nothing_of_it() {
-        let h = seal(KEY, "aws", TASK);
+        let h = seal(KEY, "aws", TASK).unwrap();
         assert!(h.starts_with(PREFIX) && reelay_protocol::is_offer_handle(&h));
         assert!(!reelay_protocol::is_offer_handle(TASK));
         assert!(!h.contains("01JABCDEF") && !h.contains("seg-"), "{h}");
         assert_eq!(open(KEY, "aws", &h).as_deref(), Some(TASK));
         // A fresh nonce each time: two offers of one task are not linkable by their handles.
-        assert_ne!(seal(KEY, "aws", TASK), h);
+        assert_ne!(seal(KEY, "aws", TASK).unwrap(), h);
     }
 
     #[test]
     fn only_the_cluster_that_sealed_a_handle_opens_it() {
-        let h = seal(KEY, "aws", TASK);
+        let h = seal(KEY, "aws", TASK).unwrap();
         assert_eq!(open(KEY, "gcp", &h), None, "another cluster's name");
         assert_eq!(open(b"another key", "aws", &h), None, "another key");
         // Any changed character breaks it.

@@ -48,17 +48,23 @@ pub async fn load_report(State(st): State<AppState>) -> Result<Json<LoadReport>,
         tracing::warn!(error = %e, "the steal offer could not be read; reporting none");
         None
     });
-    let offer = match offered {
-        Some(task) => {
+    // Named by a handle only this cluster opens: the route is open, and an id names a
+    // tenant's job (`offer_handle`).
+    let handle = offered.as_ref().and_then(|task| {
+        let h = crate::offer_handle::seal(&st.notify_key, &st.cfg.cluster, &task.task_id);
+        if h.is_none() {
+            tracing::warn!("the random source failed; reporting no steal offer");
+        }
+        h
+    });
+    let offer = match (offered, handle) {
+        (Some(task), Some(handle)) => {
             let (bytes, outputs) = transfer(&st, &task).await;
             let mut offer = crate::load::offer(&task, bytes, outputs, speed, now);
-            // Named by a handle only this cluster opens: the route is open, and an id names
-            // a tenant's job (`offer_handle`).
-            offer.task_id =
-                crate::offer_handle::seal(&st.notify_key, &st.cfg.cluster, &offer.task_id);
+            offer.task_id = handle;
             Some(offer)
         }
-        None => None,
+        _ => None,
     };
     let report = crate::load::report(
         &st.cfg.cluster,

@@ -237,10 +237,12 @@ async fn claim(
     // that does not open (stale key, another cluster's, forged) names nothing claimable.
     let named = match req.task_id.as_deref() {
         Some(h) if reelay_protocol::is_offer_handle(h) => {
-            match crate::offer_handle::open(&st.notify_key, &st.cfg.cluster, h) {
-                Some(id) => Some(id),
-                None => return Ok(StatusCode::NO_CONTENT.into_response()),
-            }
+            let Some(id) = crate::offer_handle::open(&st.notify_key, &st.cfg.cluster, h) else {
+                // Replicas reading different notify keys would refuse every steal this way.
+                tracing::warn!(peer = %peer.name, "a claim named an offer handle this cluster did not seal (do all replicas read the same webhook notify key?)");
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            };
+            Some(id)
         }
         other => other.map(str::to_string),
     };

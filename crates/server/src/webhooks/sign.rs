@@ -31,7 +31,8 @@ pub fn secret_of(key: &[u8]) -> String {
     format!("{PREFIX}{}", STANDARD.encode(key))
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+/// HMAC-SHA256 of `parts` in order; also derives the steal offer handle's key.
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // An HMAC takes a key of any length: this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC key of any length");
     for p in parts {
