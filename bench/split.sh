@@ -147,14 +147,20 @@ for f in glob.glob(f"{out}/w*.log"):
             times[t.group(1).split(".")[-1]] = float(s.group(1))
 split = times.get("split", 0.0); stitch = times.get("stitch", 0.0)
 middle = sorted((k, v) for k, v in times.items() if k not in ("split", "stitch"))
-def makespan(n, tasks):
-    # Model: the split runs alone; then the audio, the ranges (in position order) and
-    # whole-output tasks are list-scheduled, each onto the slot that frees first; then the
-    # stitch runs alone. Task times on one pinned core; no storage or claim latency added.
+def makespan(n, audio, after_split):
+    # Model, the job's task graph as the store releases it: at 0 the split takes a slot and
+    # the encode_audio tasks (they depend on nothing: they read the input, not the pieces)
+    # take the next ones; the ranges and whole-output tasks become ready when the split ends
+    # and go, in claim order, each onto the slot that frees first (starting no earlier than
+    # the split's end); the stitch starts when the last of them ends. Task times on one pinned
+    # core; no storage or claim latency added.
     slots = [0.0] * n
-    for v in tasks:
+    heapq.heapreplace(slots, split)
+    for v in audio:
         t = heapq.heappop(slots); heapq.heappush(slots, t + v)
-    return split + max(slots) + stitch
+    for v in after_split:
+        t = heapq.heappop(slots); heapq.heappush(slots, max(t, split) + v)
+    return max(slots) + stitch
 def ranges(n):
     return json.load(open(f"{out}/plan-{n}.json"))["ranges"]
 def cost(r):
@@ -162,7 +168,8 @@ def cost(r):
     return r["end"] - r["start"] + (0.0 if r["index"] == 0 else min(0.5, r["start"]))
 run = ranges(2)
 segs = [v for k, v in middle if k.startswith("seg-")]
-others = [v for k, v in middle if not k.startswith("seg-")]
+audio = [v for k, v in middle if k.startswith("audio-")]
+whole = [v for k, v in middle if not k.startswith(("seg-", "audio-"))]
 if len(segs) != len(run):
     sys.exit(f"{len(segs)} ranges ran, the plan at 2 slots has {len(run)}: the projection would not be of this run")
 rate = sum(segs) / sum(cost(r) for r in run)
@@ -184,9 +191,10 @@ if first is not None:
 # the model's own one-slot time.
 ref, ref_name = (wu, "unsplit") if wu > 0 else (serial, "the one-slot model")
 for n in (2, 8, 32, 128):
-    m = makespan(n, [v for _, v in middle])
+    # Claim order after the split: range 0, then the other ranges by position, then whole outputs.
+    m = makespan(n, audio, segs + whole)
     fitted = ranges(n)
-    f = makespan(n, others + [rate * cost(r) for r in fitted])
+    f = makespan(n, audio, [rate * cost(r) for r in fitted] + whole)
     print(f"projection {n:>3} slots: as run {m:.1f} s, {ref/m:.2f}x ({ref/m/n:.2f} N); "
           f"fitted ({len(fitted)} ranges) {f:.1f} s, {ref/f:.2f}x ({ref/f/n:.2f} N) vs {ref_name}")
 PY

@@ -3,7 +3,7 @@
 //! and parse it back, so they are bit-equal in practice), or it is a fallback where one is
 //! expected. Then hostile mutations of real files: never a panic, never a wrong answer.
 
-use reelay_media::mp4probe::{probe_file, probe_reader};
+use reelay_media::mp4probe::{keyframes_file, probe_file, probe_reader};
 use reelay_media::probe::parse_probe_json;
 use reelay_media::MediaInfo;
 use std::io::Cursor;
@@ -331,6 +331,122 @@ fn answers_equal_ffprobe_or_fall_back() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// ffprobe's packet report as the split's keyframe scan reads it: (packet count, (index, pts
+/// time) of each keyframe of the first video stream).
+fn ffprobe_keyframes(path: &Path) -> (usize, Vec<(usize, f64)>) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-print_format",
+            "csv",
+        ])
+        .args(["-show_entries", "packet=pts_time,flags", "-i"])
+        .arg(format!("file:{}", path.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe {}", path.display());
+    let (mut n, mut keys) = (0, vec![]);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.first() != Some(&"packet") {
+            continue;
+        }
+        if f.get(2).is_some_and(|fl| fl.contains('K')) {
+            keys.push((n, f[1].parse::<f64>().unwrap()));
+        }
+        n += 1;
+    }
+    (n, keys)
+}
+
+/// The keyframes read from the sample tables equal ffprobe's packet scan, index for index and
+/// time for time, for every clip the probe answers (B-frames, 29.97 fps, faststart, no audio,
+/// scene-cut keyframes between the regular ones, a 90 kHz track), and nothing is answered for
+/// a file the probe does not answer or one without a keyframe table (intra-only).
+#[test]
+fn keyframes_from_the_tables_equal_ffprobes_packet_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let x264 = |extra: &[&str]| {
+        let mut a = s(&["-c:v", "libx264", "-preset", "veryfast"]);
+        a.extend(s(extra));
+        a
+    };
+    let mut all = clips();
+    all.extend([
+        Clip {
+            // Scene cuts (testsrc2 moves) plus a short GOP: keyframes at uneven spacing.
+            name: "gop12_scenecut_bframes.mp4",
+            args: [
+                video("320x240", "30", "4"),
+                tone(48000, "4"),
+                x264(&["-g", "12", "-bf", "2", "-c:a", "aac"]),
+            ]
+            .concat(),
+            expect: Expect::Answer,
+        },
+        Clip {
+            name: "timescale_90k_pyramid.mp4",
+            args: [
+                video("320x240", "25", "3"),
+                x264(&[
+                    "-g",
+                    "20",
+                    "-bf",
+                    "3",
+                    "-b_strategy",
+                    "2",
+                    "-video_track_timescale",
+                    "90000",
+                ]),
+            ]
+            .concat(),
+            expect: Expect::Answer,
+        },
+        Clip {
+            name: "intra_only.mp4",
+            args: [video("160x120", "25", "1"), x264(&["-g", "1"])].concat(),
+            expect: Expect::Fallback,
+        },
+    ]);
+    let mut answered = 0;
+    for c in &all {
+        let path = generate(dir.path(), c);
+        let ours = keyframes_file(&path);
+        if probe_file(&path).is_none() || c.name.ends_with(".m4a") {
+            assert_eq!(ours, None, "{}: answered a file the probe does not", c.name);
+            continue;
+        }
+        if c.expect == Expect::Fallback {
+            assert_eq!(ours, None, "{}: expected a fallback", c.name);
+            continue;
+        }
+        let ours = ours.unwrap_or_else(|| panic!("{}: fell back", c.name));
+        let (packets, keys) = ffprobe_keyframes(&path);
+        assert_eq!(ours.packets, packets, "{}", c.name);
+        assert_eq!(
+            ours.keys.len(),
+            keys.len(),
+            "{}: {:?} vs {keys:?}",
+            c.name,
+            ours.keys
+        );
+        for (a, b) in ours.keys.iter().zip(&keys) {
+            assert_eq!(a.0, b.0, "{}: {:?} vs {keys:?}", c.name, ours.keys);
+            assert!(
+                (a.1 - b.1).abs() < 1e-9,
+                "{}: {:?} vs {keys:?}",
+                c.name,
+                ours.keys
+            );
+        }
+        answered += 1;
+    }
+    assert!(answered >= 8, "only {answered} clips answered");
 }
 
 /// The byte range of the top-level box of that type (header included).

@@ -21,6 +21,9 @@ mod aac;
 mod avc;
 mod bits;
 mod boxes;
+mod keyframes;
+
+pub use keyframes::{keyframes_file, keyframes_reader, Keyframes};
 
 use crate::probe::{FieldOrder, MediaInfo, StreamInfo, StreamKind};
 use boxes::{be_u16, be_u32, be_u64, children, only, table, FourCc};

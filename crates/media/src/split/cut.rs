@@ -62,26 +62,39 @@ struct Packet {
     pts_time: Option<String>,
 }
 
-/// The first video packet of a piece file (its timestamp).
-async fn packets(
+/// An ffprobe of `path` through `demuxer` only, with `args` (what to report), under the
+/// sandbox's limits.
+fn ffprobe(
     tools: &Tools,
     demuxer: &str,
     formats: &str,
     path: &Path,
-) -> Result<ProbeOut, SplitError> {
+    args: &[&str],
+) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(&tools.ffprobe);
     cmd.args(["-v", "error", "-protocol_whitelist", "file"])
         .args(["-format_whitelist", formats, "-f", demuxer])
-        .args(["-select_streams", "v:0", "-print_format", "json"])
-        .args(["-show_entries", "packet=pts_time"]);
-    cmd.args(["-read_intervals", "%+#1"]);
-    cmd.arg("-i")
+        .args(args)
+        .arg("-i")
         .arg(file_url(path))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     tools.limits.apply(&mut cmd);
+    cmd
+}
+
+/// An ffprobe's JSON report (`-print_format json` and `args`), parsed.
+async fn ffprobe_json<T: serde::de::DeserializeOwned>(
+    tools: &Tools,
+    demuxer: &str,
+    formats: &str,
+    path: &Path,
+    args: &[&str],
+) -> Result<T, SplitError> {
+    let args = [&["-print_format", "json"], args].concat();
+    let mut cmd = ffprobe(tools, demuxer, formats, path, &args);
     let what = path.display().to_string();
     let out = cmd.output().await.map_err(io_err(path))?;
     if !out.status.success() {
@@ -94,6 +107,18 @@ async fn packets(
         what,
         message: e.to_string(),
     })
+}
+
+/// The first video packet of a piece file (its timestamp).
+async fn packets(
+    tools: &Tools,
+    demuxer: &str,
+    formats: &str,
+    path: &Path,
+) -> Result<ProbeOut, SplitError> {
+    let args = ["-select_streams", "v:0", "-show_entries", "packet=pts_time"];
+    let args = [&args[..], &["-read_intervals", "%+#1"]].concat();
+    ffprobe_json(tools, demuxer, formats, path, &args).await
 }
 
 /// Video packets per second of the longest input the policy admits that a split reads the
@@ -164,18 +189,20 @@ async fn scan_keyframes(
     cancel: &CancellationToken,
 ) -> Result<KeyScan, SplitError> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let mut cmd = tokio::process::Command::new(&tools.ffprobe);
-    cmd.args(["-v", "error", "-protocol_whitelist", "file"])
-        .args(["-format_whitelist", formats, "-f", demuxer])
-        .args(["-select_streams", "v:0", "-print_format", "csv"])
-        .args(["-show_entries", "packet=pts_time,flags:format=start_time"])
-        .arg("-i")
-        .arg(file_url(path))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    tools.limits.apply(&mut cmd);
+    let mut cmd = ffprobe(
+        tools,
+        demuxer,
+        formats,
+        path,
+        &[
+            "-select_streams",
+            "v:0",
+            "-print_format",
+            "csv",
+            "-show_entries",
+            "packet=pts_time,flags:format=start_time",
+        ],
+    );
     let what = path.display().to_string();
     let mut child = cmd.spawn().map_err(io_err(path))?;
     let stderr = child.stderr.take();
@@ -219,6 +246,65 @@ async fn scan_keyframes(
     Ok(scan)
 }
 
+/// The keyframes of an MP4/MOV input read from its sample tables
+/// ([`crate::mp4probe::keyframes_file`]) instead of by [`scan_keyframes`], which reads every
+/// byte: `None` when the tables are not fully understood (then the scan runs). The format's
+/// start time, which ffmpeg takes from every stream's first timestamps, still comes from
+/// ffprobe, reading only the header.
+async fn moov_keyframes(
+    tools: &Tools,
+    info: &MediaInfo,
+    formats: &str,
+    path: &Path,
+    max_packets: usize,
+) -> Result<Option<KeyScan>, SplitError> {
+    if info.demuxer() != "mov" {
+        return Ok(None);
+    }
+    let owned = path.to_path_buf();
+    let Ok(Some(table)) =
+        tokio::task::spawn_blocking(move || crate::mp4probe::keyframes_file(&owned)).await
+    else {
+        return Ok(None);
+    };
+    if table.packets > max_packets {
+        return Err(SplitError::Unsplittable(format!(
+            "the video has more than {max_packets} packets ({MAX_PACKETS_PER_SECOND} a second of the longest input allowed)"
+        )));
+    }
+    tracing::debug!(
+        keyframes = table.keys.len(),
+        packets = table.packets,
+        "keyframes read from the sample tables, no packet scan"
+    );
+    let start = start_time(tools, info.demuxer(), formats, path).await?;
+    Ok(Some(KeyScan {
+        packets: table.packets,
+        keys: table.keys,
+        start_time: start,
+    }))
+}
+
+/// The format's `start_time` as ffprobe reports it, from the header and the first packets.
+async fn start_time(
+    tools: &Tools,
+    demuxer: &str,
+    formats: &str,
+    path: &Path,
+) -> Result<Option<f64>, SplitError> {
+    #[derive(Deserialize)]
+    struct Out {
+        format: Option<Format>,
+    }
+    #[derive(Deserialize)]
+    struct Format {
+        start_time: Option<String>,
+    }
+    let args = ["-show_entries", "format=start_time"];
+    let out: Out = ffprobe_json(tools, demuxer, formats, path, &args).await?;
+    Ok(out.format.and_then(|f| num(&f.start_time)))
+}
+
 fn num(s: &Option<String>) -> Option<f64> {
     s.as_deref()
         .and_then(|v| v.parse::<f64>().ok())
@@ -258,7 +344,10 @@ pub async fn split(
 ) -> Result<Manifest, SplitError> {
     let formats = policy.allowed_formats.join(",");
     let max_packets = (policy.max_duration_seconds.max(1.0) * MAX_PACKETS_PER_SECOND) as usize;
-    let scan = scan_keyframes(tools, info.demuxer(), &formats, input, max_packets, cancel).await?;
+    let scan = match moov_keyframes(tools, info, &formats, input, max_packets).await? {
+        Some(scan) => scan,
+        None => scan_keyframes(tools, info.demuxer(), &formats, input, max_packets, cancel).await?,
+    };
     let origin = scan.start_time.unwrap_or(0.0);
     // Keyframes with their index among the video packets: the segment muxer cuts by packet
     // count, which no timestamp shift or rounding can move.
