@@ -173,21 +173,28 @@ mod tests {
             .collect()
     }
 
+    fn numbers(v: &[u32]) -> Vec<u8> {
+        v.iter().flat_map(|n| n.to_be_bytes()).collect()
+    }
+
+    fn tables<'a>(edit: i64, stts: &'a [u8], ctts: Option<&'a [u8]>, stss: &'a [u8]) -> Tables<'a> {
+        Tables {
+            timescale: 15360,
+            edit,
+            stts,
+            ctts,
+            stss,
+        }
+    }
+
     #[test]
     fn keyframe_times_follow_the_tables_and_the_edit() {
         // 10 samples of 512 ticks at 15360 a second (30 fps); B-frame offsets of 1024 then 0;
         // keyframes 1, 5 and 9; the edit shifts everything back by the first offset.
         let stts = entries(&[(10, 512)]);
         let ctts = entries(&[(1, 1024), (3, 0), (1, 1024), (5, 0)]);
-        let stss: Vec<u8> = [1u32, 5, 9].iter().flat_map(|n| n.to_be_bytes()).collect();
-        let t = Tables {
-            timescale: 15360,
-            edit: 1024,
-            stts: &stts,
-            ctts: Some(&ctts),
-            stss: &stss,
-        };
-        let k = t.keyframes().unwrap();
+        let stss = numbers(&[1, 5, 9]);
+        let k = tables(1024, &stts, Some(&ctts), &stss).keyframes().unwrap();
         assert_eq!(k.packets, 10);
         assert_eq!(k.keys, vec![(0, 0.0), (4, 0.133333), (8, 0.2)]);
     }
@@ -195,37 +202,15 @@ mod tests {
     #[test]
     fn tables_that_do_not_add_up_are_refused() {
         let stts = entries(&[(4, 512)]);
-        let bad_order: Vec<u8> = [1u32, 3, 2].iter().flat_map(|n| n.to_be_bytes()).collect();
-        let past_end: Vec<u8> = [1u32, 5].iter().flat_map(|n| n.to_be_bytes()).collect();
-        for stss in [&bad_order, &past_end] {
-            let t = Tables {
-                timescale: 15360,
-                edit: 0,
-                stts: &stts,
-                ctts: None,
-                stss,
-            };
-            assert_eq!(t.keyframes(), None);
+        // Keyframe numbers out of order, and one past the last sample.
+        for stss in [numbers(&[1, 3, 2]), numbers(&[1, 5])] {
+            assert_eq!(tables(0, &stts, None, &stss).keyframes(), None);
         }
         // A composition table shorter than the samples it is asked about.
         let ctts = entries(&[(1, 0)]);
-        let stss: Vec<u8> = [1u32, 3].iter().flat_map(|n| n.to_be_bytes()).collect();
-        let t = Tables {
-            timescale: 15360,
-            edit: 0,
-            stts: &stts,
-            ctts: Some(&ctts),
-            stss: &stss,
-        };
-        assert_eq!(t.keyframes(), None);
+        let stss = numbers(&[1, 3]);
+        assert_eq!(tables(0, &stts, Some(&ctts), &stss).keyframes(), None);
         // An edit past the first picture would give a negative time.
-        let t = Tables {
-            timescale: 15360,
-            edit: 1,
-            stts: &stts,
-            ctts: None,
-            stss: &stss,
-        };
-        assert_eq!(t.keyframes(), None);
+        assert_eq!(tables(1, &stts, None, &stss).keyframes(), None);
     }
 }

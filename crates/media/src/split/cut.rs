@@ -116,8 +116,14 @@ async fn packets(
     formats: &str,
     path: &Path,
 ) -> Result<ProbeOut, SplitError> {
-    let args = ["-select_streams", "v:0", "-show_entries", "packet=pts_time"];
-    let args = [&args[..], &["-read_intervals", "%+#1"]].concat();
+    let args = [
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "packet=pts_time",
+        "-read_intervals",
+        "%+#1",
+    ];
     ffprobe_json(tools, demuxer, formats, path, &args).await
 }
 
@@ -130,6 +136,13 @@ const MAX_PACKETS_PER_SECOND: f64 = 120.0;
 /// Most keyframe times one piece records in the manifest (stored with the job): an
 /// intra-only input has a keyframe per picture, and nothing reads past the first.
 const MAX_PIECE_KEYFRAMES: usize = 1000;
+
+/// The refusal of a video with more packets than the cap, whichever way they were counted.
+fn too_many_packets(max_packets: usize) -> SplitError {
+    SplitError::Unsplittable(format!(
+        "the video has more than {max_packets} packets ({MAX_PACKETS_PER_SECOND} a second of the longest input allowed)"
+    ))
+}
 
 /// The keyframes of the first video stream as ffprobe reports them one packet a line
 /// (`-print_format csv`: `packet,<pts_time>,<flags>`, then `format,<start_time>`), holding
@@ -160,9 +173,7 @@ impl KeyScan {
                 }
                 self.packets += 1;
                 if self.packets > max_packets {
-                    return Err(SplitError::Unsplittable(format!(
-                        "the video has more than {max_packets} packets ({MAX_PACKETS_PER_SECOND} a second of the longest input allowed)"
-                    )));
+                    return Err(too_many_packets(max_packets));
                 }
             }
             Some("format") => {
@@ -268,9 +279,7 @@ async fn moov_keyframes(
         return Ok(None);
     };
     if table.packets > max_packets {
-        return Err(SplitError::Unsplittable(format!(
-            "the video has more than {max_packets} packets ({MAX_PACKETS_PER_SECOND} a second of the longest input allowed)"
-        )));
+        return Err(too_many_packets(max_packets));
     }
     tracing::debug!(
         keyframes = table.keys.len(),
